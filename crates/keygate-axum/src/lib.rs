@@ -1,0 +1,56 @@
+//! axum integration for [keygate](keygate): the caller's [`Identity`] as an extractor, a
+//! ready-made layer that reads axum's `ConnectInfo`, and re-exports of the route guard.
+//!
+//! | item | what it does |
+//! | --- | --- |
+//! | [`layer`] | [`ApiKeyLayer`] configured to read the client address from axum's `ConnectInfo` |
+//! | [`Identity`] | extractor: the verified caller (or `Option<Identity>` on optional routes) |
+//! | [`RequireScopes`] | route guard: `403 insufficient_scope` unless the key has the scopes |
+//!
+//! # Example
+//! ```
+//! use axum::{Router, routing::get};
+//! use keygate::{Keyring, MemoryStore, Verifier};
+//! use keygate_axum::{Identity, RequireScopes};
+//!
+//! async fn hello(identity: Identity) -> String {
+//!     format!("hello, {}", identity.name())
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let verifier = Verifier::builder(Keyring::development("acme_test")?, MemoryStore::new()).build();
+//! let app: Router = Router::new()
+//!     .route("/orders", get(hello).route_layer(RequireScopes::all(["orders:read"])))
+//!     .route("/hello", get(hello))
+//!     .layer(keygate_axum::layer(verifier));
+//! // axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Serve with `into_make_service_with_connect_info::<SocketAddr>()` so IP restrictions see the
+//! client address; without it, keys restricted to IP ranges are refused (fail closed).
+
+mod identity;
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
+
+pub use identity::{Identity, IdentityRejection};
+pub use keygate::{ApiKeyLayer, RequireScopes};
+
+/// An [`ApiKeyLayer`] for `verifier` that reads the peer address from axum's
+/// `ConnectInfo<SocketAddr>` (falling back to keygate's own [`keygate::PeerAddr`]).
+pub fn layer(verifier: keygate::Verifier) -> ApiKeyLayer {
+    ApiKeyLayer::new(verifier).peer_ip(connect_info_peer_ip)
+}
+
+/// Reads the client address from `ConnectInfo<SocketAddr>`, else keygate's default sources.
+#[must_use]
+pub fn connect_info_peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+        .or_else(|| keygate::layer::default_peer_ip(extensions))
+}

@@ -1,0 +1,316 @@
+//! Finding the credential in a request, and the client's address.
+//!
+//! # Where keys are read from
+//! - `Authorization: Bearer <key>` — the scheme is case-insensitive and followed by exactly one
+//!   space (RFC 6750). Other schemes (`Basic …`) are ignored, so another layer may use them.
+//! - A named header, `x-api-key` by default.
+//! - The query string, only after an explicit
+//!   [`allow_query_param`](crate::VerifierBuilder::allow_query_param): **dangerous**, because
+//!   URLs end up in access logs, proxy logs, browser history and `Referer` headers, where keys
+//!   leak. Use it only for clients that cannot set headers.
+//!
+//! Exactly one credential per request: two (two headers of either kind, or a header and the
+//! query) is a `400 invalid_request`. A credential longer than the cap (512 bytes by default) is
+//! refused before it is parsed or hashed.
+//!
+//! # Client address
+//! The client IP is the connection's peer address, unless the peer is one of the configured
+//! trusted proxies: then it is the right-most `X-Forwarded-For` entry that is not itself a trusted
+//! proxy. Entries left of it are ignored, since any client can write them. An unparsable entry
+//! makes the client address unknown, and an unknown address never satisfies an IP restriction.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, Uri};
+use ipnet::IpNet;
+
+use crate::record::canonical_ip;
+use crate::rejection::Reason;
+
+/// A framework-neutral view of the parts of a request the verifier reads.
+///
+/// Implemented for http 1 requests by [`HttpRequestView`]; the actix-web adapter implements it
+/// over its own types.
+pub trait RequestView {
+    /// Every value of header `name` (lowercase), in order.
+    fn header_values(&self, name: &str) -> impl Iterator<Item = &[u8]>;
+    /// The raw query string, without `?`.
+    fn query(&self) -> Option<&str>;
+    /// The connection's peer address.
+    fn peer_ip(&self) -> Option<IpAddr>;
+}
+
+/// [`RequestView`] over an http 1 request's headers and URI.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequestView<'a> {
+    headers: &'a HeaderMap,
+    uri: &'a Uri,
+    peer: Option<IpAddr>,
+}
+
+impl<'a> HttpRequestView<'a> {
+    /// A view of `headers` and `uri`, from a connection with peer address `peer`.
+    #[must_use]
+    pub fn new(headers: &'a HeaderMap, uri: &'a Uri, peer: Option<IpAddr>) -> Self {
+        Self { headers, uri, peer }
+    }
+}
+
+impl RequestView for HttpRequestView<'_> {
+    fn header_values(&self, name: &str) -> impl Iterator<Item = &[u8]> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(http::HeaderValue::as_bytes)
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.uri.query()
+    }
+
+    fn peer_ip(&self) -> Option<IpAddr> {
+        self.peer
+    }
+}
+
+/// Where credentials are looked for. Built through [`VerifierBuilder`](crate::VerifierBuilder).
+#[derive(Debug, Clone)]
+pub(crate) struct CredentialSources {
+    pub(crate) bearer: bool,
+    pub(crate) header: Option<Box<str>>,
+    pub(crate) query: Option<Box<str>>,
+    pub(crate) max_len: usize,
+}
+
+impl Default for CredentialSources {
+    fn default() -> Self {
+        Self {
+            bearer: true,
+            header: Some("x-api-key".into()),
+            query: None,
+            max_len: 512,
+        }
+    }
+}
+
+impl CredentialSources {
+    /// The single credential of the request, unparsed.
+    pub(crate) fn find<'r, R: RequestView + ?Sized>(&self, req: &'r R) -> Result<&'r [u8], Reason> {
+        let mut found: Option<&'r [u8]> = None;
+        let mut take = |value: &'r [u8]| -> Result<(), Reason> {
+            if value.len() > self.max_len {
+                return Err(Reason::CredentialTooLong);
+            }
+            match found.replace(value) {
+                Some(_) => Err(Reason::MultipleCredentials),
+                None => Ok(()),
+            }
+        };
+        if self.bearer {
+            for value in req.header_values("authorization") {
+                if value.len() > self.max_len {
+                    return Err(Reason::CredentialTooLong);
+                }
+                if let Some(token) = bearer_token(value) {
+                    take(token)?;
+                }
+            }
+        }
+        if let Some(name) = &self.header {
+            for value in req.header_values(name) {
+                take(value)?;
+            }
+        }
+        if let (Some(param), Some(query)) = (&self.query, req.query()) {
+            for pair in query.split('&') {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                if name == &**param {
+                    take(value.as_bytes())?;
+                }
+            }
+        }
+        found.ok_or(Reason::MissingCredentials)
+    }
+}
+
+/// The token of a `Bearer` credential: scheme matched case-insensitively, then exactly one space.
+/// `None` for other schemes.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer";
+    let (scheme, rest) = value.split_at_checked(SCHEME.len())?;
+    if !scheme.eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    match rest {
+        [] => Some(rest),
+        [b' ', token @ ..] => Some(token),
+        // `Bearerfoo` is another scheme name, not ours.
+        _ => None,
+    }
+}
+
+/// Trusted reverse proxies, and the rule that finds the client address behind them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TrustedProxies {
+    nets: Vec<IpNet>,
+}
+
+impl TrustedProxies {
+    pub(crate) fn new(nets: Vec<IpNet>) -> Self {
+        Self { nets }
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.nets.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client address of `req` (see the [module docs](self)).
+    pub(crate) fn client_ip<R: RequestView + ?Sized>(&self, req: &R) -> Option<IpAddr> {
+        let peer = canonical_ip(req.peer_ip()?);
+        if self.nets.is_empty() || !self.trusts(peer) {
+            return Some(peer);
+        }
+        // Only reached behind a trusted proxy, so the allocation is off the common path.
+        let lines: Vec<&[u8]> = req.header_values("x-forwarded-for").collect();
+        let mut client = peer;
+        for line in lines.iter().rev() {
+            let line = std::str::from_utf8(line).ok()?;
+            for entry in line.rsplit(',') {
+                let ip = canonical_ip(parse_forwarded_ip(entry.trim())?);
+                if !self.trusts(ip) {
+                    return Some(ip);
+                }
+                client = ip;
+            }
+        }
+        Some(client)
+    }
+}
+
+/// An `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:5678`.
+fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    entry
+        .rsplit_once(':')?
+        .0
+        .parse::<std::net::Ipv4Addr>()
+        .ok()
+        .map(IpAddr::V4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct View {
+        headers: Vec<(&'static str, &'static [u8])>,
+        query: Option<&'static str>,
+        peer: Option<IpAddr>,
+    }
+
+    impl RequestView for View {
+        fn header_values(&self, name: &str) -> impl Iterator<Item = &[u8]> {
+            self.headers
+                .iter()
+                .filter(move |(n, _)| *n == name)
+                .map(|(_, v)| *v)
+        }
+        fn query(&self) -> Option<&str> {
+            self.query
+        }
+        fn peer_ip(&self) -> Option<IpAddr> {
+            self.peer
+        }
+    }
+
+    fn view(headers: &[(&'static str, &'static [u8])]) -> View {
+        View {
+            headers: headers.to_vec(),
+            query: None,
+            peer: None,
+        }
+    }
+
+    #[test]
+    fn bearer_scheme() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bEaReR abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Bearer  abc"), Some(&b" abc"[..]));
+        assert_eq!(bearer_token(b"Bearer"), Some(&b""[..]));
+        assert_eq!(bearer_token(b"Bearerabc"), None);
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"Bear"), None);
+    }
+
+    #[test]
+    fn exactly_one_credential() {
+        let s = CredentialSources::default();
+        assert_eq!(s.find(&view(&[])), Err(Reason::MissingCredentials));
+        assert_eq!(
+            s.find(&view(&[("authorization", b"Basic x")])),
+            Err(Reason::MissingCredentials)
+        );
+        assert_eq!(s.find(&view(&[("x-api-key", b"k")])), Ok(&b"k"[..]));
+        assert_eq!(
+            s.find(&view(&[
+                ("authorization", b"Bearer a"),
+                ("x-api-key", b"b")
+            ])),
+            Err(Reason::MultipleCredentials)
+        );
+        assert_eq!(
+            s.find(&view(&[("x-api-key", b"a"), ("x-api-key", b"a")])),
+            Err(Reason::MultipleCredentials)
+        );
+        let long: &'static [u8] = Box::leak(vec![b'a'; 513].into_boxed_slice());
+        assert_eq!(
+            s.find(&view(&[("x-api-key", long)])),
+            Err(Reason::CredentialTooLong)
+        );
+    }
+
+    #[test]
+    fn query_only_when_enabled() {
+        let mut v = view(&[]);
+        v.query = Some("a=1&api_key=k&b=2");
+        assert_eq!(
+            CredentialSources::default().find(&v),
+            Err(Reason::MissingCredentials)
+        );
+        let s = CredentialSources {
+            query: Some("api_key".into()),
+            ..CredentialSources::default()
+        };
+        assert_eq!(s.find(&v), Ok(&b"k"[..]));
+        v.headers.push(("x-api-key", b"k"));
+        assert_eq!(s.find(&v), Err(Reason::MultipleCredentials));
+    }
+
+    #[test]
+    fn forwarded_for_only_from_trusted_proxies() {
+        let proxies =
+            TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"))]);
+        let mut v = view(&[("x-forwarded-for", b"6.6.6.6, 1.2.3.4, 10.0.0.7")]);
+        v.peer = Some("9.9.9.9".parse().unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(
+            proxies.client_ip(&v),
+            v.peer,
+            "untrusted peer: header ignored"
+        );
+        v.peer = Some("10.0.0.1".parse().unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(
+            proxies.client_ip(&v),
+            "1.2.3.4".parse().ok(),
+            "right-most untrusted entry"
+        );
+        v.headers = vec![("x-forwarded-for", b"garbage")];
+        assert_eq!(proxies.client_ip(&v), None);
+        v.headers = vec![("x-forwarded-for", b"[2001:db8::1]:443")];
+        assert_eq!(proxies.client_ip(&v), "2001:db8::1".parse().ok());
+    }
+}

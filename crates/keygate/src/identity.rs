@@ -1,0 +1,76 @@
+//! The caller's identity, handed to handlers.
+
+use crate::key::KeyId;
+use crate::scope::{Scope, any_grants};
+
+/// Metadata attached to a key: a JSON object of application-defined values.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+/// Who is calling: the verified key's public facts. Shared as `Arc<Identity>`, so cloning is one
+/// reference-count increment.
+///
+/// It never holds the secret or its digest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    id: KeyId,
+    name: String,
+    owner: Option<String>,
+    scopes: Vec<Scope>,
+    metadata: Metadata,
+}
+
+impl Identity {
+    /// Builds an identity (stores and tests; the verifier builds it from a [`KeyRecord`](crate::KeyRecord)).
+    #[must_use]
+    pub fn new(
+        id: KeyId,
+        name: String,
+        owner: Option<String>,
+        scopes: Vec<Scope>,
+        metadata: Metadata,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            owner,
+            scopes,
+            metadata,
+        }
+    }
+
+    /// The key's public id.
+    #[must_use]
+    pub fn key_id(&self) -> KeyId {
+        self.id
+    }
+
+    /// The key's human-readable name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The project, application or team the key belongs to, if set.
+    #[must_use]
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
+
+    /// The scopes granted to the key.
+    #[must_use]
+    pub fn scopes(&self) -> &[Scope] {
+        &self.scopes
+    }
+
+    /// Whether the key is granted `required` (exact, or through `resource:*`; see [`crate::scope`]).
+    #[must_use]
+    pub fn has_scope(&self, required: &str) -> bool {
+        any_grants(&self.scopes, required)
+    }
+
+    /// Application-defined metadata.
+    #[must_use]
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+}

@@ -1,0 +1,137 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::identity::Identity;
+use crate::rejection::{Rejection, RejectionResponse, respond};
+
+type VerifyFuture = Pin<Box<dyn Future<Output = Result<Arc<Identity>, Rejection>> + Send>>;
+
+pin_project! {
+    /// Response future of [`ApiKeyService`](super::ApiKeyService): verify, then call the inner
+    /// service with the identity in the request extensions (or answer the rejection).
+    pub struct ResponseFuture<S, ReqB, R>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        #[pin]
+        state: State<S, ReqB, R>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqB, R>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        Verify {
+            verify: VerifyFuture,
+            request: Option<Request<ReqB>>,
+            service: Option<S>,
+            responder: R,
+        },
+        Inner {
+            #[pin]
+            future: S::Future,
+        },
+        Rejected {
+            response: Option<S::Response>,
+        },
+    }
+}
+
+impl<S, ReqB, R> ResponseFuture<S, ReqB, R>
+where
+    S: Service<Request<ReqB>>,
+{
+    pub(super) fn verify(
+        verify: VerifyFuture,
+        request: Request<ReqB>,
+        service: S,
+        responder: R,
+    ) -> Self {
+        Self {
+            state: State::Verify {
+                verify,
+                request: Some(request),
+                service: Some(service),
+                responder,
+            },
+        }
+    }
+
+    pub(super) fn inner(future: S::Future) -> Self {
+        Self {
+            state: State::Inner { future },
+        }
+    }
+
+    pub(super) fn rejected(response: S::Response) -> Self {
+        Self {
+            state: State::Rejected {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<S, ReqB, ResB, R> Future for ResponseFuture<S, ReqB, R>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    R: RejectionResponse<ResB>,
+{
+    type Output = Result<Response<ResB>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Verify {
+                    verify,
+                    request,
+                    service,
+                    responder,
+                } => {
+                    let verdict = ready!(verify.as_mut().poll(cx));
+                    match (verdict, request.take(), service.take()) {
+                        (Ok(identity), Some(mut request), Some(mut service)) => {
+                            request.extensions_mut().insert(identity);
+                            State::Inner {
+                                future: service.call(request),
+                            }
+                        }
+                        (Err(rejection), _, _) => State::Rejected {
+                            response: Some(respond(responder, rejection)),
+                        },
+                        // Unreachable: both are taken only here, once.
+                        (Ok(_), _, _) => panic!("keygate ResponseFuture polled after completion"),
+                    }
+                }
+                StateProj::Inner { future } => return future.poll(cx),
+                StateProj::Rejected { response } => {
+                    return match response.take() {
+                        Some(response) => Poll::Ready(Ok(response)),
+                        None => panic!("keygate ResponseFuture polled after completion"),
+                    };
+                }
+            };
+            this.state.set(next);
+        }
+    }
+}
+
+impl<S, ReqB, R> fmt::Debug for ResponseFuture<S, ReqB, R>
+where
+    S: Service<Request<ReqB>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

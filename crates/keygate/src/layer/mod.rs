@@ -1,0 +1,78 @@
+//! The tower layer: authenticate every request, put the caller's [`Identity`](crate::Identity)
+//! into the request extensions, answer rejections itself.
+//!
+//! [`ApiKeyLayer`] wraps any `Service<http::Request<B>>` whose response body can be built
+//! `From<String>` (axum's `Body`, `http_body_util::Full<Bytes>`, …). It works with axum's
+//! `Router::layer` and `route_layer`, tonic, hyper, or any tower stack.
+//!
+//! - A valid key: the request goes on with an `Arc<Identity>` in its extensions; the credential
+//!   headers are marked sensitive first, so well-behaved loggers redact them.
+//! - Anything else: the layer answers (see [`crate::rejection`] for statuses and bodies), the inner
+//!   service is not called, and the [`Rejection`](crate::Rejection) is in the response extensions.
+//!   Rejections are `Ok(response)`, never `Err`, so outer layers still see them.
+//!
+//! The client address is read from the request extensions by a [`PeerIpFn`]; the default
+//! understands [`PeerAddr`] and a bare `SocketAddr`. `keygate-axum` configures axum's
+//! `ConnectInfo`.
+//!
+//! # Example
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use bytes::Bytes;
+//! use keygate::{ApiKeyLayer, Identity, Keyring, MemoryStore, NewKey, Verifier};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let verifier = Verifier::builder(Keyring::development("acme_test")?, MemoryStore::new()).build();
+//! let created = verifier.admin().create_key(NewKey::new("docs")).await?;
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(ApiKeyLayer::new(verifier))
+//!     .service(service_fn(|req: Request<()>| async move {
+//!         let identity = req.extensions().get::<std::sync::Arc<Identity>>().cloned();
+//!         let name = identity.map(|i| i.name().to_owned()).unwrap_or_default();
+//!         Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(name)))
+//!     }));
+//!
+//! let request = Request::get("/")
+//!     .header("authorization", format!("Bearer {}", created.key.expose_secret()))
+//!     .body(())?;
+//! let response = service.clone().oneshot(request).await?;
+//! assert_eq!(response.status(), StatusCode::OK);
+//!
+//! let response = service.oneshot(Request::get("/").body(())?).await?;
+//! assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+//! # Ok(())
+//! # }
+//! ```
+
+mod future;
+#[allow(clippy::module_inception)]
+mod layer;
+mod service;
+
+use std::net::{IpAddr, SocketAddr};
+
+pub use future::ResponseFuture;
+pub use layer::ApiKeyLayer;
+pub use service::ApiKeyService;
+
+/// Reads the connection's peer address from request extensions.
+pub type PeerIpFn = fn(&http::Extensions) -> Option<IpAddr>;
+
+/// The connection's peer address, as a request extension. Insert it from your server loop when
+/// your framework does not provide one (axum users: `keygate-axum` reads `ConnectInfo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The default [`PeerIpFn`]: a [`PeerAddr`] extension, else a bare `SocketAddr` extension.
+#[must_use]
+pub fn default_peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<PeerAddr>()
+        .map(|peer| peer.0.ip())
+        .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip))
+}

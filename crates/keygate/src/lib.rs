@@ -1,0 +1,54 @@
+//! keygate: API-key authentication for Rust services.
+//!
+//! A service adds one tower [`ApiKeyLayer`] (axum, tonic, hyper, any tower stack; actix-web has
+//! `keygate-actix`), and every request's key is extracted, checked against a [`KeyStore`] through
+//! a cache, and the caller's [`Identity`] reaches the handler. Operators manage keys through
+//! [`Verifier::admin`] (and the `keygate` CLI).
+//!
+//! | module | what it holds |
+//! | --- | --- |
+//! | [`key`] | the key format `{prefix}_{id}_{secret}{crc}`: generation, parsing, the plaintext type |
+//! | [`pepper`] | HMAC-SHA256 digests with versioned peppers |
+//! | [`keyring`] | a deployment's format + peppers; mints keys |
+//! | [`scope`] | scopes and their matching rules |
+//! | [`record`] | what a store keeps; create and change inputs |
+//! | [`store`] | the [`KeyStore`] and [`KeyAdmin`] traits; [`MemoryStore`] |
+//! | [`verifier`] | the framework-neutral [`Verifier`] and its cache |
+//! | [`extract`] | where credentials and the client address come from |
+//! | [`rejection`] | refusal reasons and their HTTP responses |
+//! | [`layer`] | the tower [`ApiKeyLayer`] |
+//! | [`require_scopes`] | the [`RequireScopes`] route guard |
+//! | [`clock`] | the injectable clock |
+//!
+//! Secrets: a key's plaintext exists only in [`PlaintextKey`] (shown once, at creation) and,
+//! during a request, in [`PresentedKey`]; both redact `Debug` and are zeroed on drop. Stores
+//! keep only a [`Digest`]. Nothing in keygate logs a key or a digest.
+
+pub mod clock;
+pub mod extract;
+pub mod identity;
+pub mod key;
+pub mod keyring;
+pub mod layer;
+pub mod pepper;
+pub mod record;
+pub mod rejection;
+pub mod require_scopes;
+pub mod scope;
+pub mod store;
+pub mod verifier;
+
+mod base62;
+
+pub use extract::{HttpRequestView, RequestView};
+pub use identity::{Identity, Metadata};
+pub use key::{KeyFormat, KeyId, PlaintextKey, PresentedKey};
+pub use keyring::Keyring;
+pub use layer::{ApiKeyLayer, ApiKeyService, PeerAddr};
+pub use pepper::{Digest, Pepper, Peppers};
+pub use record::{CreatedKey, KeyChange, KeyRecord, KeyState, MintedKey, NewKey};
+pub use rejection::{Problem, ProblemJson, Reason, Rejection};
+pub use require_scopes::RequireScopes;
+pub use scope::{Scope, ScopeRequirement};
+pub use store::{KeyAdmin, KeyFilter, KeyPage, KeyStore, MemoryStore, PageRequest, StoreError};
+pub use verifier::{Admin, Presented, Verifier, VerifierBuilder};

@@ -1,0 +1,373 @@
+//! What a store keeps about a key, and the inputs that create and change it.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+
+use crate::identity::{Identity, Metadata};
+use crate::key::{KeyId, PlaintextKey};
+use crate::pepper::Digest;
+use crate::scope::Scope;
+
+/// Longest accepted key name or owner, in characters.
+pub const MAX_NAME_LEN: usize = 200;
+/// Most scopes one key may carry.
+pub const MAX_SCOPES: usize = 64;
+/// Most allowed client IP ranges one key may carry.
+pub const MAX_IP_RANGES: usize = 64;
+
+/// Everything a store keeps about one key. Never the key itself: only its [`Digest`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    /// Public id (primary key).
+    pub id: KeyId,
+    /// The deployment prefix the key was minted with.
+    pub prefix: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Project, application or team the key belongs to.
+    pub owner: Option<String>,
+    /// HMAC-SHA256 of the full key.
+    pub digest: Digest,
+    /// Version of the pepper that produced `digest`.
+    pub pepper_version: u32,
+    /// Scopes granted.
+    pub scopes: Vec<Scope>,
+    /// Application-defined metadata.
+    pub metadata: Metadata,
+    /// Client IP ranges the key may be used from; empty means anywhere.
+    pub allowed_ips: Vec<IpNet>,
+    /// When the key was created.
+    pub created_at: SystemTime,
+    /// When the record last changed.
+    pub updated_at: SystemTime,
+    /// When the key stops working, if ever.
+    pub expires_at: Option<SystemTime>,
+    /// When the key was disabled (reversible), if it is.
+    pub disabled_at: Option<SystemTime>,
+    /// When the key was revoked (final), if it was.
+    pub revoked_at: Option<SystemTime>,
+}
+
+/// The lifecycle state of a key at some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyState {
+    /// Usable.
+    Active,
+    /// Temporarily switched off; can be enabled again.
+    Disabled,
+    /// Permanently switched off; kept for audit.
+    Revoked,
+    /// Past its expiry time.
+    Expired,
+}
+
+impl KeyState {
+    /// Lowercase name: `active`, `disabled`, `revoked`, `expired`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+impl KeyRecord {
+    /// The key's state at `now`. Revoked outranks disabled, which outranks expired.
+    #[must_use]
+    pub fn state(&self, now: SystemTime) -> KeyState {
+        if self.revoked_at.is_some() {
+            KeyState::Revoked
+        } else if self.disabled_at.is_some() {
+            KeyState::Disabled
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            KeyState::Expired
+        } else {
+            KeyState::Active
+        }
+    }
+
+    /// Whether `ip` may use this key (always, when no ranges are set).
+    #[must_use]
+    pub fn allows_ip(&self, ip: Option<IpAddr>) -> bool {
+        ip_allowed(&self.allowed_ips, ip)
+    }
+
+    /// The identity handlers see for this key.
+    #[must_use]
+    pub fn identity(&self) -> Identity {
+        Identity::new(
+            self.id,
+            self.name.clone(),
+            self.owner.clone(),
+            self.scopes.clone(),
+            self.metadata.clone(),
+        )
+    }
+}
+
+pub(crate) fn ip_allowed(ranges: &[IpNet], ip: Option<IpAddr>) -> bool {
+    if ranges.is_empty() {
+        return true;
+    }
+    // An unknown client address never satisfies a restriction: fail closed.
+    let Some(ip) = ip else { return false };
+    let ip = canonical_ip(ip);
+    ranges.iter().any(|net| net.contains(&ip))
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, as dual-stack sockets report them) compare as IPv4.
+pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
+/// Bad input to a create or change: a typed error, never a database string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidInput {
+    /// The name is empty (after trimming) or too long, or contains control characters.
+    #[error("invalid key name: use 1 to {MAX_NAME_LEN} characters without control characters")]
+    Name,
+    /// The owner is empty or too long, or contains control characters.
+    #[error("invalid owner: use 1 to {MAX_NAME_LEN} characters without control characters")]
+    Owner,
+    /// A scope is invalid.
+    #[error(transparent)]
+    Scope(#[from] crate::scope::InvalidScope),
+    /// Too many scopes.
+    #[error("too many scopes: at most {MAX_SCOPES}")]
+    TooManyScopes,
+    /// Too many IP ranges.
+    #[error("too many allowed IP ranges: at most {MAX_IP_RANGES}")]
+    TooManyIpRanges,
+    /// The expiry is not after the creation time.
+    #[error("expiry must be in the future")]
+    ExpiryInPast,
+}
+
+pub(crate) fn validate_name(name: &str) -> Result<(), InvalidInput> {
+    text_ok(name).then_some(()).ok_or(InvalidInput::Name)
+}
+
+fn text_ok(text: &str) -> bool {
+    !text.trim().is_empty()
+        && text.chars().count() <= MAX_NAME_LEN
+        && !text.chars().any(char::is_control)
+}
+
+/// What to create: name, owner, scopes and restrictions. The id and secret are generated by
+/// [`Keyring::mint`](crate::Keyring::mint).
+///
+/// ```
+/// use keygate::NewKey;
+/// let key = NewKey::new("billing service")
+///     .owner("team-billing")
+///     .scope("invoices:read")?
+///     .scope("invoices:write")?;
+/// # Ok::<(), keygate::scope::InvalidScope>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewKey {
+    pub(crate) name: String,
+    pub(crate) owner: Option<String>,
+    pub(crate) scopes: Vec<Scope>,
+    pub(crate) metadata: Metadata,
+    pub(crate) expires_at: Option<SystemTime>,
+    pub(crate) allowed_ips: Vec<IpNet>,
+}
+
+impl NewKey {
+    /// A key named `name`, with no owner, scopes, metadata, expiry or IP restriction.
+    #[must_use]
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            owner: None,
+            scopes: Vec::new(),
+            metadata: Metadata::new(),
+            expires_at: None,
+            allowed_ips: Vec::new(),
+        }
+    }
+
+    /// Sets the owner (project, application or team).
+    #[must_use]
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    /// Grants one scope.
+    ///
+    /// # Errors
+    /// [`InvalidScope`](crate::scope::InvalidScope) when the scope is malformed.
+    pub fn scope(mut self, scope: &str) -> Result<Self, crate::scope::InvalidScope> {
+        self.scopes.push(Scope::new(scope)?);
+        Ok(self)
+    }
+
+    /// Grants already-validated scopes.
+    #[must_use]
+    pub fn scopes(mut self, scopes: impl IntoIterator<Item = Scope>) -> Self {
+        self.scopes.extend(scopes);
+        self
+    }
+
+    /// Sets the metadata object.
+    #[must_use]
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets the expiry time.
+    #[must_use]
+    pub fn expires_at(mut self, at: SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// Restricts the key to client addresses in `ranges`.
+    #[must_use]
+    pub fn allowed_ips(mut self, ranges: impl IntoIterator<Item = IpNet>) -> Self {
+        self.allowed_ips.extend(ranges);
+        self
+    }
+
+    pub(crate) fn validate(&self, now: SystemTime) -> Result<(), InvalidInput> {
+        validate_name(&self.name)?;
+        if self.owner.as_deref().is_some_and(|o| !text_ok(o)) {
+            return Err(InvalidInput::Owner);
+        }
+        if self.scopes.len() > MAX_SCOPES {
+            return Err(InvalidInput::TooManyScopes);
+        }
+        if self.allowed_ips.len() > MAX_IP_RANGES {
+            return Err(InvalidInput::TooManyIpRanges);
+        }
+        if self.expires_at.is_some_and(|at| at <= now) {
+            return Err(InvalidInput::ExpiryInPast);
+        }
+        Ok(())
+    }
+}
+
+/// A validated key, ready for a store: its complete record plus the plaintext to return once.
+///
+/// Only [`Keyring::mint`](crate::Keyring::mint) makes one, so a store never sees unvalidated
+/// input or has to generate secrets itself.
+#[derive(Debug)]
+pub struct MintedKey {
+    pub(crate) record: KeyRecord,
+    pub(crate) key: PlaintextKey,
+}
+
+impl MintedKey {
+    /// The record to persist.
+    #[must_use]
+    pub fn record(&self) -> &KeyRecord {
+        &self.record
+    }
+
+    /// Completes creation: the store hands back the record as stored, with the plaintext.
+    #[must_use]
+    pub fn into_created(self, stored: KeyRecord) -> CreatedKey {
+        CreatedKey {
+            record: stored,
+            key: self.key,
+        }
+    }
+}
+
+/// A freshly created key: its record and its plaintext, which exists only here.
+#[derive(Debug)]
+pub struct CreatedKey {
+    /// The stored record.
+    pub record: KeyRecord,
+    /// The full key. Show it to its owner once; it cannot be recovered later.
+    pub key: PlaintextKey,
+}
+
+/// One change to an existing key, applied by [`KeyAdmin::apply`](crate::store::KeyAdmin::apply).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum KeyChange {
+    /// Give the key a new name.
+    Rename(String),
+    /// Replace the scopes.
+    SetScopes(Vec<Scope>),
+    /// Set or clear the expiry.
+    SetExpiry(Option<SystemTime>),
+    /// Replace the metadata.
+    SetMetadata(Metadata),
+    /// Replace the allowed client IP ranges (empty: anywhere).
+    SetAllowedIps(Vec<IpNet>),
+    /// Switch the key off, reversibly.
+    Disable,
+    /// Switch a disabled key back on.
+    Enable,
+    /// Switch the key off for good. The record stays for audit.
+    Revoke,
+}
+
+impl KeyChange {
+    /// Checks the change's input. Stores call this before applying.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] for a bad name or too many scopes or ranges.
+    pub fn validate(&self) -> Result<(), InvalidInput> {
+        match self {
+            Self::Rename(name) => validate_name(name),
+            Self::SetScopes(scopes) if scopes.len() > MAX_SCOPES => {
+                Err(InvalidInput::TooManyScopes)
+            }
+            Self::SetAllowedIps(ips) if ips.len() > MAX_IP_RANGES => {
+                Err(InvalidInput::TooManyIpRanges)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies the change to a record in memory (stores without their own query language use
+    /// this; SQL stores translate the same rules into statements).
+    ///
+    /// Enabling or disabling a revoked key is refused; revoking twice keeps the first time.
+    ///
+    /// # Errors
+    /// [`ChangeRefused::Revoked`] when enabling or disabling a revoked key.
+    pub fn apply_to(self, record: &mut KeyRecord, now: SystemTime) -> Result<(), ChangeRefused> {
+        match self {
+            Self::Rename(name) => record.name = name,
+            Self::SetScopes(scopes) => record.scopes = scopes,
+            Self::SetExpiry(at) => record.expires_at = at,
+            Self::SetMetadata(metadata) => record.metadata = metadata,
+            Self::SetAllowedIps(ips) => record.allowed_ips = ips,
+            Self::Disable | Self::Enable if record.revoked_at.is_some() => {
+                return Err(ChangeRefused::Revoked);
+            }
+            Self::Disable => {
+                record.disabled_at.get_or_insert(now);
+            }
+            Self::Enable => record.disabled_at = None,
+            Self::Revoke => {
+                record.revoked_at.get_or_insert(now);
+            }
+        }
+        record.updated_at = now;
+        Ok(())
+    }
+}
+
+/// A change that cannot apply to the key in its current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeRefused {
+    /// The key is revoked; revocation is final.
+    #[error("the key is revoked; revocation is final")]
+    Revoked,
+}

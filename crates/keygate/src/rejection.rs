@@ -1,0 +1,404 @@
+//! Why a request was refused, and the HTTP response that says so.
+//!
+//! Every refusal is a [`Rejection`]: a precise [`Reason`] (kept for logs and audit) plus the key
+//! id when a well-formed one was presented. Clients see less than the logs: unknown id, wrong
+//! secret, revoked, disabled, expired, malformed, wrong prefix and bad checksum all produce the
+//! same `401 invalid_token` response, so a caller cannot probe which keys exist or why one failed.
+//!
+//! | reason | status | `WWW-Authenticate` | problem `type` |
+//! | --- | --- | --- | --- |
+//! | missing | 401 | `Bearer realm="…"` | `urn:keygate:problem:missing_credentials` |
+//! | two credentials | 400 | `…, error="invalid_request"` | `urn:keygate:problem:invalid_request` |
+//! | any invalid key | 401 | `…, error="invalid_token"` | `urn:keygate:problem:invalid_token` |
+//! | missing scope | 403 | `…, error="insufficient_scope", scope="…"` | `urn:keygate:problem:insufficient_scope` |
+//! | client IP not allowed | 403 | — | `urn:keygate:problem:forbidden` |
+//! | store unavailable | 503 | — | `urn:keygate:problem:unavailable` |
+//!
+//! Bodies are `application/problem+json` (RFC 9457); every rejection carries
+//! `Cache-Control: no-store`. The [`Rejection`] is also inserted into the response's extensions,
+//! so outer layers can tell why. Replace the body with
+//! [`ApiKeyLayer::with_rejection_response`](crate::layer::ApiKeyLayer::with_rejection_response).
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::key::{FormatError, KeyId};
+
+/// The precise cause of a rejection. Shown in logs and audit, not to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// No credential in the request.
+    MissingCredentials,
+    /// More than one credential (two headers, or a header and the query).
+    MultipleCredentials,
+    /// The credential header is longer than the configured cap.
+    CredentialTooLong,
+    /// The key is not of the expected shape.
+    Malformed,
+    /// The key is for another deployment.
+    WrongPrefix,
+    /// The key's checksum does not match.
+    BadChecksum,
+    /// No key has this id.
+    UnknownKey,
+    /// The id exists but the secret does not match.
+    WrongSecret,
+    /// The key was revoked.
+    Revoked,
+    /// The key is disabled.
+    Disabled,
+    /// The key has expired.
+    Expired,
+    /// The key may not be used from the client's address.
+    ForbiddenClientIp,
+    /// The key lacks a scope the route requires.
+    InsufficientScope,
+    /// The key store could not answer.
+    StoreUnavailable,
+}
+
+impl Reason {
+    /// A stable snake_case name, for logs and metrics.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingCredentials => "missing_credentials",
+            Self::MultipleCredentials => "multiple_credentials",
+            Self::CredentialTooLong => "credential_too_long",
+            Self::Malformed => "malformed",
+            Self::WrongPrefix => "wrong_prefix",
+            Self::BadChecksum => "bad_checksum",
+            Self::UnknownKey => "unknown_key",
+            Self::WrongSecret => "wrong_secret",
+            Self::Revoked => "revoked",
+            Self::Disabled => "disabled",
+            Self::Expired => "expired",
+            Self::ForbiddenClientIp => "forbidden_client_ip",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::StoreUnavailable => "store_unavailable",
+        }
+    }
+
+    /// The client-facing problem this reason maps to.
+    #[must_use]
+    pub fn problem(self) -> Problem {
+        match self {
+            Self::MissingCredentials => Problem::MissingCredentials,
+            Self::MultipleCredentials => Problem::InvalidRequest,
+            Self::CredentialTooLong
+            | Self::Malformed
+            | Self::WrongPrefix
+            | Self::BadChecksum
+            | Self::UnknownKey
+            | Self::WrongSecret
+            | Self::Revoked
+            | Self::Disabled
+            | Self::Expired => Problem::InvalidToken,
+            Self::ForbiddenClientIp => Problem::Forbidden,
+            Self::InsufficientScope => Problem::InsufficientScope,
+            Self::StoreUnavailable => Problem::Unavailable,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<FormatError> for Reason {
+    fn from(error: FormatError) -> Self {
+        match error {
+            FormatError::Malformed => Self::Malformed,
+            FormatError::WrongPrefix => Self::WrongPrefix,
+            FormatError::BadChecksum => Self::BadChecksum,
+        }
+    }
+}
+
+/// What the client is told: several [`Reason`]s share one problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Problem {
+    /// 401 without an `error` attribute.
+    MissingCredentials,
+    /// 400 `invalid_request`.
+    InvalidRequest,
+    /// 401 `invalid_token`.
+    InvalidToken,
+    /// 403 `insufficient_scope`.
+    InsufficientScope,
+    /// 403, not an authentication challenge.
+    Forbidden,
+    /// 503.
+    Unavailable,
+}
+
+impl Problem {
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MissingCredentials | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::InvalidRequest => StatusCode::BAD_REQUEST,
+            Self::InsufficientScope | Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The short code used in the problem `type` URI and RFC 6750 `error` attribute.
+    #[must_use]
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::MissingCredentials => "missing_credentials",
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidToken => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::Forbidden => "forbidden",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::MissingCredentials => "API key required",
+            Self::InvalidRequest => "Invalid request",
+            Self::InvalidToken => "Invalid API key",
+            Self::InsufficientScope => "Insufficient scope",
+            Self::Forbidden => "Forbidden",
+            Self::Unavailable => "Service unavailable",
+        }
+    }
+
+    fn detail(self) -> &'static str {
+        match self {
+            Self::MissingCredentials => {
+                "Send an API key in the Authorization header (Bearer) or the API key header."
+            }
+            Self::InvalidRequest => "Send exactly one API key per request.",
+            Self::InvalidToken => "The API key is not valid.",
+            Self::InsufficientScope => "The API key lacks a scope this resource requires.",
+            Self::Forbidden => "The API key may not be used from this client address.",
+            Self::Unavailable => "API keys cannot be checked right now; retry later.",
+        }
+    }
+
+    /// The `application/problem+json` body for this problem.
+    #[must_use]
+    pub fn body(self) -> String {
+        format!(
+            r#"{{"type":"urn:keygate:problem:{code}","title":"{title}","status":{status},"detail":"{detail}"}}"#,
+            code = self.code(),
+            title = self.title(),
+            status = self.status().as_u16(),
+            detail = self.detail(),
+        )
+    }
+}
+
+/// A refused request: the reason, and the key id when a well-formed key was presented.
+///
+/// Cheap to clone; inserted into rejection responses' extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    reason: Reason,
+    key_id: Option<KeyId>,
+    required_scopes: Option<Arc<str>>,
+}
+
+impl Rejection {
+    /// A rejection for `reason`, without a key id.
+    #[must_use]
+    pub fn new(reason: Reason) -> Self {
+        Self {
+            reason,
+            key_id: None,
+            required_scopes: None,
+        }
+    }
+
+    /// A rejection concerning a presented, well-formed key.
+    #[must_use]
+    pub fn for_key(reason: Reason, key_id: KeyId) -> Self {
+        Self {
+            reason,
+            key_id: Some(key_id),
+            required_scopes: None,
+        }
+    }
+
+    /// A 403 `insufficient_scope` rejection naming the required scopes (space-separated).
+    #[must_use]
+    pub fn insufficient_scope(key_id: Option<KeyId>, required: Arc<str>) -> Self {
+        Self {
+            reason: Reason::InsufficientScope,
+            key_id,
+            required_scopes: Some(required),
+        }
+    }
+
+    /// The precise reason.
+    #[must_use]
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+
+    /// What the client is told.
+    #[must_use]
+    pub fn problem(&self) -> Problem {
+        self.reason.problem()
+    }
+
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.problem().status()
+    }
+
+    /// The presented key's id, if one was well-formed.
+    #[must_use]
+    pub fn key_id(&self) -> Option<KeyId> {
+        self.key_id
+    }
+
+    /// The scopes a route required, for `insufficient_scope`.
+    #[must_use]
+    pub fn required_scopes(&self) -> Option<&str> {
+        self.required_scopes.as_deref()
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request rejected: {}", self.reason)?;
+        if let Some(id) = self.key_id {
+            write!(f, " (key {id})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// Turns a [`Rejection`] into a response. Implemented by [`ProblemJson`] (the default) and by
+/// any `Fn(&Rejection) -> http::Response<B> + Clone + Send + Sync + 'static`.
+pub trait RejectionResponse<B>: Clone + Send + Sync + 'static {
+    /// The response for `rejection`. The caller adds the rejection to its extensions.
+    fn response(&self, rejection: &Rejection) -> Response<B>;
+}
+
+impl<F, B> RejectionResponse<B> for F
+where
+    F: Fn(&Rejection) -> Response<B> + Clone + Send + Sync + 'static,
+{
+    fn response(&self, rejection: &Rejection) -> Response<B> {
+        self(rejection)
+    }
+}
+
+/// The default rejection response: RFC 9457 `application/problem+json` with RFC 6750
+/// `WWW-Authenticate` challenges.
+#[derive(Clone, Debug)]
+pub struct ProblemJson {
+    realm: Arc<str>,
+    missing: HeaderValue,
+    invalid_request: HeaderValue,
+    invalid_token: HeaderValue,
+}
+
+impl Default for ProblemJson {
+    fn default() -> Self {
+        Self::with_realm("api")
+    }
+}
+
+impl ProblemJson {
+    /// Problem responses whose challenges name `realm`.
+    ///
+    /// # Panics
+    /// If `realm` contains `"`, `\` or control characters (it is a quoted-string).
+    #[must_use]
+    pub fn with_realm(realm: &str) -> Self {
+        assert!(
+            realm
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\' || b == b' '),
+            "keygate: the realm must be printable ASCII without '\"' or '\\'"
+        );
+        let challenge = |error: Option<&str>| {
+            let text = match error {
+                None => format!(r#"Bearer realm="{realm}""#),
+                Some(e) => format!(r#"Bearer realm="{realm}", error="{e}""#),
+            };
+            HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+        };
+        Self {
+            missing: challenge(None),
+            invalid_request: challenge(Some("invalid_request")),
+            invalid_token: challenge(Some("invalid_token")),
+            realm: Arc::from(realm),
+        }
+    }
+
+    /// The realm.
+    #[must_use]
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// The `WWW-Authenticate` value for a rejection, if its problem is a challenge.
+    #[must_use]
+    pub fn challenge(&self, rejection: &Rejection) -> Option<HeaderValue> {
+        match rejection.problem() {
+            Problem::MissingCredentials => Some(self.missing.clone()),
+            Problem::InvalidRequest => Some(self.invalid_request.clone()),
+            Problem::InvalidToken => Some(self.invalid_token.clone()),
+            Problem::InsufficientScope => {
+                let scope = rejection.required_scopes().unwrap_or_default();
+                HeaderValue::from_str(&format!(
+                    r#"Bearer realm="{}", error="insufficient_scope", scope="{scope}""#,
+                    self.realm
+                ))
+                .ok()
+            }
+            Problem::Forbidden | Problem::Unavailable => None,
+        }
+    }
+}
+
+impl<B> RejectionResponse<B> for ProblemJson
+where
+    B: From<String>,
+{
+    fn response(&self, rejection: &Rejection) -> Response<B> {
+        let problem = rejection.problem();
+        let mut response = Response::new(B::from(problem.body()));
+        *response.status_mut() = problem.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(challenge) = self.challenge(rejection) {
+            headers.insert(WWW_AUTHENTICATE, challenge);
+        }
+        response
+    }
+}
+
+/// Builds the response for `rejection` with `responder` and records the rejection in its
+/// extensions.
+pub(crate) fn respond<B, R: RejectionResponse<B>>(
+    responder: &R,
+    rejection: Rejection,
+) -> Response<B> {
+    let mut response = responder.response(&rejection);
+    response.extensions_mut().insert(rejection);
+    response
+}

@@ -1,0 +1,191 @@
+//! A route guard: require scopes of the authenticated key.
+//!
+//! [`RequireScopes`] is a tower layer placed *inside* [`ApiKeyLayer`](crate::ApiKeyLayer) (with
+//! axum: `.route_layer(RequireScopes::all(["orders:read"]))` on the route, the key layer on the
+//! router). It reads the `Arc<Identity>` the key layer inserted and answers
+//! `403` with `WWW-Authenticate: Bearer realm="api", error="insufficient_scope", scope="…"` when
+//! the key lacks the scopes. A request with no identity at all (the key layer is missing, or is
+//! [`optional`](crate::ApiKeyLayer::optional) and no key was sent) gets `401`: it fails closed.
+//!
+//! Scope matching (exact, plus `resource:*`) is described in [`crate::scope`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::identity::Identity;
+use crate::rejection::{ProblemJson, Reason, Rejection, RejectionResponse, respond};
+use crate::scope::ScopeRequirement;
+
+/// Requires scopes of the caller's key. See the [module docs](self).
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RequireScopes<R = ProblemJson> {
+    requirement: Arc<ScopeRequirement>,
+    responder: R,
+}
+
+impl RequireScopes {
+    /// Requires every one of `scopes`.
+    ///
+    /// # Panics
+    /// If a scope is malformed: this is route configuration, caught at start-up.
+    pub fn all<I, S>(scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self::new(ScopeRequirement::all(scopes).unwrap_or_else(|e| panic!("keygate: {e}")))
+    }
+
+    /// Requires at least one of `scopes`.
+    ///
+    /// # Panics
+    /// If a scope is malformed.
+    pub fn any<I, S>(scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self::new(ScopeRequirement::any(scopes).unwrap_or_else(|e| panic!("keygate: {e}")))
+    }
+
+    /// Requires `requirement`.
+    pub fn new(requirement: ScopeRequirement) -> Self {
+        Self {
+            requirement: Arc::new(requirement),
+            responder: ProblemJson::default(),
+        }
+    }
+
+    /// Names the realm in the challenge.
+    ///
+    /// # Panics
+    /// If `realm` contains `"`, `\` or control characters.
+    pub fn realm(mut self, realm: &str) -> Self {
+        self.responder = ProblemJson::with_realm(realm);
+        self
+    }
+}
+
+impl<R> RequireScopes<R> {
+    /// Shapes the rejection response yourself (see
+    /// [`ApiKeyLayer::with_rejection_response`](crate::ApiKeyLayer::with_rejection_response)).
+    pub fn with_rejection_response<R2>(self, responder: R2) -> RequireScopes<R2> {
+        RequireScopes {
+            requirement: self.requirement,
+            responder,
+        }
+    }
+
+    /// The requirement.
+    pub fn requirement(&self) -> &ScopeRequirement {
+        &self.requirement
+    }
+
+    /// Checks an identity (or its absence) against the requirement.
+    ///
+    /// # Errors
+    /// `MissingCredentials` without an identity, `InsufficientScope` when scopes are lacking.
+    pub fn check(&self, identity: Option<&Identity>) -> Result<(), Rejection> {
+        match identity {
+            None => {
+                tracing::debug!(target: "keygate", "no identity in the request: is the ApiKeyLayer installed outside RequireScopes?");
+                Err(Rejection::new(Reason::MissingCredentials))
+            }
+            Some(identity) if self.requirement.is_met_by(identity.scopes()) => Ok(()),
+            Some(identity) => {
+                tracing::debug!(target: "keygate", key_id = %identity.key_id(), outcome = "denied", reason = Reason::InsufficientScope.as_str());
+                Err(Rejection::insufficient_scope(
+                    Some(identity.key_id()),
+                    Arc::clone(self.requirement.scope_param()),
+                ))
+            }
+        }
+    }
+}
+
+impl<S, R: Clone> Layer<S> for RequireScopes<R> {
+    type Service = RequireScopesService<S, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireScopesService {
+            inner,
+            guard: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`RequireScopes`].
+#[derive(Clone, Debug)]
+pub struct RequireScopesService<S, R> {
+    inner: S,
+    guard: RequireScopes<R>,
+}
+
+impl<S, R, ReqB, ResB> Service<Request<ReqB>> for RequireScopesService<S, R>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    R: RejectionResponse<ResB>,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = GuardFuture<S::Future, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        let identity = request.extensions().get::<Arc<Identity>>().map(|i| &**i);
+        match self.guard.check(identity) {
+            Ok(()) => GuardFuture::Inner {
+                future: self.inner.call(request),
+            },
+            Err(rejection) => GuardFuture::Rejected {
+                response: Some(respond(&self.guard.responder, rejection)),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`RequireScopesService`].
+    #[project = GuardProj]
+    #[allow(missing_docs)]
+    pub enum GuardFuture<F, B> {
+        /// The inner service's future.
+        Inner { #[pin] future: F },
+        /// A ready rejection.
+        Rejected { response: Option<Response<B>> },
+    }
+}
+
+impl<F, B, E> Future for GuardFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            GuardProj::Inner { future } => future.poll(cx),
+            GuardProj::Rejected { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => panic!("keygate GuardFuture polled after completion"),
+            },
+        }
+    }
+}
+
+impl<F, B> std::fmt::Debug for GuardFuture<F, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardFuture").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,158 @@
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use async_trait::async_trait;
+
+use super::{KeyAdmin, KeyFilter, KeyPage, KeyStore, PageRequest, StoreError};
+use crate::clock::{Clock, SystemClock};
+use crate::key::KeyId;
+use crate::record::{ChangeRefused, CreatedKey, KeyChange, KeyRecord, MintedKey};
+
+/// An in-process store: a map behind a lock. Clones share the same keys.
+///
+/// For tests, examples and single-process tools; keys are lost when the process exits.
+/// Deleted ids are remembered so they are never reused.
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    inner: Arc<RwLock<Inner>>,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    keys: BTreeMap<KeyId, KeyRecord>,
+    deleted: HashSet<KeyId>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store on the system clock.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::with_clock(SystemClock)
+    }
+
+    /// An empty store whose change times and state filters use `clock`.
+    #[must_use]
+    pub fn with_clock(clock: impl Clock) -> Self {
+        Self {
+            inner: Arc::default(),
+            clock: Arc::new(clock),
+        }
+    }
+
+    /// Number of keys stored.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.read(|inner| inner.keys.len())
+    }
+
+    /// Whether the store holds no keys.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Inner) -> T) -> T {
+        f(&self.inner.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.inner.write().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryStore {
+    async fn find(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.read(|inner| inner.keys.get(id).cloned()))
+    }
+}
+
+#[async_trait]
+impl KeyAdmin for MemoryStore {
+    async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
+        let record = key.record().clone();
+        let id = record.id;
+        self.write(|inner| {
+            if inner.keys.contains_key(&id) || inner.deleted.contains(&id) {
+                return Err(StoreError::Conflict {
+                    id,
+                    reason: "a key with this id exists or existed",
+                });
+            }
+            inner.keys.insert(id, record.clone());
+            Ok(())
+        })?;
+        Ok(key.into_created(record))
+    }
+
+    async fn get(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+        self.read(|inner| inner.keys.get(id).cloned())
+            .ok_or(StoreError::NotFound(*id))
+    }
+
+    async fn list(&self, filter: &KeyFilter, page: PageRequest) -> Result<KeyPage, StoreError> {
+        let now = self.clock.now();
+        let limit = page.clamped_limit();
+        let needle = filter.name_contains.as_deref().map(str::to_lowercase);
+        Ok(self.read(|inner| {
+            let range = match page.after {
+                Some(after) => inner
+                    .keys
+                    .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+                None => inner.keys.range(..),
+            };
+            let mut keys: Vec<KeyRecord> = range
+                .map(|(_, record)| record)
+                .filter(|r| filter.owner.is_none() || r.owner == filter.owner)
+                .filter(|r| filter.state.is_none_or(|s| r.state(now) == s))
+                .filter(|r| {
+                    needle
+                        .as_deref()
+                        .is_none_or(|n| r.name.to_lowercase().contains(n))
+                })
+                .take(limit + 1)
+                .cloned()
+                .collect();
+            let next = if keys.len() > limit {
+                keys.truncate(limit);
+                keys.last().map(|r| r.id)
+            } else {
+                None
+            };
+            KeyPage { keys, next }
+        }))
+    }
+
+    async fn apply(&self, id: &KeyId, change: KeyChange) -> Result<KeyRecord, StoreError> {
+        change.validate()?;
+        let now = self.clock.now();
+        self.write(|inner| {
+            let record = inner.keys.get_mut(id).ok_or(StoreError::NotFound(*id))?;
+            // Apply to a copy so a refused change leaves the record untouched.
+            let mut updated = record.clone();
+            change
+                .apply_to(&mut updated, now)
+                .map_err(|ChangeRefused::Revoked| StoreError::Conflict {
+                    id: *id,
+                    reason: "the key is revoked; revocation is final",
+                })?;
+            *record = updated.clone();
+            Ok(updated)
+        })
+    }
+
+    async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
+        self.write(|inner| {
+            inner.keys.remove(id).ok_or(StoreError::NotFound(*id))?;
+            inner.deleted.insert(*id);
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,238 @@
+//! Key stores: the read path ([`KeyStore`]) and management ([`KeyAdmin`]).
+//!
+//! Both traits are object safe (`Arc<dyn KeyStore>`), built with `#[async_trait]`.
+//! [`MemoryStore`] implements both, for tests and examples; `keygate-sqlx` adds SQLite and
+//! PostgreSQL.
+//!
+//! # Errors
+//! [`StoreError`] separates what the caller did wrong ([`StoreError::NotFound`],
+//! [`StoreError::InvalidInput`], [`StoreError::Conflict`]) from the store being unreachable
+//! ([`StoreError::Unavailable`]). The verifier turns `Unavailable` into 503, never 401.
+
+mod memory;
+
+use std::error::Error as StdError;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+
+pub use memory::MemoryStore;
+
+use crate::identity::Metadata;
+use crate::key::KeyId;
+use crate::record::{CreatedKey, InvalidInput, KeyChange, KeyRecord, KeyState, MintedKey};
+use crate::scope::Scope;
+
+/// A boxed error from a store's driver.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No key has this id.
+    #[error("no key with id {0}")]
+    NotFound(KeyId),
+    /// The input was refused before reaching storage.
+    #[error(transparent)]
+    InvalidInput(#[from] InvalidInput),
+    /// The change conflicts with the key's state (e.g. enabling a revoked key) or an existing id.
+    #[error("key {id}: {reason}")]
+    Conflict {
+        /// The key concerned.
+        id: KeyId,
+        /// What conflicts, in words.
+        reason: &'static str,
+    },
+    /// The store could not be reached or failed; the operation may be retried.
+    #[error("key store unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+}
+
+impl StoreError {
+    /// Wraps a driver error as [`StoreError::Unavailable`].
+    pub fn unavailable(error: impl Into<BoxError>) -> Self {
+        Self::Unavailable(error.into())
+    }
+
+    /// Whether this is [`StoreError::Unavailable`].
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// The hot-path read: find a key's record by id.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// The record for `id`, `Ok(None)` when no key has that id.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store cannot answer. Never "not found".
+    async fn find(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError>;
+}
+
+/// Which keys [`KeyAdmin::list`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFilter {
+    /// Only keys of this owner.
+    pub owner: Option<String>,
+    /// Only keys in this state (at the store's current time); `None` for all.
+    pub state: Option<KeyState>,
+    /// Only keys whose name contains this text, case-insensitively.
+    pub name_contains: Option<String>,
+}
+
+/// One page request for [`KeyAdmin::list`]: keyset paging by id, so pages are stable while
+/// keys are created or deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Return keys with ids strictly after this one (the previous page's `next`).
+    pub after: Option<KeyId>,
+    /// At most this many keys (clamped to 1..=[`PageRequest::MAX_LIMIT`]).
+    pub limit: usize,
+}
+
+impl PageRequest {
+    /// Largest page size.
+    pub const MAX_LIMIT: usize = 1000;
+
+    /// The first page of `limit` keys.
+    #[must_use]
+    pub fn first(limit: usize) -> Self {
+        Self { after: None, limit }
+    }
+
+    /// The limit clamped to 1..=[`PageRequest::MAX_LIMIT`].
+    #[must_use]
+    pub fn clamped_limit(&self) -> usize {
+        self.limit.clamp(1, Self::MAX_LIMIT)
+    }
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        Self::first(100)
+    }
+}
+
+/// One page of keys, ordered by id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyPage {
+    /// The keys.
+    pub keys: Vec<KeyRecord>,
+    /// Pass as [`PageRequest::after`] for the next page; `None` on the last page.
+    pub next: Option<KeyId>,
+}
+
+/// Key management. Creation takes a [`MintedKey`] (from [`Keyring::mint`](crate::Keyring::mint))
+/// and hands its plaintext back exactly once.
+///
+/// Implementors provide `create`, `get`, `list`, `apply` and `delete`; the named operations
+/// (`rename`, `revoke`, …) are provided on top of `apply`. Implementations must call
+/// [`KeyChange::validate`] before applying and follow [`KeyChange::apply_to`]'s rules.
+///
+/// Through a [`Verifier`](crate::Verifier), use [`Verifier::admin`](crate::Verifier::admin):
+/// it also evicts changed keys from the verifier's cache at once.
+#[async_trait]
+pub trait KeyAdmin: Send + Sync + 'static {
+    /// Stores a minted key and returns it with its plaintext, once.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the id exists (ids are never reused), or `Unavailable`.
+    async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError>;
+
+    /// The record of `id`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or `Unavailable`.
+    async fn get(&self, id: &KeyId) -> Result<KeyRecord, StoreError>;
+
+    /// Keys matching `filter`, one page at a time, ordered by id.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn list(&self, filter: &KeyFilter, page: PageRequest) -> Result<KeyPage, StoreError>;
+
+    /// Applies one change and returns the updated record.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::InvalidInput`], [`StoreError::Conflict`] (enable or
+    /// disable a revoked key) or `Unavailable`.
+    async fn apply(&self, id: &KeyId, change: KeyChange) -> Result<KeyRecord, StoreError>;
+
+    /// Deletes a key for good. Its id is never reused.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or `Unavailable`.
+    async fn delete(&self, id: &KeyId) -> Result<(), StoreError>;
+
+    /// Renames a key.
+    ///
+    /// # Errors
+    /// As [`KeyAdmin::apply`].
+    async fn rename(&self, id: &KeyId, name: &str) -> Result<KeyRecord, StoreError> {
+        self.apply(id, KeyChange::Rename(name.to_owned())).await
+    }
+
+    /// Replaces a key's scopes.
+    ///
+    /// # Errors
+    /// As [`KeyAdmin::apply`].
+    async fn set_scopes(&self, id: &KeyId, scopes: Vec<Scope>) -> Result<KeyRecord, StoreError> {
+        self.apply(id, KeyChange::SetScopes(scopes)).await
+    }
+
+    /// Sets or clears a key's expiry.
+    ///
+    /// # Errors
+    /// As [`KeyAdmin::apply`].
+    async fn set_expiry(
+        &self,
+        id: &KeyId,
+        at: Option<SystemTime>,
+    ) -> Result<KeyRecord, StoreError> {
+        self.apply(id, KeyChange::SetExpiry(at)).await
+    }
+
+    /// Replaces a key's metadata.
+    ///
+    /// # Errors
+    /// As [`KeyAdmin::apply`].
+    async fn set_metadata(&self, id: &KeyId, metadata: Metadata) -> Result<KeyRecord, StoreError> {
+        self.apply(id, KeyChange::SetMetadata(metadata)).await
+    }
+
+    /// Replaces a key's allowed client IP ranges.
+    ///
+    /// # Errors
+    /// As [`KeyAdmin::apply`].
+    async fn set_allowed_ips(&self, id: &KeyId, ips: Vec<IpNet>) -> Result<KeyRecord, StoreError> {
+        self.apply(id, KeyChange::SetAllowedIps(ips)).await
+    }
+
+    /// Disables a key (reversible).
+    ///
+    /// # Errors
+    /// As [`KeyAdmin::apply`].
+    async fn disable(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+        self.apply(id, KeyChange::Disable).await
+    }
+
+    /// Enables a disabled key.
+    ///
+    /// # Errors
+    /// As [`KeyAdmin::apply`]; `Conflict` for a revoked key.
+    async fn enable(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+        self.apply(id, KeyChange::Enable).await
+    }
+
+    /// Revokes a key for good; it never authenticates again.
+    ///
+    /// # Errors
+    /// As [`KeyAdmin::apply`].
+    async fn revoke(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+        self.apply(id, KeyChange::Revoke).await
+    }
+}

@@ -1,0 +1,168 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use moka::future::Cache;
+
+use super::{Inner, Verifier};
+use crate::clock::{Clock, SystemClock};
+use crate::extract::{CredentialSources, TrustedProxies};
+use crate::keyring::Keyring;
+use crate::store::{KeyAdmin, KeyStore};
+
+/// Configures a [`Verifier`]. Defaults suit most services:
+///
+/// | setting | default |
+/// | --- | --- |
+/// | cache capacity / fresh TTL | 100 000 keys / 30 s |
+/// | negative cache capacity / TTL | 10 000 ids / 10 s |
+/// | credential sources | `Authorization: Bearer`, `x-api-key`; no query string |
+/// | credential length cap | 512 bytes |
+/// | trusted proxies | none (the peer address is the client) |
+/// | clock | system clock |
+#[must_use]
+pub struct VerifierBuilder {
+    keyring: Keyring,
+    store: Arc<dyn KeyStore>,
+    admin: Arc<dyn KeyAdmin>,
+    clock: Arc<dyn Clock>,
+    cache_capacity: u64,
+    cache_ttl: Duration,
+    negative_capacity: u64,
+    negative_ttl: Duration,
+    sources: CredentialSources,
+    proxies: Vec<IpNet>,
+}
+
+impl VerifierBuilder {
+    pub(crate) fn new(
+        keyring: Keyring,
+        store: Arc<dyn KeyStore>,
+        admin: Arc<dyn KeyAdmin>,
+    ) -> Self {
+        Self {
+            keyring,
+            store,
+            admin,
+            clock: Arc::new(SystemClock),
+            cache_capacity: 100_000,
+            cache_ttl: Duration::from_secs(30),
+            negative_capacity: 10_000,
+            negative_ttl: Duration::from_secs(10),
+            sources: CredentialSources::default(),
+            proxies: Vec::new(),
+        }
+    }
+
+    /// The clock for expiry checks (use [`ManualClock`](crate::clock::ManualClock) in tests).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Most keys kept in the cache.
+    pub fn cache_capacity(mut self, keys: u64) -> Self {
+        self.cache_capacity = keys;
+        self
+    }
+
+    /// How long a cached record is used before it is read again: the bound on staleness for
+    /// changes made elsewhere (changes through [`Verifier::admin`] apply at once).
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// Most unknown ids remembered.
+    pub fn negative_cache_capacity(mut self, ids: u64) -> Self {
+        self.negative_capacity = ids;
+        self
+    }
+
+    /// How long an unknown id is remembered; a key created elsewhere with that id (ids are
+    /// random, so practically never) is refused for at most this long.
+    pub fn negative_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = ttl;
+        self
+    }
+
+    /// Reads keys from header `name` (default `x-api-key`), besides `Authorization: Bearer`.
+    ///
+    /// # Panics
+    /// If `name` is not a valid header name.
+    pub fn header(mut self, name: &str) -> Self {
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .unwrap_or_else(|_| panic!("keygate: {name:?} is not a valid header name"));
+        self.sources.header = Some(name.as_str().into());
+        self
+    }
+
+    /// Reads keys only from `Authorization: Bearer`, not from a named header.
+    pub fn no_header(mut self) -> Self {
+        self.sources.header = None;
+        self
+    }
+
+    /// Whether `Authorization: Bearer` is read (default true).
+    pub fn bearer(mut self, enabled: bool) -> Self {
+        self.sources.bearer = enabled;
+        self
+    }
+
+    /// Also accepts keys from query parameter `name`. **Off by default, and dangerous**: URLs are
+    /// written to access logs, proxy and CDN logs, browser history and `Referer` headers, so keys
+    /// sent this way leak. Enable it only for clients that cannot send headers, and rotate those
+    /// keys often.
+    pub fn allow_query_param(mut self, name: &str) -> Self {
+        self.sources.query = Some(name.into());
+        self
+    }
+
+    /// Longest credential header value accepted before any parsing (default 512 bytes).
+    pub fn max_credential_len(mut self, bytes: usize) -> Self {
+        self.sources.max_len = bytes;
+        self
+    }
+
+    /// Reverse proxies whose `X-Forwarded-For` is believed (see [`crate::extract`]).
+    pub fn trusted_proxies(mut self, nets: impl IntoIterator<Item = IpNet>) -> Self {
+        self.proxies.extend(nets);
+        self
+    }
+
+    /// Builds the verifier.
+    pub fn build(self) -> Verifier {
+        Verifier {
+            inner: Arc::new(Inner {
+                keyring: self.keyring,
+                store: self.store,
+                admin: self.admin,
+                clock: self.clock,
+                cache: Cache::builder()
+                    .name("keygate-keys")
+                    .max_capacity(self.cache_capacity)
+                    .time_to_live(self.cache_ttl)
+                    .build(),
+                negative: Cache::builder()
+                    .name("keygate-unknown-ids")
+                    .max_capacity(self.negative_capacity)
+                    .time_to_live(self.negative_ttl)
+                    .build(),
+                generations: super::Generations::default(),
+                sources: self.sources,
+                proxies: TrustedProxies::new(self.proxies),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for VerifierBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifierBuilder")
+            .field("keyring", &self.keyring)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
+}

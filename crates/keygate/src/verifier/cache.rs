@@ -1,0 +1,102 @@
+//! The verifier's caches: positive records by id, and a separate negative cache of unknown ids.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+
+use crate::identity::Identity;
+use crate::key::KeyId;
+use crate::pepper::Digest;
+use crate::record::{KeyRecord, ip_allowed};
+use crate::rejection::Reason;
+
+/// What the hot path needs from a record, prepared once per cache fill.
+#[derive(Debug)]
+pub(crate) struct CachedKey {
+    pub(crate) digest: Digest,
+    pub(crate) pepper_version: u32,
+    expires_at: Option<SystemTime>,
+    disabled: bool,
+    revoked: bool,
+    allowed_ips: Box<[IpNet]>,
+    pub(crate) identity: Arc<Identity>,
+    /// The invalidation generation of this id's slot when the load started.
+    pub(crate) generation: u64,
+}
+
+impl CachedKey {
+    pub(crate) fn new(record: &KeyRecord, generation: u64) -> Self {
+        Self {
+            digest: record.digest,
+            pepper_version: record.pepper_version,
+            expires_at: record.expires_at,
+            disabled: record.disabled_at.is_some(),
+            revoked: record.revoked_at.is_some(),
+            allowed_ips: record.allowed_ips.clone().into_boxed_slice(),
+            identity: Arc::new(record.identity()),
+            generation,
+        }
+    }
+
+    /// The state check, after the secret matched. Revoked outranks disabled, then expired.
+    pub(crate) fn refusal(&self, now: SystemTime, client: Option<IpAddr>) -> Option<Reason> {
+        if self.revoked {
+            Some(Reason::Revoked)
+        } else if self.disabled {
+            Some(Reason::Disabled)
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            Some(Reason::Expired)
+        } else if !ip_allowed(&self.allowed_ips, client) {
+            Some(Reason::ForbiddenClientIp)
+        } else {
+            None
+        }
+    }
+}
+
+const SLOTS: usize = 256;
+
+/// Invalidation generations, one counter per slot of ids.
+///
+/// An entry remembers its slot's generation when its load *started*; an invalidation bumps the
+/// slot. A hit whose generation is older than its slot's is stale and reloaded. This closes the
+/// race where a load that read the store before a revoke inserts its result after the revoke's
+/// cache eviction.
+#[derive(Debug)]
+pub(crate) struct Generations {
+    slots: Box<[AtomicU64]>,
+}
+
+impl Default for Generations {
+    fn default() -> Self {
+        Self {
+            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl Generations {
+    fn slot(&self, id: &KeyId) -> &AtomicU64 {
+        // Ids are uniformly random, so their first bytes spread evenly.
+        let b = id.as_str().as_bytes();
+        let index = (usize::from(b[0]) << 8 | usize::from(b[1])) % SLOTS;
+        &self.slots[index]
+    }
+
+    pub(crate) fn current(&self, id: &KeyId) -> u64 {
+        self.slot(id).load(Ordering::Acquire)
+    }
+
+    pub(crate) fn bump(&self, id: &KeyId) {
+        self.slot(id).fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn bump_all(&self) {
+        for slot in &*self.slots {
+            slot.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The [`Verifier`]: the framework-neutral centre of keygate.
+//!
+//! Contents: [`Verifier`] (check requests), [`VerifierBuilder`] (configure), [`Presented`] (a
+//! credential taken from a request), [`Admin`] (manage keys with immediate cache eviction).
+//!
+//! # How one request is checked
+//! 1. [`Verifier::extract`] (synchronous, no I/O) finds exactly one credential, caps its length,
+//!    checks format, prefix and checksum, and resolves the client address. A malformed key stops
+//!    here: no cache or store access at all.
+//! 2. [`Verifier::verify`] looks the id up in the cache; a miss loads it from the store (one load
+//!    per id however many requests wait for it); unknown ids go to a small negative cache. Then
+//!    the key's HMAC is compared in constant time with the stored digest, and the key's state
+//!    (revoked, disabled, expired — against the clock, on every hit) and client IP restriction
+//!    are checked.
+//!
+//! # Example
+//! ```
+//! use keygate::{HttpRequestView, Keyring, MemoryStore, NewKey, Verifier};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let verifier = Verifier::builder(Keyring::development("acme_test")?, MemoryStore::new()).build();
+//! let created = verifier.admin().create_key(NewKey::new("docs").scope("orders:read")?).await?;
+//!
+//! let mut headers = http::HeaderMap::new();
+//! headers.insert("x-api-key", created.key.expose_secret().parse()?);
+//! let uri = http::Uri::from_static("/orders");
+//! let identity = verifier.verify_request(&HttpRequestView::new(&headers, &uri, None)).await?;
+//! assert_eq!(identity.name(), "docs");
+//! assert!(identity.has_scope("orders:read"));
+//! # Ok(())
+//! # }
+//! ```
+
+mod admin;
+mod builder;
+mod cache;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use moka::future::Cache;
+
+pub use admin::Admin;
+pub use builder::VerifierBuilder;
+
+use self::cache::{CachedKey, Generations};
+use crate::clock::Clock;
+use crate::extract::{CredentialSources, RequestView, TrustedProxies};
+use crate::identity::Identity;
+use crate::key::{KeyId, PresentedKey};
+use crate::keyring::Keyring;
+use crate::rejection::{Reason, Rejection};
+use crate::store::{KeyAdmin, KeyStore, StoreError};
+
+/// Checks API keys: extraction, parsing, cache, store, constant-time digest comparison, state and
+/// restrictions. Cheap to clone (one `Arc`); share one per process.
+///
+/// Build with [`Verifier::builder`].
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    keyring: Keyring,
+    store: Arc<dyn KeyStore>,
+    admin: Arc<dyn KeyAdmin>,
+    clock: Arc<dyn Clock>,
+    cache: Cache<KeyId, Arc<CachedKey>>,
+    negative: Cache<KeyId, ()>,
+    generations: Generations,
+    sources: CredentialSources,
+    proxies: TrustedProxies,
+}
+
+/// A well-formed credential taken from a request, with the client's address.
+///
+/// Owns its data (an inline copy of the key, zeroed on drop), so verification can outlive the
+/// request's headers. `Debug` shows only the key id.
+#[derive(Debug)]
+pub struct Presented {
+    key: PresentedKey,
+    client_ip: Option<IpAddr>,
+}
+
+impl Presented {
+    /// The presented key's public id.
+    #[must_use]
+    pub fn key_id(&self) -> KeyId {
+        self.key.id()
+    }
+
+    /// The client address, if known.
+    #[must_use]
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
+    }
+}
+
+/// Why a cache fill produced no entry. Never cached by moka.
+#[derive(Debug)]
+enum LoadError {
+    Unknown,
+    Store(StoreError),
+}
+
+const LOOKUP_ATTEMPTS: usize = 3;
+
+impl Verifier {
+    /// Starts configuring a verifier over `store`, which serves lookups and management.
+    pub fn builder<S>(keyring: Keyring, store: S) -> VerifierBuilder
+    where
+        S: KeyStore + KeyAdmin,
+    {
+        let store = Arc::new(store);
+        VerifierBuilder::new(keyring, store.clone(), store)
+    }
+
+    /// The keyring (format and peppers).
+    #[must_use]
+    pub fn keyring(&self) -> &Keyring {
+        &self.inner.keyring
+    }
+
+    /// The clock used for expiry.
+    #[must_use]
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.inner.clock
+    }
+
+    /// The named header keys are read from (`x-api-key` by default), if any.
+    #[must_use]
+    pub fn credential_header(&self) -> Option<&str> {
+        self.inner.sources.header.as_deref()
+    }
+
+    /// Key management through this verifier: changes evict the key from the caches at once.
+    #[must_use]
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.clone())
+    }
+
+    /// Finds and checks the format of the request's credential, and resolves the client address.
+    /// Synchronous and free of I/O: a malformed, wrong-prefix or bad-checksum key is refused here.
+    ///
+    /// # Errors
+    /// A [`Rejection`] with reason `MissingCredentials`, `MultipleCredentials`,
+    /// `CredentialTooLong`, `Malformed`, `WrongPrefix` or `BadChecksum`.
+    pub fn extract<R: RequestView + ?Sized>(&self, request: &R) -> Result<Presented, Rejection> {
+        let inner = &*self.inner;
+        let parsed = inner
+            .sources
+            .find(request)
+            .and_then(|raw| inner.keyring.format().parse(raw).map_err(Reason::from));
+        match parsed {
+            Ok(parsed) => Ok(Presented {
+                key: parsed.to_presented(),
+                client_ip: inner.proxies.client_ip(request),
+            }),
+            Err(reason) => {
+                tracing::debug!(target: "keygate", outcome = "denied", reason = reason.as_str());
+                Err(Rejection::new(reason))
+            }
+        }
+    }
+
+    /// Checks a presented key against the store (through the cache) and returns the caller's
+    /// identity.
+    ///
+    /// # Concurrent calls on the same key
+    /// Concurrent cache misses for one id make a single store call; every waiter gets its result.
+    /// Unknown ids are remembered in a separate, smaller negative cache, so a flood of made-up
+    /// ids cannot evict real keys. A store error is never cached: the next call tries again.
+    ///
+    /// # Cancellation
+    /// Dropping the future is safe. If it was the one loading the record, another waiter takes
+    /// over the load.
+    ///
+    /// # Errors
+    /// A [`Rejection`]: `UnknownKey`, `WrongSecret`, `Revoked`, `Disabled`, `Expired` (401),
+    /// `ForbiddenClientIp` (403), `StoreUnavailable` (503).
+    pub async fn verify(&self, presented: &Presented) -> Result<Arc<Identity>, Rejection> {
+        let id = presented.key.id();
+        let result = self.check(presented).await;
+        match &result {
+            Ok(_) => tracing::debug!(target: "keygate", key_id = %id, outcome = "allowed"),
+            Err(rejection) => tracing::debug!(
+                target: "keygate",
+                key_id = %id,
+                outcome = "denied",
+                reason = rejection.reason().as_str()
+            ),
+        }
+        result
+    }
+
+    /// [`Verifier::extract`] then [`Verifier::verify`].
+    ///
+    /// # Errors
+    /// The rejection of either step.
+    pub async fn verify_request<R: RequestView + ?Sized>(
+        &self,
+        request: &R,
+    ) -> Result<Arc<Identity>, Rejection> {
+        let presented = self.extract(request)?;
+        self.verify(&presented).await
+    }
+
+    async fn check(&self, presented: &Presented) -> Result<Arc<Identity>, Rejection> {
+        let inner = &*self.inner;
+        let id = presented.key.id();
+        let entry = self
+            .lookup(id)
+            .await
+            .map_err(|reason| Rejection::for_key(reason, id))?;
+        // The secret is checked before the state, so a caller without the secret learns nothing
+        // about the key (not even through timing of the state checks).
+        if !inner
+            .keyring
+            .matches(&presented.key, entry.pepper_version, &entry.digest)
+        {
+            return Err(Rejection::for_key(Reason::WrongSecret, id));
+        }
+        match entry.refusal(inner.clock.now(), presented.client_ip) {
+            Some(reason) => Err(Rejection::for_key(reason, id)),
+            None => Ok(Arc::clone(&entry.identity)),
+        }
+    }
+
+    async fn lookup(&self, id: KeyId) -> Result<Arc<CachedKey>, Reason> {
+        let inner = &*self.inner;
+        let mut attempt = 1;
+        loop {
+            let entry = inner
+                .cache
+                .try_get_with(id, self.load(id))
+                .await
+                .map_err(|error| match &*error {
+                    LoadError::Unknown => Reason::UnknownKey,
+                    LoadError::Store(error) => {
+                        tracing::warn!(target: "keygate", key_id = %id, %error, "key store lookup failed");
+                        Reason::StoreUnavailable
+                    }
+                })?;
+            if entry.generation == inner.generations.current(&id) || attempt == LOOKUP_ATTEMPTS {
+                return Ok(entry);
+            }
+            // Loaded before an invalidation of this id: reload.
+            inner.cache.invalidate(&id).await;
+            attempt += 1;
+        }
+    }
+
+    async fn load(&self, id: KeyId) -> Result<Arc<CachedKey>, LoadError> {
+        let inner = &*self.inner;
+        if inner.negative.contains_key(&id) {
+            return Err(LoadError::Unknown);
+        }
+        let generation = inner.generations.current(&id);
+        tracing::trace!(target: "keygate", key_id = %id, "cache miss: loading from the key store");
+        match inner.store.find(&id).await.map_err(LoadError::Store)? {
+            Some(record) if record.prefix == inner.keyring.format().prefix() => {
+                Ok(Arc::new(CachedKey::new(&record, generation)))
+            }
+            // Another deployment's key in a shared store is as good as unknown here.
+            Some(_) | None => {
+                inner.negative.insert(id, ()).await;
+                Err(LoadError::Unknown)
+            }
+        }
+    }
+
+    /// Evicts `id` from the caches, so the next request reads the store. Also stops any load
+    /// already in flight from serving its (possibly stale) result.
+    pub async fn invalidate(&self, id: KeyId) {
+        let inner = &*self.inner;
+        inner.generations.bump(&id);
+        inner.cache.invalidate(&id).await;
+        inner.negative.invalidate(&id).await;
+    }
+
+    /// Evicts every key from the caches.
+    pub fn invalidate_all(&self) {
+        let inner = &*self.inner;
+        inner.generations.bump_all();
+        inner.cache.invalidate_all();
+        inner.negative.invalidate_all();
+    }
+
+    /// Entry counts of the positive and negative caches, after pending maintenance has run.
+    pub async fn cache_entry_counts(&self) -> (u64, u64) {
+        let inner = &*self.inner;
+        inner.cache.run_pending_tasks().await;
+        inner.negative.run_pending_tasks().await;
+        (inner.cache.entry_count(), inner.negative.entry_count())
+    }
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("keyring", &self.inner.keyring)
+            .field("sources", &self.inner.sources)
+            .field("proxies", &self.inner.proxies)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,1 +1,389 @@
-//! placeholder
+//! Shared fixtures for keygate's cross-crate suites: a store that counts and fails on demand, a
+//! set of keys in every state, an axum app, and helpers to send requests and read responses.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use keygate::clock::{Clock, ManualClock};
+use keygate::store::{KeyFilter, KeyPage, PageRequest};
+use keygate::{
+    CreatedKey, KeyAdmin, KeyChange, KeyFormat, KeyId, KeyRecord, KeyStore, Keyring, MemoryStore,
+    MintedKey, NewKey, Pepper, Peppers, Rejection, StoreError, Verifier,
+};
+use keygate_axum::{Identity, RequireScopes};
+use tower::ServiceExt;
+
+/// The deployment prefix used by the suites.
+pub const PREFIX: &str = "kgt_test";
+
+/// A [`MemoryStore`] that counts `find` calls and can be switched into an outage or slowed down.
+#[derive(Clone, Debug, Default)]
+pub struct CountingStore {
+    inner: MemoryStore,
+    finds: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicUsize>,
+}
+
+impl CountingStore {
+    /// A counting store over `inner`.
+    pub fn new(inner: MemoryStore) -> Self {
+        Self {
+            inner,
+            ..Self::default()
+        }
+    }
+
+    /// Number of `find` calls so far.
+    pub fn finds(&self) -> usize {
+        self.finds.load(Ordering::SeqCst)
+    }
+
+    /// Switches the outage on or off: while on, every call fails with `Unavailable`.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Makes each `find` take this long (to pile up concurrent misses).
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = usize::try_from(delay.as_millis()).unwrap_or(usize::MAX);
+        self.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    fn check_up(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::unavailable(
+                "simulated outage: connection refused",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl KeyStore for CountingStore {
+    async fn find(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.finds.fetch_add(1, Ordering::SeqCst);
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay as u64)).await;
+        }
+        self.check_up()?;
+        self.inner.find(id).await
+    }
+}
+
+#[async_trait]
+impl KeyAdmin for CountingStore {
+    async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
+        self.check_up()?;
+        self.inner.create(key).await
+    }
+    async fn get(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+        self.check_up()?;
+        self.inner.get(id).await
+    }
+    async fn list(&self, filter: &KeyFilter, page: PageRequest) -> Result<KeyPage, StoreError> {
+        self.check_up()?;
+        self.inner.list(filter, page).await
+    }
+    async fn apply(&self, id: &KeyId, change: KeyChange) -> Result<KeyRecord, StoreError> {
+        self.check_up()?;
+        self.inner.apply(id, change).await
+    }
+    async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
+        self.check_up()?;
+        self.inner.delete(id).await
+    }
+}
+
+/// A fixed start time for the manual clock.
+pub fn epoch() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+/// The test keyring: prefix [`PREFIX`], one real (non-development) pepper.
+pub fn keyring() -> Keyring {
+    let pepper =
+        Pepper::new(3, "test-pepper-0123456789-abcdefghijklmnop").unwrap_or_else(|e| panic!("{e}"));
+    Keyring::new(
+        KeyFormat::new(PREFIX).unwrap_or_else(|e| panic!("{e}")),
+        Peppers::new(pepper),
+    )
+}
+
+/// A verifier over a fresh counting store, on a manual clock.
+#[derive(Debug, Clone)]
+pub struct Harness {
+    /// The verifier under test.
+    pub verifier: Verifier,
+    /// Its store.
+    pub store: CountingStore,
+    /// Its clock.
+    pub clock: ManualClock,
+}
+
+impl Harness {
+    /// A harness with default verifier settings.
+    pub fn new() -> Self {
+        let clock = ManualClock::new(epoch());
+        let store = CountingStore::new(MemoryStore::with_clock(clock.clone()));
+        let verifier = Verifier::builder(keyring(), store.clone())
+            .clock(clock.clone())
+            .build();
+        Self {
+            verifier,
+            store,
+            clock,
+        }
+    }
+
+    /// Creates a key and returns its plaintext and id.
+    pub async fn create(&self, spec: NewKey) -> (String, KeyId) {
+        let created = self
+            .verifier
+            .admin()
+            .create_key(spec)
+            .await
+            .unwrap_or_else(|e| panic!("create: {e}"));
+        (created.key.expose_secret().to_owned(), created.record.id)
+    }
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Keys in every state, created in one harness.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// Active, scopes `orders:read`, named "valid".
+    pub valid: String,
+    /// Active, no scopes, named "plain".
+    pub plain: String,
+    /// Revoked.
+    pub revoked: String,
+    /// Disabled.
+    pub disabled: String,
+    /// Expired (after [`Keys::create`] moves the clock).
+    pub expired: String,
+    /// Allowed only from 10.0.0.0/8.
+    pub ip_restricted: String,
+    /// Well-formed, right prefix, id in no store.
+    pub unknown: String,
+    /// The valid key's id with another secret (checksum fixed up).
+    pub wrong_secret: String,
+    /// The valid key under another deployment's prefix (checksum fixed up).
+    pub wrong_prefix: String,
+    /// The valid key with its last character changed.
+    pub bad_checksum: String,
+}
+
+impl Keys {
+    /// Creates the keys, then advances the clock so the expiring key has expired.
+    pub async fn create(h: &Harness) -> Self {
+        let spec = |name: &str| NewKey::new(name).owner("tests");
+        let (valid, valid_id) = h
+            .create(
+                spec("valid")
+                    .scope("orders:read")
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
+            .await;
+        let (plain, _) = h.create(spec("plain")).await;
+        let (revoked, revoked_id) = h.create(spec("revoked")).await;
+        let (disabled, disabled_id) = h.create(spec("disabled")).await;
+        let (expired, _) = h
+            .create(spec("expired").expires_at(h.clock.now() + Duration::from_secs(60)))
+            .await;
+        let (ip_restricted, _) = h
+            .create(
+                spec("office")
+                    .allowed_ips(["10.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"))]),
+            )
+            .await;
+        let admin = h.verifier.admin();
+        admin
+            .revoke(&revoked_id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        admin
+            .disable(&disabled_id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        h.clock.advance(Duration::from_secs(120));
+
+        let other = Harness::new();
+        let (unknown, _) = other.create(spec("elsewhere")).await;
+        let secret_of =
+            |key: &str| key[PREFIX.len() + 1 + KeyId::LEN + 1..key.len() - 6].to_owned();
+        let wrong_secret = forge(PREFIX, valid_id.as_str(), &secret_of(&unknown));
+        let wrong_prefix = forge("kgt_live", valid_id.as_str(), &secret_of(&valid));
+        let mut bad_checksum = valid.clone().into_bytes();
+        let last = bad_checksum.len() - 1;
+        bad_checksum[last] = if bad_checksum[last] == b'A' {
+            b'B'
+        } else {
+            b'A'
+        };
+        let bad_checksum = String::from_utf8(bad_checksum).unwrap_or_default();
+        Self {
+            valid,
+            plain,
+            revoked,
+            disabled,
+            expired,
+            ip_restricted,
+            unknown,
+            wrong_secret,
+            wrong_prefix,
+            bad_checksum,
+        }
+    }
+
+    /// Every plaintext key and secret part used, for leak scans.
+    pub fn secrets(&self) -> Vec<String> {
+        let all = [
+            &self.valid,
+            &self.plain,
+            &self.revoked,
+            &self.disabled,
+            &self.expired,
+            &self.ip_restricted,
+            &self.unknown,
+            &self.wrong_secret,
+        ];
+        all.iter()
+            .flat_map(|k| [k.to_string(), k[k.len() - 36..k.len() - 6].to_owned()])
+            .collect()
+    }
+}
+
+/// Builds `{prefix}_{id}_{secret}{crc}` with a correct checksum.
+pub fn forge(prefix: &str, id: &str, secret: &str) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let body = format!("{prefix}_{id}_{secret}");
+    let mut crc = crc32fast::hash(body.as_bytes());
+    let mut tail = [b'0'; 6];
+    for slot in tail.iter_mut().rev() {
+        *slot = ALPHABET[(crc % 62) as usize];
+        crc /= 62;
+    }
+    format!("{body}{}", String::from_utf8_lossy(&tail))
+}
+
+/// The axum app the suites drive:
+/// - `GET /` public;
+/// - `GET /hello` protected, answers `hello, {key name}`;
+/// - `GET /orders` protected, requires `orders:read`;
+/// - `GET /sensitive` protected, answers whether the credential header was marked sensitive;
+/// - `GET /maybe` behind an optional layer, answers the caller's name or `anonymous`.
+pub fn axum_app(verifier: &Verifier) -> Router {
+    let protected = Router::new()
+        .route("/hello", get(hello))
+        .route(
+            "/orders",
+            get(hello).route_layer(RequireScopes::all(["orders:read"])),
+        )
+        .route("/sensitive", get(sensitive))
+        .route_layer(keygate_axum::layer(verifier.clone()));
+    let optional = Router::new()
+        .route("/maybe", get(maybe))
+        .route_layer(keygate_axum::layer(verifier.clone()).optional());
+    Router::new()
+        .route("/", get(|| async { "public" }))
+        .merge(protected)
+        .merge(optional)
+}
+
+async fn hello(identity: Identity) -> String {
+    format!("hello, {}", identity.name())
+}
+
+async fn maybe(identity: Option<Identity>) -> String {
+    identity.map_or_else(|| "anonymous".to_owned(), |i| i.name().to_owned())
+}
+
+async fn sensitive(headers: HeaderMap) -> String {
+    let marked = headers
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .chain(headers.get_all("x-api-key").iter())
+        .all(http::HeaderValue::is_sensitive);
+    format!("sensitive={marked}")
+}
+
+/// A request to `path` from `peer`, with `headers`.
+pub fn request(path: &str, headers: &[(&str, &[u8])], peer: &str) -> Request<Body> {
+    let mut builder = Request::get(path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let mut request = builder
+        .body(Body::empty())
+        .unwrap_or_else(|e| panic!("request: {e}"));
+    let peer: SocketAddr = peer.parse().unwrap_or_else(|e| panic!("{e}"));
+    request.extensions_mut().insert(ConnectInfo(peer));
+    request
+}
+
+/// What a test reads from a response.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body text.
+    pub body: String,
+    /// The rejection put in the response extensions, if any.
+    pub rejection: Option<Rejection>,
+}
+
+impl Reply {
+    /// The `WWW-Authenticate` header, if any.
+    pub fn www_authenticate(&self) -> Option<&str> {
+        self.headers
+            .get(http::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    /// The problem `type` of a problem+json body.
+    pub fn problem_type(&self) -> Option<String> {
+        let json: serde_json::Value = serde_json::from_str(&self.body).ok()?;
+        json.get("type")?.as_str().map(str::to_owned)
+    }
+}
+
+/// Sends `request` through `app`.
+pub async fn send(app: &Router, request: Request<Body>) -> Reply {
+    let response = app
+        .clone()
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|e| match e {});
+    let (parts, body) = response.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("body: {e}"))
+        .to_bytes();
+    Reply {
+        status: parts.status,
+        rejection: parts.extensions.get::<Rejection>().cloned(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}

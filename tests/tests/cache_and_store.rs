@@ -1,0 +1,336 @@
+//! Cache behaviour a user relies on: coalesced misses, immediate revocation through the admin
+//! handle, expiry on a cache hit, and no store access for keys refused by format.
+
+use std::time::Duration;
+
+use keygate::{KeyAdmin, NewKey, Reason};
+use keygate_tests::{Harness, Keys, axum_app, request, send};
+
+fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_requests_for_one_cold_key_make_one_store_call() {
+    let h = Harness::new();
+    let (key, _) = h.create(NewKey::new("hot")).await;
+    let app = axum_app(&h.verifier);
+    // A slow store makes every request arrive while the first load is still in flight.
+    h.store.set_delay(Duration::from_millis(200));
+    let auth = bearer(&key);
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let app = app.clone();
+        let auth = auth.clone();
+        tasks.push(tokio::spawn(async move {
+            send(
+                &app,
+                request(
+                    "/hello",
+                    &[("authorization", auth.as_bytes())],
+                    "127.0.0.1:1",
+                ),
+            )
+            .await
+            .status
+        }));
+    }
+    for task in tasks {
+        let status = task.await.unwrap_or_else(|e| panic!("task: {e}"));
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        h.store.finds(),
+        1,
+        "concurrent misses must coalesce into one store call"
+    );
+}
+
+#[tokio::test]
+async fn keys_refused_by_format_never_reach_cache_or_store() {
+    let h = Harness::new();
+    let keys = Keys::create(&h).await;
+    let app = axum_app(&h.verifier);
+    let before = h.store.finds();
+    for key in [
+        &keys.wrong_prefix,
+        &keys.bad_checksum,
+        &"kgt_test_short".to_owned(),
+    ] {
+        for _ in 0..50 {
+            let auth = bearer(key);
+            let reply = send(
+                &app,
+                request(
+                    "/hello",
+                    &[("authorization", auth.as_bytes())],
+                    "127.0.0.1:1",
+                ),
+            )
+            .await;
+            assert_eq!(reply.status, 401);
+        }
+    }
+    assert_eq!(h.store.finds(), before);
+    let (entries, negative) = h.verifier.cache_entry_counts().await;
+    assert_eq!(
+        (entries, negative),
+        (0, 0),
+        "nothing was cached for refused keys"
+    );
+}
+
+#[tokio::test]
+async fn revoke_through_the_admin_handle_fails_the_very_next_request() {
+    let h = Harness::new();
+    let (key, id) = h.create(NewKey::new("soon revoked")).await;
+    let app = axum_app(&h.verifier);
+    let auth = bearer(&key);
+    let send_one = || {
+        send(
+            &app,
+            request(
+                "/hello",
+                &[("authorization", auth.as_bytes())],
+                "127.0.0.1:1",
+            ),
+        )
+    };
+    assert_eq!(send_one().await.status, 200);
+    assert_eq!(send_one().await.status, 200);
+    assert_eq!(h.store.finds(), 1, "second request was a cache hit");
+
+    h.verifier
+        .admin()
+        .revoke(&id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let reply = send_one().await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.rejection.map(|r| r.reason()), Some(Reason::Revoked));
+
+    // Revocation is final.
+    let enable = h.verifier.admin().enable(&id).await;
+    assert!(
+        matches!(enable, Err(keygate::StoreError::Conflict { .. })),
+        "{enable:?}"
+    );
+    assert_eq!(send_one().await.status, 401);
+}
+
+#[tokio::test]
+async fn disable_and_enable_apply_at_once() {
+    let h = Harness::new();
+    let (key, id) = h.create(NewKey::new("toggled")).await;
+    let app = axum_app(&h.verifier);
+    let auth = bearer(&key);
+    let send_one = || {
+        send(
+            &app,
+            request(
+                "/hello",
+                &[("authorization", auth.as_bytes())],
+                "127.0.0.1:1",
+            ),
+        )
+    };
+    assert_eq!(send_one().await.status, 200);
+    h.verifier
+        .admin()
+        .disable(&id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        send_one().await.rejection.map(|r| r.reason()),
+        Some(Reason::Disabled)
+    );
+    h.verifier
+        .admin()
+        .enable(&id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(send_one().await.status, 200);
+    h.verifier
+        .admin()
+        .rename(&id, "renamed")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(send_one().await.body, "hello, renamed");
+    h.verifier
+        .admin()
+        .delete(&id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        send_one().await.rejection.map(|r| r.reason()),
+        Some(Reason::UnknownKey)
+    );
+}
+
+#[tokio::test]
+async fn expiry_is_checked_on_a_cache_hit_when_the_clock_moves() {
+    let h = Harness::new();
+    let now = keygate::clock::Clock::now(&h.clock);
+    let (key, _) = h
+        .create(NewKey::new("short-lived").expires_at(now + Duration::from_secs(60)))
+        .await;
+    let app = axum_app(&h.verifier);
+    let auth = bearer(&key);
+    let send_one = || {
+        send(
+            &app,
+            request(
+                "/hello",
+                &[("authorization", auth.as_bytes())],
+                "127.0.0.1:1",
+            ),
+        )
+    };
+    assert_eq!(send_one().await.status, 200);
+    h.clock.advance(Duration::from_secs(59));
+    assert_eq!(send_one().await.status, 200);
+    h.clock.advance(Duration::from_secs(1));
+    let reply = send_one().await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.rejection.map(|r| r.reason()), Some(Reason::Expired));
+    assert_eq!(
+        h.store.finds(),
+        1,
+        "all three requests used the cached record"
+    );
+}
+
+#[tokio::test]
+async fn unknown_ids_go_to_the_negative_cache_not_the_key_cache() {
+    let h = Harness::new();
+    let keys = Keys::create(&h).await;
+    let app = axum_app(&h.verifier);
+    let auth = bearer(&keys.valid);
+    assert_eq!(
+        send(
+            &app,
+            request(
+                "/hello",
+                &[("authorization", auth.as_bytes())],
+                "127.0.0.1:1"
+            )
+        )
+        .await
+        .status,
+        200
+    );
+    let before = h.store.finds();
+    let unknown = bearer(&keys.unknown);
+    for _ in 0..20 {
+        let reply = send(
+            &app,
+            request(
+                "/hello",
+                &[("authorization", unknown.as_bytes())],
+                "127.0.0.1:1",
+            ),
+        )
+        .await;
+        assert_eq!(
+            reply.rejection.map(|r| r.reason()),
+            Some(Reason::UnknownKey)
+        );
+    }
+    assert_eq!(
+        h.store.finds() - before,
+        1,
+        "one store call, then the negative cache answers"
+    );
+    let (_, negative) = h.verifier.cache_entry_counts().await;
+    assert_eq!(negative, 1);
+}
+
+#[tokio::test]
+async fn admin_list_filters_and_pages() {
+    let h = Harness::new();
+    let _keys = Keys::create(&h).await;
+    let admin = h.verifier.admin();
+    let all = admin
+        .list(
+            &keygate::KeyFilter::default(),
+            keygate::PageRequest::first(1000),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(all.keys.len(), 6);
+    assert_eq!(all.next, None);
+    let mut seen = Vec::new();
+    let mut page = keygate::PageRequest::first(4);
+    loop {
+        let got = admin
+            .list(&keygate::KeyFilter::default(), page)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        seen.extend(got.keys.iter().map(|k| k.id));
+        match got.next {
+            Some(next) => page.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all.keys.iter().map(|k| k.id).collect::<Vec<_>>());
+    let revoked = admin
+        .list(
+            &keygate::KeyFilter {
+                state: Some(keygate::KeyState::Revoked),
+                ..Default::default()
+            },
+            keygate::PageRequest::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(revoked.keys.len(), 1);
+    assert_eq!(revoked.keys[0].name, "revoked");
+    let expired = admin
+        .list(
+            &keygate::KeyFilter {
+                state: Some(keygate::KeyState::Expired),
+                name_contains: Some("EXP".into()),
+                ..Default::default()
+            },
+            keygate::PageRequest::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(expired.keys.len(), 1);
+}
+
+#[tokio::test]
+async fn bad_admin_input_is_a_typed_error() {
+    let h = Harness::new();
+    let admin = h.verifier.admin();
+    for spec in [
+        NewKey::new(""),
+        NewKey::new("  "),
+        NewKey::new("a\nb"),
+        NewKey::new("x".repeat(201)),
+    ] {
+        let result = admin.create_key(spec).await;
+        assert!(
+            matches!(
+                result,
+                Err(keygate::StoreError::InvalidInput(
+                    keygate::record::InvalidInput::Name
+                ))
+            ),
+            "{result:?}"
+        );
+    }
+    let past = keygate::clock::Clock::now(&h.clock) - Duration::from_secs(1);
+    let result = admin.create_key(NewKey::new("late").expires_at(past)).await;
+    assert!(
+        matches!(result, Err(keygate::StoreError::InvalidInput(_))),
+        "{result:?}"
+    );
+    let missing = "AAAAAAAAAAAA".parse().unwrap_or_else(|e| panic!("{e}"));
+    let result = admin.revoke(&missing).await;
+    assert!(
+        matches!(result, Err(keygate::StoreError::NotFound(_))),
+        "{result:?}"
+    );
+    assert!(NewKey::new("x").scope("bad scope").is_err());
+}

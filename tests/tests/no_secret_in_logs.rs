@@ -1,0 +1,150 @@
+//! Runs requests in every outcome, plus key management, with tracing at TRACE captured, then
+//! asserts that no key, secret or digest appears anywhere in the output.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use keygate::{KeyAdmin, NewKey};
+use keygate_tests::{Harness, Keys, axum_app, request, send};
+use tracing_subscriber::fmt::MakeWriter;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn no_secret_or_digest_reaches_the_logs() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = Harness::new();
+    let keys = Keys::create(&h).await;
+    let app = axum_app(&h.verifier);
+    let admin = h.verifier.admin();
+    let created = admin
+        .create_key(
+            NewKey::new("logged")
+                .scope("orders:read")
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Debug-formatting the types that hold secrets must redact them.
+    tracing::info!(?created, record = ?created.record, "created a key");
+    let logged_key = created.key.expose_secret().to_owned();
+
+    let mut secrets = keys.secrets();
+    secrets.push(logged_key.clone());
+    let mut digests = Vec::new();
+    let page = admin
+        .list(
+            &keygate::KeyFilter::default(),
+            keygate::PageRequest::first(100),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for record in &page.keys {
+        digests.push(hex(record.digest.as_bytes()));
+        digests.push(format!("{:?}", record.digest.as_bytes()));
+    }
+
+    for key in [
+        &keys.valid,
+        &keys.revoked,
+        &keys.disabled,
+        &keys.expired,
+        &keys.unknown,
+        &keys.wrong_secret,
+        &keys.wrong_prefix,
+        &keys.bad_checksum,
+        &keys.ip_restricted,
+        &logged_key,
+    ] {
+        for path in ["/hello", "/orders", "/maybe", "/sensitive"] {
+            let auth = format!("Bearer {key}");
+            let reply = send(
+                &app,
+                request(path, &[("authorization", auth.as_bytes())], "192.0.2.1:9"),
+            )
+            .await;
+            tracing::info!(status = %reply.status, rejection = ?reply.rejection, "reply");
+            let doubled = [
+                ("x-api-key", key.as_bytes()),
+                ("authorization", auth.as_bytes()),
+            ];
+            send(&app, request(path, &doubled, "192.0.2.1:9")).await;
+            let long = format!("{key}{}", "x".repeat(600));
+            send(
+                &app,
+                request(path, &[("x-api-key", long.as_bytes())], "192.0.2.1:9"),
+            )
+            .await;
+        }
+    }
+    h.store.set_down(true);
+    let auth = format!("Bearer {}", keys.plain);
+    let reply = send(
+        &app,
+        request(
+            "/hello",
+            &[("authorization", auth.as_bytes())],
+            "192.0.2.1:9",
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 503);
+    h.store.set_down(false);
+    admin
+        .revoke(&created.record.id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let output = String::from_utf8_lossy(&capture.0.lock().unwrap_or_else(PoisonError::into_inner))
+        .into_owned();
+    assert!(
+        output.contains("outcome=\"allowed\""),
+        "the capture works and saw decisions:\n{output}"
+    );
+    assert!(
+        output.contains("reason=\"wrong_secret\""),
+        "denials are logged with their reason"
+    );
+    assert!(
+        output.contains("[redacted]"),
+        "secret-holding types were formatted, redacted"
+    );
+    for secret in secrets.iter().chain(&digests) {
+        assert!(
+            !output.contains(secret.as_str()),
+            "a secret or digest leaked into the logs"
+        );
+    }
+}

@@ -232,17 +232,23 @@ impl Verifier {
         let inner = &*self.inner;
         let mut attempt = 1;
         loop {
-            let entry = inner
-                .cache
-                .try_get_with(id, self.load(id))
-                .await
-                .map_err(|error| match &*error {
-                    LoadError::Unknown => Reason::UnknownKey,
-                    LoadError::Store(error) => {
-                        tracing::warn!(target: "keygate", key_id = %id, %error, "key store lookup failed");
-                        Reason::StoreUnavailable
-                    }
-                })?;
+            // A plain `get` first: `try_get_with` boxes the key into an `Arc` even on a hit.
+            let entry = match inner.cache.get(&id).await {
+                Some(entry) => entry,
+                // Known-unknown ids skip the coalescing machinery entirely.
+                None if inner.negative.contains_key(&id) => return Err(Reason::UnknownKey),
+                None => inner
+                    .cache
+                    .try_get_with(id, self.load(id))
+                    .await
+                    .map_err(|error| match &*error {
+                        LoadError::Unknown => Reason::UnknownKey,
+                        LoadError::Store(error) => {
+                            tracing::warn!(target: "keygate", key_id = %id, %error, "key store lookup failed");
+                            Reason::StoreUnavailable
+                        }
+                    })?,
+            };
             if entry.generation == inner.generations.current(&id) || attempt == LOOKUP_ATTEMPTS {
                 return Ok(entry);
             }

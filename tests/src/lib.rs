@@ -1,26 +1,25 @@
 //! Shared fixtures for keygate's cross-crate suites: a store that counts and fails on demand, a
-//! set of keys in every state, an axum app, and helpers to send requests and read responses.
+//! set of keys in every state, the same app in axum and actix-web, the scenario table both must
+//! pass, and helpers to send requests and read responses.
 
-use std::net::SocketAddr;
+pub mod actix_app;
+pub mod axum_app;
+pub mod scenario;
+
+pub use axum_app::{axum_app, request, send};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::routing::get;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
+use http::{HeaderMap, StatusCode};
 use keygate::clock::{Clock, ManualClock};
 use keygate::store::{KeyFilter, KeyPage, PageRequest};
 use keygate::{
     CreatedKey, KeyAdmin, KeyChange, KeyFormat, KeyId, KeyRecord, KeyStore, Keyring, MemoryStore,
     MintedKey, NewKey, Pepper, Peppers, Rejection, StoreError, Verifier,
 };
-use keygate_axum::{Identity, RequireScopes};
-use tower::ServiceExt;
 
 /// The deployment prefix used by the suites.
 pub const PREFIX: &str = "kgt_test";
@@ -148,6 +147,14 @@ impl Harness {
         }
     }
 
+    /// Another verifier over the same store and clock, with its own (empty) cache: what a second
+    /// framework, or a second instance, would build from the same configuration.
+    pub fn sibling(&self) -> Verifier {
+        Verifier::builder(keyring(), self.store.clone())
+            .clock(self.clock.clone())
+            .build()
+    }
+
     /// Creates a key and returns its plaintext and id.
     pub async fn create(&self, spec: NewKey) -> (String, KeyId) {
         let created = self
@@ -173,6 +180,8 @@ pub struct Keys {
     pub valid: String,
     /// Active, no scopes, named "plain".
     pub plain: String,
+    /// Active, named "fresh"; used by no case before the store outage, so it is never cached then.
+    pub fresh: String,
     /// Revoked.
     pub revoked: String,
     /// Disabled.
@@ -203,6 +212,7 @@ impl Keys {
             )
             .await;
         let (plain, _) = h.create(spec("plain")).await;
+        let (fresh, _) = h.create(spec("fresh")).await;
         let (revoked, revoked_id) = h.create(spec("revoked")).await;
         let (disabled, disabled_id) = h.create(spec("disabled")).await;
         let (expired, _) = h
@@ -242,6 +252,7 @@ impl Keys {
         Self {
             valid,
             plain,
+            fresh,
             revoked,
             disabled,
             expired,
@@ -258,6 +269,7 @@ impl Keys {
         let all = [
             &self.valid,
             &self.plain,
+            &self.fresh,
             &self.revoked,
             &self.disabled,
             &self.expired,
@@ -284,61 +296,6 @@ pub fn forge(prefix: &str, id: &str, secret: &str) -> String {
     format!("{body}{}", String::from_utf8_lossy(&tail))
 }
 
-/// The axum app the suites drive:
-/// - `GET /` public;
-/// - `GET /hello` protected, answers `hello, {key name}`;
-/// - `GET /orders` protected, requires `orders:read`;
-/// - `GET /sensitive` protected, answers whether the credential header was marked sensitive;
-/// - `GET /maybe` behind an optional layer, answers the caller's name or `anonymous`.
-pub fn axum_app(verifier: &Verifier) -> Router {
-    let protected = Router::new()
-        .route("/hello", get(hello))
-        .route(
-            "/orders",
-            get(hello).route_layer(RequireScopes::all(["orders:read"])),
-        )
-        .route("/sensitive", get(sensitive))
-        .route_layer(keygate_axum::layer(verifier.clone()));
-    let optional = Router::new()
-        .route("/maybe", get(maybe))
-        .route_layer(keygate_axum::layer(verifier.clone()).optional());
-    Router::new()
-        .route("/", get(|| async { "public" }))
-        .merge(protected)
-        .merge(optional)
-}
-
-async fn hello(identity: Identity) -> String {
-    format!("hello, {}", identity.name())
-}
-
-async fn maybe(identity: Option<Identity>) -> String {
-    identity.map_or_else(|| "anonymous".to_owned(), |i| i.name().to_owned())
-}
-
-async fn sensitive(headers: HeaderMap) -> String {
-    let marked = headers
-        .get_all(http::header::AUTHORIZATION)
-        .iter()
-        .chain(headers.get_all("x-api-key").iter())
-        .all(http::HeaderValue::is_sensitive);
-    format!("sensitive={marked}")
-}
-
-/// A request to `path` from `peer`, with `headers`.
-pub fn request(path: &str, headers: &[(&str, &[u8])], peer: &str) -> Request<Body> {
-    let mut builder = Request::get(path);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let mut request = builder
-        .body(Body::empty())
-        .unwrap_or_else(|e| panic!("request: {e}"));
-    let peer: SocketAddr = peer.parse().unwrap_or_else(|e| panic!("{e}"));
-    request.extensions_mut().insert(ConnectInfo(peer));
-    request
-}
-
 /// What a test reads from a response.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -360,30 +317,14 @@ impl Reply {
             .and_then(|v| v.to_str().ok())
     }
 
+    /// A header as text, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
     /// The problem `type` of a problem+json body.
     pub fn problem_type(&self) -> Option<String> {
         let json: serde_json::Value = serde_json::from_str(&self.body).ok()?;
         json.get("type")?.as_str().map(str::to_owned)
-    }
-}
-
-/// Sends `request` through `app`.
-pub async fn send(app: &Router, request: Request<Body>) -> Reply {
-    let response = app
-        .clone()
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|e| match e {});
-    let (parts, body) = response.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("body: {e}"))
-        .to_bytes();
-    Reply {
-        status: parts.status,
-        rejection: parts.extensions.get::<Rejection>().cloned(),
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
     }
 }

@@ -1,0 +1,51 @@
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use keygate::rejection::RejectionResponse;
+use keygate::{ProblemJson, Rejection};
+
+/// Turns a [`Rejection`] into an actix response. Implemented by [`ProblemJson`] (the default, the
+/// exact response the tower layer sends) and by any `Fn(&Rejection) -> HttpResponse + Clone`.
+pub trait ActixRejectionResponse: Clone + 'static {
+    /// The response for `rejection`. The caller adds the rejection to its extensions.
+    fn respond(&self, rejection: &Rejection) -> HttpResponse;
+}
+
+impl<F> ActixRejectionResponse for F
+where
+    F: Fn(&Rejection) -> HttpResponse + Clone + 'static,
+{
+    fn respond(&self, rejection: &Rejection) -> HttpResponse {
+        self(rejection)
+    }
+}
+
+impl ActixRejectionResponse for ProblemJson {
+    fn respond(&self, rejection: &Rejection) -> HttpResponse {
+        // Built by the tower responder, then copied: one source of truth for both frameworks.
+        let response: http::Response<String> = RejectionResponse::response(self, rejection);
+        let (parts, body) = response.into_parts();
+        let status = StatusCode::from_u16(parts.status.as_u16())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut builder = HttpResponse::build(status);
+        for (name, value) in &parts.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_str().as_bytes()),
+                HeaderValue::from_bytes(value.as_bytes()),
+            ) {
+                builder.append_header((name, value));
+            }
+        }
+        builder.body(body)
+    }
+}
+
+/// Builds the response and records the rejection in its extensions.
+pub(crate) fn respond<R: ActixRejectionResponse>(
+    responder: &R,
+    rejection: Rejection,
+) -> HttpResponse {
+    let mut response = responder.respond(&rejection);
+    response.extensions_mut().insert(rejection);
+    response
+}

@@ -1,0 +1,93 @@
+//! The actix-web version of the suites' app (the same routes as [`crate::axum_app`]), and
+//! helpers to drive it.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::test::{self, TestRequest};
+use actix_web::{App, HttpRequest, web};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use keygate::{Rejection, Verifier};
+use keygate_actix::{ApiKeyAuth, Identity, RequireScopes};
+
+use crate::Reply;
+
+/// The actix app: the same routes, guards and answers as [`crate::axum_app`].
+pub fn actix_app(
+    verifier: Verifier,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let auth = ApiKeyAuth::new(verifier);
+    App::new()
+        .route("/", web::get().to(|| async { "public" }))
+        .service(web::resource("/hello").wrap(auth.clone()).get(hello))
+        .service(
+            web::resource("/orders")
+                .wrap(RequireScopes::all(["orders:read"]))
+                .wrap(auth.clone())
+                .get(hello),
+        )
+        .service(
+            web::resource("/sensitive")
+                .wrap(auth.clone())
+                .get(sensitive),
+        )
+        .service(web::resource("/maybe").wrap(auth.optional()).get(maybe))
+}
+
+async fn hello(identity: Identity) -> String {
+    format!("hello, {}", identity.name())
+}
+
+async fn maybe(identity: Option<Identity>) -> String {
+    identity.map_or_else(|| "anonymous".to_owned(), |i| i.name().to_owned())
+}
+
+async fn sensitive(request: HttpRequest) -> String {
+    let headers = request.headers();
+    let marked = headers
+        .get_all("authorization")
+        .chain(headers.get_all("x-api-key"))
+        .all(actix_web::http::header::HeaderValue::is_sensitive);
+    format!("sensitive={marked}")
+}
+
+/// Sends a GET of `path` with `headers` from `peer` through an initialised actix `app`.
+pub async fn send_actix<S, B>(app: &S, path: &str, headers: &[(&str, &[u8])], peer: &str) -> Reply
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let peer = peer.parse().unwrap_or_else(|e| panic!("{e}"));
+    let mut request = TestRequest::get().uri(path).peer_addr(peer);
+    for (name, value) in headers {
+        let value = actix_web::http::header::HeaderValue::from_bytes(value)
+            .unwrap_or_else(|e| panic!("header value: {e}"));
+        request = request.append_header((*name, value));
+    }
+    let response = test::call_service(app, request.to_request()).await;
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or_default();
+    let rejection = response.response().extensions().get::<Rejection>().cloned();
+    let mut converted = HeaderMap::new();
+    for (name, value) in response.headers() {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            converted.append(name, value);
+        }
+    }
+    let body = test::read_body(response).await;
+    Reply {
+        status,
+        headers: converted,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        rejection,
+    }
+}

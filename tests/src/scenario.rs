@@ -1,0 +1,367 @@
+//! The scenario table: one list of cases (request, key state, store behaviour) and what a client
+//! must see. `tests/tests/scenarios.rs` runs it against the axum app and the actix-web app and
+//! fails on any case that either framework gets wrong, or that the two answer differently.
+
+use keygate::Reason;
+
+use crate::{Keys, Reply};
+
+/// The challenge of every invalid key.
+pub const INVALID_TOKEN: &str = r#"Bearer realm="api", error="invalid_token""#;
+
+/// One row of the table: a request, the store's behaviour, and everything a client (and the audit
+/// trail) should see.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// What the case shows.
+    pub name: &'static str,
+    /// Request path (GET).
+    pub path: &'static str,
+    /// Request headers, in order.
+    pub headers: Vec<(&'static str, Vec<u8>)>,
+    /// Connection peer address.
+    pub peer: &'static str,
+    /// Expected status.
+    pub status: u16,
+    /// Expected `WWW-Authenticate`, or none.
+    pub www_authenticate: Option<&'static str>,
+    /// Expected problem `type`, or no problem body.
+    pub problem: Option<&'static str>,
+    /// Expected rejection reason in the response extensions.
+    pub reason: Option<Reason>,
+    /// Expected body, when pinned.
+    pub body: Option<&'static str>,
+    /// Whether the store is down during the request.
+    pub store_down: bool,
+    /// Expected increase of store `find` calls, when the case pins it.
+    pub store_calls: Option<usize>,
+}
+
+impl Case {
+    fn new(name: &'static str, path: &'static str, status: u16) -> Self {
+        Self {
+            name,
+            path,
+            headers: Vec::new(),
+            peer: "127.0.0.1:40000",
+            status,
+            www_authenticate: None,
+            problem: None,
+            reason: None,
+            body: None,
+            store_down: false,
+            store_calls: None,
+        }
+    }
+    fn header(mut self, name: &'static str, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+    fn bearer(self, key: &str) -> Self {
+        self.header("authorization", format!("Bearer {key}"))
+    }
+    fn api_key(self, key: impl Into<Vec<u8>>) -> Self {
+        self.header("x-api-key", key)
+    }
+    fn peer(mut self, peer: &'static str) -> Self {
+        self.peer = peer;
+        self
+    }
+    fn challenge(mut self, value: &'static str) -> Self {
+        self.www_authenticate = Some(value);
+        self
+    }
+    fn problem(mut self, code: &'static str, reason: Reason) -> Self {
+        self.problem = Some(code);
+        self.reason = Some(reason);
+        self
+    }
+    fn invalid_token(self, reason: Reason) -> Self {
+        self.challenge(INVALID_TOKEN)
+            .problem("urn:keygate:problem:invalid_token", reason)
+    }
+    fn body(mut self, body: &'static str) -> Self {
+        self.body = Some(body);
+        self
+    }
+    fn store_down(mut self) -> Self {
+        self.store_down = true;
+        self
+    }
+    fn store_calls(mut self, calls: usize) -> Self {
+        self.store_calls = Some(calls);
+        self
+    }
+}
+
+/// Every case, in order. Run it on a fresh verifier: store-call counts assume the cases before.
+pub fn table(keys: &Keys) -> Vec<Case> {
+    use Reason::*;
+    let long = format!("{}{}", keys.valid, "A".repeat(600));
+    vec![
+        Case::new("public route needs no key", "/", 200).body("public"),
+        Case::new("no key", "/hello", 401)
+            .challenge(r#"Bearer realm="api""#)
+            .problem(
+                "urn:keygate:problem:missing_credentials",
+                MissingCredentials,
+            )
+            .store_calls(0),
+        Case::new("other scheme only", "/hello", 401)
+            .header("authorization", "Basic dXNlcjpwYXNz")
+            .challenge(r#"Bearer realm="api""#)
+            .problem(
+                "urn:keygate:problem:missing_credentials",
+                MissingCredentials,
+            ),
+        Case::new("valid key, Bearer (cold: one store call)", "/hello", 200)
+            .bearer(&keys.valid)
+            .body("hello, valid")
+            .store_calls(1),
+        Case::new("valid key again (cache hit)", "/hello", 200)
+            .bearer(&keys.valid)
+            .body("hello, valid")
+            .store_calls(0),
+        Case::new("valid key, x-api-key", "/hello", 200)
+            .api_key(keys.valid.as_str())
+            .body("hello, valid"),
+        Case::new("valid key, lowercase scheme", "/hello", 200)
+            .header("authorization", format!("bearer {}", keys.valid))
+            .body("hello, valid"),
+        Case::new("valid key, uppercase scheme", "/hello", 200)
+            .header("authorization", format!("BEARER {}", keys.valid))
+            .body("hello, valid"),
+        Case::new("two spaces after Bearer", "/hello", 401)
+            .header("authorization", format!("Bearer  {}", keys.valid))
+            .invalid_token(Malformed)
+            .store_calls(0),
+        Case::new("credential headers marked sensitive", "/sensitive", 200)
+            .bearer(&keys.valid)
+            .body("sensitive=true"),
+        Case::new("unknown id", "/hello", 401)
+            .bearer(&keys.unknown)
+            .invalid_token(UnknownKey)
+            .store_calls(1),
+        Case::new("unknown id again (negative cache)", "/hello", 401)
+            .bearer(&keys.unknown)
+            .invalid_token(UnknownKey)
+            .store_calls(0),
+        Case::new("wrong secret", "/hello", 401)
+            .bearer(&keys.wrong_secret)
+            .invalid_token(WrongSecret),
+        Case::new("revoked", "/hello", 401)
+            .bearer(&keys.revoked)
+            .invalid_token(Revoked),
+        Case::new("disabled", "/hello", 401)
+            .api_key(keys.disabled.as_str())
+            .invalid_token(Disabled),
+        Case::new("expired", "/hello", 401)
+            .bearer(&keys.expired)
+            .invalid_token(Expired),
+        Case::new("malformed", "/hello", 401)
+            .bearer("not-a-key")
+            .invalid_token(Malformed)
+            .store_calls(0),
+        Case::new("empty x-api-key", "/hello", 401)
+            .api_key("")
+            .invalid_token(Malformed)
+            .store_calls(0),
+        Case::new("wrong prefix", "/hello", 401)
+            .bearer(&keys.wrong_prefix)
+            .invalid_token(WrongPrefix)
+            .store_calls(0),
+        Case::new("bad checksum", "/hello", 401)
+            .bearer(&keys.bad_checksum)
+            .invalid_token(BadChecksum)
+            .store_calls(0),
+        Case::new("credential over the length cap", "/hello", 401)
+            .api_key(long)
+            .invalid_token(CredentialTooLong)
+            .store_calls(0),
+        Case::new("1 MiB credential header", "/hello", 401)
+            .api_key(vec![b'a'; 1 << 20])
+            .invalid_token(CredentialTooLong)
+            .store_calls(0),
+        // CR/LF cannot be inside a header value: both HTTP parsers refuse such a request before
+        // any middleware runs (tested over real sockets in scenarios.rs).
+        Case::new("tab inside the key", "/hello", 401)
+            .api_key(format!("{}\t{}", &keys.valid[..20], &keys.valid[20..]))
+            .invalid_token(Malformed)
+            .store_calls(0),
+        Case::new("non-ASCII byte inside the key", "/hello", 401)
+            .api_key(
+                [
+                    &keys.valid.as_bytes()[..20],
+                    b"\xe9",
+                    &keys.valid.as_bytes()[21..],
+                ]
+                .concat(),
+            )
+            .invalid_token(Malformed)
+            .store_calls(0),
+        Case::new("two x-api-key headers", "/hello", 400)
+            .api_key(keys.valid.as_str())
+            .api_key(keys.valid.as_str())
+            .challenge(r#"Bearer realm="api", error="invalid_request""#)
+            .problem("urn:keygate:problem:invalid_request", MultipleCredentials)
+            .store_calls(0),
+        Case::new("Bearer and x-api-key together", "/hello", 400)
+            .bearer(&keys.valid)
+            .api_key(keys.valid.as_str())
+            .challenge(r#"Bearer realm="api", error="invalid_request""#)
+            .problem("urn:keygate:problem:invalid_request", MultipleCredentials)
+            .store_calls(0),
+        Case::new("two Authorization headers", "/hello", 400)
+            .bearer(&keys.valid)
+            .bearer(&keys.plain)
+            .challenge(r#"Bearer realm="api", error="invalid_request""#)
+            .problem("urn:keygate:problem:invalid_request", MultipleCredentials),
+        Case::new(
+            "query-string key ignored by default",
+            "/hello?api_key=x",
+            401,
+        )
+        .challenge(r#"Bearer realm="api""#)
+        .problem(
+            "urn:keygate:problem:missing_credentials",
+            MissingCredentials,
+        ),
+        Case::new("IP-restricted key from outside", "/hello", 403)
+            .bearer(&keys.ip_restricted)
+            .peer("192.0.2.1:5000")
+            .problem("urn:keygate:problem:forbidden", ForbiddenClientIp),
+        Case::new("IP-restricted key from inside", "/hello", 200)
+            .bearer(&keys.ip_restricted)
+            .peer("10.1.2.3:5000")
+            .body("hello, office"),
+        Case::new("IP-restricted key, IPv4-mapped IPv6 peer", "/hello", 200)
+            .bearer(&keys.ip_restricted)
+            .peer("[::ffff:10.9.9.9]:5000")
+            .body("hello, office"),
+        Case::new("scope present", "/orders", 200)
+            .bearer(&keys.valid)
+            .body("hello, valid"),
+        Case::new("scope missing", "/orders", 403)
+            .bearer(&keys.plain)
+            .challenge(r#"Bearer realm="api", error="insufficient_scope", scope="orders:read""#)
+            .problem("urn:keygate:problem:insufficient_scope", InsufficientScope),
+        Case::new("scope route without key", "/orders", 401)
+            .challenge(r#"Bearer realm="api""#)
+            .problem(
+                "urn:keygate:problem:missing_credentials",
+                MissingCredentials,
+            ),
+        Case::new("store outage, uncached key", "/hello", 503)
+            .bearer(&keys.fresh)
+            .store_down()
+            .problem("urn:keygate:problem:unavailable", StoreUnavailable)
+            .store_calls(1),
+        Case::new("store back: the outage was not cached", "/hello", 200)
+            .bearer(&keys.fresh)
+            .body("hello, fresh")
+            .store_calls(1),
+        Case::new("store outage, cached key keeps working", "/hello", 200)
+            .bearer(&keys.valid)
+            .store_down()
+            .body("hello, valid")
+            .store_calls(0),
+        Case::new("optional route, no key", "/maybe", 200).body("anonymous"),
+        Case::new("optional route, valid key", "/maybe", 200)
+            .bearer(&keys.plain)
+            .body("plain"),
+        Case::new("optional route, invalid key still refused", "/maybe", 401)
+            .bearer(&keys.revoked)
+            .invalid_token(Revoked),
+    ]
+}
+
+/// Checks `reply` (with `calls` store calls during the request) against `case`; the error lists
+/// every mismatch.
+///
+/// # Errors
+/// A description of what differs.
+pub fn check(case: &Case, reply: &Reply, calls: usize) -> Result<(), String> {
+    let mut errors = Vec::new();
+    let mut expect = |what: &str, got: String, want: String| {
+        if got != want {
+            errors.push(format!("{what}: got {got}, want {want}"));
+        }
+    };
+    expect(
+        "status",
+        reply.status.as_u16().to_string(),
+        case.status.to_string(),
+    );
+    expect(
+        "WWW-Authenticate",
+        format!("{:?}", reply.www_authenticate()),
+        format!("{:?}", case.www_authenticate),
+    );
+    expect(
+        "problem type",
+        format!("{:?}", reply.problem_type()),
+        format!("{:?}", case.problem),
+    );
+    expect(
+        "reason",
+        format!(
+            "{:?}",
+            reply.rejection.as_ref().map(keygate::Rejection::reason)
+        ),
+        format!("{:?}", case.reason),
+    );
+    if let Some(body) = case.body {
+        expect("body", reply.body.clone(), body.to_owned());
+    }
+    if case.problem.is_some() {
+        expect(
+            "content-type",
+            format!("{:?}", reply.header("content-type")),
+            format!("{:?}", Some("application/problem+json")),
+        );
+        expect(
+            "cache-control",
+            format!("{:?}", reply.header("cache-control")),
+            format!("{:?}", Some("no-store")),
+        );
+        let status = serde_json::from_str::<serde_json::Value>(&reply.body)
+            .ok()
+            .and_then(|json| json.get("status").and_then(serde_json::Value::as_u64));
+        expect(
+            "body status",
+            format!("{status:?}"),
+            format!("{:?}", Some(case.status)),
+        );
+    }
+    if let Some(expected) = case.store_calls {
+        expect("store calls", calls.to_string(), expected.to_string());
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// Whether two frameworks answered alike: status, body, rejection reason and the headers a
+/// client reads (`WWW-Authenticate`, `Content-Type`, `Cache-Control`).
+///
+/// # Errors
+/// A description of what differs.
+pub fn same_answer(a: &Reply, b: &Reply) -> Result<(), String> {
+    let view = |r: &Reply| {
+        (
+            r.status,
+            r.body.clone(),
+            r.rejection.as_ref().map(keygate::Rejection::reason),
+            r.www_authenticate().map(str::to_owned),
+            r.header("content-type").map(str::to_owned),
+            r.header("cache-control").map(str::to_owned),
+        )
+    };
+    if view(a) == view(b) {
+        Ok(())
+    } else {
+        Err(format!("{:?} != {:?}", view(a), view(b)))
+    }
+}

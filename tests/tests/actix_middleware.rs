@@ -1,0 +1,154 @@
+//! actix-specific behaviour of the middleware (the shared scenario table is in `scenarios.rs`).
+
+use actix_web::dev::Service;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{App, HttpResponse, test, web};
+use keygate::{NewKey, Reason, Rejection};
+use keygate_actix::{ApiKeyAuth, Identity};
+use keygate_tests::Harness;
+use keygate_tests::actix_app::send_actix;
+
+#[actix_web::test]
+async fn identity_extractor_without_middleware_says_so() {
+    let app = test::init_service(App::new().route(
+        "/hello",
+        web::get().to(|identity: Identity| async move { identity.name().to_owned() }),
+    ))
+    .await;
+    let reply = send_actix(&app, "/hello", &[], "127.0.0.1:1").await;
+    assert_eq!(reply.status, 500);
+    assert!(
+        reply
+            .body
+            .contains("keygate middleware not installed on this route"),
+        "{}",
+        reply.body
+    );
+}
+
+#[actix_web::test]
+async fn rejections_are_responses_so_outer_middleware_still_runs() {
+    let h = Harness::new();
+    let app = test::init_service(
+        App::new()
+            .route("/hello", web::get().to(|| async { "hi" }))
+            .wrap(ApiKeyAuth::new(h.verifier.clone()))
+            // Outer middleware (think CORS or Logger): runs on rejections too.
+            .wrap_fn(|request, service| {
+                let response = service.call(request);
+                async move {
+                    let mut response = response.await?;
+                    response.headers_mut().insert(
+                        HeaderName::from_static("x-outer"),
+                        HeaderValue::from_static("seen"),
+                    );
+                    Ok(response)
+                }
+            }),
+    )
+    .await;
+    let reply = send_actix(&app, "/hello", &[], "127.0.0.1:1").await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.header("x-outer"), Some("seen"));
+    assert_eq!(
+        reply.rejection.map(|r| r.reason()),
+        Some(Reason::MissingCredentials)
+    );
+}
+
+#[actix_web::test]
+async fn custom_rejection_response_keeps_the_rejection_in_extensions() {
+    let h = Harness::new();
+    let (key, _) = h.create(NewKey::new("svc")).await;
+    let auth =
+        ApiKeyAuth::new(h.verifier.clone()).with_rejection_response(|rejection: &Rejection| {
+            HttpResponse::build(
+                actix_web::http::StatusCode::from_u16(rejection.status().as_u16())
+                    .unwrap_or(actix_web::http::StatusCode::UNAUTHORIZED),
+            )
+            .body(format!("custom {}", rejection.status().as_u16()))
+        });
+    let app = test::init_service(
+        App::new()
+            .route("/hello", web::get().to(|| async { "hi" }))
+            .wrap(auth),
+    )
+    .await;
+    let reply = send_actix(&app, "/hello", &[], "127.0.0.1:1").await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.body, "custom 401");
+    assert_eq!(
+        reply.rejection.map(|r| r.reason()),
+        Some(Reason::MissingCredentials)
+    );
+    let reply = send_actix(
+        &app,
+        "/hello",
+        &[("x-api-key", key.as_bytes())],
+        "127.0.0.1:1",
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+}
+
+#[actix_web::test]
+async fn realm_and_scope_wide_middleware() {
+    let h = Harness::new();
+    let (key, _) = h.create(NewKey::new("svc")).await;
+    let app = test::init_service(
+        App::new().service(
+            web::scope("/api")
+                .wrap(ApiKeyAuth::new(h.verifier.clone()).realm("orders"))
+                .route("/a", web::get().to(|| async { "a" })),
+        ),
+    )
+    .await;
+    let reply = send_actix(&app, "/api/a", &[], "127.0.0.1:1").await;
+    assert_eq!(reply.www_authenticate(), Some(r#"Bearer realm="orders""#));
+    let reply = send_actix(
+        &app,
+        "/api/a",
+        &[("x-api-key", key.as_bytes())],
+        "127.0.0.1:1",
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+}
+
+#[actix_web::test]
+async fn forwarded_for_is_honoured_only_from_trusted_proxies() {
+    let h = Harness::new();
+    let proxy_aware = keygate::Verifier::builder(keygate_tests::keyring(), h.store.clone())
+        .trusted_proxies(["10.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"))])
+        .build();
+    let (key, _) = h
+        .create(
+            NewKey::new("office")
+                .allowed_ips(["192.0.2.0/24".parse().unwrap_or_else(|e| panic!("{e}"))]),
+        )
+        .await;
+    let app = test::init_service(
+        App::new()
+            .route("/hello", web::get().to(|| async { "hi" }))
+            .wrap(ApiKeyAuth::new(proxy_aware)),
+    )
+    .await;
+    let headers = [
+        ("x-api-key", key.as_bytes()),
+        ("x-forwarded-for", &b"192.0.2.7"[..]),
+    ];
+    // From a trusted proxy: the forwarded client address is used, and it is allowed.
+    assert_eq!(
+        send_actix(&app, "/hello", &headers, "10.0.0.2:80")
+            .await
+            .status,
+        200
+    );
+    // From an untrusted peer: the header is ignored; the peer itself is not allowed.
+    assert_eq!(
+        send_actix(&app, "/hello", &headers, "203.0.113.9:80")
+            .await
+            .status,
+        403
+    );
+}

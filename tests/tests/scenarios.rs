@@ -1,0 +1,170 @@
+//! The scenario table against both frameworks. Each framework gets its own verifier over the same
+//! store, clock and configuration, so caches start equal and store-call counts are comparable.
+//! A case fails if either framework misses an expectation or if the two answer differently.
+
+use keygate_tests::actix_app::{actix_app, send_actix};
+use keygate_tests::scenario::{Case, check, same_answer, table};
+use keygate_tests::{CountingStore, Harness, Keys, Reply, axum_app, send};
+
+fn headers(case: &Case) -> Vec<(&str, &[u8])> {
+    case.headers.iter().map(|(n, v)| (*n, &v[..])).collect()
+}
+
+/// Runs one case: sets the store's state, sends, and returns the reply with the store calls made.
+async fn run<F, Fut>(store: &CountingStore, case: &Case, send: F) -> (Reply, usize)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Reply>,
+{
+    store.set_down(case.store_down);
+    let before = store.finds();
+    let reply = send().await;
+    let calls = store.finds() - before;
+    store.set_down(false);
+    (reply, calls)
+}
+
+#[actix_web::test]
+async fn every_case_passes_on_axum_and_actix_alike() {
+    let h = Harness::new();
+    let keys = Keys::create(&h).await;
+    let cases = table(&keys);
+
+    let axum = axum_app(&h.sibling());
+    let mut axum_replies = Vec::new();
+    for case in &cases {
+        let hs = headers(case);
+        let request = keygate_tests::request(case.path, &hs, case.peer);
+        axum_replies.push(run(&h.store, case, || send(&axum, request)).await);
+    }
+
+    let actix = actix_web::test::init_service(actix_app(h.sibling())).await;
+    let mut actix_replies = Vec::new();
+    for case in &cases {
+        let hs = headers(case);
+        actix_replies.push(
+            run(&h.store, case, || {
+                send_actix(&actix, case.path, &hs, case.peer)
+            })
+            .await,
+        );
+    }
+
+    let mut failures = Vec::new();
+    for ((case, (axum, axum_calls)), (actix, actix_calls)) in
+        cases.iter().zip(&axum_replies).zip(&actix_replies)
+    {
+        if let Err(e) = check(case, axum, *axum_calls) {
+            failures.push(format!("axum  | {}: {e}", case.name));
+        }
+        if let Err(e) = check(case, actix, *actix_calls) {
+            failures.push(format!("actix | {}: {e}", case.name));
+        }
+        if let Err(e) = same_answer(axum, actix) {
+            failures.push(format!("differ| {}: {e}", case.name));
+        }
+        if axum_calls != actix_calls {
+            failures.push(format!(
+                "differ| {}: store calls {axum_calls} vs {actix_calls}",
+                case.name
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(cases.len() >= 35, "the table lost cases: {}", cases.len());
+}
+
+/// The comparison itself must catch a difference: a reply that differs in one header fails.
+#[test]
+fn a_difference_between_frameworks_is_caught() {
+    let reply = Reply {
+        status: http::StatusCode::UNAUTHORIZED,
+        headers: http::HeaderMap::new(),
+        body: "x".into(),
+        rejection: None,
+    };
+    let mut other = reply.clone();
+    other
+        .headers
+        .insert("www-authenticate", http::HeaderValue::from_static("Bearer"));
+    assert!(same_answer(&reply, &reply).is_ok());
+    assert!(same_answer(&reply, &other).is_err());
+}
+
+/// Sends raw bytes to a server on loopback and returns the status line.
+async fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    stream
+        .write_all(request)
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("no answer from {addr}"))
+        .unwrap_or_else(|e| panic!("read: {e}"));
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A CR/LF inside the key splits the header line: both servers refuse the request as malformed
+/// HTTP (400) before keygate runs, and a well-formed request on the same servers works.
+#[actix_web::test]
+async fn crlf_inside_the_key_is_refused_by_both_servers() {
+    let h = Harness::new();
+    let keys = Keys::create(&h).await;
+
+    let axum_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let axum_addr = axum_listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let app = axum_app(&h.sibling());
+    let axum_server = tokio::spawn(async move {
+        axum::serve(
+            axum_listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let actix_addr = std_listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let verifier = h.sibling();
+    let actix_server = actix_web::HttpServer::new(move || actix_app(verifier.clone()))
+        .workers(1)
+        .listen(std_listener)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .run();
+    let actix_handle = actix_server.handle();
+    actix_web::rt::spawn(actix_server);
+
+    let (head, tail) = keys.valid.split_at(20);
+    let split = format!("GET /hello HTTP/1.1\r\nHost: t\r\nx-api-key: {head}\r\n{tail}\r\n\r\n");
+    let good = format!(
+        "GET /hello HTTP/1.1\r\nHost: t\r\nx-api-key: {}\r\nConnection: close\r\n\r\n",
+        keys.valid
+    );
+    for addr in [axum_addr, actix_addr] {
+        assert!(
+            raw_status(addr, split.as_bytes()).await.contains(" 400 "),
+            "{addr}: CR/LF split"
+        );
+        assert!(
+            raw_status(addr, good.as_bytes()).await.contains(" 200 "),
+            "{addr}: well-formed"
+        );
+    }
+    actix_handle.stop(true).await;
+    axum_server.abort();
+}

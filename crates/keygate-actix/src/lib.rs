@@ -49,3 +49,8 @@ pub use middleware::{ApiKeyAuth, ApiKeyMiddleware};
 pub use require_scopes::{RequireScopes, RequireScopesMiddleware};
 pub use response::ActixRejectionResponse;
 pub use view::ActixRequestView;
+
+// Compiles the README's examples (axum and actix-web) as doctests; this crate has both as dependencies.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -54,8 +54,3 @@ pub fn connect_info_peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
         .map(|info| info.0.ip())
         .or_else(|| keygate::layer::default_peer_ip(extensions))
 }
-
-// Compiles the README's examples as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;

@@ -89,3 +89,13 @@ pub async fn send(app: &Router, request: Request<Body>) -> Reply {
         body: String::from_utf8_lossy(&bytes).into_owned(),
     }
 }
+
+/// GET `path` through `app` with `Authorization: Bearer {key}`, from 127.0.0.1.
+pub async fn send_bearer(app: &Router, path: &str, key: &str) -> Reply {
+    let auth = format!("Bearer {key}");
+    send(
+        app,
+        request(path, &[("authorization", auth.as_bytes())], "127.0.0.1:1"),
+    )
+    .await
+}

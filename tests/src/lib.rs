@@ -6,7 +6,7 @@ pub mod actix_app;
 pub mod axum_app;
 pub mod scenario;
 
-pub use axum_app::{axum_app, request, send};
+pub use axum_app::{axum_app, request, send, send_bearer};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

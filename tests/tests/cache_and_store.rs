@@ -4,11 +4,7 @@
 use std::time::Duration;
 
 use keygate::{KeyAdmin, NewKey, Reason};
-use keygate_tests::{Harness, Keys, axum_app, request, send};
-
-fn bearer(key: &str) -> String {
-    format!("Bearer {key}")
-}
+use keygate_tests::{Harness, Keys, axum_app, send_bearer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_requests_for_one_cold_key_make_one_store_call() {
@@ -17,22 +13,12 @@ async fn a_thousand_concurrent_requests_for_one_cold_key_make_one_store_call() {
     let app = axum_app(&h.verifier);
     // A slow store makes every request arrive while the first load is still in flight.
     h.store.set_delay(Duration::from_millis(200));
-    let auth = bearer(&key);
     let mut tasks = Vec::new();
     for _ in 0..1000 {
         let app = app.clone();
-        let auth = auth.clone();
+        let key = key.clone();
         tasks.push(tokio::spawn(async move {
-            send(
-                &app,
-                request(
-                    "/hello",
-                    &[("authorization", auth.as_bytes())],
-                    "127.0.0.1:1",
-                ),
-            )
-            .await
-            .status
+            send_bearer(&app, "/hello", &key).await.status
         }));
     }
     for task in tasks {
@@ -58,16 +44,7 @@ async fn keys_refused_by_format_never_reach_cache_or_store() {
         &"kgt_test_short".to_owned(),
     ] {
         for _ in 0..50 {
-            let auth = bearer(key);
-            let reply = send(
-                &app,
-                request(
-                    "/hello",
-                    &[("authorization", auth.as_bytes())],
-                    "127.0.0.1:1",
-                ),
-            )
-            .await;
+            let reply = send_bearer(&app, "/hello", key).await;
             assert_eq!(reply.status, 401);
         }
     }
@@ -85,17 +62,7 @@ async fn revoke_through_the_admin_handle_fails_the_very_next_request() {
     let h = Harness::new();
     let (key, id) = h.create(NewKey::new("soon revoked")).await;
     let app = axum_app(&h.verifier);
-    let auth = bearer(&key);
-    let send_one = || {
-        send(
-            &app,
-            request(
-                "/hello",
-                &[("authorization", auth.as_bytes())],
-                "127.0.0.1:1",
-            ),
-        )
-    };
+    let send_one = || send_bearer(&app, "/hello", &key);
     assert_eq!(send_one().await.status, 200);
     assert_eq!(send_one().await.status, 200);
     assert_eq!(h.store.finds(), 1, "second request was a cache hit");
@@ -123,17 +90,7 @@ async fn disable_and_enable_apply_at_once() {
     let h = Harness::new();
     let (key, id) = h.create(NewKey::new("toggled")).await;
     let app = axum_app(&h.verifier);
-    let auth = bearer(&key);
-    let send_one = || {
-        send(
-            &app,
-            request(
-                "/hello",
-                &[("authorization", auth.as_bytes())],
-                "127.0.0.1:1",
-            ),
-        )
-    };
+    let send_one = || send_bearer(&app, "/hello", &key);
     assert_eq!(send_one().await.status, 200);
     h.verifier
         .admin()
@@ -175,17 +132,7 @@ async fn expiry_is_checked_on_a_cache_hit_when_the_clock_moves() {
         .create(NewKey::new("short-lived").expires_at(now + Duration::from_secs(60)))
         .await;
     let app = axum_app(&h.verifier);
-    let auth = bearer(&key);
-    let send_one = || {
-        send(
-            &app,
-            request(
-                "/hello",
-                &[("authorization", auth.as_bytes())],
-                "127.0.0.1:1",
-            ),
-        )
-    };
+    let send_one = || send_bearer(&app, "/hello", &key);
     assert_eq!(send_one().await.status, 200);
     h.clock.advance(Duration::from_secs(59));
     assert_eq!(send_one().await.status, 200);
@@ -205,32 +152,10 @@ async fn unknown_ids_go_to_the_negative_cache_not_the_key_cache() {
     let h = Harness::new();
     let keys = Keys::create(&h).await;
     let app = axum_app(&h.verifier);
-    let auth = bearer(&keys.valid);
-    assert_eq!(
-        send(
-            &app,
-            request(
-                "/hello",
-                &[("authorization", auth.as_bytes())],
-                "127.0.0.1:1"
-            )
-        )
-        .await
-        .status,
-        200
-    );
+    assert_eq!(send_bearer(&app, "/hello", &keys.valid).await.status, 200);
     let before = h.store.finds();
-    let unknown = bearer(&keys.unknown);
     for _ in 0..20 {
-        let reply = send(
-            &app,
-            request(
-                "/hello",
-                &[("authorization", unknown.as_bytes())],
-                "127.0.0.1:1",
-            ),
-        )
-        .await;
+        let reply = send_bearer(&app, "/hello", &keys.unknown).await;
         assert_eq!(
             reply.rejection.map(|r| r.reason()),
             Some(Reason::UnknownKey)

@@ -18,7 +18,7 @@ use keygate::clock::{Clock, ManualClock};
 use keygate::store::{KeyFilter, KeyPage, PageRequest};
 use keygate::{
     CreatedKey, KeyAdmin, KeyChange, KeyFormat, KeyId, KeyRecord, KeyStore, Keyring, MemoryStore,
-    MintedKey, NewKey, Pepper, Peppers, Rejection, StoreError, Verifier,
+    MintedKey, NewKey, Pepper, Peppers, Rejection, RotatedKey, Rotation, StoreError, Verifier,
 };
 
 /// The deployment prefix used by the suites.
@@ -80,6 +80,10 @@ impl KeyStore for CountingStore {
         self.check_up()?;
         self.inner.find(id).await
     }
+    async fn record_last_used(&self, used: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
+        self.check_up()?;
+        self.inner.record_last_used(used).await
+    }
 }
 
 #[async_trait]
@@ -99,6 +103,15 @@ impl KeyAdmin for CountingStore {
     async fn apply(&self, id: &KeyId, change: KeyChange) -> Result<KeyRecord, StoreError> {
         self.check_up()?;
         self.inner.apply(id, change).await
+    }
+    async fn rotate_with(
+        &self,
+        id: &KeyId,
+        replacement: MintedKey,
+        rotation: Rotation,
+    ) -> Result<RotatedKey, StoreError> {
+        self.check_up()?;
+        self.inner.rotate_with(id, replacement, rotation).await
     }
     async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
         self.check_up()?;

@@ -84,6 +84,8 @@ impl Keyring {
             expires_at: spec.expires_at,
             disabled_at: None,
             revoked_at: None,
+            rotated_from: None,
+            last_used_at: None,
         };
         Ok(MintedKey { record, key })
     }

@@ -46,7 +46,9 @@ pub use key::{KeyFormat, KeyId, PlaintextKey, PresentedKey};
 pub use keyring::Keyring;
 pub use layer::{ApiKeyLayer, ApiKeyService, PeerAddr};
 pub use pepper::{Digest, Pepper, Peppers};
-pub use record::{CreatedKey, KeyChange, KeyRecord, KeyState, MintedKey, NewKey};
+pub use record::{
+    CreatedKey, KeyChange, KeyRecord, KeyState, MintedKey, NewKey, RotatedKey, Rotation,
+};
 pub use rejection::{Problem, ProblemJson, Reason, Rejection};
 pub use require_scopes::RequireScopes;
 pub use scope::{Scope, ScopeRequirement};

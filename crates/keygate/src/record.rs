@@ -1,7 +1,7 @@
 //! What a store keeps about a key, and the inputs that create and change it.
 
 use std::net::IpAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
 
@@ -48,6 +48,11 @@ pub struct KeyRecord {
     pub disabled_at: Option<SystemTime>,
     /// When the key was revoked (final), if it was.
     pub revoked_at: Option<SystemTime>,
+    /// The key this one replaced, when it was made by a rotation.
+    pub rotated_from: Option<KeyId>,
+    /// When the key last authenticated a request, as reported by verifiers (write-behind, so
+    /// it trails real use by up to the verifier's flush interval).
+    pub last_used_at: Option<SystemTime>,
 }
 
 /// The lifecycle state of a key at some instant.
@@ -130,6 +135,7 @@ pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
 
 /// Bad input to a create or change: a typed error, never a database string.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InvalidInput {
     /// The name is empty (after trimming) or too long, or contains control characters.
     #[error("invalid key name: use 1 to {MAX_NAME_LEN} characters without control characters")]
@@ -149,6 +155,9 @@ pub enum InvalidInput {
     /// The expiry is not after the creation time.
     #[error("expiry must be in the future")]
     ExpiryInPast,
+    /// A rotation's grace period is longer than [`MAX_ROTATION_GRACE`].
+    #[error("rotation grace period too long: at most {} days", MAX_ROTATION_GRACE.as_secs() / 86_400)]
+    GraceTooLong,
 }
 
 pub(crate) fn validate_name(name: &str) -> Result<(), InvalidInput> {
@@ -275,6 +284,16 @@ impl MintedKey {
         &self.record
     }
 
+    /// For store conformance tests only: the same minted key claiming id `id` (its plaintext no
+    /// longer matches the record, so it never verifies). Lets a test prove a store refuses an id
+    /// that exists or was deleted.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn testing_with_id(mut self, id: KeyId) -> Self {
+        self.record.id = id;
+        self
+    }
+
     /// Completes creation: the store hands back the record as stored, with the plaintext.
     #[must_use]
     pub fn into_created(self, stored: KeyRecord) -> CreatedKey {
@@ -366,8 +385,121 @@ impl KeyChange {
 
 /// A change that cannot apply to the key in its current state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ChangeRefused {
     /// The key is revoked; revocation is final.
     #[error("the key is revoked; revocation is final")]
     Revoked,
+    /// Only an active key can be rotated; this one is disabled.
+    #[error("the key is disabled; enable it before rotating it")]
+    Disabled,
+    /// Only an active key can be rotated; this one has expired.
+    #[error("the key has expired; create a new key instead of rotating it")]
+    Expired,
+}
+
+impl ChangeRefused {
+    /// The reason in words (the same text as `Display`), for [`StoreError::Conflict`](crate::StoreError::Conflict).
+    #[must_use]
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Revoked => "the key is revoked; revocation is final",
+            Self::Disabled => "the key is disabled; enable it before rotating it",
+            Self::Expired => "the key has expired; create a new key instead of rotating it",
+        }
+    }
+}
+
+/// The longest grace period a rotation accepts: 30 days. A longer overlap defeats the point of
+/// rotating; create a second key instead.
+pub const MAX_ROTATION_GRACE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// A validated rotation request: how long the old key keeps working after its replacement exists.
+///
+/// ```
+/// use std::time::Duration;
+/// use keygate::record::{InvalidInput, Rotation};
+///
+/// assert!(Rotation::new(Duration::from_secs(3600)).is_ok());
+/// assert_eq!(Rotation::new(Duration::from_secs(31 * 86_400)), Err(InvalidInput::GraceTooLong));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    grace: Duration,
+}
+
+impl Rotation {
+    /// A rotation whose old key keeps working for `grace` (zero: revoked at once).
+    ///
+    /// # Errors
+    /// [`InvalidInput::GraceTooLong`] when `grace` exceeds [`MAX_ROTATION_GRACE`].
+    pub fn new(grace: Duration) -> Result<Self, InvalidInput> {
+        if grace > MAX_ROTATION_GRACE {
+            return Err(InvalidInput::GraceTooLong);
+        }
+        Ok(Self { grace })
+    }
+
+    /// The grace period.
+    #[must_use]
+    pub fn grace(self) -> Duration {
+        self.grace
+    }
+
+    /// The rotation rules, applied in memory (SQL stores run them inside one transaction):
+    ///
+    /// - only an active key rotates (revoked, disabled or expired: refused);
+    /// - the successor is `replacement` (its id, digest, pepper version, prefix and times) with
+    ///   the old key's name, owner, scopes, metadata and allowed IP ranges, and
+    ///   `rotated_from` set to the old id. It does not inherit the old key's expiry;
+    /// - the old key expires at `now + grace` (or keeps an earlier expiry it already had);
+    ///   with a zero grace it is revoked at `now`.
+    ///
+    /// Returns the successor record; `old` is updated in place.
+    ///
+    /// # Errors
+    /// [`ChangeRefused`] when the old key is not active at `now`.
+    pub fn apply_to(
+        self,
+        old: &mut KeyRecord,
+        replacement: &KeyRecord,
+        now: SystemTime,
+    ) -> Result<KeyRecord, ChangeRefused> {
+        match old.state(now) {
+            KeyState::Active => {}
+            KeyState::Revoked => return Err(ChangeRefused::Revoked),
+            KeyState::Disabled => return Err(ChangeRefused::Disabled),
+            KeyState::Expired => return Err(ChangeRefused::Expired),
+        }
+        let successor = KeyRecord {
+            name: old.name.clone(),
+            owner: old.owner.clone(),
+            scopes: old.scopes.clone(),
+            metadata: old.metadata.clone(),
+            allowed_ips: old.allowed_ips.clone(),
+            rotated_from: Some(old.id),
+            last_used_at: None,
+            disabled_at: None,
+            revoked_at: None,
+            ..replacement.clone()
+        };
+        if self.grace.is_zero() {
+            old.revoked_at = Some(now);
+        } else {
+            let end = now + self.grace;
+            old.expires_at = Some(old.expires_at.map_or(end, |at| at.min(end)));
+        }
+        old.updated_at = now;
+        Ok(successor)
+    }
+}
+
+/// The result of a rotation: the old key as it now stands, and its successor with the plaintext
+/// (shown once).
+#[derive(Debug)]
+pub struct RotatedKey {
+    /// The old key, now expiring at the end of the grace period (or revoked).
+    pub old: KeyRecord,
+    /// The new key. Its [`CreatedKey::key`] is the only copy of the plaintext.
+    pub new: CreatedKey,
 }

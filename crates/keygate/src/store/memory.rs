@@ -1,12 +1,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 
 use super::{KeyAdmin, KeyFilter, KeyPage, KeyStore, PageRequest, StoreError};
 use crate::clock::{Clock, SystemClock};
 use crate::key::KeyId;
-use crate::record::{ChangeRefused, CreatedKey, KeyChange, KeyRecord, MintedKey};
+use crate::record::{CreatedKey, KeyChange, KeyRecord, MintedKey, RotatedKey, Rotation};
 
 /// An in-process store: a map behind a lock. Clones share the same keys.
 ///
@@ -71,6 +72,19 @@ impl MemoryStore {
 impl KeyStore for MemoryStore {
     async fn find(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
         Ok(self.read(|inner| inner.keys.get(id).cloned()))
+    }
+
+    async fn record_last_used(&self, used: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
+        self.write(|inner| {
+            for (id, at) in used {
+                if let Some(record) = inner.keys.get_mut(id)
+                    && record.last_used_at.is_none_or(|last| last < *at)
+                {
+                    record.last_used_at = Some(*at);
+                }
+            }
+        });
+        Ok(())
     }
 }
 
@@ -139,12 +153,39 @@ impl KeyAdmin for MemoryStore {
             let mut updated = record.clone();
             change
                 .apply_to(&mut updated, now)
-                .map_err(|ChangeRefused::Revoked| StoreError::Conflict {
-                    id: *id,
-                    reason: "the key is revoked; revocation is final",
-                })?;
+                .map_err(|refused| StoreError::refused(*id, refused))?;
             *record = updated.clone();
             Ok(updated)
+        })
+    }
+
+    async fn rotate_with(
+        &self,
+        id: &KeyId,
+        replacement: MintedKey,
+        rotation: Rotation,
+    ) -> Result<RotatedKey, StoreError> {
+        let now = self.clock.now();
+        let (old, new) = self.write(|inner| {
+            let new_id = replacement.record().id;
+            if inner.keys.contains_key(&new_id) || inner.deleted.contains(&new_id) {
+                return Err(StoreError::Conflict {
+                    id: new_id,
+                    reason: "a key with this id exists or existed",
+                });
+            }
+            let record = inner.keys.get_mut(id).ok_or(StoreError::NotFound(*id))?;
+            let mut old = record.clone();
+            let new = rotation
+                .apply_to(&mut old, replacement.record(), now)
+                .map_err(|refused| StoreError::refused(*id, refused))?;
+            *record = old.clone();
+            inner.keys.insert(new_id, new.clone());
+            Ok((old, new))
+        })?;
+        Ok(RotatedKey {
+            old,
+            new: replacement.into_created(new),
         })
     }
 

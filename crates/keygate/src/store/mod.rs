@@ -21,7 +21,10 @@ pub use memory::MemoryStore;
 
 use crate::identity::Metadata;
 use crate::key::KeyId;
-use crate::record::{CreatedKey, InvalidInput, KeyChange, KeyRecord, KeyState, MintedKey};
+use crate::record::{
+    ChangeRefused, CreatedKey, InvalidInput, KeyChange, KeyRecord, KeyState, MintedKey, RotatedKey,
+    Rotation,
+};
 use crate::scope::Scope;
 
 /// A boxed error from a store's driver.
@@ -56,6 +59,15 @@ impl StoreError {
         Self::Unavailable(error.into())
     }
 
+    /// The [`StoreError::Conflict`] for a change `id`'s state refuses.
+    #[must_use]
+    pub fn refused(id: KeyId, refused: ChangeRefused) -> Self {
+        Self::Conflict {
+            id,
+            reason: refused.reason(),
+        }
+    }
+
     /// Whether this is [`StoreError::Unavailable`].
     #[must_use]
     pub fn is_unavailable(&self) -> bool {
@@ -71,6 +83,20 @@ pub trait KeyStore: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Unavailable`] when the store cannot answer. Never "not found".
     async fn find(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Records when keys were last used: for each `(id, at)`, sets the key's
+    /// [`KeyRecord::last_used_at`] to `at` unless it already holds a later time. Ids with no key
+    /// are skipped. This is not a management change: `updated_at` stays as it is.
+    ///
+    /// Called by the verifier's write-behind flusher, in batches, at most once per key per flush
+    /// interval. The default does nothing, for stores that do not track usage.
+    ///
+    /// # Errors
+    /// `Unavailable`; the verifier keeps the batch and retries at the next flush.
+    async fn record_last_used(&self, used: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
+        let _ = used;
+        Ok(())
+    }
 }
 
 /// Which keys [`KeyAdmin::list`] returns.
@@ -161,6 +187,23 @@ pub trait KeyAdmin: Send + Sync + 'static {
     /// [`StoreError::NotFound`], [`StoreError::InvalidInput`], [`StoreError::Conflict`] (enable or
     /// disable a revoked key) or `Unavailable`.
     async fn apply(&self, id: &KeyId, change: KeyChange) -> Result<KeyRecord, StoreError>;
+
+    /// Rotates key `id` to `replacement` (freshly minted; see [`Rotation::apply_to`] for the rules),
+    /// in one atomic step: the successor is stored, linked to the old key, and the old key expires
+    /// after the rotation's grace period (or is revoked at once for a zero grace).
+    ///
+    /// Stores never generate secrets: use [`Admin::rotate`](crate::Admin::rotate), which mints
+    /// the replacement with the verifier's keyring and evicts the old key from its cache.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::Conflict`] when the old key is revoked, disabled
+    /// or expired, or the replacement's id exists or existed; `Unavailable`.
+    async fn rotate_with(
+        &self,
+        id: &KeyId,
+        replacement: MintedKey,
+        rotation: Rotation,
+    ) -> Result<RotatedKey, StoreError>;
 
     /// Deletes a key for good. Its id is never reused.
     ///

@@ -1,17 +1,20 @@
 //! Key management through a verifier: every change also evicts the key from its caches.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use super::Verifier;
 use crate::key::KeyId;
-use crate::record::{CreatedKey, KeyChange, KeyRecord, MintedKey, NewKey};
+use crate::record::{CreatedKey, KeyChange, KeyRecord, MintedKey, NewKey, RotatedKey, Rotation};
 use crate::store::{KeyAdmin, KeyFilter, KeyPage, PageRequest, StoreError};
 
 /// The verifier's management handle: its store's [`KeyAdmin`], plus cache invalidation, so a
 /// revoke (or any change) is seen by the very next request in this process.
 ///
 /// Get one with [`Verifier::admin`]. Every [`KeyAdmin`] method is available (`rename`,
-/// `revoke`, `disable`, …); [`Admin::create_key`] mints and stores a new key in one step.
+/// `revoke`, `disable`, …); [`Admin::create_key`] mints and stores a new key in one step, and
+/// [`Admin::rotate`] replaces a key with a fresh one.
 #[derive(Clone, Debug)]
 pub struct Admin {
     verifier: Verifier,
@@ -31,6 +34,46 @@ impl Admin {
         let inner = &self.verifier.inner;
         let minted = inner.keyring.mint_at(spec, inner.clock.now())?;
         self.create(minted).await
+    }
+
+    /// Rotates key `id`: mints a new key with the verifier's keyring (current pepper) carrying
+    /// the old key's name, owner, scopes, metadata and allowed IP ranges, links it to the old
+    /// key (`rotated_from`), and makes the old key expire `grace` from now — all in one store
+    /// transaction. A zero `grace` revokes the old key at once. The new key's
+    /// [`CreatedKey::key`] is the only copy of its plaintext.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use keygate::{KeyAdmin, Keyring, MemoryStore, NewKey, Verifier};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let verifier = Verifier::builder(Keyring::development("acme_test")?, MemoryStore::new()).build();
+    /// let admin = verifier.admin();
+    /// let old = admin.create_key(NewKey::new("billing")).await?;
+    /// let rotated = admin.rotate(&old.record.id, Duration::from_secs(3600)).await?;
+    /// assert_eq!(rotated.new.record.name, "billing");
+    /// assert_eq!(rotated.new.record.rotated_from, Some(old.record.id));
+    /// assert!(rotated.old.expires_at.is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidInput`] when `grace` exceeds
+    /// [`MAX_ROTATION_GRACE`](crate::record::MAX_ROTATION_GRACE) (30 days);
+    /// [`StoreError::NotFound`]; [`StoreError::Conflict`] when the key is revoked, disabled or
+    /// expired; `Unavailable`.
+    pub async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<RotatedKey, StoreError> {
+        let rotation = Rotation::new(grace)?;
+        let inner = &self.verifier.inner;
+        let old = inner.admin.get(id).await?;
+        // The spec only carries the name so minting validates it; the store copies the rest
+        // from the old record inside its transaction.
+        let minted = inner
+            .keyring
+            .mint_at(NewKey::new(old.name), inner.clock.now())?;
+        self.rotate_with(id, minted, rotation).await
     }
 }
 
@@ -55,6 +98,24 @@ impl KeyAdmin for Admin {
         let result = self.verifier.inner.admin.apply(id, change).await;
         // Evict even on error: the store may have applied the change before failing to answer.
         self.verifier.invalidate(*id).await;
+        result
+    }
+
+    async fn rotate_with(
+        &self,
+        id: &KeyId,
+        replacement: MintedKey,
+        rotation: Rotation,
+    ) -> Result<RotatedKey, StoreError> {
+        let new_id = replacement.record().id;
+        let result = self
+            .verifier
+            .inner
+            .admin
+            .rotate_with(id, replacement, rotation)
+            .await;
+        self.verifier.invalidate(*id).await;
+        self.verifier.invalidate(new_id).await;
         result
     }
 

@@ -20,6 +20,7 @@ use crate::store::{KeyAdmin, KeyStore};
 /// | credential length cap | 512 bytes |
 /// | trusted proxies | none (the peer address is the client) |
 /// | clock | system clock |
+/// | last-used flush interval / buffer | 60 s / 4 096 reports |
 #[must_use]
 pub struct VerifierBuilder {
     keyring: Keyring,
@@ -32,6 +33,8 @@ pub struct VerifierBuilder {
     negative_ttl: Duration,
     sources: CredentialSources,
     proxies: Vec<IpNet>,
+    last_used_interval: Duration,
+    last_used_buffer: usize,
 }
 
 impl VerifierBuilder {
@@ -51,6 +54,8 @@ impl VerifierBuilder {
             negative_ttl: Duration::from_secs(10),
             sources: CredentialSources::default(),
             proxies: Vec::new(),
+            last_used_interval: Duration::from_secs(60),
+            last_used_buffer: 4096,
         }
     }
 
@@ -130,8 +135,32 @@ impl VerifierBuilder {
         self
     }
 
+    /// How often last-used times are written to the store (default 60 s): each key is written
+    /// at most once per interval, so `last_used_at` trails real use by up to this much. Zero
+    /// turns last-used tracking off. See [`Verifier::flush_last_used`].
+    pub fn last_used_interval(mut self, interval: Duration) -> Self {
+        self.last_used_interval = interval;
+        self
+    }
+
+    /// How many last-used reports may wait for the next flush (default 4 096; at most one per
+    /// key per interval). When full, reports are dropped and counted
+    /// ([`Verifier::last_used_stats`]); requests never wait.
+    pub fn last_used_buffer(mut self, reports: usize) -> Self {
+        self.last_used_buffer = reports;
+        self
+    }
+
     /// Builds the verifier.
+    ///
+    /// The last-used flusher is started on the tokio runtime of the first successful
+    /// verification (none is needed to build).
     pub fn build(self) -> Verifier {
+        let last_used = super::LastUsed::new(
+            Arc::clone(&self.store),
+            self.last_used_interval,
+            self.last_used_buffer,
+        );
         Verifier {
             inner: Arc::new(Inner {
                 keyring: self.keyring,
@@ -149,6 +178,7 @@ impl VerifierBuilder {
                     .time_to_live(self.negative_ttl)
                     .build(),
                 generations: super::Generations::default(),
+                last_used,
                 sources: self.sources,
                 proxies: TrustedProxies::new(self.proxies),
             }),
@@ -163,6 +193,7 @@ impl std::fmt::Debug for VerifierBuilder {
             .field("cache_capacity", &self.cache_capacity)
             .field("cache_ttl", &self.cache_ttl)
             .field("sources", &self.sources)
+            .field("last_used_interval", &self.last_used_interval)
             .finish_non_exhaustive()
     }
 }

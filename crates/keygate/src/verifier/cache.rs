@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use ipnet::IpNet;
 
+use super::last_used::micros;
 use crate::identity::Identity;
 use crate::key::KeyId;
 use crate::pepper::Digest;
@@ -25,6 +26,9 @@ pub(crate) struct CachedKey {
     pub(crate) identity: Arc<Identity>,
     /// The invalidation generation of this id's slot when the load started.
     pub(crate) generation: u64,
+    /// When this key's use was last reported for last-used tracking (µs since the epoch);
+    /// starts at the stored last-used time so a reload does not report again too early.
+    pub(crate) last_reported: AtomicU64,
 }
 
 impl CachedKey {
@@ -38,6 +42,7 @@ impl CachedKey {
             allowed_ips: record.allowed_ips.clone().into_boxed_slice(),
             identity: Arc::new(record.identity()),
             generation,
+            last_reported: AtomicU64::new(record.last_used_at.map_or(0, micros)),
         }
     }
 

@@ -35,6 +35,7 @@
 mod admin;
 mod builder;
 mod cache;
+mod last_used;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -43,8 +44,10 @@ use moka::future::Cache;
 
 pub use admin::Admin;
 pub use builder::VerifierBuilder;
+pub use last_used::LastUsedStats;
 
 use self::cache::{CachedKey, Generations};
+use self::last_used::LastUsed;
 use crate::clock::Clock;
 use crate::extract::{CredentialSources, RequestView, TrustedProxies};
 use crate::identity::Identity;
@@ -70,6 +73,7 @@ struct Inner {
     cache: Cache<KeyId, Arc<CachedKey>>,
     negative: Cache<KeyId, ()>,
     generations: Generations,
+    last_used: LastUsed,
     sources: CredentialSources,
     proxies: TrustedProxies,
 }
@@ -222,9 +226,13 @@ impl Verifier {
         {
             return Err(Rejection::for_key(Reason::WrongSecret, id));
         }
-        match entry.refusal(inner.clock.now(), presented.client_ip) {
+        let now = inner.clock.now();
+        match entry.refusal(now, presented.client_ip) {
             Some(reason) => Err(Rejection::for_key(reason, id)),
-            None => Ok(Arc::clone(&entry.identity)),
+            None => {
+                inner.last_used.seen(&entry, id, now);
+                Ok(Arc::clone(&entry.identity))
+            }
         }
     }
 
@@ -292,6 +300,23 @@ impl Verifier {
         inner.generations.bump_all();
         inner.cache.invalidate_all();
         inner.negative.invalidate_all();
+    }
+
+    /// Writes the last-used times reported so far to the store now, instead of at the next
+    /// flush interval. Call it on shutdown so the last interval's uses are not lost. Returns
+    /// the number of keys written.
+    ///
+    /// # Errors
+    /// The store's error; the batch is kept and retried at the next flush.
+    pub async fn flush_last_used(&self) -> Result<usize, StoreError> {
+        self.inner.last_used.flush().await
+    }
+
+    /// Counters of last-used tracking: reports dropped because the buffer was full, times
+    /// written, failed flushes.
+    #[must_use]
+    pub fn last_used_stats(&self) -> LastUsedStats {
+        self.inner.last_used.stats()
     }
 
     /// Entry counts of the positive and negative caches, after pending maintenance has run.

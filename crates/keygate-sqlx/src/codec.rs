@@ -1,0 +1,212 @@
+//! What both SQL stores share: time and column encodings, record normalisation, error mapping.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use keygate::identity::Metadata;
+use keygate::store::KeyFilter;
+use keygate::{KeyId, KeyRecord, KeyState, Scope, StoreError};
+
+/// The columns every read selects (a literal, for `concat!`). `$metadata` is how the metadata
+/// column is read (PostgreSQL reads `jsonb` as text).
+macro_rules! columns {
+    ($metadata:literal) => {
+        concat!(
+            "id, prefix, name, owner, digest, pepper_version, scopes, ",
+            $metadata,
+            " AS metadata, allowed_ips, rotated_from, created_at, updated_at, expires_at, ",
+            "disabled_at, revoked_at, last_used_at"
+        )
+    };
+}
+pub(crate) use columns;
+
+/// Microseconds since the Unix epoch (negative before it). Both stores keep microseconds.
+pub(crate) fn to_micros(at: SystemTime) -> i64 {
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_micros()).map_or(i64::MIN, |m| -m),
+    }
+}
+
+pub(crate) fn from_micros(micros: i64) -> SystemTime {
+    let magnitude = Duration::from_micros(micros.unsigned_abs());
+    if micros >= 0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH - magnitude
+    }
+}
+
+/// `at`, truncated to what the database keeps.
+pub(crate) fn truncate(at: SystemTime) -> SystemTime {
+    from_micros(to_micros(at))
+}
+
+/// The record with every time truncated to microseconds: what the database will hand back.
+pub(crate) fn normalized(record: &KeyRecord) -> KeyRecord {
+    let mut r = record.clone();
+    r.created_at = truncate(r.created_at);
+    r.updated_at = truncate(r.updated_at);
+    r.expires_at = r.expires_at.map(truncate);
+    r.disabled_at = r.disabled_at.map(truncate);
+    r.revoked_at = r.revoked_at.map(truncate);
+    r.last_used_at = r.last_used_at.map(truncate);
+    r
+}
+
+/// The lowercase name, searched by [`KeyFilter::name_contains`] exactly as `MemoryStore` does.
+pub(crate) fn fold(name: &str) -> String {
+    name.to_lowercase()
+}
+
+pub(crate) fn scope_strings(scopes: &[Scope]) -> Vec<String> {
+    scopes.iter().map(|s| s.as_str().to_owned()).collect()
+}
+
+pub(crate) fn ip_strings(ips: &[IpNet]) -> Vec<String> {
+    ips.iter().map(ToString::to_string).collect()
+}
+
+pub(crate) fn json_array(items: &[String]) -> String {
+    serde_json::Value::from(items.to_vec()).to_string()
+}
+
+pub(crate) fn metadata_json(metadata: &Metadata) -> String {
+    serde_json::Value::Object(metadata.clone()).to_string()
+}
+
+/// A row as read, before parsing into a [`KeyRecord`].
+pub(crate) struct RawRecord {
+    pub(crate) id: String,
+    pub(crate) prefix: String,
+    pub(crate) name: String,
+    pub(crate) owner: Option<String>,
+    pub(crate) digest: Vec<u8>,
+    pub(crate) pepper_version: i64,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) metadata: String,
+    pub(crate) allowed_ips: Vec<String>,
+    pub(crate) rotated_from: Option<String>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) disabled_at: Option<i64>,
+    pub(crate) revoked_at: Option<i64>,
+    pub(crate) last_used_at: Option<i64>,
+}
+
+/// A stored value keygate cannot read back: the store is damaged or written by something else.
+/// Reported as `Unavailable` (503), never as an unknown key (401).
+#[derive(Debug, thiserror::Error)]
+#[error("key store returned a malformed {column} for key {id:?}")]
+pub(crate) struct Corrupt {
+    id: String,
+    column: &'static str,
+}
+
+fn corrupt(id: &str, column: &'static str) -> StoreError {
+    StoreError::unavailable(Corrupt {
+        id: id.chars().take(KeyId::LEN + 4).collect(),
+        column,
+    })
+}
+
+pub(crate) fn parse_json_strings(
+    id: &str,
+    column: &'static str,
+    json: &str,
+) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(json).map_err(|_| corrupt(id, column))
+}
+
+impl RawRecord {
+    pub(crate) fn into_record(self) -> Result<KeyRecord, StoreError> {
+        let id = &self.id;
+        let key_id: KeyId = id.parse().map_err(|_| corrupt(id, "id"))?;
+        let digest =
+            keygate::Digest::from_slice(&self.digest).ok_or_else(|| corrupt(id, "digest"))?;
+        let pepper_version =
+            u32::try_from(self.pepper_version).map_err(|_| corrupt(id, "pepper_version"))?;
+        let scopes = self
+            .scopes
+            .iter()
+            .map(|s| Scope::new(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| corrupt(id, "scopes"))?;
+        let metadata = match serde_json::from_str(&self.metadata) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => return Err(corrupt(id, "metadata")),
+        };
+        let allowed_ips = self
+            .allowed_ips
+            .iter()
+            .map(|s| s.parse::<IpNet>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| corrupt(id, "allowed_ips"))?;
+        let rotated_from = self
+            .rotated_from
+            .as_deref()
+            .map(str::parse::<KeyId>)
+            .transpose()
+            .map_err(|_| corrupt(id, "rotated_from"))?;
+        Ok(KeyRecord {
+            id: key_id,
+            prefix: self.prefix,
+            name: self.name,
+            owner: self.owner,
+            digest,
+            pepper_version,
+            scopes,
+            metadata,
+            allowed_ips,
+            created_at: from_micros(self.created_at),
+            updated_at: from_micros(self.updated_at),
+            expires_at: self.expires_at.map(from_micros),
+            disabled_at: self.disabled_at.map(from_micros),
+            revoked_at: self.revoked_at.map(from_micros),
+            rotated_from,
+            last_used_at: self.last_used_at.map(from_micros),
+        })
+    }
+}
+
+/// Maps a driver error. Input is validated before any query, so whatever the database refuses
+/// is the store failing (`Unavailable`, 503), except a duplicate id on insert (see
+/// [`is_unique_violation`]).
+pub(crate) fn unavailable(error: sqlx::Error) -> StoreError {
+    StoreError::unavailable(error)
+}
+
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+pub(crate) fn id_taken(id: KeyId) -> StoreError {
+    StoreError::Conflict {
+        id,
+        reason: "a key with this id exists or existed",
+    }
+}
+
+/// The SQL condition for a state filter, as [`KeyRecord::state`] decides: the text before the
+/// bound current time, and the text after it (`None`: the condition needs no time).
+pub(crate) fn state_sql(state: KeyState) -> (&'static str, Option<&'static str>) {
+    match state {
+        KeyState::Revoked => ("revoked_at IS NOT NULL", None),
+        KeyState::Disabled => ("revoked_at IS NULL AND disabled_at IS NOT NULL", None),
+        KeyState::Expired => (
+            "revoked_at IS NULL AND disabled_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ",
+            Some(""),
+        ),
+        KeyState::Active => (
+            "revoked_at IS NULL AND disabled_at IS NULL AND (expires_at IS NULL OR expires_at > ",
+            Some(")"),
+        ),
+    }
+}
+
+/// The lowercase needle of a name search.
+pub(crate) fn needle(filter: &KeyFilter) -> Option<String> {
+    filter.name_contains.as_deref().map(fold)
+}

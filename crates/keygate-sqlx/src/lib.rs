@@ -1,0 +1,74 @@
+//! SQLite and PostgreSQL key stores for keygate.
+//!
+//! | store | for | feature |
+//! | --- | --- | --- |
+//! | [`SqliteStore`] | one host: an embedded file (`keygate.db`), zero set-up | `sqlite` (default) |
+//! | [`PostgresStore`] | several instances sharing one key store | `postgres` (default) |
+//!
+//! Both implement [`keygate::KeyStore`] (the request path, including write-behind last-used
+//! times) and [`keygate::KeyAdmin`] (management, with atomic rotation), with exactly
+//! [`keygate::MemoryStore`]'s semantics: the conformance suite in the workspace's `tests/`
+//! crate runs the same cases against all three.
+//!
+//! # Migrations
+//! The schema ships inside the crate as versioned migrations (tracked in table
+//! `keygate_migrations`). Apply them with `migrate()` on start (the `open` constructors do);
+//! it is idempotent. Later versions only add to the schema. A database already migrated by a
+//! newer keygate is refused with [`Error::SchemaTooNew`].
+//!
+//! # What is stored
+//! Per key: the public id, prefix, name, owner, the HMAC-SHA256 digest of the key and its
+//! pepper version, scopes, metadata, allowed client IP ranges, the id it was rotated from, and
+//! its created/updated/expires/disabled/revoked/last-used times. Never the key's secret or any
+//! part of it. Deleted ids are kept in `keygate_deleted_keys` so they are never reused.
+//!
+//! # Errors
+//! Opening and migrating return [`Error`]. Store operations return [`keygate::StoreError`]:
+//! bad input is refused before any query with a typed error, and database failures
+//! (unreachable, locked, damaged) are `StoreError::Unavailable`, which the verifier answers
+//! with 503, never 401.
+//!
+//! # Example
+//! ```
+//! use std::time::Duration;
+//! use keygate::{KeyAdmin, Keyring, NewKey, Verifier};
+//! use keygate_sqlx::SqliteStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A file such as "keygate.db" in production; in memory here.
+//! let store = SqliteStore::in_memory().await?;
+//! let verifier = Verifier::builder(Keyring::development("acme_test")?, store).build();
+//! let admin = verifier.admin();
+//!
+//! let created = admin.create_key(NewKey::new("billing").scope("invoices:read")?).await?;
+//! println!("your key (shown once): {}", created.key.expose_secret());
+//!
+//! // Replace it; the old key keeps working for an hour.
+//! let rotated = admin.rotate(&created.record.id, Duration::from_secs(3600)).await?;
+//! assert_eq!(rotated.new.record.rotated_from, Some(created.record.id));
+//!
+//! // On shutdown, write the last-used times still buffered.
+//! verifier.flush_last_used().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With PostgreSQL: `PostgresStore::open("postgres://…").await?` (see [`PostgresStore`]).
+
+mod codec;
+mod error;
+mod migrations;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+pub use error::Error;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+
+/// The sqlx version this crate is built on, for pools passed to `from_pool`.
+pub use sqlx;

@@ -1,0 +1,461 @@
+//! [`PostgresStore`]: keys in PostgreSQL, shared by every instance of a service.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use keygate::clock::{Clock, SystemClock};
+use keygate::store::{KeyFilter, KeyPage, PageRequest};
+use keygate::{
+    CreatedKey, KeyAdmin, KeyChange, KeyId, KeyRecord, KeyStore, MintedKey, RotatedKey, Rotation,
+    StoreError,
+};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row};
+use time::OffsetDateTime;
+
+use crate::codec::{
+    self, RawRecord, columns, fold, id_taken, ip_strings, is_unique_violation, metadata_json,
+    normalized, scope_strings, to_micros, unavailable,
+};
+use crate::error::Error;
+
+/// Keys in PostgreSQL, through a connection pool: several instances of a service share one
+/// key store.
+///
+/// Contents: [opening](#opening), [migrations](PostgresStore::migrate),
+/// [consistency](#consistency-between-instances), [errors](#errors). Clones share the pool.
+///
+/// # Opening
+/// [`PostgresStore::open`] connects (pool of 10, 3 s acquire timeout) and applies the embedded
+/// migrations; [`PostgresStore::connect_with`] takes your options and does not migrate. To keep
+/// keygate's tables in their own schema, set the connection's `search_path`:
+///
+/// ```no_run
+/// use keygate_sqlx::PostgresStore;
+/// use keygate_sqlx::sqlx::postgres::PgConnectOptions;
+///
+/// # async fn run() -> Result<(), keygate_sqlx::Error> {
+/// let options: PgConnectOptions = "postgres://app@db.internal/app".parse().map_err(keygate_sqlx::Error::Connect)?;
+/// let store = PostgresStore::connect_with(options.options([("search_path", "keygate")])).await?;
+/// store.migrate().await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Consistency between instances
+/// Every write is one transaction (rotation included). Another instance's verifier sees a
+/// change when its cached record expires (its cache TTL); changes made through a verifier's own
+/// [`Admin`](keygate::Admin) apply there at once.
+///
+/// # Errors
+/// Input is validated before any query; a database failure (unreachable, pool exhausted,
+/// refused) is [`StoreError::Unavailable`] (503 on the request path), never a message about
+/// your input.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+}
+
+/// How long an operation waits for a pooled connection (including connecting) before the store
+/// counts as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+const POOL_SIZE: u32 = 10;
+
+impl PostgresStore {
+    /// Connects to `url` and applies the migrations.
+    ///
+    /// # Errors
+    /// [`Error::Connect`]; [`Error::SchemaTooNew`] or [`Error::Migrate`] from
+    /// [`PostgresStore::migrate`].
+    pub async fn open(url: &str) -> Result<Self, Error> {
+        let options: PgConnectOptions = url.parse().map_err(Error::Connect)?;
+        let store = Self::connect_with(options).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The pool options [`PostgresStore::connect_with`] uses: 10 connections, 3 s acquire
+    /// timeout.
+    #[must_use]
+    pub fn pool_options() -> PgPoolOptions {
+        PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+    }
+
+    /// Connects with `options`. Does not migrate.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when the server cannot be reached or refuses the login.
+    pub async fn connect_with(options: PgConnectOptions) -> Result<Self, Error> {
+        let pool = Self::pool_options()
+            .connect_with(options)
+            .await
+            .map_err(Error::Connect)?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// A store whose pool connects on first use: a service can start while the database is
+    /// still down (requests get 503 until it answers). Does not migrate.
+    #[must_use]
+    pub fn connect_lazy_with(options: PgConnectOptions) -> Self {
+        Self::from_pool(Self::pool_options().connect_lazy_with(options))
+    }
+
+    /// Wraps an existing pool. Does not migrate.
+    #[must_use]
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self {
+            pool,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Uses `clock` for change times, rotation and state filters.
+    #[must_use]
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The connection pool.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the embedded migrations that are not applied yet (idempotent; concurrent calls
+    /// from several instances are serialised by an advisory lock). Migrations are tracked in
+    /// table `keygate_migrations` of the connection's schema.
+    ///
+    /// # Errors
+    /// [`Error::SchemaTooNew`] when the database was migrated by a newer keygate;
+    /// [`Error::Migrate`] when a migration fails.
+    pub async fn migrate(&self) -> Result<(), Error> {
+        let migrator = crate::migrations::postgres();
+        let known = crate::migrations::latest(&migrator);
+        if let Some(found) = self.schema_version().await?
+            && found > known
+        {
+            return Err(Error::SchemaTooNew { found, known });
+        }
+        migrator.run(&self.pool).await.map_err(Error::Migrate)
+    }
+
+    /// The newest keygate migration applied to this database, `None` before the first.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when the database cannot be read.
+    pub async fn schema_version(&self) -> Result<Option<i64>, Error> {
+        let exists: bool =
+            sqlx::query_scalar("SELECT to_regclass('keygate_migrations') IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(Error::Connect)?;
+        if !exists {
+            return Ok(None);
+        }
+        sqlx::query_scalar("SELECT max(version) FROM keygate_migrations WHERE success")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(Error::Connect)
+    }
+
+    fn now(&self) -> SystemTime {
+        codec::truncate(self.clock.now())
+    }
+}
+
+fn timestamp(at: SystemTime) -> OffsetDateTime {
+    let micros = to_micros(at);
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).unwrap_or(if micros < 0 {
+        OffsetDateTime::UNIX_EPOCH
+    } else {
+        far_future()
+    })
+}
+
+fn far_future() -> OffsetDateTime {
+    // 9999-12-31T00:00:00Z: later than any expiry anyone means.
+    OffsetDateTime::from_unix_timestamp(253_402_214_400).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn micros(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+fn raw(row: &PgRow) -> Result<RawRecord, sqlx::Error> {
+    let time = |column: &str| -> Result<i64, sqlx::Error> {
+        Ok(micros(row.try_get::<OffsetDateTime, _>(column)?))
+    };
+    let optional_time = |column: &str| -> Result<Option<i64>, sqlx::Error> {
+        Ok(row
+            .try_get::<Option<OffsetDateTime>, _>(column)?
+            .map(micros))
+    };
+    Ok(RawRecord {
+        id: row.try_get("id")?,
+        prefix: row.try_get("prefix")?,
+        name: row.try_get("name")?,
+        owner: row.try_get("owner")?,
+        digest: row.try_get("digest")?,
+        pepper_version: row.try_get("pepper_version")?,
+        scopes: row.try_get("scopes")?,
+        metadata: row.try_get("metadata")?,
+        allowed_ips: row.try_get("allowed_ips")?,
+        rotated_from: row.try_get("rotated_from")?,
+        created_at: time("created_at")?,
+        updated_at: time("updated_at")?,
+        expires_at: optional_time("expires_at")?,
+        disabled_at: optional_time("disabled_at")?,
+        revoked_at: optional_time("revoked_at")?,
+        last_used_at: optional_time("last_used_at")?,
+    })
+}
+
+fn record(row: &PgRow) -> Result<KeyRecord, StoreError> {
+    raw(row).map_err(unavailable)?.into_record()
+}
+
+const SELECT_BY_ID: &str = concat!(
+    "SELECT ",
+    columns!("metadata::text"),
+    " FROM keygate_keys WHERE id = $1"
+);
+
+const SELECT_FOR_UPDATE: &str = concat!(
+    "SELECT ",
+    columns!("metadata::text"),
+    " FROM keygate_keys WHERE id = $1 FOR UPDATE"
+);
+
+async fn select_for_update(
+    conn: &mut PgConnection,
+    id: &KeyId,
+) -> Result<Option<KeyRecord>, StoreError> {
+    let row = sqlx::query(SELECT_FOR_UPDATE)
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await
+        .map_err(unavailable)?;
+    row.as_ref().map(record).transpose()
+}
+
+/// Inserts `r` unless its id exists or existed.
+async fn insert(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError> {
+    let result = sqlx::query(
+        "INSERT INTO keygate_keys (id, prefix, name, name_folded, owner, digest, pepper_version, \
+         scopes, metadata, allowed_ips, rotated_from, created_at, updated_at, expires_at, \
+         disabled_at, revoked_at, last_used_at) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17 \
+         WHERE NOT EXISTS (SELECT 1 FROM keygate_deleted_keys WHERE id = $1)",
+    )
+    .bind(r.id.as_str())
+    .bind(&r.prefix)
+    .bind(&r.name)
+    .bind(fold(&r.name))
+    .bind(r.owner.as_deref())
+    .bind(r.digest.as_bytes().as_slice())
+    .bind(i64::from(r.pepper_version))
+    .bind(scope_strings(&r.scopes))
+    .bind(metadata_json(&r.metadata))
+    .bind(ip_strings(&r.allowed_ips))
+    .bind(r.rotated_from.as_ref().map(KeyId::as_str))
+    .bind(timestamp(r.created_at))
+    .bind(timestamp(r.updated_at))
+    .bind(r.expires_at.map(timestamp))
+    .bind(r.disabled_at.map(timestamp))
+    .bind(r.revoked_at.map(timestamp))
+    .bind(r.last_used_at.map(timestamp))
+    .execute(conn)
+    .await;
+    match result {
+        Ok(done) if done.rows_affected() == 1 => Ok(()),
+        Ok(_) => Err(id_taken(r.id)),
+        Err(e) if is_unique_violation(&e) => Err(id_taken(r.id)),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// Writes the fields a change or rotation may alter.
+async fn update(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE keygate_keys SET name = $1, name_folded = $2, scopes = $3, metadata = $4::jsonb, \
+         allowed_ips = $5, expires_at = $6, disabled_at = $7, revoked_at = $8, updated_at = $9 \
+         WHERE id = $10",
+    )
+    .bind(&r.name)
+    .bind(fold(&r.name))
+    .bind(scope_strings(&r.scopes))
+    .bind(metadata_json(&r.metadata))
+    .bind(ip_strings(&r.allowed_ips))
+    .bind(r.expires_at.map(timestamp))
+    .bind(r.disabled_at.map(timestamp))
+    .bind(r.revoked_at.map(timestamp))
+    .bind(timestamp(r.updated_at))
+    .bind(r.id.as_str())
+    .execute(conn)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+#[async_trait]
+impl KeyStore for PostgresStore {
+    async fn find(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let row = sqlx::query(SELECT_BY_ID)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn record_last_used(&self, used: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = used.iter().map(|(id, _)| id.as_str()).collect();
+        let times: Vec<OffsetDateTime> = used.iter().map(|(_, at)| timestamp(*at)).collect();
+        sqlx::query(
+            "UPDATE keygate_keys AS k SET last_used_at = u.at \
+             FROM UNNEST($1::text[], $2::timestamptz[]) AS u(id, at) \
+             WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
+        )
+        .bind(ids)
+        .bind(times)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl KeyAdmin for PostgresStore {
+    async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
+        let stored = normalized(key.record());
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        insert(&mut conn, &stored).await?;
+        Ok(key.into_created(stored))
+    }
+
+    async fn get(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+        self.find(id).await?.ok_or(StoreError::NotFound(*id))
+    }
+
+    async fn list(&self, filter: &KeyFilter, page: PageRequest) -> Result<KeyPage, StoreError> {
+        let limit = page.clamped_limit();
+        let mut q = QueryBuilder::<Postgres>::new(concat!(
+            "SELECT ",
+            columns!("metadata::text"),
+            " FROM keygate_keys WHERE true"
+        ));
+        if let Some(after) = page.after {
+            q.push(" AND id > ").push_bind(after.as_str().to_owned());
+        }
+        if let Some(owner) = &filter.owner {
+            q.push(" AND owner = ").push_bind(owner.clone());
+        }
+        if let Some(needle) = codec::needle(filter) {
+            q.push(" AND strpos(name_folded, ")
+                .push_bind(needle)
+                .push(") > 0");
+        }
+        if let Some(state) = filter.state {
+            let (before, after) = codec::state_sql(state);
+            q.push(" AND (").push(before);
+            if let Some(after) = after {
+                q.push_bind(timestamp(self.now())).push(after);
+            }
+            q.push(")");
+        }
+        q.push(" ORDER BY id LIMIT ")
+            .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
+        let rows = q.build().fetch_all(&self.pool).await.map_err(unavailable)?;
+        let mut keys = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
+        let next = if keys.len() > limit {
+            keys.truncate(limit);
+            keys.last().map(|r| r.id)
+        } else {
+            None
+        };
+        Ok(KeyPage { keys, next })
+    }
+
+    async fn apply(&self, id: &KeyId, change: KeyChange) -> Result<KeyRecord, StoreError> {
+        change.validate()?;
+        let change = match change {
+            KeyChange::SetExpiry(at) => KeyChange::SetExpiry(at.map(codec::truncate)),
+            other => other,
+        };
+        let now = self.now();
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut record = select_for_update(&mut tx, id)
+            .await?
+            .ok_or(StoreError::NotFound(*id))?;
+        change
+            .apply_to(&mut record, now)
+            .map_err(|refused| StoreError::refused(*id, refused))?;
+        update(&mut tx, &record).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(record)
+    }
+
+    async fn rotate_with(
+        &self,
+        id: &KeyId,
+        replacement: MintedKey,
+        rotation: Rotation,
+    ) -> Result<RotatedKey, StoreError> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut old = select_for_update(&mut tx, id)
+            .await?
+            .ok_or(StoreError::NotFound(*id))?;
+        let new = rotation
+            .apply_to(&mut old, &normalized(replacement.record()), now)
+            .map_err(|refused| StoreError::refused(*id, refused))?;
+        insert(&mut tx, &new).await?;
+        update(&mut tx, &old).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(RotatedKey {
+            old,
+            new: replacement.into_created(new),
+        })
+    }
+
+    async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let deleted = sqlx::query("DELETE FROM keygate_keys WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound(*id));
+        }
+        sqlx::query("INSERT INTO keygate_deleted_keys (id, deleted_at) VALUES ($1, $2)")
+            .bind(id.as_str())
+            .bind(timestamp(self.now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Host and database only: the URL may carry a password.
+        let options = self.pool.connect_options();
+        f.debug_struct("PostgresStore")
+            .field("host", &options.get_host())
+            .field("database", &options.get_database())
+            .field("pool_size", &self.pool.size())
+            .field("clock", &self.clock)
+            .finish()
+    }
+}

@@ -1,0 +1,591 @@
+//! Store conformance: one set of cases, run against MemoryStore, SQLite (a temp file) and
+//! PostgreSQL (a schema of its own, when `KEYGATE_TEST_POSTGRES_URL` is set). Every store must
+//! behave exactly like the others: same records, same filters and pages, same typed errors.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, Uri};
+use keygate::clock::Clock;
+use keygate::record::{InvalidInput, MAX_NAME_LEN};
+use keygate::store::{KeyFilter, PageRequest};
+use keygate::{
+    HttpRequestView, Identity, KeyAdmin, KeyId, KeyState, NewKey, Reason, Rejection, Scope,
+    StoreError,
+};
+use keygate_tests::stores::{self, Fixture, TestStore};
+
+fn ok<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+    result.unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn verify<S: TestStore>(
+    f: &Fixture<S>,
+    key: &str,
+    ip: Option<IpAddr>,
+) -> Result<Arc<Identity>, Rejection> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        ok(HeaderValue::from_str(&format!("Bearer {key}"))),
+    );
+    let uri = Uri::from_static("/");
+    f.verifier
+        .verify_request(&HttpRequestView::new(&headers, &uri, ip))
+        .await
+}
+
+async fn refused<S: TestStore>(f: &Fixture<S>, key: &str) -> Reason {
+    match verify(f, key, None).await {
+        Ok(_) => panic!("{}: key accepted, expected a refusal", f.name),
+        Err(rejection) => rejection.reason(),
+    }
+}
+
+async fn create<S: TestStore>(f: &Fixture<S>, spec: NewKey) -> (String, keygate::KeyRecord) {
+    let created = ok(f.verifier.admin().create_key(spec).await);
+    (created.key.expose_secret().to_owned(), created.record)
+}
+
+fn scope(s: &str) -> Scope {
+    ok(Scope::new(s))
+}
+
+fn metadata(json: serde_json::Value) -> keygate::Metadata {
+    match json {
+        serde_json::Value::Object(map) => map,
+        _ => panic!("not an object"),
+    }
+}
+
+// ---- cases --------------------------------------------------------------------------------
+
+async fn create_get_find<S: TestStore>(f: Fixture<S>) {
+    let spec = NewKey::new("Billing Service")
+        .owner("team-billing")
+        .scopes([scope("invoices:read"), scope("orders:*")])
+        .metadata(metadata(
+            serde_json::json!({"env": "prod", "n": 3, "nested": {"a": [1, 2]}}),
+        ))
+        .allowed_ips([ok("10.0.0.0/8".parse()), ok("2001:db8::/32".parse())])
+        .expires_at(f.clock.now() + Duration::from_secs(86_400));
+    let (key, record) = create(&f, spec).await;
+    assert_eq!(record.name, "Billing Service");
+    assert_eq!(record.owner.as_deref(), Some("team-billing"));
+    assert_eq!(record.rotated_from, None);
+    assert_eq!(record.last_used_at, None);
+    assert_eq!(ok(f.store.get(&record.id).await), record, "{}: get", f.name);
+    assert_eq!(ok(f.store.find(&record.id).await), Some(record.clone()));
+    let identity = ok(verify(&f, &key, Some(ok("10.1.2.3".parse()))).await);
+    assert_eq!(identity.name(), "Billing Service");
+    assert!(identity.has_scope("orders:write"));
+    assert_eq!(
+        identity.metadata().get("env"),
+        Some(&serde_json::json!("prod"))
+    );
+    assert_eq!(
+        refused(&f, &key).await,
+        Reason::ForbiddenClientIp,
+        "no client address never satisfies an IP restriction"
+    );
+
+    let unknown = KeyId::random();
+    assert_eq!(ok(f.store.find(&unknown).await), None);
+    assert!(matches!(f.store.get(&unknown).await, Err(StoreError::NotFound(id)) if id == unknown));
+}
+
+async fn list_filters_and_paging<S: TestStore>(f: Fixture<S>) {
+    let admin = f.verifier.admin();
+    let mut ids = Vec::new();
+    for (name, owner) in [
+        ("alpha one", "a"),
+        ("Alpha two", "a"),
+        ("beta", "a"),
+        ("GAMMA", "b"),
+        ("Ärger ALPHA", "b"),
+        ("delta", "b"),
+        ("no owner alpha", ""),
+    ] {
+        let mut spec = NewKey::new(name);
+        if !owner.is_empty() {
+            spec = spec.owner(owner);
+        }
+        if name == "delta" {
+            spec = spec.expires_at(f.clock.now() + Duration::from_secs(60));
+        }
+        ids.push(create(&f, spec).await.1.id);
+    }
+    ok(admin.revoke(&ids[1]).await);
+    ok(admin.disable(&ids[3]).await);
+    f.clock.advance(Duration::from_secs(120));
+
+    let all = |filter: KeyFilter| {
+        let store = f.store.clone();
+        async move {
+            let mut found = Vec::new();
+            let mut page = PageRequest::first(2);
+            loop {
+                let got = ok(store.list(&filter, page).await);
+                assert!(got.keys.len() <= 2);
+                found.extend(got.keys.iter().map(|r| r.id));
+                match got.next {
+                    Some(next) => page.after = Some(next),
+                    None => break,
+                }
+            }
+            found
+        }
+    };
+    let sorted = |mut v: Vec<KeyId>| {
+        v.sort();
+        v
+    };
+
+    let everything = all(KeyFilter::default()).await;
+    assert_eq!(
+        everything,
+        sorted(ids.clone()),
+        "{}: pages in id order, nothing twice",
+        f.name
+    );
+    let owned_a = all(KeyFilter {
+        owner: Some("a".into()),
+        ..KeyFilter::default()
+    })
+    .await;
+    assert_eq!(owned_a, sorted(ids[0..3].to_vec()));
+    let search = all(KeyFilter {
+        name_contains: Some("alpha".into()),
+        ..KeyFilter::default()
+    })
+    .await;
+    assert_eq!(
+        search,
+        sorted(vec![ids[0], ids[1], ids[4], ids[6]]),
+        "{}: case-insensitive name search",
+        f.name
+    );
+    let umlaut = all(KeyFilter {
+        name_contains: Some("ärger".into()),
+        ..KeyFilter::default()
+    })
+    .await;
+    assert_eq!(umlaut, vec![ids[4]], "{}: non-ASCII case folding", f.name);
+    for (state, expected) in [
+        (KeyState::Revoked, vec![ids[1]]),
+        (KeyState::Disabled, vec![ids[3]]),
+        (KeyState::Expired, vec![ids[5]]),
+        (KeyState::Active, vec![ids[0], ids[2], ids[4], ids[6]]),
+    ] {
+        let got = all(KeyFilter {
+            state: Some(state),
+            ..KeyFilter::default()
+        })
+        .await;
+        assert_eq!(got, sorted(expected), "{}: state {state:?}", f.name);
+    }
+    let combined = all(KeyFilter {
+        owner: Some("b".into()),
+        state: Some(KeyState::Active),
+        name_contains: Some("ALPHA".into()),
+    })
+    .await;
+    assert_eq!(combined, vec![ids[4]]);
+
+    // A page exactly as long as what is left has no `next`.
+    let page = ok(f
+        .store
+        .list(&KeyFilter::default(), PageRequest::first(ids.len()))
+        .await);
+    assert_eq!((page.keys.len(), page.next), (ids.len(), None));
+    // Keyset paging is stable while keys are deleted behind the cursor.
+    let first = ok(f
+        .store
+        .list(&KeyFilter::default(), PageRequest::first(3))
+        .await);
+    ok(admin.delete(&first.keys[0].id).await);
+    let rest = ok(f
+        .store
+        .list(
+            &KeyFilter::default(),
+            PageRequest {
+                after: first.next,
+                limit: 100,
+            },
+        )
+        .await);
+    assert_eq!(rest.keys.len(), ids.len() - 3);
+}
+
+async fn changes<S: TestStore>(f: Fixture<S>) {
+    let admin = f.verifier.admin();
+    let (key, record) = create(&f, NewKey::new("before").owner("o")).await;
+    let id = record.id;
+    assert!(verify(&f, &key, None).await.is_ok());
+
+    f.clock.advance(Duration::from_secs(10));
+    let renamed = ok(admin.rename(&id, "after").await);
+    assert_eq!(renamed.name, "after");
+    assert_eq!(renamed.updated_at, f.clock.now());
+    assert_eq!(renamed.created_at, record.created_at);
+    assert_eq!(ok(verify(&f, &key, None).await).name(), "after");
+
+    let scoped = ok(admin
+        .set_scopes(&id, vec![scope("a:read"), scope("b:*")])
+        .await);
+    assert_eq!(scoped.scopes, vec![scope("a:read"), scope("b:*")]);
+    assert!(ok(verify(&f, &key, None).await).has_scope("b:write"));
+
+    let meta = metadata(serde_json::json!({"tier": "gold", "quota": 10}));
+    assert_eq!(
+        ok(admin.set_metadata(&id, meta.clone()).await).metadata,
+        meta
+    );
+
+    let ips = vec![ok("192.168.0.0/16".parse())];
+    assert_eq!(
+        ok(admin.set_allowed_ips(&id, ips.clone()).await).allowed_ips,
+        ips
+    );
+    assert!(
+        verify(&f, &key, Some(ok("192.168.1.1".parse())))
+            .await
+            .is_ok()
+    );
+    assert_eq!(refused(&f, &key).await, Reason::ForbiddenClientIp);
+    ok(admin.set_allowed_ips(&id, Vec::new()).await);
+
+    let at = f.clock.now() + Duration::from_secs(30);
+    assert_eq!(
+        ok(admin.set_expiry(&id, Some(at)).await).expires_at,
+        Some(at)
+    );
+    f.clock.advance(Duration::from_secs(31));
+    assert_eq!(refused(&f, &key).await, Reason::Expired);
+    assert_eq!(ok(admin.set_expiry(&id, None).await).expires_at, None);
+    assert!(verify(&f, &key, None).await.is_ok());
+
+    // Bad input is a typed error and changes nothing.
+    let before = ok(f.store.get(&id).await);
+    for bad in ["", "   ", "tab\there", &"x".repeat(MAX_NAME_LEN + 1)] {
+        assert!(
+            matches!(
+                admin.rename(&id, bad).await,
+                Err(StoreError::InvalidInput(InvalidInput::Name))
+            ),
+            "{}: rename to {bad:?}",
+            f.name
+        );
+    }
+    let many: Vec<Scope> = (0..100).map(|i| scope(&format!("s{i}"))).collect();
+    assert!(matches!(
+        admin.set_scopes(&id, many).await,
+        Err(StoreError::InvalidInput(InvalidInput::TooManyScopes))
+    ));
+    assert!(
+        Scope::new("not a scope").is_err(),
+        "malformed scopes never reach a store"
+    );
+    assert_eq!(ok(f.store.get(&id).await), before);
+
+    let unknown = KeyId::random();
+    assert!(matches!(
+        admin.rename(&unknown, "x").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        admin.revoke(&unknown).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn disable_enable_revoke<S: TestStore>(f: Fixture<S>) {
+    let admin = f.verifier.admin();
+    let (key, record) = create(&f, NewKey::new("k")).await;
+    let id = record.id;
+
+    let disabled = ok(admin.disable(&id).await);
+    assert_eq!(disabled.state(f.clock.now()), KeyState::Disabled);
+    assert_eq!(refused(&f, &key).await, Reason::Disabled);
+    let enabled = ok(admin.enable(&id).await);
+    assert_eq!(enabled.disabled_at, None);
+    assert!(verify(&f, &key, None).await.is_ok());
+
+    let revoked = ok(admin.revoke(&id).await);
+    let first = revoked.revoked_at;
+    assert_eq!(first, Some(f.clock.now()));
+    assert_eq!(refused(&f, &key).await, Reason::Revoked);
+    f.clock.advance(Duration::from_secs(5));
+    assert_eq!(
+        ok(admin.revoke(&id).await).revoked_at,
+        first,
+        "revoking twice keeps the first time"
+    );
+    for result in [admin.enable(&id).await, admin.disable(&id).await] {
+        assert!(
+            matches!(result, Err(StoreError::Conflict { id: c, .. }) if c == id),
+            "{}: revocation is final",
+            f.name
+        );
+    }
+    assert_eq!(
+        ok(f.store.get(&id).await).revoked_at,
+        first,
+        "kept for audit"
+    );
+    assert_eq!(refused(&f, &key).await, Reason::Revoked);
+}
+
+async fn delete_and_ids_never_reused<S: TestStore>(f: Fixture<S>) {
+    let admin = f.verifier.admin();
+    let (key, record) = create(&f, NewKey::new("doomed")).await;
+    let id = record.id;
+    assert!(verify(&f, &key, None).await.is_ok());
+    ok(admin.delete(&id).await);
+    assert!(matches!(
+        f.store.get(&id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(ok(f.store.find(&id).await), None);
+    assert!(matches!(
+        admin.delete(&id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(refused(&f, &key).await, Reason::UnknownKey);
+    assert!(
+        ok(f.store
+            .list(&KeyFilter::default(), PageRequest::default())
+            .await)
+        .keys
+        .is_empty()
+    );
+
+    // Neither a deleted id nor a live one can be created again.
+    let (_, live) = create(&f, NewKey::new("live")).await;
+    for taken in [id, live.id] {
+        let minted = ok(f.verifier.keyring().mint(NewKey::new("reuse"))).testing_with_id(taken);
+        assert!(
+            matches!(f.store.create(minted).await, Err(StoreError::Conflict { id: c, .. }) if c == taken),
+            "{}: id reused",
+            f.name
+        );
+    }
+    assert!(matches!(
+        f.store.get(&id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn rotation<S: TestStore>(f: Fixture<S>) {
+    let admin = f.verifier.admin();
+    let spec = NewKey::new("rotating")
+        .owner("team")
+        .scopes([scope("orders:read")])
+        .metadata(metadata(serde_json::json!({"k": "v"})))
+        .allowed_ips([ok("127.0.0.0/8".parse())]);
+    let (old_key, old) = create(&f, spec).await;
+    let local = Some(ok("127.0.0.1".parse()));
+    assert!(verify(&f, &old_key, local).await.is_ok());
+
+    let grace = Duration::from_secs(3600);
+    let start = f.clock.now();
+    let rotated = ok(admin.rotate(&old.id, grace).await);
+    let new = &rotated.new.record;
+    let new_key = rotated.new.key.expose_secret().to_owned();
+    assert_ne!(new.id, old.id);
+    assert_ne!(new.digest, old.digest);
+    assert_eq!(
+        (
+            &new.name,
+            &new.owner,
+            &new.scopes,
+            &new.metadata,
+            &new.allowed_ips
+        ),
+        (
+            &old.name,
+            &old.owner,
+            &old.scopes,
+            &old.metadata,
+            &old.allowed_ips
+        )
+    );
+    assert_eq!(new.rotated_from, Some(old.id));
+    assert_eq!(rotated.old.expires_at, Some(start + grace));
+    assert_eq!(ok(f.store.get(&old.id).await), rotated.old);
+    assert_eq!(&ok(f.store.get(&new.id).await), new);
+
+    // The new key works at once; the old one until the end of the grace period.
+    assert!(verify(&f, &new_key, local).await.is_ok());
+    f.clock.set(start + grace - Duration::from_secs(1));
+    assert!(
+        verify(&f, &old_key, local).await.is_ok(),
+        "{}: old key at grace - 1 s",
+        f.name
+    );
+    f.clock.set(start + grace + Duration::from_secs(1));
+    assert_eq!(
+        verify(&f, &old_key, local)
+            .await
+            .map(|_| ())
+            .map_err(|r| r.reason()),
+        Err(Reason::Expired),
+        "{}: old key at grace + 1 s",
+        f.name
+    );
+    assert!(verify(&f, &new_key, local).await.is_ok());
+    // An expired key does not rotate.
+    assert!(matches!(
+        admin.rotate(&old.id, grace).await,
+        Err(StoreError::Conflict { .. })
+    ));
+
+    // Grace 0 revokes the old key at once.
+    let again = ok(admin.rotate(&new.id, Duration::ZERO).await);
+    assert_eq!(again.old.revoked_at, Some(f.clock.now()));
+    assert_eq!(refused(&f, &new_key).await, Reason::Revoked);
+    assert!(
+        verify(&f, again.new.key.expose_secret(), local)
+            .await
+            .is_ok()
+    );
+    assert!(matches!(
+        admin.rotate(&new.id, grace).await,
+        Err(StoreError::Conflict { .. })
+    ));
+
+    // Over the cap: refused, nothing created.
+    let count = ok(f
+        .store
+        .list(&KeyFilter::default(), PageRequest::default())
+        .await)
+    .keys
+    .len();
+    let over = keygate::record::MAX_ROTATION_GRACE + Duration::from_secs(1);
+    assert!(matches!(
+        admin.rotate(&again.new.record.id, over).await,
+        Err(StoreError::InvalidInput(InvalidInput::GraceTooLong))
+    ));
+    assert!(matches!(
+        admin.rotate(&KeyId::random(), grace).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let after = ok(f
+        .store
+        .list(&KeyFilter::default(), PageRequest::default())
+        .await)
+    .keys
+    .len();
+    assert_eq!(after, count);
+}
+
+async fn last_used<S: TestStore>(f: Fixture<S>) {
+    let (key, record) = create(&f, NewKey::new("used")).await;
+    let id = record.id;
+    assert!(verify(&f, &key, None).await.is_ok());
+    assert_eq!(ok(f.verifier.flush_last_used().await), 1);
+    let stored = ok(f.store.get(&id).await);
+    assert_eq!(stored.last_used_at, Some(f.clock.now()));
+    assert_eq!(
+        stored.updated_at, record.updated_at,
+        "usage is not a management change"
+    );
+
+    let later = f.clock.now() + Duration::from_secs(100);
+    let earlier = f.clock.now() - Duration::from_secs(100);
+    ok(f.store
+        .record_last_used(&[(id, later), (KeyId::random(), later)])
+        .await);
+    ok(f.store.record_last_used(&[(id, earlier)]).await);
+    assert_eq!(
+        ok(f.store.get(&id).await).last_used_at,
+        Some(later),
+        "never moves back"
+    );
+    assert_eq!(f.verifier.last_used_stats().dropped, 0);
+}
+
+async fn outage<S: TestStore>(f: Fixture<S>) {
+    let (key, record) = create(&f, NewKey::new("k")).await;
+    let minted = ok(f.verifier.keyring().mint(NewKey::new("later")));
+    f.take_down().await;
+    let id = record.id;
+    assert!(
+        f.store.find(&id).await.is_err_and(|e| e.is_unavailable()),
+        "{}: find",
+        f.name
+    );
+    assert!(f.store.get(&id).await.is_err_and(|e| e.is_unavailable()));
+    assert!(
+        f.store
+            .list(&KeyFilter::default(), PageRequest::default())
+            .await
+            .is_err_and(|e| e.is_unavailable())
+    );
+    assert!(f.store.revoke(&id).await.is_err_and(|e| e.is_unavailable()));
+    assert!(
+        f.store
+            .create(minted)
+            .await
+            .is_err_and(|e| e.is_unavailable())
+    );
+    assert!(f.store.delete(&id).await.is_err_and(|e| e.is_unavailable()));
+    assert!(
+        f.store
+            .record_last_used(&[(id, f.clock.now())])
+            .await
+            .is_err_and(|e| e.is_unavailable())
+    );
+    // On the request path: 503, never 401.
+    f.verifier.invalidate_all();
+    assert_eq!(
+        refused(&f, &key).await,
+        Reason::StoreUnavailable,
+        "{}",
+        f.name
+    );
+}
+
+// ---- one test per case and store ----------------------------------------------------------
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(keygate_tests::stores::memory()).await;
+            })*
+        }
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(keygate_tests::stores::sqlite().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $case() {
+                if let Some(fixture) = keygate_tests::stores::postgres().await {
+                    super::$case(fixture).await;
+                }
+            })*
+        }
+    };
+}
+
+conformance!(
+    create_get_find,
+    list_filters_and_paging,
+    changes,
+    disable_enable_revoke,
+    delete_and_ids_never_reused,
+    rotation,
+    last_used,
+    outage,
+);
+
+#[test]
+fn stores_module_is_used() {
+    let _ = stores::POSTGRES_URL_ENV;
+}

@@ -4,8 +4,11 @@
 //! cargo run -p example-axum-quickstart
 //! ```
 //!
-//! It starts on 127.0.0.1:3000 with an in-memory key store, creates a demo key with the scope
-//! `greetings:read`, and prints it once with a ready `curl` line. Then try:
+//! It starts on 127.0.0.1:3000 with a SQLite key store in `keygate.db` (in the working
+//! directory; created and migrated on start). The first start creates a demo key with the scope
+//! `greetings:read` and prints it once with a ready `curl` line; later starts reuse that stored
+//! key (its secret is never stored, so it is not shown again; delete `keygate.db` for a new one).
+//! Then try:
 //!
 //! ```text
 //! curl -i http://127.0.0.1:3000/                                        # public: 200
@@ -21,10 +24,15 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::routing::get;
-use keygate::{Keyring, MemoryStore, NewKey, Peppers, Verifier};
+use keygate::store::{KeyFilter, PageRequest};
+use keygate::{KeyAdmin, KeyRecord, KeyState, Keyring, NewKey, Peppers, Verifier};
 use keygate_axum::{Identity, RequireScopes};
+use keygate_sqlx::SqliteStore;
 
 const ADDR: &str = "127.0.0.1:3000";
+const DATABASE: &str = "keygate.db";
+const DEMO_NAME: &str = "quickstart demo";
+const DEMO_OWNER: &str = "examples";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,36 +48,63 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         keygate::KeyFormat::new("demo_test")?,
         Peppers::from_env_or_development()?,
     );
-    let verifier = Verifier::builder(keyring, MemoryStore::new()).build();
+    // Created if missing, migrated on every start (idempotent).
+    let store = SqliteStore::open(DATABASE).await?;
+    let verifier = Verifier::builder(keyring, store).build();
+    let admin = verifier.admin();
 
-    let demo = verifier
-        .admin()
-        .create_key(
-            NewKey::new("quickstart demo")
-                .owner("examples")
-                .scope("greetings:read")?,
-        )
-        .await?;
-
-    let app = app(verifier);
     let listener = tokio::net::TcpListener::bind(ADDR).await?;
-
-    // The key is printed once, here, on its own line; it is not stored anywhere in clear.
-    println!("keygate quickstart listening on http://{ADDR}");
-    println!("demo key (shown once, scope greetings:read):");
-    println!("{}", demo.key.expose_secret());
-    println!(
-        "try: curl -i -H 'Authorization: Bearer {}' http://{ADDR}/hello",
-        demo.key.expose_secret()
-    );
-    drop(demo);
+    println!("keygate quickstart listening on http://{ADDR} (keys in ./{DATABASE})");
+    match stored_demo_key(&admin).await? {
+        Some(demo) => {
+            // Only the digest is stored: the key itself was shown once, at its first start.
+            println!(
+                "demo key: reusing {} (id {}, scope greetings:read), created at the first start",
+                demo.name, demo.id
+            );
+            println!("its secret was printed then and is not stored, so it cannot be shown again;");
+            println!("for a new demo key, stop the server, delete ./{DATABASE} and start again");
+        }
+        None => {
+            let demo = admin
+                .create_key(
+                    NewKey::new(DEMO_NAME)
+                        .owner(DEMO_OWNER)
+                        .scope("greetings:read")?,
+                )
+                .await?;
+            // The key is printed once, here, on its own line; it is not stored anywhere in clear.
+            println!("demo key (shown once, scope greetings:read):");
+            println!("{}", demo.key.expose_secret());
+            println!(
+                "try: curl -i -H 'Authorization: Bearer {}' http://{ADDR}/hello",
+                demo.key.expose_secret()
+            );
+        }
+    }
 
     axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app(verifier.clone()).into_make_service_with_connect_info::<SocketAddr>(),
     )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
     .await?;
+    // Write the last-used times still buffered.
+    verifier.flush_last_used().await?;
     Ok(())
+}
+
+/// The active demo key from an earlier start, found by name and owner.
+async fn stored_demo_key(admin: &keygate::Admin) -> Result<Option<KeyRecord>, keygate::StoreError> {
+    let filter = KeyFilter {
+        owner: Some(DEMO_OWNER.to_owned()),
+        state: Some(KeyState::Active),
+        name_contains: Some(DEMO_NAME.to_owned()),
+    };
+    let page = admin.list(&filter, PageRequest::first(100)).await?;
+    Ok(page.keys.into_iter().find(|key| key.name == DEMO_NAME))
 }
 
 fn app(verifier: Verifier) -> Router {

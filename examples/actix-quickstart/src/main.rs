@@ -4,9 +4,12 @@
 //! cargo run -p example-actix-quickstart
 //! ```
 //!
-//! It starts on 127.0.0.1:3001 with an in-memory key store, creates a demo key with the scope
-//! `greetings:read`, and prints it once with a ready `curl` line. The same curl lines as the axum
-//! quickstart give the same answers:
+//! It starts on 127.0.0.1:3001 with a SQLite key store in `keygate.db` (in the working
+//! directory; created and migrated on start, shared with the axum quickstart when run from the
+//! same directory). The first start creates a demo key with the scope `greetings:read` and prints
+//! it once with a ready `curl` line; later starts reuse that stored key (its secret is never
+//! stored, so it is not shown again; delete `keygate.db` for a new one). The same curl lines as
+//! the axum quickstart give the same answers:
 //!
 //! ```text
 //! curl -i http://127.0.0.1:3001/                                        # public: 200
@@ -19,10 +22,15 @@
 //! development pepper is used and a warning is logged.
 
 use actix_web::{App, HttpServer, web};
-use keygate::{KeyFormat, Keyring, MemoryStore, NewKey, Peppers, Verifier};
+use keygate::store::{KeyFilter, PageRequest};
+use keygate::{KeyAdmin, KeyFormat, KeyRecord, KeyState, Keyring, NewKey, Peppers, Verifier};
 use keygate_actix::{ApiKeyAuth, Identity, RequireScopes};
+use keygate_sqlx::SqliteStore;
 
 const ADDR: &str = "127.0.0.1:3001";
+const DATABASE: &str = "keygate.db";
+const DEMO_NAME: &str = "quickstart demo";
+const DEMO_OWNER: &str = "examples";
 
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,18 +46,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         KeyFormat::new("demo_test")?,
         Peppers::from_env_or_development()?,
     );
-    let verifier = Verifier::builder(keyring, MemoryStore::new()).build();
-
-    let demo = verifier
-        .admin()
-        .create_key(
-            NewKey::new("quickstart demo")
-                .owner("examples")
-                .scope("greetings:read")?,
-        )
-        .await?;
+    // Created if missing, migrated on every start (idempotent).
+    let store = SqliteStore::open(DATABASE).await?;
+    let verifier = Verifier::builder(keyring, store).build();
+    let keys = verifier.admin();
+    let for_workers = verifier.clone();
 
     let server = HttpServer::new(move || {
+        let verifier = for_workers.clone();
         let auth = ApiKeyAuth::new(verifier.clone());
         App::new()
             .route("/", web::get().to(public))
@@ -63,18 +67,50 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .bind(ADDR)?;
 
-    // The key is printed once, here, on its own line; it is not stored anywhere in clear.
-    println!("keygate quickstart listening on http://{ADDR}");
-    println!("demo key (shown once, scope greetings:read):");
-    println!("{}", demo.key.expose_secret());
-    println!(
-        "try: curl -i -H 'Authorization: Bearer {}' http://{ADDR}/hello",
-        demo.key.expose_secret()
-    );
-    drop(demo);
+    println!("keygate quickstart listening on http://{ADDR} (keys in ./{DATABASE})");
+    match stored_demo_key(&keys).await? {
+        Some(demo) => {
+            // Only the digest is stored: the key itself was shown once, at its first start.
+            println!(
+                "demo key: reusing {} (id {}, scope greetings:read), created at the first start",
+                demo.name, demo.id
+            );
+            println!("its secret was printed then and is not stored, so it cannot be shown again;");
+            println!("for a new demo key, stop the server, delete ./{DATABASE} and start again");
+        }
+        None => {
+            let demo = keys
+                .create_key(
+                    NewKey::new(DEMO_NAME)
+                        .owner(DEMO_OWNER)
+                        .scope("greetings:read")?,
+                )
+                .await?;
+            // The key is printed once, here, on its own line; it is not stored anywhere in clear.
+            println!("demo key (shown once, scope greetings:read):");
+            println!("{}", demo.key.expose_secret());
+            println!(
+                "try: curl -i -H 'Authorization: Bearer {}' http://{ADDR}/hello",
+                demo.key.expose_secret()
+            );
+        }
+    }
 
+    // Ctrl-C stops the server gracefully; then write the last-used times still buffered.
     server.run().await?;
+    verifier.flush_last_used().await?;
     Ok(())
+}
+
+/// The active demo key from an earlier start, found by name and owner.
+async fn stored_demo_key(admin: &keygate::Admin) -> Result<Option<KeyRecord>, keygate::StoreError> {
+    let filter = KeyFilter {
+        owner: Some(DEMO_OWNER.to_owned()),
+        state: Some(KeyState::Active),
+        name_contains: Some(DEMO_NAME.to_owned()),
+    };
+    let page = admin.list(&filter, PageRequest::first(100)).await?;
+    Ok(page.keys.into_iter().find(|key| key.name == DEMO_NAME))
 }
 
 async fn public() -> &'static str {

@@ -155,6 +155,9 @@ pub enum InvalidInput {
     /// The expiry is not after the creation time.
     #[error("expiry must be in the future")]
     ExpiryInPast,
+    /// The metadata holds a NUL character (in a key or a string value), which databases refuse.
+    #[error("invalid metadata: strings may not contain NUL characters")]
+    Metadata,
     /// A rotation's grace period is longer than [`MAX_ROTATION_GRACE`].
     #[error("rotation grace period too long: at most {} days", MAX_ROTATION_GRACE.as_secs() / 86_400)]
     GraceTooLong,
@@ -162,6 +165,25 @@ pub enum InvalidInput {
 
 pub(crate) fn validate_name(name: &str) -> Result<(), InvalidInput> {
     text_ok(name).then_some(()).ok_or(InvalidInput::Name)
+}
+
+/// Metadata every store can keep: no NUL in any key or string (PostgreSQL's `jsonb` refuses it).
+pub(crate) fn validate_metadata(metadata: &Metadata) -> Result<(), InvalidInput> {
+    fn clean(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(s) => !s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().all(clean),
+            serde_json::Value::Object(map) => {
+                map.iter().all(|(k, v)| !k.contains('\0') && clean(v))
+            }
+            _ => true,
+        }
+    }
+    metadata
+        .iter()
+        .all(|(k, v)| !k.contains('\0') && clean(v))
+        .then_some(())
+        .ok_or(InvalidInput::Metadata)
 }
 
 fn text_ok(text: &str) -> bool {
@@ -260,6 +282,7 @@ impl NewKey {
         if self.allowed_ips.len() > MAX_IP_RANGES {
             return Err(InvalidInput::TooManyIpRanges);
         }
+        validate_metadata(&self.metadata)?;
         if self.expires_at.is_some_and(|at| at <= now) {
             return Err(InvalidInput::ExpiryInPast);
         }
@@ -339,13 +362,14 @@ impl KeyChange {
     /// Checks the change's input. Stores call this before applying.
     ///
     /// # Errors
-    /// [`InvalidInput`] for a bad name or too many scopes or ranges.
+    /// [`InvalidInput`] for a bad name, too many scopes or ranges, or metadata with a NUL.
     pub fn validate(&self) -> Result<(), InvalidInput> {
         match self {
             Self::Rename(name) => validate_name(name),
             Self::SetScopes(scopes) if scopes.len() > MAX_SCOPES => {
                 Err(InvalidInput::TooManyScopes)
             }
+            Self::SetMetadata(metadata) => validate_metadata(metadata),
             Self::SetAllowedIps(ips) if ips.len() > MAX_IP_RANGES => {
                 Err(InvalidInput::TooManyIpRanges)
             }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderValue, Uri};
 use keygate::clock::{Clock, ManualClock};
 use keygate::store::{KeyFilter, PageRequest};
-use keygate::{HttpRequestView, KeyAdmin, KeyId, NewKey, Reason, Rejection, Verifier};
+use keygate::{
+    HttpRequestView, KeyAdmin, KeyId, KeyStore as _, NewKey, Reason, Rejection, Verifier,
+};
 use keygate_sqlx::sqlx::postgres::PgConnectOptions;
 use keygate_sqlx::{PostgresStore, SqliteStore};
 use keygate_tests::stores::{self, Fixture, PgSchema, TestStore, UsageCounter};
@@ -315,8 +317,6 @@ async fn a_configured_but_unreachable_postgres_fails_the_tests() {
     // The fixtures' behaviour when KEYGATE_TEST_POSTGRES_URL points nowhere: fail, never skip.
     let _ = PgSchema::create("postgres://postgres@127.0.0.1:1/test").await;
 }
-
-use keygate::KeyStore as _;
 
 #[tokio::test]
 async fn migrate_is_idempotent_and_a_newer_schema_is_refused_with_a_typed_error() {

@@ -359,3 +359,40 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused_with_a_typed_error(
         );
     }
 }
+
+#[test]
+fn the_flusher_restarts_when_its_runtime_is_gone_and_flushes_on_its_own() {
+    // A verifier outliving the runtime its flusher was started on (a test harness, a restarted
+    // worker) gets a new flusher on the next runtime; that flusher writes without being asked.
+    let clock = ManualClock::new(epoch());
+    let store = keygate::MemoryStore::with_clock(clock.clone());
+    let verifier = Verifier::builder(keyring(), store.clone())
+        .clock(clock.clone())
+        .last_used_interval(Duration::from_millis(50))
+        .build();
+    let runtime = |_| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let first = runtime(1);
+    let created = first.block_on(async {
+        let created = ok(verifier.admin().create_key(NewKey::new("k")).await);
+        assert_eq!(verify(&verifier, created.key.expose_secret()).await, Ok(()));
+        created
+    });
+    drop(first);
+    clock.advance(Duration::from_secs(1));
+    runtime(2).block_on(async {
+        assert_eq!(verify(&verifier, created.key.expose_secret()).await, Ok(()));
+        // No explicit flush: the background flusher on this runtime writes within a few ticks.
+        for _ in 0..100 {
+            if ok(store.get(&created.record.id).await).last_used_at == Some(clock.now()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the background flusher never wrote last_used_at");
+    });
+}

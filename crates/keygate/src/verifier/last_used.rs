@@ -14,8 +14,8 @@
 //! [`Verifier::flush_last_used`](crate::Verifier::flush_last_used) flushes on demand (call it on shutdown).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
@@ -54,7 +54,8 @@ pub(crate) struct LastUsed {
 struct Shared {
     store: Arc<dyn KeyStore>,
     batch: tokio::sync::Mutex<Batch>,
-    flusher_started: AtomicBool,
+    /// The background flusher, once started; restarted if its runtime went away.
+    flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
     dropped: AtomicU64,
     written: AtomicU64,
     failed_flushes: AtomicU64,
@@ -79,7 +80,7 @@ impl LastUsed {
                     rx,
                     pending: HashMap::new(),
                 }),
-                flusher_started: AtomicBool::new(false),
+                flusher: Mutex::new(None),
                 dropped: AtomicU64::new(0),
                 written: AtomicU64::new(0),
                 failed_flushes: AtomicU64::new(0),
@@ -121,20 +122,24 @@ impl LastUsed {
         }
     }
 
-    /// Starts the background flusher on the current tokio runtime, once. Without a runtime the
-    /// reports wait in the buffer for an explicit flush.
+    /// Starts the background flusher on the current tokio runtime if it is not running (never
+    /// started, or its runtime shut down). Runs at most once per key per interval, so the lock
+    /// is off the per-request path. Without a runtime the reports wait in the buffer for an
+    /// explicit flush.
     fn ensure_flusher(&self) {
-        if self.shared.flusher_started.load(Ordering::Relaxed) {
+        let mut flusher = self
+            .shared
+            .flusher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if flusher.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if self.shared.flusher_started.swap(true, Ordering::AcqRel) {
-            return;
-        }
         let shared = Arc::downgrade(&self.shared);
-        runtime.spawn(flusher(shared, self.interval));
+        *flusher = Some(runtime.spawn(flusher_task(shared, self.interval)));
     }
 
     /// Writes everything reported so far. Returns how many keys were written.
@@ -153,7 +158,7 @@ impl LastUsed {
 }
 
 /// Flushes every `interval` while the verifier lives; a last flush after it is dropped.
-async fn flusher(shared: Weak<Shared>, interval: Duration) {
+async fn flusher_task(shared: Weak<Shared>, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;

@@ -68,6 +68,7 @@ pub(crate) fn ip_strings(ips: &[IpNet]) -> Vec<String> {
     ips.iter().map(ToString::to_string).collect()
 }
 
+#[cfg(feature = "sqlite")]
 pub(crate) fn json_array(items: &[String]) -> String {
     serde_json::Value::from(items.to_vec()).to_string()
 }
@@ -112,6 +113,7 @@ fn corrupt(id: &str, column: &'static str) -> StoreError {
     })
 }
 
+#[cfg(feature = "sqlite")]
 pub(crate) fn parse_json_strings(
     id: &str,
     column: &'static str,

@@ -56,8 +56,10 @@
 //!
 //! With PostgreSQL: `PostgresStore::open("postgres://…").await?` (see [`PostgresStore`]).
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
 mod error;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrations;
 #[cfg(feature = "postgres")]
 mod postgres;

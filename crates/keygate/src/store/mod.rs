@@ -155,9 +155,11 @@ pub struct KeyPage {
 /// Key management. Creation takes a [`MintedKey`] (from [`Keyring::mint`](crate::Keyring::mint))
 /// and hands its plaintext back exactly once.
 ///
-/// Implementors provide `create`, `get`, `list`, `apply` and `delete`; the named operations
-/// (`rename`, `revoke`, …) are provided on top of `apply`. Implementations must call
-/// [`KeyChange::validate`] before applying and follow [`KeyChange::apply_to`]'s rules.
+/// Implementors provide `create`, `get`, `list`, `apply`, `rotate_with` and `delete`; the named
+/// operations (`rename`, `revoke`, …) are provided on top of `apply`. Implementations must call
+/// [`KeyChange::validate`] before applying and follow [`KeyChange::apply_to`]'s rules, and apply
+/// [`Rotation::apply_to`] atomically in `rotate_with`. The workspace's conformance suite
+/// (`tests/tests/store_conformance.rs`) shows what every store must do.
 ///
 /// Through a [`Verifier`](crate::Verifier), use [`Verifier::admin`](crate::Verifier::admin):
 /// it also evicts changed keys from the verifier's cache at once.

@@ -1,0 +1,213 @@
+//! Command-line syntax (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Examples:
+  keygate create --name billing --owner team-billing --scope invoices:read
+  KEY=$(keygate create --name ci --expires-in 30d)      # the key alone, when piped
+  keygate list --state active
+  keygate rotate 4fT0qKb2mZ9x --grace 24h
+  keygate revoke 4fT0qKb2mZ9x
+
+Environment:
+  KEYGATE_DATABASE_URL  sqlite://keygate.db (default) or postgres://user@host/db
+  KEYGATE_PEPPER        VERSION:SECRET[,VERSION:SECRET...], current first (see docs/security.md)
+  KEYGATE_PREFIX        prefix of new keys (default kg)
+
+Exit codes: 0 ok, 1 usage or invalid input, 2 key not found, 3 key store unavailable,
+4 conflict with the key's state, 5 key store schema newer than this keygate.";
+
+/// Manage API keys: create, name, scope, rotate, revoke and list them.
+///
+/// Keys are shown once, at creation or rotation; the store keeps only a peppered digest.
+#[derive(Debug, Parser)]
+#[command(name = "keygate", version, after_help = AFTER_HELP, max_term_width = 100)]
+pub(crate) struct Cli {
+    /// Key store: sqlite://PATH (created if missing) or postgres://…
+    #[arg(
+        long,
+        env = "KEYGATE_DATABASE_URL",
+        default_value = "sqlite://keygate.db",
+        global = true
+    )]
+    pub(crate) database_url: String,
+
+    /// Read peppers from this file instead of KEYGATE_PEPPER (same format).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) pepper_file: Option<PathBuf>,
+
+    /// Prefix of new keys (the deployment's key format).
+    #[arg(long, env = "KEYGATE_PREFIX", default_value = "kg", global = true)]
+    pub(crate) prefix: String,
+
+    /// Machine-readable output: one JSON object (or one per line for lists).
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create or upgrade the key store's schema (other commands do it on an empty store).
+    Migrate,
+    /// Create a key and print it, once.
+    #[command(after_help = "\
+Examples:
+  keygate create --name billing --owner team-billing --scope invoices:read --scope invoices:write
+  keygate create --name partner --expires-in 90d --allow-ip 203.0.113.0/24 --meta tier=gold
+  KEY=$(keygate create --name ci)     # when stdout is not a terminal, only the key is printed")]
+    Create(CreateArgs),
+    /// List keys (without secrets).
+    #[command(after_help = "\
+Examples:
+  keygate list
+  keygate list --owner team-billing --state active
+  keygate list --search billing --json")]
+    List(ListArgs),
+    /// Show one key's details (never its secret).
+    Show(IdArg),
+    /// Rename a key.
+    #[command(after_help = "Example:\n  keygate rename 4fT0qKb2mZ9x \"billing (prod)\"")]
+    Rename {
+        /// The key's id (the 12 characters after the prefix).
+        id: String,
+        /// The new name.
+        new_name: String,
+    },
+    /// Add or remove scopes.
+    #[command(
+        after_help = "Example:\n  keygate scopes 4fT0qKb2mZ9x --add orders:read --remove orders:write"
+    )]
+    Scopes(ScopesArgs),
+    /// Set or clear a key's expiry.
+    #[command(after_help = "\
+Examples:
+  keygate expire 4fT0qKb2mZ9x --in 7d
+  keygate expire 4fT0qKb2mZ9x --at 2027-01-31T00:00:00Z
+  keygate expire 4fT0qKb2mZ9x --never")]
+    Expire(ExpireArgs),
+    /// Switch a key off (reversible with `enable`).
+    Disable(IdArg),
+    /// Switch a disabled key back on.
+    Enable(IdArg),
+    /// Revoke a key for good (kept for audit; it never authenticates again).
+    Revoke(IdArg),
+    /// Replace a key: a new key with the same name, owner, scopes and restrictions; the old one
+    /// keeps working for the grace period.
+    #[command(after_help = "\
+Examples:
+  keygate rotate 4fT0qKb2mZ9x               # old key works 24 more hours
+  keygate rotate 4fT0qKb2mZ9x --grace 0s    # old key revoked now")]
+    Rotate(RotateArgs),
+    /// Delete a key for good (its id is never reused).
+    #[command(after_help = "Example:\n  keygate delete 4fT0qKb2mZ9x --yes")]
+    Delete(DeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IdArg {
+    /// The key's id (the 12 characters after the prefix).
+    pub(crate) id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// Human-readable name (1 to 200 characters).
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Project, application or team the key belongs to.
+    #[arg(long)]
+    pub(crate) owner: Option<String>,
+    /// A scope to grant, like orders:read or orders:* (repeatable).
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub(crate) scopes: Vec<String>,
+    /// Expire after this long: 90s, 15m, 24h, 30d, …
+    #[arg(long, value_name = "DURATION", conflicts_with = "expires_at")]
+    pub(crate) expires_in: Option<String>,
+    /// Expire at this time (RFC 3339, e.g. 2027-01-31T00:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) expires_at: Option<String>,
+    /// Metadata entry KEY=VALUE (repeatable).
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub(crate) meta: Vec<String>,
+    /// Only accept the key from this client IP range, like 10.0.0.0/8 (repeatable).
+    #[arg(long = "allow-ip", value_name = "CIDR")]
+    pub(crate) allow_ip: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StateArg {
+    Active,
+    Disabled,
+    Revoked,
+    Expired,
+    All,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Only keys of this owner.
+    #[arg(long)]
+    pub(crate) owner: Option<String>,
+    /// Only keys in this state.
+    #[arg(long, value_enum, default_value = "all")]
+    pub(crate) state: StateArg,
+    /// Only keys whose name contains this text (case-insensitive).
+    #[arg(long)]
+    pub(crate) search: Option<String>,
+    /// At most this many keys.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: usize,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["add", "remove"])))]
+pub(crate) struct ScopesArgs {
+    /// The key's id.
+    pub(crate) id: String,
+    /// A scope to grant (repeatable).
+    #[arg(long, value_name = "SCOPE")]
+    pub(crate) add: Vec<String>,
+    /// A scope to take away (repeatable).
+    #[arg(long, value_name = "SCOPE")]
+    pub(crate) remove: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("when").required(true).args(["in_", "at", "never"])))]
+pub(crate) struct ExpireArgs {
+    /// The key's id.
+    pub(crate) id: String,
+    /// Expire after this long from now: 90s, 15m, 24h, 7d, …
+    #[arg(long = "in", id = "in_", value_name = "DURATION")]
+    pub(crate) in_: Option<String>,
+    /// Expire at this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) at: Option<String>,
+    /// Never expire.
+    #[arg(long)]
+    pub(crate) never: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RotateArgs {
+    /// The key's id.
+    pub(crate) id: String,
+    /// How long the old key keeps working (0s revokes it at once; at most 30d).
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub(crate) grace: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeleteArgs {
+    /// The key's id.
+    pub(crate) id: String,
+    /// Do not ask for confirmation (required when not on a terminal).
+    #[arg(long)]
+    pub(crate) yes: bool,
+}

@@ -1,0 +1,407 @@
+//! What each command does.
+
+use std::io::{BufRead, Write};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use keygate::store::{KeyFilter, PageRequest};
+use keygate::{
+    KeyAdmin, KeyFormat, KeyId, KeyRecord, KeyState, Keyring, Metadata, NewKey, Peppers, Scope,
+};
+
+use crate::cli::{Cli, Command, CreateArgs, ExpireArgs, ListArgs, ScopesArgs, StateArg};
+use crate::error::CliError;
+use crate::output::{Output, time_text};
+use crate::store::Store;
+
+/// Runs the parsed command.
+pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
+    let out = Output::new(cli.json);
+    let now = SystemTime::now();
+    // Everything that can be wrong with the input is refused before the store is opened (or
+    // created): a usage error never leaves anything behind.
+    check_input(&cli, now)?;
+    let store = Store::open(&cli.database_url).await?;
+    match &cli.command {
+        Command::Migrate => {
+            let version = store.schema_version().await?.unwrap_or_default();
+            if out.is_json() {
+                out.json_line(&serde_json::json!({ "schema_version": version }));
+            } else {
+                out.line(&format!("key store is at schema version {version}"));
+            }
+        }
+        Command::Create(args) => {
+            let spec = new_key(args, now)?;
+            let keyring = Keyring::new(format(&cli.prefix)?, peppers(&cli)?);
+            let created = store.verifier(keyring).admin().create_key(spec).await?;
+            let r = &created.record;
+            let note = format!(
+                "Created key \"{}\" (id {}{}{})",
+                r.name,
+                r.id,
+                r.owner
+                    .as_deref()
+                    .map(|o| format!(", owner {o}"))
+                    .unwrap_or_default(),
+                if r.scopes.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", scopes {}",
+                        r.scopes
+                            .iter()
+                            .map(Scope::as_str)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )
+                },
+            );
+            out.new_key(r, &created.key, now, &note);
+        }
+        Command::List(args) => {
+            let records = list(store.admin(), args).await?;
+            out.list(&records, now);
+        }
+        Command::Show(arg) => {
+            let record = store.admin().get(&key_id(&arg.id)?).await?;
+            out.show(&record, now);
+        }
+        Command::Rename { id, new_name } => {
+            let id = key_id(id)?;
+            let record = store.admin().rename(&id, new_name).await?;
+            out.changed(
+                &record,
+                now,
+                &format!("renamed key {id} to \"{}\"", record.name),
+            );
+        }
+        Command::Scopes(args) => {
+            let record = scopes(store.admin(), args).await?;
+            let text = record
+                .scopes
+                .iter()
+                .map(Scope::as_str)
+                .collect::<Vec<_>>()
+                .join(" ");
+            out.changed(
+                &record,
+                now,
+                &format!(
+                    "key {} scopes: {}",
+                    record.id,
+                    if text.is_empty() { "-" } else { &text }
+                ),
+            );
+        }
+        Command::Expire(args) => {
+            let id = key_id(&args.id)?;
+            let at = expiry(args, now)?;
+            let record = store.admin().set_expiry(&id, at).await?;
+            out.changed(
+                &record,
+                now,
+                &match at {
+                    Some(at) => format!("key {id} expires at {}", time_text(Some(at))),
+                    None => format!("key {id} never expires"),
+                },
+            );
+        }
+        Command::Disable(arg) => {
+            let id = key_id(&arg.id)?;
+            let record = store.admin().disable(&id).await?;
+            out.changed(
+                &record,
+                now,
+                &format!("disabled key {id} (undo with `keygate enable {id}`)"),
+            );
+        }
+        Command::Enable(arg) => {
+            let id = key_id(&arg.id)?;
+            let record = store.admin().enable(&id).await?;
+            out.changed(&record, now, &format!("enabled key {id}"));
+        }
+        Command::Revoke(arg) => {
+            let id = key_id(&arg.id)?;
+            let record = store.admin().revoke(&id).await?;
+            out.changed(
+                &record,
+                now,
+                &format!("revoked key {id}: it will never authenticate again"),
+            );
+        }
+        Command::Rotate(args) => {
+            let id = key_id(&args.id)?;
+            let grace = duration(&args.grace, "--grace")?;
+            let old = store.admin().get(&id).await?;
+            // The replacement keeps the old key's prefix, whatever --prefix says.
+            let keyring = Keyring::new(format(&old.prefix)?, peppers(&cli)?);
+            let rotated = store.verifier(keyring).admin().rotate(&id, grace).await?;
+            let until = if rotated.old.revoked_at.is_some() {
+                format!("the old key {id} is revoked now")
+            } else {
+                format!(
+                    "the old key {id} keeps working until {}",
+                    time_text(rotated.old.expires_at)
+                )
+            };
+            let note = format!(
+                "Rotated key \"{}\": new id {}; {until}",
+                rotated.new.record.name, rotated.new.record.id
+            );
+            out.new_key(&rotated.new.record, &rotated.new.key, now, &note);
+        }
+        Command::Delete(args) => {
+            let id = key_id(&args.id)?;
+            let record = store.admin().get(&id).await?;
+            if !args.yes {
+                if !out.is_terminal() || !std::io::stdin().is_terminal_stdin() {
+                    return Err(CliError::usage(format!(
+                        "refusing to delete key {id} without confirmation: pass --yes"
+                    )));
+                }
+                if !confirm(&format!(
+                    "Delete key {id} (\"{}\") for good? It cannot be undone; `keygate revoke` keeps it for audit. [y/N] ",
+                    record.name
+                )) {
+                    return Err(CliError::usage("not deleted"));
+                }
+            }
+            store.admin().delete(&id).await?;
+            if out.is_json() {
+                out.json_line(&serde_json::json!({ "id": id.as_str(), "deleted": true }));
+            } else {
+                out.line(&format!("deleted key {id}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Validates the command's input without touching the store.
+fn check_input(cli: &Cli, now: SystemTime) -> Result<(), CliError> {
+    match &cli.command {
+        Command::Migrate | Command::List(_) => {}
+        Command::Create(args) => {
+            new_key(args, now)?;
+            format(&cli.prefix)?;
+            peppers(cli)?;
+        }
+        Command::Show(arg)
+        | Command::Disable(arg)
+        | Command::Enable(arg)
+        | Command::Revoke(arg) => {
+            key_id(&arg.id)?;
+        }
+        Command::Rename { id, .. } => {
+            key_id(id)?;
+        }
+        Command::Scopes(args) => {
+            key_id(&args.id)?;
+            for text in args.add.iter().chain(&args.remove) {
+                scope(text)?;
+            }
+        }
+        Command::Expire(args) => {
+            key_id(&args.id)?;
+            expiry(args, now)?;
+        }
+        Command::Rotate(args) => {
+            key_id(&args.id)?;
+            let grace = duration(&args.grace, "--grace")?;
+            keygate::record::Rotation::new(grace).map_err(|e| CliError::usage(e.to_string()))?;
+            peppers(cli)?;
+        }
+        Command::Delete(args) => {
+            key_id(&args.id)?;
+        }
+    }
+    Ok(())
+}
+
+trait StdinTerminal {
+    fn is_terminal_stdin(&self) -> bool;
+}
+
+impl StdinTerminal for std::io::Stdin {
+    fn is_terminal_stdin(&self) -> bool {
+        std::io::IsTerminal::is_terminal(self)
+    }
+}
+
+fn confirm(question: &str) -> bool {
+    let mut stderr = std::io::stderr();
+    let _ = write!(stderr, "{question}");
+    let _ = stderr.flush();
+    let mut answer = String::new();
+    if std::io::stdin().lock().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+}
+
+/// A key id; the input is not echoed back (it might be a whole key pasted by mistake).
+fn key_id(text: &str) -> Result<KeyId, CliError> {
+    KeyId::from_str(text.trim()).map_err(|_| {
+        CliError::usage(
+            "malformed key id: expected the 12 letters and digits after the prefix (see `keygate list`)",
+        )
+    })
+}
+
+fn format(prefix: &str) -> Result<KeyFormat, CliError> {
+    KeyFormat::new(prefix).map_err(|e| CliError::usage(e.to_string()))
+}
+
+fn peppers(cli: &Cli) -> Result<Peppers, CliError> {
+    let result = match &cli.pepper_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CliError::usage(format!(
+                    "cannot read the pepper file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            Peppers::parse(&text)
+        }
+        None => Peppers::from_env_or_development(),
+    };
+    result.map_err(|e| CliError::usage(e.to_string()))
+}
+
+fn duration(text: &str, flag: &str) -> Result<Duration, CliError> {
+    humantime::parse_duration(text.trim()).map_err(|_| {
+        CliError::usage(format!(
+            "bad duration {text:?} for {flag}: use a number and a unit, like 90s, 15m, 24h or 30d"
+        ))
+    })
+}
+
+fn time(text: &str, flag: &str) -> Result<SystemTime, CliError> {
+    humantime::parse_rfc3339_weak(text.trim()).map_err(|_| {
+        CliError::usage(format!(
+            "bad time {text:?} for {flag}: use RFC 3339 in UTC, like 2027-01-31T00:00:00Z"
+        ))
+    })
+}
+
+fn scope(text: &str) -> Result<Scope, CliError> {
+    Scope::new(text).map_err(|e| CliError::usage(e.to_string()))
+}
+
+fn new_key(args: &CreateArgs, now: SystemTime) -> Result<NewKey, CliError> {
+    let mut spec = NewKey::new(args.name.clone());
+    if let Some(owner) = &args.owner {
+        spec = spec.owner(owner.clone());
+    }
+    let scopes = args
+        .scopes
+        .iter()
+        .map(|s| scope(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    spec = spec.scopes(scopes);
+    if let Some(after) = &args.expires_in {
+        spec = spec.expires_at(now + duration(after, "--expires-in")?);
+    }
+    if let Some(at) = &args.expires_at {
+        spec = spec.expires_at(time(at, "--expires-at")?);
+    }
+    let mut metadata = Metadata::new();
+    for entry in &args.meta {
+        let (key, value) = entry
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| CliError::usage(format!("bad --meta {entry:?}: use KEY=VALUE")))?;
+        metadata.insert(
+            key.trim().to_owned(),
+            serde_json::Value::String(value.to_owned()),
+        );
+    }
+    spec = spec.metadata(metadata);
+    let ranges = args
+        .allow_ip
+        .iter()
+        .map(|text| cidr(text))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(spec.allowed_ips(ranges))
+}
+
+/// A CIDR range; a bare address means that one address.
+fn cidr(text: &str) -> Result<IpNet, CliError> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            CliError::usage(format!(
+                "bad --allow-ip {text:?}: use an address or CIDR range, like 10.0.0.0/8 or 2001:db8::/32"
+            ))
+        })
+}
+
+async fn list(admin: &dyn KeyAdmin, args: &ListArgs) -> Result<Vec<KeyRecord>, CliError> {
+    let filter = KeyFilter {
+        owner: args.owner.clone(),
+        state: match args.state {
+            StateArg::Active => Some(KeyState::Active),
+            StateArg::Disabled => Some(KeyState::Disabled),
+            StateArg::Revoked => Some(KeyState::Revoked),
+            StateArg::Expired => Some(KeyState::Expired),
+            StateArg::All => None,
+        },
+        name_contains: args.search.clone(),
+    };
+    let mut records = Vec::new();
+    let mut page = PageRequest::first(args.limit.min(PageRequest::MAX_LIMIT));
+    while records.len() < args.limit {
+        page.limit = (args.limit - records.len()).min(PageRequest::MAX_LIMIT);
+        let got = admin.list(&filter, page).await?;
+        records.extend(got.keys);
+        match got.next {
+            Some(next) => page.after = Some(next),
+            None => break,
+        }
+    }
+    Ok(records)
+}
+
+async fn scopes(admin: &dyn KeyAdmin, args: &ScopesArgs) -> Result<KeyRecord, CliError> {
+    let id = key_id(&args.id)?;
+    let add = args
+        .add
+        .iter()
+        .map(|s| scope(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let remove = args
+        .remove
+        .iter()
+        .map(|s| scope(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let current = admin.get(&id).await?;
+    let mut scopes: Vec<Scope> = current
+        .scopes
+        .into_iter()
+        .filter(|s| !remove.contains(s))
+        .collect();
+    for scope in add {
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    Ok(admin.set_scopes(&id, scopes).await?)
+}
+
+fn expiry(args: &ExpireArgs, now: SystemTime) -> Result<Option<SystemTime>, CliError> {
+    if args.never {
+        return Ok(None);
+    }
+    if let Some(after) = &args.in_ {
+        return Ok(Some(now + duration(after, "--in")?));
+    }
+    match &args.at {
+        Some(at) => Ok(Some(time(at, "--at")?)),
+        None => Err(CliError::usage(
+            "say when: --in DURATION, --at TIME or --never",
+        )),
+    }
+}

@@ -1,0 +1,83 @@
+//! The CLI's errors: one line on stderr and a documented exit code.
+//!
+//! | code | meaning |
+//! | --- | --- |
+//! | 1 | usage or invalid input (bad duration, CIDR, scope, name, malformed id, …) |
+//! | 2 | no key with that id |
+//! | 3 | the key store is unavailable (unreachable, locked, failed) |
+//! | 4 | the change conflicts with the key's state (e.g. enabling a revoked key) |
+//! | 5 | the key store's schema is newer than this keygate |
+//!
+//! Messages never contain a key or a secret: inputs that might be one (ids) are not echoed.
+
+use std::fmt;
+use std::process::ExitCode;
+
+use keygate::StoreError;
+
+/// A failed command.
+#[derive(Debug)]
+pub(crate) enum CliError {
+    Usage(String),
+    NotFound(String),
+    Unavailable(String),
+    Conflict(String),
+    SchemaTooNew(String),
+}
+
+impl CliError {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self::Usage(message.into())
+    }
+
+    pub(crate) fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            Self::Usage(_) => 1,
+            Self::NotFound(_) => 2,
+            Self::Unavailable(_) => 3,
+            Self::Conflict(_) => 4,
+            Self::SchemaTooNew(_) => 5,
+        })
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Usage(m) | Self::NotFound(m) | Self::Conflict(m) | Self::SchemaTooNew(m) => {
+                f.write_str(m)
+            }
+            Self::Unavailable(m) => write!(
+                f,
+                "{m} (check --database-url / KEYGATE_DATABASE_URL, that the database is running, and that no other process holds a write lock; then retry)"
+            ),
+        }
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(id) => Self::NotFound(format!(
+                "no key with id {id} (run `keygate list` to see the ids)"
+            )),
+            StoreError::InvalidInput(invalid) => Self::Usage(invalid.to_string()),
+            StoreError::Conflict { id, reason } => Self::Conflict(format!("key {id}: {reason}")),
+            StoreError::Unavailable(source) => {
+                Self::Unavailable(format!("key store unavailable: {source}"))
+            }
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<keygate_sqlx::Error> for CliError {
+    fn from(error: keygate_sqlx::Error) -> Self {
+        match error {
+            keygate_sqlx::Error::SchemaTooNew { .. } => Self::SchemaTooNew(format!(
+                "{error} (this keygate CLI is older than the services that migrated the store: install the newer CLI)"
+            )),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Rendering records: tables for people, JSON for scripts. Never a secret or a digest, except the
+//! new key printed once by `create` and `rotate`.
+
+use std::io::{IsTerminal, Write};
+use std::time::SystemTime;
+
+use comfy_table::{ContentArrangement, Table, presets};
+use keygate::{KeyRecord, PlaintextKey};
+use serde_json::{Value, json};
+
+/// Where and how to print.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Output {
+    json: bool,
+    terminal: bool,
+}
+
+impl Output {
+    pub(crate) fn new(json: bool) -> Self {
+        Self {
+            json,
+            terminal: std::io::stdout().is_terminal(),
+        }
+    }
+
+    pub(crate) fn is_json(self) -> bool {
+        self.json
+    }
+
+    pub(crate) fn is_terminal(self) -> bool {
+        self.terminal
+    }
+
+    /// Prints a line (ignoring a closed pipe, like `head` closing early).
+    pub(crate) fn line(self, text: &str) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{text}");
+    }
+
+    /// Prints a JSON value on one line.
+    pub(crate) fn json_line(self, value: &Value) {
+        self.line(&value.to_string());
+    }
+
+    /// After a change: the record as JSON, or a one-line confirmation.
+    pub(crate) fn changed(self, record: &KeyRecord, now: SystemTime, message: &str) {
+        if self.json {
+            self.json_line(&record_json(record, now));
+        } else {
+            self.line(message);
+        }
+    }
+
+    /// A newly minted key, shown once: a framed block on a terminal, the key alone when piped,
+    /// or a JSON object with `key` plus the record.
+    pub(crate) fn new_key(
+        self,
+        record: &KeyRecord,
+        key: &PlaintextKey,
+        now: SystemTime,
+        note: &str,
+    ) {
+        if self.json {
+            let mut value = record_json(record, now);
+            value["key"] = Value::String(key.expose_secret().to_owned());
+            self.json_line(&value);
+        } else if self.terminal {
+            self.line(&format!("{note}\n"));
+            self.line(&format!("    {}\n", key.expose_secret()));
+            self.line(
+                "This is the only time the key is shown: store it now, in a secret manager (not a chat, ticket or repository).",
+            );
+        } else {
+            self.line(key.expose_secret());
+        }
+    }
+
+    /// Keys as an aligned table, or one JSON object per line.
+    pub(crate) fn list(self, records: &[KeyRecord], now: SystemTime) {
+        if self.json {
+            for record in records {
+                self.json_line(&record_json(record, now));
+            }
+            return;
+        }
+        let mut table = Table::new();
+        table
+            .load_preset(presets::NOTHING)
+            .set_content_arrangement(ContentArrangement::Disabled)
+            .set_header([
+                "ID",
+                "NAME",
+                "OWNER",
+                "SCOPES",
+                "STATE",
+                "CREATED",
+                "EXPIRES",
+                "LAST USED",
+            ]);
+        for r in records {
+            table.add_row([
+                r.id.to_string(),
+                r.name.clone(),
+                r.owner.clone().unwrap_or_else(|| "-".into()),
+                scopes_text(r),
+                r.state(now).as_str().to_owned(),
+                time_text(Some(r.created_at)),
+                time_text(r.expires_at),
+                time_text(r.last_used_at),
+            ]);
+        }
+        self.line(&table.trim_fmt());
+    }
+
+    /// One key's details.
+    pub(crate) fn show(self, record: &KeyRecord, now: SystemTime) {
+        if self.json {
+            self.json_line(&record_json(record, now));
+            return;
+        }
+        let ips = if record.allowed_ips.is_empty() {
+            "any".to_owned()
+        } else {
+            record
+                .allowed_ips
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut table = Table::new();
+        table.load_preset(presets::NOTHING);
+        let rows = [
+            ("id", record.id.to_string()),
+            ("prefix", record.prefix.clone()),
+            ("name", record.name.clone()),
+            ("owner", record.owner.clone().unwrap_or_else(|| "-".into())),
+            ("state", record.state(now).as_str().to_owned()),
+            ("scopes", scopes_text(record)),
+            ("allowed IPs", ips),
+            (
+                "metadata",
+                Value::Object(record.metadata.clone()).to_string(),
+            ),
+            ("created", time_text(Some(record.created_at))),
+            ("updated", time_text(Some(record.updated_at))),
+            ("expires", time_text(record.expires_at)),
+            ("disabled", time_text(record.disabled_at)),
+            ("revoked", time_text(record.revoked_at)),
+            ("last used", time_text(record.last_used_at)),
+            (
+                "rotated from",
+                record
+                    .rotated_from
+                    .map_or_else(|| "-".into(), |id| id.to_string()),
+            ),
+        ];
+        for (field, value) in rows {
+            table.add_row([field.to_owned(), value]);
+        }
+        self.line(&table.trim_fmt());
+    }
+}
+
+fn scopes_text(record: &KeyRecord) -> String {
+    if record.scopes.is_empty() {
+        "-".into()
+    } else {
+        record
+            .scopes
+            .iter()
+            .map(keygate::Scope::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// RFC 3339 in UTC to the second, or `-`.
+pub(crate) fn time_text(at: Option<SystemTime>) -> String {
+    at.map_or_else(
+        || "-".into(),
+        |at| humantime::format_rfc3339_seconds(at).to_string(),
+    )
+}
+
+fn time_json(at: Option<SystemTime>) -> Value {
+    at.map_or(Value::Null, |at| Value::String(time_text(Some(at))))
+}
+
+/// A record as JSON: every public fact, never the digest.
+pub(crate) fn record_json(record: &KeyRecord, now: SystemTime) -> Value {
+    json!({
+        "id": record.id.as_str(),
+        "prefix": record.prefix,
+        "name": record.name,
+        "owner": record.owner,
+        "state": record.state(now).as_str(),
+        "scopes": record.scopes.iter().map(keygate::Scope::as_str).collect::<Vec<_>>(),
+        "metadata": record.metadata,
+        "allowed_ips": record.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "pepper_version": record.pepper_version,
+        "rotated_from": record.rotated_from.map(|id| id.to_string()),
+        "created_at": time_json(Some(record.created_at)),
+        "updated_at": time_json(Some(record.updated_at)),
+        "expires_at": time_json(record.expires_at),
+        "disabled_at": time_json(record.disabled_at),
+        "revoked_at": time_json(record.revoked_at),
+        "last_used_at": time_json(record.last_used_at),
+    })
+}

@@ -1,0 +1,60 @@
+//! Opening the key store named by `--database-url`.
+
+use keygate::{KeyAdmin, Keyring, Verifier};
+use keygate_sqlx::{PostgresStore, SqliteStore};
+
+use crate::error::CliError;
+
+/// An open, migrated key store.
+pub(crate) enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl Store {
+    /// Opens (and migrates) the store at `url`: `sqlite://PATH`, `sqlite:PATH` or
+    /// `postgres://…` / `postgresql://…`.
+    pub(crate) async fn open(url: &str) -> Result<Self, CliError> {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(CliError::usage(
+                    "the SQLite URL names no file: use sqlite://keygate.db or sqlite:///absolute/path.db",
+                ));
+            }
+            return Ok(Self::Sqlite(SqliteStore::open(path).await?));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(PostgresStore::open(url).await?));
+        }
+        Err(CliError::usage(
+            "unsupported --database-url: use sqlite://PATH or postgres://USER@HOST/DATABASE",
+        ))
+    }
+
+    /// The store's management interface, for commands that mint nothing.
+    pub(crate) fn admin(&self) -> &dyn KeyAdmin {
+        match self {
+            Self::Sqlite(store) => store,
+            Self::Postgres(store) => store,
+        }
+    }
+
+    /// A verifier over this store, whose `admin()` mints keys with `keyring`.
+    pub(crate) fn verifier(&self, keyring: Keyring) -> Verifier {
+        match self {
+            Self::Sqlite(store) => Verifier::builder(keyring, store.clone()).build(),
+            Self::Postgres(store) => Verifier::builder(keyring, store.clone()).build(),
+        }
+    }
+
+    /// The schema version after migration.
+    pub(crate) async fn schema_version(&self) -> Result<Option<i64>, CliError> {
+        Ok(match self {
+            Self::Sqlite(store) => store.schema_version().await?,
+            Self::Postgres(store) => store.schema_version().await?,
+        })
+    }
+}

@@ -1,0 +1,495 @@
+//! End-to-end: the `keygate` binary against a SQLite file and against PostgreSQL, with an axum
+//! app on the same database checking that what the CLI does is what services see.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use http::{Request, StatusCode};
+use keygate::clock::ManualClock;
+use keygate::{KeyFormat, Keyring, Pepper, Peppers, Verifier};
+use keygate_sqlx::sqlx::{self, AssertSqlSafe};
+use serde_json::Value;
+use tower::ServiceExt;
+
+const PEPPER: &str = "1:cli-test-pepper-0123456789abcdefghijklmnop";
+const PREFIX: &str = "cli_test";
+
+/// Runs `keygate` with `args` against `url`; stdin is empty, stdout is a pipe.
+fn keygate(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(args)
+        .env("KEYGATE_DATABASE_URL", url)
+        .env("KEYGATE_PEPPER", PEPPER)
+        .env("KEYGATE_PREFIX", PREFIX)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run keygate: {e}"))
+}
+
+fn ok(url: &str, args: &[&str]) -> String {
+    let out = keygate(url, args);
+    assert!(
+        out.status.success(),
+        "keygate {args:?} failed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(url: &str, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    serde_json::from_str(ok(url, &all).trim()).unwrap_or_else(|e| panic!("json of {args:?}: {e}"))
+}
+
+fn json_lines(url: &str, args: &[&str]) -> Vec<Value> {
+    let mut all = args.to_vec();
+    all.push("--json");
+    ok(url, &all)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("json line: {e}")))
+        .collect()
+}
+
+fn keyring() -> Keyring {
+    let (version, secret) = PEPPER.split_once(':').unwrap_or_default();
+    let pepper =
+        Pepper::new(version.parse().unwrap_or_default(), secret).unwrap_or_else(|e| panic!("{e}"));
+    Keyring::new(
+        KeyFormat::new(PREFIX).unwrap_or_else(|e| panic!("{e}")),
+        Peppers::new(pepper),
+    )
+}
+
+/// An axum app on the same database as the CLI.
+struct Service {
+    verifier: Verifier,
+    clock: ManualClock,
+    app: Router,
+}
+
+impl Service {
+    fn new(verifier: Verifier, clock: ManualClock) -> Self {
+        let app = Router::new()
+            .route(
+                "/hello",
+                get(|me: keygate_axum::Identity| async move { me.name().to_owned() }),
+            )
+            .layer(keygate_axum::layer(verifier.clone()));
+        Self {
+            verifier,
+            clock,
+            app,
+        }
+    }
+
+    /// The status of GET /hello with `key`, after dropping cached records (the CLI changed the
+    /// database from another process; in production the cache TTL bounds this).
+    async fn status(&self, key: &str) -> StatusCode {
+        self.verifier.invalidate_all();
+        let request = Request::get("/hello")
+            .header("x-api-key", key)
+            .body(Body::empty())
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.app
+            .clone()
+            .oneshot(request)
+            .await
+            .unwrap_or_else(|e| match e {})
+            .status()
+    }
+}
+
+/// The whole life of a key through the CLI, checked against a service on the same database.
+async fn lifecycle(url: &str, service: &Service) {
+    // create: piped stdout gets the key alone on one line.
+    let key = ok(
+        url,
+        &[
+            "create",
+            "--name",
+            "ci",
+            "--owner",
+            "team-a",
+            "--scope",
+            "orders:read",
+            "--meta",
+            "env=test",
+        ],
+    );
+    let key = key.trim().to_owned();
+    assert!(key.starts_with("cli_test_"), "the key alone: {key}");
+    assert_eq!(key.lines().count(), 1);
+
+    // list shows it, without the secret.
+    let listed = json_lines(url, &["list"]);
+    let entry = listed
+        .iter()
+        .find(|v| v["name"] == "ci")
+        .unwrap_or_else(|| panic!("{listed:?}"));
+    let id = entry["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(entry["owner"], "team-a");
+    assert_eq!(entry["state"], "active");
+    let table = ok(url, &["list"]);
+    assert!(
+        table.contains(&id) && table.contains("NAME") && table.contains("orders:read"),
+        "{table}"
+    );
+    assert!(
+        !table.contains(&key)
+            && !serde_json::to_string(&listed)
+                .unwrap_or_default()
+                .contains(&key[20..])
+    );
+
+    // the service accepts it.
+    assert_eq!(service.status(&key).await, StatusCode::OK);
+
+    // rename, scopes, expire are reflected in show.
+    ok(url, &["rename", &id, "ci (prod)"]);
+    ok(
+        url,
+        &[
+            "scopes",
+            &id,
+            "--add",
+            "orders:write",
+            "--remove",
+            "orders:read",
+        ],
+    );
+    ok(url, &["expire", &id, "--in", "7d"]);
+    let shown = json(url, &["show", &id]);
+    assert_eq!(shown["name"], "ci (prod)");
+    assert_eq!(shown["scopes"], serde_json::json!(["orders:write"]));
+    assert!(shown["expires_at"].is_string(), "{shown}");
+    assert_eq!(shown["metadata"]["env"], "test");
+    assert!(
+        !shown.to_string().contains(&key[20..]),
+        "show never prints the secret"
+    );
+    let human = ok(url, &["show", &id]);
+    assert!(
+        human.contains("ci (prod)") && human.contains("orders:write"),
+        "{human}"
+    );
+    ok(url, &["expire", &id, "--never"]);
+    assert!(json(url, &["show", &id])["expires_at"].is_null());
+
+    // rotate: the new key works at once; the old one during the grace period, then no more.
+    let rotated = json(url, &["rotate", &id, "--grace", "1h"]);
+    let new_key = rotated["key"].as_str().unwrap_or_default().to_owned();
+    let new_id = rotated["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(rotated["rotated_from"], id.as_str());
+    assert_eq!(rotated["name"], "ci (prod)");
+    assert_eq!(service.status(&new_key).await, StatusCode::OK);
+    assert_eq!(
+        service.status(&key).await,
+        StatusCode::OK,
+        "old key inside the grace period"
+    );
+    service.clock.advance(Duration::from_secs(3600 + 1));
+    assert_eq!(
+        service.status(&key).await,
+        StatusCode::UNAUTHORIZED,
+        "old key after the grace period"
+    );
+    assert_eq!(service.status(&new_key).await, StatusCode::OK);
+
+    // revoke: refused; delete: gone from the list.
+    ok(url, &["revoke", &new_id]);
+    assert_eq!(service.status(&new_key).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(json(url, &["show", &new_id])["state"], "revoked");
+    ok(url, &["delete", &new_id, "--yes"]);
+    let ids: Vec<String> = json_lines(url, &["list"])
+        .iter()
+        .map(|v| v["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(!ids.contains(&new_id) && ids.contains(&id), "{ids:?}");
+    let out = keygate(url, &["show", &new_id]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let dir =
+        std::env::temp_dir().join(format!("keygate-cli-{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+#[tokio::test]
+async fn lifecycle_on_sqlite() {
+    let dir = temp_dir("lifecycle");
+    let path = dir.join("keys.db");
+    let url = format!("sqlite://{}", path.display());
+    ok(&url, &["migrate"]);
+    let store = keygate_sqlx::SqliteStore::open(&path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let clock = ManualClock::new(SystemTime::now());
+    let verifier = Verifier::builder(keyring(), store)
+        .clock(clock.clone())
+        .build();
+    lifecycle(&url, &Service::new(verifier, clock)).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn lifecycle_on_postgres() {
+    let Ok(base) = std::env::var("KEYGATE_TEST_POSTGRES_URL") else {
+        eprintln!("KEYGATE_TEST_POSTGRES_URL is not set: skipping the PostgreSQL CLI test");
+        return;
+    };
+    let db = TempDatabase::create(&base).await;
+    ok(&db.url, &["migrate"]);
+    let store = keygate_sqlx::PostgresStore::open(&db.url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let clock = ManualClock::new(SystemTime::now());
+    let verifier = Verifier::builder(keyring(), store)
+        .clock(clock.clone())
+        .build();
+    lifecycle(&db.url, &Service::new(verifier, clock)).await;
+    db.drop_now().await;
+}
+
+/// A database of its own for one test run, so runs cannot collide.
+struct TempDatabase {
+    admin: sqlx::PgPool,
+    name: String,
+    url: String,
+}
+
+impl TempDatabase {
+    async fn create(base: &str) -> Self {
+        let admin = sqlx::PgPool::connect(base).await.unwrap_or_else(|e| {
+            panic!("KEYGATE_TEST_POSTGRES_URL is set but PostgreSQL is unreachable: {e}")
+        });
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let name = format!("keygate_cli_{}_{nanos}", std::process::id());
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("create database: {e}"));
+        let (root, _) = base.rsplit_once('/').unwrap_or((base, ""));
+        let url = format!("{root}/{name}");
+        Self { admin, name, url }
+    }
+
+    async fn drop_now(self) {
+        let _ = sqlx::query(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&self.admin)
+        .await;
+    }
+}
+
+/// Every error case: the exit code, and a stderr line that names the problem.
+#[test]
+fn errors_have_exit_codes_and_say_what_is_wrong() {
+    let dir = temp_dir("errors");
+    let url = format!("sqlite://{}", dir.join("keys.db").display());
+    let key = ok(&url, &["create", "--name", "victim"]);
+    let id = json_lines(&url, &["list"])[0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    ok(&url, &["revoke", &id]);
+
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec!["show", "AAAAAAAAAAAA"],
+            2,
+            "no key with id AAAAAAAAAAAA",
+        ),
+        (vec!["show", "not-an-id"], 1, "malformed key id"),
+        (vec!["show", key.trim()], 1, "malformed key id"),
+        (
+            vec!["create", "--name", "x", "--expires-in", "soon"],
+            1,
+            "bad duration",
+        ),
+        (
+            vec!["rotate", &id, "--grace", "31d"],
+            1,
+            "grace period too long",
+        ),
+        (
+            vec!["create", "--name", "x", "--allow-ip", "10.0.0.0/33"],
+            1,
+            "bad --allow-ip",
+        ),
+        (
+            vec!["create", "--name", "x", "--scope", "bad scope"],
+            1,
+            "invalid scope",
+        ),
+        (vec!["create", "--name", ""], 1, "invalid key name"),
+        (
+            vec!["create", "--name", "x", "--expires-at", "yesterday"],
+            1,
+            "bad time",
+        ),
+        (
+            vec!["create", "--name", "x", "--meta", "novalue"],
+            1,
+            "bad --meta",
+        ),
+        (vec!["enable", &id], 4, "revoked"),
+        (vec!["delete", &id], 1, "--yes"),
+        (vec!["frobnicate"], 1, "unrecognized subcommand"),
+    ];
+    for (args, code, needle) in &cases {
+        let out = keygate(&url, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: stderr should mention {needle:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains(&key.trim()[20..]),
+            "{args:?}: the secret leaked into stderr"
+        );
+    }
+
+    // Nothing half-written: a refused create leaves the store as it was.
+    assert_eq!(json_lines(&url, &["list"]).len(), 1);
+
+    // Unreachable database: exit 3.
+    let out = keygate("postgres://nobody@127.0.0.1:1/none", &["list"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("key store unavailable")
+            || String::from_utf8_lossy(&out.stderr).contains("could not open the key store")
+    );
+
+    // An unsupported URL is a usage error.
+    let out = keygate("mysql://x", &["list"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn help_reads_well() {
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("--help")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for needle in [
+        "create",
+        "rotate",
+        "revoke",
+        "Examples:",
+        "Exit codes:",
+        "KEYGATE_DATABASE_URL",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+    for command in [
+        "create", "list", "show", "rename", "scopes", "expire", "disable", "enable", "revoke",
+        "rotate", "delete", "migrate",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args([command, "--help"])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.success(), "{command} --help");
+    }
+}
+
+/// A store migrated by a newer keygate: exit 5, and the message says to upgrade the CLI.
+#[tokio::test]
+async fn a_newer_schema_is_refused_with_exit_code_5() {
+    let dir = temp_dir("schema");
+    let path = dir.join("keys.db");
+    let url = format!("sqlite://{}", path.display());
+    ok(&url, &["migrate"]);
+    let store = keygate_sqlx::SqliteStore::open(&path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query(
+        "INSERT INTO keygate_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', TRUE, X'00', 0)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    store.pool().close().await;
+    let out = keygate(&url, &["list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("newer") && stderr.contains("install the newer CLI"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Another process holds the SQLite write lock: the change waits for the busy timeout, then
+/// fails with exit 3 and nothing written.
+#[tokio::test]
+async fn a_locked_database_is_exit_code_3_and_changes_nothing() {
+    let dir = temp_dir("locked");
+    let path = dir.join("keys.db");
+    let url = format!("sqlite://{}", path.display());
+    ok(&url, &["create", "--name", "locked out"]);
+    let id = json_lines(&url, &["list"])[0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let store = keygate_sqlx::SqliteStore::open(&path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut lock = store
+        .pool()
+        .acquire()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut *lock)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url_for_cli = url.clone();
+    let id_for_cli = id.clone();
+    let out = tokio::task::spawn_blocking(move || keygate(&url_for_cli, &["revoke", &id_for_cli]))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query("ROLLBACK")
+        .execute(&mut *lock)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(lock);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("locked"), "{stderr}");
+    assert_eq!(
+        json(&url, &["show", &id])["state"],
+        "active",
+        "nothing half-written"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

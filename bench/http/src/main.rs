@@ -1,0 +1,519 @@
+//! keygate's HTTP load benchmark: axum and actix-web hello worlds, each with and without keygate.
+//!
+//! ```text
+//! cargo run --release -p keygate-loadbench --bin loadbench -- [flags]
+//! ```
+//!
+//! Always `--release`: the orchestrator builds nothing itself and starts its own executable as
+//! the servers (`loadbench serve VARIANT …`), so servers and orchestrator are always the same
+//! build. Needs `taskset`, `wrk` (installed with `apt-get install -y wrk` when missing and running
+//! as root) and, unless `--skip-callgrind`, `valgrind`. Two phases:
+//!
+//! 1. Throughput. The four servers start once, pinned to core 0 (`taskset -c 0`), one worker thread
+//!    each; keygate's servers hold 100,000 keys and have the 1,000 the client uses warm in their
+//!    cache. After a warm-up, each round runs `wrk` (pinned to core 1, one thread, keep-alive,
+//!    requests cycling through the 1,000 keys in `x-api-key`) against each server for
+//!    `--duration` seconds, the order reversed every other round. Per run: requests/s, p50/p99
+//!    latency, and the server's user-CPU µs per request (utime from /proc before and after).
+//!    Per framework: the median over rounds of the paired ratio keygate / plain.
+//! 2. Instructions per request. Each variant runs under `valgrind --tool=callgrind` twice (fresh
+//!    processes), driven by sequential keep-alive requests from an in-process client: a short and
+//!    a long run; (Ir_long − Ir_short) / (N_long − N_short) cancels start-up and shutdown.
+//!
+//! Flags: `--rounds N` (6), `--duration SECS` (10), `--connections N` (32), `--warmup SECS` (3),
+//! `--skip-callgrind`, `--skip-load`, `--short N` (2000), `--long N` (22000),
+//! `--store-keys N` (100000), `--callgrind-dir DIR` (keep the callgrind out files there, for
+//! `callgrind_annotate`), `--budget SECS` (2400: the whole benchmark stops by then, killing only
+//! the processes it started).
+
+mod callgrind;
+mod client;
+mod procs;
+mod stats;
+mod wrk;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use keygate_loadbench::Variant;
+use keygate_loadbench::server::{ServerConfig, number, run};
+
+use crate::callgrind::Callgrind;
+use crate::procs::{Children, CpuTime, Server, TempDir, free_port};
+use crate::stats::{median, range};
+use crate::wrk::{Load, WrkReport};
+
+const SERVER_CORE: &str = "0";
+const CLIENT_CORE: &str = "1";
+
+#[derive(Debug, Clone)]
+struct Options {
+    rounds: usize,
+    duration: u64,
+    connections: u32,
+    warmup: u64,
+    skip_callgrind: bool,
+    skip_load: bool,
+    short: usize,
+    long: usize,
+    store_keys: usize,
+    callgrind_dir: Option<PathBuf>,
+    budget: Duration,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut options = Self {
+            rounds: 6,
+            duration: 10,
+            connections: 32,
+            warmup: 3,
+            skip_callgrind: false,
+            skip_load: false,
+            short: 2_000,
+            long: 22_000,
+            store_keys: 100_000,
+            callgrind_dir: None,
+            budget: Duration::from_secs(2_400),
+        };
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--rounds" => options.rounds = number(flag, value()?)?,
+                "--duration" => options.duration = number(flag, value()?)?,
+                "--connections" => options.connections = number(flag, value()?)?,
+                "--warmup" => options.warmup = number(flag, value()?)?,
+                "--short" => options.short = number(flag, value()?)?,
+                "--long" => options.long = number(flag, value()?)?,
+                "--store-keys" => options.store_keys = number(flag, value()?)?,
+                "--budget" => options.budget = Duration::from_secs(number(flag, value()?)?),
+                "--callgrind-dir" => options.callgrind_dir = Some(PathBuf::from(value()?)),
+                "--skip-callgrind" => options.skip_callgrind = true,
+                "--skip-load" => options.skip_load = true,
+                "-h" | "--help" => {
+                    println!("{}", HELP.trim());
+                    std::process::exit(0);
+                }
+                _ => return Err(format!("unknown flag {flag} (see --help)")),
+            }
+        }
+        if options.rounds == 0 || options.duration == 0 || options.connections == 0 {
+            return Err("--rounds, --duration and --connections must be positive".into());
+        }
+        if options.long <= options.short {
+            return Err("--long must be greater than --short".into());
+        }
+        Ok(options)
+    }
+}
+
+const HELP: &str = "
+keygate HTTP load benchmark (run with --release)
+
+  cargo run --release -p keygate-loadbench --bin loadbench -- [flags]
+
+  --rounds N           interleaved rounds of the throughput phase (6)
+  --duration SECS      seconds per server per round (10)
+  --connections N      wrk keep-alive connections (32)
+  --warmup SECS        unmeasured wrk run per server before round 1 (3)
+  --skip-load          skip the throughput phase
+  --skip-callgrind     skip the instructions phase
+  --short N, --long N  requests of the short and long callgrind runs (2000, 22000)
+  --store-keys N       keys in keygate's store (100000)
+  --callgrind-dir DIR  keep the callgrind out files in DIR (for callgrind_annotate)
+  --budget SECS        hard limit for the whole run (2400)
+";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("serve") {
+        let config = ServerConfig::from_args(&args[1..]).unwrap_or_else(|e| {
+            eprintln!("loadbench serve: {e}");
+            std::process::exit(2);
+        });
+        if let Err(e) = run(&config) {
+            eprintln!("loadbench serve {}: {e}", config.variant);
+            std::process::exit(1);
+        }
+        return;
+    }
+    let options = Options::parse(&args).unwrap_or_else(|e| {
+        eprintln!("loadbench: {e}");
+        std::process::exit(2);
+    });
+    if let Err(e) = orchestrate(&options) {
+        eprintln!("loadbench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn orchestrate(options: &Options) -> Result<(), String> {
+    let started = Instant::now();
+    let deadline = started + options.budget;
+    let children = Children::default();
+    let scratch = TempDir::create()?;
+    start_watchdog(&children, scratch.path().to_owned(), options.budget);
+    check_tools(options)?;
+    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+    println!(
+        "keygate load benchmark — {} (git {}), {}",
+        utc_now(),
+        git_head(),
+        if cfg!(debug_assertions) {
+            "DEBUG BUILD: rerun with --release"
+        } else {
+            "release build"
+        }
+    );
+    println!("options: {options:?}");
+
+    if !options.skip_load {
+        let rounds = throughput(options, &exe, scratch.path(), &children, deadline)?;
+        print_throughput(&rounds);
+    }
+    if !options.skip_callgrind {
+        let out_dir = match &options.callgrind_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                dir.clone()
+            }
+            None => scratch.path().to_owned(),
+        };
+        let callgrind = Callgrind {
+            exe: &exe,
+            scratch: scratch.path(),
+            out_dir: &out_dir,
+            children: &children,
+            server_core: SERVER_CORE,
+            store_keys: options.store_keys,
+            deadline,
+        };
+        instructions(options, &callgrind)?;
+    }
+    println!("done in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// One measured run of one server.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    report: WrkReport,
+    user_us_per_request: f64,
+    system_us_per_request: f64,
+    /// Server CPU time (user + system) over wall time: ≈ 1.0 when the server core is the limit.
+    server_cpu_share: f64,
+}
+
+type Rounds = Vec<BTreeMap<&'static str, Sample>>;
+
+fn throughput(
+    options: &Options,
+    exe: &Path,
+    scratch: &Path,
+    children: &Children,
+    deadline: Instant,
+) -> Result<Rounds, String> {
+    let tick_us = 1e6 / procs::clock_ticks_per_second() as f64;
+    let script = scratch.join("keys.lua");
+    std::fs::write(&script, include_str!("../wrk/keys.lua")).map_err(|e| e.to_string())?;
+    let load = Load {
+        script: &script,
+        connections: options.connections,
+        client_core: CLIENT_CORE,
+    };
+    let mut servers = Vec::new();
+    for variant in Variant::ALL {
+        let port = free_port()?;
+        let keys_file = scratch.join(format!("{variant}.keys"));
+        let mut command = Command::new("taskset");
+        command
+            .args(["-c", SERVER_CORE])
+            .arg(exe)
+            .args(["serve", variant.name(), "--port"])
+            .arg(port.to_string())
+            .arg("--keys-file")
+            .arg(&keys_file)
+            .arg("--store-keys")
+            .arg(options.store_keys.to_string());
+        let server = Server::start(command, children, port, keys_file, Duration::from_secs(120))?;
+        println!("started {variant} (pid {}) on 127.0.0.1:{port}", server.pid);
+        servers.push((variant, server));
+    }
+    for (variant, server) in &servers {
+        let report = load.run(children, server.port, &server.keys_file, options.warmup)?;
+        println!(
+            "warm-up {variant}: {:.0} req/s",
+            report.requests_per_second()
+        );
+        check_errors(*variant, &report)?;
+    }
+    let mut rounds = Rounds::new();
+    'rounds: for round in 0..options.rounds {
+        let mut order: Vec<usize> = (0..servers.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let mut samples = BTreeMap::new();
+        for index in order {
+            let (variant, server) = &servers[index];
+            if Instant::now() + Duration::from_secs(options.duration + 20) > deadline {
+                println!("time budget reached: stopping after {round} complete rounds");
+                break 'rounds;
+            }
+            let before = server.cpu_time()?;
+            let report = load.run(children, server.port, &server.keys_file, options.duration)?;
+            let after = server.cpu_time()?;
+            check_errors(*variant, &report)?;
+            let sample = sample(report, before, after, tick_us);
+            println!(
+                "round {} {variant:>13}: {:>8.0} req/s  p50 {:>5} µs  p99 {:>5} µs  user {:>5.2} µs/req  sys {:>5.2} µs/req  server CPU {:>3.0} %",
+                round + 1,
+                report.requests_per_second(),
+                report.p50_us,
+                report.p99_us,
+                sample.user_us_per_request,
+                sample.system_us_per_request,
+                sample.server_cpu_share * 100.0,
+            );
+            samples.insert(variant.name(), sample);
+        }
+        rounds.push(samples);
+    }
+    for (variant, server) in servers {
+        server
+            .stop(Duration::from_secs(10))
+            .map_err(|e| format!("{variant}: {e}"))?;
+    }
+    Ok(rounds)
+}
+
+fn sample(report: WrkReport, before: CpuTime, after: CpuTime, tick_us: f64) -> Sample {
+    let requests = report.requests.max(1) as f64;
+    let user_us = (after.user_ticks - before.user_ticks) as f64 * tick_us;
+    let system_us = (after.system_ticks - before.system_ticks) as f64 * tick_us;
+    Sample {
+        report,
+        user_us_per_request: user_us / requests,
+        system_us_per_request: system_us / requests,
+        server_cpu_share: (user_us + system_us) / report.duration_us.max(1) as f64,
+    }
+}
+
+fn check_errors(variant: Variant, report: &WrkReport) -> Result<(), String> {
+    if report.errors > 0 || report.requests == 0 {
+        return Err(format!(
+            "{variant}: {} errors (non-200 responses, socket errors or timeouts) in {} requests: \
+             the measurement would not be of the cache-hit path",
+            report.errors, report.requests
+        ));
+    }
+    Ok(())
+}
+
+fn print_throughput(rounds: &Rounds) {
+    let complete: Vec<_> = rounds
+        .iter()
+        .filter(|r| r.len() == Variant::ALL.len())
+        .collect();
+    println!();
+    println!(
+        "## Throughput ({} complete rounds; medians over rounds, [min–max])",
+        complete.len()
+    );
+    println!();
+    println!(
+        "| server | req/s | p50 µs | p99 µs | user-CPU µs/req | sys-CPU µs/req | server CPU |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for variant in Variant::ALL {
+        let of = |f: &dyn Fn(&Sample) -> f64| -> Vec<f64> {
+            complete
+                .iter()
+                .filter_map(|r| r.get(variant.name()))
+                .map(f)
+                .collect()
+        };
+        let rps = of(&|s| s.report.requests_per_second());
+        let (lo, hi) = range(&rps);
+        println!(
+            "| {variant} | {:.0} [{lo:.0}–{hi:.0}] | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} % |",
+            median(&rps),
+            median(&of(&|s| s.report.p50_us as f64)),
+            median(&of(&|s| s.report.p99_us as f64)),
+            median(&of(&|s| s.user_us_per_request)),
+            median(&of(&|s| s.system_us_per_request)),
+            median(&of(&|s| s.server_cpu_share)) * 100.0,
+        );
+    }
+    println!();
+    println!(
+        "| framework | paired ratio keygate/plain, req/s: median [min–max] | per round | user-CPU µs/req keygate − plain (median) | target |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for (plain, keygate) in [
+        (Variant::AxumPlain, Variant::AxumKeygate),
+        (Variant::ActixPlain, Variant::ActixKeygate),
+    ] {
+        let ratios: Vec<f64> = complete
+            .iter()
+            .filter_map(|r| {
+                let (p, k) = (r.get(plain.name())?, r.get(keygate.name())?);
+                Some(k.report.requests_per_second() / p.report.requests_per_second())
+            })
+            .collect();
+        let cpu_deltas: Vec<f64> = complete
+            .iter()
+            .filter_map(|r| {
+                let (p, k) = (r.get(plain.name())?, r.get(keygate.name())?);
+                Some(k.user_us_per_request - p.user_us_per_request)
+            })
+            .collect();
+        let (lo, hi) = range(&ratios);
+        let per_round = ratios.iter().fold(String::new(), |mut s, r| {
+            let _ = write!(s, "{}{r:.3}", if s.is_empty() { "" } else { " " });
+            s
+        });
+        let ratio = median(&ratios);
+        println!(
+            "| {} | **{ratio:.3}** [{lo:.3}–{hi:.3}] | {per_round} | {:+.2} | ≥ 0.95 {} |",
+            plain.framework(),
+            median(&cpu_deltas),
+            if ratio >= 0.95 { "✔" } else { "✘" },
+        );
+    }
+    println!();
+}
+
+fn instructions(options: &Options, callgrind: &Callgrind<'_>) -> Result<(), String> {
+    println!(
+        "## Instructions per request (callgrind; ({} − {} requests) difference)",
+        options.long, options.short
+    );
+    println!();
+    let mut per_request = BTreeMap::new();
+    let n = (options.long - options.short) as f64;
+    for variant in Variant::ALL {
+        let short = callgrind.instructions(variant, options.short)?;
+        println!(
+            "callgrind {variant}: {} requests → {short:?}",
+            options.short
+        );
+        let long = callgrind.instructions(variant, options.long)?;
+        println!("callgrind {variant}: {} requests → {long:?}", options.long);
+        per_request.insert(
+            variant.name(),
+            (
+                (long.total as f64 - short.total as f64) / n,
+                (long.sha256 as f64 - short.sha256 as f64) / n,
+            ),
+        );
+    }
+    println!();
+    println!("| server | instructions/request | of which SHA-256 compression |");
+    println!("| --- | --- | --- |");
+    for variant in Variant::ALL {
+        let (total, sha) = per_request[variant.name()];
+        println!("| {variant} | {total:.0} | {sha:.0} |");
+    }
+    println!();
+    println!(
+        "| framework | keygate − plain, instructions/request | of which SHA-256 | the rest | target |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for (plain, keygate, target) in [
+        (Variant::AxumPlain, Variant::AxumKeygate, 7_000.0),
+        (Variant::ActixPlain, Variant::ActixKeygate, 6_000.0),
+    ] {
+        let (k, k_sha) = per_request[keygate.name()];
+        let (p, p_sha) = per_request[plain.name()];
+        let (delta, sha) = (k - p, k_sha - p_sha);
+        println!(
+            "| {} | **{delta:+.0}** | {sha:+.0} | {:+.0} | ≤ +{target:.0} {} |",
+            plain.framework(),
+            delta - sha,
+            if delta <= target { "✔" } else { "✘" }
+        );
+    }
+    println!();
+    Ok(())
+}
+
+/// Kills our children and removes the scratch directory if the run overruns its budget.
+fn start_watchdog(children: &Children, scratch: PathBuf, budget: Duration) {
+    let children = children.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(budget + Duration::from_secs(30));
+        eprintln!(
+            "loadbench: time budget of {budget:?} exceeded: killing the processes it started"
+        );
+        children.kill_all();
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::process::exit(3);
+    });
+}
+
+fn check_tools(options: &Options) -> Result<(), String> {
+    for tool in ["taskset", "kill", "getconf"] {
+        if !procs::on_path(tool) {
+            return Err(format!("{tool} not found on PATH"));
+        }
+    }
+    if !options.skip_load && !procs::on_path("wrk") {
+        install_wrk()?;
+    }
+    let callgrind_found = procs::on_path("valgrind") && procs::on_path("callgrind_control");
+    if !options.skip_callgrind && !callgrind_found {
+        return Err("valgrind (with callgrind_control) not found: apt-get install -y valgrind, or pass --skip-callgrind".into());
+    }
+    Ok(())
+}
+
+/// Nothing installed by hand survives onto a new machine, so the benchmark installs its load
+/// generator itself (Debian's package), when it runs as root.
+fn install_wrk() -> Result<(), String> {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .is_some_and(|out| out.stdout.trim_ascii() == b"0");
+    if !root {
+        return Err("wrk not found: install it with `sudo apt-get install -y wrk`".into());
+    }
+    println!("wrk not found: apt-get install -y wrk");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "wrk"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let _ = Command::new("apt-get").arg("update").status();
+        if !install() {
+            return Err("apt-get install -y wrk failed".into());
+        }
+    }
+    Ok(())
+}
+
+fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map_or_else(|| "unknown date".into(), |s| s.trim().to_owned())
+}
+
+fn git_head() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map_or_else(|| "unknown".into(), |s| s.trim().to_owned())
+}

@@ -129,8 +129,13 @@ fn exclusive_instructions(out: &str, needle: &str) -> u64 {
     let mut skip_next = false;
     let mut sum = 0;
     for line in out.lines() {
-        if let Some(spec) = line.strip_prefix("fn=") {
-            // `fn=(id) name` defines an id, `fn=(id)` reuses it.
+        // `fn=(id) name` and `cfn=(id) name` define an id (one namespace), `fn=(id)` reuses it.
+        let (is_fn, spec) = match (line.strip_prefix("fn="), line.strip_prefix("cfn=")) {
+            (Some(spec), _) => (true, spec),
+            (None, Some(spec)) => (false, spec),
+            (None, None) => (false, ""),
+        };
+        if !spec.is_empty() {
             let name = match spec.strip_prefix('(').and_then(|s| s.split_once(')')) {
                 Some((id, rest)) if !rest.trim().is_empty() => {
                     names.insert(id.to_owned(), rest.trim().to_owned());
@@ -139,7 +144,9 @@ fn exclusive_instructions(out: &str, needle: &str) -> u64 {
                 Some((id, _)) => names.get(id).cloned().unwrap_or_default(),
                 None => spec.to_owned(),
             };
-            counting = name.contains(needle);
+            if is_fn {
+                counting = name.contains(needle);
+            }
             continue;
         }
         if line.starts_with("calls=") {
@@ -167,10 +174,10 @@ mod tests {
 
     #[test]
     fn reads_exclusive_costs() {
-        let out = "events: Ir\nfn=(1) sha2::sha256::compress256\n0 100\n+1 5\nfn=(2) main\n0 7\n\
-                   cfn=(1)\ncalls=1 0\n0 105\nfn=(1)\n0 10\n";
+        let out = "events: Ir\nfn=(2) main\n0 7\ncfn=(1) sha2::sha256::compress256\ncalls=1 0\n\
+                   0 105\nfn=(1)\n0 100\n+1 5\nfn=(2)\n0 1\nfn=(1)\n0 10\n";
         assert_eq!(exclusive_instructions(out, "sha256::compress"), 115);
-        assert_eq!(exclusive_instructions(out, "main"), 7);
+        assert_eq!(exclusive_instructions(out, "main"), 8);
     }
 
     #[test]

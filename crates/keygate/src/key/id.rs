@@ -31,6 +31,11 @@ impl KeyId {
         Self(id)
     }
 
+    /// The id's bytes (ASCII), without the UTF-8 check of [`KeyId::as_str`].
+    pub(crate) fn as_bytes(&self) -> &[u8; Self::LEN] {
+        &self.0
+    }
+
     /// The id as text.
     #[must_use]
     pub fn as_str(&self) -> &str {

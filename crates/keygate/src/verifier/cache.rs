@@ -86,7 +86,7 @@ impl Default for Generations {
 impl Generations {
     fn slot(&self, id: &KeyId) -> &AtomicU64 {
         // Ids are uniformly random, so their first bytes spread evenly.
-        let b = id.as_str().as_bytes();
+        let b = id.as_bytes();
         let index = (usize::from(b[0]) << 8 | usize::from(b[1])) % SLOTS;
         &self.slots[index]
     }

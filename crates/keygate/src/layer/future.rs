@@ -35,7 +35,7 @@ pin_project! {
             verify: VerifyFuture,
             request: Option<Request<ReqB>>,
             service: Option<S>,
-            responder: R,
+            responder: Arc<R>,
         },
         Inner {
             #[pin]
@@ -55,7 +55,7 @@ where
         verify: VerifyFuture,
         request: Request<ReqB>,
         service: S,
-        responder: R,
+        responder: Arc<R>,
     ) -> Self {
         Self {
             state: State::Verify {
@@ -108,7 +108,7 @@ where
                             }
                         }
                         (Err(rejection), _, _) => State::Rejected {
-                            response: Some(respond(responder, rejection)),
+                            response: Some(respond(&**responder, rejection)),
                         },
                         // Unreachable: both are taken only here, once.
                         (Ok(_), _, _) => panic!("keygate ResponseFuture polled after completion"),

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use http::HeaderName;
 use tower_layer::Layer;
 
@@ -10,7 +12,9 @@ use crate::verifier::Verifier;
 #[must_use]
 pub struct ApiKeyLayer<R = ProblemJson> {
     pub(super) verifier: Verifier,
-    pub(super) responder: R,
+    // Behind an `Arc`: each request that reaches verification holds a handle to it, and a
+    // refcount is cheaper than cloning a responder (realm and challenge header values).
+    pub(super) responder: Arc<R>,
     pub(super) peer_ip: PeerIpFn,
     pub(super) optional: bool,
     pub(super) credential_header: Option<HeaderName>,
@@ -25,7 +29,7 @@ impl ApiKeyLayer {
             .and_then(|name| HeaderName::from_bytes(name.as_bytes()).ok());
         Self {
             verifier,
-            responder: ProblemJson::default(),
+            responder: Arc::new(ProblemJson::default()),
             peer_ip: default_peer_ip,
             optional: false,
             credential_header,
@@ -37,7 +41,7 @@ impl ApiKeyLayer {
     /// # Panics
     /// If `realm` contains `"`, `\` or control characters.
     pub fn realm(mut self, realm: &str) -> Self {
-        self.responder = ProblemJson::with_realm(realm);
+        self.responder = Arc::new(ProblemJson::with_realm(realm));
         self
     }
 }
@@ -52,7 +56,7 @@ impl<R> ApiKeyLayer<R> {
     pub fn with_rejection_response<R2>(self, responder: R2) -> ApiKeyLayer<R2> {
         ApiKeyLayer {
             verifier: self.verifier,
-            responder,
+            responder: Arc::new(responder),
             peer_ip: self.peer_ip,
             optional: self.optional,
             credential_header: self.credential_header,

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{AUTHORIZATION, Entry};
@@ -36,6 +37,10 @@ where
         }
         let peer = (layer.peer_ip)(request.extensions());
         let view = HttpRequestView::new(request.headers(), request.uri(), peer);
+        let view = match &layer.credential_header {
+            Some(name) => view.with_parsed_header(name),
+            None => view,
+        };
         match layer.verifier.extract(&view) {
             Ok(presented) => {
                 // The ready service goes into the future; a fresh clone stays for the next call.
@@ -43,23 +48,36 @@ where
                 let ready = std::mem::replace(&mut self.inner, fresh);
                 let verifier = layer.verifier.clone();
                 let verify = Box::pin(async move { verifier.verify(&presented).await });
-                ResponseFuture::verify(verify, request, ready, layer.responder.clone())
+                ResponseFuture::verify(verify, request, ready, Arc::clone(&layer.responder))
             }
             Err(rejection)
                 if layer.optional && rejection.reason() == Reason::MissingCredentials =>
             {
                 ResponseFuture::inner(self.inner.call(request))
             }
-            Err(rejection) => ResponseFuture::rejected(respond(&layer.responder, rejection)),
+            Err(rejection) => ResponseFuture::rejected(respond(&*layer.responder, rejection)),
         }
     }
 }
 
 /// Marks every value of `name` sensitive, so loggers that honour the flag redact it.
 fn mark_sensitive(headers: &mut HeaderMap, name: &HeaderName) {
-    if let Entry::Occupied(mut entry) = headers.entry(name) {
-        for value in entry.iter_mut() {
-            value.set_sensitive(true);
+    // `entry` reserves room for an insert even when the name is absent; the common cases (no
+    // value, one value) need only lookups.
+    let mut values = headers.get_all(name).iter();
+    match (values.next().is_some(), values.next().is_some()) {
+        (false, _) => {}
+        (true, false) => {
+            if let Some(value) = headers.get_mut(name) {
+                value.set_sensitive(true);
+            }
+        }
+        (true, true) => {
+            if let Entry::Occupied(mut entry) = headers.entry(name) {
+                for value in entry.iter_mut() {
+                    value.set_sensitive(true);
+                }
+            }
         }
     }
 }

@@ -120,7 +120,12 @@ where
             mark_sensitive(&mut request, name);
         }
         let config = Rc::clone(&self.config);
-        let extracted = config.verifier.extract(&ActixRequestView::new(&request));
+        let view = ActixRequestView::new(&request);
+        let view = match &self.credential_header {
+            Some(name) => view.with_parsed_header(name),
+            None => view,
+        };
+        let extracted = config.verifier.extract(&view);
         let service = Rc::clone(&self.service);
         Box::pin(async move {
             let rejection = match extracted {

@@ -1,28 +1,48 @@
 use std::net::IpAddr;
 
 use actix_web::dev::ServiceRequest;
+use actix_web::http::header::{AUTHORIZATION, HeaderName};
 use keygate::RequestView;
 
 /// [`RequestView`] over an actix-web request.
 #[derive(Debug, Clone, Copy)]
 pub struct ActixRequestView<'a> {
     request: &'a ServiceRequest,
+    named_header: Option<&'a HeaderName>,
 }
 
 impl<'a> ActixRequestView<'a> {
     /// A view of `request`.
     #[must_use]
     pub fn new(request: &'a ServiceRequest) -> Self {
-        Self { request }
+        Self {
+            request,
+            named_header: None,
+        }
+    }
+
+    /// Lets lookups of `name` (the verifier's credential header, already parsed) skip parsing
+    /// the name again on every request. Purely a speed-up: lookups give the same values.
+    #[must_use]
+    pub fn with_parsed_header(mut self, name: &'a HeaderName) -> Self {
+        self.named_header = Some(name);
+        self
     }
 }
 
 impl RequestView for ActixRequestView<'_> {
     fn header_values(&self, name: &str) -> impl Iterator<Item = &[u8]> {
-        self.request
-            .headers()
-            .get_all(name)
-            .map(actix_web::http::header::HeaderValue::as_bytes)
+        // A lookup by `&str` parses and validates the name each time; the hot path's two names
+        // are already parsed (`authorization` is a standard header, the named header is given).
+        let headers = self.request.headers();
+        let values = if name == AUTHORIZATION.as_str() {
+            headers.get_all(AUTHORIZATION)
+        } else if let Some(parsed) = self.named_header.filter(|h| h.as_str() == name) {
+            headers.get_all(parsed)
+        } else {
+            headers.get_all(name)
+        };
+        values.map(actix_web::http::header::HeaderValue::as_bytes)
     }
 
     fn query(&self) -> Option<&str> {

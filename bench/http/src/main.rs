@@ -18,10 +18,12 @@
 //!    Per framework: the median over rounds of the paired ratio keygate / plain.
 //! 2. Instructions per request. Each variant runs under `valgrind --tool=callgrind` twice (fresh
 //!    processes), driven by sequential keep-alive requests from an in-process client: a short and
-//!    a long run; (Ir_long − Ir_short) / (N_long − N_short) cancels start-up and shutdown.
+//!    a long run; (Ir_long − Ir_short) / (N_long − N_short) cancels start-up and shutdown. The
+//!    pairs are repeated (`--repeats`) and medians reported: glibc malloc's occasional
+//!    consolidation moves single figures by a few hundred instructions.
 //!
 //! Flags: `--rounds N` (6), `--duration SECS` (10), `--connections N` (32), `--warmup SECS` (3),
-//! `--skip-callgrind`, `--skip-load`, `--short N` (2000), `--long N` (22000),
+//! `--skip-callgrind`, `--skip-load`, `--short N` (2000), `--long N` (22000), `--repeats N` (3),
 //! `--store-keys N` (100000), `--callgrind-dir DIR` (keep the callgrind out files there, for
 //! `callgrind_annotate`), `--budget SECS` (2400: the whole benchmark stops by then, killing only
 //! the processes it started).
@@ -59,6 +61,7 @@ struct Options {
     skip_load: bool,
     short: usize,
     long: usize,
+    repeats: usize,
     store_keys: usize,
     callgrind_dir: Option<PathBuf>,
     budget: Duration,
@@ -75,6 +78,7 @@ impl Options {
             skip_load: false,
             short: 2_000,
             long: 22_000,
+            repeats: 3,
             store_keys: 100_000,
             callgrind_dir: None,
             budget: Duration::from_secs(2_400),
@@ -89,6 +93,7 @@ impl Options {
                 "--warmup" => options.warmup = number(flag, value()?)?,
                 "--short" => options.short = number(flag, value()?)?,
                 "--long" => options.long = number(flag, value()?)?,
+                "--repeats" => options.repeats = number(flag, value()?)?,
                 "--store-keys" => options.store_keys = number(flag, value()?)?,
                 "--budget" => options.budget = Duration::from_secs(number(flag, value()?)?),
                 "--callgrind-dir" => options.callgrind_dir = Some(PathBuf::from(value()?)),
@@ -103,6 +108,9 @@ impl Options {
         }
         if options.rounds == 0 || options.duration == 0 || options.connections == 0 {
             return Err("--rounds, --duration and --connections must be positive".into());
+        }
+        if options.repeats == 0 {
+            return Err("--repeats must be positive".into());
         }
         if options.long <= options.short {
             return Err("--long must be greater than --short".into());
@@ -123,6 +131,7 @@ keygate HTTP load benchmark (run with --release)
   --skip-load          skip the throughput phase
   --skip-callgrind     skip the instructions phase
   --short N, --long N  requests of the short and long callgrind runs (2000, 22000)
+  --repeats N          callgrind short/long pairs per server; medians are reported (3)
   --store-keys N       keys in keygate's store (100000)
   --callgrind-dir DIR  keep the callgrind out files in DIR (for callgrind_annotate)
   --budget SECS        hard limit for the whole run (2400)
@@ -390,49 +399,68 @@ fn print_throughput(rounds: &Rounds) {
 
 fn instructions(options: &Options, callgrind: &Callgrind<'_>) -> Result<(), String> {
     println!(
-        "## Instructions per request (callgrind; ({} − {} requests) difference)",
-        options.long, options.short
+        "## Instructions per request (callgrind; ({} − {} requests) / {}, {} repetitions)",
+        options.long,
+        options.short,
+        options.long - options.short,
+        options.repeats
     );
     println!();
-    let mut per_request = BTreeMap::new();
+    // Per variant, one (total, SHA-256) figure per repetition. glibc malloc's occasional
+    // consolidation makes single figures wander by a few hundred instructions; medians are steady.
+    let mut per_request: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     let n = (options.long - options.short) as f64;
-    for variant in Variant::ALL {
-        let short = callgrind.instructions(variant, options.short)?;
-        println!(
-            "callgrind {variant}: {} requests → {short:?}",
-            options.short
-        );
-        let long = callgrind.instructions(variant, options.long)?;
-        println!("callgrind {variant}: {} requests → {long:?}", options.long);
-        per_request.insert(
-            variant.name(),
-            (
-                (long.total as f64 - short.total as f64) / n,
-                (long.sha256 as f64 - short.sha256 as f64) / n,
-            ),
-        );
+    for repetition in 1..=options.repeats {
+        for variant in Variant::ALL {
+            let short = callgrind.instructions(variant, options.short)?;
+            let long = callgrind.instructions(variant, options.long)?;
+            let total = (long.total as f64 - short.total as f64) / n;
+            let sha = (long.sha256 as f64 - short.sha256 as f64) / n;
+            println!(
+                "callgrind #{repetition} {variant:>13}: {} Ir / {} requests, {} Ir / {} requests → {total:.0} instructions/request",
+                short.total, options.short, long.total, options.long
+            );
+            per_request
+                .entry(variant.name())
+                .or_default()
+                .push((total, sha));
+        }
     }
+    let totals = |v: Variant| -> Vec<f64> { per_request[v.name()].iter().map(|p| p.0).collect() };
+    let shas = |v: Variant| -> Vec<f64> { per_request[v.name()].iter().map(|p| p.1).collect() };
     println!();
-    println!("| server | instructions/request | of which SHA-256 compression |");
+    println!("| server | instructions/request, median [min–max] | of which SHA-256 compression |");
     println!("| --- | --- | --- |");
     for variant in Variant::ALL {
-        let (total, sha) = per_request[variant.name()];
-        println!("| {variant} | {total:.0} | {sha:.0} |");
+        let (lo, hi) = range(&totals(variant));
+        println!(
+            "| {variant} | {:.0} [{lo:.0}–{hi:.0}] | {:.0} |",
+            median(&totals(variant)),
+            median(&shas(variant))
+        );
     }
     println!();
     println!(
-        "| framework | keygate − plain, instructions/request | of which SHA-256 | the rest | target |"
+        "| framework | keygate − plain, instructions/request (median of paired differences) | of which SHA-256 | the rest | target |"
     );
     println!("| --- | --- | --- | --- | --- |");
     for (plain, keygate, target) in [
         (Variant::AxumPlain, Variant::AxumKeygate, 7_000.0),
         (Variant::ActixPlain, Variant::ActixKeygate, 6_000.0),
     ] {
-        let (k, k_sha) = per_request[keygate.name()];
-        let (p, p_sha) = per_request[plain.name()];
-        let (delta, sha) = (k - p, k_sha - p_sha);
+        let paired = |of: &dyn Fn(Variant) -> Vec<f64>| -> Vec<f64> {
+            of(keygate)
+                .iter()
+                .zip(of(plain))
+                .map(|(k, p)| k - p)
+                .collect()
+        };
+        let deltas = paired(&totals);
+        let (lo, hi) = range(&deltas);
+        let delta = median(&deltas);
+        let sha = median(&paired(&shas));
         println!(
-            "| {} | **{delta:+.0}** | {sha:+.0} | {:+.0} | ≤ +{target:.0} {} |",
+            "| {} | **{delta:+.0}** [{lo:+.0}–{hi:+.0}] | {sha:+.0} | {:+.0} | ≤ +{target:.0} {} |",
             plain.framework(),
             delta - sha,
             if delta <= target { "✔" } else { "✘" }

@@ -61,6 +61,38 @@ fn bench_verify(c: &mut Criterion) {
             .iter(|| async { black_box(verifier.verify(black_box(&presented)).await) });
     });
 
+    // The same full path, cycling through 1,000 warm keys as the HTTP load benchmark does: one
+    // key stays in the CPU caches, a thousand do not (moka's buckets and entries, the records).
+    let many: Vec<HeaderMap> = runtime.block_on(async {
+        let mut many = Vec::with_capacity(1_000);
+        for i in 0..1_000 {
+            let created = verifier
+                .admin()
+                .create_key(NewKey::new(format!("bench {i}")))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let headers = headers_with(created.key.expose_secret());
+            verifier
+                .verify_request(&HttpRequestView::new(&headers, &uri, None))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            many.push(headers);
+        }
+        many
+    });
+    let mut next = 0;
+    let (verifier_ref, uri_ref) = (&verifier, &uri);
+    group.bench_function("cache_hit_request_1000_keys", |b| {
+        b.to_async(&runtime).iter(|| {
+            next = (next + 1) % many.len();
+            let headers = &many[next];
+            async move {
+                let view = HttpRequestView::new(headers, uri_ref, None);
+                black_box(verifier_ref.verify_request(black_box(&view)).await)
+            }
+        });
+    });
+
     let malformed = headers_with("bench_live_not-a-key");
     let malformed_view = HttpRequestView::new(&malformed, &uri, None);
     group.bench_function("malformed", |b| {

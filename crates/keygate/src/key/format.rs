@@ -175,7 +175,7 @@ impl KeyFormat {
         let rest = &tail[KeyId::LEN + 2..];
         if tail[0] != b'_'
             || tail[KeyId::LEN + 1] != b'_'
-            || !rest.iter().all(|b| base62::is_base62(*b))
+            || !base62::all_base62(rest)
             || !prefix
                 .iter()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')

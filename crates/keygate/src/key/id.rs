@@ -17,10 +17,7 @@ impl KeyId {
     #[must_use]
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let array: [u8; Self::LEN] = bytes.try_into().ok()?;
-        array
-            .iter()
-            .all(|b| base62::is_base62(*b))
-            .then_some(Self(array))
+        base62::all_base62(&array).then_some(Self(array))
     }
 
     /// A fresh random id from the operating system's CSPRNG.

@@ -66,6 +66,7 @@ impl Callgrind<'_> {
         )?;
         instrumentation_on(server.pid)?;
         let keys = read_keys(&keys_file)?;
+        let _ = std::fs::remove_file(&keys_file);
         client::drive(port, &keys, requests, self.deadline)?;
         server.stop(Duration::from_secs(120))?;
         let out = std::fs::read_to_string(&out_file)

@@ -136,7 +136,12 @@ impl Server {
             match rx.recv_timeout(left) {
                 Ok(line) if line.trim() == "ready" => return Ok(server),
                 Ok(_) => {}
-                Err(_) => {
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(format!(
+                        "server pid {pid} exited before it was ready (see its stderr above)"
+                    ));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
                     return Err(format!(
                         "server pid {pid} not ready within {ready_within:?} (see its stderr above)"
                     ));

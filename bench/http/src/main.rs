@@ -360,9 +360,9 @@ fn print_throughput(rounds: &Rounds) {
     }
     println!();
     println!(
-        "| framework | paired ratio keygate/plain, req/s: median [min–max] | per round | user-CPU µs/req keygate − plain (median) | target |"
+        "| framework | paired ratio keygate/plain, req/s: median [min–max] | per round | CPU-bound ratio (plain/keygate server CPU per request): median [min–max] | user-CPU µs/req keygate − plain | target |"
     );
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for (plain, keygate) in [
         (Variant::AxumPlain, Variant::AxumKeygate),
         (Variant::ActixPlain, Variant::ActixKeygate),
@@ -381,6 +381,17 @@ fn print_throughput(rounds: &Rounds) {
                 Some(k.user_us_per_request - p.user_us_per_request)
             })
             .collect();
+        // Requests per server-CPU-second: what the ratio would be with the core to itself. Steadier
+        // than req/s when other work on the machine takes the server's core for a while.
+        let cpu_ratios: Vec<f64> = complete
+            .iter()
+            .filter_map(|r| {
+                let (p, k) = (r.get(plain.name())?, r.get(keygate.name())?);
+                let cpu = |s: &Sample| s.user_us_per_request + s.system_us_per_request;
+                Some(cpu(p) / cpu(k))
+            })
+            .collect();
+        let (cpu_lo, cpu_hi) = range(&cpu_ratios);
         let (lo, hi) = range(&ratios);
         let per_round = ratios.iter().fold(String::new(), |mut s, r| {
             let _ = write!(s, "{}{r:.3}", if s.is_empty() { "" } else { " " });
@@ -388,8 +399,9 @@ fn print_throughput(rounds: &Rounds) {
         });
         let ratio = median(&ratios);
         println!(
-            "| {} | **{ratio:.3}** [{lo:.3}–{hi:.3}] | {per_round} | {:+.2} | ≥ 0.95 {} |",
+            "| {} | **{ratio:.3}** [{lo:.3}–{hi:.3}] | {per_round} | {:.3} [{cpu_lo:.3}–{cpu_hi:.3}] | {:+.2} | ≥ 0.95 {} |",
             plain.framework(),
+            median(&cpu_ratios),
             median(&cpu_deltas),
             if ratio >= 0.95 { "✔" } else { "✘" },
         );

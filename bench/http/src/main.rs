@@ -359,6 +359,30 @@ fn print_throughput(rounds: &Rounds) {
         );
     }
     println!();
+    print_ratios(&complete);
+    // The set-up means the server's core to be the bottleneck; a round where some server got
+    // less than 90 % of it (other work on the machine) measures contention as much as keygate.
+    let uncontended: Vec<_> = complete
+        .iter()
+        .copied()
+        .filter(|r| r.values().all(|s| s.server_cpu_share >= UNCONTENDED))
+        .collect();
+    println!(
+        "Rounds in which every server had ≥ {:.0} % of its core: {} of {}.",
+        UNCONTENDED * 100.0,
+        uncontended.len(),
+        complete.len()
+    );
+    if !uncontended.is_empty() {
+        println!();
+        print_ratios(&uncontended);
+    }
+}
+
+/// Server CPU share above which a run counts as uncontended.
+const UNCONTENDED: f64 = 0.9;
+
+fn print_ratios(rounds: &[&BTreeMap<&'static str, Sample>]) {
     println!(
         "| framework | paired ratio keygate/plain, req/s: median [min–max] | per round | CPU-bound ratio (plain/keygate server CPU per request): median [min–max] | user-CPU µs/req keygate − plain | target |"
     );
@@ -367,30 +391,19 @@ fn print_throughput(rounds: &Rounds) {
         (Variant::AxumPlain, Variant::AxumKeygate),
         (Variant::ActixPlain, Variant::ActixKeygate),
     ] {
-        let ratios: Vec<f64> = complete
-            .iter()
-            .filter_map(|r| {
-                let (p, k) = (r.get(plain.name())?, r.get(keygate.name())?);
-                Some(k.report.requests_per_second() / p.report.requests_per_second())
-            })
-            .collect();
-        let cpu_deltas: Vec<f64> = complete
-            .iter()
-            .filter_map(|r| {
-                let (p, k) = (r.get(plain.name())?, r.get(keygate.name())?);
-                Some(k.user_us_per_request - p.user_us_per_request)
-            })
-            .collect();
+        let paired = |f: &dyn Fn(&Sample, &Sample) -> f64| -> Vec<f64> {
+            rounds
+                .iter()
+                .filter_map(|r| Some(f(r.get(plain.name())?, r.get(keygate.name())?)))
+                .collect()
+        };
+        let ratios =
+            paired(&|p, k| k.report.requests_per_second() / p.report.requests_per_second());
+        let cpu_deltas = paired(&|p, k| k.user_us_per_request - p.user_us_per_request);
         // Requests per server-CPU-second: what the ratio would be with the core to itself. Steadier
         // than req/s when other work on the machine takes the server's core for a while.
-        let cpu_ratios: Vec<f64> = complete
-            .iter()
-            .filter_map(|r| {
-                let (p, k) = (r.get(plain.name())?, r.get(keygate.name())?);
-                let cpu = |s: &Sample| s.user_us_per_request + s.system_us_per_request;
-                Some(cpu(p) / cpu(k))
-            })
-            .collect();
+        let cpu = |s: &Sample| s.user_us_per_request + s.system_us_per_request;
+        let cpu_ratios = paired(&|p, k| cpu(p) / cpu(k));
         let (cpu_lo, cpu_hi) = range(&cpu_ratios);
         let (lo, hi) = range(&ratios);
         let per_round = ratios.iter().fold(String::new(), |mut s, r| {

@@ -245,9 +245,10 @@ impl Verifier {
                 Some(entry) => entry,
                 // Known-unknown ids skip the coalescing machinery entirely.
                 None if inner.negative.contains_key(&id) => return Err(Reason::UnknownKey),
-                None => inner
-                    .cache
-                    .try_get_with(id, self.load(id))
+                // Boxed: the coalescing load's future is several kilobytes, and an unboxed await
+                // here would make every verification future (boxed per request by the tower
+                // layer, and copied into that box) that large, hits included.
+                None => Box::pin(inner.cache.try_get_with(id, self.load(id)))
                     .await
                     .map_err(|error| match &*error {
                         LoadError::Unknown => Reason::UnknownKey,
@@ -261,7 +262,7 @@ impl Verifier {
                 return Ok(entry);
             }
             // Loaded before an invalidation of this id: reload.
-            inner.cache.invalidate(&id).await;
+            Box::pin(inner.cache.invalidate(&id)).await;
             attempt += 1;
         }
     }

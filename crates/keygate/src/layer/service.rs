@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::{AUTHORIZATION, Entry};
+use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, Request, Response};
 use tower_service::Service;
 
@@ -31,10 +31,7 @@ where
 
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
         let layer = &self.layer;
-        mark_sensitive(request.headers_mut(), &AUTHORIZATION);
-        if let Some(name) = &layer.credential_header {
-            mark_sensitive(request.headers_mut(), name);
-        }
+        mark_sensitive(request.headers_mut(), layer.credential_header.as_ref());
         let peer = (layer.peer_ip)(request.extensions());
         let view = HttpRequestView::new(request.headers(), request.uri(), peer);
         let view = match &layer.credential_header {
@@ -60,24 +57,14 @@ where
     }
 }
 
-/// Marks every value of `name` sensitive, so loggers that honour the flag redact it.
-fn mark_sensitive(headers: &mut HeaderMap, name: &HeaderName) {
-    // `entry` reserves room for an insert even when the name is absent; the common cases (no
-    // value, one value) need only lookups.
-    let mut values = headers.get_all(name).iter();
-    match (values.next().is_some(), values.next().is_some()) {
-        (false, _) => {}
-        (true, false) => {
-            if let Some(value) = headers.get_mut(name) {
-                value.set_sensitive(true);
-            }
-        }
-        (true, true) => {
-            if let Entry::Occupied(mut entry) = headers.entry(name) {
-                for value in entry.iter_mut() {
-                    value.set_sensitive(true);
-                }
-            }
+/// Marks every value of `Authorization` and of the named credential header sensitive, so loggers
+/// that honour the flag redact them.
+fn mark_sensitive(headers: &mut HeaderMap, named: Option<&HeaderName>) {
+    // One pass over the (few) headers of a request: no name hashing, no lookups per name, and
+    // repeated headers are covered like single ones.
+    for (name, value) in headers.iter_mut() {
+        if *name == AUTHORIZATION || named.is_some_and(|named| named == name) {
+            value.set_sensitive(true);
         }
     }
 }

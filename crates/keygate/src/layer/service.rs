@@ -68,3 +68,38 @@ fn mark_sensitive(headers: &mut HeaderMap, named: Option<&HeaderName>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    use super::mark_sensitive;
+
+    #[test]
+    fn marks_every_credential_value_and_nothing_else() {
+        let named = HeaderName::from_static("x-api-key");
+        let mut headers = HeaderMap::new();
+        headers.append("authorization", HeaderValue::from_static("Bearer a"));
+        headers.append("authorization", HeaderValue::from_static("Basic b"));
+        headers.append("x-api-key", HeaderValue::from_static("c"));
+        headers.append("x-api-key", HeaderValue::from_static("d"));
+        headers.append("accept", HeaderValue::from_static("*/*"));
+        mark_sensitive(&mut headers, Some(&named));
+        assert!(
+            headers
+                .get_all("authorization")
+                .iter()
+                .chain(headers.get_all("x-api-key"))
+                .all(HeaderValue::is_sensitive)
+        );
+        assert!(!headers["accept"].is_sensitive());
+
+        let mut headers = HeaderMap::new();
+        headers.append("x-api-key", HeaderValue::from_static("c"));
+        mark_sensitive(&mut headers, None);
+        assert!(
+            !headers["x-api-key"].is_sensitive(),
+            "no named header configured"
+        );
+    }
+}

@@ -68,7 +68,9 @@ impl Keyring {
     pub fn mint_at(&self, spec: NewKey, now: SystemTime) -> Result<MintedKey, InvalidInput> {
         spec.validate(now)?;
         let (id, key) = self.format.generate();
-        let (pepper_version, digest) = self.peppers.digest(key.expose_secret().as_bytes());
+        let (pepper_version, digest) = self
+            .peppers
+            .digest(crate::key::digest_input(key.expose_secret().as_bytes()));
         let record = KeyRecord {
             id,
             prefix: self.format.prefix().to_owned(),
@@ -94,6 +96,6 @@ impl Keyring {
     #[must_use]
     pub fn matches(&self, presented: &PresentedKey, version: u32, digest: &Digest) -> bool {
         self.peppers
-            .verify(version, presented.secret_bytes(), digest)
+            .verify(version, presented.digest_input(), digest)
     }
 }

@@ -1,7 +1,7 @@
 //! Hashing at rest: HMAC-SHA256 keyed by a server pepper, with versions so peppers can rotate.
 //!
-//! A store keeps, per key, the [`Digest`] of the full key and the version of the pepper that made
-//! it. [`Peppers`] holds the current pepper (used for new keys) and any number of older ones, so
+//! A store keeps, per key, the [`Digest`] of the key's `{id}_{secret}` part and the version of
+//! the pepper that made it. [`Peppers`] holds the current pepper (used for new keys) and any number of older ones, so
 //! records made under an older pepper keep verifying after a new one becomes current.
 //!
 //! # Configuring peppers

@@ -28,7 +28,7 @@ pub struct KeyRecord {
     pub name: String,
     /// Project, application or team the key belongs to.
     pub owner: Option<String>,
-    /// HMAC-SHA256 of the full key.
+    /// HMAC-SHA256 of the key's `{id}_{secret}` part.
     pub digest: Digest,
     /// Version of the pepper that produced `digest`.
     pub pepper_version: u32,

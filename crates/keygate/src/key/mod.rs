@@ -9,6 +9,7 @@ mod id;
 mod plaintext;
 mod presented;
 
+pub(crate) use format::digest_input;
 pub use format::{
     CHECKSUM_LEN, FormatError, InvalidPrefix, KeyFormat, MAX_KEY_LEN, MAX_PREFIX_LEN, ParsedKey,
     SECRET_LEN,

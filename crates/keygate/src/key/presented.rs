@@ -35,8 +35,9 @@ impl PresentedKey {
         self.id
     }
 
-    pub(crate) fn secret_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
+    /// The hashed part of the key (`{id}_{secret}`).
+    pub(crate) fn digest_input(&self) -> &[u8] {
+        super::digest_input(&self.bytes[..usize::from(self.len)])
     }
 }
 

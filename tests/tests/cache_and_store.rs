@@ -259,3 +259,110 @@ async fn bad_admin_input_is_a_typed_error() {
     );
     assert!(NewKey::new("x").scope("bad scope").is_err());
 }
+
+/// A store whose `find` can be made to answer "no such key" (as if it read before the key
+/// existed) and then wait for a signal: a lookup that overlaps a change made meanwhile.
+#[derive(Clone)]
+struct GatedStore {
+    inner: keygate::MemoryStore,
+    hide: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    gate: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl keygate::KeyStore for GatedStore {
+    async fn find(
+        &self,
+        id: &keygate::KeyId,
+    ) -> Result<Option<keygate::KeyRecord>, keygate::StoreError> {
+        if self.hide.load(std::sync::atomic::Ordering::SeqCst) {
+            let _permit = self.gate.acquire().await;
+            return Ok(None);
+        }
+        self.inner.find(id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyAdmin for GatedStore {
+    async fn create(
+        &self,
+        key: keygate::MintedKey,
+    ) -> Result<keygate::CreatedKey, keygate::StoreError> {
+        self.inner.create(key).await
+    }
+    async fn get(&self, id: &keygate::KeyId) -> Result<keygate::KeyRecord, keygate::StoreError> {
+        self.inner.get(id).await
+    }
+    async fn list(
+        &self,
+        filter: &keygate::KeyFilter,
+        page: keygate::PageRequest,
+    ) -> Result<keygate::KeyPage, keygate::StoreError> {
+        self.inner.list(filter, page).await
+    }
+    async fn apply(
+        &self,
+        id: &keygate::KeyId,
+        change: keygate::KeyChange,
+    ) -> Result<keygate::KeyRecord, keygate::StoreError> {
+        self.inner.apply(id, change).await
+    }
+    async fn rotate_with(
+        &self,
+        id: &keygate::KeyId,
+        replacement: keygate::MintedKey,
+        rotation: keygate::record::Rotation,
+    ) -> Result<keygate::record::RotatedKey, keygate::StoreError> {
+        self.inner.rotate_with(id, replacement, rotation).await
+    }
+    async fn delete(&self, id: &keygate::KeyId) -> Result<(), keygate::StoreError> {
+        self.inner.delete(id).await
+    }
+}
+
+/// A lookup answering "unknown" that overlaps a change of that very id (which invalidates it)
+/// must not leave the id in the negative cache: the next request with the key is let in.
+#[tokio::test]
+async fn an_unknown_answer_overlapping_an_invalidation_is_not_remembered() {
+    let store = GatedStore {
+        inner: keygate::MemoryStore::new(),
+        hide: std::sync::Arc::default(),
+        gate: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+    };
+    let verifier = keygate::Verifier::builder(keygate_tests::keyring(), store.clone()).build();
+    let app = axum_app(&verifier);
+    let created = verifier
+        .admin()
+        .create_key(NewKey::new("racy"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let key = created.key.expose_secret().to_owned();
+
+    // 1. A lookup reads "no such key" (a stale read) and waits before answering.
+    store.hide.store(true, std::sync::atomic::Ordering::SeqCst);
+    let first = tokio::spawn({
+        let app = app.clone();
+        let key = key.clone();
+        async move { send_bearer(&app, "/hello", &key).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // 2. Meanwhile the key changes through the admin handle, which invalidates its id.
+    verifier
+        .admin()
+        .rename(&created.record.id, "renamed")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // 3. The stale answer arrives and is given to the request that asked.
+    store.hide.store(false, std::sync::atomic::Ordering::SeqCst);
+    store.gate.add_permits(1000);
+    let first = first.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        first.rejection.map(|r| r.reason()),
+        Some(Reason::UnknownKey)
+    );
+    // 4. It was not remembered: the next request reads the store again and is let in.
+    let reply = send_bearer(&app, "/hello", &key).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body, "hello, renamed");
+}

@@ -281,6 +281,12 @@ impl Verifier {
             // Another deployment's key in a shared store is as good as unknown here.
             Some(_) | None => {
                 inner.negative.insert(id, ()).await;
+                // If the id was invalidated while the store was read (a key created with it
+                // meanwhile), the answer is stale: take it back. An invalidation after this
+                // check removes the entry itself.
+                if inner.generations.current(&id) != generation {
+                    inner.negative.invalidate(&id).await;
+                }
                 Err(LoadError::Unknown)
             }
         }

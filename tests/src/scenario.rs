@@ -138,6 +138,9 @@ pub fn table(keys: &Keys) -> Vec<Case> {
         Case::new("credential headers marked sensitive", "/sensitive", 200)
             .bearer(&keys.valid)
             .body("sensitive=true"),
+        Case::new("x-api-key header marked sensitive", "/sensitive", 200)
+            .api_key(keys.valid.as_str())
+            .body("sensitive=true"),
         Case::new("unknown id", "/hello", 401)
             .bearer(&keys.unknown)
             .invalid_token(UnknownKey)

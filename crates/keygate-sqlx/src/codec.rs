@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ipnet::IpNet;
 use keygate::identity::Metadata;
 use keygate::store::KeyFilter;
-use keygate::{KeyId, KeyRecord, KeyState, Scope, StoreError};
+use keygate::{KeyChange, KeyId, KeyRecord, KeyState, Scope, StoreError};
 
 /// The columns every read selects (a literal, for `concat!`). `$metadata` is how the metadata
 /// column is read (PostgreSQL reads `jsonb` as text).
@@ -35,6 +35,15 @@ pub(crate) fn from_micros(micros: i64) -> SystemTime {
         UNIX_EPOCH + magnitude
     } else {
         UNIX_EPOCH - magnitude
+    }
+}
+
+/// A change whose times are truncated as the database stores them, so the record returned
+/// equals the record read back later.
+pub(crate) fn truncate_change(change: KeyChange) -> KeyChange {
+    match change {
+        KeyChange::SetExpiry(at) => KeyChange::SetExpiry(at.map(truncate)),
+        other => other,
     }
 }
 

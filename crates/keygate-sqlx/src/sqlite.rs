@@ -378,22 +378,13 @@ impl KeyAdmin for SqliteStore {
         q.push(" ORDER BY id LIMIT ")
             .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
         let rows = q.build().fetch_all(&self.pool).await.map_err(unavailable)?;
-        let mut keys = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
-        let next = if keys.len() > limit {
-            keys.truncate(limit);
-            keys.last().map(|r| r.id)
-        } else {
-            None
-        };
-        Ok(KeyPage { keys, next })
+        let keys = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
+        Ok(KeyPage::from_overfetch(keys, limit))
     }
 
     async fn apply(&self, id: &KeyId, change: KeyChange) -> Result<KeyRecord, StoreError> {
         change.validate()?;
-        let change = match change {
-            KeyChange::SetExpiry(at) => KeyChange::SetExpiry(at.map(codec::truncate)),
-            other => other,
-        };
+        let change = codec::truncate_change(change);
         let now = self.now();
         let mut tx = self.write_tx().await?;
         let mut record = select(&mut tx, id)

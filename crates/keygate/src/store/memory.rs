@@ -122,7 +122,7 @@ impl KeyAdmin for MemoryStore {
                     .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
                 None => inner.keys.range(..),
             };
-            let mut keys: Vec<KeyRecord> = range
+            let keys: Vec<KeyRecord> = range
                 .map(|(_, record)| record)
                 .filter(|r| filter.owner.is_none() || r.owner == filter.owner)
                 .filter(|r| filter.state.is_none_or(|s| r.state(now) == s))
@@ -134,13 +134,7 @@ impl KeyAdmin for MemoryStore {
                 .take(limit + 1)
                 .cloned()
                 .collect();
-            let next = if keys.len() > limit {
-                keys.truncate(limit);
-                keys.last().map(|r| r.id)
-            } else {
-                None
-            };
-            KeyPage { keys, next }
+            KeyPage::from_overfetch(keys, limit)
         }))
     }
 

@@ -152,6 +152,22 @@ pub struct KeyPage {
     pub next: Option<KeyId>,
 }
 
+impl KeyPage {
+    /// A page from up to `limit + 1` keys fetched in id order: the extra key only says that
+    /// another page follows, and `next` is then the last id kept. Stores fetch one more than
+    /// [`PageRequest::clamped_limit`] and call this.
+    #[must_use]
+    pub fn from_overfetch(mut keys: Vec<KeyRecord>, limit: usize) -> Self {
+        let next = if keys.len() > limit {
+            keys.truncate(limit);
+            keys.last().map(|r| r.id)
+        } else {
+            None
+        };
+        Self { keys, next }
+    }
+}
+
 /// Key management. Creation takes a [`MintedKey`] (from [`Keyring::mint`](crate::Keyring::mint))
 /// and hands its plaintext back exactly once.
 ///

@@ -2,7 +2,7 @@
 //! run on both frameworks, is in `scenarios.rs`).
 
 use keygate::Reason;
-use keygate_tests::{Harness, Keys, axum_app, request, send};
+use keygate_tests::{Harness, Keys, axum_app, request, send, send_bearer};
 
 #[tokio::test]
 async fn every_invalid_key_gets_the_identical_response() {
@@ -19,16 +19,7 @@ async fn every_invalid_key_gets_the_identical_response() {
         &keys.bad_checksum,
         &keys.wrong_prefix,
     ] {
-        let auth = format!("Bearer {key}");
-        let reply = send(
-            &app,
-            request(
-                "/hello",
-                &[("authorization", auth.as_bytes())],
-                "127.0.0.1:1",
-            ),
-        )
-        .await;
+        let reply = send_bearer(&app, "/hello", key).await;
         let mut headers: Vec<(String, Vec<u8>)> = reply
             .headers
             .iter()
@@ -48,17 +39,8 @@ async fn store_outage_is_503_never_401_and_is_not_cached() {
     let h = Harness::new();
     let (key, _) = h.create(keygate::NewKey::new("svc")).await;
     let app = axum_app(&h.verifier);
-    let auth = format!("Bearer {key}");
     h.store.set_down(true);
-    let reply = send(
-        &app,
-        request(
-            "/hello",
-            &[("authorization", auth.as_bytes())],
-            "127.0.0.1:1",
-        ),
-    )
-    .await;
+    let reply = send_bearer(&app, "/hello", &key).await;
     assert_eq!(reply.status, 503);
     assert_eq!(
         reply.problem_type().as_deref(),
@@ -71,15 +53,7 @@ async fn store_outage_is_503_never_401_and_is_not_cached() {
     );
     // The failure was not cached: once the store is back, the same key works.
     h.store.set_down(false);
-    let reply = send(
-        &app,
-        request(
-            "/hello",
-            &[("authorization", auth.as_bytes())],
-            "127.0.0.1:1",
-        ),
-    )
-    .await;
+    let reply = send_bearer(&app, "/hello", &key).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
 }
 

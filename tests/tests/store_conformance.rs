@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Uri};
 use keygate::clock::Clock;
+use keygate::rate::{RateLimit, RatePolicy};
 use keygate::record::{InvalidInput, MAX_NAME_LEN};
 use keygate::store::{KeyFilter, PageRequest};
 use keygate::{
@@ -69,8 +70,13 @@ async fn create_get_find<S: TestStore>(f: Fixture<S>) {
             serde_json::json!({"env": "prod", "n": 3, "nested": {"a": [1, 2]}}),
         ))
         .allowed_ips([ok("10.0.0.0/8".parse()), ok("2001:db8::/32".parse())])
+        .rate_limit(ok("100/1s burst 200".parse::<RatePolicy>()))
         .expires_at(f.clock.now() + Duration::from_secs(86_400));
     let (key, record) = create(&f, spec).await;
+    assert_eq!(
+        record.rate_limit,
+        Some(RateLimit::Limited(ok("100/1s burst 200".parse())))
+    );
     assert_eq!(record.name, "Billing Service");
     assert_eq!(record.owner.as_deref(), Some("team-billing"));
     assert_eq!(record.rotated_from, None);
@@ -256,6 +262,17 @@ async fn changes<S: TestStore>(f: Fixture<S>) {
     assert_eq!(refused(&f, &key).await, Reason::ForbiddenClientIp);
     ok(admin.set_allowed_ips(&id, Vec::new()).await);
 
+    assert_eq!(record.rate_limit, None, "no policy: the default applies");
+    for limit in [
+        Some(RateLimit::Unlimited),
+        Some(ok("10000/1d".parse())),
+        Some(ok("5/1s burst 7".parse())),
+        None,
+    ] {
+        assert_eq!(ok(admin.set_rate_limit(&id, limit).await).rate_limit, limit);
+        assert_eq!(ok(f.store.get(&id).await).rate_limit, limit, "{}", f.name);
+    }
+
     let at = f.clock.now() + Duration::from_secs(30);
     assert_eq!(
         ok(admin.set_expiry(&id, Some(at)).await).expires_at,
@@ -383,7 +400,8 @@ async fn rotation<S: TestStore>(f: Fixture<S>) {
         .owner("team")
         .scopes([scope("orders:read")])
         .metadata(metadata(serde_json::json!({"k": "v"})))
-        .allowed_ips([ok("127.0.0.0/8".parse())]);
+        .allowed_ips([ok("127.0.0.0/8".parse())])
+        .rate_limit(RateLimit::Unlimited);
     let (old_key, old) = create(&f, spec).await;
     let local = Some(ok("127.0.0.1".parse()));
     assert!(verify(&f, &old_key, local).await.is_ok());
@@ -401,14 +419,16 @@ async fn rotation<S: TestStore>(f: Fixture<S>) {
             &new.owner,
             &new.scopes,
             &new.metadata,
-            &new.allowed_ips
+            &new.allowed_ips,
+            new.rate_limit
         ),
         (
             &old.name,
             &old.owner,
             &old.scopes,
             &old.metadata,
-            &old.allowed_ips
+            &old.allowed_ips,
+            old.rate_limit
         )
     );
     assert_eq!(new.rotated_from, Some(old.id));

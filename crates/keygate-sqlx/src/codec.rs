@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use keygate::identity::Metadata;
+use keygate::rate::RateLimit;
 use keygate::store::KeyFilter;
 use keygate::{KeyChange, KeyId, KeyRecord, KeyState, Scope, StoreError};
 
@@ -15,7 +16,7 @@ macro_rules! columns {
             "id, prefix, name, owner, digest, pepper_version, scopes, ",
             $metadata,
             " AS metadata, allowed_ips, rotated_from, created_at, updated_at, expires_at, ",
-            "disabled_at, revoked_at, last_used_at"
+            "disabled_at, revoked_at, last_used_at, rate_limit"
         )
     };
 }
@@ -104,6 +105,7 @@ pub(crate) struct RawRecord {
     pub(crate) disabled_at: Option<i64>,
     pub(crate) revoked_at: Option<i64>,
     pub(crate) last_used_at: Option<i64>,
+    pub(crate) rate_limit: Option<String>,
 }
 
 /// A stored value keygate cannot read back: the store is damaged or written by something else.
@@ -161,6 +163,12 @@ impl RawRecord {
             .map(str::parse::<KeyId>)
             .transpose()
             .map_err(|_| corrupt(id, "rotated_from"))?;
+        let rate_limit = self
+            .rate_limit
+            .as_deref()
+            .map(str::parse::<RateLimit>)
+            .transpose()
+            .map_err(|_| corrupt(id, "rate_limit"))?;
         Ok(KeyRecord {
             id: key_id,
             prefix: self.prefix,
@@ -171,6 +179,7 @@ impl RawRecord {
             scopes,
             metadata,
             allowed_ips,
+            rate_limit,
             created_at: from_micros(self.created_at),
             updated_at: from_micros(self.updated_at),
             expires_at: self.expires_at.map(from_micros),
@@ -220,4 +229,9 @@ pub(crate) fn state_sql(state: KeyState) -> (&'static str, Option<&'static str>)
 /// The lowercase needle of a name search.
 pub(crate) fn needle(filter: &KeyFilter) -> Option<String> {
     filter.name_contains.as_deref().map(fold)
+}
+
+/// The stored text of a rate limit (`NULL` for the default).
+pub(crate) fn rate_limit_text(limit: Option<&RateLimit>) -> Option<String> {
+    limit.map(ToString::to_string)
 }

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use crate::codec::{
     self, RawRecord, columns, fold, id_taken, ip_strings, is_unique_violation, metadata_json,
-    normalized, scope_strings, to_micros, unavailable,
+    normalized, rate_limit_text, scope_strings, to_micros, unavailable,
 };
 use crate::error::Error;
 
@@ -212,6 +212,7 @@ fn raw(row: &PgRow) -> Result<RawRecord, sqlx::Error> {
         disabled_at: optional_time("disabled_at")?,
         revoked_at: optional_time("revoked_at")?,
         last_used_at: optional_time("last_used_at")?,
+        rate_limit: row.try_get("rate_limit")?,
     })
 }
 
@@ -248,8 +249,8 @@ async fn insert(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError
     let result = sqlx::query(
         "INSERT INTO keygate_keys (id, prefix, name, name_folded, owner, digest, pepper_version, \
          scopes, metadata, allowed_ips, rotated_from, created_at, updated_at, expires_at, \
-         disabled_at, revoked_at, last_used_at) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17 \
+         disabled_at, revoked_at, last_used_at, rate_limit) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17, $18 \
          WHERE NOT EXISTS (SELECT 1 FROM keygate_deleted_keys WHERE id = $1)",
     )
     .bind(r.id.as_str())
@@ -269,6 +270,7 @@ async fn insert(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError
     .bind(r.disabled_at.map(timestamp))
     .bind(r.revoked_at.map(timestamp))
     .bind(r.last_used_at.map(timestamp))
+    .bind(rate_limit_text(r.rate_limit.as_ref()))
     .execute(conn)
     .await;
     match result {
@@ -283,8 +285,8 @@ async fn insert(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError
 async fn update(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE keygate_keys SET name = $1, name_folded = $2, scopes = $3, metadata = $4::jsonb, \
-         allowed_ips = $5, expires_at = $6, disabled_at = $7, revoked_at = $8, updated_at = $9 \
-         WHERE id = $10",
+         allowed_ips = $5, expires_at = $6, disabled_at = $7, revoked_at = $8, updated_at = $9, \
+         rate_limit = $10 WHERE id = $11",
     )
     .bind(&r.name)
     .bind(fold(&r.name))
@@ -295,6 +297,7 @@ async fn update(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError
     .bind(r.disabled_at.map(timestamp))
     .bind(r.revoked_at.map(timestamp))
     .bind(timestamp(r.updated_at))
+    .bind(rate_limit_text(r.rate_limit.as_ref()))
     .bind(r.id.as_str())
     .execute(conn)
     .await

@@ -19,7 +19,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::codec::{
     self, RawRecord, columns, fold, id_taken, ip_strings, is_unique_violation, json_array,
-    metadata_json, normalized, scope_strings, to_micros, unavailable,
+    metadata_json, normalized, rate_limit_text, scope_strings, to_micros, unavailable,
 };
 use crate::error::Error;
 
@@ -224,6 +224,7 @@ fn raw(row: &SqliteRow) -> Result<RawRecord, sqlx::Error> {
         disabled_at: row.try_get("disabled_at")?,
         revoked_at: row.try_get("revoked_at")?,
         last_used_at: row.try_get("last_used_at")?,
+        rate_limit: row.try_get("rate_limit")?,
         id,
     })
 }
@@ -252,8 +253,8 @@ async fn insert(conn: &mut SqliteConnection, r: &KeyRecord) -> Result<(), StoreE
     let result = sqlx::query(
         "INSERT INTO keygate_keys (id, prefix, name, name_folded, owner, digest, pepper_version, \
          scopes, metadata, allowed_ips, rotated_from, created_at, updated_at, expires_at, \
-         disabled_at, revoked_at, last_used_at) \
-         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+         disabled_at, revoked_at, last_used_at, rate_limit) \
+         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
          WHERE NOT EXISTS (SELECT 1 FROM keygate_deleted_keys WHERE id = ?)",
     )
     .bind(r.id.as_str())
@@ -273,6 +274,7 @@ async fn insert(conn: &mut SqliteConnection, r: &KeyRecord) -> Result<(), StoreE
     .bind(r.disabled_at.map(to_micros))
     .bind(r.revoked_at.map(to_micros))
     .bind(r.last_used_at.map(to_micros))
+    .bind(rate_limit_text(r.rate_limit.as_ref()))
     .bind(r.id.as_str())
     .execute(conn)
     .await;
@@ -288,8 +290,8 @@ async fn insert(conn: &mut SqliteConnection, r: &KeyRecord) -> Result<(), StoreE
 async fn update(conn: &mut SqliteConnection, r: &KeyRecord) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE keygate_keys SET name = ?, name_folded = ?, scopes = ?, metadata = ?, \
-         allowed_ips = ?, expires_at = ?, disabled_at = ?, revoked_at = ?, updated_at = ? \
-         WHERE id = ?",
+         allowed_ips = ?, expires_at = ?, disabled_at = ?, revoked_at = ?, updated_at = ?, \
+         rate_limit = ? WHERE id = ?",
     )
     .bind(&r.name)
     .bind(fold(&r.name))
@@ -300,6 +302,7 @@ async fn update(conn: &mut SqliteConnection, r: &KeyRecord) -> Result<(), StoreE
     .bind(r.disabled_at.map(to_micros))
     .bind(r.revoked_at.map(to_micros))
     .bind(to_micros(r.updated_at))
+    .bind(rate_limit_text(r.rate_limit.as_ref()))
     .bind(r.id.as_str())
     .execute(conn)
     .await

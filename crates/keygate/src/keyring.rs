@@ -81,6 +81,7 @@ impl Keyring {
             scopes: spec.scopes,
             metadata: spec.metadata,
             allowed_ips: spec.allowed_ips,
+            rate_limit: spec.rate_limit,
             created_at: now,
             updated_at: now,
             expires_at: spec.expires_at,

@@ -11,6 +11,7 @@
 //! | [`pepper`] | HMAC-SHA256 digests with versioned peppers |
 //! | [`keyring`] | a deployment's format + peppers; mints keys |
 //! | [`scope`] | scopes and their matching rules |
+//! | [`rate`] | rate policies and limiters |
 //! | [`record`] | what a store keeps; create and change inputs |
 //! | [`store`] | the [`KeyStore`] and [`KeyAdmin`] traits; [`MemoryStore`] |
 //! | [`verifier`] | the framework-neutral [`Verifier`] and its cache |
@@ -31,6 +32,7 @@ pub mod key;
 pub mod keyring;
 pub mod layer;
 pub mod pepper;
+pub mod rate;
 pub mod record;
 pub mod rejection;
 pub mod require_scopes;

@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use crate::identity::{Identity, Metadata};
 use crate::key::{KeyId, PlaintextKey};
 use crate::pepper::Digest;
+use crate::rate::RateLimit;
 use crate::scope::Scope;
 
 /// Longest accepted key name or owner, in characters.
@@ -38,6 +39,8 @@ pub struct KeyRecord {
     pub metadata: Metadata,
     /// Client IP ranges the key may be used from; empty means anywhere.
     pub allowed_ips: Vec<IpNet>,
+    /// The key's own rate limit; `None` means the verifier's default.
+    pub rate_limit: Option<RateLimit>,
     /// When the key was created.
     pub created_at: SystemTime,
     /// When the record last changed.
@@ -211,6 +214,7 @@ pub struct NewKey {
     pub(crate) metadata: Metadata,
     pub(crate) expires_at: Option<SystemTime>,
     pub(crate) allowed_ips: Vec<IpNet>,
+    pub(crate) rate_limit: Option<RateLimit>,
 }
 
 impl NewKey {
@@ -224,6 +228,7 @@ impl NewKey {
             metadata: Metadata::new(),
             expires_at: None,
             allowed_ips: Vec::new(),
+            rate_limit: None,
         }
     }
 
@@ -268,6 +273,14 @@ impl NewKey {
     #[must_use]
     pub fn allowed_ips(mut self, ranges: impl IntoIterator<Item = IpNet>) -> Self {
         self.allowed_ips.extend(ranges);
+        self
+    }
+
+    /// Sets the key's rate limit (a policy, or [`RateLimit::Unlimited`]); without one the key
+    /// gets the verifier's default.
+    #[must_use]
+    pub fn rate_limit(mut self, limit: impl Into<RateLimit>) -> Self {
+        self.rate_limit = Some(limit.into());
         self
     }
 
@@ -350,6 +363,8 @@ pub enum KeyChange {
     SetMetadata(Metadata),
     /// Replace the allowed client IP ranges (empty: anywhere).
     SetAllowedIps(Vec<IpNet>),
+    /// Set the key's rate limit, or clear it (`None`: the verifier's default applies).
+    SetRateLimit(Option<RateLimit>),
     /// Switch the key off, reversibly.
     Disable,
     /// Switch a disabled key back on.
@@ -391,6 +406,7 @@ impl KeyChange {
             Self::SetExpiry(at) => record.expires_at = at,
             Self::SetMetadata(metadata) => record.metadata = metadata,
             Self::SetAllowedIps(ips) => record.allowed_ips = ips,
+            Self::SetRateLimit(limit) => record.rate_limit = limit,
             Self::Disable | Self::Enable if record.revoked_at.is_some() => {
                 return Err(ChangeRefused::Revoked);
             }
@@ -474,7 +490,7 @@ impl Rotation {
     ///
     /// - only an active key rotates (revoked, disabled or expired: refused);
     /// - the successor is `replacement` (its id, digest, pepper version, prefix and times) with
-    ///   the old key's name, owner, scopes, metadata and allowed IP ranges, and
+    ///   the old key's name, owner, scopes, metadata, allowed IP ranges and rate limit, and
     ///   `rotated_from` set to the old id. It does not inherit the old key's expiry;
     /// - the old key expires at `now + grace` (or keeps an earlier expiry it already had);
     ///   with a zero grace it is revoked at `now`.
@@ -501,6 +517,7 @@ impl Rotation {
             scopes: old.scopes.clone(),
             metadata: old.metadata.clone(),
             allowed_ips: old.allowed_ips.clone(),
+            rate_limit: old.rate_limit,
             rotated_from: Some(old.id),
             last_used_at: None,
             disabled_at: None,

@@ -21,6 +21,7 @@ pub use memory::MemoryStore;
 
 use crate::identity::Metadata;
 use crate::key::KeyId;
+use crate::rate::RateLimit;
 use crate::record::{
     ChangeRefused, CreatedKey, InvalidInput, KeyChange, KeyRecord, KeyState, MintedKey, RotatedKey,
     Rotation,
@@ -271,6 +272,18 @@ pub trait KeyAdmin: Send + Sync + 'static {
     /// As [`KeyAdmin::apply`].
     async fn set_allowed_ips(&self, id: &KeyId, ips: Vec<IpNet>) -> Result<KeyRecord, StoreError> {
         self.apply(id, KeyChange::SetAllowedIps(ips)).await
+    }
+
+    /// Sets a key's rate limit, or clears it (`None`: the verifier's default applies).
+    ///
+    /// # Errors
+    /// As [`KeyAdmin::apply`].
+    async fn set_rate_limit(
+        &self,
+        id: &KeyId,
+        limit: Option<RateLimit>,
+    ) -> Result<KeyRecord, StoreError> {
+        self.apply(id, KeyChange::SetRateLimit(limit)).await
     }
 
     /// Disables a key (reversible).

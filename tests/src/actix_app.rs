@@ -23,7 +23,7 @@ pub fn actix_app(
         InitError = (),
     >,
 > {
-    let auth = ApiKeyAuth::new(verifier);
+    let auth = ApiKeyAuth::new(verifier).rate_limit_headers();
     App::new()
         .route("/", web::get().to(|| async { "public" }))
         .service(web::resource("/hello").wrap(auth.clone()).get(hello))

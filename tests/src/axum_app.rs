@@ -28,10 +28,12 @@ pub fn axum_app(verifier: &Verifier) -> Router {
             get(hello).route_layer(RequireScopes::all(["orders:read"])),
         )
         .route("/sensitive", get(sensitive))
-        .route_layer(keygate_axum::layer(verifier.clone()));
-    let optional = Router::new()
-        .route("/maybe", get(maybe))
-        .route_layer(keygate_axum::layer(verifier.clone()).optional());
+        .route_layer(keygate_axum::layer(verifier.clone()).rate_limit_headers());
+    let optional = Router::new().route("/maybe", get(maybe)).route_layer(
+        keygate_axum::layer(verifier.clone())
+            .optional()
+            .rate_limit_headers(),
+    );
     Router::new()
         .route("/", get(|| async { "public" }))
         .merge(protected)

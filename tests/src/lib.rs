@@ -170,6 +170,15 @@ impl Harness {
             .build()
     }
 
+    /// [`Harness::sibling`] with more configuration.
+    pub fn sibling_with(
+        &self,
+        configure: impl FnOnce(keygate::VerifierBuilder) -> keygate::VerifierBuilder,
+    ) -> Verifier {
+        configure(Verifier::builder(keyring(), self.store.clone()).clock(self.clock.clone()))
+            .build()
+    }
+
     /// Creates a key and returns its plaintext and id.
     pub async fn create(&self, spec: NewKey) -> (String, KeyId) {
         let created = self
@@ -213,6 +222,15 @@ pub struct Keys {
     pub wrong_prefix: String,
     /// The valid key with its last character changed.
     pub bad_checksum: String,
+    /// Active, its own rate limit `5/1s burst 5`.
+    pub limited: String,
+    /// The limited key's id with another secret (checksum fixed up).
+    pub limited_wrong_secret: String,
+    /// Active, rate limit `unlimited` (whatever the verifier's default).
+    pub unlimited: String,
+    /// Active, no rate limit of its own: the verifier's default applies. Used only by the
+    /// rate-limit cases.
+    pub defaulted: String,
 }
 
 impl Keys {
@@ -239,6 +257,19 @@ impl Keys {
                     .allowed_ips(["10.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"))]),
             )
             .await;
+        let (limited, limited_id) = h
+            .create(
+                spec("limited").rate_limit(
+                    "5/1s burst 5"
+                        .parse::<keygate::rate::RatePolicy>()
+                        .unwrap_or_else(|e| panic!("{e}")),
+                ),
+            )
+            .await;
+        let (unlimited, _) = h
+            .create(spec("unlimited").rate_limit(keygate::rate::RateLimit::Unlimited))
+            .await;
+        let (defaulted, _) = h.create(spec("defaulted")).await;
         let admin = h.verifier.admin();
         admin
             .revoke(&revoked_id)
@@ -255,6 +286,7 @@ impl Keys {
         let secret_of =
             |key: &str| key[PREFIX.len() + 1 + KeyId::LEN + 1..key.len() - 6].to_owned();
         let wrong_secret = forge(PREFIX, valid_id.as_str(), &secret_of(&unknown));
+        let limited_wrong_secret = forge(PREFIX, limited_id.as_str(), &secret_of(&unknown));
         let wrong_prefix = forge("kgt_live", valid_id.as_str(), &secret_of(&valid));
         let mut bad_checksum = valid.clone().into_bytes();
         let last = bad_checksum.len() - 1;
@@ -276,6 +308,10 @@ impl Keys {
             wrong_secret,
             wrong_prefix,
             bad_checksum,
+            limited,
+            limited_wrong_secret,
+            unlimited,
+            defaulted,
         }
     }
 
@@ -291,6 +327,10 @@ impl Keys {
             &self.ip_restricted,
             &self.unknown,
             &self.wrong_secret,
+            &self.limited,
+            &self.limited_wrong_secret,
+            &self.unlimited,
+            &self.defaulted,
         ];
         all.iter()
             .flat_map(|k| [k.to_string(), k[k.len() - 36..k.len() - 6].to_owned()])

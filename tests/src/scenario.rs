@@ -2,9 +2,31 @@
 //! must see. `tests/tests/scenarios.rs` runs it against the axum app and the actix-web app and
 //! fails on any case that either framework gets wrong, or that the two answer differently.
 
-use keygate::Reason;
+use std::time::Duration;
+
+use keygate::rate::RatePolicy;
+use keygate::{Reason, VerifierBuilder};
 
 use crate::{Keys, Reply};
+
+/// The rate limit of keys without their own, in the scenario verifiers.
+pub const DEFAULT_RATE: &str = "100/1h burst 30";
+/// The one trusted reverse proxy of the scenario verifiers.
+pub const PROXY: &str = "192.0.2.254";
+
+/// The configuration both frameworks' verifiers get: a default rate limit (`100/1h burst 30`),
+/// the default failed-attempts limit (`10/1m burst 20`), and one trusted proxy ([`PROXY`]).
+pub fn configure(builder: VerifierBuilder) -> VerifierBuilder {
+    builder
+        .default_rate_limit(
+            DEFAULT_RATE
+                .parse::<RatePolicy>()
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .trusted_proxies([format!("{PROXY}/32")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"))])
+}
 
 /// The challenge of every invalid key.
 pub const INVALID_TOKEN: &str = r#"Bearer realm="api", error="invalid_token""#;
@@ -35,6 +57,10 @@ pub struct Case {
     pub store_down: bool,
     /// Expected increase of store `find` calls, when the case pins it.
     pub store_calls: Option<usize>,
+    /// How far the clock moves forward before the request.
+    pub advance: Duration,
+    /// Response headers pinned by the case: a value, or absent (`None`).
+    pub headers_out: Vec<(&'static str, Option<String>)>,
 }
 
 impl Case {
@@ -51,6 +77,8 @@ impl Case {
             body: None,
             store_down: false,
             store_calls: None,
+            advance: Duration::ZERO,
+            headers_out: Vec::new(),
         }
     }
     fn header(mut self, name: &'static str, value: impl Into<Vec<u8>>) -> Self {
@@ -92,10 +120,51 @@ impl Case {
         self.store_calls = Some(calls);
         self
     }
+    fn after(mut self, advance: Duration) -> Self {
+        self.advance = advance;
+        self
+    }
+    fn expect_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers_out.push((name, Some(value.into())));
+        self
+    }
+    fn no_header(mut self, name: &'static str) -> Self {
+        self.headers_out.push((name, None));
+        self
+    }
+    /// A key's allowed request: `RateLimit-Policy` `policy`, `RateLimit` `r`/`t`.
+    fn key_rate(self, q: u32, w: u32, r: u32, t: u64) -> Self {
+        self.expect_header("ratelimit-policy", format!(r#""key";q={q};w={w}"#))
+            .expect_header("ratelimit", format!(r#""key";r={r};t={t}"#))
+            .no_header("retry-after")
+    }
+    /// A 429 with `Retry-After` `retry`, and policy `name` (`key` or `failures`) exhausted.
+    fn too_many(self, name: &str, q: u32, w: u32, retry: u64, t: u64) -> Self {
+        let (code, reason) = if name == "key" {
+            ("urn:keygate:problem:rate_limited", Reason::RateLimited)
+        } else {
+            (
+                "urn:keygate:problem:too_many_failures",
+                Reason::TooManyFailures,
+            )
+        };
+        self.problem(code, reason)
+            .expect_header("retry-after", retry.to_string())
+            .expect_header("ratelimit-policy", format!(r#""{name}";q={q};w={w}"#))
+            .expect_header("ratelimit", format!(r#""{name}";r=0;t={t}"#))
+            .no_header("www-authenticate")
+    }
 }
 
-/// Every case, in order. Run it on a fresh verifier: store-call counts assume the cases before.
+/// Every case, in order. Run it on fresh verifiers built with [`configure`]: store-call counts
+/// and rate limits assume the cases before.
 pub fn table(keys: &Keys) -> Vec<Case> {
+    let mut cases = authentication(keys);
+    cases.extend(rate_limits(keys));
+    cases
+}
+
+fn authentication(keys: &Keys) -> Vec<Case> {
     use Reason::*;
     let long = format!("{}{}", keys.valid, "A".repeat(600));
     vec![
@@ -278,6 +347,170 @@ pub fn table(keys: &Keys) -> Vec<Case> {
     ]
 }
 
+/// Rate limits, per key and per client, on a frozen clock moved only by the cases.
+fn rate_limits(keys: &Keys) -> Vec<Case> {
+    use Reason::*;
+    let mut cases = Vec::new();
+    let attacker = "198.51.100.7:6000";
+    let ms = Duration::from_millis;
+
+    // A key's own policy, 5/1s burst 5: one request every 200 ms, five at once.
+    for r in (0..5).rev() {
+        cases.push(
+            Case::new("5/1s burst 5: within the burst", "/hello", 200)
+                .bearer(&keys.limited)
+                .body("hello, limited")
+                .key_rate(5, 1, r, 1),
+        );
+    }
+    cases.push(
+        Case::new("5/1s burst 5: the sixth request is refused", "/hello", 429)
+            .bearer(&keys.limited)
+            .too_many("key", 5, 1, 1, 1)
+            .store_calls(0),
+    );
+    cases.push(
+        Case::new("5/1s burst 5: still refused 199 ms later", "/hello", 429)
+            .bearer(&keys.limited)
+            .after(ms(199))
+            .too_many("key", 5, 1, 1, 1),
+    );
+    cases.push(
+        Case::new(
+            "5/1s burst 5: the full burst is back after the period",
+            "/hello",
+            200,
+        )
+        .bearer(&keys.limited)
+        .after(ms(801))
+        .key_rate(5, 1, 4, 1),
+    );
+
+    // No policy of its own: the verifier's default, 100/1h burst 30 (one per 36 s).
+    for r in (0..30).rev() {
+        cases.push(
+            Case::new("no policy: the default applies", "/hello", 200)
+                .bearer(&keys.defaulted)
+                .body("hello, defaulted")
+                .key_rate(100, 3600, r, 36 * u64::from(30 - r)),
+        );
+    }
+    cases.push(
+        Case::new("no policy: the default's burst is exhausted", "/hello", 429)
+            .bearer(&keys.defaulted)
+            .too_many("key", 100, 3600, 36, 30 * 36),
+    );
+
+    // Unlimited: never limited, whatever the default; no RateLimit fields.
+    for _ in 0..40 {
+        cases.push(
+            Case::new("unlimited key is never limited", "/hello", 200)
+                .bearer(&keys.unlimited)
+                .body("hello, unlimited")
+                .no_header("ratelimit")
+                .no_header("ratelimit-policy"),
+        );
+    }
+
+    // 1 000 wrong secrets for the limited key's id, from one client: 20 are checked (the
+    // failed-attempts burst), then the client is refused before any hashing or store access.
+    for _ in 0..20 {
+        cases.push(
+            Case::new("attacker: wrong secret for a known id", "/hello", 401)
+                .bearer(&keys.limited_wrong_secret)
+                .peer(attacker)
+                .invalid_token(WrongSecret),
+        );
+    }
+    for _ in 20..1000 {
+        cases.push(
+            Case::new("attacker: locked out after 20 failures", "/hello", 429)
+                .bearer(&keys.limited_wrong_secret)
+                .peer(attacker)
+                .too_many("failures", 10, 60, 6, 120)
+                .store_calls(0),
+        );
+    }
+    cases.push(
+        Case::new(
+            "the owner's allowance is untouched by 1 000 failures",
+            "/hello",
+            200,
+        )
+        .bearer(&keys.limited)
+        .key_rate(5, 1, 3, 1),
+    );
+    cases.push(
+        Case::new(
+            "a locked-out client is refused even with a valid key",
+            "/hello",
+            429,
+        )
+        .bearer(&keys.unlimited)
+        .peer(attacker)
+        .too_many("failures", 10, 60, 6, 120)
+        .store_calls(0),
+    );
+    cases.push(
+        Case::new(
+            "X-Forwarded-For from an untrusted peer is ignored",
+            "/hello",
+            429,
+        )
+        .bearer(&keys.unlimited)
+        .header("x-forwarded-for", "203.0.113.9")
+        .peer(attacker)
+        .too_many("failures", 10, 60, 6, 120),
+    );
+    let proxy: &'static str = "192.0.2.254:443";
+    cases.push(
+        Case::new(
+            "trusted proxy: X-Forwarded-For names the locked-out client",
+            "/hello",
+            429,
+        )
+        .bearer(&keys.unlimited)
+        .header("x-forwarded-for", "198.51.100.7")
+        .peer(proxy)
+        .too_many("failures", 10, 60, 6, 120),
+    );
+    cases.push(
+        Case::new(
+            "trusted proxy: another client behind it is not blamed",
+            "/hello",
+            200,
+        )
+        .bearer(&keys.unlimited)
+        .header("x-forwarded-for", "198.51.100.7, 203.0.113.9")
+        .peer(proxy)
+        .body("hello, unlimited"),
+    );
+    cases.push(
+        Case::new(
+            "trusted proxy without X-Forwarded-For: the proxy is the client",
+            "/hello",
+            200,
+        )
+        .bearer(&keys.unlimited)
+        .peer(proxy)
+        .body("hello, unlimited"),
+    );
+    cases.push(
+        Case::new("6 s later the attacker may try once more", "/hello", 401)
+            .bearer(&keys.limited_wrong_secret)
+            .peer(attacker)
+            .after(Duration::from_secs(6))
+            .invalid_token(WrongSecret),
+    );
+    cases.push(
+        Case::new("and is locked out again at once", "/hello", 429)
+            .bearer(&keys.limited_wrong_secret)
+            .peer(attacker)
+            .too_many("failures", 10, 60, 6, 120),
+    );
+    cases
+}
+
 /// Checks `reply` (with `calls` store calls during the request) against `case`; the error lists
 /// every mismatch.
 ///
@@ -339,6 +572,13 @@ pub fn check(case: &Case, reply: &Reply, calls: usize) -> Result<(), String> {
     if let Some(expected) = case.store_calls {
         expect("store calls", calls.to_string(), expected.to_string());
     }
+    for (name, value) in &case.headers_out {
+        expect(
+            name,
+            format!("{:?}", reply.header(name)),
+            format!("{:?}", value.as_deref()),
+        );
+    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -347,7 +587,8 @@ pub fn check(case: &Case, reply: &Reply, calls: usize) -> Result<(), String> {
 }
 
 /// Whether two frameworks answered alike: status, body, rejection reason and the headers a
-/// client reads (`WWW-Authenticate`, `Content-Type`, `Cache-Control`).
+/// client reads (`WWW-Authenticate`, `Content-Type`, `Cache-Control`, `Retry-After`,
+/// `RateLimit-Policy`, `RateLimit`).
 ///
 /// # Errors
 /// A description of what differs.
@@ -360,6 +601,8 @@ pub fn same_answer(a: &Reply, b: &Reply) -> Result<(), String> {
             r.www_authenticate().map(str::to_owned),
             r.header("content-type").map(str::to_owned),
             r.header("cache-control").map(str::to_owned),
+            ["retry-after", "ratelimit-policy", "ratelimit"]
+                .map(|h| r.header(h).map(str::to_owned)),
         )
     };
     if view(a) == view(b) {

@@ -3,19 +3,22 @@
 //! A case fails if either framework misses an expectation or if the two answer differently.
 
 use keygate_tests::actix_app::{actix_app, send_actix};
-use keygate_tests::scenario::{Case, check, same_answer, table};
-use keygate_tests::{CountingStore, Harness, Keys, Reply, axum_app, send};
+use keygate_tests::scenario::{Case, check, configure, same_answer, table};
+use keygate_tests::{Harness, Keys, Reply, axum_app, send};
 
 fn headers(case: &Case) -> Vec<(&str, &[u8])> {
     case.headers.iter().map(|(n, v)| (*n, &v[..])).collect()
 }
 
-/// Runs one case: sets the store's state, sends, and returns the reply with the store calls made.
-async fn run<F, Fut>(store: &CountingStore, case: &Case, send: F) -> (Reply, usize)
+/// Runs one case: moves the clock, sets the store's state, sends, and returns the reply with the
+/// store calls made.
+async fn run<F, Fut>(h: &Harness, case: &Case, send: F) -> (Reply, usize)
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Reply>,
 {
+    let store = &h.store;
+    h.clock.advance(case.advance);
     store.set_down(case.store_down);
     let before = store.finds();
     let reply = send().await;
@@ -30,24 +33,20 @@ async fn every_case_passes_on_axum_and_actix_alike() {
     let keys = Keys::create(&h).await;
     let cases = table(&keys);
 
-    let axum = axum_app(&h.sibling());
+    // Each framework has its own verifier (caches and rate limiters) over one store and clock.
+    let axum = axum_app(&h.sibling_with(configure));
     let mut axum_replies = Vec::new();
     for case in &cases {
         let hs = headers(case);
         let request = keygate_tests::request(case.path, &hs, case.peer);
-        axum_replies.push(run(&h.store, case, || send(&axum, request)).await);
+        axum_replies.push(run(&h, case, || send(&axum, request)).await);
     }
 
-    let actix = actix_web::test::init_service(actix_app(h.sibling())).await;
+    let actix = actix_web::test::init_service(actix_app(h.sibling_with(configure))).await;
     let mut actix_replies = Vec::new();
     for case in &cases {
         let hs = headers(case);
-        actix_replies.push(
-            run(&h.store, case, || {
-                send_actix(&actix, case.path, &hs, case.peer)
-            })
-            .await,
-        );
+        actix_replies.push(run(&h, case, || send_actix(&actix, case.path, &hs, case.peer)).await);
     }
 
     let mut failures = Vec::new();

@@ -7,14 +7,14 @@ use actix_web::http::header::{AUTHORIZATION, HeaderName};
 use actix_web::{Error, HttpMessage};
 use keygate::{ProblemJson, Reason, Verifier};
 
-use crate::response::{ActixRejectionResponse, respond};
+use crate::response::{ActixRejectionResponse, respond, to_actix};
 use crate::view::ActixRequestView;
 
 type LocalBoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T>>>;
 
 /// Authenticates requests with a [`Verifier`]; register with `App::wrap` (or on a scope or
 /// resource). The same options as [`keygate::ApiKeyLayer`]: `realm`, `optional`,
-/// `with_rejection_response`.
+/// `rate_limit_headers`, `with_rejection_response`.
 ///
 /// A valid key: the request goes on with an `Arc<keygate::Identity>` in its extensions (read it
 /// with the [`Identity`](crate::Identity) extractor); the credential headers are marked sensitive
@@ -26,6 +26,7 @@ pub struct ApiKeyAuth<R = ProblemJson> {
     verifier: Verifier,
     responder: R,
     optional: bool,
+    rate_limit_headers: bool,
 }
 
 impl ApiKeyAuth {
@@ -35,6 +36,7 @@ impl ApiKeyAuth {
             verifier,
             responder: ProblemJson::default(),
             optional: false,
+            rate_limit_headers: false,
         }
     }
 
@@ -56,6 +58,7 @@ impl<R> ApiKeyAuth<R> {
             verifier: self.verifier,
             responder,
             optional: self.optional,
+            rate_limit_headers: self.rate_limit_headers,
         }
     }
 
@@ -63,6 +66,13 @@ impl<R> ApiKeyAuth<R> {
     /// `Option<Identity>`). A presented but invalid key is still refused.
     pub fn optional(mut self) -> Self {
         self.optional = true;
+        self
+    }
+
+    /// Adds the IETF draft's `RateLimit-Policy` and `RateLimit` fields to allowed responses of
+    /// rate-limited keys. Off by default; refused (429) responses carry them either way.
+    pub fn rate_limit_headers(mut self) -> Self {
+        self.rate_limit_headers = true;
         self
     }
 }
@@ -129,13 +139,21 @@ where
         let service = Rc::clone(&self.service);
         Box::pin(async move {
             let rejection = match extracted {
-                Ok(presented) => match config.verifier.verify(&presented).await {
-                    Ok(identity) => {
-                        request.extensions_mut().insert(identity);
-                        return service
-                            .call(request)
-                            .await
-                            .map(ServiceResponse::map_into_left_body);
+                Ok(presented) => match config.verifier.verify_with_rate(&presented).await {
+                    Ok(verified) => {
+                        request.extensions_mut().insert(verified.identity);
+                        let mut response = service.call(request).await?;
+                        if let Some(rate) = verified.rate.filter(|_| config.rate_limit_headers) {
+                            let headers = response.headers_mut();
+                            for (name, value) in rate
+                                .headers("key")
+                                .iter()
+                                .filter_map(|(n, v)| to_actix((n, v)))
+                            {
+                                headers.insert(name, value);
+                            }
+                        }
+                        return Ok(response.map_into_left_body());
                     }
                     Err(rejection) => rejection,
                 },

@@ -28,16 +28,21 @@ impl ActixRejectionResponse for ProblemJson {
         let status = StatusCode::from_u16(parts.status.as_u16())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut builder = HttpResponse::build(status);
-        for (name, value) in &parts.headers {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_str().as_bytes()),
-                HeaderValue::from_bytes(value.as_bytes()),
-            ) {
-                builder.append_header((name, value));
-            }
+        for header in parts.headers.iter().filter_map(to_actix) {
+            builder.append_header(header);
         }
         builder.body(body)
     }
+}
+
+/// An `http` 1 header as actix-web's (`http` 0.2) types.
+pub(crate) fn to_actix(
+    (name, value): (&http::HeaderName, &http::HeaderValue),
+) -> Option<(HeaderName, HeaderValue)> {
+    Some((
+        HeaderName::from_bytes(name.as_str().as_bytes()).ok()?,
+        HeaderValue::from_bytes(value.as_bytes()).ok()?,
+    ))
 }
 
 /// Builds the response and records the rejection in its extensions.

@@ -55,4 +55,4 @@ pub use rejection::{Problem, ProblemJson, Reason, Rejection};
 pub use require_scopes::RequireScopes;
 pub use scope::{Scope, ScopeRequirement};
 pub use store::{KeyAdmin, KeyFilter, KeyPage, KeyStore, MemoryStore, PageRequest, StoreError};
-pub use verifier::{Admin, Presented, Verifier, VerifierBuilder};
+pub use verifier::{Admin, Presented, Verified, Verifier, VerifierBuilder};

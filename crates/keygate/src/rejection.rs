@@ -12,20 +12,25 @@
 //! | any invalid key | 401 | `…, error="invalid_token"` | `urn:keygate:problem:invalid_token` |
 //! | missing scope | 403 | `…, error="insufficient_scope", scope="…"` | `urn:keygate:problem:insufficient_scope` |
 //! | client IP not allowed | 403 | — | `urn:keygate:problem:forbidden` |
-//! | store unavailable | 503 | — | `urn:keygate:problem:unavailable` |
+//! | key's rate limit exhausted | 429 | — | `urn:keygate:problem:rate_limited` |
+//! | too many failed attempts from the client | 429 | — | `urn:keygate:problem:too_many_failures` |
+//! | store or rate limiter unavailable | 503 | — | `urn:keygate:problem:unavailable` |
 //!
 //! Bodies are `application/problem+json` (RFC 9457); every rejection carries
-//! `Cache-Control: no-store`. The [`Rejection`] is also inserted into the response's extensions,
+//! `Cache-Control: no-store`. A 429 also carries `Retry-After` (whole seconds) and the IETF
+//! draft's `RateLimit-Policy` and `RateLimit` fields, naming policy `"key"` (the key's limit) or
+//! `"failures"` (the client's failed attempts); see [`RateDecision`]. The [`Rejection`] is also inserted into the response's extensions,
 //! so outer layers can tell why. Replace the body with
 //! [`ApiKeyLayer::with_rejection_response`](crate::layer::ApiKeyLayer::with_rejection_response).
 
 use std::fmt;
 use std::sync::Arc;
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderValue, Response, StatusCode};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::key::{FormatError, KeyId};
+use crate::rate::RateDecision;
 
 /// The precise cause of a rejection. Shown in logs and audit, not to clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +64,12 @@ pub enum Reason {
     InsufficientScope,
     /// The key store could not answer.
     StoreUnavailable,
+    /// The key's rate limit is exhausted.
+    RateLimited,
+    /// The client made too many failed attempts recently; refused before any key check.
+    TooManyFailures,
+    /// The rate limiter could not answer.
+    LimiterUnavailable,
 }
 
 impl Reason {
@@ -80,7 +91,21 @@ impl Reason {
             Self::ForbiddenClientIp => "forbidden_client_ip",
             Self::InsufficientScope => "insufficient_scope",
             Self::StoreUnavailable => "store_unavailable",
+            Self::RateLimited => "rate_limited",
+            Self::TooManyFailures => "too_many_failures",
+            Self::LimiterUnavailable => "limiter_unavailable",
         }
+    }
+
+    /// Whether this refusal counts as a failed attempt against the client's address: a
+    /// well-formed key that is unknown, has the wrong secret, or is revoked, disabled or
+    /// expired.
+    #[must_use]
+    pub fn is_failed_attempt(self) -> bool {
+        matches!(
+            self,
+            Self::UnknownKey | Self::WrongSecret | Self::Revoked | Self::Disabled | Self::Expired
+        )
     }
 
     /// The client-facing problem this reason maps to.
@@ -100,7 +125,9 @@ impl Reason {
             | Self::Expired => Problem::InvalidToken,
             Self::ForbiddenClientIp => Problem::Forbidden,
             Self::InsufficientScope => Problem::InsufficientScope,
-            Self::StoreUnavailable => Problem::Unavailable,
+            Self::StoreUnavailable | Self::LimiterUnavailable => Problem::Unavailable,
+            Self::RateLimited => Problem::RateLimited,
+            Self::TooManyFailures => Problem::TooManyFailures,
         }
     }
 }
@@ -137,6 +164,10 @@ pub enum Problem {
     Forbidden,
     /// 503.
     Unavailable,
+    /// 429: the key's rate limit.
+    RateLimited,
+    /// 429: the client's failed attempts.
+    TooManyFailures,
 }
 
 impl Problem {
@@ -148,6 +179,7 @@ impl Problem {
             Self::InvalidRequest => StatusCode::BAD_REQUEST,
             Self::InsufficientScope | Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited | Self::TooManyFailures => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -161,6 +193,19 @@ impl Problem {
             Self::InsufficientScope => "insufficient_scope",
             Self::Forbidden => "forbidden",
             Self::Unavailable => "unavailable",
+            Self::RateLimited => "rate_limited",
+            Self::TooManyFailures => "too_many_failures",
+        }
+    }
+
+    /// The name of the rate policy a 429 reports in `RateLimit-Policy` and `RateLimit`:
+    /// `key` or `failures`.
+    #[must_use]
+    pub fn rate_policy_name(self) -> Option<&'static str> {
+        match self {
+            Self::RateLimited => Some("key"),
+            Self::TooManyFailures => Some("failures"),
+            _ => None,
         }
     }
 
@@ -172,6 +217,7 @@ impl Problem {
             Self::InsufficientScope => "Insufficient scope",
             Self::Forbidden => "Forbidden",
             Self::Unavailable => "Service unavailable",
+            Self::RateLimited | Self::TooManyFailures => "Too many requests",
         }
     }
 
@@ -185,6 +231,12 @@ impl Problem {
             Self::InsufficientScope => "The API key lacks a scope this resource requires.",
             Self::Forbidden => "The API key may not be used from this client address.",
             Self::Unavailable => "API keys cannot be checked right now; retry later.",
+            Self::RateLimited => {
+                "The API key's rate limit is exhausted; retry after the time in Retry-After."
+            }
+            Self::TooManyFailures => {
+                "Too many failed attempts from this client; retry after the time in Retry-After."
+            }
         }
     }
 
@@ -209,6 +261,8 @@ pub struct Rejection {
     reason: Reason,
     key_id: Option<KeyId>,
     required_scopes: Option<Arc<str>>,
+    // Boxed: only 429s carry one, and it would double the size of every `Result` otherwise.
+    rate: Option<Box<RateDecision>>,
 }
 
 impl Rejection {
@@ -219,6 +273,7 @@ impl Rejection {
             reason,
             key_id: None,
             required_scopes: None,
+            rate: None,
         }
     }
 
@@ -229,6 +284,17 @@ impl Rejection {
             reason,
             key_id: Some(key_id),
             required_scopes: None,
+            rate: None,
+        }
+    }
+
+    /// A 429: `reason` ([`Reason::RateLimited`] or [`Reason::TooManyFailures`]) with the
+    /// limiter's decision, for the `Retry-After` and `RateLimit` headers.
+    #[must_use]
+    pub fn rate_limited(reason: Reason, key_id: KeyId, decision: RateDecision) -> Self {
+        Self {
+            rate: Some(Box::new(decision)),
+            ..Self::for_key(reason, key_id)
         }
     }
 
@@ -239,6 +305,7 @@ impl Rejection {
             reason: Reason::InsufficientScope,
             key_id,
             required_scopes: Some(required),
+            rate: None,
         }
     }
 
@@ -271,6 +338,26 @@ impl Rejection {
     pub fn required_scopes(&self) -> Option<&str> {
         self.required_scopes.as_deref()
     }
+
+    /// For a 429, the rate limiter's decision (retry-after, remaining, reset, policy).
+    #[must_use]
+    pub fn rate_decision(&self) -> Option<&RateDecision> {
+        self.rate.as_deref()
+    }
+
+    /// The headers a 429 carries: `Retry-After`, `RateLimit-Policy` and `RateLimit`. Empty
+    /// for other rejections. [`ProblemJson`] adds them; a custom rejection response can too.
+    pub fn rate_limit_headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+        let name = self.problem().rate_policy_name();
+        self.rate
+            .as_deref()
+            .zip(name)
+            .into_iter()
+            .flat_map(|(decision, name)| {
+                let [policy, limit] = decision.headers(name);
+                [(RETRY_AFTER, decision.retry_after_header()), policy, limit]
+            })
+    }
 }
 
 impl fmt::Display for Rejection {
@@ -284,6 +371,11 @@ impl fmt::Display for Rejection {
 }
 
 impl std::error::Error for Rejection {}
+
+/// The `RateLimit-Policy` header (IETF draft-ietf-httpapi-ratelimit-headers).
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// The `RateLimit` header (IETF draft-ietf-httpapi-ratelimit-headers).
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// Turns a [`Rejection`] into a response. Implemented by [`ProblemJson`] (the default) and by
 /// any `Fn(&Rejection) -> http::Response<B> + Clone + Send + Sync + 'static`.
@@ -366,7 +458,10 @@ impl ProblemJson {
                 ))
                 .ok()
             }
-            Problem::Forbidden | Problem::Unavailable => None,
+            Problem::Forbidden
+            | Problem::Unavailable
+            | Problem::RateLimited
+            | Problem::TooManyFailures => None,
         }
     }
 }
@@ -388,6 +483,7 @@ where
         if let Some(challenge) = self.challenge(rejection) {
             headers.insert(WWW_AUTHENTICATE, challenge);
         }
+        headers.extend(rejection.rate_limit_headers());
         response
     }
 }

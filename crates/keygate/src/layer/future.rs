@@ -8,10 +8,11 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::identity::Identity;
+use crate::rate::RateDecision;
 use crate::rejection::{Rejection, RejectionResponse, respond};
+use crate::verifier::Verified;
 
-type VerifyFuture = Pin<Box<dyn Future<Output = Result<Arc<Identity>, Rejection>> + Send>>;
+type VerifyFuture = Pin<Box<dyn Future<Output = Result<Verified, Rejection>> + Send>>;
 
 pin_project! {
     /// Response future of [`ApiKeyService`](super::ApiKeyService): verify, then call the inner
@@ -36,10 +37,13 @@ pin_project! {
             request: Option<Request<ReqB>>,
             service: Option<S>,
             responder: Arc<R>,
+            rate_limit_headers: bool,
         },
         Inner {
             #[pin]
             future: S::Future,
+            // Added to the response when the layer sends `RateLimit` headers.
+            rate: Option<RateDecision>,
         },
         Rejected {
             response: Option<S::Response>,
@@ -56,6 +60,7 @@ where
         request: Request<ReqB>,
         service: S,
         responder: Arc<R>,
+        rate_limit_headers: bool,
     ) -> Self {
         Self {
             state: State::Verify {
@@ -63,13 +68,14 @@ where
                 request: Some(request),
                 service: Some(service),
                 responder,
+                rate_limit_headers,
             },
         }
     }
 
     pub(super) fn inner(future: S::Future) -> Self {
         Self {
-            state: State::Inner { future },
+            state: State::Inner { future, rate: None },
         }
     }
 
@@ -98,13 +104,15 @@ where
                     request,
                     service,
                     responder,
+                    rate_limit_headers,
                 } => {
                     let verdict = ready!(verify.as_mut().poll(cx));
                     match (verdict, request.take(), service.take()) {
-                        (Ok(identity), Some(mut request), Some(mut service)) => {
-                            request.extensions_mut().insert(identity);
+                        (Ok(verified), Some(mut request), Some(mut service)) => {
+                            request.extensions_mut().insert(verified.identity);
                             State::Inner {
                                 future: service.call(request),
+                                rate: verified.rate.filter(|_| *rate_limit_headers),
                             }
                         }
                         (Err(rejection), _, _) => State::Rejected {
@@ -114,7 +122,13 @@ where
                         (Ok(_), _, _) => panic!("keygate ResponseFuture polled after completion"),
                     }
                 }
-                StateProj::Inner { future } => return future.poll(cx),
+                StateProj::Inner { future, rate } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some(rate) = rate.take() {
+                        response.headers_mut().extend(rate.headers("key"));
+                    }
+                    return Poll::Ready(Ok(response));
+                }
                 StateProj::Rejected { response } => {
                     return match response.take() {
                         Some(response) => Poll::Ready(Ok(response)),

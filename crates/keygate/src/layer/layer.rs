@@ -17,6 +17,7 @@ pub struct ApiKeyLayer<R = ProblemJson> {
     pub(super) responder: Arc<R>,
     pub(super) peer_ip: PeerIpFn,
     pub(super) optional: bool,
+    pub(super) rate_limit_headers: bool,
     pub(super) credential_header: Option<HeaderName>,
 }
 
@@ -32,6 +33,7 @@ impl ApiKeyLayer {
             responder: Arc::new(ProblemJson::default()),
             peer_ip: default_peer_ip,
             optional: false,
+            rate_limit_headers: false,
             credential_header,
         }
     }
@@ -59,6 +61,7 @@ impl<R> ApiKeyLayer<R> {
             responder: Arc::new(responder),
             peer_ip: self.peer_ip,
             optional: self.optional,
+            rate_limit_headers: self.rate_limit_headers,
             credential_header: self.credential_header,
         }
     }
@@ -67,6 +70,14 @@ impl<R> ApiKeyLayer<R> {
     /// (handlers use `Option<Identity>`). A presented but invalid key is still refused.
     pub fn optional(mut self) -> Self {
         self.optional = true;
+        self
+    }
+
+    /// Adds the IETF draft's `RateLimit-Policy` and `RateLimit` fields to allowed responses of
+    /// rate-limited keys (`"key";q=100;w=60` and `"key";r=99;t=1`). Off by default. Refused
+    /// (429) responses carry them, with `Retry-After`, either way.
+    pub fn rate_limit_headers(mut self) -> Self {
+        self.rate_limit_headers = true;
         self
     }
 

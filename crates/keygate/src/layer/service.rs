@@ -44,8 +44,14 @@ where
                 let fresh = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, fresh);
                 let verifier = layer.verifier.clone();
-                let verify = Box::pin(async move { verifier.verify(&presented).await });
-                ResponseFuture::verify(verify, request, ready, Arc::clone(&layer.responder))
+                let verify = Box::pin(async move { verifier.verify_with_rate(&presented).await });
+                ResponseFuture::verify(
+                    verify,
+                    request,
+                    ready,
+                    Arc::clone(&layer.responder),
+                    layer.rate_limit_headers,
+                )
             }
             Err(rejection)
                 if layer.optional && rejection.reason() == Reason::MissingCredentials =>

@@ -1,5 +1,28 @@
-//! Rate limits: per-key policies, and the limiter that enforces them.
+//! Rate limits: per-key policies, and the limiters that enforce them.
+//!
+//! - [`RatePolicy`]: `requests/period[ burst n]`, enforced as a GCRA; [`RateLimit`] is a key's
+//!   own setting (a policy, or unlimited). Keys without one get the verifier's default
+//!   ([`VerifierBuilder::default_rate_limit`](crate::VerifierBuilder::default_rate_limit)).
+//! - [`RateLimiter`]: the trait the verifier checks requests with; [`InProcessLimiter`] is the
+//!   default (one process), keygate-redis shares limits across instances.
+//! - [`RateDecision`]: the answer, and the `RateLimit-Policy` / `RateLimit` / `Retry-After`
+//!   header values it maps to.
+//!
+//! # What is counted
+//! - A **valid key**'s requests count against its policy, after the key, its state and its
+//!   client restriction are checked. Refused requests never consume a key's allowance, so a
+//!   stranger guessing secrets for a known id cannot exhaust its owner's limit.
+//! - **Failed attempts** (a well-formed key that is unknown, has the wrong secret, or is
+//!   revoked, disabled or expired) count against the client's address
+//!   ([`LimitKey::client`]); past the verifier's failure limit
+//!   ([`VerifierBuilder::failure_limit`](crate::VerifierBuilder::failure_limit)) the client is
+//!   answered 429 before any hashing or store access. Malformed keys are refused for free
+//!   before this and are not counted.
 
+mod in_process;
+mod limiter;
 mod policy;
 
+pub use in_process::{InProcessLimiter, InProcessLimiterBuilder};
+pub use limiter::{LimitKey, LimiterError, RateDecision, RateLimiter};
 pub use policy::{InvalidRatePolicy, MAX_PERIOD, MAX_REQUESTS, RateLimit, RatePolicy};

@@ -99,6 +99,27 @@ impl RatePolicy {
         self.burst.get()
     }
 
+    /// For constants: panics (at compile time, in a `const`) on zero or out-of-range values.
+    pub(crate) const fn from_parts(requests: u32, period_secs: u32, burst: u32) -> Self {
+        assert!(requests <= MAX_REQUESTS && burst <= MAX_REQUESTS);
+        match (
+            NonZeroU32::new(requests),
+            NonZeroU32::new(period_secs),
+            NonZeroU32::new(burst),
+        ) {
+            (Some(requests), Some(period_secs), Some(burst)) => Self {
+                requests,
+                period_secs,
+                burst,
+            },
+            _ => panic!("keygate: a rate policy's numbers are at least 1"),
+        }
+    }
+
+    pub(crate) fn burst_nonzero(&self) -> NonZeroU32 {
+        self.burst
+    }
+
     /// The steady interval between two requests: `period / requests` (at least 1 ns).
     #[must_use]
     pub fn emission_interval(&self) -> Duration {

@@ -8,6 +8,7 @@ use super::{Inner, Verifier};
 use crate::clock::{Clock, SystemClock};
 use crate::extract::{CredentialSources, TrustedProxies};
 use crate::keyring::Keyring;
+use crate::rate::{InProcessLimiter, RateLimit, RateLimiter, RatePolicy};
 use crate::store::{KeyAdmin, KeyStore};
 
 /// Configures a [`Verifier`]. Defaults suit most services:
@@ -21,6 +22,9 @@ use crate::store::{KeyAdmin, KeyStore};
 /// | trusted proxies | none (the peer address is the client) |
 /// | clock | system clock |
 /// | last-used flush interval / buffer | 60 s / 4 096 reports |
+/// | rate limiter | [`InProcessLimiter`] on the verifier's clock |
+/// | rate limit of keys without their own | unlimited |
+/// | failed attempts per client | `10/1m burst 20`: 20 at once, then one per 6 s |
 #[must_use]
 pub struct VerifierBuilder {
     keyring: Keyring,
@@ -35,7 +39,13 @@ pub struct VerifierBuilder {
     proxies: Vec<IpNet>,
     last_used_interval: Duration,
     last_used_buffer: usize,
+    limiter: Option<Arc<dyn RateLimiter>>,
+    default_rate_limit: RateLimit,
+    failure_limit: Option<RatePolicy>,
 }
+
+/// The default limit on failed attempts per client: bursts of 20, then one every 6 s.
+pub const DEFAULT_FAILURE_LIMIT: RatePolicy = RatePolicy::from_parts(10, 60, 20);
 
 impl VerifierBuilder {
     pub(crate) fn new(
@@ -56,6 +66,9 @@ impl VerifierBuilder {
             proxies: Vec::new(),
             last_used_interval: Duration::from_secs(60),
             last_used_buffer: 4096,
+            limiter: None,
+            default_rate_limit: RateLimit::Unlimited,
+            failure_limit: Some(DEFAULT_FAILURE_LIMIT),
         }
     }
 
@@ -151,6 +164,47 @@ impl VerifierBuilder {
         self
     }
 
+    /// The rate limiter (default: an [`InProcessLimiter`] on this verifier's clock). Use a
+    /// shared one (keygate-redis) when several instances must enforce one limit together.
+    pub fn rate_limiter(self, limiter: impl RateLimiter) -> Self {
+        self.shared_rate_limiter(Arc::new(limiter))
+    }
+
+    /// [`VerifierBuilder::rate_limiter`] with a limiter already shared.
+    pub fn shared_rate_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// The rate limit of keys that have none of their own (default: unlimited).
+    ///
+    /// ```
+    /// # use keygate::{Keyring, MemoryStore, Verifier, rate::RatePolicy};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let verifier = Verifier::builder(Keyring::development("acme_test")?, MemoryStore::new())
+    ///     .default_rate_limit("100/1s burst 200".parse::<RatePolicy>()?)
+    ///     .build();
+    /// # Ok(()) }
+    /// ```
+    pub fn default_rate_limit(mut self, limit: impl Into<RateLimit>) -> Self {
+        self.default_rate_limit = limit.into();
+        self
+    }
+
+    /// How many failed attempts (a well-formed key that is unknown, has the wrong secret, or
+    /// is revoked, disabled or expired) a client may make before it is answered 429 without
+    /// any key check; `None` turns the limit off. Default [`DEFAULT_FAILURE_LIMIT`].
+    ///
+    /// Clients are told apart by address (see [`LimitKey::client`](crate::rate::LimitKey::client): IPv6 per /64), taken from
+    /// the peer or, behind [`trusted_proxies`](Self::trusted_proxies), from
+    /// `X-Forwarded-For`. Requests whose client address is unknown are not limited. Behind a
+    /// proxy you have not declared trusted, every client shares the proxy's address: declare
+    /// it, or one attacker locks everyone out.
+    pub fn failure_limit(mut self, policy: Option<RatePolicy>) -> Self {
+        self.failure_limit = policy;
+        self
+    }
+
     /// Builds the verifier.
     ///
     /// The last-used flusher is started on the tokio runtime of the first successful
@@ -166,7 +220,7 @@ impl VerifierBuilder {
                 keyring: self.keyring,
                 store: self.store,
                 admin: self.admin,
-                clock: self.clock,
+                clock: Arc::clone(&self.clock),
                 cache: Cache::builder()
                     .name("keygate-keys")
                     .max_capacity(self.cache_capacity)
@@ -181,6 +235,15 @@ impl VerifierBuilder {
                 last_used,
                 sources: self.sources,
                 proxies: TrustedProxies::new(self.proxies),
+                limiter: self.limiter.unwrap_or_else(|| {
+                    Arc::new(
+                        InProcessLimiter::builder()
+                            .shared_clock(Arc::clone(&self.clock))
+                            .build(),
+                    )
+                }),
+                default_rate_limit: self.default_rate_limit,
+                failure_limit: self.failure_limit,
             }),
         }
     }
@@ -194,6 +257,8 @@ impl std::fmt::Debug for VerifierBuilder {
             .field("cache_ttl", &self.cache_ttl)
             .field("sources", &self.sources)
             .field("last_used_interval", &self.last_used_interval)
+            .field("default_rate_limit", &self.default_rate_limit)
+            .field("failure_limit", &self.failure_limit)
             .finish_non_exhaustive()
     }
 }

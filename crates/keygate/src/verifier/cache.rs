@@ -11,6 +11,7 @@ use super::last_used::micros;
 use crate::identity::Identity;
 use crate::key::KeyId;
 use crate::pepper::Digest;
+use crate::rate::RateLimit;
 use crate::record::{KeyRecord, ip_allowed};
 use crate::rejection::Reason;
 
@@ -23,6 +24,8 @@ pub(crate) struct CachedKey {
     disabled: bool,
     revoked: bool,
     allowed_ips: Box<[IpNet]>,
+    /// The key's own limit; `None`: the verifier's default.
+    pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) identity: Arc<Identity>,
     /// The invalidation generation of this id's slot when the load started.
     pub(crate) generation: u64,
@@ -40,6 +43,7 @@ impl CachedKey {
             disabled: record.disabled_at.is_some(),
             revoked: record.revoked_at.is_some(),
             allowed_ips: record.allowed_ips.clone().into_boxed_slice(),
+            rate_limit: record.rate_limit,
             identity: Arc::new(record.identity()),
             generation,
             last_reported: AtomicU64::new(record.last_used_at.map_or(0, micros)),

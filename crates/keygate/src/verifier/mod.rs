@@ -11,7 +11,9 @@
 //!    per id however many requests wait for it); unknown ids go to a small negative cache. Then
 //!    the key's HMAC is compared in constant time with the stored digest, and the key's state
 //!    (revoked, disabled, expired — against the clock, on every hit) and client IP restriction
-//!    are checked.
+//!    are checked. Then the key's rate limit (its own policy, or the verifier's default) takes
+//!    one request from its allowance. A client that failed too often recently is refused
+//!    before any of this (see [`crate::rate`]).
 //!
 //! # Example
 //! ```
@@ -43,7 +45,7 @@ use std::sync::Arc;
 use moka::future::Cache;
 
 pub use admin::Admin;
-pub use builder::VerifierBuilder;
+pub use builder::{DEFAULT_FAILURE_LIMIT, VerifierBuilder};
 pub use last_used::LastUsedStats;
 
 use self::cache::{CachedKey, Generations};
@@ -53,6 +55,7 @@ use crate::extract::{CredentialSources, RequestView, TrustedProxies};
 use crate::identity::Identity;
 use crate::key::{KeyId, PresentedKey};
 use crate::keyring::Keyring;
+use crate::rate::{LimitKey, LimiterError, RateDecision, RateLimit, RateLimiter, RatePolicy};
 use crate::rejection::{Reason, Rejection};
 use crate::store::{KeyAdmin, KeyStore, StoreError};
 
@@ -76,6 +79,20 @@ struct Inner {
     last_used: LastUsed,
     sources: CredentialSources,
     proxies: TrustedProxies,
+    limiter: Arc<dyn RateLimiter>,
+    default_rate_limit: RateLimit,
+    failure_limit: Option<RatePolicy>,
+}
+
+/// A successful verification: the caller's identity, and the rate limiter's decision when the
+/// key is limited (for `RateLimit` response headers).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Verified {
+    /// Who is calling.
+    pub identity: Arc<Identity>,
+    /// The key's rate limit state after this request; `None` for an unlimited key.
+    pub rate: Option<RateDecision>,
 }
 
 /// A well-formed credential taken from a request, with the client's address.
@@ -183,8 +200,20 @@ impl Verifier {
     ///
     /// # Errors
     /// A [`Rejection`]: `UnknownKey`, `WrongSecret`, `Revoked`, `Disabled`, `Expired` (401),
-    /// `ForbiddenClientIp` (403), `StoreUnavailable` (503).
+    /// `ForbiddenClientIp` (403), `RateLimited`, `TooManyFailures` (429), `StoreUnavailable`,
+    /// `LimiterUnavailable` (503).
     pub async fn verify(&self, presented: &Presented) -> Result<Arc<Identity>, Rejection> {
+        self.verify_with_rate(presented)
+            .await
+            .map(|verified| verified.identity)
+    }
+
+    /// [`Verifier::verify`], also returning the key's rate limit state (for `RateLimit`
+    /// headers on allowed responses).
+    ///
+    /// # Errors
+    /// As [`Verifier::verify`].
+    pub async fn verify_with_rate(&self, presented: &Presented) -> Result<Verified, Rejection> {
         let id = presented.key.id();
         let result = self.check(presented).await;
         match &result {
@@ -211,28 +240,93 @@ impl Verifier {
         self.verify(&presented).await
     }
 
-    async fn check(&self, presented: &Presented) -> Result<Arc<Identity>, Rejection> {
+    async fn check(&self, presented: &Presented) -> Result<Verified, Rejection> {
         let inner = &*self.inner;
         let id = presented.key.id();
-        let entry = self
-            .lookup(id)
-            .await
-            .map_err(|reason| Rejection::for_key(reason, id))?;
+        let client = inner
+            .failure_limit
+            .zip(presented.client_ip)
+            .map(|(policy, ip)| (LimitKey::client(ip), policy));
+        // A client that failed too often is refused before any hashing or store access.
+        if let Some((client, policy)) = client {
+            let decision = match inner.limiter.peek_now(client, policy) {
+                Some(decision) => decision,
+                None => inner.limiter.peek(client, policy).await,
+            }
+            .map_err(|error| limiter_unavailable(&error, id))?;
+            if !decision.allowed {
+                return Err(Rejection::rate_limited(
+                    Reason::TooManyFailures,
+                    id,
+                    decision,
+                ));
+            }
+        }
+        let now = inner.clock.now();
+        let entry = match self.authenticate(presented, now).await {
+            Ok(entry) => entry,
+            Err(reason) => {
+                if let Some((client, policy)) = client.filter(|_| reason.is_failed_attempt()) {
+                    self.count_failure(client, policy, id).await;
+                }
+                return Err(Rejection::for_key(reason, id));
+            }
+        };
+        // Only a valid key's requests count against its limit.
+        let rate = match entry.rate_limit.unwrap_or(inner.default_rate_limit) {
+            RateLimit::Unlimited => None,
+            RateLimit::Limited(policy) => {
+                let key = LimitKey::Key(id);
+                let decision = match inner.limiter.acquire_now(key, policy) {
+                    Some(decision) => decision,
+                    None => inner.limiter.acquire(key, policy).await,
+                }
+                .map_err(|error| limiter_unavailable(&error, id))?;
+                if !decision.allowed {
+                    return Err(Rejection::rate_limited(Reason::RateLimited, id, decision));
+                }
+                Some(decision)
+            }
+        };
+        inner.last_used.seen(&entry, id, now);
+        Ok(Verified {
+            identity: Arc::clone(&entry.identity),
+            rate,
+        })
+    }
+
+    /// The key's cached record, if the secret matches and the key is usable now from the
+    /// client's address.
+    async fn authenticate(
+        &self,
+        presented: &Presented,
+        now: std::time::SystemTime,
+    ) -> Result<Arc<CachedKey>, Reason> {
+        let inner = &*self.inner;
+        let entry = self.lookup(presented.key.id()).await?;
         // The secret is checked before the state, so a caller without the secret learns nothing
         // about the key (not even through timing of the state checks).
         if !inner
             .keyring
             .matches(&presented.key, entry.pepper_version, &entry.digest)
         {
-            return Err(Rejection::for_key(Reason::WrongSecret, id));
+            return Err(Reason::WrongSecret);
         }
-        let now = inner.clock.now();
         match entry.refusal(now, presented.client_ip) {
-            Some(reason) => Err(Rejection::for_key(reason, id)),
-            None => {
-                inner.last_used.seen(&entry, id, now);
-                Ok(Arc::clone(&entry.identity))
-            }
+            Some(reason) => Err(reason),
+            None => Ok(entry),
+        }
+    }
+
+    async fn count_failure(&self, client: LimitKey, policy: RatePolicy, id: KeyId) {
+        let limiter = &self.inner.limiter;
+        let counted = match limiter.acquire_now(client, policy) {
+            Some(counted) => counted,
+            None => limiter.acquire(client, policy).await,
+        };
+        if let Err(error) = counted {
+            // The request is refused anyway; the attempt goes uncounted.
+            tracing::warn!(target: "keygate", key_id = %id, %error, "could not count a failed attempt");
         }
     }
 
@@ -333,6 +427,11 @@ impl Verifier {
         inner.negative.run_pending_tasks().await;
         (inner.cache.entry_count(), inner.negative.entry_count())
     }
+}
+
+fn limiter_unavailable(error: &LimiterError, id: KeyId) -> Rejection {
+    tracing::warn!(target: "keygate", key_id = %id, %error, "rate limiter failed");
+    Rejection::for_key(Reason::LimiterUnavailable, id)
 }
 
 impl std::fmt::Debug for Verifier {

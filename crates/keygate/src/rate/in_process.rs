@@ -1,0 +1,401 @@
+//! The in-process [`RateLimiter`]: governor's GCRA, one limiter per (key, policy) in a bounded
+//! moka cache.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter as Governor};
+use moka::Expiry;
+use moka::sync::Cache;
+
+use super::{LimitKey, LimiterError, RateDecision, RateLimiter, RatePolicy};
+use crate::clock::{Clock, SystemClock};
+
+/// Rate limits for one process: each (key, policy) pair gets its own GCRA limiter (governor),
+/// held in a bounded cache.
+///
+/// - **Bounded**: at most `key_capacity` keys' and `client_capacity` clients' limiters are
+///   kept (least recently used go first), so a flood of distinct ids or addresses cannot
+///   grow memory. Clients have their own cache: addresses cannot evict keys' limiters.
+/// - **Idle keys cost nothing**: a limiter unused for its policy's refill time (after which
+///   it would be full anyway) is dropped.
+/// - **Policy changes apply at once**: the cache is keyed by (key, policy), so a new policy
+///   starts a fresh limiter.
+/// - **No I/O**: decisions are made without awaiting or allocating (after a key's first
+///   request), through [`RateLimiter::acquire_now`].
+///
+/// Limits are per process: with several instances behind a load balancer, each enforces the
+/// whole policy. Use a shared limiter (keygate-redis) for a limit across instances.
+#[derive(Clone)]
+pub struct InProcessLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    keys: Cache<(LimitKey, RatePolicy), Arc<Bucket>>,
+    clients: Cache<(LimitKey, RatePolicy), Arc<Bucket>>,
+    clock: ClockAdapter,
+}
+
+type Gcra = Governor<NotKeyed, InMemoryState, ClockAdapter, StateInformationMiddleware>;
+
+/// One (key, policy)'s limiter, and when it will next allow a request if it is exhausted (so
+/// that [`RateLimiter::peek`] can answer without taking anything).
+struct Bucket {
+    gcra: Gcra,
+    /// Nanoseconds since the Unix epoch, on the limiter's clock; 0 when not exhausted.
+    exhausted_until: AtomicU64,
+}
+
+/// governor's clock over keygate's (so tests drive limits with a `ManualClock`).
+#[derive(Debug, Clone)]
+struct ClockAdapter(Arc<dyn Clock>);
+
+impl governor::clock::Clock for ClockAdapter {
+    type Instant = SystemTime;
+
+    fn now(&self) -> SystemTime {
+        self.0.now()
+    }
+}
+
+/// Drops a limiter after its policy's refill time without use: it would be full by then, the
+/// same as a fresh one.
+struct IdleForRefillTime;
+
+impl Expiry<(LimitKey, RatePolicy), Arc<Bucket>> for IdleForRefillTime {
+    fn expire_after_create(
+        &self,
+        key: &(LimitKey, RatePolicy),
+        _: &Arc<Bucket>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(key.1.refill_time())
+    }
+
+    fn expire_after_read(
+        &self,
+        key: &(LimitKey, RatePolicy),
+        _: &Arc<Bucket>,
+        _: Instant,
+        _: Option<Duration>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(key.1.refill_time())
+    }
+}
+
+impl Default for InProcessLimiter {
+    fn default() -> Self {
+        Self::builder().build()
+    }
+}
+
+impl InProcessLimiter {
+    /// A limiter with the default capacities (100 000 keys, 100 000 clients) on the system clock.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Configures capacities and the clock.
+    pub fn builder() -> InProcessLimiterBuilder {
+        InProcessLimiterBuilder {
+            key_capacity: 100_000,
+            client_capacity: 100_000,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Limiters currently held for keys and for clients, after pending cache maintenance.
+    #[must_use]
+    pub fn entry_counts(&self) -> (u64, u64) {
+        self.inner.keys.run_pending_tasks();
+        self.inner.clients.run_pending_tasks();
+        (
+            self.inner.keys.entry_count(),
+            self.inner.clients.entry_count(),
+        )
+    }
+
+    fn cache(&self, key: &LimitKey) -> &Cache<(LimitKey, RatePolicy), Arc<Bucket>> {
+        match key {
+            LimitKey::Key(_) => &self.inner.keys,
+            LimitKey::Client(_) => &self.inner.clients,
+        }
+    }
+
+    fn decide(&self, key: LimitKey, policy: RatePolicy) -> RateDecision {
+        let cache = self.cache(&key);
+        // `get` first: `get_with` wraps the key in an `Arc` even on a hit.
+        let bucket = cache
+            .get(&(key, policy))
+            .unwrap_or_else(|| cache.get_with((key, policy), || self.bucket(policy)));
+        let now = self.inner.clock.0.now();
+        let interval = policy.emission_interval();
+        match bucket.gcra.check() {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                if remaining == 0 {
+                    // Exhausted by this request: learn when the next one will pass, so `peek`
+                    // can refuse until then. The second check is refused without changing
+                    // the state (unless a cell freed up in between, which only takes one
+                    // request's worth of allowance, never gives one).
+                    if let Err(not_until) = bucket.gcra.check() {
+                        bucket.set_exhausted_until(not_until.earliest_possible());
+                    }
+                }
+                RateDecision {
+                    allowed: true,
+                    policy,
+                    remaining,
+                    // Within one interval of exact: the snapshot does not expose the
+                    // fractional part of the next free slot.
+                    reset: interval.saturating_mul(policy.burst() - remaining),
+                    retry_after: Duration::ZERO,
+                }
+            }
+            Err(not_until) => {
+                bucket.set_exhausted_until(not_until.earliest_possible());
+                exhausted(policy, not_until.wait_time_from(now))
+            }
+        }
+    }
+
+    fn look(&self, key: LimitKey, policy: RatePolicy) -> RateDecision {
+        let fresh = RateDecision {
+            allowed: true,
+            policy,
+            remaining: policy.burst(),
+            reset: Duration::ZERO,
+            retry_after: Duration::ZERO,
+        };
+        // A peek never creates a limiter: looking costs no memory.
+        let Some(bucket) = self.cache(&key).get(&(key, policy)) else {
+            return fresh;
+        };
+        let now = self.inner.clock.0.now();
+        match bucket.exhausted_until() {
+            Some(until) if now < until => {
+                exhausted(policy, until.duration_since(now).unwrap_or_default())
+            }
+            // Not exhausted: at least one request would pass; how many more is not known
+            // without taking one.
+            _ => RateDecision {
+                remaining: 1,
+                reset: policy.refill_time(),
+                ..fresh
+            },
+        }
+    }
+
+    fn bucket(&self, policy: RatePolicy) -> Arc<Bucket> {
+        let quota = Quota::with_period(policy.emission_interval())
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(policy.burst_nonzero());
+        Arc::new(Bucket {
+            gcra: Governor::direct_with_clock(quota, self.inner.clock.clone())
+                .with_middleware::<StateInformationMiddleware>(),
+            exhausted_until: AtomicU64::new(0),
+        })
+    }
+}
+
+fn exhausted(policy: RatePolicy, retry_after: Duration) -> RateDecision {
+    RateDecision {
+        allowed: false,
+        policy,
+        remaining: 0,
+        // Full again `burst - 1` intervals after the next request is allowed.
+        reset: retry_after
+            + policy
+                .emission_interval()
+                .saturating_mul(policy.burst() - 1),
+        retry_after,
+    }
+}
+
+impl Bucket {
+    fn set_exhausted_until(&self, at: SystemTime) {
+        let nanos = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        self.exhausted_until.fetch_max(nanos, Ordering::AcqRel);
+    }
+
+    fn exhausted_until(&self) -> Option<SystemTime> {
+        match self.exhausted_until.load(Ordering::Acquire) {
+            0 => None,
+            nanos => Some(UNIX_EPOCH + Duration::from_nanos(nanos)),
+        }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for InProcessLimiter {
+    async fn acquire(
+        &self,
+        key: LimitKey,
+        policy: RatePolicy,
+    ) -> Result<RateDecision, LimiterError> {
+        Ok(self.decide(key, policy))
+    }
+
+    async fn peek(&self, key: LimitKey, policy: RatePolicy) -> Result<RateDecision, LimiterError> {
+        Ok(self.look(key, policy))
+    }
+
+    fn acquire_now(
+        &self,
+        key: LimitKey,
+        policy: RatePolicy,
+    ) -> Option<Result<RateDecision, LimiterError>> {
+        Some(Ok(self.decide(key, policy)))
+    }
+
+    fn peek_now(
+        &self,
+        key: LimitKey,
+        policy: RatePolicy,
+    ) -> Option<Result<RateDecision, LimiterError>> {
+        Some(Ok(self.look(key, policy)))
+    }
+}
+
+impl std::fmt::Debug for InProcessLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessLimiter")
+            .field("keys", &self.inner.keys.entry_count())
+            .field("clients", &self.inner.clients.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures an [`InProcessLimiter`].
+#[derive(Debug)]
+#[must_use]
+pub struct InProcessLimiterBuilder {
+    key_capacity: u64,
+    client_capacity: u64,
+    clock: Arc<dyn Clock>,
+}
+
+impl InProcessLimiterBuilder {
+    /// Most keys whose limiters are kept (default 100 000). When more keys are active at
+    /// once, the least recently used lose their state (and start again with a full burst).
+    pub fn key_capacity(mut self, keys: u64) -> Self {
+        self.key_capacity = keys;
+        self
+    }
+
+    /// Most clients whose failed attempts are tracked (default 100 000).
+    pub fn client_capacity(mut self, clients: u64) -> Self {
+        self.client_capacity = clients;
+        self
+    }
+
+    /// The clock limits are measured on (use the verifier's, e.g. a
+    /// [`ManualClock`](crate::clock::ManualClock) in tests).
+    pub fn clock(self, clock: impl Clock) -> Self {
+        self.shared_clock(Arc::new(clock))
+    }
+
+    pub(crate) fn shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the limiter.
+    #[must_use]
+    pub fn build(self) -> InProcessLimiter {
+        let cache = |name, capacity| {
+            Cache::builder()
+                .name(name)
+                .max_capacity(capacity)
+                .expire_after(IdleForRefillTime)
+                .build()
+        };
+        InProcessLimiter {
+            inner: Arc::new(Inner {
+                keys: cache("keygate-rate-keys", self.key_capacity),
+                clients: cache("keygate-rate-clients", self.client_capacity),
+                clock: ClockAdapter(self.clock),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::key::KeyId;
+
+    fn limiter() -> (InProcessLimiter, ManualClock) {
+        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        (
+            InProcessLimiter::builder().clock(clock.clone()).build(),
+            clock,
+        )
+    }
+
+    fn policy(text: &str) -> RatePolicy {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn burst_then_steady_rate() {
+        let (limiter, clock) = limiter();
+        let key = LimitKey::Key(KeyId::random());
+        let p = policy("5/1s");
+        for remaining in (0..5).rev() {
+            let d = limiter.decide(key, p);
+            assert!(d.allowed);
+            assert_eq!(d.remaining, remaining);
+        }
+        let denied = limiter.decide(key, p);
+        assert!(!denied.allowed);
+        assert_eq!(denied.retry_after, Duration::from_millis(200));
+        assert_eq!(denied.reset, Duration::from_secs(1));
+        clock.advance(Duration::from_millis(200));
+        assert!(limiter.decide(key, p).allowed);
+        assert!(!limiter.decide(key, p).allowed);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(limiter.decide(key, p).remaining, 4, "full again after 1 s");
+    }
+
+    #[test]
+    fn peek_takes_nothing_and_sees_exhaustion() {
+        let (limiter, clock) = limiter();
+        let key = LimitKey::client("10.0.0.1".parse().unwrap_or_else(|_| unreachable!()));
+        let p = policy("3/1m");
+        assert_eq!(limiter.look(key, p).remaining, 3);
+        assert_eq!(limiter.entry_counts().1, 0, "peeking creates nothing");
+        for _ in 0..3 {
+            assert!(limiter.look(key, p).allowed);
+            assert!(limiter.decide(key, p).allowed);
+        }
+        let peek = limiter.look(key, p);
+        assert!(!peek.allowed);
+        assert_eq!(peek.retry_after, Duration::from_secs(20));
+        assert_eq!(limiter.look(key, p), peek, "peeking again changes nothing");
+        clock.advance(Duration::from_secs(20));
+        assert!(limiter.look(key, p).allowed);
+        assert!(limiter.decide(key, p).allowed);
+        assert!(!limiter.look(key, p).allowed);
+    }
+
+    #[test]
+    fn policy_change_starts_a_fresh_limiter() {
+        let (limiter, _) = limiter();
+        let key = LimitKey::Key(KeyId::random());
+        assert!(limiter.decide(key, policy("1/1h")).allowed);
+        assert!(!limiter.decide(key, policy("1/1h")).allowed);
+        assert!(limiter.decide(key, policy("2/1h")).allowed);
+    }
+}

@@ -20,6 +20,7 @@ pub(crate) struct Callgrind<'a> {
     pub(crate) children: &'a Children,
     pub(crate) server_core: &'a str,
     pub(crate) store_keys: usize,
+    pub(crate) rate_limit: Option<&'a str>,
     pub(crate) deadline: Instant,
 }
 
@@ -56,6 +57,9 @@ impl Callgrind<'_> {
             .arg(&keys_file)
             .arg("--store-keys")
             .arg(self.store_keys.to_string());
+        if let Some(limit) = self.rate_limit {
+            command.args(["--rate-limit", limit]);
+        }
         let left = self.deadline.saturating_duration_since(Instant::now());
         let server = Server::start(
             command,

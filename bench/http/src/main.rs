@@ -24,7 +24,7 @@
 //!
 //! Flags: `--rounds N` (6), `--duration SECS` (10), `--connections N` (32), `--warmup SECS` (3),
 //! `--skip-callgrind`, `--skip-load`, `--short N` (2000), `--long N` (22000), `--repeats N` (3),
-//! `--store-keys N` (100000), `--callgrind-dir DIR` (keep the callgrind out files there, for
+//! `--store-keys N` (100000), `--rate-limit POLICY` (none), `--callgrind-dir DIR` (keep the callgrind out files there, for
 //! `callgrind_annotate`), `--budget SECS` (2400: the whole benchmark stops by then, killing only
 //! the processes it started).
 
@@ -63,6 +63,7 @@ struct Options {
     long: usize,
     repeats: usize,
     store_keys: usize,
+    rate_limit: Option<String>,
     callgrind_dir: Option<PathBuf>,
     budget: Duration,
 }
@@ -80,6 +81,7 @@ impl Options {
             long: 22_000,
             repeats: 3,
             store_keys: 100_000,
+            rate_limit: None,
             callgrind_dir: None,
             budget: Duration::from_secs(2_400),
         };
@@ -95,6 +97,11 @@ impl Options {
                 "--long" => options.long = number(flag, value()?)?,
                 "--repeats" => options.repeats = number(flag, value()?)?,
                 "--store-keys" => options.store_keys = number(flag, value()?)?,
+                "--rate-limit" => {
+                    let limit = value()?;
+                    number::<keygate::rate::RateLimit>(flag, limit)?;
+                    options.rate_limit = Some(limit.clone());
+                }
                 "--budget" => options.budget = Duration::from_secs(number(flag, value()?)?),
                 "--callgrind-dir" => options.callgrind_dir = Some(PathBuf::from(value()?)),
                 "--skip-callgrind" => options.skip_callgrind = true,
@@ -133,6 +140,7 @@ keygate HTTP load benchmark (run with --release)
   --short N, --long N  requests of the short and long callgrind runs (2000, 22000)
   --repeats N          callgrind short/long pairs per server; medians are reported (3)
   --store-keys N       keys in keygate's store (100000)
+  --rate-limit POLICY  give every key this rate limit, e.g. 1000000/1s (default: unlimited)
   --callgrind-dir DIR  keep the callgrind out files in DIR (for callgrind_annotate)
   --budget SECS        hard limit for the whole run (2400)
 ";
@@ -199,6 +207,7 @@ fn orchestrate(options: &Options) -> Result<(), String> {
             children: &children,
             server_core: SERVER_CORE,
             store_keys: options.store_keys,
+            rate_limit: options.rate_limit.as_deref(),
             deadline,
         };
         instructions(options, &callgrind)?;
@@ -248,6 +257,9 @@ fn throughput(
             .arg(&keys_file)
             .arg("--store-keys")
             .arg(options.store_keys.to_string());
+        if let Some(limit) = &options.rate_limit {
+            command.args(["--rate-limit", limit]);
+        }
         let server = Server::start(command, children, port, keys_file, Duration::from_secs(120))?;
         println!("started {variant} (pid {}) on 127.0.0.1:{port}", server.pid);
         servers.push((variant, server));

@@ -23,6 +23,7 @@ use actix_web::{App, HttpServer, web};
 use axum::Router;
 use axum::routing::get;
 use http::{HeaderMap, HeaderValue, Uri};
+use keygate::rate::RateLimit;
 use keygate::{
     HttpRequestView, KeyAdmin, KeyFormat, Keyring, MemoryStore, NewKey, Pepper, Peppers, Verifier,
 };
@@ -56,6 +57,9 @@ pub struct ServerConfig {
     /// The verifier's cache TTL: longer than the benchmark, so that the measured path stays the
     /// cache hit (keygate's default is 30 s).
     pub cache_ttl: Duration,
+    /// Every key's own rate limit (keygate variants), e.g. a generous `1000000/1s`: the hit
+    /// path then includes the in-process rate limiter. None: unlimited keys.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl ServerConfig {
@@ -70,11 +74,12 @@ impl ServerConfig {
             store_keys: 100_000,
             client_keys: 1_000,
             cache_ttl: Duration::from_secs(3_600),
+            rate_limit: None,
         }
     }
 
     /// Parses `VARIANT --port N --keys-file PATH [--store-keys N] [--client-keys N]
-    /// [--cache-ttl-secs N]`.
+    /// [--cache-ttl-secs N] [--rate-limit POLICY]`.
     ///
     /// # Errors
     /// A message naming the bad or missing argument.
@@ -93,6 +98,7 @@ impl ServerConfig {
                 "--store-keys" => config.store_keys = number(flag, value)?,
                 "--client-keys" => config.client_keys = number(flag, value)?,
                 "--cache-ttl-secs" => config.cache_ttl = Duration::from_secs(number(flag, value)?),
+                "--rate-limit" => config.rate_limit = Some(number(flag, value)?),
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }
@@ -211,9 +217,11 @@ async fn prepare(config: &ServerConfig) -> Result<Option<Verifier>, BoxError> {
     let mut client_keys = Vec::with_capacity(config.client_keys);
     for i in 0..minted {
         // Without keygate the store is thrown away: it only turns minted keys into plaintexts.
-        let created = store
-            .create(keyring.mint(NewKey::new(format!("bench key {i}")))?)
-            .await?;
+        let mut spec = NewKey::new(format!("bench key {i}"));
+        if let Some(limit) = config.rate_limit {
+            spec = spec.rate_limit(limit);
+        }
+        let created = store.create(keyring.mint(spec)?).await?;
         if i < config.client_keys {
             client_keys.push(created.key.expose_secret().to_owned());
         }

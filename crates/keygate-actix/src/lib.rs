@@ -1,4 +1,4 @@
-//! actix-web integration for [keygate](keygate): a native middleware over the same
+//! actix-web integration for [keygate]: a native middleware over the same
 //! [`Verifier`](keygate::Verifier) as the tower layer, the caller's [`Identity`] as an extractor,
 //! and a scope guard.
 //!

@@ -1,4 +1,4 @@
-//! axum integration for [keygate](keygate): the caller's [`Identity`] as an extractor, a
+//! axum integration for [keygate]: the caller's [`Identity`] as an extractor, a
 //! ready-made layer that reads axum's `ConnectInfo`, and re-exports of the route guard.
 //!
 //! | item | what it does |

@@ -4,7 +4,8 @@
 //! cargo bench -p keygate --bench verify
 //! ```
 //!
-//! Cases: a valid key on a cache hit (full request path, and `verify` alone), a malformed key,
+//! Cases: a valid key on a cache hit (full request path, and `verify` alone; unlimited, and with
+//! a generous rate limit checked by the in-process limiter), a malformed key,
 //! a bad checksum (both refused before any cache access), and an unknown id answered by the
 //! negative cache. Targets (docs/benchmarks.md): hit ≤ 1 µs, malformed ≤ 200 ns.
 
@@ -55,6 +56,27 @@ fn bench_verify(c: &mut Criterion) {
     group.bench_function("cache_hit_request", |b| {
         b.to_async(&runtime)
             .iter(|| async { black_box(verifier.verify_request(black_box(&view)).await) });
+    });
+    // The same hit, plus the in-process rate limiter (a policy generous enough never to refuse).
+    let limited = runtime
+        .block_on(
+            verifier.admin().create_key(
+                NewKey::new("bench limited").rate_limit(
+                    "1000000000/1s"
+                        .parse::<keygate::rate::RatePolicy>()
+                        .unwrap_or_else(|e| panic!("{e}")),
+                ),
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let limited = headers_with(limited.key.expose_secret());
+    let limited_view = HttpRequestView::new(&limited, &uri, None);
+    runtime
+        .block_on(verifier.verify_request(&limited_view))
+        .unwrap_or_else(|e| panic!("{e}"));
+    group.bench_function("cache_hit_rate_limited", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(verifier.verify_request(black_box(&limited_view)).await) });
     });
     group.bench_function("cache_hit_verify_only", |b| {
         b.to_async(&runtime)

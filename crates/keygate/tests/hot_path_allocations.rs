@@ -9,7 +9,16 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 
 #[test]
 fn a_cache_hit_allocates_nothing() {
+    // One profiler per process: both cases in one test.
     let _profiler = dhat::Profiler::builder().testing().build();
+    hits_allocate_nothing(NewKey::new("hot"), "unlimited");
+    let generous = "1000000/1s"
+        .parse::<keygate::rate::RatePolicy>()
+        .unwrap_or_else(|e| panic!("{e}"));
+    hits_allocate_nothing(NewKey::new("limited").rate_limit(generous), "rate limited");
+}
+
+fn hits_allocate_nothing(spec: NewKey, what: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
@@ -21,7 +30,7 @@ fn a_cache_hit_allocates_nothing() {
         .build();
         let created = verifier
             .admin()
-            .create_key(NewKey::new("hot"))
+            .create_key(spec)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let mut headers = HeaderMap::new();
@@ -46,8 +55,8 @@ fn a_cache_hit_allocates_nothing() {
         // Anything per-request (≥ 1 per hit) fails this.
         assert!(
             allocations * 5 < N,
-            "{allocations} allocations for {N} cache hits"
+            "{what}: {allocations} allocations for {N} cache hits"
         );
-        println!("{allocations} allocations for {N} cache hits");
+        println!("{what}: {allocations} allocations for {N} cache hits");
     });
 }

@@ -30,15 +30,20 @@ use crate::clock::{Clock, SystemClock};
 ///   request), through [`RateLimiter::acquire_now`].
 ///
 /// Limits are per process: with several instances behind a load balancer, each enforces the
-/// whole policy. Use a shared limiter (keygate-redis) for a limit across instances.
+/// whole policy. For one limit across instances, give the verifier a shared [`RateLimiter`] (backed by a
+/// store all instances reach) instead.
 #[derive(Clone)]
 pub struct InProcessLimiter {
     inner: Arc<Inner>,
 }
 
+// foldhash: several times faster than std's SipHash on these small keys, and seeded per cache
+// (client addresses are chosen by clients).
+type Buckets = Cache<(LimitKey, RatePolicy), Arc<Bucket>, foldhash::fast::RandomState>;
+
 struct Inner {
-    keys: Cache<(LimitKey, RatePolicy), Arc<Bucket>>,
-    clients: Cache<(LimitKey, RatePolicy), Arc<Bucket>>,
+    keys: Buckets,
+    clients: Buckets,
     clock: ClockAdapter,
 }
 
@@ -64,8 +69,12 @@ impl governor::clock::Clock for ClockAdapter {
     }
 }
 
-/// Drops a limiter after its policy's refill time without use: it would be full by then, the
-/// same as a fresh one.
+/// Drops a limiter after at least its policy's refill time without use: it would be full by
+/// then, the same as a fresh one.
+///
+/// Each read would reschedule the entry's timer (work for moka's maintenance on every request);
+/// instead the expiry is pushed to twice the refill time, and only once less than one refill
+/// time is left. An entry so never expires sooner than one refill time after its last use.
 struct IdleForRefillTime;
 
 impl Expiry<(LimitKey, RatePolicy), Arc<Bucket>> for IdleForRefillTime {
@@ -75,7 +84,7 @@ impl Expiry<(LimitKey, RatePolicy), Arc<Bucket>> for IdleForRefillTime {
         _: &Arc<Bucket>,
         _: Instant,
     ) -> Option<Duration> {
-        Some(key.1.refill_time())
+        Some(key.1.refill_time().saturating_mul(2))
     }
 
     fn expire_after_read(
@@ -83,10 +92,14 @@ impl Expiry<(LimitKey, RatePolicy), Arc<Bucket>> for IdleForRefillTime {
         key: &(LimitKey, RatePolicy),
         _: &Arc<Bucket>,
         _: Instant,
-        _: Option<Duration>,
+        left: Option<Duration>,
         _: Instant,
     ) -> Option<Duration> {
-        Some(key.1.refill_time())
+        let refill = key.1.refill_time();
+        match left {
+            Some(left) if left >= refill => Some(left),
+            _ => Some(refill.saturating_mul(2)),
+        }
     }
 }
 
@@ -123,7 +136,7 @@ impl InProcessLimiter {
         )
     }
 
-    fn cache(&self, key: &LimitKey) -> &Cache<(LimitKey, RatePolicy), Arc<Bucket>> {
+    fn cache(&self, key: &LimitKey) -> &Buckets {
         match key {
             LimitKey::Key(_) => &self.inner.keys,
             LimitKey::Client(_) => &self.inner.clients,
@@ -136,7 +149,6 @@ impl InProcessLimiter {
         let bucket = cache
             .get(&(key, policy))
             .unwrap_or_else(|| cache.get_with((key, policy), || self.bucket(policy)));
-        let now = self.inner.clock.0.now();
         let interval = policy.emission_interval();
         match bucket.gcra.check() {
             Ok(snapshot) => {
@@ -162,7 +174,7 @@ impl InProcessLimiter {
             }
             Err(not_until) => {
                 bucket.set_exhausted_until(not_until.earliest_possible());
-                exhausted(policy, not_until.wait_time_from(now))
+                exhausted(policy, not_until.wait_time_from(self.inner.clock.0.now()))
             }
         }
     }
@@ -318,7 +330,7 @@ impl InProcessLimiterBuilder {
                 .name(name)
                 .max_capacity(capacity)
                 .expire_after(IdleForRefillTime)
-                .build()
+                .build_with_hasher(foldhash::fast::RandomState::default())
         };
         InProcessLimiter {
             inner: Arc::new(Inner {

@@ -4,7 +4,7 @@
 //!   own setting (a policy, or unlimited). Keys without one get the verifier's default
 //!   ([`VerifierBuilder::default_rate_limit`](crate::VerifierBuilder::default_rate_limit)).
 //! - [`RateLimiter`]: the trait the verifier checks requests with; [`InProcessLimiter`] is the
-//!   default (one process), keygate-redis shares limits across instances.
+//!   default (one process); a shared implementation holds one limit across instances.
 //! - [`RateDecision`]: the answer, and the `RateLimit-Policy` / `RateLimit` / `Retry-After`
 //!   header values it maps to.
 //!

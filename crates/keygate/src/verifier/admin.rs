@@ -37,7 +37,7 @@ impl Admin {
     }
 
     /// Rotates key `id`: mints a new key with the verifier's keyring (current pepper) carrying
-    /// the old key's name, owner, scopes, metadata and allowed IP ranges, links it to the old
+    /// the old key's name, owner, scopes, metadata, allowed IP ranges and rate limit, links it to the old
     /// key (`rotated_from`), and makes the old key expire `grace` from now — all in one store
     /// transaction. A zero `grace` revokes the old key at once. The new key's
     /// [`CreatedKey::key`] is the only copy of its plaintext.

@@ -165,7 +165,7 @@ impl VerifierBuilder {
     }
 
     /// The rate limiter (default: an [`InProcessLimiter`] on this verifier's clock). Use a
-    /// shared one (keygate-redis) when several instances must enforce one limit together.
+    /// shared one (backed by a store every instance reaches) when several instances must enforce one limit together.
     pub fn rate_limiter(self, limiter: impl RateLimiter) -> Self {
         self.shared_rate_limiter(Arc::new(limiter))
     }

@@ -1,0 +1,257 @@
+//! Rate limits beyond the scenario table: memory bounds under floods, limiters that need I/O
+//! (the awaited path) or fail, and policy changes taking effect at once.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{HeaderMap, Uri};
+use keygate::rate::{
+    InProcessLimiter, LimitKey, LimiterError, RateDecision, RateLimit, RateLimiter, RatePolicy,
+};
+use keygate::{HttpRequestView, KeyAdmin, KeyId, NewKey, Reason, Verifier};
+use keygate_tests::{Harness, keyring};
+
+fn policy(text: &str) -> RatePolicy {
+    text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+async fn call(verifier: &Verifier, key: &str, peer: Option<IpAddr>) -> Result<(), Reason> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "x-api-key",
+        key.parse().unwrap_or_else(|e| panic!("header: {e}")),
+    );
+    let uri = Uri::from_static("/");
+    verifier
+        .verify_request(&HttpRequestView::new(&headers, &uri, peer))
+        .await
+        .map(|_| ())
+        .map_err(|r| r.reason())
+}
+
+/// A million distinct key ids, then 200 000 distinct client networks: each cache stays within
+/// its capacity.
+#[test]
+fn a_flood_of_distinct_ids_keeps_memory_bounded() {
+    let capacity = 10_000;
+    let limiter = InProcessLimiter::builder()
+        .key_capacity(capacity)
+        .client_capacity(capacity)
+        .build();
+    let p = policy("100/1s");
+    let mut peak = 0;
+    for i in 0..1_000_000_u32 {
+        let decision = limiter
+            .acquire_now(LimitKey::Key(KeyId::random()), p)
+            .unwrap_or_else(|| panic!("in-process limiters answer at once"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(decision.allowed, "a fresh key is allowed");
+        if i % 100_000 == 99_999 {
+            peak = peak.max(limiter.entry_counts().0);
+        }
+    }
+    let (keys, clients) = limiter.entry_counts();
+    assert!(
+        keys <= capacity && peak <= capacity,
+        "keys: {keys} (peak {peak}) > {capacity}"
+    );
+    assert_eq!(clients, 0);
+
+    for i in 0..200_000_u64 {
+        // Distinct /64s: the lower 64 bits would all be grouped.
+        let ip = IpAddr::V6(Ipv6Addr::from(u128::from(i) << 64));
+        limiter.acquire_now(LimitKey::client(ip), p);
+    }
+    let (keys, clients) = limiter.entry_counts();
+    assert!(clients <= capacity, "clients: {clients} > {capacity}");
+    assert!(
+        keys <= capacity,
+        "the client flood did not grow the key cache"
+    );
+}
+
+/// Delegates to an in-process limiter through the async methods only, as a networked limiter
+/// would; counts calls.
+#[derive(Debug, Default)]
+struct Remote {
+    inner: InProcessLimiter,
+    calls: AtomicUsize,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Remote {
+    fn check(&self) -> Result<(), LimiterError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if self.down.load(Ordering::Relaxed) {
+            Err(LimiterError("connection refused".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for Remote {
+    async fn acquire(
+        &self,
+        key: LimitKey,
+        policy: RatePolicy,
+    ) -> Result<RateDecision, LimiterError> {
+        self.check()?;
+        tokio::task::yield_now().await;
+        self.inner.acquire(key, policy).await
+    }
+
+    async fn peek(&self, key: LimitKey, policy: RatePolicy) -> Result<RateDecision, LimiterError> {
+        self.check()?;
+        tokio::task::yield_now().await;
+        self.inner.peek(key, policy).await
+    }
+}
+
+#[tokio::test]
+async fn a_limiter_that_awaits_is_awaited_and_its_failure_is_a_503() {
+    let h = Harness::new();
+    let remote = Arc::new(Remote::default());
+    let verifier = Verifier::builder(keyring(), h.store.clone())
+        .clock(h.clock.clone())
+        .shared_rate_limiter(remote.clone())
+        .build();
+    let created = verifier
+        .admin()
+        .create_key(NewKey::new("remote").rate_limit(policy("2/1m")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let key = created.key.expose_secret().to_owned();
+    let peer = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)));
+
+    assert_eq!(call(&verifier, &key, peer).await, Ok(()));
+    assert_eq!(call(&verifier, &key, peer).await, Ok(()));
+    assert_eq!(call(&verifier, &key, peer).await, Err(Reason::RateLimited));
+    // Each request: a peek at the client's failures, an acquire on the key.
+    assert_eq!(remote.calls.load(Ordering::Relaxed), 6);
+
+    remote.down.store(true, Ordering::Relaxed);
+    assert_eq!(
+        call(&verifier, &key, peer).await,
+        Err(Reason::LimiterUnavailable),
+        "a limiter that cannot answer is a 503, never a silent allow"
+    );
+    let rejection = verifier
+        .verify_request(&HttpRequestView::new(
+            &HeaderMap::from_iter([(
+                http::header::HeaderName::from_static("x-api-key"),
+                key.parse().unwrap_or_else(|e| panic!("{e}")),
+            )]),
+            &Uri::from_static("/"),
+            None,
+        ))
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("allowed while the limiter is down"));
+    assert_eq!(rejection.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn a_policy_change_through_admin_applies_at_once() {
+    let h = Harness::new();
+    let (key, id) = h
+        .create(NewKey::new("changing").rate_limit(policy("1/1h")))
+        .await;
+    assert_eq!(call(&h.verifier, &key, None).await, Ok(()));
+    assert_eq!(
+        call(&h.verifier, &key, None).await,
+        Err(Reason::RateLimited)
+    );
+
+    let admin = h.verifier.admin();
+    admin
+        .set_rate_limit(&id, Some(policy("3/1h").into()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..3 {
+        assert_eq!(call(&h.verifier, &key, None).await, Ok(()));
+    }
+    assert_eq!(
+        call(&h.verifier, &key, None).await,
+        Err(Reason::RateLimited)
+    );
+
+    admin
+        .set_rate_limit(&id, Some(RateLimit::Unlimited))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..100 {
+        assert_eq!(call(&h.verifier, &key, None).await, Ok(()));
+    }
+
+    // Back to the default (unlimited here): still never limited.
+    admin
+        .set_rate_limit(&id, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..100 {
+        assert_eq!(call(&h.verifier, &key, None).await, Ok(()));
+    }
+}
+
+#[tokio::test]
+async fn the_failure_limit_is_configurable_and_can_be_turned_off() {
+    let h = Harness::new();
+    let (key, _) = h.create(NewKey::new("k")).await;
+    let last = if key.ends_with('A') { 'B' } else { 'A' };
+    let bad_checksum = format!("{}{last}", &key[..key.len() - 1]);
+    let attacker = Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5)));
+
+    let strict = h.sibling_with(|b| b.failure_limit(Some(policy("1/1m burst 3"))));
+    for _ in 0..3 {
+        // A bad checksum is refused before verification and is not counted...
+        assert_eq!(
+            call(&strict, &bad_checksum, attacker).await,
+            Err(Reason::BadChecksum)
+        );
+    }
+    let (unknown, _) = Harness::new().create(NewKey::new("elsewhere")).await;
+    for _ in 0..3 {
+        assert_eq!(
+            call(&strict, &unknown, attacker).await,
+            Err(Reason::UnknownKey)
+        );
+    }
+    // ...well-formed failures are: the fourth is refused before any lookup.
+    assert_eq!(
+        call(&strict, &unknown, attacker).await,
+        Err(Reason::TooManyFailures)
+    );
+    assert_eq!(
+        call(&strict, &key, attacker).await,
+        Err(Reason::TooManyFailures)
+    );
+    assert_eq!(
+        call(&strict, &key, None).await,
+        Ok(()),
+        "no address, no lockout"
+    );
+    h.clock.advance(Duration::from_secs(59));
+    assert_eq!(
+        call(&strict, &key, attacker).await,
+        Err(Reason::TooManyFailures)
+    );
+    h.clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        call(&strict, &key, attacker).await,
+        Ok(()),
+        "a minute later one failure's worth has refilled"
+    );
+
+    let open = h.sibling_with(|b| b.failure_limit(None));
+    for _ in 0..100 {
+        assert_eq!(
+            call(&open, &unknown, attacker).await,
+            Err(Reason::UnknownKey)
+        );
+    }
+}

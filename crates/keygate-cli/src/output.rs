@@ -92,6 +92,7 @@ impl Output {
                 "NAME",
                 "OWNER",
                 "SCOPES",
+                "RATE LIMIT",
                 "STATE",
                 "CREATED",
                 "EXPIRES",
@@ -103,6 +104,7 @@ impl Output {
                 r.name.clone(),
                 r.owner.clone().unwrap_or_else(|| "-".into()),
                 scopes_text(r),
+                rate_text(r),
                 r.state(now).as_str().to_owned(),
                 time_text(Some(r.created_at)),
                 time_text(r.expires_at),
@@ -138,6 +140,7 @@ impl Output {
             ("state", record.state(now).as_str().to_owned()),
             ("scopes", scopes_text(record)),
             ("allowed IPs", ips),
+            ("rate limit", rate_text(record)),
             (
                 "metadata",
                 Value::Object(record.metadata.clone()).to_string(),
@@ -175,6 +178,13 @@ fn scopes_text(record: &KeyRecord) -> String {
     }
 }
 
+/// The key's own rate limit, or `default` when the services' default applies.
+pub(crate) fn rate_text(record: &KeyRecord) -> String {
+    record
+        .rate_limit
+        .map_or_else(|| "default".into(), |limit| limit.to_string())
+}
+
 /// RFC 3339 in UTC to the second, or `-`.
 pub(crate) fn time_text(at: Option<SystemTime>) -> String {
     at.map_or_else(
@@ -198,6 +208,8 @@ pub(crate) fn record_json(record: &KeyRecord, now: SystemTime) -> Value {
         "scopes": record.scopes.iter().map(keygate::Scope::as_str).collect::<Vec<_>>(),
         "metadata": record.metadata,
         "allowed_ips": record.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        // null: no limit of its own, the services' default applies.
+        "rate_limit": record.rate_limit.map(|limit| limit.to_string()),
         "pepper_version": record.pepper_version,
         "rotated_from": record.rotated_from.map(|id| id.to_string()),
         "created_at": time_json(Some(record.created_at)),

@@ -57,6 +57,22 @@ fn json_lines(url: &str, args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// The line of a `list` table that shows key `id`.
+fn row<'t>(table: &'t str, id: &str) -> &'t str {
+    table
+        .lines()
+        .find(|line| line.contains(id))
+        .unwrap_or_else(|| panic!("no row for {id}:\n{table}"))
+}
+
+/// The value of `name` in a `show` table.
+fn field<'t>(table: &'t str, name: &str) -> &'t str {
+    table
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(name))
+        .map_or_else(|| panic!("no {name:?} in:\n{table}"), str::trim)
+}
+
 fn keyring() -> Keyring {
     let (version, secret) = PEPPER.split_once(':').unwrap_or_default();
     let pepper =
@@ -136,9 +152,17 @@ async fn lifecycle(url: &str, service: &Service) {
     let id = entry["id"].as_str().unwrap_or_default().to_owned();
     assert_eq!(entry["owner"], "team-a");
     assert_eq!(entry["state"], "active");
+    assert!(
+        entry["rate_limit"].is_null(),
+        "no limit of its own: {entry}"
+    );
     let table = ok(url, &["list"]);
     assert!(
         table.contains(&id) && table.contains("NAME") && table.contains("orders:read"),
+        "{table}"
+    );
+    assert!(
+        table.contains("RATE LIMIT") && row(&table, &id).contains(" default "),
         "{table}"
     );
     assert!(
@@ -174,11 +198,13 @@ async fn lifecycle(url: &str, service: &Service) {
         !shown.to_string().contains(&key[20..]),
         "show never prints the secret"
     );
+    assert!(shown["rate_limit"].is_null(), "{shown}");
     let human = ok(url, &["show", &id]);
     assert!(
         human.contains("ci (prod)") && human.contains("orders:write"),
         "{human}"
     );
+    assert_eq!(field(&human, "rate limit"), "default", "{human}");
     ok(url, &["expire", &id, "--never"]);
     assert!(json(url, &["show", &id])["expires_at"].is_null());
 

@@ -3,12 +3,14 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use keygate::rate::{InvalidRatePolicy, RateLimit};
 
 const AFTER_HELP: &str = "\
 Examples:
   keygate create --name billing --owner team-billing --scope invoices:read
   KEY=$(keygate create --name ci --expires-in 30d)      # the key alone, when piped
   keygate list --state active
+  keygate limit 4fT0qKb2mZ9x --rate '100/1s burst 200'
   keygate rotate 4fT0qKb2mZ9x --grace 24h
   keygate revoke 4fT0qKb2mZ9x
 
@@ -20,7 +22,7 @@ Environment:
 Exit codes: 0 ok, 1 usage or invalid input, 2 key not found, 3 key store unavailable,
 4 conflict with the key's state, 5 key store schema newer than this keygate.";
 
-/// Manage API keys: create, name, scope, rotate, revoke and list them.
+/// Manage API keys: create, name, scope, rate-limit, rotate, revoke and list them.
 ///
 /// Keys are shown once, at creation or rotation; the store keeps only a peppered digest.
 #[derive(Debug, Parser)]
@@ -60,6 +62,7 @@ pub(crate) enum Command {
 Examples:
   keygate create --name billing --owner team-billing --scope invoices:read --scope invoices:write
   keygate create --name partner --expires-in 90d --allow-ip 203.0.113.0/24 --meta tier=gold
+  keygate create --name batch --rate 10000/1d
   KEY=$(keygate create --name ci)     # when stdout is not a terminal, only the key is printed")]
     Create(CreateArgs),
     /// List keys (without secrets).
@@ -91,6 +94,17 @@ Examples:
   keygate expire 4fT0qKb2mZ9x --at 2027-01-31T00:00:00Z
   keygate expire 4fT0qKb2mZ9x --never")]
     Expire(ExpireArgs),
+    /// Set a key's rate limit, make it unlimited, or go back to the services' default.
+    #[command(after_help = "\
+Examples:
+  keygate limit 4fT0qKb2mZ9x --rate '100/1s burst 200'   # 100 a second, bursts of 200
+  keygate limit 4fT0qKb2mZ9x --rate 10000/1d
+  keygate limit 4fT0qKb2mZ9x --rate unlimited            # never limited, whatever the default
+  keygate limit 4fT0qKb2mZ9x --rate default              # the services' default applies
+
+A policy is <requests>/<period>[ burst <n>], the period a count and a unit (s, m, h or d);
+quote it when it has a burst. Without a burst, the burst is the request count.")]
+    Limit(LimitArgs),
     /// Switch a key off (reversible with `enable`).
     Disable(IdArg),
     /// Switch a disabled key back on.
@@ -138,6 +152,10 @@ pub(crate) struct CreateArgs {
     /// Only accept the key from this client IP range, like 10.0.0.0/8 (repeatable).
     #[arg(long = "allow-ip", value_name = "CIDR")]
     pub(crate) allow_ip: Vec<String>,
+    /// Rate limit: a policy like 100/1s, "100/1s burst 200" or 10000/1d, or unlimited
+    /// (without it, or with default, the services' default applies).
+    #[arg(long, value_name = "POLICY")]
+    pub(crate) rate: Option<RateSetting>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -192,6 +210,49 @@ pub(crate) struct ExpireArgs {
     /// Never expire.
     #[arg(long)]
     pub(crate) never: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LimitArgs {
+    /// The key's id.
+    pub(crate) id: String,
+    /// A policy like 100/1s, "100/1s burst 200" or 10000/1d; unlimited; or default (the
+    /// key follows the services' default).
+    #[arg(long, value_name = "POLICY")]
+    pub(crate) rate: RateSetting,
+}
+
+/// What `--rate` says: the key's own limit, or none (the services' default applies). `create`
+/// takes `default` too, so that scripts can pass one value to either command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RateSetting {
+    Default,
+    Own(RateLimit),
+}
+
+impl RateSetting {
+    /// The value the key record stores.
+    pub(crate) fn limit(self) -> Option<RateLimit> {
+        match self {
+            Self::Default => None,
+            Self::Own(limit) => Some(limit),
+        }
+    }
+}
+
+impl std::str::FromStr for RateSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim().eq_ignore_ascii_case("default") {
+            return Ok(Self::Default);
+        }
+        text.parse().map(Self::Own).map_err(|e| match e {
+            // The library's message offers policies and "unlimited"; `default` is the CLI's word.
+            InvalidRatePolicy::Syntax => format!("{e}, or \"default\""),
+            other => other.to_string(),
+        })
+    }
 }
 
 #[derive(Debug, Args)]

@@ -10,9 +10,11 @@ use keygate::{
     KeyAdmin, KeyFormat, KeyId, KeyRecord, KeyState, Keyring, Metadata, NewKey, Peppers, Scope,
 };
 
-use crate::cli::{Cli, Command, CreateArgs, ExpireArgs, ListArgs, ScopesArgs, StateArg};
+use crate::cli::{
+    Cli, Command, CreateArgs, ExpireArgs, ListArgs, RateSetting, ScopesArgs, StateArg,
+};
 use crate::error::CliError;
-use crate::output::{Output, time_text};
+use crate::output::{Output, rate_text, time_text};
 use crate::store::Store;
 
 /// Runs the parsed command.
@@ -38,7 +40,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
             let created = store.verifier(keyring).admin().create_key(spec).await?;
             let r = &created.record;
             let note = format!(
-                "Created key \"{}\" (id {}{}{})",
+                "Created key \"{}\" (id {}{}{}{})",
                 r.name,
                 r.id,
                 r.owner
@@ -57,6 +59,9 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
                             .join(" ")
                     )
                 },
+                r.rate_limit
+                    .map(|limit| format!(", rate limit {limit}"))
+                    .unwrap_or_default(),
             );
             out.new_key(r, &created.key, now, &note);
         }
@@ -106,6 +111,15 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
                     Some(at) => format!("key {id} expires at {}", time_text(Some(at))),
                     None => format!("key {id} never expires"),
                 },
+            );
+        }
+        Command::Limit(args) => {
+            let id = key_id(&args.id)?;
+            let record = store.admin().set_rate_limit(&id, args.rate.limit()).await?;
+            out.changed(
+                &record,
+                now,
+                &format!("key {id} rate limit: {}", rate_text(&record)),
             );
         }
         Command::Disable(arg) => {
@@ -212,6 +226,10 @@ fn check_input(cli: &Cli, now: SystemTime) -> Result<(), CliError> {
             let grace = duration(&args.grace, "--grace")?;
             keygate::record::Rotation::new(grace).map_err(|e| CliError::usage(e.to_string()))?;
             peppers(cli)?;
+        }
+        Command::Limit(args) => {
+            // The policy itself was parsed with the command line.
+            key_id(&args.id)?;
         }
         Command::Delete(args) => {
             key_id(&args.id)?;
@@ -324,7 +342,11 @@ fn new_key(args: &CreateArgs, now: SystemTime) -> Result<NewKey, CliError> {
         .iter()
         .map(|text| cidr(text))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(spec.allowed_ips(ranges))
+    spec = spec.allowed_ips(ranges);
+    if let Some(limit) = args.rate.and_then(RateSetting::limit) {
+        spec = spec.rate_limit(limit);
+    }
+    Ok(spec)
 }
 
 /// A CIDR range; a bare address means that one address.

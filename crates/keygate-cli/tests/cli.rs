@@ -10,7 +10,8 @@ use axum::body::Body;
 use axum::routing::get;
 use http::{Request, StatusCode};
 use keygate::clock::ManualClock;
-use keygate::{KeyFormat, Keyring, Pepper, Peppers, Verifier};
+use keygate::rate::RateLimit;
+use keygate::{KeyAdmin, KeyFormat, KeyId, Keyring, Pepper, Peppers, Verifier};
 use keygate_sqlx::sqlx::{self, AssertSqlSafe};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -120,6 +121,21 @@ impl Service {
             .unwrap_or_else(|e| match e {})
             .status()
     }
+
+    /// The rate limit the services read for key `id`.
+    async fn rate_limit(&self, id: &str) -> Option<RateLimit> {
+        let id: KeyId = id.parse().unwrap_or_else(|e| panic!("{id}: {e}"));
+        self.verifier
+            .admin()
+            .get(&id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .rate_limit
+    }
+}
+
+fn rate(text: &str) -> RateLimit {
+    text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
 }
 
 /// The whole life of a key through the CLI, checked against a service on the same database.
@@ -137,6 +153,8 @@ async fn lifecycle(url: &str, service: &Service) {
             "orders:read",
             "--meta",
             "env=test",
+            "--rate",
+            "100/1s burst 200",
         ],
     );
     let key = key.trim().to_owned();
@@ -152,17 +170,14 @@ async fn lifecycle(url: &str, service: &Service) {
     let id = entry["id"].as_str().unwrap_or_default().to_owned();
     assert_eq!(entry["owner"], "team-a");
     assert_eq!(entry["state"], "active");
-    assert!(
-        entry["rate_limit"].is_null(),
-        "no limit of its own: {entry}"
-    );
+    assert_eq!(entry["rate_limit"], "100/1s burst 200");
     let table = ok(url, &["list"]);
     assert!(
         table.contains(&id) && table.contains("NAME") && table.contains("orders:read"),
         "{table}"
     );
     assert!(
-        table.contains("RATE LIMIT") && row(&table, &id).contains(" default "),
+        table.contains("RATE LIMIT") && row(&table, &id).contains(" 100/1s burst 200 "),
         "{table}"
     );
     assert!(
@@ -172,8 +187,12 @@ async fn lifecycle(url: &str, service: &Service) {
                 .contains(&key[20..])
     );
 
-    // the service accepts it.
+    // the service accepts it, and reads the limit the CLI set.
     assert_eq!(service.status(&key).await, StatusCode::OK);
+    assert_eq!(
+        service.rate_limit(&id).await,
+        Some(rate("100/1s burst 200"))
+    );
 
     // rename, scopes, expire are reflected in show.
     ok(url, &["rename", &id, "ci (prod)"]);
@@ -198,15 +217,35 @@ async fn lifecycle(url: &str, service: &Service) {
         !shown.to_string().contains(&key[20..]),
         "show never prints the secret"
     );
-    assert!(shown["rate_limit"].is_null(), "{shown}");
+    assert_eq!(shown["rate_limit"], "100/1s burst 200", "{shown}");
     let human = ok(url, &["show", &id]);
     assert!(
         human.contains("ci (prod)") && human.contains("orders:write"),
         "{human}"
     );
-    assert_eq!(field(&human, "rate limit"), "default", "{human}");
+    assert_eq!(field(&human, "rate limit"), "100/1s burst 200", "{human}");
     ok(url, &["expire", &id, "--never"]);
     assert!(json(url, &["show", &id])["expires_at"].is_null());
+
+    // limit: another policy, unlimited, then the services' default again.
+    let limited = json(url, &["limit", &id, "--rate", "5/s"]);
+    assert_eq!(limited["rate_limit"], "5/1s", "canonical form: {limited}");
+    assert_eq!(
+        limited["name"], "ci (prod)",
+        "the rest of the record is unchanged"
+    );
+    assert_eq!(service.rate_limit(&id).await, Some(rate("5/1s")));
+    let said = ok(url, &["limit", &id, "--rate", "unlimited"]);
+    assert_eq!(said.trim(), format!("key {id} rate limit: unlimited"));
+    assert_eq!(service.rate_limit(&id).await, Some(RateLimit::Unlimited));
+    assert_eq!(json(url, &["show", &id])["rate_limit"], "unlimited");
+    let said = ok(url, &["limit", &id, "--rate", "default"]);
+    assert_eq!(said.trim(), format!("key {id} rate limit: default"));
+    assert_eq!(service.rate_limit(&id).await, None);
+    assert!(json(url, &["show", &id])["rate_limit"].is_null());
+    assert_eq!(field(&ok(url, &["show", &id]), "rate limit"), "default");
+    assert!(row(&ok(url, &["list"]), &id).contains(" default "));
+    ok(url, &["limit", &id, "--rate", "1000/1h"]);
 
     // rotate: the new key works at once; the old one during the grace period, then no more.
     let rotated = json(url, &["rotate", &id, "--grace", "1h"]);
@@ -214,6 +253,7 @@ async fn lifecycle(url: &str, service: &Service) {
     let new_id = rotated["id"].as_str().unwrap_or_default().to_owned();
     assert_eq!(rotated["rotated_from"], id.as_str());
     assert_eq!(rotated["name"], "ci (prod)");
+    assert_eq!(rotated["rate_limit"], "1000/1h", "rotation keeps the limit");
     assert_eq!(service.status(&new_key).await, StatusCode::OK);
     assert_eq!(
         service.status(&key).await,
@@ -376,6 +416,37 @@ fn errors_have_exit_codes_and_say_what_is_wrong() {
             1,
             "bad --meta",
         ),
+        (
+            vec!["create", "--name", "x", "--rate", "fast"],
+            1,
+            "invalid rate policy: write <requests>/<period>",
+        ),
+        (
+            vec!["create", "--name", "x", "--rate", "100/1w"],
+            1,
+            "the period must be",
+        ),
+        (
+            vec!["limit", &id, "--rate", "0/1s"],
+            1,
+            "the request count must be",
+        ),
+        (
+            vec!["limit", &id, "--rate", "often"],
+            1,
+            "or \"unlimited\", or \"default\"",
+        ),
+        (vec!["limit", &id], 1, "--rate"),
+        (
+            vec!["limit", "not-an-id", "--rate", "5/1s"],
+            1,
+            "malformed key id",
+        ),
+        (
+            vec!["limit", "AAAAAAAAAAAA", "--rate", "5/1s"],
+            2,
+            "no key with id AAAAAAAAAAAA",
+        ),
         (vec!["enable", &id], 4, "revoked"),
         (vec!["delete", &id], 1, "--yes"),
         (vec!["frobnicate"], 1, "unrecognized subcommand"),
@@ -417,6 +488,37 @@ fn errors_have_exit_codes_and_say_what_is_wrong() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A bad policy is refused before the store is opened: no store is created, and an existing
+/// key keeps its limit.
+#[test]
+fn a_bad_rate_policy_changes_nothing() {
+    let dir = temp_dir("rate");
+    let path = dir.join("keys.db");
+    let url = format!("sqlite://{}", path.display());
+    let out = keygate(&url, &["create", "--name", "x", "--rate", "10/1m burst"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        !path.exists(),
+        "a refused create opened (created) the store"
+    );
+
+    // `default` is also accepted by create, so scripts can pass one value to either command.
+    let plain = json(&url, &["create", "--name", "plain", "--rate", "default"]);
+    assert!(plain["rate_limit"].is_null(), "{plain}");
+    let limited = json(&url, &["create", "--name", "limited", "--rate", "10/1m"]);
+    assert_eq!(limited["rate_limit"], "10/1m");
+    let id = limited["id"].as_str().unwrap_or_default().to_owned();
+    let before = json_lines(&url, &["list"]);
+    for bad in ["10/1m burst", "unlimted", "", "10/0s", "default 5/1s"] {
+        let out = keygate(&url, &["limit", &id, "--rate", bad]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}: {stderr}");
+        assert!(stderr.contains("invalid rate policy"), "{bad:?}: {stderr}");
+    }
+    assert_eq!(json_lines(&url, &["list"]), before, "the key is as it was");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn help_reads_well() {
     let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
@@ -436,8 +538,8 @@ fn help_reads_well() {
         assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
     }
     for command in [
-        "create", "list", "show", "rename", "scopes", "expire", "disable", "enable", "revoke",
-        "rotate", "delete", "migrate",
+        "create", "list", "show", "rename", "scopes", "expire", "limit", "disable", "enable",
+        "revoke", "rotate", "delete", "migrate",
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
             .args([command, "--help"])

@@ -18,6 +18,8 @@ use tower::ServiceExt;
 
 const PEPPER: &str = "1:cli-test-pepper-0123456789abcdefghijklmnop";
 const PREFIX: &str = "cli_test";
+/// The services' rate limit for keys without their own (`keygate limit ID --rate default`).
+const SERVICE_DEFAULT_RATE: &str = "1/1h";
 
 /// Runs `keygate` with `args` against `url`; stdin is empty, stdout is a pipe.
 fn keygate(url: &str, args: &[&str]) -> Output {
@@ -227,24 +229,41 @@ async fn lifecycle(url: &str, service: &Service) {
     ok(url, &["expire", &id, "--never"]);
     assert!(json(url, &["show", &id])["expires_at"].is_null());
 
-    // limit: another policy, unlimited, then the services' default again.
-    let limited = json(url, &["limit", &id, "--rate", "5/s"]);
-    assert_eq!(limited["rate_limit"], "5/1s", "canonical form: {limited}");
+    // limit: another policy, unlimited, then the services' default again; each is enforced by
+    // the service at once (the manual clock stands still, so nothing refills).
+    let limited = json(url, &["limit", &id, "--rate", "2/h"]);
+    assert_eq!(limited["rate_limit"], "2/1h", "canonical form: {limited}");
     assert_eq!(
         limited["name"], "ci (prod)",
         "the rest of the record is unchanged"
     );
-    assert_eq!(service.rate_limit(&id).await, Some(rate("5/1s")));
+    assert_eq!(service.rate_limit(&id).await, Some(rate("2/1h")));
+    assert_eq!(service.status(&key).await, StatusCode::OK);
+    assert_eq!(service.status(&key).await, StatusCode::OK);
+    assert_eq!(
+        service.status(&key).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the key's own limit, set by the CLI"
+    );
     let said = ok(url, &["limit", &id, "--rate", "unlimited"]);
     assert_eq!(said.trim(), format!("key {id} rate limit: unlimited"));
     assert_eq!(service.rate_limit(&id).await, Some(RateLimit::Unlimited));
     assert_eq!(json(url, &["show", &id])["rate_limit"], "unlimited");
+    for _ in 0..3 {
+        assert_eq!(service.status(&key).await, StatusCode::OK, "unlimited");
+    }
     let said = ok(url, &["limit", &id, "--rate", "default"]);
     assert_eq!(said.trim(), format!("key {id} rate limit: default"));
     assert_eq!(service.rate_limit(&id).await, None);
     assert!(json(url, &["show", &id])["rate_limit"].is_null());
     assert_eq!(field(&ok(url, &["show", &id]), "rate limit"), "default");
     assert!(row(&ok(url, &["list"]), &id).contains(" default "));
+    assert_eq!(service.status(&key).await, StatusCode::OK);
+    assert_eq!(
+        service.status(&key).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the services' default ({SERVICE_DEFAULT_RATE})"
+    );
     ok(url, &["limit", &id, "--rate", "1000/1h"]);
 
     // rotate: the new key works at once; the old one during the grace period, then no more.
@@ -305,6 +324,7 @@ async fn lifecycle_on_sqlite() {
     let clock = ManualClock::new(SystemTime::now());
     let verifier = Verifier::builder(keyring(), store)
         .clock(clock.clone())
+        .default_rate_limit(rate(SERVICE_DEFAULT_RATE))
         .build();
     lifecycle(&url, &Service::new(verifier, clock)).await;
     let _ = std::fs::remove_dir_all(dir);
@@ -324,6 +344,7 @@ async fn lifecycle_on_postgres() {
     let clock = ManualClock::new(SystemTime::now());
     let verifier = Verifier::builder(keyring(), store)
         .clock(clock.clone())
+        .default_rate_limit(rate(SERVICE_DEFAULT_RATE))
         .build();
     lifecycle(&db.url, &Service::new(verifier, clock)).await;
     db.drop_now().await;

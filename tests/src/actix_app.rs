@@ -38,11 +38,16 @@ pub fn actix_app(
                 .wrap(auth.clone())
                 .get(sensitive),
         )
+        .service(web::resource("/items/{id}").wrap(auth.clone()).get(item))
         .service(web::resource("/maybe").wrap(auth.optional()).get(maybe))
 }
 
 async fn hello(identity: Identity) -> String {
     format!("hello, {}", identity.name())
+}
+
+async fn item(id: web::Path<String>) -> String {
+    format!("item {id}")
 }
 
 async fn maybe(identity: Option<Identity>) -> String {

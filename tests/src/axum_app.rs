@@ -28,6 +28,7 @@ pub fn axum_app(verifier: &Verifier) -> Router {
             get(hello).route_layer(RequireScopes::all(["orders:read"])),
         )
         .route("/sensitive", get(sensitive))
+        .route("/items/{id}", get(item))
         .route_layer(keygate_axum::layer(verifier.clone()).rate_limit_headers());
     let optional = Router::new().route("/maybe", get(maybe)).route_layer(
         keygate_axum::layer(verifier.clone())
@@ -46,6 +47,10 @@ async fn hello(identity: Identity) -> String {
 
 async fn maybe(identity: Option<Identity>) -> String {
     identity.map_or_else(|| "anonymous".to_owned(), |i| i.name().to_owned())
+}
+
+async fn item(axum::extract::Path(id): axum::extract::Path<String>) -> String {
+    format!("item {id}")
 }
 
 async fn sensitive(headers: HeaderMap) -> String {

@@ -23,6 +23,38 @@ use keygate::{
     MintedKey, NewKey, Pepper, Peppers, Rejection, RotatedKey, Rotation, StoreError, Verifier,
 };
 
+/// An audit sink that keeps every event, for tests to inspect.
+#[derive(Clone, Debug, Default)]
+pub struct CapturingSink {
+    events: Arc<std::sync::Mutex<Vec<keygate::audit::AuditEvent>>>,
+}
+
+impl CapturingSink {
+    /// Takes the events captured so far.
+    pub fn take(&self) -> Vec<keygate::audit::AuditEvent> {
+        std::mem::take(
+            &mut *self
+                .events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+#[async_trait]
+impl keygate::audit::AuditSink for CapturingSink {
+    async fn write(
+        &self,
+        events: &[keygate::audit::AuditEvent],
+    ) -> Result<(), keygate::audit::AuditError> {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(events);
+        Ok(())
+    }
+}
+
 /// The deployment prefix used by the suites.
 pub const PREFIX: &str = "kgt_test";
 

@@ -344,7 +344,76 @@ fn authentication(keys: &Keys) -> Vec<Case> {
         Case::new("optional route, invalid key still refused", "/maybe", 401)
             .bearer(&keys.revoked)
             .invalid_token(Revoked),
+        Case::new("route with a parameter", "/items/42?q=secret", 200)
+            .bearer(&keys.valid)
+            .body("item 42"),
+        Case::new("route with a parameter, refused", "/items/7", 401)
+            .bearer(&keys.wrong_secret)
+            .invalid_token(WrongSecret),
     ]
+}
+
+/// The route template a case's audit event names: the router's pattern, never the raw path or
+/// query. `None` for the public route, which keygate does not guard (no event).
+#[must_use]
+pub fn route_template(path: &str) -> Option<&'static str> {
+    let path = path.split('?').next().unwrap_or_default();
+    match path {
+        "/" => None,
+        "/hello" => Some("/hello"),
+        "/orders" => Some("/orders"),
+        "/sensitive" => Some("/sensitive"),
+        "/maybe" => Some("/maybe"),
+        p if p.starts_with("/items/") => Some("/items/{id}"),
+        other => panic!("no route template known for {other}"),
+    }
+}
+
+/// Checks the audit events one case produced: none for the public route, else exactly one,
+/// with the case's outcome, reason, route template and status.
+///
+/// # Errors
+/// A description of what differs.
+pub fn check_audit(case: &Case, events: &[keygate::audit::AuditEvent]) -> Result<(), String> {
+    use keygate::audit::{Action, Outcome};
+    let Some(route) = route_template(case.path) else {
+        return if events.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} audit events for an unguarded route",
+                events.len()
+            ))
+        };
+    };
+    let [event] = events else {
+        return Err(format!("{} audit events, want exactly 1", events.len()));
+    };
+    let want = (
+        Action::Request,
+        Some(if case.reason.is_some() {
+            Outcome::Denied
+        } else {
+            Outcome::Allowed
+        }),
+        case.reason,
+        Some(route),
+        Some(case.status),
+        Some("GET"),
+    );
+    let got = (
+        event.action,
+        event.outcome,
+        event.reason,
+        event.route.as_deref(),
+        event.status,
+        event.method.as_ref().map(http::Method::as_str),
+    );
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("audit event {got:?}, want {want:?}"))
+    }
 }
 
 /// Rate limits, per key and per client, on a frozen clock moved only by the cases.

@@ -129,8 +129,14 @@ async fn no_secret_or_digest_reaches_the_logs() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 
+    // The audit trail (the default tracing sink) is part of the output scanned.
+    h.verifier.flush_audit().await;
     let output = String::from_utf8_lossy(&capture.0.lock().unwrap_or_else(PoisonError::into_inner))
         .into_owned();
+    assert!(
+        output.contains("keygate::audit") && output.contains("action=\"revoked\""),
+        "audit events were logged:\n{output}"
+    );
     assert!(
         output.contains("outcome=\"allowed\""),
         "the capture works and saw decisions:\n{output}"

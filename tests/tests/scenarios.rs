@@ -2,17 +2,40 @@
 //! store, clock and configuration, so caches start equal and store-call counts are comparable.
 //! A case fails if either framework misses an expectation or if the two answer differently.
 
+use keygate::audit::AuditEvent;
 use keygate_tests::actix_app::{actix_app, send_actix};
-use keygate_tests::scenario::{Case, check, configure, same_answer, table};
-use keygate_tests::{Harness, Keys, Reply, axum_app, send};
+use keygate_tests::scenario::{Case, check, check_audit, configure, same_answer, table};
+use keygate_tests::{CapturingSink, Harness, Keys, Reply, axum_app, send};
 
 fn headers(case: &Case) -> Vec<(&str, &[u8])> {
     case.headers.iter().map(|(n, v)| (*n, &v[..])).collect()
 }
 
+/// One framework's verifier and the audit events it records.
+struct Audited {
+    verifier: keygate::Verifier,
+    events: CapturingSink,
+}
+
+impl Audited {
+    fn new(h: &Harness) -> Self {
+        let events = CapturingSink::default();
+        let sink = events.clone();
+        Self {
+            verifier: h.sibling_with(|b| configure(b).audit_sink(sink)),
+            events,
+        }
+    }
+}
+
 /// Runs one case: moves the clock, sets the store's state, sends, and returns the reply with the
-/// store calls made.
-async fn run<F, Fut>(h: &Harness, case: &Case, send: F) -> (Reply, usize)
+/// store calls made and the audit events recorded.
+async fn run<F, Fut>(
+    h: &Harness,
+    audited: &Audited,
+    case: &Case,
+    send: F,
+) -> (Reply, usize, Vec<AuditEvent>)
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Reply>,
@@ -24,7 +47,8 @@ where
     let reply = send().await;
     let calls = store.finds() - before;
     store.set_down(false);
-    (reply, calls)
+    audited.verifier.flush_audit().await;
+    (reply, calls, audited.events.take())
 }
 
 #[actix_web::test]
@@ -33,26 +57,40 @@ async fn every_case_passes_on_axum_and_actix_alike() {
     let keys = Keys::create(&h).await;
     let cases = table(&keys);
 
-    // Each framework has its own verifier (caches and rate limiters) over one store and clock.
-    let axum = axum_app(&h.sibling_with(configure));
+    // Each framework has its own verifier (caches, rate limiters, audit trail) over one store
+    // and clock.
+    let axum_audited = Audited::new(&h);
+    let axum = axum_app(&axum_audited.verifier);
     let mut axum_replies = Vec::new();
     for case in &cases {
         let hs = headers(case);
         let request = keygate_tests::request(case.path, &hs, case.peer);
-        axum_replies.push(run(&h, case, || send(&axum, request)).await);
+        axum_replies.push(run(&h, &axum_audited, case, || send(&axum, request)).await);
     }
 
-    let actix = actix_web::test::init_service(actix_app(h.sibling_with(configure))).await;
+    let actix_audited = Audited::new(&h);
+    let actix = actix_web::test::init_service(actix_app(actix_audited.verifier.clone())).await;
     let mut actix_replies = Vec::new();
     for case in &cases {
         let hs = headers(case);
-        actix_replies.push(run(&h, case, || send_actix(&actix, case.path, &hs, case.peer)).await);
+        actix_replies.push(
+            run(&h, &actix_audited, case, || {
+                send_actix(&actix, case.path, &hs, case.peer)
+            })
+            .await,
+        );
     }
 
     let mut failures = Vec::new();
-    for ((case, (axum, axum_calls)), (actix, actix_calls)) in
+    for ((case, (axum, axum_calls, axum_events)), (actix, actix_calls, actix_events)) in
         cases.iter().zip(&axum_replies).zip(&actix_replies)
     {
+        if let Err(e) = check_audit(case, axum_events) {
+            failures.push(format!("axum  | {}: {e}", case.name));
+        }
+        if let Err(e) = check_audit(case, actix_events) {
+            failures.push(format!("actix | {}: {e}", case.name));
+        }
         if let Err(e) = check(case, axum, *axum_calls) {
             failures.push(format!("axum  | {}: {e}", case.name));
         }

@@ -5,7 +5,10 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::header::{AUTHORIZATION, HeaderName};
 use actix_web::{Error, HttpMessage};
-use keygate::{ProblemJson, Reason, Verifier};
+use std::sync::Arc;
+
+use keygate::audit::{REQUEST_ID_HEADER, RequestAudit};
+use keygate::{ProblemJson, Reason, Rejection, Verifier};
 
 use crate::response::{ActixRejectionResponse, respond, to_actix};
 use crate::view::ActixRequestView;
@@ -136,11 +139,54 @@ where
             None => view,
         };
         let extracted = config.verifier.extract(&view);
+        let mut audit = config.verifier.audit_enabled().then(|| {
+            RequestAudit::start(
+                &config.verifier,
+                http::Method::from_bytes(request.method().as_str().as_bytes()).unwrap_or_default(),
+                request.match_pattern().map(Arc::from),
+                config.verifier.client_ip(&view),
+                request
+                    .headers()
+                    .get(REQUEST_ID_HEADER)
+                    .map(actix_web::http::header::HeaderValue::as_bytes),
+            )
+        });
         let service = Rc::clone(&self.service);
         Box::pin(async move {
+            let response = decide(config, service, request, extracted, audit.as_mut()).await;
+            if let (Some(audit), Ok(response)) = (audit, &response) {
+                audit.finish(
+                    response.status().as_u16(),
+                    response.response().extensions().get::<Rejection>(),
+                );
+            }
+            response
+        })
+    }
+}
+
+/// Verifies (or takes the extraction's refusal) and calls the inner service or answers.
+async fn decide<S, B, R>(
+    config: Rc<ApiKeyAuth<R>>,
+    service: Rc<S>,
+    request: ServiceRequest,
+    extracted: Result<keygate::Presented, Rejection>,
+    audit: Option<&mut RequestAudit>,
+) -> Result<ServiceResponse<EitherBody<B>>, Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    S::Future: 'static,
+    B: MessageBody + 'static,
+    R: ActixRejectionResponse,
+{
+    {
+        {
             let rejection = match extracted {
                 Ok(presented) => match config.verifier.verify_with_rate(&presented).await {
                     Ok(verified) => {
+                        if let Some(audit) = audit {
+                            audit.allowed_key(verified.identity.key_id());
+                        }
                         request.extensions_mut().insert(verified.identity);
                         let mut response = service.call(request).await?;
                         if let Some(rate) = verified.rate.filter(|_| config.rate_limit_headers) {
@@ -169,7 +215,7 @@ where
             };
             let response = respond(&config.responder, rejection);
             Ok(request.into_response(response).map_into_right_body())
-        })
+        }
     }
 }
 

@@ -43,7 +43,19 @@ pub use keygate::{ApiKeyLayer, RequireScopes};
 /// An [`ApiKeyLayer`] for `verifier` that reads the peer address from axum's
 /// `ConnectInfo<SocketAddr>` (falling back to keygate's own [`keygate::PeerAddr`]).
 pub fn layer(verifier: keygate::Verifier) -> ApiKeyLayer {
-    ApiKeyLayer::new(verifier).peer_ip(connect_info_peer_ip)
+    ApiKeyLayer::new(verifier)
+        .peer_ip(connect_info_peer_ip)
+        .route(matched_path)
+}
+
+/// The route template axum matched (`MatchedPath`), for audit events. Present when the key layer
+/// is added with `route_layer` (or on a route); `Router::layer` runs before routing, so its
+/// events have no route.
+#[must_use]
+pub fn matched_path(extensions: &http::Extensions) -> Option<std::sync::Arc<str>> {
+    extensions
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| std::sync::Arc::from(path.as_str()))
 }
 
 /// Reads the client address from `ConnectInfo<SocketAddr>`, else keygate's default sources.

@@ -19,12 +19,14 @@
 //! | [`rejection`] | refusal reasons and their HTTP responses |
 //! | [`layer`] | the tower [`ApiKeyLayer`] |
 //! | [`require_scopes`] | the [`RequireScopes`] route guard |
+//! | [`audit`] | audit events and sinks |
 //! | [`clock`] | the injectable clock |
 //!
 //! Secrets: a key's plaintext exists only in [`PlaintextKey`] (shown once, at creation) and,
 //! during a request, in [`PresentedKey`]; both redact `Debug` and are zeroed on drop. Stores
 //! keep only a [`Digest`]. Nothing in keygate logs a key or a digest.
 
+pub mod audit;
 pub mod clock;
 pub mod extract;
 pub mod identity;

@@ -73,6 +73,27 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for parsers and tests.
+    pub const ALL: [Self; 17] = [
+        Self::MissingCredentials,
+        Self::MultipleCredentials,
+        Self::CredentialTooLong,
+        Self::Malformed,
+        Self::WrongPrefix,
+        Self::BadChecksum,
+        Self::UnknownKey,
+        Self::WrongSecret,
+        Self::Revoked,
+        Self::Disabled,
+        Self::Expired,
+        Self::ForbiddenClientIp,
+        Self::InsufficientScope,
+        Self::StoreUnavailable,
+        Self::RateLimited,
+        Self::TooManyFailures,
+        Self::LimiterUnavailable,
+    ];
+
     /// A stable snake_case name, for logs and metrics.
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -135,6 +156,18 @@ impl Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Reason {
+    type Err = crate::audit::UnknownName;
+
+    /// Parses [`Reason::as_str`]'s names.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == name)
+            .ok_or(crate::audit::UnknownName)
     }
 }
 

@@ -8,6 +8,7 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use crate::audit::RequestAudit;
 use crate::rate::RateDecision;
 use crate::rejection::{Rejection, RejectionResponse, respond};
 use crate::verifier::Verified;
@@ -23,6 +24,9 @@ pin_project! {
     {
         #[pin]
         state: State<S, ReqB, R>,
+        // Boxed: requests are audited only while a sink is enabled, and the future stays small
+        // when they are not.
+        audit: Option<Box<RequestAudit>>,
     }
 }
 
@@ -70,12 +74,14 @@ where
                 responder,
                 rate_limit_headers,
             },
+            audit: None,
         }
     }
 
     pub(super) fn inner(future: S::Future) -> Self {
         Self {
             state: State::Inner { future, rate: None },
+            audit: None,
         }
     }
 
@@ -84,7 +90,13 @@ where
             state: State::Rejected {
                 response: Some(response),
             },
+            audit: None,
         }
+    }
+
+    pub(super) fn audited(mut self, audit: Option<Box<RequestAudit>>) -> Self {
+        self.audit = audit;
+        self
     }
 }
 
@@ -96,48 +108,70 @@ where
     type Output = Result<Response<ResB>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            let next = match this.state.as_mut().project() {
-                StateProj::Verify {
-                    verify,
-                    request,
-                    service,
-                    responder,
-                    rate_limit_headers,
-                } => {
-                    let verdict = ready!(verify.as_mut().poll(cx));
-                    match (verdict, request.take(), service.take()) {
-                        (Ok(verified), Some(mut request), Some(mut service)) => {
-                            request.extensions_mut().insert(verified.identity);
-                            State::Inner {
-                                future: service.call(request),
-                                rate: verified.rate.filter(|_| *rate_limit_headers),
-                            }
-                        }
-                        (Err(rejection), _, _) => State::Rejected {
-                            response: Some(respond(&**responder, rejection)),
-                        },
-                        // Unreachable: both are taken only here, once.
-                        (Ok(_), _, _) => panic!("keygate ResponseFuture polled after completion"),
-                    }
-                }
-                StateProj::Inner { future, rate } => {
-                    let mut response = ready!(future.poll(cx))?;
-                    if let Some(rate) = rate.take() {
-                        response.headers_mut().extend(rate.headers("key"));
-                    }
-                    return Poll::Ready(Ok(response));
-                }
-                StateProj::Rejected { response } => {
-                    return match response.take() {
-                        Some(response) => Poll::Ready(Ok(response)),
-                        None => panic!("keygate ResponseFuture polled after completion"),
-                    };
-                }
-            };
-            this.state.set(next);
+        let this = self.project();
+        let result = ready!(poll_state(this.state, this.audit, cx));
+        if let (Some(audit), Ok(response)) = (this.audit.take(), &result) {
+            audit.finish(
+                response.status().as_u16(),
+                response.extensions().get::<Rejection>(),
+            );
         }
+        Poll::Ready(result)
+    }
+}
+
+fn poll_state<S, ReqB, ResB, R>(
+    mut state: Pin<&mut State<S, ReqB, R>>,
+    audit: &mut Option<Box<RequestAudit>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<ResB>, S::Error>>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    R: RejectionResponse<ResB>,
+{
+    loop {
+        let next = match state.as_mut().project() {
+            StateProj::Verify {
+                verify,
+                request,
+                service,
+                responder,
+                rate_limit_headers,
+            } => {
+                let verdict = ready!(verify.as_mut().poll(cx));
+                match (verdict, request.take(), service.take()) {
+                    (Ok(verified), Some(mut request), Some(mut service)) => {
+                        if let Some(audit) = audit.as_mut() {
+                            audit.allowed_key(verified.identity.key_id());
+                        }
+                        request.extensions_mut().insert(verified.identity);
+                        State::Inner {
+                            future: service.call(request),
+                            rate: verified.rate.filter(|_| *rate_limit_headers),
+                        }
+                    }
+                    (Err(rejection), _, _) => State::Rejected {
+                        response: Some(respond(&**responder, rejection)),
+                    },
+                    // Unreachable: both are taken only here, once.
+                    (Ok(_), _, _) => panic!("keygate ResponseFuture polled after completion"),
+                }
+            }
+            StateProj::Inner { future, rate } => {
+                let mut response = ready!(future.poll(cx))?;
+                if let Some(rate) = rate.take() {
+                    response.headers_mut().extend(rate.headers("key"));
+                }
+                return Poll::Ready(Ok(response));
+            }
+            StateProj::Rejected { response } => {
+                return match response.take() {
+                    Some(response) => Poll::Ready(Ok(response)),
+                    None => panic!("keygate ResponseFuture polled after completion"),
+                };
+            }
+        };
+        state.set(next);
     }
 }
 

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use http::HeaderName;
 use tower_layer::Layer;
 
-use super::{ApiKeyService, PeerIpFn, default_peer_ip};
+use super::{ApiKeyService, PeerIpFn, RouteFn, default_peer_ip, no_route};
 use crate::rejection::ProblemJson;
 use crate::verifier::Verifier;
 
@@ -16,6 +16,7 @@ pub struct ApiKeyLayer<R = ProblemJson> {
     // refcount is cheaper than cloning a responder (realm and challenge header values).
     pub(super) responder: Arc<R>,
     pub(super) peer_ip: PeerIpFn,
+    pub(super) route: RouteFn,
     pub(super) optional: bool,
     pub(super) rate_limit_headers: bool,
     pub(super) credential_header: Option<HeaderName>,
@@ -32,6 +33,7 @@ impl ApiKeyLayer {
             verifier,
             responder: Arc::new(ProblemJson::default()),
             peer_ip: default_peer_ip,
+            route: no_route,
             optional: false,
             rate_limit_headers: false,
             credential_header,
@@ -60,6 +62,7 @@ impl<R> ApiKeyLayer<R> {
             verifier: self.verifier,
             responder: Arc::new(responder),
             peer_ip: self.peer_ip,
+            route: self.route,
             optional: self.optional,
             rate_limit_headers: self.rate_limit_headers,
             credential_header: self.credential_header,
@@ -70,6 +73,12 @@ impl<R> ApiKeyLayer<R> {
     /// (handlers use `Option<Identity>`). A presented but invalid key is still refused.
     pub fn optional(mut self) -> Self {
         self.optional = true;
+        self
+    }
+
+    /// Where audit events find the matched route's template (see [`RouteFn`]).
+    pub fn route(mut self, route: RouteFn) -> Self {
+        self.route = route;
         self
     }
 

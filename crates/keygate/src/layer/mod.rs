@@ -63,6 +63,16 @@ pub use service::ApiKeyService;
 /// Reads the connection's peer address from request extensions.
 pub type PeerIpFn = fn(&http::Extensions) -> Option<IpAddr>;
 
+/// Reads the matched route's template (e.g. `/orders/{id}`) from request extensions, for audit
+/// events. `keygate-axum` reads axum's `MatchedPath`; the default knows none.
+pub type RouteFn = fn(&http::Extensions) -> Option<std::sync::Arc<str>>;
+
+/// The default [`RouteFn`]: no route template.
+#[must_use]
+pub fn no_route(_: &http::Extensions) -> Option<std::sync::Arc<str>> {
+    None
+}
+
 /// The connection's peer address, as a request extension. Insert it from your server loop when
 /// your framework does not provide one (axum users: `keygate-axum` reads `ConnectInfo`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

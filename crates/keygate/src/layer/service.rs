@@ -6,6 +6,7 @@ use http::{HeaderMap, HeaderName, Request, Response};
 use tower_service::Service;
 
 use super::{ApiKeyLayer, ResponseFuture};
+use crate::audit::{REQUEST_ID_HEADER, RequestAudit};
 use crate::extract::HttpRequestView;
 use crate::rejection::{Reason, RejectionResponse, respond};
 
@@ -38,7 +39,19 @@ where
             Some(name) => view.with_parsed_header(name),
             None => view,
         };
-        match layer.verifier.extract(&view) {
+        let audit = layer.verifier.audit_enabled().then(|| {
+            Box::new(RequestAudit::start(
+                &layer.verifier,
+                request.method().clone(),
+                (layer.route)(request.extensions()),
+                layer.verifier.client_ip(&view),
+                request
+                    .headers()
+                    .get(REQUEST_ID_HEADER)
+                    .map(http::HeaderValue::as_bytes),
+            ))
+        });
+        let future = match layer.verifier.extract(&view) {
             Ok(presented) => {
                 // The ready service goes into the future; a fresh clone stays for the next call.
                 let fresh = self.inner.clone();
@@ -59,7 +72,8 @@ where
                 ResponseFuture::inner(self.inner.call(request))
             }
             Err(rejection) => ResponseFuture::rejected(respond(&*layer.responder, rejection)),
-        }
+        };
+        future.audited(audit)
     }
 }
 

@@ -1,10 +1,12 @@
 //! Key management through a verifier: every change also evicts the key from its caches.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::Verifier;
+use crate::audit::{Action, AuditEvent};
 use crate::key::KeyId;
 use crate::record::{CreatedKey, KeyChange, KeyRecord, MintedKey, NewKey, RotatedKey, Rotation};
 use crate::store::{KeyAdmin, KeyFilter, KeyPage, PageRequest, StoreError};
@@ -15,14 +17,38 @@ use crate::store::{KeyAdmin, KeyFilter, KeyPage, PageRequest, StoreError};
 /// Get one with [`Verifier::admin`]. Every [`KeyAdmin`] method is available (`rename`,
 /// `revoke`, `disable`, …); [`Admin::create_key`] mints and stores a new key in one step, and
 /// [`Admin::rotate`] replaces a key with a fresh one.
+///
+/// Every successful change is also an [audit](crate::audit) event (created, renamed, …,
+/// rotated, revoked, deleted), naming the actor given with [`Admin::actor`].
 #[derive(Clone, Debug)]
 pub struct Admin {
     verifier: Verifier,
+    actor: Option<Arc<str>>,
 }
 
 impl Admin {
     pub(crate) fn new(verifier: Verifier) -> Self {
-        Self { verifier }
+        Self {
+            verifier,
+            actor: None,
+        }
+    }
+
+    /// The same handle, recording `actor` (a user or service name) in its audit events.
+    #[must_use]
+    pub fn actor(mut self, actor: &str) -> Self {
+        self.actor = Some(crate::audit::label(actor.as_bytes()));
+        self
+    }
+
+    fn audit(&self, action: Action, id: KeyId, detail: Option<String>) {
+        let verifier = &self.verifier;
+        if verifier.inner.auditor.enabled() {
+            let mut event = AuditEvent::lifecycle(verifier.inner.clock.now(), action, id)
+                .actor(self.actor.clone());
+            event.detail = detail;
+            verifier.inner.auditor.record(event);
+        }
     }
 
     /// Mints a key for `spec` with the verifier's keyring and stores it. The returned
@@ -83,6 +109,7 @@ impl KeyAdmin for Admin {
         let created = self.verifier.inner.admin.create(key).await?;
         // A guess of this id may sit in the negative cache.
         self.verifier.invalidate(created.record.id).await;
+        self.audit(Action::Created, created.record.id, None);
         Ok(created)
     }
 
@@ -95,9 +122,13 @@ impl KeyAdmin for Admin {
     }
 
     async fn apply(&self, id: &KeyId, change: KeyChange) -> Result<KeyRecord, StoreError> {
+        let action = Action::for_change(&change);
         let result = self.verifier.inner.admin.apply(id, change).await;
         // Evict even on error: the store may have applied the change before failing to answer.
         self.verifier.invalidate(*id).await;
+        if result.is_ok() {
+            self.audit(action, *id, None);
+        }
         result
     }
 
@@ -116,12 +147,18 @@ impl KeyAdmin for Admin {
             .await;
         self.verifier.invalidate(*id).await;
         self.verifier.invalidate(new_id).await;
+        if result.is_ok() {
+            self.audit(Action::Rotated, *id, Some(format!("new key {new_id}")));
+        }
         result
     }
 
     async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
         let result = self.verifier.inner.admin.delete(id).await;
         self.verifier.invalidate(*id).await;
+        if result.is_ok() {
+            self.audit(Action::Deleted, *id, None);
+        }
         result
     }
 }

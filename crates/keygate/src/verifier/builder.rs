@@ -5,6 +5,7 @@ use ipnet::IpNet;
 use moka::future::Cache;
 
 use super::{Inner, Verifier};
+use crate::audit::{AuditSink, Auditor, TracingSink};
 use crate::clock::{Clock, SystemClock};
 use crate::extract::{CredentialSources, TrustedProxies};
 use crate::keyring::Keyring;
@@ -25,6 +26,7 @@ use crate::store::{KeyAdmin, KeyStore};
 /// | rate limiter | [`InProcessLimiter`] on the verifier's clock |
 /// | rate limit of keys without their own | unlimited |
 /// | failed attempts per client | `10/1m burst 20`: 20 at once, then one per 6 s |
+/// | audit sinks / buffer / batch | [`TracingSink`] / 8 192 events / 512 events |
 #[must_use]
 pub struct VerifierBuilder {
     keyring: Keyring,
@@ -42,6 +44,9 @@ pub struct VerifierBuilder {
     limiter: Option<Arc<dyn RateLimiter>>,
     default_rate_limit: RateLimit,
     failure_limit: Option<RatePolicy>,
+    audit_sinks: Vec<Arc<dyn AuditSink>>,
+    audit_buffer: usize,
+    audit_batch: usize,
 }
 
 /// The default limit on failed attempts per client: bursts of 20, then one every 6 s.
@@ -69,6 +74,9 @@ impl VerifierBuilder {
             limiter: None,
             default_rate_limit: RateLimit::Unlimited,
             failure_limit: Some(DEFAULT_FAILURE_LIMIT),
+            audit_sinks: Vec::new(),
+            audit_buffer: 8192,
+            audit_batch: 512,
         }
     }
 
@@ -205,6 +213,31 @@ impl VerifierBuilder {
         self
     }
 
+    /// Adds an audit sink. Without any, events go to [`TracingSink`]; add it explicitly to
+    /// keep it beside another sink.
+    pub fn audit_sink(self, sink: impl AuditSink) -> Self {
+        self.shared_audit_sink(Arc::new(sink))
+    }
+
+    /// [`VerifierBuilder::audit_sink`] with a sink already shared.
+    pub fn shared_audit_sink(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit_sinks.push(sink);
+        self
+    }
+
+    /// How many audit events may wait for the sinks (default 8 192). When full, events are
+    /// dropped and counted ([`Verifier::audit_stats`]); requests never wait.
+    pub fn audit_buffer(mut self, events: usize) -> Self {
+        self.audit_buffer = events;
+        self
+    }
+
+    /// Most events handed to a sink in one batch (default 512).
+    pub fn audit_batch(mut self, events: usize) -> Self {
+        self.audit_batch = events;
+        self
+    }
+
     /// Builds the verifier.
     ///
     /// The last-used flusher is started on the tokio runtime of the first successful
@@ -244,6 +277,15 @@ impl VerifierBuilder {
                 }),
                 default_rate_limit: self.default_rate_limit,
                 failure_limit: self.failure_limit,
+                auditor: Auditor::new(
+                    if self.audit_sinks.is_empty() {
+                        vec![Arc::new(TracingSink)]
+                    } else {
+                        self.audit_sinks
+                    },
+                    self.audit_buffer,
+                    self.audit_batch,
+                ),
             }),
         }
     }

@@ -50,6 +50,7 @@ pub use last_used::LastUsedStats;
 
 use self::cache::{CachedKey, Generations};
 use self::last_used::LastUsed;
+use crate::audit::{AuditEvent, AuditStats, Auditor};
 use crate::clock::Clock;
 use crate::extract::{CredentialSources, RequestView, TrustedProxies};
 use crate::identity::Identity;
@@ -82,6 +83,7 @@ struct Inner {
     limiter: Arc<dyn RateLimiter>,
     default_rate_limit: RateLimit,
     failure_limit: Option<RatePolicy>,
+    auditor: Auditor,
 }
 
 /// A successful verification: the caller's identity, and the rate limiter's decision when the
@@ -411,6 +413,38 @@ impl Verifier {
     /// The store's error; the batch is kept and retried at the next flush.
     pub async fn flush_last_used(&self) -> Result<usize, StoreError> {
         self.inner.last_used.flush().await
+    }
+
+    /// Whether any audit sink wants events now. Adapters check it before building a request's
+    /// event, so a disabled trail costs nothing.
+    #[must_use]
+    pub fn audit_enabled(&self) -> bool {
+        self.inner.auditor.enabled()
+    }
+
+    /// Records an audit event: queued without waiting, written by a background task (see
+    /// [`crate::audit`]). The adapters record one per decided request and [`Admin`] one per
+    /// change; applications may add their own.
+    pub fn audit(&self, event: AuditEvent) {
+        self.inner.auditor.record(event);
+    }
+
+    /// Waits until every audit event recorded so far has been handed to the sinks. Call it on
+    /// shutdown so the last batch is not lost.
+    pub async fn flush_audit(&self) {
+        self.inner.auditor.flush().await;
+    }
+
+    /// Counters of the audit pipeline: recorded, dropped (buffer full), written, lost.
+    #[must_use]
+    pub fn audit_stats(&self) -> AuditStats {
+        self.inner.auditor.stats()
+    }
+
+    /// The client address of `request` under this verifier's trusted-proxy rule (the address
+    /// rate limits and audit events use).
+    pub fn client_ip<R: RequestView + ?Sized>(&self, request: &R) -> Option<IpAddr> {
+        self.inner.proxies.client_ip(request)
     }
 
     /// Counters of last-used tracking: reports dropped because the buffer was full, times

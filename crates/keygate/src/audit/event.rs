@@ -1,0 +1,299 @@
+//! [`AuditEvent`]: one decision on a request, or one change to a key.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::key::KeyId;
+use crate::record::KeyChange;
+use crate::rejection::Reason;
+
+/// Longest request id or actor kept, in characters; longer ones are cut.
+pub const MAX_LABEL_LEN: usize = 128;
+
+/// What happened: a request was decided, or a key was changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Action {
+    /// A request was allowed or denied.
+    Request,
+    /// A key was created.
+    Created,
+    /// A key was renamed.
+    Renamed,
+    /// A key's scopes were replaced.
+    ScopesChanged,
+    /// A key's expiry was set or cleared.
+    ExpiryChanged,
+    /// A key's metadata was replaced.
+    MetadataChanged,
+    /// A key's allowed client ranges were replaced.
+    AllowedIpsChanged,
+    /// A key's rate limit was set or cleared.
+    RateLimitChanged,
+    /// A key was disabled.
+    Disabled,
+    /// A key was enabled again.
+    Enabled,
+    /// A key was rotated (the event is on the old key; `detail` names the new one).
+    Rotated,
+    /// A key was revoked.
+    Revoked,
+    /// A key was deleted.
+    Deleted,
+}
+
+impl Action {
+    /// Every action, for parsers and tests.
+    pub const ALL: [Self; 13] = [
+        Self::Request,
+        Self::Created,
+        Self::Renamed,
+        Self::ScopesChanged,
+        Self::ExpiryChanged,
+        Self::MetadataChanged,
+        Self::AllowedIpsChanged,
+        Self::RateLimitChanged,
+        Self::Disabled,
+        Self::Enabled,
+        Self::Rotated,
+        Self::Revoked,
+        Self::Deleted,
+    ];
+
+    /// A stable snake_case name: `request`, `created`, `scopes_changed`, ….
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Created => "created",
+            Self::Renamed => "renamed",
+            Self::ScopesChanged => "scopes_changed",
+            Self::ExpiryChanged => "expiry_changed",
+            Self::MetadataChanged => "metadata_changed",
+            Self::AllowedIpsChanged => "allowed_ips_changed",
+            Self::RateLimitChanged => "rate_limit_changed",
+            Self::Disabled => "disabled",
+            Self::Enabled => "enabled",
+            Self::Rotated => "rotated",
+            Self::Revoked => "revoked",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    /// The lifecycle action a change records.
+    #[must_use]
+    pub fn for_change(change: &KeyChange) -> Self {
+        match change {
+            KeyChange::Rename(_) => Self::Renamed,
+            KeyChange::SetScopes(_) => Self::ScopesChanged,
+            KeyChange::SetExpiry(_) => Self::ExpiryChanged,
+            KeyChange::SetMetadata(_) => Self::MetadataChanged,
+            KeyChange::SetAllowedIps(_) => Self::AllowedIpsChanged,
+            KeyChange::SetRateLimit(_) => Self::RateLimitChanged,
+            KeyChange::Disable => Self::Disabled,
+            KeyChange::Enable => Self::Enabled,
+            KeyChange::Revoke => Self::Revoked,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Action {
+    type Err = UnknownName;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == name)
+            .ok_or(UnknownName)
+    }
+}
+
+/// A request's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Let in.
+    Allowed,
+    /// Refused.
+    Denied,
+}
+
+impl Outcome {
+    /// `allowed` or `denied`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = UnknownName;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "allowed" => Ok(Self::Allowed),
+            "denied" => Ok(Self::Denied),
+            _ => Err(UnknownName),
+        }
+    }
+}
+
+/// A name that is not one of the type's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown name")]
+pub struct UnknownName;
+
+/// One audit event. Never holds a key's secret or digest: only its public id.
+///
+/// Request events carry the request's method, route template (the router's pattern, e.g.
+/// `/orders/{id}`, never the raw path or query), client address, status, latency and request
+/// id (`x-request-id`) where known. Lifecycle events carry the actor who made the change, when
+/// the caller named one, and a detail (a rotation names the new key).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AuditEvent {
+    /// When it happened.
+    pub at: SystemTime,
+    /// What happened.
+    pub action: Action,
+    /// The key concerned: for requests, the key presented when a well-formed one was.
+    pub key_id: Option<KeyId>,
+    /// For requests: allowed or denied.
+    pub outcome: Option<Outcome>,
+    /// For denied requests: why.
+    pub reason: Option<Reason>,
+    /// For requests: the HTTP method.
+    pub method: Option<http::Method>,
+    /// For requests: the route template, when the framework knows it.
+    pub route: Option<Arc<str>>,
+    /// For requests: the client address (see the trusted-proxy rule).
+    pub client_ip: Option<IpAddr>,
+    /// For requests: the response status.
+    pub status: Option<u16>,
+    /// For requests: time from the request reaching keygate to the response.
+    pub latency: Option<Duration>,
+    /// For requests: the `x-request-id` header, if present.
+    pub request_id: Option<Arc<str>>,
+    /// For lifecycle events: who made the change, if the caller said.
+    pub actor: Option<Arc<str>>,
+    /// For lifecycle events: more about the change (a rotation: the new key's id).
+    pub detail: Option<String>,
+}
+
+impl AuditEvent {
+    /// A request decision at `at`, to be completed with the builder-style setters.
+    #[must_use]
+    pub fn request(at: SystemTime, outcome: Outcome) -> Self {
+        Self {
+            outcome: Some(outcome),
+            ..Self::blank(at, Action::Request)
+        }
+    }
+
+    /// A change to key `id` at `at`.
+    #[must_use]
+    pub fn lifecycle(at: SystemTime, action: Action, id: KeyId) -> Self {
+        Self {
+            key_id: Some(id),
+            ..Self::blank(at, action)
+        }
+    }
+
+    fn blank(at: SystemTime, action: Action) -> Self {
+        Self {
+            at,
+            action,
+            key_id: None,
+            outcome: None,
+            reason: None,
+            method: None,
+            route: None,
+            client_ip: None,
+            status: None,
+            latency: None,
+            request_id: None,
+            actor: None,
+            detail: None,
+        }
+    }
+
+    /// Sets the key id.
+    #[must_use]
+    pub fn key_id(mut self, id: Option<KeyId>) -> Self {
+        self.key_id = id;
+        self
+    }
+
+    /// Sets the denial reason.
+    #[must_use]
+    pub fn reason(mut self, reason: Option<Reason>) -> Self {
+        self.reason = reason;
+        self
+    }
+
+    /// Sets the actor.
+    #[must_use]
+    pub fn actor(mut self, actor: Option<Arc<str>>) -> Self {
+        self.actor = actor;
+        self
+    }
+
+    /// Sets the detail.
+    #[must_use]
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// A request id or actor as kept: lossy UTF-8, control characters replaced, at most
+/// [`MAX_LABEL_LEN`] characters.
+#[must_use]
+pub fn label(bytes: &[u8]) -> Arc<str> {
+    let text = String::from_utf8_lossy(bytes);
+    text.chars()
+        .take(MAX_LABEL_LEN)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect::<String>()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for action in Action::ALL {
+            assert_eq!(action.as_str().parse(), Ok(action));
+        }
+        for outcome in [Outcome::Allowed, Outcome::Denied] {
+            assert_eq!(outcome.as_str().parse(), Ok(outcome));
+        }
+        assert_eq!("nope".parse::<Action>(), Err(UnknownName));
+    }
+
+    #[test]
+    fn labels_are_cut_and_cleaned() {
+        assert_eq!(&*label(b"abc\r\ndef"), "abc\u{fffd}\u{fffd}def");
+        assert_eq!(label(&[b'x'; 500]).chars().count(), MAX_LABEL_LEN);
+        assert_eq!(&*label(b"\xff"), "\u{fffd}");
+    }
+}

@@ -1,0 +1,82 @@
+//! [`RequestAudit`]: what an adapter notes about a request, turned into its audit event once
+//! the response is known.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::{AuditEvent, Outcome, label};
+use crate::key::KeyId;
+use crate::rejection::Rejection;
+use crate::verifier::Verifier;
+
+/// The header a request id is read from.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// One request's audit record in the making. The tower layer and the actix middleware start one
+/// when the request arrives (if [`Verifier::audit_enabled`]) and finish it with the response,
+/// so the event has the final status — including a refusal by a route guard such as
+/// [`RequireScopes`](crate::RequireScopes) behind the key check — and the whole latency.
+#[derive(Debug)]
+pub struct RequestAudit {
+    verifier: Verifier,
+    started: Instant,
+    at: SystemTime,
+    method: http::Method,
+    route: Option<Arc<str>>,
+    client_ip: Option<IpAddr>,
+    request_id: Option<Arc<str>>,
+    key_id: Option<KeyId>,
+}
+
+impl RequestAudit {
+    /// Starts the record: `route` is the router's template (never the raw path), `request_id`
+    /// the raw `x-request-id` value if any.
+    #[must_use]
+    pub fn start(
+        verifier: &Verifier,
+        method: http::Method,
+        route: Option<Arc<str>>,
+        client_ip: Option<IpAddr>,
+        request_id: Option<&[u8]>,
+    ) -> Self {
+        Self {
+            verifier: verifier.clone(),
+            started: Instant::now(),
+            at: verifier.clock().now(),
+            method,
+            route,
+            client_ip,
+            request_id: request_id.map(label),
+            key_id: None,
+        }
+    }
+
+    /// Notes the key the request was allowed with.
+    pub fn allowed_key(&mut self, id: KeyId) {
+        self.key_id = Some(id);
+    }
+
+    /// Records the event: denied when the response carries a [`Rejection`] (from the key
+    /// check or a guard behind it), allowed otherwise.
+    pub fn finish(self, status: u16, rejection: Option<&Rejection>) {
+        let (outcome, reason, key_id) = match rejection {
+            Some(r) => (
+                Outcome::Denied,
+                Some(r.reason()),
+                r.key_id().or(self.key_id),
+            ),
+            None => (Outcome::Allowed, None, self.key_id),
+        };
+        let mut event = AuditEvent::request(self.at, outcome)
+            .key_id(key_id)
+            .reason(reason);
+        event.method = Some(self.method);
+        event.route = self.route;
+        event.client_ip = self.client_ip;
+        event.status = Some(status);
+        event.latency = Some(self.started.elapsed());
+        event.request_id = self.request_id;
+        self.verifier.audit(event);
+    }
+}

@@ -1,0 +1,75 @@
+//! Where audit events go: the [`AuditSink`] trait and the `tracing` sink.
+
+use async_trait::async_trait;
+
+use super::AuditEvent;
+use crate::store::BoxError;
+
+/// A sink could not take a batch (its store is unreachable). The batch is retried, then
+/// dropped and counted in [`AuditStats::lost`](super::AuditStats::lost).
+#[derive(Debug, thiserror::Error)]
+#[error("audit sink failed: {0}")]
+pub struct AuditError(#[source] pub BoxError);
+
+/// Receives audit events in batches, from a background task (never on the request path).
+/// Object safe (`Arc<dyn AuditSink>`).
+#[async_trait]
+pub trait AuditSink: Send + Sync + 'static {
+    /// Writes a batch, in the order the events happened.
+    ///
+    /// # Errors
+    /// [`AuditError`] when the batch could not be written; it is retried.
+    async fn write(&self, events: &[AuditEvent]) -> Result<(), AuditError>;
+
+    /// Whether the sink wants events at all right now. When no sink does, the request path
+    /// skips building them. Default: yes.
+    fn enabled(&self) -> bool {
+        true
+    }
+}
+
+/// The default sink: one `tracing` event per audit event, at INFO, target `keygate::audit`,
+/// with structured fields. Strings an outsider can influence (route, request id, actor,
+/// detail) are `Debug`-formatted: quoted, with control characters escaped, so a CR/LF cannot
+/// forge a log line.
+///
+/// Enabled only while a subscriber listens to `keygate::audit` at INFO.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingSink;
+
+#[async_trait]
+impl AuditSink for TracingSink {
+    async fn write(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        for event in events {
+            emit(event);
+        }
+        Ok(())
+    }
+
+    fn enabled(&self) -> bool {
+        tracing::enabled!(target: "keygate::audit", tracing::Level::INFO)
+    }
+}
+
+fn emit(e: &AuditEvent) {
+    let at =
+        e.at.duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    tracing::info!(
+        target: "keygate::audit",
+        at_ms = at,
+        action = e.action.as_str(),
+        key_id = e.key_id.as_ref().map(crate::KeyId::as_str),
+        outcome = e.outcome.map(super::Outcome::as_str),
+        reason = e.reason.map(crate::Reason::as_str),
+        method = e.method.as_ref().map(http::Method::as_str),
+        route = e.route.as_deref().map(tracing::field::debug),
+        client_ip = e.client_ip.map(tracing::field::display),
+        status = e.status,
+        latency_us = e.latency.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        request_id = e.request_id.as_deref().map(tracing::field::debug),
+        actor = e.actor.as_deref().map(tracing::field::debug),
+        detail = e.detail.as_deref().map(tracing::field::debug),
+        "audit"
+    );
+}

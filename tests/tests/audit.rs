@@ -1,0 +1,253 @@
+//! The audit pipeline: lifecycle events from `Admin`, a stalled sink that never blocks requests
+//! (its drops counted exactly), a failing sink retried, and the tracing sink's escaping.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use keygate::audit::{Action, AuditError, AuditEvent, AuditSink, Outcome, TracingSink};
+use keygate::{KeyAdmin, NewKey, Scope};
+use keygate_tests::{CapturingSink, Harness, axum_app, send_bearer};
+
+#[tokio::test]
+async fn every_change_through_admin_is_an_event_with_its_actor() {
+    let h = Harness::new();
+    let events = CapturingSink::default();
+    let verifier = h.sibling_with(|b| b.audit_sink(events.clone()));
+    let admin = verifier.admin().actor("alice@ops");
+    let created = admin
+        .create_key(NewKey::new("k"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let id = created.record.id;
+    let ok = |r: Result<keygate::KeyRecord, keygate::StoreError>| {
+        r.unwrap_or_else(|e| panic!("{e}"));
+    };
+    ok(admin.rename(&id, "k2").await);
+    ok(admin
+        .set_scopes(
+            &id,
+            vec![Scope::new("a:b").unwrap_or_else(|e| panic!("{e}"))],
+        )
+        .await);
+    ok(admin.set_expiry(&id, None).await);
+    ok(admin.set_metadata(&id, keygate::Metadata::new()).await);
+    ok(admin.set_allowed_ips(&id, Vec::new()).await);
+    ok(admin
+        .set_rate_limit(&id, Some(keygate::rate::RateLimit::Unlimited))
+        .await);
+    ok(admin.disable(&id).await);
+    ok(admin.enable(&id).await);
+    let rotated = admin
+        .rotate(&id, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    ok(admin.revoke(&id).await);
+    admin.delete(&id).await.unwrap_or_else(|e| panic!("{e}"));
+    // A refused change is not an event.
+    assert!(admin.enable(&rotated.new.record.id).await.is_ok());
+    assert!(admin.rename(&id, "gone").await.is_err());
+
+    verifier.flush_audit().await;
+    let got: Vec<_> = events
+        .take()
+        .into_iter()
+        .map(|e| {
+            (
+                e.action,
+                e.key_id,
+                e.actor.as_deref().map(str::to_owned),
+                e.detail,
+            )
+        })
+        .collect();
+    let actor = Some("alice@ops".to_owned());
+    let on = |action| (action, Some(id), actor.clone(), None);
+    assert_eq!(
+        got,
+        vec![
+            on(Action::Created),
+            on(Action::Renamed),
+            on(Action::ScopesChanged),
+            on(Action::ExpiryChanged),
+            on(Action::MetadataChanged),
+            on(Action::AllowedIpsChanged),
+            on(Action::RateLimitChanged),
+            on(Action::Disabled),
+            on(Action::Enabled),
+            (
+                Action::Rotated,
+                Some(id),
+                actor.clone(),
+                Some(format!("new key {}", rotated.new.record.id))
+            ),
+            on(Action::Revoked),
+            on(Action::Deleted),
+            (
+                Action::Enabled,
+                Some(rotated.new.record.id),
+                actor.clone(),
+                None
+            ),
+        ]
+    );
+}
+
+/// A sink that blocks every write until released.
+#[derive(Debug, Default)]
+struct Stalled {
+    released: AtomicBool,
+    wake: tokio::sync::Notify,
+    written: AtomicUsize,
+}
+
+#[async_trait]
+impl AuditSink for Stalled {
+    async fn write(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        while !self.released.load(Ordering::Acquire) {
+            self.wake.notified().await;
+        }
+        self.written.fetch_add(events.len(), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_sink_never_blocks_requests_and_every_lost_event_is_counted() {
+    let h = Harness::new();
+    let (key, _) = h.create(NewKey::new("busy")).await;
+    let sink = Arc::new(Stalled::default());
+    let verifier = h.sibling_with(|b| {
+        b.shared_audit_sink(sink.clone())
+            .audit_buffer(4)
+            .audit_batch(2)
+    });
+    let app = axum_app(&verifier);
+    const N: usize = 200;
+    let all = tokio::time::timeout(Duration::from_secs(20), async {
+        for _ in 0..N {
+            let reply = send_bearer(&app, "/hello", &key).await;
+            assert_eq!(reply.status, 200);
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "requests waited for the audit sink");
+
+    let stats = verifier.audit_stats();
+    assert!(stats.dropped > 0, "a 4-event buffer cannot hold {N} events");
+    assert_eq!(stats.recorded + stats.dropped, N as u64);
+
+    sink.released.store(true, Ordering::Release);
+    sink.wake.notify_waiters();
+    verifier.flush_audit().await;
+    let stats = verifier.audit_stats();
+    assert_eq!(
+        sink.written.load(Ordering::Relaxed) as u64 + stats.dropped,
+        N as u64,
+        "every event is either written or counted as dropped: {stats:?}"
+    );
+    assert_eq!(stats.written, stats.recorded);
+    assert_eq!(stats.lost, 0);
+}
+
+/// Fails its first `failures` writes.
+#[derive(Debug)]
+struct Flaky {
+    failures: AtomicUsize,
+    events: Mutex<Vec<AuditEvent>>,
+}
+
+#[async_trait]
+impl AuditSink for Flaky {
+    async fn write(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        if self
+            .failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(AuditError("database unreachable".into()));
+        }
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(events);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failed_batch_is_written_with_the_next_one() {
+    let h = Harness::new();
+    let sink = Arc::new(Flaky {
+        failures: AtomicUsize::new(1),
+        events: Mutex::new(Vec::new()),
+    });
+    let verifier = h.sibling_with(|b| b.shared_audit_sink(sink.clone()));
+    let event = |n: u16| {
+        let mut e = AuditEvent::request(SystemTime::UNIX_EPOCH, Outcome::Allowed);
+        e.status = Some(n);
+        e
+    };
+    verifier.audit(event(1));
+    verifier.flush_audit().await;
+    assert!(
+        sink.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    );
+    verifier.audit(event(2));
+    verifier.flush_audit().await;
+    let statuses: Vec<_> = sink
+        .events
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(statuses, vec![Some(1), Some(2)], "in order, nothing lost");
+    let stats = verifier.audit_stats();
+    assert_eq!((stats.failed_writes, stats.lost), (1, 0));
+}
+
+/// Collects formatted log output.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_tracing_sink_escapes_what_could_forge_a_line() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    assert!(AuditSink::enabled(&TracingSink));
+    let mut event = AuditEvent::request(SystemTime::UNIX_EPOCH, Outcome::Denied);
+    event.route = Some(Arc::from("/a\r\nFAKE audit outcome=allowed"));
+    event.detail = Some("x\ny".into());
+    TracingSink
+        .write(&[event])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap_or_else(PoisonError::into_inner))
+        .into_owned();
+    assert_eq!(text.lines().count(), 1, "one event, one line: {text}");
+    assert!(text.contains(r"\r\nFAKE"), "{text}");
+    assert!(text.contains("outcome=\"denied\""), "{text}");
+}

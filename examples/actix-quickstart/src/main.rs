@@ -96,9 +96,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    // Ctrl-C stops the server gracefully; then write the last-used times still buffered.
+    // Ctrl-C stops the server gracefully; then write the last-used times and audit events still
+    // buffered.
     server.run().await?;
     verifier.flush_last_used().await?;
+    verifier.flush_audit().await;
     Ok(())
 }
 

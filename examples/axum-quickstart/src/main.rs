@@ -91,8 +91,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
-    // Write the last-used times still buffered.
+    // Write the last-used times and audit events still buffered.
     verifier.flush_last_used().await?;
+    verifier.flush_audit().await;
     Ok(())
 }
 

@@ -213,8 +213,9 @@ impl VerifierBuilder {
         self
     }
 
-    /// Adds an audit sink. Without any, events go to [`TracingSink`]; add it explicitly to
-    /// keep it beside another sink.
+    /// Adds an audit sink. Without any, events go to [`TracingSink`] (target `keygate::audit`,
+    /// INFO): filter that target out of your subscriber and no event is even built. Add
+    /// [`TracingSink`] explicitly to keep it beside another sink.
     pub fn audit_sink(self, sink: impl AuditSink) -> Self {
         self.shared_audit_sink(Arc::new(sink))
     }

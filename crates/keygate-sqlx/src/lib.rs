@@ -10,6 +10,11 @@
 //! [`keygate::MemoryStore`]'s semantics: the conformance suite in the workspace's `tests/`
 //! crate runs the same cases against all three.
 //!
+//! # Audit trail and usage
+//! [`SqlAuditSink`] (from `store.audit_sink()`) keeps the verifier's audit events and per-key,
+//! per-day request counts in the same database, for `keygate audit` and `keygate usage`; see
+//! the [`audit`] module.
+//!
 //! # Migrations
 //! The schema ships inside the crate as versioned migrations (tracked in table
 //! `keygate_migrations`). Apply them with `migrate()` on start (the `open` constructors do);
@@ -57,6 +62,8 @@
 //! With PostgreSQL: `PostgresStore::open("postgres://…").await?` (see [`PostgresStore`]).
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod audit;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
 mod error;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -66,6 +73,8 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use audit::SqlAuditSink;
 pub use error::Error;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;

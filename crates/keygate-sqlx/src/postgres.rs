@@ -14,6 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Postgres, QueryBuilder, Row};
 use time::OffsetDateTime;
 
+use crate::audit::SqlAuditSink;
 use crate::codec::{
     self, RawRecord, columns, fold, id_taken, ip_strings, is_unique_violation, metadata_json,
     normalized, rate_limit_text, scope_strings, to_micros, unavailable,
@@ -163,12 +164,20 @@ impl PostgresStore {
             .map_err(Error::Connect)
     }
 
+    /// A sink keeping audit events and per-day usage in this database (tables
+    /// `keygate_audit_events` and `keygate_usage`), sharing this store's pool and clock. See
+    /// [`SqlAuditSink`] for retention and reading.
+    #[must_use]
+    pub fn audit_sink(&self) -> SqlAuditSink {
+        SqlAuditSink::postgres(self.pool.clone(), Arc::clone(&self.clock))
+    }
+
     fn now(&self) -> SystemTime {
         codec::truncate(self.clock.now())
     }
 }
 
-fn timestamp(at: SystemTime) -> OffsetDateTime {
+pub(crate) fn timestamp(at: SystemTime) -> OffsetDateTime {
     let micros = to_micros(at);
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).unwrap_or(if micros < 0 {
         OffsetDateTime::UNIX_EPOCH
@@ -182,7 +191,7 @@ fn far_future() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(253_402_214_400).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-fn micros(at: OffsetDateTime) -> i64 {
+pub(crate) fn micros(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
 

@@ -17,6 +17,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
+use crate::audit::SqlAuditSink;
 use crate::codec::{
     self, RawRecord, columns, fold, id_taken, ip_strings, is_unique_violation, json_array,
     metadata_json, normalized, rate_limit_text, scope_strings, to_micros, unavailable,
@@ -186,6 +187,14 @@ impl SqliteStore {
             .fetch_one(&self.pool)
             .await
             .map_err(Error::Connect)
+    }
+
+    /// A sink keeping audit events and per-day usage in this database (tables
+    /// `keygate_audit_events` and `keygate_usage`), sharing this store's pool and clock. See
+    /// [`SqlAuditSink`] for retention and reading.
+    #[must_use]
+    pub fn audit_sink(&self) -> SqlAuditSink {
+        SqlAuditSink::sqlite(self.pool.clone(), Arc::clone(&self.clock))
     }
 
     fn now(&self) -> SystemTime {

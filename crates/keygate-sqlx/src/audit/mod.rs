@@ -1,0 +1,480 @@
+//! [`SqlAuditSink`]: the audit trail and per-day usage counts, kept in the key store's database.
+
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use keygate::audit::{Action, AuditError, AuditEvent, AuditSink, Outcome};
+use keygate::clock::Clock;
+use keygate::{KeyId, Reason, StoreError};
+
+use crate::codec::{from_micros, to_micros};
+
+/// How long events are kept by default: 90 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How often, at most, old events are pruned by default: hourly.
+pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Most events one [`SqlAuditSink::events`] call returns.
+pub const MAX_EVENTS: usize = 10_000;
+
+/// Rows per multi-row insert: 13 binds each, 6 500 a statement, well under SQLite's 32 766 and
+/// PostgreSQL's 65 535 bind parameters.
+const EVENT_CHUNK: usize = 500;
+/// Rows per usage upsert (4 binds each).
+const USAGE_CHUNK: usize = 2_000;
+/// Most events one prune deletes, so a first prune over a long backlog does not hold the
+/// database's write lock for long; the next write continues.
+const PRUNE_LIMIT: i64 = 10_000;
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Keeps audit events in the key store's database (table `keygate_audit_events`) and counts
+/// requests per key per UTC day (table `keygate_usage`), for `keygate audit` and
+/// `keygate usage`.
+///
+/// Contents: [set-up](#set-up), [what is written](#what-is-written), [retention](#retention),
+/// [reading](#reading). Clones share the pool and the prune schedule.
+///
+/// # Set-up
+/// Get one from [`SqliteStore::audit_sink`](crate::SqliteStore::audit_sink) or
+/// [`PostgresStore::audit_sink`](crate::PostgresStore::audit_sink) and give it to the
+/// verifier; it replaces the default tracing sink (add
+/// [`TracingSink`](keygate::audit::TracingSink) too to keep both).
+///
+/// ```
+/// use keygate::{Keyring, Verifier};
+/// use keygate_sqlx::SqliteStore;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = SqliteStore::in_memory().await?;
+/// let audit = store.audit_sink(); // 90 days of events, pruned hourly
+/// let verifier = Verifier::builder(Keyring::development("acme_test")?, store)
+///     .audit_sink(audit.clone())
+///     .build();
+/// // … serve …
+/// verifier.flush_audit().await; // on shutdown
+/// let recent = audit.events(&Default::default()).await?;
+/// # assert!(recent.is_empty());
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # What is written
+/// Each batch is one transaction: the events (multi-row inserts), and the batch's requests
+/// counted per (key, UTC day) as allowed or denied, added to `keygate_usage`. Requests without
+/// a well-formed key id have no key to count against: they are events only. Writes run on the
+/// verifier's audit task, never on the request path; when the database is slow, the verifier's
+/// buffer fills and events are dropped and counted
+/// ([`Verifier::audit_stats`](keygate::Verifier::audit_stats)). Events never carry a secret
+/// or a digest.
+///
+/// # Retention
+/// Events older than [`SqlAuditSink::retention`] (default [`DEFAULT_RETENTION`], 90 days) and
+/// usage days before it are deleted by the sink's own writes, at most once per
+/// [`SqlAuditSink::prune_interval`] (default hourly) and at most 10 000 events at a time.
+/// `None` keeps everything.
+///
+/// # Reading
+/// [`SqlAuditSink::events`] lists events by filter (newest or oldest first, or after an id
+/// for following); [`SqlAuditSink::usage`] lists daily counts.
+///
+/// # Errors
+/// A failed write is an [`AuditError`]: the verifier retries the batch with the next one.
+/// Reads return [`StoreError::Unavailable`] when the database fails or a row cannot be read
+/// back (the table was damaged or written by something else).
+#[derive(Clone)]
+pub struct SqlAuditSink {
+    backend: Backend,
+    clock: Arc<dyn Clock>,
+    retention: Option<Duration>,
+    prune_interval: Duration,
+    /// When the next prune is due; `None`: at the next write.
+    next_prune: Arc<Mutex<Option<Instant>>>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+}
+
+impl SqlAuditSink {
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn sqlite(pool: sqlx::SqlitePool, clock: Arc<dyn Clock>) -> Self {
+        Self::new(Backend::Sqlite(pool), clock)
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) fn postgres(pool: sqlx::PgPool, clock: Arc<dyn Clock>) -> Self {
+        Self::new(Backend::Postgres(pool), clock)
+    }
+
+    fn new(backend: Backend, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            backend,
+            clock,
+            retention: Some(DEFAULT_RETENTION),
+            prune_interval: DEFAULT_PRUNE_INTERVAL,
+            next_prune: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Keeps events (and usage days) for `max_age`; `None` keeps them forever. Default
+    /// [`DEFAULT_RETENTION`] (90 days).
+    #[must_use]
+    pub fn retention(mut self, max_age: Option<Duration>) -> Self {
+        self.retention = max_age;
+        self
+    }
+
+    /// Prunes at most once per `interval` (default [`DEFAULT_PRUNE_INTERVAL`], an hour).
+    #[must_use]
+    pub fn prune_interval(mut self, interval: Duration) -> Self {
+        self.prune_interval = interval;
+        self
+    }
+
+    /// Events matching `query`, at most [`EventQuery::limit`] (capped at [`MAX_EVENTS`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database fails or a row cannot be read back.
+    pub async fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = match &self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => sqlite::events(pool, query).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pool) => postgres::events(pool, query).await,
+        }
+        .map_err(StoreError::unavailable)?;
+        rows.into_iter().map(RawEvent::into_event).collect()
+    }
+
+    /// Requests per key per UTC day, from the day of `since` on (`key_id`: that key only),
+    /// ordered by key id, then day.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database fails or a row cannot be read back.
+    pub async fn usage(
+        &self,
+        key_id: Option<&KeyId>,
+        since: SystemTime,
+    ) -> Result<Vec<UsageDay>, StoreError> {
+        let from = day_of(since);
+        let rows = match &self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => sqlite::usage(pool, key_id, from).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pool) => postgres::usage(pool, key_id, from).await,
+        }
+        .map_err(StoreError::unavailable)?;
+        rows.into_iter().map(RawUsage::into_usage).collect()
+    }
+
+    /// The cutoff to prune before, when a prune is due.
+    fn prune_due(&self) -> Option<SystemTime> {
+        let max_age = self.retention?;
+        let next = *self
+            .next_prune
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if next.is_some_and(|next| Instant::now() < next) {
+            return None;
+        }
+        self.clock.now().checked_sub(max_age)
+    }
+
+    fn pruned(&self, deleted: u64) {
+        // A full prune left more behind: continue with the next write.
+        if deleted < PRUNE_LIMIT.unsigned_abs() {
+            *self
+                .next_prune
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) =
+                Some(Instant::now() + self.prune_interval);
+        }
+    }
+}
+
+#[async_trait]
+impl AuditSink for SqlAuditSink {
+    async fn write(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let usage = tally(events);
+        let prune = self.prune_due();
+        let result = match &self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => sqlite::write(pool, events, &usage, prune).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pool) => postgres::write(pool, events, &usage, prune).await,
+        };
+        match result {
+            Ok(deleted) => {
+                if prune.is_some() {
+                    self.pruned(deleted);
+                }
+                Ok(())
+            }
+            Err(error) => Err(AuditError(Box::new(error))),
+        }
+    }
+}
+
+impl std::fmt::Debug for SqlAuditSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match &self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => "postgres",
+        };
+        f.debug_struct("SqlAuditSink")
+            .field("backend", &backend)
+            .field("retention", &self.retention)
+            .field("prune_interval", &self.prune_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which events [`SqlAuditSink::events`] returns. Every filter is optional; the default is the
+/// 50 newest events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventQuery {
+    /// Only events of this key.
+    pub key_id: Option<KeyId>,
+    /// Only requests with this outcome.
+    pub outcome: Option<Outcome>,
+    /// Only denied requests with this reason.
+    pub reason: Option<Reason>,
+    /// Only this action (e.g. [`Action::Request`], or one lifecycle action).
+    pub action: Option<Action>,
+    /// Only events at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only events with a larger [`StoredEvent::id`] (for following: pass the last id seen).
+    pub after_id: Option<i64>,
+    /// At most this many (capped at [`MAX_EVENTS`]).
+    pub limit: usize,
+    /// Oldest first (by id) instead of newest first.
+    pub oldest_first: bool,
+}
+
+impl Default for EventQuery {
+    fn default() -> Self {
+        Self {
+            key_id: None,
+            outcome: None,
+            reason: None,
+            action: None,
+            since: None,
+            after_id: None,
+            limit: 50,
+            oldest_first: false,
+        }
+    }
+}
+
+impl EventQuery {
+    fn clamped_limit(&self) -> i64 {
+        i64::try_from(self.limit.min(MAX_EVENTS)).unwrap_or(0)
+    }
+}
+
+/// An event as stored, with its row id (ids only grow; see [`EventQuery::after_id`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// The row id.
+    pub id: i64,
+    /// The event; times are kept to the microsecond.
+    pub event: AuditEvent,
+}
+
+/// One key's requests on one UTC day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageDay {
+    /// The key.
+    pub key_id: KeyId,
+    /// The day's start (00:00 UTC).
+    pub day: SystemTime,
+    /// Requests let in.
+    pub allowed: u64,
+    /// Requests refused.
+    pub denied: u64,
+}
+
+/// Days since 1970-01-01 (UTC) of `at`.
+pub(crate) fn day_of(at: SystemTime) -> i64 {
+    to_micros(at).div_euclid(MICROS_PER_DAY)
+}
+
+/// One (key, day) count of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UsageDelta {
+    pub(crate) key_id: String,
+    pub(crate) day: i64,
+    pub(crate) allowed: i64,
+    pub(crate) denied: i64,
+}
+
+/// The batch's request events per (key, day), in key and day order (so concurrent writers
+/// lock usage rows in the same order).
+fn tally(events: &[AuditEvent]) -> Vec<UsageDelta> {
+    let mut counts: BTreeMap<(&str, i64), (i64, i64)> = BTreeMap::new();
+    for event in events {
+        let (Action::Request, Some(id), Some(outcome)) =
+            (event.action, &event.key_id, event.outcome)
+        else {
+            continue;
+        };
+        let count = counts.entry((id.as_str(), day_of(event.at))).or_default();
+        match outcome {
+            Outcome::Allowed => count.0 += 1,
+            Outcome::Denied => count.1 += 1,
+        }
+    }
+    counts
+        .into_iter()
+        .map(|((key_id, day), (allowed, denied))| UsageDelta {
+            key_id: key_id.to_owned(),
+            day,
+            allowed,
+            denied,
+        })
+        .collect()
+}
+
+/// A row of `keygate_audit_events` as read, before parsing.
+pub(crate) struct RawEvent {
+    pub(crate) id: i64,
+    pub(crate) at: i64,
+    pub(crate) action: String,
+    pub(crate) key_id: Option<String>,
+    pub(crate) outcome: Option<String>,
+    pub(crate) reason: Option<String>,
+    pub(crate) method: Option<String>,
+    pub(crate) route: Option<String>,
+    pub(crate) client_ip: Option<String>,
+    pub(crate) status: Option<i64>,
+    pub(crate) latency_us: Option<i64>,
+    pub(crate) request_id: Option<String>,
+    pub(crate) actor: Option<String>,
+    pub(crate) detail: Option<String>,
+}
+
+/// The columns every event read selects, in [`RawEvent`] order (`at` as the backend keeps it).
+pub(crate) const EVENT_COLUMNS: &str = "id, at, action, key_id, outcome, reason, method, route, \
+     client_ip, status, latency_us, request_id, actor, detail";
+
+/// A stored audit row keygate cannot read back. Reported as `Unavailable`.
+#[derive(Debug, thiserror::Error)]
+#[error("audit store returned a malformed {column} in row {row}")]
+struct Corrupt {
+    row: i64,
+    column: &'static str,
+}
+
+fn parse<T: std::str::FromStr>(
+    row: i64,
+    column: &'static str,
+    text: Option<&str>,
+) -> Result<Option<T>, StoreError> {
+    text.map(str::parse)
+        .transpose()
+        .map_err(|_| StoreError::unavailable(Corrupt { row, column }))
+}
+
+fn corrupt(row: i64, column: &'static str) -> StoreError {
+    StoreError::unavailable(Corrupt { row, column })
+}
+
+impl RawEvent {
+    fn into_event(self) -> Result<StoredEvent, StoreError> {
+        let row = self.id;
+        let action: Action = self.action.parse().map_err(|_| corrupt(row, "action"))?;
+        let mut event = AuditEvent::request(from_micros(self.at), Outcome::Allowed);
+        event.action = action;
+        event.outcome = parse(row, "outcome", self.outcome.as_deref())?;
+        event.key_id = parse(row, "key_id", self.key_id.as_deref())?;
+        event.reason = parse(row, "reason", self.reason.as_deref())?;
+        event.method = parse(row, "method", self.method.as_deref())?;
+        event.route = self.route.map(Arc::from);
+        event.client_ip = parse::<IpAddr>(row, "client_ip", self.client_ip.as_deref())?;
+        event.status = self
+            .status
+            .map(u16::try_from)
+            .transpose()
+            .map_err(|_| corrupt(row, "status"))?;
+        event.latency = self
+            .latency_us
+            .map(u64::try_from)
+            .transpose()
+            .map_err(|_| corrupt(row, "latency_us"))?
+            .map(Duration::from_micros);
+        event.request_id = self.request_id.map(Arc::from);
+        event.actor = self.actor.map(Arc::from);
+        event.detail = self.detail;
+        Ok(StoredEvent { id: row, event })
+    }
+}
+
+/// Latency as stored: whole microseconds.
+pub(crate) fn latency_us(event: &AuditEvent) -> Option<i64> {
+    event
+        .latency
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// A row of `keygate_usage` as read.
+pub(crate) struct RawUsage {
+    pub(crate) key_id: String,
+    pub(crate) day: i64,
+    pub(crate) allowed: i64,
+    pub(crate) denied: i64,
+}
+
+impl RawUsage {
+    fn into_usage(self) -> Result<UsageDay, StoreError> {
+        let bad = |column| StoreError::unavailable(CorruptUsage { column });
+        Ok(UsageDay {
+            key_id: self.key_id.parse().map_err(|_| bad("key_id"))?,
+            day: from_micros(self.day.saturating_mul(MICROS_PER_DAY)),
+            allowed: u64::try_from(self.allowed).map_err(|_| bad("allowed"))?,
+            denied: u64::try_from(self.denied).map_err(|_| bad("denied"))?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("audit store returned a malformed usage {column}")]
+struct CorruptUsage {
+    column: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_are_utc_and_floor_before_the_epoch() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(day_of(SystemTime::UNIX_EPOCH), 0);
+        assert_eq!(
+            day_of(SystemTime::UNIX_EPOCH + day - Duration::from_micros(1)),
+            0
+        );
+        assert_eq!(day_of(SystemTime::UNIX_EPOCH + day), 1);
+        assert_eq!(
+            day_of(SystemTime::UNIX_EPOCH - Duration::from_micros(1)),
+            -1
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! The audit tables in PostgreSQL: times as `timestamptz`, days as `date`.
+
+use std::time::SystemTime;
+
+use keygate::KeyId;
+use keygate::audit::AuditEvent;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use time::{Date, OffsetDateTime};
+
+use super::{
+    EVENT_CHUNK, EVENT_COLUMNS, EventQuery, PRUNE_LIMIT, RawEvent, RawUsage, USAGE_CHUNK,
+    UsageDelta, day_of, latency_us,
+};
+use crate::postgres::{micros, timestamp};
+
+/// The `date` of a day number (days since 1970-01-01).
+fn date(day: i64) -> Date {
+    let epoch = OffsetDateTime::UNIX_EPOCH.date();
+    epoch
+        .checked_add(time::Duration::days(day))
+        .unwrap_or(if day < 0 { Date::MIN } else { Date::MAX })
+}
+
+fn day_number(date: Date) -> i64 {
+    (date - OffsetDateTime::UNIX_EPOCH.date()).whole_days()
+}
+
+/// Writes one batch in one transaction; returns how many events a prune deleted.
+pub(super) async fn write(
+    pool: &PgPool,
+    events: &[AuditEvent],
+    usage: &[UsageDelta],
+    prune_before: Option<SystemTime>,
+) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for chunk in events.chunks(EVENT_CHUNK) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO keygate_audit_events (at, action, key_id, outcome, reason, method, \
+             route, client_ip, status, latency_us, request_id, actor, detail) ",
+        );
+        q.push_values(chunk, |mut row, e| {
+            row.push_bind(timestamp(e.at))
+                .push_bind(e.action.as_str())
+                .push_bind(e.key_id.as_ref().map(KeyId::as_str))
+                .push_bind(e.outcome.map(|o| o.as_str()))
+                .push_bind(e.reason.map(keygate::Reason::as_str))
+                .push_bind(e.method.as_ref().map(http::Method::as_str))
+                .push_bind(e.route.as_deref())
+                .push_bind(e.client_ip.map(|ip| ip.to_string()))
+                .push_bind(e.status.map(i32::from))
+                .push_bind(latency_us(e))
+                .push_bind(e.request_id.as_deref())
+                .push_bind(e.actor.as_deref())
+                .push_bind(e.detail.as_deref());
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    for chunk in usage.chunks(USAGE_CHUNK) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO keygate_usage AS u (key_id, day, allowed, denied) ",
+        );
+        q.push_values(chunk, |mut row, u| {
+            row.push_bind(u.key_id.as_str())
+                .push_bind(date(u.day))
+                .push_bind(u.allowed)
+                .push_bind(u.denied);
+        });
+        q.push(
+            " ON CONFLICT (key_id, day) DO UPDATE SET allowed = u.allowed + EXCLUDED.allowed, \
+             denied = u.denied + EXCLUDED.denied",
+        );
+        q.build().execute(&mut *tx).await?;
+    }
+    let mut deleted = 0;
+    if let Some(before) = prune_before {
+        deleted = sqlx::query(
+            "DELETE FROM keygate_audit_events WHERE id IN \
+             (SELECT id FROM keygate_audit_events WHERE at < $1 ORDER BY at LIMIT $2)",
+        )
+        .bind(timestamp(before))
+        .bind(PRUNE_LIMIT)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM keygate_usage WHERE day < $1")
+            .bind(date(day_of(before)))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(deleted)
+}
+
+pub(super) async fn events(
+    pool: &PgPool,
+    query: &EventQuery,
+) -> Result<Vec<RawEvent>, sqlx::Error> {
+    let mut q = QueryBuilder::<Postgres>::new("SELECT ");
+    q.push(EVENT_COLUMNS)
+        .push(" FROM keygate_audit_events WHERE true");
+    if let Some(id) = &query.key_id {
+        q.push(" AND key_id = ").push_bind(id.as_str().to_owned());
+    }
+    if let Some(outcome) = query.outcome {
+        q.push(" AND outcome = ").push_bind(outcome.as_str());
+    }
+    if let Some(reason) = query.reason {
+        q.push(" AND reason = ").push_bind(reason.as_str());
+    }
+    if let Some(action) = query.action {
+        q.push(" AND action = ").push_bind(action.as_str());
+    }
+    if let Some(since) = query.since {
+        q.push(" AND at >= ").push_bind(timestamp(since));
+    }
+    if let Some(after) = query.after_id {
+        q.push(" AND id > ").push_bind(after);
+    }
+    q.push(if query.oldest_first {
+        " ORDER BY id ASC LIMIT "
+    } else {
+        " ORDER BY id DESC LIMIT "
+    })
+    .push_bind(query.clamped_limit());
+    let rows = q.build().fetch_all(pool).await?;
+    rows.iter().map(raw_event).collect()
+}
+
+fn raw_event(row: &PgRow) -> Result<RawEvent, sqlx::Error> {
+    Ok(RawEvent {
+        id: row.try_get("id")?,
+        at: micros(row.try_get::<OffsetDateTime, _>("at")?),
+        action: row.try_get("action")?,
+        key_id: row.try_get("key_id")?,
+        outcome: row.try_get("outcome")?,
+        reason: row.try_get("reason")?,
+        method: row.try_get("method")?,
+        route: row.try_get("route")?,
+        client_ip: row.try_get("client_ip")?,
+        status: row.try_get::<Option<i32>, _>("status")?.map(i64::from),
+        latency_us: row.try_get("latency_us")?,
+        request_id: row.try_get("request_id")?,
+        actor: row.try_get("actor")?,
+        detail: row.try_get("detail")?,
+    })
+}
+
+pub(super) async fn usage(
+    pool: &PgPool,
+    key_id: Option<&KeyId>,
+    from_day: i64,
+) -> Result<Vec<RawUsage>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT key_id, day, allowed, denied FROM keygate_usage \
+         WHERE day >= $1 AND ($2::text IS NULL OR key_id = $2) ORDER BY key_id, day",
+    )
+    .bind(date(from_day))
+    .bind(key_id.map(KeyId::as_str))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(RawUsage {
+                key_id: row.try_get("key_id")?,
+                day: day_number(row.try_get::<Date, _>("day")?),
+                allowed: row.try_get("allowed")?,
+                denied: row.try_get("denied")?,
+            })
+        })
+        .collect()
+}

@@ -39,7 +39,7 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// `keygate usage`.
 ///
 /// Contents: [set-up](#set-up), [what is written](#what-is-written), [retention](#retention),
-/// [reading](#reading). Clones share the pool and the prune schedule.
+/// [reading](#reading). Clones share the pool.
 ///
 /// # Set-up
 /// Get one from [`SqliteStore::audit_sink`](crate::SqliteStore::audit_sink) or
@@ -79,7 +79,8 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Events older than [`SqlAuditSink::retention`] (default [`DEFAULT_RETENTION`], 90 days) and
 /// usage days before it are deleted by the sink's own writes, at most once per
 /// [`SqlAuditSink::prune_interval`] (default hourly) and at most 10 000 events at a time.
-/// `None` keeps everything.
+/// `None` keeps everything. Clones share the prune schedule; configuring a sink starts a new
+/// one (the first write after it prunes).
 ///
 /// # Reading
 /// [`SqlAuditSink::events`] lists events by filter (newest or oldest first, or after an id
@@ -133,6 +134,7 @@ impl SqlAuditSink {
     #[must_use]
     pub fn retention(mut self, max_age: Option<Duration>) -> Self {
         self.retention = max_age;
+        self.next_prune = Arc::new(Mutex::new(None));
         self
     }
 
@@ -140,6 +142,7 @@ impl SqlAuditSink {
     #[must_use]
     pub fn prune_interval(mut self, interval: Duration) -> Self {
         self.prune_interval = interval;
+        self.next_prune = Arc::new(Mutex::new(None));
         self
     }
 

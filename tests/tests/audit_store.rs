@@ -1,0 +1,393 @@
+//! The store audit sink (keygate-sqlx's `SqlAuditSink`) on SQLite and PostgreSQL: every field
+//! round trips, filters and order, usage counts per key per UTC day, retention pruning, a
+//! corrupt row is `Unavailable` (not a panic), and a stalled database never blocks requests,
+//! with every lost event counted.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use keygate::audit::{Action, AuditEvent, AuditSink, Outcome};
+use keygate::clock::ManualClock;
+use keygate::{KeyId, NewKey, Reason, StoreError, Verifier};
+use keygate_sqlx::SqlAuditSink;
+use keygate_sqlx::audit::{EventQuery, UsageDay};
+use keygate_sqlx::sqlx;
+use keygate_tests::stores::{self, sqlite_path};
+use keygate_tests::{axum_app, epoch, keyring, send_bearer};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn ok<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+    result.unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn id(text: &str) -> KeyId {
+    ok(text.parse())
+}
+
+/// A request event with every field set.
+fn full_request(at: SystemTime, key: KeyId) -> AuditEvent {
+    let mut e = AuditEvent::request(at, Outcome::Denied)
+        .key_id(Some(key))
+        .reason(Some(Reason::InsufficientScope));
+    e.method = Some(http::Method::PATCH);
+    e.route = Some(Arc::from("/orders/{id}"));
+    e.client_ip = Some(ok("2001:db8::7".parse::<IpAddr>()));
+    e.status = Some(403);
+    e.latency = Some(Duration::from_micros(1_234));
+    e.request_id = Some(Arc::from("req-\u{e9}-1"));
+    e
+}
+
+fn request(at: SystemTime, key: Option<KeyId>, outcome: Outcome) -> AuditEvent {
+    let reason = (outcome == Outcome::Denied).then_some(Reason::WrongSecret);
+    AuditEvent::request(at, outcome).key_id(key).reason(reason)
+}
+
+async fn round_trip(name: &str, sink: SqlAuditSink) {
+    let key = id("AAAAAAAAAAAA");
+    let other = id("BBBBBBBBBBBB");
+    let t0 = epoch();
+    let lifecycle = AuditEvent::lifecycle(t0 + Duration::from_micros(2), Action::Rotated, key)
+        .actor(Some(Arc::from("alice@ops")))
+        .detail(format!("new key {other}"));
+    let anonymous = AuditEvent::request(t0 + Duration::from_micros(3), Outcome::Denied)
+        .reason(Some(Reason::MissingCredentials));
+    let allowed = request(t0 + Duration::from_secs(60), Some(other), Outcome::Allowed);
+    let written = vec![
+        full_request(t0 + Duration::from_micros(1), key),
+        lifecycle,
+        anonymous,
+        allowed,
+    ];
+    ok(sink.write(&written).await);
+
+    let all = ok(sink
+        .events(&EventQuery {
+            oldest_first: true,
+            ..EventQuery::default()
+        })
+        .await);
+    let events: Vec<_> = all.iter().map(|s| s.event.clone()).collect();
+    assert_eq!(events, written, "{name}: every field round trips");
+    assert!(
+        all.windows(2).all(|w| w[0].id < w[1].id),
+        "{name}: ids grow"
+    );
+
+    let newest = ok(sink.events(&EventQuery::default()).await);
+    assert_eq!(newest.first().map(|s| s.id), all.last().map(|s| s.id));
+
+    let query = |q: EventQuery| {
+        let sink = sink.clone();
+        async move {
+            ok(sink.events(&q).await)
+                .into_iter()
+                .map(|s| s.event)
+                .collect::<Vec<_>>()
+        }
+    };
+    let of_key = query(EventQuery {
+        key_id: Some(key),
+        oldest_first: true,
+        ..EventQuery::default()
+    })
+    .await;
+    assert_eq!(of_key, written[..2], "{name}: by key");
+    let denied = query(EventQuery {
+        outcome: Some(Outcome::Denied),
+        oldest_first: true,
+        ..EventQuery::default()
+    })
+    .await;
+    assert_eq!(denied, [written[0].clone(), written[2].clone()], "{name}");
+    let missing = query(EventQuery {
+        reason: Some(Reason::MissingCredentials),
+        ..EventQuery::default()
+    })
+    .await;
+    assert_eq!(missing, [written[2].clone()], "{name}: by reason");
+    let rotated = query(EventQuery {
+        action: Some(Action::Rotated),
+        ..EventQuery::default()
+    })
+    .await;
+    assert_eq!(rotated, [written[1].clone()], "{name}: by action");
+    let since = query(EventQuery {
+        since: Some(t0 + Duration::from_secs(1)),
+        ..EventQuery::default()
+    })
+    .await;
+    assert_eq!(since, [written[3].clone()], "{name}: since");
+    let after = ok(sink
+        .events(&EventQuery {
+            after_id: Some(all[1].id),
+            oldest_first: true,
+            limit: 1,
+            ..EventQuery::default()
+        })
+        .await);
+    assert_eq!(after.len(), 1, "{name}: limit");
+    assert_eq!(after[0].id, all[2].id, "{name}: after id, oldest first");
+}
+
+#[tokio::test]
+async fn every_field_round_trips_and_every_filter_applies() {
+    let f = stores::sqlite().await;
+    round_trip(f.name, f.store.audit_sink()).await;
+    if let Some(f) = stores::postgres().await {
+        round_trip(f.name, f.store.audit_sink()).await;
+    }
+}
+
+async fn usage_counts(name: &str, sink: SqlAuditSink) {
+    let (a, b) = (id("AAAAAAAAAAAA"), id("BBBBBBBBBBBB"));
+    // Day boundaries are UTC: epoch() is 2027-01-15T08:00:00Z.
+    let day0 = SystemTime::UNIX_EPOCH + DAY * 20_833;
+    let day1 = day0 + DAY;
+    let first = vec![
+        request(day0, Some(a), Outcome::Allowed),
+        request(
+            day0 + DAY - Duration::from_micros(1),
+            Some(a),
+            Outcome::Allowed,
+        ),
+        request(day0, Some(a), Outcome::Denied),
+        request(day1, Some(a), Outcome::Allowed),
+        request(day0, Some(b), Outcome::Denied),
+        // Neither counts: no key, and a lifecycle event.
+        request(day0, None, Outcome::Denied),
+        AuditEvent::lifecycle(day0, Action::Created, a),
+    ];
+    ok(sink.write(&first).await);
+    // A second batch adds to the same rows.
+    ok(sink
+        .write(&[
+            request(day0, Some(a), Outcome::Allowed),
+            request(day1, Some(b), Outcome::Denied),
+        ])
+        .await);
+    let got = ok(sink.usage(None, day0).await);
+    let row = |key, day, allowed, denied| UsageDay {
+        key_id: key,
+        day,
+        allowed,
+        denied,
+    };
+    assert_eq!(
+        got,
+        [
+            row(a, day0, 3, 1),
+            row(a, day1, 1, 0),
+            row(b, day0, 0, 1),
+            row(b, day1, 0, 1)
+        ],
+        "{name}"
+    );
+    assert_eq!(
+        ok(sink.usage(Some(&b), day1 + Duration::from_secs(5)).await),
+        [row(b, day1, 0, 1)],
+        "{name}: one key, from a day on"
+    );
+}
+
+#[tokio::test]
+async fn usage_is_counted_per_key_per_utc_day_across_batches() {
+    let f = stores::sqlite().await;
+    usage_counts(f.name, f.store.audit_sink()).await;
+    if let Some(f) = stores::postgres().await {
+        usage_counts(f.name, f.store.audit_sink()).await;
+    }
+}
+
+async fn retention(name: &str, sink: SqlAuditSink, clock: &ManualClock) {
+    let key = id("AAAAAAAAAAAA");
+    let now = clock.now_for_test();
+    let sink = sink.retention(Some(DAY * 30));
+    let old = request(now - DAY * 31, Some(key), Outcome::Allowed);
+    let recent = request(now - DAY * 29, Some(key), Outcome::Allowed);
+    // The first write prunes, its own old event included.
+    ok(sink.write(&[old.clone(), recent.clone()]).await);
+    let left: Vec<_> = ok(sink.events(&EventQuery::default()).await)
+        .into_iter()
+        .map(|s| s.event)
+        .collect();
+    assert_eq!(
+        left,
+        std::slice::from_ref(&recent),
+        "{name}: older than 30 days pruned"
+    );
+    assert_eq!(
+        ok(sink.usage(None, now - DAY * 60).await).len(),
+        1,
+        "{name}: usage days older than the retention pruned"
+    );
+    // Not again within the prune interval (default: an hour)…
+    ok(sink.write(std::slice::from_ref(&old)).await);
+    assert_eq!(ok(sink.events(&EventQuery::default()).await).len(), 2);
+    // …but a sink pruning on every write does, and `None` keeps everything.
+    let keep = sink.clone().retention(None);
+    ok(keep.write(std::slice::from_ref(&old)).await);
+    assert_eq!(ok(keep.events(&EventQuery::default()).await).len(), 3);
+    let eager = sink.prune_interval(Duration::ZERO);
+    clock.advance(Duration::from_secs(1));
+    ok(eager.write(std::slice::from_ref(&recent)).await);
+    let left = ok(eager.events(&EventQuery::default()).await);
+    assert_eq!(left.len(), 2, "{name}: {left:?}");
+    assert!(left.iter().all(|s| s.event == recent));
+}
+
+trait Now {
+    fn now_for_test(&self) -> SystemTime;
+}
+
+impl Now for ManualClock {
+    fn now_for_test(&self) -> SystemTime {
+        keygate::clock::Clock::now(self)
+    }
+}
+
+#[tokio::test]
+async fn events_older_than_the_retention_are_pruned_by_the_sinks_writes() {
+    let f = stores::sqlite().await;
+    retention(f.name, f.store.audit_sink(), &f.clock).await;
+    if let Some(f) = stores::postgres().await {
+        retention(f.name, f.store.audit_sink(), &f.clock).await;
+    }
+}
+
+#[tokio::test]
+async fn a_row_keygate_cannot_read_is_unavailable_not_a_panic() {
+    let f = stores::sqlite().await;
+    ok(sqlx::query(
+        "INSERT INTO keygate_audit_events (at, action, client_ip) VALUES (0, 'request', 'not an ip')",
+    )
+    .execute(f.store.pool())
+    .await);
+    let result = f.store.audit_sink().events(&EventQuery::default()).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    if let Some(f) = stores::postgres().await {
+        ok(sqlx::query(
+            "INSERT INTO keygate_audit_events (at, action) VALUES (now(), 'launched_missiles')",
+        )
+        .execute(f.store.pool())
+        .await);
+        let result = f.store.audit_sink().events(&EventQuery::default()).await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_never_blocks_requests_and_every_lost_event_is_counted() {
+    let f = stores::sqlite().await;
+    let created = ok(f.verifier.admin().create_key(NewKey::new("busy")).await);
+    let key = created.key.expose_secret().to_owned();
+    let verifier = Verifier::builder(keyring(), f.store.clone())
+        .clock(f.clock.clone())
+        .audit_sink(f.store.audit_sink())
+        .audit_buffer(4)
+        .audit_batch(2)
+        .build();
+    let app = axum_app(&verifier);
+
+    // Another process holds SQLite's write lock: the sink's batch waits for it.
+    let path = sqlite_path(&f).unwrap_or_else(|| panic!("sqlite path"));
+    let other = ok(sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(keygate_sqlx::SqliteStore::options(&path))
+        .await);
+    let mut lock = ok(other.begin_with("BEGIN IMMEDIATE").await);
+
+    const N: usize = 100;
+    let all = tokio::time::timeout(Duration::from_secs(20), async {
+        for _ in 0..N {
+            assert_eq!(send_bearer(&app, "/hello", &key).await.status, 200);
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "requests waited for the audit sink");
+    let stats = verifier.audit_stats();
+    assert!(stats.dropped > 0, "a 4-event buffer cannot hold {N} events");
+    assert_eq!(stats.recorded + stats.dropped, N as u64);
+
+    ok(sqlx::query("SELECT 1").execute(&mut *lock).await);
+    ok(lock.rollback().await);
+    verifier.flush_audit().await;
+    // A write that outlasted the busy timeout is retried with the flush's batch.
+    verifier.flush_audit().await;
+    let stats = verifier.audit_stats();
+    let stored: i64 = ok(sqlx::query_scalar(
+        "SELECT count(*) FROM keygate_audit_events WHERE action = 'request'",
+    )
+    .fetch_one(f.store.pool())
+    .await);
+    assert_eq!(
+        stored.unsigned_abs() + stats.dropped + stats.lost,
+        N as u64,
+        "every event is stored or counted as dropped or lost: {stats:?}"
+    );
+    let usage = ok(f
+        .store
+        .audit_sink()
+        .usage(Some(&created.record.id), f.clock.now_for_test())
+        .await);
+    assert_eq!(
+        usage.iter().map(|u| u.allowed).sum::<u64>(),
+        stored.unsigned_abs()
+    );
+
+    // Nothing in the tables is the key or its secret.
+    let dump: Vec<String> = ok(sqlx::query_scalar(
+        "SELECT coalesce(key_id,'') || coalesce(route,'') || coalesce(request_id,'') || \
+         coalesce(actor,'') || coalesce(detail,'') || coalesce(client_ip,'') FROM keygate_audit_events",
+    )
+    .fetch_all(f.store.pool())
+    .await);
+    let secret = &key[key.len() - 30..];
+    assert!(dump.iter().all(|row| !row.contains(secret)));
+    other.close().await;
+}
+
+async fn big_batch(name: &str, sink: SqlAuditSink) {
+    let key = id("CCCCCCCCCCCC");
+    // More rows than one multi-row insert takes: the sink splits it, in one transaction.
+    let batch: Vec<_> = (0..1_201)
+        .map(|i| {
+            request(
+                epoch() + Duration::from_micros(i),
+                Some(key),
+                Outcome::Allowed,
+            )
+        })
+        .collect();
+    ok(sink.write(&batch).await);
+    let stored = ok(sink
+        .events(&EventQuery {
+            limit: 5_000,
+            ..EventQuery::default()
+        })
+        .await);
+    assert_eq!(stored.len(), batch.len(), "{name}");
+    let usage = ok(sink.usage(Some(&key), epoch()).await);
+    assert_eq!(
+        usage.iter().map(|u| u.allowed).sum::<u64>(),
+        1_201,
+        "{name}"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_one_insert_is_written_whole() {
+    let f = stores::sqlite().await;
+    big_batch(f.name, f.store.audit_sink()).await;
+    if let Some(f) = stores::postgres().await {
+        big_batch(f.name, f.store.audit_sink()).await;
+    }
+}

@@ -13,11 +13,14 @@ Examples:
   keygate limit 4fT0qKb2mZ9x --rate '100/1s burst 200'
   keygate rotate 4fT0qKb2mZ9x --grace 24h
   keygate revoke 4fT0qKb2mZ9x
+  keygate audit --key 4fT0qKb2mZ9x --outcome denied --since 1h
+  keygate usage --days 7
 
 Environment:
   KEYGATE_DATABASE_URL  sqlite://keygate.db (default) or postgres://user@host/db
   KEYGATE_PEPPER        VERSION:SECRET[,VERSION:SECRET...], current first (see docs/security.md)
   KEYGATE_PREFIX        prefix of new keys (default kg)
+  KEYGATE_ACTOR         who makes changes, for the audit trail (default: $USER)
 
 Exit codes: 0 ok, 1 usage or invalid input, 2 key not found, 3 key store unavailable,
 4 conflict with the key's state, 5 key store schema newer than this keygate.";
@@ -44,6 +47,11 @@ pub(crate) struct Cli {
     /// Prefix of new keys (the deployment's key format).
     #[arg(long, env = "KEYGATE_PREFIX", default_value = "kg", global = true)]
     pub(crate) prefix: String,
+
+    /// Who is making changes, recorded with each change in the audit trail (default: the
+    /// KEYGATE_ACTOR variable, else the USER variable).
+    #[arg(long, env = "KEYGATE_ACTOR", global = true, value_name = "NAME")]
+    pub(crate) actor: Option<String>,
 
     /// Machine-readable output: one JSON object (or one per line for lists).
     #[arg(long, global = true)]
@@ -121,6 +129,62 @@ Examples:
     /// Delete a key for good (its id is never reused).
     #[command(after_help = "Example:\n  keygate delete 4fT0qKb2mZ9x --yes")]
     Delete(DeleteArgs),
+    /// Show the audit trail: requests allowed and denied, and changes to keys.
+    #[command(after_help = "\
+Examples:
+  keygate audit                                   # the 50 latest events
+  keygate audit --key 4fT0qKb2mZ9x --outcome denied --since 1h
+  keygate audit --reason wrong_secret --since 7d --json
+  keygate audit --follow                          # then new events as they come (Ctrl-C stops)
+
+Events are written by services whose verifier uses the store's audit sink, and by every
+change made with this tool. Oldest first; --json prints one object per line.")]
+    Audit(AuditArgs),
+    /// Show requests per key per day (allowed and denied), with a bar per key.
+    #[command(after_help = "\
+Examples:
+  keygate usage
+  keygate usage --key 4fT0qKb2mZ9x --days 7
+  keygate usage --json")]
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OutcomeArg {
+    Allowed,
+    Denied,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    /// Only events of this key (its id).
+    #[arg(long, value_name = "ID")]
+    pub(crate) key: Option<String>,
+    /// Only requests with this outcome.
+    #[arg(long, value_enum)]
+    pub(crate) outcome: Option<OutcomeArg>,
+    /// Only denied requests with this reason: wrong_secret, revoked, expired, rate_limited, …
+    #[arg(long, value_name = "REASON")]
+    pub(crate) reason: Option<String>,
+    /// Only events of the last DURATION: 30m, 1h, 7d, …
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) since: Option<String>,
+    /// At most this many events (the latest ones; 1 to 10000).
+    #[arg(long, default_value_t = 50)]
+    pub(crate) limit: usize,
+    /// After the events, keep printing new ones, checking every second, until interrupted.
+    #[arg(long)]
+    pub(crate) follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UsageArgs {
+    /// Only this key (its id).
+    #[arg(long, value_name = "ID")]
+    pub(crate) key: Option<String>,
+    /// Days to show, today included (1 to 3660).
+    #[arg(long, default_value_t = 30)]
+    pub(crate) days: u32,
 }
 
 #[derive(Debug, Args)]

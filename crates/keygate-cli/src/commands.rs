@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use ipnet::IpNet;
 use keygate::store::{KeyFilter, PageRequest};
 use keygate::{
-    KeyAdmin, KeyFormat, KeyId, KeyRecord, KeyState, Keyring, Metadata, NewKey, Peppers, Scope,
+    Admin, KeyAdmin, KeyFormat, KeyId, KeyRecord, KeyState, Keyring, Metadata, NewKey, Pepper,
+    Peppers, Scope, Verifier,
 };
 
 use crate::cli::{
@@ -25,6 +26,97 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
     // created): a usage error never leaves anything behind.
     check_input(&cli, now)?;
     let store = Store::open(&cli.database_url).await?;
+    let mut changes = Changes::new(&store, actor(&cli));
+    let result = execute(&cli, &store, &mut changes, out, now).await;
+    // Whatever happened, the events of the changes made are written before exiting.
+    let recorded = changes.flush().await;
+    result.and(recorded)
+}
+
+/// Who makes the changes: `--actor`, else `KEYGATE_ACTOR` (both through clap), else `USER`.
+fn actor(cli: &Cli) -> Option<String> {
+    cli.actor
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+}
+
+/// The management handles a command used, so that their audit events are flushed at the end.
+struct Changes<'a> {
+    store: &'a Store,
+    actor: Option<String>,
+    verifiers: Vec<Verifier>,
+}
+
+impl<'a> Changes<'a> {
+    fn new(store: &'a Store, actor: Option<String>) -> Self {
+        Self {
+            store,
+            actor,
+            verifiers: Vec::new(),
+        }
+    }
+
+    /// A management handle that mints with `keyring` and records each change, with the actor.
+    fn admin_minting(&mut self, keyring: Keyring) -> Admin {
+        let verifier = self.store.verifier(keyring);
+        self.verifiers.push(verifier.clone());
+        let admin = verifier.admin();
+        match &self.actor {
+            Some(actor) => admin.actor(actor),
+            None => admin,
+        }
+    }
+
+    /// A management handle for changes that mint no key.
+    fn admin(&mut self) -> Result<Admin, CliError> {
+        // Never used to mint or verify: any well-formed keyring does, without reading (or
+        // warning about) the peppers.
+        let pepper = Pepper::new(0, "keygate-cli: this handle mints and verifies no key")
+            .map_err(|e| CliError::Unavailable(e.to_string()))?;
+        Ok(self.admin_minting(Keyring::new(format("kg")?, Peppers::new(pepper))))
+    }
+
+    /// Writes the audit events of the changes made. A write that fails is retried a few
+    /// times; if it still fails, the command fails (exit 3) saying that the change was made.
+    async fn flush(&self) -> Result<(), CliError> {
+        for verifier in &self.verifiers {
+            let mut failures = verifier.audit_stats().failed_writes;
+            let mut attempts = 0;
+            loop {
+                verifier.flush_audit().await;
+                let stats = verifier.audit_stats();
+                if stats.failed_writes == failures {
+                    break;
+                }
+                failures = stats.failed_writes;
+                attempts += 1;
+                if attempts == 3 {
+                    return Err(CliError::Unavailable(
+                        "the change was made, but its audit event could not be written to the key store".into(),
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            let stats = verifier.audit_stats();
+            if stats.lost > 0 || stats.dropped > 0 {
+                return Err(CliError::Unavailable(
+                    "the change was made, but its audit event was lost".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn execute(
+    cli: &Cli,
+    store: &Store,
+    changes: &mut Changes<'_>,
+    out: Output,
+    now: SystemTime,
+) -> Result<(), CliError> {
     match &cli.command {
         Command::Migrate => {
             let version = store.schema_version().await?.unwrap_or_default();
@@ -36,8 +128,8 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Create(args) => {
             let spec = new_key(args, now)?;
-            let keyring = Keyring::new(format(&cli.prefix)?, peppers(&cli)?);
-            let created = store.verifier(keyring).admin().create_key(spec).await?;
+            let keyring = Keyring::new(format(&cli.prefix)?, peppers(cli)?);
+            let created = changes.admin_minting(keyring).create_key(spec).await?;
             let r = &created.record;
             let note = format!(
                 "Created key \"{}\" (id {}{}{}{})",
@@ -75,7 +167,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Rename { id, new_name } => {
             let id = key_id(id)?;
-            let record = store.admin().rename(&id, new_name).await?;
+            let record = changes.admin()?.rename(&id, new_name).await?;
             out.changed(
                 &record,
                 now,
@@ -83,7 +175,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
             );
         }
         Command::Scopes(args) => {
-            let record = scopes(store.admin(), args).await?;
+            let record = scopes(&changes.admin()?, args).await?;
             let text = record
                 .scopes
                 .iter()
@@ -103,7 +195,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Expire(args) => {
             let id = key_id(&args.id)?;
             let at = expiry(args, now)?;
-            let record = store.admin().set_expiry(&id, at).await?;
+            let record = changes.admin()?.set_expiry(&id, at).await?;
             out.changed(
                 &record,
                 now,
@@ -115,7 +207,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Limit(args) => {
             let id = key_id(&args.id)?;
-            let record = store.admin().set_rate_limit(&id, args.rate.limit()).await?;
+            let record = changes
+                .admin()?
+                .set_rate_limit(&id, args.rate.limit())
+                .await?;
             out.changed(
                 &record,
                 now,
@@ -124,7 +219,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Disable(arg) => {
             let id = key_id(&arg.id)?;
-            let record = store.admin().disable(&id).await?;
+            let record = changes.admin()?.disable(&id).await?;
             out.changed(
                 &record,
                 now,
@@ -133,12 +228,12 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Enable(arg) => {
             let id = key_id(&arg.id)?;
-            let record = store.admin().enable(&id).await?;
+            let record = changes.admin()?.enable(&id).await?;
             out.changed(&record, now, &format!("enabled key {id}"));
         }
         Command::Revoke(arg) => {
             let id = key_id(&arg.id)?;
-            let record = store.admin().revoke(&id).await?;
+            let record = changes.admin()?.revoke(&id).await?;
             out.changed(
                 &record,
                 now,
@@ -150,8 +245,8 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
             let grace = duration(&args.grace, "--grace")?;
             let old = store.admin().get(&id).await?;
             // The replacement keeps the old key's prefix, whatever --prefix says.
-            let keyring = Keyring::new(format(&old.prefix)?, peppers(&cli)?);
-            let rotated = store.verifier(keyring).admin().rotate(&id, grace).await?;
+            let keyring = Keyring::new(format(&old.prefix)?, peppers(cli)?);
+            let rotated = changes.admin_minting(keyring).rotate(&id, grace).await?;
             let until = if rotated.old.revoked_at.is_some() {
                 format!("the old key {id} is revoked now")
             } else {
@@ -182,13 +277,15 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
                     return Err(CliError::usage("not deleted"));
                 }
             }
-            store.admin().delete(&id).await?;
+            changes.admin()?.delete(&id).await?;
             if out.is_json() {
                 out.json_line(&serde_json::json!({ "id": id.as_str(), "deleted": true }));
             } else {
                 out.line(&format!("deleted key {id}"));
             }
         }
+        Command::Audit(args) => crate::audit::audit(store, args, out, now).await?,
+        Command::Usage(args) => crate::audit::usage(store, args, out, now).await?,
     }
     Ok(())
 }
@@ -234,6 +331,12 @@ fn check_input(cli: &Cli, now: SystemTime) -> Result<(), CliError> {
         Command::Delete(args) => {
             key_id(&args.id)?;
         }
+        Command::Audit(args) => {
+            crate::audit::audit_query(args, now)?;
+        }
+        Command::Usage(args) => {
+            crate::audit::usage_range(args, now)?;
+        }
     }
     Ok(())
 }
@@ -260,7 +363,7 @@ fn confirm(question: &str) -> bool {
 }
 
 /// A key id; the input is not echoed back (it might be a whole key pasted by mistake).
-fn key_id(text: &str) -> Result<KeyId, CliError> {
+pub(crate) fn key_id(text: &str) -> Result<KeyId, CliError> {
     KeyId::from_str(text.trim()).map_err(|_| {
         CliError::usage(
             "malformed key id: expected the 12 letters and digits after the prefix (see `keygate list`)",
@@ -288,7 +391,7 @@ fn peppers(cli: &Cli) -> Result<Peppers, CliError> {
     result.map_err(|e| CliError::usage(e.to_string()))
 }
 
-fn duration(text: &str, flag: &str) -> Result<Duration, CliError> {
+pub(crate) fn duration(text: &str, flag: &str) -> Result<Duration, CliError> {
     humantime::parse_duration(text.trim()).map_err(|_| {
         CliError::usage(format!(
             "bad duration {text:?} for {flag}: use a number and a unit, like 90s, 15m, 24h or 30d"

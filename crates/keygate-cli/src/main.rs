@@ -9,6 +9,7 @@
 //!
 //! See `keygate --help` and docs/cli.md. Exit codes are listed in the help text.
 
+mod audit;
 mod cli;
 mod commands;
 mod error;

@@ -1,7 +1,7 @@
 //! Opening the key store named by `--database-url`.
 
 use keygate::{KeyAdmin, Keyring, Verifier};
-use keygate_sqlx::{PostgresStore, SqliteStore};
+use keygate_sqlx::{PostgresStore, SqlAuditSink, SqliteStore};
 
 use crate::error::CliError;
 
@@ -42,12 +42,27 @@ impl Store {
         }
     }
 
-    /// A verifier over this store, whose `admin()` mints keys with `keyring`.
+    /// A verifier over this store, whose `admin()` mints keys with `keyring` and records each
+    /// change in the store's audit trail (call `flush_audit` before exiting).
     pub(crate) fn verifier(&self, keyring: Keyring) -> Verifier {
         match self {
-            Self::Sqlite(store) => Verifier::builder(keyring, store.clone()).build(),
-            Self::Postgres(store) => Verifier::builder(keyring, store.clone()).build(),
+            Self::Sqlite(store) => Verifier::builder(keyring, store.clone())
+                .audit_sink(self.audit())
+                .build(),
+            Self::Postgres(store) => Verifier::builder(keyring, store.clone())
+                .audit_sink(self.audit())
+                .build(),
         }
+    }
+
+    /// The store's audit trail and usage counts. The CLI never prunes: retention is the
+    /// services' setting.
+    pub(crate) fn audit(&self) -> SqlAuditSink {
+        let sink = match self {
+            Self::Sqlite(store) => store.audit_sink(),
+            Self::Postgres(store) => store.audit_sink(),
+        };
+        sink.retention(None)
     }
 
     /// The schema version after migration.

@@ -91,6 +91,14 @@ struct Service {
     verifier: Verifier,
     clock: ManualClock,
     app: Router,
+    /// The database, for tests that read tables directly.
+    store_kind: StoreKind,
+}
+
+enum StoreKind {
+    None,
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
 }
 
 impl Service {
@@ -105,6 +113,7 @@ impl Service {
             verifier,
             clock,
             app,
+            store_kind: StoreKind::None,
         }
     }
 
@@ -640,5 +649,315 @@ async fn a_locked_database_is_exit_code_3_and_changes_nothing() {
         "active",
         "nothing half-written"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Runs `keygate` like [`keygate`], with more environment.
+fn keygate_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(args)
+        .env("KEYGATE_DATABASE_URL", url)
+        .env("KEYGATE_PEPPER", PEPPER)
+        .env("KEYGATE_PREFIX", PREFIX)
+        .env_remove("RUST_LOG")
+        .env_remove("KEYGATE_ACTOR")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run keygate: {e}"))
+}
+
+fn ok_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = keygate_with(url, args, env);
+    assert!(
+        out.status.success(),
+        "keygate {args:?} failed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The part of a key that must never be stored or shown again: everything after the id.
+fn secret_of(key: &str) -> &str {
+    key.rsplit_once('_').map_or(key, |(_, secret)| secret)
+}
+
+/// A scripted run: keys made with the CLI, requests through a service whose verifier keeps
+/// its audit trail in the same database, then `keygate audit` and `keygate usage` report
+/// exactly what happened, every change made with the CLI is an event with its actor, and no
+/// secret appears anywhere.
+async fn audit_trail(url: &str, service: &Service) {
+    let as_ops = [("KEYGATE_ACTOR", "ops-env")];
+    let key_a = ok_with(
+        url,
+        &["create", "--name", "a", "--scope", "orders:read"],
+        &as_ops,
+    )
+    .trim()
+    .to_owned();
+    let key_b = ok_with(
+        url,
+        &["create", "--name", "b", "--actor", "ops-flag"],
+        &as_ops,
+    )
+    .trim()
+    .to_owned();
+    let id_of = |key: &str| key.split('_').nth(2).unwrap_or_default().to_owned();
+    let (a, b) = (id_of(&key_a), id_of(&key_b));
+
+    let app = Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .route(
+            "/admin",
+            get(|| async { "admin" })
+                .route_layer(keygate_axum::RequireScopes::all(["admin:write"])),
+        )
+        .layer(keygate_axum::layer(service.verifier.clone()));
+    let send = |path: &'static str, key: Option<String>| {
+        let app = app.clone();
+        async move {
+            let mut request = Request::get(path);
+            if let Some(key) = key {
+                request = request.header("x-api-key", key);
+            }
+            let request = request
+                .body(Body::empty())
+                .unwrap_or_else(|e| panic!("{e}"));
+            app.oneshot(request)
+                .await
+                .unwrap_or_else(|e| match e {})
+                .status()
+        }
+    };
+    const A_ALLOWED: u64 = 5;
+    const A_DENIED: u64 = 3;
+    const B_ALLOWED: u64 = 2;
+    for _ in 0..A_ALLOWED {
+        assert_eq!(send("/hello", Some(key_a.clone())).await, StatusCode::OK);
+    }
+    for _ in 0..A_DENIED {
+        assert_eq!(
+            send("/admin", Some(key_a.clone())).await,
+            StatusCode::FORBIDDEN
+        );
+    }
+    for _ in 0..B_ALLOWED {
+        assert_eq!(send("/hello", Some(key_b.clone())).await, StatusCode::OK);
+    }
+    // No key: an event, but no key to count usage against.
+    assert_eq!(send("/hello", None).await, StatusCode::UNAUTHORIZED);
+    service.verifier.flush_audit().await;
+    assert_eq!(service.verifier.audit_stats().dropped, 0);
+
+    // Exactly the denied requests of key a.
+    let denied = json_lines(url, &["audit", "--key", &a, "--outcome", "denied"]);
+    assert_eq!(
+        denied.len(),
+        usize::try_from(A_DENIED).unwrap_or_default(),
+        "{denied:?}"
+    );
+    for event in &denied {
+        assert_eq!(event["key_id"], a.as_str());
+        assert_eq!(event["outcome"], "denied");
+        assert_eq!(event["reason"], "insufficient_scope");
+        assert_eq!(event["route"], "/admin");
+        assert_eq!(event["status"], 403);
+        assert_eq!(event["method"], "GET");
+    }
+    let table = ok(url, &["audit", "--key", &a, "--outcome", "denied"]);
+    assert_eq!(table.lines().count(), 1 + denied.len(), "{table}");
+    assert!(
+        table
+            .lines()
+            .skip(1)
+            .all(|l| l.contains("insufficient_scope")),
+        "{table}"
+    );
+    let by_reason = json_lines(
+        url,
+        &["audit", "--reason", "missing_credentials", "--since", "1h"],
+    );
+    assert_eq!(by_reason.len(), 1, "{by_reason:?}");
+
+    // Usage totals are the requests sent, per key.
+    let usage = json_lines(url, &["usage"]);
+    let total = |id: &str, column: &str| -> u64 {
+        usage
+            .iter()
+            .filter(|d| d["key_id"] == id)
+            .map(|d| d[column].as_u64().unwrap_or_default())
+            .sum()
+    };
+    assert_eq!(total(&a, "allowed"), A_ALLOWED, "{usage:?}");
+    assert_eq!(total(&a, "denied"), A_DENIED, "{usage:?}");
+    assert_eq!(total(&b, "allowed"), B_ALLOWED, "{usage:?}");
+    assert_eq!(total(&b, "denied"), 0, "{usage:?}");
+    let bars = ok(url, &["usage", "--days", "7"]);
+    assert!(bars.contains("LAST 7 DAYS"), "{bars}");
+    let bar = bars.lines().rev().find(|l| l.starts_with(a.as_str()));
+    assert!(bar.is_some_and(|l| l.contains('█')), "{bars}");
+    let only_b = json_lines(url, &["usage", "--key", &b]);
+    assert!(only_b.iter().all(|d| d["key_id"] == b.as_str()) && !only_b.is_empty());
+
+    // Every change through the CLI is an event, with its actor.
+    let actor = ["--actor", "alice"];
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(actor);
+        ok(url, &all)
+    };
+    run(&["rename", &a, "a2"]);
+    run(&["scopes", &a, "--add", "orders:write"]);
+    run(&["expire", &a, "--in", "7d"]);
+    run(&["limit", &a, "--rate", "10/1s"]);
+    run(&["disable", &b]);
+    run(&["enable", &b]);
+    let new_key = run(&["rotate", &a, "--grace", "1h"]).trim().to_owned();
+    run(&["revoke", &b]);
+    run(&["delete", &b, "--yes"]);
+    // A refused change is no event.
+    assert_eq!(keygate(url, &["enable", &b]).status.code(), Some(2));
+
+    let changes: Vec<(String, String, String, String)> =
+        json_lines(url, &["audit", "--limit", "10000"])
+            .iter()
+            .filter(|e| e["action"] != "request")
+            .map(|e| {
+                let text = |name: &str| e[name].as_str().unwrap_or("-").to_owned();
+                (
+                    text("action"),
+                    text("key_id"),
+                    text("actor"),
+                    text("detail"),
+                )
+            })
+            .collect();
+    let event = |action: &str, id: &str, actor: &str| {
+        (
+            action.to_owned(),
+            id.to_owned(),
+            actor.to_owned(),
+            "-".to_owned(),
+        )
+    };
+    let new_id = id_of(&new_key);
+    assert_eq!(
+        changes,
+        [
+            event("created", &a, "ops-env"),
+            event("created", &b, "ops-flag"),
+            event("renamed", &a, "alice"),
+            event("scopes_changed", &a, "alice"),
+            event("expiry_changed", &a, "alice"),
+            event("rate_limit_changed", &a, "alice"),
+            event("disabled", &b, "alice"),
+            event("enabled", &b, "alice"),
+            (
+                "rotated".to_owned(),
+                a.clone(),
+                "alice".to_owned(),
+                format!("new key {new_id}")
+            ),
+            event("revoked", &b, "alice"),
+            event("deleted", &b, "alice"),
+        ]
+    );
+
+    // No secret anywhere: not in the CLI's output, not in the events table.
+    let everything = ok(url, &["audit", "--limit", "10000", "--json"])
+        + &ok(url, &["audit", "--limit", "10000"])
+        + &ok(url, &["usage", "--json"]);
+    let rows: Vec<String> = match service.store_kind {
+        StoreKind::Sqlite(ref pool) => sqlx::query_scalar(
+            "SELECT coalesce(key_id,'') || coalesce(route,'') || coalesce(request_id,'') || \
+             coalesce(actor,'') || coalesce(detail,'') FROM keygate_audit_events",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}")),
+        StoreKind::Postgres(ref pool) => sqlx::query_scalar(
+            "SELECT concat(key_id, route, request_id, actor, detail) FROM keygate_audit_events",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}")),
+        StoreKind::None => Vec::new(),
+    };
+    assert!(!rows.is_empty());
+    for key in [&key_a, &key_b, &new_key] {
+        let secret = secret_of(key);
+        assert!(secret.len() >= 20, "{key}");
+        assert!(!everything.contains(secret), "a secret in the CLI's output");
+        assert!(
+            rows.iter().all(|r| !r.contains(secret)),
+            "a secret in the events table"
+        );
+    }
+}
+
+#[tokio::test]
+async fn audit_and_usage_on_sqlite() {
+    let dir = temp_dir("audit");
+    let path = dir.join("keys.db");
+    let url = format!("sqlite://{}", path.display());
+    ok(&url, &["migrate"]);
+    let store = keygate_sqlx::SqliteStore::open(&path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let clock = ManualClock::new(SystemTime::now());
+    let verifier = Verifier::builder(keyring(), store.clone())
+        .clock(clock.clone())
+        .audit_sink(store.audit_sink())
+        .build();
+    let mut service = Service::new(verifier, clock);
+    service.store_kind = StoreKind::Sqlite(store.pool().clone());
+    audit_trail(&url, &service).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn audit_and_usage_on_postgres() {
+    let Ok(base) = std::env::var("KEYGATE_TEST_POSTGRES_URL") else {
+        eprintln!("KEYGATE_TEST_POSTGRES_URL is not set: skipping the PostgreSQL CLI test");
+        return;
+    };
+    let db = TempDatabase::create(&base).await;
+    ok(&db.url, &["migrate"]);
+    let store = keygate_sqlx::PostgresStore::open(&db.url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let clock = ManualClock::new(SystemTime::now());
+    let verifier = Verifier::builder(keyring(), store.clone())
+        .clock(clock.clone())
+        .audit_sink(store.audit_sink())
+        .build();
+    let mut service = Service::new(verifier, clock);
+    service.store_kind = StoreKind::Postgres(store.pool().clone());
+    audit_trail(&db.url, &service).await;
+    store.pool().close().await;
+    db.drop_now().await;
+}
+
+#[test]
+fn audit_and_usage_refuse_bad_input_before_opening_the_store() {
+    let dir = temp_dir("audit-input");
+    let path = dir.join("never.db");
+    let url = format!("sqlite://{}", path.display());
+    for (args, says) in [
+        (vec!["audit", "--since", "yesterday"], "--since"),
+        (vec!["audit", "--reason", "bored"], "wrong_secret"),
+        (vec!["audit", "--limit", "0"], "--limit"),
+        (vec!["audit", "--key", "not-an-id"], "malformed key id"),
+        (vec!["audit", "--outcome", "maybe"], "maybe"),
+        (vec!["usage", "--days", "0"], "--days"),
+        (vec!["usage", "--key", "x"], "malformed key id"),
+    ] {
+        let out = keygate(&url, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    assert!(!path.exists(), "a usage error created the store");
     let _ = std::fs::remove_dir_all(dir);
 }

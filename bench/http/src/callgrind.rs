@@ -21,6 +21,7 @@ pub(crate) struct Callgrind<'a> {
     pub(crate) server_core: &'a str,
     pub(crate) store_keys: usize,
     pub(crate) rate_limit: Option<&'a str>,
+    pub(crate) audit_sqlite: bool,
     pub(crate) deadline: Instant,
 }
 
@@ -59,6 +60,9 @@ impl Callgrind<'_> {
             .arg(self.store_keys.to_string());
         if let Some(limit) = self.rate_limit {
             command.args(["--rate-limit", limit]);
+        }
+        if self.audit_sqlite && variant.with_keygate() {
+            command.args(["--audit", "sqlite"]);
         }
         let left = self.deadline.saturating_duration_since(Instant::now());
         let server = Server::start(

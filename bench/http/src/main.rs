@@ -24,7 +24,7 @@
 //!
 //! Flags: `--rounds N` (6), `--duration SECS` (10), `--connections N` (32), `--warmup SECS` (3),
 //! `--skip-callgrind`, `--skip-load`, `--short N` (2000), `--long N` (22000), `--repeats N` (3),
-//! `--store-keys N` (100000), `--rate-limit POLICY` (none), `--callgrind-dir DIR` (keep the callgrind out files there, for
+//! `--store-keys N` (100000), `--rate-limit POLICY` (none), `--audit-sqlite`, `--callgrind-dir DIR` (keep the callgrind out files there, for
 //! `callgrind_annotate`), `--budget SECS` (2400: the whole benchmark stops by then, killing only
 //! the processes it started).
 
@@ -64,6 +64,7 @@ struct Options {
     repeats: usize,
     store_keys: usize,
     rate_limit: Option<String>,
+    audit_sqlite: bool,
     callgrind_dir: Option<PathBuf>,
     budget: Duration,
 }
@@ -82,6 +83,7 @@ impl Options {
             repeats: 3,
             store_keys: 100_000,
             rate_limit: None,
+            audit_sqlite: false,
             callgrind_dir: None,
             budget: Duration::from_secs(2_400),
         };
@@ -104,6 +106,7 @@ impl Options {
                 }
                 "--budget" => options.budget = Duration::from_secs(number(flag, value()?)?),
                 "--callgrind-dir" => options.callgrind_dir = Some(PathBuf::from(value()?)),
+                "--audit-sqlite" => options.audit_sqlite = true,
                 "--skip-callgrind" => options.skip_callgrind = true,
                 "--skip-load" => options.skip_load = true,
                 "-h" | "--help" => {
@@ -141,6 +144,7 @@ keygate HTTP load benchmark (run with --release)
   --repeats N          callgrind short/long pairs per server; medians are reported (3)
   --store-keys N       keys in keygate's store (100000)
   --rate-limit POLICY  give every key this rate limit, e.g. 1000000/1s (default: unlimited)
+  --audit-sqlite       keygate servers keep their audit trail in a SQLite file (store sink)
   --callgrind-dir DIR  keep the callgrind out files in DIR (for callgrind_annotate)
   --budget SECS        hard limit for the whole run (2400)
 ";
@@ -208,6 +212,7 @@ fn orchestrate(options: &Options) -> Result<(), String> {
             server_core: SERVER_CORE,
             store_keys: options.store_keys,
             rate_limit: options.rate_limit.as_deref(),
+            audit_sqlite: options.audit_sqlite,
             deadline,
         };
         instructions(options, &callgrind)?;
@@ -259,6 +264,9 @@ fn throughput(
             .arg(options.store_keys.to_string());
         if let Some(limit) = &options.rate_limit {
             command.args(["--rate-limit", limit]);
+        }
+        if options.audit_sqlite && variant.with_keygate() {
+            command.args(["--audit", "sqlite"]);
         }
         let server = Server::start(command, children, port, keys_file, Duration::from_secs(120))?;
         println!("started {variant} (pid {}) on 127.0.0.1:{port}", server.pid);

@@ -60,6 +60,9 @@ pub struct ServerConfig {
     /// Every key's own rate limit (keygate variants), e.g. a generous `1000000/1s`: the hit
     /// path then includes the in-process rate limiter. None: unlimited keys.
     pub rate_limit: Option<RateLimit>,
+    /// Keep the audit trail in a SQLite file (keygate-sqlx's store sink) beside the keys file,
+    /// instead of the default tracing sink (which, with no subscriber, builds no events).
+    pub audit_sqlite: bool,
 }
 
 impl ServerConfig {
@@ -75,6 +78,7 @@ impl ServerConfig {
             client_keys: 1_000,
             cache_ttl: Duration::from_secs(3_600),
             rate_limit: None,
+            audit_sqlite: false,
         }
     }
 
@@ -99,6 +103,8 @@ impl ServerConfig {
                 "--client-keys" => config.client_keys = number(flag, value)?,
                 "--cache-ttl-secs" => config.cache_ttl = Duration::from_secs(number(flag, value)?),
                 "--rate-limit" => config.rate_limit = Some(number(flag, value)?),
+                "--audit" if value == "sqlite" => config.audit_sqlite = true,
+                "--audit" => return Err(format!("--audit {value}: only `sqlite` is known")),
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }
@@ -230,9 +236,13 @@ async fn prepare(config: &ServerConfig) -> Result<Option<Verifier>, BoxError> {
     if !config.variant.with_keygate() {
         return Ok(None);
     }
-    let verifier = Verifier::builder(keyring, store)
-        .cache_ttl(config.cache_ttl)
-        .build();
+    let mut builder = Verifier::builder(keyring, store).cache_ttl(config.cache_ttl);
+    if config.audit_sqlite {
+        let path = config.keys_file.with_extension("audit.db");
+        let audit = keygate_sqlx::SqliteStore::open(&path).await?;
+        builder = builder.audit_sink(audit.audit_sink());
+    }
+    let verifier = builder.build();
     let uri = Uri::from_static(PATH);
     for key in &client_keys {
         let mut headers = HeaderMap::new();

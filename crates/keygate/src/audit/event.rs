@@ -207,6 +207,13 @@ impl AuditEvent {
         }
     }
 
+    /// An event of any action at `at`, every other field empty (stores reading events back
+    /// use this).
+    #[must_use]
+    pub fn new(at: SystemTime, action: Action) -> Self {
+        Self::blank(at, action)
+    }
+
     /// A change to key `id` at `at`.
     #[must_use]
     pub fn lifecycle(at: SystemTime, action: Action, id: KeyId) -> Self {

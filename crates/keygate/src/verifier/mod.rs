@@ -429,10 +429,13 @@ impl Verifier {
         self.inner.auditor.record(event);
     }
 
-    /// Waits until every audit event recorded so far has been handed to the sinks. Call it on
+    /// Waits until every audit event recorded so far has been handed to the sinks, and returns
+    /// the pipeline's counters then (a sink that refused the batch shows in
+    /// [`AuditStats::failed_writes`]; its events are kept for the next write). Call it on
     /// shutdown so the last batch is not lost.
-    pub async fn flush_audit(&self) {
+    pub async fn flush_audit(&self) -> AuditStats {
         self.inner.auditor.flush().await;
+        self.inner.auditor.stats()
     }
 
     /// Counters of the audit pipeline: recorded, dropped (buffer full), written, lost.

@@ -8,7 +8,7 @@ use actix_web::{Error, HttpMessage};
 use std::sync::Arc;
 
 use keygate::audit::{REQUEST_ID_HEADER, RequestAudit};
-use keygate::{ProblemJson, Reason, Rejection, Verifier};
+use keygate::{ProblemJson, Rejection, Verifier};
 
 use crate::response::{ActixRejectionResponse, respond, to_actix};
 use crate::view::ActixRequestView;
@@ -138,7 +138,12 @@ where
             Some(name) => view.with_parsed_header(name),
             None => view,
         };
-        let extracted = config.verifier.extract(&view);
+        // On an optional route, no credential at all is no decision (and not counted as one).
+        let extracted = if config.optional {
+            config.verifier.extract_optional(&view)
+        } else {
+            config.verifier.extract(&view).map(Some)
+        };
         let mut audit = config.verifier.audit_enabled().then(|| {
             RequestAudit::start(
                 &config.verifier,
@@ -170,7 +175,7 @@ async fn decide<S, B, R>(
     config: Rc<ApiKeyAuth<R>>,
     service: Rc<S>,
     request: ServiceRequest,
-    extracted: Result<keygate::Presented, Rejection>,
+    extracted: Result<Option<keygate::Presented>, Rejection>,
     audit: Option<&mut RequestAudit>,
 ) -> Result<ServiceResponse<EitherBody<B>>, Error>
 where
@@ -182,7 +187,7 @@ where
     {
         {
             let rejection = match extracted {
-                Ok(presented) => match config.verifier.verify_with_rate(&presented).await {
+                Ok(Some(presented)) => match config.verifier.verify_with_rate(&presented).await {
                     Ok(verified) => {
                         if let Some(audit) = audit {
                             audit.allowed_key(verified.identity.key_id());
@@ -203,9 +208,7 @@ where
                     }
                     Err(rejection) => rejection,
                 },
-                Err(rejection)
-                    if config.optional && rejection.reason() == Reason::MissingCredentials =>
-                {
+                Ok(None) => {
                     return service
                         .call(request)
                         .await

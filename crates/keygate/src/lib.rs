@@ -20,6 +20,7 @@
 //! | [`layer`] | the tower [`ApiKeyLayer`] |
 //! | [`require_scopes`] | the [`RequireScopes`] route guard |
 //! | [`audit`] | audit events and sinks |
+//! | [`metrics`] | the names of the metrics keygate emits through the `metrics` facade |
 //! | [`clock`] | the injectable clock |
 //!
 //! Secrets: a key's plaintext exists only in [`PlaintextKey`] (shown once, at creation) and,
@@ -33,6 +34,7 @@ pub mod identity;
 pub mod key;
 pub mod keyring;
 pub mod layer;
+pub mod metrics;
 pub mod pepper;
 pub mod rate;
 pub mod record;

@@ -96,7 +96,7 @@ impl Reason {
 
     /// A stable snake_case name, for logs and metrics.
     #[must_use]
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::MissingCredentials => "missing_credentials",
             Self::MultipleCredentials => "multiple_credentials",

@@ -88,6 +88,7 @@ impl Auditor {
             }
             Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::audit_dropped();
             }
         }
     }
@@ -194,6 +195,7 @@ impl Shared {
                 Ok(()) => pending.clear(),
                 Err(error) => {
                     self.failed_writes.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::audit_failed_write();
                     tracing::warn!(target: "keygate", %error, "audit sink refused a batch; retrying with the next one");
                     if pending.is_empty() {
                         pending.extend(events.iter().cloned());
@@ -202,6 +204,7 @@ impl Shared {
                     if let Some(excess) = pending.len().checked_sub(self.retry_capacity) {
                         pending.drain(..excess);
                         self.lost.fetch_add(excess as u64, Ordering::Relaxed);
+                        crate::metrics::audit_lost(excess as u64);
                     }
                 }
             }

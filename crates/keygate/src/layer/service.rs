@@ -8,7 +8,7 @@ use tower_service::Service;
 use super::{ApiKeyLayer, ResponseFuture};
 use crate::audit::{REQUEST_ID_HEADER, RequestAudit};
 use crate::extract::HttpRequestView;
-use crate::rejection::{Reason, RejectionResponse, respond};
+use crate::rejection::{RejectionResponse, respond};
 
 /// The service made by [`ApiKeyLayer`].
 #[derive(Clone, Debug)]
@@ -51,8 +51,14 @@ where
                     .map(http::HeaderValue::as_bytes),
             ))
         });
-        let future = match layer.verifier.extract(&view) {
-            Ok(presented) => {
+        // On an optional layer, no credential at all is no decision (and not counted as one).
+        let extracted = if layer.optional {
+            layer.verifier.extract_optional(&view)
+        } else {
+            layer.verifier.extract(&view).map(Some)
+        };
+        let future = match extracted {
+            Ok(Some(presented)) => {
                 // The ready service goes into the future; a fresh clone stays for the next call.
                 let fresh = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, fresh);
@@ -66,11 +72,7 @@ where
                     layer.rate_limit_headers,
                 )
             }
-            Err(rejection)
-                if layer.optional && rejection.reason() == Reason::MissingCredentials =>
-            {
-                ResponseFuture::inner(self.inner.call(request))
-            }
+            Ok(None) => ResponseFuture::inner(self.inner.call(request)),
             Err(rejection) => ResponseFuture::rejected(respond(&*layer.responder, rejection)),
         };
         future.audited(audit)

@@ -89,18 +89,22 @@ impl<R> RequireScopes<R> {
         &self.requirement
     }
 
-    /// Checks an identity (or its absence) against the requirement.
+    /// Checks an identity (or its absence) against the requirement. A refusal is counted in
+    /// [`GUARD_REFUSALS`](crate::metrics::GUARD_REFUSALS) (the key check counted the request
+    /// already, see [`crate::metrics`]).
     ///
     /// # Errors
     /// `MissingCredentials` without an identity, `InsufficientScope` when scopes are lacking.
     pub fn check(&self, identity: Option<&Identity>) -> Result<(), Rejection> {
         match identity {
             None => {
+                crate::metrics::guard_refused(Reason::MissingCredentials);
                 tracing::debug!(target: "keygate", "no identity in the request: is the ApiKeyLayer installed outside RequireScopes?");
                 Err(Rejection::new(Reason::MissingCredentials))
             }
             Some(identity) if self.requirement.is_met_by(identity.scopes()) => Ok(()),
             Some(identity) => {
+                crate::metrics::guard_refused(Reason::InsufficientScope);
                 tracing::debug!(target: "keygate", key_id = %identity.key_id(), outcome = "denied", reason = Reason::InsufficientScope.as_str());
                 Err(Rejection::insufficient_scope(
                     Some(identity.key_id()),

@@ -239,11 +239,13 @@ impl VerifierBuilder {
         self
     }
 
-    /// Builds the verifier.
+    /// Builds the verifier, and describes keygate's metrics (see [`crate::metrics`]) to the
+    /// recorder installed now: install yours before.
     ///
     /// The last-used flusher is started on the tokio runtime of the first successful
     /// verification (none is needed to build).
     pub fn build(self) -> Verifier {
+        crate::metrics::describe();
         let last_used = super::LastUsed::new(
             Arc::clone(&self.store),
             self.last_used_interval,

@@ -117,6 +117,7 @@ impl LastUsed {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::last_used_dropped();
             }
             Err(TrySendError::Closed(_)) => {}
         }
@@ -190,10 +191,12 @@ impl Shared {
             Ok(()) => {
                 pending.clear();
                 self.written.fetch_add(used.len() as u64, Ordering::Relaxed);
+                crate::metrics::last_used_written(used.len() as u64);
                 Ok(used.len())
             }
             Err(error) => {
                 self.failed_flushes.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::last_used_failed_flush();
                 tracing::warn!(target: "keygate", keys = used.len(), %error, "could not record last-used times; will retry");
                 Err(error)
             }

@@ -56,6 +56,7 @@ use crate::extract::{CredentialSources, RequestView, TrustedProxies};
 use crate::identity::Identity;
 use crate::key::{KeyId, PresentedKey};
 use crate::keyring::Keyring;
+use crate::metrics::{self, CacheKind};
 use crate::rate::{LimitKey, LimiterError, RateDecision, RateLimit, RateLimiter, RatePolicy};
 use crate::rejection::{Reason, Rejection};
 use crate::store::{KeyAdmin, KeyStore, StoreError};
@@ -171,21 +172,36 @@ impl Verifier {
     /// A [`Rejection`] with reason `MissingCredentials`, `MultipleCredentials`,
     /// `CredentialTooLong`, `Malformed`, `WrongPrefix` or `BadChecksum`.
     pub fn extract<R: RequestView + ?Sized>(&self, request: &R) -> Result<Presented, Rejection> {
+        self.presented(request).map_err(refused)
+    }
+
+    /// [`Verifier::extract`] for routes where a key is optional: a request without any
+    /// credential is `Ok(None)`. That is no decision: it is neither logged nor counted in
+    /// [`metrics::DECISIONS`] (the adapters' `optional()` mode uses this).
+    ///
+    /// # Errors
+    /// As [`Verifier::extract`], but never `MissingCredentials`.
+    pub fn extract_optional<R: RequestView + ?Sized>(
+        &self,
+        request: &R,
+    ) -> Result<Option<Presented>, Rejection> {
+        match self.presented(request) {
+            Ok(presented) => Ok(Some(presented)),
+            Err(Reason::MissingCredentials) => Ok(None),
+            Err(reason) => Err(refused(reason)),
+        }
+    }
+
+    fn presented<R: RequestView + ?Sized>(&self, request: &R) -> Result<Presented, Reason> {
         let inner = &*self.inner;
         let parsed = inner
             .sources
             .find(request)
-            .and_then(|raw| inner.keyring.format().parse(raw).map_err(Reason::from));
-        match parsed {
-            Ok(parsed) => Ok(Presented {
-                key: parsed.to_presented(),
-                client_ip: inner.proxies.client_ip(request),
-            }),
-            Err(reason) => {
-                tracing::debug!(target: "keygate", outcome = "denied", reason = reason.as_str());
-                Err(Rejection::new(reason))
-            }
-        }
+            .and_then(|raw| inner.keyring.format().parse(raw).map_err(Reason::from))?;
+        Ok(Presented {
+            key: parsed.to_presented(),
+            client_ip: inner.proxies.client_ip(request),
+        })
     }
 
     /// Checks a presented key against the store (through the cache) and returns the caller's
@@ -219,13 +235,19 @@ impl Verifier {
         let id = presented.key.id();
         let result = self.check(presented).await;
         match &result {
-            Ok(_) => tracing::debug!(target: "keygate", key_id = %id, outcome = "allowed"),
-            Err(rejection) => tracing::debug!(
-                target: "keygate",
-                key_id = %id,
-                outcome = "denied",
-                reason = rejection.reason().as_str()
-            ),
+            Ok(_) => {
+                metrics::allowed();
+                tracing::debug!(target: "keygate", key_id = %id, outcome = "allowed");
+            }
+            Err(rejection) => {
+                metrics::denied(rejection.reason());
+                tracing::debug!(
+                    target: "keygate",
+                    key_id = %id,
+                    outcome = "denied",
+                    reason = rejection.reason().as_str()
+                );
+            }
         }
         result
     }
@@ -338,21 +360,11 @@ impl Verifier {
         loop {
             // A plain `get` first: `try_get_with` boxes the key into an `Arc` even on a hit.
             let entry = match inner.cache.get(&id).await {
-                Some(entry) => entry,
-                // Known-unknown ids skip the coalescing machinery entirely.
-                None if inner.negative.contains_key(&id) => return Err(Reason::UnknownKey),
-                // Boxed: the coalescing load's future is several kilobytes, and an unboxed await
-                // here would make every verification future (boxed per request by the tower
-                // layer, and copied into that box) that large, hits included.
-                None => Box::pin(inner.cache.try_get_with(id, self.load(id)))
-                    .await
-                    .map_err(|error| match &*error {
-                        LoadError::Unknown => Reason::UnknownKey,
-                        LoadError::Store(error) => {
-                            tracing::warn!(target: "keygate", key_id = %id, %error, "key store lookup failed");
-                            Reason::StoreUnavailable
-                        }
-                    })?,
+                Some(entry) => {
+                    metrics::cache_hit(CacheKind::Keys);
+                    entry
+                }
+                None => self.miss(id).await?,
             };
             if entry.generation == inner.generations.current(&id) || attempt == LOOKUP_ATTEMPTS {
                 return Ok(entry);
@@ -363,6 +375,36 @@ impl Verifier {
         }
     }
 
+    /// The cache missed: the negative cache, else a (coalesced) load from the store.
+    async fn miss(&self, id: KeyId) -> Result<Arc<CachedKey>, Reason> {
+        let inner = &*self.inner;
+        metrics::cache_miss(CacheKind::Keys);
+        // Known-unknown ids skip the coalescing machinery entirely.
+        if inner.negative.contains_key(&id) {
+            metrics::cache_hit(CacheKind::UnknownIds);
+            return Err(Reason::UnknownKey);
+        }
+        metrics::cache_miss(CacheKind::UnknownIds);
+        // Boxed: the coalescing load's future is several kilobytes, and an unboxed await here
+        // would make every verification future (boxed per request by the tower layer, and
+        // copied into that box) that large, hits included.
+        let loaded = Box::pin(inner.cache.try_get_with(id, self.load(id))).await;
+        self.report_cache_entries();
+        loaded.map_err(|error| match &*error {
+            LoadError::Unknown => Reason::UnknownKey,
+            LoadError::Store(error) => {
+                tracing::warn!(target: "keygate", key_id = %id, %error, "key store lookup failed");
+                Reason::StoreUnavailable
+            }
+        })
+    }
+
+    /// Sets the cache size gauges: two O(1) reads, done on misses and invalidations only.
+    fn report_cache_entries(&self) {
+        let inner = &*self.inner;
+        metrics::cache_entries(inner.cache.entry_count(), inner.negative.entry_count());
+    }
+
     async fn load(&self, id: KeyId) -> Result<Arc<CachedKey>, LoadError> {
         let inner = &*self.inner;
         if inner.negative.contains_key(&id) {
@@ -370,7 +412,10 @@ impl Verifier {
         }
         let generation = inner.generations.current(&id);
         tracing::trace!(target: "keygate", key_id = %id, "cache miss: loading from the key store");
-        match inner.store.find(&id).await.map_err(LoadError::Store)? {
+        let started = std::time::Instant::now();
+        let found = inner.store.find(&id).await;
+        metrics::store_find(started.elapsed(), found.is_err());
+        match found.map_err(LoadError::Store)? {
             Some(record) if record.prefix == inner.keyring.format().prefix() => {
                 Ok(Arc::new(CachedKey::new(&record, generation)))
             }
@@ -395,6 +440,7 @@ impl Verifier {
         inner.generations.bump(&id);
         inner.cache.invalidate(&id).await;
         inner.negative.invalidate(&id).await;
+        self.report_cache_entries();
     }
 
     /// Evicts every key from the caches.
@@ -403,6 +449,7 @@ impl Verifier {
         inner.generations.bump_all();
         inner.cache.invalidate_all();
         inner.negative.invalidate_all();
+        self.report_cache_entries();
     }
 
     /// Writes the last-used times reported so far to the store now, instead of at the next
@@ -462,8 +509,16 @@ impl Verifier {
         let inner = &*self.inner;
         inner.cache.run_pending_tasks().await;
         inner.negative.run_pending_tasks().await;
+        self.report_cache_entries();
         (inner.cache.entry_count(), inner.negative.entry_count())
     }
+}
+
+/// A refusal by [`Verifier::extract`]: logged and counted.
+fn refused(reason: Reason) -> Rejection {
+    metrics::denied(reason);
+    tracing::debug!(target: "keygate", outcome = "denied", reason = reason.as_str());
+    Rejection::new(reason)
 }
 
 fn limiter_unavailable(error: &LimiterError, id: KeyId) -> Rejection {

@@ -15,12 +15,21 @@
 //! curl -i http://127.0.0.1:3000/hello                                   # no key: 401
 //! curl -i -H "Authorization: Bearer $KEY" http://127.0.0.1:3000/hello   # 200, greets the key by name
 //! curl -i -H "x-api-key: $KEY" http://127.0.0.1:3000/admin              # 403 insufficient_scope
+//! curl -s http://127.0.0.1:3000/metrics | grep keygate_                  # Prometheus metrics
 //! ```
+//!
+//! `/metrics` shows keygate's metrics (docs/observability.md) in the Prometheus text format,
+//! from `metrics-exporter-prometheus`'s recorder, rendered by a route of this same app rather
+//! than by the exporter's own HTTP listener (so no second server, and the exporter is built
+//! without its listener and push-gateway features). It is unauthenticated, like `/`, and this
+//! server listens on loopback only; in production serve it on an internal port or restrict it at
+//! the proxy (it shows traffic volumes and refusal reasons, never key ids or secrets).
 //!
 //! Set `KEYGATE_PEPPER` (≥ 32 bytes) to hash with your own pepper; without it the public
 //! development pepper is used and a warning is logged.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
@@ -28,6 +37,7 @@ use keygate::store::{KeyFilter, PageRequest};
 use keygate::{KeyAdmin, KeyRecord, KeyState, Keyring, NewKey, Peppers, Verifier};
 use keygate_axum::{Identity, RequireScopes};
 use keygate_sqlx::SqliteStore;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 const ADDR: &str = "127.0.0.1:3000";
 const DATABASE: &str = "keygate.db";
@@ -43,6 +53,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_writer(std::io::stderr)
         .init();
+
+    // The recorder first: the verifier describes its metrics to the recorder installed when it
+    // is built.
+    let prometheus = install_prometheus()?;
 
     let keyring = Keyring::new(
         keygate::KeyFormat::new("demo_test")?,
@@ -85,7 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     axum::serve(
         listener,
-        app(verifier.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        app(verifier.clone(), prometheus).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async {
         let _ = tokio::signal::ctrl_c().await;
@@ -108,7 +122,29 @@ async fn stored_demo_key(admin: &keygate::Admin) -> Result<Option<KeyRecord>, ke
     Ok(page.keys.into_iter().find(|key| key.name == DEMO_NAME))
 }
 
-fn app(verifier: Verifier) -> Router {
+/// Installs the Prometheus recorder globally, with histogram buckets for store lookups, and runs
+/// its upkeep (histogram maintenance) every few seconds.
+fn install_prometheus() -> Result<PrometheusHandle, Box<dyn std::error::Error>> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(keygate::metrics::STORE_FIND_DURATION.to_owned()),
+            &[
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0,
+            ],
+        )?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+fn app(verifier: Verifier, prometheus: PrometheusHandle) -> Router {
     let protected = Router::new()
         .route("/hello", get(hello))
         .route(
@@ -116,7 +152,14 @@ fn app(verifier: Verifier) -> Router {
             get(admin).route_layer(RequireScopes::all(["admin:write"])),
         )
         .route_layer(keygate_axum::layer(verifier));
-    Router::new().route("/", get(public)).merge(protected)
+    Router::new()
+        .route("/", get(public))
+        // Outside the key layer: scrapers send no API key.
+        .route(
+            "/metrics",
+            get(move || std::future::ready(prometheus.render())),
+        )
+        .merge(protected)
 }
 
 async fn public() -> &'static str {

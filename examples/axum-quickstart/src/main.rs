@@ -66,6 +66,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = SqliteStore::open(DATABASE).await?;
     let verifier = Verifier::builder(keyring, store).build();
     let admin = verifier.admin();
+    // The cache size gauges move on misses only, and lag moka's batched maintenance: refresh
+    // them with exact counts now and then.
+    let gauges = verifier.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(15));
+        loop {
+            every.tick().await;
+            gauges.cache_entry_counts().await;
+        }
+    });
 
     let listener = tokio::net::TcpListener::bind(ADDR).await?;
     println!("keygate quickstart listening on http://{ADDR} (keys in ./{DATABASE})");

@@ -505,6 +505,8 @@ impl Verifier {
     }
 
     /// Entry counts of the positive and negative caches, after pending maintenance has run.
+    /// Also sets the [`metrics::CACHE_ENTRIES`] gauges to these exact values (otherwise updated,
+    /// approximately, on cache misses only): call it now and then, not per request.
     pub async fn cache_entry_counts(&self) -> (u64, u64) {
         let inner = &*self.inner;
         inner.cache.run_pending_tasks().await;

@@ -184,42 +184,38 @@ where
     B: MessageBody + 'static,
     R: ActixRejectionResponse,
 {
-    {
-        {
-            let rejection = match extracted {
-                Ok(Some(presented)) => match config.verifier.verify_with_rate(&presented).await {
-                    Ok(verified) => {
-                        if let Some(audit) = audit {
-                            audit.allowed_key(verified.identity.key_id());
-                        }
-                        request.extensions_mut().insert(verified.identity);
-                        let mut response = service.call(request).await?;
-                        if let Some(rate) = verified.rate.filter(|_| config.rate_limit_headers) {
-                            let headers = response.headers_mut();
-                            for (name, value) in rate
-                                .headers("key")
-                                .iter()
-                                .filter_map(|(n, v)| to_actix((n, v)))
-                            {
-                                headers.insert(name, value);
-                            }
-                        }
-                        return Ok(response.map_into_left_body());
-                    }
-                    Err(rejection) => rejection,
-                },
-                Ok(None) => {
-                    return service
-                        .call(request)
-                        .await
-                        .map(ServiceResponse::map_into_left_body);
+    let rejection = match extracted {
+        Ok(Some(presented)) => match config.verifier.verify_with_rate(&presented).await {
+            Ok(verified) => {
+                if let Some(audit) = audit {
+                    audit.allowed_key(verified.identity.key_id());
                 }
-                Err(rejection) => rejection,
-            };
-            let response = respond(&config.responder, rejection);
-            Ok(request.into_response(response).map_into_right_body())
+                request.extensions_mut().insert(verified.identity);
+                let mut response = service.call(request).await?;
+                if let Some(rate) = verified.rate.filter(|_| config.rate_limit_headers) {
+                    let headers = response.headers_mut();
+                    for (name, value) in rate
+                        .headers("key")
+                        .iter()
+                        .filter_map(|(n, v)| to_actix((n, v)))
+                    {
+                        headers.insert(name, value);
+                    }
+                }
+                return Ok(response.map_into_left_body());
+            }
+            Err(rejection) => rejection,
+        },
+        Ok(None) => {
+            return service
+                .call(request)
+                .await
+                .map(ServiceResponse::map_into_left_body);
         }
-    }
+        Err(rejection) => rejection,
+    };
+    let response = respond(&config.responder, rejection);
+    Ok(request.into_response(response).map_into_right_body())
 }
 
 /// Marks every value of `name` sensitive, so loggers that honour the flag redact it.

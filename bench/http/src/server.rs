@@ -243,6 +243,17 @@ async fn prepare(config: &ServerConfig) -> Result<Option<Verifier>, BoxError> {
         builder = builder.audit_sink(audit.audit_sink());
     }
     let verifier = builder.build();
+    if config.audit_sqlite {
+        // Every 10 s, what the store sink kept and what it dropped (stderr reaches the log).
+        let watched = verifier.clone();
+        let variant = config.variant;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                eprintln!("{variant} audit: {:?}", watched.audit_stats());
+            }
+        });
+    }
     let uri = Uri::from_static(PATH);
     for key in &client_keys {
         let mut headers = HeaderMap::new();

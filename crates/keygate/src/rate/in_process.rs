@@ -44,6 +44,11 @@ type Buckets = Cache<(LimitKey, RatePolicy), Arc<Bucket>, foldhash::fast::Random
 struct Inner {
     keys: Buckets,
     clients: Buckets,
+    /// Per cache, the latest time any of its buckets is exhausted until (nanoseconds since the
+    /// epoch; 0: none ever was). A peek at a time past it answers without a cache lookup: the
+    /// verifier peeks at the client's failures on every request, and almost never finds any.
+    keys_exhausted_until: AtomicU64,
+    clients_exhausted_until: AtomicU64,
     clock: ClockAdapter,
 }
 
@@ -143,6 +148,20 @@ impl InProcessLimiter {
         }
     }
 
+    fn any_exhausted_until(&self, key: &LimitKey) -> &AtomicU64 {
+        match key {
+            LimitKey::Key(_) => &self.inner.keys_exhausted_until,
+            LimitKey::Client(_) => &self.inner.clients_exhausted_until,
+        }
+    }
+
+    fn mark_exhausted(&self, key: &LimitKey, bucket: &Bucket, until: SystemTime) {
+        let nanos = nanos_since_epoch(until);
+        bucket.exhausted_until.fetch_max(nanos, Ordering::AcqRel);
+        self.any_exhausted_until(key)
+            .fetch_max(nanos, Ordering::AcqRel);
+    }
+
     fn decide(&self, key: LimitKey, policy: RatePolicy) -> RateDecision {
         let cache = self.cache(&key);
         // `get` first: `get_with` wraps the key in an `Arc` even on a hit.
@@ -159,7 +178,7 @@ impl InProcessLimiter {
                     // the state (unless a cell freed up in between, which only takes one
                     // request's worth of allowance, never gives one).
                     if let Err(not_until) = bucket.gcra.check() {
-                        bucket.set_exhausted_until(not_until.earliest_possible());
+                        self.mark_exhausted(&key, &bucket, not_until.earliest_possible());
                     }
                 }
                 RateDecision {
@@ -173,36 +192,36 @@ impl InProcessLimiter {
                 }
             }
             Err(not_until) => {
-                bucket.set_exhausted_until(not_until.earliest_possible());
+                self.mark_exhausted(&key, &bucket, not_until.earliest_possible());
                 exhausted(policy, not_until.wait_time_from(self.inner.clock.0.now()))
             }
         }
     }
 
     fn look(&self, key: LimitKey, policy: RatePolicy) -> RateDecision {
-        let fresh = RateDecision {
+        // Not exhausted: at least one request would pass; how many more is not known without
+        // taking one.
+        let open = RateDecision {
             allowed: true,
             policy,
-            remaining: policy.burst(),
-            reset: Duration::ZERO,
+            remaining: 1,
+            reset: policy.refill_time(),
             retry_after: Duration::ZERO,
         };
+        let now = self.inner.clock.0.now();
+        // No bucket of this kind is exhausted now: no lookup needed.
+        if nanos_since_epoch(now) >= self.any_exhausted_until(&key).load(Ordering::Acquire) {
+            return open;
+        }
         // A peek never creates a limiter: looking costs no memory.
         let Some(bucket) = self.cache(&key).get(&(key, policy)) else {
-            return fresh;
+            return open;
         };
-        let now = self.inner.clock.0.now();
         match bucket.exhausted_until() {
             Some(until) if now < until => {
                 exhausted(policy, until.duration_since(now).unwrap_or_default())
             }
-            // Not exhausted: at least one request would pass; how many more is not known
-            // without taking one.
-            _ => RateDecision {
-                remaining: 1,
-                reset: policy.refill_time(),
-                ..fresh
-            },
+            _ => open,
         }
     }
 
@@ -232,14 +251,12 @@ fn exhausted(policy: RatePolicy, retry_after: Duration) -> RateDecision {
     }
 }
 
-impl Bucket {
-    fn set_exhausted_until(&self, at: SystemTime) {
-        let nanos = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        self.exhausted_until.fetch_max(nanos, Ordering::AcqRel);
-    }
+fn nanos_since_epoch(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
 
+impl Bucket {
     fn exhausted_until(&self) -> Option<SystemTime> {
         match self.exhausted_until.load(Ordering::Acquire) {
             0 => None,
@@ -336,6 +353,8 @@ impl InProcessLimiterBuilder {
             inner: Arc::new(Inner {
                 keys: cache("keygate-rate-keys", self.key_capacity),
                 clients: cache("keygate-rate-clients", self.client_capacity),
+                keys_exhausted_until: AtomicU64::new(0),
+                clients_exhausted_until: AtomicU64::new(0),
                 clock: ClockAdapter(self.clock),
             }),
         }
@@ -386,7 +405,7 @@ mod tests {
         let (limiter, clock) = limiter();
         let key = LimitKey::client("10.0.0.1".parse().unwrap_or_else(|_| unreachable!()));
         let p = policy("3/1m");
-        assert_eq!(limiter.look(key, p).remaining, 3);
+        assert!(limiter.look(key, p).allowed);
         assert_eq!(limiter.entry_counts().1, 0, "peeking creates nothing");
         for _ in 0..3 {
             assert!(limiter.look(key, p).allowed);
@@ -396,6 +415,11 @@ mod tests {
         assert!(!peek.allowed);
         assert_eq!(peek.retry_after, Duration::from_secs(20));
         assert_eq!(limiter.look(key, p), peek, "peeking again changes nothing");
+        let other = LimitKey::client("10.0.0.2".parse().unwrap_or_else(|_| unreachable!()));
+        assert!(
+            limiter.look(other, p).allowed,
+            "another client is not locked out"
+        );
         clock.advance(Duration::from_secs(20));
         assert!(limiter.look(key, p).allowed);
         assert!(limiter.decide(key, p).allowed);

@@ -148,7 +148,9 @@ pub trait RateLimiter: Send + Sync + 'static {
         policy: RatePolicy,
     ) -> Result<RateDecision, LimiterError>;
 
-    /// What [`acquire`](RateLimiter::acquire) would answer, without taking anything.
+    /// Whether [`acquire`](RateLimiter::acquire) would allow a request now, without taking
+    /// anything. A refusal carries the exact retry-after; for an allowed answer `remaining` may
+    /// be a lower bound (at least 1).
     ///
     /// # Errors
     /// [`LimiterError`] when the limiter cannot decide.

@@ -391,3 +391,48 @@ async fn a_batch_larger_than_one_insert_is_written_whole() {
         big_batch(f.name, f.store.audit_sink()).await;
     }
 }
+
+async fn usage_only(name: &str, sink: SqlAuditSink) {
+    let sink = sink.allowed_rows(false);
+    let a = id("CCCCCCCCCCCC");
+    let day0 = SystemTime::UNIX_EPOCH + DAY * 20_833;
+    ok(sink
+        .write(&[
+            request(day0, Some(a), Outcome::Allowed),
+            request(day0, Some(a), Outcome::Allowed),
+            request(day0, Some(a), Outcome::Denied),
+            AuditEvent::lifecycle(day0, Action::Revoked, a),
+        ])
+        .await);
+    let events = ok(sink
+        .events(&EventQuery {
+            key_id: Some(a),
+            ..EventQuery::default()
+        })
+        .await);
+    let kept: Vec<_> = events
+        .iter()
+        .map(|e| (e.event.action, e.event.outcome))
+        .collect();
+    kept.iter()
+        .for_each(|k| assert_ne!(*k, (Action::Request, Some(Outcome::Allowed)), "{name}"));
+    assert_eq!(kept.len(), 2, "{name}: the denial and the revoke are rows");
+    let usage = ok(sink.usage(Some(&a), day0).await);
+    assert_eq!(
+        usage
+            .iter()
+            .map(|u| (u.allowed, u.denied))
+            .collect::<Vec<_>>(),
+        [(2, 1)],
+        "{name}: allowed requests are still counted"
+    );
+}
+
+#[tokio::test]
+async fn without_allowed_rows_allowed_requests_are_only_counted() {
+    let f = stores::sqlite().await;
+    usage_only(f.name, f.store.audit_sink()).await;
+    if let Some(f) = stores::postgres().await {
+        usage_only(f.name, f.store.audit_sink()).await;
+    }
+}

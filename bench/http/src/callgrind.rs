@@ -22,6 +22,7 @@ pub(crate) struct Callgrind<'a> {
     pub(crate) store_keys: usize,
     pub(crate) rate_limit: Option<&'a str>,
     pub(crate) audit_sqlite: bool,
+    pub(crate) audit_usage_only: bool,
     pub(crate) deadline: Instant,
 }
 
@@ -62,7 +63,12 @@ impl Callgrind<'_> {
             command.args(["--rate-limit", limit]);
         }
         if self.audit_sqlite && variant.with_keygate() {
-            command.args(["--audit", "sqlite"]);
+            let mode = if self.audit_usage_only {
+                "sqlite-usage"
+            } else {
+                "sqlite"
+            };
+            command.args(["--audit", mode]);
         }
         let left = self.deadline.saturating_duration_since(Instant::now());
         let server = Server::start(

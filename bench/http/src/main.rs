@@ -24,7 +24,7 @@
 //!
 //! Flags: `--rounds N` (6), `--duration SECS` (10), `--connections N` (32), `--warmup SECS` (3),
 //! `--skip-callgrind`, `--skip-load`, `--short N` (2000), `--long N` (22000), `--repeats N` (3),
-//! `--store-keys N` (100000), `--rate-limit POLICY` (none), `--audit-sqlite`, `--callgrind-dir DIR` (keep the callgrind out files there, for
+//! `--store-keys N` (100000), `--rate-limit POLICY` (none), `--audit-sqlite`, `--audit-sqlite-usage`, `--callgrind-dir DIR` (keep the callgrind out files there, for
 //! `callgrind_annotate`), `--budget SECS` (2400: the whole benchmark stops by then, killing only
 //! the processes it started).
 
@@ -65,6 +65,7 @@ struct Options {
     store_keys: usize,
     rate_limit: Option<String>,
     audit_sqlite: bool,
+    audit_usage_only: bool,
     callgrind_dir: Option<PathBuf>,
     budget: Duration,
 }
@@ -84,6 +85,7 @@ impl Options {
             store_keys: 100_000,
             rate_limit: None,
             audit_sqlite: false,
+            audit_usage_only: false,
             callgrind_dir: None,
             budget: Duration::from_secs(2_400),
         };
@@ -107,6 +109,10 @@ impl Options {
                 "--budget" => options.budget = Duration::from_secs(number(flag, value()?)?),
                 "--callgrind-dir" => options.callgrind_dir = Some(PathBuf::from(value()?)),
                 "--audit-sqlite" => options.audit_sqlite = true,
+                "--audit-sqlite-usage" => {
+                    options.audit_sqlite = true;
+                    options.audit_usage_only = true;
+                }
                 "--skip-callgrind" => options.skip_callgrind = true,
                 "--skip-load" => options.skip_load = true,
                 "-h" | "--help" => {
@@ -145,6 +151,7 @@ keygate HTTP load benchmark (run with --release)
   --store-keys N       keys in keygate's store (100000)
   --rate-limit POLICY  give every key this rate limit, e.g. 1000000/1s (default: unlimited)
   --audit-sqlite       keygate servers keep their audit trail in a SQLite file (store sink)
+  --audit-sqlite-usage the same, allowed requests only counted in usage (not kept as rows)
   --callgrind-dir DIR  keep the callgrind out files in DIR (for callgrind_annotate)
   --budget SECS        hard limit for the whole run (2400)
 ";
@@ -213,6 +220,7 @@ fn orchestrate(options: &Options) -> Result<(), String> {
             store_keys: options.store_keys,
             rate_limit: options.rate_limit.as_deref(),
             audit_sqlite: options.audit_sqlite,
+            audit_usage_only: options.audit_usage_only,
             deadline,
         };
         instructions(options, &callgrind)?;
@@ -266,7 +274,12 @@ fn throughput(
             command.args(["--rate-limit", limit]);
         }
         if options.audit_sqlite && variant.with_keygate() {
-            command.args(["--audit", "sqlite"]);
+            let mode = if options.audit_usage_only {
+                "sqlite-usage"
+            } else {
+                "sqlite"
+            };
+            command.args(["--audit", mode]);
         }
         let server = Server::start(command, children, port, keys_file, Duration::from_secs(120))?;
         println!("started {variant} (pid {}) on 127.0.0.1:{port}", server.pid);

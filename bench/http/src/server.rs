@@ -63,6 +63,8 @@ pub struct ServerConfig {
     /// Keep the audit trail in a SQLite file (keygate-sqlx's store sink) beside the keys file,
     /// instead of the default tracing sink (which, with no subscriber, builds no events).
     pub audit_sqlite: bool,
+    /// With `audit_sqlite`: allowed requests only counted in usage, not kept as rows.
+    pub audit_usage_only: bool,
 }
 
 impl ServerConfig {
@@ -79,6 +81,7 @@ impl ServerConfig {
             cache_ttl: Duration::from_secs(3_600),
             rate_limit: None,
             audit_sqlite: false,
+            audit_usage_only: false,
         }
     }
 
@@ -104,7 +107,15 @@ impl ServerConfig {
                 "--cache-ttl-secs" => config.cache_ttl = Duration::from_secs(number(flag, value)?),
                 "--rate-limit" => config.rate_limit = Some(number(flag, value)?),
                 "--audit" if value == "sqlite" => config.audit_sqlite = true,
-                "--audit" => return Err(format!("--audit {value}: only `sqlite` is known")),
+                "--audit" if value == "sqlite-usage" => {
+                    config.audit_sqlite = true;
+                    config.audit_usage_only = true;
+                }
+                "--audit" => {
+                    return Err(format!(
+                        "--audit {value}: `sqlite` or `sqlite-usage` (allowed requests as usage only)"
+                    ));
+                }
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }
@@ -240,7 +251,7 @@ async fn prepare(config: &ServerConfig) -> Result<Option<Verifier>, BoxError> {
     if config.audit_sqlite {
         let path = config.keys_file.with_extension("audit.db");
         let audit = keygate_sqlx::SqliteStore::open(&path).await?;
-        builder = builder.audit_sink(audit.audit_sink());
+        builder = builder.audit_sink(audit.audit_sink().allowed_rows(!config.audit_usage_only));
     }
     let verifier = builder.build();
     if config.audit_sqlite {

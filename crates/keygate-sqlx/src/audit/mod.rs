@@ -98,6 +98,8 @@ pub struct SqlAuditSink {
     prune_interval: Duration,
     /// When the next prune is due; `None`: at the next write.
     next_prune: Arc<Mutex<Option<Instant>>>,
+    /// Whether allowed requests are kept as rows (else only counted in usage).
+    allowed_rows: bool,
 }
 
 #[derive(Clone)]
@@ -126,7 +128,17 @@ impl SqlAuditSink {
             retention: Some(DEFAULT_RETENTION),
             prune_interval: DEFAULT_PRUNE_INTERVAL,
             next_prune: Arc::new(Mutex::new(None)),
+            allowed_rows: true,
         }
+    }
+
+    /// Whether allowed requests are kept as rows (default `true`). With `false` they are only
+    /// counted in the per-day usage; denied requests and lifecycle events are still rows. At
+    /// high request rates this is most of the sink's cost: see docs/benchmarks.md.
+    #[must_use]
+    pub fn allowed_rows(mut self, keep: bool) -> Self {
+        self.allowed_rows = keep;
+        self
     }
 
     /// Keeps events (and usage days) for `max_age`; `None` keeps them forever. Default
@@ -214,6 +226,17 @@ impl AuditSink for SqlAuditSink {
             return Ok(());
         }
         let usage = tally(events);
+        let kept: Vec<AuditEvent>;
+        let events = if self.allowed_rows {
+            events
+        } else {
+            kept = events
+                .iter()
+                .filter(|e| !(e.action == Action::Request && e.outcome == Some(Outcome::Allowed)))
+                .cloned()
+                .collect();
+            &kept
+        };
         let prune = self.prune_due();
         let result = match &self.backend {
             #[cfg(feature = "sqlite")]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use keygate::audit::{Action, AuditError, AuditEvent, AuditSink, Outcome, TracingSink};
 use keygate::{KeyAdmin, NewKey, Scope};
-use keygate_tests::{CapturingSink, Harness, axum_app, send_bearer};
+use keygate_tests::{CapturingSink, Harness, LogCapture, axum_app, send_bearer};
 
 #[tokio::test]
 async fn every_change_through_admin_is_an_event_with_its_actor() {
@@ -211,29 +211,11 @@ async fn a_failed_batch_is_written_with_the_next_one() {
     assert_eq!((stats.failed_writes, stats.lost), (1, 0));
 }
 
-/// Collects formatted log output.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_tracing_sink_escapes_what_could_forge_a_line() {
-    let logs = Logs::default();
-    let writer = logs.clone();
+    let logs = LogCapture::default();
     let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
+        .with_writer(logs.clone())
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
@@ -245,8 +227,7 @@ async fn the_tracing_sink_escapes_what_could_forge_a_line() {
         .write(&[event])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap_or_else(PoisonError::into_inner))
-        .into_owned();
+    let text = logs.text();
     assert_eq!(text.lines().count(), 1, "one event, one line: {text}");
     assert!(text.contains(r"\r\nFAKE"), "{text}");
     assert!(text.contains("outcome=\"denied\""), "{text}");

@@ -1,35 +1,8 @@
 //! Runs requests in every outcome, plus key management, with tracing at TRACE captured, then
 //! asserts that no key, secret or digest appears anywhere in the output.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
-
 use keygate::{KeyAdmin, NewKey};
-use keygate_tests::{Harness, Keys, axum_app, request, send};
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
+use keygate_tests::{Harness, Keys, LogCapture, axum_app, request, send};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -37,7 +10,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn no_secret_or_digest_reaches_the_logs() {
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_writer(capture.clone())
@@ -131,8 +104,7 @@ async fn no_secret_or_digest_reaches_the_logs() {
 
     // The audit trail (the default tracing sink) is part of the output scanned.
     h.verifier.flush_audit().await;
-    let output = String::from_utf8_lossy(&capture.0.lock().unwrap_or_else(PoisonError::into_inner))
-        .into_owned();
+    let output = capture.text();
     assert!(
         output.contains("keygate::audit") && output.contains("action=\"revoked\""),
         "audit events were logged:\n{output}"

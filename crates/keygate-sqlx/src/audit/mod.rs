@@ -485,6 +485,46 @@ struct CorruptUsage {
     column: &'static str,
 }
 
+/// The event listing both dialects run: filters, order and limit. `since` is the query's
+/// time already encoded in the dialect's time type.
+pub(crate) fn event_query<DB, T>(query: &EventQuery, since: Option<T>) -> sqlx::QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> &'static str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> T: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut q = sqlx::QueryBuilder::<DB>::new("SELECT ");
+    q.push(EVENT_COLUMNS)
+        .push(" FROM keygate_audit_events WHERE 1 = 1");
+    if let Some(id) = &query.key_id {
+        q.push(" AND key_id = ").push_bind(id.as_str().to_owned());
+    }
+    if let Some(outcome) = query.outcome {
+        q.push(" AND outcome = ").push_bind(outcome.as_str());
+    }
+    if let Some(reason) = query.reason {
+        q.push(" AND reason = ").push_bind(reason.as_str());
+    }
+    if let Some(action) = query.action {
+        q.push(" AND action = ").push_bind(action.as_str());
+    }
+    if let Some(since) = since {
+        q.push(" AND at >= ").push_bind(since);
+    }
+    if let Some(after) = query.after_id {
+        q.push(" AND id > ").push_bind(after);
+    }
+    q.push(if query.oldest_first {
+        " ORDER BY id ASC LIMIT "
+    } else {
+        " ORDER BY id DESC LIMIT "
+    })
+    .push_bind(query.clamped_limit());
+    q
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

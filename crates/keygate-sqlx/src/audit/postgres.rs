@@ -9,8 +9,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use time::{Date, OffsetDateTime};
 
 use super::{
-    EVENT_CHUNK, EVENT_COLUMNS, EventQuery, PRUNE_LIMIT, RawEvent, RawUsage, USAGE_CHUNK,
-    UsageDelta, day_of, latency_us,
+    EVENT_CHUNK, EventQuery, PRUNE_LIMIT, RawEvent, RawUsage, USAGE_CHUNK, UsageDelta, day_of,
+    event_query, latency_us,
 };
 use crate::postgres::{micros, timestamp};
 
@@ -96,33 +96,7 @@ pub(super) async fn events(
     pool: &PgPool,
     query: &EventQuery,
 ) -> Result<Vec<RawEvent>, sqlx::Error> {
-    let mut q = QueryBuilder::<Postgres>::new("SELECT ");
-    q.push(EVENT_COLUMNS)
-        .push(" FROM keygate_audit_events WHERE true");
-    if let Some(id) = &query.key_id {
-        q.push(" AND key_id = ").push_bind(id.as_str().to_owned());
-    }
-    if let Some(outcome) = query.outcome {
-        q.push(" AND outcome = ").push_bind(outcome.as_str());
-    }
-    if let Some(reason) = query.reason {
-        q.push(" AND reason = ").push_bind(reason.as_str());
-    }
-    if let Some(action) = query.action {
-        q.push(" AND action = ").push_bind(action.as_str());
-    }
-    if let Some(since) = query.since {
-        q.push(" AND at >= ").push_bind(timestamp(since));
-    }
-    if let Some(after) = query.after_id {
-        q.push(" AND id > ").push_bind(after);
-    }
-    q.push(if query.oldest_first {
-        " ORDER BY id ASC LIMIT "
-    } else {
-        " ORDER BY id DESC LIMIT "
-    })
-    .push_bind(query.clamped_limit());
+    let mut q = event_query::<Postgres, _>(query, query.since.map(timestamp));
     let rows = q.build().fetch_all(pool).await?;
     rows.iter().map(raw_event).collect()
 }

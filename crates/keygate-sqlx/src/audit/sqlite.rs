@@ -8,8 +8,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::{
-    EVENT_CHUNK, EVENT_COLUMNS, EventQuery, PRUNE_LIMIT, RawEvent, RawUsage, USAGE_CHUNK,
-    UsageDelta, day_of, latency_us,
+    EVENT_CHUNK, EventQuery, PRUNE_LIMIT, RawEvent, RawUsage, USAGE_CHUNK, UsageDelta, day_of,
+    event_query, latency_us,
 };
 use crate::codec::to_micros;
 
@@ -84,33 +84,7 @@ pub(super) async fn events(
     pool: &SqlitePool,
     query: &EventQuery,
 ) -> Result<Vec<RawEvent>, sqlx::Error> {
-    let mut q = QueryBuilder::<Sqlite>::new("SELECT ");
-    q.push(EVENT_COLUMNS)
-        .push(" FROM keygate_audit_events WHERE 1 = 1");
-    if let Some(id) = &query.key_id {
-        q.push(" AND key_id = ").push_bind(id.as_str().to_owned());
-    }
-    if let Some(outcome) = query.outcome {
-        q.push(" AND outcome = ").push_bind(outcome.as_str());
-    }
-    if let Some(reason) = query.reason {
-        q.push(" AND reason = ").push_bind(reason.as_str());
-    }
-    if let Some(action) = query.action {
-        q.push(" AND action = ").push_bind(action.as_str());
-    }
-    if let Some(since) = query.since {
-        q.push(" AND at >= ").push_bind(to_micros(since));
-    }
-    if let Some(after) = query.after_id {
-        q.push(" AND id > ").push_bind(after);
-    }
-    q.push(if query.oldest_first {
-        " ORDER BY id ASC LIMIT "
-    } else {
-        " ORDER BY id DESC LIMIT "
-    })
-    .push_bind(query.clamped_limit());
+    let mut q = event_query::<Sqlite, _>(query, query.since.map(to_micros));
     let rows = q.build().fetch_all(pool).await?;
     rows.iter().map(raw_event).collect()
 }

@@ -31,6 +31,7 @@ pub mod audit;
 pub mod clock;
 pub mod extract;
 pub mod identity;
+pub mod invalidation;
 pub mod key;
 pub mod keyring;
 pub mod layer;
@@ -48,6 +49,7 @@ mod base62;
 
 pub use extract::{HttpRequestView, RequestView};
 pub use identity::{Identity, Metadata};
+pub use invalidation::{Invalidated, Invalidation, InvalidationError, Subscription};
 pub use key::{KeyFormat, KeyId, PlaintextKey, PresentedKey};
 pub use keyring::Keyring;
 pub use layer::{ApiKeyLayer, ApiKeyService, PeerAddr};

@@ -5,6 +5,7 @@
 
 pub mod actix_app;
 pub mod axum_app;
+pub mod channel;
 pub mod scenario;
 pub mod stores;
 

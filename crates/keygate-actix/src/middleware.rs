@@ -188,7 +188,7 @@ where
         Ok(Some(presented)) => match config.verifier.verify_with_rate(&presented).await {
             Ok(verified) => {
                 if let Some(audit) = audit {
-                    audit.allowed_key(verified.identity.key_id());
+                    audit.allowed(&verified);
                 }
                 request.extensions_mut().insert(verified.identity);
                 let mut response = service.call(request).await?;

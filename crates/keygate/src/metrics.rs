@@ -12,6 +12,9 @@
 //! | [`STORE_FIND_ERRORS`] | counter | — |
 //! | [`AUDIT_EVENTS_DROPPED`], [`AUDIT_EVENTS_LOST`], [`AUDIT_FAILED_WRITES`] | counter | — |
 //! | [`LAST_USED_REPORTS_DROPPED`], [`LAST_USED_WRITTEN`], [`LAST_USED_FAILED_FLUSHES`] | counter | — |
+//! | [`INVALIDATIONS_RECEIVED`], [`INVALIDATION_PUBLISH_FAILURES`] | counter | — |
+//! | [`INVALIDATION_SUBSCRIBED`] | gauge (0 or 1) | — |
+//! | [`STALE_SERVED`] | counter | — |
 //!
 //! # One request, one decision
 //! [`DECISIONS`] counts the key check: exactly one per request that reached it (a refusal by
@@ -66,6 +69,16 @@ pub const LAST_USED_REPORTS_DROPPED: &str = "keygate_last_used_reports_dropped_t
 pub const LAST_USED_WRITTEN: &str = "keygate_last_used_written_total";
 /// Counter: last-used flushes the store refused (retried at the next flush).
 pub const LAST_USED_FAILED_FLUSHES: &str = "keygate_last_used_failed_flushes_total";
+
+/// Counter: invalidation messages received from the [`Invalidation`](crate::Invalidation) channel.
+pub const INVALIDATIONS_RECEIVED: &str = "keygate_invalidations_received_total";
+/// Gauge: 1 while the verifier's invalidation subscription is live, 0 while it is degraded.
+pub const INVALIDATION_SUBSCRIBED: &str = "keygate_invalidation_subscribed";
+/// Counter: changes made through `Admin` whose invalidation could not be published.
+pub const INVALIDATION_PUBLISH_FAILURES: &str = "keygate_invalidation_publish_failures_total";
+/// Counter: requests allowed on a cached record past its TTL because the store was unreachable
+/// (stale-if-error).
+pub const STALE_SERVED: &str = "keygate_stale_served_total";
 
 static METADATA: Metadata<'static> = Metadata::new("keygate", Level::INFO, Some(module_path!()));
 
@@ -149,6 +162,26 @@ pub(crate) fn describe() {
         LAST_USED_FAILED_FLUSHES,
         Unit::Count,
         "Last-used flushes the key store refused (retried at the next flush)"
+    );
+    describe_counter!(
+        INVALIDATIONS_RECEIVED,
+        Unit::Count,
+        "Key invalidation messages received from other instances"
+    );
+    describe_gauge!(
+        INVALIDATION_SUBSCRIBED,
+        Unit::Count,
+        "1 while the invalidation subscription is live; 0 while cached keys are re-read after the degraded TTL"
+    );
+    describe_counter!(
+        INVALIDATION_PUBLISH_FAILURES,
+        Unit::Count,
+        "Key changes whose invalidation could not be published (other instances see them after their TTL)"
+    );
+    describe_counter!(
+        STALE_SERVED,
+        Unit::Count,
+        "Requests allowed on a cached record past its TTL because the key store was unreachable"
     );
 }
 
@@ -283,6 +316,26 @@ pub(crate) fn last_used_written(keys: u64) {
 
 pub(crate) fn last_used_failed_flush() {
     count(key!(LAST_USED_FAILED_FLUSHES), 1);
+}
+
+pub(crate) fn invalidation_received() {
+    count(key!(INVALIDATIONS_RECEIVED), 1);
+}
+
+pub(crate) fn invalidation_subscribed(live: bool) {
+    ::metrics::with_recorder(|recorder| {
+        recorder
+            .register_gauge(key!(INVALIDATION_SUBSCRIBED), &METADATA)
+            .set(if live { 1.0 } else { 0.0 });
+    });
+}
+
+pub(crate) fn invalidation_publish_failed() {
+    count(key!(INVALIDATION_PUBLISH_FAILURES), 1);
+}
+
+pub(crate) fn stale_served() {
+    count(key!(STALE_SERVED), 1);
 }
 
 #[cfg(test)]

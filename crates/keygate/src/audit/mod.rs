@@ -24,5 +24,5 @@ mod sink;
 pub use event::{Action, AuditEvent, MAX_LABEL_LEN, Outcome, UnknownName, label};
 pub use pipeline::AuditStats;
 pub(crate) use pipeline::Auditor;
-pub use request::{REQUEST_ID_HEADER, RequestAudit};
+pub use request::{REQUEST_ID_HEADER, RequestAudit, STALE_DETAIL};
 pub use sink::{AuditError, AuditSink, TracingSink};

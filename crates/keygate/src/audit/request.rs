@@ -8,7 +8,10 @@ use std::time::{Instant, SystemTime};
 use super::{AuditEvent, Outcome, label};
 use crate::key::KeyId;
 use crate::rejection::Rejection;
-use crate::verifier::Verifier;
+use crate::verifier::{Verified, Verifier};
+
+/// The detail of a request event whose key was accepted on a stale cached record.
+pub const STALE_DETAIL: &str = "served stale: key store unavailable";
 
 /// The header a request id is read from.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -27,6 +30,7 @@ pub struct RequestAudit {
     client_ip: Option<IpAddr>,
     request_id: Option<Arc<str>>,
     key_id: Option<KeyId>,
+    stale: bool,
 }
 
 impl RequestAudit {
@@ -49,12 +53,20 @@ impl RequestAudit {
             client_ip,
             request_id: request_id.map(label),
             key_id: None,
+            stale: false,
         }
     }
 
     /// Notes the key the request was allowed with.
     pub fn allowed_key(&mut self, id: KeyId) {
         self.key_id = Some(id);
+    }
+
+    /// Notes the verification that allowed the request: its key, and whether it was served
+    /// stale (the event's detail is then [`STALE_DETAIL`]).
+    pub fn allowed(&mut self, verified: &Verified) {
+        self.key_id = Some(verified.identity.key_id());
+        self.stale = verified.stale;
     }
 
     /// Records the event: denied when the response carries a [`Rejection`] (from the key
@@ -77,6 +89,9 @@ impl RequestAudit {
         event.status = Some(status);
         event.latency = Some(self.started.elapsed());
         event.request_id = self.request_id;
+        if self.stale {
+            event.detail = Some(STALE_DETAIL.to_owned());
+        }
         self.verifier.audit(event);
     }
 }

@@ -142,7 +142,7 @@ where
                 match (verdict, request.take(), service.take()) {
                     (Ok(verified), Some(mut request), Some(mut service)) => {
                         if let Some(audit) = audit.as_mut() {
-                            audit.allowed_key(verified.identity.key_id());
+                            audit.allowed(&verified);
                         }
                         request.extensions_mut().insert(verified.identity);
                         State::Inner {

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use super::Verifier;
 use crate::audit::{Action, AuditEvent};
+use crate::invalidation::Invalidated;
 use crate::key::KeyId;
 use crate::record::{CreatedKey, KeyChange, KeyRecord, MintedKey, NewKey, RotatedKey, Rotation};
 use crate::store::{KeyAdmin, KeyFilter, KeyPage, PageRequest, StoreError};
@@ -48,6 +49,44 @@ impl Admin {
                 .actor(self.actor.clone());
             event.detail = detail;
             verifier.inner.auditor.record(event);
+        }
+    }
+
+    /// Evicts `ids` here and publishes them on the verifier's invalidation channel (unless the
+    /// store publishes its changes itself), when the change happened or may have (the store
+    /// failed to answer). A failed publish is retried twice, then logged and counted: the
+    /// change stands, and other instances see it within their cache TTL.
+    async fn changed<T>(&self, ids: &[KeyId], result: &Result<T, StoreError>) {
+        for id in ids {
+            self.verifier.invalidate(*id).await;
+        }
+        let may_have_changed = match result {
+            Ok(_) => true,
+            Err(error) => error.is_unavailable(),
+        };
+        let Some(subscriber) = &self.verifier.inner.subscriber else {
+            return;
+        };
+        let channel = subscriber.source();
+        if !may_have_changed || channel.published_by_store() {
+            return;
+        }
+        for id in ids {
+            let mut attempt = 0_u32;
+            loop {
+                match channel.publish(Invalidated::Key(*id)).await {
+                    Ok(()) => break,
+                    Err(_) if attempt < 2 => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(50) * attempt).await;
+                    }
+                    Err(error) => {
+                        crate::metrics::invalidation_publish_failed();
+                        tracing::warn!(target: "keygate", key_id = %id, %error, "could not publish a key change; other instances see it within their cache TTL");
+                        break;
+                    }
+                }
+            }
         }
     }
 
@@ -106,10 +145,12 @@ impl Admin {
 #[async_trait]
 impl KeyAdmin for Admin {
     async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
-        let created = self.verifier.inner.admin.create(key).await?;
-        // A guess of this id may sit in the negative cache.
-        self.verifier.invalidate(created.record.id).await;
-        self.audit(Action::Created, created.record.id, None);
+        let id = key.record().id;
+        let created = self.verifier.inner.admin.create(key).await;
+        // A guess of this id may sit in a negative cache, here or elsewhere.
+        self.changed(&[id], &created).await;
+        let created = created?;
+        self.audit(Action::Created, id, None);
         Ok(created)
     }
 
@@ -125,7 +166,7 @@ impl KeyAdmin for Admin {
         let action = Action::for_change(&change);
         let result = self.verifier.inner.admin.apply(id, change).await;
         // Evict even on error: the store may have applied the change before failing to answer.
-        self.verifier.invalidate(*id).await;
+        self.changed(&[*id], &result).await;
         if result.is_ok() {
             self.audit(action, *id, None);
         }
@@ -145,8 +186,7 @@ impl KeyAdmin for Admin {
             .admin
             .rotate_with(id, replacement, rotation)
             .await;
-        self.verifier.invalidate(*id).await;
-        self.verifier.invalidate(new_id).await;
+        self.changed(&[*id, new_id], &result).await;
         if result.is_ok() {
             self.audit(Action::Rotated, *id, Some(format!("new key {new_id}")));
         }
@@ -155,7 +195,7 @@ impl KeyAdmin for Admin {
 
     async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
         let result = self.verifier.inner.admin.delete(id).await;
-        self.verifier.invalidate(*id).await;
+        self.changed(&[*id], &result).await;
         if result.is_ok() {
             self.audit(Action::Deleted, *id, None);
         }

@@ -8,6 +8,7 @@ use super::{Inner, Verifier};
 use crate::audit::{AuditSink, Auditor, TracingSink};
 use crate::clock::{Clock, SystemClock};
 use crate::extract::{CredentialSources, TrustedProxies};
+use crate::invalidation::Invalidation;
 use crate::keyring::Keyring;
 use crate::rate::{InProcessLimiter, RateLimit, RateLimiter, RatePolicy};
 use crate::store::{KeyAdmin, KeyStore};
@@ -27,6 +28,9 @@ use crate::store::{KeyAdmin, KeyStore};
 /// | rate limit of keys without their own | unlimited |
 /// | failed attempts per client | `10/1m burst 20`: 20 at once, then one per 6 s |
 /// | audit sinks / buffer / batch | [`TracingSink`] / 8 192 events / 512 events |
+/// | invalidation channel | none (the cache TTL bounds changes made elsewhere) |
+/// | degraded cache TTL (invalidation subscription down) | 1 s |
+/// | stale-if-error grace | off |
 #[must_use]
 pub struct VerifierBuilder {
     keyring: Keyring,
@@ -47,6 +51,9 @@ pub struct VerifierBuilder {
     audit_sinks: Vec<Arc<dyn AuditSink>>,
     audit_buffer: usize,
     audit_batch: usize,
+    invalidation: Option<Arc<dyn Invalidation>>,
+    degraded_ttl: Duration,
+    stale_grace: Duration,
 }
 
 /// The default limit on failed attempts per client: bursts of 20, then one every 6 s.
@@ -77,6 +84,9 @@ impl VerifierBuilder {
             audit_sinks: Vec::new(),
             audit_buffer: 8192,
             audit_batch: 512,
+            invalidation: None,
+            degraded_ttl: Duration::from_secs(1),
+            stale_grace: Duration::ZERO,
         }
     }
 
@@ -239,6 +249,59 @@ impl VerifierBuilder {
         self
     }
 
+    /// Subscribes to `channel` for changes made by other instances or the CLI (see
+    /// [`crate::invalidation`]): each id received is evicted from the caches at once, and
+    /// [`Verifier::admin`](super::Verifier::admin) publishes this instance's changes on it. The
+    /// subscription runs on a background task started on the tokio runtime `build` is called
+    /// in (or, failing that, of the first request), and subscribes again by itself when it
+    /// breaks; meanwhile the [degraded TTL](Self::degraded_cache_ttl) applies.
+    ///
+    /// ```no_run
+    /// # use keygate::{Invalidation, Keyring, MemoryStore, Verifier};
+    /// # fn channel() -> std::sync::Arc<dyn Invalidation> { unimplemented!() }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let verifier = Verifier::builder(Keyring::development("acme_test")?, MemoryStore::new())
+    ///     .shared_invalidation(channel()) // e.g. keygate_redis::RedisInvalidation
+    ///     .build();
+    /// # Ok(()) }
+    /// ```
+    pub fn invalidation(self, channel: impl Invalidation) -> Self {
+        self.shared_invalidation(Arc::new(channel))
+    }
+
+    /// [`VerifierBuilder::invalidation`] with a channel already shared.
+    pub fn shared_invalidation(mut self, channel: Arc<dyn Invalidation>) -> Self {
+        self.invalidation = Some(channel);
+        self
+    }
+
+    /// While the invalidation subscription is down (not yet subscribed, or broken), cached
+    /// records older than this are read from the store again (default 1 s; capped at the cache
+    /// TTL). This is the bound on how long a change published meanwhile, and so missed, can go
+    /// unseen, once the broken subscription is noticed. Zero reads the store on every request
+    /// while degraded.
+    pub fn degraded_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.degraded_ttl = ttl;
+        self
+    }
+
+    /// Stale-if-error: when the key store cannot be reached to refresh a cached record past
+    /// its TTL, keep accepting that record for up to `grace` beyond the TTL (default: zero,
+    /// off — such requests are answered 503).
+    ///
+    /// Only records that were valid when read are served so: a record known revoked, disabled
+    /// or expired (checked against the clock on every request) is refused as always, and an
+    /// invalidated record (revoked here or, through the [invalidation](Self::invalidation)
+    /// channel, elsewhere) has left the cache. Keys never cached are answered 503. While a
+    /// record is served stale, one request per second tries the store again; the requests are
+    /// [`Verified::stale`](super::Verified::stale) and their audit events say so. With the
+    /// grace on, a record past its TTL is refreshed by one request while concurrent requests
+    /// use the cached one for the duration of that read.
+    pub fn stale_if_error(mut self, grace: Duration) -> Self {
+        self.stale_grace = grace;
+        self
+    }
+
     /// Builds the verifier, and describes keygate's metrics (see [`crate::metrics`]) to the
     /// recorder installed now: install yours before.
     ///
@@ -246,12 +309,13 @@ impl VerifierBuilder {
     /// verification (none is needed to build).
     pub fn build(self) -> Verifier {
         crate::metrics::describe();
+        let subscriber = self.invalidation.map(super::Subscriber::new);
         let last_used = super::LastUsed::new(
             Arc::clone(&self.store),
             self.last_used_interval,
             self.last_used_buffer,
         );
-        Verifier {
+        let verifier = Verifier {
             inner: Arc::new(Inner {
                 keyring: self.keyring,
                 store: self.store,
@@ -260,7 +324,9 @@ impl VerifierBuilder {
                 cache: Cache::builder()
                     .name("keygate-keys")
                     .max_capacity(self.cache_capacity)
-                    .time_to_live(self.cache_ttl)
+                    // Past the fresh TTL, stale-if-error keeps the entry for its grace; the
+                    // verifier judges freshness itself then.
+                    .time_to_live(self.cache_ttl.saturating_add(self.stale_grace))
                     .build(),
                 negative: Cache::builder()
                     .name("keygate-unknown-ids")
@@ -289,8 +355,16 @@ impl VerifierBuilder {
                     self.audit_buffer,
                     self.audit_batch,
                 ),
+                cache_ttl: self.cache_ttl,
+                stale_grace: self.stale_grace,
+                degraded_ttl: self.degraded_ttl.min(self.cache_ttl),
+                subscriber,
             }),
+        };
+        if let Some(subscriber) = &verifier.inner.subscriber {
+            subscriber.ensure_running(Arc::downgrade(&verifier.inner));
         }
+        verifier
     }
 }
 
@@ -304,6 +378,9 @@ impl std::fmt::Debug for VerifierBuilder {
             .field("last_used_interval", &self.last_used_interval)
             .field("default_rate_limit", &self.default_rate_limit)
             .field("failure_limit", &self.failure_limit)
+            .field("invalidation", &self.invalidation.is_some())
+            .field("degraded_ttl", &self.degraded_ttl)
+            .field("stale_grace", &self.stale_grace)
             .finish_non_exhaustive()
     }
 }

@@ -2,8 +2,8 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
 
@@ -32,6 +32,14 @@ pub(crate) struct CachedKey {
     /// When this key's use was last reported for last-used tracking (µs since the epoch);
     /// starts at the stored last-used time so a reload does not report again too early.
     pub(crate) last_reported: AtomicU64,
+    /// When the record was read from the store (freshness is judged on this, not the clock:
+    /// a manual clock in tests must not age the cache).
+    loaded_at: Instant,
+    /// While this entry is served stale: when (ns after `loaded_at`) the store may be tried
+    /// again. Zero: at once.
+    retry_at: AtomicU64,
+    /// A refresh of this entry failed on a store error: it is being served stale.
+    store_failed: AtomicBool,
 }
 
 impl CachedKey {
@@ -47,7 +55,41 @@ impl CachedKey {
             identity: Arc::new(record.identity()),
             generation,
             last_reported: AtomicU64::new(record.last_used_at.map_or(0, micros)),
+            loaded_at: Instant::now(),
+            retry_at: AtomicU64::new(0),
+            store_failed: AtomicBool::new(false),
         }
+    }
+
+    /// How long ago the record was read from the store.
+    pub(crate) fn age(&self) -> Duration {
+        self.loaded_at.elapsed()
+    }
+
+    /// Whether a stale entry's store retry is due (and, if so, claims it for `backoff`, so
+    /// one request per `backoff` tries the store while the others keep serving the entry).
+    pub(crate) fn claim_retry(&self, backoff: Duration) -> bool {
+        let now = nanos(self.loaded_at.elapsed());
+        let due = self.retry_at.load(Ordering::Relaxed);
+        now >= due
+            && self
+                .retry_at
+                .compare_exchange(
+                    due,
+                    now.saturating_add(nanos(backoff)),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Whether the last refresh of this entry failed (it is served stale until one succeeds).
+    pub(crate) fn store_failed(&self) -> bool {
+        self.store_failed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_store_failed(&self) {
+        self.store_failed.store(true, Ordering::Relaxed);
     }
 
     /// The state check, after the secret matched. Revoked outranks disabled, then expired.
@@ -64,6 +106,10 @@ impl CachedKey {
             None
         }
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 const SLOTS: usize = 256;

@@ -38,9 +38,11 @@ mod admin;
 mod builder;
 mod cache;
 mod last_used;
+mod subscriber;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use moka::future::Cache;
 
@@ -50,6 +52,7 @@ pub use last_used::LastUsedStats;
 
 use self::cache::{CachedKey, Generations};
 use self::last_used::LastUsed;
+use self::subscriber::Subscriber;
 use crate::audit::{AuditEvent, AuditStats, Auditor};
 use crate::clock::Clock;
 use crate::extract::{CredentialSources, RequestView, TrustedProxies};
@@ -85,6 +88,14 @@ struct Inner {
     default_rate_limit: RateLimit,
     failure_limit: Option<RatePolicy>,
     auditor: Auditor,
+    /// Fresh TTL of cached records (moka's own TTL adds the stale grace).
+    cache_ttl: Duration,
+    /// How long past `cache_ttl` a record may be served when the store is unreachable; zero:
+    /// never.
+    stale_grace: Duration,
+    /// Fresh TTL while the invalidation subscription is down.
+    degraded_ttl: Duration,
+    subscriber: Option<Subscriber>,
 }
 
 /// A successful verification: the caller's identity, and the rate limiter's decision when the
@@ -96,6 +107,9 @@ pub struct Verified {
     pub identity: Arc<Identity>,
     /// The key's rate limit state after this request; `None` for an unlimited key.
     pub rate: Option<RateDecision>,
+    /// Whether the key was accepted on a cached record past its TTL because the key store
+    /// was unreachable ([`VerifierBuilder::stale_if_error`]); the audit event says so.
+    pub stale: bool,
 }
 
 /// A well-formed credential taken from a request, with the client's address.
@@ -130,6 +144,9 @@ enum LoadError {
 }
 
 const LOOKUP_ATTEMPTS: usize = 3;
+
+/// While a record is served stale, how often one request tries the store again.
+const STALE_RETRY: Duration = Duration::from_secs(1);
 
 impl Verifier {
     /// Starts configuring a verifier over `store`, which serves lookups and management.
@@ -287,8 +304,8 @@ impl Verifier {
             }
         }
         let now = inner.clock.now();
-        let entry = match self.authenticate(presented, now).await {
-            Ok(entry) => entry,
+        let (entry, stale) = match self.authenticate(presented, now).await {
+            Ok(found) => found,
             Err(reason) => {
                 if let Some((client, policy)) = client.filter(|_| reason.is_failed_attempt()) {
                     self.count_failure(client, policy, id).await;
@@ -313,9 +330,14 @@ impl Verifier {
             }
         };
         inner.last_used.seen(&entry, id, now);
+        if stale {
+            metrics::stale_served();
+            tracing::debug!(target: "keygate", key_id = %id, "key store unavailable: served a cached record past its TTL");
+        }
         Ok(Verified {
             identity: Arc::clone(&entry.identity),
             rate,
+            stale,
         })
     }
 
@@ -325,9 +347,9 @@ impl Verifier {
         &self,
         presented: &Presented,
         now: std::time::SystemTime,
-    ) -> Result<Arc<CachedKey>, Reason> {
+    ) -> Result<(Arc<CachedKey>, bool), Reason> {
         let inner = &*self.inner;
-        let entry = self.lookup(presented.key.id()).await?;
+        let (entry, stale) = self.lookup(presented.key.id()).await?;
         // The secret is checked before the state, so a caller without the secret learns nothing
         // about the key (not even through timing of the state checks).
         if !inner
@@ -338,7 +360,7 @@ impl Verifier {
         }
         match entry.refusal(now, presented.client_ip) {
             Some(reason) => Err(reason),
-            None => Ok(entry),
+            None => Ok((entry, stale)),
         }
     }
 
@@ -354,7 +376,9 @@ impl Verifier {
         }
     }
 
-    async fn lookup(&self, id: KeyId) -> Result<Arc<CachedKey>, Reason> {
+    /// The key's cached record, and whether it is served stale (past its TTL, the store being
+    /// unreachable).
+    async fn lookup(&self, id: KeyId) -> Result<(Arc<CachedKey>, bool), Reason> {
         let inner = &*self.inner;
         let mut attempt = 1;
         loop {
@@ -366,12 +390,74 @@ impl Verifier {
                 }
                 None => self.miss(id).await?,
             };
-            if entry.generation == inner.generations.current(&id) || attempt == LOOKUP_ATTEMPTS {
-                return Ok(entry);
+            if entry.generation != inner.generations.current(&id) && attempt < LOOKUP_ATTEMPTS {
+                // Loaded before an invalidation of this id: reload.
+                Box::pin(inner.cache.invalidate(&id)).await;
+                attempt += 1;
+                continue;
             }
-            // Loaded before an invalidation of this id: reload.
-            Box::pin(inner.cache.invalidate(&id)).await;
-            attempt += 1;
+            // Without stale-if-error and with a live (or no) invalidation channel, moka's TTL
+            // alone judges freshness: two loads and a branch on the hot path.
+            return match self.max_age() {
+                Some(max_age) if entry.age() > max_age => Box::pin(self.refresh(id, entry)).await,
+                _ => Ok((entry, false)),
+            };
+        }
+    }
+
+    /// How old a cached record may be before it is read again, when moka's TTL is not the
+    /// judge: the degraded TTL while invalidations are not received, the fresh TTL when stale
+    /// entries are kept for stale-if-error.
+    #[inline]
+    fn max_age(&self) -> Option<Duration> {
+        let inner = &*self.inner;
+        match &inner.subscriber {
+            Some(subscriber) if subscriber.degraded() => {
+                subscriber.ensure_running(Arc::downgrade(&self.inner));
+                Some(inner.degraded_ttl)
+            }
+            _ if !inner.stale_grace.is_zero() => Some(inner.cache_ttl),
+            _ => None,
+        }
+    }
+
+    /// Reads a record past its freshness again. With stale-if-error, one request at a time
+    /// reads the store (the others keep using the entry meanwhile), and if the store is
+    /// unreachable the entry is served stale until its grace runs out; without, the entry is
+    /// dropped and reloaded as on a miss.
+    #[cold]
+    async fn refresh(
+        &self,
+        id: KeyId,
+        old: Arc<CachedKey>,
+    ) -> Result<(Arc<CachedKey>, bool), Reason> {
+        let inner = &*self.inner;
+        let grace_left = !inner.stale_grace.is_zero()
+            && old.age() < inner.cache_ttl.saturating_add(inner.stale_grace)
+            && old.generation == inner.generations.current(&id);
+        if !grace_left {
+            inner.cache.invalidate(&id).await;
+            return Ok((self.miss(id).await?, false));
+        }
+        if !old.claim_retry(STALE_RETRY) {
+            // Another request is reading the store, or did so recently and failed.
+            return Ok((Arc::clone(&old), old.store_failed()));
+        }
+        metrics::cache_miss(CacheKind::Keys);
+        match self.load(id).await {
+            Ok(fresh) => {
+                inner.cache.insert(id, Arc::clone(&fresh)).await;
+                Ok((fresh, false))
+            }
+            Err(LoadError::Unknown) => {
+                inner.cache.invalidate(&id).await;
+                Err(Reason::UnknownKey)
+            }
+            Err(LoadError::Store(error)) => {
+                tracing::warn!(target: "keygate", key_id = %id, %error, "key store lookup failed; serving the cached record (stale-if-error)");
+                old.set_store_failed();
+                Ok((old, true))
+            }
         }
     }
 
@@ -441,6 +527,15 @@ impl Verifier {
         inner.cache.invalidate(&id).await;
         inner.negative.invalidate(&id).await;
         self.report_cache_entries();
+    }
+
+    /// Whether the verifier's [invalidation](crate::invalidation) subscription is live:
+    /// `None` without an invalidation channel, `Some(false)` while degraded (not yet
+    /// subscribed, or the subscription broke and cached records are re-read after the
+    /// degraded TTL). For readiness checks.
+    #[must_use]
+    pub fn invalidation_subscribed(&self) -> Option<bool> {
+        self.inner.subscriber.as_ref().map(|s| !s.degraded())
     }
 
     /// Evicts every key from the caches.

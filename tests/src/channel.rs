@@ -1,0 +1,189 @@
+//! Fixtures for cross-instance tests: an in-process [`Invalidation`] channel that can be cut,
+//! and a TCP proxy in front of a real service that can be cut (so a test can make PostgreSQL or
+//! Redis unreachable to one client without stopping the server other tests use).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use keygate::{Invalidated, Invalidation, InvalidationError, Subscription};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, watch};
+
+/// An in-process pub/sub channel of invalidations, like Redis pub/sub between instances.
+#[derive(Clone, Debug)]
+pub struct MemoryChannel {
+    tx: broadcast::Sender<Invalidated>,
+    /// Bumped by [`MemoryChannel::cut`]: every open subscription fails.
+    cuts: watch::Sender<u64>,
+    down: Arc<AtomicBool>,
+    published: Arc<AtomicUsize>,
+    subscribes: Arc<AtomicUsize>,
+    store_publishes: bool,
+}
+
+impl Default for MemoryChannel {
+    fn default() -> Self {
+        Self::new(false)
+    }
+}
+
+impl MemoryChannel {
+    /// A channel; `store_publishes` is what it answers to `published_by_store`.
+    pub fn new(store_publishes: bool) -> Self {
+        Self {
+            tx: broadcast::channel(1024).0,
+            cuts: watch::channel(0).0,
+            down: Arc::new(AtomicBool::new(false)),
+            published: Arc::new(AtomicUsize::new(0)),
+            subscribes: Arc::new(AtomicUsize::new(0)),
+            store_publishes,
+        }
+    }
+
+    /// Breaks every open subscription (as a killed connection would).
+    pub fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// While down, publishing and subscribing fail; going down also cuts open subscriptions.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+        if down {
+            self.cut();
+        }
+    }
+
+    /// Messages published so far (successfully).
+    pub fn published(&self) -> usize {
+        self.published.load(Ordering::SeqCst)
+    }
+
+    /// Successful subscriptions so far.
+    pub fn subscribes(&self) -> usize {
+        self.subscribes.load(Ordering::SeqCst)
+    }
+
+    fn check_up(&self) -> Result<(), InvalidationError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(InvalidationError::new(
+                "simulated outage: connection refused",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Invalidation for MemoryChannel {
+    async fn publish(&self, what: Invalidated) -> Result<(), InvalidationError> {
+        self.check_up()?;
+        // No subscriber is not an error (as with Redis PUBLISH).
+        let _ = self.tx.send(what);
+        self.published.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<Box<dyn Subscription>, InvalidationError> {
+        self.check_up()?;
+        let mut cuts = self.cuts.subscribe();
+        cuts.mark_unchanged();
+        self.subscribes.fetch_add(1, Ordering::SeqCst);
+        Ok(Box::new(MemorySubscription {
+            rx: self.tx.subscribe(),
+            cuts,
+        }))
+    }
+
+    fn published_by_store(&self) -> bool {
+        self.store_publishes
+    }
+}
+
+struct MemorySubscription {
+    rx: broadcast::Receiver<Invalidated>,
+    cuts: watch::Receiver<u64>,
+}
+
+#[async_trait]
+impl Subscription for MemorySubscription {
+    async fn next(&mut self) -> Result<Invalidated, InvalidationError> {
+        tokio::select! {
+            received = self.rx.recv() => received.map_err(InvalidationError::new),
+            _ = self.cuts.changed() => Err(InvalidationError::new("simulated cut: connection reset")),
+        }
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 forwarding to `target`; [`TcpProxy::cut`] resets every
+/// connection through it and refuses new ones until [`TcpProxy::restore`].
+#[derive(Debug)]
+pub struct TcpProxy {
+    addr: std::net::SocketAddr,
+    cut: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Starts a proxy to `target` (`host:port`).
+    pub async fn start(target: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("proxy bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("proxy addr: {e}"));
+        let (cut, cut_rx) = watch::channel(false);
+        let target = target.to_owned();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if *cut_rx.borrow() {
+                    // Refused: closed at once (the client reads EOF or a reset).
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut client, mut server) = (client, server);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut_rx.wait_for(|cut| *cut) => {
+                            // Reset rather than a graceful close: what a dead server looks like.
+                            let _ = client.set_zero_linger();
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, cut, task }
+    }
+
+    /// The proxy's `host:port`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Resets every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Accepts and forwards connections again.
+    pub fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

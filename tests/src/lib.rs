@@ -21,7 +21,8 @@ use keygate::clock::{Clock, ManualClock};
 use keygate::store::{KeyFilter, KeyPage, PageRequest};
 use keygate::{
     CreatedKey, KeyAdmin, KeyChange, KeyFormat, KeyId, KeyRecord, KeyStore, Keyring, MemoryStore,
-    MintedKey, NewKey, Pepper, Peppers, Rejection, RotatedKey, Rotation, StoreError, Verifier,
+    MintedKey, NewKey, Pepper, Peppers, Reason, Rejection, RotatedKey, Rotation, StoreError,
+    Verifier,
 };
 
 /// Formatted log output captured in memory (a `tracing_subscriber` writer), for leak scans.
@@ -451,5 +452,43 @@ impl Reply {
     pub fn problem_type(&self) -> Option<String> {
         let json: serde_json::Value = serde_json::from_str(&self.body).ok()?;
         json.get("type")?.as_str().map(str::to_owned)
+    }
+}
+
+/// Sends `key` through `verifier` (a fresh extraction each time): whether it was served stale,
+/// or the refusal reason.
+pub async fn check(verifier: &Verifier, key: &str) -> Result<bool, Reason> {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "x-api-key",
+        key.parse().unwrap_or_else(|e| panic!("header: {e}")),
+    );
+    let uri = http::Uri::from_static("/");
+    let view = keygate::HttpRequestView::new(&headers, &uri, None);
+    let presented = verifier.extract(&view).map_err(|r| r.reason())?;
+    verifier
+        .verify_with_rate(&presented)
+        .await
+        .map(|v| v.stale)
+        .map_err(|r| r.reason())
+}
+
+/// Polls `condition` every millisecond until it holds; returns how long it took, or panics
+/// with `what` after `deadline`.
+pub async fn measure<F, Fut>(deadline: Duration, what: &str, mut condition: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if condition().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

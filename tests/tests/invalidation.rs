@@ -8,44 +8,7 @@ use std::time::{Duration, Instant};
 
 use keygate::{KeyAdmin, NewKey, Reason, Verifier};
 use keygate_tests::channel::MemoryChannel;
-use keygate_tests::{CapturingSink, Harness, axum_app, send_bearer};
-
-/// Sends `key` through `verifier` (a fresh extraction each time), returning the refusal reason.
-async fn check(verifier: &Verifier, key: &str) -> Result<bool, Reason> {
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
-        "x-api-key",
-        key.parse().unwrap_or_else(|e| panic!("header: {e}")),
-    );
-    let uri = http::Uri::from_static("/");
-    let view = keygate::HttpRequestView::new(&headers, &uri, None);
-    let presented = verifier.extract(&view).map_err(|r| r.reason())?;
-    verifier
-        .verify_with_rate(&presented)
-        .await
-        .map(|v| v.stale)
-        .map_err(|r| r.reason())
-}
-
-/// Polls `condition` every millisecond until it holds; returns how long it took, or panics
-/// with `what` after `deadline`.
-async fn measure<F, Fut>(deadline: Duration, what: &str, mut condition: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if condition().await {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < deadline,
-            "{what}: not within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
+use keygate_tests::{CapturingSink, Harness, axum_app, check, measure, send_bearer};
 
 async fn wait_subscribed(verifier: &Verifier, subscribed: bool) {
     measure(Duration::from_secs(5), "subscription state", || async {

@@ -1,7 +1,7 @@
 use sqlx::migrate::MigrateError;
 
-/// Why opening or migrating a key store failed. (Once open, store operations return
-/// [`keygate::StoreError`].)
+/// Why opening or migrating a key store (or configuring its notification channel) failed.
+/// (Once open, store operations return [`keygate::StoreError`].)
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -23,6 +23,12 @@ pub enum Error {
     /// Applying the embedded migrations failed.
     #[error("could not migrate the key store: {0}")]
     Migrate(#[source] MigrateError),
+    /// A PostgreSQL notification channel name was refused: it must be 1 to 63 bytes of ASCII
+    /// letters, digits and `_`, not starting with a digit.
+    #[error(
+        "invalid notification channel name {0:?}: use 1 to 63 ASCII letters, digits or '_', not starting with a digit"
+    )]
+    InvalidChannel(String),
 }
 
 impl From<Error> for keygate::StoreError {

@@ -66,6 +66,8 @@ pub mod audit;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
 mod error;
+#[cfg(feature = "postgres")]
+mod invalidation;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrations;
 #[cfg(feature = "postgres")]
@@ -76,6 +78,8 @@ mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use audit::SqlAuditSink;
 pub use error::Error;
+#[cfg(feature = "postgres")]
+pub use invalidation::PostgresInvalidation;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]

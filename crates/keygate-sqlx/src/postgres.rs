@@ -20,6 +20,7 @@ use crate::codec::{
     normalized, rate_limit_text, scope_strings, to_micros, unavailable,
 };
 use crate::error::Error;
+use crate::invalidation::{self, PostgresInvalidation};
 
 /// Keys in PostgreSQL, through a connection pool: several instances of a service share one
 /// key store.
@@ -45,9 +46,19 @@ use crate::error::Error;
 /// ```
 ///
 /// # Consistency between instances
-/// Every write is one transaction (rotation included). Another instance's verifier sees a
-/// change when its cached record expires (its cache TTL); changes made through a verifier's own
-/// [`Admin`](keygate::Admin) apply there at once.
+/// Every write is one transaction (rotation included). Changes made through a verifier's own
+/// [`Admin`](keygate::Admin) apply there at once; another instance's verifier sees a change
+/// when its cached record expires (its cache TTL), or at once when it subscribes to the
+/// store's [`invalidation`](PostgresStore::invalidation) channel.
+///
+/// # Change notifications
+/// Every management change (create, [`apply`](KeyAdmin::apply) of any [`KeyChange`],
+/// [`rotate_with`](KeyAdmin::rotate_with) — the old and the new id —, delete) also runs
+/// `SELECT pg_notify(channel, id)` inside its own transaction, so the notification is
+/// delivered when, and only if, the change commits. The channel is `keygate_keys` unless set
+/// with [`notify_channel`](PostgresStore::notify_channel). Last-used times are not notified.
+/// The cost is one short statement in a transaction the change opens anyway (create opens one
+/// for it); PostgreSQL queues the notification at commit. See [`PostgresInvalidation`].
 ///
 /// # Errors
 /// Input is validated before any query; a database failure (unreachable, pool exhausted,
@@ -57,6 +68,7 @@ use crate::error::Error;
 pub struct PostgresStore {
     pool: PgPool,
     clock: Arc<dyn Clock>,
+    channel: Arc<str>,
 }
 
 /// How long an operation waits for a pooled connection (including connecting) before the store
@@ -111,7 +123,36 @@ impl PostgresStore {
         Self {
             pool,
             clock: Arc::new(SystemClock),
+            channel: Arc::from(invalidation::DEFAULT_CHANNEL),
         }
+    }
+
+    /// Notifies changes on channel `name` instead of `keygate_keys`. Channels are per
+    /// database: give each keygate schema sharing a database a channel of its own.
+    ///
+    /// # Errors
+    /// [`Error::InvalidChannel`] unless `name` is 1 to 63 bytes of ASCII letters, digits and
+    /// `_`, not starting with a digit (PostgreSQL's identifier limit; the name only travels as
+    /// a bind parameter or quoted, never as SQL text).
+    pub fn notify_channel(mut self, name: &str) -> Result<Self, Error> {
+        self.channel = invalidation::channel_name(name)?;
+        Ok(self)
+    }
+
+    /// The channel changes are notified on.
+    #[must_use]
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Cross-instance invalidation on this store's pool and channel, for
+    /// [`VerifierBuilder::invalidation`](keygate::VerifierBuilder): each verifier subscribes and
+    /// evicts the keys this store (on any instance) changes. Its
+    /// [`published_by_store`](keygate::Invalidation::published_by_store) is `true`, since the
+    /// store already notifies inside each change's transaction.
+    #[must_use]
+    pub fn invalidation(&self) -> PostgresInvalidation {
+        PostgresInvalidation::from_store(self.pool.clone(), Arc::clone(&self.channel))
     }
 
     /// Uses `clock` for change times, rotation and state filters.
@@ -314,6 +355,18 @@ async fn update(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError
     Ok(())
 }
 
+/// Announces a change to `id` on `channel`. Run inside the change's transaction: PostgreSQL
+/// delivers the notification at commit, and drops it on rollback.
+async fn notify(conn: &mut PgConnection, channel: &str, id: &KeyId) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(keygate::Invalidated::Key(*id).to_message())
+        .execute(conn)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
 #[async_trait]
 impl KeyStore for PostgresStore {
     async fn find(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
@@ -349,8 +402,10 @@ impl KeyStore for PostgresStore {
 impl KeyAdmin for PostgresStore {
     async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
         let stored = normalized(key.record());
-        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
-        insert(&mut conn, &stored).await?;
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        insert(&mut tx, &stored).await?;
+        notify(&mut tx, &self.channel, &stored.id).await?;
+        tx.commit().await.map_err(unavailable)?;
         Ok(key.into_created(stored))
     }
 
@@ -403,6 +458,7 @@ impl KeyAdmin for PostgresStore {
             .apply_to(&mut record, now)
             .map_err(|refused| StoreError::refused(*id, refused))?;
         update(&mut tx, &record).await?;
+        notify(&mut tx, &self.channel, id).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(record)
     }
@@ -423,6 +479,8 @@ impl KeyAdmin for PostgresStore {
             .map_err(|refused| StoreError::refused(*id, refused))?;
         insert(&mut tx, &new).await?;
         update(&mut tx, &old).await?;
+        notify(&mut tx, &self.channel, &old.id).await?;
+        notify(&mut tx, &self.channel, &new.id).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(RotatedKey {
             old,
@@ -446,6 +504,7 @@ impl KeyAdmin for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
+        notify(&mut tx, &self.channel, id).await?;
         tx.commit().await.map_err(unavailable)
     }
 }
@@ -458,6 +517,7 @@ impl std::fmt::Debug for PostgresStore {
             .field("host", &options.get_host())
             .field("database", &options.get_database())
             .field("pool_size", &self.pool.size())
+            .field("channel", &self.channel)
             .field("clock", &self.clock)
             .finish()
     }

@@ -3,12 +3,20 @@
 //! | store | for | feature |
 //! | --- | --- | --- |
 //! | [`SqliteStore`] | one host: an embedded file (`keygate.db`), zero set-up | `sqlite` (default) |
-//! | [`PostgresStore`] | several instances sharing one key store | `postgres` (default) |
+//! | [`PostgresStore`] | several instances sharing one key store, with [`PostgresInvalidation`] | `postgres` (default) |
 //!
 //! Both implement [`keygate::KeyStore`] (the request path, including write-behind last-used
 //! times) and [`keygate::KeyAdmin`] (management, with atomic rotation), with exactly
 //! [`keygate::MemoryStore`]'s semantics: the conformance suite in the workspace's `tests/`
 //! crate runs the same cases against all three.
+//!
+//! # Many instances
+//! [`PostgresStore`] notifies the id of every key it changes (`pg_notify`, inside the change's
+//! transaction), and [`PostgresInvalidation`] (from `store.invalidation()`) subscribes to those
+//! notifications, so every instance's verifier evicts a changed key as soon as the change
+//! commits. [`SqliteStore`] serves one host and has no invalidation channel: its verifier's
+//! `admin()` evicts changed keys itself, and changes made by another process (the CLI) are seen
+//! after the cache TTL.
 //!
 //! # Audit trail and usage
 //! [`SqlAuditSink`] (from `store.audit_sink()`) keeps the verifier's audit events and per-key,

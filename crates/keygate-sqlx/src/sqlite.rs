@@ -58,6 +58,12 @@ use crate::error::Error;
 /// take SQLite's write lock up front (`BEGIN IMMEDIATE`) and wait up to the busy timeout for
 /// it, so several processes may share the file; for several *hosts*, use PostgreSQL.
 ///
+/// There is no cross-process invalidation channel: a verifier's own
+/// [`Admin`](keygate::Admin) evicts the keys it changes at once, and changes made by another
+/// process on the same file (the CLI) are seen when the cached record expires (the cache
+/// TTL). Services that need changes seen at once on every instance use `PostgresStore` with
+/// `PostgresInvalidation`.
+///
 /// # Errors
 /// Input is validated before any query; a database failure is
 /// [`StoreError::Unavailable`] (503 on the request path), never a message about your input.

@@ -53,12 +53,13 @@ use crate::invalidation::{self, PostgresInvalidation};
 ///
 /// # Change notifications
 /// Every management change (create, [`apply`](KeyAdmin::apply) of any [`KeyChange`],
-/// [`rotate_with`](KeyAdmin::rotate_with) — the old and the new id —, delete) also runs
-/// `SELECT pg_notify(channel, id)` inside its own transaction, so the notification is
-/// delivered when, and only if, the change commits. The channel is `keygate_keys` unless set
-/// with [`notify_channel`](PostgresStore::notify_channel). Last-used times are not notified.
-/// The cost is one short statement in a transaction the change opens anyway (create opens one
-/// for it); PostgreSQL queues the notification at commit. See [`PostgresInvalidation`].
+/// [`rotate_with`](KeyAdmin::rotate_with) — the new and the old id —, delete) also calls
+/// `pg_notify(channel, id)` inside its own transaction, so the notification is delivered when,
+/// and only if, the change commits. The channel is `keygate_keys` unless set with
+/// [`notify_channel`](PostgresStore::notify_channel). Last-used times are not notified.
+/// The call is part of the very statement that writes the key's row (`WITH … RETURNING id
+/// SELECT pg_notify(…)`), so it adds no round trip; what remains is PostgreSQL queueing the
+/// notification at commit. See [`PostgresInvalidation`].
 ///
 /// # Errors
 /// Input is validated before any query; a database failure (unreachable, pool exhausted,
@@ -294,14 +295,19 @@ async fn select_for_update(
     row.as_ref().map(record).transpose()
 }
 
-/// Inserts `r` unless its id exists or existed.
-async fn insert(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError> {
+/// Inserts `r` unless its id exists or existed, and notifies its id on `channel`.
+///
+/// Every statement that writes a key row also announces it, in the same statement: the
+/// notification then belongs to the change's transaction (delivered at commit, dropped on
+/// rollback) and costs no extra round trip.
+async fn insert(conn: &mut PgConnection, r: &KeyRecord, channel: &str) -> Result<(), StoreError> {
     let result = sqlx::query(
-        "INSERT INTO keygate_keys (id, prefix, name, name_folded, owner, digest, pepper_version, \
-         scopes, metadata, allowed_ips, rotated_from, created_at, updated_at, expires_at, \
-         disabled_at, revoked_at, last_used_at, rate_limit) \
+        "WITH inserted AS (INSERT INTO keygate_keys (id, prefix, name, name_folded, owner, digest, \
+         pepper_version, scopes, metadata, allowed_ips, rotated_from, created_at, updated_at, \
+         expires_at, disabled_at, revoked_at, last_used_at, rate_limit) \
          SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17, $18 \
-         WHERE NOT EXISTS (SELECT 1 FROM keygate_deleted_keys WHERE id = $1)",
+         WHERE NOT EXISTS (SELECT 1 FROM keygate_deleted_keys WHERE id = $1) RETURNING id) \
+         SELECT pg_notify($19, $20)::text FROM inserted",
     )
     .bind(r.id.as_str())
     .bind(&r.prefix)
@@ -321,22 +327,26 @@ async fn insert(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError
     .bind(r.revoked_at.map(timestamp))
     .bind(r.last_used_at.map(timestamp))
     .bind(rate_limit_text(r.rate_limit.as_ref()))
-    .execute(conn)
+    .bind(channel)
+    .bind(message(&r.id))
+    .fetch_optional(conn)
     .await;
     match result {
-        Ok(done) if done.rows_affected() == 1 => Ok(()),
-        Ok(_) => Err(id_taken(r.id)),
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(id_taken(r.id)),
         Err(e) if is_unique_violation(&e) => Err(id_taken(r.id)),
         Err(e) => Err(unavailable(e)),
     }
 }
 
-/// Writes the fields a change or rotation may alter.
-async fn update(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError> {
+/// Writes the fields a change or rotation may alter, and notifies the id on `channel` (see
+/// [`insert`]).
+async fn update(conn: &mut PgConnection, r: &KeyRecord, channel: &str) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE keygate_keys SET name = $1, name_folded = $2, scopes = $3, metadata = $4::jsonb, \
-         allowed_ips = $5, expires_at = $6, disabled_at = $7, revoked_at = $8, updated_at = $9, \
-         rate_limit = $10 WHERE id = $11",
+        "WITH updated AS (UPDATE keygate_keys SET name = $1, name_folded = $2, scopes = $3, \
+         metadata = $4::jsonb, allowed_ips = $5, expires_at = $6, disabled_at = $7, \
+         revoked_at = $8, updated_at = $9, rate_limit = $10 WHERE id = $11 RETURNING id) \
+         SELECT pg_notify($12, $13)::text FROM updated",
     )
     .bind(&r.name)
     .bind(fold(&r.name))
@@ -349,22 +359,17 @@ async fn update(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError
     .bind(timestamp(r.updated_at))
     .bind(rate_limit_text(r.rate_limit.as_ref()))
     .bind(r.id.as_str())
+    .bind(channel)
+    .bind(message(&r.id))
     .execute(conn)
     .await
     .map_err(unavailable)?;
     Ok(())
 }
 
-/// Announces a change to `id` on `channel`. Run inside the change's transaction: PostgreSQL
-/// delivers the notification at commit, and drops it on rollback.
-async fn notify(conn: &mut PgConnection, channel: &str, id: &KeyId) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(channel)
-        .bind(keygate::Invalidated::Key(*id).to_message())
-        .execute(conn)
-        .await
-        .map_err(unavailable)?;
-    Ok(())
+/// The notification payload for a change to `id`.
+fn message(id: &KeyId) -> String {
+    keygate::Invalidated::Key(*id).to_message()
 }
 
 #[async_trait]
@@ -402,10 +407,9 @@ impl KeyStore for PostgresStore {
 impl KeyAdmin for PostgresStore {
     async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
         let stored = normalized(key.record());
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        insert(&mut tx, &stored).await?;
-        notify(&mut tx, &self.channel, &stored.id).await?;
-        tx.commit().await.map_err(unavailable)?;
+        // One statement (insert and notify): no transaction needed.
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        insert(&mut conn, &stored, &self.channel).await?;
         Ok(key.into_created(stored))
     }
 
@@ -457,8 +461,7 @@ impl KeyAdmin for PostgresStore {
         change
             .apply_to(&mut record, now)
             .map_err(|refused| StoreError::refused(*id, refused))?;
-        update(&mut tx, &record).await?;
-        notify(&mut tx, &self.channel, id).await?;
+        update(&mut tx, &record, &self.channel).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(record)
     }
@@ -477,10 +480,8 @@ impl KeyAdmin for PostgresStore {
         let new = rotation
             .apply_to(&mut old, &normalized(replacement.record()), now)
             .map_err(|refused| StoreError::refused(*id, refused))?;
-        insert(&mut tx, &new).await?;
-        update(&mut tx, &old).await?;
-        notify(&mut tx, &self.channel, &old.id).await?;
-        notify(&mut tx, &self.channel, &new.id).await?;
+        insert(&mut tx, &new, &self.channel).await?;
+        update(&mut tx, &old, &self.channel).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(RotatedKey {
             old,
@@ -490,12 +491,18 @@ impl KeyAdmin for PostgresStore {
 
     async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let deleted = sqlx::query("DELETE FROM keygate_keys WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        if deleted.rows_affected() == 0 {
+        // Deletes and notifies in one statement (see `insert`).
+        let deleted = sqlx::query(
+            "WITH deleted AS (DELETE FROM keygate_keys WHERE id = $1 RETURNING id) \
+             SELECT pg_notify($2, $3)::text FROM deleted",
+        )
+        .bind(id.as_str())
+        .bind(&*self.channel)
+        .bind(message(id))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if deleted.is_none() {
             return Err(StoreError::NotFound(*id));
         }
         sqlx::query("INSERT INTO keygate_deleted_keys (id, deleted_at) VALUES ($1, $2)")
@@ -504,7 +511,6 @@ impl KeyAdmin for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-        notify(&mut tx, &self.channel, id).await?;
         tx.commit().await.map_err(unavailable)
     }
 }

@@ -231,7 +231,8 @@ async fn every_change_notifies_once_with_its_id_and_last_used_does_not() {
         .await
         .unwrap();
     let new = rotated.new.record.id;
-    expected.extend([old, new]);
+    // In the order the rotation writes them: the new key's row, then the old one's.
+    expected.extend([new, old]);
 
     // Last-used times are not a management change: no notification.
     store

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use keygate::rate::RatePolicy;
 use keygate::{
     Invalidated, Invalidation, KeyAdmin, KeyChange, KeyId, KeyStore, Keyring, Metadata, NewKey,
-    Rotation, Scope, StoreError, Subscription,
+    Reason, Rotation, Scope, StoreError, Subscription, Verifier,
 };
 use keygate_sqlx::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use keygate_sqlx::{PostgresInvalidation, PostgresStore};
@@ -587,4 +587,90 @@ async fn a_silently_dead_connection_fails_within_the_liveness_bound() {
     // learns from the error that it may have missed some.
     store.apply(&key, KeyChange::Revoke).await.unwrap();
     assert!(subscription.next().await.is_err());
+}
+
+/// Verifies `key` (in `x-api-key`): `Ok(())` or the rejection's reason.
+async fn check(verifier: &Verifier, key: &str) -> Result<(), Reason> {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-api-key", key.parse().unwrap());
+    let uri = http::Uri::from_static("/");
+    let view = keygate::HttpRequestView::new(&headers, &uri, None);
+    let presented = verifier.extract(&view).map_err(|r| r.reason())?;
+    verifier
+        .verify(&presented)
+        .await
+        .map(drop)
+        .map_err(|r| r.reason())
+}
+
+/// Polls `condition` every millisecond; how long it took to hold, or a panic after `deadline`.
+async fn within<F, Fut>(deadline: Duration, what: &str, mut condition: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !condition().await {
+        assert!(
+            started.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    started.elapsed()
+}
+
+/// One service instance: its own pool, and a verifier subscribed to the store's channel.
+async fn instance(schema: &Schema, channel: &str) -> Verifier {
+    let store = schema.store(channel).await;
+    let verifier = Verifier::builder(keyring(), store.clone())
+        .invalidation(store.invalidation())
+        .build();
+    within(Duration::from_secs(5), "subscribed", || async {
+        verifier.invalidation_subscribed() == Some(true)
+    })
+    .await;
+    verifier
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_instance_or_from_a_bare_store_is_seen_by_every_verifier_within_a_second() {
+    let Some(url) = postgres_url() else { return };
+    let schema = Schema::create(&url).await;
+    let channel = random_channel();
+    let a = instance(&schema, &channel).await;
+    let b = instance(&schema, &channel).await;
+
+    let created = a.admin().create_key(NewKey::new("shared")).await.unwrap();
+    let key = created.key.expose_secret().to_owned();
+    assert_eq!(check(&b, &key).await, Ok(()), "b caches the valid key");
+    a.admin().revoke(&created.record.id).await.unwrap();
+    let took = within(
+        Duration::from_secs(1),
+        "b refuses the revoked key",
+        || async { check(&b, &key).await == Err(Reason::Revoked) },
+    )
+    .await;
+    println!("revoke through a's admin seen by b after {took:?}");
+
+    // A change by another process (the CLI, a script) through a plain store: no verifier's
+    // admin is involved, the store's notification alone reaches both.
+    let created = a.admin().create_key(NewKey::new("cli")).await.unwrap();
+    let key = created.key.expose_secret().to_owned();
+    assert_eq!(check(&a, &key).await, Ok(()));
+    assert_eq!(check(&b, &key).await, Ok(()));
+    let cli = schema.store(&channel).await;
+    cli.apply(&created.record.id, KeyChange::Disable)
+        .await
+        .unwrap();
+    let took = within(
+        Duration::from_secs(1),
+        "both refuse the disabled key",
+        || async {
+            check(&a, &key).await == Err(Reason::Disabled)
+                && check(&b, &key).await == Err(Reason::Disabled)
+        },
+    )
+    .await;
+    println!("disable through a bare store seen by both after {took:?}");
 }

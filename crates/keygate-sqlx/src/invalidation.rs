@@ -105,19 +105,30 @@ pub(crate) fn channel_name(name: &str) -> Result<Arc<str>, Error> {
 /// TTL.)
 ///
 /// # Example
-/// A verifier takes it with `VerifierBuilder::invalidation(store.invalidation())` and keeps
-/// its subscription itself; by hand, the channel looks like this:
+/// ```no_run
+/// use keygate::{Keyring, Verifier};
+/// use keygate_sqlx::PostgresStore;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = PostgresStore::open("postgres://app@db.internal/app").await?;
+/// let verifier = Verifier::builder(Keyring::development("acme_live")?, store.clone())
+///     .invalidation(store.invalidation())
+///     .build();
+/// // A key revoked on any instance, or with the CLI, is refused here as soon as the revoke
+/// // commits (a few milliseconds on one network).
+/// # let _ = verifier;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// By hand (what the verifier does with it):
 /// ```no_run
 /// use keygate::{Invalidated, Invalidation, KeyAdmin, KeyChange, Keyring, NewKey};
 /// use keygate_sqlx::PostgresStore;
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = PostgresStore::open("postgres://app@db.internal/app").await?;
-/// let invalidation = store.invalidation();
-/// assert!(invalidation.published_by_store());
-/// let mut subscription = invalidation.subscribe().await?;
-///
-/// // Any instance changes a key: the notification leaves when the change commits.
+/// let mut subscription = store.invalidation().subscribe().await?;
 /// let created = store.create(Keyring::development("acme_live")?.mint(NewKey::new("billing"))?).await?;
 /// assert_eq!(subscription.next().await?, Invalidated::Key(created.record.id));
 /// store.apply(&created.record.id, KeyChange::Revoke).await?;

@@ -147,7 +147,7 @@ impl PostgresStore {
     }
 
     /// Cross-instance invalidation on this store's pool and channel, for
-    /// [`VerifierBuilder::invalidation`](keygate::VerifierBuilder): each verifier subscribes and
+    /// [`VerifierBuilder::invalidation`](keygate::VerifierBuilder::invalidation): each verifier subscribes and
     /// evicts the keys this store (on any instance) changes. Its
     /// [`published_by_store`](keygate::Invalidation::published_by_store) is `true`, since the
     /// store already notifies inside each change's transaction.

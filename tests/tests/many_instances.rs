@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use keygate::{NewKey, Reason, Verifier};
+use keygate::{KeyAdmin, NewKey, Reason, Verifier};
 use keygate_sqlx::PostgresStore;
 use keygate_sqlx::sqlx::postgres::PgConnectOptions;
 use keygate_tests::channel::TcpProxy;
@@ -95,4 +95,100 @@ async fn postgres_unreachable_gives_503_or_stale_serving_exactly_as_configured()
     })
     .await;
     println!("PostgreSQL back: serving again after {recovered:?}");
+}
+
+/// A store in `schema` notifying on the schema's own channel (channels are per database).
+async fn notifying_store(schema: &PgSchema) -> PostgresStore {
+    schema
+        .store()
+        .await
+        .notify_channel(&schema.name)
+        .unwrap_or_else(|e| panic!("channel: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_postgres_subscription_cut_a_revoke_is_still_enforced_within_the_bound() {
+    let Some(url) = postgres_url() else { return };
+    let schema = PgSchema::create(&url).await;
+    let proxy = TcpProxy::start(&server_addr(&schema)).await;
+    let a_store = notifying_store(&schema).await;
+    let a = Verifier::builder(keyring(), a_store.clone())
+        .invalidation(a_store.invalidation())
+        .build();
+    // b reads keys directly, but listens through the proxy, so only its subscription is cut.
+    let listen_pool = keygate_sqlx::sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(schema.options().host("127.0.0.1").port(proxy.addr().port()));
+    let channel = keygate_sqlx::PostgresInvalidation::from_pool(listen_pool, &schema.name)
+        .unwrap_or_else(|e| panic!("channel: {e}"));
+    let degraded = Duration::from_millis(500);
+    let b = Verifier::builder(keyring(), notifying_store(&schema).await)
+        .invalidation(channel)
+        .degraded_cache_ttl(degraded)
+        .build();
+    subscribed(&a, true).await;
+    subscribed(&b, true).await;
+
+    let created = a
+        .admin()
+        .create_key(NewKey::new("cut listener"))
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}"));
+    let key = created.key.expose_secret().to_owned();
+    assert_eq!(check(&b, &key).await, Ok(false));
+
+    // Live subscription: the revoke's NOTIFY reaches b.
+    let second = a
+        .admin()
+        .create_key(NewKey::new("live listener"))
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}"));
+    let second_key = second.key.expose_secret().to_owned();
+    assert_eq!(check(&b, &second_key).await, Ok(false));
+    a.admin()
+        .revoke(&second.record.id)
+        .await
+        .unwrap_or_else(|e| panic!("revoke: {e}"));
+    let live = measure(Duration::from_secs(1), "b hears the revoke", || async {
+        check(&b, &second_key).await == Err(Reason::Revoked)
+    })
+    .await;
+
+    // Cut b's listener connection (and refuse its reconnection): the next NOTIFY is lost.
+    proxy.cut();
+    let noticed = measure(Duration::from_secs(2), "b notices the cut", || async {
+        b.invalidation_subscribed() == Some(false)
+    })
+    .await;
+    // b caches the key while degraded (reading it now also rules out a late notification of
+    // its creation having evicted it: that one would arrive before the cut).
+    assert_eq!(check(&b, &key).await, Ok(false));
+    a.admin()
+        .revoke(&created.record.id)
+        .await
+        .unwrap_or_else(|e| panic!("revoke: {e}"));
+    assert_eq!(
+        check(&b, &key).await,
+        Ok(false),
+        "the NOTIFY was lost: b serves its cache until the degraded TTL"
+    );
+    let enforced = measure(
+        degraded + Duration::from_millis(300),
+        "b enforces the missed revoke within the degraded TTL",
+        || async { check(&b, &key).await == Err(Reason::Revoked) },
+    )
+    .await;
+    println!(
+        "PostgreSQL: live revoke seen after {live:?}; cut noticed after {noticed:?}; missed revoke enforced {enforced:?} after the revoke returned (degraded TTL {degraded:?})"
+    );
+
+    proxy.restore();
+    subscribed(&b, true).await;
+}
+
+async fn subscribed(verifier: &Verifier, live: bool) {
+    measure(Duration::from_secs(10), "subscription state", || async {
+        verifier.invalidation_subscribed() == Some(live)
+    })
+    .await;
 }

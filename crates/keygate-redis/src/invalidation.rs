@@ -1,0 +1,235 @@
+//! [`RedisInvalidation`]: cross-instance cache invalidation over Redis pub/sub.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use keygate::{Invalidated, Invalidation, InvalidationError, Subscription};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use tokio::time::Instant;
+
+use crate::error::within;
+use crate::{Error, RedisTarget};
+
+/// Tells every instance which keys changed, over Redis pub/sub: [`publish`](Invalidation::publish)
+/// is a `PUBLISH` of the key id (or `*`) on one channel (default `keygate:invalidate`), and each
+/// [`subscribe`](Invalidation::subscribe) opens a dedicated pub/sub connection.
+///
+/// # How fast a broken subscription is noticed
+/// - A connection that closes (Redis stopped or restarted, `CLIENT KILL`, a reset) ends the
+///   subscription at once: [`Subscription::next`] returns an error as soon as the socket
+///   reports it.
+/// - A connection that dies silently (a peer or a network path gone without a reset, a hung
+///   server) is found by a liveness check: while `next` waits, the subscription sends `PING`
+///   on its connection whenever it has received nothing for the
+///   [`ping_interval`](RedisInvalidationBuilder::ping_interval) (default 3 s), and fails if the
+///   reply takes longer than the [`ping_timeout`](RedisInvalidationBuilder::ping_timeout)
+///   (default 1 s). So a dead connection is noticed within **ping interval + ping timeout
+///   (4 s by default)**; the verifier then reads records through its degraded TTL until it
+///   has subscribed again.
+///
+/// Pub/sub delivers at most once: what is published while a subscriber is disconnected is
+/// lost to it (see [`keygate::invalidation`] for how the verifier copes).
+///
+/// [`published_by_store`](Invalidation::published_by_store) is `false`: the key stores do not
+/// publish to Redis, so the side making a change publishes after it.
+///
+/// # Example
+/// ```no_run
+/// use keygate::{Invalidated, Invalidation, KeyId};
+/// use keygate_redis::RedisInvalidation;
+///
+/// # async fn run(id: KeyId) -> Result<(), Box<dyn std::error::Error>> {
+/// let channel = RedisInvalidation::builder("redis://127.0.0.1:6379").build().await?;
+/// let mut subscription = channel.subscribe().await?;
+/// channel.publish(Invalidated::Key(id)).await?;
+/// assert_eq!(subscription.next().await?, Invalidated::Key(id));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisInvalidation {
+    client: redis::Client,
+    publisher: ConnectionManager,
+    channel: String,
+    response_timeout: Duration,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+}
+
+impl RedisInvalidation {
+    /// Configures a channel on `target`: a URL (`"redis://127.0.0.1:6379"`) or a
+    /// [`redis::Client`]. Defaults:
+    ///
+    /// | setting | default |
+    /// | --- | --- |
+    /// | [`prefix`](RedisInvalidationBuilder::prefix) / [`channel`](RedisInvalidationBuilder::channel) | `keygate` / `invalidate`: the channel `keygate:invalidate` |
+    /// | [`response_timeout`](RedisInvalidationBuilder::response_timeout) | 1 s (publishing, connecting, subscribing) |
+    /// | [`ping_interval`](RedisInvalidationBuilder::ping_interval) | 3 s without a message |
+    /// | [`ping_timeout`](RedisInvalidationBuilder::ping_timeout) | 1 s |
+    pub fn builder(target: impl Into<RedisTarget>) -> RedisInvalidationBuilder {
+        RedisInvalidationBuilder {
+            target: target.into(),
+            prefix: "keygate".to_owned(),
+            channel: "invalidate".to_owned(),
+            response_timeout: Duration::from_secs(1),
+            ping_interval: Duration::from_secs(3),
+            ping_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// The pub/sub channel: `{prefix}:{channel}`.
+    #[must_use]
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+}
+
+#[async_trait]
+impl Invalidation for RedisInvalidation {
+    async fn publish(&self, what: Invalidated) -> Result<(), InvalidationError> {
+        let mut connection = self.publisher.clone();
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(&self.channel).arg(what.to_message());
+        within::<i64>(self.response_timeout, command.query_async(&mut connection))
+            .await
+            .map(drop)
+            .map_err(InvalidationError::new)
+    }
+
+    async fn subscribe(&self) -> Result<Box<dyn Subscription>, InvalidationError> {
+        let pubsub = within(self.response_timeout, self.client.get_async_pubsub())
+            .await
+            .map_err(InvalidationError::new)?;
+        let (mut sink, stream) = pubsub.split();
+        within(self.response_timeout, sink.subscribe(&self.channel))
+            .await
+            .map_err(InvalidationError::new)?;
+        Ok(Box::new(RedisSubscription {
+            sink,
+            stream,
+            ping_interval: self.ping_interval,
+            ping_timeout: self.ping_timeout,
+            quiet_until: Instant::now() + self.ping_interval,
+        }))
+    }
+}
+
+impl std::fmt::Debug for RedisInvalidation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisInvalidation")
+            .field("channel", &self.channel)
+            .field("response_timeout", &self.response_timeout)
+            .field("ping_interval", &self.ping_interval)
+            .field("ping_timeout", &self.ping_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One subscriber's dedicated pub/sub connection.
+struct RedisSubscription {
+    sink: PubSubSink,
+    stream: PubSubStream,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+    /// When to check the connection if nothing arrives before.
+    quiet_until: Instant,
+}
+
+#[async_trait]
+impl Subscription for RedisSubscription {
+    async fn next(&mut self) -> Result<Invalidated, InvalidationError> {
+        loop {
+            tokio::select! {
+                message = self.stream.next() => {
+                    let Some(message) = message else {
+                        return Err(InvalidationError::new(Error::Closed));
+                    };
+                    self.quiet_until = Instant::now() + self.ping_interval;
+                    // Not UTF-8 reads as "anything changed", like any unknown message.
+                    let text = std::str::from_utf8(message.get_payload_bytes()).unwrap_or("");
+                    return Ok(Invalidated::from_message(text));
+                }
+                () = tokio::time::sleep_until(self.quiet_until) => {
+                    within::<redis::Value>(self.ping_timeout, self.sink.ping())
+                        .await
+                        .map_err(InvalidationError::new)?;
+                    self.quiet_until = Instant::now() + self.ping_interval;
+                }
+            }
+        }
+    }
+}
+
+/// Configures a [`RedisInvalidation`]; see [`RedisInvalidation::builder`] for the defaults.
+#[derive(Debug)]
+#[must_use]
+pub struct RedisInvalidationBuilder {
+    target: RedisTarget,
+    prefix: String,
+    channel: String,
+    response_timeout: Duration,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+}
+
+impl RedisInvalidationBuilder {
+    /// The first part of the channel name (default `keygate`). Use the same prefix as the
+    /// [`RedisRateLimiter`](crate::RedisRateLimiter)'s, one per deployment sharing a Redis.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The channel's name under the prefix (default `invalidate`): `{prefix}:{channel}`.
+    pub fn channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = channel.into();
+        self
+    }
+
+    /// Longest wait for publishing, connecting or subscribing (default 1 s).
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How long a subscription waits without a message before it checks its connection with
+    /// a `PING` (default 3 s).
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// How long the `PING` reply may take before the subscription counts its connection as
+    /// dead (default 1 s).
+    pub fn ping_timeout(mut self, timeout: Duration) -> Self {
+        self.ping_timeout = timeout;
+        self
+    }
+
+    /// Connects the publishing connection (subscriptions connect when they are opened).
+    ///
+    /// # Errors
+    /// [`Error`] when the URL is invalid or Redis does not answer within the response
+    /// timeout.
+    pub async fn build(self) -> Result<RedisInvalidation, Error> {
+        let client = self.target.client()?;
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(Some(self.response_timeout))
+            .set_response_timeout(Some(self.response_timeout));
+        let publisher = within(
+            self.response_timeout,
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await?;
+        Ok(RedisInvalidation {
+            client,
+            publisher,
+            channel: format!("{}:{}", self.prefix, self.channel),
+            response_timeout: self.response_timeout,
+            ping_interval: self.ping_interval,
+            ping_timeout: self.ping_timeout,
+        })
+    }
+}

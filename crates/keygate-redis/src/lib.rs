@@ -1,0 +1,49 @@
+//! Redis for keygate, when one instance is no longer enough:
+//!
+//! - [`RedisRateLimiter`]: one rate limit per key (and one failed-attempt limit per client)
+//!   shared by every instance, decided by a GCRA script in one round trip on Redis's clock;
+//!   fails open (or closed, [`FailurePolicy`]) when Redis is unreachable.
+//! - [`RedisInvalidation`]: when a key changes, every instance's verifier drops its cached
+//!   record, through Redis pub/sub.
+//!
+//! # Example
+//! ```no_run
+//! use keygate::{Invalidated, Invalidation, KeyFormat, Keyring, MemoryStore, Peppers, Verifier};
+//! use keygate::rate::RatePolicy;
+//! use keygate_redis::{RedisInvalidation, RedisRateLimiter};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let url = "redis://127.0.0.1:6379";
+//! let limiter = RedisRateLimiter::builder(url).prefix("acme").build().await?;
+//! let keyring = Keyring::new(KeyFormat::new("acme_live")?, Peppers::from_env_or_development()?);
+//! let verifier = Verifier::builder(keyring, MemoryStore::new())
+//!     .rate_limiter(limiter)
+//!     .default_rate_limit("100/1s burst 200".parse::<RatePolicy>()?)
+//!     .build();
+//!
+//! // Whoever changes a key tells the other instances.
+//! let invalidation = RedisInvalidation::builder(url).prefix("acme").build().await?;
+//! # let id = keygate::KeyId::random();
+//! invalidation.publish(Invalidated::Key(id)).await?;
+//! # let _ = verifier;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Both take a URL or a configured [`redis::Client`] ([`RedisTarget`]), and name everything
+//! they keep under one prefix (default `keygate`): rate-limit keys `keygate:rl:…`, the channel
+//! `keygate:invalidate`.
+
+mod error;
+mod gcra;
+mod invalidation;
+mod limiter;
+mod target;
+
+pub use error::Error;
+pub use invalidation::{RedisInvalidation, RedisInvalidationBuilder};
+pub use limiter::{FAIL_OPEN, FailurePolicy, RedisRateLimiter, RedisRateLimiterBuilder};
+pub use target::RedisTarget;
+
+/// The `redis` crate keygate-redis is built on, for configuring a [`redis::Client`].
+pub use redis;

@@ -1,0 +1,169 @@
+//! Shared by the Redis test files: the shared Redis from `KEYGATE_TEST_REDIS_URL`, a random
+//! prefix per test, and private `redis-server` processes that tests may stop and restart.
+//!
+//! When `KEYGATE_TEST_REDIS_URL` is unset, tests print that they are skipped and return. When it
+//! is set, Redis must answer (and `redis-server` must be on PATH for the outage tests): else
+//! the test fails.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::fmt::Display;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use keygate_redis::redis;
+
+pub const REDIS_URL_ENV: &str = "KEYGATE_TEST_REDIS_URL";
+
+/// The shared Redis's URL, or `None` (after saying the test is skipped) when unset.
+pub fn redis_url(test: &str) -> Option<String> {
+    match std::env::var(REDIS_URL_ENV) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            eprintln!("{REDIS_URL_ENV} is not set: skipping {test}");
+            None
+        }
+    }
+}
+
+/// `result`'s value, or a panic saying what failed.
+#[track_caller]
+pub fn ok<T, E: Display>(result: Result<T, E>, what: &str) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => panic!("{what}: {error}"),
+    }
+}
+
+/// A prefix no other test or run uses.
+pub fn unique_prefix(test: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("kgtest-{test}-{}-{nanos}", std::process::id())
+}
+
+/// A multiplexed connection for inspecting Redis (PTTL, CLIENT LIST, …); fails the test when
+/// Redis does not answer.
+pub async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
+    let client = ok(redis::Client::open(url), "redis URL");
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(e)) => panic!("{REDIS_URL_ENV} is set but Redis at {url} does not answer: {e}"),
+        Err(_) => panic!("{REDIS_URL_ENV} is set but Redis at {url} does not answer within 5 s"),
+    }
+}
+
+pub async fn query<T: redis::FromRedisValue>(
+    connection: &mut redis::aio::MultiplexedConnection,
+    command: &redis::Cmd,
+) -> T {
+    ok(command.query_async(connection).await, "redis command")
+}
+
+/// A `redis-server` of the test's own on a free loopback port, killed on drop: tests stop,
+/// hang and restart it without touching the shared one.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    /// Starts one and waits until it answers.
+    pub async fn start() -> Self {
+        let port = {
+            let listener = ok(TcpListener::bind("127.0.0.1:0"), "find a free port");
+            ok(listener.local_addr(), "local address").port()
+        };
+        let mut redis = Self { port, child: None };
+        redis.restart().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again on the same port (after [`stop`](Self::stop)).
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{REDIS_URL_ENV} is set, and this test needs `redis-server` on PATH to run a private Redis it can stop: {e}"
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let client = ok(redis::Client::open(self.url()), "private redis URL");
+        loop {
+            if let Ok(Ok(mut c)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                client.get_multiplexed_async_connection(),
+            )
+            .await
+                && let Ok(Ok(pong)) = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    redis::cmd("PING").query_async::<String>(&mut c),
+                )
+                .await
+                && pong == "PONG"
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "private redis-server on port {} did not answer within 10 s",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills it (connections see a reset; new ones are refused).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes it (SIGSTOP): connections stay open and nothing answers.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let Some(child) = &self.child else { return };
+        let status = ok(
+            Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status(),
+            "kill",
+        );
+        assert!(status.success(), "kill {signal} failed");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.thaw();
+        self.stop();
+    }
+}

@@ -21,9 +21,12 @@ Environment:
   KEYGATE_PEPPER        VERSION:SECRET[,VERSION:SECRET...], current first (see docs/security.md)
   KEYGATE_PREFIX        prefix of new keys (default kg)
   KEYGATE_ACTOR         who makes changes, for the audit trail (default: $USER)
+  KEYGATE_REDIS_URL     publish every change to the services' Redis (cache invalidation)
+  KEYGATE_REDIS_PREFIX  the services' Redis prefix (default keygate)
 
 Exit codes: 0 ok, 1 usage or invalid input, 2 key not found, 3 key store unavailable,
-4 conflict with the key's state, 5 key store schema newer than this keygate.";
+4 conflict with the key's state, 5 key store schema newer than this keygate.
+A change that could not be published to Redis still exits 0, with a warning on stderr.";
 
 /// Manage API keys: create, name, scope, rate-limit, rotate, revoke and list them.
 ///
@@ -52,6 +55,21 @@ pub(crate) struct Cli {
     /// KEYGATE_ACTOR variable, else the USER variable).
     #[arg(long, env = "KEYGATE_ACTOR", global = true, value_name = "NAME")]
     pub(crate) actor: Option<String>,
+
+    /// Redis that services subscribe to for cache invalidation (redis://HOST[:PORT][/DB]):
+    /// every change is then published there, so services drop their cached copy at once.
+    #[arg(long, env = "KEYGATE_REDIS_URL", global = true, value_name = "URL")]
+    pub(crate) redis_url: Option<String>,
+
+    /// The services' Redis prefix: changes are published on the channel PREFIX:invalidate.
+    #[arg(
+        long,
+        env = "KEYGATE_REDIS_PREFIX",
+        default_value = "keygate",
+        global = true,
+        value_name = "PREFIX"
+    )]
+    pub(crate) redis_prefix: String,
 
     /// Machine-readable output: one JSON object (or one per line for lists).
     #[arg(long, global = true)]

@@ -28,8 +28,12 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
     let store = Store::open(&cli.database_url).await?;
     let mut changes = Changes::new(&store, actor(&cli));
     let result = execute(&cli, &store, &mut changes, out, now).await;
-    // Whatever happened, the events of the changes made are written before exiting.
+    // Whatever happened, the events of the changes made are written before exiting, and the
+    // services are told of every change that was made.
     let recorded = changes.flush().await;
+    if let Some(url) = &cli.redis_url {
+        crate::publish::publish(url, &cli.redis_prefix, &changes.changed).await;
+    }
     result.and(recorded)
 }
 
@@ -47,6 +51,8 @@ struct Changes<'a> {
     store: &'a Store,
     actor: Option<String>,
     verifiers: Vec<Verifier>,
+    /// The keys changed (created, modified or deleted), in order, to publish.
+    changed: Vec<KeyId>,
 }
 
 impl<'a> Changes<'a> {
@@ -55,6 +61,14 @@ impl<'a> Changes<'a> {
             store,
             actor,
             verifiers: Vec::new(),
+            changed: Vec::new(),
+        }
+    }
+
+    /// Notes that `id`'s record changed (once the change succeeded).
+    fn changed(&mut self, id: KeyId) {
+        if !self.changed.contains(&id) {
+            self.changed.push(id);
         }
     }
 
@@ -130,6 +144,7 @@ async fn execute(
             let spec = new_key(args, now)?;
             let keyring = Keyring::new(format(&cli.prefix)?, peppers(cli)?);
             let created = changes.admin_minting(keyring).create_key(spec).await?;
+            changes.changed(created.record.id);
             let r = &created.record;
             let note = format!(
                 "Created key \"{}\" (id {}{}{}{})",
@@ -168,6 +183,7 @@ async fn execute(
         Command::Rename { id, new_name } => {
             let id = key_id(id)?;
             let record = changes.admin()?.rename(&id, new_name).await?;
+            changes.changed(id);
             out.changed(
                 &record,
                 now,
@@ -176,6 +192,7 @@ async fn execute(
         }
         Command::Scopes(args) => {
             let record = scopes(&changes.admin()?, args).await?;
+            changes.changed(record.id);
             let text = record
                 .scopes
                 .iter()
@@ -196,6 +213,7 @@ async fn execute(
             let id = key_id(&args.id)?;
             let at = expiry(args, now)?;
             let record = changes.admin()?.set_expiry(&id, at).await?;
+            changes.changed(id);
             out.changed(
                 &record,
                 now,
@@ -211,6 +229,7 @@ async fn execute(
                 .admin()?
                 .set_rate_limit(&id, args.rate.limit())
                 .await?;
+            changes.changed(id);
             out.changed(
                 &record,
                 now,
@@ -220,6 +239,7 @@ async fn execute(
         Command::Disable(arg) => {
             let id = key_id(&arg.id)?;
             let record = changes.admin()?.disable(&id).await?;
+            changes.changed(id);
             out.changed(
                 &record,
                 now,
@@ -229,11 +249,13 @@ async fn execute(
         Command::Enable(arg) => {
             let id = key_id(&arg.id)?;
             let record = changes.admin()?.enable(&id).await?;
+            changes.changed(id);
             out.changed(&record, now, &format!("enabled key {id}"));
         }
         Command::Revoke(arg) => {
             let id = key_id(&arg.id)?;
             let record = changes.admin()?.revoke(&id).await?;
+            changes.changed(id);
             out.changed(
                 &record,
                 now,
@@ -247,6 +269,8 @@ async fn execute(
             // The replacement keeps the old key's prefix, whatever --prefix says.
             let keyring = Keyring::new(format(&old.prefix)?, peppers(cli)?);
             let rotated = changes.admin_minting(keyring).rotate(&id, grace).await?;
+            changes.changed(id);
+            changes.changed(rotated.new.record.id);
             let until = if rotated.old.revoked_at.is_some() {
                 format!("the old key {id} is revoked now")
             } else {
@@ -278,6 +302,7 @@ async fn execute(
                 }
             }
             changes.admin()?.delete(&id).await?;
+            changes.changed(id);
             if out.is_json() {
                 out.json_line(&serde_json::json!({ "id": id.as_str(), "deleted": true }));
             } else {
@@ -292,6 +317,9 @@ async fn execute(
 
 /// Validates the command's input without touching the store.
 fn check_input(cli: &Cli, now: SystemTime) -> Result<(), CliError> {
+    if let Some(url) = &cli.redis_url {
+        crate::publish::check_url(url)?;
+    }
     match &cli.command {
         Command::Migrate | Command::List(_) => {}
         Command::Create(args) => {

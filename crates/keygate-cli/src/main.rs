@@ -14,6 +14,7 @@ mod cli;
 mod commands;
 mod error;
 mod output;
+mod publish;
 mod store;
 
 use std::process::ExitCode;

@@ -8,24 +8,23 @@
 //!
 //! # Example
 //! ```no_run
-//! use keygate::{Invalidated, Invalidation, KeyFormat, Keyring, MemoryStore, Peppers, Verifier};
 //! use keygate::rate::RatePolicy;
+//! use keygate::{KeyAdmin, KeyFormat, Keyring, MemoryStore, Peppers, Verifier};
 //! use keygate_redis::{RedisInvalidation, RedisRateLimiter};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn run(id: keygate::KeyId) -> Result<(), Box<dyn std::error::Error>> {
 //! let url = "redis://127.0.0.1:6379";
 //! let limiter = RedisRateLimiter::builder(url).prefix("acme").build().await?;
+//! let invalidation = RedisInvalidation::builder(url).prefix("acme").build().await?;
 //! let keyring = Keyring::new(KeyFormat::new("acme_live")?, Peppers::from_env_or_development()?);
 //! let verifier = Verifier::builder(keyring, MemoryStore::new())
 //!     .rate_limiter(limiter)
+//!     .invalidation(invalidation)
 //!     .default_rate_limit("100/1s burst 200".parse::<RatePolicy>()?)
 //!     .build();
 //!
-//! // Whoever changes a key tells the other instances.
-//! let invalidation = RedisInvalidation::builder(url).prefix("acme").build().await?;
-//! # let id = keygate::KeyId::random();
-//! invalidation.publish(Invalidated::Key(id)).await?;
-//! # let _ = verifier;
+//! // Published on acme:invalidate: every instance's verifier drops its cached copy.
+//! verifier.admin().revoke(&id).await?;
 //! # Ok(())
 //! # }
 //! ```

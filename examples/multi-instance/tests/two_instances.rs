@@ -1,0 +1,106 @@
+//! The example's own check, against the machine's PostgreSQL and Redis
+//! (`KEYGATE_TEST_POSTGRES_URL`, `KEYGATE_TEST_REDIS_URL`; unset skips, set but unreachable
+//! fails): two instances share a key's limit, and a revoke made elsewhere is refused by both
+//! within a second, over each invalidation channel.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use example_multi_instance::{Channel, Config, app, verifier};
+use keygate::{KeyAdmin, NewKey};
+use tower::ServiceExt;
+
+fn config(channel: Channel) -> Option<Config> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (Some(database_url), Some(redis_url)) = (
+        var("KEYGATE_TEST_POSTGRES_URL"),
+        var("KEYGATE_TEST_REDIS_URL"),
+    ) else {
+        println!("note: KEYGATE_TEST_POSTGRES_URL / KEYGATE_TEST_REDIS_URL not set: skipped");
+        return None;
+    };
+    Some(Config {
+        database_url,
+        redis_url,
+        channel,
+        prefix: "kgex".to_owned(),
+        redis_prefix: format!("keygate-example-{}", std::process::id()),
+        cache_ttl: Duration::from_secs(30),
+        stale_if_error: Duration::ZERO,
+        fail_closed: false,
+        failure_limit: None,
+    })
+}
+
+async fn status(app: &axum::Router, key: &str) -> StatusCode {
+    let request = Request::get("/hello")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::empty())
+        .unwrap();
+    app.clone().oneshot(request).await.unwrap().status()
+}
+
+async fn subscribed(verifier: &keygate::Verifier) {
+    let started = Instant::now();
+    while verifier.invalidation_subscribed() != Some(true) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_limit_and_both_refuse_a_revoked_key() {
+    for channel in [Channel::Postgres, Channel::Redis] {
+        let Some(config) = config(channel) else {
+            return;
+        };
+        let (a, b, operator) = (
+            verifier(&config).await.unwrap(),
+            verifier(&config).await.unwrap(),
+            verifier(&config).await.unwrap(),
+        );
+        subscribed(&a).await;
+        subscribed(&b).await;
+        let (app_a, app_b) = (app(a, "a"), app(b, "b"));
+        let created = operator
+            .admin()
+            .create_key(
+                NewKey::new("example")
+                    .rate_limit("10/1m".parse::<keygate::rate::RatePolicy>().unwrap()),
+            )
+            .await
+            .unwrap();
+        let key = created.key.expose_secret().to_owned();
+        let mut codes = Vec::new();
+        for i in 0..12 {
+            let app = if i % 2 == 0 { &app_a } else { &app_b };
+            codes.push(status(app, &key).await);
+        }
+        let allowed = codes.iter().filter(|c| **c == StatusCode::OK).count();
+        let limited = codes
+            .iter()
+            .filter(|c| **c == StatusCode::TOO_MANY_REQUESTS)
+            .count();
+        assert_eq!((allowed, limited), (10, 2), "{channel:?}: {codes:?}");
+
+        operator.admin().revoke(&created.record.id).await.unwrap();
+        let revoked = Instant::now();
+        for app in [&app_a, &app_b] {
+            while status(app, &key).await != StatusCode::UNAUTHORIZED {
+                assert!(
+                    revoked.elapsed() < Duration::from_secs(1),
+                    "{channel:?}: the revoked key is still accepted after 1 s"
+                );
+            }
+        }
+        println!(
+            "{channel:?}: both instances refuse after {:?}",
+            revoked.elapsed()
+        );
+    }
+}

@@ -192,3 +192,190 @@ async fn subscribed(verifier: &Verifier, live: bool) {
     })
     .await;
 }
+
+// --- Redis ------------------------------------------------------------------------------------
+
+/// The test Redis URL, or `None` (with a note) when it is not configured.
+fn redis_url() -> Option<String> {
+    match std::env::var("KEYGATE_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            println!("note: KEYGATE_TEST_REDIS_URL is not set: skipping this test");
+            None
+        }
+    }
+}
+
+/// `host:port` of a `redis://host:port[/db]` URL.
+fn redis_addr(url: &str) -> String {
+    let rest = url.trim_start_matches("redis://");
+    let host_port = rest.split('/').next().unwrap_or(rest);
+    host_port.rsplit('@').next().unwrap_or(host_port).to_owned()
+}
+
+fn unique_prefix(what: &str) -> String {
+    format!(
+        "kgt-{what}-{}-{}",
+        std::process::id(),
+        keygate::KeyId::random()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreachable_fails_open_or_closed_as_configured_then_recovers() {
+    let Some(url) = redis_url() else { return };
+    let proxy = TcpProxy::start(&redis_addr(&url)).await;
+    let through = format!("redis://{}", proxy.addr());
+    let store = keygate::MemoryStore::new();
+    let prefix = unique_prefix("outage");
+    let mut verifiers = Vec::new();
+    for policy in [
+        keygate_redis::FailurePolicy::Open,
+        keygate_redis::FailurePolicy::Closed,
+    ] {
+        let limiter = keygate_redis::RedisRateLimiter::builder(through.as_str())
+            .prefix(prefix.clone())
+            .failure_policy(policy)
+            .build()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("KEYGATE_TEST_REDIS_URL is set but Redis does not answer: {e}")
+            });
+        verifiers.push(
+            Verifier::builder(keyring(), store.clone())
+                .rate_limiter(limiter)
+                .build(),
+        );
+    }
+    let (open, closed) = (&verifiers[0], &verifiers[1]);
+    let created = open
+        .admin()
+        .create_key(
+            NewKey::new("limited").rate_limit(
+                "3/1m"
+                    .parse::<keygate::rate::RatePolicy>()
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}"));
+    let key = created.key.expose_secret().to_owned();
+    // Both share the limit while Redis answers: 3 allowed in total.
+    assert_eq!(check(open, &key).await, Ok(false));
+    assert_eq!(check(closed, &key).await, Ok(false));
+    assert_eq!(check(open, &key).await, Ok(false));
+    assert_eq!(check(closed, &key).await, Err(Reason::RateLimited));
+    assert_eq!(check(open, &key).await, Err(Reason::RateLimited));
+
+    proxy.cut();
+    let started = Instant::now();
+    assert_eq!(
+        check(open, &key).await,
+        Ok(false),
+        "fail open: allowed while Redis is unreachable"
+    );
+    assert_eq!(
+        check(closed, &key).await,
+        Err(Reason::LimiterUnavailable),
+        "fail closed: 503"
+    );
+    let answered = started.elapsed();
+    println!("Redis unreachable: both answered within {answered:?}");
+    assert!(
+        answered < Duration::from_secs(2),
+        "bounded by the response timeout"
+    );
+
+    proxy.restore();
+    let recovered = measure(
+        Duration::from_secs(10),
+        "the limit is enforced again",
+        || async {
+            check(open, &key).await == Err(Reason::RateLimited)
+                && check(closed, &key).await == Err(Reason::RateLimited)
+        },
+    )
+    .await;
+    println!("Redis back: limit enforced again after {recovered:?}, no rebuild");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_redis_subscription_cut_a_revoke_is_still_enforced_within_the_bound() {
+    let Some(url) = redis_url() else { return };
+    let proxy = TcpProxy::start(&redis_addr(&url)).await;
+    let prefix = unique_prefix("cut");
+    let store = keygate::MemoryStore::new();
+    let channel = |target: String| {
+        let prefix = prefix.clone();
+        async move {
+            keygate_redis::RedisInvalidation::builder(target)
+                .prefix(prefix)
+                .build()
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("KEYGATE_TEST_REDIS_URL is set but Redis does not answer: {e}")
+                })
+        }
+    };
+    let a = Verifier::builder(keyring(), store.clone())
+        .invalidation(channel(url.clone()).await)
+        .build();
+    let degraded = Duration::from_millis(500);
+    let b = Verifier::builder(keyring(), store.clone())
+        .invalidation(channel(format!("redis://{}", proxy.addr())).await)
+        .degraded_cache_ttl(degraded)
+        .build();
+    subscribed(&a, true).await;
+    subscribed(&b, true).await;
+
+    // Live: a's publish reaches b.
+    let live_key = a
+        .admin()
+        .create_key(NewKey::new("live"))
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}"));
+    let live_secret = live_key.key.expose_secret().to_owned();
+    assert_eq!(check(&b, &live_secret).await, Ok(false));
+    a.admin()
+        .revoke(&live_key.record.id)
+        .await
+        .unwrap_or_else(|e| panic!("revoke: {e}"));
+    let live = measure(Duration::from_secs(1), "b hears the revoke", || async {
+        check(&b, &live_secret).await == Err(Reason::Revoked)
+    })
+    .await;
+
+    let created = a
+        .admin()
+        .create_key(NewKey::new("cut"))
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}"));
+    let key = created.key.expose_secret().to_owned();
+    // Cut b's subscription and keep it down: the next publish is lost for b.
+    proxy.cut();
+    let noticed = measure(Duration::from_secs(2), "b notices the cut", || async {
+        b.invalidation_subscribed() == Some(false)
+    })
+    .await;
+    assert_eq!(check(&b, &key).await, Ok(false), "b caches the key");
+    a.admin()
+        .revoke(&created.record.id)
+        .await
+        .unwrap_or_else(|e| panic!("revoke: {e}"));
+    assert_eq!(
+        check(&b, &key).await,
+        Ok(false),
+        "the publish was lost: b serves its cache until the degraded TTL"
+    );
+    let enforced = measure(
+        degraded + Duration::from_millis(300),
+        "b enforces the missed revoke within the degraded TTL",
+        || async { check(&b, &key).await == Err(Reason::Revoked) },
+    )
+    .await;
+    println!(
+        "Redis: live revoke seen after {live:?}; cut noticed after {noticed:?}; missed revoke enforced {enforced:?} after the revoke returned (degraded TTL {degraded:?})"
+    );
+    proxy.restore();
+    subscribed(&b, true).await;
+}

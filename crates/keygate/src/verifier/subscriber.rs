@@ -23,6 +23,9 @@ pub(crate) struct Subscriber {
     /// Set by the task once subscribed and flushed; cleared when the subscription breaks or the
     /// task ends.
     subscribed: Arc<AtomicBool>,
+    /// Whether the task runs (cleared when it ends, e.g. with its runtime): checked without the
+    /// lock, since degraded requests call [`Subscriber::ensure_running`] each time.
+    alive: Arc<AtomicBool>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Dropped with the verifier: tells the task to stop even while it waits for a message.
     _stop: watch::Sender<()>,
@@ -35,6 +38,7 @@ impl Subscriber {
         Self {
             source,
             subscribed: Arc::new(AtomicBool::new(false)),
+            alive: Arc::new(AtomicBool::new(false)),
             task: Mutex::new(None),
             _stop: stop,
             stopped,
@@ -54,6 +58,9 @@ impl Subscriber {
     /// Starts the task on the current tokio runtime unless it runs already (called at build
     /// and, while degraded, on requests: a runtime that shut down took the task with it).
     pub(crate) fn ensure_running(&self, inner: Weak<Inner>) {
+        if self.alive.load(Ordering::Acquire) {
+            return;
+        }
         let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
         if task.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
@@ -61,21 +68,30 @@ impl Subscriber {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        self.alive.store(true, Ordering::Release);
         *task = Some(runtime.spawn(run(
             inner,
             Arc::clone(&self.source),
-            Arc::clone(&self.subscribed),
+            Unsubscribed {
+                subscribed: Arc::clone(&self.subscribed),
+                alive: Arc::clone(&self.alive),
+            },
             self.stopped.clone(),
         )));
     }
 }
 
-/// Clears the subscribed flag however the task ends (including its runtime shutting down).
-struct Unsubscribed(Arc<AtomicBool>);
+/// Clears the subscribed and alive flags however the task ends (including its runtime
+/// shutting down).
+struct Unsubscribed {
+    subscribed: Arc<AtomicBool>,
+    alive: Arc<AtomicBool>,
+}
 
 impl Drop for Unsubscribed {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.subscribed.store(false, Ordering::Release);
+        self.alive.store(false, Ordering::Release);
         crate::metrics::invalidation_subscribed(false);
     }
 }
@@ -83,10 +99,11 @@ impl Drop for Unsubscribed {
 async fn run(
     inner: Weak<Inner>,
     source: Arc<dyn Invalidation>,
-    subscribed: Arc<AtomicBool>,
+    guard: Unsubscribed,
     mut stopped: watch::Receiver<()>,
 ) {
-    let _guard = Unsubscribed(Arc::clone(&subscribed));
+    let subscribed = Arc::clone(&guard.subscribed);
+    let _guard = guard;
     let mut backoff = FIRST_BACKOFF;
     let mut failures = 0_u64;
     loop {

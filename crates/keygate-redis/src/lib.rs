@@ -2,7 +2,9 @@
 //!
 //! - [`RedisRateLimiter`]: one rate limit per key (and one failed-attempt limit per client)
 //!   shared by every instance, decided by a GCRA script in one round trip on Redis's clock;
-//!   fails open (or closed, [`FailurePolicy`]) when Redis is unreachable.
+//!   the verifier's "is this client locked out?" pre-check is answered from the lockouts this
+//!   instance has learned, so a request costs one round trip, not two; fails open (or closed,
+//!   [`FailurePolicy`]) when Redis is unreachable.
 //! - [`RedisInvalidation`]: when a key changes, every instance's verifier drops its cached
 //!   record, through Redis pub/sub.
 //!
@@ -37,11 +39,15 @@ mod error;
 mod gcra;
 mod invalidation;
 mod limiter;
+mod lockouts;
 mod target;
 
 pub use error::Error;
 pub use invalidation::{RedisInvalidation, RedisInvalidationBuilder};
-pub use limiter::{FAIL_OPEN, FailurePolicy, RedisRateLimiter, RedisRateLimiterBuilder};
+pub use limiter::{
+    DEFAULT_LOCAL_LOCKOUT_CAPACITY, FAIL_OPEN, FailurePolicy, RedisRateLimiter,
+    RedisRateLimiterBuilder,
+};
 pub use target::RedisTarget;
 
 /// The `redis` crate keygate-redis is built on, for configuring a [`redis::Client`].

@@ -1,7 +1,7 @@
 //! [`RedisRateLimiter`]: one rate limit per key shared by every instance.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -9,12 +9,17 @@ use keygate::rate::{LimitKey, LimiterError, RateDecision, RateLimiter, RatePolic
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::error::within;
+use crate::lockouts::Lockouts;
 use crate::{Error, RedisTarget, gcra};
 
 /// Counter: decisions a [`RedisRateLimiter`] with [`FailurePolicy::Open`] allowed because Redis
 /// could not be asked (unreachable, timed out, or an unexpected reply), by `kind` (`key` for
 /// keys' requests, `client` for clients' failed attempts).
 pub const FAIL_OPEN: &str = "keygate_rate_limiter_fail_open_total";
+
+/// Locked-out clients a [`RedisRateLimiter`] remembers by default
+/// ([`local_lockout_capacity`](RedisRateLimiterBuilder::local_lockout_capacity)).
+pub const DEFAULT_LOCAL_LOCKOUT_CAPACITY: u64 = 100_000;
 
 /// What a [`RedisRateLimiter`] answers when Redis cannot be asked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,6 +54,41 @@ pub enum FailurePolicy {
 /// - **Peek answers exactly**: an allowed peek's `remaining` is the number of requests that
 ///   could be made at once now (at least 1), and `reset` the time until the allowance is full.
 ///
+/// # Local lockouts
+/// The verifier asks, before checking any key, whether the client is locked out for too many
+/// failed attempts ([`peek`](RateLimiter::peek) on [`LimitKey::Client`]). Asking Redis would
+/// cost a round trip on every request, almost always to hear "no". So, with
+/// [`local_lockouts`](RedisRateLimiterBuilder::local_lockouts) on (the default), that
+/// pre-check is answered by [`peek_now`](RateLimiter::peek_now) from the lockouts this
+/// instance has learned: whenever Redis answers *denied* to an `acquire` or `peek` of a
+/// client's failed attempts, the client is remembered as locked until the answer's
+/// retry-after has passed (on this process's monotonic clock, from when the answer arrived,
+/// so the local lock ends at most one round trip after Redis's). Any client not remembered is
+/// answered *allowed* without asking Redis. A limited key's request therefore costs one round
+/// trip (the key's `acquire`), and an unlimited key's none.
+///
+/// Failed attempts are still counted in Redis (the verifier `acquire`s one per failure), so
+/// the count is shared by every instance. What an instance that has not yet seen a client's
+/// lockout does:
+/// - **At most one extra attempt per instance per lockout.** It lets the client's next
+///   attempt through to the key check; if that fails, its `acquire` in Redis answers denied,
+///   and from then on this instance refuses the client too. With `n` instances, a locked-out
+///   client gets at most `n` more guesses than the policy's burst before every instance
+///   refuses it, then none until the lock ends.
+/// - **A valid key is served.** A locked-out client presenting a valid key to an instance that
+///   has not seen the lockout is served (and its key's own limit applies as usual). The
+///   lockout exists against guessing keys, and a client holding a valid key is not guessing.
+///   With local lockouts off, every instance refuses it until the lock ends.
+/// - **Memory is bounded**: at most
+///   [`local_lockout_capacity`](RedisRateLimiterBuilder::local_lockout_capacity) clients
+///   (default 100 000), each forgotten when its lock ends; a client forgotten early (a flood
+///   of locked-out addresses evicting it) gets one more attempt, as above.
+///
+/// An allowed answer from `peek_now` knows nothing exact about the allowance: its `remaining`
+/// is 1 (a lower bound) and its `reset` the time a whole burst takes to come back (an upper
+/// bound). Keys' limits are never answered locally: [`acquire_now`](RateLimiter::acquire_now)
+/// and `peek_now` return `None` for [`LimitKey::Key`].
+///
 /// # When Redis cannot be asked
 /// Every call waits at most [`response_timeout`](RedisRateLimiterBuilder::response_timeout)
 /// (connecting included), then answers by the [`FailurePolicy`]: allowed (the default,
@@ -58,6 +98,18 @@ pub enum FailurePolicy {
 /// shared by concurrent calls, without backoff delay), so the limiter works again within one
 /// call of Redis coming back. While Redis refuses connections, calls fail in about a loopback
 /// round trip; while it does not answer at all, each call costs the response timeout.
+///
+/// With [local lockouts](#local-lockouts), the failed-attempt pre-check does not ask Redis, so
+/// an outage changes it little:
+/// - [`FailurePolicy::Open`]: the pre-check goes on answering from what this instance
+///   learned before the outage: clients it knew to be locked out stay refused until their
+///   lock ends, every other client is allowed. Failed attempts cannot be counted during the
+///   outage (their `acquire` fails open), so no new lockout is learned. Pre-checks are not
+///   counted in [`FAIL_OPEN`], which counts only calls that went to Redis.
+/// - [`FailurePolicy::Closed`]: once a call to Redis has failed, the pre-check asks Redis
+///   again (so requests from clients with an address get 503, as without local lockouts)
+///   until a call succeeds. Between Redis going down and the first failed call, pre-checks
+///   are still answered locally.
 ///
 /// # Example
 /// ```no_run
@@ -100,6 +152,11 @@ struct Inner {
     /// Failures since the last warning.
     unreported: AtomicU64,
     fail_open: AtomicU64,
+    /// Client lockouts learned from Redis (`None`: turned off).
+    lockouts: Option<Lockouts>,
+    /// Whether the last call to Redis got an answer: under [`FailurePolicy::Closed`], the
+    /// local pre-check gives way to Redis (and so to 503s) while it does not.
+    answering: AtomicBool,
 }
 
 impl RedisRateLimiter {
@@ -113,6 +170,8 @@ impl RedisRateLimiter {
     /// | [`response_timeout`](RedisRateLimiterBuilder::response_timeout) | 250 ms per call, connecting included |
     /// | [`connection_timeout`](RedisRateLimiterBuilder::connection_timeout) | 1 s per connection attempt |
     /// | [`warn_interval`](RedisRateLimiterBuilder::warn_interval) | one warning per 10 s at most |
+    /// | [`local_lockouts`](RedisRateLimiterBuilder::local_lockouts) | on: the failed-attempt pre-check answers locally |
+    /// | [`local_lockout_capacity`](RedisRateLimiterBuilder::local_lockout_capacity) | 100 000 locked-out clients remembered |
     pub fn builder(target: impl Into<RedisTarget>) -> RedisRateLimiterBuilder {
         RedisRateLimiterBuilder {
             target: target.into(),
@@ -121,6 +180,8 @@ impl RedisRateLimiter {
             response_timeout: Duration::from_millis(250),
             connection_timeout: Duration::from_secs(1),
             warn_interval: Duration::from_secs(10),
+            local_lockouts: true,
+            local_lockout_capacity: DEFAULT_LOCAL_LOCKOUT_CAPACITY,
         }
     }
 
@@ -147,12 +208,23 @@ impl RedisRateLimiter {
         let mut invocation = self.inner.script.key(self.state_key(key, &policy));
         invocation.arg(interval).arg(tau).arg(u8::from(take));
         let mut connection = self.inner.connection.clone();
-        let reply: Vec<i64> = within(
+        let answer = within(
             self.inner.response_timeout,
-            invocation.invoke_async(&mut connection),
+            invocation.invoke_async::<Vec<i64>>(&mut connection),
         )
-        .await?;
-        gcra::decision(policy, &reply)
+        .await
+        .and_then(|reply| gcra::decision(policy, &reply));
+        let answering = answer.is_ok();
+        // Read first: a store on every call would bounce the cache line between cores.
+        if self.inner.answering.load(Ordering::Relaxed) != answering {
+            self.inner.answering.store(answering, Ordering::Relaxed);
+        }
+        if let (Ok(decision), LimitKey::Client(ip), Some(lockouts)) =
+            (&answer, key, &self.inner.lockouts)
+        {
+            lockouts.learn(*ip, decision, Instant::now());
+        }
+        answer
     }
 
     /// The answer when Redis could not be asked.
@@ -249,6 +321,27 @@ impl RateLimiter for RedisRateLimiter {
             Err(error) => self.failed(&key, policy, false, error),
         }
     }
+
+    /// For [`LimitKey::Client`], with [local lockouts](RedisRateLimiterBuilder::local_lockouts)
+    /// on: whether this instance knows the client to be locked out, without asking Redis (see
+    /// [`RedisRateLimiter`]'s "Local lockouts"). `None` for keys, with local lockouts off, and
+    /// under [`FailurePolicy::Closed`] after a call to Redis failed (until one succeeds).
+    fn peek_now(
+        &self,
+        key: LimitKey,
+        policy: RatePolicy,
+    ) -> Option<Result<RateDecision, LimiterError>> {
+        let LimitKey::Client(ip) = key else {
+            return None;
+        };
+        let inner = &*self.inner;
+        let lockouts = inner.lockouts.as_ref()?;
+        if inner.failure_policy == FailurePolicy::Closed && !inner.answering.load(Ordering::Relaxed)
+        {
+            return None;
+        }
+        Some(Ok(lockouts.check(ip, policy, Instant::now())))
+    }
 }
 
 impl std::fmt::Debug for RedisRateLimiter {
@@ -258,6 +351,10 @@ impl std::fmt::Debug for RedisRateLimiter {
             .field("failure_policy", &self.inner.failure_policy)
             .field("response_timeout", &self.inner.response_timeout)
             .field("fail_open_count", &self.fail_open_count())
+            .field(
+                "local_lockouts",
+                &self.inner.lockouts.as_ref().map(Lockouts::len),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -272,6 +369,8 @@ pub struct RedisRateLimiterBuilder {
     response_timeout: Duration,
     connection_timeout: Duration,
     warn_interval: Duration,
+    local_lockouts: bool,
+    local_lockout_capacity: u64,
 }
 
 impl RedisRateLimiterBuilder {
@@ -308,6 +407,25 @@ impl RedisRateLimiterBuilder {
     /// warning says how many calls failed since the previous one.
     pub fn warn_interval(mut self, interval: Duration) -> Self {
         self.warn_interval = interval;
+        self
+    }
+
+    /// Whether the verifier's failed-attempt pre-check is answered from the client lockouts
+    /// this instance has learned from Redis, without a round trip (default `true`; see
+    /// [`RedisRateLimiter`]'s "Local lockouts" for exactly what that allows). `false`: every
+    /// pre-check asks Redis, which makes the lockout exact across instances at the cost of a
+    /// second round trip per request.
+    pub fn local_lockouts(mut self, on: bool) -> Self {
+        self.local_lockouts = on;
+        self
+    }
+
+    /// Most locked-out clients remembered locally (default 100 000). Each is forgotten when
+    /// its lock ends; beyond the capacity, the least recently used are forgotten first, and
+    /// each forgotten client may make one more attempt on this instance before Redis's answer
+    /// locks it again. Bounds the memory a flood from many addresses can take.
+    pub fn local_lockout_capacity(mut self, clients: u64) -> Self {
+        self.local_lockout_capacity = clients;
         self
     }
 
@@ -354,6 +472,10 @@ impl RedisRateLimiterBuilder {
                 last_warning: AtomicU64::new(0),
                 unreported: AtomicU64::new(0),
                 fail_open: AtomicU64::new(0),
+                lockouts: self
+                    .local_lockouts
+                    .then(|| Lockouts::new(self.local_lockout_capacity)),
+                answering: AtomicBool::new(true),
             }),
         })
     }

@@ -1,15 +1,16 @@
 //! Two verifiers (two "instances") over one store, wired to the shared Redis as a service would
 //! be: one rate limit across both, and a revoke through one seen by the other long before its
-//! 30 s cache TTL.
+//! 30 s cache TTL; a client's failed attempts limited across both; and the Redis calls one
+//! request costs, counted by a private Redis.
 
 mod common;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::{ok, redis_url, unique_prefix};
+use common::{PrivateRedis, connection, ok, redis_url, script_calls, unique_prefix};
 use http::{HeaderMap, HeaderValue, Uri};
-use keygate::rate::RatePolicy;
+use keygate::rate::{RateLimit, RatePolicy};
 use keygate::{
     HttpRequestView, KeyAdmin, KeyFormat, Keyring, MemoryStore, NewKey, Pepper, Peppers, Reason,
     Rejection, Verifier,
@@ -17,13 +18,38 @@ use keygate::{
 use keygate_redis::{RedisInvalidation, RedisRateLimiter};
 
 fn keyring() -> Keyring {
+    keyring_with("redis-test-pepper-0123456789abcdefghij")
+}
+
+fn keyring_with(pepper: &str) -> Keyring {
     Keyring::new(
         ok(KeyFormat::new("kgtest"), "format"),
-        Peppers::new(ok(
-            Pepper::new(1, "redis-test-pepper-0123456789abcdefghij"),
-            "pepper",
-        )),
+        Peppers::new(ok(Pepper::new(1, pepper), "pepper")),
     )
+}
+
+/// A verifier whose only Redis use is the rate limiter (no invalidation), so that every
+/// script call Redis counts is the limiter's.
+async fn limited_instance(
+    url: &str,
+    prefix: &str,
+    store: &MemoryStore,
+    local_lockouts: bool,
+    failure_limit: RatePolicy,
+) -> Verifier {
+    let limiter = ok(
+        RedisRateLimiter::builder(url)
+            .prefix(prefix)
+            .local_lockouts(local_lockouts)
+            .build()
+            .await,
+        "KEYGATE_TEST_REDIS_URL is set but Redis does not answer",
+    );
+    Verifier::builder(keyring(), store.clone())
+        .rate_limiter(limiter)
+        .failure_limit(Some(failure_limit))
+        .default_rate_limit(ok("1000000/1s".parse::<RatePolicy>(), "policy"))
+        .build()
 }
 
 async fn instance(url: &str, prefix: &str, store: &MemoryStore) -> Verifier {
@@ -106,4 +132,114 @@ async fn two_instances_share_limits_and_see_each_others_revokes() {
         "revoke through one instance seen by the other after {:?}",
         revoked_at.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_wrong_guesses_through_two_instances_get_the_burst_plus_one_per_instance() {
+    let Some(url) = redis_url(
+        "a_thousand_wrong_guesses_through_two_instances_get_the_burst_plus_one_per_instance",
+    ) else {
+        return;
+    };
+    let prefix = unique_prefix("guesses");
+    let store = MemoryStore::new();
+    let failure_limit = ok("20/1h".parse::<RatePolicy>(), "policy");
+    let a = limited_instance(&url, &prefix, &store, true, failure_limit).await;
+    let b = limited_instance(&url, &prefix, &store, true, failure_limit).await;
+    // A well-formed key of a stored id whose secret does not match under the instances'
+    // pepper: every guess is a WrongSecret, a failed attempt.
+    let guessing = Verifier::builder(
+        keyring_with("another-pepper-0123456789abcdefghijklm"),
+        store.clone(),
+    )
+    .build();
+    let created = ok(
+        guessing.admin().create_key(NewKey::new("guessed")).await,
+        "create",
+    );
+    let guess = created.key.expose_secret().to_owned();
+
+    let mut not_429 = 0;
+    for i in 0..1000 {
+        let instance = if i % 2 == 0 { &a } else { &b };
+        let Err(rejection) = verify(instance, &guess).await else {
+            panic!("guess {i} accepted");
+        };
+        match rejection.reason() {
+            Reason::TooManyFailures => {}
+            Reason::WrongSecret => not_429 += 1,
+            other => panic!("guess {i}: {other:?}"),
+        }
+    }
+    eprintln!("1000 wrong guesses through two instances: {not_429} reached the key check");
+    assert!(
+        not_429 <= 20 + 2,
+        "{not_429} guesses reached the key check: more than the burst (20) plus one per instance"
+    );
+    assert!(not_429 >= 20, "the whole burst is usable");
+}
+
+/// Counted by Redis itself: `INFO commandstats` of a private `redis-server` (no other test or
+/// session talks to it, and the verifiers use it for nothing but the limiter), before and after
+/// a run of requests. Deterministic: the count is of commands Redis ran, not of time.
+#[tokio::test]
+async fn a_valid_request_costs_one_redis_call_and_an_unlimited_one_none() {
+    let Some(_) = redis_url("a_valid_request_costs_one_redis_call_and_an_unlimited_one_none")
+    else {
+        return;
+    };
+    let server = PrivateRedis::start().await;
+    let mut inspect = connection(&server.url()).await;
+    let store = MemoryStore::new();
+    let failure_limit = ok("10/1m burst 20".parse::<RatePolicy>(), "policy");
+    let local = limited_instance(
+        &server.url(),
+        &unique_prefix("calls"),
+        &store,
+        true,
+        failure_limit,
+    )
+    .await;
+    let remote = limited_instance(
+        &server.url(),
+        &unique_prefix("calls"),
+        &store,
+        false,
+        failure_limit,
+    )
+    .await;
+    let limited = ok(
+        local.admin().create_key(NewKey::new("limited")).await,
+        "create",
+    );
+    let limited = limited.key.expose_secret().to_owned();
+    let unlimited = ok(
+        local
+            .admin()
+            .create_key(NewKey::new("unlimited").rate_limit(RateLimit::Unlimited))
+            .await,
+        "create",
+    );
+    let unlimited = unlimited.key.expose_secret().to_owned();
+
+    const REQUESTS: u64 = 50;
+    for (verifier, key, expected_per_request) in [
+        (&local, &limited, 1),
+        (&local, &unlimited, 0),
+        // Without local lockouts, the failed-attempt pre-check is a second call: the count
+        // above would have seen it.
+        (&remote, &limited, 2),
+        (&remote, &unlimited, 1),
+    ] {
+        let before = script_calls(&mut inspect).await;
+        for _ in 0..REQUESTS {
+            assert!(verify(verifier, key).await.is_ok());
+        }
+        let made = script_calls(&mut inspect).await - before;
+        assert_eq!(
+            made,
+            REQUESTS * expected_per_request,
+            "{REQUESTS} requests made {made} Redis script calls"
+        );
+    }
 }

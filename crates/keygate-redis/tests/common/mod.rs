@@ -68,6 +68,19 @@ pub async fn query<T: redis::FromRedisValue>(
     ok(command.query_async(connection).await, "redis command")
 }
 
+/// Script calls Redis has run (`EVALSHA`, and `EVAL` should a script ever be reloaded), from
+/// `INFO commandstats`: the limiter's only commands after start-up.
+pub async fn script_calls(redis: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = query(redis, redis::cmd("INFO").arg("commandstats")).await;
+    info.lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            let calls = line.split(':').nth(1)?.split(',').next()?;
+            calls.strip_prefix("calls=")?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 /// A `redis-server` of the test's own on a free loopback port, killed on drop: tests stop,
 /// hang and restart it without touching the shared one.
 pub struct PrivateRedis {

@@ -133,7 +133,9 @@ pub struct LimiterError(#[source] pub BoxError);
 ///
 /// In-process limiters answer without I/O: they implement the `*_now` methods, which the
 /// verifier calls first, so the hot path neither allocates nor awaits. Limiters backed by a
-/// network service leave them returning `None`.
+/// network service return `None` where they must ask it (they may still answer from local
+/// knowledge, as `keygate_redis::RedisRateLimiter` answers the failed-attempt pre-check from
+/// the lockouts it has learned).
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
     /// Takes one request from `key`'s allowance under `policy`, if there is one left.

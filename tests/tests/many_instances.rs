@@ -121,69 +121,73 @@ async fn with_the_postgres_subscription_cut_a_revoke_is_still_enforced_within_th
         .connect_lazy_with(schema.options().host("127.0.0.1").port(proxy.addr().port()));
     let channel = keygate_sqlx::PostgresInvalidation::from_pool(listen_pool, &schema.name)
         .unwrap_or_else(|e| panic!("channel: {e}"));
-    let degraded = Duration::from_millis(500);
     let b = Verifier::builder(keyring(), notifying_store(&schema).await)
         .invalidation(channel)
-        .degraded_cache_ttl(degraded)
+        .degraded_cache_ttl(DEGRADED)
         .build();
-    subscribed(&a, true).await;
-    subscribed(&b, true).await;
+    cut_subscription_scenario("PostgreSQL", &a, &b, &proxy).await;
+}
 
-    let created = a
-        .admin()
-        .create_key(NewKey::new("cut listener"))
-        .await
-        .unwrap_or_else(|e| panic!("create: {e}"));
-    let key = created.key.expose_secret().to_owned();
-    assert_eq!(check(&b, &key).await, Ok(false));
+/// The degraded TTL of the instance whose subscription is cut.
+const DEGRADED: Duration = Duration::from_millis(500);
 
-    // Live subscription: the revoke's NOTIFY reaches b.
-    let second = a
-        .admin()
-        .create_key(NewKey::new("live listener"))
-        .await
-        .unwrap_or_else(|e| panic!("create: {e}"));
-    let second_key = second.key.expose_secret().to_owned();
-    assert_eq!(check(&b, &second_key).await, Ok(false));
-    a.admin()
-        .revoke(&second.record.id)
-        .await
-        .unwrap_or_else(|e| panic!("revoke: {e}"));
+/// `a` and `b` share a store and a channel; `b` subscribes through `proxy` (and was built with
+/// [`DEGRADED`]). A revoke on `a` reaches `b` within 1 s while the subscription lives; with it
+/// cut (and kept down), a revoke `b` misses is enforced within the degraded TTL; once the
+/// proxy is back, `b` subscribes again by itself.
+async fn cut_subscription_scenario(what: &str, a: &Verifier, b: &Verifier, proxy: &TcpProxy) {
+    subscribed(a, true).await;
+    subscribed(b, true).await;
+    let create = |name: &'static str| async move {
+        a.admin()
+            .create_key(NewKey::new(name))
+            .await
+            .unwrap_or_else(|e| panic!("create: {e}"))
+    };
+    let revoke = |id: keygate::KeyId| async move {
+        a.admin()
+            .revoke(&id)
+            .await
+            .unwrap_or_else(|e| panic!("revoke: {e}"));
+    };
+
+    // Live: the revoke's notice reaches b.
+    let live_key = create("live").await;
+    let live_secret = live_key.key.expose_secret().to_owned();
+    assert_eq!(check(b, &live_secret).await, Ok(false));
+    revoke(live_key.record.id).await;
     let live = measure(Duration::from_secs(1), "b hears the revoke", || async {
-        check(&b, &second_key).await == Err(Reason::Revoked)
+        check(b, &live_secret).await == Err(Reason::Revoked)
     })
     .await;
 
-    // Cut b's listener connection (and refuse its reconnection): the next NOTIFY is lost.
+    // Cut b's subscription and keep it down: the next notice is lost for b.
+    let created = create("cut").await;
+    let key = created.key.expose_secret().to_owned();
     proxy.cut();
     let noticed = measure(Duration::from_secs(2), "b notices the cut", || async {
         b.invalidation_subscribed() == Some(false)
     })
     .await;
-    // b caches the key while degraded (reading it now also rules out a late notification of
-    // its creation having evicted it: that one would arrive before the cut).
-    assert_eq!(check(&b, &key).await, Ok(false));
-    a.admin()
-        .revoke(&created.record.id)
-        .await
-        .unwrap_or_else(|e| panic!("revoke: {e}"));
+    // Read after the cut: a late notice of the key's creation cannot have evicted it since.
+    assert_eq!(check(b, &key).await, Ok(false), "b caches the key");
+    revoke(created.record.id).await;
     assert_eq!(
-        check(&b, &key).await,
+        check(b, &key).await,
         Ok(false),
-        "the NOTIFY was lost: b serves its cache until the degraded TTL"
+        "the notice was lost: b serves its cache until the degraded TTL"
     );
     let enforced = measure(
-        degraded + Duration::from_millis(300),
+        DEGRADED + Duration::from_millis(300),
         "b enforces the missed revoke within the degraded TTL",
-        || async { check(&b, &key).await == Err(Reason::Revoked) },
+        || async { check(b, &key).await == Err(Reason::Revoked) },
     )
     .await;
     println!(
-        "PostgreSQL: live revoke seen after {live:?}; cut noticed after {noticed:?}; missed revoke enforced {enforced:?} after the revoke returned (degraded TTL {degraded:?})"
+        "{what}: live revoke seen after {live:?}; cut noticed after {noticed:?}; missed revoke enforced {enforced:?} after the revoke returned (degraded TTL {DEGRADED:?})"
     );
-
     proxy.restore();
-    subscribed(&b, true).await;
+    subscribed(b, true).await;
 }
 
 async fn subscribed(verifier: &Verifier, live: bool) {
@@ -320,62 +324,9 @@ async fn with_the_redis_subscription_cut_a_revoke_is_still_enforced_within_the_b
     let a = Verifier::builder(keyring(), store.clone())
         .invalidation(channel(url.clone()).await)
         .build();
-    let degraded = Duration::from_millis(500);
     let b = Verifier::builder(keyring(), store.clone())
         .invalidation(channel(format!("redis://{}", proxy.addr())).await)
-        .degraded_cache_ttl(degraded)
+        .degraded_cache_ttl(DEGRADED)
         .build();
-    subscribed(&a, true).await;
-    subscribed(&b, true).await;
-
-    // Live: a's publish reaches b.
-    let live_key = a
-        .admin()
-        .create_key(NewKey::new("live"))
-        .await
-        .unwrap_or_else(|e| panic!("create: {e}"));
-    let live_secret = live_key.key.expose_secret().to_owned();
-    assert_eq!(check(&b, &live_secret).await, Ok(false));
-    a.admin()
-        .revoke(&live_key.record.id)
-        .await
-        .unwrap_or_else(|e| panic!("revoke: {e}"));
-    let live = measure(Duration::from_secs(1), "b hears the revoke", || async {
-        check(&b, &live_secret).await == Err(Reason::Revoked)
-    })
-    .await;
-
-    let created = a
-        .admin()
-        .create_key(NewKey::new("cut"))
-        .await
-        .unwrap_or_else(|e| panic!("create: {e}"));
-    let key = created.key.expose_secret().to_owned();
-    // Cut b's subscription and keep it down: the next publish is lost for b.
-    proxy.cut();
-    let noticed = measure(Duration::from_secs(2), "b notices the cut", || async {
-        b.invalidation_subscribed() == Some(false)
-    })
-    .await;
-    assert_eq!(check(&b, &key).await, Ok(false), "b caches the key");
-    a.admin()
-        .revoke(&created.record.id)
-        .await
-        .unwrap_or_else(|e| panic!("revoke: {e}"));
-    assert_eq!(
-        check(&b, &key).await,
-        Ok(false),
-        "the publish was lost: b serves its cache until the degraded TTL"
-    );
-    let enforced = measure(
-        degraded + Duration::from_millis(300),
-        "b enforces the missed revoke within the degraded TTL",
-        || async { check(&b, &key).await == Err(Reason::Revoked) },
-    )
-    .await;
-    println!(
-        "Redis: live revoke seen after {live:?}; cut noticed after {noticed:?}; missed revoke enforced {enforced:?} after the revoke returned (degraded TTL {degraded:?})"
-    );
-    proxy.restore();
-    subscribed(&b, true).await;
+    cut_subscription_scenario("Redis", &a, &b, &proxy).await;
 }

@@ -233,7 +233,7 @@ async fn the_failure_limit_is_configurable_and_can_be_turned_off() {
     assert_eq!(
         call(&strict, &key, None).await,
         Ok(()),
-        "no address, no lockout"
+        "a client without an address has its own (shared) allowance"
     );
     h.clock.advance(Duration::from_secs(59));
     assert_eq!(
@@ -252,6 +252,60 @@ async fn the_failure_limit_is_configurable_and_can_be_turned_off() {
         assert_eq!(
             call(&open, &unknown, attacker).await,
             Err(Reason::UnknownKey)
+        );
+    }
+}
+
+/// 500 concurrent wrong secrets for one id from one client: at most the failure limit's burst
+/// get 401, the rest 429 — while the id is being read from the store (every attempt passes the
+/// "locked out?" pre-check before any failure is counted), once it is cached, and from a client
+/// whose address is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_wrong_secrets_get_at_most_the_burst_of_401s() {
+    const ATTEMPTS: usize = 500;
+    const BURST: usize = 20;
+    let attacker = Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)));
+    for (cached, peer) in [
+        (false, attacker),
+        (true, attacker),
+        (false, None),
+        (true, None),
+    ] {
+        let h = Harness::new();
+        let (key, id) = h.create(NewKey::new("victim")).await;
+        let verifier = h.sibling_with(|b| b.failure_limit(Some(policy("1/1h burst 20"))));
+        if cached {
+            assert_eq!(call(&verifier, &key, peer).await, Ok(()), "warm the cache");
+        } else {
+            // Every attempt waits on the one store read: all pass the pre-check first.
+            h.store.set_delay(Duration::from_millis(50));
+        }
+        let wrong = keygate_tests::forge(keygate_tests::PREFIX, id.as_str(), &"w".repeat(30));
+        let tasks: Vec<_> = (0..ATTEMPTS)
+            .map(|_| {
+                let (verifier, wrong) = (verifier.clone(), wrong.clone());
+                tokio::spawn(async move { call(&verifier, &wrong, peer).await })
+            })
+            .collect();
+        let (mut unauthorized, mut too_many) = (0, 0);
+        for task in tasks {
+            match task.await.unwrap_or_else(|e| panic!("{e}")) {
+                Err(Reason::WrongSecret) => unauthorized += 1,
+                Err(Reason::TooManyFailures) => too_many += 1,
+                other => panic!("unexpected answer {other:?}"),
+            }
+        }
+        let case = format!("cached: {cached}, peer: {peer:?}");
+        assert_eq!(unauthorized, BURST, "{case}: 401s");
+        assert_eq!(too_many, ATTEMPTS - BURST, "{case}: 429s");
+        if !cached {
+            assert_eq!(h.store.finds(), 1, "{case}: one coalesced store read");
+        }
+        // The valid key from the same client is locked out too.
+        assert_eq!(
+            call(&verifier, &key, peer).await,
+            Err(Reason::TooManyFailures),
+            "{case}"
         );
     }
 }

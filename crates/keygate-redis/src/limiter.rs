@@ -240,10 +240,7 @@ impl RedisRateLimiter {
             FailurePolicy::Closed => Err(LimiterError(Box::new(error))),
             FailurePolicy::Open => {
                 self.inner.fail_open.fetch_add(1, Ordering::Relaxed);
-                let kind = match key {
-                    LimitKey::Client(_) => "client",
-                    _ => "key",
-                };
+                let kind = if key.is_client() { "client" } else { "key" };
                 metrics::counter!(FAIL_OPEN, "kind" => kind).increment(1);
                 // What an idle key would be answered.
                 Ok(if take {

@@ -79,6 +79,10 @@ pub const INVALIDATION_PUBLISH_FAILURES: &str = "keygate_invalidation_publish_fa
 /// Counter: requests allowed on a cached record past its TTL because the store was unreachable
 /// (stale-if-error).
 pub const STALE_SERVED: &str = "keygate_stale_served_total";
+/// Counter: failed attempts from clients whose address is unknown (no peer address, or an
+/// unparsable `X-Forwarded-For` behind a trusted proxy), counted in one shared failure
+/// allowance. A steady rate means the address is lost somewhere: check the proxy set-up.
+pub const UNKNOWN_CLIENT_FAILURES: &str = "keygate_unknown_client_failures_total";
 
 static METADATA: Metadata<'static> = Metadata::new("keygate", Level::INFO, Some(module_path!()));
 
@@ -182,6 +186,11 @@ pub(crate) fn describe() {
         STALE_SERVED,
         Unit::Count,
         "Requests allowed on a cached record past its TTL because the key store was unreachable"
+    );
+    describe_counter!(
+        UNKNOWN_CLIENT_FAILURES,
+        Unit::Count,
+        "Failed attempts from clients without a known address, counted in one shared failure allowance"
     );
 }
 
@@ -336,6 +345,10 @@ pub(crate) fn invalidation_publish_failed() {
 
 pub(crate) fn stale_served() {
     count(key!(STALE_SERVED), 1);
+}
+
+pub(crate) fn unknown_client_failure() {
+    count(key!(UNKNOWN_CLIENT_FAILURES), 1);
 }
 
 #[cfg(test)]

@@ -22,6 +22,10 @@ use crate::clock::{Clock, SystemClock};
 /// - **Bounded**: at most `key_capacity` keys' and `client_capacity` clients' limiters are
 ///   kept (least recently used go first), so a flood of distinct ids or addresses cannot
 ///   grow memory. Clients have their own cache: addresses cannot evict keys' limiters.
+/// - **Lockouts survive floods**: who is exhausted, and until when, is kept apart from the
+///   limiters (at most the same capacities, each entry gone when its lockout ends), so a
+///   flood of failed attempts from many other addresses, which evicts idle limiters, never
+///   lifts an active lockout.
 /// - **Idle keys cost nothing**: a limiter unused for its policy's refill time (after which
 ///   it would be full anyway) is dropped.
 /// - **Policy changes apply at once**: the cache is keyed by (key, policy), so a new policy
@@ -39,11 +43,15 @@ pub struct InProcessLimiter {
 
 // foldhash: several times faster than std's SipHash on these small keys, and seeded per cache
 // (client addresses are chosen by clients).
-type Buckets = Cache<(LimitKey, RatePolicy), Arc<Bucket>, foldhash::fast::RandomState>;
+type Buckets = Cache<(LimitKey, RatePolicy), Arc<Gcra>, foldhash::fast::RandomState>;
+/// Exhausted (key, policy) pairs: only those locked out now, each until its lockout ends.
+type Locks = Cache<(LimitKey, RatePolicy), Lock, foldhash::fast::RandomState>;
 
 struct Inner {
     keys: Buckets,
     clients: Buckets,
+    key_locks: Locks,
+    client_locks: Locks,
     /// Per cache, the latest time any of its buckets is exhausted until (nanoseconds since the
     /// epoch; 0: none ever was). A peek at a time past it answers without a cache lookup: the
     /// verifier peeks at the client's failures on every request, and almost never finds any.
@@ -54,12 +62,39 @@ struct Inner {
 
 type Gcra = Governor<NotKeyed, InMemoryState, ClockAdapter, StateInformationMiddleware>;
 
-/// One (key, policy)'s limiter, and when it will next allow a request if it is exhausted (so
-/// that [`RateLimiter::peek`] can answer without taking anything).
-struct Bucket {
-    gcra: Gcra,
-    /// Nanoseconds since the Unix epoch, on the limiter's clock; 0 when not exhausted.
-    exhausted_until: AtomicU64,
+/// An exhausted (key, policy): when it will next allow a request (so that
+/// [`RateLimiter::peek`] can answer without taking anything).
+#[derive(Debug, Clone, Copy)]
+struct Lock {
+    /// Nanoseconds since the Unix epoch, on the limiter's clock.
+    until: u64,
+    /// How long the lock had left when it was set, on the real clock: the entry's lifetime
+    /// in the cache (a manual clock in tests never shortens it: `look` compares `until`).
+    lasts: Duration,
+}
+
+/// A lock leaves its cache when it ends.
+struct UntilLockEnds;
+
+impl Expiry<(LimitKey, RatePolicy), Lock> for UntilLockEnds {
+    fn expire_after_create(
+        &self,
+        _: &(LimitKey, RatePolicy),
+        lock: &Lock,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(lock.lasts)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &(LimitKey, RatePolicy),
+        lock: &Lock,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(lock.lasts)
+    }
 }
 
 /// governor's clock over keygate's (so tests drive limits with a `ManualClock`).
@@ -82,11 +117,11 @@ impl governor::clock::Clock for ClockAdapter {
 /// time is left. An entry so never expires sooner than one refill time after its last use.
 struct IdleForRefillTime;
 
-impl Expiry<(LimitKey, RatePolicy), Arc<Bucket>> for IdleForRefillTime {
+impl Expiry<(LimitKey, RatePolicy), Arc<Gcra>> for IdleForRefillTime {
     fn expire_after_create(
         &self,
         key: &(LimitKey, RatePolicy),
-        _: &Arc<Bucket>,
+        _: &Arc<Gcra>,
         _: Instant,
     ) -> Option<Duration> {
         Some(key.1.refill_time().saturating_mul(2))
@@ -95,7 +130,7 @@ impl Expiry<(LimitKey, RatePolicy), Arc<Bucket>> for IdleForRefillTime {
     fn expire_after_read(
         &self,
         key: &(LimitKey, RatePolicy),
-        _: &Arc<Bucket>,
+        _: &Arc<Gcra>,
         _: Instant,
         left: Option<Duration>,
         _: Instant,
@@ -141,35 +176,61 @@ impl InProcessLimiter {
         )
     }
 
+    /// Keys and clients locked out now (exhausted until a time still ahead on the real
+    /// clock), after pending cache maintenance.
+    #[must_use]
+    pub fn lockout_counts(&self) -> (u64, u64) {
+        self.inner.key_locks.run_pending_tasks();
+        self.inner.client_locks.run_pending_tasks();
+        (
+            self.inner.key_locks.entry_count(),
+            self.inner.client_locks.entry_count(),
+        )
+    }
+
     fn cache(&self, key: &LimitKey) -> &Buckets {
-        match key {
-            LimitKey::Key(_) => &self.inner.keys,
-            LimitKey::Client(_) => &self.inner.clients,
+        if key.is_client() {
+            &self.inner.clients
+        } else {
+            &self.inner.keys
+        }
+    }
+
+    fn locks(&self, key: &LimitKey) -> &Locks {
+        if key.is_client() {
+            &self.inner.client_locks
+        } else {
+            &self.inner.key_locks
         }
     }
 
     fn any_exhausted_until(&self, key: &LimitKey) -> &AtomicU64 {
-        match key {
-            LimitKey::Key(_) => &self.inner.keys_exhausted_until,
-            LimitKey::Client(_) => &self.inner.clients_exhausted_until,
+        if key.is_client() {
+            &self.inner.clients_exhausted_until
+        } else {
+            &self.inner.keys_exhausted_until
         }
     }
 
-    fn mark_exhausted(&self, key: &LimitKey, bucket: &Bucket, until: SystemTime) {
-        let nanos = nanos_since_epoch(until);
-        bucket.exhausted_until.fetch_max(nanos, Ordering::AcqRel);
-        self.any_exhausted_until(key)
-            .fetch_max(nanos, Ordering::AcqRel);
+    fn mark_exhausted(&self, key: LimitKey, policy: RatePolicy, until: SystemTime) {
+        let lasts = until
+            .duration_since(self.inner.clock.0.now())
+            .unwrap_or_default();
+        let until = nanos_since_epoch(until);
+        self.locks(&key)
+            .insert((key, policy), Lock { until, lasts });
+        self.any_exhausted_until(&key)
+            .fetch_max(until, Ordering::AcqRel);
     }
 
     fn decide(&self, key: LimitKey, policy: RatePolicy) -> RateDecision {
         let cache = self.cache(&key);
         // `get` first: `get_with` wraps the key in an `Arc` even on a hit.
-        let bucket = cache
+        let gcra = cache
             .get(&(key, policy))
-            .unwrap_or_else(|| cache.get_with((key, policy), || self.bucket(policy)));
+            .unwrap_or_else(|| cache.get_with((key, policy), || self.gcra(policy)));
         let interval = policy.emission_interval();
-        match bucket.gcra.check() {
+        match gcra.check() {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 if remaining == 0 {
@@ -177,8 +238,8 @@ impl InProcessLimiter {
                     // can refuse until then. The second check is refused without changing
                     // the state (unless a cell freed up in between, which only takes one
                     // request's worth of allowance, never gives one).
-                    if let Err(not_until) = bucket.gcra.check() {
-                        self.mark_exhausted(&key, &bucket, not_until.earliest_possible());
+                    if let Err(not_until) = gcra.check() {
+                        self.mark_exhausted(key, policy, not_until.earliest_possible());
                     }
                 }
                 RateDecision {
@@ -192,7 +253,7 @@ impl InProcessLimiter {
                 }
             }
             Err(not_until) => {
-                self.mark_exhausted(&key, &bucket, not_until.earliest_possible());
+                self.mark_exhausted(key, policy, not_until.earliest_possible());
                 exhausted(policy, not_until.wait_time_from(self.inner.clock.0.now()))
             }
         }
@@ -213,27 +274,24 @@ impl InProcessLimiter {
         if nanos_since_epoch(now) >= self.any_exhausted_until(&key).load(Ordering::Acquire) {
             return open;
         }
-        // A peek never creates a limiter: looking costs no memory.
-        let Some(bucket) = self.cache(&key).get(&(key, policy)) else {
-            return open;
-        };
-        match bucket.exhausted_until() {
-            Some(until) if now < until => {
-                exhausted(policy, until.duration_since(now).unwrap_or_default())
+        // A peek never creates anything: looking costs no memory.
+        let now_nanos = nanos_since_epoch(now);
+        match self.locks(&key).get(&(key, policy)) {
+            Some(lock) if now_nanos < lock.until => {
+                exhausted(policy, Duration::from_nanos(lock.until - now_nanos))
             }
             _ => open,
         }
     }
 
-    fn bucket(&self, policy: RatePolicy) -> Arc<Bucket> {
+    fn gcra(&self, policy: RatePolicy) -> Arc<Gcra> {
         let quota = Quota::with_period(policy.emission_interval())
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(policy.burst_nonzero());
-        Arc::new(Bucket {
-            gcra: Governor::direct_with_clock(quota, self.inner.clock.clone())
+        Arc::new(
+            Governor::direct_with_clock(quota, self.inner.clock.clone())
                 .with_middleware::<StateInformationMiddleware>(),
-            exhausted_until: AtomicU64::new(0),
-        })
+        )
     }
 }
 
@@ -254,15 +312,6 @@ fn exhausted(policy: RatePolicy, retry_after: Duration) -> RateDecision {
 fn nanos_since_epoch(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-impl Bucket {
-    fn exhausted_until(&self) -> Option<SystemTime> {
-        match self.exhausted_until.load(Ordering::Acquire) {
-            0 => None,
-            nanos => Some(UNIX_EPOCH + Duration::from_nanos(nanos)),
-        }
-    }
 }
 
 #[async_trait]
@@ -322,7 +371,8 @@ impl InProcessLimiterBuilder {
         self
     }
 
-    /// Most clients whose failed attempts are tracked (default 100 000).
+    /// Most clients whose failed attempts are tracked (default 100 000), and, apart from
+    /// them, most clients locked out at once.
     pub fn client_capacity(mut self, clients: u64) -> Self {
         self.client_capacity = clients;
         self
@@ -349,10 +399,19 @@ impl InProcessLimiterBuilder {
                 .expire_after(IdleForRefillTime)
                 .build_with_hasher(foldhash::fast::RandomState::default())
         };
+        let locks = |name, capacity| {
+            Cache::builder()
+                .name(name)
+                .max_capacity(capacity)
+                .expire_after(UntilLockEnds)
+                .build_with_hasher(foldhash::fast::RandomState::default())
+        };
         InProcessLimiter {
             inner: Arc::new(Inner {
                 keys: cache("keygate-rate-keys", self.key_capacity),
                 clients: cache("keygate-rate-clients", self.client_capacity),
+                key_locks: locks("keygate-rate-key-locks", self.key_capacity),
+                client_locks: locks("keygate-rate-client-locks", self.client_capacity),
                 keys_exhausted_until: AtomicU64::new(0),
                 clients_exhausted_until: AtomicU64::new(0),
                 clock: ClockAdapter(self.clock),
@@ -364,6 +423,8 @@ impl InProcessLimiterBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
+
     use crate::clock::ManualClock;
     use crate::key::KeyId;
 
@@ -424,6 +485,55 @@ mod tests {
         assert!(limiter.look(key, p).allowed);
         assert!(limiter.decide(key, p).allowed);
         assert!(!limiter.look(key, p).allowed);
+    }
+
+    #[test]
+    fn lockouts_survive_a_flood_of_other_addresses() {
+        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let limiter = InProcessLimiter::builder()
+            .clock(clock.clone())
+            .client_capacity(1_000)
+            .build();
+        let p = policy("1/1h burst 3");
+        let victim = LimitKey::client("10.0.0.1".parse().unwrap_or_else(|_| unreachable!()));
+        for _ in 0..3 {
+            assert!(limiter.decide(victim, p).allowed);
+        }
+        assert!(!limiter.look(victim, p).allowed, "locked out");
+        // 10^6 other addresses fail once each: ten thousand times the client capacity.
+        for n in 0..1_000_000u32 {
+            let other = LimitKey::client(IpAddr::V4(std::net::Ipv4Addr::from(0x0B00_0000 + n)));
+            assert!(limiter.decide(other, p).allowed);
+        }
+        let (_, clients) = limiter.entry_counts();
+        assert!(clients <= 1_000, "limiters stay bounded: {clients}");
+        assert_eq!(
+            limiter.lockout_counts().1,
+            1,
+            "only the victim is locked out"
+        );
+        let peek = limiter.look(victim, p);
+        assert!(!peek.allowed, "the lockout survived the flood");
+        assert!(peek.retry_after > Duration::from_secs(59 * 60));
+        clock.advance(Duration::from_secs(3600));
+        assert!(limiter.look(victim, p).allowed, "and ends on time");
+    }
+
+    #[test]
+    fn unknown_clients_share_one_allowance() {
+        let (limiter, _) = limiter();
+        let p = policy("1/1h burst 2");
+        let unknown = LimitKey::client_or_unknown(None);
+        assert!(limiter.decide(unknown, p).allowed);
+        assert!(limiter.decide(unknown, p).allowed);
+        assert!(!limiter.decide(unknown, p).allowed);
+        assert!(!limiter.look(LimitKey::UnknownClient, p).allowed);
+        let known = LimitKey::client("10.0.0.1".parse().unwrap_or_else(|_| unreachable!()));
+        assert!(
+            limiter.look(known, p).allowed,
+            "known addresses keep their own"
+        );
+        assert_eq!(limiter.entry_counts(), (0, 2), "counted with the clients");
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub enum LimitKey {
     /// usually holds a whole /64, so single IPv6 addresses would be free to rotate through).
     /// Build with [`LimitKey::client`].
     Client(IpAddr),
+    /// Failed attempts from clients whose address is unknown (no peer address, or an
+    /// unparsable `X-Forwarded-For` entry behind a trusted proxy). They share this one
+    /// allowance, so hiding the address never switches the failure limit off.
+    UnknownClient,
 }
 
 impl LimitKey {
@@ -38,6 +42,19 @@ impl LimitKey {
             v4 @ IpAddr::V4(_) => v4,
         })
     }
+
+    /// The failed-attempts key of a client with address `ip`, or the shared
+    /// [`LimitKey::UnknownClient`] when the address is not known.
+    #[must_use]
+    pub fn client_or_unknown(ip: Option<IpAddr>) -> Self {
+        ip.map_or(Self::UnknownClient, Self::client)
+    }
+
+    /// Whether this key counts a client's failed attempts (known address or not).
+    #[must_use]
+    pub fn is_client(&self) -> bool {
+        matches!(self, Self::Client(_) | Self::UnknownClient)
+    }
 }
 
 impl fmt::Display for LimitKey {
@@ -46,6 +63,7 @@ impl fmt::Display for LimitKey {
             Self::Key(id) => write!(f, "key:{id}"),
             Self::Client(ip @ IpAddr::V4(_)) => write!(f, "client:{ip}"),
             Self::Client(ip @ IpAddr::V6(_)) => write!(f, "client:{ip}/64"),
+            Self::UnknownClient => f.write_str("client:unknown"),
         }
     }
 }
@@ -203,6 +221,16 @@ mod tests {
             LimitKey::client(ip("2001:db8:1:2::1")).to_string(),
             "client:2001:db8:1:2::/64"
         );
+        assert_eq!(LimitKey::client_or_unknown(None), LimitKey::UnknownClient);
+        assert_eq!(LimitKey::UnknownClient.to_string(), "client:unknown");
+        assert_eq!(
+            LimitKey::client_or_unknown(Some(ip("10.0.0.1"))),
+            LimitKey::client(ip("10.0.0.1"))
+        );
+        assert!(
+            LimitKey::UnknownClient.is_client() && LimitKey::client(ip("10.0.0.1")).is_client()
+        );
+        assert!(!LimitKey::Key(crate::KeyId::random()).is_client());
     }
 
     #[test]

@@ -284,10 +284,11 @@ impl Verifier {
     async fn check(&self, presented: &Presented) -> Result<Verified, Rejection> {
         let inner = &*self.inner;
         let id = presented.key.id();
+        // Clients without a known address share one allowance: hiding the address never
+        // switches the failure limit off.
         let client = inner
             .failure_limit
-            .zip(presented.client_ip)
-            .map(|(policy, ip)| (LimitKey::client(ip), policy));
+            .map(|policy| (LimitKey::client_or_unknown(presented.client_ip), policy));
         // A client that failed too often is refused before any hashing or store access.
         if let Some((client, policy)) = client {
             let decision = match inner.limiter.peek_now(client, policy) {
@@ -308,7 +309,19 @@ impl Verifier {
             Ok(found) => found,
             Err(reason) => {
                 if let Some((client, policy)) = client.filter(|_| reason.is_failed_attempt()) {
-                    self.count_failure(client, policy, id).await;
+                    // The pre-check and this count are apart (a store lookup may sit between
+                    // them), so concurrent attempts can all pass the pre-check. The count is
+                    // the atomic step: an attempt past the allowance is a 429 too, so at most
+                    // the burst of failures get an answer on the key.
+                    if let Some(decision) = self.count_failure(client, policy, id).await
+                        && !decision.allowed
+                    {
+                        return Err(Rejection::rate_limited(
+                            Reason::TooManyFailures,
+                            id,
+                            decision,
+                        ));
+                    }
                 }
                 return Err(Rejection::for_key(reason, id));
             }
@@ -349,7 +362,16 @@ impl Verifier {
         now: std::time::SystemTime,
     ) -> Result<(Arc<CachedKey>, bool), Reason> {
         let inner = &*self.inner;
-        let (entry, stale) = self.lookup(presented.key.id()).await?;
+        let (entry, stale) = match self.lookup(presented.key.id()).await {
+            Ok(found) => found,
+            Err(Reason::UnknownKey) => {
+                // Equal work: an unknown id costs the same digest and constant-time compare as
+                // a wrong secret, so timing does not tell which ids exist.
+                std::hint::black_box(inner.keyring.matches_nothing(&presented.key));
+                return Err(Reason::UnknownKey);
+            }
+            Err(reason) => return Err(reason),
+        };
         // The secret is checked before the state, so a caller without the secret learns nothing
         // about the key (not even through timing of the state checks).
         if !inner
@@ -364,16 +386,28 @@ impl Verifier {
         }
     }
 
-    async fn count_failure(&self, client: LimitKey, policy: RatePolicy, id: KeyId) {
+    /// Counts one failed attempt from `client`; the limiter's decision (refused: the attempt
+    /// was past the allowance), or `None` when it could not be counted.
+    async fn count_failure(
+        &self,
+        client: LimitKey,
+        policy: RatePolicy,
+        id: KeyId,
+    ) -> Option<RateDecision> {
         let limiter = &self.inner.limiter;
+        if client == LimitKey::UnknownClient {
+            metrics::unknown_client_failure();
+        }
         let counted = match limiter.acquire_now(client, policy) {
             Some(counted) => counted,
             None => limiter.acquire(client, policy).await,
         };
-        if let Err(error) = counted {
-            // The request is refused anyway; the attempt goes uncounted.
-            tracing::warn!(target: "keygate", key_id = %id, %error, "could not count a failed attempt");
-        }
+        counted
+            .inspect_err(|error| {
+                // The request is refused anyway; the attempt goes uncounted.
+                tracing::warn!(target: "keygate", key_id = %id, %error, "could not count a failed attempt");
+            })
+            .ok()
     }
 
     /// The key's cached record, and whether it is served stale (past its TTL, the store being

@@ -126,25 +126,34 @@ struct ModelKey {
     key: String,
     mutated: String,
     stored: Stored,
-    revoked: bool,
-    disabled: bool,
+    revoked_at: Option<SystemTime>,
+    disabled_at: Option<SystemTime>,
     expires_at: Option<SystemTime>,
+    updated_at: SystemTime,
     /// Set once the implementation confirmed a revoke or delete: the key must never
     /// authenticate again, whatever the model says.
     dead: bool,
 }
 
 impl ModelKey {
-    fn new(id: KeyId, key: String, stored: Stored, expires_at: Option<SystemTime>) -> Self {
+    /// A key minted at `at`.
+    fn new(
+        id: KeyId,
+        key: String,
+        stored: Stored,
+        expires_at: Option<SystemTime>,
+        at: SystemTime,
+    ) -> Self {
         let mutated = mutate(&key);
         Self {
             id,
             key,
             mutated,
             stored,
-            revoked: false,
-            disabled: false,
+            revoked_at: None,
+            disabled_at: None,
             expires_at,
+            updated_at: at,
             dead: false,
         }
     }
@@ -154,9 +163,9 @@ impl ModelKey {
     fn state(&self, now: SystemTime) -> Option<KeyState> {
         if self.stored != Stored::Live {
             None
-        } else if self.revoked {
+        } else if self.revoked_at.is_some() {
             Some(KeyState::Revoked)
-        } else if self.disabled {
+        } else if self.disabled_at.is_some() {
             Some(KeyState::Disabled)
         } else if self.expires_at.is_some_and(|at| at <= now) {
             Some(KeyState::Expired)
@@ -270,8 +279,13 @@ impl<'a> Run<'a> {
         let record = minted.record().clone();
         let ghost = minted.into_created(record);
         let key = ghost.key.expose_secret().to_owned();
-        run.keys
-            .push(ModelKey::new(ghost.record.id, key, Stored::Never, None));
+        run.keys.push(ModelKey::new(
+            ghost.record.id,
+            key,
+            Stored::Never,
+            None,
+            run.now,
+        ));
         Ok(run)
     }
 
@@ -310,12 +324,27 @@ impl<'a> Run<'a> {
             return Err(format!("record of {} for key {}", record.id, model.id));
         }
         let state = model.state(self.now);
-        if Some(record.state(self.now)) != state || record.expires_at != model.expires_at {
+        let times = |expires, disabled, revoked, updated| {
+            format!(
+                "expires {expires:?}, disabled {disabled:?}, revoked {revoked:?}, updated {updated:?}"
+            )
+        };
+        let got = times(
+            record.expires_at,
+            record.disabled_at,
+            record.revoked_at,
+            record.updated_at,
+        );
+        let want = times(
+            model.expires_at,
+            model.disabled_at,
+            model.revoked_at,
+            model.updated_at,
+        );
+        if Some(record.state(self.now)) != state || got != want {
             return Err(format!(
-                "record of key {at}: state {:?}, expires {:?}; model: {state:?}, expires {:?}",
+                "record of key {at}: state {:?}, {got}; model: {state:?}, {want}",
                 record.state(self.now),
-                record.expires_at,
-                model.expires_at
             ));
         }
         Ok(())
@@ -334,8 +363,13 @@ impl<'a> Run<'a> {
                     // The plaintext exists only once the key is stored: until then present
                     // its id with some secret (a guess of the id, as an attacker's would be).
                     let guess = forge(PREFIX, id.as_str(), &"A".repeat(SECRET_LEN));
-                    let model =
-                        ModelKey::new(id, guess, Stored::Pending, minted.record().expires_at);
+                    let model = ModelKey::new(
+                        id,
+                        guess,
+                        Stored::Pending,
+                        minted.record().expires_at,
+                        self.now,
+                    );
                     self.pending.push((self.keys.len(), minted));
                     self.keys.push(model);
                     (Outcome::Done, Ok(Outcome::Done))
@@ -398,7 +432,7 @@ impl<'a> Run<'a> {
                 let id = created.record.id;
                 let key = created.key.expose_secret().to_owned();
                 self.keys
-                    .push(ModelKey::new(id, key, Stored::Live, expires_at));
+                    .push(ModelKey::new(id, key, Stored::Live, expires_at, self.now));
                 match self
                     .fresh(id)
                     .and_then(|()| self.check_record(self.keys.len() - 1, &created.record))
@@ -462,10 +496,16 @@ impl<'a> Run<'a> {
         let id = model.id;
         let expected = if model.stored != Stored::Live {
             Outcome::NotFound
-        } else if model.revoked {
+        } else if model.revoked_at.is_some() {
             conflict(ChangeRefused::Revoked)
         } else {
-            model.disabled = disable;
+            // Disabling twice keeps the first time.
+            if !disable {
+                model.disabled_at = None;
+            } else if model.disabled_at.is_none() {
+                model.disabled_at = Some(self.now);
+            }
+            model.updated_at = self.now;
             Outcome::Done
         };
         let result = if disable {
@@ -481,7 +521,9 @@ impl<'a> Run<'a> {
         let model = &mut self.keys[at];
         let id = model.id;
         let expected = if model.stored == Stored::Live {
-            model.revoked = true;
+            // Revoking twice keeps the first time.
+            model.revoked_at.get_or_insert(self.now);
+            model.updated_at = self.now;
             Outcome::Done
         } else {
             Outcome::NotFound
@@ -504,6 +546,7 @@ impl<'a> Run<'a> {
         let id = model.id;
         let expected = if model.stored == Stored::Live {
             model.expires_at = expires_at;
+            model.updated_at = self.now;
             Outcome::Done
         } else {
             Outcome::NotFound
@@ -558,11 +601,12 @@ impl<'a> Run<'a> {
                 Some(KeyState::Expired) => conflict(ChangeRefused::Expired),
                 Some(KeyState::Active) => {
                     if grace.is_zero() {
-                        model.revoked = true;
+                        model.revoked_at = Some(now);
                     } else {
                         let end = now + grace;
                         model.expires_at = Some(model.expires_at.map_or(end, |at| at.min(end)));
                     }
+                    model.updated_at = now;
                     Outcome::Done
                 }
             }
@@ -578,7 +622,7 @@ impl<'a> Run<'a> {
         let new_id = new.id;
         let key = rotated.new.key.expose_secret().to_owned();
         self.keys
-            .push(ModelKey::new(new_id, key, Stored::Live, None));
+            .push(ModelKey::new(new_id, key, Stored::Live, None, now));
         let checked = self
             .check_record(at, &rotated.old)
             .and_then(|()| self.fresh(new_id))

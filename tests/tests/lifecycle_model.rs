@@ -17,9 +17,9 @@
 //! database for all the sequences of a run: ids are random, so sequences never share a key.
 //! `PROPTEST_CASES` overrides the number of sequences per store.
 //!
-//! A failure prints the shrunk sequence. `Pick(n)` names the key at position `n` (modulo the
-//! number of keys so far) in the order the sequence made them; key 0 is an id that is never
-//! stored.
+//! A failure prints the shrunk sequence. Keys are numbered in the order the sequence made them,
+//! from 1; `Pick(n)` names key `1 + n % (keys so far)`, or key 0, an id that is never stored,
+//! while there is none.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
@@ -293,8 +293,13 @@ impl<'a> Run<'a> {
         format!("{}: op #{step} {op:?}: {detail}", self.store_name)
     }
 
+    /// Key 0 (never stored) only while there is no other: unknown ids come up anyway, from
+    /// minted keys not yet stored and from deleted ones.
     fn pick(&self, pick: Pick) -> usize {
-        pick.0 % self.keys.len()
+        match self.keys.len() {
+            0 | 1 => 0,
+            n => 1 + pick.0 % (n - 1),
+        }
     }
 
     fn mint(&self, expires_in: Option<Duration>) -> Result<MintedKey, String> {
@@ -723,16 +728,17 @@ fn new_expiry() -> impl Strategy<Value = Option<Duration>> {
 
 fn grace() -> impl Strategy<Value = Duration> {
     let cap = u64::try_from(MAX_ROTATION_GRACE.as_millis()).unwrap_or(u64::MAX);
+    // About one rotation in eight asks for more than the cap.
     prop_oneof![
-        Just(Duration::ZERO),
-        Just(secs(1)),
-        Just(secs(3600)),
-        Just(MAX_ROTATION_GRACE),
-        Just(MAX_ROTATION_GRACE + ms(1)),
-        Just(MAX_ROTATION_GRACE + secs(1)),
-        span(),
-        (1..=cap).prop_map(ms),
-        (cap + 1..=2 * cap).prop_map(ms),
+        3 => Just(Duration::ZERO),
+        2 => Just(secs(1)),
+        2 => Just(secs(3600)),
+        2 => Just(MAX_ROTATION_GRACE),
+        1 => Just(MAX_ROTATION_GRACE + ms(1)),
+        1 => Just(MAX_ROTATION_GRACE + secs(1)),
+        6 => span(),
+        4 => (1..=cap).prop_map(ms),
+        1 => (cap + 1..=2 * cap).prop_map(ms),
     ]
 }
 
@@ -850,53 +856,55 @@ async fn rotation_and_expiry<S: TestStore>(
     use Op::{Advance, Auth, Create, Rotate};
     use Outcome::{Allowed, Denied, Done, Invalid};
     use Secret::Real;
+    // Key `n` of the sequence (numbered from 1, in the order made).
+    let key = |n: usize| Pick(n - 1);
     let hour = secs(3600);
     let (none, in_60s, zero) = (None, Some(secs(60)), Some(Duration::ZERO));
     let ops_and_outcomes = [
         // Key 1, cached by its first use.
         (Create { expires_in: none }, Done),
-        (Auth(Pick(1), Real), Allowed),
+        (Auth(key(1), Real), Allowed),
         // Key 2 replaces it with an hour's grace: the new key works at once, the old one too.
-        (Rotate(Pick(1), hour), Done),
-        (Auth(Pick(2), Real), Allowed),
-        (Auth(Pick(1), Real), Allowed),
+        (Rotate(key(1), hour), Done),
+        (Auth(key(2), Real), Allowed),
+        (Auth(key(1), Real), Allowed),
         // At grace - 1 s the old key works; at grace + 1 s it has expired.
         (Advance(hour - secs(1)), Done),
-        (Auth(Pick(1), Real), Allowed),
+        (Auth(key(1), Real), Allowed),
         (Advance(secs(2)), Done),
-        (Auth(Pick(1), Real), Denied(Reason::Expired)),
-        (Auth(Pick(2), Real), Allowed),
+        (Auth(key(1), Real), Denied(Reason::Expired)),
+        (Auth(key(2), Real), Allowed),
         // An expired key does not rotate.
-        (Rotate(Pick(1), hour), conflict(ChangeRefused::Expired)),
+        (Rotate(key(1), hour), conflict(ChangeRefused::Expired)),
         // Key 3 replaces key 2 with no grace: key 2 is revoked at once, and stays so.
-        (Rotate(Pick(2), Duration::ZERO), Done),
-        (Auth(Pick(2), Real), Denied(Reason::Revoked)),
-        (Auth(Pick(3), Real), Allowed),
-        (Rotate(Pick(2), hour), conflict(ChangeRefused::Revoked)),
+        (Rotate(key(2), Duration::ZERO), Done),
+        (Auth(key(2), Real), Denied(Reason::Revoked)),
+        (Auth(key(3), Real), Allowed),
+        (Rotate(key(2), hour), conflict(ChangeRefused::Revoked)),
         // Above the cap is refused, by a second or a millisecond, and changes nothing.
         (
-            Rotate(Pick(3), MAX_ROTATION_GRACE + secs(1)),
+            Rotate(key(3), MAX_ROTATION_GRACE + secs(1)),
             Invalid(GraceTooLong),
         ),
         (
-            Rotate(Pick(3), MAX_ROTATION_GRACE + ms(1)),
+            Rotate(key(3), MAX_ROTATION_GRACE + ms(1)),
             Invalid(GraceTooLong),
         ),
-        (Auth(Pick(3), Real), Allowed),
+        (Auth(key(3), Real), Allowed),
         // The cap itself is allowed (key 4), with the same edges.
-        (Rotate(Pick(3), MAX_ROTATION_GRACE), Done),
+        (Rotate(key(3), MAX_ROTATION_GRACE), Done),
         (Advance(MAX_ROTATION_GRACE - secs(1)), Done),
-        (Auth(Pick(3), Real), Allowed),
+        (Auth(key(3), Real), Allowed),
         (Advance(secs(2)), Done),
-        (Auth(Pick(3), Real), Denied(Reason::Expired)),
-        (Auth(Pick(4), Real), Allowed),
+        (Auth(key(3), Real), Denied(Reason::Expired)),
+        (Auth(key(4), Real), Allowed),
         // Key 5 expires in 60 s: it works 1 ms before, and not at the instant (inclusive).
         (Create { expires_in: in_60s }, Done),
-        (Auth(Pick(5), Real), Allowed),
+        (Auth(key(5), Real), Allowed),
         (Advance(secs(60) - ms(1)), Done),
-        (Auth(Pick(5), Real), Allowed),
+        (Auth(key(5), Real), Allowed),
         (Advance(ms(1)), Done),
-        (Auth(Pick(5), Real), Denied(Reason::Expired)),
+        (Auth(key(5), Real), Denied(Reason::Expired)),
         // An expiry that is not in the future is refused.
         (Create { expires_in: zero }, Invalid(ExpiryInPast)),
     ];

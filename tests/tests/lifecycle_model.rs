@@ -212,13 +212,31 @@ fn outcome_of<T>(target: KeyId, result: Result<T, StoreError>) -> (Outcome, Opti
     }
 }
 
+/// How the verifier under test caches.
+#[derive(Clone, Copy, Debug)]
+enum Tuning {
+    /// The defaults: records stay cached for the whole sequence, changes evict them.
+    Default,
+    /// Tiny caches whose records are never fresh, with stale-if-error on: every cache hit goes
+    /// through the refresh path (one reader, generation checks, a store read, reinsertion).
+    Churn,
+}
+
 /// The verifier the sequences drive: the test keyring, the store's clock, and no failed-attempt
 /// limiter (the model counts no failures; `rate_limits.rs` covers the limiter).
-fn verifier<S: TestStore>(store: &S, clock: &ManualClock) -> Verifier {
-    Verifier::builder(keyring(), store.clone())
+fn verifier<S: TestStore>(store: &S, clock: &ManualClock, tuning: Tuning) -> Verifier {
+    let builder = Verifier::builder(keyring(), store.clone())
         .clock(clock.clone())
-        .failure_limit(None)
-        .build()
+        .failure_limit(None);
+    match tuning {
+        Tuning::Default => builder,
+        Tuning::Churn => builder
+            .cache_capacity(4)
+            .negative_cache_capacity(4)
+            .cache_ttl(Duration::ZERO)
+            .stale_if_error(Duration::from_secs(60)),
+    }
+    .build()
 }
 
 async fn authenticate(verifier: &Verifier, key: &str, id: KeyId) -> Outcome {
@@ -241,6 +259,7 @@ async fn authenticate(verifier: &Verifier, key: &str, id: KeyId) -> Outcome {
 /// One sequence in progress: the implementation, the model, and what happened so far.
 struct Run<'a> {
     store_name: &'static str,
+    tuning: Tuning,
     verifier: Verifier,
     admin: Admin,
     clock: ManualClock,
@@ -257,14 +276,16 @@ struct Run<'a> {
 impl<'a> Run<'a> {
     fn new<S: TestStore>(
         store_name: &'static str,
+        tuning: Tuning,
         store: &S,
         clock: &ManualClock,
         seen: &'a Mutex<HashSet<KeyId>>,
     ) -> Result<Self, String> {
-        let verifier = verifier(store, clock);
+        let verifier = verifier(store, clock, tuning);
         let admin = verifier.admin();
         let mut run = Self {
             store_name,
+            tuning,
             verifier,
             admin,
             clock: clock.clone(),
@@ -648,7 +669,7 @@ impl<'a> Run<'a> {
     /// Every key again, through this verifier (warm cache) and a fresh one (cold), and every
     /// stored record against the model.
     async fn sweep<S: TestStore>(&self, store: &S) -> Result<(), String> {
-        let cold = verifier(store, &self.clock);
+        let cold = verifier(store, &self.clock, self.tuning);
         for (at, model) in self.keys.iter().enumerate() {
             for secret in [Secret::Real, Secret::Mutated] {
                 let expected = model.expected_auth(secret, self.now);
@@ -682,12 +703,13 @@ impl<'a> Run<'a> {
 /// Runs `ops` on `store` and the model; the outcomes in order, or what differed.
 async fn run_sequence<S: TestStore>(
     store_name: &'static str,
+    tuning: Tuning,
     store: &S,
     clock: &ManualClock,
     seen: &Mutex<HashSet<KeyId>>,
     ops: &[Op],
 ) -> Result<Vec<Outcome>, String> {
-    let mut run = Run::new(store_name, store, clock, seen)?;
+    let mut run = Run::new(store_name, tuning, store, clock, seen)?;
     for (step, op) in ops.iter().enumerate() {
         run.step(step, op).await?;
     }
@@ -782,6 +804,7 @@ fn sequences() -> impl Strategy<Value = Vec<Op>> {
 fn check_store<S: TestStore>(
     runtime: &tokio::runtime::Runtime,
     store_name: &'static str,
+    tuning: Tuning,
     store: &S,
     clock: &ManualClock,
     cases: u32,
@@ -798,7 +821,7 @@ fn check_store<S: TestStore>(
     let seen = Mutex::new(HashSet::new());
     let result = runner.run(&sequences(), |ops| {
         runtime
-            .block_on(run_sequence(store_name, store, clock, &seen, &ops))
+            .block_on(run_sequence(store_name, tuning, store, clock, &seen, &ops))
             .map(drop)
             .map_err(TestCaseError::fail)
     });
@@ -826,14 +849,30 @@ fn memory_matches_the_model() {
     // A fresh store for every sequence would hide nothing the shared one shows; share it like
     // the SQL stores, and let the sequences' random ids keep them apart.
     let fixture = stores::memory();
-    check_store(&runtime, "memory", &fixture.store, &fixture.clock, 256);
+    check_store(
+        &runtime,
+        "memory",
+        Tuning::Default,
+        &fixture.store,
+        &fixture.clock,
+        256,
+    );
+}
+
+#[test]
+fn memory_with_a_churning_cache_matches_the_model() {
+    let runtime = runtime();
+    let fixture = stores::memory();
+    let (store, clock) = (&fixture.store, &fixture.clock);
+    check_store(&runtime, "memory, churn", Tuning::Churn, store, clock, 128);
 }
 
 #[test]
 fn sqlite_matches_the_model() {
     let runtime = runtime();
     let fixture = runtime.block_on(stores::sqlite());
-    check_store(&runtime, "sqlite", &fixture.store, &fixture.clock, 64);
+    let (store, clock) = (&fixture.store, &fixture.clock);
+    check_store(&runtime, "sqlite", Tuning::Default, store, clock, 64);
 }
 
 #[test]
@@ -842,7 +881,8 @@ fn postgres_matches_the_model() {
     let Some(fixture) = runtime.block_on(stores::postgres()) else {
         return;
     };
-    check_store(&runtime, "postgres", &fixture.store, &fixture.clock, 32);
+    let (store, clock) = (&fixture.store, &fixture.clock);
+    check_store(&runtime, "postgres", Tuning::Default, store, clock, 32);
 }
 
 /// Item 35 and expiry, step by step on every store: the outcomes are spelled out here, not
@@ -910,7 +950,7 @@ async fn rotation_and_expiry<S: TestStore>(
     ];
     let ops: Vec<Op> = ops_and_outcomes.iter().map(|(op, _)| op.clone()).collect();
     let seen = Mutex::new(HashSet::new());
-    let trace = run_sequence(store_name, store, clock, &seen, &ops)
+    let trace = run_sequence(store_name, Tuning::Default, store, clock, &seen, &ops)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     for ((op, expected), got) in ops_and_outcomes.iter().zip(&trace) {

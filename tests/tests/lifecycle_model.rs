@@ -1,16 +1,16 @@
 //! The key lifecycle against a reference model (checklist items 34 and 35).
 //!
-//! proptest generates sequences of operations — create (with or without an expiry), mint
-//! without storing and store later, disable, enable, revoke, rotate (with a grace period, zero,
-//! or above the cap), set expiry, delete, advance the clock, authenticate with the real or a
-//! mutated secret — and runs each one on the real [`Verifier`] and its [`Admin`] (the path
-//! services and the CLI use, so the verifier's positive and negative caches and their
-//! invalidation are in the loop) and on a small in-memory model of what each should do. Every
-//! outcome must match the model exactly: allowed (as the right key), or the exact refusal
-//! reason, or the exact management error. Independently of the model, a key once revoked or
-//! deleted never authenticates again, and every id a store hands out is new. At the end of
-//! each sequence every key is checked again, through the same verifier and through a fresh one
-//! (empty cache), and its stored record is compared with the model.
+//! proptest generates sequences of operations — create (with or without an expiry), mint without
+//! storing and store later, create with a used id, disable, enable, revoke, rotate (with a grace
+//! period, zero, or above the cap), set expiry, delete, advance the clock, authenticate with the
+//! real or a mutated secret, list by state — and runs each one on the real [`Verifier`] and its
+//! [`Admin`] (the path services and the CLI use, so the verifier's positive and negative caches and
+//! their invalidation are in the loop) and on a small in-memory model of what each should do. Every
+//! outcome must match the model exactly: allowed (as the right key), or the exact refusal reason,
+//! or the exact management error. Independently of the model, a key once revoked or deleted never
+//! authenticates again, and every id a store hands out is new. At the end of each sequence every
+//! key is checked again, through the same verifier and through a fresh one (empty cache), its
+//! stored record is compared with the model, and so is the list of keys in each state.
 //!
 //! Runs on MemoryStore, SQLite (a temp file) and PostgreSQL (a schema of its own, when
 //! `KEYGATE_TEST_POSTGRES_URL` is set; set but unreachable fails). The SQL stores keep one
@@ -22,6 +22,7 @@
 //! while there is none.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -30,8 +31,8 @@ use keygate::clock::{Clock, ManualClock};
 use keygate::key::SECRET_LEN;
 use keygate::record::{ChangeRefused, InvalidInput, MAX_ROTATION_GRACE};
 use keygate::{
-    Admin, HttpRequestView, KeyAdmin, KeyId, KeyRecord, KeyState, MintedKey, NewKey, Reason,
-    StoreError, Verifier,
+    Admin, HttpRequestView, KeyAdmin, KeyFilter, KeyId, KeyRecord, KeyState, MintedKey, NewKey,
+    PageRequest, Reason, StoreError, Verifier,
 };
 use keygate_tests::stores::{self, TestStore};
 use keygate_tests::{PREFIX, forge, keyring};
@@ -81,6 +82,9 @@ enum Op {
     SetExpiry(Pick, Option<Duration>),
     Advance(Duration),
     Auth(Pick, Secret),
+    /// Lists the sequence's keys, all or those in one state (the SQL stores decide states in
+    /// SQL, apart from `KeyRecord::state`).
+    List(Option<KeyState>),
 }
 
 /// What an operation came to, on the model or on the implementation.
@@ -100,6 +104,8 @@ enum Outcome {
     Conflict(&'static str),
     /// `StoreError::InvalidInput`.
     Invalid(InvalidInput),
+    /// The ids `list` returned, in its order.
+    Listed(Vec<KeyId>),
     /// Anything else (a store failure, an error naming another key): never expected.
     Other(String),
 }
@@ -260,6 +266,9 @@ async fn authenticate(verifier: &Verifier, key: &str, id: KeyId) -> Outcome {
 struct Run<'a> {
     store_name: &'static str,
     tuning: Tuning,
+    /// The owner of this sequence's keys (rotation copies it), so listing by owner finds
+    /// exactly them in a store other sequences share.
+    owner: String,
     verifier: Verifier,
     admin: Admin,
     clock: ManualClock,
@@ -283,9 +292,11 @@ impl<'a> Run<'a> {
     ) -> Result<Self, String> {
         let verifier = verifier(store, clock, tuning);
         let admin = verifier.admin();
+        static SEQUENCES: AtomicU64 = AtomicU64::new(0);
         let mut run = Self {
             store_name,
             tuning,
+            owner: format!("model-{}", SEQUENCES.fetch_add(1, Ordering::Relaxed)),
             verifier,
             admin,
             clock: clock.clone(),
@@ -324,7 +335,7 @@ impl<'a> Run<'a> {
     }
 
     fn mint(&self, expires_in: Option<Duration>) -> Result<MintedKey, String> {
-        let mut spec = NewKey::new("model").owner("lifecycle");
+        let mut spec = NewKey::new("model").owner(&self.owner);
         if let Some(after) = expires_in {
             spec = spec.expires_at(self.now + after);
         }
@@ -343,6 +354,36 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// The stored keys in `state` (all with `None`), in id order.
+    fn expected_list(&self, state: Option<KeyState>) -> Outcome {
+        let mut ids: Vec<KeyId> = self
+            .keys
+            .iter()
+            .filter(|k| {
+                k.state(self.now)
+                    .is_some_and(|s| state.is_none_or(|want| s == want))
+            })
+            .map(|k| k.id)
+            .collect();
+        ids.sort();
+        Outcome::Listed(ids)
+    }
+
+    async fn list(&self, state: Option<KeyState>) -> Outcome {
+        let filter = KeyFilter {
+            owner: Some(self.owner.clone()),
+            state,
+            name_contains: None,
+        };
+        match self.admin.list(&filter, PageRequest::first(1000)).await {
+            Ok(page) if page.next.is_none() => {
+                Outcome::Listed(page.keys.iter().map(|r| r.id).collect())
+            }
+            Ok(page) => Outcome::Other(format!("a second page after {:?}", page.next)),
+            Err(error) => Outcome::Other(format!("{error:?}")),
+        }
+    }
+
     /// A stored record must agree with the model's key.
     fn check_record(&self, at: usize, record: &KeyRecord) -> Result<(), String> {
         let model = &self.keys[at];
@@ -352,7 +393,8 @@ impl<'a> Run<'a> {
         let state = model.state(self.now);
         let times = |expires, disabled, revoked, updated| {
             format!(
-                "expires {expires:?}, disabled {disabled:?}, revoked {revoked:?}, updated {updated:?}"
+                "expires {expires:?}, disabled {disabled:?}, revoked {revoked:?}, \
+                 updated {updated:?}"
             )
         };
         let got = times(
@@ -414,6 +456,7 @@ impl<'a> Run<'a> {
                 self.now += by;
                 (Outcome::Done, Ok(Outcome::Done))
             }
+            Op::List(state) => (self.expected_list(state), Ok(self.list(state).await)),
             Op::Auth(pick, secret) => {
                 let at = self.pick(pick);
                 let model = &self.keys[at];
@@ -442,7 +485,7 @@ impl<'a> Run<'a> {
     }
 
     async fn create(&mut self, expires_in: Option<Duration>) -> (Outcome, Result<Outcome, String>) {
-        let mut spec = NewKey::new("model").owner("lifecycle");
+        let mut spec = NewKey::new("model").owner(&self.owner);
         let expires_at = expires_in.map(|after| self.now + after);
         if let Some(at) = expires_at {
             spec = spec.expires_at(at);
@@ -696,6 +739,16 @@ impl<'a> Run<'a> {
             }
             .map_err(|e| format!("{}: final check: {e}", self.store_name))?;
         }
+        for state in STATES {
+            let (expected, real) = (self.expected_list(state), self.list(state).await);
+            if real != expected {
+                return Err(format!(
+                    "{}: final list of {state:?}: model expects {expected:?}, the \
+                     implementation gave {real:?}",
+                    self.store_name
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -772,6 +825,15 @@ fn advance() -> impl Strategy<Value = Duration> {
     ]
 }
 
+/// Every state filter `list` takes.
+const STATES: [Option<KeyState>; 5] = [
+    None,
+    Some(KeyState::Active),
+    Some(KeyState::Disabled),
+    Some(KeyState::Revoked),
+    Some(KeyState::Expired),
+];
+
 fn pick() -> impl Strategy<Value = Pick> {
     (0_usize..64).prop_map(Pick)
 }
@@ -790,6 +852,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (pick(), proptest::option::weighted(0.8, span()))
             .prop_map(|(p, e)| Op::SetExpiry(p, e)),
         3 => advance().prop_map(Op::Advance),
+        1 => proptest::sample::select(&STATES[..]).prop_map(Op::List),
         8 => (pick(), prop_oneof![3 => Just(Secret::Real), 1 => Just(Secret::Mutated)])
             .prop_map(|(p, s)| Op::Auth(p, s)),
     ]

@@ -99,12 +99,4 @@ impl Keyring {
         self.peppers
             .verify(version, presented.digest_input(), digest)
     }
-
-    /// The work of [`Keyring::matches`] under the current pepper against a digest no key has
-    /// (all zeros: a 2⁻²⁵⁶ chance), for ids that are unknown: they then cost what a wrong
-    /// secret costs. Always `false` in practice; the caller hides the result from the optimiser.
-    pub(crate) fn matches_nothing(&self, presented: &PresentedKey) -> bool {
-        const NO_KEY: Digest = Digest::from_bytes([0; 32]);
-        self.matches(presented, self.peppers.current().version(), &NO_KEY)
-    }
 }

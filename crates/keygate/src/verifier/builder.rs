@@ -1,9 +1,11 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use moka::future::Cache;
 
+use super::cache::{CachedKey, EntryTtl, UnknownIds};
 use super::{Inner, Verifier};
 use crate::audit::{AuditSink, Auditor, TracingSink};
 use crate::clock::{Clock, SystemClock};
@@ -109,7 +111,8 @@ impl VerifierBuilder {
         self
     }
 
-    /// Most unknown ids remembered.
+    /// Most unknown ids remembered (oldest out first), on top of the cache capacity: a flood
+    /// of made-up ids never evicts a real key.
     pub fn negative_cache_capacity(mut self, ids: u64) -> Self {
         self.negative_capacity = ids;
         self
@@ -215,7 +218,8 @@ impl VerifierBuilder {
     ///
     /// Clients are told apart by address (see [`LimitKey::client`](crate::rate::LimitKey::client): IPv6 per /64), taken from
     /// the peer or, behind [`trusted_proxies`](Self::trusted_proxies), from
-    /// `X-Forwarded-For`. Requests whose client address is unknown are not limited. Behind a
+    /// `X-Forwarded-For`. Requests whose client address is unknown share one allowance
+    /// ([`LimitKey::UnknownClient`](crate::rate::LimitKey::UnknownClient)). Behind a
     /// proxy you have not declared trusted, every client shares the proxy's address: declare
     /// it, or one attacker locks everyone out.
     pub fn failure_limit(mut self, policy: Option<RatePolicy>) -> Self {
@@ -315,6 +319,7 @@ impl VerifierBuilder {
             self.last_used_interval,
             self.last_used_buffer,
         );
+        let unknown_cached = Arc::new(AtomicU64::new(0));
         let verifier = Verifier {
             inner: Arc::new(Inner {
                 keyring: self.keyring,
@@ -323,16 +328,25 @@ impl VerifierBuilder {
                 clock: Arc::clone(&self.clock),
                 cache: Cache::builder()
                     .name("keygate-keys")
-                    .max_capacity(self.cache_capacity)
-                    // Past the fresh TTL, stale-if-error keeps the entry for its grace; the
-                    // verifier judges freshness itself then.
-                    .time_to_live(self.cache_ttl.saturating_add(self.stale_grace))
+                    // Unknown ids are bounded apart to their share (`UnknownIds`), so records
+                    // always have `cache_capacity`.
+                    .max_capacity(self.cache_capacity.saturating_add(self.negative_capacity))
+                    .expire_after(EntryTtl {
+                        // Past the fresh TTL, stale-if-error keeps the entry for its grace;
+                        // the verifier judges freshness itself then.
+                        known: self.cache_ttl.saturating_add(self.stale_grace),
+                        unknown: self.negative_ttl,
+                    })
+                    .eviction_listener({
+                        let unknown = Arc::clone(&unknown_cached);
+                        move |_, entry: Arc<CachedKey>, _| {
+                            if entry.unknown {
+                                unknown.fetch_sub(1, Ordering::Relaxed);
+                            }
+                        }
+                    })
                     .build(),
-                negative: Cache::builder()
-                    .name("keygate-unknown-ids")
-                    .max_capacity(self.negative_capacity)
-                    .time_to_live(self.negative_ttl)
-                    .build(),
+                unknown_ids: UnknownIds::new(self.negative_capacity, unknown_cached),
                 generations: super::Generations::default(),
                 last_used,
                 sources: self.sources,

@@ -1,11 +1,18 @@
-//! The verifier's caches: positive records by id, and a separate negative cache of unknown ids.
+//! The verifier's cache: records by id, and unknown ids beside them (bounded apart).
+//!
+//! Unknown ids live in the same cache as records, as entries whose digest no key has: a request
+//! with an unknown id then takes exactly the path of a wrong secret (one cache hit, one HMAC,
+//! one constant-time compare), so timing does not tell which ids exist. Their number is bounded
+//! on its own ([`UnknownIds`]), so a flood of made-up ids never evicts a real key.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
+use moka::Expiry;
 
 use super::last_used::micros;
 use crate::identity::Identity;
@@ -40,6 +47,8 @@ pub(crate) struct CachedKey {
     retry_at: AtomicU64,
     /// A refresh of this entry failed on a store error: it is being served stale.
     store_failed: AtomicBool,
+    /// No key has this id: the entry only remembers that (its digest matches nothing).
+    pub(crate) unknown: bool,
 }
 
 impl CachedKey {
@@ -58,6 +67,36 @@ impl CachedKey {
             loaded_at: Instant::now(),
             retry_at: AtomicU64::new(0),
             store_failed: AtomicBool::new(false),
+            unknown: false,
+        }
+    }
+
+    /// The entry of an id no key has: a digest no key hashes to (all zeros, a 2⁻²⁵⁶ chance,
+    /// and checked apart anyway) under the current pepper version, so checking a key against
+    /// it costs what a wrong secret costs.
+    pub(crate) fn unknown(id: KeyId, pepper_version: u32, generation: u64) -> Self {
+        Self {
+            digest: Digest::from_bytes([0; 32]),
+            pepper_version,
+            expires_at: None,
+            disabled: false,
+            revoked: false,
+            allowed_ips: Box::default(),
+            rate_limit: None,
+            // Never handed out: an unknown id is refused whatever the compare says.
+            identity: Arc::new(Identity::new(
+                id,
+                String::new(),
+                None,
+                Vec::new(),
+                crate::identity::Metadata::default(),
+            )),
+            generation,
+            last_reported: AtomicU64::new(0),
+            loaded_at: Instant::now(),
+            retry_at: AtomicU64::new(0),
+            store_failed: AtomicBool::new(false),
+            unknown: true,
         }
     }
 
@@ -105,6 +144,83 @@ impl CachedKey {
         } else {
             None
         }
+    }
+}
+
+/// Each entry's lifetime in the cache: records live for the fresh TTL plus the stale-if-error
+/// grace (the verifier judges freshness itself within it), unknown ids for the negative TTL.
+pub(crate) struct EntryTtl {
+    pub(crate) known: Duration,
+    pub(crate) unknown: Duration,
+}
+
+impl EntryTtl {
+    fn of(&self, entry: &CachedKey) -> Duration {
+        if entry.unknown {
+            self.unknown
+        } else {
+            self.known
+        }
+    }
+}
+
+impl Expiry<KeyId, Arc<CachedKey>> for EntryTtl {
+    fn expire_after_create(
+        &self,
+        _: &KeyId,
+        entry: &Arc<CachedKey>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(self.of(entry))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &KeyId,
+        entry: &Arc<CachedKey>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.of(entry))
+    }
+}
+
+/// The unknown ids in the cache, bounded apart from the records: past `capacity`, the oldest
+/// is taken out (first in, first out), so unknown ids never fill the records' share.
+#[derive(Debug)]
+pub(crate) struct UnknownIds {
+    capacity: usize,
+    order: Mutex<VecDeque<KeyId>>,
+    /// Unknown-id entries in the cache now: added when one is made, taken off by the cache's
+    /// eviction listener when one leaves (whatever the cause).
+    cached: Arc<AtomicU64>,
+}
+
+impl UnknownIds {
+    pub(crate) fn new(capacity: u64, cached: Arc<AtomicU64>) -> Self {
+        Self {
+            capacity: usize::try_from(capacity).unwrap_or(usize::MAX),
+            order: Mutex::new(VecDeque::new()),
+            cached,
+        }
+    }
+
+    /// Notes a new unknown-id entry for `id`; returns the oldest id to take out when that
+    /// makes one too many.
+    pub(crate) fn remember(&self, id: KeyId) -> Option<KeyId> {
+        self.cached.fetch_add(1, Ordering::Relaxed);
+        let mut order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+        order.push_back(id);
+        if order.len() > self.capacity {
+            order.pop_front()
+        } else {
+            None
+        }
+    }
+
+    /// Unknown-id entries in the cache (exact once the cache's pending maintenance has run).
+    pub(crate) fn cached(&self) -> u64 {
+        self.cached.load(Ordering::Relaxed)
     }
 }
 

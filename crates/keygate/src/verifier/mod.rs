@@ -8,8 +8,9 @@
 //!    checks format, prefix and checksum, and resolves the client address. A malformed key stops
 //!    here: no cache or store access at all.
 //! 2. [`Verifier::verify`] looks the id up in the cache; a miss loads it from the store (one load
-//!    per id however many requests wait for it); unknown ids go to a small negative cache. Then
-//!    the key's HMAC is compared in constant time with the stored digest, and the key's state
+//!    per id however many requests wait for it); unknown ids are cached too, bounded apart, with
+//!    a digest no key has. Then the key's HMAC is compared in constant time with the cached
+//!    digest (the same work for an unknown id as for a wrong secret), and the key's state
 //!    (revoked, disabled, expired — against the clock, on every hit) and client IP restriction
 //!    are checked. Then the key's rate limit (its own policy, or the verifier's default) takes
 //!    one request from its allowance. A client that failed too often recently is refused
@@ -50,7 +51,7 @@ pub use admin::Admin;
 pub use builder::{DEFAULT_FAILURE_LIMIT, VerifierBuilder};
 pub use last_used::LastUsedStats;
 
-use self::cache::{CachedKey, Generations};
+use self::cache::{CachedKey, Generations, UnknownIds};
 use self::last_used::LastUsed;
 use self::subscriber::Subscriber;
 use crate::audit::{AuditEvent, AuditStats, Auditor};
@@ -78,8 +79,10 @@ struct Inner {
     store: Arc<dyn KeyStore>,
     admin: Arc<dyn KeyAdmin>,
     clock: Arc<dyn Clock>,
+    /// Records and unknown ids, by id.
     cache: Cache<KeyId, Arc<CachedKey>>,
-    negative: Cache<KeyId, ()>,
+    /// Bounds the unknown ids in `cache`.
+    unknown_ids: UnknownIds,
     generations: Generations,
     last_used: LastUsed,
     sources: CredentialSources,
@@ -136,12 +139,9 @@ impl Presented {
     }
 }
 
-/// Why a cache fill produced no entry. Never cached by moka.
+/// Why a cache fill produced no entry (never cached by moka): the store could not answer.
 #[derive(Debug)]
-enum LoadError {
-    Unknown,
-    Store(StoreError),
-}
+struct LoadError(StoreError);
 
 const LOOKUP_ATTEMPTS: usize = 3;
 
@@ -226,8 +226,13 @@ impl Verifier {
     ///
     /// # Concurrent calls on the same key
     /// Concurrent cache misses for one id make a single store call; every waiter gets its result.
-    /// Unknown ids are remembered in a separate, smaller negative cache, so a flood of made-up
-    /// ids cannot evict real keys. A store error is never cached: the next call tries again.
+    /// Unknown ids are remembered too, in a share of the cache bounded apart (the negative
+    /// cache capacity, oldest out first), so a flood of made-up ids cannot evict real keys.
+    /// A store error is never cached: the next call tries again.
+    ///
+    /// # Timing
+    /// An unknown id costs what a wrong secret costs: both are one cache hit (after the first
+    /// request), one HMAC and one constant-time compare; the answer is the same `401`.
     ///
     /// # Cancellation
     /// Dropping the future is safe. If it was the one loading the record, another waiter takes
@@ -362,22 +367,17 @@ impl Verifier {
         now: std::time::SystemTime,
     ) -> Result<(Arc<CachedKey>, bool), Reason> {
         let inner = &*self.inner;
-        let (entry, stale) = match self.lookup(presented.key.id()).await {
-            Ok(found) => found,
-            Err(Reason::UnknownKey) => {
-                // Equal work: an unknown id costs the same digest and constant-time compare as
-                // a wrong secret, so timing does not tell which ids exist.
-                std::hint::black_box(inner.keyring.matches_nothing(&presented.key));
-                return Err(Reason::UnknownKey);
-            }
-            Err(reason) => return Err(reason),
-        };
+        let (entry, stale) = self.lookup(presented.key.id()).await?;
         // The secret is checked before the state, so a caller without the secret learns nothing
-        // about the key (not even through timing of the state checks).
-        if !inner
+        // about the key (not even through timing of the state checks). An unknown id's entry
+        // goes through the same compare (its digest matches nothing), so it costs the same.
+        let matched = inner
             .keyring
-            .matches(&presented.key, entry.pepper_version, &entry.digest)
-        {
+            .matches(&presented.key, entry.pepper_version, &entry.digest);
+        if entry.unknown {
+            return Err(Reason::UnknownKey);
+        }
+        if !matched {
             return Err(Reason::WrongSecret);
         }
         match entry.refusal(now, presented.client_ip) {
@@ -419,7 +419,7 @@ impl Verifier {
             // A plain `get` first: `try_get_with` boxes the key into an `Arc` even on a hit.
             let entry = match inner.cache.get(&id).await {
                 Some(entry) => {
-                    metrics::cache_hit(CacheKind::Keys);
+                    cache_hit(&entry);
                     entry
                 }
                 None => self.miss(id).await?,
@@ -483,11 +483,7 @@ impl Verifier {
                 inner.cache.insert(id, Arc::clone(&fresh)).await;
                 Ok((fresh, false))
             }
-            Err(LoadError::Unknown) => {
-                inner.cache.invalidate(&id).await;
-                Err(Reason::UnknownKey)
-            }
-            Err(LoadError::Store(error)) => {
+            Err(LoadError(error)) => {
                 tracing::warn!(target: "keygate", key_id = %id, %error, "key store lookup failed; serving the cached record (stale-if-error)");
                 old.set_store_failed();
                 Ok((old, true))
@@ -495,60 +491,64 @@ impl Verifier {
         }
     }
 
-    /// The cache missed: the negative cache, else a (coalesced) load from the store.
+    /// The cache missed: a (coalesced) load from the store.
     async fn miss(&self, id: KeyId) -> Result<Arc<CachedKey>, Reason> {
         let inner = &*self.inner;
         metrics::cache_miss(CacheKind::Keys);
-        // Known-unknown ids skip the coalescing machinery entirely.
-        if inner.negative.contains_key(&id) {
-            metrics::cache_hit(CacheKind::UnknownIds);
-            return Err(Reason::UnknownKey);
-        }
         metrics::cache_miss(CacheKind::UnknownIds);
         // Boxed: the coalescing load's future is several kilobytes, and an unboxed await here
         // would make every verification future (boxed per request by the tower layer, and
         // copied into that box) that large, hits included.
         let loaded = Box::pin(inner.cache.try_get_with(id, self.load(id))).await;
         self.report_cache_entries();
-        loaded.map_err(|error| match &*error {
-            LoadError::Unknown => Reason::UnknownKey,
-            LoadError::Store(error) => {
-                tracing::warn!(target: "keygate", key_id = %id, %error, "key store lookup failed");
-                Reason::StoreUnavailable
-            }
+        loaded.map_err(|error| {
+            let LoadError(error) = &*error;
+            tracing::warn!(target: "keygate", key_id = %id, %error, "key store lookup failed");
+            Reason::StoreUnavailable
         })
     }
 
     /// Sets the cache size gauges: two O(1) reads, done on misses and invalidations only.
     fn report_cache_entries(&self) {
+        let (keys, unknown_ids) = self.entry_counts();
+        metrics::cache_entries(keys, unknown_ids);
+    }
+
+    /// Records and unknown ids in the cache.
+    fn entry_counts(&self) -> (u64, u64) {
         let inner = &*self.inner;
-        metrics::cache_entries(inner.cache.entry_count(), inner.negative.entry_count());
+        let unknown = inner.unknown_ids.cached();
+        (inner.cache.entry_count().saturating_sub(unknown), unknown)
     }
 
     async fn load(&self, id: KeyId) -> Result<Arc<CachedKey>, LoadError> {
         let inner = &*self.inner;
-        if inner.negative.contains_key(&id) {
-            return Err(LoadError::Unknown);
-        }
         let generation = inner.generations.current(&id);
         tracing::trace!(target: "keygate", key_id = %id, "cache miss: loading from the key store");
         let started = std::time::Instant::now();
         let found = inner.store.find(&id).await;
         metrics::store_find(started.elapsed(), found.is_err());
-        match found.map_err(LoadError::Store)? {
+        match found.map_err(LoadError)? {
             Some(record) if record.prefix == inner.keyring.format().prefix() => {
                 Ok(Arc::new(CachedKey::new(&record, generation)))
             }
-            // Another deployment's key in a shared store is as good as unknown here.
+            // Another deployment's key in a shared store is as good as unknown here. (If the
+            // id was invalidated while the store was read, the entry's generation is behind
+            // and the lookup reads the store again.)
             Some(_) | None => {
-                inner.negative.insert(id, ()).await;
-                // If the id was invalidated while the store was read (a key created with it
-                // meanwhile), the answer is stale: take it back. An invalidation after this
-                // check removes the entry itself.
-                if inner.generations.current(&id) != generation {
-                    inner.negative.invalidate(&id).await;
+                if let Some(oldest) = inner.unknown_ids.remember(id) {
+                    // One unknown id too many: the oldest goes (unless a key took its id).
+                    if let Some(entry) = inner.cache.get(&oldest).await
+                        && entry.unknown
+                    {
+                        inner.cache.invalidate(&oldest).await;
+                    }
                 }
-                Err(LoadError::Unknown)
+                Ok(Arc::new(CachedKey::unknown(
+                    id,
+                    inner.keyring.peppers().current().version(),
+                    generation,
+                )))
             }
         }
     }
@@ -559,7 +559,6 @@ impl Verifier {
         let inner = &*self.inner;
         inner.generations.bump(&id);
         inner.cache.invalidate(&id).await;
-        inner.negative.invalidate(&id).await;
         self.report_cache_entries();
     }
 
@@ -577,7 +576,6 @@ impl Verifier {
         let inner = &*self.inner;
         inner.generations.bump_all();
         inner.cache.invalidate_all();
-        inner.negative.invalidate_all();
         self.report_cache_entries();
     }
 
@@ -633,15 +631,25 @@ impl Verifier {
         self.inner.last_used.stats()
     }
 
-    /// Entry counts of the positive and negative caches, after pending maintenance has run.
+    /// Entry counts of records and of unknown ids in the cache (the "positive" and "negative"
+    /// caches), after pending maintenance has run.
     /// Also sets the [`metrics::CACHE_ENTRIES`] gauges to these exact values (otherwise updated,
     /// approximately, on cache misses only): call it now and then, not per request.
     pub async fn cache_entry_counts(&self) -> (u64, u64) {
-        let inner = &*self.inner;
-        inner.cache.run_pending_tasks().await;
-        inner.negative.run_pending_tasks().await;
+        self.inner.cache.run_pending_tasks().await;
         self.report_cache_entries();
-        (inner.cache.entry_count(), inner.negative.entry_count())
+        self.entry_counts()
+    }
+}
+
+/// Counts a cache hit: on a record, or on an unknown id (a miss of the records then).
+#[inline]
+fn cache_hit(entry: &CachedKey) {
+    if entry.unknown {
+        metrics::cache_miss(CacheKind::Keys);
+        metrics::cache_hit(CacheKind::UnknownIds);
+    } else {
+        metrics::cache_hit(CacheKind::Keys);
     }
 }
 

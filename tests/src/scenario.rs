@@ -271,6 +271,32 @@ fn authentication(keys: &Keys) -> Vec<Case> {
             )
             .invalid_token(Malformed)
             .store_calls(0),
+        // The rest of the byte-exact grammar (SECURITY-CHECKLIST item 18): look-alikes and
+        // decorations that a lenient parser might strip or fold are all refused unread.
+        Case::new("zero-width space inside the key", "/hello", 401)
+            .api_key(inserted(&keys.valid, 20, "\u{200b}"))
+            .invalid_token(Malformed)
+            .store_calls(0),
+        Case::new("full-width letter inside the key", "/hello", 401)
+            .api_key(replaced_letter(&keys.valid, "\u{ff21}"))
+            .invalid_token(Malformed)
+            .store_calls(0),
+        Case::new("trailing space after the key", "/hello", 401)
+            .api_key(format!("{} ", keys.valid))
+            .invalid_token(Malformed)
+            .store_calls(0),
+        Case::new("'=' padding after the key", "/hello", 401)
+            .api_key(format!("{}==", keys.valid))
+            .invalid_token(Malformed)
+            .store_calls(0),
+        // The secret is case-sensitive (item 16): one letter's case flipped fails the checksum.
+        Case::new("one letter's case flipped", "/hello", 401)
+            .bearer(&flip_case(&keys.valid))
+            .invalid_token(BadChecksum)
+            .store_calls(0),
+        Case::new("valid key, mixed-case scheme", "/hello", 200)
+            .header("authorization", format!("BeArEr {}", keys.valid))
+            .body("hello, valid"),
         Case::new("two x-api-key headers", "/hello", 400)
             .api_key(keys.valid.as_str())
             .api_key(keys.valid.as_str())
@@ -679,4 +705,34 @@ pub fn same_answer(a: &Reply, b: &Reply) -> Result<(), String> {
     } else {
         Err(format!("{:?} != {:?}", view(a), view(b)))
     }
+}
+
+/// `key` with `text` inserted at byte `at`.
+fn inserted(key: &str, at: usize, text: &str) -> String {
+    format!("{}{text}{}", &key[..at], &key[at..])
+}
+
+/// `key` with the first letter of its secret replaced by `text`.
+fn replaced_letter(key: &str, text: &str) -> String {
+    let at = secret_letter(key);
+    format!("{}{text}{}", &key[..at], &key[at + 1..])
+}
+
+/// `key` with the case of the first letter of its secret flipped.
+fn flip_case(key: &str) -> String {
+    let at = secret_letter(key);
+    let mut bytes = key.as_bytes().to_vec();
+    bytes[at] ^= 0x20;
+    String::from_utf8(bytes).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The byte offset of the first ASCII letter of `key`'s secret (the last 36 characters are the
+/// secret and checksum).
+fn secret_letter(key: &str) -> usize {
+    let start = key.len() - 36;
+    start
+        + key.as_bytes()[start..]
+            .iter()
+            .position(u8::is_ascii_alphabetic)
+            .unwrap_or_else(|| panic!("a secret without letters"))
 }

@@ -419,7 +419,7 @@ impl Verifier {
             // A plain `get` first: `try_get_with` boxes the key into an `Arc` even on a hit.
             let entry = match inner.cache.get(&id).await {
                 Some(entry) => {
-                    cache_hit(&entry);
+                    metrics::cache_hit_of(entry.unknown);
                     entry
                 }
                 None => self.miss(id).await?,
@@ -639,17 +639,6 @@ impl Verifier {
         self.inner.cache.run_pending_tasks().await;
         self.report_cache_entries();
         self.entry_counts()
-    }
-}
-
-/// Counts a cache hit: on a record, or on an unknown id (a miss of the records then).
-#[inline]
-fn cache_hit(entry: &CachedKey) {
-    if entry.unknown {
-        metrics::cache_miss(CacheKind::Keys);
-        metrics::cache_hit(CacheKind::UnknownIds);
-    } else {
-        metrics::cache_hit(CacheKind::Keys);
     }
 }
 

@@ -234,12 +234,15 @@ impl Shared {
                     Msg::Flush(done) => flushes.push(done),
                 }
             }
-            if !flushes.is_empty() {
-                // A flush (shutdown) closes the folds early: nothing is left behind.
+            let now = tokio::time::Instant::now();
+            // A flush (shutdown) closes the folds early: nothing is left behind. The deadline
+            // is checked here too: under a steady flood `recv_many` is always ready, and the
+            // timeout above, which polls it first, would never fire.
+            if !flushes.is_empty() || fold_deadline.is_some_and(|at| now >= at) {
                 folder.drain_into(&mut events);
                 fold_deadline = None;
             } else if fold_deadline.is_none() && !folder.is_empty() {
-                fold_deadline = Some(tokio::time::Instant::now() + self.fold_interval);
+                fold_deadline = Some(now + self.fold_interval);
             }
             self.write(&mut events, &mut retry).await;
             for done in flushes {
@@ -374,5 +377,36 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].folded.as_ref().map(|f| f.count), Some(1));
         assert_eq!(auditor.stats().written, auditor.stats().recorded);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn folds_close_on_time_under_a_steady_flood() {
+        let sink = Arc::new(Collect::default());
+        let auditor = Auditor::folding(
+            vec![sink.clone() as Arc<dyn AuditSink>],
+            100_000,
+            64,
+            Duration::from_millis(100),
+            8,
+        );
+        let started = std::time::Instant::now();
+        // The buffer never runs dry, so the worker's receive is always ready.
+        while started.elapsed() < Duration::from_secs(3)
+            && sink
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+        {
+            for _ in 0..256 {
+                auditor.record(unknown([192, 0, 2, 1]));
+            }
+            tokio::task::yield_now().await;
+        }
+        let waited = started.elapsed();
+        assert!(
+            !sink.take().is_empty(),
+            "no fold written in {waited:?} of a steady flood (interval 100 ms)"
+        );
     }
 }

@@ -79,9 +79,10 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// one address add a handful of rows, and no usage row: the sink never counts a folded reason
 /// in `keygate_usage`, even for an event written to it directly. Denials of real keys (wrong
 /// secret, revoked, expired, …) stay one row each and count as denied in the key's usage. A
-/// folded row has no `key_id`: [`EventQuery::key_id`] does not find ids in its sample. Writes run on the
-/// verifier's audit task, never on the request path; when the database is slow, the verifier's
-/// buffer fills and events are dropped and counted
+/// folded row has no `key_id`: [`EventQuery::key_id`] does not find ids in its sample.
+///
+/// Writes run on the verifier's audit task, never on the request path; when the database is
+/// slow, the verifier's buffer fills and events are dropped and counted
 /// ([`Verifier::audit_stats`](keygate::Verifier::audit_stats)). Events never carry a secret
 /// or a digest.
 ///

@@ -1,20 +1,20 @@
 //! The store audit sink (keygate-sqlx's `SqlAuditSink`) on SQLite and PostgreSQL: every field
 //! round trips, filters and order, usage counts per key per UTC day, retention pruning, a
-//! corrupt row is `Unavailable` (not a panic), and a stalled database never blocks requests,
-//! with every lost event counted.
+//! corrupt row is `Unavailable` (not a panic), a stalled database never blocks requests,
+//! with every lost event counted, and 10⁵ forged ids add a handful of rows.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use keygate::audit::{Action, AuditEvent, AuditSink, Outcome};
+use keygate::audit::{Action, AuditEvent, AuditSink, Folded, Outcome, RequestAudit};
 use keygate::clock::ManualClock;
-use keygate::{KeyId, NewKey, Reason, StoreError, Verifier};
+use keygate::{HttpRequestView, KeyAdmin, KeyId, KeyStore, NewKey, Reason, StoreError, Verifier};
 use keygate_sqlx::SqlAuditSink;
-use keygate_sqlx::audit::{EventQuery, UsageDay};
+use keygate_sqlx::audit::{EventQuery, MAX_EVENTS, UsageDay};
 use keygate_sqlx::sqlx;
 use keygate_tests::stores::{self, sqlite_path};
-use keygate_tests::{axum_app, epoch, keyring, send_bearer};
+use keygate_tests::{PREFIX, axum_app, epoch, forge, keyring, send_bearer};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -434,5 +434,210 @@ async fn without_allowed_rows_allowed_requests_are_only_counted() {
     usage_only(f.name, f.store.audit_sink()).await;
     if let Some(f) = stores::postgres().await {
         usage_only(f.name, f.store.audit_sink()).await;
+    }
+}
+
+/// One request through `verifier` as the adapters audit it: the event is recorded once the
+/// outcome is known. Returns the status.
+async fn audited(verifier: &Verifier, key: &str, client: IpAddr) -> u16 {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        ok(http::HeaderValue::from_str(&format!("Bearer {key}"))),
+    );
+    let uri = http::Uri::from_static("/orders/7");
+    let view = HttpRequestView::new(&headers, &uri, Some(client));
+    let mut audit = RequestAudit::start(
+        verifier,
+        http::Method::GET,
+        Some(Arc::from("/orders/{id}")),
+        verifier.client_ip(&view),
+        None,
+    );
+    match verifier.verify_request(&view).await {
+        Ok(identity) => {
+            audit.allowed_key(identity.key_id());
+            audit.finish(200, None);
+            200
+        }
+        Err(rejection) => {
+            let status = rejection.status().as_u16();
+            audit.finish(status, Some(&rejection));
+            status
+        }
+    }
+}
+
+/// A well-formed id that no key has: `n` in base 62, twelve symbols.
+fn forged_id(mut n: u64) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut id = [b'z'; 12];
+    for slot in id.iter_mut().rev().take(6) {
+        *slot = ALPHABET[(n % 62) as usize];
+        n /= 62;
+    }
+    String::from_utf8_lossy(&id).into_owned()
+}
+
+async fn forged_flood<S>(name: &str, store: S, sink: SqlAuditSink, clock: ManualClock)
+where
+    S: KeyStore + KeyAdmin + Clone,
+{
+    const N: u64 = 100_000;
+    const SECRET: &str = "0123456789abcdefghijABCDEFGHIJ";
+    let attacker = ok("203.0.113.9".parse::<IpAddr>());
+    let user = ok("198.51.100.4".parse::<IpAddr>());
+    let verifier = Verifier::builder(keyring(), store)
+        .clock(clock.clone())
+        .audit_sink(sink.clone())
+        // Every event fits, so the counts below are exact (a full buffer would drop some).
+        .audit_buffer(usize::try_from(N).unwrap_or(usize::MAX) + 1_000)
+        .build();
+    let created = ok(verifier.admin().create_key(NewKey::new("real")).await);
+    let real = created.key.expose_secret().to_owned();
+    let real_id = created.record.id;
+
+    // The flood: every id well-formed, with a correct checksum, none a key. The failed-attempt
+    // limiter soon answers 429 instead of 401; both are folded.
+    for n in 0..N {
+        let id = forged_id(n);
+        assert_ne!(id, real_id.as_str());
+        let status = audited(&verifier, &forge(PREFIX, &id, SECRET), attacker).await;
+        assert!(status == 401 || status == 429, "{name}: {status}");
+    }
+    // The real key's user: three requests let in, one wrong secret.
+    for _ in 0..3 {
+        assert_eq!(audited(&verifier, &real, user).await, 200, "{name}");
+    }
+    let wrong = forge(PREFIX, real_id.as_str(), SECRET);
+    assert_eq!(audited(&verifier, &wrong, user).await, 401, "{name}");
+
+    // Shutdown: the open folds are written, nothing is lost.
+    let stats = verifier.flush_audit().await;
+    assert_eq!(stats.dropped, 0, "{name}: {stats:?}");
+    assert_eq!(stats.folded, N, "{name}: {stats:?}");
+    assert_eq!(stats.written, stats.recorded, "{name}: {stats:?}");
+
+    let rows = ok(sink
+        .events(&EventQuery {
+            limit: MAX_EVENTS,
+            oldest_first: true,
+            ..EventQuery::default()
+        })
+        .await);
+    // Created, the user's four requests, and the flood's folds (unknown_key, too_many_failures).
+    assert!(rows.len() <= 7, "{name}: {} rows: {rows:#?}", rows.len());
+    let folds: Vec<_> = rows
+        .iter()
+        .filter(|r| r.event.action == Action::Denials)
+        .map(|r| &r.event)
+        .collect();
+    assert!(
+        (1..=2).contains(&folds.len()),
+        "{name}: one fold per reason: {folds:#?}"
+    );
+    let mut total = 0;
+    for fold in &folds {
+        let folded = fold
+            .folded
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: {fold:?}"));
+        assert_eq!(fold.client_ip, Some(attacker), "{name}");
+        assert_eq!(fold.key_id, None, "{name}: a fold names no key");
+        assert!(
+            matches!(
+                fold.reason,
+                Some(Reason::UnknownKey | Reason::TooManyFailures)
+            ),
+            "{name}: {fold:?}"
+        );
+        assert!(!folded.other_clients, "{name}");
+        assert!(folded.last_at >= fold.at, "{name}");
+        assert!(
+            !folded.sample.is_empty() && folded.sample.len() <= keygate::audit::MAX_FOLDED_SAMPLE,
+            "{name}: {folded:?}"
+        );
+        assert!(folded.sample.iter().all(|id| *id != real_id), "{name}");
+        total += folded.count;
+    }
+    assert_eq!(total, N, "{name}: every forged request is counted");
+    assert!(
+        rows.iter()
+            .all(|r| r.event.action != Action::Request || r.event.client_ip == Some(user)),
+        "{name}: no single event from the flood"
+    );
+
+    // The real key's wrong secret is its own event, naming the key.
+    let wrong_secret: Vec<_> = rows
+        .iter()
+        .filter(|r| r.event.reason == Some(Reason::WrongSecret))
+        .collect();
+    assert_eq!(wrong_secret.len(), 1, "{name}: {rows:#?}");
+    assert_eq!(wrong_secret[0].event.key_id, Some(real_id), "{name}");
+    assert_eq!(wrong_secret[0].event.action, Action::Request, "{name}");
+    assert_eq!(wrong_secret[0].event.client_ip, Some(user), "{name}");
+
+    // Usage: the real key only, exactly; no row for any forged id.
+    let usage = ok(sink.usage(None, epoch() - DAY).await);
+    assert_eq!(
+        usage
+            .iter()
+            .map(|u| (u.key_id, u.allowed, u.denied))
+            .collect::<Vec<_>>(),
+        [(real_id, 3, 1)],
+        "{name}"
+    );
+    // Even written to the sink directly, a folded reason is never counted against its id.
+    let forged = id(&forged_id(N + 1));
+    let direct = AuditEvent::request(epoch(), Outcome::Denied)
+        .key_id(Some(forged))
+        .reason(Some(Reason::UnknownKey));
+    ok(sink.write(&[direct]).await);
+    assert!(
+        ok(sink.usage(Some(&forged), epoch() - DAY).await).is_empty(),
+        "{name}"
+    );
+
+    // A fold round trips whole, "other clients" included.
+    let mut other = AuditEvent::new(epoch() + DAY, Action::Denials).reason(Some(Reason::Malformed));
+    other.outcome = Some(Outcome::Denied);
+    other.folded = Some(Box::new(Folded::new(
+        12_345,
+        epoch() + DAY + Duration::from_secs(59),
+        vec![forged, real_id],
+        true,
+    )));
+    ok(sink.write(std::slice::from_ref(&other)).await);
+    let back = ok(sink
+        .events(&EventQuery {
+            limit: 1,
+            ..EventQuery::default()
+        })
+        .await);
+    assert_eq!(
+        back.iter().map(|s| &s.event).collect::<Vec<_>>(),
+        [&other],
+        "{name}"
+    );
+}
+
+#[tokio::test]
+async fn forged_ids_add_a_handful_of_rows_not_one_each() {
+    let f = stores::sqlite().await;
+    forged_flood(
+        f.name,
+        f.store.clone(),
+        f.store.audit_sink(),
+        f.clock.clone(),
+    )
+    .await;
+    if let Some(f) = stores::postgres().await {
+        forged_flood(
+            f.name,
+            f.store.clone(),
+            f.store.audit_sink(),
+            f.clock.clone(),
+        )
+        .await;
     }
 }

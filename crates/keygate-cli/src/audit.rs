@@ -154,15 +154,32 @@ fn print(out: Output, events: &[StoredEvent]) {
 fn event_row(stored: &StoredEvent) -> String {
     let e = &stored.event;
     let dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
-    let event = match (e.action, e.outcome) {
-        (Action::Request, Some(outcome)) => outcome.as_str().to_owned(),
-        (action, _) => action.as_str().to_owned(),
+    let event = match (e.action, e.outcome, &e.folded) {
+        // Many denials in one row: say how many.
+        (_, _, Some(folded)) => format!("denied ×{}", folded.count),
+        (Action::Request, Some(outcome), None) => outcome.as_str().to_owned(),
+        (action, _, None) => action.as_str().to_owned(),
     };
-    let extra = match (&e.actor, &e.detail) {
-        (Some(actor), Some(detail)) => format!("{actor:?}: {detail:?}"),
-        (Some(actor), None) => format!("{actor:?}"),
-        (None, Some(detail)) => format!("{detail:?}"),
-        (None, None) => String::new(),
+    let extra = match (&e.actor, &e.detail, &e.folded) {
+        (_, _, Some(folded)) => {
+            let mut text = format!("until {}", humantime::format_rfc3339_millis(folded.last_at));
+            if !folded.sample.is_empty() {
+                let ids: Vec<_> = folded.sample.iter().map(KeyId::as_str).collect();
+                text.push_str(&format!("; ids {}", ids.join(" ")));
+                if folded.count > folded.sample.len() as u64 {
+                    text.push_str(" …");
+                }
+            }
+            text
+        }
+        (Some(actor), Some(detail), None) => format!("{actor:?}: {detail:?}"),
+        (Some(actor), None, None) => format!("{actor:?}"),
+        (None, Some(detail), None) => format!("{detail:?}"),
+        (None, None, None) => String::new(),
+    };
+    let client = match &e.folded {
+        Some(folded) if folded.other_clients => Some("other clients".to_owned()),
+        _ => e.client_ip.map(|ip| ip.to_string()),
     };
     row([
         &humantime::format_rfc3339_millis(e.at).to_string(),
@@ -174,7 +191,7 @@ fn event_row(stored: &StoredEvent) -> String {
         // terminal.
         &dash(e.route.as_deref().map(|r| format!("{r:?}"))),
         &dash(e.status.map(|s| s.to_string())),
-        &dash(e.client_ip.map(|ip| ip.to_string())),
+        &dash(client),
         &dash(e.latency.map(latency_text)),
         &extra,
     ])
@@ -208,6 +225,13 @@ fn event_json(stored: &StoredEvent) -> Value {
         "request_id": e.request_id.as_deref(),
         "actor": e.actor.as_deref(),
         "detail": e.detail.as_deref(),
+        // Folded denials: how many, until when, a sample of ids; null for a single event.
+        "folded": e.folded.as_ref().map(|f| json!({
+            "count": f.count,
+            "last_at": humantime::format_rfc3339_micros(f.last_at).to_string(),
+            "sample": f.sample.iter().map(KeyId::as_str).collect::<Vec<_>>(),
+            "other_clients": f.other_clients,
+        })),
     })
 }
 
@@ -340,6 +364,48 @@ fn day_text(day: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fold_reads_as_a_count_of_denials_from_one_client() {
+        use keygate::audit::{AuditEvent, Folded};
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let ids: Vec<KeyId> = ["zzzzzz000000", "zzzzzz000001"]
+            .iter()
+            .map(|t| t.parse().unwrap_or_else(|e| panic!("{e:?}")))
+            .collect();
+        let mut fold = AuditEvent::new(at, Action::Denials).reason(Some(Reason::UnknownKey));
+        fold.outcome = Some(Outcome::Denied);
+        fold.client_ip = Some([203, 0, 113, 9].into());
+        fold.folded = Some(Box::new(Folded::new(
+            100_000,
+            at + Duration::from_secs(59),
+            ids,
+            false,
+        )));
+        let stored = StoredEvent { id: 7, event: fold };
+        let text = event_row(&stored);
+        for part in [
+            "denied ×100000",
+            "unknown_key",
+            "203.0.113.9",
+            "until 2027-01-15T08:00:59.000Z",
+            "ids zzzzzz000000 zzzzzz000001 …",
+        ] {
+            assert!(text.contains(part), "{part:?} in {text}");
+        }
+        let json = event_json(&stored);
+        assert_eq!(json["action"], "denials");
+        assert_eq!(json["folded"]["count"], 100_000);
+        assert_eq!(json["folded"]["sample"][1], "zzzzzz000001");
+        assert_eq!(json["folded"]["other_clients"], false);
+
+        let mut other = stored.clone();
+        other.event.client_ip = None;
+        if let Some(f) = other.event.folded.as_mut() {
+            f.other_clients = true;
+        }
+        assert!(event_row(&other).contains("other clients"));
+    }
 
     #[test]
     fn sparklines_scale_to_the_busiest_day() {

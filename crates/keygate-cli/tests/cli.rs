@@ -784,6 +784,11 @@ async fn audit_trail(url: &str, service: &Service) {
         &["audit", "--reason", "missing_credentials", "--since", "1h"],
     );
     assert_eq!(by_reason.len(), 1, "{by_reason:?}");
+    // A request without a key names no key: it is folded per client and minute, with a count.
+    assert_eq!(by_reason[0]["action"], "denials", "{by_reason:?}");
+    assert_eq!(by_reason[0]["folded"]["count"], 1, "{by_reason:?}");
+    let folded = ok(url, &["audit", "--reason", "missing_credentials"]);
+    assert!(folded.contains("denied ×1"), "{folded}");
 
     // Usage totals are the requests sent, per key.
     let usage = json_lines(url, &["usage"]);
@@ -827,7 +832,7 @@ async fn audit_trail(url: &str, service: &Service) {
     let changes: Vec<(String, String, String, String)> =
         json_lines(url, &["audit", "--limit", "10000"])
             .iter()
-            .filter(|e| e["action"] != "request")
+            .filter(|e| e["action"] != "request" && e["action"] != "denials")
             .map(|e| {
                 let text = |name: &str| e[name].as_str().unwrap_or("-").to_owned();
                 (

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use keygate::audit::{Action, AuditError, AuditEvent, AuditSink, Outcome};
+use keygate::audit::{Action, AuditError, AuditEvent, AuditSink, Folded, Outcome, is_folded};
 use keygate::clock::Clock;
 use keygate::{KeyId, Reason, StoreError};
 
@@ -24,7 +24,7 @@ pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Most events one [`SqlAuditSink::events`] call returns.
 pub const MAX_EVENTS: usize = 10_000;
 
-/// Rows per multi-row insert: 13 binds each, 6 500 a statement, well under SQLite's 32 766 and
+/// Rows per multi-row insert: 17 binds each, 8 500 a statement, well under SQLite's 32 766 and
 /// PostgreSQL's 65 535 bind parameters.
 const EVENT_CHUNK: usize = 500;
 /// Rows per usage upsert (4 binds each).
@@ -68,10 +68,21 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 ///
 /// # What is written
 /// Each batch is one transaction: the events (multi-row inserts), and the batch's requests
-/// counted per (key, UTC day) as allowed or denied, added to `keygate_usage`. Requests without
-/// a well-formed key id have no key to count against: they are events only. Writes run on the
-/// verifier's audit task, never on the request path; when the database is slow, the verifier's
-/// buffer fills and events are dropped and counted
+/// counted per (key, UTC day) as allowed or denied, added to `keygate_usage`.
+///
+/// Only keys that exist are counted. The verifier folds the denials that do not establish
+/// that the presented key exists (unknown id, malformed, bad checksum, missing credential, a
+/// locked-out client, store or limiter unavailable: [`keygate::audit::is_folded`]) into one
+/// [`Action::Denials`] row per client address, reason and minute, with the count, the first
+/// and last time and a sample of at most five ids (columns `folded_*`); see
+/// [keygate's audit module](keygate::audit#forged-ids-cost-no-storage). So 10⁵ forged ids from
+/// one address add a handful of rows, and no usage row: the sink never counts a folded reason
+/// in `keygate_usage`, even for an event written to it directly. Denials of real keys (wrong
+/// secret, revoked, expired, …) stay one row each and count as denied in the key's usage. A
+/// folded row has no `key_id`: [`EventQuery::key_id`] does not find ids in its sample.
+///
+/// Writes run on the verifier's audit task, never on the request path; when the database is
+/// slow, the verifier's buffer fills and events are dropped and counted
 /// ([`Verifier::audit_stats`](keygate::Verifier::audit_stats)). Events never carry a secret
 /// or a digest.
 ///
@@ -352,7 +363,8 @@ pub(crate) struct UsageDelta {
 }
 
 /// The batch's request events per (key, day), in key and day order (so concurrent writers
-/// lock usage rows in the same order).
+/// lock usage rows in the same order). A denial whose reason does not establish that the key
+/// exists ([`is_folded`]) is not counted: a forged id must not cost a usage row.
 fn tally(events: &[AuditEvent]) -> Vec<UsageDelta> {
     let mut counts: BTreeMap<(&str, i64), (i64, i64)> = BTreeMap::new();
     for event in events {
@@ -361,6 +373,9 @@ fn tally(events: &[AuditEvent]) -> Vec<UsageDelta> {
         else {
             continue;
         };
+        if event.reason.is_some_and(is_folded) {
+            continue;
+        }
         let count = counts.entry((id.as_str(), day_of(event.at))).or_default();
         match outcome {
             Outcome::Allowed => count.0 += 1,
@@ -394,11 +409,17 @@ pub(crate) struct RawEvent {
     pub(crate) request_id: Option<String>,
     pub(crate) actor: Option<String>,
     pub(crate) detail: Option<String>,
+    pub(crate) folded_count: Option<i64>,
+    /// Microseconds, as `at`.
+    pub(crate) folded_last_at: Option<i64>,
+    pub(crate) folded_sample: Option<String>,
+    pub(crate) folded_other_clients: Option<bool>,
 }
 
 /// The columns every event read selects, in [`RawEvent`] order (`at` as the backend keeps it).
 pub(crate) const EVENT_COLUMNS: &str = "id, at, action, key_id, outcome, reason, method, route, \
-     client_ip, status, latency_us, request_id, actor, detail";
+     client_ip, status, latency_us, request_id, actor, detail, folded_count, folded_last_at, \
+     folded_sample, folded_other_clients";
 
 /// A stored audit row keygate cannot read back. Reported as `Unavailable`.
 #[derive(Debug, thiserror::Error)]
@@ -448,8 +469,36 @@ impl RawEvent {
         event.request_id = self.request_id.map(Arc::from);
         event.actor = self.actor.map(Arc::from);
         event.detail = self.detail;
+        if let Some(count) = self.folded_count {
+            let count = u64::try_from(count).map_err(|_| corrupt(row, "folded_count"))?;
+            let sample = self
+                .folded_sample
+                .as_deref()
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<Vec<KeyId>, _>>()
+                .map_err(|_| corrupt(row, "folded_sample"))?;
+            event.folded = Some(Box::new(Folded::new(
+                count,
+                from_micros(self.folded_last_at.unwrap_or(self.at)),
+                sample,
+                self.folded_other_clients.unwrap_or(false),
+            )));
+        }
         Ok(StoredEvent { id: row, event })
     }
+}
+
+/// A folded event's sample as stored: its key ids, space-separated.
+pub(crate) fn folded_sample(event: &AuditEvent) -> Option<String> {
+    event.folded.as_ref().map(|f| {
+        f.sample
+            .iter()
+            .map(KeyId::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
 }
 
 /// Latency as stored: whole microseconds.

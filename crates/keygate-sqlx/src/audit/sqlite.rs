@@ -9,7 +9,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::{
     EVENT_CHUNK, EventQuery, PRUNE_LIMIT, RawEvent, RawUsage, USAGE_CHUNK, UsageDelta, day_of,
-    event_query, latency_us,
+    event_query, folded_sample, latency_us,
 };
 use crate::codec::to_micros;
 
@@ -25,7 +25,8 @@ pub(super) async fn write(
     for chunk in events.chunks(EVENT_CHUNK) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO keygate_audit_events (at, action, key_id, outcome, reason, method, \
-             route, client_ip, status, latency_us, request_id, actor, detail) ",
+             route, client_ip, status, latency_us, request_id, actor, detail, folded_count, \
+             folded_last_at, folded_sample, folded_other_clients) ",
         );
         q.push_values(chunk, |mut row, e| {
             row.push_bind(to_micros(e.at))
@@ -40,7 +41,15 @@ pub(super) async fn write(
                 .push_bind(latency_us(e))
                 .push_bind(e.request_id.as_deref())
                 .push_bind(e.actor.as_deref())
-                .push_bind(e.detail.as_deref());
+                .push_bind(e.detail.as_deref())
+                .push_bind(
+                    e.folded
+                        .as_ref()
+                        .map(|f| i64::try_from(f.count).unwrap_or(i64::MAX)),
+                )
+                .push_bind(e.folded.as_ref().map(|f| to_micros(f.last_at)))
+                .push_bind(folded_sample(e))
+                .push_bind(e.folded.as_ref().map(|f| f.other_clients));
         });
         q.build().execute(&mut *tx).await?;
     }
@@ -105,6 +114,10 @@ fn raw_event(row: &SqliteRow) -> Result<RawEvent, sqlx::Error> {
         request_id: row.try_get("request_id")?,
         actor: row.try_get("actor")?,
         detail: row.try_get("detail")?,
+        folded_count: row.try_get("folded_count")?,
+        folded_last_at: row.try_get("folded_last_at")?,
+        folded_sample: row.try_get("folded_sample")?,
+        folded_other_clients: row.try_get("folded_other_clients")?,
     })
 }
 

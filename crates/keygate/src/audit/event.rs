@@ -43,11 +43,14 @@ pub enum Action {
     Revoked,
     /// A key was deleted.
     Deleted,
+    /// Many denied requests that name no existing key, folded into one event: see
+    /// [`Folded`] and [the audit module](crate::audit#forged-ids-cost-no-storage).
+    Denials,
 }
 
 impl Action {
     /// Every action, for parsers and tests.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::Request,
         Self::Created,
         Self::Renamed,
@@ -61,6 +64,7 @@ impl Action {
         Self::Rotated,
         Self::Revoked,
         Self::Deleted,
+        Self::Denials,
     ];
 
     /// A stable snake_case name: `request`, `created`, `scopes_changed`, ….
@@ -80,6 +84,7 @@ impl Action {
             Self::Rotated => "rotated",
             Self::Revoked => "revoked",
             Self::Deleted => "deleted",
+            Self::Denials => "denials",
         }
     }
 
@@ -195,6 +200,50 @@ pub struct AuditEvent {
     pub actor: Option<Arc<str>>,
     /// For lifecycle events: more about the change (a rotation: the new key's id).
     pub detail: Option<String>,
+    /// For [`Action::Denials`]: how many denials the event stands for, and over what time.
+    /// Boxed: rare, and every request's event stays as small as before.
+    pub folded: Option<Box<Folded>>,
+}
+
+/// What an [`Action::Denials`] event stands for: `count` denied requests with the event's
+/// reason from the event's client (or, with `other_clients`, from clients beyond the
+/// pipeline's cap on open aggregates), the first at the event's `at`, the last at `last_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Folded {
+    /// Denials folded in (at least 1).
+    pub count: u64,
+    /// When the last of them happened.
+    pub last_at: SystemTime,
+    /// The first distinct key ids presented, at most [`MAX_FOLDED_SAMPLE`]: a sample for the
+    /// investigation, never the full list (that would cost one row's worth per forged id).
+    pub sample: Vec<KeyId>,
+    /// The denials came from clients beyond [`MAX_OPEN_FOLDS`](crate::audit::MAX_OPEN_FOLDS)
+    /// (the event's `client_ip` is then empty).
+    pub other_clients: bool,
+}
+
+/// Most key ids an [`Action::Denials`] event keeps as a sample.
+pub const MAX_FOLDED_SAMPLE: usize = 5;
+
+impl Folded {
+    /// `count` denials from `at` to `last_at`, with the ids sampled and the clients' flag:
+    /// for stores reading events back. The sample is cut to [`MAX_FOLDED_SAMPLE`].
+    #[must_use]
+    pub fn new(
+        count: u64,
+        last_at: SystemTime,
+        mut sample: Vec<KeyId>,
+        other_clients: bool,
+    ) -> Self {
+        sample.truncate(MAX_FOLDED_SAMPLE);
+        Self {
+            count,
+            last_at,
+            sample,
+            other_clients,
+        }
+    }
 }
 
 impl AuditEvent {
@@ -238,6 +287,7 @@ impl AuditEvent {
             request_id: None,
             actor: None,
             detail: None,
+            folded: None,
         }
     }
 

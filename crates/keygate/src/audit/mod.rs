@@ -15,13 +15,38 @@
 //! again with the next batch, up to a bound, beyond which they are counted as lost. When no
 //! sink is enabled (the tracing sink without a subscriber for `keygate::audit`), no event is
 //! built at all. Call [`Verifier::flush_audit`](crate::Verifier::flush_audit) on shutdown.
+//!
+//! # Forged ids cost no storage
+//! Anyone can send a million well-formed keys with made-up ids. Written one by one, each would
+//! be a row in every sink (and, in keygate-sqlx's sink, a usage row per id and day). So the
+//! pipeline folds the denials that do not establish that the presented key exists
+//! ([`is_folded`]: unknown id, malformed, bad checksum, missing credential, a locked-out
+//! client, store or limiter unavailable) into one [`Action::Denials`] event per (client
+//! address, reason) and interval: its [`Folded`] part has the count, the first (`at`) and
+//! last time, and a sample of at most [`MAX_FOLDED_SAMPLE`] key ids. A fold closes
+//! [`FOLD_INTERVAL`] (a minute) after it opened, on
+//! [`Verifier::flush_audit`](crate::Verifier::flush_audit), and when the last verifier handle
+//! is dropped, so nothing is lost. At most [`MAX_OPEN_FOLDS`] client folds are open at once;
+//! denials from further clients go to one "other clients" fold per reason, counted in
+//! [`AuditStats::folded_other_clients`]: memory stays bounded under a flood from any number
+//! of addresses. Denials of keys that exist (wrong secret, revoked, disabled, expired, client
+//! address or scope refused, the key's rate limit) stay one event each. Folding happens after
+//! the response is sent: it changes no response.
+//!
+//! It is done here, before the sinks, rather than in one sink: a flood costs the log
+//! ([`TracingSink`]) as much as a table, and every sink gets the same bound without
+//! implementing it.
 
 mod event;
+mod fold;
 mod pipeline;
 mod request;
 mod sink;
 
-pub use event::{Action, AuditEvent, MAX_LABEL_LEN, Outcome, UnknownName, label};
+pub use event::{
+    Action, AuditEvent, Folded, MAX_FOLDED_SAMPLE, MAX_LABEL_LEN, Outcome, UnknownName, label,
+};
+pub use fold::{FOLD_INTERVAL, MAX_OPEN_FOLDS, is_folded};
 pub use pipeline::AuditStats;
 pub(crate) use pipeline::Auditor;
 pub use request::{REQUEST_ID_HEADER, RequestAudit, STALE_DETAIL};

@@ -33,6 +33,9 @@ pub trait AuditSink: Send + Sync + 'static {
 /// detail) are `Debug`-formatted: quoted, with control characters escaped, so a CR/LF cannot
 /// forge a log line.
 ///
+/// A folded [`Action::Denials`](super::Action::Denials) event is one line too, with `count`,
+/// `last_at_ms`, `sample` (the sampled key ids, space-separated) and `other_clients`.
+///
 /// Enabled only while a subscriber listens to `keygate::audit` at INFO.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TracingSink;
@@ -51,10 +54,21 @@ impl AuditSink for TracingSink {
     }
 }
 
+fn millis(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn emit(e: &AuditEvent) {
-    let at =
-        e.at.duration_since(std::time::SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let at = millis(e.at);
+    let folded = e.folded.as_ref();
+    let sample = folded.map(|f| {
+        f.sample
+            .iter()
+            .map(crate::KeyId::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
     tracing::info!(
         target: "keygate::audit",
         at_ms = at,
@@ -70,6 +84,10 @@ fn emit(e: &AuditEvent) {
         request_id = e.request_id.as_deref().map(tracing::field::debug),
         actor = e.actor.as_deref().map(tracing::field::debug),
         detail = e.detail.as_deref().map(tracing::field::debug),
+        count = folded.map(|f| f.count),
+        last_at_ms = folded.map(|f| millis(f.last_at)),
+        sample = sample.as_deref(),
+        other_clients = folded.map(|f| f.other_clients),
         "audit"
     );
 }

@@ -155,8 +155,9 @@ async fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> String {
         .to_owned()
 }
 
-/// A CR/LF inside the key splits the header line: both servers refuse the request as malformed
-/// HTTP (400) before keygate runs, and a well-formed request on the same servers works.
+/// A CR/LF or a NUL inside the key: both servers refuse the request as malformed HTTP (400)
+/// before keygate runs; a 1 MiB key in fragments is refused too; and a well-formed request on
+/// the same servers works after all of them.
 #[actix_web::test]
 async fn crlf_inside_the_key_is_refused_by_both_servers() {
     let h = Harness::new();
@@ -192,10 +193,26 @@ async fn crlf_inside_the_key_is_refused_by_both_servers() {
         "GET /hello HTTP/1.1\r\nHost: t\r\nx-api-key: {}\r\nConnection: close\r\n\r\n",
         keys.valid
     );
+    let nul = format!("GET /hello HTTP/1.1\r\nHost: t\r\nx-api-key: {head}\0{tail}\r\n\r\n");
     for addr in [axum_addr, actix_addr] {
         assert!(
             raw_status(addr, split.as_bytes()).await.contains(" 400 "),
             "{addr}: CR/LF split"
+        );
+        assert!(
+            raw_status(addr, nul.as_bytes()).await.contains(" 400 "),
+            "{addr}: NUL byte"
+        );
+        // SECURITY-CHECKLIST item 19 over real sockets: a 1 MiB credential header written in
+        // 1 KiB fragments (the hyper #4081 pattern) is refused (the server's header limit, 431
+        // or 400, or keygate's cap, 401), never served, never a 5xx, and the server goes on.
+        let status = fragmented_status(addr, 1 << 20).await;
+        assert!(
+            status.is_empty()
+                || [" 400 ", " 401 ", " 431 "]
+                    .iter()
+                    .any(|s| status.contains(s)),
+            "{addr}: 1 MiB header answered {status:?}"
         );
         assert!(
             raw_status(addr, good.as_bytes()).await.contains(" 200 "),
@@ -204,4 +221,32 @@ async fn crlf_inside_the_key_is_refused_by_both_servers() {
     }
     actix_handle.stop(true).await;
     axum_server.abort();
+}
+
+/// Sends a request whose `x-api-key` is `len` bytes, in 1 KiB writes, and returns the status
+/// line (empty when the server closed the connection without one).
+async fn fragmented_status(addr: std::net::SocketAddr, len: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let mut request = b"GET /hello HTTP/1.1\r\nHost: t\r\nx-api-key: ".to_vec();
+    request.resize(request.len() + len, b'a');
+    request.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    for chunk in request.chunks(1024) {
+        // The server may answer and close before the end: that is a refusal too.
+        if stream.write_all(chunk).await.is_err() {
+            break;
+        }
+    }
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        Ok(Err(_)) => String::new(),
+        Err(_) => panic!("{addr}: no answer to a 1 MiB header within 10 s"),
+    }
 }

@@ -309,3 +309,40 @@ async fn concurrent_wrong_secrets_get_at_most_the_burst_of_401s() {
         );
     }
 }
+
+/// SECURITY-CHECKLIST item 27: a thousand wrong secrets for a valid key's id never use its
+/// allowance: its `RateLimit` remaining count moves only with its own requests.
+#[tokio::test]
+async fn wrong_secrets_never_drain_the_victim_key_s_allowance() {
+    let h = Harness::new();
+    let (key, id) = h
+        .create(NewKey::new("victim").rate_limit(policy("100/1h burst 5")))
+        .await;
+    let verifier = h.sibling_with(|b| b.failure_limit(None));
+    let remaining = |verifier: Verifier, key: String| async move {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", key.parse().unwrap_or_else(|e| panic!("{e}")));
+        let uri = Uri::from_static("/");
+        let view = HttpRequestView::new(&headers, &uri, None);
+        let presented = verifier.extract(&view).unwrap_or_else(|e| panic!("{e}"));
+        let verified = verifier
+            .verify_with_rate(&presented)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        verified.rate.map(|r| r.remaining)
+    };
+    assert_eq!(remaining(verifier.clone(), key.clone()).await, Some(4));
+    let wrong = keygate_tests::forge(keygate_tests::PREFIX, id.as_str(), &"x".repeat(30));
+    for n in 0..1_000u32 {
+        let peer = IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + n));
+        assert_eq!(
+            call(&verifier, &wrong, Some(peer)).await,
+            Err(Reason::WrongSecret)
+        );
+    }
+    assert_eq!(
+        remaining(verifier.clone(), key.clone()).await,
+        Some(3),
+        "only the key's own second request was taken"
+    );
+}

@@ -364,3 +364,65 @@ async fn an_unknown_answer_overlapping_an_invalidation_is_not_remembered() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body, "hello, renamed");
 }
+
+/// SECURITY-CHECKLIST item 29 at volume: 10⁵ malformed, wrong-prefix and bad-checksum keys make
+/// no store call and put nothing in the cache.
+#[tokio::test]
+async fn a_hundred_thousand_keys_refused_by_format_cost_no_io() {
+    let h = Harness::new();
+    let keys = Keys::create(&h).await;
+    let before = h.store.finds();
+    let uri = http::Uri::from_static("/");
+    let valid = keys.valid.as_bytes();
+    for n in 0..100_000_usize {
+        let mut key = valid.to_vec();
+        match n % 4 {
+            // One character changed: the checksum (or the alphabet) refuses it.
+            0 => {
+                let at = n % key.len();
+                key[at] = if key[at] == b'a' { b'b' } else { b'a' };
+            }
+            // Two neighbours swapped.
+            1 => {
+                let at = n % (key.len() - 1);
+                if key[at] == key[at + 1] {
+                    key[at] ^= 0x20;
+                }
+                key.swap(at, at + 1);
+            }
+            // Truncated or extended.
+            2 => key.truncate(n % key.len()),
+            // Another deployment's prefix.
+            _ => key[0] = b'x',
+        }
+        let Ok(value) = http::HeaderValue::from_bytes(&key) else {
+            continue;
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-api-key", value);
+        let refused = h
+            .verifier
+            .verify_request(&keygate::HttpRequestView::new(&headers, &uri, None))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("variant {} was let in", n % 4))
+            .reason();
+        assert!(
+            matches!(
+                refused,
+                Reason::Malformed
+                    | Reason::BadChecksum
+                    | Reason::WrongPrefix
+                    | Reason::MissingCredentials
+            ),
+            "{refused:?} for variant {}",
+            n % 4
+        );
+    }
+    assert_eq!(h.store.finds(), before, "no store call");
+    assert_eq!(
+        h.verifier.cache_entry_counts().await,
+        (0, 0),
+        "nothing cached"
+    );
+}

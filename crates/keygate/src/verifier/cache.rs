@@ -40,6 +40,8 @@ pub(crate) struct CachedKey {
     retry_at: AtomicU64,
     /// A refresh of this entry failed on a store error: it is being served stale.
     store_failed: AtomicBool,
+    /// This key (under an older pepper) was queued to be re-hashed: once per entry.
+    pub(crate) rehash_queued: AtomicBool,
 }
 
 impl CachedKey {
@@ -58,6 +60,7 @@ impl CachedKey {
             loaded_at: Instant::now(),
             retry_at: AtomicU64::new(0),
             store_failed: AtomicBool::new(false),
+            rehash_queued: AtomicBool::new(false),
         }
     }
 

@@ -38,6 +38,7 @@ mod admin;
 mod builder;
 mod cache;
 mod last_used;
+mod pepper_check;
 mod subscriber;
 
 use std::net::IpAddr;
@@ -96,6 +97,8 @@ struct Inner {
     /// Fresh TTL while the invalidation subscription is down.
     degraded_ttl: Duration,
     subscriber: Option<Subscriber>,
+    /// The peppers checked against the store's settings (see [`VerifierBuilder::start`]).
+    pepper_gate: pepper_check::PepperGate,
 }
 
 /// A successful verification: the caller's identity, and the rate limiter's decision when the
@@ -358,6 +361,10 @@ impl Verifier {
         {
             return Err(Reason::WrongSecret);
         }
+        // A key under an older pepper moves to the current one, write-behind.
+        inner
+            .last_used
+            .rehash_if_old(&entry, &presented.key, &inner.keyring);
         match entry.refusal(now, presented.client_ip) {
             Some(reason) => Err(reason),
             None => Ok((entry, stale)),
@@ -498,6 +505,12 @@ impl Verifier {
         }
         let generation = inner.generations.current(&id);
         tracing::trace!(target: "keygate", key_id = %id, "cache miss: loading from the key store");
+        // Never read keys with peppers the store did not make them with.
+        inner
+            .pepper_gate
+            .ensure(inner)
+            .await
+            .map_err(LoadError::Store)?;
         let started = std::time::Instant::now();
         let found = inner.store.find(&id).await;
         metrics::store_find(started.elapsed(), found.is_err());

@@ -251,3 +251,84 @@ async fn peppers_shows_keys_per_version_through_a_rotation() {
     assert!(!text.contains("can be retired"), "{text}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The same refusals on PostgreSQL: without a pepper, a database without keygate's tables is no
+/// store yet, and none is created; a wrong pepper is refused on a real store.
+#[tokio::test]
+async fn postgres_no_store_yet_and_wrong_pepper() {
+    use keygate_sqlx::sqlx::{self, AssertSqlSafe};
+    let Ok(base) = std::env::var("KEYGATE_TEST_POSTGRES_URL") else {
+        eprintln!("KEYGATE_TEST_POSTGRES_URL is not set: skipping the PostgreSQL pepper test");
+        return;
+    };
+    let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
+        panic!("KEYGATE_TEST_POSTGRES_URL is set but PostgreSQL is unreachable: {e}")
+    });
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let name = format!("keygate_cli_pep_{}_{nanos}", std::process::id());
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("create database: {e}"));
+    let (root, _) = base.rsplit_once('/').unwrap_or((&base, ""));
+    let url = format!("{root}/{name}");
+    let run = |pepper: Option<&str>, args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keygate"));
+        command
+            .args(args)
+            .env("KEYGATE_DATABASE_URL", &url)
+            .env("KEYGATE_PREFIX", PREFIX)
+            .env_remove("KEYGATE_PEPPER")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null());
+        if let Some(pepper) = pepper {
+            command.env("KEYGATE_PEPPER", pepper);
+        }
+        command
+            .output()
+            .unwrap_or_else(|e| panic!("run keygate: {e}"))
+    };
+    let tables = || async {
+        let pool = sqlx::PgPool::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let found: bool = sqlx::query_scalar("SELECT to_regclass('keygate_keys') IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        pool.close().await;
+        found
+    };
+
+    let out = run(None, &["create", "--name", "k"]);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!tables().await, "a store was created");
+    let out = run(Some(PEPPER_A), &["create", "--name", "k"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(Some(PEPPER_B), &["create", "--name", "k2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("pepper version 1"), "{stderr}");
+    let out = run(None, &["create", "--name", "k3"]);
+    assert_eq!(out.status.code(), Some(6));
+    let out = run(None, &["list", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+
+    let _ = sqlx::query(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await;
+}

@@ -157,10 +157,26 @@ impl KeyStore for CountingStore {
         self.check_up()?;
         self.inner.record_last_used(used).await
     }
+    async fn settings(&self) -> Result<Option<keygate::store::StoreSettings>, StoreError> {
+        self.check_up()?;
+        self.inner.settings().await
+    }
+    async fn add_settings(&self, entries: &[(String, String)]) -> Result<(), StoreError> {
+        self.check_up()?;
+        self.inner.add_settings(entries).await
+    }
+    async fn rehash(&self, keys: &[keygate::store::KeyRehash]) -> Result<(), StoreError> {
+        self.check_up()?;
+        self.inner.rehash(keys).await
+    }
 }
 
 #[async_trait]
 impl KeyAdmin for CountingStore {
+    async fn pepper_versions(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        self.check_up()?;
+        self.inner.pepper_versions().await
+    }
     async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
         self.check_up()?;
         self.inner.create(key).await

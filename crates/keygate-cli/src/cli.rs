@@ -15,17 +15,21 @@ Examples:
   keygate revoke 4fT0qKb2mZ9x
   keygate audit --key 4fT0qKb2mZ9x --outcome denied --since 1h
   keygate usage --days 7
+  keygate peppers                                        # keys per pepper version
 
 Environment:
   KEYGATE_DATABASE_URL  sqlite://keygate.db (default) or postgres://user@host/db
-  KEYGATE_PEPPER        VERSION:SECRET[,VERSION:SECRET...], current first (see docs/security.md)
+  KEYGATE_PEPPER        VERSION:SECRET[,VERSION:SECRET...], current first (see docs/security.md),
+                        or `development` for the public development pepper. create and rotate
+                        need one, except on a development store
   KEYGATE_PREFIX        prefix of new keys (default kg)
   KEYGATE_ACTOR         who makes changes, for the audit trail (default: $USER)
   KEYGATE_REDIS_URL     publish every change to the services' Redis (cache invalidation)
   KEYGATE_REDIS_PREFIX  the services' Redis prefix (default keygate)
 
 Exit codes: 0 ok, 1 usage or invalid input, 2 key not found, 3 key store unavailable,
-4 conflict with the key's state, 5 key store schema newer than this keygate.
+4 conflict with the key's state, 5 key store schema newer than this keygate, 6 pepper refused
+(none given, or not the one the store's keys were made with; nothing was written).
 A change that could not be published to Redis still exits 0, with a warning on stderr.";
 
 /// Manage API keys: create, name, scope, rate-limit, rotate, revoke and list them.
@@ -46,6 +50,12 @@ pub(crate) struct Cli {
     /// Read peppers from this file instead of KEYGATE_PEPPER (same format).
     #[arg(long, global = true, value_name = "PATH")]
     pub(crate) pepper_file: Option<PathBuf>,
+
+    /// Use the public development pepper: its keys protect nothing. A new store becomes a
+    /// development store, which refuses real peppers from then on (on a development store
+    /// the CLI uses it without this flag).
+    #[arg(long, global = true, conflicts_with = "pepper_file")]
+    pub(crate) development_pepper: bool,
 
     /// Prefix of new keys (the deployment's key format).
     #[arg(long, env = "KEYGATE_PREFIX", default_value = "kg", global = true)]
@@ -165,6 +175,16 @@ Examples:
   keygate usage --key 4fT0qKb2mZ9x --days 7
   keygate usage --json")]
     Usage(UsageArgs),
+    /// Show keys per pepper version and the pepper fingerprints the store recorded, so an old
+    /// pepper can be retired once no key is left under it.
+    #[command(after_help = "\
+Examples:
+  keygate peppers
+  KEYGATE_PEPPER=\"2:$NEW,1:$OLD\" keygate peppers   # also checks the peppers given
+
+A key under an older version moves to the current one the first time a service (whose
+KEYGATE_PEPPER has both) verifies it. Once an old version has no keys left, remove it.")]
+    Peppers,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -25,9 +25,31 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
     // Everything that can be wrong with the input is refused before the store is opened (or
     // created): a usage error never leaves anything behind.
     check_input(&cli, now)?;
-    let store = Store::open(&cli.database_url).await?;
+    let mints = matches!(cli.command, Command::Create(_) | Command::Rotate(_));
+    let given = if mints || matches!(cli.command, Command::Peppers) {
+        given_peppers(&cli)?
+    } else {
+        None
+    };
+    let store = if mints && given.is_none() {
+        // Without a pepper only a development store will do: never create a store for that.
+        Store::open_existing(&cli.database_url)
+            .await?
+            .ok_or_else(|| {
+                CliError::Pepper(format!(
+                    "{NO_PEPPER} (there is no key store yet); nothing was written"
+                ))
+            })?
+    } else {
+        Store::open(&cli.database_url).await?
+    };
+    let peppers = if mints {
+        Some(checked_peppers(&store, given).await?)
+    } else {
+        given
+    };
     let mut changes = Changes::new(&store, actor(&cli));
-    let result = execute(&cli, &store, &mut changes, out, now).await;
+    let result = execute(&cli, &store, peppers.as_ref(), &mut changes, out, now).await;
     // Whatever happened, the events of the changes made are written before exiting, and the
     // services are told of every change that was made.
     let recorded = changes.flush().await;
@@ -127,6 +149,7 @@ impl<'a> Changes<'a> {
 async fn execute(
     cli: &Cli,
     store: &Store,
+    peppers: Option<&Peppers>,
     changes: &mut Changes<'_>,
     out: Output,
     now: SystemTime,
@@ -142,7 +165,7 @@ async fn execute(
         }
         Command::Create(args) => {
             let spec = new_key(args, now)?;
-            let keyring = Keyring::new(format(&cli.prefix)?, peppers(cli)?);
+            let keyring = Keyring::new(format(&cli.prefix)?, minting(peppers)?);
             let created = changes.admin_minting(keyring).create_key(spec).await?;
             changes.changed(created.record.id);
             let r = &created.record;
@@ -267,7 +290,7 @@ async fn execute(
             let grace = duration(&args.grace, "--grace")?;
             let old = store.admin().get(&id).await?;
             // The replacement keeps the old key's prefix, whatever --prefix says.
-            let keyring = Keyring::new(format(&old.prefix)?, peppers(cli)?);
+            let keyring = Keyring::new(format(&old.prefix)?, minting(peppers)?);
             let rotated = changes.admin_minting(keyring).rotate(&id, grace).await?;
             changes.changed(id);
             changes.changed(rotated.new.record.id);
@@ -311,8 +334,180 @@ async fn execute(
         }
         Command::Audit(args) => crate::audit::audit(store, args, out, now).await?,
         Command::Usage(args) => crate::audit::usage(store, args, out, now).await?,
+        Command::Peppers => peppers_report(store, peppers, out).await?,
     }
     Ok(())
+}
+
+/// The checked peppers of a command that mints keys.
+fn minting(peppers: Option<&Peppers>) -> Result<Peppers, CliError> {
+    peppers
+        .cloned()
+        .ok_or_else(|| CliError::Pepper(NO_PEPPER.to_owned()))
+}
+
+const NO_PEPPER: &str = "no pepper given: set KEYGATE_PEPPER (or --pepper-file) to the deployment's secret pepper, or pass --development-pepper for a development store whose keys protect nothing";
+
+/// The peppers for a command that mints keys: those given, else the development pepper on a
+/// development store (with a note on stderr); checked against the store's settings, and
+/// recorded there on first use. A refusal writes nothing.
+async fn checked_peppers(store: &Store, given: Option<Peppers>) -> Result<Peppers, CliError> {
+    let peppers = match given {
+        Some(peppers) => peppers,
+        None => {
+            let development = store
+                .keys()
+                .settings()
+                .await?
+                .is_some_and(|settings| settings.is_development());
+            if !development {
+                return Err(CliError::Pepper(format!(
+                    "{NO_PEPPER} (this key store is not a development store); nothing was written"
+                )));
+            }
+            eprintln!(
+                "keygate: note: this key store is a development store: using the public development pepper (its keys protect nothing)"
+            );
+            Peppers::development()
+        }
+    };
+    keygate::store::check_peppers(store.keys(), store.admin(), &peppers).await?;
+    Ok(peppers)
+}
+
+/// The peppers the command line gives (`--development-pepper`, `--pepper-file` or
+/// `KEYGATE_PEPPER`), parsed; `None` when none is given. Never a default.
+fn given_peppers(cli: &Cli) -> Result<Option<Peppers>, CliError> {
+    if cli.development_pepper {
+        return Ok(Some(Peppers::development()));
+    }
+    let text = match &cli.pepper_file {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            CliError::usage(format!(
+                "cannot read the pepper file {}: {e}",
+                path.display()
+            ))
+        })?,
+        None => match std::env::var(keygate::pepper::PEPPER_ENV) {
+            Ok(text) if !text.trim().is_empty() => text,
+            Ok(_) | Err(std::env::VarError::NotPresent) => return Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(CliError::usage(format!(
+                    "{} is not valid UTF-8",
+                    keygate::pepper::PEPPER_ENV
+                )));
+            }
+        },
+    };
+    Peppers::parse(&text)
+        .map(Some)
+        .map_err(|e| CliError::usage(e.to_string()))
+}
+
+/// `keygate peppers`: keys per pepper version, the fingerprints recorded, and how the peppers
+/// given (if any) compare.
+async fn peppers_report(
+    store: &Store,
+    given: Option<&Peppers>,
+    out: Output,
+) -> Result<(), CliError> {
+    let counts: std::collections::BTreeMap<u32, u64> =
+        store.admin().pepper_versions().await?.into_iter().collect();
+    let settings = store.keys().settings().await?.unwrap_or_default();
+    let recorded = settings.fingerprints();
+    let mut versions: std::collections::BTreeSet<u32> = counts.keys().copied().collect();
+    versions.extend(recorded.keys().copied());
+    if let Some(given) = given {
+        versions.extend(given.iter().map(Pepper::version));
+    }
+    let current = given.map(|p| p.current().version());
+    let rows: Vec<PepperRow> = versions
+        .iter()
+        .rev()
+        .map(|&version| {
+            let pepper = given.and_then(|p| p.get(version));
+            let fingerprint = recorded.get(&version).map(|f| (*f).to_owned());
+            let configured = match (pepper, &fingerprint) {
+                _ if given.is_none() => "-",
+                (None, _) => "no",
+                (Some(p), Some(f)) if p.fingerprint() != *f => "DIFFERS",
+                (Some(_), Some(_)) => "matches",
+                (Some(_), None) => "not recorded yet",
+            };
+            PepperRow {
+                version,
+                keys: counts.get(&version).copied().unwrap_or(0),
+                fingerprint,
+                configured,
+                current: current == Some(version),
+            }
+        })
+        .collect();
+    if out.is_json() {
+        out.json_line(&serde_json::json!({
+            "development_store": settings.is_development(),
+            "versions": rows.iter().map(|r| serde_json::json!({
+                "version": r.version,
+                "keys": r.keys,
+                "fingerprint": r.fingerprint,
+                "configured": given.map(|_| r.configured),
+                "current": r.current,
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    let table = crate::output::pepper_table(rows.iter().map(|r| {
+        [
+            if r.current {
+                format!("{} (current)", r.version)
+            } else {
+                r.version.to_string()
+            },
+            r.keys.to_string(),
+            r.fingerprint.clone().unwrap_or_else(|| "-".into()),
+            r.configured.to_owned(),
+        ]
+    }));
+    if rows.is_empty() {
+        out.line("no keys and no pepper fingerprints recorded yet");
+    } else {
+        out.line(&table);
+    }
+    out.line(&format!(
+        "development store: {}",
+        if settings.is_development() {
+            "yes (keys hashed with the public development pepper: they protect nothing)"
+        } else {
+            "no"
+        }
+    ));
+    if given.is_none() && !rows.is_empty() && !settings.is_development() {
+        out.line("(set KEYGATE_PEPPER to also check your peppers against the fingerprints)");
+    }
+    for r in &rows {
+        match (given, r.configured) {
+            (Some(_), "no") if r.keys > 0 => out.line(&format!(
+                "version {}: {} key(s) under a pepper not given: they are refused until it is configured",
+                r.version, r.keys
+            )),
+            (Some(_), "matches" | "not recorded yet") if !r.current && r.keys == 0 => {
+                out.line(&format!(
+                    "version {}: no key left under it: its pepper can be retired",
+                    r.version
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+struct PepperRow {
+    version: u32,
+    keys: u64,
+    fingerprint: Option<String>,
+    configured: &'static str,
+    current: bool,
 }
 
 /// Validates the command's input without touching the store.
@@ -322,10 +517,13 @@ fn check_input(cli: &Cli, now: SystemTime) -> Result<(), CliError> {
     }
     match &cli.command {
         Command::Migrate | Command::List(_) => {}
+        Command::Peppers => {
+            given_peppers(cli)?;
+        }
         Command::Create(args) => {
             new_key(args, now)?;
             format(&cli.prefix)?;
-            peppers(cli)?;
+            given_peppers(cli)?;
         }
         Command::Show(arg)
         | Command::Disable(arg)
@@ -350,7 +548,7 @@ fn check_input(cli: &Cli, now: SystemTime) -> Result<(), CliError> {
             key_id(&args.id)?;
             let grace = duration(&args.grace, "--grace")?;
             keygate::record::Rotation::new(grace).map_err(|e| CliError::usage(e.to_string()))?;
-            peppers(cli)?;
+            given_peppers(cli)?;
         }
         Command::Limit(args) => {
             // The policy itself was parsed with the command line.
@@ -401,22 +599,6 @@ pub(crate) fn key_id(text: &str) -> Result<KeyId, CliError> {
 
 fn format(prefix: &str) -> Result<KeyFormat, CliError> {
     KeyFormat::new(prefix).map_err(|e| CliError::usage(e.to_string()))
-}
-
-fn peppers(cli: &Cli) -> Result<Peppers, CliError> {
-    let result = match &cli.pepper_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                CliError::usage(format!(
-                    "cannot read the pepper file {}: {e}",
-                    path.display()
-                ))
-            })?;
-            Peppers::parse(&text)
-        }
-        None => Peppers::from_env_or_development(),
-    };
-    result.map_err(|e| CliError::usage(e.to_string()))
 }
 
 pub(crate) fn duration(text: &str, flag: &str) -> Result<Duration, CliError> {

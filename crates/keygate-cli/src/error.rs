@@ -7,6 +7,7 @@
 //! | 3 | the key store is unavailable (unreachable, locked, failed) |
 //! | 4 | the change conflicts with the key's state (e.g. enabling a revoked key) |
 //! | 5 | the key store's schema is newer than this keygate |
+//! | 6 | pepper refused: none given (and not a development store), or not the store's |
 //!
 //! Messages never contain a key or a secret: inputs that might be one (ids) are not echoed.
 
@@ -23,6 +24,7 @@ pub(crate) enum CliError {
     Unavailable(String),
     Conflict(String),
     SchemaTooNew(String),
+    Pepper(String),
 }
 
 impl CliError {
@@ -37,6 +39,7 @@ impl CliError {
             Self::Unavailable(_) => 3,
             Self::Conflict(_) => 4,
             Self::SchemaTooNew(_) => 5,
+            Self::Pepper(_) => 6,
         })
     }
 }
@@ -44,9 +47,11 @@ impl CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Usage(m) | Self::NotFound(m) | Self::Conflict(m) | Self::SchemaTooNew(m) => {
-                f.write_str(m)
-            }
+            Self::Usage(m)
+            | Self::NotFound(m)
+            | Self::Conflict(m)
+            | Self::SchemaTooNew(m)
+            | Self::Pepper(m) => f.write_str(m),
             Self::Unavailable(m) => write!(
                 f,
                 "{m} (check --database-url / KEYGATE_DATABASE_URL, that the database is running, and that no other process holds a write lock; then retry)"
@@ -78,6 +83,15 @@ impl From<keygate_sqlx::Error> for CliError {
                 "{error} (this keygate CLI is older than the services that migrated the store: install the newer CLI)"
             )),
             other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<keygate::store::SettingsError> for CliError {
+    fn from(error: keygate::store::SettingsError) -> Self {
+        match error {
+            keygate::store::SettingsError::Store(error) => error.into(),
+            refused => Self::Pepper(format!("{refused}; nothing was written")),
         }
     }
 }

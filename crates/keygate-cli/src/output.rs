@@ -220,3 +220,16 @@ pub(crate) fn record_json(record: &KeyRecord, now: SystemTime) -> Value {
         "last_used_at": time_json(record.last_used_at),
     })
 }
+
+/// `keygate peppers`'s table.
+pub(crate) fn pepper_table(rows: impl Iterator<Item = [String; 4]>) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(["VERSION", "KEYS", "FINGERPRINT", "CONFIGURED"]);
+    for row in rows {
+        table.add_row(row);
+    }
+    table.trim_fmt()
+}

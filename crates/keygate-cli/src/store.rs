@@ -1,6 +1,6 @@
 //! Opening the key store named by `--database-url`.
 
-use keygate::{KeyAdmin, Keyring, Verifier};
+use keygate::{KeyAdmin, KeyStore, Keyring, Verifier};
 use keygate_sqlx::{PostgresStore, SqlAuditSink, SqliteStore};
 
 use crate::error::CliError;
@@ -15,23 +15,44 @@ impl Store {
     /// Opens (and migrates) the store at `url`: `sqlite://PATH`, `sqlite:PATH` or
     /// `postgres://…` / `postgresql://…`.
     pub(crate) async fn open(url: &str) -> Result<Self, CliError> {
-        if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            if path.is_empty() {
-                return Err(CliError::usage(
-                    "the SQLite URL names no file: use sqlite://keygate.db or sqlite:///absolute/path.db",
-                ));
-            }
+        if let Some(path) = sqlite_path(url)? {
             return Ok(Self::Sqlite(SqliteStore::open(path).await?));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Self::Postgres(PostgresStore::open(url).await?));
         }
-        Err(CliError::usage(
-            "unsupported --database-url: use sqlite://PATH or postgres://USER@HOST/DATABASE",
-        ))
+        Err(unsupported_url())
+    }
+
+    /// Opens (and migrates) the store at `url` only if it exists: `None`, with nothing
+    /// created, for a missing SQLite file or a database without keygate's tables.
+    pub(crate) async fn open_existing(url: &str) -> Result<Option<Self>, CliError> {
+        if let Some(path) = sqlite_path(url)? {
+            if !std::path::Path::new(path).exists() {
+                return Ok(None);
+            }
+            return Ok(Some(Self::Sqlite(SqliteStore::open(path).await?)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options: keygate_sqlx::sqlx::postgres::PgConnectOptions = url
+                .parse()
+                .map_err(|e| CliError::from(keygate_sqlx::Error::Connect(e)))?;
+            let store = PostgresStore::connect_with(options).await?;
+            if store.schema_version().await?.is_none() {
+                return Ok(None);
+            }
+            store.migrate().await?;
+            return Ok(Some(Self::Postgres(store)));
+        }
+        Err(unsupported_url())
+    }
+
+    /// The store's read path (settings included).
+    pub(crate) fn keys(&self) -> &dyn KeyStore {
+        match self {
+            Self::Sqlite(store) => store,
+            Self::Postgres(store) => store,
+        }
     }
 
     /// The store's management interface, for commands that mint nothing.
@@ -72,4 +93,23 @@ impl Store {
             Self::Postgres(store) => store.schema_version().await?,
         })
     }
+}
+
+/// The file of a SQLite URL; `None` for other URLs.
+fn sqlite_path(url: &str) -> Result<Option<&str>, CliError> {
+    match url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        Some("") => Err(CliError::usage(
+            "the SQLite URL names no file: use sqlite://keygate.db or sqlite:///absolute/path.db",
+        )),
+        other => Ok(other),
+    }
+}
+
+fn unsupported_url() -> CliError {
+    CliError::usage(
+        "unsupported --database-url: use sqlite://PATH or postgres://USER@HOST/DATABASE",
+    )
 }

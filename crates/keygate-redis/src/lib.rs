@@ -18,12 +18,13 @@
 //! let url = "redis://127.0.0.1:6379";
 //! let limiter = RedisRateLimiter::builder(url).prefix("acme").build().await?;
 //! let invalidation = RedisInvalidation::builder(url).prefix("acme").build().await?;
-//! let keyring = Keyring::new(KeyFormat::new("acme_live")?, Peppers::from_env_or_development()?);
+//! let keyring = Keyring::new(KeyFormat::new("acme_live")?, Peppers::from_env()?);
 //! let verifier = Verifier::builder(keyring, MemoryStore::new())
 //!     .rate_limiter(limiter)
 //!     .invalidation(invalidation)
 //!     .default_rate_limit("100/1s burst 200".parse::<RatePolicy>()?)
-//!     .build();
+//!     .start()
+//!     .await?;
 //!
 //! // Published on acme:invalidate: every instance's verifier drops its cached copy.
 //! verifier.admin().revoke(&id).await?;

@@ -124,11 +124,12 @@ pub enum FailurePolicy {
 ///     .response_timeout(Duration::from_millis(100))
 ///     .build()
 ///     .await?;
-/// let keyring = Keyring::new(KeyFormat::new("acme_live")?, Peppers::from_env_or_development()?);
+/// let keyring = Keyring::new(KeyFormat::new("acme_live")?, Peppers::from_env()?);
 /// let verifier = Verifier::builder(keyring, MemoryStore::new())
 ///     .rate_limiter(limiter)
 ///     .default_rate_limit("100/1s burst 200".parse::<keygate::rate::RatePolicy>()?)
-///     .build();
+///     .start()
+///     .await?;
 /// # let _ = verifier;
 /// # Ok(())
 /// # }

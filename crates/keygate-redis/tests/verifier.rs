@@ -18,13 +18,12 @@ use keygate::{
 use keygate_redis::{RedisInvalidation, RedisRateLimiter};
 
 fn keyring() -> Keyring {
-    keyring_with("redis-test-pepper-0123456789abcdefghij")
-}
-
-fn keyring_with(pepper: &str) -> Keyring {
     Keyring::new(
         ok(KeyFormat::new("kgtest"), "format"),
-        Peppers::new(ok(Pepper::new(1, pepper), "pepper")),
+        Peppers::new(ok(
+            Pepper::new(1, "redis-test-pepper-0123456789abcdefghij"),
+            "pepper",
+        )),
     )
 }
 
@@ -147,9 +146,16 @@ async fn a_thousand_wrong_guesses_through_two_instances_get_the_burst_plus_one_p
     let a = limited_instance(&url, &prefix, &store, true, failure_limit).await;
     let b = limited_instance(&url, &prefix, &store, true, failure_limit).await;
     // A well-formed key of a stored id whose secret does not match under the instances'
-    // pepper: every guess is a WrongSecret, a failed attempt.
+    // pepper (another pepper, under a version they do not have: the store refuses a second
+    // pepper for one version): every guess is a WrongSecret, a failed attempt.
     let guessing = Verifier::builder(
-        keyring_with("another-pepper-0123456789abcdefghijklm"),
+        Keyring::new(
+            ok(KeyFormat::new("kgtest"), "format"),
+            Peppers::new(ok(
+                Pepper::new(2, "another-pepper-0123456789abcdefghijklm"),
+                "pepper",
+            )),
+        ),
         store.clone(),
     )
     .build();

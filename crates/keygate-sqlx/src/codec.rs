@@ -235,3 +235,13 @@ pub(crate) fn needle(filter: &KeyFilter) -> Option<String> {
 pub(crate) fn rate_limit_text(limit: Option<&RateLimit>) -> Option<String> {
     limit.map(ToString::to_string)
 }
+
+/// `(pepper_version, count)` rows as the store trait returns them (both columns are checked
+/// non-negative by the schema).
+pub(crate) fn version_counts(rows: Vec<(i64, i64)>) -> Vec<(u32, u64)> {
+    rows.into_iter()
+        .filter_map(|(version, count)| {
+            Some((u32::try_from(version).ok()?, u64::try_from(count).ok()?))
+        })
+        .collect()
+}

@@ -33,7 +33,11 @@
 //! Per key: the public id, prefix, name, owner, the HMAC-SHA256 digest of the key and its
 //! pepper version, scopes, metadata, allowed client IP ranges, the id it was rotated from, and
 //! its created/updated/expires/disabled/revoked/last-used times. Never the key's secret or any
-//! part of it. Deleted ids are kept in `keygate_deleted_keys` so they are never reused.
+//! part of it. Deleted ids are kept in `keygate_deleted_keys` so they are never reused. Deployment
+//! settings are kept in `keygate_settings` (written on first use, never overwritten): a
+//! fingerprint per pepper version (never the pepper) and whether this is a development store,
+//! which `VerifierBuilder::start` and the CLI check their peppers against (see
+//! [`keygate::store::StoreSettings`]).
 //!
 //! # Errors
 //! Opening and migrating return [`Error`]. Store operations return [`keygate::StoreError`]:
@@ -51,7 +55,8 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // A file such as "keygate.db" in production; in memory here.
 //! let store = SqliteStore::in_memory().await?;
-//! let verifier = Verifier::builder(Keyring::development("acme_test")?, store).build();
+//! // Checks the pepper against the store's recorded fingerprints (here: a development store).
+//! let verifier = Verifier::builder(Keyring::development("acme_test")?, store).start().await?;
 //! let admin = verifier.admin();
 //!
 //! let created = admin.create_key(NewKey::new("billing").scope("invoices:read")?).await?;

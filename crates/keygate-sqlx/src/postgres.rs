@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use keygate::clock::{Clock, SystemClock};
-use keygate::store::{KeyFilter, KeyPage, PageRequest};
+use keygate::store::{KeyFilter, KeyPage, KeyRehash, PageRequest, StoreSettings};
 use keygate::{
     CreatedKey, KeyAdmin, KeyChange, KeyId, KeyRecord, KeyStore, MintedKey, RotatedKey, Rotation,
     StoreError,
@@ -401,10 +401,74 @@ impl KeyStore for PostgresStore {
         .map_err(unavailable)?;
         Ok(())
     }
+
+    async fn settings(&self) -> Result<Option<StoreSettings>, StoreError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT name, value FROM keygate_settings")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(Some(StoreSettings::from_entries(rows)))
+    }
+
+    async fn add_settings(&self, entries: &[(String, String)]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = entries.iter().map(|(name, _)| name.as_str()).collect();
+        let values: Vec<&str> = entries.iter().map(|(_, value)| value.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO keygate_settings (name, value, created_at) \
+             SELECT n, v, $3::timestamptz FROM UNNEST($1::text[], $2::text[]) AS s(n, v) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(names)
+        .bind(values)
+        .bind(timestamp(self.now()))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn rehash(&self, keys: &[KeyRehash]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+        let from: Vec<i64> = keys.iter().map(|k| i64::from(k.from_version)).collect();
+        let to: Vec<i64> = keys.iter().map(|k| i64::from(k.to_version)).collect();
+        let digests: Vec<Vec<u8>> = keys.iter().map(|k| k.digest.as_bytes().to_vec()).collect();
+        sqlx::query(
+            "UPDATE keygate_keys AS k SET digest = u.digest, pepper_version = u.to_version \
+             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bytea[]) \
+             AS u(id, from_version, to_version, digest) \
+             WHERE k.id = u.id AND k.pepper_version = u.from_version",
+        )
+        .bind(ids)
+        .bind(from)
+        .bind(to)
+        .bind(digests)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl KeyAdmin for PostgresStore {
+    async fn pepper_versions(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT pepper_version, count(*) FROM keygate_keys \
+             GROUP BY pepper_version ORDER BY pepper_version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(codec::version_counts(rows))
+    }
+
     async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
         let stored = normalized(key.record());
         // One statement (insert and notify): no transaction needed.

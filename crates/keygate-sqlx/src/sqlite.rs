@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use keygate::clock::{Clock, SystemClock};
-use keygate::store::{KeyFilter, KeyPage, PageRequest};
+use keygate::store::{KeyFilter, KeyPage, KeyRehash, PageRequest, StoreSettings};
 use keygate::{
     CreatedKey, KeyAdmin, KeyChange, KeyId, KeyRecord, KeyStore, MintedKey, RotatedKey, Rotation,
     StoreError,
@@ -352,10 +352,71 @@ impl KeyStore for SqliteStore {
         }
         tx.commit().await.map_err(unavailable)
     }
+
+    async fn settings(&self) -> Result<Option<StoreSettings>, StoreError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT name, value FROM keygate_settings")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(Some(StoreSettings::from_entries(rows)))
+    }
+
+    async fn add_settings(&self, entries: &[(String, String)]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for (name, value) in entries {
+            sqlx::query(
+                "INSERT INTO keygate_settings (name, value, created_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(value)
+            .bind(to_micros(self.now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn rehash(&self, keys: &[KeyRehash]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for key in keys {
+            sqlx::query(
+                "UPDATE keygate_keys SET digest = ?, pepper_version = ? \
+                 WHERE id = ? AND pepper_version = ?",
+            )
+            .bind(key.digest.as_bytes().as_slice())
+            .bind(i64::from(key.to_version))
+            .bind(key.id.as_str())
+            .bind(i64::from(key.from_version))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
 }
 
 #[async_trait]
 impl KeyAdmin for SqliteStore {
+    async fn pepper_versions(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT pepper_version, count(*) FROM keygate_keys \
+             GROUP BY pepper_version ORDER BY pepper_version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(codec::version_counts(rows))
+    }
+
     async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
         let stored = normalized(key.record());
         let mut conn = self.pool.acquire().await.map_err(unavailable)?;

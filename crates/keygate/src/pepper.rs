@@ -9,10 +9,18 @@
 //! `VERSION:SECRET`; the first is current. A bare `SECRET` means version 1. Each secret must be at
 //! least 32 bytes; generate one with `openssl rand -base64 48`.
 //!
-//! # Development default
-//! With no pepper configured, [`Peppers::development`] uses the public, well-known pepper
-//! [`DEVELOPMENT_PEPPER`] as version 0 and logs one warning. Digests made with it protect nothing:
-//! never run production keys on it.
+//! # The development pepper
+//! [`Peppers::development`] (or `KEYGATE_PEPPER=development`) uses the public, well-known pepper
+//! [`DEVELOPMENT_PEPPER`] as version 0 and logs one warning. Digests made with it protect
+//! nothing: it is only ever used when asked for by name, never as a fallback for a missing
+//! pepper. A store first used with it records that it is a development store; real peppers are
+//! refused there, and the development pepper is refused on any other store.
+//!
+//! # Fingerprints
+//! [`Pepper::fingerprint`] is a short, public HMAC of a fixed label under the pepper. Stores
+//! record one per pepper version they have keys under (never the pepper), so a verifier
+//! ([`VerifierBuilder::start`](crate::VerifierBuilder::start)) or the CLI given a different
+//! pepper for that version refuses to start instead of answering 401 to every key.
 
 use std::fmt;
 use std::sync::Once;
@@ -32,6 +40,8 @@ pub const DEVELOPMENT_PEPPER_VERSION: u32 = 0;
 pub const MIN_PEPPER_LEN: usize = 32;
 /// The environment variable read by [`Peppers::from_env`].
 pub const PEPPER_ENV: &str = "KEYGATE_PEPPER";
+/// The value of [`PEPPER_ENV`] (or a pepper file) that asks for [`Peppers::development`].
+pub const DEVELOPMENT_VALUE: &str = "development";
 
 /// An HMAC-SHA256 digest of a key. Stores keep this, never the key.
 ///
@@ -138,6 +148,38 @@ impl Pepper {
         mac.update(key);
         Digest(mac.finalize().into_bytes().into())
     }
+
+    /// A short public fingerprint of this pepper: the first [`FINGERPRINT_LEN`] bytes of
+    /// HMAC-SHA256(pepper, `"keygate pepper fingerprint v1"`), in hex. Stores record it per
+    /// version so a service or CLI given another pepper refuses to start; it tells peppers
+    /// apart without revealing them. (Like a digest, it lets someone who holds it test guesses
+    /// of the pepper offline: use a random pepper.) The label has spaces, so it can never be
+    /// the `{id}_{secret}` input of a key's digest.
+    #[must_use]
+    pub fn fingerprint(&self) -> String {
+        let digest = self.digest(FINGERPRINT_LABEL);
+        digest.0[..FINGERPRINT_LEN]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
+    /// Whether this is the public [`DEVELOPMENT_PEPPER`] (under any version).
+    #[must_use]
+    pub fn is_development(&self) -> bool {
+        self.fingerprint() == development_fingerprint()
+    }
+}
+
+/// The input HMAC'd by [`Pepper::fingerprint`].
+const FINGERPRINT_LABEL: &[u8] = b"keygate pepper fingerprint v1";
+/// Bytes of HMAC output a [`Pepper::fingerprint`] keeps (16 hex characters).
+pub const FINGERPRINT_LEN: usize = 8;
+
+/// The fingerprint of [`DEVELOPMENT_PEPPER`].
+#[must_use]
+pub fn development_fingerprint() -> String {
+    Pepper::keyed(DEVELOPMENT_PEPPER_VERSION, DEVELOPMENT_PEPPER.as_bytes()).fingerprint()
 }
 
 impl fmt::Debug for Pepper {
@@ -176,14 +218,17 @@ impl Peppers {
         Ok(self)
     }
 
-    /// The public development pepper (version 0). Logs a warning, once per process.
+    /// The public development pepper (version 0), asked for by name: for quickstarts, demos
+    /// and tests. Logs a warning, once per process. A store first used with it records that it
+    /// is a development store, and refuses real peppers from then on (see
+    /// [`crate::store::StoreSettings`]).
     #[must_use]
     pub fn development() -> Self {
         static WARN: Once = Once::new();
         WARN.call_once(|| {
             tracing::warn!(
                 target: "keygate",
-                "no pepper configured: using the public development pepper; set {PEPPER_ENV} before storing real keys"
+                "using the public development pepper: keys hashed with it protect nothing; set {PEPPER_ENV} to a secret for real keys"
             );
         });
         Self::new(Pepper::keyed(
@@ -201,23 +246,17 @@ impl Peppers {
         Self::parse(&value)
     }
 
-    /// Reads `KEYGATE_PEPPER` if set, else the development pepper (with its warning).
-    ///
-    /// # Errors
-    /// The variable is set but malformed.
-    pub fn from_env_or_development() -> Result<Self, PepperError> {
-        match Self::from_env() {
-            Err(PepperError::NotSet) => Ok(Self::development()),
-            other => other,
-        }
-    }
-
-    /// Parses `VERSION:SECRET[,VERSION:SECRET…]`; a single bare `SECRET` is version 1.
+    /// Parses `VERSION:SECRET[,VERSION:SECRET…]`; a single bare `SECRET` is version 1. The
+    /// exact value [`DEVELOPMENT_VALUE`] (`development`) asks for [`Peppers::development`] by
+    /// name.
     ///
     /// # Errors
     /// A malformed entry, a short secret or a repeated version.
     pub fn parse(value: &str) -> Result<Self, PepperError> {
         let value = value.trim();
+        if value == DEVELOPMENT_VALUE {
+            return Ok(Self::development());
+        }
         let versioned = value
             .split_once(':')
             .is_some_and(|(v, _)| v.trim().parse::<u32>().is_ok());
@@ -246,6 +285,18 @@ impl Peppers {
     #[must_use]
     pub fn current(&self) -> &Pepper {
         &self.all[0]
+    }
+
+    /// Every pepper, the current one first.
+    pub fn iter(&self) -> impl Iterator<Item = &Pepper> {
+        self.all.iter()
+    }
+
+    /// Whether any of these peppers is the public [`DEVELOPMENT_PEPPER`].
+    #[must_use]
+    pub fn is_development(&self) -> bool {
+        let development = development_fingerprint();
+        self.all.iter().any(|p| p.fingerprint() == development)
     }
 
     /// The pepper of a given version, if loaded.
@@ -294,6 +345,43 @@ mod tests {
         let (v2, d2) = rotated.digest(b"key");
         assert_eq!(v2, 2);
         assert_ne!(d2.as_bytes(), d.as_bytes());
+    }
+
+    #[test]
+    fn fingerprints_tell_peppers_apart_and_hide_them() {
+        let a = Pepper::new(1, A).unwrap_or_else(|e| panic!("{e}"));
+        let b = Pepper::new(1, B).unwrap_or_else(|e| panic!("{e}"));
+        let fingerprint = a.fingerprint();
+        assert_eq!(fingerprint.len(), 2 * FINGERPRINT_LEN);
+        assert!(fingerprint.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(fingerprint, b.fingerprint());
+        // The version is not part of it: the same secret under another version is recognised.
+        let a7 = Pepper::new(7, A).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(fingerprint, a7.fingerprint());
+        assert!(!a.is_development());
+        assert!(!Peppers::new(a).is_development());
+    }
+
+    #[test]
+    fn the_development_pepper_only_by_name() {
+        let named = Peppers::parse(DEVELOPMENT_VALUE).unwrap_or_else(|e| panic!("{e}"));
+        assert!(named.is_development());
+        assert_eq!(named.current().version(), DEVELOPMENT_PEPPER_VERSION);
+        assert_eq!(named.current().fingerprint(), development_fingerprint());
+        assert!(Peppers::development().is_development());
+        let by_value = Peppers::parse(&format!("3:{A},0:{DEVELOPMENT_PEPPER}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            by_value.is_development(),
+            "the public pepper under any entry"
+        );
+        assert!(
+            !Peppers::parse(A)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_development()
+        );
+        // A look-alike is an ordinary (too short) pepper, never the development one.
+        assert!(Peppers::parse("Development").is_err());
     }
 
     #[test]

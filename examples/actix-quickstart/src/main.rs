@@ -18,8 +18,12 @@
 //! curl -i -H "x-api-key: $KEY" http://127.0.0.1:3001/admin              # 403 insufficient_scope
 //! ```
 //!
-//! Set `KEYGATE_PEPPER` (≥ 32 bytes) to hash with your own pepper; without it the public
-//! development pepper is used and a warning is logged.
+//! It hashes keys with the public development pepper, asked for by name (`Peppers::development()`),
+//! so `keygate.db` is recorded as a development store: the `keygate` CLI uses that pepper there
+//! without being told (and says so), and a verifier given a real pepper refuses the file. A
+//! real service reads its secret pepper with `Peppers::from_env()?` (`KEYGATE_PEPPER`) and
+//! starts its verifier with `.start().await?`, which refuses a pepper the store's keys were not
+//! made with.
 
 use actix_web::{App, HttpServer, web};
 use keygate::store::{KeyFilter, PageRequest};
@@ -42,13 +46,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
 
-    let keyring = Keyring::new(
-        KeyFormat::new("demo_test")?,
-        Peppers::from_env_or_development()?,
-    );
+    // A demo: the public development pepper, by name. Yours: `Peppers::from_env()?`.
+    let keyring = Keyring::new(KeyFormat::new("demo_test")?, Peppers::development());
     // Created if missing, migrated on every start (idempotent).
     let store = SqliteStore::open(DATABASE).await?;
-    let verifier = Verifier::builder(keyring, store).build();
+    // Checks the pepper against the store (refusing one its keys were not made with).
+    let verifier = Verifier::builder(keyring, store).start().await?;
     let keys = verifier.admin();
     let for_workers = verifier.clone();
 

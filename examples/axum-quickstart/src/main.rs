@@ -25,8 +25,12 @@
 //! server listens on loopback only; in production serve it on an internal port or restrict it at
 //! the proxy (it shows traffic volumes and refusal reasons, never key ids or secrets).
 //!
-//! Set `KEYGATE_PEPPER` (≥ 32 bytes) to hash with your own pepper; without it the public
-//! development pepper is used and a warning is logged.
+//! It hashes keys with the public development pepper, asked for by name (`Peppers::development()`),
+//! so `keygate.db` is recorded as a development store: the `keygate` CLI uses that pepper there
+//! without being told (and says so), and a verifier given a real pepper refuses the file. A
+//! real service reads its secret pepper with `Peppers::from_env()?` (`KEYGATE_PEPPER`) and
+//! starts its verifier with `.start().await?`, which refuses a pepper the store's keys were not
+//! made with.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -58,13 +62,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // is built.
     let prometheus = install_prometheus()?;
 
+    // A demo: the public development pepper, by name. Yours: `Peppers::from_env()?`.
     let keyring = Keyring::new(
         keygate::KeyFormat::new("demo_test")?,
-        Peppers::from_env_or_development()?,
+        Peppers::development(),
     );
     // Created if missing, migrated on every start (idempotent).
     let store = SqliteStore::open(DATABASE).await?;
-    let verifier = Verifier::builder(keyring, store).build();
+    // Checks the pepper against the store (refusing one its keys were not made with).
+    let verifier = Verifier::builder(keyring, store).start().await?;
     let admin = verifier.admin();
     // The cache size gauges move on misses only, and lag moka's batched maintenance: refresh
     // them with exact counts now and then.

@@ -38,6 +38,9 @@ pub struct Config {
     pub channel: Channel,
     /// `KEYGATE_PREFIX`: the key prefix (default `kg`, as the CLI's).
     pub prefix: String,
+    /// `KEYGATE_PEPPER` (required): `VERSION:SECRET[,…]`, current first, the same on every
+    /// instance and for the CLI; `development` for the public development pepper.
+    pub peppers: Peppers,
     /// `KEYGATE_REDIS_PREFIX`: namespace of everything kept in Redis (default `keygate`).
     pub redis_prefix: String,
     /// `KEYGATE_CACHE_TTL_SECS`: the cache TTL (default 30 s).
@@ -57,6 +60,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("channel", &self.channel)
             .field("prefix", &self.prefix)
+            .field("peppers", &self.peppers)
             .field("redis_prefix", &self.redis_prefix)
             .field("cache_ttl", &self.cache_ttl)
             .field("stale_if_error", &self.stale_if_error)
@@ -95,6 +99,9 @@ impl Config {
                 }
             },
             prefix: var("KEYGATE_PREFIX").unwrap_or_else(|| "kg".to_owned()),
+            peppers: Peppers::from_env().map_err(|e| {
+                format!("{e}: set KEYGATE_PEPPER to VERSION:SECRET (or `development` for a demo)")
+            })?,
             redis_prefix: var("KEYGATE_REDIS_PREFIX").unwrap_or_else(|| "keygate".to_owned()),
             cache_ttl: secs("KEYGATE_CACHE_TTL_SECS", 30)?,
             stale_if_error: secs("KEYGATE_STALE_IF_ERROR_SECS", 0)?,
@@ -116,12 +123,10 @@ impl Config {
 /// Every instance has its own connections and its own subscription.
 ///
 /// # Errors
-/// PostgreSQL or Redis cannot be reached at start, or the pepper is invalid.
+/// PostgreSQL or Redis cannot be reached at start, `KEYGATE_PEPPER` is unset or invalid, or
+/// it does not match the pepper fingerprints the store recorded.
 pub async fn verifier(config: &Config) -> Result<Verifier, Error> {
-    let keyring = Keyring::new(
-        KeyFormat::new(&config.prefix)?,
-        Peppers::from_env_or_development()?,
-    );
+    let keyring = Keyring::new(KeyFormat::new(&config.prefix)?, config.peppers.clone());
     let store = PostgresStore::open(&config.database_url).await?;
     let limiter = RedisRateLimiter::builder(config.redis_url.as_str())
         .prefix(config.redis_prefix.clone())
@@ -149,7 +154,8 @@ pub async fn verifier(config: &Config) -> Result<Verifier, Error> {
         .stale_if_error(config.stale_if_error)
         .failure_limit(config.failure_limit)
         .audit_sink(audit)
-        .build())
+        .start()
+        .await?)
 }
 
 /// The instance's routes: `/` public, `/hello` behind the key layer (with `RateLimit`

@@ -26,6 +26,9 @@ fn config(channel: Channel) -> Option<Config> {
         redis_url,
         channel,
         prefix: "kgex".to_owned(),
+        // run.sh's demo pepper: the test and the demo may share the database.
+        peppers: keygate::Peppers::parse("1:multi-instance-demo-pepper-not-a-secret-0123456789")
+            .unwrap(),
         redis_prefix: format!("keygate-example-{}", std::process::id()),
         cache_ttl: Duration::from_secs(30),
         stale_if_error: Duration::ZERO,

@@ -4,7 +4,9 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use super::{KeyAdmin, KeyFilter, KeyPage, KeyStore, PageRequest, StoreError};
+use super::{
+    KeyAdmin, KeyFilter, KeyPage, KeyRehash, KeyStore, PageRequest, StoreError, StoreSettings,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::key::KeyId;
 use crate::record::{CreatedKey, KeyChange, KeyRecord, MintedKey, RotatedKey, Rotation};
@@ -23,6 +25,8 @@ pub struct MemoryStore {
 struct Inner {
     keys: BTreeMap<KeyId, KeyRecord>,
     deleted: HashSet<KeyId>,
+    /// Deployment settings (see [`StoreSettings`]), written on first use.
+    settings: BTreeMap<String, String>,
 }
 
 impl Default for MemoryStore {
@@ -81,6 +85,38 @@ impl KeyStore for MemoryStore {
                     && record.last_used_at.is_none_or(|last| last < *at)
                 {
                     record.last_used_at = Some(*at);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn settings(&self) -> Result<Option<StoreSettings>, StoreError> {
+        Ok(Some(self.read(|inner| {
+            StoreSettings::from_entries(inner.settings.clone())
+        })))
+    }
+
+    async fn add_settings(&self, entries: &[(String, String)]) -> Result<(), StoreError> {
+        self.write(|inner| {
+            for (name, value) in entries {
+                inner
+                    .settings
+                    .entry(name.clone())
+                    .or_insert_with(|| value.clone());
+            }
+        });
+        Ok(())
+    }
+
+    async fn rehash(&self, keys: &[KeyRehash]) -> Result<(), StoreError> {
+        self.write(|inner| {
+            for rehash in keys {
+                if let Some(record) = inner.keys.get_mut(&rehash.id)
+                    && record.pepper_version == rehash.from_version
+                {
+                    record.digest = rehash.digest;
+                    record.pepper_version = rehash.to_version;
                 }
             }
         });

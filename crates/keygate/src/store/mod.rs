@@ -10,6 +10,7 @@
 //! ([`StoreError::Unavailable`]). The verifier turns `Unavailable` into 503, never 401.
 
 mod memory;
+mod settings;
 
 use std::error::Error as StdError;
 use std::time::SystemTime;
@@ -18,9 +19,14 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 
 pub use memory::MemoryStore;
+pub use settings::{
+    DEVELOPMENT_SETTING, PepperCheck, SettingsError, StoreSettings, check_peppers,
+    fingerprint_setting,
+};
 
 use crate::identity::Metadata;
 use crate::key::KeyId;
+use crate::pepper::Digest;
 use crate::rate::RateLimit;
 use crate::record::{
     ChangeRefused, CreatedKey, InvalidInput, KeyChange, KeyRecord, KeyState, MintedKey, RotatedKey,
@@ -97,6 +103,68 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn record_last_used(&self, used: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
         let _ = used;
         Ok(())
+    }
+
+    /// The deployment settings this store recorded (see [`StoreSettings`]); `None` for a store
+    /// that keeps none (the default), whose peppers are then not checked.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn settings(&self) -> Result<Option<StoreSettings>, StoreError> {
+        Ok(None)
+    }
+
+    /// Records each `(name, value)` whose name is not recorded yet; a recorded setting is
+    /// never overwritten (several processes may start at once: the first write wins, and
+    /// [`check_peppers`] reads the result back). The default does nothing.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn add_settings(&self, entries: &[(String, String)]) -> Result<(), StoreError> {
+        let _ = entries;
+        Ok(())
+    }
+
+    /// Re-hashes keys under the current pepper: for each [`KeyRehash`], sets the key's digest
+    /// and pepper version to the new ones if the key is still under `from_version` (otherwise,
+    /// or when the key is gone, skips it). Not a management change: `updated_at` stays.
+    ///
+    /// Called by the verifier's write-behind flusher, batched with last-used times, after a
+    /// key stored under an older pepper verified. The default does nothing (keys then stay
+    /// under their old pepper, which must stay configured).
+    ///
+    /// # Errors
+    /// `Unavailable`; the verifier keeps the batch and retries at the next flush.
+    async fn rehash(&self, keys: &[KeyRehash]) -> Result<(), StoreError> {
+        let _ = keys;
+        Ok(())
+    }
+}
+
+/// One key to move to the current pepper, for [`KeyStore::rehash`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyRehash {
+    /// The key.
+    pub id: KeyId,
+    /// The pepper version the key must still be under.
+    pub from_version: u32,
+    /// The new pepper version.
+    pub to_version: u32,
+    /// The key's digest under the new pepper.
+    pub digest: Digest,
+}
+
+impl KeyRehash {
+    /// Moves key `id` from `from_version` to `to_version`, with `digest` made under the latter.
+    #[must_use]
+    pub fn new(id: KeyId, from_version: u32, to_version: u32, digest: Digest) -> Self {
+        Self {
+            id,
+            from_version,
+            to_version,
+            digest,
+        }
     }
 }
 
@@ -229,6 +297,28 @@ pub trait KeyAdmin: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::NotFound`] or `Unavailable`.
     async fn delete(&self, id: &KeyId) -> Result<(), StoreError>;
+
+    /// How many keys (in any state) the store holds under each pepper version, by version, so
+    /// an old pepper can be retired once none is left under it (`keygate peppers`). The default
+    /// pages through [`KeyAdmin::list`]; SQL stores count in one query.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn pepper_versions(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        let mut counts = std::collections::BTreeMap::<u32, u64>::new();
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        loop {
+            let got = self.list(&KeyFilter::default(), page).await?;
+            for key in &got.keys {
+                *counts.entry(key.pepper_version).or_default() += 1;
+            }
+            match got.next {
+                Some(next) => page.after = Some(next),
+                None => break,
+            }
+        }
+        Ok(counts.into_iter().collect())
+    }
 
     /// Renames a key.
     ///

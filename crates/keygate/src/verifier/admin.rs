@@ -145,6 +145,8 @@ impl Admin {
 #[async_trait]
 impl KeyAdmin for Admin {
     async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
+        let inner = &*self.verifier.inner;
+        inner.pepper_gate.ensure(inner).await?;
         let id = key.record().id;
         let created = self.verifier.inner.admin.create(key).await;
         // A guess of this id may sit in a negative cache, here or elsewhere.
@@ -179,6 +181,8 @@ impl KeyAdmin for Admin {
         replacement: MintedKey,
         rotation: Rotation,
     ) -> Result<RotatedKey, StoreError> {
+        let inner = &*self.verifier.inner;
+        inner.pepper_gate.ensure(inner).await?;
         let new_id = replacement.record().id;
         let result = self
             .verifier
@@ -191,6 +195,10 @@ impl KeyAdmin for Admin {
             self.audit(Action::Rotated, *id, Some(format!("new key {new_id}")));
         }
         result
+    }
+
+    async fn pepper_versions(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        self.verifier.inner.admin.pepper_versions().await
     }
 
     async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {

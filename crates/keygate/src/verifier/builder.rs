@@ -306,9 +306,45 @@ impl VerifierBuilder {
         self
     }
 
+    /// Builds the verifier, then checks its peppers against the key store's settings: the way
+    /// to start a service. Refuses, with nothing written, when the store's keys under a
+    /// configured pepper version were made with another pepper, when a real pepper is given
+    /// for a development store, or the development pepper for a store that is not one (see
+    /// [`check_peppers`](crate::store::check_peppers)). On first use it records each pepper
+    /// version's fingerprint (and, for the development pepper, that the store is a
+    /// development store).
+    ///
+    /// ```
+    /// use keygate::{KeyFormat, Keyring, MemoryStore, Peppers, Verifier};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A service reads its peppers with `Peppers::from_env()?` (KEYGATE_PEPPER); a demo
+    /// // asks for the public development pepper by name.
+    /// let keyring = Keyring::new(KeyFormat::new("acme_test")?, Peppers::development());
+    /// let verifier = Verifier::builder(keyring, MemoryStore::new()).start().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`build`](Self::build) builds without waiting: the same check then runs before the
+    /// verifier's first store read or key creation, and a refusal answers every request that
+    /// needs the store with 503 (logged as an error), never 401.
+    ///
+    /// # Errors
+    /// A [`SettingsError`](crate::store::SettingsError) naming what does not match;
+    /// `SettingsError::Store` when the store cannot be reached (a later start may succeed).
+    pub async fn start(self) -> Result<Verifier, crate::store::SettingsError> {
+        let verifier = self.build();
+        let inner = &*verifier.inner;
+        inner.pepper_gate.check(inner).await?;
+        Ok(verifier)
+    }
+
     /// Builds the verifier, and describes keygate's metrics (see [`crate::metrics`]) to the
     /// recorder installed now: install yours before.
     ///
+    /// The peppers are checked against the store before its first read (see
+    /// [`start`](Self::start), which checks at once and is the better way to start a service).
     /// The last-used flusher is started on the tokio runtime of the first successful
     /// verification (none is needed to build).
     pub fn build(self) -> Verifier {
@@ -373,6 +409,7 @@ impl VerifierBuilder {
                 stale_grace: self.stale_grace,
                 degraded_ttl: self.degraded_ttl.min(self.cache_ttl),
                 subscriber,
+                pepper_gate: super::pepper_check::PepperGate::default(),
             }),
         };
         if let Some(subscriber) = &verifier.inner.subscriber {

@@ -49,6 +49,8 @@ pub(crate) struct CachedKey {
     store_failed: AtomicBool,
     /// No key has this id: the entry only remembers that (its digest matches nothing).
     pub(crate) unknown: bool,
+    /// This key (under an older pepper) was queued to be re-hashed: once per entry.
+    pub(crate) rehash_queued: AtomicBool,
 }
 
 impl CachedKey {
@@ -67,6 +69,7 @@ impl CachedKey {
             loaded_at: Instant::now(),
             retry_at: AtomicU64::new(0),
             store_failed: AtomicBool::new(false),
+            rehash_queued: AtomicBool::new(false),
             unknown: false,
         }
     }
@@ -96,6 +99,7 @@ impl CachedKey {
             loaded_at: Instant::now(),
             retry_at: AtomicU64::new(0),
             store_failed: AtomicBool::new(false),
+            rehash_queued: AtomicBool::new(false),
             unknown: true,
         }
     }

@@ -12,6 +12,13 @@
 //! the batch to [`KeyStore::record_last_used`]. So each key is written at most once per interval
 //! per verifier. A failed write keeps the batch for the next flush.
 //! [`Verifier::flush_last_used`](crate::Verifier::flush_last_used) flushes on demand (call it on shutdown).
+//!
+//! # Re-hashing under the current pepper
+//! A key that verifies under an older pepper version is re-hashed under the current one: the
+//! request that finds it (once per cached entry) computes the new digest and queues it here;
+//! the same flusher hands the batch to [`KeyStore::rehash`], which moves the key only if it
+//! is still under the old version. Once no key is left under an old version (`keygate
+//! peppers`), that pepper can be retired.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,8 +29,9 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::cache::CachedKey;
-use crate::key::KeyId;
-use crate::store::{KeyStore, StoreError};
+use crate::key::{KeyId, PresentedKey};
+use crate::keyring::Keyring;
+use crate::store::{KeyRehash, KeyStore, StoreError};
 
 /// Counters of the last-used write-behind, from [`Verifier::last_used_stats`](crate::Verifier::last_used_stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,7 +43,12 @@ pub struct LastUsedStats {
     pub written: u64,
     /// Flushes the store refused (their batch is retried at the next flush).
     pub failed_flushes: u64,
+    /// Keys handed to the store to move to the current pepper.
+    pub rehashed: u64,
 }
+
+/// How often queued re-hashes are written when last-used tracking is off.
+const REHASH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Microseconds since the Unix epoch; 0 for earlier times.
 pub(crate) fn micros(at: SystemTime) -> u64 {
@@ -48,6 +61,7 @@ pub(crate) struct LastUsed {
     interval_micros: u64,
     interval: Duration,
     tx: mpsc::Sender<(KeyId, SystemTime)>,
+    rehash_tx: mpsc::Sender<KeyRehash>,
     shared: Arc<Shared>,
 }
 
@@ -59,31 +73,39 @@ struct Shared {
     dropped: AtomicU64,
     written: AtomicU64,
     failed_flushes: AtomicU64,
+    rehashed: AtomicU64,
 }
 
 struct Batch {
     rx: mpsc::Receiver<(KeyId, SystemTime)>,
     pending: HashMap<KeyId, SystemTime>,
+    rehash_rx: mpsc::Receiver<KeyRehash>,
+    rehashes: HashMap<KeyId, KeyRehash>,
 }
 
 impl LastUsed {
     /// `interval` zero turns tracking off.
     pub(crate) fn new(store: Arc<dyn KeyStore>, interval: Duration, buffer: usize) -> Self {
         let (tx, rx) = mpsc::channel(buffer.max(1));
+        let (rehash_tx, rehash_rx) = mpsc::channel(buffer.max(1));
         Self {
             interval_micros: u64::try_from(interval.as_micros()).unwrap_or(u64::MAX),
             interval,
             tx,
+            rehash_tx,
             shared: Arc::new(Shared {
                 store,
                 batch: tokio::sync::Mutex::new(Batch {
                     rx,
                     pending: HashMap::new(),
+                    rehash_rx,
+                    rehashes: HashMap::new(),
                 }),
                 flusher: Mutex::new(None),
                 dropped: AtomicU64::new(0),
                 written: AtomicU64::new(0),
                 failed_flushes: AtomicU64::new(0),
+                rehashed: AtomicU64::new(0),
             }),
         }
     }
@@ -123,6 +145,35 @@ impl LastUsed {
         }
     }
 
+    /// Called after a key's secret matched: if the key is stored under an older pepper than
+    /// the current one, queues its digest under the current pepper (once per cached entry).
+    /// One comparison for keys under the current pepper.
+    #[inline]
+    pub(crate) fn rehash_if_old(&self, entry: &CachedKey, key: &PresentedKey, keyring: &Keyring) {
+        if entry.pepper_version != keyring.peppers().current().version() {
+            self.queue_rehash(entry, key, keyring);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn queue_rehash(&self, entry: &CachedKey, key: &PresentedKey, keyring: &Keyring) {
+        if entry.rehash_queued.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let (version, digest) = keyring.peppers().digest(key.digest_input());
+        let rehash = KeyRehash::new(key.id(), entry.pepper_version, version, digest);
+        self.ensure_flusher();
+        match self.rehash_tx.try_send(rehash) {
+            Ok(()) => {}
+            // Dropped: a later load of this key (a fresh cache entry) queues it again.
+            Err(TrySendError::Full(_)) => {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+
     /// Starts the background flusher on the current tokio runtime if it is not running (never
     /// started, or its runtime shut down). Runs at most once per key per interval, so the lock
     /// is off the per-request path. Without a runtime the reports wait in the buffer for an
@@ -140,7 +191,12 @@ impl LastUsed {
             return;
         };
         let shared = Arc::downgrade(&self.shared);
-        *flusher = Some(runtime.spawn(flusher_task(shared, self.interval)));
+        let interval = if self.interval.is_zero() {
+            REHASH_INTERVAL
+        } else {
+            self.interval
+        };
+        *flusher = Some(runtime.spawn(flusher_task(shared, interval)));
     }
 
     /// Writes everything reported so far. Returns how many keys were written.
@@ -154,6 +210,7 @@ impl LastUsed {
             dropped: shared.dropped.load(Ordering::Relaxed),
             written: shared.written.load(Ordering::Relaxed),
             failed_flushes: shared.failed_flushes.load(Ordering::Relaxed),
+            rehashed: shared.rehashed.load(Ordering::Relaxed),
         }
     }
 }
@@ -176,7 +233,30 @@ async fn flusher_task(shared: Weak<Shared>, interval: Duration) {
 impl Shared {
     async fn flush(&self) -> Result<usize, StoreError> {
         let mut batch = self.batch.lock().await;
-        let Batch { rx, pending } = &mut *batch;
+        let Batch {
+            rx,
+            pending,
+            rehash_rx,
+            rehashes,
+        } = &mut *batch;
+        while let Ok(rehash) = rehash_rx.try_recv() {
+            rehashes.insert(rehash.id, rehash);
+        }
+        if !rehashes.is_empty() {
+            let keys: Vec<KeyRehash> = rehashes.values().cloned().collect();
+            match self.store.rehash(&keys).await {
+                Ok(()) => {
+                    rehashes.clear();
+                    self.rehashed
+                        .fetch_add(keys.len() as u64, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    self.failed_flushes.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(target: "keygate", keys = keys.len(), %error, "could not re-hash keys under the current pepper; will retry");
+                    return Err(error);
+                }
+            }
+        }
         while let Ok((id, at)) = rx.try_recv() {
             pending
                 .entry(id)

@@ -39,6 +39,7 @@ mod admin;
 mod builder;
 mod cache;
 mod last_used;
+mod pepper_check;
 mod subscriber;
 
 use std::net::IpAddr;
@@ -99,6 +100,8 @@ struct Inner {
     /// Fresh TTL while the invalidation subscription is down.
     degraded_ttl: Duration,
     subscriber: Option<Subscriber>,
+    /// The peppers checked against the store's settings (see [`VerifierBuilder::start`]).
+    pepper_gate: pepper_check::PepperGate,
 }
 
 /// A successful verification: the caller's identity, and the rate limiter's decision when the
@@ -380,6 +383,10 @@ impl Verifier {
         if !matched {
             return Err(Reason::WrongSecret);
         }
+        // A key under an older pepper moves to the current one, write-behind.
+        inner
+            .last_used
+            .rehash_if_old(&entry, &presented.key, &inner.keyring);
         match entry.refusal(now, presented.client_ip) {
             Some(reason) => Err(reason),
             None => Ok((entry, stale)),
@@ -525,6 +532,12 @@ impl Verifier {
         let inner = &*self.inner;
         let generation = inner.generations.current(&id);
         tracing::trace!(target: "keygate", key_id = %id, "cache miss: loading from the key store");
+        // Never read keys with peppers the store did not make them with.
+        inner
+            .pepper_gate
+            .ensure(inner)
+            .await
+            .map_err(LoadError)?;
         let started = std::time::Instant::now();
         let found = inner.store.find(&id).await;
         metrics::store_find(started.elapsed(), found.is_err());

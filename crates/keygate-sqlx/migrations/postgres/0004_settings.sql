@@ -1,0 +1,12 @@
+-- keygate schema 4: deployment settings, by name, written on first use and never overwritten.
+-- Never a secret: pepper fingerprints (a short HMAC of a fixed label, never the pepper), whether
+-- this is a development store; later settings (such as the key prefix) join them here.
+
+CREATE TABLE keygate_settings (
+    name       text COLLATE "C" NOT NULL PRIMARY KEY,   -- e.g. pepper.1.fingerprint, development
+    value      text        NOT NULL,
+    created_at timestamptz NOT NULL
+);
+
+-- keygate peppers: keys per pepper version.
+CREATE INDEX keygate_keys_pepper_version ON keygate_keys (pepper_version);

@@ -121,6 +121,8 @@ fn no_secret_bearing_type_formats_its_secret() {
     for debug in minted_debug {
         shown.push(("MintedKey", debug));
     }
+    assert_eq!(format!("{pepper:?}"), "Pepper { version: 3, .. }");
+    assert_eq!(format!("{digest:?}"), "Digest([redacted])");
     for (what, text) in &shown {
         assert!(!text.is_empty(), "{what} formats as nothing");
         assert_hides(what, text, &secrets);
@@ -162,6 +164,25 @@ fn pepper_errors_name_no_secret() {
             assert_hides("PepperError", &text, &[PEPPER, "short-secret"]);
         }
     }
+}
+
+#[test]
+fn pepper_entries_keep_their_version() {
+    // A single versioned entry keeps its version; a bare secret (even one with a ':' after a
+    // non-number) is version 1; the first of several is current.
+    let one = Peppers::parse(&format!("5:{PEPPER}")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(one.current().version(), 5);
+    let bare = Peppers::parse(&format!("v:{PEPPER}")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(bare.current().version(), 1);
+    let two =
+        Peppers::parse(&format!(" 7:{PEPPER} , 6:{PEPPER}x ")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(two.current().version(), 7);
+    assert_eq!(two.get(6).map(Pepper::version), Some(6));
+    assert!(two.get(5).is_none());
+    // A bare secret and `1:` the same secret are the same pepper.
+    let plain = Peppers::parse(PEPPER).unwrap_or_else(|e| panic!("{e}"));
+    let versioned = Peppers::parse(&format!("1:{PEPPER}")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plain.digest(b"k"), versioned.digest(b"k"));
 }
 
 fn reference_hmac(secret: &[u8], message: &[u8]) -> [u8; 32] {

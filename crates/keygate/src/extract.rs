@@ -359,11 +359,14 @@ mod tests {
         let named = HeaderName::from_static("x-api-key");
         let peer = "192.0.2.7".parse().ok();
         let view = HttpRequestView::new(&headers, &uri, peer).with_parsed_header(&named);
-        assert_eq!(
-            view.header_values("x-api-key").count(),
-            1,
-            "the view reads values"
-        );
+        // The view reads each header's own values, by the parsed name or any other.
+        for name in ["authorization", "x-api-key", "cookie", "accept"] {
+            let values: Vec<&[u8]> = view.header_values(name).collect();
+            let expected = format!("Bearer acme_{name}_{SECRET}");
+            assert_eq!(values, [expected.as_bytes()], "{name}");
+        }
+        assert_eq!(view.query(), Some(&*format!("api_key={SECRET}")));
+        assert_eq!(view.peer_ip(), peer);
         for shown in [format!("{view:?}"), format!("{view:#?}")] {
             for part in [
                 "HttpRequestView",

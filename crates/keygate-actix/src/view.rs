@@ -5,7 +5,10 @@ use actix_web::http::header::{AUTHORIZATION, HeaderName};
 use keygate::RequestView;
 
 /// [`RequestView`] over an actix-web request.
-#[derive(Debug, Clone, Copy)]
+///
+/// `Debug` shows the path, the peer and the header names, never a header value or the query
+/// string: any of them may carry a key.
+#[derive(Clone, Copy)]
 pub struct ActixRequestView<'a> {
     request: &'a ServiceRequest,
     named_header: Option<&'a HeaderName>,
@@ -27,6 +30,30 @@ impl<'a> ActixRequestView<'a> {
     pub fn with_parsed_header(mut self, name: &'a HeaderName) -> Self {
         self.named_header = Some(name);
         self
+    }
+}
+
+impl std::fmt::Debug for ActixRequestView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let query = self.request.query_string();
+        f.debug_struct("ActixRequestView")
+            .field("path", &self.request.path())
+            .field("query", &(!query.is_empty()).then_some("[redacted]"))
+            .field("header_names", &HeaderNames(self.request))
+            .field("peer", &self.request.peer_addr())
+            .field("named_header", &self.named_header)
+            .finish()
+    }
+}
+
+/// Formats a request's header names (repeated names once per value), no values.
+struct HeaderNames<'a>(&'a ServiceRequest);
+
+impl std::fmt::Debug for HeaderNames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.headers().iter().map(|(name, _)| name))
+            .finish()
     }
 }
 

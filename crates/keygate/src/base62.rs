@@ -2,6 +2,7 @@
 
 use rand::TryRngCore;
 use rand::rngs::OsRng;
+use zeroize::Zeroize;
 
 /// The base62 alphabet, in value order.
 pub(crate) const ALPHABET: &[u8; 62] =
@@ -51,7 +52,9 @@ pub(crate) fn fill_random(out: &mut [u8]) {
             }
         }
     }
-    pool.fill(0);
+    // The pool held the raw bytes the output was drawn from; `zeroize` is a volatile write the
+    // compiler cannot drop as a dead store (a plain `fill(0)` before the array dies could be).
+    pool.zeroize();
 }
 
 /// Encodes `value` as exactly six base62 characters, most significant first.
@@ -85,6 +88,83 @@ mod tests {
         assert_eq!(&encode_u32_6(61), b"00000z");
         assert_eq!(&encode_u32_6(62), b"000010");
         assert_eq!(&encode_u32_6(u32::MAX), b"4gfFC3");
+    }
+
+    /// χ² over 62 equally likely symbols has 61 degrees of freedom. Its upper and lower
+    /// 10⁻⁶ quantiles (computed from the regularised incomplete gamma function): a sound
+    /// generator fails either bound once in 500 000 runs, so the test never flakes in practice.
+    const CHI2_61_UPPER_1E6: f64 = 128.6;
+    const CHI2_61_LOWER_1E6: f64 = 21.9;
+
+    /// χ² statistic of the symbol counts of `chars` against the uniform distribution over
+    /// the alphabet; panics on a symbol outside it.
+    fn chi_squared(chars: &[u8]) -> f64 {
+        let mut counts = [0u64; 62];
+        for &c in chars {
+            let index = ALPHABET
+                .iter()
+                .position(|&a| a == c)
+                .unwrap_or_else(|| panic!("byte {c:#04x} is not base62"));
+            counts[index] += 1;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let expected = chars.len() as f64 / 62.0;
+        counts
+            .iter()
+            .map(|&n| {
+                #[allow(clippy::cast_precision_loss)]
+                let d = n as f64 - expected;
+                d * d / expected
+            })
+            .sum()
+    }
+
+    #[test]
+    fn fill_random_is_uniform_over_all_62_symbols() {
+        // 2 × 10⁶ characters, drawn in key-sized calls as the key generator draws them (each
+        // call takes fresh pool bytes), and once as one long buffer.
+        let mut chars = vec![0u8; 2_000_000];
+        for chunk in chars[..1_000_000].chunks_mut(30) {
+            fill_random(chunk);
+        }
+        fill_random(&mut chars[1_000_000..]);
+        for half in [&chars[..1_000_000], &chars[1_000_000..]] {
+            let chi2 = chi_squared(half);
+            assert!(
+                (CHI2_61_LOWER_1E6..CHI2_61_UPPER_1E6).contains(&chi2),
+                "χ² = {chi2:.1} over 10⁶ characters, outside [{CHI2_61_LOWER_1E6}, {CHI2_61_UPPER_1E6}): not uniform over 62 symbols"
+            );
+        }
+    }
+
+    #[test]
+    fn chi_squared_catches_a_biased_alphabet() {
+        // The test above must be able to fail: `byte % 62` as `byte / 62` (4 symbols) or
+        // keeping byte 248 (symbol '0' 5/4 as likely as the others) are far past the bound.
+        let four: Vec<u8> = (0..1_000_000u32)
+            .map(|i| ALPHABET[(i % 4) as usize])
+            .collect();
+        assert!(chi_squared(&four) > CHI2_61_UPPER_1E6);
+        let skewed: Vec<u8> = (0..1_000_000u32)
+            .map(|i| ALPHABET[((i % 249) % 62) as usize])
+            .collect();
+        assert!(chi_squared(&skewed) > CHI2_61_UPPER_1E6);
+        // A counter is perfectly even: too good a fit fails the lower bound.
+        let counter: Vec<u8> = (0..1_000_000u32)
+            .map(|i| ALPHABET[(i % 62) as usize])
+            .collect();
+        assert!(chi_squared(&counter) < CHI2_61_LOWER_1E6);
+    }
+
+    #[test]
+    fn fill_random_fills_every_byte_of_any_length() {
+        // Lengths around the 64-byte pool: a fill that stops at the pool's end, or skips the
+        // last slot, leaves a zero byte behind.
+        for len in [0, 1, 30, 63, 64, 65, 200, 1000] {
+            let mut buf = vec![0u8; len];
+            fill_random(&mut buf);
+            assert!(all_base62(&buf), "length {len}");
+        }
     }
 
     #[test]

@@ -42,7 +42,10 @@ pub trait RequestView {
 }
 
 /// [`RequestView`] over an http 1 request's headers and URI.
-#[derive(Debug, Clone, Copy)]
+///
+/// `Debug` shows the path, the peer and the header names, never a header value or the query
+/// string: any of them may carry a key.
+#[derive(Clone, Copy)]
 pub struct HttpRequestView<'a> {
     headers: &'a HeaderMap,
     uri: &'a Uri,
@@ -68,6 +71,29 @@ impl<'a> HttpRequestView<'a> {
     pub fn with_parsed_header(mut self, name: &'a HeaderName) -> Self {
         self.named_header = Some(name);
         self
+    }
+}
+
+impl std::fmt::Debug for HttpRequestView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpRequestView")
+            .field("path", &self.uri.path())
+            .field("query", &self.uri.query().map(|_| "[redacted]"))
+            .field("header_names", &HeaderNames(self.headers))
+            .field("peer", &self.peer)
+            .field("named_header", &self.named_header)
+            .finish()
+    }
+}
+
+/// Formats a header map as the list of its names (repeated names once per value), no values.
+struct HeaderNames<'a>(&'a HeaderMap);
+
+impl std::fmt::Debug for HeaderNames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
     }
 }
 
@@ -310,6 +336,54 @@ mod tests {
         assert_eq!(s.find(&v), Ok(&b"k"[..]));
         v.headers.push(("x-api-key", b"k"));
         assert_eq!(s.find(&v), Err(Reason::MultipleCredentials));
+    }
+
+    #[test]
+    fn http_view_debug_shows_no_header_value_or_query() {
+        const SECRET: &str = "Yh3kP0aQ9zLm2Xc7Vb1Nn8Rt5Ww6Ee";
+        let mut headers = HeaderMap::new();
+        for name in [
+            "authorization",
+            "x-api-key",
+            "cookie",
+            "proxy-authorization",
+            "accept",
+        ] {
+            let value = http::HeaderValue::from_str(&format!("Bearer acme_{name}_{SECRET}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            headers.append(HeaderName::from_static(name), value);
+        }
+        let uri: Uri = format!("/orders?api_key={SECRET}")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let named = HeaderName::from_static("x-api-key");
+        let peer = "192.0.2.7".parse().ok();
+        let view = HttpRequestView::new(&headers, &uri, peer).with_parsed_header(&named);
+        // The view reads each header's own values, by the parsed name or any other.
+        for name in ["authorization", "x-api-key", "cookie", "accept"] {
+            let values: Vec<&[u8]> = view.header_values(name).collect();
+            let expected = format!("Bearer acme_{name}_{SECRET}");
+            assert_eq!(values, [expected.as_bytes()], "{name}");
+        }
+        assert_eq!(view.query(), Some(&*format!("api_key={SECRET}")));
+        assert_eq!(view.peer_ip(), peer);
+        for shown in [format!("{view:?}"), format!("{view:#?}")] {
+            for part in [
+                "HttpRequestView",
+                "/orders",
+                "[redacted]",
+                "proxy-authorization",
+                "accept",
+                "192.0.2.7",
+            ] {
+                assert!(shown.contains(part), "{part} missing from {shown}");
+            }
+            for window in SECRET.as_bytes().windows(8) {
+                let window = std::str::from_utf8(window).unwrap_or_default();
+                assert!(!shown.contains(window), "secret in {shown}");
+            }
+            assert!(!shown.contains("Bearer"), "a header value in {shown}");
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ use std::sync::Once;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -131,9 +132,22 @@ impl Pepper {
     }
 
     fn keyed(version: u32, secret: &[u8]) -> Self {
-        // HMAC accepts keys of any length, so this cannot fail; fall back defensively anyway.
-        let mac = <HmacSha256 as Mac>::new_from_slice(secret)
-            .unwrap_or_else(|_| <HmacSha256 as Mac>::new(&Default::default()));
+        // RFC 2104 turns any key into one 64-byte block (hashed first if longer, zero-padded),
+        // which is what `new_from_slice` does inside. Doing it here lets us use the infallible
+        // `new`: there is no error path, so no fallback key that could silently be weak. The
+        // block is a copy of the secret, wiped before returning. (The keyed HMAC state itself
+        // lives in `hmac`, whose 0.12 release has no `zeroize` support.)
+        let mut block = [0u8; 64];
+        if secret.len() > block.len() {
+            use sha2::Digest as _;
+            let mut hashed: [u8; 32] = Sha256::digest(secret).into();
+            block[..hashed.len()].copy_from_slice(&hashed);
+            hashed.zeroize();
+        } else {
+            block[..secret.len()].copy_from_slice(secret);
+        }
+        let mac = <HmacSha256 as Mac>::new(&block.into());
+        block.zeroize();
         Self { version, mac }
     }
 
@@ -242,8 +256,11 @@ impl Peppers {
     /// # Errors
     /// [`PepperError::NotSet`] when the variable is absent, or the error of a bad entry.
     pub fn from_env() -> Result<Self, PepperError> {
-        let value = std::env::var(PEPPER_ENV).map_err(|_| PepperError::NotSet)?;
-        Self::parse(&value)
+        let mut value = std::env::var(PEPPER_ENV).map_err(|_| PepperError::NotSet)?;
+        let peppers = Self::parse(&value);
+        // Our copy of the secret; the process environment keeps its own, out of our reach.
+        value.zeroize();
+        peppers
     }
 
     /// Parses `VERSION:SECRET[,VERSION:SECRET…]`; a single bare `SECRET` is version 1. The

@@ -1,6 +1,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use zeroize::Zeroize;
+
 use super::{KeyId, PlaintextKey, PresentedKey};
 use crate::base62;
 
@@ -155,6 +157,8 @@ impl KeyFormat {
     #[must_use]
     pub fn generate(&self) -> (KeyId, PlaintextKey) {
         let id = KeyId::random();
+        // Sized exactly, so the pushes below never reallocate: a reallocation would free a
+        // buffer holding part of the secret without zeroing it.
         let mut key = String::with_capacity(self.key_len());
         key.push_str(&self.prefix);
         key.push('_');
@@ -164,7 +168,7 @@ impl KeyFormat {
         base62::fill_random(&mut secret);
         // The alphabet is ASCII, so every byte is a char.
         key.extend(secret.iter().map(|b| char::from(*b)));
-        secret.fill(0);
+        secret.zeroize();
         let crc = base62::encode_u32_6(crc32fast::hash(key.as_bytes()));
         key.extend(crc.iter().map(|b| char::from(*b)));
         (id, PlaintextKey::new(key))
@@ -223,8 +227,149 @@ mod tests {
         KeyFormat::new("acme_live").unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A key of `prefix` with the given middle parts and a correct checksum, whatever the parts
+    /// are: so a refusal below can only come from the check under test, not the checksum.
+    fn craft(prefix: &str, sep1: char, id: &str, sep2: char, secret: &str) -> Vec<u8> {
+        let mut key = format!("{prefix}{sep1}{id}{sep2}{secret}").into_bytes();
+        key.extend_from_slice(&base62::encode_u32_6(crc32fast::hash(&key)));
+        key
+    }
+
+    const ID: &str = "4fT0qKb2mZ9x";
+    const SECRET: &str = "Yh3kP0aQ9zLm2Xc7Vb1Nn8Rt5Ww6Ee";
+
+    #[test]
+    fn secret_has_at_least_128_bits_and_the_id_about_71() {
+        // Every secret character is uniform over 62 symbols (see base62's χ² test), so a secret
+        // carries SECRET_LEN × log₂ 62 bits: 30 × 5.954 ≈ 178.6.
+        let bits_per_char = 62f64.log2();
+        #[allow(clippy::cast_precision_loss)]
+        let secret_bits = SECRET_LEN as f64 * bits_per_char;
+        assert!(secret_bits >= 128.0, "secret has {secret_bits:.1} bits");
+        // The id is public (a lookup handle, not a secret): ≈ 71.4 bits, so random ids collide
+        // only after ~2³⁵ keys (birthday bound); a store refuses a duplicate id anyway.
+        #[allow(clippy::cast_precision_loss)]
+        let id_bits = KeyId::LEN as f64 * bits_per_char;
+        assert!((71.0..72.0).contains(&id_bits), "id has {id_bits:.1} bits");
+        assert_eq!(SECRET.len(), SECRET_LEN);
+    }
+
+    #[test]
+    fn generated_key_buffer_is_sized_exactly() {
+        // No reallocation while the key is built, so no freed buffer holds part of the secret.
+        for prefix in ["a", "acme_live", &"a".repeat(MAX_PREFIX_LEN)] {
+            let f = KeyFormat::new(prefix).unwrap_or_else(|e| panic!("{e}"));
+            let (_, key) = f.generate();
+            assert_eq!(key.expose_secret().len(), f.key_len());
+            assert_eq!(key.capacity(), f.key_len());
+            assert_eq!(f.key_len(), prefix.len() + 50);
+        }
+    }
+
+    #[test]
+    fn length_cap_is_the_longest_prefix_key() {
+        assert_eq!(MAX_KEY_LEN, 82);
+        let longest = KeyFormat::new(&"a".repeat(MAX_PREFIX_LEN)).unwrap_or_else(|e| panic!("{e}"));
+        let (id, key) = longest.generate();
+        assert_eq!(key.expose_secret().len(), MAX_KEY_LEN);
+        let parsed = longest
+            .parse(key.expose_secret().as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.id(), id);
+        // One character more is refused as malformed by its length alone, before the prefix is
+        // compared (a well-formed key of a 33-character prefix, correct checksum).
+        let over = craft(&"a".repeat(MAX_PREFIX_LEN + 1), '_', ID, '_', SECRET);
+        assert_eq!(over.len(), MAX_KEY_LEN + 1);
+        assert_eq!(longest.parse(&over).err(), Some(FormatError::Malformed));
+        assert_eq!(
+            longest.parse(&vec![b'a'; 100_000]).err(),
+            Some(FormatError::Malformed)
+        );
+        // At or below the tail's length there is no prefix: malformed, never "wrong prefix".
+        let bare = craft("", '_', ID, '_', SECRET);
+        assert_eq!(bare.len(), TAIL_LEN);
+        assert_eq!(format().parse(&bare).err(), Some(FormatError::Malformed));
+        assert_eq!(
+            format().parse(&bare[1..]).err(),
+            Some(FormatError::Malformed)
+        );
+    }
+
+    #[test]
+    fn each_structural_check_refuses_on_its_own() {
+        let f = format();
+        let good = craft("acme_live", '_', ID, '_', SECRET);
+        assert_eq!(
+            f.parse(&good).map(|p| p.id().to_string()),
+            Ok(ID.to_owned())
+        );
+        // Each of these has a correct checksum, so only the named check can refuse it.
+        let cases: [(&str, Vec<u8>); 6] = [
+            ("first separator", craft("acme_live", 'x', ID, '_', SECRET)),
+            ("second separator", craft("acme_live", '_', ID, 'x', SECRET)),
+            (
+                "secret alphabet",
+                craft("acme_live", '_', ID, '_', &SECRET.replacen('Y', "-", 1)),
+            ),
+            (
+                "id alphabet",
+                craft("acme_live", '_', &ID.replacen('4', "-", 1), '_', SECRET),
+            ),
+            ("prefix case", craft("Acme_live", '_', ID, '_', SECRET)),
+            ("prefix alphabet", craft("acme-live", '_', ID, '_', SECRET)),
+        ];
+        for (what, key) in cases {
+            assert_eq!(f.parse(&key).err(), Some(FormatError::Malformed), "{what}");
+        }
+        // A non-base62 checksum character is malformed, not merely a checksum mismatch.
+        let mut bad_crc = good.clone();
+        let last = bad_crc.len() - 1;
+        bad_crc[last] = b'-';
+        assert_eq!(f.parse(&bad_crc).err(), Some(FormatError::Malformed));
+        // Digits and '_' are prefix characters like lowercase letters.
+        let digits = KeyFormat::new("a_b2").unwrap_or_else(|e| panic!("{e}"));
+        assert!(digits.parse(&craft("a_b2", '_', ID, '_', SECRET)).is_ok());
+    }
+
+    #[test]
+    fn scanner_regex_is_the_documented_one() {
+        assert_eq!(
+            format().scanner_regex(),
+            r"\bacme_live_[0-9A-Za-z]{12}_[0-9A-Za-z]{36}\b"
+        );
+    }
+
+    #[test]
+    fn debug_shows_the_prefix_and_the_id_only() {
+        let f = format();
+        assert_eq!(f.prefix(), "acme_live");
+        assert_eq!(format!("{f:?}"), r#"KeyFormat { prefix: "acme_live" }"#);
+        let key = craft("acme_live", '_', ID, '_', SECRET);
+        let parsed = f.parse(&key).unwrap_or_else(|e| panic!("{e}"));
+        for shown in [format!("{parsed:?}"), format!("{parsed:#?}")] {
+            assert!(shown.starts_with("ParsedKey"), "{shown}");
+            assert!(shown.contains(ID), "{shown}");
+            assert!(!shown.contains(&SECRET[..8]), "{shown}");
+        }
+        let presented = parsed.to_presented();
+        assert_eq!(presented.id(), parsed.id());
+        assert_eq!(presented.digest_input(), digest_input(&key));
+        for shown in [format!("{presented:?}"), format!("{presented:#?}")] {
+            assert!(shown.starts_with("PresentedKey"), "{shown}");
+            assert!(shown.contains(ID), "{shown}");
+            assert!(!shown.contains(&SECRET[..8]), "{shown}");
+        }
+        let (_, plain) = f.generate();
+        let secret = &plain.expose_secret()[f.prefix().len() + 14..];
+        assert_eq!(format!("{plain:?}"), "PlaintextKey([redacted])");
+        assert_eq!(format!("{plain:#?}"), "PlaintextKey([redacted])");
+        assert_eq!(format!("{plain}"), "[redacted]");
+        assert!(!format!("{plain:?}{plain}").contains(&secret[..8]));
+    }
+
     #[test]
     fn prefixes() {
+        assert!(KeyFormat::new(&"a".repeat(MAX_PREFIX_LEN)).is_ok());
         for ok in ["a", "acme_live", "kg2", "a_b_c"] {
             assert!(KeyFormat::new(ok).is_ok(), "{ok}");
         }

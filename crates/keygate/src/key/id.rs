@@ -71,3 +71,35 @@ impl AsRef<str> for KeyId {
         self.as_str()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_forms_are_the_id_itself() {
+        let id: KeyId = "4fT0qKb2mZ9x".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(id.as_str(), "4fT0qKb2mZ9x");
+        assert_eq!(id.as_bytes(), b"4fT0qKb2mZ9x");
+        assert_eq!(id.to_string(), "4fT0qKb2mZ9x");
+        assert_eq!(AsRef::<str>::as_ref(&id), "4fT0qKb2mZ9x");
+        assert_eq!(format!("{id:?}"), "KeyId(4fT0qKb2mZ9x)");
+        for bad in [
+            "",
+            "4fT0qKb2mZ9",
+            "4fT0qKb2mZ9x0",
+            "4fT0qKb2mZ9-",
+            "4fT0qKb2mZ_x",
+        ] {
+            assert_eq!(bad.parse::<KeyId>(), Err(InvalidKeyId), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn random_ids_are_base62_and_differ() {
+        let a = KeyId::random();
+        let b = KeyId::random();
+        assert!(base62::all_base62(a.as_bytes()));
+        assert_ne!(a, b, "two random ids collide with probability 2⁻⁷¹");
+    }
+}

@@ -19,6 +19,12 @@ impl PlaintextKey {
     pub fn expose_secret(&self) -> &str {
         &self.0
     }
+
+    /// The buffer's capacity: tests check it was sized exactly (no reallocation left a copy).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
 }
 
 impl Drop for PlaintextKey {

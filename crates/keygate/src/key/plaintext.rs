@@ -7,6 +7,20 @@ use zeroize::Zeroize;
 /// This type is deliberately awkward: it is not `Clone`, not `Serialize`, its `Debug` and `Display`
 /// print `[redacted]`, and its memory is zeroed when it is dropped. The only way to read the key is
 /// [`PlaintextKey::expose_secret`], so every place that shows a key is easy to find.
+///
+/// Neither copies nor serialisation compile (SECURITY-CHECKLIST item 9):
+///
+/// ```compile_fail
+/// fn copy(key: &keygate::PlaintextKey) -> keygate::PlaintextKey {
+///     key.clone()
+/// }
+/// ```
+///
+/// ```compile_fail
+/// fn to_json(key: &keygate::PlaintextKey) -> serde_json::Result<String> {
+///     serde_json::to_string(key)
+/// }
+/// ```
 pub struct PlaintextKey(String);
 
 impl PlaintextKey {

@@ -8,7 +8,19 @@ use super::{KeyId, MAX_KEY_LEN};
 ///
 /// It owns a copy of the key in a fixed inline buffer (no heap allocation), so a verification
 /// future can outlive the request headers. The buffer is zeroed on drop and `Debug` shows only
-/// the id.
+/// the id. It is neither `Clone` nor `Serialize`:
+///
+/// ```compile_fail
+/// fn copy(key: &keygate::PresentedKey) -> keygate::PresentedKey {
+///     key.clone()
+/// }
+/// ```
+///
+/// ```compile_fail
+/// fn to_json(key: &keygate::PresentedKey) -> serde_json::Result<String> {
+///     serde_json::to_string(key)
+/// }
+/// ```
 pub struct PresentedKey {
     id: KeyId,
     len: u8,

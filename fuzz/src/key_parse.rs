@@ -26,8 +26,9 @@ pub fn run(data: &[u8]) {
         }
         Err(error) => {
             assert!(!valid_prefix(prefix), "refused prefix {prefix:?}");
-            // The message quotes at most 64 characters of the prefix.
-            assert!(error.to_string().chars().count() <= 64 * 4 + 200);
+            // The message quotes at most 64 characters of the prefix, each escaped to at most
+            // 10 (`\u{10ffff}`).
+            assert!(error.to_string().chars().count() <= 64 * 10 + 200);
             return;
         }
     };

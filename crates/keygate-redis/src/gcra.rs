@@ -65,6 +65,14 @@ pub(crate) fn script_args(policy: &RatePolicy) -> (u64, u64) {
     (interval_us, tau_us)
 }
 
+/// Reads the script's reply as Redis sent it (after server errors were taken out): four
+/// integers, converted as `redis` converts any reply to `Vec<i64>`, then [`decision`].
+pub fn reply_decision(policy: RatePolicy, reply: redis::Value) -> Result<RateDecision, Error> {
+    let reply: Vec<i64> =
+        redis::from_redis_value(reply).map_err(|e| Error::Redis(redis::RedisError::from(e)))?;
+    decision(policy, &reply)
+}
+
 /// Reads the script's reply `{allowed, remaining, reset_us, retry_after_us}`.
 pub(crate) fn decision(policy: RatePolicy, reply: &[i64]) -> Result<RateDecision, Error> {
     let &[allowed, remaining, reset, retry_after] = reply else {

@@ -146,9 +146,7 @@ impl Subscription for RedisSubscription {
                         return Err(InvalidationError::new(Error::Closed));
                     };
                     self.quiet_until = Instant::now() + self.ping_interval;
-                    // Not UTF-8 reads as "anything changed", like any unknown message.
-                    let text = std::str::from_utf8(message.get_payload_bytes()).unwrap_or("");
-                    return Ok(Invalidated::from_message(text));
+                    return Ok(message_payload(message.get_payload_bytes()));
                 }
                 () = tokio::time::sleep_until(self.quiet_until) => {
                     within::<redis::Value>(self.ping_timeout, self.sink.ping())
@@ -159,6 +157,12 @@ impl Subscription for RedisSubscription {
             }
         }
     }
+}
+
+/// What a received pub/sub payload invalidates. Not UTF-8 reads as "anything changed", like
+/// any unknown message.
+pub fn message_payload(payload: &[u8]) -> Invalidated {
+    Invalidated::from_message(std::str::from_utf8(payload).unwrap_or(""))
 }
 
 /// Configures a [`RedisInvalidation`]; see [`RedisInvalidation::builder`] for the defaults.

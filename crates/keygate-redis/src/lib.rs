@@ -51,5 +51,13 @@ pub use limiter::{
 };
 pub use target::RedisTarget;
 
+/// The decoders of what Redis sends back, for keygate's fuzz targets (`fuzz/` in the
+/// repository). Not public API: no stability promise.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::gcra::reply_decision;
+    pub use crate::invalidation::message_payload;
+}
+
 /// The `redis` crate keygate-redis is built on, for configuring a [`redis::Client`].
 pub use redis;

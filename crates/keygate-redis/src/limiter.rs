@@ -211,10 +211,10 @@ impl RedisRateLimiter {
         let mut connection = self.inner.connection.clone();
         let answer = within(
             self.inner.response_timeout,
-            invocation.invoke_async::<Vec<i64>>(&mut connection),
+            invocation.invoke_async::<redis::Value>(&mut connection),
         )
         .await
-        .and_then(|reply| gcra::decision(policy, &reply));
+        .and_then(|reply| gcra::reply_decision(policy, reply));
         let answering = answer.is_ok();
         // Read first: a store on every call would bounce the cache line between cores.
         if self.inner.answering.load(Ordering::Relaxed) != answering {

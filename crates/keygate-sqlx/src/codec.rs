@@ -87,25 +87,27 @@ pub(crate) fn metadata_json(metadata: &Metadata) -> String {
     serde_json::Value::Object(metadata.clone()).to_string()
 }
 
-/// A row as read, before parsing into a [`KeyRecord`].
-pub(crate) struct RawRecord {
-    pub(crate) id: String,
-    pub(crate) prefix: String,
-    pub(crate) name: String,
-    pub(crate) owner: Option<String>,
-    pub(crate) digest: Vec<u8>,
-    pub(crate) pepper_version: i64,
-    pub(crate) scopes: Vec<String>,
-    pub(crate) metadata: String,
-    pub(crate) allowed_ips: Vec<String>,
-    pub(crate) rotated_from: Option<String>,
-    pub(crate) created_at: i64,
-    pub(crate) updated_at: i64,
-    pub(crate) expires_at: Option<i64>,
-    pub(crate) disabled_at: Option<i64>,
-    pub(crate) revoked_at: Option<i64>,
-    pub(crate) last_used_at: Option<i64>,
-    pub(crate) rate_limit: Option<String>,
+/// A row as read, before parsing into a [`KeyRecord`]. Public (hidden) for the fuzz targets;
+/// the fields are the columns of the same names. No `Debug`: it would print the digest.
+#[allow(missing_docs, missing_debug_implementations)]
+pub struct RawRecord {
+    pub id: String,
+    pub prefix: String,
+    pub name: String,
+    pub owner: Option<String>,
+    pub digest: Vec<u8>,
+    pub pepper_version: i64,
+    pub scopes: Vec<String>,
+    pub metadata: String,
+    pub allowed_ips: Vec<String>,
+    pub rotated_from: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub expires_at: Option<i64>,
+    pub disabled_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub rate_limit: Option<String>,
 }
 
 /// A stored value keygate cannot read back: the store is damaged or written by something else.
@@ -124,8 +126,9 @@ fn corrupt(id: &str, column: &'static str) -> StoreError {
     })
 }
 
+/// Reads a SQLite JSON array column of strings.
 #[cfg(feature = "sqlite")]
-pub(crate) fn parse_json_strings(
+pub fn parse_json_strings(
     id: &str,
     column: &'static str,
     json: &str,
@@ -134,7 +137,8 @@ pub(crate) fn parse_json_strings(
 }
 
 impl RawRecord {
-    pub(crate) fn into_record(self) -> Result<KeyRecord, StoreError> {
+    /// The record, or `Unavailable` (never "unknown key") when a column cannot be read back.
+    pub fn into_record(self) -> Result<KeyRecord, StoreError> {
         let id = &self.id;
         let key_id: KeyId = id.parse().map_err(|_| corrupt(id, "id"))?;
         let digest =

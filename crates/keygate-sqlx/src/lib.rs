@@ -98,5 +98,15 @@ pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
+/// The decoding of stored rows into records, for keygate's fuzz targets (`fuzz/` in the
+/// repository). Not public API: no stability promise.
+#[doc(hidden)]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod fuzzing {
+    pub use crate::codec::RawRecord;
+    #[cfg(feature = "sqlite")]
+    pub use crate::codec::parse_json_strings;
+}
+
 /// The sqlx version this crate is built on, for pools passed to `from_pool`.
 pub use sqlx;

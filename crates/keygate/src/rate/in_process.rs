@@ -287,12 +287,24 @@ impl InProcessLimiter {
     fn gcra(&self, policy: RatePolicy) -> Arc<Gcra> {
         let quota = Quota::with_period(policy.emission_interval())
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
-            .allow_burst(policy.burst_nonzero());
+            .allow_burst(governor_burst(policy));
         Arc::new(
             Governor::direct_with_clock(quota, self.inner.clock.clone())
                 .with_middleware::<StateInformationMiddleware>(),
         )
     }
+}
+
+/// The burst handed to governor. Governor computes the delay tolerance τ = T × (burst − 1) in
+/// `u64` nanoseconds without an overflow check (`1/365d burst 1000000000` is ~10²⁵ ns: a panic
+/// in debug builds, a wrapped, wrong τ in release), so τ is capped at `u32::MAX` seconds, as
+/// the Redis limiter caps it: a burst that would take over 136 years to refill is cut to the
+/// part that refills in 136 years. Found by the `rate_policy` fuzz target.
+fn governor_burst(policy: RatePolicy) -> NonZeroU32 {
+    const MAX_TAU_NANOS: u128 = u32::MAX as u128 * 1_000_000_000;
+    let interval = policy.emission_interval().as_nanos().max(1);
+    let extra = u32::try_from(MAX_TAU_NANOS / interval).unwrap_or(u32::MAX);
+    NonZeroU32::new(policy.burst().min(extra.saturating_add(1))).unwrap_or(NonZeroU32::MIN)
 }
 
 fn exhausted(policy: RatePolicy, retry_after: Duration) -> RateDecision {
@@ -537,6 +549,28 @@ mod tests {
             limiter.entry_counts(),
             (0, 1),
             "one limiter, kept with the clients' (peeking created none)"
+        );
+    }
+
+    #[test]
+    fn a_burst_beyond_u64_nanoseconds_is_capped_not_overflowed() {
+        let (limiter, _) = limiter();
+        let key = LimitKey::Key(KeyId::random());
+        // τ = 365 d × (10⁹ − 1) overflows u64 nanoseconds; capped at u32::MAX s, the burst is
+        // the 137 requests that refill within 136 years (as in the Redis limiter).
+        let p = policy("1/365d burst 1000000000");
+        let first = limiter.decide(key, p);
+        assert!(first.allowed);
+        assert_eq!(first.remaining, 136);
+        for _ in 0..136 {
+            assert!(limiter.decide(key, p).allowed);
+        }
+        assert!(!limiter.decide(key, p).allowed);
+        let fast = policy("1000000000/1s burst 1000000000");
+        assert_eq!(
+            limiter.decide(key, fast).remaining,
+            999_999_999,
+            "no cap needed"
         );
     }
 

@@ -116,10 +116,6 @@ impl RatePolicy {
         }
     }
 
-    pub(crate) fn burst_nonzero(&self) -> NonZeroU32 {
-        self.burst
-    }
-
     /// The steady interval between two requests: `period / requests` (at least 1 ns).
     #[must_use]
     pub fn emission_interval(&self) -> Duration {

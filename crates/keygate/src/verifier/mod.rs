@@ -533,11 +533,7 @@ impl Verifier {
         let generation = inner.generations.current(&id);
         tracing::trace!(target: "keygate", key_id = %id, "cache miss: loading from the key store");
         // Never read keys with peppers the store did not make them with.
-        inner
-            .pepper_gate
-            .ensure(inner)
-            .await
-            .map_err(LoadError)?;
+        inner.pepper_gate.ensure(inner).await.map_err(LoadError)?;
         let started = std::time::Instant::now();
         let found = inner.store.find(&id).await;
         metrics::store_find(started.elapsed(), found.is_err());

@@ -13,7 +13,11 @@
 //!   first difference: it shows the harness sees a leak of a few nanoseconds.
 //! - `unknown_vs_wrong_secret`: `Verifier::verify` (in-memory store, warm caches, no failure
 //!   limit) of an unknown id (answered by the negative cache) vs a known id with a wrong
-//!   secret.
+//!   secret, each drawn from 256 of its class so that no one id's place in the cache decides.
+//!
+//! `control: wrong_secret_vs_wrong_secret (A/A)` measures two halves of one class the same way:
+//! the |t| the machine's noise alone reaches (samples on a shared machine are not independent,
+//! which Welch's t assumes).
 //!
 //! Each test prints Welch's t on all samples and on the samples below several percentiles
 //! (dudect's cropping, which removes interrupts and other long outliers), and the largest |t|.
@@ -159,6 +163,10 @@ fn early_exit_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).all(|(x, y)| x == y)
 }
 
+/// Keys (and unknown ids) per class: each sample picks one at random, so what is measured is
+/// the class, not where one id happens to sit in the cache's hash table.
+const IDS_PER_CLASS: usize = 256;
+
 fn verifier_test(samples: usize) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -171,20 +179,6 @@ fn verifier_test(samples: usize) {
     let verifier = Verifier::builder(keyring, MemoryStore::new())
         .failure_limit(None)
         .build();
-    let created = runtime
-        .block_on(verifier.admin().create_key(NewKey::new("timing")))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let id = created.record.id;
-    // Same id, another secret: a well-formed key whose secret is wrong.
-    let (_, other) = format.generate();
-    let other = other.expose_secret();
-    let wrong_secret = forge(
-        format.prefix(),
-        id.as_str(),
-        &other[other.len() - 36..other.len() - 6],
-    );
-    // An id no key has.
-    let (_, unknown) = format.generate();
     let present = |key: &str| -> Presented {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -196,21 +190,55 @@ fn verifier_test(samples: usize) {
             .extract(&HttpRequestView::new(&headers, &uri, None))
             .unwrap_or_else(|e| panic!("{e}"))
     };
-    let wrong = present(&wrong_secret);
-    let unknown = present(unknown.expose_secret());
+    let mut wrong = Vec::with_capacity(IDS_PER_CLASS);
+    let mut unknown = Vec::with_capacity(IDS_PER_CLASS);
+    for n in 0..IDS_PER_CLASS {
+        let created = runtime
+            .block_on(
+                verifier
+                    .admin()
+                    .create_key(NewKey::new(format!("timing-{n}"))),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Same id, another secret: a well-formed key whose secret is wrong.
+        let (_, other) = format.generate();
+        let other = other.expose_secret();
+        let secret = &other[other.len() - 36..other.len() - 6];
+        wrong.push(present(&forge(
+            format.prefix(),
+            created.record.id.as_str(),
+            secret,
+        )));
+        // An id no key has.
+        let (_, never_stored) = format.generate();
+        unknown.push(present(never_stored.expose_secret()));
+    }
     runtime.block_on(async {
-        // Warm both caches: the record, and the unknown id in the negative cache.
-        for p in [&wrong, &unknown] {
+        // Warm the cache: every record, and every unknown id.
+        for p in wrong.iter().chain(&unknown) {
             assert!(verifier.verify(p).await.is_err());
         }
-        run("unknown_vs_wrong_secret", samples, |class| {
-            let presented = if class { &wrong } else { &unknown };
+        let mut rng = rand::rng();
+        let mut measure = |a: &[Presented], b: &[Presented], class: bool| {
+            let pool = if class { b } else { a };
+            let presented = &pool[rng.random_range(0..pool.len())];
             let start = Instant::now();
             let answer = futures_now(verifier.verify(black_box(presented)));
             let elapsed = nanos(start);
             assert!(answer.is_err());
             elapsed
-        })
+        };
+        run("unknown_vs_wrong_secret", samples, |class| {
+            measure(&unknown, &wrong, class)
+        });
+        // The noise floor: two halves of the same class. Whatever |t| this reaches on the
+        // machine, a difference between the classes above must exceed it to mean anything.
+        let (first, second) = wrong.split_at(IDS_PER_CLASS / 2);
+        run(
+            "control: wrong_secret_vs_wrong_secret (A/A)",
+            samples,
+            |class| measure(first, second, class),
+        );
     });
 }
 

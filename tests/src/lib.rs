@@ -97,21 +97,39 @@ impl keygate::audit::AuditSink for CapturingSink {
 /// The deployment prefix used by the suites.
 pub const PREFIX: &str = "kgt_test";
 
-/// A [`MemoryStore`] that counts `find` calls and can be switched into an outage or slowed down.
-#[derive(Clone, Debug, Default)]
+/// A store that any store can stand behind (a [`MemoryStore`] by default).
+pub trait Backend: KeyStore + KeyAdmin + std::fmt::Debug {}
+impl<T: KeyStore + KeyAdmin + std::fmt::Debug> Backend for T {}
+
+/// A store (a [`MemoryStore`] unless built with [`CountingStore::over`]) that counts `find`
+/// calls and can be switched into an outage or slowed down.
+#[derive(Clone, Debug)]
 pub struct CountingStore {
-    inner: MemoryStore,
+    inner: Arc<dyn Backend>,
     finds: Arc<AtomicUsize>,
     down: Arc<AtomicBool>,
     delay_ms: Arc<AtomicUsize>,
 }
 
+impl Default for CountingStore {
+    fn default() -> Self {
+        Self::new(MemoryStore::new())
+    }
+}
+
 impl CountingStore {
     /// A counting store over `inner`.
     pub fn new(inner: MemoryStore) -> Self {
+        Self::over(inner)
+    }
+
+    /// A counting store over any store (SQLite, PostgreSQL).
+    pub fn over(inner: impl Backend) -> Self {
         Self {
-            inner,
-            ..Self::default()
+            inner: Arc::new(inner),
+            finds: Arc::default(),
+            down: Arc::default(),
+            delay_ms: Arc::default(),
         }
     }
 
@@ -208,6 +226,21 @@ impl KeyAdmin for CountingStore {
     }
 }
 
+/// Waits (at most 10 s) until `verifier`'s invalidation subscription is live.
+///
+/// # Panics
+/// When it is not live by then.
+pub async fn wait_subscribed(verifier: &Verifier) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while verifier.invalidation_subscribed() != Some(true) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the verifier did not subscribe within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// A fixed start time for the manual clock.
 pub fn epoch() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
@@ -224,7 +257,7 @@ pub fn keyring() -> Keyring {
 }
 
 /// A verifier over a fresh counting store, on a manual clock.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Harness {
     /// The verifier under test.
     pub verifier: Verifier,
@@ -232,6 +265,18 @@ pub struct Harness {
     pub store: CountingStore,
     /// Its clock.
     pub clock: ManualClock,
+    /// The invalidation channel every verifier of this harness subscribes to, if any.
+    pub invalidation: Option<Arc<dyn keygate::Invalidation>>,
+    _dir: Option<Arc<tempfile::TempDir>>,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("store", &self.store)
+            .field("invalidation", &self.invalidation.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Harness {
@@ -239,22 +284,48 @@ impl Harness {
     pub fn new() -> Self {
         let clock = ManualClock::new(epoch());
         let store = CountingStore::new(MemoryStore::with_clock(clock.clone()));
-        let verifier = Verifier::builder(keyring(), store.clone())
-            .clock(clock.clone())
-            .build();
+        Self::over(store, clock, None, None)
+    }
+
+    /// A harness over a SQLite file in a temp directory, every verifier subscribed to the
+    /// file's change feed (`SqliteStore::invalidation`). Returns once the harness's own
+    /// verifier is subscribed (subscribing empties the cache).
+    pub async fn sqlite_with_feed() -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let clock = ManualClock::new(epoch());
+        let sqlite = keygate_sqlx::SqliteStore::open(dir.path().join("keygate.db"))
+            .await
+            .unwrap_or_else(|e| panic!("open sqlite: {e}"))
+            .with_clock(clock.clone());
+        let feed: Arc<dyn keygate::Invalidation> = Arc::new(sqlite.invalidation());
+        let harness = Self::over(CountingStore::over(sqlite), clock, Some(feed), Some(dir));
+        wait_subscribed(&harness.verifier).await;
+        harness
+    }
+
+    fn over(
+        store: CountingStore,
+        clock: ManualClock,
+        invalidation: Option<Arc<dyn keygate::Invalidation>>,
+        dir: Option<tempfile::TempDir>,
+    ) -> Self {
+        let mut builder = Verifier::builder(keyring(), store.clone()).clock(clock.clone());
+        if let Some(channel) = &invalidation {
+            builder = builder.shared_invalidation(Arc::clone(channel));
+        }
         Self {
-            verifier,
+            verifier: builder.build(),
             store,
             clock,
+            invalidation,
+            _dir: dir.map(Arc::new),
         }
     }
 
     /// Another verifier over the same store and clock, with its own (empty) cache: what a second
     /// framework, or a second instance, would build from the same configuration.
     pub fn sibling(&self) -> Verifier {
-        Verifier::builder(keyring(), self.store.clone())
-            .clock(self.clock.clone())
-            .build()
+        self.sibling_with(|builder| builder)
     }
 
     /// [`Harness::sibling`] with more configuration.
@@ -262,8 +333,12 @@ impl Harness {
         &self,
         configure: impl FnOnce(keygate::VerifierBuilder) -> keygate::VerifierBuilder,
     ) -> Verifier {
-        configure(Verifier::builder(keyring(), self.store.clone()).clock(self.clock.clone()))
-            .build()
+        let mut builder =
+            Verifier::builder(keyring(), self.store.clone()).clock(self.clock.clone());
+        if let Some(channel) = &self.invalidation {
+            builder = builder.shared_invalidation(Arc::clone(channel));
+        }
+        configure(builder).build()
     }
 
     /// Creates a key and returns its plaintext and id.

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use keygate::clock::ManualClock;
 use keygate::store::{KeyFilter, KeyPage, PageRequest};
 use keygate::{
-    CreatedKey, KeyAdmin, KeyChange, KeyId, KeyRecord, KeyStore, MemoryStore, MintedKey,
-    RotatedKey, Rotation, StoreError, Verifier,
+    CreatedKey, Invalidation, KeyAdmin, KeyChange, KeyId, KeyRecord, KeyStore, MemoryStore,
+    MintedKey, RotatedKey, Rotation, StoreError, Verifier,
 };
 use keygate_sqlx::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use keygate_sqlx::{PostgresStore, SqliteStore};
@@ -58,9 +58,21 @@ impl<S> std::fmt::Debug for Fixture<S> {
 
 impl<S: TestStore> Fixture<S> {
     fn new(name: &'static str, store: S, clock: ManualClock, outage: Outage) -> Self {
-        let verifier = Verifier::builder(keyring(), store.clone())
-            .clock(clock.clone())
-            .build();
+        Self::with_channel(name, store, clock, outage, None)
+    }
+
+    fn with_channel(
+        name: &'static str,
+        store: S,
+        clock: ManualClock,
+        outage: Outage,
+        channel: Option<Arc<dyn Invalidation>>,
+    ) -> Self {
+        let mut builder = Verifier::builder(keyring(), store.clone()).clock(clock.clone());
+        if let Some(channel) = channel {
+            builder = builder.shared_invalidation(channel);
+        }
+        let verifier = builder.build();
         Self {
             name,
             store,
@@ -93,7 +105,8 @@ pub fn memory() -> Fixture<CountingStore> {
     )
 }
 
-/// A fresh SQLite store in its own temp directory (removed when the fixture drops).
+/// A fresh SQLite store in its own temp directory (removed when the fixture drops), its
+/// verifier subscribed to the file's change feed.
 pub async fn sqlite() -> Fixture<SqliteStore> {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
     let path = dir.path().join("keygate.db");
@@ -103,7 +116,8 @@ pub async fn sqlite() -> Fixture<SqliteStore> {
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
         .with_clock(clock.clone());
     let pool = store.pool().clone();
-    let mut fixture = Fixture::new(
+    let feed = Arc::new(store.invalidation());
+    let mut fixture = Fixture::with_channel(
         "sqlite",
         store,
         clock,
@@ -111,8 +125,11 @@ pub async fn sqlite() -> Fixture<SqliteStore> {
             let pool = pool.clone();
             Box::pin(async move { pool.close().await })
         }),
+        Some(feed),
     );
     fixture._cleanup = Some(Cleanup::Dir(dir));
+    // Subscribing empties the cache: let it happen before the cases count store calls.
+    crate::wait_subscribed(&fixture.verifier).await;
     fixture
 }
 

@@ -5,7 +5,7 @@
 use keygate::audit::AuditEvent;
 use keygate_tests::actix_app::{actix_app, send_actix};
 use keygate_tests::scenario::{Case, check, check_audit, configure, same_answer, table};
-use keygate_tests::{CapturingSink, Harness, Keys, Reply, axum_app, send};
+use keygate_tests::{CapturingSink, Harness, Keys, Reply, axum_app, send, wait_subscribed};
 
 fn headers(case: &Case) -> Vec<(&str, &[u8])> {
     case.headers.iter().map(|(n, v)| (*n, &v[..])).collect()
@@ -53,13 +53,27 @@ where
 
 #[actix_web::test]
 async fn every_case_passes_on_axum_and_actix_alike() {
-    let h = Harness::new();
+    every_case_passes_on(Harness::new()).await;
+}
+
+/// The same table on a SQLite file, each framework's verifier subscribed to the file's change
+/// feed (polling it every 100 ms throughout).
+#[actix_web::test]
+async fn every_case_passes_with_the_sqlite_change_feed_on() {
+    every_case_passes_on(Harness::sqlite_with_feed().await).await;
+}
+
+async fn every_case_passes_on(h: Harness) {
     let keys = Keys::create(&h).await;
     let cases = table(&keys);
 
     // Each framework has its own verifier (caches, rate limiters, audit trail) over one store
     // and clock.
     let axum_audited = Audited::new(&h);
+    if h.invalidation.is_some() {
+        // Subscribing empties the cache: let it happen before the cases count store calls.
+        wait_subscribed(&axum_audited.verifier).await;
+    }
     let axum = axum_app(&axum_audited.verifier);
     let mut axum_replies = Vec::new();
     for case in &cases {
@@ -69,6 +83,9 @@ async fn every_case_passes_on_axum_and_actix_alike() {
     }
 
     let actix_audited = Audited::new(&h);
+    if h.invalidation.is_some() {
+        wait_subscribed(&actix_audited.verifier).await;
+    }
     let actix = actix_web::test::init_service(actix_app(actix_audited.verifier.clone())).await;
     let mut actix_replies = Vec::new();
     for case in &cases {

@@ -321,7 +321,7 @@ async fn a_configured_but_unreachable_postgres_fails_the_tests() {
 #[tokio::test]
 async fn migrate_is_idempotent_and_a_newer_schema_is_refused_with_a_typed_error() {
     let f = stores::sqlite().await;
-    assert_eq!(ok(f.store.schema_version().await), Some(5));
+    assert_eq!(ok(f.store.schema_version().await), Some(6));
     ok(f.store.migrate().await);
     ok(keygate_sqlx::sqlx::query(
         "INSERT INTO keygate_migrations (version, description, success, checksum, execution_time) \
@@ -338,7 +338,7 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused_with_a_typed_error(
     ));
 
     if let Some(f) = stores::postgres().await {
-        assert_eq!(ok(f.store.schema_version().await), Some(5));
+        assert_eq!(ok(f.store.schema_version().await), Some(6));
         ok(f.store.migrate().await);
         ok(keygate_sqlx::sqlx::query(
             "INSERT INTO keygate_migrations (version, description, success, checksum, execution_time) \

@@ -99,10 +99,8 @@ pub(crate) fn channel_name(name: &str) -> Result<Arc<str>, Error> {
 /// Opening it (connecting and `LISTEN`) fails after 3 s + the liveness timeout at most.
 ///
 /// # SQLite
-/// [`SqliteStore`](crate::SqliteStore) is for one process on one host, whose
-/// [`Admin`](keygate::Admin) evicts changed keys itself: it has no invalidation channel.
-/// (Changes made with the CLI to a SQLite file are seen by a running service after its cache
-/// TTL.)
+/// [`SqliteStore`](crate::SqliteStore) has its own channel, read from the file's change feed:
+/// [`SqliteInvalidation`](crate::SqliteInvalidation).
 ///
 /// # Example
 /// ```no_run
@@ -279,6 +277,10 @@ impl Invalidation for PostgresInvalidation {
 
     fn published_by_store(&self) -> bool {
         self.published_by_store
+    }
+
+    fn liveness_bound(&self) -> Option<Duration> {
+        Some(PostgresInvalidation::liveness_bound(self))
     }
 }
 

@@ -14,9 +14,10 @@
 //! [`PostgresStore`] notifies the id of every key it changes (`pg_notify`, inside the change's
 //! transaction), and [`PostgresInvalidation`] (from `store.invalidation()`) subscribes to those
 //! notifications, so every instance's verifier evicts a changed key as soon as the change
-//! commits. [`SqliteStore`] serves one host and has no invalidation channel: its verifier's
-//! `admin()` evicts changed keys itself, and changes made by another process (the CLI) are seen
-//! after the cache TTL.
+//! commits. [`SqliteStore`] serves one host: every change writes a row to its change feed in
+//! the same transaction, and [`SqliteInvalidation`] (from `store.invalidation()`) reads it, so
+//! a verifier evicts a key changed by any process on the file (the CLI, another service)
+//! within about 100 ms.
 //!
 //! # Audit trail and usage
 //! [`SqlAuditSink`] (from `store.audit_sink()`) keeps the verifier's audit events and per-key,
@@ -79,6 +80,8 @@ pub mod audit;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
 mod error;
+#[cfg(feature = "sqlite")]
+mod feed;
 #[cfg(feature = "postgres")]
 mod invalidation;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -91,6 +94,8 @@ mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use audit::SqlAuditSink;
 pub use error::Error;
+#[cfg(feature = "sqlite")]
+pub use feed::SqliteInvalidation;
 #[cfg(feature = "postgres")]
 pub use invalidation::PostgresInvalidation;
 #[cfg(feature = "postgres")]

@@ -23,6 +23,7 @@ use crate::codec::{
     metadata_json, normalized, rate_limit_text, scope_strings, to_micros, unavailable,
 };
 use crate::error::Error;
+use crate::feed::SqliteInvalidation;
 
 /// Keys in a SQLite database (one file), through a small connection pool.
 ///
@@ -58,11 +59,11 @@ use crate::error::Error;
 /// take SQLite's write lock up front (`BEGIN IMMEDIATE`) and wait up to the busy timeout for
 /// it, so several processes may share the file; for several *hosts*, use PostgreSQL.
 ///
-/// There is no cross-process invalidation channel: a verifier's own
-/// [`Admin`](keygate::Admin) evicts the keys it changes at once, and changes made by another
-/// process on the same file (the CLI) are seen when the cached record expires (the cache
-/// TTL). Services that need changes seen at once on every instance use `PostgresStore` with
-/// `PostgresInvalidation`.
+/// A verifier's own [`Admin`](keygate::Admin) evicts the keys it changes at once. Changes made
+/// by another process on the same file (the CLI, another service) reach a verifier through
+/// the file's change feed: build it with
+/// [`.invalidation(store.invalidation())`](SqliteStore::invalidation) and they are seen within
+/// about 100 ms; without it, when the cached record expires (the cache TTL, 30 s by default).
 ///
 /// # Errors
 /// Input is validated before any query; a database failure is
@@ -193,6 +194,18 @@ impl SqliteStore {
             .fetch_one(&self.pool)
             .await
             .map_err(Error::Connect)
+    }
+
+    /// The change feed of this store's file as an invalidation channel: give it to the
+    /// verifier ([`VerifierBuilder::invalidation`](keygate::VerifierBuilder::invalidation)) and
+    /// a key changed by any process on the file (the CLI, another service) is evicted from its
+    /// cache within about 100 ms. See [`SqliteInvalidation`].
+    #[must_use]
+    pub fn invalidation(&self) -> SqliteInvalidation {
+        // A private in-memory database exists once, in this pool: a second connection would
+        // open another, empty one.
+        let own_connection = self.pool.connect_options().get_filename() != Path::new(":memory:");
+        SqliteInvalidation::new(self.pool.clone(), own_connection)
     }
 
     /// A sink keeping audit events and per-day usage in this database (tables

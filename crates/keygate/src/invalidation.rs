@@ -9,9 +9,10 @@
 //! [`VerifierBuilder::invalidation`](crate::VerifierBuilder::invalidation) holds a
 //! [`Subscription`] and evicts each id it receives.
 //!
-//! Implementations: PostgreSQL `LISTEN/NOTIFY` (`keygate_sqlx::PostgresInvalidation`, where the
-//! store notifies inside the change's own transaction) and Redis pub/sub
-//! (`keygate_redis::RedisInvalidation`).
+//! Implementations: the SQLite change feed (`keygate_sqlx::SqliteInvalidation`, rows written
+//! by the change's own transaction, read by every process on the file), PostgreSQL
+//! `LISTEN/NOTIFY` (`keygate_sqlx::PostgresInvalidation`, where the store notifies inside the
+//! change's own transaction) and Redis pub/sub (`keygate_redis::RedisInvalidation`).
 //!
 //! # When the channel is down
 //! Pub/sub delivers at most once: a message sent while a subscriber is disconnected is lost. So
@@ -23,6 +24,8 @@
 //!
 //! A connection that dies silently (no reset, no error) is only noticed by the implementation's
 //! own liveness check; see each implementation's documentation for its bound.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -98,6 +101,15 @@ pub trait Invalidation: Send + Sync + 'static {
     /// change. Default `false`.
     fn published_by_store(&self) -> bool {
         false
+    }
+
+    /// The longest a change may go unseen by a subscription that seems live: its delivery
+    /// delay (a poll interval, for channels that poll) plus the time its liveness check takes
+    /// to notice a subscription that died silently. The verifier's
+    /// [`revocation_bound`](crate::Verifier::revocation_bound) is built from it. Default
+    /// `None`: unknown, and the verifier can promise no better than its cache TTL.
+    fn liveness_bound(&self) -> Option<Duration> {
+        None
     }
 }
 

@@ -14,6 +14,7 @@
 //! | [`LAST_USED_REPORTS_DROPPED`], [`LAST_USED_WRITTEN`], [`LAST_USED_FAILED_FLUSHES`] | counter | — |
 //! | [`INVALIDATIONS_RECEIVED`], [`INVALIDATION_PUBLISH_FAILURES`] | counter | — |
 //! | [`INVALIDATION_SUBSCRIBED`] | gauge (0 or 1) | — |
+//! | [`REVOCATION_BOUND`] | gauge (seconds) | — |
 //! | [`STALE_SERVED`] | counter | — |
 //!
 //! # One request, one decision
@@ -74,6 +75,9 @@ pub const LAST_USED_FAILED_FLUSHES: &str = "keygate_last_used_failed_flushes_tot
 pub const INVALIDATIONS_RECEIVED: &str = "keygate_invalidations_received_total";
 /// Gauge: 1 while the verifier's invalidation subscription is live, 0 while it is degraded.
 pub const INVALIDATION_SUBSCRIBED: &str = "keygate_invalidation_subscribed";
+/// Gauge: the verifier's [revocation bound](crate::Verifier::revocation_bound) now, in
+/// seconds: how long a key changed elsewhere may still be accepted from its cache.
+pub const REVOCATION_BOUND: &str = "keygate_revocation_bound_seconds";
 /// Counter: changes made through `Admin` whose invalidation could not be published.
 pub const INVALIDATION_PUBLISH_FAILURES: &str = "keygate_invalidation_publish_failures_total";
 /// Counter: requests allowed on a cached record past its TTL because the store was unreachable
@@ -176,6 +180,11 @@ pub(crate) fn describe() {
         INVALIDATION_SUBSCRIBED,
         Unit::Count,
         "1 while the invalidation subscription is live; 0 while cached keys are re-read after the degraded TTL"
+    );
+    describe_gauge!(
+        REVOCATION_BOUND,
+        Unit::Seconds,
+        "How long a key changed elsewhere (revoked by the CLI or another instance) may still be accepted from this verifier's cache"
     );
     describe_counter!(
         INVALIDATION_PUBLISH_FAILURES,
@@ -339,6 +348,15 @@ pub(crate) fn invalidation_subscribed(live: bool) {
         recorder
             .register_gauge(key!(INVALIDATION_SUBSCRIBED), &METADATA)
             .set(if live { 1.0 } else { 0.0 });
+    });
+}
+
+/// The verifier's revocation bound changed (built, subscribed, subscription lost).
+pub(crate) fn revocation_bound(bound: Duration) {
+    ::metrics::with_recorder(|recorder| {
+        recorder
+            .register_gauge(key!(REVOCATION_BOUND), &METADATA)
+            .set(bound.as_secs_f64());
     });
 }
 

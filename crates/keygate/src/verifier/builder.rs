@@ -349,7 +349,14 @@ impl VerifierBuilder {
     /// verification (none is needed to build).
     pub fn build(self) -> Verifier {
         crate::metrics::describe();
-        let subscriber = self.invalidation.map(super::Subscriber::new);
+        let degraded_ttl = self.degraded_ttl.min(self.cache_ttl);
+        let subscriber = self.invalidation.map(|source| {
+            let bounds = super::subscriber::Bounds::new(&*source, self.cache_ttl, degraded_ttl);
+            super::Subscriber::new(source, bounds)
+        });
+        if subscriber.is_none() {
+            crate::metrics::revocation_bound(self.cache_ttl);
+        }
         let last_used = super::LastUsed::new(
             Arc::clone(&self.store),
             self.last_used_interval,
@@ -407,7 +414,7 @@ impl VerifierBuilder {
                 ),
                 cache_ttl: self.cache_ttl,
                 stale_grace: self.stale_grace,
-                degraded_ttl: self.degraded_ttl.min(self.cache_ttl),
+                degraded_ttl,
                 subscriber,
                 pepper_gate: super::pepper_check::PepperGate::default(),
             }),

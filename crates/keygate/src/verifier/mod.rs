@@ -580,6 +580,30 @@ impl Verifier {
         self.inner.subscriber.as_ref().map(|s| !s.degraded())
     }
 
+    /// How long a key changed elsewhere (revoked, disabled or re-scoped by the CLI, another
+    /// instance or another process on the store) may still be accepted from this verifier's
+    /// cache, in its current state, while the store answers. Changes made through this
+    /// verifier's own [`admin`](Self::admin) apply to the very next request.
+    ///
+    /// | state | bound |
+    /// | --- | --- |
+    /// | no [invalidation channel](VerifierBuilder::invalidation) | the cache TTL (30 s by default) |
+    /// | subscribed | the channel's [liveness bound](crate::Invalidation::liveness_bound) or the degraded TTL, whichever is longer, at most the cache TTL (the cache TTL when the channel states no bound) |
+    /// | degraded (not yet subscribed, or the subscription broke) | the degraded TTL (1 s by default) |
+    ///
+    /// So with `SqliteStore::invalidation()` and the defaults it is 1 s (a change is usually
+    /// seen within one 100 ms poll; the bound covers a feed that stops answering). The gauge
+    /// [`keygate_revocation_bound_seconds`](metrics::REVOCATION_BOUND) follows it, for health
+    /// checks and alerts.
+    #[must_use]
+    pub fn revocation_bound(&self) -> Duration {
+        let inner = &*self.inner;
+        inner
+            .subscriber
+            .as_ref()
+            .map_or(inner.cache_ttl, Subscriber::bound)
+    }
+
     /// Evicts every key from the caches.
     pub fn invalidate_all(&self) {
         let inner = &*self.inner;

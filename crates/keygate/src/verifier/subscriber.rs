@@ -18,8 +18,47 @@ use crate::invalidation::{Invalidated, Invalidation};
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How long a changed key may be accepted from the cache, while subscribed and while degraded
+/// (see [`Verifier::revocation_bound`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub(crate) live: Duration,
+    pub(crate) degraded: Duration,
+}
+
+impl Bounds {
+    /// A live subscription misses a change for at most the channel's liveness bound; then it
+    /// is noticed as broken and cached records older than the degraded TTL are re-read. A
+    /// record loaded just before the change is therefore re-read after the longer of the two,
+    /// and never later than the cache TTL.
+    pub(crate) fn new(
+        source: &dyn Invalidation,
+        cache_ttl: Duration,
+        degraded_ttl: Duration,
+    ) -> Self {
+        Self {
+            live: source.liveness_bound().map_or(cache_ttl, |liveness| {
+                liveness.max(degraded_ttl).min(cache_ttl)
+            }),
+            degraded: degraded_ttl,
+        }
+    }
+
+    fn of(self, live: bool) -> Duration {
+        if live { self.live } else { self.degraded }
+    }
+}
+
+/// Sets the subscription state and its gauges.
+fn set_subscribed(flag: &AtomicBool, bounds: Bounds, live: bool) {
+    flag.store(live, Ordering::Release);
+    crate::metrics::invalidation_subscribed(live);
+    crate::metrics::revocation_bound(bounds.of(live));
+}
+
 pub(crate) struct Subscriber {
     source: Arc<dyn Invalidation>,
+    bounds: Bounds,
     /// Set by the task once subscribed and flushed; cleared when the subscription breaks or the
     /// task ends.
     subscribed: Arc<AtomicBool>,
@@ -33,10 +72,12 @@ pub(crate) struct Subscriber {
 }
 
 impl Subscriber {
-    pub(crate) fn new(source: Arc<dyn Invalidation>) -> Self {
+    pub(crate) fn new(source: Arc<dyn Invalidation>, bounds: Bounds) -> Self {
         let (stop, stopped) = watch::channel(());
+        crate::metrics::revocation_bound(bounds.degraded);
         Self {
             source,
+            bounds,
             subscribed: Arc::new(AtomicBool::new(false)),
             alive: Arc::new(AtomicBool::new(false)),
             task: Mutex::new(None),
@@ -47,6 +88,11 @@ impl Subscriber {
 
     pub(crate) fn source(&self) -> &Arc<dyn Invalidation> {
         &self.source
+    }
+
+    /// The revocation bound in the current state.
+    pub(crate) fn bound(&self) -> Duration {
+        self.bounds.of(!self.degraded())
     }
 
     /// True while no subscription is known to be live.
@@ -75,6 +121,7 @@ impl Subscriber {
             Unsubscribed {
                 subscribed: Arc::clone(&self.subscribed),
                 alive: Arc::clone(&self.alive),
+                bounds: self.bounds,
             },
             self.stopped.clone(),
         )));
@@ -86,13 +133,13 @@ impl Subscriber {
 struct Unsubscribed {
     subscribed: Arc<AtomicBool>,
     alive: Arc<AtomicBool>,
+    bounds: Bounds,
 }
 
 impl Drop for Unsubscribed {
     fn drop(&mut self) {
-        self.subscribed.store(false, Ordering::Release);
+        set_subscribed(&self.subscribed, self.bounds, false);
         self.alive.store(false, Ordering::Release);
-        crate::metrics::invalidation_subscribed(false);
     }
 }
 
@@ -103,6 +150,7 @@ async fn run(
     mut stopped: watch::Receiver<()>,
 ) {
     let subscribed = Arc::clone(&guard.subscribed);
+    let bounds = guard.bounds;
     let _guard = guard;
     let mut backoff = FIRST_BACKOFF;
     let mut failures = 0_u64;
@@ -132,8 +180,7 @@ async fn run(
             // Whatever was published while unsubscribed is lost: start from an empty cache.
             Verifier { inner }.invalidate_all();
         }
-        subscribed.store(true, Ordering::Release);
-        crate::metrics::invalidation_subscribed(true);
+        set_subscribed(&subscribed, bounds, true);
         if failures > 0 {
             tracing::info!(target: "keygate", "subscribed to key invalidations again; caches emptied");
         }
@@ -147,8 +194,7 @@ async fn run(
             let what = match received {
                 Ok(what) => what,
                 Err(error) => {
-                    subscribed.store(false, Ordering::Release);
-                    crate::metrics::invalidation_subscribed(false);
+                    set_subscribed(&subscribed, bounds, false);
                     tracing::warn!(target: "keygate", %error, "key invalidation subscription lost; cached keys are re-read after the degraded TTL until it is back");
                     break;
                 }

@@ -4,37 +4,47 @@
 //! cargo run -p example-actix-quickstart
 //! ```
 //!
-//! It starts on 127.0.0.1:3001 with a SQLite key store in `keygate.db` (in the working
-//! directory; created and migrated on start, shared with the axum quickstart when run from the
-//! same directory). The first start creates a demo key with the scope `greetings:read` and prints
-//! it once with a ready `curl` line; later starts reuse that stored key (its secret is never
-//! stored, so it is not shown again; delete `keygate.db` for a new one). The same curl lines as
-//! the axum quickstart give the same answers:
+//! It starts on 127.0.0.1:3001 (`QUICKSTART_LISTEN=ADDR` to change it) with a SQLite key store
+//! in `keygate.db` in the working directory (created and migrated on start; the axum quickstart
+//! shares it when started in the same directory, each with a demo key of its own). The first
+//! start creates a demo key with the scope `greetings:read` and prints it once with a ready
+//! `curl` line; later starts reuse that stored key (its secret is never stored, so it is not
+//! shown again). Then it prints the tour: the `keygate` commands to try in the same directory.
+//! The same curl lines as the axum quickstart give the same answers:
 //!
 //! ```text
+//! keygate create --name mine                                            # prints the key and its id, once
 //! curl -i http://127.0.0.1:3001/                                        # public: 200
 //! curl -i http://127.0.0.1:3001/hello                                   # no key: 401
 //! curl -i -H "Authorization: Bearer $KEY" http://127.0.0.1:3001/hello   # 200, greets the key by name
 //! curl -i -H "x-api-key: $KEY" http://127.0.0.1:3001/admin              # 403 insufficient_scope
+//! keygate revoke ID                                                     # the next request: 401, within 1 s
+//! keygate audit --key ID                                                # every request with it
+//! keygate usage                                                         # requests per key per day
 //! ```
 //!
+//! What it wires, beyond the middleware: `store.invalidation()` (the file's change feed, so a
+//! key changed by the CLI or the other quickstart is refused here within a second),
+//! `store.audit_sink()` (every decision and change in the file, for `keygate audit` and
+//! `keygate usage`, besides the log), and a flush of what is still buffered once actix-web has
+//! stopped on Ctrl-C or SIGTERM.
+//!
 //! It hashes keys with the public development pepper, asked for by name (`Peppers::development()`),
-//! so `keygate.db` is recorded as a development store: the `keygate` CLI uses that pepper there
-//! without being told (and says so), and a verifier given a real pepper refuses the file. A
-//! real service reads its secret pepper with `Peppers::from_env()?` (`KEYGATE_PEPPER`) and
-//! starts its verifier with `.start().await?`, which refuses a pepper the store's keys were not
-//! made with.
+//! so `keygate.db` is recorded as a development store (with its prefix, `demo_test`): the
+//! `keygate` CLI uses that pepper and prefix there without being told, and a verifier given a
+//! real pepper refuses the file. A real service reads its secret pepper with
+//! `Peppers::from_env()?` (`KEYGATE_PEPPER`) and starts its verifier with `.start().await?`,
+//! which refuses a pepper the store's keys were not made with.
 
 use actix_web::{App, HttpServer, web};
-use keygate::store::{KeyFilter, PageRequest};
-use keygate::{KeyAdmin, KeyFormat, KeyRecord, KeyState, Keyring, NewKey, Peppers, Verifier};
+use example_quickstart_tour as tour;
+use keygate::audit::TracingSink;
+use keygate::{KeyFormat, Keyring, Peppers, Verifier};
 use keygate_actix::{ApiKeyAuth, Identity, RequireScopes};
 use keygate_sqlx::SqliteStore;
 
 const ADDR: &str = "127.0.0.1:3001";
-const DATABASE: &str = "keygate.db";
-const DEMO_NAME: &str = "quickstart demo";
-const DEMO_OWNER: &str = "examples";
+const DEMO_NAME: &str = "actix-web quickstart demo";
 
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -47,12 +57,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     // A demo: the public development pepper, by name. Yours: `Peppers::from_env()?`.
-    let keyring = Keyring::new(KeyFormat::new("demo_test")?, Peppers::development());
+    let keyring = Keyring::new(KeyFormat::new(tour::PREFIX)?, Peppers::development());
     // Created if missing, migrated on every start (idempotent).
-    let store = SqliteStore::open(DATABASE).await?;
-    // Checks the pepper against the store (refusing one its keys were not made with).
-    let verifier = Verifier::builder(keyring, store).start().await?;
-    let keys = verifier.admin();
+    let store = SqliteStore::open(tour::DATABASE).await?;
+    let verifier = Verifier::builder(keyring, store.clone())
+        // Keys changed by other processes on the file (the CLI) are evicted within ~100 ms.
+        .invalidation(store.invalidation())
+        // Every decision and change, in the file (`keygate audit`, `keygate usage`) and the log.
+        .audit_sink(store.audit_sink())
+        .audit_sink(TracingSink)
+        // Checks the pepper and prefix against the store (refusing others), then starts.
+        .start()
+        .await?;
     let for_workers = verifier.clone();
 
     let server = HttpServer::new(move || {
@@ -68,54 +84,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .get(admin),
             )
     })
-    .bind(ADDR)?;
+    // actix-web stops gracefully on Ctrl-C and SIGTERM by itself.
+    .shutdown_timeout(10)
+    .bind(tour::listen_addr(ADDR))?;
 
-    println!("keygate quickstart listening on http://{ADDR} (keys in ./{DATABASE})");
-    match stored_demo_key(&keys).await? {
-        Some(demo) => {
-            // Only the digest is stored: the key itself was shown once, at its first start.
-            println!(
-                "demo key: reusing {} (id {}, scope greetings:read), created at the first start",
-                demo.name, demo.id
-            );
-            println!("its secret was printed then and is not stored, so it cannot be shown again;");
-            println!("for a new demo key, stop the server, delete ./{DATABASE} and start again");
-        }
-        None => {
-            let demo = keys
-                .create_key(
-                    NewKey::new(DEMO_NAME)
-                        .owner(DEMO_OWNER)
-                        .scope("greetings:read")?,
-                )
-                .await?;
-            // The key is printed once, here, on its own line; it is not stored anywhere in clear.
-            println!("demo key (shown once, scope greetings:read):");
-            println!("{}", demo.key.expose_secret());
-            println!(
-                "try: curl -i -H 'Authorization: Bearer {}' http://{ADDR}/hello",
-                demo.key.expose_secret()
-            );
-        }
-    }
-
-    // Ctrl-C stops the server gracefully; then write the last-used times and audit events still
-    // buffered.
-    server.run().await?;
-    verifier.flush_last_used().await?;
-    verifier.flush_audit().await;
-    Ok(())
-}
-
-/// The active demo key from an earlier start, found by name and owner.
-async fn stored_demo_key(admin: &keygate::Admin) -> Result<Option<KeyRecord>, keygate::StoreError> {
-    let filter = KeyFilter {
-        owner: Some(DEMO_OWNER.to_owned()),
-        state: Some(KeyState::Active),
-        name_contains: Some(DEMO_NAME.to_owned()),
+    let url = match server.addrs().first() {
+        Some(addr) => format!("http://{addr}"),
+        None => format!("http://{ADDR}"),
     };
-    let page = admin.list(&filter, PageRequest::first(100)).await?;
-    Ok(page.keys.into_iter().find(|key| key.name == DEMO_NAME))
+    let demo = tour::demo_key(&verifier.admin(), DEMO_NAME).await?;
+    println!(
+        "{}",
+        tour::tour("actix-web", "axum", &url, &demo, &verifier)
+    );
+
+    server.run().await?;
+    // Write the last-used times and audit events still buffered.
+    tour::flush(&verifier).await?;
+    Ok(())
 }
 
 async fn public() -> &'static str {

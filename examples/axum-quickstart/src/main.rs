@@ -4,19 +4,31 @@
 //! cargo run -p example-axum-quickstart
 //! ```
 //!
-//! It starts on 127.0.0.1:3000 with a SQLite key store in `keygate.db` (in the working
-//! directory; created and migrated on start). The first start creates a demo key with the scope
-//! `greetings:read` and prints it once with a ready `curl` line; later starts reuse that stored
-//! key (its secret is never stored, so it is not shown again; delete `keygate.db` for a new one).
-//! Then try:
+//! It starts on 127.0.0.1:3000 (`QUICKSTART_LISTEN=ADDR` to change it) with a SQLite key store
+//! in `keygate.db` in the working directory (created and migrated on start; the actix-web
+//! quickstart shares it when started in the same directory). The first start creates a demo
+//! key with the scope `greetings:read` and prints it once with a ready `curl` line; later starts
+//! reuse that stored key (its secret is never stored, so it is not shown again). Then it prints
+//! the tour: the `keygate` commands to try in the same directory (create a key, call the
+//! service with it, revoke it and see the refusal, read the audit trail and the usage):
 //!
 //! ```text
+//! keygate create --name mine                                            # prints the key and its id, once
 //! curl -i http://127.0.0.1:3000/                                        # public: 200
 //! curl -i http://127.0.0.1:3000/hello                                   # no key: 401
 //! curl -i -H "Authorization: Bearer $KEY" http://127.0.0.1:3000/hello   # 200, greets the key by name
 //! curl -i -H "x-api-key: $KEY" http://127.0.0.1:3000/admin              # 403 insufficient_scope
+//! keygate revoke ID                                                     # the next request: 401, within 1 s
+//! keygate audit --key ID                                                # every request with it
+//! keygate usage                                                         # requests per key per day
 //! curl -s http://127.0.0.1:3000/metrics | grep keygate_                  # Prometheus metrics
 //! ```
+//!
+//! What it wires, beyond the layer: `store.invalidation()` (the file's change feed, so a key
+//! changed by the CLI or the other quickstart is refused here within a second, not after the
+//! 30 s cache TTL), `store.audit_sink()` (every decision and change in the file, for
+//! `keygate audit` and `keygate usage`, besides the log), and a shutdown on Ctrl-C or SIGTERM
+//! that writes what is still buffered.
 //!
 //! `/metrics` shows keygate's metrics (docs/observability.md) in the Prometheus text format,
 //! from `metrics-exporter-prometheus`'s recorder, rendered by a route of this same app rather
@@ -26,27 +38,26 @@
 //! the proxy (it shows traffic volumes and refusal reasons, never key ids or secrets).
 //!
 //! It hashes keys with the public development pepper, asked for by name (`Peppers::development()`),
-//! so `keygate.db` is recorded as a development store: the `keygate` CLI uses that pepper there
-//! without being told (and says so), and a verifier given a real pepper refuses the file. A
-//! real service reads its secret pepper with `Peppers::from_env()?` (`KEYGATE_PEPPER`) and
-//! starts its verifier with `.start().await?`, which refuses a pepper the store's keys were not
-//! made with.
+//! so `keygate.db` is recorded as a development store (with its prefix, `demo_test`): the
+//! `keygate` CLI uses that pepper and prefix there without being told, and a verifier given a
+//! real pepper refuses the file. A real service reads its secret pepper with
+//! `Peppers::from_env()?` (`KEYGATE_PEPPER`) and starts its verifier with `.start().await?`,
+//! which refuses a pepper the store's keys were not made with.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use keygate::store::{KeyFilter, PageRequest};
-use keygate::{KeyAdmin, KeyRecord, KeyState, Keyring, NewKey, Peppers, Verifier};
+use example_quickstart_tour as tour;
+use keygate::audit::TracingSink;
+use keygate::{KeyFormat, Keyring, Peppers, Verifier};
 use keygate_axum::{Identity, RequireScopes};
 use keygate_sqlx::SqliteStore;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 const ADDR: &str = "127.0.0.1:3000";
-const DATABASE: &str = "keygate.db";
-const DEMO_NAME: &str = "quickstart demo";
-const DEMO_OWNER: &str = "examples";
+const DEMO_NAME: &str = "axum quickstart demo";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -63,15 +74,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prometheus = install_prometheus()?;
 
     // A demo: the public development pepper, by name. Yours: `Peppers::from_env()?`.
-    let keyring = Keyring::new(
-        keygate::KeyFormat::new("demo_test")?,
-        Peppers::development(),
-    );
+    let keyring = Keyring::new(KeyFormat::new(tour::PREFIX)?, Peppers::development());
     // Created if missing, migrated on every start (idempotent).
-    let store = SqliteStore::open(DATABASE).await?;
-    // Checks the pepper against the store (refusing one its keys were not made with).
-    let verifier = Verifier::builder(keyring, store).start().await?;
-    let admin = verifier.admin();
+    let store = SqliteStore::open(tour::DATABASE).await?;
+    let verifier = Verifier::builder(keyring, store.clone())
+        // Keys changed by other processes on the file (the CLI) are evicted within ~100 ms.
+        .invalidation(store.invalidation())
+        // Every decision and change, in the file (`keygate audit`, `keygate usage`) and the log.
+        .audit_sink(store.audit_sink())
+        .audit_sink(TracingSink)
+        // Checks the pepper and prefix against the store (refusing others), then starts.
+        .start()
+        .await?;
     // The cache size gauges move on misses only, and lag moka's batched maintenance: refresh
     // them with exact counts now and then.
     let gauges = verifier.clone();
@@ -83,59 +97,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind(ADDR).await?;
-    println!("keygate quickstart listening on http://{ADDR} (keys in ./{DATABASE})");
-    match stored_demo_key(&admin).await? {
-        Some(demo) => {
-            // Only the digest is stored: the key itself was shown once, at its first start.
-            println!(
-                "demo key: reusing {} (id {}, scope greetings:read), created at the first start",
-                demo.name, demo.id
-            );
-            println!("its secret was printed then and is not stored, so it cannot be shown again;");
-            println!("for a new demo key, stop the server, delete ./{DATABASE} and start again");
-        }
-        None => {
-            let demo = admin
-                .create_key(
-                    NewKey::new(DEMO_NAME)
-                        .owner(DEMO_OWNER)
-                        .scope("greetings:read")?,
-                )
-                .await?;
-            // The key is printed once, here, on its own line; it is not stored anywhere in clear.
-            println!("demo key (shown once, scope greetings:read):");
-            println!("{}", demo.key.expose_secret());
-            println!(
-                "try: curl -i -H 'Authorization: Bearer {}' http://{ADDR}/hello",
-                demo.key.expose_secret()
-            );
-        }
-    }
+    let listener = tokio::net::TcpListener::bind(tour::listen_addr(ADDR)).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let demo = tour::demo_key(&verifier.admin(), DEMO_NAME).await?;
+    println!(
+        "{}",
+        tour::tour("axum", "actix-web", &url, &demo, &verifier)
+    );
 
     axum::serve(
         listener,
         app(verifier.clone(), prometheus).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+    .with_graceful_shutdown(tour::shutdown_signal())
     .await?;
     // Write the last-used times and audit events still buffered.
-    verifier.flush_last_used().await?;
-    verifier.flush_audit().await;
+    tour::flush(&verifier).await?;
     Ok(())
-}
-
-/// The active demo key from an earlier start, found by name and owner.
-async fn stored_demo_key(admin: &keygate::Admin) -> Result<Option<KeyRecord>, keygate::StoreError> {
-    let filter = KeyFilter {
-        owner: Some(DEMO_OWNER.to_owned()),
-        state: Some(KeyState::Active),
-        name_contains: Some(DEMO_NAME.to_owned()),
-    };
-    let page = admin.list(&filter, PageRequest::first(100)).await?;
-    Ok(page.keys.into_iter().find(|key| key.name == DEMO_NAME))
 }
 
 /// Installs the Prometheus recorder globally, with histogram buckets for store lookups, and runs

@@ -242,9 +242,7 @@ async fn redis_unreachable_fails_open_or_closed_as_configured_then_recovers() {
             .failure_policy(policy)
             .build()
             .await
-            .unwrap_or_else(|e| {
-                panic!("KEYGATE_TEST_REDIS_URL is set but Redis does not answer: {e}")
-            });
+            .unwrap_or_else(|e| panic!("KEYGATE_TEST_REDIS_URL is not a Redis URL: {e}"));
         verifiers.push(
             Verifier::builder(keyring(), store.clone())
                 .rate_limiter(limiter)
@@ -316,9 +314,7 @@ async fn with_the_redis_subscription_cut_a_revoke_is_still_enforced_within_the_b
                 .prefix(prefix)
                 .build()
                 .await
-                .unwrap_or_else(|e| {
-                    panic!("KEYGATE_TEST_REDIS_URL is set but Redis does not answer: {e}")
-                })
+                .unwrap_or_else(|e| panic!("KEYGATE_TEST_REDIS_URL is not a Redis URL: {e}"))
         }
     };
     let a = Verifier::builder(keyring(), store.clone())

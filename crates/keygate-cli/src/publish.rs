@@ -31,10 +31,11 @@ pub(crate) async fn publish(url: &str, prefix: &str, changed: &[KeyId]) {
             .await
             .map_err(|e| e.to_string())?;
         for id in changed {
+            // The driver's error ("redis: Connection refused …"): the warning says the rest.
             channel
                 .publish(Invalidated::Key(*id))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.0.to_string())?;
         }
         Ok::<_, String>(())
     }

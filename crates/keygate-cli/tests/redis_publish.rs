@@ -95,7 +95,7 @@ async fn every_change_is_published_to_redis() {
         .await
     {
         Ok(channel) => channel,
-        Err(e) => panic!("KEYGATE_TEST_REDIS_URL is set but Redis does not answer: {e}"),
+        Err(e) => panic!("KEYGATE_TEST_REDIS_URL is not a Redis URL: {e}"),
     };
     let mut subscription = channel
         .subscribe()

@@ -1,13 +1,15 @@
 //! [`RedisInvalidation`]: cross-instance cache invalidation over Redis pub/sub.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use keygate::{Invalidated, Invalidation, InvalidationError, Subscription};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use redis::aio::{PubSubSink, PubSubStream};
 use tokio::time::Instant;
 
+use crate::connection::LazyConnection;
 use crate::error::within;
 use crate::{Error, RedisTarget};
 
@@ -27,6 +29,14 @@ use crate::{Error, RedisTarget};
 ///   (default 1 s). So a dead connection is noticed within **ping interval + ping timeout
 ///   (4 s by default)**; the verifier then reads records through its degraded TTL until it
 ///   has subscribed again.
+///
+/// # While Redis is down
+/// Building does not connect, so a service starts while Redis is down. Until Redis answers,
+/// [`publish`](Invalidation::publish) and [`subscribe`](Invalidation::subscribe) fail with
+/// [`InvalidationError`] within the
+/// [`response_timeout`](RedisInvalidationBuilder::response_timeout); the verifier reads
+/// records through its degraded TTL and subscribes again with backoff, and the first calls
+/// after Redis is up connect.
 ///
 /// Pub/sub delivers at most once: what is published while a subscriber is disconnected is
 /// lost to it (see [`keygate::invalidation`] for how the verifier copes).
@@ -50,7 +60,7 @@ use crate::{Error, RedisTarget};
 #[derive(Clone)]
 pub struct RedisInvalidation {
     client: redis::Client,
-    publisher: ConnectionManager,
+    publisher: Arc<LazyConnection>,
     channel: String,
     response_timeout: Duration,
     ping_interval: Duration,
@@ -88,11 +98,16 @@ impl RedisInvalidation {
 #[async_trait]
 impl Invalidation for RedisInvalidation {
     async fn publish(&self, what: Invalidated) -> Result<(), InvalidationError> {
-        let mut connection = self.publisher.clone();
+        let mut connection = self.publisher.current();
         let mut command = redis::cmd("PUBLISH");
         command.arg(&self.channel).arg(what.to_message());
-        within::<i64>(self.response_timeout, command.query_async(&mut connection))
-            .await
+        let published = within::<i64>(
+            self.response_timeout,
+            command.query_async(&mut connection.manager),
+        )
+        .await;
+        self.publisher
+            .settle(&connection, published)
             .map(drop)
             .map_err(InvalidationError::new)
     }
@@ -211,22 +226,24 @@ impl RedisInvalidationBuilder {
         self
     }
 
-    /// Connects the publishing connection (subscriptions connect when they are opened).
+    /// Builds the channel without connecting: a service starts while Redis is down. Until
+    /// Redis answers, [`publish`](Invalidation::publish) and
+    /// [`subscribe`](Invalidation::subscribe) fail with [`InvalidationError`] after at most the
+    /// response timeout (the verifier runs degraded and subscribes again with backoff); the
+    /// first call after Redis is up connects. Publishing shares one connection, made on the
+    /// first publish; each subscription opens its own.
+    ///
+    /// Async so that it runs inside the Tokio runtime the publishing connection needs.
     ///
     /// # Errors
-    /// [`Error`] when the URL is invalid or Redis does not answer within the response
-    /// timeout.
+    /// [`Error::Redis`] when the URL is invalid (not when Redis is unreachable).
     pub async fn build(self) -> Result<RedisInvalidation, Error> {
         let client = self.target.client()?;
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(Some(self.response_timeout))
-            .set_response_timeout(Some(self.response_timeout));
-        let publisher = within(
+        let publisher = Arc::new(LazyConnection::new(
+            client.clone(),
             self.response_timeout,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await?;
+            self.response_timeout,
+        )?);
         Ok(RedisInvalidation {
             client,
             publisher,

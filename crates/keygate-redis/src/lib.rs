@@ -35,7 +35,12 @@
 //! Both take a URL or a configured [`redis::Client`] ([`RedisTarget`]), and name everything
 //! they keep under one prefix (default `keygate`): rate-limit keys `keygate:rl:…`, the channel
 //! `keygate:invalidate`.
+//!
+//! Neither connects when it is built: a service starts while Redis is down (limits follow the
+//! [`FailurePolicy`], invalidation runs degraded) and recovers by itself once Redis is up. Only
+//! an invalid URL fails `build()`.
 
+mod connection;
 mod error;
 mod gcra;
 mod invalidation;

@@ -4,13 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use keygate::rate::{LimitKey, LimiterError, RateDecision, RateLimiter, RatePolicy};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
+use crate::connection::LazyConnection;
 use crate::error::within;
 use crate::lockouts::Lockouts;
 use crate::{Error, RedisTarget, gcra};
+use async_trait::async_trait;
+use keygate::rate::{LimitKey, LimiterError, RateDecision, RateLimiter, RatePolicy};
 
 /// Counter: decisions a [`RedisRateLimiter`] with [`FailurePolicy::Open`] allowed because Redis
 /// could not be asked (unreachable, timed out, or an unexpected reply), by `kind` (`key` for
@@ -99,6 +98,12 @@ pub enum FailurePolicy {
 /// call of Redis coming back. While Redis refuses connections, calls fail in about a loopback
 /// round trip; while it does not answer at all, each call costs the response timeout.
 ///
+/// **At start-up too**: [`build`](RedisRateLimiterBuilder::build) does not wait for Redis, so
+/// a service starts while Redis is down, and its limits follow the failure policy (counted
+/// and warned about as above) until Redis answers; then the next calls connect, load the
+/// script and enforce the shared limits. The same holds after Redis restarts empty: the
+/// script is loaded again on the first call that finds it missing.
+///
 /// With [local lockouts](#local-lockouts), the failed-attempt pre-check does not ask Redis, so
 /// an outage changes it little:
 /// - [`FailurePolicy::Open`]: the pre-check goes on answering from what this instance
@@ -140,11 +145,12 @@ pub struct RedisRateLimiter {
 }
 
 struct Inner {
-    connection: ConnectionManager,
+    connection: LazyConnection,
     script: redis::Script,
     prefix: String,
     failure_policy: FailurePolicy,
     response_timeout: Duration,
+    connection_timeout: Duration,
     warn_interval: Duration,
     /// The origin of `last_warning`.
     started: Instant,
@@ -199,6 +205,33 @@ impl RedisRateLimiter {
         gcra::state_key(&self.inner.prefix, key, policy)
     }
 
+    /// Connects and loads the script, so that the first requests cost one round trip as later
+    /// ones do. Waits at most the connection timeout plus the response timeout; on failure,
+    /// warns once and leaves reconnecting to the calls.
+    async fn warm_up(self) {
+        let inner = &*self.inner;
+        let mut connection = inner.connection.current();
+        let loaded = within(
+            inner.connection_timeout + inner.response_timeout,
+            inner
+                .script
+                .prepare_invoke()
+                .load_async(&mut connection.manager),
+        )
+        .await;
+        match inner.connection.settle(&connection, loaded) {
+            Ok(_) => {}
+            Err(error) => {
+                inner.answering.store(false, Ordering::Relaxed);
+                tracing::warn!(
+                    target: "keygate::redis",
+                    failure_policy = ?inner.failure_policy,
+                    "redis rate limiter: redis does not answer yet, limits follow the failure policy until it does: {error}"
+                );
+            }
+        }
+    }
+
     async fn ask(
         &self,
         key: &LimitKey,
@@ -208,13 +241,17 @@ impl RedisRateLimiter {
         let (interval, tau) = gcra::script_args(&policy);
         let mut invocation = self.inner.script.key(self.state_key(key, &policy));
         invocation.arg(interval).arg(tau).arg(u8::from(take));
-        let mut connection = self.inner.connection.clone();
-        let answer = within(
+        let mut connection = self.inner.connection.current();
+        let reply = within(
             self.inner.response_timeout,
-            invocation.invoke_async::<redis::Value>(&mut connection),
+            invocation.invoke_async::<redis::Value>(&mut connection.manager),
         )
-        .await
-        .and_then(|reply| gcra::reply_decision(policy, reply));
+        .await;
+        let answer = self
+            .inner
+            .connection
+            .settle(&connection, reply)
+            .and_then(|reply| gcra::reply_decision(policy, reply));
         let answering = answer.is_ok();
         // Read first: a store on every call would bounce the cache line between cores.
         if self.inner.answering.load(Ordering::Relaxed) != answering {
@@ -427,44 +464,28 @@ impl RedisRateLimiterBuilder {
         self
     }
 
-    /// Connects, and loads the script (so a wrong URL or an unreachable Redis is found at
-    /// start-up).
+    /// Builds the limiter without waiting for Redis: a service starts while Redis is down,
+    /// and its limits follow the [`FailurePolicy`] until Redis answers (see
+    /// [`RedisRateLimiter`]'s "When Redis cannot be asked"). It starts connecting and loading
+    /// the script in the background at once, so that the first requests need not; a warning
+    /// is logged if that fails.
+    ///
+    /// Async so that it runs inside the Tokio runtime the limiter's connection needs.
     ///
     /// # Errors
-    /// [`Error`] when the URL is invalid or Redis does not answer within the connection
-    /// timeout plus the response timeout.
+    /// [`Error::Redis`] when the URL is invalid (not when Redis is unreachable).
     pub async fn build(self) -> Result<RedisRateLimiter, Error> {
         let client = self.target.client()?;
-        // No retries inside one connection attempt: a backoff delay there would hold every
-        // call waiting on the connection. Instead each failed call starts the next attempt,
-        // so the limiter is back as soon as Redis is.
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(Some(self.connection_timeout))
-            .set_response_timeout(Some(self.response_timeout));
-        let connection = match tokio::time::timeout(
-            self.connection_timeout + self.response_timeout,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        {
-            Ok(connection) => connection?,
-            Err(_) => return Err(Error::Timeout(self.connection_timeout)),
-        };
-        let script = redis::Script::new(gcra::SCRIPT);
-        let mut loading = connection.clone();
-        within(
-            self.response_timeout.max(Duration::from_secs(1)),
-            script.prepare_invoke().load_async(&mut loading),
-        )
-        .await?;
-        Ok(RedisRateLimiter {
+        let connection =
+            LazyConnection::new(client, self.connection_timeout, self.response_timeout)?;
+        let limiter = RedisRateLimiter {
             inner: Arc::new(Inner {
                 connection,
-                script,
+                script: redis::Script::new(gcra::SCRIPT),
                 prefix: self.prefix,
                 failure_policy: self.failure_policy,
                 response_timeout: self.response_timeout,
+                connection_timeout: self.connection_timeout,
                 warn_interval: self.warn_interval,
                 started: Instant::now(),
                 last_warning: AtomicU64::new(0),
@@ -475,6 +496,8 @@ impl RedisRateLimiterBuilder {
                     .then(|| Lockouts::new(self.local_lockout_capacity)),
                 answering: AtomicBool::new(true),
             }),
-        })
+        };
+        tokio::spawn(limiter.clone().warm_up());
+        Ok(limiter)
     }
 }

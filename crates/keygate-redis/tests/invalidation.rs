@@ -13,7 +13,7 @@ use keygate_redis::{RedisInvalidation, redis};
 async fn channel(url: &str, prefix: &str) -> RedisInvalidation {
     match RedisInvalidation::builder(url).prefix(prefix).build().await {
         Ok(channel) => channel,
-        Err(e) => panic!("KEYGATE_TEST_REDIS_URL is set but Redis at {url} does not answer: {e}"),
+        Err(e) => panic!("KEYGATE_TEST_REDIS_URL is not a Redis URL: {e}"),
     }
 }
 

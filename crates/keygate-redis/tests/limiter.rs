@@ -22,7 +22,7 @@ fn ip(text: &str) -> IpAddr {
 async fn limiter(url: &str, prefix: &str) -> RedisRateLimiter {
     match RedisRateLimiter::builder(url).prefix(prefix).build().await {
         Ok(limiter) => limiter,
-        Err(e) => panic!("KEYGATE_TEST_REDIS_URL is set but Redis at {url} does not answer: {e}"),
+        Err(e) => panic!("KEYGATE_TEST_REDIS_URL is not a Redis URL: {e}"),
     }
 }
 

@@ -25,7 +25,7 @@ fn client(text: &str) -> LimitKey {
 async fn limiter(url: &str, prefix: &str) -> RedisRateLimiter {
     ok(
         RedisRateLimiter::builder(url).prefix(prefix).build().await,
-        "KEYGATE_TEST_REDIS_URL is set but Redis does not answer",
+        "KEYGATE_TEST_REDIS_URL is not a Redis URL",
     )
 }
 

@@ -119,12 +119,14 @@ impl Config {
     }
 }
 
-/// Builds one instance's verifier: connects to PostgreSQL (migrating the schema) and Redis.
-/// Every instance has its own connections and its own subscription.
+/// Builds one instance's verifier: connects to PostgreSQL (migrating the schema); Redis is
+/// connected to on first use, so the instance starts while Redis is down (limits follow the
+/// failure policy, invalidation runs degraded, until Redis answers). Every instance has its
+/// own connections and its own subscription.
 ///
 /// # Errors
-/// PostgreSQL or Redis cannot be reached at start, `KEYGATE_PEPPER` is unset or invalid, or
-/// it does not match the pepper fingerprints the store recorded.
+/// PostgreSQL cannot be reached at start, the Redis URL is invalid, `KEYGATE_PEPPER` is unset
+/// or invalid, or it does not match the pepper fingerprints the store recorded.
 pub async fn verifier(config: &Config) -> Result<Verifier, Error> {
     let keyring = Keyring::new(KeyFormat::new(&config.prefix)?, config.peppers.clone());
     let store = PostgresStore::open(&config.database_url).await?;

@@ -4,6 +4,9 @@
 //! When `KEYGATE_TEST_REDIS_URL` is unset, tests print that they are skipped and return. When it
 //! is set, Redis must answer (and `redis-server` must be on PATH for the outage tests): else
 //! the test fails.
+//!
+//! Tests that need only a private `redis-server` (not the shared Redis) run whenever it is on
+//! PATH, and are skipped with a note when it is not ([`PrivateRedis::available`]).
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -91,13 +94,38 @@ pub struct PrivateRedis {
 impl PrivateRedis {
     /// Starts one and waits until it answers.
     pub async fn start() -> Self {
+        let mut redis = Self::not_started();
+        redis.restart().await;
+        redis
+    }
+
+    /// Picks a free loopback port and starts nothing on it (yet: [`restart`](Self::restart)
+    /// starts the server). Connections to it are refused meanwhile.
+    pub fn not_started() -> Self {
         let port = {
             let listener = ok(TcpListener::bind("127.0.0.1:0"), "find a free port");
             ok(listener.local_addr(), "local address").port()
         };
-        let mut redis = Self { port, child: None };
-        redis.restart().await;
-        redis
+        Self { port, child: None }
+    }
+
+    /// Whether `redis-server` can be run. When it cannot: with `KEYGATE_TEST_REDIS_URL` set,
+    /// the test fails (Redis is meant to be installed); unset, it says the test is skipped.
+    pub fn available(test: &str) -> bool {
+        let runs = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !runs {
+            assert!(
+                std::env::var_os(REDIS_URL_ENV).is_none(),
+                "{REDIS_URL_ENV} is set, and {test} needs `redis-server` on PATH to run a private Redis"
+            );
+            eprintln!("`redis-server` is not on PATH: skipping {test}");
+        }
+        runs
     }
 
     pub fn url(&self) -> String {

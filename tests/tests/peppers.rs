@@ -2,6 +2,8 @@
 //! fingerprint per pepper version and whether it is a development store; a verifier given a
 //! pepper that does not match refuses to start (and, built without the check, answers 503, never
 //! 401), with nothing written; keys under an old pepper move to the current one, write-behind.
+//! The store also records its deployment's key prefix at the first `start()`, which then
+//! refuses a keyring of another prefix (`build()` does not check it).
 
 use std::sync::Arc;
 
@@ -249,6 +251,74 @@ async fn rehash_after_rotation<S: TestStore>(f: Fixture<S>) {
     );
 }
 
+/// `start()` records the keyring's prefix on first use and refuses another one, naming both,
+/// with nothing written (not even a new pepper version's fingerprint); `build()` checks and
+/// records no prefix, so services of several prefixes can share a store.
+async fn prefix_recorded_and_enforced<S: TestStore>(f: Fixture<S>) {
+    assert_eq!(settings(&f).await.prefix(), None, "{}", f.name);
+    let first = ok(start(&f, &format!("1:{A}")).await);
+    let created = ok(first.admin().create_key(NewKey::new("k")).await);
+    let recorded = settings(&f).await;
+    assert_eq!(recorded.prefix(), Some("pep_test"), "{}", f.name);
+    assert_eq!(
+        recorded.get(keygate::store::PREFIX_SETTING),
+        Some("pep_test")
+    );
+
+    let other = |peppers: &str| {
+        Keyring::new(
+            ok(KeyFormat::new("other_test")),
+            ok(Peppers::parse(peppers)),
+        )
+    };
+    for peppers in [format!("1:{A}"), format!("2:{B},1:{A}")] {
+        let error = match Verifier::builder(other(&peppers), f.store.clone())
+            .clock(f.clock.clone())
+            .start()
+            .await
+        {
+            Err(error) => error,
+            Ok(_) => panic!("{}: started with another prefix", f.name),
+        };
+        match &error {
+            SettingsError::WrongPrefix { recorded, given } => {
+                assert_eq!(recorded, "pep_test", "{}", f.name);
+                assert_eq!(given, "other_test", "{}", f.name);
+            }
+            other => panic!("{}: {other:?}", f.name),
+        }
+        let message = error.to_string();
+        assert!(
+            message.contains("`pep_test`") && message.contains("`other_test`"),
+            "{message}"
+        );
+        assert_eq!(settings(&f).await, recorded, "{}: nothing written", f.name);
+    }
+
+    // Unchecked: keys of its own prefix work; the store's prefix stays; the other prefix's
+    // keys are not this verifier's (401, not 503).
+    let shared = Verifier::builder(other(&format!("1:{A}")), f.store.clone())
+        .clock(f.clock.clone())
+        .build();
+    let own = ok(shared.admin().create_key(NewKey::new("own")).await);
+    assert!(own.key.expose_secret().starts_with("other_test_"));
+    ok(verify(&shared, own.key.expose_secret()).await);
+    let refused = verify(&shared, created.key.expose_secret()).await.err();
+    assert_eq!(
+        refused.map(|r| r.status()),
+        Some(http::StatusCode::UNAUTHORIZED),
+        "{}",
+        f.name
+    );
+    assert_eq!(settings(&f).await, recorded, "{}", f.name);
+    // The recorded prefix starts again, and its key verifies.
+    ok(verify(
+        &ok(start(&f, &format!("1:{A}")).await),
+        created.key.expose_secret(),
+    )
+    .await);
+}
+
 /// A re-hash only applies to a key still under the version it was computed from.
 async fn rehash_is_conditional<S: TestStore>(f: Fixture<S>) {
     let v1 = ok(start(&f, &format!("1:{A}")).await);
@@ -300,4 +370,5 @@ per_store!(
     development_pepper_refused_on_an_unrecorded_store_with_keys,
     rehash_after_rotation,
     rehash_is_conditional,
+    prefix_recorded_and_enforced,
 );

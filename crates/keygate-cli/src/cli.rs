@@ -22,14 +22,16 @@ Environment:
   KEYGATE_PEPPER        VERSION:SECRET[,VERSION:SECRET...], current first (see docs/security.md),
                         or `development` for the public development pepper. create and rotate
                         need one, except on a development store
-  KEYGATE_PREFIX        prefix of new keys (default kg)
+  KEYGATE_PREFIX        prefix of new keys (default: the one the key store recorded, else kg);
+                        one that differs from the store's is refused
   KEYGATE_ACTOR         who makes changes, for the audit trail (default: $USER)
   KEYGATE_REDIS_URL     publish every change to the services' Redis (cache invalidation)
   KEYGATE_REDIS_PREFIX  the services' Redis prefix (default keygate)
 
 Exit codes: 0 ok, 1 usage or invalid input, 2 key not found, 3 key store unavailable,
-4 conflict with the key's state, 5 key store schema newer than this keygate, 6 pepper refused
-(none given, or not the one the store's keys were made with; nothing was written).
+4 conflict with the key's state, 5 key store schema newer than this keygate, 6 refused by the
+key store's settings: no pepper given, a pepper that is not the one the store's keys were made
+with, or a prefix that is not the store's (nothing was written).
 A change that could not be published to Redis still exits 0, with a warning on stderr.";
 
 /// Manage API keys: create, name, scope, rate-limit, rotate, revoke and list them.
@@ -57,9 +59,11 @@ pub(crate) struct Cli {
     #[arg(long, global = true, conflicts_with = "pepper_file")]
     pub(crate) development_pepper: bool,
 
-    /// Prefix of new keys (the deployment's key format).
-    #[arg(long, env = "KEYGATE_PREFIX", default_value = "kg", global = true)]
-    pub(crate) prefix: String,
+    /// Prefix of new keys (the deployment's key format). Default: the prefix the key store
+    /// recorded (at a service's first start, or the first `create`), else kg. A prefix that
+    /// differs from the store's is refused.
+    #[arg(long, env = "KEYGATE_PREFIX", global = true)]
+    pub(crate) prefix: Option<String>,
 
     /// Who is making changes, recorded with each change in the audit trail (default: the
     /// KEYGATE_ACTOR variable, else the USER variable).
@@ -176,7 +180,7 @@ Examples:
   keygate usage --json")]
     Usage(UsageArgs),
     /// Show keys per pepper version and the pepper fingerprints the store recorded, so an old
-    /// pepper can be retired once no key is left under it.
+    /// pepper can be retired once no key is left under it; and the store's key prefix.
     #[command(after_help = "\
 Examples:
   keygate peppers

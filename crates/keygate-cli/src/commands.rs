@@ -36,20 +36,29 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
         Store::open_existing(&cli.database_url)
             .await?
             .ok_or_else(|| {
-                CliError::Pepper(format!(
+                CliError::Settings(format!(
                     "{NO_PEPPER} (there is no key store yet); nothing was written"
                 ))
             })?
     } else {
         Store::open(&cli.database_url).await?
     };
+    // The prefix of a new key, checked against the store's before anything is written.
+    let format = match &cli.command {
+        Command::Create(_) => Some(new_key_format(&store, given_prefix(&cli)).await?),
+        _ => None,
+    };
     let peppers = if mints {
-        Some(checked_peppers(&store, given).await?)
+        Some(checked_peppers(&store, given, format.as_ref()).await?)
     } else {
         given
     };
     let mut changes = Changes::new(&store, actor(&cli));
-    let result = execute(&cli, &store, peppers.as_ref(), &mut changes, out, now).await;
+    let minting = Minting {
+        peppers: peppers.as_ref(),
+        format: format.as_ref(),
+    };
+    let result = execute(&cli, &store, minting, &mut changes, out, now).await;
     // Whatever happened, the events of the changes made are written before exiting, and the
     // services are told of every change that was made.
     let recorded = changes.flush().await;
@@ -146,10 +155,19 @@ impl<'a> Changes<'a> {
     }
 }
 
+/// What a command that mints keys mints them with, once checked against the store.
+#[derive(Clone, Copy)]
+struct Minting<'a> {
+    /// The peppers (of `create`, `rotate` and `peppers`, when given or found).
+    peppers: Option<&'a Peppers>,
+    /// The key format of `create`.
+    format: Option<&'a KeyFormat>,
+}
+
 async fn execute(
     cli: &Cli,
     store: &Store,
-    peppers: Option<&Peppers>,
+    minting: Minting<'_>,
     changes: &mut Changes<'_>,
     out: Output,
     now: SystemTime,
@@ -165,7 +183,11 @@ async fn execute(
         }
         Command::Create(args) => {
             let spec = new_key(args, now)?;
-            let keyring = Keyring::new(format(&cli.prefix)?, minting(peppers)?);
+            let format = minting
+                .format
+                .cloned()
+                .ok_or_else(|| CliError::Unavailable("no key format resolved".into()))?;
+            let keyring = Keyring::new(format, minting_peppers(minting.peppers)?);
             let created = changes.admin_minting(keyring).create_key(spec).await?;
             changes.changed(created.record.id);
             let r = &created.record;
@@ -290,7 +312,7 @@ async fn execute(
             let grace = duration(&args.grace, "--grace")?;
             let old = store.admin().get(&id).await?;
             // The replacement keeps the old key's prefix, whatever --prefix says.
-            let keyring = Keyring::new(format(&old.prefix)?, minting(peppers)?);
+            let keyring = Keyring::new(format(&old.prefix)?, minting_peppers(minting.peppers)?);
             let rotated = changes.admin_minting(keyring).rotate(&id, grace).await?;
             changes.changed(id);
             changes.changed(rotated.new.record.id);
@@ -334,24 +356,63 @@ async fn execute(
         }
         Command::Audit(args) => crate::audit::audit(store, args, out, now).await?,
         Command::Usage(args) => crate::audit::usage(store, args, out, now).await?,
-        Command::Peppers => peppers_report(store, peppers, out).await?,
+        Command::Peppers => peppers_report(store, minting.peppers, out).await?,
     }
     Ok(())
 }
 
 /// The checked peppers of a command that mints keys.
-fn minting(peppers: Option<&Peppers>) -> Result<Peppers, CliError> {
+fn minting_peppers(peppers: Option<&Peppers>) -> Result<Peppers, CliError> {
     peppers
         .cloned()
-        .ok_or_else(|| CliError::Pepper(NO_PEPPER.to_owned()))
+        .ok_or_else(|| CliError::Settings(NO_PEPPER.to_owned()))
 }
 
 const NO_PEPPER: &str = "no pepper given: set KEYGATE_PEPPER (or --pepper-file) to the deployment's secret pepper, or pass --development-pepper for a development store whose keys protect nothing";
 
+/// The prefix of keys minted when none is given and the store recorded none.
+const DEFAULT_PREFIX: &str = "kg";
+
+/// The prefix the command line gives (`--prefix` or `KEYGATE_PREFIX`); an empty one is none,
+/// as for `KEYGATE_PEPPER`.
+fn given_prefix(cli: &Cli) -> Option<&str> {
+    cli.prefix
+        .as_deref()
+        .filter(|prefix| !prefix.trim().is_empty())
+}
+
+/// The key format of `create`: the prefix given (`--prefix` / `KEYGATE_PREFIX`), else the one
+/// the store recorded, else [`DEFAULT_PREFIX`]. A prefix given that differs from the store's is
+/// refused (exit 6) before anything is written. Recorded by [`checked_peppers`] when the store
+/// has none.
+async fn new_key_format(store: &Store, given: Option<&str>) -> Result<KeyFormat, CliError> {
+    let settings = store.keys().settings().await?;
+    let recorded = settings
+        .as_ref()
+        .and_then(keygate::store::StoreSettings::prefix);
+    match (given.map(format).transpose()?, recorded) {
+        (Some(given), Some(recorded)) if given.prefix() != recorded => {
+            Err(CliError::Settings(format!(
+                "the key store's keys use prefix `{recorded}`, and --prefix / KEYGATE_PREFIX gives `{}`: leave the prefix out to use the store's, or keep keys with prefix `{}` in a key store of their own (--database-url); nothing was written",
+                given.prefix(),
+                given.prefix(),
+            )))
+        }
+        (Some(given), _) => Ok(given),
+        (None, Some(recorded)) => format(recorded),
+        (None, None) => format(DEFAULT_PREFIX),
+    }
+}
+
 /// The peppers for a command that mints keys: those given, else the development pepper on a
 /// development store (with a note on stderr); checked against the store's settings, and
-/// recorded there on first use. A refusal writes nothing.
-async fn checked_peppers(store: &Store, given: Option<Peppers>) -> Result<Peppers, CliError> {
+/// recorded there on first use, with the prefix of `format` (a key to be created) when the
+/// store has none. A refusal writes nothing.
+async fn checked_peppers(
+    store: &Store,
+    given: Option<Peppers>,
+    format: Option<&KeyFormat>,
+) -> Result<Peppers, CliError> {
     let peppers = match given {
         Some(peppers) => peppers,
         None => {
@@ -361,7 +422,7 @@ async fn checked_peppers(store: &Store, given: Option<Peppers>) -> Result<Pepper
                 .await?
                 .is_some_and(|settings| settings.is_development());
             if !development {
-                return Err(CliError::Pepper(format!(
+                return Err(CliError::Settings(format!(
                     "{NO_PEPPER} (this key store is not a development store); nothing was written"
                 )));
             }
@@ -371,7 +432,15 @@ async fn checked_peppers(store: &Store, given: Option<Peppers>) -> Result<Pepper
             Peppers::development()
         }
     };
-    keygate::store::check_peppers(store.keys(), store.admin(), &peppers).await?;
+    match format {
+        Some(format) => {
+            let keyring = Keyring::new(format.clone(), peppers.clone());
+            keygate::store::check_keyring(store.keys(), store.admin(), &keyring).await?;
+        }
+        None => {
+            keygate::store::check_peppers(store.keys(), store.admin(), &peppers).await?;
+        }
+    }
     Ok(peppers)
 }
 
@@ -446,6 +515,7 @@ async fn peppers_report(
     if out.is_json() {
         out.json_line(&serde_json::json!({
             "development_store": settings.is_development(),
+            "prefix": settings.prefix(),
             "versions": rows.iter().map(|r| serde_json::json!({
                 "version": r.version,
                 "keys": r.keys,
@@ -480,6 +550,12 @@ async fn peppers_report(
         } else {
             "no"
         }
+    ));
+    out.line(&format!(
+        "key prefix: {}",
+        settings.prefix().unwrap_or(
+            "none recorded yet (recorded by a service's first start, or the first create)"
+        )
     ));
     if given.is_none() && !rows.is_empty() && !settings.is_development() {
         out.line("(set KEYGATE_PEPPER to also check your peppers against the fingerprints)");
@@ -522,7 +598,9 @@ fn check_input(cli: &Cli, now: SystemTime) -> Result<(), CliError> {
         }
         Command::Create(args) => {
             new_key(args, now)?;
-            format(&cli.prefix)?;
+            if let Some(prefix) = given_prefix(cli) {
+                format(prefix)?;
+            }
             given_peppers(cli)?;
         }
         Command::Show(arg)

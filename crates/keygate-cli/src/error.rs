@@ -7,7 +7,7 @@
 //! | 3 | the key store is unavailable (unreachable, locked, failed) |
 //! | 4 | the change conflicts with the key's state (e.g. enabling a revoked key) |
 //! | 5 | the key store's schema is newer than this keygate |
-//! | 6 | pepper refused: none given (and not a development store), or not the store's |
+//! | 6 | refused by the store's settings: no pepper given (and not a development store), a pepper that is not the store's, or a key prefix that is not the store's |
 //!
 //! Messages never contain a key or a secret: inputs that might be one (ids) are not echoed.
 
@@ -24,7 +24,8 @@ pub(crate) enum CliError {
     Unavailable(String),
     Conflict(String),
     SchemaTooNew(String),
-    Pepper(String),
+    /// Refused by the store's settings (pepper or key prefix); nothing was written.
+    Settings(String),
 }
 
 impl CliError {
@@ -39,7 +40,7 @@ impl CliError {
             Self::Unavailable(_) => 3,
             Self::Conflict(_) => 4,
             Self::SchemaTooNew(_) => 5,
-            Self::Pepper(_) => 6,
+            Self::Settings(_) => 6,
         })
     }
 }
@@ -51,7 +52,7 @@ impl fmt::Display for CliError {
             | Self::NotFound(m)
             | Self::Conflict(m)
             | Self::SchemaTooNew(m)
-            | Self::Pepper(m) => f.write_str(m),
+            | Self::Settings(m) => f.write_str(m),
             Self::Unavailable(m) => write!(
                 f,
                 "{m} (check --database-url / KEYGATE_DATABASE_URL, that the database is running, and that no other process holds a write lock; then retry)"
@@ -91,7 +92,7 @@ impl From<keygate::store::SettingsError> for CliError {
     fn from(error: keygate::store::SettingsError) -> Self {
         match error {
             keygate::store::SettingsError::Store(error) => error.into(),
-            refused => Self::Pepper(format!("{refused}; nothing was written")),
+            refused => Self::Settings(format!("{refused}; nothing was written")),
         }
     }
 }

@@ -20,8 +20,8 @@ use ipnet::IpNet;
 
 pub use memory::MemoryStore;
 pub use settings::{
-    DEVELOPMENT_SETTING, PepperCheck, SettingsError, StoreSettings, check_peppers,
-    fingerprint_setting,
+    DEVELOPMENT_SETTING, PREFIX_SETTING, PepperCheck, SettingsError, StoreSettings, check_keyring,
+    check_peppers, fingerprint_setting,
 };
 
 use crate::identity::Metadata;
@@ -106,7 +106,7 @@ pub trait KeyStore: Send + Sync + 'static {
     }
 
     /// The deployment settings this store recorded (see [`StoreSettings`]); `None` for a store
-    /// that keeps none (the default), whose peppers are then not checked.
+    /// that keeps none (the default), whose peppers and key prefix are then not checked.
     ///
     /// # Errors
     /// `Unavailable`.

@@ -1,9 +1,10 @@
-//! Deployment settings a store keeps, and the start-up check of a keyring's peppers against
-//! them.
+//! Deployment settings a store keeps, and the start-up check of a keyring (its peppers and key
+//! prefix) against them.
 
 use std::collections::BTreeMap;
 
 use super::{KeyAdmin, KeyStore, StoreError};
+use crate::keyring::Keyring;
 use crate::pepper::{Peppers, development_fingerprint};
 
 /// The deployment settings a key store records, as names and values (SQL stores: table
@@ -14,8 +15,11 @@ use crate::pepper::{Peppers, development_fingerprint};
 /// | --- | --- |
 /// | `pepper.<version>.fingerprint` | the [fingerprint](crate::Pepper::fingerprint) of the pepper of that version (never the pepper) |
 /// | `development` | `true` for a store first used with the public development pepper, on purpose |
+/// | `key.prefix` | the [prefix](crate::KeyFormat::prefix) of the deployment's keys |
 ///
-/// [`check_peppers`] compares a keyring's peppers with them, and records what is missing.
+/// [`check_peppers`] compares a keyring's peppers with them, and records what is missing;
+/// [`check_keyring`] (run by [`VerifierBuilder::start`](crate::VerifierBuilder::start), and by
+/// the CLI when it creates a key) compares the key prefix too, and records it on first use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreSettings {
     entries: BTreeMap<String, String>,
@@ -23,6 +27,9 @@ pub struct StoreSettings {
 
 /// The setting that marks a development store.
 pub const DEVELOPMENT_SETTING: &str = "development";
+
+/// The setting that holds the prefix of the deployment's keys.
+pub const PREFIX_SETTING: &str = "key.prefix";
 
 /// The setting that holds the fingerprint of pepper `version`.
 #[must_use]
@@ -68,6 +75,17 @@ impl StoreSettings {
         self.get(&fingerprint_setting(version))
     }
 
+    /// The recorded prefix of the deployment's keys.
+    #[must_use]
+    pub fn prefix(&self) -> Option<&str> {
+        self.get(PREFIX_SETTING)
+    }
+
+    /// Whether anything about peppers is recorded (a fingerprint, or the development mark).
+    fn records_peppers(&self) -> bool {
+        self.is_development() || !self.fingerprints().is_empty()
+    }
+
     /// Every recorded pepper fingerprint, by version.
     #[must_use]
     pub fn fingerprints(&self) -> BTreeMap<u32, &str> {
@@ -81,8 +99,8 @@ impl StoreSettings {
     }
 }
 
-/// Why a keyring's peppers were refused for a store. Messages name versions and fingerprints,
-/// never a pepper.
+/// Why a keyring's peppers or key prefix were refused for a store. Messages name versions,
+/// fingerprints and prefixes, never a pepper.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SettingsError {
@@ -112,6 +130,17 @@ pub enum SettingsError {
         /// Whether the store holds keys (or records real pepper fingerprints).
         has_keys: bool,
     },
+    /// The store's keys use another prefix than the keyring's (checked by
+    /// [`check_keyring`], so by [`VerifierBuilder::start`](crate::VerifierBuilder::start)).
+    #[error(
+        "key prefix `{given}` does not match the key store: the store's keys use prefix `{recorded}`, this keyring was configured with `{given}` (configure the key format with `{recorded}`, or give keys with prefix `{given}` a key store of their own)"
+    )]
+    WrongPrefix {
+        /// The prefix the store recorded.
+        recorded: String,
+        /// The prefix of the keyring given.
+        given: String,
+    },
     /// The store could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -130,6 +159,10 @@ impl SettingsError {
                 recorded: recorded.clone(),
                 given: given.clone(),
             },
+            Self::WrongPrefix { recorded, given } => Self::WrongPrefix {
+                recorded: recorded.clone(),
+                given: given.clone(),
+            },
             Self::DevelopmentStore => Self::DevelopmentStore,
             Self::NotDevelopmentStore { has_keys } => Self::NotDevelopmentStore {
                 has_keys: *has_keys,
@@ -139,11 +172,12 @@ impl SettingsError {
     }
 }
 
-/// What [`check_peppers`] found.
+/// What [`check_peppers`] or [`check_keyring`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PepperCheck {
-    /// The peppers match what the store recorded (missing fingerprints were recorded now).
+    /// The peppers (and prefix) match what the store recorded (what was missing was recorded
+    /// now).
     Matched,
     /// The store keeps no settings ([`KeyStore::settings`] is `None`): nothing was checked.
     Unsupported,
@@ -151,7 +185,8 @@ pub enum PepperCheck {
 
 /// Checks `peppers` against the settings `store` recorded, and records what is missing (first
 /// use): each pepper version's fingerprint, and for the development pepper on a fresh store,
-/// that it is a development store.
+/// that it is a development store. The key prefix is neither checked nor recorded (see
+/// [`check_keyring`]).
 ///
 /// Refused, with nothing written: a version whose recorded fingerprint differs
 /// ([`SettingsError::WrongPepper`]); any real pepper on a development store
@@ -169,11 +204,46 @@ pub async fn check_peppers(
     admin: &dyn KeyAdmin,
     peppers: &Peppers,
 ) -> Result<PepperCheck, SettingsError> {
+    check_settings(store, admin, peppers, None).await
+}
+
+/// [`check_peppers`] for the keyring's peppers, and the same for its key prefix: refused when
+/// the store recorded another prefix ([`SettingsError::WrongPrefix`], nothing written),
+/// recorded (with the pepper fingerprints, in one write) when the store has none.
+///
+/// This binds the store to one prefix. A store shared by deployments of several prefixes can
+/// still be used by verifiers that skip this check
+/// ([`VerifierBuilder::build`](crate::VerifierBuilder::build)): a verifier treats a key of
+/// another prefix as unknown.
+///
+/// # Errors
+/// As [`check_peppers`], and [`SettingsError::WrongPrefix`].
+pub async fn check_keyring(
+    store: &dyn KeyStore,
+    admin: &dyn KeyAdmin,
+    keyring: &Keyring,
+) -> Result<PepperCheck, SettingsError> {
+    check_settings(
+        store,
+        admin,
+        keyring.peppers(),
+        Some(keyring.format().prefix()),
+    )
+    .await
+}
+
+/// The check of [`check_peppers`], and of the key prefix when one is given.
+async fn check_settings(
+    store: &dyn KeyStore,
+    admin: &dyn KeyAdmin,
+    peppers: &Peppers,
+    prefix: Option<&str>,
+) -> Result<PepperCheck, SettingsError> {
     let Some(settings) = store.settings().await? else {
         return Ok(PepperCheck::Unsupported);
     };
     let development = peppers.is_development();
-    if development && settings.is_empty() {
+    if development && !settings.records_peppers() {
         // A store from before settings were kept may hold real keys: look before marking it.
         let real_keys = admin
             .pepper_versions()
@@ -184,19 +254,19 @@ pub async fn check_peppers(
             return Err(SettingsError::NotDevelopmentStore { has_keys: true });
         }
     }
-    let missing = compare(&settings, peppers)?;
+    let missing = compare(&settings, peppers, prefix)?;
     if missing.is_empty() {
         return Ok(PepperCheck::Matched);
     }
     store.add_settings(&missing).await?;
     // Another process may have recorded different values meanwhile: theirs stand.
     let settings = store.settings().await?.unwrap_or_default();
-    let still_missing = compare(&settings, peppers)?;
+    let still_missing = compare(&settings, peppers, prefix)?;
     if still_missing.is_empty() {
         Ok(PepperCheck::Matched)
     } else {
         Err(SettingsError::Store(StoreError::unavailable(
-            "the key store did not keep the pepper fingerprints written",
+            "the key store did not keep the settings written",
         )))
     }
 }
@@ -205,19 +275,34 @@ pub async fn check_peppers(
 fn compare(
     settings: &StoreSettings,
     peppers: &Peppers,
+    prefix: Option<&str>,
 ) -> Result<Vec<(String, String)>, SettingsError> {
+    let mut missing = Vec::new();
+    // The prefix first: a store of another deployment is the likelier mistake.
+    if let Some(given) = prefix {
+        match settings.prefix() {
+            Some(recorded) if recorded == given => {}
+            Some(recorded) => {
+                return Err(SettingsError::WrongPrefix {
+                    recorded: recorded.to_owned(),
+                    given: given.to_owned(),
+                });
+            }
+            None => missing.push((PREFIX_SETTING.to_owned(), given.to_owned())),
+        }
+    }
     let development = peppers.is_development();
+    let records_peppers = settings.records_peppers();
     if settings.is_development() {
         let dev = development_fingerprint();
         if peppers.iter().any(|p| p.fingerprint() != dev) {
             return Err(SettingsError::DevelopmentStore);
         }
-    } else if development && !settings.is_empty() {
+    } else if development && records_peppers {
         return Err(SettingsError::NotDevelopmentStore {
             has_keys: !settings.fingerprints().is_empty(),
         });
     }
-    let mut missing = Vec::new();
     for pepper in peppers.iter() {
         let given = pepper.fingerprint();
         match settings.fingerprint(pepper.version()) {
@@ -232,8 +317,114 @@ fn compare(
             None => missing.push((fingerprint_setting(pepper.version()), given)),
         }
     }
-    if development && settings.is_empty() {
+    if development && !records_peppers {
         missing.push((DEVELOPMENT_SETTING.to_owned(), "true".to_owned()));
     }
     Ok(missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use crate::{KeyFormat, Pepper};
+
+    fn ok<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+        result.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn keyring(prefix: &str, peppers: Peppers) -> Keyring {
+        Keyring::new(ok(KeyFormat::new(prefix)), peppers)
+    }
+
+    fn real() -> Peppers {
+        Peppers::new(ok(Pepper::new(
+            1,
+            "settings-unit-test-pepper-0123456789abcdef",
+        )))
+    }
+
+    async fn recorded(store: &MemoryStore) -> StoreSettings {
+        ok(store.settings().await).unwrap_or_else(|| panic!("MemoryStore keeps settings"))
+    }
+
+    #[tokio::test]
+    async fn check_keyring_records_the_prefix_with_the_peppers() {
+        let store = MemoryStore::new();
+        let outcome = ok(check_keyring(&store, &store, &keyring("acme_live", real())).await);
+        assert_eq!(outcome, PepperCheck::Matched);
+        let settings = recorded(&store).await;
+        assert_eq!(settings.prefix(), Some("acme_live"));
+        assert_eq!(settings.get(PREFIX_SETTING), Some("acme_live"));
+        assert!(settings.fingerprint(1).is_some());
+        // The same keyring passes again, writing nothing new.
+        ok(check_keyring(&store, &store, &keyring("acme_live", real())).await);
+        assert_eq!(recorded(&store).await, settings);
+    }
+
+    #[tokio::test]
+    async fn check_keyring_refuses_another_prefix_and_writes_nothing() {
+        let store = MemoryStore::new();
+        ok(check_keyring(
+            &store,
+            &store,
+            &keyring("demo_test", Peppers::development()),
+        )
+        .await);
+        let before = recorded(&store).await;
+        let Err(error) =
+            check_keyring(&store, &store, &keyring("kg", Peppers::development())).await
+        else {
+            panic!("another prefix passed");
+        };
+        match &error {
+            SettingsError::WrongPrefix { recorded, given } => {
+                assert_eq!((recorded.as_str(), given.as_str()), ("demo_test", "kg"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let message = error.to_string();
+        assert!(
+            message.contains("`demo_test`") && message.contains("`kg`"),
+            "{message}"
+        );
+        assert!(matches!(error.copy(), SettingsError::WrongPrefix { .. }));
+        assert_eq!(recorded(&store).await, before);
+    }
+
+    #[tokio::test]
+    async fn check_peppers_neither_checks_nor_records_the_prefix() {
+        let store = MemoryStore::new();
+        ok(check_peppers(&store, &store, &real()).await);
+        assert_eq!(recorded(&store).await.prefix(), None);
+        ok(check_keyring(&store, &store, &keyring("acme_live", real())).await);
+        ok(check_peppers(&store, &store, &real()).await);
+        assert_eq!(recorded(&store).await.prefix(), Some("acme_live"));
+    }
+
+    /// A recorded prefix alone says nothing about peppers: the development pepper may still
+    /// make such a store a development store, and a real pepper is not refused there.
+    #[tokio::test]
+    async fn a_prefix_alone_is_not_a_pepper_record() {
+        let store = MemoryStore::new();
+        ok(store
+            .add_settings(&[(PREFIX_SETTING.to_owned(), "demo_test".to_owned())])
+            .await);
+        ok(check_keyring(
+            &store,
+            &store,
+            &keyring("demo_test", Peppers::development()),
+        )
+        .await);
+        assert!(recorded(&store).await.is_development());
+
+        let store = MemoryStore::new();
+        ok(store
+            .add_settings(&[(PREFIX_SETTING.to_owned(), "acme_live".to_owned())])
+            .await);
+        ok(check_keyring(&store, &store, &keyring("acme_live", real())).await);
+        let settings = recorded(&store).await;
+        assert!(!settings.is_development());
+        assert!(settings.fingerprint(1).is_some());
+    }
 }

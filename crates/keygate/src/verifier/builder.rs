@@ -306,13 +306,18 @@ impl VerifierBuilder {
         self
     }
 
-    /// Builds the verifier, then checks its peppers against the key store's settings: the way
+    /// Builds the verifier, then checks its keyring against the key store's settings: the way
     /// to start a service. Refuses, with nothing written, when the store's keys under a
     /// configured pepper version were made with another pepper, when a real pepper is given
-    /// for a development store, or the development pepper for a store that is not one (see
-    /// [`check_peppers`](crate::store::check_peppers)). On first use it records each pepper
-    /// version's fingerprint (and, for the development pepper, that the store is a
-    /// development store).
+    /// for a development store, or the development pepper for a store that is not one, or when
+    /// the store's keys use another prefix than the keyring's [`KeyFormat`](crate::KeyFormat)
+    /// (see [`check_keyring`](crate::store::check_keyring)). On first use it records each
+    /// pepper version's fingerprint (and, for the development pepper, that the store is a
+    /// development store) and the key prefix, which the `keygate` CLI then uses by default.
+    ///
+    /// This binds the store to one prefix: services of several prefixes sharing one store
+    /// use [`build`](Self::build), which does not check or record the prefix (a verifier treats
+    /// a key of another prefix as unknown).
     ///
     /// ```
     /// use keygate::{KeyFormat, Keyring, MemoryStore, Peppers, Verifier};
@@ -326,9 +331,9 @@ impl VerifierBuilder {
     /// # Ok(()) }
     /// ```
     ///
-    /// [`build`](Self::build) builds without waiting: the same check then runs before the
-    /// verifier's first store read or key creation, and a refusal answers every request that
-    /// needs the store with 503 (logged as an error), never 401.
+    /// [`build`](Self::build) builds without waiting: the check of the peppers (not of the
+    /// prefix) then runs before the verifier's first store read or key creation, and a refusal
+    /// answers every request that needs the store with 503 (logged as an error), never 401.
     ///
     /// # Errors
     /// A [`SettingsError`](crate::store::SettingsError) naming what does not match;
@@ -336,7 +341,7 @@ impl VerifierBuilder {
     pub async fn start(self) -> Result<Verifier, crate::store::SettingsError> {
         let verifier = self.build();
         let inner = &*verifier.inner;
-        inner.pepper_gate.check(inner).await?;
+        inner.pepper_gate.start(inner).await?;
         Ok(verifier)
     }
 

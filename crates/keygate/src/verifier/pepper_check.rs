@@ -1,11 +1,11 @@
-//! The start-up check of the verifier's peppers against the store's settings: run by
-//! [`VerifierBuilder::start`](super::VerifierBuilder::start), or else before the first store
-//! read or key creation.
+//! The start-up check of the verifier's keyring against the store's settings: its peppers and
+//! key prefix, by [`VerifierBuilder::start`](super::VerifierBuilder::start); else its peppers
+//! only, before the first store read or key creation.
 
 use std::sync::OnceLock;
 
 use super::Inner;
-use crate::store::{SettingsError, StoreError, check_peppers};
+use crate::store::{SettingsError, StoreError, check_keyring, check_peppers};
 
 /// The outcome of the check, once known. A store that could not answer is not an outcome:
 /// the next read tries again. A refusal stands for the verifier's life (its peppers do not
@@ -29,19 +29,42 @@ impl PepperGate {
         })
     }
 
-    /// Runs the check now (unless it already passed or refused), and keeps its outcome.
+    /// Runs the check of the peppers now (unless it already passed or refused), and keeps its
+    /// outcome.
     pub(crate) async fn check(&self, inner: &Inner) -> Result<(), SettingsError> {
-        if let Some(outcome) = self.outcome.get() {
-            return outcome.as_ref().map_err(SettingsError::copy).copied();
+        self.run(inner, false).await
+    }
+
+    /// The check of [`VerifierBuilder::start`](super::VerifierBuilder::start): the peppers and
+    /// the key prefix, recording both on first use. Runs even if the peppers already passed
+    /// (the prefix is checked only here).
+    pub(crate) async fn start(&self, inner: &Inner) -> Result<(), SettingsError> {
+        self.run(inner, true).await
+    }
+
+    async fn run(&self, inner: &Inner, with_prefix: bool) -> Result<(), SettingsError> {
+        match self.outcome.get() {
+            Some(Err(refused)) => return Err(refused.copy()),
+            Some(Ok(())) if !with_prefix => return Ok(()),
+            _ => {}
         }
-        match check_peppers(&*inner.store, &*inner.admin, inner.keyring.peppers()).await {
+        let checked = if with_prefix {
+            check_keyring(&*inner.store, &*inner.admin, &inner.keyring).await
+        } else {
+            check_peppers(&*inner.store, &*inner.admin, inner.keyring.peppers()).await
+        };
+        match checked {
             Ok(_) => {
                 let _ = self.outcome.set(Ok(()));
                 Ok(())
             }
             Err(SettingsError::Store(error)) => Err(SettingsError::Store(error)),
             Err(refused) => {
-                tracing::error!(target: "keygate", error = %refused, "the verifier's peppers do not match the key store: key lookups are refused (503)");
+                if with_prefix {
+                    tracing::error!(target: "keygate", error = %refused, "the verifier's keyring does not match the key store's settings: not started");
+                } else {
+                    tracing::error!(target: "keygate", error = %refused, "the verifier's peppers do not match the key store: key lookups are refused (503)");
+                }
                 let _ = self.outcome.set(Err(refused.copy()));
                 Err(refused)
             }

@@ -20,6 +20,7 @@ pub struct MemoryChannel {
     published: Arc<AtomicUsize>,
     subscribes: Arc<AtomicUsize>,
     store_publishes: bool,
+    liveness_bound: Option<std::time::Duration>,
 }
 
 impl Default for MemoryChannel {
@@ -38,7 +39,15 @@ impl MemoryChannel {
             published: Arc::new(AtomicUsize::new(0)),
             subscribes: Arc::new(AtomicUsize::new(0)),
             store_publishes,
+            liveness_bound: None,
         }
+    }
+
+    /// What the channel answers to `liveness_bound` (default `None`: no bound stated).
+    #[must_use]
+    pub fn with_liveness_bound(mut self, bound: std::time::Duration) -> Self {
+        self.liveness_bound = Some(bound);
+        self
     }
 
     /// Breaks every open subscription (as a killed connection would).
@@ -98,6 +107,10 @@ impl Invalidation for MemoryChannel {
 
     fn published_by_store(&self) -> bool {
         self.store_publishes
+    }
+
+    fn liveness_bound(&self) -> Option<std::time::Duration> {
+        self.liveness_bound
     }
 }
 

@@ -57,6 +57,46 @@ async fn a_revoke_on_one_instance_is_refused_by_the_other_within_a_second() {
     println!("revoke seen by the other instance after {took:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_revocation_bound_follows_the_subscription() {
+    let h = Harness::new();
+    let secs = Duration::from_secs;
+    // No channel: changes made elsewhere are seen when the cached record expires.
+    assert_eq!(h.verifier.revocation_bound(), secs(30));
+    let short = h.sibling_with(|b| b.cache_ttl(secs(7)));
+    assert_eq!(short.revocation_bound(), secs(7));
+
+    // A channel that states no liveness bound promises nothing better than the TTL.
+    let silent = MemoryChannel::default();
+    let v = instance(&h, &silent, secs(1));
+    wait_subscribed(&v, true).await;
+    assert_eq!(v.revocation_bound(), secs(30));
+
+    // One that does: the longer of its bound and the degraded TTL, at most the cache TTL.
+    let quick = MemoryChannel::default().with_liveness_bound(Duration::from_millis(600));
+    let v = instance(&h, &quick, secs(1));
+    wait_subscribed(&v, true).await;
+    assert_eq!(v.revocation_bound(), secs(1));
+    let slow = MemoryChannel::default().with_liveness_bound(secs(8));
+    let v = instance(&h, &slow, secs(1));
+    wait_subscribed(&v, true).await;
+    assert_eq!(v.revocation_bound(), secs(8));
+    let v2 = {
+        let slow = slow.clone();
+        h.sibling_with(move |b| b.invalidation(slow).cache_ttl(secs(5)))
+    };
+    wait_subscribed(&v2, true).await;
+    assert_eq!(v2.revocation_bound(), secs(5), "capped at the cache TTL");
+
+    // Degraded (the channel down): the degraded TTL, until subscribed again.
+    slow.set_down(true);
+    wait_subscribed(&v, false).await;
+    assert_eq!(v.revocation_bound(), secs(1));
+    slow.set_down(false);
+    wait_subscribed(&v, true).await;
+    assert_eq!(v.revocation_bound(), secs(8));
+}
+
 #[tokio::test]
 async fn without_a_channel_the_other_instance_keeps_its_cached_record() {
     // The control for the test above: the cache alone would keep the revoked key alive.

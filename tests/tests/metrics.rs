@@ -9,10 +9,11 @@ use actix_web::test;
 use keygate::audit::{AuditEvent, Outcome};
 use keygate::metrics::{
     AUDIT_EVENTS_DROPPED, CACHE_ENTRIES, CACHE_HITS, CACHE_MISSES, DECISIONS, GUARD_REFUSALS,
-    STORE_FIND_DURATION, STORE_FIND_ERRORS,
+    REVOCATION_BOUND, STORE_FIND_DURATION, STORE_FIND_ERRORS,
 };
 use keygate::{HttpRequestView, NewKey, Scope, Verifier};
 use keygate_tests::actix_app::{actix_app, send_actix};
+use keygate_tests::channel::MemoryChannel;
 use keygate_tests::{Harness, axum_app, send, send_bearer};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
@@ -358,4 +359,35 @@ async fn every_metric_is_described_when_a_verifier_is_built() {
         assert!(name.starts_with("keygate_"), "{name}");
         assert!(description.is_some(), "{name} has no description");
     }
+}
+
+#[tokio::test]
+async fn the_revocation_bound_gauge_follows_the_subscription() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let gauge = |emitted: &Emitted| match emitted.get(REVOCATION_BOUND, &[]) {
+        Some(DebugValue::Gauge(value)) => Some(value.into_inner()),
+        _ => None,
+    };
+    // Without a channel: the cache TTL, set when the verifier is built.
+    let h = Harness::new();
+    assert_eq!(gauge(&Emitted::take(&snapshotter)), Some(30.0));
+
+    // With one: the degraded TTL until subscribed, then the channel's bound.
+    let channel = MemoryChannel::default().with_liveness_bound(Duration::from_secs(4));
+    let v = {
+        let channel = channel.clone();
+        h.sibling_with(move |b| b.invalidation(channel))
+    };
+    assert_eq!(gauge(&Emitted::take(&snapshotter)), Some(1.0));
+    while v.invalidation_subscribed() != Some(true) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(gauge(&Emitted::take(&snapshotter)), Some(4.0));
+    channel.set_down(true);
+    while v.invalidation_subscribed() != Some(false) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(gauge(&Emitted::take(&snapshotter)), Some(1.0));
 }

@@ -28,7 +28,9 @@ use crate::{Error, RedisTarget};
 ///   reply takes longer than the [`ping_timeout`](RedisInvalidationBuilder::ping_timeout)
 ///   (default 1 s). So a dead connection is noticed within **ping interval + ping timeout
 ///   (4 s by default)**; the verifier then reads records through its degraded TTL until it
-///   has subscribed again.
+///   has subscribed again. That is the channel's
+///   [`liveness_bound`](Invalidation::liveness_bound), from which
+///   [`Verifier::revocation_bound`](keygate::Verifier::revocation_bound) is computed.
 ///
 /// # While Redis is down
 /// Building does not connect, so a service starts while Redis is down. Until Redis answers,
@@ -127,6 +129,11 @@ impl Invalidation for RedisInvalidation {
             ping_timeout: self.ping_timeout,
             quiet_until: Instant::now() + self.ping_interval,
         }))
+    }
+
+    /// Ping interval + ping timeout: the longest a silently dead subscription goes unnoticed.
+    fn liveness_bound(&self) -> Option<Duration> {
+        Some(self.ping_interval + self.ping_timeout)
     }
 }
 

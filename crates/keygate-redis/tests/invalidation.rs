@@ -173,3 +173,20 @@ async fn a_silently_dead_connection_is_noticed_by_the_ping() {
         "within ping interval + ping timeout: {took:?}"
     );
 }
+
+/// The liveness bound the verifier's revocation bound is built from: ping interval + timeout.
+/// (Building needs no Redis.)
+#[tokio::test]
+async fn the_liveness_bound_is_the_ping_interval_plus_the_ping_timeout() {
+    let default = channel("redis://127.0.0.1:1", "kgt_bound").await;
+    assert_eq!(default.liveness_bound(), Some(Duration::from_secs(4)));
+    let tuned = ok(
+        RedisInvalidation::builder("redis://127.0.0.1:1")
+            .ping_interval(Duration::from_millis(700))
+            .ping_timeout(Duration::from_millis(200))
+            .build()
+            .await,
+        "build",
+    );
+    assert_eq!(tuned.liveness_bound(), Some(Duration::from_millis(900)));
+}

@@ -83,8 +83,8 @@ pub fn tour(framework: &str, other: &str, url: &str, demo: &Demo, verifier: &Ver
         "keygate quickstart ({framework}) listening on {url}\n\
          keys in ./{DATABASE}: prefix {PREFIX}, the public development pepper (keys made with it \
          protect nothing); the {other} quickstart shares the file when started in this directory\n\
-         a key changed with the keygate CLI is refused here within {bound:?} (the revocation bound, \
-         also on /metrics as keygate_revocation_bound_seconds where served)\n"
+         a key changed with the keygate CLI is refused here within {bound:?} (its revocation \
+         bound)\n"
     );
     match &demo.key {
         Some(key) => {
@@ -117,7 +117,7 @@ pub fn tour(framework: &str, other: &str, url: &str, demo: &Demo, verifier: &Ver
         out,
         "  keygate create --name mine      # a key of your own, shown once, and its ID\n  \
          curl -i -H 'Authorization: Bearer KEY' {url}/hello   # with that KEY: 200\n  \
-         keygate revoke ID               # then the same curl answers 401 key_revoked\n  \
+         keygate revoke ID               # then the same curl answers 401 (revoked)\n  \
          keygate audit --key ID          # every request made with it, allowed and denied\n  \
          keygate usage                   # requests per key per day\n\
          Ctrl-C or SIGTERM stops the server, after writing the audit events and last-used times \

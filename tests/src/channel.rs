@@ -200,3 +200,85 @@ impl Drop for TcpProxy {
         self.task.abort();
     }
 }
+
+/// A TCP proxy on 127.0.0.1 forwarding to `target` that keeps a copy of every byte the clients
+/// send: what a database server receives, SQL text and bound parameters included (use it
+/// without TLS, or it records ciphertext).
+#[derive(Debug)]
+pub struct RecordingProxy {
+    addr: std::net::SocketAddr,
+    sent: Arc<std::sync::Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RecordingProxy {
+    /// Starts a proxy to `target` (`host:port`).
+    pub async fn start(target: &str) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("proxy bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("proxy addr: {e}"));
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let target = target.to_owned();
+        let record = Arc::clone(&sent);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let target = target.clone();
+                let record = Arc::clone(&record);
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut client_rx, mut client_tx) = client.into_split();
+                    let (mut server_rx, mut server_tx) = server.into_split();
+                    let upstream = async {
+                        let mut buf = vec![0_u8; 16 * 1024];
+                        loop {
+                            match client_rx.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    record
+                                        .lock()
+                                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                        .extend_from_slice(&buf[..n]);
+                                    if server_tx.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = server_tx.shutdown().await;
+                    };
+                    let downstream = async {
+                        let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
+                        let _ = client_tx.shutdown().await;
+                    };
+                    tokio::join!(upstream, downstream);
+                });
+            }
+        });
+        Self { addr, sent, task }
+    }
+
+    /// The proxy's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Every byte the clients sent so far.
+    pub fn sent(&self) -> Vec<u8> {
+        self.sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for RecordingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -300,10 +300,26 @@ enum Cleanup {
 
 /// A fresh PostgreSQL store in a schema of its own, or `None` when PostgreSQL is not configured.
 pub async fn postgres() -> Option<Fixture<PostgresStore>> {
+    postgres_with(|options| options).await
+}
+
+/// [`postgres`] with its connection options changed by `configure` (e.g. through a proxy).
+pub async fn postgres_with(
+    configure: impl FnOnce(PgConnectOptions) -> PgConnectOptions,
+) -> Option<Fixture<PostgresStore>> {
     let url = postgres_url()?;
     let schema = PgSchema::create(&url).await;
     let clock = ManualClock::new(epoch());
-    let store = schema.store().await.with_clock(clock.clone());
+    let store = PostgresStore::connect_with(configure(schema.options()))
+        .await
+        .unwrap_or_else(|e| {
+            panic!("{POSTGRES_URL_ENV} is set but PostgreSQL does not answer: {e}")
+        });
+    store
+        .migrate()
+        .await
+        .unwrap_or_else(|e| panic!("migrate: {e}"));
+    let store = store.with_clock(clock.clone());
     let pool = store.pool().clone();
     let mut fixture = Fixture::new(
         "postgres",

@@ -129,26 +129,52 @@ impl Subscription for MemorySubscription {
     }
 }
 
+/// A listener on a free loopback port, and its address.
+async fn loopback_listener() -> (TcpListener, std::net::SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("proxy bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("proxy addr: {e}"));
+    (listener, addr)
+}
+
 /// A TCP proxy on 127.0.0.1 forwarding to `target`; [`TcpProxy::cut`] resets every
 /// connection through it and refuses new ones until [`TcpProxy::restore`].
 #[derive(Debug)]
 pub struct TcpProxy {
     addr: std::net::SocketAddr,
     cut: watch::Sender<bool>,
+    /// Connections being forwarded now.
+    open: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Counts one forwarded connection while it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(open))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl TcpProxy {
     /// Starts a proxy to `target` (`host:port`).
     pub async fn start(target: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("proxy bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("proxy addr: {e}"));
+        let (listener, addr) = loopback_listener().await;
         let (cut, cut_rx) = watch::channel(false);
         let target = target.to_owned();
+        let open = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&open);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -161,7 +187,9 @@ impl TcpProxy {
                 }
                 let target = target.clone();
                 let mut cut_rx = cut_rx.clone();
+                let open = Open::new(&counter);
                 tokio::spawn(async move {
+                    let _open = open;
                     let Ok(server) = TcpStream::connect(&target).await else {
                         return;
                     };
@@ -176,7 +204,12 @@ impl TcpProxy {
                 });
             }
         });
-        Self { addr, cut, task }
+        Self {
+            addr,
+            cut,
+            open,
+            task,
+        }
     }
 
     /// The proxy's `host:port`.
@@ -184,9 +217,15 @@ impl TcpProxy {
         self.addr
     }
 
-    /// Resets every connection and refuses new ones.
-    pub fn cut(&self) {
+    /// Resets every connection and refuses new ones; returns once every connection it was
+    /// forwarding is closed (at most 5 s), so a loaded machine cannot let a request slip
+    /// through a connection not yet reset.
+    pub async fn cut(&self) {
         self.cut.send_replace(true);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.open.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
     }
 
     /// Accepts and forwards connections again.
@@ -215,12 +254,7 @@ impl RecordingProxy {
     /// Starts a proxy to `target` (`host:port`).
     pub async fn start(target: &str) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("proxy bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("proxy addr: {e}"));
+        let (listener, addr) = loopback_listener().await;
         let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
         let target = target.to_owned();
         let record = Arc::clone(&sent);

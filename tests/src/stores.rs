@@ -224,7 +224,12 @@ impl PgSchema {
 
     /// A migrated store in this schema.
     pub async fn store(&self) -> PostgresStore {
-        let store = PostgresStore::connect_with(self.options())
+        self.store_with(self.options()).await
+    }
+
+    /// A migrated store connected with `options` (this schema's, changed).
+    pub async fn store_with(&self, options: PgConnectOptions) -> PostgresStore {
+        let store = PostgresStore::connect_with(options)
             .await
             .unwrap_or_else(|e| {
                 panic!("{POSTGRES_URL_ENV} is set but PostgreSQL does not answer: {e}")
@@ -310,16 +315,10 @@ pub async fn postgres_with(
     let url = postgres_url()?;
     let schema = PgSchema::create(&url).await;
     let clock = ManualClock::new(epoch());
-    let store = PostgresStore::connect_with(configure(schema.options()))
+    let store = schema
+        .store_with(configure(schema.options()))
         .await
-        .unwrap_or_else(|e| {
-            panic!("{POSTGRES_URL_ENV} is set but PostgreSQL does not answer: {e}")
-        });
-    store
-        .migrate()
-        .await
-        .unwrap_or_else(|e| panic!("migrate: {e}"));
-    let store = store.with_clock(clock.clone());
+        .with_clock(clock.clone());
     let pool = store.pool().clone();
     let mut fixture = Fixture::new(
         "postgres",

@@ -58,7 +58,7 @@ async fn postgres_unreachable_gives_503_or_stale_serving_exactly_as_configured()
     assert_eq!(check(&strict, &key).await, Ok(false));
     assert_eq!(check(&stale, &key).await, Ok(false));
 
-    proxy.cut();
+    proxy.cut().await;
     // Within the TTL the cache answers, store or not.
     assert_eq!(check(&strict, &key).await, Ok(false));
     tokio::time::sleep(ttl.saturating_sub(loaded.elapsed()) + Duration::from_millis(50)).await;
@@ -164,7 +164,7 @@ async fn cut_subscription_scenario(what: &str, a: &Verifier, b: &Verifier, proxy
     // Cut b's subscription and keep it down: the next notice is lost for b.
     let created = create("cut").await;
     let key = created.key.expose_secret().to_owned();
-    proxy.cut();
+    proxy.cut().await;
     let noticed = measure(Duration::from_secs(2), "b notices the cut", || async {
         b.invalidation_subscribed() == Some(false)
     })
@@ -269,7 +269,7 @@ async fn redis_unreachable_fails_open_or_closed_as_configured_then_recovers() {
     assert_eq!(check(closed, &key).await, Err(Reason::RateLimited));
     assert_eq!(check(open, &key).await, Err(Reason::RateLimited));
 
-    proxy.cut();
+    proxy.cut().await;
     let started = Instant::now();
     assert_eq!(
         check(open, &key).await,

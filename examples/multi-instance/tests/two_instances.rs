@@ -12,17 +12,57 @@ use example_multi_instance::{Channel, Config, app, verifier};
 use keygate::{KeyAdmin, NewKey};
 use tower::ServiceExt;
 
-fn config(channel: Channel) -> Option<Config> {
+/// A schema of its own on the test server, dropped at the end: the store records its
+/// deployment's prefix and peppers, so this example must not share a schema with other
+/// deployments (benchmarks, other tests) on the same database.
+struct Schema {
+    admin: keygate_sqlx::sqlx::PgPool,
+    name: String,
+}
+
+impl Schema {
+    async fn create(base: &str) -> Self {
+        let admin = keygate_sqlx::sqlx::PgPool::connect(base).await.unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let name = format!("kgex_{}_{nanos}", std::process::id());
+        keygate_sqlx::sqlx::query(keygate_sqlx::sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA {name}"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+        Self { admin, name }
+    }
+
+    /// `base` with this schema as the search path.
+    fn url(&self, base: &str) -> String {
+        let separator = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{separator}options=-c%20search_path%3D{}", self.name)
+    }
+
+    async fn drop_now(self) {
+        let _ = keygate_sqlx::sqlx::query(keygate_sqlx::sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            self.name
+        )))
+        .execute(&self.admin)
+        .await;
+    }
+}
+
+fn config(channel: Channel, schema: &Schema) -> Option<Config> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let (Some(database_url), Some(redis_url)) = (
+    let (Some(base), Some(redis_url)) = (
         var("KEYGATE_TEST_POSTGRES_URL"),
         var("KEYGATE_TEST_REDIS_URL"),
     ) else {
-        println!("note: KEYGATE_TEST_POSTGRES_URL / KEYGATE_TEST_REDIS_URL not set: skipped");
         return None;
     };
     Some(Config {
-        database_url,
+        database_url: schema.url(&base),
         redis_url,
         channel,
         prefix: "kgex".to_owned(),
@@ -58,8 +98,17 @@ async fn subscribed(verifier: &keygate::Verifier) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_the_limit_and_both_refuse_a_revoked_key() {
+    let Some(base) = std::env::var("KEYGATE_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        println!("note: KEYGATE_TEST_POSTGRES_URL / KEYGATE_TEST_REDIS_URL not set: skipped");
+        return;
+    };
+    let schema = Schema::create(&base).await;
     for channel in [Channel::Postgres, Channel::Redis] {
-        let Some(config) = config(channel) else {
+        let Some(config) = config(channel, &schema) else {
+            println!("note: KEYGATE_TEST_REDIS_URL not set: skipped");
             return;
         };
         let (a, b, operator) = (
@@ -106,4 +155,5 @@ async fn two_instances_share_the_limit_and_both_refuse_a_revoked_key() {
             revoked.elapsed()
         );
     }
+    schema.drop_now().await;
 }

@@ -22,7 +22,8 @@
 //!
 //! # PostgreSQL and Redis (the default: both channels)
 //! Two processes of `example-multi-instance` (built beside this binary) on 127.0.0.1, both on
-//! one PostgreSQL and one Redis (`KEYGATE_TEST_POSTGRES_URL`, `KEYGATE_TEST_REDIS_URL`), with
+//! one PostgreSQL (in a schema of its own, dropped at the end) and one Redis
+//! (`KEYGATE_TEST_POSTGRES_URL`, `KEYGATE_TEST_REDIS_URL`), with
 //! invalidation by PostgreSQL `NOTIFY` or Redis pub/sub. The revoke is this process's `Admin`
 //! call (its commit, and with Redis the publish).
 //!
@@ -105,6 +106,43 @@ struct Figures {
     calls: Vec<Duration>,
 }
 
+/// A schema of its own on the benchmark's PostgreSQL, dropped at the end.
+struct BenchSchema {
+    admin: keygate_sqlx::sqlx::PgPool,
+    name: String,
+}
+
+impl BenchSchema {
+    async fn create(base: &str) -> Result<Self, Error> {
+        let admin = keygate_sqlx::sqlx::PgPool::connect(base).await?;
+        let name = format!("kgrb_{}", std::process::id());
+        for statement in [
+            format!("DROP SCHEMA IF EXISTS {name} CASCADE"),
+            format!("CREATE SCHEMA {name}"),
+        ] {
+            keygate_sqlx::sqlx::query(keygate_sqlx::sqlx::AssertSqlSafe(statement))
+                .execute(&admin)
+                .await?;
+        }
+        Ok(Self { admin, name })
+    }
+
+    /// `base` with this schema as the search path.
+    fn url(&self, base: &str) -> String {
+        let separator = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{separator}options=-c%20search_path%3D{}", self.name)
+    }
+
+    async fn drop_now(self) {
+        let _ = keygate_sqlx::sqlx::query(keygate_sqlx::sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            self.name
+        )))
+        .execute(&self.admin)
+        .await;
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let mut revokes = 200_usize;
@@ -169,9 +207,14 @@ async fn main() -> Result<(), Error> {
                     "redis"
                 };
                 let instance_bin = beside("example-multi-instance", "example-multi-instance")?;
-                let instances = Instances::start(&instance_bin, name, &database_url, &redis_url)?;
-                let result = run(name, revokes, &database_url, &redis_url).await;
+                // A schema of its own: the store records its deployment's prefix and peppers,
+                // which must not collide with other users of the database (tests, demos).
+                let schema = BenchSchema::create(&database_url).await?;
+                let url = schema.url(&database_url);
+                let instances = Instances::start(&instance_bin, name, &url, &redis_url)?;
+                let result = run(name, revokes, &url, &redis_url).await;
                 drop(instances);
+                schema.drop_now().await;
                 (name, result?)
             }
             Channel::Sqlite => {

@@ -328,3 +328,56 @@ async fn without_the_feed_the_revocation_bound_is_the_cache_ttl() {
     assert_eq!(verifier.revocation_bound(), Duration::from_secs(30));
     assert_eq!(verifier.invalidation_subscribed(), None);
 }
+
+/// The feed is read once per poll interval, the first time one interval after the
+/// subscription opened, and a backlog longer than one read is read at once, not one read per
+/// interval. (Lower bounds on delays: a slow machine only makes them longer.)
+#[tokio::test]
+async fn reads_are_paced_by_the_poll_interval_and_a_backlog_is_read_at_once() {
+    let (_dir, store) = store().await;
+    let interval = Duration::from_millis(400);
+    let channel = store.invalidation().poll_interval(interval);
+    let opened = Instant::now();
+    let mut subscription = channel.subscribe().await.unwrap();
+    channel.publish(Invalidated::All).await.unwrap();
+    assert_eq!(next(&mut subscription).await, Invalidated::All);
+    let first = opened.elapsed();
+    assert!(first >= interval * 3 / 4, "first read after {first:?}");
+
+    // The read that found it was a poll: the next one is an interval later.
+    let read = Instant::now();
+    channel.publish(Invalidated::All).await.unwrap();
+    assert_eq!(next(&mut subscription).await, Invalidated::All);
+    let paced = read.elapsed();
+    assert!(paced >= interval * 3 / 4, "next read after {paced:?}");
+
+    // 1,100 rows (three reads of at most 512) arrive in one go.
+    let ids: Vec<KeyId> = (0..1_100).map(|_| KeyId::random()).collect();
+    for id in &ids {
+        channel.publish(Invalidated::Key(*id)).await.unwrap();
+    }
+    assert_eq!(next(&mut subscription).await, Invalidated::Key(ids[0]));
+    let backlog = Instant::now();
+    for id in &ids[1..] {
+        assert_eq!(next(&mut subscription).await, Invalidated::Key(*id));
+    }
+    let whole = backlog.elapsed();
+    assert!(
+        whole < interval / 2,
+        "the backlog took {whole:?}: paced like new rows"
+    );
+}
+
+#[tokio::test]
+async fn debug_output_names_the_file_and_the_settings() {
+    let (_dir, store) = store().await;
+    let channel = store
+        .invalidation()
+        .poll_interval(Duration::from_millis(250));
+    let shown = format!("{channel:?}");
+    assert!(shown.starts_with("SqliteInvalidation"), "{shown}");
+    assert!(
+        shown.contains("keygate.db") && shown.contains("250ms"),
+        "{shown}"
+    );
+}

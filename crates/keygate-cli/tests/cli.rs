@@ -1,7 +1,9 @@
 //! End-to-end: the `keygate` binary against a SQLite file and against PostgreSQL, with an axum
 //! app on the same database checking that what the CLI does is what services see.
 
-use std::path::PathBuf;
+mod common;
+
+use common::temp_dir;
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
@@ -313,17 +315,6 @@ async fn lifecycle(url: &str, service: &Service) {
     assert!(!ids.contains(&new_id) && ids.contains(&id), "{ids:?}");
     let out = keygate(url, &["show", &new_id]);
     assert_eq!(out.status.code(), Some(2));
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let dir =
-        std::env::temp_dir().join(format!("keygate-cli-{tag}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    dir
 }
 
 #[tokio::test]

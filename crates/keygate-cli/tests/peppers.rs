@@ -3,7 +3,10 @@
 //! and nothing written; on a development store the development pepper is used, with a note;
 //! `keygate peppers` shows keys per version and the recorded fingerprints.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::temp_dir;
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::SystemTime;
 
@@ -53,19 +56,6 @@ fn refused(db: &Path, pepper: Option<&str>, args: &[&str]) -> String {
     assert!(stderr.contains("nothing was written"), "{stderr}");
     assert!(out.stdout.is_empty(), "printed: {:?}", out.stdout);
     stderr
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let dir = std::env::temp_dir().join(format!(
-        "keygate-cli-peppers-{tag}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    dir
 }
 
 /// Keys and settings of the store, to show that a refusal wrote nothing.

@@ -3,9 +3,11 @@
 //! `create`), else `kg`; a prefix given that differs from the store's is refused with exit
 //! code 6, naming both, with nothing written.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::temp_dir;
+use std::path::Path;
 use std::process::{Command, Output};
-use std::time::SystemTime;
 
 use keygate::store::SettingsError;
 use keygate::{KeyFormat, Keyring, Peppers, Verifier};
@@ -77,19 +79,6 @@ fn recorded_prefix(dir: &Path) -> Value {
     let out = ok(dir, &["peppers", "--json"], &[]);
     let report: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     report["prefix"].clone()
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let dir = std::env::temp_dir().join(format!(
-        "keygate-cli-prefix-{tag}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    dir
 }
 
 /// A development verifier for `prefix` on `dir/keygate.db`, started (so checked and recorded).

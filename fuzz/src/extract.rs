@@ -1,4 +1,4 @@
-//! `extract`: `Verifier::extract` (and `extract_optional`, `client_ip`) over arbitrary headers,
+//! `extract`: `Verifier::extract` (and an optional `Gate`'s admission, `client_ip`) over arbitrary headers,
 //! URIs, peers and `X-Forwarded-For` chains, under three credential configurations.
 //!
 //! Input: the [`request`](crate::request) text format; `@config: N` picks configuration
@@ -7,12 +7,13 @@
 //! only when the request carries exactly one credential, within the length cap, that parses
 //! with the same id; each refusal names what the reference sees (none, several, too long, or
 //! the format's own error for the single credential); refusals are 400 or 401, never a server
-//! error; `extract_optional` agrees; the client address follows the trusted-proxy rule; the
+//! error; an optional gate agrees; the client address follows the trusted-proxy rule; the
 //! `Debug` of an accepted credential does not show its secret.
 
 use std::sync::OnceLock;
 
 use ipnet::IpNet;
+use keygate::gate::{Admission, Gate};
 use keygate::key::KeyFormat;
 use keygate::rejection::Reason;
 use keygate::{HttpRequestView, Keyring, MemoryStore, Pepper, Peppers, Verifier};
@@ -173,13 +174,16 @@ pub fn run(data: &[u8]) {
             }
         }
     }
-    match (verifier.extract_optional(&view), extracted) {
-        (Ok(Some(a)), Ok(b)) => assert_eq!(a.key_id(), b.key_id()),
-        (Ok(None), Err(b)) => assert_eq!(b.reason(), Reason::MissingCredentials),
-        (Err(a), Err(b)) => {
-            assert_eq!(a.reason(), b.reason());
-            assert_ne!(a.reason(), Reason::MissingCredentials);
+    // An optional gate admits what `extract` accepts, passes only a request without any
+    // credential, and refuses the rest for the same reason.
+    let optional = Gate::new(verifier.clone()).optional();
+    match (optional.admit(&view, "GET", || None), extracted) {
+        (Admission::Check(a), Ok(b)) => assert_eq!(a.presented().key_id(), b.key_id()),
+        (Admission::Pass(_), Err(b)) => assert_eq!(b.reason(), Reason::MissingCredentials),
+        (Admission::Refuse(a), Err(b)) => {
+            assert_eq!(a.rejection().reason(), b.reason());
+            assert_ne!(b.reason(), Reason::MissingCredentials);
         }
-        (a, b) => panic!("extract_optional {a:?} disagrees with extract {b:?}"),
+        (a, b) => panic!("the optional gate's {a:?} disagrees with extract's {b:?}"),
     }
 }

@@ -556,12 +556,16 @@ pub async fn check(verifier: &Verifier, key: &str) -> Result<bool, Reason> {
     );
     let uri = http::Uri::from_static("/");
     let view = keygate::HttpRequestView::new(&headers, &uri, None);
-    let presented = verifier.extract(&view).map_err(|r| r.reason())?;
-    verifier
-        .verify_with_rate(&presented)
-        .await
-        .map(|v| v.stale)
-        .map_err(|r| r.reason())
+    let gate = keygate::gate::Gate::new(verifier.clone());
+    match gate.admit(&view, "GET", || None) {
+        keygate::gate::Admission::Check(check) => gate
+            .check(check)
+            .await
+            .map(|passed| passed.is_stale())
+            .map_err(|refusal| refusal.rejection().reason()),
+        keygate::gate::Admission::Refuse(refusal) => Err(refusal.rejection().reason()),
+        keygate::gate::Admission::Pass(_) => panic!("a required gate let a request pass"),
+    }
 }
 
 /// Polls `condition` every millisecond until it holds; returns how long it took, or panics

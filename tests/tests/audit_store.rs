@@ -7,8 +7,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use keygate::audit::{Action, AuditEvent, AuditSink, Folded, Outcome, RequestAudit};
+use keygate::audit::{Action, AuditEvent, AuditSink, Folded, Outcome};
 use keygate::clock::ManualClock;
+use keygate::gate::{Admission, Gate};
 use keygate::{HttpRequestView, KeyAdmin, KeyId, KeyStore, NewKey, Reason, StoreError, Verifier};
 use keygate_sqlx::SqlAuditSink;
 use keygate_sqlx::audit::{EventQuery, MAX_EVENTS, UsageDay};
@@ -447,25 +448,21 @@ async fn audited(verifier: &Verifier, key: &str, client: IpAddr) -> u16 {
     );
     let uri = http::Uri::from_static("/orders/7");
     let view = HttpRequestView::new(&headers, &uri, Some(client));
-    let mut audit = RequestAudit::start(
-        verifier,
-        http::Method::GET,
-        Some(Arc::from("/orders/{id}")),
-        verifier.client_ip(&view),
-        None,
-    );
-    match verifier.verify_request(&view).await {
-        Ok(identity) => {
-            audit.allowed_key(identity.key_id());
-            audit.finish(200, None);
-            200
-        }
-        Err(rejection) => {
-            let status = rejection.status().as_u16();
-            audit.finish(status, Some(&rejection));
-            status
-        }
-    }
+    let gate = Gate::new(verifier.clone());
+    let refusal = match gate.admit(&view, "GET", || Some(Arc::from("/orders/{id}"))) {
+        Admission::Check(check) => match gate.check(check).await {
+            Ok(passed) => {
+                passed.into_parts().1.finish(200, None);
+                return 200;
+            }
+            Err(refusal) => refusal,
+        },
+        Admission::Refuse(refusal) => refusal,
+        Admission::Pass(_) => panic!("a required gate let a request pass"),
+    };
+    let status = refusal.rejection().status().as_u16();
+    refusal.finish(status);
+    status
 }
 
 /// A well-formed id that no key has: `n` in base 62, twelve symbols.

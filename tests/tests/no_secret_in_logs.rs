@@ -352,32 +352,3 @@ async fn a_panicking_actix_handler_leaks_no_key() {
         assert_panic_leaked_nothing(&key, &capture.text(), &reply);
     }
 }
-
-#[test]
-fn actix_request_view_debug_shows_no_header_value_or_query() {
-    let key = "kgt_test_4fT0qKb2mZ9x_Yh3kP0aQ9zLm2Xc7Vb1Nn8Rt5Ww6EeAbC123";
-    let request = actix_web::test::TestRequest::get()
-        .uri(&format!("/orders?api_key={key}"))
-        .insert_header(("authorization", format!("Bearer {key}")))
-        .insert_header(("x-api-key", key))
-        .insert_header(("cookie", format!("session={key}")))
-        .insert_header(("proxy-authorization", format!("Basic {key}")))
-        .peer_addr("192.0.2.7:1".parse().unwrap_or_else(|e| panic!("{e}")))
-        .to_srv_request();
-    let view = keygate_actix::ActixRequestView::new(&request);
-    for shown in [format!("{view:?}"), format!("{view:#?}")] {
-        for part in [
-            "ActixRequestView",
-            "/orders",
-            "[redacted]",
-            "proxy-authorization",
-            "192.0.2.7",
-        ] {
-            assert!(shown.contains(part), "{part} missing from {shown}");
-        }
-        for window in key.as_bytes()[21..].windows(8) {
-            let window = std::str::from_utf8(window).unwrap_or_else(|e| panic!("{e}"));
-            assert!(!shown.contains(window), "secret in {shown}");
-        }
-    }
-}

@@ -324,12 +324,12 @@ async fn wrong_secrets_never_drain_the_victim_key_s_allowance() {
         headers.insert("x-api-key", key.parse().unwrap_or_else(|e| panic!("{e}")));
         let uri = Uri::from_static("/");
         let view = HttpRequestView::new(&headers, &uri, None);
-        let presented = verifier.extract(&view).unwrap_or_else(|e| panic!("{e}"));
-        let verified = verifier
-            .verify_with_rate(&presented)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        verified.rate.map(|r| r.remaining)
+        let gate = keygate::gate::Gate::new(verifier);
+        let keygate::gate::Admission::Check(check) = gate.admit(&view, "GET", || None) else {
+            panic!("the key was not taken for a check");
+        };
+        let passed = gate.check(check).await.unwrap_or_else(|r| panic!("{r:?}"));
+        passed.rate().map(|r| r.remaining)
     };
     assert_eq!(remaining(verifier.clone(), key.clone()).await, Some(4));
     let wrong = keygate_tests::forge(keygate_tests::PREFIX, id.as_str(), &"x".repeat(30));

@@ -48,7 +48,6 @@ pub use identity::{Identity, IdentityRejection};
 pub use middleware::{ApiKeyAuth, ApiKeyMiddleware};
 pub use require_scopes::{RequireScopes, RequireScopesMiddleware};
 pub use response::ActixRejectionResponse;
-pub use view::ActixRequestView;
 
 // Compiles the README's examples (axum and actix-web) as doctests; this crate has both as dependencies.
 #[cfg(doctest)]

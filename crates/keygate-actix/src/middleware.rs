@@ -1,13 +1,13 @@
 use std::future::{Ready, ready};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::header::{AUTHORIZATION, HeaderName};
 use actix_web::{Error, HttpMessage};
-use std::sync::Arc;
 
-use keygate::audit::{REQUEST_ID_HEADER, RequestAudit};
+use keygate::gate::{Admission, Gate, Refusal, Ticket};
 use keygate::{ProblemJson, Rejection, Verifier};
 
 use crate::response::{ActixRejectionResponse, respond, to_actix};
@@ -26,20 +26,22 @@ type LocalBoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T>>>
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct ApiKeyAuth<R = ProblemJson> {
-    verifier: Verifier,
+    gate: Gate,
     responder: R,
-    optional: bool,
-    rate_limit_headers: bool,
 }
 
 impl ApiKeyAuth {
     /// Requires a valid key on every request; rejections are problem+json in realm `api`.
     pub fn new(verifier: Verifier) -> Self {
+        Self::from_gate(Gate::new(verifier))
+    }
+
+    /// A middleware over a configured [`Gate`], answering rejections with the gate's
+    /// [`ProblemJson`].
+    pub fn from_gate(gate: Gate) -> Self {
         Self {
-            verifier,
-            responder: ProblemJson::default(),
-            optional: false,
-            rate_limit_headers: false,
+            responder: gate.problem_json().clone(),
+            gate,
         }
     }
 
@@ -48,7 +50,8 @@ impl ApiKeyAuth {
     /// # Panics
     /// If `realm` contains `"`, `\` or control characters.
     pub fn realm(mut self, realm: &str) -> Self {
-        self.responder = ProblemJson::with_realm(realm);
+        self.gate = self.gate.realm(realm);
+        self.responder = self.gate.problem_json().clone();
         self
     }
 }
@@ -58,24 +61,22 @@ impl<R> ApiKeyAuth<R> {
     /// and returns the response; the rejection is still inserted into its extensions.
     pub fn with_rejection_response<R2>(self, responder: R2) -> ApiKeyAuth<R2> {
         ApiKeyAuth {
-            verifier: self.verifier,
+            gate: self.gate,
             responder,
-            optional: self.optional,
-            rate_limit_headers: self.rate_limit_headers,
         }
     }
 
     /// Lets requests *without any credential* through, with no identity (handlers use
     /// `Option<Identity>`). A presented but invalid key is still refused.
     pub fn optional(mut self) -> Self {
-        self.optional = true;
+        self.gate = self.gate.optional();
         self
     }
 
     /// Adds the IETF draft's `RateLimit-Policy` and `RateLimit` fields to allowed responses of
     /// rate-limited keys. Off by default; refused (429) responses carry them either way.
     pub fn rate_limit_headers(mut self) -> Self {
-        self.rate_limit_headers = true;
+        self.gate = self.gate.rate_limit_headers();
         self
     }
 }
@@ -95,9 +96,9 @@ where
 
     fn new_transform(&self, service: S) -> Self::Future {
         let credential_header = self
-            .verifier
+            .gate
             .credential_header()
-            .and_then(|name| HeaderName::from_bytes(name.as_bytes()).ok());
+            .and_then(|name| HeaderName::from_bytes(name.as_str().as_bytes()).ok());
         ready(Ok(ApiKeyMiddleware {
             service: Rc::new(service),
             config: Rc::new(self.clone()),
@@ -111,6 +112,7 @@ where
 pub struct ApiKeyMiddleware<S, R> {
     service: Rc<S>,
     config: Rc<ApiKeyAuth<R>>,
+    // The gate's credential header as actix-web's (`http` 0.2) type, parsed once.
     credential_header: Option<HeaderName>,
 }
 
@@ -132,90 +134,80 @@ where
         if let Some(name) = &self.credential_header {
             mark_sensitive(&mut request, name);
         }
-        let config = Rc::clone(&self.config);
         let view = ActixRequestView::new(&request);
         let view = match &self.credential_header {
             Some(name) => view.with_parsed_header(name),
             None => view,
         };
-        // On an optional route, no credential at all is no decision (and not counted as one).
-        let extracted = if config.optional {
-            config.verifier.extract_optional(&view)
-        } else {
-            config.verifier.extract(&view).map(Some)
-        };
-        let mut audit = config.verifier.audit_enabled().then(|| {
-            RequestAudit::start(
-                &config.verifier,
-                http::Method::from_bytes(request.method().as_str().as_bytes()).unwrap_or_default(),
-                request.match_pattern().map(Arc::from),
-                config.verifier.client_ip(&view),
-                request
-                    .headers()
-                    .get(REQUEST_ID_HEADER)
-                    .map(actix_web::http::header::HeaderValue::as_bytes),
-            )
+        let gate = &self.config.gate;
+        let admission = gate.admit(&view, request.method().as_str(), || {
+            request.match_pattern().map(Arc::from)
         });
-        let service = Rc::clone(&self.service);
-        Box::pin(async move {
-            let response = decide(config, service, request, extracted, audit.as_mut()).await;
-            if let (Some(audit), Ok(response)) = (audit, &response) {
-                audit.finish(
-                    response.status().as_u16(),
-                    response.response().extensions().get::<Rejection>(),
-                );
+        match admission {
+            Admission::Check(check) => {
+                let config = Rc::clone(&self.config);
+                let service = Rc::clone(&self.service);
+                Box::pin(async move {
+                    match config.gate.check(check).await {
+                        Ok(passed) => {
+                            let (identity, ticket) = passed.into_parts();
+                            request.extensions_mut().insert(identity);
+                            call_inner(&*service, request, ticket).await
+                        }
+                        Err(refusal) => Ok(refuse(&config.responder, request, refusal)),
+                    }
+                })
             }
-            response
-        })
+            Admission::Pass(ticket) => {
+                let service = Rc::clone(&self.service);
+                Box::pin(async move { call_inner(&*service, request, ticket).await })
+            }
+            Admission::Refuse(refusal) => {
+                Box::pin(ready(Ok(refuse(&self.config.responder, request, refusal))))
+            }
+        }
     }
 }
 
-/// Verifies (or takes the extraction's refusal) and calls the inner service or answers.
-async fn decide<S, B, R>(
-    config: Rc<ApiKeyAuth<R>>,
-    service: Rc<S>,
+/// Calls the service, adds the rate headers (if any) and finishes the ticket with the final
+/// status (a guard behind the middleware may have refused: its rejection is in the response).
+async fn call_inner<S, B>(
+    service: &S,
     request: ServiceRequest,
-    extracted: Result<Option<keygate::Presented>, Rejection>,
-    audit: Option<&mut RequestAudit>,
+    ticket: Ticket,
 ) -> Result<ServiceResponse<EitherBody<B>>, Error>
 where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    S::Future: 'static,
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
     B: MessageBody + 'static,
-    R: ActixRejectionResponse,
 {
-    let rejection = match extracted {
-        Ok(Some(presented)) => match config.verifier.verify_with_rate(&presented).await {
-            Ok(verified) => {
-                if let Some(audit) = audit {
-                    audit.allowed(&verified);
-                }
-                request.extensions_mut().insert(verified.identity);
-                let mut response = service.call(request).await?;
-                if let Some(rate) = verified.rate.filter(|_| config.rate_limit_headers) {
-                    let headers = response.headers_mut();
-                    for (name, value) in rate
-                        .headers("key")
-                        .iter()
-                        .filter_map(|(n, v)| to_actix((n, v)))
-                    {
-                        headers.insert(name, value);
-                    }
-                }
-                return Ok(response.map_into_left_body());
-            }
-            Err(rejection) => rejection,
-        },
-        Ok(None) => {
-            return service
-                .call(request)
-                .await
-                .map(ServiceResponse::map_into_left_body);
-        }
-        Err(rejection) => rejection,
-    };
-    let response = respond(&config.responder, rejection);
-    Ok(request.into_response(response).map_into_right_body())
+    let mut response = service.call(request).await?;
+    let headers = response.headers_mut();
+    for (name, value) in ticket
+        .rate_limit_headers()
+        .filter_map(|(n, v)| to_actix((&n, &v)))
+    {
+        headers.insert(name, value);
+    }
+    ticket.finish(
+        response.status().as_u16(),
+        response.response().extensions().get::<Rejection>(),
+    );
+    Ok(response.map_into_left_body())
+}
+
+/// Answers a refusal and finishes its ticket.
+fn refuse<B, R: ActixRejectionResponse>(
+    responder: &R,
+    request: ServiceRequest,
+    refusal: Refusal,
+) -> ServiceResponse<EitherBody<B>> {
+    let (rejection, ticket) = refusal.into_parts();
+    let response = respond(responder, rejection);
+    ticket.finish(
+        response.status().as_u16(),
+        response.extensions().get::<Rejection>(),
+    );
+    request.into_response(response).map_into_right_body()
 }
 
 /// Marks every value of `name` sensitive, so loggers that honour the flag redact it.

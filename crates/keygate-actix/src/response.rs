@@ -1,7 +1,6 @@
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
-use keygate::rejection::RejectionResponse;
 use keygate::{ProblemJson, Rejection};
 
 /// Turns a [`Rejection`] into an actix response. Implemented by [`ProblemJson`] (the default, the
@@ -22,16 +21,15 @@ where
 
 impl ActixRejectionResponse for ProblemJson {
     fn respond(&self, rejection: &Rejection) -> HttpResponse {
-        // Built by the tower responder, then copied: one source of truth for both frameworks.
-        let response: http::Response<String> = RejectionResponse::response(self, rejection);
-        let (parts, body) = response.into_parts();
-        let status = StatusCode::from_u16(parts.status.as_u16())
+        // The parts the tower layer sends too: one source of truth for both frameworks.
+        let parts = self.parts(rejection);
+        let status = StatusCode::from_u16(parts.status().as_u16())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut builder = HttpResponse::build(status);
-        for header in parts.headers.iter().filter_map(to_actix) {
-            builder.append_header(header);
+        for header in parts.headers().filter_map(to_actix) {
+            builder.insert_header(header);
         }
-        builder.body(body)
+        builder.body(parts.body())
     }
 }
 

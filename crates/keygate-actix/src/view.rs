@@ -9,7 +9,7 @@ use keygate::RequestView;
 /// `Debug` shows the path, the peer and the header names, never a header value or the query
 /// string: any of them may carry a key.
 #[derive(Clone, Copy)]
-pub struct ActixRequestView<'a> {
+pub(crate) struct ActixRequestView<'a> {
     request: &'a ServiceRequest,
     named_header: Option<&'a HeaderName>,
 }
@@ -17,7 +17,7 @@ pub struct ActixRequestView<'a> {
 impl<'a> ActixRequestView<'a> {
     /// A view of `request`.
     #[must_use]
-    pub fn new(request: &'a ServiceRequest) -> Self {
+    pub(crate) fn new(request: &'a ServiceRequest) -> Self {
         Self {
             request,
             named_header: None,
@@ -27,7 +27,7 @@ impl<'a> ActixRequestView<'a> {
     /// Lets lookups of `name` (the verifier's credential header, already parsed) skip parsing
     /// the name again on every request. Purely a speed-up: lookups give the same values.
     #[must_use]
-    pub fn with_parsed_header(mut self, name: &'a HeaderName) -> Self {
+    pub(crate) fn with_parsed_header(mut self, name: &'a HeaderName) -> Self {
         self.named_header = Some(name);
         self
     }
@@ -78,5 +78,37 @@ impl RequestView for ActixRequestView<'_> {
 
     fn peer_ip(&self) -> Option<IpAddr> {
         self.request.peer_addr().map(|addr| addr.ip())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn actix_request_view_debug_shows_no_header_value_or_query() {
+        let key = "kgt_test_4fT0qKb2mZ9x_Yh3kP0aQ9zLm2Xc7Vb1Nn8Rt5Ww6EeAbC123";
+        let request = actix_web::test::TestRequest::get()
+            .uri(&format!("/orders?api_key={key}"))
+            .insert_header(("authorization", format!("Bearer {key}")))
+            .insert_header(("x-api-key", key))
+            .insert_header(("cookie", format!("session={key}")))
+            .insert_header(("proxy-authorization", format!("Basic {key}")))
+            .peer_addr("192.0.2.7:1".parse().unwrap_or_else(|e| panic!("{e}")))
+            .to_srv_request();
+        let view = super::ActixRequestView::new(&request);
+        for shown in [format!("{view:?}"), format!("{view:#?}")] {
+            for part in [
+                "ActixRequestView",
+                "/orders",
+                "[redacted]",
+                "proxy-authorization",
+                "192.0.2.7",
+            ] {
+                assert!(shown.contains(part), "{part} missing from {shown}");
+            }
+            for window in key.as_bytes()[21..].windows(8) {
+                let window = std::str::from_utf8(window).unwrap_or_else(|e| panic!("{e}"));
+                assert!(!shown.contains(window), "secret in {shown}");
+            }
+        }
     }
 }

@@ -30,6 +30,7 @@
 pub mod audit;
 pub mod clock;
 pub mod extract;
+pub mod gate;
 pub mod identity;
 pub mod invalidation;
 pub mod key;
@@ -57,8 +58,8 @@ pub use pepper::{Digest, Pepper, Peppers};
 pub use record::{
     CreatedKey, KeyChange, KeyRecord, KeyState, MintedKey, NewKey, RotatedKey, Rotation,
 };
-pub use rejection::{Problem, ProblemJson, Reason, Rejection};
+pub use rejection::{Problem, ProblemJson, Reason, Rejection, RejectionParts};
 pub use require_scopes::RequireScopes;
 pub use scope::{Scope, ScopeRequirement};
 pub use store::{KeyAdmin, KeyFilter, KeyPage, KeyStore, MemoryStore, PageRequest, StoreError};
-pub use verifier::{Admin, Presented, Verified, Verifier, VerifierBuilder};
+pub use verifier::{Admin, Presented, Verifier, VerifierBuilder};

@@ -242,7 +242,9 @@ impl Problem {
         }
     }
 
-    fn title(self) -> &'static str {
+    /// The problem's short title (RFC 9457 `title`).
+    #[must_use]
+    pub fn title(self) -> &'static str {
         match self {
             Self::MissingCredentials => "API key required",
             Self::InvalidRequest => "Invalid request",
@@ -254,7 +256,9 @@ impl Problem {
         }
     }
 
-    fn detail(self) -> &'static str {
+    /// What the client should do (RFC 9457 `detail`); never about the key or why it failed.
+    #[must_use]
+    pub fn detail(self) -> &'static str {
         match self {
             Self::MissingCredentials => {
                 "Send an API key in the Authorization header (Bearer) or the API key header."
@@ -275,14 +279,35 @@ impl Problem {
 
     /// The `application/problem+json` body for this problem.
     #[must_use]
-    pub fn body(self) -> String {
-        format!(
-            r#"{{"type":"urn:keygate:problem:{code}","title":"{title}","status":{status},"detail":"{detail}"}}"#,
-            code = self.code(),
-            title = self.title(),
-            status = self.status().as_u16(),
-            detail = self.detail(),
-        )
+    pub fn body(self) -> &'static str {
+        // Literal, not formatted per refusal: a flood of bad keys costs no allocation here.
+        // `bodies_match_their_parts` checks each against type, title, status and detail.
+        match self {
+            Self::MissingCredentials => {
+                r#"{"type":"urn:keygate:problem:missing_credentials","title":"API key required","status":401,"detail":"Send an API key in the Authorization header (Bearer) or the API key header."}"#
+            }
+            Self::InvalidRequest => {
+                r#"{"type":"urn:keygate:problem:invalid_request","title":"Invalid request","status":400,"detail":"Send exactly one API key per request."}"#
+            }
+            Self::InvalidToken => {
+                r#"{"type":"urn:keygate:problem:invalid_token","title":"Invalid API key","status":401,"detail":"The API key is not valid."}"#
+            }
+            Self::InsufficientScope => {
+                r#"{"type":"urn:keygate:problem:insufficient_scope","title":"Insufficient scope","status":403,"detail":"The API key lacks a scope this resource requires."}"#
+            }
+            Self::Forbidden => {
+                r#"{"type":"urn:keygate:problem:forbidden","title":"Forbidden","status":403,"detail":"The API key may not be used from this client address."}"#
+            }
+            Self::Unavailable => {
+                r#"{"type":"urn:keygate:problem:unavailable","title":"Service unavailable","status":503,"detail":"API keys cannot be checked right now; retry later."}"#
+            }
+            Self::RateLimited => {
+                r#"{"type":"urn:keygate:problem:rate_limited","title":"Too many requests","status":429,"detail":"The API key's rate limit is exhausted; retry after the time in Retry-After."}"#
+            }
+            Self::TooManyFailures => {
+                r#"{"type":"urn:keygate:problem:too_many_failures","title":"Too many requests","status":429,"detail":"Too many failed attempts from this client; retry after the time in Retry-After."}"#
+            }
+        }
     }
 }
 
@@ -499,25 +524,98 @@ impl ProblemJson {
     }
 }
 
-impl<B> RejectionResponse<B> for ProblemJson
-where
-    B: From<String>,
-{
-    fn response(&self, rejection: &Rejection) -> Response<B> {
+impl ProblemJson {
+    /// The response for `rejection` as parts every adapter can send as they are: status,
+    /// headers, a static body. No allocation, except the `RateLimit` fields of a 429 and the
+    /// challenge of a 403 `insufficient_scope`.
+    #[must_use]
+    pub fn parts(&self, rejection: &Rejection) -> RejectionParts {
         let problem = rejection.problem();
-        let mut response = Response::new(B::from(problem.body()));
-        *response.status_mut() = problem.status();
-        let headers = response.headers_mut();
-        headers.insert(
+        let mut parts = RejectionParts {
+            status: problem.status(),
+            body: problem.body(),
+            headers: Default::default(),
+            len: 0,
+        };
+        parts.push(
             CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        parts.push(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(challenge) = self.challenge(rejection) {
-            headers.insert(WWW_AUTHENTICATE, challenge);
+            parts.push(WWW_AUTHENTICATE, challenge);
         }
-        headers.extend(rejection.rate_limit_headers());
+        for (name, value) in rejection.rate_limit_headers() {
+            parts.push(name, value);
+        }
+        parts
+    }
+}
+
+/// A rejection response as parts: status, at most [`RejectionParts::MAX_HEADERS`] headers, and
+/// a static body. Made by [`ProblemJson::parts`]; adapters copy them into their framework's
+/// response type.
+#[derive(Debug, Clone)]
+pub struct RejectionParts {
+    status: StatusCode,
+    body: &'static str,
+    headers: [Option<(HeaderName, HeaderValue)>; RejectionParts::MAX_HEADERS],
+    len: usize,
+}
+
+impl RejectionParts {
+    /// The most headers a rejection carries: `Content-Type`, `Cache-Control`,
+    /// `WWW-Authenticate`, `Retry-After`, `RateLimit-Policy`, `RateLimit`.
+    pub const MAX_HEADERS: usize = 6;
+
+    fn push(&mut self, name: HeaderName, value: HeaderValue) {
+        // The slots are sized for every header a rejection can have; `parts_fit` checks.
+        if let Some(slot) = self.headers.get_mut(self.len) {
+            *slot = Some((name, value));
+            self.len += 1;
+        }
+    }
+
+    /// The status code.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The `application/problem+json` body.
+    #[must_use]
+    pub fn body(&self) -> &'static str {
+        self.body
+    }
+
+    /// The headers, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.headers
+            .iter()
+            .flatten()
+            .map(|(name, value)| (name, value))
+    }
+
+    /// The parts as an `http` response.
+    #[must_use]
+    pub fn into_response<B: From<&'static str>>(self) -> Response<B> {
+        let mut response = Response::new(B::from(self.body));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.reserve(self.len);
+        for (name, value) in self.headers.into_iter().flatten() {
+            headers.insert(name, value);
+        }
         response
+    }
+}
+
+impl<B> RejectionResponse<B> for ProblemJson
+where
+    B: From<&'static str>,
+{
+    fn response(&self, rejection: &Rejection) -> Response<B> {
+        self.parts(rejection).into_response()
     }
 }
 
@@ -530,4 +628,77 @@ pub(crate) fn respond<B, R: RejectionResponse<B>>(
     let mut response = responder.response(&rejection);
     response.extensions_mut().insert(rejection);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Problem, ProblemJson, Reason, Rejection, RejectionParts};
+    use crate::KeyId;
+    use crate::rate::{RateDecision, RatePolicy};
+
+    const PROBLEMS: [Problem; 8] = [
+        Problem::MissingCredentials,
+        Problem::InvalidRequest,
+        Problem::InvalidToken,
+        Problem::InsufficientScope,
+        Problem::Forbidden,
+        Problem::Unavailable,
+        Problem::RateLimited,
+        Problem::TooManyFailures,
+    ];
+
+    #[test]
+    fn bodies_match_their_parts() {
+        for problem in PROBLEMS {
+            let expected = format!(
+                r#"{{"type":"urn:keygate:problem:{}","title":"{}","status":{},"detail":"{}"}}"#,
+                problem.code(),
+                problem.title(),
+                problem.status().as_u16(),
+                problem.detail(),
+            );
+            assert_eq!(problem.body(), expected, "{problem:?}");
+        }
+    }
+
+    #[test]
+    fn parts_fit_every_rejection() {
+        let id = Some(KeyId::random());
+        let policy: RatePolicy = "10/1s".parse().unwrap_or_else(|e| panic!("{e}"));
+        let decision = RateDecision {
+            allowed: false,
+            policy,
+            remaining: 0,
+            reset: std::time::Duration::from_secs(1),
+            retry_after: std::time::Duration::from_millis(100),
+        };
+        let json = ProblemJson::default();
+        for reason in Reason::ALL {
+            let rejection = match (reason.problem().rate_policy_name(), id) {
+                (Some(_), Some(id)) => Rejection::rate_limited(reason, id, decision),
+                (None, _) if reason == Reason::InsufficientScope => {
+                    Rejection::insufficient_scope(id, "orders:read".into())
+                }
+                _ => Rejection::new(reason),
+            };
+            let parts = json.parts(&rejection);
+            let names: Vec<&str> = parts.headers().map(|(n, _)| n.as_str()).collect();
+            let mut expected = vec!["content-type", "cache-control"];
+            if json.challenge(&rejection).is_some() {
+                expected.push("www-authenticate");
+            }
+            if rejection.rate_decision().is_some() {
+                expected.extend(["retry-after", "ratelimit-policy", "ratelimit"]);
+            }
+            assert_eq!(names, expected, "{reason:?}");
+            assert!(names.len() <= RejectionParts::MAX_HEADERS);
+            assert_eq!(parts.status(), rejection.status());
+            assert_eq!(parts.body(), rejection.problem().body());
+            let count = names.len();
+            let response: http::Response<String> = parts.clone().into_response();
+            assert_eq!(response.headers().len(), count);
+            assert_eq!(response.status(), parts.status());
+            assert_eq!(response.body(), parts.body());
+        }
+    }
 }

@@ -51,9 +51,11 @@ fn a_cache_hit_verification_takes_microseconds() {
         took.sort_unstable();
         let p99 = took[took.len() * 99 / 100];
         let median = took[took.len() / 2];
+        // The median, not a tail: a slow KDF or a lock on the hot path makes every call slow,
+        // while a loaded machine (other test binaries, a build) only stretches the tail.
         assert!(
-            p99 < Duration::from_micros(50),
-            "cache-hit verification p99 {p99:?} (median {median:?}): something slow is on the hot path"
+            median < Duration::from_micros(50),
+            "cache-hit verification median {median:?} (p99 {p99:?}): something slow is on the hot path"
         );
     });
 }

@@ -49,5 +49,6 @@ pub use event::{
 pub use fold::{FOLD_INTERVAL, MAX_OPEN_FOLDS, is_folded};
 pub use pipeline::AuditStats;
 pub(crate) use pipeline::Auditor;
-pub use request::{REQUEST_ID_HEADER, RequestAudit, STALE_DETAIL};
+pub(crate) use request::RequestAudit;
+pub use request::{REQUEST_ID_HEADER, STALE_DETAIL};
 pub use sink::{AuditError, AuditSink, TracingSink};

@@ -16,12 +16,12 @@ pub const STALE_DETAIL: &str = "served stale: key store unavailable";
 /// The header a request id is read from.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// One request's audit record in the making. The tower layer and the actix middleware start one
-/// when the request arrives (if [`Verifier::audit_enabled`]) and finish it with the response,
+/// One request's audit record in the making. The [gate](crate::gate) starts one when the request
+/// arrives (if [`Verifier::audit_enabled`]) and its ticket finishes it with the response,
 /// so the event has the final status — including a refusal by a route guard such as
 /// [`RequireScopes`](crate::RequireScopes) behind the key check — and the whole latency.
 #[derive(Debug)]
-pub struct RequestAudit {
+pub(crate) struct RequestAudit {
     verifier: Verifier,
     started: Instant,
     at: SystemTime,
@@ -37,7 +37,7 @@ impl RequestAudit {
     /// Starts the record: `route` is the router's template (never the raw path), `request_id`
     /// the raw `x-request-id` value if any.
     #[must_use]
-    pub fn start(
+    pub(crate) fn start(
         verifier: &Verifier,
         method: http::Method,
         route: Option<Arc<str>>,
@@ -57,21 +57,16 @@ impl RequestAudit {
         }
     }
 
-    /// Notes the key the request was allowed with.
-    pub fn allowed_key(&mut self, id: KeyId) {
-        self.key_id = Some(id);
-    }
-
     /// Notes the verification that allowed the request: its key, and whether it was served
     /// stale (the event's detail is then [`STALE_DETAIL`]).
-    pub fn allowed(&mut self, verified: &Verified) {
+    pub(crate) fn allowed(&mut self, verified: &Verified) {
         self.key_id = Some(verified.identity.key_id());
         self.stale = verified.stale;
     }
 
     /// Records the event: denied when the response carries a [`Rejection`] (from the key
     /// check or a guard behind it), allowed otherwise.
-    pub fn finish(self, status: u16, rejection: Option<&Rejection>) {
+    pub(crate) fn finish(self, status: u16, rejection: Option<&Rejection>) {
         let (outcome, reason, key_id) = match rejection {
             Some(r) => (
                 Outcome::Denied,

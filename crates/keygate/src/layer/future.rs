@@ -8,12 +8,14 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::audit::RequestAudit;
-use crate::rate::RateDecision;
+use super::layer::Shared;
+use crate::gate::{Check, Passed, Refusal, Ticket};
 use crate::rejection::{Rejection, RejectionResponse, respond};
-use crate::verifier::Verified;
 
-type VerifyFuture = Pin<Box<dyn Future<Output = Result<Verified, Rejection>> + Send>>;
+/// The check's future; it hands the layer's shared state back with its answer, so the request
+/// holds one `Arc` of it in all.
+type CheckFuture<R> =
+    Pin<Box<dyn Future<Output = (Result<Passed, Refusal>, Arc<Shared<R>>)> + Send>>;
 
 pin_project! {
     /// Response future of [`ApiKeyService`](super::ApiKeyService): verify, then call the inner
@@ -24,9 +26,8 @@ pin_project! {
     {
         #[pin]
         state: State<S, ReqB, R>,
-        // Boxed: requests are audited only while a sink is enabled, and the future stays small
-        // when they are not.
-        audit: Option<Box<RequestAudit>>,
+        // Finishes the request once its response is known: rate headers and the audit event.
+        ticket: Option<Ticket>,
     }
 }
 
@@ -36,67 +37,61 @@ pin_project! {
     where
         S: Service<Request<ReqB>>,
     {
-        Verify {
-            verify: VerifyFuture,
+        Check {
+            check: CheckFuture<R>,
             request: Option<Request<ReqB>>,
             service: Option<S>,
-            responder: Arc<R>,
-            rate_limit_headers: bool,
         },
         Inner {
             #[pin]
             future: S::Future,
-            // Added to the response when the layer sends `RateLimit` headers.
-            rate: Option<RateDecision>,
         },
-        Rejected {
+        Refused {
             response: Option<S::Response>,
         },
     }
 }
 
-impl<S, ReqB, R> ResponseFuture<S, ReqB, R>
+impl<S, ReqB, ResB, R> ResponseFuture<S, ReqB, R>
 where
-    S: Service<Request<ReqB>>,
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    R: RejectionResponse<ResB>,
 {
-    pub(super) fn verify(
-        verify: VerifyFuture,
+    pub(super) fn check(
+        shared: Arc<Shared<R>>,
+        check: Check,
         request: Request<ReqB>,
         service: S,
-        responder: Arc<R>,
-        rate_limit_headers: bool,
     ) -> Self {
+        let check = Box::pin(async move {
+            let answer = shared.gate.check(check).await;
+            (answer, shared)
+        });
         Self {
-            state: State::Verify {
-                verify,
+            state: State::Check {
+                check,
                 request: Some(request),
                 service: Some(service),
-                responder,
-                rate_limit_headers,
             },
-            audit: None,
+            ticket: None,
         }
     }
 
-    pub(super) fn inner(future: S::Future) -> Self {
+    pub(super) fn inner(future: S::Future, ticket: Ticket) -> Self {
         Self {
-            state: State::Inner { future, rate: None },
-            audit: None,
+            state: State::Inner { future },
+            ticket: Some(ticket),
         }
     }
 
-    pub(super) fn rejected(response: S::Response) -> Self {
+    pub(super) fn refused(responder: &R, refusal: Refusal) -> Self {
+        let (rejection, ticket) = refusal.into_parts();
         Self {
-            state: State::Rejected {
-                response: Some(response),
+            state: State::Refused {
+                response: Some(respond(responder, rejection)),
             },
-            audit: None,
+            ticket: Some(ticket),
         }
-    }
-
-    pub(super) fn audited(mut self, audit: Option<Box<RequestAudit>>) -> Self {
-        self.audit = audit;
-        self
     }
 }
 
@@ -109,9 +104,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(poll_state(this.state, this.audit, cx));
-        if let (Some(audit), Ok(response)) = (this.audit.take(), &result) {
-            audit.finish(
+        let mut result = ready!(poll_state(this.state, this.ticket, cx));
+        if let (Some(ticket), Ok(response)) = (this.ticket.take(), &mut result) {
+            response.headers_mut().extend(ticket.rate_limit_headers());
+            // A guard behind the layer (scopes) may have refused: its rejection is in the
+            // response, and the event says so.
+            ticket.finish(
                 response.status().as_u16(),
                 response.extensions().get::<Rejection>(),
             );
@@ -122,7 +120,7 @@ where
 
 fn poll_state<S, ReqB, ResB, R>(
     mut state: Pin<&mut State<S, ReqB, R>>,
-    audit: &mut Option<Box<RequestAudit>>,
+    ticket: &mut Option<Ticket>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Response<ResB>, S::Error>>
 where
@@ -131,40 +129,34 @@ where
 {
     loop {
         let next = match state.as_mut().project() {
-            StateProj::Verify {
-                verify,
+            StateProj::Check {
+                check,
                 request,
                 service,
-                responder,
-                rate_limit_headers,
             } => {
-                let verdict = ready!(verify.as_mut().poll(cx));
-                match (verdict, request.take(), service.take()) {
-                    (Ok(verified), Some(mut request), Some(mut service)) => {
-                        if let Some(audit) = audit.as_mut() {
-                            audit.allowed(&verified);
-                        }
-                        request.extensions_mut().insert(verified.identity);
+                let (answer, shared) = ready!(check.as_mut().poll(cx));
+                match (answer, request.take(), service.take()) {
+                    (Ok(passed), Some(mut request), Some(mut service)) => {
+                        let (identity, passed_ticket) = passed.into_parts();
+                        *ticket = Some(passed_ticket);
+                        request.extensions_mut().insert(identity);
                         State::Inner {
                             future: service.call(request),
-                            rate: verified.rate.filter(|_| *rate_limit_headers),
                         }
                     }
-                    (Err(rejection), _, _) => State::Rejected {
-                        response: Some(respond(&**responder, rejection)),
-                    },
+                    (Err(refusal), _, _) => {
+                        let (rejection, refused_ticket) = refusal.into_parts();
+                        *ticket = Some(refused_ticket);
+                        State::Refused {
+                            response: Some(respond(&shared.responder, rejection)),
+                        }
+                    }
                     // Unreachable: both are taken only here, once.
                     (Ok(_), _, _) => panic!("keygate ResponseFuture polled after completion"),
                 }
             }
-            StateProj::Inner { future, rate } => {
-                let mut response = ready!(future.poll(cx))?;
-                if let Some(rate) = rate.take() {
-                    response.headers_mut().extend(rate.headers("key"));
-                }
-                return Poll::Ready(Ok(response));
-            }
-            StateProj::Rejected { response } => {
+            StateProj::Inner { future } => return future.poll(cx),
+            StateProj::Refused { response } => {
                 return match response.take() {
                     Some(response) => Poll::Ready(Ok(response)),
                     None => panic!("keygate ResponseFuture polled after completion"),

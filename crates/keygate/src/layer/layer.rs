@@ -1,9 +1,9 @@
 use std::sync::Arc;
 
-use http::HeaderName;
 use tower_layer::Layer;
 
 use super::{ApiKeyService, PeerIpFn, RouteFn, default_peer_ip, no_route};
+use crate::gate::Gate;
 use crate::rejection::ProblemJson;
 use crate::verifier::Verifier;
 
@@ -11,32 +11,36 @@ use crate::verifier::Verifier;
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct ApiKeyLayer<R = ProblemJson> {
-    pub(super) verifier: Verifier,
-    // Behind an `Arc`: each request that reaches verification holds a handle to it, and a
-    // refcount is cheaper than cloning a responder (realm and challenge header values).
-    pub(super) responder: Arc<R>,
+    pub(super) gate: Gate,
+    pub(super) responder: R,
     pub(super) peer_ip: PeerIpFn,
     pub(super) route: RouteFn,
-    pub(super) optional: bool,
-    pub(super) rate_limit_headers: bool,
-    pub(super) credential_header: Option<HeaderName>,
+}
+
+/// What every request of a layer's services shares: one `Arc` handle per request.
+#[derive(Debug)]
+pub(super) struct Shared<R> {
+    pub(super) gate: Gate,
+    pub(super) responder: R,
+    pub(super) peer_ip: PeerIpFn,
+    pub(super) route: RouteFn,
 }
 
 impl ApiKeyLayer {
     /// A layer that requires a valid key on every request, answering rejections with
     /// [`ProblemJson`] in realm `api`.
     pub fn new(verifier: Verifier) -> Self {
-        let credential_header = verifier
-            .credential_header()
-            .and_then(|name| HeaderName::from_bytes(name.as_bytes()).ok());
+        Self::from_gate(Gate::new(verifier))
+    }
+
+    /// A layer over a configured [`Gate`], answering rejections with the gate's
+    /// [`ProblemJson`].
+    pub fn from_gate(gate: Gate) -> Self {
         Self {
-            verifier,
-            responder: Arc::new(ProblemJson::default()),
+            responder: gate.problem_json().clone(),
+            gate,
             peer_ip: default_peer_ip,
             route: no_route,
-            optional: false,
-            rate_limit_headers: false,
-            credential_header,
         }
     }
 
@@ -45,7 +49,8 @@ impl ApiKeyLayer {
     /// # Panics
     /// If `realm` contains `"`, `\` or control characters.
     pub fn realm(mut self, realm: &str) -> Self {
-        self.responder = Arc::new(ProblemJson::with_realm(realm));
+        self.gate = self.gate.realm(realm);
+        self.responder = self.gate.problem_json().clone();
         self
     }
 }
@@ -59,20 +64,17 @@ impl<R> ApiKeyLayer<R> {
     /// exists, or why it failed.
     pub fn with_rejection_response<R2>(self, responder: R2) -> ApiKeyLayer<R2> {
         ApiKeyLayer {
-            verifier: self.verifier,
-            responder: Arc::new(responder),
+            gate: self.gate,
+            responder,
             peer_ip: self.peer_ip,
             route: self.route,
-            optional: self.optional,
-            rate_limit_headers: self.rate_limit_headers,
-            credential_header: self.credential_header,
         }
     }
 
     /// Lets requests *without any credential* through, with no identity in their extensions
     /// (handlers use `Option<Identity>`). A presented but invalid key is still refused.
     pub fn optional(mut self) -> Self {
-        self.optional = true;
+        self.gate = self.gate.optional();
         self
     }
 
@@ -86,7 +88,7 @@ impl<R> ApiKeyLayer<R> {
     /// rate-limited keys (`"key";q=100;w=60` and `"key";r=99;t=1`). Off by default. Refused
     /// (429) responses carry them, with `Retry-After`, either way.
     pub fn rate_limit_headers(mut self) -> Self {
-        self.rate_limit_headers = true;
+        self.gate = self.gate.rate_limit_headers();
         self
     }
 
@@ -97,8 +99,8 @@ impl<R> ApiKeyLayer<R> {
     }
 
     /// The verifier.
-    pub fn verifier(&self) -> &Verifier {
-        &self.verifier
+    pub fn verifier(&self) -> &crate::Verifier {
+        self.gate.verifier()
     }
 }
 
@@ -108,7 +110,12 @@ impl<S, R: Clone> Layer<S> for ApiKeyLayer<R> {
     fn layer(&self, inner: S) -> Self::Service {
         ApiKeyService {
             inner,
-            layer: self.clone(),
+            shared: Arc::new(Shared {
+                gate: self.gate.clone(),
+                responder: self.responder.clone(),
+                peer_ip: self.peer_ip,
+                route: self.route,
+            }),
         }
     }
 }

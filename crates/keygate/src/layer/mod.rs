@@ -2,7 +2,7 @@
 //! into the request extensions, answer rejections itself.
 //!
 //! [`ApiKeyLayer`] wraps any `Service<http::Request<B>>` whose response body can be built
-//! `From<String>` (axum's `Body`, `http_body_util::Full<Bytes>`, …). It works with axum's
+//! `From<&'static str>` (axum's `Body`, `http_body_util::Full<Bytes>`, `String`, …). It works with axum's
 //! `Router::layer` and `route_layer`, tonic, hyper, or any tower stack.
 //!
 //! - A valid key: the request goes on with an `Arc<Identity>` in its extensions; the credential

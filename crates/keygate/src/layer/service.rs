@@ -5,16 +5,26 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, Request, Response};
 use tower_service::Service;
 
-use super::{ApiKeyLayer, ResponseFuture};
-use crate::audit::{REQUEST_ID_HEADER, RequestAudit};
+use super::ResponseFuture;
+use super::layer::Shared;
 use crate::extract::HttpRequestView;
-use crate::rejection::{RejectionResponse, respond};
+use crate::gate::Admission;
+use crate::rejection::RejectionResponse;
 
-/// The service made by [`ApiKeyLayer`].
-#[derive(Clone, Debug)]
+/// The service made by [`ApiKeyLayer`](super::ApiKeyLayer).
+#[derive(Debug)]
 pub struct ApiKeyService<S, R> {
     pub(super) inner: S,
-    pub(super) layer: ApiKeyLayer<R>,
+    pub(super) shared: Arc<Shared<R>>,
+}
+
+impl<S: Clone, R> Clone for ApiKeyService<S, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
 }
 
 impl<S, R, ReqB, ResB> Service<Request<ReqB>> for ApiKeyService<S, R>
@@ -31,51 +41,31 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
-        let layer = &self.layer;
-        mark_sensitive(request.headers_mut(), layer.credential_header.as_ref());
-        let peer = (layer.peer_ip)(request.extensions());
-        let view = HttpRequestView::new(request.headers(), request.uri(), peer);
-        let view = match &layer.credential_header {
+        let shared = &*self.shared;
+        let gate = &shared.gate;
+        mark_sensitive(request.headers_mut(), gate.credential_header());
+        let view = HttpRequestView::new(
+            request.headers(),
+            request.uri(),
+            (shared.peer_ip)(request.extensions()),
+        );
+        let view = match gate.credential_header() {
             Some(name) => view.with_parsed_header(name),
             None => view,
         };
-        let audit = layer.verifier.audit_enabled().then(|| {
-            Box::new(RequestAudit::start(
-                &layer.verifier,
-                request.method().clone(),
-                (layer.route)(request.extensions()),
-                layer.verifier.client_ip(&view),
-                request
-                    .headers()
-                    .get(REQUEST_ID_HEADER)
-                    .map(http::HeaderValue::as_bytes),
-            ))
+        let admission = gate.admit(&view, request.method().as_str(), || {
+            (shared.route)(request.extensions())
         });
-        // On an optional layer, no credential at all is no decision (and not counted as one).
-        let extracted = if layer.optional {
-            layer.verifier.extract_optional(&view)
-        } else {
-            layer.verifier.extract(&view).map(Some)
-        };
-        let future = match extracted {
-            Ok(Some(presented)) => {
+        match admission {
+            Admission::Check(check) => {
                 // The ready service goes into the future; a fresh clone stays for the next call.
                 let fresh = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, fresh);
-                let verifier = layer.verifier.clone();
-                let verify = Box::pin(async move { verifier.verify_with_rate(&presented).await });
-                ResponseFuture::verify(
-                    verify,
-                    request,
-                    ready,
-                    Arc::clone(&layer.responder),
-                    layer.rate_limit_headers,
-                )
+                ResponseFuture::check(Arc::clone(&self.shared), check, request, ready)
             }
-            Ok(None) => ResponseFuture::inner(self.inner.call(request)),
-            Err(rejection) => ResponseFuture::rejected(respond(&*layer.responder, rejection)),
-        };
-        future.audited(audit)
+            Admission::Pass(ticket) => ResponseFuture::inner(self.inner.call(request), ticket),
+            Admission::Refuse(refusal) => ResponseFuture::refused(&shared.responder, refusal),
+        }
     }
 }
 

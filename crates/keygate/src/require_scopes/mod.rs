@@ -149,24 +149,32 @@ where
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let identity = request.extensions().get::<Arc<Identity>>().map(|i| &**i);
         match self.guard.check(identity) {
-            Ok(()) => GuardFuture::Inner {
-                future: self.inner.call(request),
+            Ok(()) => GuardFuture {
+                state: GuardState::Inner {
+                    future: self.inner.call(request),
+                },
             },
-            Err(rejection) => GuardFuture::Rejected {
-                response: Some(respond(&self.guard.responder, rejection)),
+            Err(rejection) => GuardFuture {
+                state: GuardState::Rejected {
+                    response: Some(respond(&self.guard.responder, rejection)),
+                },
             },
         }
     }
 }
 
 pin_project! {
-    /// Response future of [`RequireScopesService`].
+    /// Response future of [`RequireScopesService`]: the inner service's, or the refusal.
+    pub struct GuardFuture<F, B> {
+        #[pin]
+        state: GuardState<F, B>,
+    }
+}
+
+pin_project! {
     #[project = GuardProj]
-    #[allow(missing_docs)]
-    pub enum GuardFuture<F, B> {
-        /// The inner service's future.
+    enum GuardState<F, B> {
         Inner { #[pin] future: F },
-        /// A ready rejection.
         Rejected { response: Option<Response<B>> },
     }
 }
@@ -178,7 +186,7 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
+        match self.project().state.project() {
             GuardProj::Inner { future } => future.poll(cx),
             GuardProj::Rejected { response } => match response.take() {
                 Some(response) => Poll::Ready(Ok(response)),

@@ -107,15 +107,14 @@ struct Inner {
 /// A successful verification: the caller's identity, and the rate limiter's decision when the
 /// key is limited (for `RateLimit` response headers).
 #[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Verified {
+pub(crate) struct Verified {
     /// Who is calling.
-    pub identity: Arc<Identity>,
+    pub(crate) identity: Arc<Identity>,
     /// The key's rate limit state after this request; `None` for an unlimited key.
-    pub rate: Option<RateDecision>,
+    pub(crate) rate: Option<RateDecision>,
     /// Whether the key was accepted on a cached record past its TTL because the key store
     /// was unreachable ([`VerifierBuilder::stale_if_error`]); the audit event says so.
-    pub stale: bool,
+    pub(crate) stale: bool,
 }
 
 /// A well-formed credential taken from a request, with the client's address.
@@ -195,24 +194,17 @@ impl Verifier {
         self.presented(request).map_err(refused)
     }
 
-    /// [`Verifier::extract`] for routes where a key is optional: a request without any
-    /// credential is `Ok(None)`. That is no decision: it is neither logged nor counted in
-    /// [`metrics::DECISIONS`] (the adapters' `optional()` mode uses this).
-    ///
-    /// # Errors
-    /// As [`Verifier::extract`], but never `MissingCredentials`.
-    pub fn extract_optional<R: RequestView + ?Sized>(
-        &self,
-        request: &R,
-    ) -> Result<Option<Presented>, Rejection> {
-        match self.presented(request) {
-            Ok(presented) => Ok(Some(presented)),
-            Err(Reason::MissingCredentials) => Ok(None),
-            Err(reason) => Err(refused(reason)),
-        }
+    fn presented<R: RequestView + ?Sized>(&self, request: &R) -> Result<Presented, Reason> {
+        self.presented_from(request, self.inner.proxies.client_ip(request))
     }
 
-    fn presented<R: RequestView + ?Sized>(&self, request: &R) -> Result<Presented, Reason> {
+    /// The request's credential, its format checked, from a client whose address the caller
+    /// resolved already (the gate resolves it once for the check and the audit).
+    pub(crate) fn presented_from<R: RequestView + ?Sized>(
+        &self,
+        request: &R,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Presented, Reason> {
         let inner = &*self.inner;
         let parsed = inner
             .sources
@@ -220,7 +212,7 @@ impl Verifier {
             .and_then(|raw| inner.keyring.format().parse(raw).map_err(Reason::from))?;
         Ok(Presented {
             key: parsed.to_presented(),
-            client_ip: inner.proxies.client_ip(request),
+            client_ip,
         })
     }
 
@@ -256,7 +248,10 @@ impl Verifier {
     ///
     /// # Errors
     /// As [`Verifier::verify`].
-    pub async fn verify_with_rate(&self, presented: &Presented) -> Result<Verified, Rejection> {
+    pub(crate) async fn verify_with_rate(
+        &self,
+        presented: &Presented,
+    ) -> Result<Verified, Rejection> {
         let id = presented.key.id();
         let result = self.check(presented).await;
         match &result {
@@ -676,7 +671,7 @@ impl Verifier {
 }
 
 /// A refusal by [`Verifier::extract`]: logged and counted.
-fn refused(reason: Reason) -> Rejection {
+pub(crate) fn refused(reason: Reason) -> Rejection {
     metrics::denied(reason);
     tracing::debug!(target: "keygate", outcome = "denied", reason = reason.as_str());
     Rejection::new(reason)

@@ -1,0 +1,336 @@
+//! The request protocol, end to end, for every framework adapter.
+//!
+//! A [`Gate`] holds what the tower layer, the actix-web middleware and any other adapter share:
+//! the verifier, the rejection format, and the options (`optional`, `rate_limit_headers`). An
+//! adapter is a translation shell around three calls:
+//!
+//! 1. [`Gate::admit`] on a [`RequestView`] of the request: the client address is resolved
+//!    once, the audit record started (if a sink is enabled), the credential found and its
+//!    format checked, without I/O. The answer is an [`Admission`]: pass (no credential on an
+//!    optional gate), refuse, or check.
+//! 2. [`Gate::check`] on a [`Check`]: the key is verified (cache, store, limits). The answer is
+//!    a [`Passed`] (put [`Passed::identity`] into the request and call the service) or a
+//!    [`Refusal`].
+//! 3. The response: a refusal renders as [`RejectionParts`] (status, headers, a static body)
+//!    with [`Gate::render`], or through the adapter's own responder from
+//!    [`Refusal::rejection`]; an allowed response gets [`Ticket::rate_limit_headers`]. Then
+//!    [`Ticket::finish`] records the audit event with the final status.
+//!
+//! ```
+//! use keygate::gate::{Admission, Gate};
+//! use keygate::{HttpRequestView, Keyring, MemoryStore, Verifier};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let verifier = Verifier::builder(Keyring::development("acme_live")?, MemoryStore::new()).build();
+//! let gate = Gate::new(verifier);
+//! let headers = http::HeaderMap::new();
+//! let uri = http::Uri::from_static("/orders");
+//! let view = HttpRequestView::new(&headers, &uri, None);
+//! let status = match gate.admit(&view, "GET", || None) {
+//!     Admission::Pass(ticket) => {
+//!         ticket.finish(200, None);
+//!         200
+//!     }
+//!     Admission::Refuse(refusal) => {
+//!         let parts = gate.render(refusal.rejection());
+//!         let status = parts.status().as_u16();
+//!         refusal.finish(status);
+//!         status
+//!     }
+//!     Admission::Check(check) => match gate.check(check).await {
+//!         Ok(passed) => {
+//!             let (_identity, ticket) = passed.into_parts();
+//!             ticket.finish(200, None);
+//!             200
+//!         }
+//!         Err(refusal) => {
+//!             let status = gate.render(refusal.rejection()).status().as_u16();
+//!             refusal.finish(status);
+//!             status
+//!         }
+//!     },
+//! };
+//! assert_eq!(status, 401); // no key
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::audit::{REQUEST_ID_HEADER, RequestAudit};
+use crate::extract::RequestView;
+use crate::identity::Identity;
+use crate::rate::RateDecision;
+use crate::rejection::{ProblemJson, Reason, Rejection, RejectionParts};
+use crate::verifier::{Presented, Verifier};
+
+/// The request protocol's shared state: a verifier, the rejection format, the options. Cheap to
+/// clone (a verifier handle and a few header values).
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct Gate {
+    verifier: Verifier,
+    problem: ProblemJson,
+    optional: bool,
+    rate_limit_headers: bool,
+    credential_header: Option<HeaderName>,
+}
+
+impl Gate {
+    /// A gate that requires a valid key on every request; rejections are problem+json in realm
+    /// `api`.
+    pub fn new(verifier: Verifier) -> Self {
+        let credential_header = verifier
+            .credential_header()
+            .and_then(|name| HeaderName::from_bytes(name.as_bytes()).ok());
+        Self {
+            verifier,
+            problem: ProblemJson::default(),
+            optional: false,
+            rate_limit_headers: false,
+            credential_header,
+        }
+    }
+
+    /// Names the realm in `WWW-Authenticate` challenges.
+    ///
+    /// # Panics
+    /// If `realm` contains `"`, `\` or control characters.
+    pub fn realm(mut self, realm: &str) -> Self {
+        self.problem = ProblemJson::with_realm(realm);
+        self
+    }
+
+    /// Lets requests *without any credential* through, with no identity. A presented but
+    /// invalid key is still refused.
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
+    }
+
+    /// Adds the `RateLimit-Policy` and `RateLimit` fields to allowed responses of rate-limited
+    /// keys ([`Ticket::rate_limit_headers`]). Refusals (429) carry them either way.
+    pub fn rate_limit_headers(mut self) -> Self {
+        self.rate_limit_headers = true;
+        self
+    }
+
+    /// The verifier.
+    #[must_use]
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// The default rejection format of this gate (its realm).
+    #[must_use]
+    pub fn problem_json(&self) -> &ProblemJson {
+        &self.problem
+    }
+
+    /// Whether requests without a credential pass.
+    #[must_use]
+    pub fn is_optional(&self) -> bool {
+        self.optional
+    }
+
+    /// The verifier's credential header, parsed once (adapters mark it sensitive and look it up
+    /// without parsing its name per request).
+    #[must_use]
+    pub fn credential_header(&self) -> Option<&HeaderName> {
+        self.credential_header.as_ref()
+    }
+
+    /// Step 1: resolves the client address (once), starts the audit record, finds the
+    /// credential and checks its format. Synchronous and free of I/O.
+    ///
+    /// `method` is the request's method; `route` gives the router's matched template (never
+    /// the raw path) and is called only while audit is enabled.
+    pub fn admit<V: RequestView + ?Sized>(
+        &self,
+        view: &V,
+        method: &str,
+        route: impl FnOnce() -> Option<Arc<str>>,
+    ) -> Admission {
+        let verifier = &self.verifier;
+        let client_ip = verifier.client_ip(view);
+        let audit = verifier.audit_enabled().then(|| {
+            Box::new(RequestAudit::start(
+                verifier,
+                http::Method::from_bytes(method.as_bytes()).unwrap_or_default(),
+                route(),
+                client_ip,
+                view.header_values(REQUEST_ID_HEADER).next(),
+            ))
+        });
+        let ticket = Ticket { audit, rate: None };
+        match verifier.presented_from(view, client_ip) {
+            Ok(presented) => Admission::Check(Check { presented, ticket }),
+            // On an optional gate, no credential at all is no decision (not counted as one).
+            Err(Reason::MissingCredentials) if self.optional => Admission::Pass(ticket),
+            Err(reason) => Admission::Refuse(Refusal {
+                rejection: crate::verifier::refused(reason),
+                ticket,
+            }),
+        }
+    }
+
+    /// Step 2: verifies the key (cache, store, rate limits, failed attempts).
+    ///
+    /// # Errors
+    /// A [`Refusal`] for any rejection, including `StoreUnavailable` (503).
+    pub async fn check(&self, check: Check) -> Result<Passed, Refusal> {
+        let Check {
+            presented,
+            mut ticket,
+        } = check;
+        match self.verifier.verify_with_rate(&presented).await {
+            Ok(verified) => {
+                if let Some(audit) = ticket.audit.as_mut() {
+                    audit.allowed(&verified);
+                }
+                ticket.rate = verified.rate.filter(|_| self.rate_limit_headers);
+                Ok(Passed {
+                    identity: verified.identity,
+                    rate: verified.rate,
+                    stale: verified.stale,
+                    ticket,
+                })
+            }
+            Err(rejection) => Err(Refusal { rejection, ticket }),
+        }
+    }
+
+    /// The default response for a rejection, as parts (status, headers, a static body).
+    #[must_use]
+    pub fn render(&self, rejection: &Rejection) -> RejectionParts {
+        self.problem.parts(rejection)
+    }
+}
+
+/// What [`Gate::admit`] decided.
+#[derive(Debug)]
+pub enum Admission {
+    /// No credential, on an optional gate: call the service without an identity.
+    Pass(Ticket),
+    /// Refused before any cache or store access (missing, malformed, two credentials…).
+    Refuse(Refusal),
+    /// A well-formed key: run [`Gate::check`].
+    Check(Check),
+}
+
+/// A well-formed credential waiting for [`Gate::check`]. Owns its data, so it can move into a
+/// `'static` future.
+#[derive(Debug)]
+pub struct Check {
+    presented: Presented,
+    ticket: Ticket,
+}
+
+impl Check {
+    /// The presented credential.
+    #[must_use]
+    pub fn presented(&self) -> &Presented {
+        &self.presented
+    }
+}
+
+/// An accepted request: its identity, and the ticket that finishes it.
+#[derive(Debug)]
+pub struct Passed {
+    identity: Arc<Identity>,
+    rate: Option<RateDecision>,
+    stale: bool,
+    ticket: Ticket,
+}
+
+impl Passed {
+    /// Who is calling.
+    #[must_use]
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
+    }
+
+    /// The key's rate limit state after this request; `None` for an unlimited key.
+    #[must_use]
+    pub fn rate(&self) -> Option<&RateDecision> {
+        self.rate.as_ref()
+    }
+
+    /// Whether the key was accepted on a cached record past its TTL because the key store was
+    /// unreachable (stale-if-error); the audit event says so.
+    #[must_use]
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
+
+    /// The identity (for the request's extensions) and the ticket (for the response).
+    #[must_use]
+    pub fn into_parts(self) -> (Arc<Identity>, Ticket) {
+        (self.identity, self.ticket)
+    }
+}
+
+/// A refused request: the rejection, and the ticket that finishes it.
+#[derive(Debug)]
+pub struct Refusal {
+    rejection: Rejection,
+    ticket: Ticket,
+}
+
+impl Refusal {
+    /// Why it was refused.
+    #[must_use]
+    pub fn rejection(&self) -> &Rejection {
+        &self.rejection
+    }
+
+    /// The rejection (to insert into the response's extensions) and the ticket.
+    #[must_use]
+    pub fn into_parts(self) -> (Rejection, Ticket) {
+        (self.rejection, self.ticket)
+    }
+
+    /// Records the audit event of a refusal answered with `status`.
+    pub fn finish(self, status: u16) {
+        self.ticket.finish(status, Some(&self.rejection));
+    }
+}
+
+/// What is left to do once the response is known: `RateLimit` headers on an allowed response,
+/// and the audit event.
+#[derive(Default)]
+pub struct Ticket {
+    // Boxed: requests are audited only while a sink is enabled; the ticket stays small
+    // when they are not.
+    audit: Option<Box<RequestAudit>>,
+    rate: Option<RateDecision>,
+}
+
+impl Ticket {
+    /// The `RateLimit-Policy` and `RateLimit` fields for an allowed response, when the gate
+    /// sends them and the key is rate limited; else none.
+    pub fn rate_limit_headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + use<> {
+        self.rate.into_iter().flat_map(|rate| rate.headers("key"))
+    }
+
+    /// Records the audit event (if audit is enabled): denied when `rejection` is given (the
+    /// key check's, or one a guard behind it inserted into the response), else allowed.
+    pub fn finish(self, status: u16, rejection: Option<&Rejection>) {
+        if let Some(audit) = self.audit {
+            audit.finish(status, rejection);
+        }
+    }
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket")
+            .field("audited", &self.audit.is_some())
+            .field("rate", &self.rate)
+            .finish()
+    }
+}

@@ -393,7 +393,7 @@ impl VerifierBuilder {
                             }
                         }
                     })
-                    .build(),
+                    .build_with_hasher(foldhash::fast::RandomState::default()),
                 unknown_ids: UnknownIds::new(self.negative_capacity, unknown_cached),
                 generations: super::Generations::default(),
                 last_used,

@@ -321,6 +321,40 @@ mod tests {
         );
     }
 
+    /// `n` bytes of `a`, for the lifetime of the test.
+    fn bytes(prefix: &str, n: usize) -> &'static [u8] {
+        let mut value = prefix.as_bytes().to_vec();
+        value.resize(n, b'a');
+        Box::leak(value.into_boxed_slice())
+    }
+
+    #[test]
+    fn the_length_cap_is_inclusive_for_every_source() {
+        let max = CredentialSources::default().max_len;
+        let find = |headers: &[(&'static str, &'static [u8])]| {
+            CredentialSources::default().find(&view(headers)).map(<[u8]>::len)
+        };
+        // The named header: exactly the cap is taken, one byte more is refused.
+        assert_eq!(find(&[("x-api-key", bytes("", max))]), Ok(max));
+        assert_eq!(
+            find(&[("x-api-key", bytes("", max + 1))]),
+            Err(Reason::CredentialTooLong)
+        );
+        // Authorization: the whole header value is capped, before its scheme is read.
+        assert_eq!(
+            find(&[("authorization", bytes("Bearer ", max))]),
+            Ok(max - 7)
+        );
+        for over in 1..=8 {
+            assert_eq!(
+                find(&[("authorization", bytes("Bearer ", max + over))]),
+                Err(Reason::CredentialTooLong),
+                "a header {over} over the cap, its token {} bytes",
+                max + over - 7
+            );
+        }
+    }
+
     #[test]
     fn query_only_when_enabled() {
         let mut v = view(&[]);

@@ -204,3 +204,28 @@ async fn an_exhausted_limit_tells_the_client_when_to_retry() {
         r#""key";q=2;w=3600"#
     );
 }
+
+/// A 1 MiB credential (SECURITY-CHECKLIST item 19 over gRPC): the HTTP/2 server refuses the
+/// header block before any middleware (h2 answers GOAWAY `ENHANCE_YOUR_CALM`, too many
+/// CONTINUATION frames; so the scenario table's 1 MiB case cannot reach keygate over gRPC), the
+/// call is not served, and the server answers the next call on a new connection.
+#[tokio::test]
+async fn a_1_mib_credential_is_refused_and_the_server_goes_on() {
+    let verifier = Verifier::builder(
+        Keyring::development("acme_test").unwrap(),
+        MemoryStore::new(),
+    )
+    .build();
+    let key = verifier
+        .admin()
+        .create_key(NewKey::new("svc"))
+        .await
+        .unwrap()
+        .key;
+    let mut client = serve(verifier).await;
+    let huge = "a".repeat(1 << 20);
+    let refused = check(&mut client, with_key("x-api-key", &huge)).await;
+    assert!(refused.is_err(), "a 1 MiB credential was served");
+    let answer = check(&mut client, with_key("x-api-key", key.expose_secret())).await;
+    assert!(answer.is_ok(), "{answer:?}");
+}

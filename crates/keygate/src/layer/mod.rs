@@ -3,7 +3,8 @@
 //!
 //! [`ApiKeyLayer`] wraps any `Service<http::Request<B>>` whose response body can be built
 //! `From<&'static str>` (axum's `Body`, `http_body_util::Full<Bytes>`, `String`, …). It works with axum's
-//! `Router::layer` and `route_layer`, tonic, hyper, or any tower stack.
+//! `Router::layer` and `route_layer`, tonic (`keygate-tonic` configures it to answer gRPC
+//! statuses), hyper, or any tower stack.
 //!
 //! - A valid key: the request goes on with an `Arc<Identity>` in its extensions; the credential
 //!   headers are marked sensitive first, so well-behaved loggers redact them.

@@ -601,8 +601,8 @@ fn rate_limits(keys: &Keys) -> Vec<Case> {
             "it assumes that no real time passes: the limiter drops a key's bucket once idle \
              for its refill time (here 1 s) on the real clock, while the table's clock stands \
              still, and the 1 070 gRPC calls since the key's last use take about that long \
-             (1 ms each, debug build): its bucket may be fresh. What it shows is the \
-             verifier's, not the adapter's",
+             (1-2 ms each in a debug build on 2 busy cores): its bucket may be fresh. What it \
+             shows is the verifier's, not the adapter's",
         ),
     );
     cases.push(

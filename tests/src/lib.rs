@@ -1,13 +1,14 @@
 //! Shared fixtures for keygate's cross-crate suites: a store that counts and fails on demand, a
-//! set of keys in every state, the same app in axum and actix-web, the scenario table both must
-//! pass, and helpers to send requests and read responses. [`stores`] holds the store fixtures
-//! (memory, SQLite, PostgreSQL).
+//! set of keys in every state, the same app in axum, actix-web and tonic (gRPC), the scenario
+//! table they must pass, and helpers to send requests and read responses. [`stores`] holds the
+//! store fixtures (memory, SQLite, PostgreSQL).
 
 pub mod actix_app;
 pub mod axum_app;
 pub mod channel;
 pub mod scenario;
 pub mod stores;
+pub mod tonic_app;
 
 pub use axum_app::{axum_app, request, send, send_bearer};
 

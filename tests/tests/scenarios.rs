@@ -1,10 +1,16 @@
-//! The scenario table against both frameworks. Each framework gets its own verifier over the same
+//! The scenario table against every framework. Each framework gets its own verifier over the same
 //! store, clock and configuration, so caches start equal and store-call counts are comparable.
-//! A case fails if either framework misses an expectation or if the two answer differently.
+//! A case fails if axum or actix-web misses an expectation or if the two answer differently. The
+//! cases that apply to gRPC run against the tonic app over a real loopback connection, and fail
+//! on a wrong code, message, answer, metadata, retry info or audit event, or on a store-call
+//! count other than axum's.
 
 use keygate::audit::AuditEvent;
 use keygate_tests::actix_app::{actix_app, send_actix};
-use keygate_tests::scenario::{Case, check, check_audit, configure, same_answer, table};
+use keygate_tests::scenario::{
+    Case, check, check_audit, check_audit_grpc, check_grpc, configure, same_answer, table,
+};
+use keygate_tests::tonic_app::{send_tonic, serve_tonic};
 use keygate_tests::{CapturingSink, Harness, Keys, Reply, axum_app, send, wait_subscribed};
 
 fn headers(case: &Case) -> Vec<(&str, &[u8])> {
@@ -30,15 +36,15 @@ impl Audited {
 
 /// Runs one case: moves the clock, sets the store's state, sends, and returns the reply with the
 /// store calls made and the audit events recorded.
-async fn run<F, Fut>(
+async fn run<F, Fut, R>(
     h: &Harness,
     audited: &Audited,
     case: &Case,
     send: F,
-) -> (Reply, usize, Vec<AuditEvent>)
+) -> (R, usize, Vec<AuditEvent>)
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Reply>,
+    Fut: std::future::Future<Output = R>,
 {
     let store = &h.store;
     h.clock.advance(case.advance);
@@ -98,10 +104,56 @@ async fn every_case_passes_on(h: Harness) {
         );
     }
 
+    let tonic_audited = Audited::new(&h);
+    if h.invalidation.is_some() {
+        wait_subscribed(&tonic_audited.verifier).await;
+    }
+    let channel = serve_tonic(&tonic_audited.verifier).await;
+    let mut tonic_replies = Vec::new();
+    for case in &cases {
+        if case.skip_grpc.is_some() {
+            // The table's time still passes as in the other runs.
+            h.clock.advance(case.advance);
+            tonic_replies.push(None);
+            continue;
+        }
+        let hs = headers(case);
+        tonic_replies.push(Some(
+            run(&h, &tonic_audited, case, || {
+                send_tonic(&channel, case.path, &hs, case.peer)
+            })
+            .await,
+        ));
+    }
+
     let mut failures = Vec::new();
-    for ((case, (axum, axum_calls, axum_events)), (actix, actix_calls, actix_events)) in
-        cases.iter().zip(&axum_replies).zip(&actix_replies)
+    let mut grpc_codes = std::collections::BTreeSet::new();
+    let mut invalid_key_messages = std::collections::BTreeSet::new();
+    for (((case, (axum, axum_calls, axum_events)), (actix, actix_calls, actix_events)), tonic) in
+        cases
+            .iter()
+            .zip(&axum_replies)
+            .zip(&actix_replies)
+            .zip(&tonic_replies)
     {
+        if let Some((grpc, grpc_calls, grpc_events)) = tonic {
+            grpc_codes.insert(grpc.code as i32);
+            if case.reason.map(keygate::Reason::problem) == Some(keygate::Problem::InvalidToken) {
+                invalid_key_messages.insert(grpc.message.clone());
+            }
+            if let Err(e) = check_grpc(case, grpc, *grpc_calls) {
+                failures.push(format!("tonic | {}: {e}", case.name));
+            }
+            if let Err(e) = check_audit_grpc(case, grpc_events) {
+                failures.push(format!("tonic | {}: {e}", case.name));
+            }
+            if grpc_calls != axum_calls {
+                failures.push(format!(
+                    "differ| {}: store calls {axum_calls} (axum) vs {grpc_calls} (tonic)",
+                    case.name
+                ));
+            }
+        }
         if let Err(e) = check_audit(case, axum_events) {
             failures.push(format!("axum  | {}: {e}", case.name));
         }
@@ -131,6 +183,34 @@ async fn every_case_passes_on(h: Harness) {
         failures.join("\n")
     );
     assert!(cases.len() >= 35, "the table lost cases: {}", cases.len());
+    // The gRPC subset gives every answer keygate-tonic has, and every invalid key reads the same.
+    use tonic::Code;
+    let want: std::collections::BTreeSet<i32> = [
+        Code::Ok,
+        Code::Unauthenticated,
+        Code::PermissionDenied,
+        Code::ResourceExhausted,
+        Code::Unavailable,
+    ]
+    .into_iter()
+    .map(|c| c as i32)
+    .collect();
+    assert_eq!(grpc_codes, want, "gRPC codes seen");
+    assert_eq!(
+        invalid_key_messages.len(),
+        1,
+        "invalid keys read differently: {invalid_key_messages:?}"
+    );
+    let skipped: Vec<&str> = cases
+        .iter()
+        .filter(|c| c.skip_grpc.is_some())
+        .map(|c| c.name)
+        .collect();
+    assert!(
+        skipped.len() <= 4,
+        "{} cases skipped on gRPC: {skipped:?}",
+        skipped.len()
+    );
 }
 
 /// The comparison itself must catch a difference: a reply that differs in one header fails.

@@ -52,7 +52,10 @@ pub fn layer(verifier: keygate::Verifier) -> ApiKeyLayer {
 /// is added with `route_layer` (or on a route); `Router::layer` runs before routing, so its
 /// events have no route.
 #[must_use]
-pub fn matched_path(extensions: &http::Extensions) -> Option<std::sync::Arc<str>> {
+pub fn matched_path(
+    _uri: &http::Uri,
+    extensions: &http::Extensions,
+) -> Option<std::sync::Arc<str>> {
     extensions
         .get::<axum::extract::MatchedPath>()
         .map(|path| std::sync::Arc::from(path.as_str()))

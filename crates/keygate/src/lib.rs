@@ -1,9 +1,10 @@
 //! keygate: API-key authentication for Rust services.
 //!
 //! A service adds one tower [`ApiKeyLayer`] (axum, tonic, hyper, any tower stack; actix-web has
-//! `keygate-actix`), and every request's key is extracted, checked against a [`KeyStore`] through
-//! a cache, and the caller's [`Identity`] reaches the handler. Operators manage keys through
-//! [`Verifier::admin`] (and the `keygate` CLI).
+//! `keygate-actix`, and `keygate-tonic` answers refusals as gRPC statuses), and every request's
+//! key is extracted, checked against a [`KeyStore`] through a cache, and the caller's
+//! [`Identity`] reaches the handler. Operators manage keys through [`Verifier::admin`] (and the
+//! `keygate` CLI).
 //!
 //! | module | what it holds |
 //! | --- | --- |

@@ -3,7 +3,8 @@
 //!
 //! [`ApiKeyLayer`] wraps any `Service<http::Request<B>>` whose response body can be built
 //! `From<&'static str>` (axum's `Body`, `http_body_util::Full<Bytes>`, `String`, …). It works with axum's
-//! `Router::layer` and `route_layer`, tonic, hyper, or any tower stack.
+//! `Router::layer` and `route_layer`, tonic (`keygate-tonic` configures it to answer gRPC
+//! statuses), hyper, or any tower stack.
 //!
 //! - A valid key: the request goes on with an `Arc<Identity>` in its extensions; the credential
 //!   headers are marked sensitive first, so well-behaved loggers redact them.
@@ -63,13 +64,16 @@ pub use service::ApiKeyService;
 /// Reads the connection's peer address from request extensions.
 pub type PeerIpFn = fn(&http::Extensions) -> Option<IpAddr>;
 
-/// Reads the matched route's template (e.g. `/orders/{id}`) from request extensions, for audit
-/// events. `keygate-axum` reads axum's `MatchedPath`; the default knows none.
-pub type RouteFn = fn(&http::Extensions) -> Option<std::sync::Arc<str>>;
+/// Names the matched route's template (e.g. `/orders/{id}`) for audit events, from the request's
+/// URI and extensions; called only while audit is enabled. Never return the raw path of a route
+/// with parameters, or the query: they may carry ids or keys. `keygate-axum` reads axum's
+/// `MatchedPath` extension; `keygate-tonic` names the gRPC method, which is the path; the default
+/// knows none.
+pub type RouteFn = fn(&http::Uri, &http::Extensions) -> Option<std::sync::Arc<str>>;
 
 /// The default [`RouteFn`]: no route template.
 #[must_use]
-pub fn no_route(_: &http::Extensions) -> Option<std::sync::Arc<str>> {
+pub fn no_route(_: &http::Uri, _: &http::Extensions) -> Option<std::sync::Arc<str>> {
     None
 }
 

@@ -54,7 +54,7 @@ where
             None => view,
         };
         let admission = gate.admit(&view, request.method().as_str(), || {
-            (shared.route)(request.extensions())
+            (shared.route)(request.uri(), request.extensions())
         });
         match admission {
             Admission::Check(check) => {

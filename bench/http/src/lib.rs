@@ -6,6 +6,7 @@
 //! `wrk` (throughput, latency, user-CPU per request) and with sequential keep-alive requests under
 //! `valgrind --tool=callgrind` (instructions per request). How to run it and the figures: `docs/benchmarks.md`, section "HTTP load benchmark".
 
+pub mod axum_floor;
 pub mod floor;
 pub mod server;
 pub mod variant;

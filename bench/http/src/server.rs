@@ -29,16 +29,14 @@ use actix_web::error::ErrorUnauthorized;
 use actix_web::middleware::{Next as ActixNext, from_fn};
 use actix_web::{App, HttpMessage as _, HttpServer, web};
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::middleware::{Next, from_fn_with_state};
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Uri};
 use keygate::rate::RateLimit;
 use keygate::{
     HttpRequestView, KeyAdmin, KeyFormat, Keyring, MemoryStore, NewKey, Pepper, Peppers, Verifier,
 };
 
+use crate::axum_floor::{FloorLayer, FloorMokaLayer};
 use crate::floor::{CachedFloorKeys, FloorKeys};
 use crate::variant::{Auth, Framework, Variant};
 
@@ -165,6 +163,10 @@ pub fn run(config: &ServerConfig) -> Result<(), BoxError> {
     }
 }
 
+/// [`KEY_HEADER`] as actix-web's header name (http 0.2), parsed once.
+const ACTIX_KEY_HEADER: actix_web::http::header::HeaderName =
+    actix_web::http::header::HeaderName::from_static(KEY_HEADER);
+
 /// What stands in front of the hello world.
 enum Authenticator {
     Plain,
@@ -177,43 +179,6 @@ async fn hello() -> &'static str {
     "hello"
 }
 
-/// The floor as an axum middleware (`axum::middleware::from_fn_with_state`).
-async fn axum_floor(
-    State(keys): State<Arc<FloorKeys>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let header = request.headers().get(KEY_HEADER);
-    match keys.check(header.and_then(|value| value.to_str().ok())) {
-        Some(identity) => {
-            request.extensions_mut().insert(identity);
-            next.run(request).await
-        }
-        None => StatusCode::UNAUTHORIZED.into_response(),
-    }
-}
-
-/// The floor through moka as an axum middleware. The request is split into its parts so that
-/// the header can be borrowed across the cache's `await` (axum's body is not `Sync`).
-async fn axum_floor_moka(
-    State(keys): State<Arc<CachedFloorKeys>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let (mut parts, body) = request.into_parts();
-    let header = parts.headers.get(KEY_HEADER);
-    match keys
-        .check(header.and_then(|value| value.to_str().ok()))
-        .await
-    {
-        Some(identity) => {
-            parts.extensions.insert(identity);
-            next.run(Request::from_parts(parts, body)).await
-        }
-        None => StatusCode::UNAUTHORIZED.into_response(),
-    }
-}
-
 fn run_axum(config: &ServerConfig) -> Result<(), BoxError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -223,8 +188,8 @@ fn run_axum(config: &ServerConfig) -> Result<(), BoxError> {
         let app = Router::new().route(PATH, get(hello));
         let app = match authenticator {
             Authenticator::Plain => app,
-            Authenticator::Floor(keys) => app.layer(from_fn_with_state(keys, axum_floor)),
-            Authenticator::FloorMoka(keys) => app.layer(from_fn_with_state(keys, axum_floor_moka)),
+            Authenticator::Floor(keys) => app.layer(FloorLayer(keys)),
+            Authenticator::FloorMoka(keys) => app.layer(FloorMokaLayer(keys)),
             Authenticator::Keygate(verifier) => app.layer(keygate_axum::layer(verifier)),
         };
         let mut terminate =
@@ -264,7 +229,7 @@ fn run_actix(config: &ServerConfig) -> Result<(), BoxError> {
                 let keys = Arc::clone(&keys);
                 App::new()
                     .wrap_fn(move |request, service| {
-                        let header = request.headers().get(KEY_HEADER);
+                        let header = request.headers().get(&ACTIX_KEY_HEADER);
                         let call = match keys.check(header.and_then(|v| v.to_str().ok())) {
                             Some(identity) => {
                                 request.extensions_mut().insert(identity);
@@ -294,7 +259,7 @@ fn run_actix(config: &ServerConfig) -> Result<(), BoxError> {
                         move |request: ServiceRequest, next: ActixNext<BoxBody>| {
                             let keys = Arc::clone(&keys);
                             async move {
-                                let header = request.headers().get(KEY_HEADER);
+                                let header = request.headers().get(&ACTIX_KEY_HEADER);
                                 match keys.check(header.and_then(|v| v.to_str().ok())).await {
                                     Some(identity) => {
                                         request.extensions_mut().insert(identity);

@@ -481,6 +481,13 @@ fn requests_ratio(server: &Sample, baseline: &Sample) -> f64 {
     server.report.requests_per_second() / baseline.report.requests_per_second()
 }
 
+/// Requests per server-CPU-second, server over baseline: what the req/s ratio would be with the
+/// core to itself. Steadier than req/s when other work on the machine takes the server's core.
+fn cpu_bound_ratio(server: &Sample, baseline: &Sample) -> f64 {
+    let cpu = |s: &Sample| s.user_us_per_request + s.system_us_per_request;
+    cpu(baseline) / cpu(server)
+}
+
 fn added_user_us(server: &Sample, baseline: &Sample) -> f64 {
     server.user_us_per_request - baseline.user_us_per_request
 }
@@ -490,14 +497,11 @@ fn print_ratios(rounds: &[&BTreeMap<&'static str, Sample>]) {
         "| framework | server / baseline | paired ratio, req/s: median [min–max] | per round | CPU-bound ratio (baseline/server CPU per request): median [min–max] | user-CPU µs/req server − baseline |"
     );
     println!("| --- | --- | --- | --- | --- | --- |");
-    // Requests per server-CPU-second: what the ratio would be with the core to itself. Steadier
-    // than req/s when other work on the machine takes the server's core for a while.
-    let cpu = |s: &Sample| s.user_us_per_request + s.system_us_per_request;
     for framework in Framework::ALL {
         for (auth, base) in PAIRS {
             let (server, baseline) = (Variant::new(framework, auth), Variant::new(framework, base));
             let ratios = paired(rounds, server, baseline, &requests_ratio);
-            let cpu_ratios = paired(rounds, server, baseline, &|s, b| cpu(b) / cpu(s));
+            let cpu_ratios = paired(rounds, server, baseline, &cpu_bound_ratio);
             let deltas = paired(rounds, server, baseline, &added_user_us);
             let (lo, hi) = range(&ratios);
             let (cpu_lo, cpu_hi) = range(&cpu_ratios);
@@ -516,38 +520,38 @@ fn print_ratios(rounds: &[&BTreeMap<&'static str, Sample>]) {
     }
     println!();
     println!(
-        "| framework | keygate/plain ≥ floor-moka/plain | keygate/plain ≥ {MIN_KEYGATE_RATIO} | stretch: keygate/plain ≥ floor/plain | user-CPU keygate − plain ≤ {MAX_ADDED_USER_US} µs |"
+        "| framework | measure | keygate/plain ≥ floor-moka/plain | keygate/plain ≥ {MIN_KEYGATE_RATIO} | stretch: keygate/plain ≥ floor/plain | user-CPU keygate − plain ≤ {MAX_ADDED_USER_US} µs |"
     );
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for framework in Framework::ALL {
         let plain = Variant::new(framework, Auth::Plain);
-        let ratio = |auth| {
-            median(&paired(
-                rounds,
-                Variant::new(framework, auth),
-                plain,
-                &requests_ratio,
-            ))
-        };
-        let (keygate, floor, moka) = (
-            ratio(Auth::Keygate),
-            ratio(Auth::Floor),
-            ratio(Auth::FloorMoka),
-        );
         let added = median(&paired(
             rounds,
             Variant::new(framework, Auth::Keygate),
             plain,
             &added_user_us,
         ));
-        println!(
-            "| {} | {keygate:.3} vs {moka:.3} {} | {keygate:.3} {} | {keygate:.3} vs {floor:.3} {} | {added:+.2} {} |",
-            framework.name(),
-            check(keygate >= moka),
-            check(keygate >= MIN_KEYGATE_RATIO),
-            check(keygate >= floor),
-            check(added <= MAX_ADDED_USER_US),
-        );
+        // The targets are stated for req/s; the CPU-bound ratio is the same comparison without
+        // the share of core 0 that other work took, so a contended run is still judged.
+        for (measure, f) in [
+            ("req/s", &requests_ratio as &dyn Fn(&Sample, &Sample) -> f64),
+            ("CPU-bound", &cpu_bound_ratio),
+        ] {
+            let ratio = |auth| median(&paired(rounds, Variant::new(framework, auth), plain, f));
+            let (keygate, floor, moka) = (
+                ratio(Auth::Keygate),
+                ratio(Auth::Floor),
+                ratio(Auth::FloorMoka),
+            );
+            println!(
+                "| {} | {measure} | {keygate:.3} vs {moka:.3} {} | {keygate:.3} {} | {keygate:.3} vs {floor:.3} {} | {added:+.2} {} |",
+                framework.name(),
+                check(keygate >= moka),
+                check(keygate >= MIN_KEYGATE_RATIO),
+                check(keygate >= floor),
+                check(added <= MAX_ADDED_USER_US),
+            );
+        }
     }
     println!();
 }

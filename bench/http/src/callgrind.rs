@@ -59,7 +59,7 @@ impl Callgrind<'_> {
             .arg(&keys_file)
             .arg("--store-keys")
             .arg(self.store_keys.to_string());
-        if let Some(limit) = self.rate_limit {
+        if let Some(limit) = self.rate_limit.filter(|_| variant.with_keygate()) {
             command.args(["--rate-limit", limit]);
         }
         if self.audit_sqlite && variant.with_keygate() {

@@ -1,12 +1,14 @@
-//! One benchmark server: a hello world on 127.0.0.1 with one worker thread, with or without
-//! keygate.
+//! One benchmark server: a hello world on 127.0.0.1 with one worker thread, without
+//! authentication, behind the hand-written floor (with or without a moka cache), or behind keygate.
 //!
-//! With keygate, the key store is a [`MemoryStore`] of [`ServerConfig::store_keys`] keys (100,000
-//! by default), minted with [`Keyring::mint`] and stored with [`KeyAdmin::create`]; the first
-//! [`ServerConfig::client_keys`] of them are written to [`ServerConfig::keys_file`] (mode 0600)
-//! for the load generator, and verified once before the server listens, so every measured request
-//! is a cache hit. Without keygate, the server mints the same number of client keys (never stored)
-//! so that both servers receive byte-for-byte the same kind of request.
+//! Keys are minted with keygate's [`Keyring::mint`] and stored with [`KeyAdmin::create`] in a
+//! [`MemoryStore`]. Servers that authenticate hold [`ServerConfig::store_keys`] keys (100,000 by
+//! default): keygate in that store, the floor in its `HashMap` (built from the same plaintexts,
+//! then the store is dropped). The first [`ServerConfig::client_keys`] of them are written to
+//! [`ServerConfig::keys_file`] (mode 0600) for the load generator, and verified once before the
+//! server listens, so every measured request is a cache hit (keygate's cache, the floor's moka
+//! cache). The plain server mints only the client keys (its store is thrown away) so that every
+//! server receives byte-for-byte the same kind of request.
 //!
 //! The server prints `ready` on stdout once it listens, and exits cleanly on SIGTERM (so
 //! callgrind writes its totals).
@@ -19,7 +21,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use actix_web::{App, HttpServer, web};
+use std::sync::Arc;
+
+use actix_web::body::BoxBody;
+use actix_web::dev::{Service as _, ServiceRequest};
+use actix_web::error::ErrorUnauthorized;
+use actix_web::middleware::{Next as ActixNext, from_fn};
+use actix_web::{App, HttpMessage as _, HttpServer, web};
 use axum::Router;
 use axum::routing::get;
 use http::{HeaderMap, HeaderValue, Uri};
@@ -28,7 +36,9 @@ use keygate::{
     HttpRequestView, KeyAdmin, KeyFormat, Keyring, MemoryStore, NewKey, Pepper, Peppers, Verifier,
 };
 
-use crate::Variant;
+use crate::axum_floor::{FloorLayer, FloorMokaLayer};
+use crate::floor::{CachedFloorKeys, FloorKeys};
+use crate::variant::{Auth, Framework, Variant};
 
 /// The prefix of the benchmark's keys.
 pub const KEY_PREFIX: &str = "bench_live";
@@ -50,18 +60,18 @@ pub struct ServerConfig {
     pub port: u16,
     /// Where to write the client keys, one per line (created, mode 0600; must not exist).
     pub keys_file: PathBuf,
-    /// Keys in the store (keygate variants only).
+    /// Keys in keygate's store or the floor's map (not used by the plain variants).
     pub store_keys: usize,
     /// Keys written for the client, and warmed into the cache.
     pub client_keys: usize,
-    /// The verifier's cache TTL: longer than the benchmark, so that the measured path stays the
-    /// cache hit (keygate's default is 30 s).
+    /// The TTL of keygate's cache and of the floor's moka cache: longer than the benchmark, so
+    /// that the measured path stays the cache hit (keygate's default is 30 s).
     pub cache_ttl: Duration,
     /// Every key's own rate limit (keygate variants), e.g. a generous `1000000/1s`: the hit
     /// path then includes the in-process rate limiter. None: unlimited keys.
     pub rate_limit: Option<RateLimit>,
-    /// Keep the audit trail in a SQLite file (keygate-sqlx's store sink) beside the keys file,
-    /// instead of the default tracing sink (which, with no subscriber, builds no events).
+    /// Keep keygate's audit trail in a SQLite file (keygate-sqlx's store sink) beside the keys
+    /// file, instead of the default tracing sink (which, with no subscriber, builds no events).
     pub audit_sqlite: bool,
     /// With `audit_sqlite`: allowed requests only counted in usage, not kept as rows.
     pub audit_usage_only: bool,
@@ -124,7 +134,7 @@ impl ServerConfig {
         if config.client_keys == 0 {
             return Err("--client-keys must be at least 1".into());
         }
-        if config.variant.with_keygate() && config.store_keys < config.client_keys {
+        if config.variant.holds_keys() && config.store_keys < config.client_keys {
             return Err("--store-keys must be at least --client-keys".into());
         }
         Ok(config)
@@ -147,10 +157,22 @@ where
 /// # Errors
 /// Key minting, the key file, binding the port, or the server itself failed.
 pub fn run(config: &ServerConfig) -> Result<(), BoxError> {
-    match config.variant {
-        Variant::AxumPlain | Variant::AxumKeygate => run_axum(config),
-        Variant::ActixPlain | Variant::ActixKeygate => run_actix(config),
+    match config.variant.framework {
+        Framework::Axum => run_axum(config),
+        Framework::Actix => run_actix(config),
     }
+}
+
+/// [`KEY_HEADER`] as actix-web's header name (http 0.2), parsed once.
+const ACTIX_KEY_HEADER: actix_web::http::header::HeaderName =
+    actix_web::http::header::HeaderName::from_static(KEY_HEADER);
+
+/// What stands in front of the hello world.
+enum Authenticator {
+    Plain,
+    Floor(Arc<FloorKeys>),
+    FloorMoka(Arc<CachedFloorKeys>),
+    Keygate(Verifier),
 }
 
 async fn hello() -> &'static str {
@@ -162,17 +184,19 @@ fn run_axum(config: &ServerConfig) -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let verifier = prepare(config).await?;
+        let authenticator = prepare(config).await?;
         let app = Router::new().route(PATH, get(hello));
-        let app = match verifier {
-            Some(verifier) => app.layer(keygate_axum::layer(verifier)),
-            None => app,
+        let app = match authenticator {
+            Authenticator::Plain => app,
+            Authenticator::Floor(keys) => app.layer(FloorLayer(keys)),
+            Authenticator::FloorMoka(keys) => app.layer(FloorMokaLayer(keys)),
+            Authenticator::Keygate(verifier) => app.layer(keygate_axum::layer(verifier)),
         };
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
         announce_ready()?;
-        // Both variants are served with `ConnectInfo`, which keygate needs for the client address;
+        // Every variant is served with `ConnectInfo`, which keygate needs for the client address;
         // the only difference between them is the layer.
         axum::serve(
             listener,
@@ -188,11 +212,71 @@ fn run_axum(config: &ServerConfig) -> Result<(), BoxError> {
 
 fn run_actix(config: &ServerConfig) -> Result<(), BoxError> {
     actix_web::rt::System::new().block_on(async {
-        let verifier = prepare(config).await?;
+        let authenticator = prepare(config).await?;
         let address = ("127.0.0.1", config.port);
         // actix-web stops gracefully on SIGTERM by itself.
-        let server = match verifier {
-            Some(verifier) => HttpServer::new(move || {
+        let server = match authenticator {
+            Authenticator::Plain => {
+                HttpServer::new(|| App::new().route(PATH, web::get().to(hello)))
+                    .workers(1)
+                    .shutdown_timeout(1)
+                    .bind(address)?
+                    .run()
+            }
+            // The floor's check is synchronous, so `wrap_fn` can call the inner service directly
+            // (no boxed future); a refusal is actix's error response for 401.
+            Authenticator::Floor(keys) => HttpServer::new(move || {
+                let keys = Arc::clone(&keys);
+                App::new()
+                    .wrap_fn(move |request, service| {
+                        let header = request.headers().get(&ACTIX_KEY_HEADER);
+                        let call = match keys.check(header.and_then(|v| v.to_str().ok())) {
+                            Some(identity) => {
+                                request.extensions_mut().insert(identity);
+                                Some(service.call(request))
+                            }
+                            None => None,
+                        };
+                        async move {
+                            match call {
+                                Some(call) => call.await,
+                                None => Err(ErrorUnauthorized("invalid API key")),
+                            }
+                        }
+                    })
+                    .route(PATH, web::get().to(hello))
+            })
+            .workers(1)
+            .shutdown_timeout(1)
+            .bind(address)?
+            .run(),
+            // The cache's lookup is async and must finish before the inner service is called:
+            // actix's `middleware::from_fn`.
+            Authenticator::FloorMoka(keys) => HttpServer::new(move || {
+                let keys = Arc::clone(&keys);
+                App::new()
+                    .wrap(from_fn(
+                        move |request: ServiceRequest, next: ActixNext<BoxBody>| {
+                            let keys = Arc::clone(&keys);
+                            async move {
+                                let header = request.headers().get(&ACTIX_KEY_HEADER);
+                                match keys.check(header.and_then(|v| v.to_str().ok())).await {
+                                    Some(identity) => {
+                                        request.extensions_mut().insert(identity);
+                                        next.call(request).await
+                                    }
+                                    None => Err(ErrorUnauthorized("invalid API key")),
+                                }
+                            }
+                        },
+                    ))
+                    .route(PATH, web::get().to(hello))
+            })
+            .workers(1)
+            .shutdown_timeout(1)
+            .bind(address)?
+            .run(),
+            Authenticator::Keygate(verifier) => HttpServer::new(move || {
                 App::new()
                     .wrap(keygate_actix::ApiKeyAuth::new(verifier.clone()))
                     .route(PATH, web::get().to(hello))
@@ -201,11 +285,6 @@ fn run_actix(config: &ServerConfig) -> Result<(), BoxError> {
             .shutdown_timeout(1)
             .bind(address)?
             .run(),
-            None => HttpServer::new(|| App::new().route(PATH, web::get().to(hello)))
-                .workers(1)
-                .shutdown_timeout(1)
-                .bind(address)?
-                .run(),
         };
         announce_ready()?;
         server.await?;
@@ -219,34 +298,84 @@ fn announce_ready() -> std::io::Result<()> {
     stdout.flush()
 }
 
-/// Mints the keys, writes the client's, and (with keygate) builds and warms the verifier.
-async fn prepare(config: &ServerConfig) -> Result<Option<Verifier>, BoxError> {
+/// Mints the keys, writes the client's, and builds (and warms) the authenticator.
+async fn prepare(config: &ServerConfig) -> Result<Authenticator, BoxError> {
     let keyring = Keyring::new(
         KeyFormat::new(KEY_PREFIX)?,
         Peppers::new(Pepper::new(1, random_pepper()?)?),
     );
+    let auth = config.variant.auth;
     let store = MemoryStore::new();
-    let minted = if config.variant.with_keygate() {
+    let minted = if config.variant.holds_keys() {
         config.store_keys
     } else {
         config.client_keys
     };
-    let mut client_keys = Vec::with_capacity(config.client_keys);
+    // The floor's map is built from every minted key; keygate and the plain server need only
+    // the client's plaintexts.
+    let kept = if matches!(auth, Auth::Floor | Auth::FloorMoka) {
+        minted
+    } else {
+        config.client_keys
+    };
+    let mut plaintexts = Vec::with_capacity(kept);
     for i in 0..minted {
         // Without keygate the store is thrown away: it only turns minted keys into plaintexts.
         let mut spec = NewKey::new(format!("bench key {i}"));
-        if let Some(limit) = config.rate_limit {
+        if let Some(limit) = config.rate_limit.filter(|_| auth == Auth::Keygate) {
             spec = spec.rate_limit(limit);
         }
         let created = store.create(keyring.mint(spec)?).await?;
-        if i < config.client_keys {
-            client_keys.push(created.key.expose_secret().to_owned());
+        if i < kept {
+            plaintexts.push(created.key.expose_secret().to_owned());
         }
     }
-    write_keys(config, &client_keys)?;
-    if !config.variant.with_keygate() {
-        return Ok(None);
+    let client_keys = &plaintexts[..config.client_keys];
+    write_keys(config, client_keys)?;
+    let floor = || {
+        FloorKeys::new(
+            KEY_PREFIX,
+            plaintexts
+                .iter()
+                .enumerate()
+                .map(|(i, key)| (key.as_str(), format!("bench key {i}"))),
+        )
+    };
+    match auth {
+        Auth::Plain => Ok(Authenticator::Plain),
+        Auth::Floor => {
+            let keys = floor()?;
+            for key in client_keys {
+                keys.check(Some(key))
+                    .ok_or("a client key does not pass the floor's check")?;
+            }
+            Ok(Authenticator::Floor(Arc::new(keys)))
+        }
+        Auth::FloorMoka => {
+            let keys = CachedFloorKeys::new(floor()?, FLOOR_CACHE_CAPACITY, config.cache_ttl);
+            for key in client_keys {
+                keys.check(Some(key))
+                    .await
+                    .ok_or("a client key does not pass the floor's check")?;
+            }
+            Ok(Authenticator::FloorMoka(Arc::new(keys)))
+        }
+        Auth::Keygate => Ok(Authenticator::Keygate(
+            keygate_verifier(config, keyring, store, client_keys).await?,
+        )),
     }
+}
+
+/// The floor's moka cache holds as many records as keygate's cache does by default.
+const FLOOR_CACHE_CAPACITY: u64 = 100_000;
+
+/// keygate's verifier over `store`, with its cache warm for `client_keys`.
+async fn keygate_verifier(
+    config: &ServerConfig,
+    keyring: Keyring,
+    store: MemoryStore,
+    client_keys: &[String],
+) -> Result<Verifier, BoxError> {
     let mut builder = Verifier::builder(keyring, store).cache_ttl(config.cache_ttl);
     if config.audit_sqlite {
         let path = config.keys_file.with_extension("audit.db");
@@ -266,7 +395,7 @@ async fn prepare(config: &ServerConfig) -> Result<Option<Verifier>, BoxError> {
         });
     }
     let uri = Uri::from_static(PATH);
-    for key in &client_keys {
+    for key in client_keys {
         let mut headers = HeaderMap::new();
         headers.insert(KEY_HEADER, HeaderValue::from_str(key)?);
         verifier
@@ -274,7 +403,7 @@ async fn prepare(config: &ServerConfig) -> Result<Option<Verifier>, BoxError> {
             .await
             .map_err(|rejection| format!("warming the cache: {rejection}"))?;
     }
-    Ok(Some(verifier))
+    Ok(verifier)
 }
 
 fn write_keys(config: &ServerConfig, keys: &[String]) -> std::io::Result<()> {

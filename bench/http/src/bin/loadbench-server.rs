@@ -6,8 +6,11 @@
 //!     axum-keygate --port 18080 --keys-file /tmp/keys.txt
 //! ```
 //!
-//! Variants: `axum-plain`, `axum-keygate`, `actix-plain`, `actix-keygate`. Optional flags:
-//! `--store-keys N` (100000), `--client-keys N` (1000), `--cache-ttl-secs N` (3600).
+//! Variants: `axum-plain`, `axum-floor`, `axum-floor-moka`, `axum-keygate`, `actix-plain`,
+//! `actix-floor`, `actix-floor-moka`, `actix-keygate`. Optional flags: `--store-keys N` (100000;
+//! keygate's store, the floors' map), `--client-keys N` (1000), `--cache-ttl-secs N` (3600;
+//! keygate's cache, the floor's moka cache); keygate only: `--rate-limit POLICY`,
+//! `--audit sqlite|sqlite-usage`.
 //! Prints `ready` when it listens; stops on SIGTERM.
 
 use keygate_loadbench::server::{ServerConfig, run};

@@ -35,15 +35,13 @@ struct State {
 
 /// The fuzz targets' keyring: format [`PREFIX`](crate::PREFIX), a fixed pepper.
 pub(crate) fn keyring() -> Keyring {
-    let format = KeyFormat::new(crate::PREFIX).unwrap_or_else(|e| panic!("{e}"));
-    let pepper = Pepper::new(1, [b'p'; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let format = KeyFormat::new(crate::PREFIX).unwrap();
+    let pepper = Pepper::new(1, [b'p'; 32]).unwrap();
     Keyring::new(format, Peppers::new(pepper))
 }
 
 pub(crate) fn nets(nets: &[&str]) -> Vec<IpNet> {
-    nets.iter()
-        .map(|n| n.parse().unwrap_or_else(|e| panic!("{e}")))
-        .collect()
+    nets.iter().map(|n| n.parse().unwrap()).collect()
 }
 
 /// The configurations: 0 is the default (bearer and `x-api-key`, cap 512, no proxy); 1 adds
@@ -146,7 +144,7 @@ pub fn run(data: &[u8]) {
             let key = &seen.found[0];
             let parsed = format
                 .parse(key)
-                .unwrap_or_else(|e| panic!("accepted a key the format refuses: {e}"));
+                .expect("accepted a key the format refuses");
             assert_eq!(presented.key_id(), parsed.id());
             assert_eq!(presented.client_ip(), client);
             let secret = &key[format.prefix().len() + 14..];

@@ -17,6 +17,7 @@
 //! | [`redis_reply`] | RESP bytes → the rate limit script's reply → a `RateDecision` |
 //! | [`sql_row`] | a stored row's column values → a `KeyRecord` (503 on anything unreadable) |
 //! | [`tower_service`] | an arbitrary request through `ApiKeyLayer` over a trivial service |
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 pub mod extract;
 pub mod invalidation;

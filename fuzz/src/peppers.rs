@@ -52,10 +52,10 @@ pub fn run(data: &[u8]) {
             let listed = if entries > 1 { versions } else { vec![current] };
             let stand_in = |version| Pepper::new(version, [b'x'; MIN_PEPPER_LEN]);
             let reference = listed[1..].iter().try_fold(
-                Peppers::new(stand_in(listed[0]).unwrap_or_else(|e| panic!("{e}"))),
+                Peppers::new(stand_in(listed[0]).unwrap()),
                 |all, version| all.with_previous(stand_in(*version)?),
             );
-            let reference = format!("{:?}", reference.unwrap_or_else(|e| panic!("{e}")));
+            let reference = format!("{:?}", reference.unwrap());
             let shown = format!("{peppers:?}");
             for secret in &secrets {
                 assert!(

@@ -15,11 +15,7 @@ use keygate::rate::RatePolicy;
 
 /// Runs one input.
 pub fn run(data: &[u8]) {
-    let default = || {
-        "10/1s burst 20"
-            .parse::<RatePolicy>()
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
+    let default = || "10/1s burst 20".parse::<RatePolicy>().unwrap();
     let (policy, reply) = match data.iter().position(|b| *b == b'\n') {
         Some(at) => match std::str::from_utf8(&data[..at])
             .ok()

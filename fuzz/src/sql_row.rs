@@ -95,7 +95,7 @@ pub fn run(data: &[u8]) {
         .collect();
     assert_eq!(record.allowed_ips, nets);
     let metadata: serde_json::Value =
-        serde_json::from_str(column("metadata").unwrap_or("")).unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_str(column("metadata").unwrap_or("")).unwrap();
     assert_eq!(Some(&record.metadata), metadata.as_object());
     assert_eq!(
         record.rotated_from.map(|id| id.to_string()).as_deref(),
@@ -118,8 +118,7 @@ pub fn run(data: &[u8]) {
 /// Signed microseconds since the epoch (every stored time fits: it came from an `i64`).
 fn micros(at: SystemTime) -> i64 {
     let signed = |d: Duration, sign: i128| {
-        i64::try_from(sign * i128::try_from(d.as_micros()).unwrap_or(i128::MAX))
-            .unwrap_or_else(|e| panic!("{e}"))
+        i64::try_from(sign * i128::try_from(d.as_micros()).unwrap_or(i128::MAX)).unwrap()
     };
     match at.duration_since(UNIX_EPOCH) {
         Ok(after) => signed(after, 1),

@@ -83,12 +83,10 @@ fn state() -> &'static State {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let store = MemoryStore::new();
         let verifier = |failures: &str| {
-            let policy = failures
-                .parse::<RatePolicy>()
-                .unwrap_or_else(|e| panic!("{e}"));
+            let policy = failures.parse::<RatePolicy>().unwrap();
             Verifier::builder(keyring(), store.clone())
                 .allow_query_param("api_key")
                 .trusted_proxies(nets(&["10.0.0.0/8"]))
@@ -97,12 +95,8 @@ fn state() -> &'static State {
         };
         let lenient = verifier("1000000000/1s");
         let strict = verifier("1/1d burst 1");
-        let spec = NewKey::new("fuzz")
-            .scope("orders:read")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let created = runtime
-            .block_on(lenient.admin().create_key(spec))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let spec = NewKey::new("fuzz").scope("orders:read").unwrap();
+        let created = runtime.block_on(lenient.admin().create_key(spec)).unwrap();
         let key = created.key.expose_secret().to_owned();
         let id = created.record.id;
         let secret = "W".repeat(keygate::key::SECRET_LEN);

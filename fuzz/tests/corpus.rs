@@ -1,5 +1,6 @@
 //! Replays every committed seed corpus (`fuzz/corpus/<target>/`, including the inputs fuzzing
 //! found) through its target, so the invariants the fuzzers check hold in every CI run.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::path::Path;
 
@@ -10,12 +11,12 @@ fn every_corpus_input_keeps_its_targets_invariants() {
         let dir = root.join(name);
         let mut inputs: Vec<_> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|entry| entry.unwrap_or_else(|e| panic!("{e}")).path())
+            .map(|entry| entry.unwrap().path())
             .collect();
         inputs.sort();
         assert!(inputs.len() >= 3, "{name}: a corpus of {}", inputs.len());
         for input in inputs {
-            let data = std::fs::read(&input).unwrap_or_else(|e| panic!("{e}"));
+            let data = std::fs::read(&input).unwrap();
             let outcome = std::panic::catch_unwind(|| run(&data));
             assert!(outcome.is_ok(), "{name}: {} fails", input.display());
         }
@@ -25,8 +26,8 @@ fn every_corpus_input_keeps_its_targets_invariants() {
 #[test]
 fn every_corpus_folder_is_a_target() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    for entry in std::fs::read_dir(&root).unwrap_or_else(|e| panic!("{e}")) {
-        let name = entry.unwrap_or_else(|e| panic!("{e}")).file_name();
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let name = entry.unwrap().file_name();
         let name = name.to_string_lossy();
         assert!(
             keygate_fuzz::TARGETS

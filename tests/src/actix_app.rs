@@ -69,11 +69,10 @@ where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
-    let peer = peer.parse().unwrap_or_else(|e| panic!("{e}"));
+    let peer = peer.parse().unwrap();
     let mut request = TestRequest::get().uri(path).peer_addr(peer);
     for (name, value) in headers {
-        let value = actix_web::http::header::HeaderValue::from_bytes(value)
-            .unwrap_or_else(|e| panic!("header value: {e}"));
+        let value = actix_web::http::header::HeaderValue::from_bytes(value).expect("header value");
         request = request.append_header((*name, value));
     }
     let response = test::call_service(app, request.to_request()).await;

@@ -68,10 +68,8 @@ pub fn request(path: &str, headers: &[(&str, &[u8])], peer: &str) -> Request<Bod
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let mut request = builder
-        .body(Body::empty())
-        .unwrap_or_else(|e| panic!("request: {e}"));
-    let peer: SocketAddr = peer.parse().unwrap_or_else(|e| panic!("{e}"));
+    let mut request = builder.body(Body::empty()).expect("request");
+    let peer: SocketAddr = peer.parse().unwrap();
     request.extensions_mut().insert(ConnectInfo(peer));
     request
 }
@@ -84,11 +82,7 @@ pub async fn send(app: &Router, request: Request<Body>) -> Reply {
         .await
         .unwrap_or_else(|e| match e {});
     let (parts, body) = response.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("body: {e}"))
-        .to_bytes();
+    let bytes = body.collect().await.expect("body").to_bytes();
     Reply {
         status: parts.status,
         rejection: parts.extensions.get::<Rejection>().cloned(),

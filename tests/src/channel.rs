@@ -131,12 +131,8 @@ impl Subscription for MemorySubscription {
 
 /// A listener on a free loopback port, and its address.
 async fn loopback_listener() -> (TcpListener, std::net::SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("proxy bind: {e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("proxy addr: {e}"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+    let addr = listener.local_addr().expect("proxy addr");
     (listener, addr)
 }
 

@@ -2,6 +2,7 @@
 //! set of keys in every state, the same app in axum, actix-web and tonic (gRPC), the scenario
 //! table they must pass, and helpers to send requests and read responses. [`stores`] holds the
 //! store fixtures (memory, SQLite, PostgreSQL).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 pub mod actix_app;
 pub mod axum_app;
@@ -249,12 +250,8 @@ pub fn epoch() -> SystemTime {
 
 /// The test keyring: prefix [`PREFIX`], one real (non-development) pepper.
 pub fn keyring() -> Keyring {
-    let pepper =
-        Pepper::new(3, "test-pepper-0123456789-abcdefghijklmnop").unwrap_or_else(|e| panic!("{e}"));
-    Keyring::new(
-        KeyFormat::new(PREFIX).unwrap_or_else(|e| panic!("{e}")),
-        Peppers::new(pepper),
-    )
+    let pepper = Pepper::new(3, "test-pepper-0123456789-abcdefghijklmnop").unwrap();
+    Keyring::new(KeyFormat::new(PREFIX).unwrap(), Peppers::new(pepper))
 }
 
 /// A verifier over a fresh counting store, on a manual clock.
@@ -292,11 +289,11 @@ impl Harness {
     /// file's change feed (`SqliteStore::invalidation`). Returns once the harness's own
     /// verifier is subscribed (subscribing empties the cache).
     pub async fn sqlite_with_feed() -> Self {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let dir = tempfile::tempdir().expect("temp dir");
         let clock = ManualClock::new(epoch());
         let sqlite = keygate_sqlx::SqliteStore::open(dir.path().join("keygate.db"))
             .await
-            .unwrap_or_else(|e| panic!("open sqlite: {e}"))
+            .expect("open sqlite")
             .with_clock(clock.clone());
         let feed: Arc<dyn keygate::Invalidation> = Arc::new(sqlite.invalidation());
         let harness = Self::over(CountingStore::over(sqlite), clock, Some(feed), Some(dir));
@@ -349,7 +346,7 @@ impl Harness {
             .admin()
             .create_key(spec)
             .await
-            .unwrap_or_else(|e| panic!("create: {e}"));
+            .expect("create");
         (created.key.expose_secret().to_owned(), created.record.id)
     }
 }
@@ -400,13 +397,7 @@ impl Keys {
     /// Creates the keys, then advances the clock so the expiring key has expired.
     pub async fn create(h: &Harness) -> Self {
         let spec = |name: &str| NewKey::new(name).owner("tests");
-        let (valid, valid_id) = h
-            .create(
-                spec("valid")
-                    .scope("orders:read")
-                    .unwrap_or_else(|e| panic!("{e}")),
-            )
-            .await;
+        let (valid, valid_id) = h.create(spec("valid").scope("orders:read").unwrap()).await;
         let (plain, _) = h.create(spec("plain")).await;
         let (fresh, _) = h.create(spec("fresh")).await;
         let (revoked, revoked_id) = h.create(spec("revoked")).await;
@@ -415,18 +406,12 @@ impl Keys {
             .create(spec("expired").expires_at(h.clock.now() + Duration::from_secs(60)))
             .await;
         let (ip_restricted, _) = h
-            .create(
-                spec("office")
-                    .allowed_ips(["10.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"))]),
-            )
+            .create(spec("office").allowed_ips(["10.0.0.0/8".parse().unwrap()]))
             .await;
         let (limited, limited_id) = h
             .create(
-                spec("limited").rate_limit(
-                    "5/1s burst 5"
-                        .parse::<keygate::rate::RatePolicy>()
-                        .unwrap_or_else(|e| panic!("{e}")),
-                ),
+                spec("limited")
+                    .rate_limit("5/1s burst 5".parse::<keygate::rate::RatePolicy>().unwrap()),
             )
             .await;
         let (unlimited, _) = h
@@ -434,14 +419,8 @@ impl Keys {
             .await;
         let (defaulted, _) = h.create(spec("defaulted")).await;
         let admin = h.verifier.admin();
-        admin
-            .revoke(&revoked_id)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        admin
-            .disable(&disabled_id)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        admin.revoke(&revoked_id).await.unwrap();
+        admin.disable(&disabled_id).await.unwrap();
         h.clock.advance(Duration::from_secs(120));
 
         let other = Harness::new();
@@ -551,10 +530,7 @@ impl Reply {
 /// or the refusal reason.
 pub async fn check(verifier: &Verifier, key: &str) -> Result<bool, Reason> {
     let mut headers = http::HeaderMap::new();
-    headers.insert(
-        "x-api-key",
-        key.parse().unwrap_or_else(|e| panic!("header: {e}")),
-    );
+    headers.insert("x-api-key", key.parse().expect("header"));
     let uri = http::Uri::from_static("/");
     let view = keygate::HttpRequestView::new(&headers, &uri, None);
     let gate = keygate::gate::Gate::new(verifier.clone());

@@ -21,14 +21,8 @@ pub const PROXY: &str = "192.0.2.254";
 /// the default failed-attempts limit (`10/1m burst 20`), and one trusted proxy ([`PROXY`]).
 pub fn configure(builder: VerifierBuilder) -> VerifierBuilder {
     builder
-        .default_rate_limit(
-            DEFAULT_RATE
-                .parse::<RatePolicy>()
-                .unwrap_or_else(|e| panic!("{e}")),
-        )
-        .trusted_proxies([format!("{PROXY}/32")
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}"))])
+        .default_rate_limit(DEFAULT_RATE.parse::<RatePolicy>().unwrap())
+        .trusted_proxies([format!("{PROXY}/32").parse().unwrap()])
 }
 
 /// The challenge of every invalid key.
@@ -876,7 +870,7 @@ fn flip_case(key: &str) -> String {
     let at = secret_letter(key);
     let mut bytes = key.as_bytes().to_vec();
     bytes[at] ^= 0x20;
-    String::from_utf8(bytes).unwrap_or_else(|e| panic!("{e}"))
+    String::from_utf8(bytes).unwrap()
 }
 
 /// The byte offset of the first ASCII letter of `key`'s secret (the last 36 characters are the

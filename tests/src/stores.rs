@@ -108,7 +108,7 @@ pub fn memory() -> Fixture<CountingStore> {
 /// A fresh SQLite store in its own temp directory (removed when the fixture drops), its
 /// verifier subscribed to the file's change feed.
 pub async fn sqlite() -> Fixture<SqliteStore> {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("keygate.db");
     let clock = ManualClock::new(epoch());
     let store = SqliteStore::open(&path)
@@ -181,7 +181,7 @@ impl PgSchema {
         )
         .fetch_all(&admin)
         .await
-        .unwrap_or_else(|e| panic!("list schemas: {e}"));
+        .expect("list schemas");
         for name in stale {
             let created = name
                 .split('_')
@@ -234,10 +234,7 @@ impl PgSchema {
             .unwrap_or_else(|e| {
                 panic!("{POSTGRES_URL_ENV} is set but PostgreSQL does not answer: {e}")
             });
-        store
-            .migrate()
-            .await
-            .unwrap_or_else(|e| panic!("migrate: {e}"));
+        store.migrate().await.expect("migrate");
         store
     }
 }

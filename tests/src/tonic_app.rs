@@ -180,11 +180,8 @@ pub async fn serve_tonic(verifier: &Verifier) -> Channel {
         .rate_limit_headers();
     let orders =
         keygate_tonic::require_scopes(["orders:read"]).named_layer(Service::<Orders>::new());
-    let incoming =
-        TcpIncoming::bind((Ipv4Addr::LOCALHOST, 0).into()).unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = incoming
-        .local_addr()
-        .unwrap_or_else(|e| panic!("local addr: {e}"));
+    let incoming = TcpIncoming::bind((Ipv4Addr::LOCALHOST, 0).into()).expect("bind");
+    let addr = incoming.local_addr().expect("local addr");
     let router = Server::builder()
         .layer(tower::util::MapRequestLayer::new(claimed_peer))
         .add_service(Service::<Public>::new())
@@ -194,10 +191,10 @@ pub async fn serve_tonic(verifier: &Verifier) -> Channel {
         .add_service(optional.named_layer(Service::<Maybe>::new()));
     tokio::spawn(router.serve_with_incoming(incoming));
     Channel::from_shared(format!("http://{addr}"))
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .connect()
         .await
-        .unwrap_or_else(|e| panic!("connect: {e}"))
+        .expect("connect")
 }
 
 /// The test server's outermost step: moves a claimed `x-test-peer` into `TcpConnectInfo`.
@@ -259,23 +256,15 @@ pub async fn send_tonic(
             HeaderValue::from_bytes(value).unwrap_or_else(|e| panic!("{name} value: {e}")),
         );
     }
-    let peer: SocketAddr = peer.parse().unwrap_or_else(|e| panic!("{e}"));
+    let peer: SocketAddr = peer.parse().unwrap();
     if peer.ip() != IpAddr::V4(Ipv4Addr::LOCALHOST) {
-        map.insert(
-            TEST_PEER,
-            HeaderValue::from_str(&peer.to_string()).unwrap_or_else(|e| panic!("{e}")),
-        );
+        map.insert(TEST_PEER, HeaderValue::from_str(&peer.to_string()).unwrap());
     }
     let request =
         tonic::Request::from_parts(MetadataMap::from_headers(map), Extensions::default(), ());
-    let path = grpc_path(path)
-        .parse()
-        .unwrap_or_else(|e| panic!("gRPC path: {e}"));
+    let path = grpc_path(path).parse().expect("gRPC path");
     let mut client = tonic::client::Grpc::new(channel.clone());
-    client
-        .ready()
-        .await
-        .unwrap_or_else(|e| panic!("channel not ready: {e}"));
+    client.ready().await.expect("channel not ready");
     match client
         .unary(request, path, ProstCodec::<(), String>::default())
         .await

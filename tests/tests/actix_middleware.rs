@@ -1,4 +1,5 @@
 //! actix-specific behaviour of the middleware (the shared scenario table is in `scenarios.rs`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use actix_web::dev::Service;
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -119,13 +120,10 @@ async fn realm_and_scope_wide_middleware() {
 async fn forwarded_for_is_honoured_only_from_trusted_proxies() {
     let h = Harness::new();
     let proxy_aware = keygate::Verifier::builder(keygate_tests::keyring(), h.store.clone())
-        .trusted_proxies(["10.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"))])
+        .trusted_proxies(["10.0.0.0/8".parse().unwrap()])
         .build();
     let (key, _) = h
-        .create(
-            NewKey::new("office")
-                .allowed_ips(["192.0.2.0/24".parse().unwrap_or_else(|e| panic!("{e}"))]),
-        )
+        .create(NewKey::new("office").allowed_ips(["192.0.2.0/24".parse().unwrap()]))
         .await;
     let app = test::init_service(
         App::new()

@@ -1,5 +1,6 @@
 //! The audit pipeline: lifecycle events from `Admin`, a stalled sink that never blocks requests
 //! (its drops counted exactly), a failing sink retried, and the tracing sink's escaping.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,20 +17,14 @@ async fn every_change_through_admin_is_an_event_with_its_actor() {
     let events = CapturingSink::default();
     let verifier = h.sibling_with(|b| b.audit_sink(events.clone()));
     let admin = verifier.admin().actor("alice@ops");
-    let created = admin
-        .create_key(NewKey::new("k"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let created = admin.create_key(NewKey::new("k")).await.unwrap();
     let id = created.record.id;
     let ok = |r: Result<keygate::KeyRecord, keygate::StoreError>| {
-        r.unwrap_or_else(|e| panic!("{e}"));
+        r.unwrap();
     };
     ok(admin.rename(&id, "k2").await);
     ok(admin
-        .set_scopes(
-            &id,
-            vec![Scope::new("a:b").unwrap_or_else(|e| panic!("{e}"))],
-        )
+        .set_scopes(&id, vec![Scope::new("a:b").unwrap()])
         .await);
     ok(admin.set_expiry(&id, None).await);
     ok(admin.set_metadata(&id, keygate::Metadata::new()).await);
@@ -39,12 +34,9 @@ async fn every_change_through_admin_is_an_event_with_its_actor() {
         .await);
     ok(admin.disable(&id).await);
     ok(admin.enable(&id).await);
-    let rotated = admin
-        .rotate(&id, Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let rotated = admin.rotate(&id, Duration::from_secs(60)).await.unwrap();
     ok(admin.revoke(&id).await);
-    admin.delete(&id).await.unwrap_or_else(|e| panic!("{e}"));
+    admin.delete(&id).await.unwrap();
     // A refused change is not an event.
     assert!(admin.enable(&rotated.new.record.id).await.is_ok());
     assert!(admin.rename(&id, "gone").await.is_err());
@@ -223,10 +215,7 @@ async fn the_tracing_sink_escapes_what_could_forge_a_line() {
     let mut event = AuditEvent::request(SystemTime::UNIX_EPOCH, Outcome::Denied);
     event.route = Some(Arc::from("/a\r\nFAKE audit outcome=allowed"));
     event.detail = Some("x\ny".into());
-    TracingSink
-        .write(&[event])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    TracingSink.write(&[event]).await.unwrap();
     let text = logs.text();
     assert_eq!(text.lines().count(), 1, "one event, one line: {text}");
     assert!(text.contains(r"\r\nFAKE"), "{text}");

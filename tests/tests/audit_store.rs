@@ -2,6 +2,7 @@
 //! round trips, filters and order, usage counts per key per UTC day, retention pruning, a
 //! corrupt row is `Unavailable` (not a panic), a stalled database never blocks requests,
 //! with every lost event counted, and 10⁵ forged ids add a handful of rows.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use keygate_tests::{PREFIX, axum_app, epoch, forge, keyring, send_bearer};
 const DAY: Duration = Duration::from_secs(86_400);
 
 fn ok<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+    // The error's Display, which is what a store error says to an operator.
     result.unwrap_or_else(|e| panic!("{e}"))
 }
 

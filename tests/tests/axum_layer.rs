@@ -1,5 +1,6 @@
 //! axum-specific behaviour of the tower layer and the axum adapter (the shared scenario table,
 //! run on both frameworks, is in `scenarios.rs`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use keygate::Reason;
 use keygate_tests::{Harness, Keys, axum_app, request, send, send_bearer};

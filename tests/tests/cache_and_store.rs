@@ -1,5 +1,6 @@
 //! Cache behaviour a user relies on: coalesced misses, immediate revocation through the admin
 //! handle, expiry on a cache hit, and no store access for keys refused by format.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ async fn a_thousand_concurrent_requests_for_one_cold_key_make_one_store_call() {
         }));
     }
     for task in tasks {
-        let status = task.await.unwrap_or_else(|e| panic!("task: {e}"));
+        let status = task.await.expect("task");
         assert_eq!(status, 200);
     }
     assert_eq!(
@@ -67,11 +68,7 @@ async fn revoke_through_the_admin_handle_fails_the_very_next_request() {
     assert_eq!(send_one().await.status, 200);
     assert_eq!(h.store.finds(), 1, "second request was a cache hit");
 
-    h.verifier
-        .admin()
-        .revoke(&id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    h.verifier.admin().revoke(&id).await.unwrap();
     let reply = send_one().await;
     assert_eq!(reply.status, 401);
     assert_eq!(reply.rejection.map(|r| r.reason()), Some(Reason::Revoked));
@@ -92,32 +89,16 @@ async fn disable_and_enable_apply_at_once() {
     let app = axum_app(&h.verifier);
     let send_one = || send_bearer(&app, "/hello", &key);
     assert_eq!(send_one().await.status, 200);
-    h.verifier
-        .admin()
-        .disable(&id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    h.verifier.admin().disable(&id).await.unwrap();
     assert_eq!(
         send_one().await.rejection.map(|r| r.reason()),
         Some(Reason::Disabled)
     );
-    h.verifier
-        .admin()
-        .enable(&id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    h.verifier.admin().enable(&id).await.unwrap();
     assert_eq!(send_one().await.status, 200);
-    h.verifier
-        .admin()
-        .rename(&id, "renamed")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    h.verifier.admin().rename(&id, "renamed").await.unwrap();
     assert_eq!(send_one().await.body, "hello, renamed");
-    h.verifier
-        .admin()
-        .delete(&id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    h.verifier.admin().delete(&id).await.unwrap();
     assert_eq!(
         send_one().await.rejection.map(|r| r.reason()),
         Some(Reason::UnknownKey)
@@ -181,7 +162,7 @@ async fn admin_list_filters_and_pages() {
             keygate::PageRequest::first(1000),
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(all.keys.len(), 10, "the Keys fixture makes 10 keys");
     assert_eq!(all.next, None);
     let mut seen = Vec::new();
@@ -190,7 +171,7 @@ async fn admin_list_filters_and_pages() {
         let got = admin
             .list(&keygate::KeyFilter::default(), page)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         seen.extend(got.keys.iter().map(|k| k.id));
         match got.next {
             Some(next) => page.after = Some(next),
@@ -207,7 +188,7 @@ async fn admin_list_filters_and_pages() {
             keygate::PageRequest::default(),
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(revoked.keys.len(), 1);
     assert_eq!(revoked.keys[0].name, "revoked");
     let expired = admin
@@ -220,7 +201,7 @@ async fn admin_list_filters_and_pages() {
             keygate::PageRequest::default(),
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(expired.keys.len(), 1);
 }
 
@@ -251,7 +232,7 @@ async fn bad_admin_input_is_a_typed_error() {
         matches!(result, Err(keygate::StoreError::InvalidInput(_))),
         "{result:?}"
     );
-    let missing = "AAAAAAAAAAAA".parse().unwrap_or_else(|e| panic!("{e}"));
+    let missing = "AAAAAAAAAAAA".parse().unwrap();
     let result = admin.revoke(&missing).await;
     assert!(
         matches!(result, Err(keygate::StoreError::NotFound(_))),
@@ -336,7 +317,7 @@ async fn an_unknown_answer_overlapping_an_invalidation_is_not_remembered() {
         .admin()
         .create_key(NewKey::new("racy"))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let key = created.key.expose_secret().to_owned();
 
     // 1. A lookup reads "no such key" (a stale read) and waits before answering.
@@ -352,12 +333,12 @@ async fn an_unknown_answer_overlapping_an_invalidation_is_not_remembered() {
         .admin()
         .rename(&created.record.id, "renamed")
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     // 3. The stale answer arrives; it is older than the invalidation, so the request that
     //    asked reads the store again instead of believing it.
     store.hide.store(false, std::sync::atomic::Ordering::SeqCst);
     store.gate.add_permits(1000);
-    let first = first.await.unwrap_or_else(|e| panic!("{e}"));
+    let first = first.await.unwrap();
     assert_eq!(first.status, 200, "{}", first.body);
     // 4. It was not remembered: the next request reads the store again and is let in.
     let reply = send_bearer(&app, "/hello", &key).await;

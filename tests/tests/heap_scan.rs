@@ -11,6 +11,7 @@
 //!
 //! A control proves the scanner finds a secret that *is* live. Linux only; runs on the main
 //! thread (no test harness), whose stack — not heap — is left out of the scan.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -46,8 +47,8 @@ impl Masked {
 /// For each masked needle, where in this process's writable, private memory (heap and
 /// anonymous mappings; not the main thread's stack) it appears unmasked.
 fn find_live(needles: &[&[u8]]) -> Vec<Vec<String>> {
-    let maps = BufReader::new(File::open("/proc/self/maps").unwrap_or_else(|e| panic!("{e}")));
-    let mut mem = File::open("/proc/self/mem").unwrap_or_else(|e| panic!("{e}"));
+    let maps = BufReader::new(File::open("/proc/self/maps").unwrap());
+    let mut mem = File::open("/proc/self/mem").unwrap();
     let mut found = vec![Vec::new(); needles.len()];
     // Which needles start with each (clear) byte: one table look-up per byte scanned.
     let mut first = vec![Vec::new(); 256];
@@ -65,8 +66,8 @@ fn find_live(needles: &[&[u8]]) -> Vec<Vec<String>> {
             continue;
         }
         let (start, end) = range.split_once('-').unwrap_or_else(|| panic!("{line}"));
-        let start = u64::from_str_radix(start, 16).unwrap_or_else(|e| panic!("{e}"));
-        let end = u64::from_str_radix(end, 16).unwrap_or_else(|e| panic!("{e}"));
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
         let mut at = start;
         // Chunks overlap by the longest needle, so a match across a boundary is seen.
         while at < end {
@@ -108,7 +109,7 @@ async fn exercise(h: &Harness, verifier: &Verifier) -> Vec<Masked> {
             .admin()
             .create_key(NewKey::new(format!("scan {i}")))
             .await
-            .unwrap_or_else(|e| panic!("create: {e}"));
+            .expect("create");
         keys.push(Masked::new(created.key.expose_secret()));
         // CreatedKey zeroes its plaintext on drop; the allocator zeroes the block.
     }
@@ -125,12 +126,8 @@ async fn exercise(h: &Harness, verifier: &Verifier) -> Vec<Masked> {
             .next()
             .unwrap_or_default()
             .parse()
-            .unwrap_or_else(|e| panic!("{e:?}"));
-        verifier
-            .admin()
-            .revoke(&id)
-            .await
-            .unwrap_or_else(|e| panic!("revoke: {e}"));
+            .unwrap();
+        verifier.admin().revoke(&id).await.expect("revoke");
         let reply = send_bearer(&app, "/hello", &key.reveal()).await;
         assert_eq!(reply.status, 401);
     }
@@ -146,7 +143,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     runtime.block_on(async {
         let h = Harness::new();
         let verifier = h.sibling();

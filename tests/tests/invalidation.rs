@@ -3,6 +3,7 @@
 //!
 //! Latencies are measured (poll until the other instance refuses, with a deadline), never slept
 //! for.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::time::{Duration, Instant};
 
@@ -34,15 +35,12 @@ async fn a_revoke_on_one_instance_is_refused_by_the_other_within_a_second() {
         .admin()
         .create_key(NewKey::new("shared"))
         .await
-        .unwrap_or_else(|e| panic!("create: {e}"));
+        .expect("create");
     let key = created.key.expose_secret().to_owned();
     assert_eq!(check(&b, &key).await, Ok(false), "b caches the valid key");
 
     let published = channel.published();
-    a.admin()
-        .revoke(&created.record.id)
-        .await
-        .unwrap_or_else(|e| panic!("revoke: {e}"));
+    a.admin().revoke(&created.record.id).await.expect("revoke");
     assert_eq!(
         channel.published(),
         published + 1,
@@ -104,11 +102,7 @@ async fn without_a_channel_the_other_instance_keeps_its_cached_record() {
     let b = h.sibling();
     let (key, id) = h.create(NewKey::new("cached")).await;
     assert_eq!(check(&b, &key).await, Ok(false));
-    h.verifier
-        .admin()
-        .revoke(&id)
-        .await
-        .unwrap_or_else(|e| panic!("revoke: {e}"));
+    h.verifier.admin().revoke(&id).await.expect("revoke");
     assert_eq!(check(&h.verifier, &key).await, Err(Reason::Revoked));
     assert_eq!(check(&b, &key).await, Ok(false), "b serves its cache");
 }
@@ -130,10 +124,7 @@ async fn with_the_channel_down_a_missed_revoke_is_enforced_within_the_degraded_t
     .await;
     // The revoke goes straight to the store: its message is lost, as one sent during a cut.
     let revoked_at = Instant::now();
-    h.store
-        .revoke(&id)
-        .await
-        .unwrap_or_else(|e| panic!("revoke: {e}"));
+    h.store.revoke(&id).await.expect("revoke");
     let took = measure(
         degraded + Duration::from_millis(200),
         "b refuses within the degraded TTL",
@@ -162,10 +153,7 @@ async fn subscribing_again_empties_the_cache() {
 
     channel.set_down(true);
     wait_subscribed(&b, false).await;
-    h.store
-        .revoke(&id)
-        .await
-        .unwrap_or_else(|e| panic!("revoke: {e}"));
+    h.store.revoke(&id).await.expect("revoke");
     assert_eq!(
         check(&b, &key).await,
         Ok(false),
@@ -186,34 +174,19 @@ async fn the_admin_publishes_every_change_unless_the_store_does() {
         let created = admin
             .create_key(NewKey::new("changes"))
             .await
-            .unwrap_or_else(|e| panic!("create: {e}"));
+            .expect("create");
         let id = created.record.id;
-        admin
-            .rename(&id, "renamed")
-            .await
-            .unwrap_or_else(|e| panic!("rename: {e}"));
-        admin
-            .disable(&id)
-            .await
-            .unwrap_or_else(|e| panic!("disable: {e}"));
-        admin
-            .enable(&id)
-            .await
-            .unwrap_or_else(|e| panic!("enable: {e}"));
+        admin.rename(&id, "renamed").await.expect("rename");
+        admin.disable(&id).await.expect("disable");
+        admin.enable(&id).await.expect("enable");
         admin
             .rotate(&id, Duration::from_secs(60))
             .await
-            .unwrap_or_else(|e| panic!("rotate: {e}"));
+            .expect("rotate");
         // Refused changes publish nothing.
-        admin
-            .revoke(&id)
-            .await
-            .unwrap_or_else(|e| panic!("revoke: {e}"));
+        admin.revoke(&id).await.expect("revoke");
         assert!(admin.enable(&id).await.is_err());
-        admin
-            .delete(&id)
-            .await
-            .unwrap_or_else(|e| panic!("delete: {e}"));
+        admin.delete(&id).await.expect("delete");
         // create, rename, disable, enable, rotate (old and new), revoke, delete.
         let expected = if store_publishes { 0 } else { 8 };
         assert_eq!(
@@ -231,19 +204,9 @@ async fn a_failed_publish_leaves_the_change_in_place() {
     let a = instance(&h, &channel, Duration::from_secs(1));
     let (key, id) = h.create(NewKey::new("unpublished")).await;
     channel.set_down(true);
-    a.admin()
-        .revoke(&id)
-        .await
-        .unwrap_or_else(|e| panic!("the change stands: {e}"));
+    a.admin().revoke(&id).await.expect("the change stands");
     assert_eq!(channel.published(), 0);
-    assert!(
-        h.store
-            .get(&id)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .revoked_at
-            .is_some()
-    );
+    assert!(h.store.get(&id).await.unwrap().revoked_at.is_some());
     assert_eq!(check(&a, &key).await, Err(Reason::Revoked));
 }
 
@@ -265,10 +228,7 @@ async fn stale_if_error_serves_a_cached_valid_key_for_its_grace_and_says_so() {
     let (key, _) = h.create(NewKey::new("stale")).await;
     let (revoked, revoked_id) = h.create(NewKey::new("revoked")).await;
     let (never_cached, _) = h.create(NewKey::new("cold")).await;
-    h.store
-        .revoke(&revoked_id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    h.store.revoke(&revoked_id).await.unwrap();
     let loaded = Instant::now();
     assert_eq!(check(&v, &key).await, Ok(false), "fresh");
     assert_eq!(check(&v, &revoked).await, Err(Reason::Revoked));
@@ -337,10 +297,7 @@ async fn a_key_revoked_through_the_admin_is_not_served_stale() {
     let v = stale_instance(&h, GRACE, &sink);
     let (key, id) = h.create(NewKey::new("evicted")).await;
     assert_eq!(check(&v, &key).await, Ok(false));
-    v.admin()
-        .revoke(&id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    v.admin().revoke(&id).await.unwrap();
     h.store.set_down(true);
     // The revoke evicted the record: with the store down, 503, never an allow.
     assert_eq!(check(&v, &key).await, Err(Reason::StoreUnavailable));

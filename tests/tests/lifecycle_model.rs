@@ -20,6 +20,7 @@
 //! A failure prints the shrunk sequence. Keys are numbered in the order the sequence made them,
 //! from 1; `Pick(n)` names key `1 + n % (keys so far)`, or key 0, an id that is never stored,
 //! while there is none.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -903,7 +904,7 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"))
+        .expect("runtime")
 }
 
 #[test]
@@ -1015,7 +1016,7 @@ async fn rotation_and_expiry<S: TestStore>(
     let seen = Mutex::new(HashSet::new());
     let trace = run_sequence(store_name, Tuning::Default, store, clock, &seen, &ops)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     for ((op, expected), got) in ops_and_outcomes.iter().zip(&trace) {
         assert_eq!(got, expected, "{store_name}: {op:?}");
     }

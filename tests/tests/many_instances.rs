@@ -4,6 +4,7 @@
 //! Outages are made with a TCP proxy in front of the real server ([`TcpProxy`]): cutting it
 //! resets the client's connections and refuses new ones, which is what a client sees of a
 //! stopped or partitioned server, without stopping the server other tests use.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ async fn store_through(schema: &PgSchema, proxy: &TcpProxy) -> PostgresStore {
     let options: PgConnectOptions = schema.options().host("127.0.0.1").port(proxy.addr().port());
     PostgresStore::connect_with(options)
         .await
-        .unwrap_or_else(|e| panic!("connect through the proxy: {e}"))
+        .expect("connect through the proxy")
 }
 
 fn server_addr(schema: &PgSchema) -> String {
@@ -46,12 +47,12 @@ async fn postgres_unreachable_gives_503_or_stale_serving_exactly_as_configured()
     let created = admin
         .create_key(NewKey::new("outage"))
         .await
-        .unwrap_or_else(|e| panic!("create: {e}"));
+        .expect("create");
     let key = created.key.expose_secret().to_owned();
     let cold = admin
         .create_key(NewKey::new("never cached"))
         .await
-        .unwrap_or_else(|e| panic!("create: {e}"));
+        .expect("create");
     let cold = cold.key.expose_secret().to_owned();
 
     let loaded = Instant::now();
@@ -103,7 +104,7 @@ async fn notifying_store(schema: &PgSchema) -> PostgresStore {
         .store()
         .await
         .notify_channel(&schema.name)
-        .unwrap_or_else(|e| panic!("channel: {e}"))
+        .expect("channel")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,8 +120,8 @@ async fn with_the_postgres_subscription_cut_a_revoke_is_still_enforced_within_th
     let listen_pool = keygate_sqlx::sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect_lazy_with(schema.options().host("127.0.0.1").port(proxy.addr().port()));
-    let channel = keygate_sqlx::PostgresInvalidation::from_pool(listen_pool, &schema.name)
-        .unwrap_or_else(|e| panic!("channel: {e}"));
+    let channel =
+        keygate_sqlx::PostgresInvalidation::from_pool(listen_pool, &schema.name).expect("channel");
     let b = Verifier::builder(keyring(), notifying_store(&schema).await)
         .invalidation(channel)
         .degraded_cache_ttl(DEGRADED)
@@ -142,13 +143,10 @@ async fn cut_subscription_scenario(what: &str, a: &Verifier, b: &Verifier, proxy
         a.admin()
             .create_key(NewKey::new(name))
             .await
-            .unwrap_or_else(|e| panic!("create: {e}"))
+            .expect("create")
     };
     let revoke = |id: keygate::KeyId| async move {
-        a.admin()
-            .revoke(&id)
-            .await
-            .unwrap_or_else(|e| panic!("revoke: {e}"));
+        a.admin().revoke(&id).await.expect("revoke");
     };
 
     // Live: the revoke's notice reaches b.
@@ -242,7 +240,7 @@ async fn redis_unreachable_fails_open_or_closed_as_configured_then_recovers() {
             .failure_policy(policy)
             .build()
             .await
-            .unwrap_or_else(|e| panic!("KEYGATE_TEST_REDIS_URL is not a Redis URL: {e}"));
+            .expect("KEYGATE_TEST_REDIS_URL is not a Redis URL");
         verifiers.push(
             Verifier::builder(keyring(), store.clone())
                 .rate_limiter(limiter)
@@ -253,14 +251,10 @@ async fn redis_unreachable_fails_open_or_closed_as_configured_then_recovers() {
     let created = open
         .admin()
         .create_key(
-            NewKey::new("limited").rate_limit(
-                "3/1m"
-                    .parse::<keygate::rate::RatePolicy>()
-                    .unwrap_or_else(|e| panic!("{e}")),
-            ),
+            NewKey::new("limited").rate_limit("3/1m".parse::<keygate::rate::RatePolicy>().unwrap()),
         )
         .await
-        .unwrap_or_else(|e| panic!("create: {e}"));
+        .expect("create");
     let key = created.key.expose_secret().to_owned();
     // Both share the limit while Redis answers: 3 allowed in total.
     assert_eq!(check(open, &key).await, Ok(false));
@@ -314,7 +308,7 @@ async fn with_the_redis_subscription_cut_a_revoke_is_still_enforced_within_the_b
                 .prefix(prefix)
                 .build()
                 .await
-                .unwrap_or_else(|e| panic!("KEYGATE_TEST_REDIS_URL is not a Redis URL: {e}"))
+                .expect("KEYGATE_TEST_REDIS_URL is not a Redis URL")
         }
     };
     let a = Verifier::builder(keyring(), store.clone())

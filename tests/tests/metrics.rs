@@ -1,6 +1,7 @@
 //! Metrics through the `metrics` facade (docs/observability.md): what each kind of request
 //! emits, read from a `DebuggingRecorder` installed as this thread's local recorder (every test
 //! runs on a current-thread runtime, so background tasks emit to it too).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -97,12 +98,10 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 async fn verify(verifier: &Verifier, key: &str) -> Result<(), keygate::Rejection> {
     let mut headers = http::HeaderMap::new();
-    let value = format!("Bearer {key}")
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let value = format!("Bearer {key}").parse().unwrap();
     headers.insert(http::header::AUTHORIZATION, value);
     let uri = http::Uri::from_static("/orders");
-    let peer = Some("127.0.0.1".parse().unwrap_or_else(|e| panic!("{e}")));
+    let peer = Some("127.0.0.1".parse().unwrap());
     verifier
         .verify_request(&HttpRequestView::new(&headers, &uri, peer))
         .await
@@ -278,10 +277,7 @@ async fn a_guard_refusal_is_counted_by_the_guard_after_the_key_check_allowed() {
     let h = Harness::new();
     let (plain, _) = h.create(NewKey::new("plain")).await;
     let (reader, _) = h
-        .create(
-            NewKey::new("reader")
-                .scopes([Scope::new("orders:read").unwrap_or_else(|e| panic!("{e}"))]),
-        )
+        .create(NewKey::new("reader").scopes([Scope::new("orders:read").unwrap()]))
         .await;
     let app = axum_app(&h.verifier);
     Emitted::take(&snapshotter);

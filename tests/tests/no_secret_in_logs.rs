@@ -2,6 +2,7 @@
 //! asserts that no key, secret or digest appears anywhere in the output. Then handlers that
 //! panic formatting everything they hold, in axum and in actix-web, under the same capture plus
 //! a capturing panic hook: the key appears in no log line, panic message or response.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Mutex, Once, OnceLock};
@@ -30,13 +31,9 @@ async fn no_secret_or_digest_reaches_the_logs() {
     let app = axum_app(&h.verifier);
     let admin = h.verifier.admin();
     let created = admin
-        .create_key(
-            NewKey::new("logged")
-                .scope("orders:read")
-                .unwrap_or_else(|e| panic!("{e}")),
-        )
+        .create_key(NewKey::new("logged").scope("orders:read").unwrap())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     // Debug-formatting the types that hold secrets must redact them.
     tracing::info!(?created, record = ?created.record, "created a key");
     let logged_key = created.key.expose_secret().to_owned();
@@ -50,7 +47,7 @@ async fn no_secret_or_digest_reaches_the_logs() {
             keygate::PageRequest::first(100),
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     for record in &page.keys {
         digests.push(hex(record.digest.as_bytes()));
         digests.push(format!("{:?}", record.digest.as_bytes()));
@@ -104,10 +101,7 @@ async fn no_secret_or_digest_reaches_the_logs() {
     .await;
     assert_eq!(reply.status, 503);
     h.store.set_down(false);
-    admin
-        .revoke(&created.record.id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    admin.revoke(&created.record.id).await.unwrap();
 
     // The audit trail (the default tracing sink) is part of the output scanned.
     h.verifier.flush_audit().await;
@@ -197,7 +191,7 @@ fn assert_panic_leaked_nothing(key: &str, logs: &str, reply: &keygate_tests::Rep
     assert_eq!(reply.status, 500);
     // `{prefix}_{id}_` (21 characters) is public; the rest is the secret and its checksum.
     for window in key.as_bytes()[21..].windows(8) {
-        let window = std::str::from_utf8(window).unwrap_or_else(|e| panic!("{e}"));
+        let window = std::str::from_utf8(window).unwrap();
         for (place, text) in [
             ("logs", logs),
             ("panic messages", &panics),
@@ -330,7 +324,7 @@ async fn a_panicking_actix_handler_leaks_no_key() {
         };
         let request = actix_web::test::TestRequest::get()
             .uri("/boom")
-            .peer_addr("192.0.2.9:9".parse().unwrap_or_else(|e| panic!("{e}")))
+            .peer_addr("192.0.2.9:9".parse().unwrap())
             .insert_header((header, value.as_str()))
             .insert_header(("x-key-head", &key[..21]))
             .to_request();
@@ -342,7 +336,7 @@ async fn a_panicking_actix_handler_leaks_no_key() {
         let status = http::StatusCode::from_u16(response.status().as_u16()).unwrap_or_default();
         let body = actix_web::body::to_bytes(response.into_body())
             .await
-            .unwrap_or_else(|_| panic!("body"));
+            .expect("body");
         let reply = keygate_tests::Reply {
             status,
             headers: http::HeaderMap::new(),

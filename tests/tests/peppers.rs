@@ -4,6 +4,7 @@
 //! 401), with nothing written; keys under an old pepper move to the current one, write-behind.
 //! The store also records its deployment's key prefix at the first `start()`, which then
 //! refuses a keyring of another prefix (`build()` does not check it).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ const B: &str = "pepper-b-0123456789abcdefghijklmnopqrstuv";
 const C: &str = "pepper-c-0123456789abcdefghijklmnopqrstuv";
 
 fn ok<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+    // The error's Display, which is what a store error says to an operator.
     result.unwrap_or_else(|e| panic!("{e}"))
 }
 

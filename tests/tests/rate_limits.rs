@@ -1,5 +1,6 @@
 //! Rate limits beyond the scenario table: memory bounds under floods, limiters that need I/O
 //! (the awaited path) or fail, and policy changes taking effect at once.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -20,10 +21,7 @@ fn policy(text: &str) -> RatePolicy {
 
 async fn call(verifier: &Verifier, key: &str, peer: Option<IpAddr>) -> Result<(), Reason> {
     let mut headers = HeaderMap::new();
-    headers.insert(
-        "x-api-key",
-        key.parse().unwrap_or_else(|e| panic!("header: {e}")),
-    );
+    headers.insert("x-api-key", key.parse().expect("header"));
     let uri = Uri::from_static("/");
     verifier
         .verify_request(&HttpRequestView::new(&headers, &uri, peer))
@@ -47,7 +45,7 @@ fn a_flood_of_distinct_ids_keeps_memory_bounded() {
         let decision = limiter
             .acquire_now(LimitKey::Key(KeyId::random()), p)
             .unwrap_or_else(|| panic!("in-process limiters answer at once"))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert!(decision.allowed, "a fresh key is allowed");
         if i % 100_000 == 99_999 {
             peak = peak.max(limiter.entry_counts().0);
@@ -124,7 +122,7 @@ async fn a_limiter_that_awaits_is_awaited_and_its_failure_is_a_503() {
         .admin()
         .create_key(NewKey::new("remote").rate_limit(policy("2/1m")))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let key = created.key.expose_secret().to_owned();
     let peer = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)));
 
@@ -144,7 +142,7 @@ async fn a_limiter_that_awaits_is_awaited_and_its_failure_is_a_503() {
         .verify_request(&HttpRequestView::new(
             &HeaderMap::from_iter([(
                 http::header::HeaderName::from_static("x-api-key"),
-                key.parse().unwrap_or_else(|e| panic!("{e}")),
+                key.parse().unwrap(),
             )]),
             &Uri::from_static("/"),
             None,
@@ -171,7 +169,7 @@ async fn a_policy_change_through_admin_applies_at_once() {
     admin
         .set_rate_limit(&id, Some(policy("3/1h").into()))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     for _ in 0..3 {
         assert_eq!(call(&h.verifier, &key, None).await, Ok(()));
     }
@@ -183,16 +181,13 @@ async fn a_policy_change_through_admin_applies_at_once() {
     admin
         .set_rate_limit(&id, Some(RateLimit::Unlimited))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     for _ in 0..100 {
         assert_eq!(call(&h.verifier, &key, None).await, Ok(()));
     }
 
     // Back to the default (unlimited here): still never limited.
-    admin
-        .set_rate_limit(&id, None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    admin.set_rate_limit(&id, None).await.unwrap();
     for _ in 0..100 {
         assert_eq!(call(&h.verifier, &key, None).await, Ok(()));
     }
@@ -289,7 +284,7 @@ async fn concurrent_wrong_secrets_get_at_most_the_burst_of_401s() {
             .collect();
         let (mut unauthorized, mut too_many) = (0, 0);
         for task in tasks {
-            match task.await.unwrap_or_else(|e| panic!("{e}")) {
+            match task.await.unwrap() {
                 Err(Reason::WrongSecret) => unauthorized += 1,
                 Err(Reason::TooManyFailures) => too_many += 1,
                 other => panic!("unexpected answer {other:?}"),
@@ -321,7 +316,7 @@ async fn wrong_secrets_never_drain_the_victim_key_s_allowance() {
     let verifier = h.sibling_with(|b| b.failure_limit(None));
     let remaining = |verifier: Verifier, key: String| async move {
         let mut headers = HeaderMap::new();
-        headers.insert("x-api-key", key.parse().unwrap_or_else(|e| panic!("{e}")));
+        headers.insert("x-api-key", key.parse().unwrap());
         let uri = Uri::from_static("/");
         let view = HttpRequestView::new(&headers, &uri, None);
         let gate = keygate::gate::Gate::new(verifier);

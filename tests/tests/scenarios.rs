@@ -4,6 +4,7 @@
 //! cases that apply to gRPC run against the tonic app over a real loopback connection, and fail
 //! on a wrong code, message, answer, metadata, retry info or audit event, or on a store-call
 //! count other than axum's.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use keygate::audit::AuditEvent;
 use keygate_tests::actix_app::{actix_app, send_actix};
@@ -233,18 +234,13 @@ fn a_difference_between_frameworks_is_caught() {
 /// Sends raw bytes to a server on loopback and returns the status line.
 async fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
-    stream
-        .write_all(request)
-        .await
-        .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
         .await
         .unwrap_or_else(|_| panic!("no answer from {addr}"))
-        .unwrap_or_else(|e| panic!("read: {e}"));
+        .expect("read");
     String::from_utf8_lossy(&buf[..n])
         .lines()
         .next()
@@ -260,10 +256,8 @@ async fn crlf_inside_the_key_is_refused_by_both_servers() {
     let h = Harness::new();
     let keys = Keys::create(&h).await;
 
-    let axum_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let axum_addr = axum_listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let axum_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let axum_addr = axum_listener.local_addr().unwrap();
     let app = axum_app(&h.sibling());
     let axum_server = tokio::spawn(async move {
         axum::serve(
@@ -273,13 +267,13 @@ async fn crlf_inside_the_key_is_refused_by_both_servers() {
         .await
     });
 
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    let actix_addr = std_listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let actix_addr = std_listener.local_addr().unwrap();
     let verifier = h.sibling();
     let actix_server = actix_web::HttpServer::new(move || actix_app(verifier.clone()))
         .workers(1)
         .listen(std_listener)
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .run();
     let actix_handle = actix_server.handle();
     actix_web::rt::spawn(actix_server);
@@ -324,9 +318,7 @@ async fn crlf_inside_the_key_is_refused_by_both_servers() {
 /// line (empty when the server closed the connection without one).
 async fn fragmented_status(addr: std::net::SocketAddr, len: usize) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut request = b"GET /hello HTTP/1.1\r\nHost: t\r\nx-api-key: ".to_vec();
     request.resize(request.len() + len, b'a');
     request.extend_from_slice(b"\r\nConnection: close\r\n\r\n");

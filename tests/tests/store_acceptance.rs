@@ -1,6 +1,7 @@
 //! Issue 4's acceptance lines for the persistent stores: no secret at rest, two instances on one
 //! PostgreSQL database, last-used write-behind bounded per key, and store outages as 503.
 //! (Rotation with a manual clock runs for every store in `store_conformance.rs`.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use keygate_tests::stores::{self, Fixture, PgSchema, TestStore, UsageCounter};
 use keygate_tests::{epoch, keyring};
 
 fn ok<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+    // The error's Display, which is what a store error says to an operator.
     result.unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -40,7 +42,7 @@ async fn populate<S: TestStore>(f: &Fixture<S>) -> Vec<String> {
         let spec = NewKey::new(format!("key {i}"))
             .owner("scan")
             .scope("orders:read")
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .metadata(
                 serde_json::json!({"i": i})
                     .as_object()
@@ -431,7 +433,7 @@ fn the_flusher_restarts_when_its_runtime_is_gone_and_flushes_on_its_own() {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
     };
     let first = runtime(1);
     let created = first.block_on(async {

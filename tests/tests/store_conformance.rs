@@ -1,6 +1,7 @@
 //! Store conformance: one set of cases, run against MemoryStore, SQLite (a temp file) and
 //! PostgreSQL (a schema of its own, when `KEYGATE_TEST_POSTGRES_URL` is set). Every store must
 //! behave exactly like the others: same records, same filters and pages, same typed errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use keygate::{
 use keygate_tests::stores::{self, Fixture, TestStore};
 
 fn ok<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+    // The error's Display, which is what a store error says to an operator.
     result.unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -2,6 +2,7 @@
 //! hello world, and, on every server that authenticates (floor, floor-moka, keygate), a missing,
 //! malformed, unknown or wrong key gets 401. The plain server answers 200 to all of them, which
 //! also shows that the wrong keys reach the server intact.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,11 +23,8 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("local_addr: {e}"))
-        .port()
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local_addr").port()
 }
 
 /// Starts `variant` with a small key set and returns it once it prints `ready`, with the keys
@@ -43,7 +41,7 @@ fn start(variant: Variant, dir: &std::path::Path) -> (Server, u16, Vec<String>) 
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap_or_else(|e| panic!("starting loadbench-server: {e}"));
+        .expect("starting loadbench-server");
     let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
     let server = Server(child);
     let ready = BufReader::new(stdout)
@@ -62,22 +60,17 @@ fn start(variant: Variant, dir: &std::path::Path) -> (Server, u16, Vec<String>) 
 
 /// One `GET /hello` on a fresh connection; the status and the body.
 fn get(port: u16, key: Option<&str>) -> (u16, String) {
-    let mut stream =
-        TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connect: {e}"));
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let header = key.map_or_else(String::new, |key| format!("{KEY_HEADER}: {key}\r\n"));
     let request = format!(
         "GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{header}\r\n"
     );
-    stream
-        .write_all(request.as_bytes())
-        .unwrap_or_else(|e| panic!("write: {e}"));
+    stream.write_all(request.as_bytes()).expect("write");
     let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .unwrap_or_else(|e| panic!("read: {e}"));
+    stream.read_to_string(&mut response).expect("read");
     let (head, body) = response
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no end of headers in {response:?}"));
@@ -93,7 +86,7 @@ fn get(port: u16, key: Option<&str>) -> (u16, String) {
 fn altered(key: &str, index: usize) -> String {
     let mut bytes = key.as_bytes().to_vec();
     bytes[index] = if bytes[index] == b'x' { b'y' } else { b'x' };
-    String::from_utf8(bytes).unwrap_or_else(|e| panic!("{e}"))
+    String::from_utf8(bytes).unwrap()
 }
 
 /// Wrong keys built from two valid ones (`bench_live_{id:12}_{secret:30}{crc:6}`).
@@ -115,7 +108,7 @@ fn wrong_keys(a: &str, b: &str) -> Vec<(&'static str, String)> {
 
 #[test]
 fn every_variant_answers_valid_keys_and_refuses_wrong_ones_if_it_authenticates() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     for variant in Variant::ALL {
         let (_server, port, keys) = start(variant, dir.path());
         // Each key twice: the second request is a cache hit on the servers with a cache.

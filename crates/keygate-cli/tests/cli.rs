@@ -1,5 +1,6 @@
 //! End-to-end: the `keygate` binary against a SQLite file and against PostgreSQL, with an axum
 //! app on the same database checking that what the CLI does is what services see.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 
@@ -33,7 +34,7 @@ fn keygate(url: &str, args: &[&str]) -> Output {
         .env_remove("RUST_LOG")
         .stdin(std::process::Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("run keygate: {e}"))
+        .expect("run keygate")
 }
 
 fn ok(url: &str, args: &[&str]) -> String {
@@ -58,7 +59,7 @@ fn json_lines(url: &str, args: &[&str]) -> Vec<Value> {
     all.push("--json");
     ok(url, &all)
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("json line: {e}")))
+        .map(|l| serde_json::from_str(l).expect("json line"))
         .collect()
 }
 
@@ -80,12 +81,8 @@ fn field<'t>(table: &'t str, name: &str) -> &'t str {
 
 fn keyring() -> Keyring {
     let (version, secret) = PEPPER.split_once(':').unwrap_or_default();
-    let pepper =
-        Pepper::new(version.parse().unwrap_or_default(), secret).unwrap_or_else(|e| panic!("{e}"));
-    Keyring::new(
-        KeyFormat::new(PREFIX).unwrap_or_else(|e| panic!("{e}")),
-        Peppers::new(pepper),
-    )
+    let pepper = Pepper::new(version.parse().unwrap_or_default(), secret).unwrap();
+    Keyring::new(KeyFormat::new(PREFIX).unwrap(), Peppers::new(pepper))
 }
 
 /// An axum app on the same database as the CLI.
@@ -126,7 +123,7 @@ impl Service {
         let request = Request::get("/hello")
             .header("x-api-key", key)
             .body(Body::empty())
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         self.app
             .clone()
             .oneshot(request)
@@ -138,12 +135,7 @@ impl Service {
     /// The rate limit the services read for key `id`.
     async fn rate_limit(&self, id: &str) -> Option<RateLimit> {
         let id: KeyId = id.parse().unwrap_or_else(|e| panic!("{id}: {e}"));
-        self.verifier
-            .admin()
-            .get(&id)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .rate_limit
+        self.verifier.admin().get(&id).await.unwrap().rate_limit
     }
 }
 
@@ -323,9 +315,7 @@ async fn lifecycle_on_sqlite() {
     let path = dir.join("keys.db");
     let url = format!("sqlite://{}", path.display());
     ok(&url, &["migrate"]);
-    let store = keygate_sqlx::SqliteStore::open(&path)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = keygate_sqlx::SqliteStore::open(&path).await.unwrap();
     let clock = ManualClock::new(SystemTime::now());
     let verifier = Verifier::builder(keyring(), store)
         .clock(clock.clone())
@@ -343,9 +333,7 @@ async fn lifecycle_on_postgres() {
     };
     let db = TempDatabase::create(&base).await;
     ok(&db.url, &["migrate"]);
-    let store = keygate_sqlx::PostgresStore::open(&db.url)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = keygate_sqlx::PostgresStore::open(&db.url).await.unwrap();
     let clock = ManualClock::new(SystemTime::now());
     let verifier = Verifier::builder(keyring(), store)
         .clock(clock.clone())
@@ -375,7 +363,7 @@ impl TempDatabase {
         sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&admin)
             .await
-            .unwrap_or_else(|e| panic!("create database: {e}"));
+            .expect("create database");
         let (root, _) = base.rsplit_once('/').unwrap_or((base, ""));
         let url = format!("{root}/{name}");
         Self { admin, name, url }
@@ -550,7 +538,7 @@ fn help_reads_well() {
     let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
         .arg("--help")
         .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     for needle in [
@@ -570,7 +558,7 @@ fn help_reads_well() {
         let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
             .args([command, "--help"])
             .output()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert!(out.status.success(), "{command} --help");
     }
 }
@@ -582,16 +570,14 @@ async fn a_newer_schema_is_refused_with_exit_code_5() {
     let path = dir.join("keys.db");
     let url = format!("sqlite://{}", path.display());
     ok(&url, &["migrate"]);
-    let store = keygate_sqlx::SqliteStore::open(&path)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = keygate_sqlx::SqliteStore::open(&path).await.unwrap();
     sqlx::query(
         "INSERT INTO keygate_migrations (version, description, success, checksum, execution_time) \
          VALUES (9999, 'from the future', TRUE, X'00', 0)",
     )
     .execute(store.pool())
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     store.pool().close().await;
     let out = keygate(&url, &["list"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -615,27 +601,18 @@ async fn a_locked_database_is_exit_code_3_and_changes_nothing() {
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let store = keygate_sqlx::SqliteStore::open(&path)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut lock = store
-        .pool()
-        .acquire()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = keygate_sqlx::SqliteStore::open(&path).await.unwrap();
+    let mut lock = store.pool().acquire().await.unwrap();
     sqlx::query("BEGIN EXCLUSIVE")
         .execute(&mut *lock)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let url_for_cli = url.clone();
     let id_for_cli = id.clone();
     let out = tokio::task::spawn_blocking(move || keygate(&url_for_cli, &["revoke", &id_for_cli]))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    sqlx::query("ROLLBACK")
-        .execute(&mut *lock)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
+    sqlx::query("ROLLBACK").execute(&mut *lock).await.unwrap();
     drop(lock);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
@@ -660,7 +637,7 @@ fn keygate_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("run keygate: {e}"))
+        .expect("run keygate")
 }
 
 fn ok_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> String {
@@ -717,9 +694,7 @@ async fn audit_trail(url: &str, service: &Service) {
             if let Some(key) = key {
                 request = request.header("x-api-key", key);
             }
-            let request = request
-                .body(Body::empty())
-                .unwrap_or_else(|e| panic!("{e}"));
+            let request = request.body(Body::empty()).unwrap();
             app.oneshot(request)
                 .await
                 .unwrap_or_else(|e| match e {})
@@ -876,13 +851,13 @@ async fn audit_trail(url: &str, service: &Service) {
         )
         .fetch_all(pool)
         .await
-        .unwrap_or_else(|e| panic!("{e}")),
+        .unwrap(),
         StoreKind::Postgres(ref pool) => sqlx::query_scalar(
             "SELECT concat(key_id, route, request_id, actor, detail) FROM keygate_audit_events",
         )
         .fetch_all(pool)
         .await
-        .unwrap_or_else(|e| panic!("{e}")),
+        .unwrap(),
         StoreKind::None => Vec::new(),
     };
     assert!(!rows.is_empty());
@@ -903,9 +878,7 @@ async fn audit_and_usage_on_sqlite() {
     let path = dir.join("keys.db");
     let url = format!("sqlite://{}", path.display());
     ok(&url, &["migrate"]);
-    let store = keygate_sqlx::SqliteStore::open(&path)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = keygate_sqlx::SqliteStore::open(&path).await.unwrap();
     let clock = ManualClock::new(SystemTime::now());
     let verifier = Verifier::builder(keyring(), store.clone())
         .clock(clock.clone())
@@ -925,9 +898,7 @@ async fn audit_and_usage_on_postgres() {
     };
     let db = TempDatabase::create(&base).await;
     ok(&db.url, &["migrate"]);
-    let store = keygate_sqlx::PostgresStore::open(&db.url)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = keygate_sqlx::PostgresStore::open(&db.url).await.unwrap();
     let clock = ManualClock::new(SystemTime::now());
     let verifier = Verifier::builder(keyring(), store.clone())
         .clock(clock.clone())

@@ -2,6 +2,7 @@
 //! a store that is not a development store (or on no store yet), is refused with exit code 6
 //! and nothing written; on a development store the development pepper is used, with a note;
 //! `keygate peppers` shows keys per version and the recorded fingerprints.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 
@@ -32,9 +33,7 @@ fn keygate(db: &Path, pepper: Option<&str>, args: &[&str]) -> Output {
     if let Some(pepper) = pepper {
         command.env("KEYGATE_PEPPER", pepper);
     }
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("run keygate: {e}"))
+    command.output().expect("run keygate")
 }
 
 fn ok(db: &Path, pepper: Option<&str>, args: &[&str]) -> (String, String) {
@@ -105,11 +104,11 @@ fn no_pepper_on_a_real_store_and_a_wrong_pepper_are_refused() {
         None,
         &["--development-pepper", "create", "--name", "k"],
     );
-    let id = serde_json::from_str::<Value>(before.0.lines().next().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}"))["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let id =
+        serde_json::from_str::<Value>(before.0.lines().next().unwrap_or_default()).unwrap()["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
     refused(&db, Some(PEPPER_B), &["rotate", &id]);
     refused(&db, None, &["rotate", &id]);
     assert_eq!(snapshot(&db), before, "a refusal wrote something");
@@ -145,11 +144,9 @@ async fn a_development_store_needs_no_pepper_and_refuses_real_ones() {
 
     // A service on the development pepper accepts both keys; one with a real pepper refuses
     // to start.
-    let store = keygate_sqlx::SqliteStore::open(&db)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let format = KeyFormat::new(PREFIX).unwrap_or_else(|e| panic!("{e}"));
-    let real = Peppers::parse(PEPPER_A).unwrap_or_else(|e| panic!("{e}"));
+    let store = keygate_sqlx::SqliteStore::open(&db).await.unwrap();
+    let format = KeyFormat::new(PREFIX).unwrap();
+    let real = Peppers::parse(PEPPER_A).unwrap();
     assert!(
         Verifier::builder(Keyring::new(format.clone(), real), store.clone())
             .start()
@@ -159,15 +156,15 @@ async fn a_development_store_needs_no_pepper_and_refuses_real_ones() {
     let verifier = Verifier::builder(Keyring::new(format, Peppers::development()), store)
         .start()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     for key in [key.trim(), second.trim()] {
         let mut headers = http::HeaderMap::new();
-        headers.insert("x-api-key", key.parse().unwrap_or_else(|e| panic!("{e}")));
+        headers.insert("x-api-key", key.parse().unwrap());
         let uri = http::Uri::from_static("/");
         verifier
             .verify_request(&keygate::HttpRequestView::new(&headers, &uri, None))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -207,31 +204,20 @@ async fn peppers_shows_keys_per_version_through_a_rotation() {
     assert_eq!(wrong["versions"][1]["configured"], "DIFFERS", "{wrong}");
 
     // A service with both peppers verifies the old key and moves it to v2.
-    let store = keygate_sqlx::SqliteStore::open(&db)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = keygate_sqlx::SqliteStore::open(&db).await.unwrap();
     let keyring = Keyring::new(
-        KeyFormat::new(PREFIX).unwrap_or_else(|e| panic!("{e}")),
-        Peppers::parse(ROTATED).unwrap_or_else(|e| panic!("{e}")),
+        KeyFormat::new(PREFIX).unwrap(),
+        Peppers::parse(ROTATED).unwrap(),
     );
-    let verifier = Verifier::builder(keyring, store)
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let verifier = Verifier::builder(keyring, store).start().await.unwrap();
     let mut headers = http::HeaderMap::new();
-    headers.insert(
-        "x-api-key",
-        old.trim().parse().unwrap_or_else(|e| panic!("{e}")),
-    );
+    headers.insert("x-api-key", old.trim().parse().unwrap());
     let uri = http::Uri::from_static("/");
     verifier
         .verify_request(&keygate::HttpRequestView::new(&headers, &uri, None))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    verifier
-        .flush_last_used()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
+    verifier.flush_last_used().await.unwrap();
     let report = peppers_json(&db, Some(ROTATED));
     assert_eq!(report["versions"][0]["version"], 2, "{report}");
     assert_eq!(report["versions"][0]["keys"], 2, "{report}");
@@ -262,7 +248,7 @@ async fn postgres_no_store_yet_and_wrong_pepper() {
     sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&admin)
         .await
-        .unwrap_or_else(|e| panic!("create database: {e}"));
+        .expect("create database");
     let (root, _) = base.rsplit_once('/').unwrap_or((&base, ""));
     let url = format!("{root}/{name}");
     let run = |pepper: Option<&str>, args: &[&str]| {
@@ -277,18 +263,14 @@ async fn postgres_no_store_yet_and_wrong_pepper() {
         if let Some(pepper) = pepper {
             command.env("KEYGATE_PEPPER", pepper);
         }
-        command
-            .output()
-            .unwrap_or_else(|e| panic!("run keygate: {e}"))
+        command.output().expect("run keygate")
     };
     let tables = || async {
-        let pool = sqlx::PgPool::connect(&url)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
         let found: bool = sqlx::query_scalar("SELECT to_regclass('keygate_keys') IS NOT NULL")
             .fetch_one(&pool)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         pool.close().await;
         found
     };

@@ -2,6 +2,7 @@
 //! keys with the prefix the store recorded (at a service's first `start()`, or the first
 //! `create`), else `kg`; a prefix given that differs from the store's is refused with exit
 //! code 6, naming both, with nothing written.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 
@@ -36,9 +37,7 @@ fn keygate(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         command.env_remove(name);
     }
     command.envs(env.iter().copied());
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("run keygate: {e}"))
+    command.output().expect("run keygate")
 }
 
 /// Runs a command that must succeed; returns stdout.
@@ -85,18 +84,15 @@ fn recorded_prefix(dir: &Path) -> Value {
 async fn start(dir: &Path, prefix: &str) -> Result<Verifier, SettingsError> {
     let store = keygate_sqlx::SqliteStore::open(dir.join("keygate.db"))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let keyring = Keyring::new(
-        KeyFormat::new(prefix).unwrap_or_else(|e| panic!("{e}")),
-        Peppers::development(),
-    );
+        .unwrap();
+    let keyring = Keyring::new(KeyFormat::new(prefix).unwrap(), Peppers::development());
     Verifier::builder(keyring, store).start().await
 }
 
 async fn accepts(verifier: &Verifier, key: &str) -> bool {
     verifier.invalidate_all();
     let mut headers = http::HeaderMap::new();
-    headers.insert("x-api-key", key.parse().unwrap_or_else(|e| panic!("{e}")));
+    headers.insert("x-api-key", key.parse().unwrap());
     let uri = http::Uri::from_static("/");
     verifier
         .verify_request(&keygate::HttpRequestView::new(&headers, &uri, None))
@@ -110,9 +106,7 @@ async fn accepts(verifier: &Verifier, key: &str) -> bool {
 #[tokio::test]
 async fn create_in_a_services_directory_uses_the_stores_prefix() {
     let dir = temp_dir("quickstart");
-    let service = start(&dir, "demo_test")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let service = start(&dir, "demo_test").await.unwrap();
     assert_eq!(recorded_prefix(&dir), "demo_test");
 
     let key = ok(&dir, &["create", "--name", "t"], &[]);
@@ -167,9 +161,7 @@ async fn the_first_create_records_its_prefix() {
     assert_eq!(recorded_prefix(&given), "acme_test");
     let key = ok(&given, &["create", "--name", "b"], &[]);
     assert!(key.trim().starts_with("acme_test_"), "{key}");
-    let service = start(&given, "acme_test")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let service = start(&given, "acme_test").await.unwrap();
     assert!(accepts(&service, key.trim()).await);
     let stderr = refused(&given, &["create", "--name", "c", "--prefix", "kg"], &[]);
     assert!(

@@ -2,6 +2,7 @@
 //! channel, against the real Redis (`KEYGATE_TEST_REDIS_URL`; skipped when unset, failing when
 //! set and Redis does not answer). A change that cannot be published still stands (exit 0 and
 //! a warning).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -23,7 +24,7 @@ fn unique(tag: &str) -> String {
 
 fn sqlite_url(tag: &str) -> (PathBuf, String) {
     let dir = std::env::temp_dir().join(unique(tag));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("keys.db").display());
     (dir, url)
 }
@@ -41,7 +42,7 @@ fn keygate(database: &str, redis_url: &str, prefix: &str, args: &[&str]) -> Outp
         .env_remove("KEYGATE_REDIS_PREFIX")
         .stdin(std::process::Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("run keygate: {e}"))
+        .expect("run keygate")
 }
 
 fn stderr(out: &Output) -> String {
@@ -97,10 +98,7 @@ async fn every_change_is_published_to_redis() {
         Ok(channel) => channel,
         Err(e) => panic!("KEYGATE_TEST_REDIS_URL is not a Redis URL: {e}"),
     };
-    let mut subscription = channel
-        .subscribe()
-        .await
-        .unwrap_or_else(|e| panic!("subscribe: {e}"));
+    let mut subscription = channel.subscribe().await.expect("subscribe");
     let (dir, db) = sqlite_url("publish");
     let run = |args: &[&str]| json(&db, &redis_url, &prefix, args);
 
@@ -145,7 +143,7 @@ fn an_unreachable_redis_leaves_the_change_made_with_a_warning() {
     let dead = "redis://127.0.0.1:1";
     let out = keygate(&db, dead, "keygate", &["create", "--name", "x", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let created: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = created["id"].as_str().unwrap_or_default().to_owned();
     assert!(
         stderr(&out).contains("warning: the change was made") && stderr(&out).contains("cache TTL"),
@@ -161,7 +159,7 @@ fn an_unreachable_redis_leaves_the_change_made_with_a_warning() {
         !stderr(&shown).contains("warning"),
         "reading publishes nothing"
     );
-    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(shown["state"], "revoked", "the revoke stands: {shown}");
 
     // A malformed URL is refused before anything changes (and is not echoed).

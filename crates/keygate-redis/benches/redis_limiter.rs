@@ -10,6 +10,7 @@
 //! every call writes), `redis/peek`, and `redis/acquire_8_concurrent` (8 calls in flight on one
 //! multiplexed connection, time per call). Redis runs on loopback; without
 //! `KEYGATE_TEST_REDIS_URL` only the in-process case runs, with a note.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,9 +23,7 @@ use tokio::runtime::Runtime;
 
 fn policy() -> RatePolicy {
     // Never exhausted in a bench run: every acquire is allowed and writes the key.
-    "1000000000/1s"
-        .parse()
-        .unwrap_or_else(|e| panic!("policy: {e}"))
+    "1000000000/1s".parse().expect("policy")
 }
 
 fn limiters(c: &mut Criterion) {
@@ -32,7 +31,7 @@ fn limiters(c: &mut Criterion) {
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"));
+        .expect("runtime");
     let key = LimitKey::Key(KeyId::random());
     let p = policy();
 
@@ -94,7 +93,7 @@ fn redis_limiter(runtime: &Runtime, url: &str) -> RedisRateLimiter {
             .response_timeout(Duration::from_secs(2))
             .build()
             .await
-            .unwrap_or_else(|e| panic!("KEYGATE_TEST_REDIS_URL is not a Redis URL: {e}"))
+            .expect("KEYGATE_TEST_REDIS_URL is not a Redis URL")
     })
 }
 

@@ -1,6 +1,7 @@
 //! `RedisInvalidation`: fan-out to every subscriber on the shared Redis; a killed or silently
 //! dead subscription fails promptly (on a private `redis-server`, so only this test's clients
 //! are killed or frozen).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -5,6 +5,7 @@
 //!
 //! Uses a private `redis-server` on a free port, started midway (never the shared Redis); runs
 //! whenever `redis-server` is on PATH.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

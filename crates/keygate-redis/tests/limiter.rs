@@ -1,5 +1,6 @@
 //! `RedisRateLimiter` against the shared Redis (`KEYGATE_TEST_REDIS_URL`): several limiters with
 //! their own connections hold one limit, with the in-process limiter's semantics.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -3,6 +3,7 @@
 //!
 //! Runs only when `KEYGATE_TEST_REDIS_URL` is set; the tests that prove "no round trip" use a
 //! private `redis-server` (on PATH) they can stop or read the command counts of.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

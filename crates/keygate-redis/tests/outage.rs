@@ -3,6 +3,7 @@
 //!
 //! Runs only when `KEYGATE_TEST_REDIS_URL` is set (the tests need Redis installed); then
 //! `redis-server` must be on PATH.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! be: one rate limit across both, and a revoke through one seen by the other long before its
 //! 30 s cache TTL; a client's failed attempts limited across both; and the Redis calls one
 //! request costs, counted by a private Redis.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -10,6 +10,7 @@
 //! runs in a schema of its own (dropped at the end) when `KEYGATE_TEST_POSTGRES_URL` is set, and is
 //! skipped with a note otherwise. Targets (docs/benchmarks.md): ≤ 100 µs SQLite, ≤ 1 ms PostgreSQL
 //! on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::hint::black_box;
 
@@ -25,12 +26,8 @@ use tokio::runtime::Runtime;
 const KEYS: usize = 1000;
 
 fn keyring() -> Keyring {
-    let pepper =
-        Pepper::new(1, "bench-pepper-bench-pepper-bench-pepper").unwrap_or_else(|e| panic!("{e}"));
-    Keyring::new(
-        KeyFormat::new("bench_live").unwrap_or_else(|e| panic!("{e}")),
-        Peppers::new(pepper),
-    )
+    let pepper = Pepper::new(1, "bench-pepper-bench-pepper-bench-pepper").unwrap();
+    Keyring::new(KeyFormat::new("bench_live").unwrap(), Peppers::new(pepper))
 }
 
 /// Fills the store and benches `find` and a verifier cache miss.
@@ -48,7 +45,7 @@ fn bench_store<S: KeyStore + KeyAdmin + Clone>(
             let created = admin
                 .create_key(NewKey::new(format!("bench {i}")).owner("bench"))
                 .await
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap();
             last = Some((created.record.id, created.key.expose_secret().to_owned()));
         }
     });
@@ -56,7 +53,7 @@ fn bench_store<S: KeyStore + KeyAdmin + Clone>(
     let mut headers = HeaderMap::new();
     headers.insert(
         http::header::AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {key}")).unwrap_or_else(|e| panic!("{e}")),
+        HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
     );
     let uri = Uri::from_static("/");
     let view = HttpRequestView::new(&headers, &uri, None);
@@ -81,13 +78,13 @@ fn bench_cold_lookup(c: &mut Criterion) {
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
 
     let dir = std::env::temp_dir().join(format!("keygate-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&dir).unwrap();
     let sqlite = runtime
         .block_on(SqliteStore::open(dir.join("bench.db")))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     bench_store(c, &runtime, "sqlite", &sqlite);
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -96,39 +93,37 @@ fn bench_cold_lookup(c: &mut Criterion) {
         return;
     };
     let schema = format!("kgt_bench_{}", std::process::id());
-    let options: PgConnectOptions = url.parse().unwrap_or_else(|e| panic!("{e}"));
+    let options: PgConnectOptions = url.parse().unwrap();
     runtime.block_on(async {
         let admin = PostgresStore::connect_with(options.clone())
             .await
-            .unwrap_or_else(|e| panic!("KEYGATE_TEST_POSTGRES_URL is set but: {e}"));
+            .expect("KEYGATE_TEST_POSTGRES_URL is set but");
         keygate_sqlx::sqlx::query(keygate_sqlx::sqlx::AssertSqlSafe(format!(
             "CREATE SCHEMA \"{schema}\""
         )))
         .execute(admin.pool())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     });
     let store = runtime.block_on(async {
         let store = PostgresStore::connect_with(
             options.clone().options([("search_path", schema.as_str())]),
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
+        store.migrate().await.unwrap();
         store
     });
     bench_store(c, &runtime, "postgres", &store);
     runtime.block_on(async {
         store.pool().close().await;
-        let admin = PostgresStore::connect_with(options)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let admin = PostgresStore::connect_with(options).await.unwrap();
         keygate_sqlx::sqlx::query(keygate_sqlx::sqlx::AssertSqlSafe(format!(
             "DROP SCHEMA \"{schema}\" CASCADE"
         )))
         .execute(admin.pool())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     });
 }
 

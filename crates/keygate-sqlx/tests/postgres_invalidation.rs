@@ -148,7 +148,7 @@ async fn next(subscription: &mut Box<dyn Subscription>) -> Invalidated {
     tokio::time::timeout(DELIVERY, subscription.next())
         .await
         .unwrap_or_else(|_| panic!("no notification within {DELIVERY:?}"))
-        .unwrap_or_else(|e| panic!("subscription failed: {e}"))
+        .expect("subscription failed")
 }
 
 /// Everything a subscription receives until the `*` sent last by `marker` (which marks the

@@ -24,6 +24,7 @@
 //! Each test prints Welch's t on all samples and on the samples below several percentiles
 //! (dudect's cropping, which removes interrupts and other long outliers), and the largest |t|.
 //! Timing figures on a shared machine wander; rerun before believing a single large |t|.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -198,10 +199,9 @@ fn verifier_test(samples: usize) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let pepper = Pepper::new(1, "timing-pepper-timing-pepper-timing-pepper")
-        .unwrap_or_else(|e| panic!("{e}"));
-    let format = KeyFormat::new("timing_live").unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
+    let pepper = Pepper::new(1, "timing-pepper-timing-pepper-timing-pepper").unwrap();
+    let format = KeyFormat::new("timing_live").unwrap();
     let keyring = Keyring::new(format.clone(), Peppers::new(pepper));
     // Long TTLs: no entry of an epoch expires and is reloaded while it is measured.
     let verifier = Verifier::builder(keyring, MemoryStore::new())
@@ -211,14 +211,11 @@ fn verifier_test(samples: usize) {
         .build();
     let present = |key: &str| -> Presented {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-api-key",
-            HeaderValue::from_str(key).unwrap_or_else(|e| panic!("{e}")),
-        );
+        headers.insert("x-api-key", HeaderValue::from_str(key).unwrap());
         let uri = Uri::from_static("/");
         verifier
             .extract(&HttpRequestView::new(&headers, &uri, None))
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
     };
     let mut created = 0usize;
     // Fresh pools: wrong secrets for newly created keys, and ids no key has; all cached.
@@ -227,11 +224,7 @@ fn verifier_test(samples: usize) {
         // fills and starts refusing new entries; its unknown ids leave first in, first out.
         runtime.block_on(async {
             for p in wrong.drain(..) {
-                verifier
-                    .admin()
-                    .delete(&p.key_id())
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
+                verifier.admin().delete(&p.key_id()).await.unwrap();
             }
         });
         unknown.clear();
@@ -243,7 +236,7 @@ fn verifier_test(samples: usize) {
                         .admin()
                         .create_key(NewKey::new(format!("timing-{created}"))),
                 )
-                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap()
                 .record;
             // Same id, another secret: a well-formed key whose secret is wrong.
             let (_, other) = format.generate();

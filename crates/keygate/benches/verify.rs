@@ -8,6 +8,7 @@
 //! a generous rate limit checked by the in-process limiter), a malformed key,
 //! a bad checksum (both refused before any cache access), and an unknown id answered by the
 //! negative cache. Targets (docs/benchmarks.md): hit ≤ 1 µs, malformed ≤ 200 ns.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::hint::black_box;
 
@@ -19,7 +20,7 @@ use keygate::{
 
 fn headers_with(key: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    let value = HeaderValue::from_str(&format!("Bearer {key}")).unwrap_or_else(|e| panic!("{e}"));
+    let value = HeaderValue::from_str(&format!("Bearer {key}")).unwrap();
     headers.insert(http::header::AUTHORIZATION, value);
     headers.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
     headers.insert(http::header::HOST, HeaderValue::from_static("127.0.0.1"));
@@ -30,27 +31,21 @@ fn bench_verify(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let pepper =
-        Pepper::new(1, "bench-pepper-bench-pepper-bench-pepper").unwrap_or_else(|e| panic!("{e}"));
-    let keyring = Keyring::new(
-        KeyFormat::new("bench_live").unwrap_or_else(|e| panic!("{e}")),
-        Peppers::new(pepper),
-    );
+        .unwrap();
+    let pepper = Pepper::new(1, "bench-pepper-bench-pepper-bench-pepper").unwrap();
+    let keyring = Keyring::new(KeyFormat::new("bench_live").unwrap(), Peppers::new(pepper));
     let verifier = Verifier::builder(keyring.clone(), MemoryStore::new()).build();
     let created = runtime
         .block_on(verifier.admin().create_key(NewKey::new("bench")))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let key = created.key.expose_secret().to_owned();
     let uri = Uri::from_static("/orders");
 
     // Valid key, warmed into the cache.
     let valid = headers_with(&key);
     let view = HttpRequestView::new(&valid, &uri, None);
-    runtime
-        .block_on(verifier.verify_request(&view))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let presented = verifier.extract(&view).unwrap_or_else(|e| panic!("{e}"));
+    runtime.block_on(verifier.verify_request(&view)).unwrap();
+    let presented = verifier.extract(&view).unwrap();
 
     let mut group = c.benchmark_group("verify");
     group.bench_function("cache_hit_request", |b| {
@@ -64,16 +59,16 @@ fn bench_verify(c: &mut Criterion) {
                 NewKey::new("bench limited").rate_limit(
                     "1000000000/1s"
                         .parse::<keygate::rate::RatePolicy>()
-                        .unwrap_or_else(|e| panic!("{e}")),
+                        .unwrap(),
                 ),
             ),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let limited = headers_with(limited.key.expose_secret());
     let limited_view = HttpRequestView::new(&limited, &uri, None);
     runtime
         .block_on(verifier.verify_request(&limited_view))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     group.bench_function("cache_hit_rate_limited", |b| {
         b.to_async(&runtime)
             .iter(|| async { black_box(verifier.verify_request(black_box(&limited_view)).await) });
@@ -92,12 +87,12 @@ fn bench_verify(c: &mut Criterion) {
                 .admin()
                 .create_key(NewKey::new(format!("bench {i}")))
                 .await
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap();
             let headers = headers_with(created.key.expose_secret());
             verifier
                 .verify_request(&HttpRequestView::new(&headers, &uri, None))
                 .await
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap();
             many.push(headers);
         }
         many
@@ -134,7 +129,7 @@ fn bench_verify(c: &mut Criterion) {
     let other = Verifier::builder(keyring, MemoryStore::new()).build();
     let stranger = runtime
         .block_on(other.admin().create_key(NewKey::new("elsewhere")))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let unknown = headers_with(stranger.key.expose_secret());
     let unknown_view = HttpRequestView::new(&unknown, &uri, None);
     assert!(

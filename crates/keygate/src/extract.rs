@@ -332,7 +332,9 @@ mod tests {
     fn the_length_cap_is_inclusive_for_every_source() {
         let max = CredentialSources::default().max_len;
         let find = |headers: &[(&'static str, &'static [u8])]| {
-            CredentialSources::default().find(&view(headers)).map(<[u8]>::len)
+            CredentialSources::default()
+                .find(&view(headers))
+                .map(<[u8]>::len)
         };
         // The named header: exactly the cap is taken, one byte more is refused.
         assert_eq!(find(&[("x-api-key", bytes("", max))]), Ok(max));

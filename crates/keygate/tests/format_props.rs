@@ -1,4 +1,5 @@
 //! Property tests of the key format and of extraction from arbitrary header bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::sync::OnceLock;
 
@@ -15,16 +16,13 @@ fn prefix_strategy() -> impl Strategy<Value = String> {
 /// `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn b64token() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"^[A-Za-z0-9\-._~+/]+=*$").unwrap_or_else(|e| panic!("{e}")))
+    RE.get_or_init(|| Regex::new(r"^[A-Za-z0-9\-._~+/]+=*$").unwrap())
 }
 
 /// Any key: a prefix, the id, the secret and checksum.
 fn key_shape() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"^([a-z][a-z0-9_]*)_([0-9A-Za-z]{12})_[0-9A-Za-z]{36}$")
-            .unwrap_or_else(|e| panic!("{e}"))
-    })
+    RE.get_or_init(|| Regex::new(r"^([a-z][a-z0-9_]*)_([0-9A-Za-z]{12})_[0-9A-Za-z]{36}$").unwrap())
 }
 
 /// One verifier for every extraction case: building one per case would dominate the run.
@@ -32,10 +30,10 @@ fn verifier() -> &'static Verifier {
     static VERIFIER: OnceLock<Verifier> = OnceLock::new();
     VERIFIER.get_or_init(|| {
         Verifier::builder(
-            Keyring::development("acme_live").unwrap_or_else(|e| panic!("{e}")),
+            Keyring::development("acme_live").unwrap(),
             MemoryStore::new(),
         )
-        .trusted_proxies(["0.0.0.0/0".parse().unwrap_or_else(|e| panic!("{e}"))])
+        .trusted_proxies(["0.0.0.0/0".parse().unwrap()])
         .allow_query_param("key")
         .build()
     })
@@ -47,7 +45,7 @@ proptest! {
 
     #[test]
     fn every_generated_key_parses_back(prefix in prefix_strategy()) {
-        let format = KeyFormat::new(&prefix).unwrap_or_else(|e| panic!("{e}"));
+        let format = KeyFormat::new(&prefix).unwrap();
         let (id, key) = format.generate();
         let parsed = format.parse(key.expose_secret().as_bytes());
         prop_assert!(parsed.is_ok());
@@ -59,7 +57,7 @@ proptest! {
 
     #[test]
     fn every_generated_key_follows_the_grammar(prefix in prefix_strategy()) {
-        let format = KeyFormat::new(&prefix).unwrap_or_else(|e| panic!("{e}"));
+        let format = KeyFormat::new(&prefix).unwrap();
         let (id, key) = format.generate();
         let key = key.expose_secret();
         // Sent as `Authorization: Bearer <key>` unchanged: a valid RFC 6750 b64token.
@@ -78,7 +76,7 @@ proptest! {
         position in any::<prop::sample::Index>(),
         replacement in any::<u8>(),
     ) {
-        let format = KeyFormat::new(&prefix).unwrap_or_else(|e| panic!("{e}"));
+        let format = KeyFormat::new(&prefix).unwrap();
         let (_, key) = format.generate();
         let mut bytes = key.expose_secret().as_bytes().to_vec();
         let i = position.index(bytes.len());
@@ -89,7 +87,7 @@ proptest! {
 
     #[test]
     fn any_neighbour_swap_is_rejected(prefix in prefix_strategy(), position in any::<prop::sample::Index>()) {
-        let format = KeyFormat::new(&prefix).unwrap_or_else(|e| panic!("{e}"));
+        let format = KeyFormat::new(&prefix).unwrap();
         let (_, key) = format.generate();
         let mut bytes = key.expose_secret().as_bytes().to_vec();
         let i = position.index(bytes.len() - 1);
@@ -100,7 +98,7 @@ proptest! {
 
     #[test]
     fn dropping_or_adding_a_character_is_rejected(prefix in prefix_strategy(), position in any::<prop::sample::Index>(), extra in any::<u8>()) {
-        let format = KeyFormat::new(&prefix).unwrap_or_else(|e| panic!("{e}"));
+        let format = KeyFormat::new(&prefix).unwrap();
         let (_, key) = format.generate();
         let bytes = key.expose_secret().as_bytes();
         let i = position.index(bytes.len());
@@ -114,7 +112,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic_the_parser(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
-        let format = KeyFormat::new("acme_live").unwrap_or_else(|e| panic!("{e}"));
+        let format = KeyFormat::new("acme_live").unwrap();
         let _ = format.parse(&bytes);
     }
 
@@ -145,7 +143,7 @@ proptest! {
             }
         }
         let uri = Uri::from_static("/?key=abc&key");
-        let peer = Some("10.0.0.1".parse().unwrap_or_else(|e| panic!("{e}")));
+        let peer = Some("10.0.0.1".parse().unwrap());
         let _ = verifier.extract(&HttpRequestView::new(&headers, &uri, peer));
     }
 }

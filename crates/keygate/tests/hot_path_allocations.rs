@@ -1,5 +1,6 @@
 //! The cache-hit path allocates nothing per request: the `Arc<Identity>` handed out is a
 //! reference-count increment. Measured with dhat's heap statistics (its own test binary: one global allocator).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use http::{HeaderMap, HeaderValue, Uri};
 use keygate::{HttpRequestView, Keyring, MemoryStore, NewKey, Verifier};
@@ -12,30 +13,24 @@ fn a_cache_hit_allocates_nothing() {
     // One profiler per process: both cases in one test.
     let _profiler = dhat::Profiler::builder().testing().build();
     hits_allocate_nothing(NewKey::new("hot"), "unlimited");
-    let generous = "1000000/1s"
-        .parse::<keygate::rate::RatePolicy>()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let generous = "1000000/1s".parse::<keygate::rate::RatePolicy>().unwrap();
     hits_allocate_nothing(NewKey::new("limited").rate_limit(generous), "rate limited");
 }
 
 fn hits_allocate_nothing(spec: NewKey, what: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     runtime.block_on(async {
         let verifier = Verifier::builder(
-            Keyring::development("alloc_test").unwrap_or_else(|e| panic!("{e}")),
+            Keyring::development("alloc_test").unwrap(),
             MemoryStore::new(),
         )
         .build();
-        let created = verifier
-            .admin()
-            .create_key(spec)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let created = verifier.admin().create_key(spec).await.unwrap();
         let mut headers = HeaderMap::new();
-        let value = HeaderValue::from_str(&format!("Bearer {}", created.key.expose_secret()))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let value =
+            HeaderValue::from_str(&format!("Bearer {}", created.key.expose_secret())).unwrap();
         headers.insert(http::header::AUTHORIZATION, value);
         let uri = Uri::from_static("/orders");
         let view = HttpRequestView::new(&headers, &uri, None);

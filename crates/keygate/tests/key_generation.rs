@@ -1,5 +1,6 @@
 //! The key generator's output over 10⁶ keys (no repeats, every position uniform), and the
 //! secret-scanning regex against 10⁵ generated keys and 10⁵ tokens of other shapes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::collections::HashSet;
 
@@ -17,7 +18,7 @@ const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn
 const CHI2_61_UPPER_1E8: f64 = 144.5;
 
 fn format() -> KeyFormat {
-    KeyFormat::new("acme_live").unwrap_or_else(|e| panic!("{e}"))
+    KeyFormat::new("acme_live").unwrap()
 }
 
 fn symbol_index() -> [usize; 256] {
@@ -54,7 +55,7 @@ fn a_million_keys_repeat_no_id_or_secret_and_every_position_is_uniform() {
         let text = key.expose_secret().as_bytes();
         let secret: [u8; SECRET_LEN] = text[secret_start..secret_start + SECRET_LEN]
             .try_into()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert!(ids.insert(id), "id {id} generated twice");
         assert!(secrets.insert(secret), "a secret was generated twice");
         let id_chars = &text[id_start..id_start + KeyId::LEN];
@@ -140,7 +141,7 @@ fn other_tokens() -> Vec<String> {
 #[test]
 fn scanner_regex_matches_each_generated_key_whole() {
     let format = format();
-    let regex = Regex::new(&format.scanner_regex()).unwrap_or_else(|e| panic!("{e}"));
+    let regex = Regex::new(&format.scanner_regex()).unwrap();
     for i in 0..100_000 {
         let (_, key) = format.generate();
         let key = key.expose_secret();
@@ -159,7 +160,7 @@ fn scanner_regex_matches_each_generated_key_whole() {
 #[test]
 fn scanner_regex_matches_no_other_token_and_no_damaged_key() {
     let format = format();
-    let regex = Regex::new(&format.scanner_regex()).unwrap_or_else(|e| panic!("{e}"));
+    let regex = Regex::new(&format.scanner_regex()).unwrap();
     let tokens = other_tokens();
     assert_eq!(tokens.len(), 100_000);
     for token in &tokens {
@@ -190,7 +191,7 @@ fn the_scanning_guide_uses_the_scanner_regex() {
     // they must carry exactly the regex the library states, and it must compile.
     let guide = include_str!("../../../docs/secret-scanning.md");
     let regex = format().scanner_regex();
-    Regex::new(&regex).unwrap_or_else(|e| panic!("{e}"));
+    Regex::new(&regex).unwrap();
     assert!(
         guide.contains(&format!("regex = '''{regex}'''")),
         "gitleaks rule"

@@ -1,6 +1,7 @@
 //! The newcomer's path, run for real on the actix-web quickstart binary: the same steps as the
 //! axum quickstart's (examples/axum-quickstart/tests/common/tour.rs), so both quickstarts
 //! behave alike.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(missing_docs)]
 
 #[path = "../../axum-quickstart/tests/common/tour.rs"]

@@ -6,6 +6,7 @@
 //! The `keygate` binary is the one `cargo test --workspace` builds beside this test
 //! (target/debug/keygate). When it is missing (this package tested alone), the same steps run
 //! through the library instead, with a note.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(missing_docs)]
 
 mod common;

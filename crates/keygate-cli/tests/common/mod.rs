@@ -11,6 +11,6 @@ pub(crate) fn temp_dir(tag: &str) -> PathBuf {
         .unwrap_or_default();
     let dir =
         std::env::temp_dir().join(format!("keygate-cli-{tag}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&dir).unwrap();
     dir
 }

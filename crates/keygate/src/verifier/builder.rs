@@ -298,7 +298,7 @@ impl VerifierBuilder {
     /// invalidated record (revoked here or, through the [invalidation](Self::invalidation)
     /// channel, elsewhere) has left the cache. Keys never cached are answered 503. While a
     /// record is served stale, one request per second tries the store again; the requests are
-    /// [`Verified::stale`](super::Verified::stale) and their audit events say so. With the
+    /// [`Passed::is_stale`](crate::gate::Passed::is_stale) and their audit events say so. With the
     /// grace on, a record past its TTL is refreshed by one request while concurrent requests
     /// use the cached one for the duration of that read.
     pub fn stale_if_error(mut self, grace: Duration) -> Self {

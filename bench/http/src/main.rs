@@ -18,7 +18,11 @@
 //!    seconds, the order reversed every other round. Per run: requests/s, p50/p99 latency, and
 //!    the server's user-CPU µs per request (utime from /proc before and after). Per framework:
 //!    the median over rounds of the paired ratios keygate / plain, floor / plain,
-//!    floor-moka / plain, keygate / floor and keygate / floor-moka.
+//!    floor-moka / plain, keygate / floor and keygate / floor-moka. With `--audit-sqlite`, the
+//!    keygate servers keep their audit trail in a SQLite file, written by a runtime of their own
+//!    pinned to core 1 beside wrk (the request thread stays alone on core 0; all the server's
+//!    threads count in its CPU figures); after the rounds, a table compares the requests wrk saw
+//!    answered with the pipeline's counters and the file's rows.
 //! 2. Instructions per request. Each variant runs under `valgrind --tool=callgrind` twice (fresh
 //!    processes), driven by sequential keep-alive requests from an in-process client: a short and
 //!    a long run; (Ir_long − Ir_short) / (N_long − N_short) cancels start-up and shutdown. The
@@ -295,20 +299,26 @@ fn throughput(
             } else {
                 "sqlite"
             };
-            command.args(["--audit", mode]);
+            // The writer off the request core: on the other one, beside wrk.
+            command.args(["--audit", mode, "--audit-core", CLIENT_CORE]);
         }
         let server = Server::start(command, children, port, keys_file, Duration::from_secs(120))?;
         println!("started {variant} (pid {}) on 127.0.0.1:{port}", server.pid);
         servers.push((variant, server));
     }
+    // Requests wrk saw answered, per server (warm-up included): for the audit trail's count.
+    let mut answered: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut runs = 0_u64;
     for (variant, server) in &servers {
         let report = load.run(children, server.port, &server.keys_file, options.warmup)?;
+        *answered.entry(variant.name()).or_default() += report.requests;
         println!(
             "warm-up {variant}: {:.0} req/s",
             report.requests_per_second()
         );
         check_errors(*variant, &report)?;
     }
+    runs += 1;
     let mut rounds = Rounds::new();
     'rounds: for round in 0..options.rounds {
         let mut order: Vec<usize> = (0..servers.len()).collect();
@@ -326,6 +336,7 @@ fn throughput(
             let report = load.run(children, server.port, &server.keys_file, options.duration)?;
             let after = server.cpu_time()?;
             check_errors(*variant, &report)?;
+            *answered.entry(variant.name()).or_default() += report.requests;
             let sample = sample(report, before, after, tick_us);
             println!(
                 "round {} {variant:>16}: {:>8.0} req/s  p50 {:>5} µs  p99 {:>5} µs  user {:>5.2} µs/req  sys {:>5.2} µs/req  server CPU {:>3.0} %",
@@ -340,13 +351,83 @@ fn throughput(
             samples.insert(variant.name(), sample);
         }
         rounds.push(samples);
+        runs += 1;
     }
     for (variant, server) in servers {
         server
             .stop(Duration::from_secs(10))
             .map_err(|e| format!("{variant}: {e}"))?;
     }
+    if options.audit_sqlite {
+        print_audit_trail(scratch, &answered, u64::from(options.connections) * runs)?;
+    }
     Ok(rounds)
+}
+
+/// Per keygate server, after its shutdown: requests wrk saw answered, the audit pipeline's
+/// final counters (written by the server to `VARIANT.audit-stats`), and what its SQLite file
+/// holds. wrk counts the responses it read before each run's end; a request still in flight
+/// then was served (and audited) all the same, so rows may exceed the count by at most the
+/// connections times the runs.
+fn print_audit_trail(
+    scratch: &Path,
+    answered: &BTreeMap<&'static str, u64>,
+    in_flight_bound: u64,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    println!();
+    println!("## Audit trail (SQLite, one row per request)");
+    println!();
+    println!(
+        "| server | requests answered (wrk) | recorded | dropped | lost | failed writes | rows (`action = 'request'`) | usage count (allowed + denied) | rows − answered (≤ {in_flight_bound} in flight) |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for variant in Variant::ALL.iter().filter(|v| v.with_keygate()) {
+        let stats_file = scratch.join(format!("{variant}.audit-stats"));
+        let stats = std::fs::read_to_string(&stats_file)
+            .map_err(|e| format!("{}: {e}", stats_file.display()))?;
+        let stat = |name: &str| -> String {
+            stats
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .unwrap_or("?")
+                .to_owned()
+        };
+        let db = scratch.join(format!("{variant}.audit.db"));
+        let (rows, usage) = runtime.block_on(async {
+            let store =
+                keygate_sqlx::SqliteStore::connect_with(keygate_sqlx::SqliteStore::options(&db))
+                    .await
+                    .map_err(|e| format!("{}: {e}", db.display()))?;
+            let rows: i64 = keygate_sqlx::sqlx::query_scalar(
+                "SELECT count(*) FROM keygate_audit_events WHERE action = 'request'",
+            )
+            .fetch_one(store.pool())
+            .await
+            .map_err(|e| e.to_string())?;
+            let usage: i64 = keygate_sqlx::sqlx::query_scalar(
+                "SELECT coalesce(sum(allowed + denied), 0) FROM keygate_usage",
+            )
+            .fetch_one(store.pool())
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok::<_, String>((rows, usage))
+        })?;
+        let served = answered.get(variant.name()).copied().unwrap_or(0);
+        println!(
+            "| {variant} | {served} | {} | {} | {} | {} | {rows} | {usage} | {:+} |",
+            stat("recorded"),
+            stat("dropped"),
+            stat("lost"),
+            stat("failed_writes"),
+            rows - i64::try_from(served).unwrap_or(i64::MAX),
+        );
+    }
+    println!();
+    Ok(())
 }
 
 fn sample(report: WrkReport, before: CpuTime, after: CpuTime, tick_us: f64) -> Sample {

@@ -75,6 +75,10 @@ pub struct ServerConfig {
     pub audit_sqlite: bool,
     /// With `audit_sqlite`: allowed requests only counted in usage, not kept as rows.
     pub audit_usage_only: bool,
+    /// With `audit_sqlite`: the core the audit writer runs on — a runtime on a thread of its
+    /// own running keygate's audit task ([`keygate::VerifierBuilder::audit_runtime`]), and the
+    /// SQLite connection thread it starts. `None`: the cores the server was started on.
+    pub audit_core: Option<usize>,
 }
 
 impl ServerConfig {
@@ -92,11 +96,13 @@ impl ServerConfig {
             rate_limit: None,
             audit_sqlite: false,
             audit_usage_only: false,
+            audit_core: None,
         }
     }
 
     /// Parses `VARIANT --port N --keys-file PATH [--store-keys N] [--client-keys N]
-    /// [--cache-ttl-secs N] [--rate-limit POLICY]`.
+    /// [--cache-ttl-secs N] [--rate-limit POLICY] [--audit sqlite|sqlite-usage]
+    /// [--audit-core N]`.
     ///
     /// # Errors
     /// A message naming the bad or missing argument.
@@ -121,6 +127,7 @@ impl ServerConfig {
                     config.audit_sqlite = true;
                     config.audit_usage_only = true;
                 }
+                "--audit-core" => config.audit_core = Some(number(flag, value)?),
                 "--audit" => {
                     return Err(format!(
                         "--audit {value}: `sqlite` or `sqlite-usage` (allowed requests as usage only)"
@@ -175,6 +182,16 @@ enum Authenticator {
     Keygate(Verifier),
 }
 
+impl Authenticator {
+    /// keygate's verifier, for the keygate variants.
+    fn verifier(&self) -> Option<Verifier> {
+        match self {
+            Authenticator::Keygate(verifier) => Some(verifier.clone()),
+            _ => None,
+        }
+    }
+}
+
 async fn hello() -> &'static str {
     "hello"
 }
@@ -185,6 +202,7 @@ fn run_axum(config: &ServerConfig) -> Result<(), BoxError> {
         .build()?;
     runtime.block_on(async {
         let authenticator = prepare(config).await?;
+        let verifier = authenticator.verifier();
         let app = Router::new().route(PATH, get(hello));
         let app = match authenticator {
             Authenticator::Plain => app,
@@ -206,13 +224,14 @@ fn run_axum(config: &ServerConfig) -> Result<(), BoxError> {
             terminate.recv().await;
         })
         .await?;
-        Ok(())
+        finish_audit(config, verifier.as_ref()).await
     })
 }
 
 fn run_actix(config: &ServerConfig) -> Result<(), BoxError> {
     actix_web::rt::System::new().block_on(async {
         let authenticator = prepare(config).await?;
+        let verifier = authenticator.verifier();
         let address = ("127.0.0.1", config.port);
         // actix-web stops gracefully on SIGTERM by itself.
         let server = match authenticator {
@@ -288,8 +307,26 @@ fn run_actix(config: &ServerConfig) -> Result<(), BoxError> {
         };
         announce_ready()?;
         server.await?;
-        Ok(())
+        finish_audit(config, verifier.as_ref()).await
     })
+}
+
+/// With the SQLite audit trail: writes what is left and the pipeline's final counters, to
+/// stderr and to `KEYS_FILE.audit-stats` for the orchestrator.
+async fn finish_audit(config: &ServerConfig, verifier: Option<&Verifier>) -> Result<(), BoxError> {
+    let (true, Some(verifier)) = (config.audit_sqlite, verifier) else {
+        return Ok(());
+    };
+    let stats = verifier.flush_audit().await;
+    eprintln!("{} audit, final: {stats:?}", config.variant);
+    std::fs::write(
+        config.keys_file.with_extension("audit-stats"),
+        format!(
+            "recorded={} dropped={} written={} lost={} failed_writes={}\n",
+            stats.recorded, stats.dropped, stats.written, stats.lost, stats.failed_writes
+        ),
+    )?;
+    Ok(())
 }
 
 fn announce_ready() -> std::io::Result<()> {
@@ -379,8 +416,15 @@ async fn keygate_verifier(
     let mut builder = Verifier::builder(keyring, store).cache_ttl(config.cache_ttl);
     if config.audit_sqlite {
         let path = config.keys_file.with_extension("audit.db");
-        let audit = keygate_sqlx::SqliteStore::open(&path).await?;
-        builder = builder.audit_sink(audit.audit_sink().allowed_rows(!config.audit_usage_only));
+        let writer = audit_runtime(config.audit_core)?;
+        // Opened from the writer's thread, so the connection threads sqlx starts for it run
+        // where the writer does.
+        let audit = writer
+            .spawn(async move { keygate_sqlx::SqliteStore::open(&path).await })
+            .await??;
+        builder = builder
+            .audit_sink(audit.audit_sink().allowed_rows(!config.audit_usage_only))
+            .audit_runtime(writer);
     }
     let verifier = builder.build();
     if config.audit_sqlite {
@@ -404,6 +448,52 @@ async fn keygate_verifier(
             .map_err(|rejection| format!("warming the cache: {rejection}"))?;
     }
     Ok(verifier)
+}
+
+/// A single-threaded runtime on a thread of its own (`audit-writer`), pinned to `core` when
+/// given; it runs until the process exits.
+fn audit_runtime(core: Option<usize>) -> Result<tokio::runtime::Handle, BoxError> {
+    let (started, handle) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("audit-writer".into())
+        .spawn(move || {
+            let runtime = core.map_or(Ok(()), pin_this_thread).and_then(|()| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            });
+            match runtime {
+                Ok(runtime) => {
+                    let _ = started.send(Ok(runtime.handle().clone()));
+                    runtime.block_on(std::future::pending::<()>());
+                }
+                Err(e) => {
+                    let _ = started.send(Err(e));
+                }
+            }
+        })?;
+    Ok(handle.recv()??)
+}
+
+/// Pins the calling thread (and the threads it starts from now on) to `core`, with `taskset`.
+fn pin_this_thread(core: usize) -> std::io::Result<()> {
+    // "/proc/thread-self" links to "PID/task/TID".
+    let link = std::fs::read_link("/proc/thread-self")?;
+    let tid = link
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("no thread id in /proc/thread-self"))?;
+    let status = std::process::Command::new("taskset")
+        .args(["-p", "-c", &core.to_string()])
+        .arg(tid)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "taskset -p -c {core}: {status}"
+        )))
+    }
 }
 
 fn write_keys(config: &ServerConfig, keys: &[String]) -> std::io::Result<()> {

@@ -78,6 +78,15 @@ pub struct SqliteStore {
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections in the pool [`SqliteStore::open`] makes.
 const POOL_SIZE: u32 = 4;
+/// Page cache of the audit sink's connection: 16 MiB (SQLite's default is 2 MiB), room for the
+/// index pages a batch touches when a few thousand keys are in use, so a batch writes them
+/// without reading them back first.
+const AUDIT_CACHE_KIB: u32 = 16 * 1024;
+/// WAL pages after which the audit sink's commits checkpoint: 10 000 (~40 MB), not SQLite's
+/// 1 000. A batch of a busy service touches about a page per key in use (the `(key_id, at)`
+/// index), so with the default nearly every batch checkpointed, copying its pages into the
+/// file again; a third of the sink's CPU per event in `benches/audit_sink.rs`.
+const AUDIT_CHECKPOINT_PAGES: u32 = 10_000;
 
 impl SqliteStore {
     /// The options [`SqliteStore::open`] uses for `path`: create if missing, WAL,
@@ -209,11 +218,44 @@ impl SqliteStore {
     }
 
     /// A sink keeping audit events and per-day usage in this database (tables
-    /// `keygate_audit_events` and `keygate_usage`), sharing this store's pool and clock. See
+    /// `keygate_audit_events` and `keygate_usage`), with this store's clock. See
     /// [`SqlAuditSink`] for retention and reading.
+    ///
+    /// The sink writes through a connection of its own to the file (one, opened on its first
+    /// write, with the store's options and a 16 MiB page cache), so its cache stays warm from
+    /// one batch to the next; clones of the sink share it. Its commits checkpoint the WAL
+    /// every 10 000 pages (~40 MB) rather than SQLite's 1 000, so the `-wal` file grows to
+    /// about that size; with `synchronous=NORMAL` the WAL is synced at checkpoints, so after
+    /// a power loss or OS crash (not a crash of the process) up to that much of the latest
+    /// audit trail may be missing. On a private in-memory database (no second connection can
+    /// see it) the sink uses the store's pool.
     #[must_use]
     pub fn audit_sink(&self) -> SqlAuditSink {
-        SqlAuditSink::sqlite(self.pool.clone(), Arc::clone(&self.clock))
+        SqlAuditSink::sqlite(self.audit_pool(), Arc::clone(&self.clock))
+    }
+
+    /// The audit sink's own connection to the file: one, kept open, so its page cache stays
+    /// warm from one batch to the next (connections taking turns would each find their cache
+    /// stale after the other's write, and read the indexes' pages again), with a cache large
+    /// enough for the pages a batch touches. A private in-memory database has no second
+    /// connection: the sink then shares the store's pool.
+    fn audit_pool(&self) -> SqlitePool {
+        let options = self.pool.connect_options();
+        if options.get_filename() == Path::new(":memory:") {
+            return self.pool.clone();
+        }
+        // Negative: KiB rather than pages.
+        let options = (*options)
+            .clone()
+            .pragma("cache_size", format!("-{AUDIT_CACHE_KIB}"))
+            .pragma("wal_autocheckpoint", AUDIT_CHECKPOINT_PAGES.to_string());
+        // No idle timeout or lifetime: the pool then starts no maintenance task, so it can be
+        // made outside a runtime; it connects on the first write.
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(options)
     }
 
     fn now(&self) -> SystemTime {

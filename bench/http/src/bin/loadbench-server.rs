@@ -10,7 +10,8 @@
 //! `actix-floor`, `actix-floor-moka`, `actix-keygate`. Optional flags: `--store-keys N` (100000;
 //! keygate's store, the floors' map), `--client-keys N` (1000), `--cache-ttl-secs N` (3600;
 //! keygate's cache, the floor's moka cache); keygate only: `--rate-limit POLICY`,
-//! `--audit sqlite|sqlite-usage`.
+//! `--audit sqlite|sqlite-usage` (the audit trail in a SQLite file beside the keys file),
+//! `--audit-core N` (the audit writer's thread pinned to core N).
 //! Prints `ready` when it listens; stops on SIGTERM.
 
 use keygate_loadbench::server::{ServerConfig, run};

@@ -5,7 +5,8 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
-use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -24,11 +25,14 @@ pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Most events one [`SqlAuditSink::events`] call returns.
 pub const MAX_EVENTS: usize = 10_000;
 
-/// Rows per multi-row insert: 17 binds each, 8 500 a statement, well under SQLite's 32 766 and
-/// PostgreSQL's 65 535 bind parameters.
-const EVENT_CHUNK: usize = 500;
-/// Rows per usage upsert (4 binds each).
-const USAGE_CHUNK: usize = 2_000;
+/// Most rows per multi-row insert: 17 binds each, 8 704 a statement, well under SQLite's 32 766
+/// and PostgreSQL's 65 535 bind parameters. A power of two: see [`chunks`].
+const EVENT_CHUNK: usize = 512;
+/// Most rows per usage upsert (4 binds each). A power of two.
+const USAGE_CHUNK: usize = 2_048;
+/// Most (key, day) counts held in memory between flushes; a write that would hold more
+/// carries them into its own transaction.
+const MAX_PENDING_USAGE: usize = 10_000;
 /// Most events one prune deletes, so a first prune over a long backlog does not hold the
 /// database's write lock for long; the next write continues.
 const PRUNE_LIMIT: i64 = 10_000;
@@ -67,8 +71,16 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// ```
 ///
 /// # What is written
-/// Each batch is one transaction: the events (multi-row inserts), and the batch's requests
-/// counted per (key, UTC day) as allowed or denied, added to `keygate_usage`.
+/// Each batch is one transaction of multi-row inserts: every event a row. The batch's requests
+/// are counted per (key, UTC day) as allowed or denied in memory, and the counts are added to
+/// `keygate_usage` when the sink is flushed: the verifier's audit task does so about once a
+/// second while events flow ([`FLUSH_INTERVAL`](keygate::audit::FLUSH_INTERVAL)), on
+/// [`Verifier::flush_audit`](keygate::Verifier::flush_audit) and when the last verifier handle
+/// is dropped; a batch carries them itself when more than 10 000 (key, day) counts are
+/// waiting. So under load a key costs one usage upsert a second, not one per request, and
+/// usage trails the events by about a second. Counts are added only once their batch is
+/// written, and kept for the next flush when a flush fails, so a retried batch is counted once.
+/// (Calling [`AuditSink::write`] yourself, call [`AuditSink::flush`] before reading usage.)
 ///
 /// Only keys that exist are counted. The verifier folds the denials that do not establish
 /// that the presented key exists (unknown id, malformed, bad checksum, missing credential, a
@@ -81,10 +93,12 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// secret, revoked, expired, …) stay one row each and count as denied in the key's usage. A
 /// folded row has no `key_id`: [`EventQuery::key_id`] does not find ids in its sample.
 ///
-/// Writes run on the verifier's audit task, never on the request path; when the database is
-/// slow, the verifier's buffer fills and events are dropped and counted
-/// ([`Verifier::audit_stats`](keygate::Verifier::audit_stats)). Events never carry a secret
-/// or a digest.
+/// Writes run on the verifier's audit task, never on the request path (give that task a
+/// runtime of its own with
+/// [`VerifierBuilder::audit_runtime`](keygate::VerifierBuilder::audit_runtime) to keep it off
+/// the request threads too); when the database is slow, the verifier's buffer fills and events
+/// are dropped and counted ([`Verifier::audit_stats`](keygate::Verifier::audit_stats)). Events
+/// never carry a secret or a digest.
 ///
 /// # Retention
 /// Events older than [`SqlAuditSink::retention`] (default [`DEFAULT_RETENTION`], 90 days) and
@@ -111,7 +125,13 @@ pub struct SqlAuditSink {
     next_prune: Arc<Mutex<Option<Instant>>>,
     /// Whether allowed requests are kept as rows (else only counted in usage).
     allowed_rows: bool,
+    /// Usage counted from written batches, not yet in the database. Shared by clones.
+    pending: Arc<Mutex<Usage>>,
 }
+
+/// Requests per (key, UTC day): (allowed, denied). Ordered by key, then day, so concurrent
+/// writers lock usage rows in the same order.
+type Usage = BTreeMap<(KeyId, i64), (i64, i64)>;
 
 #[derive(Clone)]
 enum Backend {
@@ -140,6 +160,7 @@ impl SqlAuditSink {
             prune_interval: DEFAULT_PRUNE_INTERVAL,
             next_prune: Arc::new(Mutex::new(None)),
             allowed_rows: true,
+            pending: Arc::new(Mutex::new(Usage::new())),
         }
     }
 
@@ -218,6 +239,46 @@ impl SqlAuditSink {
         self.clock.now().checked_sub(max_age)
     }
 
+    /// The first UTC day whose usage is kept: days before the retention are pruned, so
+    /// counts for them are not written back.
+    fn first_kept_day(&self) -> Option<i64> {
+        let max_age = self.retention?;
+        Some(day_of(self.clock.now().checked_sub(max_age)?))
+    }
+
+    /// `usage` as rows to add, without days before the retention.
+    fn usage_rows(&self, usage: &Usage) -> Vec<UsageDelta> {
+        let first = self.first_kept_day().unwrap_or(i64::MIN);
+        usage
+            .iter()
+            .filter(|((_, day), _)| *day >= first)
+            .map(|(&(key_id, day), &(allowed, denied))| UsageDelta {
+                key_id,
+                day,
+                allowed,
+                denied,
+            })
+            .collect()
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Usage> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn write_rows(
+        &self,
+        events: &[AuditEvent],
+        usage: &[UsageDelta],
+        prune: Option<SystemTime>,
+    ) -> Result<u64, sqlx::Error> {
+        match &self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => sqlite::write(pool, events, usage, prune).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pool) => postgres::write(pool, events, usage, prune).await,
+        }
+    }
+
     fn pruned(&self, deleted: u64) {
         // A full prune left more behind: continue with the next write.
         if deleted < PRUNE_LIMIT.unsigned_abs() {
@@ -236,7 +297,7 @@ impl AuditSink for SqlAuditSink {
         if events.is_empty() {
             return Ok(());
         }
-        let usage = tally(events);
+        let counted = tally(events);
         let kept: Vec<AuditEvent>;
         let events = if self.allowed_rows {
             events
@@ -249,21 +310,56 @@ impl AuditSink for SqlAuditSink {
             &kept
         };
         let prune = self.prune_due();
-        let result = match &self.backend {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => sqlite::write(pool, events, &usage, prune).await,
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => postgres::write(pool, events, &usage, prune).await,
+        // Too many counts would wait: this batch writes them, its own included (those taken
+        // from the pending ones are put back if it fails).
+        let carried = {
+            let mut pending = self.pending();
+            (pending.len() + counted.len() > MAX_PENDING_USAGE)
+                .then(|| std::mem::take(&mut *pending))
         };
-        match result {
+        let usage = match &carried {
+            Some(carried) => {
+                let mut all = carried.clone();
+                add(&mut all, &counted);
+                self.usage_rows(&all)
+            }
+            None => Vec::new(),
+        };
+        match self.write_rows(events, &usage, prune).await {
             Ok(deleted) => {
+                if carried.is_none() {
+                    add(&mut self.pending(), &counted);
+                }
                 if prune.is_some() {
                     self.pruned(deleted);
                 }
                 Ok(())
             }
-            Err(error) => Err(AuditError(Box::new(error))),
+            Err(error) => {
+                // The batch is retried by the pipeline; its counts are added then.
+                if let Some(carried) = carried {
+                    add(&mut self.pending(), &carried);
+                }
+                Err(AuditError(Box::new(error)))
+            }
         }
+    }
+
+    /// Adds the usage counted since the last flush to `keygate_usage`, in one transaction.
+    async fn flush(&self) -> Result<(), AuditError> {
+        let taken = std::mem::take(&mut *self.pending());
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let rows = self.usage_rows(&taken);
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self.write_rows(&[], &rows, None).await {
+            add(&mut self.pending(), &taken);
+            return Err(AuditError(Box::new(error)));
+        }
+        Ok(())
     }
 }
 
@@ -353,44 +449,278 @@ pub(crate) fn day_of(at: SystemTime) -> i64 {
     to_micros(at).div_euclid(MICROS_PER_DAY)
 }
 
-/// One (key, day) count of a batch.
+/// One (key, day) count to add to `keygate_usage`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UsageDelta {
-    pub(crate) key_id: String,
+    pub(crate) key_id: KeyId,
     pub(crate) day: i64,
     pub(crate) allowed: i64,
     pub(crate) denied: i64,
 }
 
-/// The batch's request events per (key, day), in key and day order (so concurrent writers
-/// lock usage rows in the same order). A denial whose reason does not establish that the key
-/// exists ([`is_folded`]) is not counted: a forged id must not cost a usage row.
-fn tally(events: &[AuditEvent]) -> Vec<UsageDelta> {
-    let mut counts: BTreeMap<(&str, i64), (i64, i64)> = BTreeMap::new();
+/// The batch's request events per (key, day). A denial whose reason does not establish that
+/// the key exists ([`is_folded`]) is not counted: a forged id must not cost a usage row.
+fn tally(events: &[AuditEvent]) -> Usage {
+    // Counted in a hash map (a batch is thousands of events over few keys), then ordered.
+    let mut counts: HashMap<(KeyId, i64), (i64, i64), foldhash::fast::RandomState> =
+        HashMap::default();
     for event in events {
         let (Action::Request, Some(id), Some(outcome)) =
-            (event.action, &event.key_id, event.outcome)
+            (event.action, event.key_id, event.outcome)
         else {
             continue;
         };
         if event.reason.is_some_and(is_folded) {
             continue;
         }
-        let count = counts.entry((id.as_str(), day_of(event.at))).or_default();
+        let count = counts.entry((id, day_of(event.at))).or_default();
         match outcome {
             Outcome::Allowed => count.0 += 1,
             Outcome::Denied => count.1 += 1,
         }
     }
-    counts
-        .into_iter()
-        .map(|((key_id, day), (allowed, denied))| UsageDelta {
-            key_id: key_id.to_owned(),
-            day,
-            allowed,
-            denied,
-        })
-        .collect()
+    counts.into_iter().collect()
+}
+
+/// Adds `more` into `into`.
+fn add(into: &mut Usage, more: &Usage) {
+    for (&key, &(allowed, denied)) in more {
+        match into.entry(key) {
+            Entry::Vacant(slot) => {
+                slot.insert((allowed, denied));
+            }
+            Entry::Occupied(mut slot) => {
+                let count = slot.get_mut();
+                count.0 = count.0.saturating_add(allowed);
+                count.1 = count.1.saturating_add(denied);
+            }
+        }
+    }
+}
+
+/// A column of `keygate_audit_events` an insert may bind, in the table's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Column {
+    At,
+    Action,
+    KeyId,
+    Outcome,
+    Reason,
+    Method,
+    Route,
+    ClientIp,
+    Status,
+    LatencyUs,
+    RequestId,
+    Actor,
+    Detail,
+    FoldedCount,
+    FoldedLastAt,
+    FoldedSample,
+    FoldedOtherClients,
+}
+
+impl Column {
+    const ALL: [Self; 17] = [
+        Self::At,
+        Self::Action,
+        Self::KeyId,
+        Self::Outcome,
+        Self::Reason,
+        Self::Method,
+        Self::Route,
+        Self::ClientIp,
+        Self::Status,
+        Self::LatencyUs,
+        Self::RequestId,
+        Self::Actor,
+        Self::Detail,
+        Self::FoldedCount,
+        Self::FoldedLastAt,
+        Self::FoldedSample,
+        Self::FoldedOtherClients,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::At => "at",
+            Self::Action => "action",
+            Self::KeyId => "key_id",
+            Self::Outcome => "outcome",
+            Self::Reason => "reason",
+            Self::Method => "method",
+            Self::Route => "route",
+            Self::ClientIp => "client_ip",
+            Self::Status => "status",
+            Self::LatencyUs => "latency_us",
+            Self::RequestId => "request_id",
+            Self::Actor => "actor",
+            Self::Detail => "detail",
+            Self::FoldedCount => "folded_count",
+            Self::FoldedLastAt => "folded_last_at",
+            Self::FoldedSample => "folded_sample",
+            Self::FoldedOtherClients => "folded_other_clients",
+        }
+    }
+
+    /// Whether `event` has a value for this column (else it is NULL).
+    fn is_set(self, e: &AuditEvent) -> bool {
+        match self {
+            Self::At | Self::Action => true,
+            Self::KeyId => e.key_id.is_some(),
+            Self::Outcome => e.outcome.is_some(),
+            Self::Reason => e.reason.is_some(),
+            Self::Method => e.method.is_some(),
+            Self::Route => e.route.is_some(),
+            Self::ClientIp => e.client_ip.is_some(),
+            Self::Status => e.status.is_some(),
+            Self::LatencyUs => e.latency.is_some(),
+            Self::RequestId => e.request_id.is_some(),
+            Self::Actor => e.actor.is_some(),
+            Self::Detail => e.detail.is_some(),
+            Self::FoldedCount
+            | Self::FoldedLastAt
+            | Self::FoldedSample
+            | Self::FoldedOtherClients => e.folded.is_some(),
+        }
+    }
+
+    /// Whether `a` and `b` have the same value in this column, for the columns a busy
+    /// service repeats from row to row (the others are always bound per row).
+    fn same(self, a: &AuditEvent, b: &AuditEvent) -> bool {
+        match self {
+            Self::Action => a.action == b.action,
+            Self::KeyId => a.key_id == b.key_id,
+            Self::Outcome => a.outcome == b.outcome,
+            Self::Reason => a.reason == b.reason,
+            Self::Method => a.method == b.method,
+            Self::Route => a.route == b.route,
+            Self::ClientIp => a.client_ip == b.client_ip,
+            Self::Status => a.status == b.status,
+            _ => false,
+        }
+    }
+}
+
+/// How a chunk of events is inserted: which columns are bound (those some event of the chunk
+/// has a value for; the others are left to their default, NULL), and of those, which hold the
+/// same value in every row and are bound once for the statement. A chunk of a busy service's
+/// allowed requests binds 3 values a row (time, key, latency) and 6 once, instead of 17 a
+/// row: binding a parameter (and clearing it again) is much of SQLite's work per row, a text
+/// one most of all (it is copied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// Bound once, in this order, before the rows.
+    pub(crate) shared: Vec<Column>,
+    /// Bound for each row, in this order.
+    pub(crate) per_row: Vec<Column>,
+}
+
+impl Shape {
+    pub(crate) fn of(events: &[AuditEvent]) -> Self {
+        let mut shape = Self {
+            shared: Vec::new(),
+            per_row: Vec::new(),
+        };
+        let Some(first) = events.first() else {
+            return shape;
+        };
+        for column in Column::ALL {
+            if !events.iter().any(|e| column.is_set(e)) {
+                continue;
+            }
+            if events.len() > 1 && events.iter().all(|e| column.same(first, e)) {
+                shape.shared.push(column);
+            } else {
+                shape.per_row.push(column);
+            }
+        }
+        shape
+    }
+
+    /// The statement for `rows` rows, with `?` parameters (SQLite) or numbered `$n` ones
+    /// (PostgreSQL), numbered in the order they appear: the shared values, then row by row.
+    /// `INSERT … INTO keygate_audit_events (columns) SELECT …, v.column1, … FROM (VALUES …)
+    /// AS v`, the shared values in the select list. Written directly rather than through `QueryBuilder`, which
+    /// formats every placeholder on its own.
+    pub(crate) fn insert_sql(&self, insert: &str, rows: usize, numbered: bool) -> String {
+        let per_row = self.per_row.len();
+        let mut sql = String::with_capacity(insert.len() + 400 + rows * per_row * 7);
+        let mut n = 0_usize;
+        let mut placeholder = |sql: &mut String| {
+            n += 1;
+            if numbered {
+                sql.push('$');
+                sql.push_str(&n.to_string());
+            } else {
+                sql.push('?');
+            }
+        };
+        sql.push_str(insert);
+        sql.push_str(" INTO keygate_audit_events (");
+        let names: Vec<&str> = self
+            .shared
+            .iter()
+            .chain(&self.per_row)
+            .map(|c| c.name())
+            .collect();
+        sql.push_str(&names.join(", "));
+        sql.push_str(") SELECT ");
+        for (i, _) in self.shared.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            placeholder(&mut sql);
+        }
+        // A VALUES list's columns are `column1`, `column2`, … in both dialects. `at` is
+        // never shared, so there is at least one.
+        debug_assert!(per_row > 0);
+        for i in 1..=per_row {
+            if i > 1 || !self.shared.is_empty() {
+                sql.push_str(", ");
+            }
+            sql.push_str("v.column");
+            sql.push_str(&i.to_string());
+        }
+        sql.push_str(" FROM (");
+        sql.push_str("VALUES ");
+        for row in 0..rows {
+            if row > 0 {
+                sql.push(',');
+            }
+            sql.push('(');
+            for i in 0..per_row {
+                if i > 0 {
+                    sql.push(',');
+                }
+                placeholder(&mut sql);
+            }
+            sql.push(')');
+        }
+        sql.push_str(") AS v");
+        sql
+    }
+}
+
+/// `items` split into statements of few distinct sizes: whole chunks of `max` (a power of
+/// two), then the rest by descending powers of two (a rest of 300 is 256 + 32 + 8 + 4). Each
+/// size is one SQL text, so a connection prepares each shape once and reuses it from its
+/// statement cache, instead of preparing a new text for every batch's last chunk.
+pub(crate) fn chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    debug_assert!(max.is_power_of_two());
+    let rest = items.len() % max;
+    let sizes = std::iter::repeat_n(max, items.len() / max).chain(
+        (0..max.trailing_zeros())
+            .rev()
+            .map(|bit| 1 << bit)
+            .filter(move |size| rest & size != 0),
+    );
+    let mut left = items;
+    sizes.map(move |size| {
+        let (chunk, tail) = left.split_at(size);
+        left = tail;
+        chunk
+    })
 }
 
 /// A row of `keygate_audit_events` as read, before parsing.
@@ -577,6 +907,87 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_are_whole_maxima_then_powers_of_two_in_order() {
+        let items: Vec<usize> = (0..1_300).collect();
+        let sizes: Vec<usize> = chunks(&items, 512).map(<[usize]>::len).collect();
+        assert_eq!(sizes, [512, 512, 256, 16, 4]);
+        let rejoined: Vec<usize> = chunks(&items, 512).flatten().copied().collect();
+        assert_eq!(rejoined, items, "every item once, in order");
+        for n in [0, 1, 2, 3, 511, 512, 513, 1_023, 5_000] {
+            let items: Vec<usize> = (0..n).collect();
+            let sizes: Vec<usize> = chunks(&items, 512).map(<[usize]>::len).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(
+                sizes.iter().all(|s| s.is_power_of_two() && *s <= 512),
+                "{n}: {sizes:?}"
+            );
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{n}: {sizes:?}");
+        }
+    }
+
+    fn allowed(at_us: u64, key: &str) -> AuditEvent {
+        let mut e = AuditEvent::request(
+            SystemTime::UNIX_EPOCH + Duration::from_micros(at_us),
+            Outcome::Allowed,
+        )
+        .key_id(Some(key.parse().unwrap_or_else(|e| panic!("{e}"))));
+        e.method = Some(http::Method::GET);
+        e.route = Some(Arc::from("/hello"));
+        e.client_ip = Some(IpAddr::from([127, 0, 0, 1]));
+        e.status = Some(200);
+        e.latency = Some(Duration::from_micros(at_us));
+        e
+    }
+
+    #[test]
+    fn a_shape_binds_set_columns_and_shares_repeated_values() {
+        let mut events = vec![allowed(1, "AAAAAAAAAAAA"), allowed(2, "BBBBBBBBBBBB")];
+        let shape = Shape::of(&events);
+        assert_eq!(
+            shape.shared,
+            [
+                Column::Action,
+                Column::Outcome,
+                Column::Method,
+                Column::Route,
+                Column::ClientIp,
+                Column::Status
+            ]
+        );
+        assert_eq!(
+            shape.per_row,
+            [Column::At, Column::KeyId, Column::LatencyUs]
+        );
+        assert_eq!(
+            shape.insert_sql("INSERT", 2, true),
+            "INSERT INTO keygate_audit_events (action, outcome, method, route, client_ip, \
+             status, at, key_id, latency_us) SELECT $1, $2, $3, $4, $5, $6, v.column1, \
+             v.column2, v.column3 FROM (VALUES ($7,$8,$9),($10,$11,$12)) AS v"
+        );
+        assert_eq!(
+            shape.insert_sql("INSERT OR FAIL", 1, false),
+            "INSERT OR FAIL INTO keygate_audit_events (action, outcome, method, route, \
+             client_ip, status, at, key_id, latency_us) SELECT ?, ?, ?, ?, ?, ?, v.column1, \
+             v.column2, v.column3 FROM (VALUES (?,?,?)) AS v"
+        );
+
+        // A value set in one row only is bound per row (NULL in the others); one row shares
+        // nothing.
+        events[1].request_id = Some(Arc::from("r"));
+        events[1].method = Some(http::Method::POST);
+        let shape = Shape::of(&events);
+        assert!(shape.per_row.contains(&Column::RequestId));
+        assert!(shape.per_row.contains(&Column::Method));
+        assert!(!shape.shared.contains(&Column::Method));
+        assert!(
+            !shape.per_row.contains(&Column::Detail) && !shape.shared.contains(&Column::Detail)
+        );
+        let one = Shape::of(&events[..1]);
+        assert!(one.shared.is_empty());
+        assert_eq!(one.per_row.len(), 9);
+    }
 
     #[test]
     fn days_are_utc_and_floor_before_the_epoch() {

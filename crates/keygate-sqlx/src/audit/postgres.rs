@@ -4,13 +4,14 @@ use std::time::SystemTime;
 
 use keygate::KeyId;
 use keygate::audit::AuditEvent;
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::{Arguments, AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row};
 use time::{Date, OffsetDateTime};
 
 use super::{
-    EVENT_CHUNK, EventQuery, PRUNE_LIMIT, RawEvent, RawUsage, USAGE_CHUNK, UsageDelta, day_of,
-    event_query, folded_sample, latency_us,
+    Column, EVENT_CHUNK, EventQuery, PRUNE_LIMIT, RawEvent, RawUsage, Shape, USAGE_CHUNK,
+    UsageDelta, chunks, day_of, event_query, folded_sample, latency_us,
 };
 use crate::postgres::{micros, timestamp};
 
@@ -34,38 +35,25 @@ pub(super) async fn write(
     prune_before: Option<SystemTime>,
 ) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    for chunk in events.chunks(EVENT_CHUNK) {
-        let mut q = QueryBuilder::<Postgres>::new(
-            "INSERT INTO keygate_audit_events (at, action, key_id, outcome, reason, method, \
-             route, client_ip, status, latency_us, request_id, actor, detail, folded_count, \
-             folded_last_at, folded_sample, folded_other_clients) ",
-        );
-        q.push_values(chunk, |mut row, e| {
-            row.push_bind(timestamp(e.at))
-                .push_bind(e.action.as_str())
-                .push_bind(e.key_id.as_ref().map(KeyId::as_str))
-                .push_bind(e.outcome.map(|o| o.as_str()))
-                .push_bind(e.reason.map(keygate::Reason::as_str))
-                .push_bind(e.method.as_ref().map(http::Method::as_str))
-                .push_bind(e.route.as_deref())
-                .push_bind(e.client_ip.map(|ip| ip.to_string()))
-                .push_bind(e.status.map(i32::from))
-                .push_bind(latency_us(e))
-                .push_bind(e.request_id.as_deref())
-                .push_bind(e.actor.as_deref())
-                .push_bind(e.detail.as_deref())
-                .push_bind(
-                    e.folded
-                        .as_ref()
-                        .map(|f| i64::try_from(f.count).unwrap_or(i64::MAX)),
-                )
-                .push_bind(e.folded.as_ref().map(|f| timestamp(f.last_at)))
-                .push_bind(folded_sample(e))
-                .push_bind(e.folded.as_ref().map(|f| f.other_clients));
-        });
-        q.build().execute(&mut *tx).await?;
+    for chunk in chunks(events, EVENT_CHUNK) {
+        let shape = Shape::of(chunk);
+        let sql = shape.insert_sql("INSERT", chunk.len(), true);
+        let binds = shape.shared.len() + chunk.len() * shape.per_row.len();
+        let mut args = PgArguments::default();
+        args.reserve(binds, binds * 8);
+        let values = chunk
+            .first()
+            .map(|first| (&shape.shared, first))
+            .into_iter()
+            .chain(chunk.iter().map(|event| (&shape.per_row, event)));
+        for (columns, event) in values {
+            bind_event(&mut args, columns, event).map_err(sqlx::Error::Encode)?;
+        }
+        sqlx::query_with(AssertSqlSafe(sql), args)
+            .execute(&mut *tx)
+            .await?;
     }
-    for chunk in usage.chunks(USAGE_CHUNK) {
+    for chunk in chunks(usage, USAGE_CHUNK) {
         let mut q = QueryBuilder::<Postgres>::new(
             "INSERT INTO keygate_usage AS u (key_id, day, allowed, denied) ",
         );
@@ -99,6 +87,40 @@ pub(super) async fn write(
     }
     tx.commit().await?;
     Ok(deleted)
+}
+
+/// Adds `event`'s values for `columns` to `args`.
+fn bind_event(
+    args: &mut PgArguments,
+    columns: &[Column],
+    e: &AuditEvent,
+) -> Result<(), BoxDynError> {
+    for column in columns {
+        match column {
+            Column::At => args.add(timestamp(e.at))?,
+            Column::Action => args.add(e.action.as_str())?,
+            Column::KeyId => args.add(e.key_id.as_ref().map(KeyId::as_str))?,
+            Column::Outcome => args.add(e.outcome.map(|o| o.as_str()))?,
+            Column::Reason => args.add(e.reason.map(keygate::Reason::as_str))?,
+            Column::Method => args.add(e.method.as_ref().map(http::Method::as_str))?,
+            Column::Route => args.add(e.route.as_deref())?,
+            Column::ClientIp => args.add(e.client_ip.map(|ip| ip.to_string()))?,
+            Column::Status => args.add(e.status.map(i32::from))?,
+            Column::LatencyUs => args.add(latency_us(e))?,
+            Column::RequestId => args.add(e.request_id.as_deref())?,
+            Column::Actor => args.add(e.actor.as_deref())?,
+            Column::Detail => args.add(e.detail.as_deref())?,
+            Column::FoldedCount => args.add(
+                e.folded
+                    .as_ref()
+                    .map(|f| i64::try_from(f.count).unwrap_or(i64::MAX)),
+            )?,
+            Column::FoldedLastAt => args.add(e.folded.as_ref().map(|f| timestamp(f.last_at)))?,
+            Column::FoldedSample => args.add(folded_sample(e))?,
+            Column::FoldedOtherClients => args.add(e.folded.as_ref().map(|f| f.other_clients))?,
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn events(

@@ -1,15 +1,19 @@
 //! The audit tables in SQLite: times as INTEGER microseconds, days as INTEGER day numbers.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use keygate::KeyId;
 use keygate::audit::AuditEvent;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::error::BoxDynError;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Arguments, AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::{
-    EVENT_CHUNK, EventQuery, PRUNE_LIMIT, RawEvent, RawUsage, USAGE_CHUNK, UsageDelta, day_of,
-    event_query, folded_sample, latency_us,
+    Column, EVENT_CHUNK, EventQuery, PRUNE_LIMIT, RawEvent, RawUsage, Shape, USAGE_CHUNK,
+    UsageDelta, chunks, day_of, event_query, folded_sample, latency_us,
 };
 use crate::codec::to_micros;
 
@@ -22,38 +26,30 @@ pub(super) async fn write(
 ) -> Result<u64, sqlx::Error> {
     // The write lock up front, as every keygate write does: see SqliteStore.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    for chunk in events.chunks(EVENT_CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO keygate_audit_events (at, action, key_id, outcome, reason, method, \
-             route, client_ip, status, latency_us, request_id, actor, detail, folded_count, \
-             folded_last_at, folded_sample, folded_other_clients) ",
-        );
-        q.push_values(chunk, |mut row, e| {
-            row.push_bind(to_micros(e.at))
-                .push_bind(e.action.as_str())
-                .push_bind(e.key_id.as_ref().map(KeyId::as_str))
-                .push_bind(e.outcome.map(|o| o.as_str()))
-                .push_bind(e.reason.map(keygate::Reason::as_str))
-                .push_bind(e.method.as_ref().map(http::Method::as_str))
-                .push_bind(e.route.as_deref())
-                .push_bind(e.client_ip.map(|ip| ip.to_string()))
-                .push_bind(e.status.map(i64::from))
-                .push_bind(latency_us(e))
-                .push_bind(e.request_id.as_deref())
-                .push_bind(e.actor.as_deref())
-                .push_bind(e.detail.as_deref())
-                .push_bind(
-                    e.folded
-                        .as_ref()
-                        .map(|f| i64::try_from(f.count).unwrap_or(i64::MAX)),
-                )
-                .push_bind(e.folded.as_ref().map(|f| to_micros(f.last_at)))
-                .push_bind(folded_sample(e))
-                .push_bind(e.folded.as_ref().map(|f| f.other_clients));
-        });
-        q.build().execute(&mut *tx).await?;
+    let mut texts = Texts::default();
+    for chunk in chunks(events, EVENT_CHUNK) {
+        let shape = Shape::of(chunk);
+        // OR FAIL rather than the default ABORT: a failing row then need not undo the rows
+        // before it in the statement, so SQLite keeps no statement journal for it (one page
+        // image per page touched, spilled to a temporary file past 64 KiB: most of the cost of
+        // a large insert into indexed tables). Any error still rolls back the whole
+        // transaction.
+        let sql = shape.insert_sql("INSERT OR FAIL", chunk.len(), false);
+        let mut args = SqliteArguments::default();
+        args.reserve(shape.shared.len() + chunk.len() * shape.per_row.len(), 0);
+        let values = chunk
+            .first()
+            .map(|first| (&shape.shared, first))
+            .into_iter()
+            .chain(chunk.iter().map(|event| (&shape.per_row, event)));
+        for (columns, event) in values {
+            bind_event(&mut args, columns, event, &mut texts).map_err(sqlx::Error::Encode)?;
+        }
+        sqlx::query_with(AssertSqlSafe(sql), args)
+            .execute(&mut *tx)
+            .await?;
     }
-    for chunk in usage.chunks(USAGE_CHUNK) {
+    for chunk in chunks(usage, USAGE_CHUNK) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO keygate_usage (key_id, day, allowed, denied) ",
         );
@@ -87,6 +83,84 @@ pub(super) async fn write(
     }
     tx.commit().await?;
     Ok(deleted)
+}
+
+/// Adds `event`'s values for `columns` to `args`.
+fn bind_event<'a>(
+    args: &mut SqliteArguments,
+    columns: &[Column],
+    e: &'a AuditEvent,
+    texts: &mut Texts<'a>,
+) -> Result<(), BoxDynError> {
+    for column in columns {
+        match column {
+            Column::At => args.add(to_micros(e.at))?,
+            Column::Action => args.add(texts.text(e.action.as_str()))?,
+            Column::KeyId => args.add(e.key_id.map(|id| texts.key(id)))?,
+            Column::Outcome => args.add(e.outcome.map(|o| texts.text(o.as_str())))?,
+            Column::Reason => args.add(e.reason.map(|r| texts.text(r.as_str())))?,
+            Column::Method => args.add(e.method.as_ref().map(|m| texts.text(m.as_str())))?,
+            Column::Route => args.add(e.route.clone())?,
+            Column::ClientIp => args.add(e.client_ip.map(|ip| texts.ip(ip)))?,
+            Column::Status => args.add(e.status.map(i64::from))?,
+            Column::LatencyUs => args.add(latency_us(e))?,
+            Column::RequestId => args.add(e.request_id.clone())?,
+            Column::Actor => args.add(e.actor.clone())?,
+            Column::Detail => args.add(e.detail.clone())?,
+            Column::FoldedCount => args.add(
+                e.folded
+                    .as_ref()
+                    .map(|f| i64::try_from(f.count).unwrap_or(i64::MAX)),
+            )?,
+            Column::FoldedLastAt => args.add(e.folded.as_ref().map(|f| to_micros(f.last_at)))?,
+            Column::FoldedSample => args.add(folded_sample(e))?,
+            Column::FoldedOtherClients => args.add(e.folded.as_ref().map(|f| f.other_clients))?,
+        }
+    }
+    Ok(())
+}
+
+/// A batch's repeated texts, each made once and shared: sqlx's SQLite driver copies a `&str`
+/// bind into a fresh `Arc<String>` but takes an `Arc<str>` as it is. A batch of a busy service
+/// names the same few actions, methods, keys and clients thousands of times.
+#[derive(Default)]
+struct Texts<'a> {
+    /// Action, outcome, reason and method names: a handful, mostly `'static`.
+    words: Vec<(&'a str, Arc<str>)>,
+    keys: HashMap<KeyId, Arc<str>, foldhash::fast::RandomState>,
+    ips: HashMap<IpAddr, Arc<str>, foldhash::fast::RandomState>,
+}
+
+/// Most distinct words kept per batch (custom methods could be many).
+const MAX_WORDS: usize = 32;
+
+impl<'a> Texts<'a> {
+    fn text(&mut self, text: &'a str) -> Arc<str> {
+        if let Some((_, shared)) = self.words.iter().find(|(word, _)| *word == text) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(text);
+        if self.words.len() < MAX_WORDS {
+            self.words.push((text, Arc::clone(&shared)));
+        }
+        shared
+    }
+
+    fn key(&mut self, id: KeyId) -> Arc<str> {
+        Arc::clone(
+            self.keys
+                .entry(id)
+                .or_insert_with(|| Arc::from(id.as_str())),
+        )
+    }
+
+    fn ip(&mut self, ip: IpAddr) -> Arc<str> {
+        Arc::clone(
+            self.ips
+                .entry(ip)
+                .or_insert_with(|| Arc::from(ip.to_string())),
+        )
+    }
 }
 
 pub(super) async fn events(

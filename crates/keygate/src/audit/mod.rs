@@ -10,11 +10,17 @@
 //! The adapters (tower layer, actix middleware) build one event per decided request once the
 //! response is known, and [`Admin`](crate::Admin) one per change. Events go into a bounded
 //! buffer (`try_send`: no waiting, no lock); a background task on the tokio runtime hands them to
-//! the sinks in batches. A full buffer drops the event and counts it
+//! the sinks in batches. The task lets a partial batch gather for a moment
+//! ([`DEFAULT_LINGER`]) without being woken per event, so a busy service hands its sinks a
+//! few large batches a second rather than many small ones; it can run on a runtime of its own
+//! ([`VerifierBuilder::audit_runtime`](crate::VerifierBuilder::audit_runtime)), away from the
+//! threads that serve requests. A full buffer drops the event and counts it
 //! ([`Verifier::audit_stats`](crate::Verifier::audit_stats)); a sink that fails gets the events
 //! again with the next batch, up to a bound, beyond which they are counted as lost. When no
 //! sink is enabled (the tracing sink without a subscriber for `keygate::audit`), no event is
-//! built at all. Call [`Verifier::flush_audit`](crate::Verifier::flush_audit) on shutdown.
+//! built at all. Sinks that keep something back between batches (keygate-sqlx's sink counts
+//! usage in memory) are flushed about once a [`FLUSH_INTERVAL`] while events flow. Call
+//! [`Verifier::flush_audit`](crate::Verifier::flush_audit) on shutdown.
 //!
 //! # Forged ids cost no storage
 //! Anyone can send a million well-formed keys with made-up ids. Written one by one, each would
@@ -47,8 +53,8 @@ pub use event::{
     Action, AuditEvent, Folded, MAX_FOLDED_SAMPLE, MAX_LABEL_LEN, Outcome, UnknownName, label,
 };
 pub use fold::{FOLD_INTERVAL, MAX_OPEN_FOLDS, is_folded};
-pub use pipeline::AuditStats;
-pub(crate) use pipeline::Auditor;
+pub use pipeline::{AuditStats, DEFAULT_LINGER, FLUSH_INTERVAL};
+pub(crate) use pipeline::{Auditor, PipelineConfig};
 pub(crate) use request::RequestAudit;
 pub use request::{REQUEST_ID_HEADER, STALE_DETAIL};
 pub use sink::{AuditError, AuditSink, TracingSink};

@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::fold::{Added, Folder, weight};
 use super::{AuditEvent, AuditSink, FOLD_INTERVAL, MAX_OPEN_FOLDS};
@@ -36,9 +38,33 @@ pub struct AuditStats {
     pub folded_other_clients: u64,
 }
 
+/// How long the pipeline lets a partial batch gather more events before writing it, by
+/// default ([`VerifierBuilder::audit_linger`](crate::VerifierBuilder::audit_linger)): half a
+/// second. Meanwhile it is not woken per event, and the sinks get fewer, larger batches (one
+/// transaction each in keygate-sqlx's sink, whose cost is mostly per transaction). A whole
+/// batch waiting, or a flush, ends the wait early.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(500);
+
+/// How often a lingering pipeline looks whether a whole batch is waiting.
+const LINGER_TICK: Duration = Duration::from_millis(10);
+
+/// How often, at most, the pipeline calls [`AuditSink::flush`] while events flow: a second. A
+/// sink that aggregates (keygate-sqlx's per-day usage counts) writes its counts then.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
 enum Msg {
     Event(AuditEvent),
     Flush(oneshot::Sender<()>),
+}
+
+/// How the pipeline runs: its buffer, batch size, linger, and where its task runs.
+#[derive(Debug, Clone)]
+pub(crate) struct PipelineConfig {
+    pub(crate) buffer: usize,
+    pub(crate) batch: usize,
+    pub(crate) linger: Duration,
+    /// The runtime the writer task runs on; `None`: the runtime of the first event.
+    pub(crate) runtime: Option<Handle>,
 }
 
 pub(crate) struct Auditor {
@@ -50,6 +76,13 @@ struct Shared {
     sinks: Box<[Arc<dyn AuditSink>]>,
     rx: tokio::sync::Mutex<mpsc::Receiver<Msg>>,
     batch: usize,
+    linger: Duration,
+    /// Queued events that end a linger: a batch, or half the buffer if that is less (so
+    /// events keep room while the batch is written).
+    linger_until_queued: usize,
+    runtime: Option<Handle>,
+    /// Cuts a linger short when a flush is waiting.
+    flush_requested: Notify,
     /// Most events kept per sink for a retry after a failed write.
     retry_capacity: usize,
     /// How long a fold stays open.
@@ -68,26 +101,29 @@ struct Shared {
 }
 
 impl Auditor {
-    pub(crate) fn new(sinks: Vec<Arc<dyn AuditSink>>, buffer: usize, batch: usize) -> Self {
-        Self::folding(sinks, buffer, batch, FOLD_INTERVAL, MAX_OPEN_FOLDS)
+    pub(crate) fn new(sinks: Vec<Arc<dyn AuditSink>>, config: PipelineConfig) -> Self {
+        Self::folding(sinks, config, FOLD_INTERVAL, MAX_OPEN_FOLDS)
     }
 
     /// [`Auditor::new`] with the fold interval and cap chosen (tests).
     fn folding(
         sinks: Vec<Arc<dyn AuditSink>>,
-        buffer: usize,
-        batch: usize,
+        config: PipelineConfig,
         fold_interval: Duration,
         fold_cap: usize,
     ) -> Self {
-        let buffer = buffer.max(1);
+        let buffer = config.buffer.max(1);
         let (tx, rx) = mpsc::channel(buffer);
         Self {
             tx,
             shared: Arc::new(Shared {
                 sinks: sinks.into_boxed_slice(),
                 rx: tokio::sync::Mutex::new(rx),
-                batch: batch.max(1),
+                batch: config.batch.max(1),
+                linger: config.linger,
+                linger_until_queued: config.batch.min(buffer / 2).max(1),
+                runtime: config.runtime,
+                flush_requested: Notify::new(),
                 retry_capacity: buffer,
                 fold_interval,
                 fold_cap,
@@ -130,6 +166,7 @@ impl Auditor {
         self.ensure_worker();
         let (done, wait) = oneshot::channel();
         if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            self.shared.flush_requested.notify_one();
             let _ = wait.await;
         }
     }
@@ -154,8 +191,9 @@ impl Auditor {
         }
     }
 
-    /// Starts the background writer on the current tokio runtime (again, if the runtime it ran
-    /// on shut down). Without a runtime, events wait in the buffer for the next start.
+    /// Starts the background writer on the configured runtime, else the current one (again, if
+    /// the runtime it ran on shut down). Without a runtime, events wait in the buffer for the
+    /// next start.
     #[cold]
     #[inline(never)]
     fn start_worker(&self) {
@@ -167,7 +205,12 @@ impl Auditor {
         if self.shared.running.load(Ordering::Acquire) {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Some(runtime) = self
+            .shared
+            .runtime
+            .clone()
+            .or_else(|| Handle::try_current().ok())
+        else {
             return;
         };
         self.shared.running.store(true, Ordering::Release);
@@ -192,32 +235,47 @@ impl Drop for Running {
 impl Shared {
     async fn run(&self) {
         let mut rx = self.rx.lock().await;
-        let mut messages = Vec::with_capacity(self.batch);
-        let mut events = Vec::with_capacity(self.batch);
+        // Not allocated up front: a quiet service never needs a whole batch.
+        let mut messages = Vec::new();
+        let mut events = Vec::new();
         let mut retry: Vec<Vec<AuditEvent>> = vec![Vec::new(); self.sinks.len()];
         let mut folder = Folder::new(self.fold_cap);
         // When the open folds close: an interval after the first of them opened.
-        let mut fold_deadline: Option<tokio::time::Instant> = None;
+        let mut fold_deadline: Option<Instant> = None;
+        // When the sinks are flushed: an interval after the first write since the last flush.
+        let mut flush_deadline: Option<Instant> = None;
         loop {
             // `recv_many` is cancel safe: a timeout loses no message.
-            let received = match fold_deadline {
+            let deadline = earliest(fold_deadline, flush_deadline);
+            let received = match deadline {
                 Some(at) => tokio::time::timeout_at(at, rx.recv_many(&mut messages, self.batch))
                     .await
                     .ok(),
                 None => Some(rx.recv_many(&mut messages, self.batch).await),
             };
-            let Some(received) = received else {
-                // The interval is over: the folds go to the sinks.
-                folder.drain_into(&mut events);
-                fold_deadline = None;
-                self.write(&mut events, &mut retry).await;
-                continue;
-            };
-            // Closed and drained: every verifier handle is gone. Write what is left and stop.
-            if received == 0 {
-                folder.drain_into(&mut events);
-                self.write(&mut events, &mut retry).await;
-                break;
+            // Closed and drained: every verifier handle is gone.
+            let mut closed = received == Some(0);
+            if received.is_some_and(|n| n > 0 && n < self.batch)
+                && !self.linger.is_zero()
+                && !messages.iter().any(|m| matches!(m, Msg::Flush(_)))
+            {
+                // A partial batch: let more gather, without being woken by each event (the
+                // channel is not polled meanwhile), until a whole batch waits (or half the
+                // buffer, if that is less) or a flush does.
+                let until = earliest(Some(Instant::now() + self.linger), deadline)
+                    .unwrap_or_else(Instant::now);
+                loop {
+                    let now = Instant::now();
+                    if now >= until || messages.len() + rx.len() >= self.linger_until_queued {
+                        break;
+                    }
+                    let tick = (now + LINGER_TICK).min(until);
+                    let flush = self.flush_requested.notified();
+                    if tokio::time::timeout_at(tick, flush).await.is_ok() {
+                        break;
+                    }
+                }
+                closed = take_ready(&mut rx, &mut messages, self.batch);
             }
             let mut flushes = Vec::new();
             for message in messages.drain(..) {
@@ -234,21 +292,49 @@ impl Shared {
                     Msg::Flush(done) => flushes.push(done),
                 }
             }
-            let now = tokio::time::Instant::now();
+            let now = Instant::now();
             // A flush (shutdown) closes the folds early: nothing is left behind. The deadline
-            // is checked here too: under a steady flood `recv_many` is always ready, and the
-            // timeout above, which polls it first, would never fire.
-            if !flushes.is_empty() || fold_deadline.is_some_and(|at| now >= at) {
+            // is checked here, not only by the timeout above: under a steady flood `recv_many`
+            // is always ready, and the timeout, which polls it first, would never fire.
+            if closed || !flushes.is_empty() || fold_deadline.is_some_and(|at| now >= at) {
                 folder.drain_into(&mut events);
                 fold_deadline = None;
             } else if fold_deadline.is_none() && !folder.is_empty() {
                 fold_deadline = Some(now + self.fold_interval);
             }
-            self.write(&mut events, &mut retry).await;
+            // Events refused by a sink earlier are retried with whatever comes next.
+            if !events.is_empty() || retry.iter().any(|pending| !pending.is_empty()) {
+                self.write(&mut events, &mut retry).await;
+                flush_deadline.get_or_insert(now + FLUSH_INTERVAL);
+            }
+            if closed || !flushes.is_empty() || flush_deadline.is_some_and(|at| now >= at) {
+                flush_deadline = None;
+                if !self.flush_sinks().await {
+                    // Try again an interval later (and on the next flush request).
+                    flush_deadline = Some(now + FLUSH_INTERVAL);
+                }
+            }
             for done in flushes {
                 let _ = done.send(());
             }
+            if closed {
+                break;
+            }
         }
+    }
+
+    /// Calls every sink's [`AuditSink::flush`]; whether all succeeded.
+    async fn flush_sinks(&self) -> bool {
+        let mut all = true;
+        for sink in &self.sinks {
+            if let Err(error) = sink.flush().await {
+                all = false;
+                self.failed_writes.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::audit_failed_write();
+                tracing::warn!(target: "keygate", %error, "audit sink could not flush; retrying later");
+            }
+        }
+        all
     }
 
     async fn write(&self, events: &mut Vec<AuditEvent>, retry: &mut [Vec<AuditEvent>]) {
@@ -286,6 +372,27 @@ impl Shared {
     }
 }
 
+/// The earlier of two optional instants.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Moves the messages already waiting into `messages`, up to `limit` in all, without waiting.
+/// Returns whether the channel is closed and empty.
+fn take_ready(rx: &mut mpsc::Receiver<Msg>, messages: &mut Vec<Msg>, limit: usize) -> bool {
+    while messages.len() < limit {
+        match rx.try_recv() {
+            Ok(message) => messages.push(message),
+            Err(TryRecvError::Empty) => return false,
+            Err(TryRecvError::Disconnected) => return true,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
@@ -317,6 +424,15 @@ mod tests {
         }
     }
 
+    fn config(buffer: usize, batch: usize) -> PipelineConfig {
+        PipelineConfig {
+            buffer,
+            batch,
+            linger: DEFAULT_LINGER,
+            runtime: None,
+        }
+    }
+
     fn unknown(ip: [u8; 4]) -> AuditEvent {
         let mut e = AuditEvent::request(SystemTime::UNIX_EPOCH, Outcome::Denied)
             .reason(Some(Reason::UnknownKey));
@@ -329,8 +445,7 @@ mod tests {
         let sink = Arc::new(Collect::default());
         let auditor = Auditor::folding(
             vec![sink.clone() as Arc<dyn AuditSink>],
-            1_000,
-            64,
+            config(1_000, 64),
             Duration::from_millis(200),
             2,
         );
@@ -384,8 +499,7 @@ mod tests {
         let sink = Arc::new(Collect::default());
         let auditor = Auditor::folding(
             vec![sink.clone() as Arc<dyn AuditSink>],
-            100_000,
-            64,
+            config(100_000, 64),
             Duration::from_millis(100),
             8,
         );
@@ -407,6 +521,196 @@ mod tests {
         assert!(
             !sink.take().is_empty(),
             "no fold written in {waited:?} of a steady flood (interval 100 ms)"
+        );
+    }
+
+    /// Counts what the pipeline does to it: events per write, flushes, and the threads the
+    /// writes ran on.
+    #[derive(Default)]
+    struct Probe {
+        written: std::sync::atomic::AtomicUsize,
+        writes: std::sync::atomic::AtomicUsize,
+        flushes: std::sync::atomic::AtomicUsize,
+        threads: Mutex<Vec<Option<String>>>,
+    }
+
+    #[async_trait]
+    impl AuditSink for Probe {
+        async fn write(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+            self.written.fetch_add(events.len(), Ordering::SeqCst);
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            self.threads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(std::thread::current().name().map(str::to_owned));
+            Ok(())
+        }
+
+        async fn flush(&self) -> Result<(), AuditError> {
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn allowed() -> AuditEvent {
+        AuditEvent::request(SystemTime::UNIX_EPOCH, Outcome::Allowed)
+    }
+
+    fn lingering(sink: &Arc<Probe>, batch: usize, linger: Duration) -> Auditor {
+        Auditor::new(
+            vec![sink.clone() as Arc<dyn AuditSink>],
+            PipelineConfig {
+                buffer: 10_000,
+                batch,
+                linger,
+                runtime: None,
+            },
+        )
+    }
+
+    /// Waits up to 5 s for `done`.
+    async fn eventually(done: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        done()
+    }
+
+    #[tokio::test]
+    async fn a_partial_batch_lingers_and_is_written_as_one() {
+        let sink = Arc::new(Probe::default());
+        let auditor = lingering(&sink, 1_000, Duration::from_millis(300));
+        let started = Instant::now();
+        auditor.record(allowed());
+        // The first event wakes the task; the rest arrive while it lingers.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..99 {
+            auditor.record(allowed());
+        }
+        assert!(eventually(|| sink.written.load(Ordering::SeqCst) == 100).await);
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "written before the linger ended: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(sink.writes.load(Ordering::SeqCst), 1, "one batch");
+    }
+
+    #[tokio::test]
+    async fn a_flush_or_a_whole_batch_ends_the_linger() {
+        let sink = Arc::new(Probe::default());
+        let auditor = lingering(&sink, 50, Duration::from_secs(3_600));
+        auditor.record(allowed());
+        let flushed = tokio::time::timeout(Duration::from_secs(5), auditor.flush()).await;
+        assert!(flushed.is_ok(), "flush waited for the linger");
+        assert_eq!(sink.written.load(Ordering::SeqCst), 1);
+
+        auditor.record(allowed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..49 {
+            auditor.record(allowed());
+        }
+        assert!(
+            eventually(|| sink.written.load(Ordering::SeqCst) == 51).await,
+            "a whole batch waited for an hour's linger: {} written",
+            sink.written.load(Ordering::SeqCst)
+        );
+        assert_eq!(auditor.stats().dropped, 0);
+    }
+
+    #[tokio::test]
+    async fn a_half_full_buffer_ends_the_linger() {
+        let sink = Arc::new(Probe::default());
+        let auditor = Auditor::new(
+            vec![sink.clone() as Arc<dyn AuditSink>],
+            PipelineConfig {
+                buffer: 100,
+                batch: 10_000,
+                linger: Duration::from_secs(3_600),
+                runtime: None,
+            },
+        );
+        auditor.record(allowed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..59 {
+            auditor.record(allowed());
+        }
+        assert!(
+            eventually(|| sink.written.load(Ordering::SeqCst) == 60).await,
+            "a buffer of 100 waited for a batch of 10 000: {} written",
+            sink.written.load(Ordering::SeqCst)
+        );
+        assert_eq!(auditor.stats().dropped, 0);
+    }
+
+    #[tokio::test]
+    async fn sinks_are_flushed_after_writes_on_flush_and_at_the_end() {
+        let sink = Arc::new(Probe::default());
+        let auditor = lingering(&sink, 100, Duration::ZERO);
+        auditor.record(allowed());
+        // No flush asked for: the interval after the write brings one.
+        assert!(eventually(|| sink.flushes.load(Ordering::SeqCst) == 1).await);
+        // Nothing written since: no flush the next interval.
+        tokio::time::sleep(FLUSH_INTERVAL + Duration::from_millis(300)).await;
+        assert_eq!(sink.flushes.load(Ordering::SeqCst), 1);
+
+        auditor.flush().await;
+        assert_eq!(
+            sink.flushes.load(Ordering::SeqCst),
+            2,
+            "flush_audit flushes"
+        );
+
+        auditor.record(allowed());
+        drop(auditor);
+        assert!(
+            eventually(|| sink.flushes.load(Ordering::SeqCst) == 3).await,
+            "the last handle's drop writes and flushes"
+        );
+        assert_eq!(sink.written.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_task_runs_on_the_runtime_given() {
+        let writer = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("audit-writer-test")
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let sink = Arc::new(Probe::default());
+        let auditor = Auditor::new(
+            vec![sink.clone() as Arc<dyn AuditSink>],
+            PipelineConfig {
+                buffer: 100,
+                batch: 10,
+                linger: Duration::ZERO,
+                runtime: Some(writer.handle().clone()),
+            },
+        );
+        // Recorded from another runtime (and from no runtime at all).
+        auditor.record(allowed());
+        let requests = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        requests.block_on(async {
+            auditor.record(allowed());
+            auditor.flush().await;
+        });
+        assert_eq!(sink.written.load(Ordering::SeqCst), 2);
+        let threads = sink
+            .threads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert!(!threads.is_empty());
+        assert!(
+            threads
+                .iter()
+                .all(|t| t.as_deref() == Some("audit-writer-test")),
+            "{threads:?}"
         );
     }
 }

@@ -21,6 +21,18 @@ pub trait AuditSink: Send + Sync + 'static {
     /// [`AuditError`] when the batch could not be written; it is retried.
     async fn write(&self, events: &[AuditEvent]) -> Result<(), AuditError>;
 
+    /// Writes what the sink keeps back between batches (for example counts it aggregates in
+    /// memory). The pipeline calls it about once a [`FLUSH_INTERVAL`](super::FLUSH_INTERVAL)
+    /// while events flow, on [`Verifier::flush_audit`](crate::Verifier::flush_audit), and when
+    /// the last verifier handle is dropped. Default: nothing to do.
+    ///
+    /// # Errors
+    /// [`AuditError`] when the sink could not write; it keeps what it held and is flushed
+    /// again later.
+    async fn flush(&self) -> Result<(), AuditError> {
+        Ok(())
+    }
+
     /// Whether the sink wants events at all right now. When no sink does, the request path
     /// skips building them. Default: yes.
     fn enabled(&self) -> bool {

@@ -7,7 +7,7 @@ use moka::future::Cache;
 
 use super::cache::{CachedKey, EntryTtl, UnknownIds};
 use super::{Inner, Verifier};
-use crate::audit::{AuditSink, Auditor, TracingSink};
+use crate::audit::{AuditSink, Auditor, DEFAULT_LINGER, PipelineConfig, TracingSink};
 use crate::clock::{Clock, SystemClock};
 use crate::extract::{CredentialSources, TrustedProxies};
 use crate::invalidation::Invalidation;
@@ -29,7 +29,8 @@ use crate::store::{KeyAdmin, KeyStore};
 /// | rate limiter | [`InProcessLimiter`] on the verifier's clock |
 /// | rate limit of keys without their own | unlimited |
 /// | failed attempts per client | `10/1m burst 20`: 20 at once, then one per 6 s |
-/// | audit sinks / buffer / batch | [`TracingSink`] / 8 192 events / 512 events |
+/// | audit sinks / buffer / batch / linger | [`TracingSink`] / 65 536 events / 16 384 events / 500 ms |
+/// | audit runtime | the runtime of the first event |
 /// | invalidation channel | none (the cache TTL bounds changes made elsewhere) |
 /// | degraded cache TTL (invalidation subscription down) | 1 s |
 /// | stale-if-error grace | off |
@@ -53,6 +54,8 @@ pub struct VerifierBuilder {
     audit_sinks: Vec<Arc<dyn AuditSink>>,
     audit_buffer: usize,
     audit_batch: usize,
+    audit_linger: Duration,
+    audit_runtime: Option<tokio::runtime::Handle>,
     invalidation: Option<Arc<dyn Invalidation>>,
     degraded_ttl: Duration,
     stale_grace: Duration,
@@ -84,8 +87,10 @@ impl VerifierBuilder {
             default_rate_limit: RateLimit::Unlimited,
             failure_limit: Some(DEFAULT_FAILURE_LIMIT),
             audit_sinks: Vec::new(),
-            audit_buffer: 8192,
-            audit_batch: 512,
+            audit_buffer: 65_536,
+            audit_batch: 16_384,
+            audit_linger: DEFAULT_LINGER,
+            audit_runtime: None,
             invalidation: None,
             degraded_ttl: Duration::from_secs(1),
             stale_grace: Duration::ZERO,
@@ -240,16 +245,37 @@ impl VerifierBuilder {
         self
     }
 
-    /// How many audit events may wait for the sinks (default 8 192). When full, events are
-    /// dropped and counted ([`Verifier::audit_stats`]); requests never wait.
+    /// How many audit events may wait for the sinks (default 65 536). When full, events are
+    /// dropped and counted ([`Verifier::audit_stats`]); requests never wait. Memory is taken
+    /// as events wait, not up front.
     pub fn audit_buffer(mut self, events: usize) -> Self {
         self.audit_buffer = events;
         self
     }
 
-    /// Most events handed to a sink in one batch (default 512).
+    /// Most events handed to a sink in one batch (default 16 384).
     pub fn audit_batch(mut self, events: usize) -> Self {
         self.audit_batch = events;
+        self
+    }
+
+    /// How long a partial batch waits for more events before it goes to the sinks (default
+    /// [`DEFAULT_LINGER`](crate::audit::DEFAULT_LINGER), 500 ms; less when a whole batch is
+    /// waiting); `Duration::ZERO` writes whatever has arrived at once.
+    /// [`Verifier::flush_audit`] does not wait for it.
+    pub fn audit_linger(mut self, linger: Duration) -> Self {
+        self.audit_linger = linger;
+        self
+    }
+
+    /// Runs the audit pipeline's task, and so every sink's writes, on `runtime` instead of the
+    /// runtime that records the first event: for example a single-threaded runtime on a thread
+    /// of its own, so that encoding and writing the trail never takes a turn on the threads
+    /// that serve requests (the request path only queues each event). The runtime must outlive
+    /// the verifier: once it has shut down, events wait in the buffer and are dropped, counted,
+    /// when it is full.
+    pub fn audit_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.audit_runtime = Some(runtime);
         self
     }
 
@@ -414,8 +440,12 @@ impl VerifierBuilder {
                     } else {
                         self.audit_sinks
                     },
-                    self.audit_buffer,
-                    self.audit_batch,
+                    PipelineConfig {
+                        buffer: self.audit_buffer,
+                        batch: self.audit_batch,
+                        linger: self.audit_linger,
+                        runtime: self.audit_runtime,
+                    },
                 ),
                 cache_ttl: self.cache_ttl,
                 stale_grace: self.stale_grace,

@@ -359,7 +359,8 @@ fn throughput(
             .map_err(|e| format!("{variant}: {e}"))?;
     }
     if options.audit_sqlite {
-        print_audit_trail(scratch, &answered, u64::from(options.connections) * runs)?;
+        let in_flight = u64::from(options.connections) * runs;
+        print_audit_trail(scratch, &answered, in_flight, options.audit_usage_only)?;
     }
     Ok(rounds)
 }
@@ -373,13 +374,18 @@ fn print_audit_trail(
     scratch: &Path,
     answered: &BTreeMap<&'static str, u64>,
     in_flight_bound: u64,
+    usage_only: bool,
 ) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     println!();
-    println!("## Audit trail (SQLite, one row per request)");
+    if usage_only {
+        println!("## Audit trail (SQLite; allowed requests counted in usage, not kept as rows)");
+    } else {
+        println!("## Audit trail (SQLite, one row per request)");
+    }
     println!();
     println!(
         "| server | requests answered (wrk) | recorded | dropped | lost | failed writes | rows (`action = 'request'`) | usage count (allowed + denied) | rows − answered (≤ {in_flight_bound} in flight) |"

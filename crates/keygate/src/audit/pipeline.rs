@@ -28,7 +28,8 @@ pub struct AuditStats {
     /// Events a sink could not take and that no longer fit its retry buffer: never written
     /// there. Counted once per sink.
     pub lost: u64,
-    /// Batch writes a sink refused (their events are retried with the next batch).
+    /// Batch writes a sink refused (their events are retried with the next batch), and
+    /// flushes ([`AuditSink::flush`]) it refused (it keeps what it held for the next).
     pub failed_writes: u64,
     /// Denials folded into [`Action::Denials`](super::Action::Denials) events instead of being
     /// written one by one (see [`is_folded`](super::is_folded)).

@@ -148,34 +148,36 @@ fn digest_tests(samples: usize) {
     first[0] ^= 1;
     let mut last = secret;
     last[31] ^= 1;
-    let (secret_digest, first, last) = (
-        Digest::from_bytes(secret),
-        Digest::from_bytes(first),
-        Digest::from_bytes(last),
-    );
-    run(
+    compare_test(
         "digest_compare",
         samples,
-        || {},
-        |class| {
-            let other = if class { &last } else { &first };
-            let start = Instant::now();
-            for _ in 0..BATCH {
-                black_box(black_box(&secret_digest).ct_eq(black_box(other)));
-            }
-            nanos(start)
-        },
+        [secret, first, last].map(Digest::from_bytes),
+        Digest::ct_eq,
     );
-    let (secret_bytes, first, last) = (secret, *first.as_bytes(), *last.as_bytes());
-    run(
+    compare_test(
         "digest_compare_control (early exit)",
+        samples,
+        [secret, first, last],
+        early_exit_eq,
+    );
+}
+
+/// Times `BATCH` comparisons of `secret` with `first` (class A) or `last` (class B).
+fn compare_test<T>(
+    name: &str,
+    samples: usize,
+    [secret, first, last]: [T; 3],
+    eq: fn(&T, &T) -> bool,
+) {
+    run(
+        name,
         samples,
         || {},
         |class| {
             let other = if class { &last } else { &first };
             let start = Instant::now();
             for _ in 0..BATCH {
-                black_box(early_exit_eq(black_box(&secret_bytes), black_box(other)));
+                black_box(eq(black_box(&secret), black_box(other)));
             }
             nanos(start)
         },

@@ -33,6 +33,36 @@ async fn a_thousand_concurrent_requests_for_one_cold_key_make_one_store_call() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_for_a_cold_key_share_one_failed_store_call() {
+    let h = Harness::new();
+    let (key, _) = h.create(NewKey::new("cold")).await;
+    let app = axum_app(&h.verifier);
+    // The store is down and slow to say so: every request arrives while the first load waits.
+    h.store.set_delay(Duration::from_millis(300));
+    h.store.set_down(true);
+    let before = h.store.finds();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let app = app.clone();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            send_bearer(&app, "/hello", &key).await.status
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), 503);
+    }
+    // Waiters share the failure of the load they waited for: no queue of retries, each
+    // waiting out the store. (A request that arrived after the failure may load again.)
+    let calls = h.store.finds() - before;
+    assert!(calls <= 2, "{calls} store calls for one id in one outage");
+    // The failure is not cached: once the store is back, the next request loads the key.
+    h.store.set_down(false);
+    h.store.set_delay(Duration::ZERO);
+    assert_eq!(send_bearer(&app, "/hello", &key).await.status, 200);
+}
+
 #[tokio::test]
 async fn keys_refused_by_format_never_reach_cache_or_store() {
     let h = Harness::new();

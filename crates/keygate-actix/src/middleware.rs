@@ -7,7 +7,7 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forwar
 use actix_web::http::header::{AUTHORIZATION, HeaderName};
 use actix_web::{Error, HttpMessage};
 
-use keygate::gate::{Admission, Gate, Refusal, Ticket};
+use keygate::gate::{Admission, Checked, Gate, Refusal, Ticket};
 use keygate::{ProblemJson, Rejection, Verifier};
 
 use crate::response::{ActixRejectionResponse, respond, to_actix};
@@ -143,44 +143,68 @@ where
         let admission = gate.admit(&view, request.method().as_str(), || {
             request.match_pattern().map(Arc::from)
         });
-        match admission {
-            Admission::Check(check) => {
-                let config = Rc::clone(&self.config);
-                let service = Rc::clone(&self.service);
-                Box::pin(async move {
-                    match config.gate.check(check).await {
-                        Ok(passed) => {
-                            let (identity, ticket) = passed.into_parts();
-                            request.extensions_mut().insert(identity);
-                            call_inner(&*service, request, ticket).await
+        // A cached key is decided without awaiting (`check_now`); only a check that needs
+        // I/O (a cache miss, a limiter across instances) makes a future of its own.
+        let decided = match admission {
+            Admission::Pass(ticket) => return self.call_inner(request, ticket),
+            Admission::Refuse(refusal) => Err(refusal),
+            Admission::Check(check) => match gate.check_now(check) {
+                Checked::Now(decided) => decided,
+                Checked::Later(check) => {
+                    let config = Rc::clone(&self.config);
+                    let service = Rc::clone(&self.service);
+                    return Box::pin(async move {
+                        match config.gate.check(check).await {
+                            Ok(passed) => {
+                                let (identity, ticket) = passed.into_parts();
+                                request.extensions_mut().insert(identity);
+                                finish_inner(service.call(request).await, ticket)
+                            }
+                            Err(refusal) => Ok(refuse(&config.responder, request, refusal)),
                         }
-                        Err(refusal) => Ok(refuse(&config.responder, request, refusal)),
-                    }
-                })
+                    });
+                }
+            },
+        };
+        match decided {
+            Ok(passed) => {
+                let (identity, ticket) = passed.into_parts();
+                request.extensions_mut().insert(identity);
+                self.call_inner(request, ticket)
             }
-            Admission::Pass(ticket) => {
-                let service = Rc::clone(&self.service);
-                Box::pin(async move { call_inner(&*service, request, ticket).await })
-            }
-            Admission::Refuse(refusal) => {
-                Box::pin(ready(Ok(refuse(&self.config.responder, request, refusal))))
-            }
+            Err(refusal) => Box::pin(ready(Ok(refuse(&self.config.responder, request, refusal)))),
         }
     }
 }
 
-/// Calls the service, adds the rate headers (if any) and finishes the ticket with the final
-/// status (a guard behind the middleware may have refused: its rejection is in the response).
-async fn call_inner<S, B>(
-    service: &S,
-    request: ServiceRequest,
+impl<S, B, R> ApiKeyMiddleware<S, R>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    S::Future: 'static,
+    B: MessageBody + 'static,
+{
+    /// Calls the service now; its response is finished by [`finish_inner`].
+    fn call_inner(
+        &self,
+        request: ServiceRequest,
+        ticket: Ticket,
+    ) -> LocalBoxFuture<Result<ServiceResponse<EitherBody<B>>, Error>> {
+        let called = self.service.call(request);
+        Box::pin(async move { finish_inner(called.await, ticket) })
+    }
+}
+
+/// Adds the rate headers (if any) to the service's response and finishes the ticket with the
+/// final status (a guard behind the middleware may have refused: its rejection is in the
+/// response).
+fn finish_inner<B>(
+    response: Result<ServiceResponse<B>, Error>,
     ticket: Ticket,
 ) -> Result<ServiceResponse<EitherBody<B>>, Error>
 where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
     B: MessageBody + 'static,
 {
-    let mut response = service.call(request).await?;
+    let mut response = response?;
     let headers = response.headers_mut();
     for (name, value) in ticket
         .rate_limit_headers()

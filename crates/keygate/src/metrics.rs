@@ -289,7 +289,7 @@ pub(crate) fn cache_miss(cache: CacheKind) {
     );
 }
 
-/// Sets both cache size gauges (moka's counts: O(1), approximate until its maintenance runs).
+/// Sets both cache size gauges (the cache's counts: O(1)).
 pub(crate) fn cache_entries(keys: u64, unknown_ids: u64) {
     #[allow(clippy::cast_precision_loss)] // exact up to 2^53 entries
     ::metrics::with_recorder(|recorder| {

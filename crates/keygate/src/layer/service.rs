@@ -8,7 +8,7 @@ use tower_service::Service;
 use super::ResponseFuture;
 use super::layer::Shared;
 use crate::extract::HttpRequestView;
-use crate::gate::Admission;
+use crate::gate::{Admission, Checked};
 use crate::rejection::RejectionResponse;
 
 /// The service made by [`ApiKeyLayer`](super::ApiKeyLayer).
@@ -57,12 +57,23 @@ where
             (shared.route)(request.uri(), request.extensions())
         });
         match admission {
-            Admission::Check(check) => {
-                // The ready service goes into the future; a fresh clone stays for the next call.
-                let fresh = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, fresh);
-                ResponseFuture::check(Arc::clone(&self.shared), check, request, ready)
-            }
+            // A cached key is decided here: the ready inner service is called at once, with no
+            // boxed check future and no service clone.
+            Admission::Check(check) => match gate.check_now(check) {
+                Checked::Now(Ok(passed)) => {
+                    let (identity, ticket) = passed.into_parts();
+                    request.extensions_mut().insert(identity);
+                    ResponseFuture::inner(self.inner.call(request), ticket)
+                }
+                Checked::Now(Err(refusal)) => ResponseFuture::refused(&shared.responder, refusal),
+                Checked::Later(check) => {
+                    // The ready service goes into the future; a fresh clone stays for the
+                    // next call.
+                    let fresh = self.inner.clone();
+                    let ready = std::mem::replace(&mut self.inner, fresh);
+                    ResponseFuture::check(Arc::clone(&self.shared), check, request, ready)
+                }
+            },
             Admission::Pass(ticket) => ResponseFuture::inner(self.inner.call(request), ticket),
             Admission::Refuse(refusal) => ResponseFuture::refused(&shared.responder, refusal),
         }

@@ -340,6 +340,10 @@ impl RateLimiter for InProcessLimiter {
         Ok(self.look(key, policy))
     }
 
+    fn decides_now(&self) -> bool {
+        true
+    }
+
     fn acquire_now(
         &self,
         key: LimitKey,

@@ -176,6 +176,14 @@ pub trait RateLimiter: Send + Sync + 'static {
     /// [`LimiterError`] when the limiter cannot decide.
     async fn peek(&self, key: LimitKey, policy: RatePolicy) -> Result<RateDecision, LimiterError>;
 
+    /// Whether this limiter answers [`acquire_now`](RateLimiter::acquire_now) and
+    /// [`peek_now`](RateLimiter::peek_now) (always, or never: the verifier asks once, when it
+    /// is built). `false` (the default): the verifier awaits [`acquire`](RateLimiter::acquire)
+    /// for limited keys.
+    fn decides_now(&self) -> bool {
+        false
+    }
+
     /// [`acquire`](RateLimiter::acquire) without awaiting, for limiters that need no I/O.
     /// `None` (the default) means "call `acquire`".
     fn acquire_now(

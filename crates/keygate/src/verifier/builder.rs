@@ -1,11 +1,9 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use moka::future::Cache;
 
-use super::cache::{CachedKey, EntryTtl, UnknownIds};
+use super::cache::{EntryTtl, KeyCache};
 use super::{Inner, Verifier};
 use crate::audit::{AuditSink, Auditor, DEFAULT_LINGER, PipelineConfig, TracingSink};
 use crate::clock::{Clock, SystemClock};
@@ -393,45 +391,37 @@ impl VerifierBuilder {
             self.last_used_interval,
             self.last_used_buffer,
         );
-        let unknown_cached = Arc::new(AtomicU64::new(0));
+        let limiter: Arc<dyn RateLimiter> = self.limiter.unwrap_or_else(|| {
+            Arc::new(
+                InProcessLimiter::builder()
+                    .shared_clock(Arc::clone(&self.clock))
+                    .build(),
+            )
+        });
         let verifier = Verifier {
             inner: Arc::new(Inner {
                 keyring: self.keyring,
                 store: self.store,
                 admin: self.admin,
                 clock: Arc::clone(&self.clock),
-                cache: Cache::builder()
-                    .name("keygate-keys")
-                    // Unknown ids are bounded apart to their share (`UnknownIds`), so records
-                    // always have `cache_capacity`.
-                    .max_capacity(self.cache_capacity.saturating_add(self.negative_capacity))
-                    .expire_after(EntryTtl {
+                // Unknown ids are bounded apart to their share, so records always have
+                // `cache_capacity`.
+                cache: KeyCache::new(
+                    self.cache_capacity,
+                    self.negative_capacity,
+                    EntryTtl {
                         // Past the fresh TTL, stale-if-error keeps the entry for its grace;
                         // the verifier judges freshness itself then.
                         known: self.cache_ttl.saturating_add(self.stale_grace),
                         unknown: self.negative_ttl,
-                    })
-                    .eviction_listener({
-                        let unknown = Arc::clone(&unknown_cached);
-                        move |_, entry: Arc<CachedKey>, _| {
-                            if entry.unknown {
-                                unknown.fetch_sub(1, Ordering::Relaxed);
-                            }
-                        }
-                    })
-                    .build_with_hasher(foldhash::fast::RandomState::default()),
-                unknown_ids: UnknownIds::new(self.negative_capacity, unknown_cached),
+                    },
+                ),
                 generations: super::Generations::default(),
                 last_used,
                 sources: self.sources,
                 proxies: TrustedProxies::new(self.proxies),
-                limiter: self.limiter.unwrap_or_else(|| {
-                    Arc::new(
-                        InProcessLimiter::builder()
-                            .shared_clock(Arc::clone(&self.clock))
-                            .build(),
-                    )
-                }),
+                limiter_decides_now: limiter.decides_now(),
+                limiter,
                 default_rate_limit: self.default_rate_limit,
                 failure_limit: self.failure_limit,
                 auditor: Auditor::new(

@@ -4,15 +4,22 @@
 //! with an unknown id then takes exactly the path of a wrong secret (one cache hit, one HMAC,
 //! one constant-time compare), so timing does not tell which ids exist. Their number is bounded
 //! on its own ([`UnknownIds`]), so a flood of made-up ids never evicts a real key.
+//!
+//! The map is a [`quick_cache`] sync cache: a hit is a shard read lock and a probe, so the
+//! verifier can decide a cached key without awaiting (see `Verifier::check_now`). Entries carry
+//! their load time and the verifier judges their lifetime on each hit ([`EntryTtl`]); concurrent
+//! misses for one id wait on one load ([`KeyCache::get_or_load`]).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
-use moka::Expiry;
+use quick_cache::sync::Cache;
+use quick_cache::{Lifecycle, UnitWeighter};
 
 use super::last_used::micros;
 use crate::identity::Identity;
@@ -153,6 +160,8 @@ impl CachedKey {
 
 /// Each entry's lifetime in the cache: records live for the fresh TTL plus the stale-if-error
 /// grace (the verifier judges freshness itself within it), unknown ids for the negative TTL.
+/// Judged on every hit: an entry past its lifetime is a miss.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct EntryTtl {
     pub(crate) known: Duration,
     pub(crate) unknown: Duration,
@@ -168,24 +177,184 @@ impl EntryTtl {
     }
 }
 
-impl Expiry<KeyId, Arc<CachedKey>> for EntryTtl {
-    fn expire_after_create(
-        &self,
-        _: &KeyId,
-        entry: &Arc<CachedKey>,
-        _: Instant,
-    ) -> Option<Duration> {
-        Some(self.of(entry))
+type Map<V, L> = Cache<KeyId, V, UnitWeighter, foldhash::fast::RandomState, L>;
+
+/// Counts unknown-id entries that leave the map by eviction (removals are counted by
+/// [`KeyCache`] itself).
+#[derive(Clone)]
+struct Departures {
+    unknown: Arc<AtomicU64>,
+}
+
+impl Lifecycle<KeyId, Arc<CachedKey>> for Departures {
+    type RequestState = ();
+
+    fn begin_request(&self) -> Self::RequestState {}
+
+    fn on_evict(&self, (): &mut Self::RequestState, _: KeyId, entry: Arc<CachedKey>) {
+        if entry.unknown {
+            self.unknown.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How many ids whose load failed are remembered (so waiters share the failure): the ids of
+/// one outage's in-flight loads, not a history.
+const FAILURES_REMEMBERED: usize = 1024;
+
+/// Records and unknown ids by id, with their lifetimes, the unknown ids' own bound, and
+/// coalesced loads.
+pub(crate) struct KeyCache {
+    map: Map<Arc<CachedKey>, Departures>,
+    ttl: EntryTtl,
+    unknown: UnknownIds,
+    /// When each of the last failed loads failed: a miss that was waiting on a load that then
+    /// failed answers with the failure instead of trying the store again itself (one store
+    /// call per outage and id, however many requests wait).
+    failures: Map<Instant, quick_cache::sync::DefaultLifecycle<KeyId, Instant>>,
+}
+
+impl KeyCache {
+    /// A cache of `capacity` records plus `unknown_capacity` unknown ids.
+    pub(crate) fn new(capacity: u64, unknown_capacity: u64, ttl: EntryTtl) -> Self {
+        let unknown = Arc::new(AtomicU64::new(0));
+        let total = capacity.saturating_add(unknown_capacity);
+        let map = Cache::with(
+            // Sizes the shards' tables; they grow on demand past this.
+            usize::try_from(total.min(1 << 16)).unwrap_or(1 << 16),
+            total,
+            UnitWeighter,
+            foldhash::fast::RandomState::default(),
+            Departures {
+                unknown: Arc::clone(&unknown),
+            },
+        );
+        Self {
+            map,
+            ttl,
+            unknown: UnknownIds::new(unknown_capacity, unknown),
+            failures: Cache::with(
+                FAILURES_REMEMBERED,
+                FAILURES_REMEMBERED as u64,
+                UnitWeighter,
+                foldhash::fast::RandomState::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            ),
+        }
     }
 
-    fn expire_after_update(
+    /// The entry for `id`, if cached and within its lifetime. Synchronous: a read lock and a
+    /// probe.
+    #[inline]
+    pub(crate) fn get(&self, id: &KeyId) -> Option<Arc<CachedKey>> {
+        let entry = self.map.get(id)?;
+        if entry.age() < self.ttl.of(&entry) {
+            Some(entry)
+        } else {
+            self.remove_entry(id, &entry);
+            None
+        }
+    }
+
+    /// The entry for `id`, loading it with `load` on a miss. Concurrent misses for one id wait
+    /// for the first one's load; if that load fails, they all answer with its failure (a
+    /// store error is never cached: the next miss loads again). If the loading request is
+    /// dropped, one of the waiters loads instead.
+    pub(crate) async fn get_or_load<E>(
         &self,
-        _: &KeyId,
-        entry: &Arc<CachedKey>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(self.of(entry))
+        id: KeyId,
+        load: impl Future<Output = Result<Arc<CachedKey>, E>>,
+    ) -> Result<Arc<CachedKey>, Option<E>> {
+        let waiting_since = Instant::now();
+        let guard = loop {
+            match self.map.get_value_or_guard_async(&id).await {
+                Ok(entry) if entry.age() < self.ttl.of(&entry) => return Ok(entry),
+                Ok(expired) => self.remove_entry(&id, &expired),
+                Err(guard) => break guard,
+            }
+        };
+        if self
+            .failures
+            .peek(&id)
+            .is_some_and(|failed| failed >= waiting_since)
+        {
+            // The load this request waited for failed meanwhile.
+            return Err(None);
+        }
+        match load.await {
+            Ok(entry) => {
+                self.note_insert(&entry);
+                if let Err(entry) = guard.insert(Arc::clone(&entry)) {
+                    // Invalidated while loading: not cached (its generation is behind anyway).
+                    self.note_removed(&entry);
+                }
+                Ok(entry)
+            }
+            Err(error) => {
+                self.failures.insert(id, Instant::now());
+                drop(guard);
+                Err(Some(error))
+            }
+        }
+    }
+
+    /// Caches `entry` for `id`, replacing what is there.
+    pub(crate) fn insert(&self, id: KeyId, entry: Arc<CachedKey>) {
+        if let Some((_, old)) = self.map.remove(&id) {
+            self.note_removed(&old);
+        }
+        self.note_insert(&entry);
+        self.map.insert(id, entry);
+    }
+
+    /// Takes `id` out of the cache (also stops an in-flight load of it from caching its result).
+    pub(crate) fn invalidate(&self, id: &KeyId) {
+        if let Some((_, old)) = self.map.remove(id) {
+            self.note_removed(&old);
+        }
+    }
+
+    /// Takes `id` out if it is still `entry`.
+    fn remove_entry(&self, id: &KeyId, entry: &Arc<CachedKey>) {
+        if let Some((_, old)) = self.map.remove_if(id, |cached| Arc::ptr_eq(cached, entry)) {
+            self.note_removed(&old);
+        }
+    }
+
+    /// Empties the cache.
+    pub(crate) fn invalidate_all(&self) {
+        for (_, old) in self.map.drain() {
+            self.note_removed(&old);
+        }
+    }
+
+    /// Notes a new unknown-id entry for `id` (see [`UnknownIds::remember`]); takes the oldest
+    /// unknown id out when that makes one too many (unless a key took its id meanwhile).
+    pub(crate) fn remember_unknown(&self, id: KeyId) {
+        if let Some(oldest) = self.unknown.remember(id)
+            && let Some((_, old)) = self.map.remove_if(&oldest, |entry| entry.unknown)
+        {
+            self.note_removed(&old);
+        }
+    }
+
+    /// Records and unknown ids in the cache.
+    pub(crate) fn entry_counts(&self) -> (u64, u64) {
+        let unknown = self.unknown.cached();
+        let all = u64::try_from(self.map.len()).unwrap_or(u64::MAX);
+        (all.saturating_sub(unknown), unknown)
+    }
+
+    fn note_insert(&self, entry: &CachedKey) {
+        if entry.unknown {
+            self.unknown.cached.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn note_removed(&self, entry: &CachedKey) {
+        if entry.unknown {
+            self.unknown.cached.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -195,8 +364,8 @@ impl Expiry<KeyId, Arc<CachedKey>> for EntryTtl {
 pub(crate) struct UnknownIds {
     capacity: usize,
     order: Mutex<VecDeque<KeyId>>,
-    /// Unknown-id entries in the cache now: added when one is made, taken off by the cache's
-    /// eviction listener when one leaves (whatever the cause).
+    /// Unknown-id entries in the cache now: added when one is inserted, taken off when one
+    /// leaves (whatever the cause).
     cached: Arc<AtomicU64>,
 }
 
@@ -212,7 +381,6 @@ impl UnknownIds {
     /// Notes a new unknown-id entry for `id`; returns the oldest id to take out when that
     /// makes one too many.
     pub(crate) fn remember(&self, id: KeyId) -> Option<KeyId> {
-        self.cached.fetch_add(1, Ordering::Relaxed);
         let mut order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
         order.push_back(id);
         if order.len() > self.capacity {
@@ -222,7 +390,7 @@ impl UnknownIds {
         }
     }
 
-    /// Unknown-id entries in the cache (exact once the cache's pending maintenance has run).
+    /// Unknown-id entries in the cache.
     pub(crate) fn cached(&self) -> u64 {
         self.cached.load(Ordering::Relaxed)
     }
@@ -273,5 +441,154 @@ impl Generations {
         for slot in &*self.slots {
             slot.fetch_add(1, Ordering::AcqRel);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::{CachedKey, EntryTtl, KeyCache};
+    use crate::key::KeyId;
+
+    const LONG: Duration = Duration::from_secs(3600);
+
+    fn unknown(id: KeyId) -> Arc<CachedKey> {
+        Arc::new(CachedKey::unknown(id, 1, 0))
+    }
+
+    fn known(id: KeyId) -> Arc<CachedKey> {
+        let mut entry = CachedKey::unknown(id, 1, 0);
+        entry.unknown = false;
+        Arc::new(entry)
+    }
+
+    fn cache(capacity: u64, unknown_capacity: u64, ttl: EntryTtl) -> KeyCache {
+        KeyCache::new(capacity, unknown_capacity, ttl)
+    }
+
+    #[test]
+    fn an_entry_past_its_lifetime_is_a_miss_and_leaves() {
+        let cache = cache(
+            10,
+            10,
+            EntryTtl {
+                known: LONG,
+                unknown: Duration::ZERO,
+            },
+        );
+        let (a, b) = (KeyId::random(), KeyId::random());
+        cache.insert(a, known(a));
+        cache.insert(b, unknown(b));
+        assert!(cache.get(&a).is_some(), "within its lifetime");
+        assert!(
+            cache.get(&b).is_none(),
+            "an unknown id past the negative TTL"
+        );
+        assert_eq!(cache.entry_counts(), (1, 0), "the expired entry left");
+    }
+
+    #[test]
+    fn counts_follow_inserts_replacements_removals_and_clears() {
+        let ttl = EntryTtl {
+            known: LONG,
+            unknown: LONG,
+        };
+        let cache = cache(10, 10, ttl);
+        let ids: Vec<KeyId> = (0..4).map(|_| KeyId::random()).collect();
+        cache.insert(ids[0], known(ids[0]));
+        cache.insert(ids[1], unknown(ids[1]));
+        cache.insert(ids[2], unknown(ids[2]));
+        assert_eq!(cache.entry_counts(), (1, 2));
+        // A key takes an unknown id's place, and the other way round.
+        cache.insert(ids[1], known(ids[1]));
+        cache.insert(ids[0], unknown(ids[0]));
+        assert_eq!(cache.entry_counts(), (1, 2));
+        cache.invalidate(&ids[2]);
+        cache.invalidate(&ids[3]);
+        assert_eq!(cache.entry_counts(), (1, 1));
+        cache.invalidate_all();
+        assert_eq!(cache.entry_counts(), (0, 0));
+    }
+
+    #[test]
+    fn evicted_unknown_ids_are_counted_out() {
+        let ttl = EntryTtl {
+            known: LONG,
+            unknown: LONG,
+        };
+        let cache = cache(0, 8, ttl);
+        for _ in 0..1000 {
+            let id = KeyId::random();
+            cache.insert(id, unknown(id));
+        }
+        let (keys, unknown) = cache.entry_counts();
+        assert_eq!(keys, 0);
+        assert!(unknown <= 8, "{unknown} unknown ids in a cache of 8");
+        assert_eq!(
+            unknown,
+            u64::try_from(cache.map.len()).unwrap(),
+            "the count is the map's"
+        );
+    }
+
+    #[test]
+    fn the_oldest_unknown_id_goes_past_the_bound() {
+        let ttl = EntryTtl {
+            known: LONG,
+            unknown: LONG,
+        };
+        let cache = cache(100, 2, ttl);
+        let ids: Vec<KeyId> = (0..3).map(|_| KeyId::random()).collect();
+        for id in &ids {
+            cache.remember_unknown(*id);
+            cache.insert(*id, unknown(*id));
+        }
+        assert!(cache.get(&ids[0]).is_none(), "the oldest went");
+        assert!(cache.get(&ids[1]).is_some() && cache.get(&ids[2]).is_some());
+        assert_eq!(cache.entry_counts(), (0, 2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_share_one_load_and_its_failure() {
+        let ttl = EntryTtl {
+            known: LONG,
+            unknown: LONG,
+        };
+        let cache = Arc::new(cache(10, 10, ttl));
+        let loads = Arc::new(AtomicUsize::new(0));
+        let id = KeyId::random();
+        let run = |fail: bool| {
+            let tasks: Vec<_> = (0..50)
+                .map(|_| {
+                    let (cache, loads) = (Arc::clone(&cache), Arc::clone(&loads));
+                    tokio::spawn(async move {
+                        cache
+                            .get_or_load(id, async {
+                                loads.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                if fail { Err("down") } else { Ok(known(id)) }
+                            })
+                            .await
+                            .is_ok()
+                    })
+                })
+                .collect();
+            async move {
+                let mut ok = 0;
+                for task in tasks {
+                    ok += usize::from(task.await.unwrap());
+                }
+                ok
+            }
+        };
+        assert_eq!(run(true).await, 0, "every waiter gets the failure");
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one load for all");
+        assert!(cache.get(&id).is_none(), "a failure is not cached");
+        assert_eq!(run(false).await, 50);
+        assert_eq!(loads.load(Ordering::SeqCst), 2, "one load for all");
+        assert!(cache.get(&id).is_some());
     }
 }

@@ -46,13 +46,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use moka::future::Cache;
-
 pub use admin::Admin;
 pub use builder::{DEFAULT_FAILURE_LIMIT, VerifierBuilder};
 pub use last_used::LastUsedStats;
 
-use self::cache::{CachedKey, Generations, UnknownIds};
+use self::cache::{CachedKey, Generations, KeyCache};
 use self::last_used::LastUsed;
 use self::subscriber::Subscriber;
 use crate::audit::{AuditEvent, AuditStats, Auditor};
@@ -80,21 +78,20 @@ struct Inner {
     store: Arc<dyn KeyStore>,
     admin: Arc<dyn KeyAdmin>,
     clock: Arc<dyn Clock>,
-    /// Records and unknown ids, by id.
-    // foldhash: several times faster than std's SipHash on a 16-byte id, and seeded per cache
-    // (ids are chosen by whoever sends a request).
-    cache: Cache<KeyId, Arc<CachedKey>, foldhash::fast::RandomState>,
-    /// Bounds the unknown ids in `cache`.
-    unknown_ids: UnknownIds,
+    /// Records and unknown ids, by id (unknown ids bounded apart).
+    cache: KeyCache,
     generations: Generations,
     last_used: LastUsed,
     sources: CredentialSources,
     proxies: TrustedProxies,
     limiter: Arc<dyn RateLimiter>,
+    /// Whether the limiter decides without I/O ([`RateLimiter::decides_now`]): then a cached
+    /// key is decided without awaiting.
+    limiter_decides_now: bool,
     default_rate_limit: RateLimit,
     failure_limit: Option<RatePolicy>,
     auditor: Auditor,
-    /// Fresh TTL of cached records (moka's own TTL adds the stale grace).
+    /// Fresh TTL of cached records (the cache keeps them for the stale grace beyond).
     cache_ttl: Duration,
     /// How long past `cache_ttl` a record may be served when the store is unreachable; zero:
     /// never.
@@ -143,7 +140,7 @@ impl Presented {
     }
 }
 
-/// Why a cache fill produced no entry (never cached by moka): the store could not answer.
+/// Why a cache fill produced no entry (never cached): the store could not answer.
 #[derive(Debug)]
 struct LoadError(StoreError);
 
@@ -254,24 +251,21 @@ impl Verifier {
         &self,
         presented: &Presented,
     ) -> Result<Verified, Rejection> {
-        let id = presented.key.id();
-        let result = self.check(presented).await;
-        match &result {
-            Ok(_) => {
-                metrics::allowed();
-                tracing::debug!(target: "keygate", key_id = %id, outcome = "allowed");
-            }
-            Err(rejection) => {
-                metrics::denied(rejection.reason());
-                tracing::debug!(
-                    target: "keygate",
-                    key_id = %id,
-                    outcome = "denied",
-                    reason = rejection.reason().as_str()
-                );
-            }
-        }
+        let result = match self.check_now(presented) {
+            Some(decided) => decided,
+            None => self.check(presented).await,
+        };
+        log_outcome(presented.key.id(), &result);
         result
+    }
+
+    /// [`Verifier::verify_with_rate`] without awaiting, when the answer needs no I/O: the
+    /// record is cached and fresh, and the limiter decides in process. `None`: nothing was
+    /// done (no limit taken, no attempt counted); call `verify_with_rate`.
+    pub(crate) fn verify_now(&self, presented: &Presented) -> Option<Result<Verified, Rejection>> {
+        let result = self.check_now(presented)?;
+        log_outcome(presented.key.id(), &result);
+        Some(result)
     }
 
     /// [`Verifier::extract`] then [`Verifier::verify`].
@@ -286,68 +280,137 @@ impl Verifier {
         self.verify(&presented).await
     }
 
+    /// The whole check, awaiting the store and the limiter as needed.
     async fn check(&self, presented: &Presented) -> Result<Verified, Rejection> {
         let inner = &*self.inner;
         let id = presented.key.id();
-        // Clients without a known address share one allowance: hiding the address never
-        // switches the failure limit off.
-        let client = inner
-            .failure_limit
-            .map(|policy| (LimitKey::client_or_unknown(presented.client_ip), policy));
+        let client = self.failure_client(presented);
         // A client that failed too often is refused before any hashing or store access.
         if let Some((client, policy)) = client {
-            let decision = match inner.limiter.peek_now(client, policy) {
-                Some(decision) => decision,
+            let peeked = match inner.limiter.peek_now(client, policy) {
+                Some(peeked) => peeked,
                 None => inner.limiter.peek(client, policy).await,
+            };
+            admit_client(peeked, id)?;
+        }
+        let (entry, stale) = self
+            .lookup(id)
+            .await
+            .map_err(|reason| Rejection::for_key(reason, id))?;
+        let now = inner.clock.now();
+        match self.authenticate(presented, &entry, now) {
+            Err(reason) => {
+                let counted = match client.filter(|_| reason.is_failed_attempt()) {
+                    Some((client, policy)) => {
+                        let counted = match inner.limiter.acquire_now(client, policy) {
+                            Some(counted) => counted,
+                            None => inner.limiter.acquire(client, policy).await,
+                        };
+                        failure_counted(counted, client, id)
+                    }
+                    None => None,
+                };
+                Err(failed(reason, id, counted))
             }
-            .map_err(|error| limiter_unavailable(&error, id))?;
-            if !decision.allowed {
-                return Err(Rejection::rate_limited(
-                    Reason::TooManyFailures,
-                    id,
-                    decision,
-                ));
+            Ok(()) => {
+                let rate = match self.rate_policy(&entry) {
+                    None => None,
+                    Some(policy) => {
+                        let key = LimitKey::Key(id);
+                        Some(match inner.limiter.acquire_now(key, policy) {
+                            Some(decision) => decision,
+                            None => inner.limiter.acquire(key, policy).await,
+                        })
+                    }
+                };
+                self.accept(&entry, id, now, rate, stale)
             }
         }
+    }
+
+    /// [`Verifier::check`] when it needs no I/O, else `None` before anything was taken or
+    /// counted. A cached, fresh key with an in-process limiter (the usual case) is decided
+    /// here, with no future and no allocation.
+    #[inline]
+    fn check_now(&self, presented: &Presented) -> Option<Result<Verified, Rejection>> {
+        let inner = &*self.inner;
+        let id = presented.key.id();
+        let client = self.failure_client(presented);
+        if let Some((client, policy)) = client
+            && let Err(refused) = admit_client(inner.limiter.peek_now(client, policy)?, id)
+        {
+            return Some(Err(refused));
+        }
+        let entry = self.lookup_now(id)?;
+        let limited = self.rate_policy(&entry);
+        if limited.is_some() && !inner.limiter_decides_now {
+            // Decided after the store's limiter answers: not here (the HMAC would run twice).
+            return None;
+        }
         let now = inner.clock.now();
-        let (entry, stale) = match self.authenticate(presented, now).await {
-            Ok(found) => found,
+        let decided = match self.authenticate(presented, &entry, now) {
             Err(reason) => {
-                if let Some((client, policy)) = client.filter(|_| reason.is_failed_attempt()) {
-                    // The pre-check and this count are apart (a store lookup may sit between
-                    // them), so concurrent attempts can all pass the pre-check. The count is
-                    // the atomic step: an attempt past the allowance is a 429 too, so at most
-                    // the burst of failures get an answer on the key.
-                    if let Some(decision) = self.count_failure(client, policy, id).await
-                        && !decision.allowed
-                    {
-                        return Err(Rejection::rate_limited(
-                            Reason::TooManyFailures,
-                            id,
-                            decision,
-                        ));
+                let counted = match client.filter(|_| reason.is_failed_attempt()) {
+                    Some((client, policy)) => {
+                        failure_counted(inner.limiter.acquire_now(client, policy)?, client, id)
                     }
-                }
-                return Err(Rejection::for_key(reason, id));
+                    None => None,
+                };
+                Err(failed(reason, id, counted))
+            }
+            Ok(()) => {
+                let rate = match limited {
+                    None => None,
+                    Some(policy) => Some(inner.limiter.acquire_now(LimitKey::Key(id), policy)?),
+                };
+                self.accept(&entry, id, now, rate, false)
             }
         };
-        // Only a valid key's requests count against its limit.
-        let rate = match entry.rate_limit.unwrap_or(inner.default_rate_limit) {
+        metrics::cache_hit_of(entry.unknown);
+        Some(decided)
+    }
+
+    /// The client whose failed attempts are limited, and the policy, when the failure limit
+    /// is on. Clients without a known address share one allowance: hiding the address never
+    /// switches the failure limit off.
+    #[inline]
+    fn failure_client(&self, presented: &Presented) -> Option<(LimitKey, RatePolicy)> {
+        self.inner
+            .failure_limit
+            .map(|policy| (LimitKey::client_or_unknown(presented.client_ip), policy))
+    }
+
+    /// The key's own limit, or the verifier's default; `None`: unlimited.
+    #[inline]
+    fn rate_policy(&self, entry: &CachedKey) -> Option<RatePolicy> {
+        match entry.rate_limit.unwrap_or(self.inner.default_rate_limit) {
             RateLimit::Unlimited => None,
-            RateLimit::Limited(policy) => {
-                let key = LimitKey::Key(id);
-                let decision = match inner.limiter.acquire_now(key, policy) {
-                    Some(decision) => decision,
-                    None => inner.limiter.acquire(key, policy).await,
-                }
-                .map_err(|error| limiter_unavailable(&error, id))?;
+            RateLimit::Limited(policy) => Some(policy),
+        }
+    }
+
+    /// An authenticated key's request: the limiter's decision (only a valid key's requests
+    /// count against its limit), then last-used tracking.
+    #[inline]
+    fn accept(
+        &self,
+        entry: &CachedKey,
+        id: KeyId,
+        now: std::time::SystemTime,
+        rate: Option<Result<RateDecision, LimiterError>>,
+        stale: bool,
+    ) -> Result<Verified, Rejection> {
+        let rate = match rate {
+            None => None,
+            Some(decided) => {
+                let decision = decided.map_err(|error| limiter_unavailable(&error, id))?;
                 if !decision.allowed {
                     return Err(Rejection::rate_limited(Reason::RateLimited, id, decision));
                 }
                 Some(decision)
             }
         };
-        inner.last_used.seen(&entry, id, now);
+        self.inner.last_used.seen(entry, id, now);
         if stale {
             metrics::stale_served();
             tracing::debug!(target: "keygate", key_id = %id, "key store unavailable: served a cached record past its TTL");
@@ -359,15 +422,16 @@ impl Verifier {
         })
     }
 
-    /// The key's cached record, if the secret matches and the key is usable now from the
-    /// client's address.
-    async fn authenticate(
+    /// Whether the secret matches the cached entry and the key is usable now from the client's
+    /// address.
+    #[inline]
+    fn authenticate(
         &self,
         presented: &Presented,
+        entry: &CachedKey,
         now: std::time::SystemTime,
-    ) -> Result<(Arc<CachedKey>, bool), Reason> {
+    ) -> Result<(), Reason> {
         let inner = &*self.inner;
-        let (entry, stale) = self.lookup(presented.key.id()).await?;
         // The secret is checked before the state, so a caller without the secret learns nothing
         // about the key (not even through timing of the state checks). An unknown id's entry
         // goes through the same compare (its digest matches nothing), so it costs the same.
@@ -383,35 +447,11 @@ impl Verifier {
         // A key under an older pepper moves to the current one, write-behind.
         inner
             .last_used
-            .rehash_if_old(&entry, &presented.key, &inner.keyring);
+            .rehash_if_old(entry, &presented.key, &inner.keyring);
         match entry.refusal(now, presented.client_ip) {
             Some(reason) => Err(reason),
-            None => Ok((entry, stale)),
+            None => Ok(()),
         }
-    }
-
-    /// Counts one failed attempt from `client`; the limiter's decision (refused: the attempt
-    /// was past the allowance), or `None` when it could not be counted.
-    async fn count_failure(
-        &self,
-        client: LimitKey,
-        policy: RatePolicy,
-        id: KeyId,
-    ) -> Option<RateDecision> {
-        let limiter = &self.inner.limiter;
-        if client == LimitKey::UnknownClient {
-            metrics::unknown_client_failure();
-        }
-        let counted = match limiter.acquire_now(client, policy) {
-            Some(counted) => counted,
-            None => limiter.acquire(client, policy).await,
-        };
-        counted
-            .inspect_err(|error| {
-                // The request is refused anyway; the attempt goes uncounted.
-                tracing::warn!(target: "keygate", key_id = %id, %error, "could not count a failed attempt");
-            })
-            .ok()
     }
 
     /// The key's cached record, and whether it is served stale (past its TTL, the store being
@@ -420,8 +460,7 @@ impl Verifier {
         let inner = &*self.inner;
         let mut attempt = 1;
         loop {
-            // A plain `get` first: `try_get_with` boxes the key into an `Arc` even on a hit.
-            let entry = match inner.cache.get(&id).await {
+            let entry = match inner.cache.get(&id) {
                 Some(entry) => {
                     metrics::cache_hit_of(entry.unknown);
                     entry
@@ -430,12 +469,10 @@ impl Verifier {
             };
             if entry.generation != inner.generations.current(&id) && attempt < LOOKUP_ATTEMPTS {
                 // Loaded before an invalidation of this id: reload.
-                Box::pin(inner.cache.invalidate(&id)).await;
+                inner.cache.invalidate(&id);
                 attempt += 1;
                 continue;
             }
-            // Without stale-if-error and with a live (or no) invalidation channel, moka's TTL
-            // alone judges freshness: two loads and a branch on the hot path.
             return match self.max_age() {
                 Some(max_age) if entry.age() > max_age => Box::pin(self.refresh(id, entry)).await,
                 _ => Ok((entry, false)),
@@ -443,8 +480,25 @@ impl Verifier {
         }
     }
 
-    /// How old a cached record may be before it is read again, when moka's TTL is not the
-    /// judge: the degraded TTL while invalidations are not received, the fresh TTL when stale
+    /// The key's cached record when it can be used as it is: cached, loaded after the last
+    /// invalidation of its id, and fresh. `None`: [`Verifier::lookup`] has work to do.
+    #[inline]
+    fn lookup_now(&self, id: KeyId) -> Option<Arc<CachedKey>> {
+        let inner = &*self.inner;
+        let entry = inner.cache.get(&id)?;
+        if entry.generation != inner.generations.current(&id) {
+            return None;
+        }
+        // Without stale-if-error and with a live (or no) invalidation channel, the cache's
+        // lifetime alone judges freshness: two loads and a branch on the hot path.
+        match self.max_age() {
+            Some(max_age) if entry.age() > max_age => None,
+            _ => Some(entry),
+        }
+    }
+
+    /// How old a cached record may be before it is read again, when the cache's lifetime is
+    /// not the judge: the degraded TTL while invalidations are not received, the fresh TTL when stale
     /// entries are kept for stale-if-error.
     #[inline]
     fn max_age(&self) -> Option<Duration> {
@@ -474,7 +528,7 @@ impl Verifier {
             && old.age() < inner.cache_ttl.saturating_add(inner.stale_grace)
             && old.generation == inner.generations.current(&id);
         if !grace_left {
-            inner.cache.invalidate(&id).await;
+            inner.cache.invalidate(&id);
             return Ok((self.miss(id).await?, false));
         }
         if !old.claim_retry(STALE_RETRY) {
@@ -484,7 +538,7 @@ impl Verifier {
         metrics::cache_miss(CacheKind::Keys);
         match self.load(id).await {
             Ok(fresh) => {
-                inner.cache.insert(id, Arc::clone(&fresh)).await;
+                inner.cache.insert(id, Arc::clone(&fresh));
                 Ok((fresh, false))
             }
             Err(LoadError(error)) => {
@@ -500,14 +554,15 @@ impl Verifier {
         let inner = &*self.inner;
         metrics::cache_miss(CacheKind::Keys);
         metrics::cache_miss(CacheKind::UnknownIds);
-        // Boxed: the coalescing load's future is several kilobytes, and an unboxed await here
-        // would make every verification future (boxed per request by the tower layer, and
-        // copied into that box) that large, hits included.
-        let loaded = Box::pin(inner.cache.try_get_with(id, self.load(id))).await;
+        // Boxed: the coalescing load's future is large, and an unboxed await here would make
+        // every verification future that large, hits included.
+        let loaded = Box::pin(inner.cache.get_or_load(id, self.load(id))).await;
         self.report_cache_entries();
         loaded.map_err(|error| {
-            let LoadError(error) = &*error;
-            tracing::warn!(target: "keygate", key_id = %id, %error, "key store lookup failed");
+            // `None`: the load this request waited for failed (and was logged).
+            if let Some(LoadError(error)) = error {
+                tracing::warn!(target: "keygate", key_id = %id, %error, "key store lookup failed");
+            }
             Reason::StoreUnavailable
         })
     }
@@ -520,9 +575,7 @@ impl Verifier {
 
     /// Records and unknown ids in the cache.
     fn entry_counts(&self) -> (u64, u64) {
-        let inner = &*self.inner;
-        let unknown = inner.unknown_ids.cached();
-        (inner.cache.entry_count().saturating_sub(unknown), unknown)
+        self.inner.cache.entry_counts()
     }
 
     async fn load(&self, id: KeyId) -> Result<Arc<CachedKey>, LoadError> {
@@ -542,14 +595,8 @@ impl Verifier {
             // id was invalidated while the store was read, the entry's generation is behind
             // and the lookup reads the store again.)
             Some(_) | None => {
-                if let Some(oldest) = inner.unknown_ids.remember(id) {
-                    // One unknown id too many: the oldest goes (unless a key took its id).
-                    if let Some(entry) = inner.cache.get(&oldest).await
-                        && entry.unknown
-                    {
-                        inner.cache.invalidate(&oldest).await;
-                    }
-                }
+                // One unknown id too many: the oldest goes.
+                inner.cache.remember_unknown(id);
                 Ok(Arc::new(CachedKey::unknown(
                     id,
                     inner.keyring.peppers().current().version(),
@@ -564,7 +611,7 @@ impl Verifier {
     pub async fn invalidate(&self, id: KeyId) {
         let inner = &*self.inner;
         inner.generations.bump(&id);
-        inner.cache.invalidate(&id).await;
+        inner.cache.invalidate(&id);
         self.report_cache_entries();
     }
 
@@ -662,13 +709,75 @@ impl Verifier {
     }
 
     /// Entry counts of records and of unknown ids in the cache (the "positive" and "negative"
-    /// caches), after pending maintenance has run.
-    /// Also sets the [`metrics::CACHE_ENTRIES`] gauges to these exact values (otherwise updated,
-    /// approximately, on cache misses only): call it now and then, not per request.
+    /// caches). Also sets the [`metrics::CACHE_ENTRIES`] gauges to these values (otherwise
+    /// updated on cache misses and invalidations only).
     pub async fn cache_entry_counts(&self) -> (u64, u64) {
-        self.inner.cache.run_pending_tasks().await;
         self.report_cache_entries();
         self.entry_counts()
+    }
+}
+
+/// Counts and logs a decided verification.
+fn log_outcome(id: KeyId, result: &Result<Verified, Rejection>) {
+    match result {
+        Ok(_) => {
+            metrics::allowed();
+            tracing::debug!(target: "keygate", key_id = %id, outcome = "allowed");
+        }
+        Err(rejection) => {
+            metrics::denied(rejection.reason());
+            tracing::debug!(
+                target: "keygate",
+                key_id = %id,
+                outcome = "denied",
+                reason = rejection.reason().as_str()
+            );
+        }
+    }
+}
+
+/// The failure limit's answer for the client, before any key check: refused (429) when it
+/// failed too often.
+fn admit_client(peeked: Result<RateDecision, LimiterError>, id: KeyId) -> Result<(), Rejection> {
+    let decision = peeked.map_err(|error| limiter_unavailable(&error, id))?;
+    if decision.allowed {
+        Ok(())
+    } else {
+        Err(Rejection::rate_limited(
+            Reason::TooManyFailures,
+            id,
+            decision,
+        ))
+    }
+}
+
+/// One failed attempt, counted: the limiter's decision, or `None` when it could not count.
+fn failure_counted(
+    counted: Result<RateDecision, LimiterError>,
+    client: LimitKey,
+    id: KeyId,
+) -> Option<RateDecision> {
+    if client == LimitKey::UnknownClient {
+        metrics::unknown_client_failure();
+    }
+    counted
+        .inspect_err(|error| {
+            // The request is refused anyway; the attempt goes uncounted.
+            tracing::warn!(target: "keygate", key_id = %id, %error, "could not count a failed attempt");
+        })
+        .ok()
+}
+
+/// The refusal of a failed key check. The failure limit's pre-check and its count are apart
+/// (a store lookup may sit between them), so concurrent attempts can all pass the pre-check;
+/// the count is the atomic step: an attempt past the allowance is a 429 too, so at most the
+/// burst of failures get an answer on the key.
+fn failed(reason: Reason, id: KeyId, counted: Option<RateDecision>) -> Rejection {
+    match counted {
+        Some(decision) if !decision.allowed => {
+            Rejection::rate_limited(Reason::TooManyFailures, id, decision)
+        }
+        _ => Rejection::for_key(reason, id),
     }
 }
 

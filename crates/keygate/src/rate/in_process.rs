@@ -1,17 +1,18 @@
 //! The in-process [`RateLimiter`]: governor's GCRA, one limiter per (key, policy) in a bounded
-//! moka cache.
+//! cache.
 
+use std::convert::Infallible;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter as Governor};
-use moka::Expiry;
-use moka::sync::Cache;
+use quick_cache::UnitWeighter;
+use quick_cache::sync::Cache;
 
 use super::{LimitKey, LimiterError, RateDecision, RateLimiter, RatePolicy};
 use crate::clock::{Clock, SystemClock};
@@ -26,8 +27,8 @@ use crate::clock::{Clock, SystemClock};
 ///   limiters (at most the same capacities, each entry gone when its lockout ends), so a
 ///   flood of failed attempts from many other addresses, which evicts idle limiters, never
 ///   lifts an active lockout.
-/// - **Idle keys cost nothing**: a limiter unused for its policy's refill time (after which
-///   it would be full anyway) is dropped.
+/// - **Idle keys go first**: when a cache is full, limiters not used lately are evicted first
+///   (CLOCK-Pro); an evicted limiter starts again full, which is what an idle one would be.
 /// - **Policy changes apply at once**: the cache is keyed by (key, policy), so a new policy
 ///   starts a fresh limiter.
 /// - **No I/O**: decisions are made without awaiting or allocating (after a key's first
@@ -41,11 +42,14 @@ pub struct InProcessLimiter {
     inner: Arc<Inner>,
 }
 
-// foldhash: several times faster than std's SipHash on these small keys, and seeded per cache
-// (client addresses are chosen by clients).
-type Buckets = Cache<(LimitKey, RatePolicy), Arc<Gcra>, foldhash::fast::RandomState>;
-/// Exhausted (key, policy) pairs: only those locked out now, each until its lockout ends.
-type Locks = Cache<(LimitKey, RatePolicy), Lock, foldhash::fast::RandomState>;
+// quick_cache: a hit is a shard read lock and a probe (moka's sync cache also logged every
+// read for its admission policy and timer wheel). foldhash: several times faster than std's
+// SipHash on these small keys, and seeded per cache (client addresses are chosen by clients).
+type Map<V> = Cache<(LimitKey, RatePolicy), V, UnitWeighter, foldhash::fast::RandomState>;
+type Buckets = Map<Arc<Gcra>>;
+/// Exhausted (key, policy) pairs, each until its lockout ends (an ended lock is taken out
+/// when next looked at, or evicted first when the cache is full).
+type Locks = Map<Lock>;
 
 struct Inner {
     keys: Buckets,
@@ -68,33 +72,6 @@ type Gcra = Governor<NotKeyed, InMemoryState, ClockAdapter, StateInformationMidd
 struct Lock {
     /// Nanoseconds since the Unix epoch, on the limiter's clock.
     until: u64,
-    /// How long the lock had left when it was set, on the real clock: the entry's lifetime
-    /// in the cache (a manual clock in tests never shortens it: `look` compares `until`).
-    lasts: Duration,
-}
-
-/// A lock leaves its cache when it ends.
-struct UntilLockEnds;
-
-impl Expiry<(LimitKey, RatePolicy), Lock> for UntilLockEnds {
-    fn expire_after_create(
-        &self,
-        _: &(LimitKey, RatePolicy),
-        lock: &Lock,
-        _: Instant,
-    ) -> Option<Duration> {
-        Some(lock.lasts)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &(LimitKey, RatePolicy),
-        lock: &Lock,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(lock.lasts)
-    }
 }
 
 /// governor's clock over keygate's (so tests drive limits with a `ManualClock`).
@@ -106,40 +83,6 @@ impl governor::clock::Clock for ClockAdapter {
 
     fn now(&self) -> SystemTime {
         self.0.now()
-    }
-}
-
-/// Drops a limiter after at least its policy's refill time without use: it would be full by
-/// then, the same as a fresh one.
-///
-/// Each read would reschedule the entry's timer (work for moka's maintenance on every request);
-/// instead the expiry is pushed to twice the refill time, and only once less than one refill
-/// time is left. An entry so never expires sooner than one refill time after its last use.
-struct IdleForRefillTime;
-
-impl Expiry<(LimitKey, RatePolicy), Arc<Gcra>> for IdleForRefillTime {
-    fn expire_after_create(
-        &self,
-        key: &(LimitKey, RatePolicy),
-        _: &Arc<Gcra>,
-        _: Instant,
-    ) -> Option<Duration> {
-        Some(key.1.refill_time().saturating_mul(2))
-    }
-
-    fn expire_after_read(
-        &self,
-        key: &(LimitKey, RatePolicy),
-        _: &Arc<Gcra>,
-        _: Instant,
-        left: Option<Duration>,
-        _: Instant,
-    ) -> Option<Duration> {
-        let refill = key.1.refill_time();
-        match left {
-            Some(left) if left >= refill => Some(left),
-            _ => Some(refill.saturating_mul(2)),
-        }
     }
 }
 
@@ -165,26 +108,24 @@ impl InProcessLimiter {
         }
     }
 
-    /// Limiters currently held for keys and for clients, after pending cache maintenance.
+    /// Limiters currently held for keys and for clients.
     #[must_use]
     pub fn entry_counts(&self) -> (u64, u64) {
-        self.inner.keys.run_pending_tasks();
-        self.inner.clients.run_pending_tasks();
-        (
-            self.inner.keys.entry_count(),
-            self.inner.clients.entry_count(),
-        )
+        (count(&self.inner.keys), count(&self.inner.clients))
     }
 
-    /// Keys and clients locked out now (exhausted until a time still ahead on the real
-    /// clock), after pending cache maintenance.
+    /// Keys and clients locked out now (exhausted until a time still ahead on the limiter's
+    /// clock). Visits every lock: for tests and diagnostics, not per request.
     #[must_use]
     pub fn lockout_counts(&self) -> (u64, u64) {
-        self.inner.key_locks.run_pending_tasks();
-        self.inner.client_locks.run_pending_tasks();
+        let now = nanos_since_epoch(self.inner.clock.0.now());
+        let active = |locks: &Locks| {
+            let active = locks.iter().filter(|(_, lock)| lock.until > now).count();
+            u64::try_from(active).unwrap_or(u64::MAX)
+        };
         (
-            self.inner.key_locks.entry_count(),
-            self.inner.client_locks.entry_count(),
+            active(&self.inner.key_locks),
+            active(&self.inner.client_locks),
         )
     }
 
@@ -213,22 +154,23 @@ impl InProcessLimiter {
     }
 
     fn mark_exhausted(&self, key: LimitKey, policy: RatePolicy, until: SystemTime) {
-        let lasts = until
-            .duration_since(self.inner.clock.0.now())
-            .unwrap_or_default();
         let until = nanos_since_epoch(until);
-        self.locks(&key)
-            .insert((key, policy), Lock { until, lasts });
+        self.locks(&key).insert((key, policy), Lock { until });
         self.any_exhausted_until(&key)
             .fetch_max(until, Ordering::AcqRel);
     }
 
     fn decide(&self, key: LimitKey, policy: RatePolicy) -> RateDecision {
         let cache = self.cache(&key);
-        // `get` first: `get_with` wraps the key in an `Arc` even on a hit.
-        let gcra = cache
-            .get(&(key, policy))
-            .unwrap_or_else(|| cache.get_with((key, policy), || self.gcra(policy)));
+        let gcra = match cache.get(&(key, policy)) {
+            Some(gcra) => gcra,
+            None => match cache
+                .get_or_insert_with(&(key, policy), || Ok::<_, Infallible>(self.gcra(policy)))
+            {
+                Ok(gcra) => gcra,
+                Err(never) => match never {},
+            },
+        };
         let interval = policy.emission_interval();
         match gcra.check() {
             Ok(snapshot) => {
@@ -276,11 +218,17 @@ impl InProcessLimiter {
         }
         // A peek never creates anything: looking costs no memory.
         let now_nanos = nanos_since_epoch(now);
-        match self.locks(&key).get(&(key, policy)) {
+        let locks = self.locks(&key);
+        match locks.get(&(key, policy)) {
             Some(lock) if now_nanos < lock.until => {
                 exhausted(policy, Duration::from_nanos(lock.until - now_nanos))
             }
-            _ => open,
+            Some(_) => {
+                // Ended: out, unless a new lockout took its place meanwhile.
+                locks.remove_if(&(key, policy), |lock| lock.until <= now_nanos);
+                open
+            }
+            None => open,
         }
     }
 
@@ -319,6 +267,10 @@ fn exhausted(policy: RatePolicy, retry_after: Duration) -> RateDecision {
                 .saturating_mul(policy.burst() - 1),
         retry_after,
     }
+}
+
+fn count<V: Clone>(map: &Map<V>) -> u64 {
+    u64::try_from(map.len()).unwrap_or(u64::MAX)
 }
 
 fn nanos_since_epoch(at: SystemTime) -> u64 {
@@ -364,8 +316,8 @@ impl RateLimiter for InProcessLimiter {
 impl std::fmt::Debug for InProcessLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InProcessLimiter")
-            .field("keys", &self.inner.keys.entry_count())
-            .field("clients", &self.inner.clients.entry_count())
+            .field("keys", &self.inner.keys.len())
+            .field("clients", &self.inner.clients.len())
             .finish_non_exhaustive()
     }
 }
@@ -408,26 +360,22 @@ impl InProcessLimiterBuilder {
     /// Builds the limiter.
     #[must_use]
     pub fn build(self) -> InProcessLimiter {
-        let cache = |name, capacity| {
-            Cache::builder()
-                .name(name)
-                .max_capacity(capacity)
-                .expire_after(IdleForRefillTime)
-                .build_with_hasher(foldhash::fast::RandomState::default())
-        };
-        let locks = |name, capacity| {
-            Cache::builder()
-                .name(name)
-                .max_capacity(capacity)
-                .expire_after(UntilLockEnds)
-                .build_with_hasher(foldhash::fast::RandomState::default())
-        };
+        fn map<V: Clone>(capacity: u64) -> Map<V> {
+            Cache::with(
+                // Sizes the shards' tables; they grow on demand past this.
+                usize::try_from(capacity.min(1 << 12)).unwrap_or(1 << 12),
+                capacity,
+                UnitWeighter,
+                foldhash::fast::RandomState::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            )
+        }
         InProcessLimiter {
             inner: Arc::new(Inner {
-                keys: cache("keygate-rate-keys", self.key_capacity),
-                clients: cache("keygate-rate-clients", self.client_capacity),
-                key_locks: locks("keygate-rate-key-locks", self.key_capacity),
-                client_locks: locks("keygate-rate-client-locks", self.client_capacity),
+                keys: map(self.key_capacity),
+                clients: map(self.client_capacity),
+                key_locks: map(self.key_capacity),
+                client_locks: map(self.client_capacity),
                 keys_exhausted_until: AtomicU64::new(0),
                 clients_exhausted_until: AtomicU64::new(0),
                 clock: ClockAdapter(self.clock),

@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
-pub use admin::Admin;
+pub use admin::{Admin, AdminBuilder, NoKeyring};
 pub use builder::{DEFAULT_FAILURE_LIMIT, VerifierBuilder};
 pub use last_used::LastUsedStats;
 

@@ -26,7 +26,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
     // Everything that can be wrong with the input is refused before the store is opened (or
     // created): a usage error never leaves anything behind.
     check_input(&cli, now)?;
-    let mints = matches!(cli.command, Command::Create(_) | Command::Rotate(_));
+    let mints = matches!(
+        cli.command,
+        Command::Create(_) | Command::Rotate(_) | Command::Serve(_)
+    );
     let given = if mints || matches!(cli.command, Command::Peppers) {
         given_peppers(&cli)?
     } else {
@@ -46,7 +49,9 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
     };
     // The prefix of a new key, checked against the store's before anything is written.
     let format = match &cli.command {
-        Command::Create(_) => Some(new_key_format(&store, given_prefix(&cli)).await?),
+        Command::Create(_) | Command::Serve(_) => {
+            Some(new_key_format(&store, given_prefix(&cli)).await?)
+        }
         _ => None,
     };
     let peppers = if mints {
@@ -374,6 +379,15 @@ async fn execute(
         Command::Audit(args) => crate::audit::audit(store, args, out, now).await?,
         Command::Usage(args) => crate::audit::usage(store, args, out, now).await?,
         Command::Peppers => peppers_report(store, minting.peppers, out).await?,
+        Command::Serve(args) => {
+            let format = minting
+                .format
+                .cloned()
+                .ok_or_else(|| CliError::Unavailable("no key format resolved".into()))?;
+            let keyring = Keyring::new(format, minting_peppers(minting.peppers)?);
+            let listen = crate::serve::listen_addr(args)?;
+            crate::serve::serve(store, keyring, changes.channel.clone(), listen, out).await?;
+        }
     }
     Ok(())
 }
@@ -658,6 +672,10 @@ fn check_input(cli: &Cli, now: SystemTime) -> Result<(), CliError> {
         Command::Usage(args) => {
             crate::audit::usage_range(args, now)?;
         }
+        Command::Serve(args) => {
+            crate::serve::listen_addr(args)?;
+            given_peppers(cli)?;
+        }
     }
     Ok(())
 }
@@ -753,6 +771,15 @@ fn new_key(args: &CreateArgs, now: SystemTime) -> Result<NewKey, CliError> {
     spec = spec.allowed_ips(ranges);
     if let Some(limit) = args.rate.and_then(RateSetting::limit) {
         spec = spec.rate_limit(limit);
+    }
+    if args.admin {
+        let mut admin = vec![scope(keygate_admin::READ_SCOPE)?];
+        if !args.read_only {
+            admin.push(scope(keygate_admin::WRITE_SCOPE)?);
+        }
+        // Granted once, even when --scope names them too.
+        admin.retain(|s| !args.scopes.iter().any(|given| given.trim() == s.as_str()));
+        spec = spec.scopes(admin);
     }
     Ok(spec)
 }

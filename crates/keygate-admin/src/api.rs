@@ -124,6 +124,8 @@ impl AdminApi {
         let (api, _) = parts();
         let api = api
             .route_layer(keygate_axum::layer(self.verifier))
+            // Keys (and, once, a secret) are never kept by a cache on the way.
+            .layer(axum::middleware::map_response(no_store))
             .with_state(ApiState {
                 admin: self.admin,
                 trail: self.trail,
@@ -148,6 +150,14 @@ impl std::fmt::Debug for AdminApi {
             .field("mounted_at", &self.mounted_at)
             .finish_non_exhaustive()
     }
+}
+
+async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 /// The admin API over `admin`, callers checked by `verifier`, without an audit trail (see

@@ -71,7 +71,13 @@ pub(crate) fn scopes(field: &str, texts: &[String]) -> Result<Vec<Scope>, ApiErr
         .iter()
         .enumerate()
         .map(|(i, text)| {
-            Scope::new(text).map_err(|e| ApiError::bad(format!("{field}[{i}]"), e.to_string()))
+            // Not echoed: the message says what a scope looks like.
+            Scope::new(text).map_err(|_| {
+                ApiError::bad(
+                    format!("{field}[{i}]"),
+                    "invalid scope: use ':'-separated segments of letters, digits, '_', '-' or '.', with '*' only as the whole last segment",
+                )
+            })
         })
         .collect()
 }

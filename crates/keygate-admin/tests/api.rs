@@ -324,6 +324,7 @@ async fn every_endpoint_answers_as_documented() {
         // Success.
         let answer = f.send(&case.method, &good, Some(&f.writer.key), body).await;
         assert_eq!(answer.status, case.status, "{what}: {}", answer.text);
+        assert_eq!(answer.cache_control.as_deref(), Some("no-store"), "{what}");
         if case.status != StatusCode::NO_CONTENT {
             assert_eq!(
                 answer.content_type.as_deref(),

@@ -96,6 +96,7 @@ pub async fn fixture() -> Fixture {
 
 pub struct Answer {
     pub status: StatusCode,
+    pub cache_control: Option<String>,
     pub content_type: Option<String>,
     pub text: String,
 }
@@ -132,9 +133,14 @@ impl Fixture {
             .headers()
             .get(header::CONTENT_TYPE)
             .map(|v| v.to_str().unwrap().to_owned());
+        let cache_control = response
+            .headers()
+            .get(header::CACHE_CONTROL)
+            .map(|v| v.to_str().unwrap().to_owned());
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         Answer {
             status,
+            cache_control,
             content_type,
             text: String::from_utf8(bytes.to_vec()).unwrap(),
         }

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 /// An RFC 9457 problem, as the admin API answers every error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct Problem {
     /// `urn:keygate:problem:<code>`: `invalid_input`, `not_found`, `conflict`, `unavailable`,
     /// `not_configured` (and the key layer's own codes for 401, 403 and 429).
@@ -30,6 +31,7 @@ pub struct Problem {
 
 /// Why an admin API request failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ApiError {
     /// Bad input (400): nothing was changed.
     BadInput {

@@ -110,6 +110,7 @@ pub(crate) fn rate_limit(field: &str, text: &str) -> Result<RateLimit, ApiError>
 /// `POST /keys`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct CreateKey {
     /// Human-readable name (1 to 200 characters).
     pub name: String,
@@ -138,6 +139,7 @@ pub struct CreateKey {
 /// `PUT /keys/{id}/name`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Rename {
     /// The new name.
     pub name: String,
@@ -146,6 +148,7 @@ pub struct Rename {
 /// `PUT /keys/{id}/scopes`: the whole new list.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SetScopes {
     /// The scopes (replacing the key's).
     pub scopes: Vec<String>,
@@ -154,6 +157,7 @@ pub struct SetScopes {
 /// `PUT /keys/{id}/expiry`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SetExpiry {
     /// When the key stops working (RFC 3339); null: never. Required.
     pub expires_at: Option<String>,
@@ -162,6 +166,7 @@ pub struct SetExpiry {
 /// `PUT /keys/{id}/rate-limit`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SetRateLimit {
     /// A policy (`100/1s`, `100/1s burst 200`) or `unlimited`; null: the services' default.
     /// Required.
@@ -171,6 +176,7 @@ pub struct SetRateLimit {
 /// `PUT /keys/{id}/metadata`: the whole new object.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SetMetadata {
     /// The metadata (replacing the key's).
     #[schema(value_type = Object)]
@@ -180,6 +186,7 @@ pub struct SetMetadata {
 /// `PUT /keys/{id}/allowed-ips`: the whole new list.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SetAllowedIps {
     /// Client address ranges (CIDR, or single addresses); empty: anywhere.
     pub allowed_ips: Vec<String>,
@@ -188,6 +195,7 @@ pub struct SetAllowedIps {
 /// `POST /keys/{id}/rotate`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Rotate {
     /// How long the old key keeps working, in seconds (0: revoked at once; at most 30 days).
     /// Absent: 24 hours.
@@ -208,6 +216,7 @@ impl Rotate {
 /// The query of `GET /keys`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[non_exhaustive]
 pub struct ListParams {
     /// Only keys in this state: `active`, `disabled`, `revoked` or `expired`.
     pub state: Option<String>,
@@ -224,6 +233,7 @@ pub struct ListParams {
 /// The query of `GET /audit`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[non_exhaustive]
 pub struct AuditParams {
     /// Only events of this key (its id).
     pub key_id: Option<String>,
@@ -244,6 +254,7 @@ pub struct AuditParams {
 /// The query of `GET /usage`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[non_exhaustive]
 pub struct UsageParams {
     /// Only this key (its id).
     pub key_id: Option<String>,

@@ -17,6 +17,7 @@ pub(crate) fn time(at: SystemTime) -> String {
 /// A key's lifecycle state at the time of the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum StateView {
     /// Usable.
     Active,
@@ -41,6 +42,7 @@ impl From<KeyState> for StateView {
 
 /// One key, as stored (never its secret or digest).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct KeyView {
     /// The public id.
     pub id: String,
@@ -112,6 +114,7 @@ impl KeyView {
 
 /// One page of keys, ordered by id.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct KeyList {
     /// The keys.
     pub keys: Vec<KeyView>,
@@ -122,6 +125,7 @@ pub struct KeyList {
 /// A key just created: the full key, shown this once (keygate keeps only its digest), and its
 /// record.
 #[derive(Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct CreatedKeyView {
     /// The full key (`{prefix}_{id}_{secret}{checksum}`). It cannot be shown again.
     pub key: String,
@@ -141,6 +145,7 @@ impl std::fmt::Debug for CreatedKeyView {
 /// A rotation: the new key (shown this once) and its record, and the old key as it now stands
 /// (expiring at the end of the grace period, or revoked).
 #[derive(Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct RotatedKeyView {
     /// The new full key. It cannot be shown again.
     pub key: String,
@@ -162,6 +167,7 @@ impl std::fmt::Debug for RotatedKeyView {
 
 /// Many denied requests that named no existing key, folded into one event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct FoldedView {
     /// How many denials the event stands for.
     pub count: u64,
@@ -186,6 +192,7 @@ impl From<&Folded> for FoldedView {
 
 /// One audit event: a request decision, or a change to a key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct EventView {
     /// The event's id in the trail (ids only grow).
     pub id: i64,
@@ -248,6 +255,7 @@ impl From<&StoredEvent> for EventView {
 
 /// One page of audit events, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct EventList {
     /// The events.
     pub events: Vec<EventView>,
@@ -257,6 +265,7 @@ pub struct EventList {
 
 /// One key's requests on one UTC day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct UsageView {
     /// The key.
     pub key_id: String,
@@ -285,6 +294,7 @@ impl From<&UsageDay> for UsageView {
 
 /// Requests per key per day, ordered by key id, then day. Days without requests are left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct UsageList {
     /// The first day covered (`YYYY-MM-DD`, UTC).
     pub since: String,

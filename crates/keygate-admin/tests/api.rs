@@ -599,3 +599,20 @@ async fn the_openapi_document_is_3_1_and_lists_every_route_the_router_serves() {
         .await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn without_an_audit_trail_the_trail_endpoints_say_so() {
+    let f = fixture().await;
+    let app: axum::Router = keygate_admin::router(f.verifier.admin(), f.verifier.clone());
+    let f = Fixture { app, ..f };
+    for path in ["/audit", "/usage"] {
+        let answer = f.send(&Method::GET, path, Some(&f.reader.key), None).await;
+        let problem = assert_problem(&answer, StatusCode::NOT_IMPLEMENTED, path);
+        assert_eq!(problem["type"], "urn:keygate:problem:not_configured");
+    }
+    // The keys are served all the same.
+    let answer = f
+        .send(&Method::GET, "/keys", Some(&f.reader.key), None)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+}

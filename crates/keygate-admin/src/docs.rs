@@ -13,6 +13,8 @@ use crate::error::Problem;
         title = "keygate admin API",
         description = "Manage API keys: list, create, change, rotate, revoke and delete them, and read the audit trail and usage. Callers authenticate with a keygate key carrying keygate:admin:read (GET) or keygate:admin:write (everything; it implies read). Errors are application/problem+json.",
     ),
+    // The error responses refer to it (derived responses do not register their schemas).
+    components(schemas(Problem)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "keys", description = "API keys"),

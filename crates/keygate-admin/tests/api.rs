@@ -559,6 +559,33 @@ async fn the_openapi_document_is_3_1_and_lists_every_route_the_router_serves() {
             }
         }
     }
+    // Every reference resolves: the document stands on its own.
+    fn refs(value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("$ref", Value::String(r)) => found.push(r.clone()),
+                        _ => refs(v, found),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    refs(&document, &mut found);
+    assert!(!found.is_empty());
+    for reference in found {
+        let name = reference
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{reference}"));
+        assert!(
+            document["components"]["schemas"][name].is_object(),
+            "{reference} is not in the document"
+        );
+    }
     // The table drives every documented route, and only those.
     let tested: BTreeSet<(String, String)> = cases()
         .iter()

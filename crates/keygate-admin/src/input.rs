@@ -160,6 +160,7 @@ pub struct SetScopes {
 #[non_exhaustive]
 pub struct SetExpiry {
     /// When the key stops working (RFC 3339); null: never. Required.
+    #[schema(required = true)]
     pub expires_at: Option<String>,
 }
 
@@ -170,6 +171,7 @@ pub struct SetExpiry {
 pub struct SetRateLimit {
     /// A policy (`100/1s`, `100/1s burst 200`) or `unlimited`; null: the services' default.
     /// Required.
+    #[schema(required = true)]
     pub rate_limit: Option<String>,
 }
 

@@ -586,6 +586,20 @@ async fn the_openapi_document_is_3_1_and_lists_every_route_the_router_serves() {
             "{reference} is not in the document"
         );
     }
+    // Fields the API requires are required in the document, nullable or not.
+    for (schema, field) in [
+        ("CreateKey", "name"),
+        ("SetExpiry", "expires_at"),
+        ("SetRateLimit", "rate_limit"),
+    ] {
+        let required = &document["components"]["schemas"][schema]["required"];
+        assert!(
+            required
+                .as_array()
+                .is_some_and(|r| r.contains(&json!(field))),
+            "{schema}.{field}: {required}"
+        );
+    }
     // The table drives every documented route, and only those.
     let tested: BTreeSet<(String, String)> = cases()
         .iter()

@@ -657,3 +657,34 @@ async fn without_an_audit_trail_the_trail_endpoints_say_so() {
         .await;
     assert_eq!(answer.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_key_revoked_through_the_api_is_refused_by_the_service_at_once() {
+    use axum::routing::get;
+    let f = fixture().await;
+    let service: axum::Router = axum::Router::new()
+        .route("/orders", get(|| async { "orders" }))
+        .layer(keygate_axum::layer(f.verifier.clone()));
+    let created = f
+        .send(
+            &Method::POST,
+            "/keys",
+            Some(&f.writer.key),
+            Some(&json!({"name": "partner"})),
+        )
+        .await
+        .json();
+    let key = created["key"].as_str().unwrap();
+    let id = created["record"]["id"].as_str().unwrap();
+    // The service caches the key on its first use…
+    let answer = common::send_to(&service, &Method::GET, "/orders", Some(key), None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    // …and refuses it on the very next request after the revoke.
+    let revoke = format!("/keys/{id}/revoke");
+    let answer = f
+        .send(&Method::POST, &revoke, Some(&f.writer.key), None)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let answer = common::send_to(&service, &Method::GET, "/orders", Some(key), None).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+}

@@ -108,7 +108,7 @@ impl Answer {
 }
 
 impl Fixture {
-    /// Sends a request as `key` (none: no credentials).
+    /// Sends a request to the admin API as `key` (none: no credentials).
     pub async fn send(
         &self,
         method: &Method,
@@ -116,34 +116,7 @@ impl Fixture {
         key: Option<&str>,
         body: Option<&Value>,
     ) -> Answer {
-        let mut request = Request::builder().method(method.clone()).uri(path);
-        if let Some(key) = key {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
-        }
-        let request = match body {
-            Some(body) => request
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.to_string())),
-            None => request.body(Body::empty()),
-        }
-        .unwrap();
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap().to_owned());
-        let cache_control = response
-            .headers()
-            .get(header::CACHE_CONTROL)
-            .map(|v| v.to_str().unwrap().to_owned());
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Answer {
-            status,
-            cache_control,
-            content_type,
-            text: String::from_utf8(bytes.to_vec()).unwrap(),
-        }
+        send_to(&self.app, method, path, key, body).await
     }
 
     /// The lifecycle events recorded so far (the verifier's own requests left out).
@@ -178,5 +151,43 @@ impl Fixture {
             .await
             .unwrap()
             .keys
+    }
+}
+
+/// Sends a request to `app` as `key` (none: no credentials).
+pub async fn send_to(
+    app: &Router,
+    method: &Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> Answer {
+    let mut request = Request::builder().method(method.clone()).uri(path);
+    if let Some(key) = key {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    let request = match body {
+        Some(body) => request
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string())),
+        None => request.body(Body::empty()),
+    }
+    .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let cache_control = response
+        .headers()
+        .get(header::CACHE_CONTROL)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        cache_control,
+        content_type,
+        text: String::from_utf8(bytes.to_vec()).unwrap(),
     }
 }

@@ -135,6 +135,19 @@ async fn round_trip(name: &str, sink: SqlAuditSink) {
         .await);
     assert_eq!(after.len(), 1, "{name}: limit");
     assert_eq!(after[0].id, all[2].id, "{name}: after id, oldest first");
+    // Paging back, newest first: the page before the newest two.
+    let before = ok(sink
+        .events(&EventQuery {
+            before_id: Some(all[2].id),
+            limit: 1,
+            ..EventQuery::default()
+        })
+        .await);
+    assert_eq!(
+        before.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [all[1].id],
+        "{name}: before id, newest first"
+    );
 }
 
 #[tokio::test]

@@ -55,6 +55,7 @@ pub(crate) fn audit_query(args: &AuditArgs, now: SystemTime) -> Result<EventQuer
         action: None,
         since,
         after_id: None,
+        before_id: None,
         limit: args.limit,
         oldest_first: false,
     })

@@ -16,6 +16,8 @@ Examples:
   keygate audit --key 4fT0qKb2mZ9x --outcome denied --since 1h
   keygate usage --days 7
   keygate peppers                                        # keys per pepper version
+  keygate create --admin --name ops                      # a key for the admin API
+  keygate serve --listen 127.0.0.1:8080                  # the admin API on this store
 
 Environment:
   KEYGATE_DATABASE_URL  sqlite://keygate.db (default) or postgres://user@host/db
@@ -189,6 +191,29 @@ Examples:
 A key under an older version moves to the current one the first time a service (whose
 KEYGATE_PEPPER has both) verifies it. Once an old version has no keys left, remove it.")]
     Peppers,
+    /// Serve the admin API (JSON, OpenAPI at /openapi.json) on the key store, until
+    /// interrupted. Callers need an admin key (`keygate create --admin`).
+    #[command(after_help = "\
+Examples:
+  keygate create --admin --name ops          # the first admin key
+  keygate serve --listen 127.0.0.1:8080
+  curl -H \"Authorization: Bearer $KEY\" http://127.0.0.1:8080/keys
+
+It needs the deployment's pepper (KEYGATE_PEPPER) to check admin keys and mint new ones. It
+listens on loopback only unless --allow-remote is given: put it behind a TLS-terminating proxy
+on a private network (see docs/admin.md).")]
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address and port to listen on, like 127.0.0.1:8080 ([::1]:8080 for IPv6).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: String,
+    /// Allow listening on an address that is not loopback. The API speaks plain HTTP: only
+    /// behind a TLS-terminating proxy on a network you trust.
+    #[arg(long)]
+    pub(crate) allow_remote: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -262,6 +287,13 @@ pub(crate) struct CreateArgs {
     /// (without it, or with default, the services' default applies).
     #[arg(long, value_name = "POLICY")]
     pub(crate) rate: Option<RateSetting>,
+    /// An admin key for the admin API (`keygate serve`, keygate-admin): grants
+    /// keygate:admin:read and keygate:admin:write, besides any --scope.
+    #[arg(long)]
+    pub(crate) admin: bool,
+    /// With --admin: a read-only admin key (keygate:admin:read only).
+    #[arg(long, requires = "admin")]
+    pub(crate) read_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -2,13 +2,14 @@
 
 use std::io::{BufRead, Write};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
 use keygate::store::{KeyFilter, PageRequest};
 use keygate::{
-    Admin, KeyAdmin, KeyFormat, KeyId, KeyRecord, KeyState, Keyring, Metadata, NewKey, Pepper,
-    Peppers, Scope, Verifier,
+    Admin, Invalidation, KeyAdmin, KeyFormat, KeyId, KeyRecord, KeyState, Keyring, Metadata,
+    NewKey, Pepper, Peppers, Scope,
 };
 
 use crate::cli::{
@@ -25,7 +26,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
     // Everything that can be wrong with the input is refused before the store is opened (or
     // created): a usage error never leaves anything behind.
     check_input(&cli, now)?;
-    let mints = matches!(cli.command, Command::Create(_) | Command::Rotate(_));
+    let mints = matches!(
+        cli.command,
+        Command::Create(_) | Command::Rotate(_) | Command::Serve(_)
+    );
     let given = if mints || matches!(cli.command, Command::Peppers) {
         given_peppers(&cli)?
     } else {
@@ -45,7 +49,9 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
     };
     // The prefix of a new key, checked against the store's before anything is written.
     let format = match &cli.command {
-        Command::Create(_) => Some(new_key_format(&store, given_prefix(&cli)).await?),
+        Command::Create(_) | Command::Serve(_) => {
+            Some(new_key_format(&store, given_prefix(&cli)).await?)
+        }
         _ => None,
     };
     let peppers = if mints {
@@ -53,7 +59,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
     } else {
         given
     };
-    let mut changes = Changes::new(&store, actor(&cli));
+    let mut changes = Changes::new(&store, actor(&cli), channel(&cli).await?);
     let minting = Minting {
         peppers: peppers.as_ref(),
         format: format.as_ref(),
@@ -62,10 +68,27 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
     // Whatever happened, the events of the changes made are written before exiting, and the
     // services are told of every change that was made.
     let recorded = changes.flush().await;
-    if let Some(url) = &cli.redis_url {
-        crate::publish::publish(url, &cli.redis_prefix, &changes.changed).await;
+    if changes.failed_publishes() > 0 {
+        eprintln!(
+            "keygate: warning: the change was made, but it could not be published to Redis; \
+             services will see it when their cached copy expires (their cache TTL, 30 s by default)"
+        );
     }
     result.and(recorded)
+}
+
+/// The services' Redis invalidation channel (`--redis-url`), which every change is published
+/// on; building it does not connect.
+async fn channel(cli: &Cli) -> Result<Option<Arc<dyn Invalidation>>, CliError> {
+    let Some(url) = &cli.redis_url else {
+        return Ok(None);
+    };
+    let channel = keygate_redis::RedisInvalidation::builder(url)
+        .prefix(&cli.redis_prefix)
+        .build()
+        .await
+        .map_err(|_| CliError::usage(crate::publish::BAD_URL))?;
+    Ok(Some(Arc::new(channel)))
 }
 
 /// Who makes the changes: `--actor`, else `KEYGATE_ACTOR` (both through clap), else `USER`.
@@ -81,57 +104,67 @@ fn actor(cli: &Cli) -> Option<String> {
 struct Changes<'a> {
     store: &'a Store,
     actor: Option<String>,
-    verifiers: Vec<Verifier>,
-    /// The keys changed (created, modified or deleted), in order, to publish.
-    changed: Vec<KeyId>,
+    /// Where every change is published (`--redis-url`).
+    channel: Option<Arc<dyn Invalidation>>,
+    admins: Vec<Admin>,
 }
 
 impl<'a> Changes<'a> {
-    fn new(store: &'a Store, actor: Option<String>) -> Self {
+    fn new(
+        store: &'a Store,
+        actor: Option<String>,
+        channel: Option<Arc<dyn Invalidation>>,
+    ) -> Self {
         Self {
             store,
             actor,
-            verifiers: Vec::new(),
-            changed: Vec::new(),
+            channel,
+            admins: Vec::new(),
         }
     }
 
-    /// Notes that `id`'s record changed (once the change succeeded).
-    fn changed(&mut self, id: KeyId) {
-        if !self.changed.contains(&id) {
-            self.changed.push(id);
+    /// A management handle that mints with `keyring` (if any), records each change with the
+    /// actor, and publishes it.
+    fn handle(&mut self, keyring: Option<Keyring>) -> Admin {
+        let mut builder = self.store.admin_builder();
+        if let Some(keyring) = keyring {
+            builder = builder.keyring(keyring);
         }
-    }
-
-    /// A management handle that mints with `keyring` and records each change, with the actor.
-    fn admin_minting(&mut self, keyring: Keyring) -> Admin {
-        let verifier = self.store.verifier(keyring);
-        self.verifiers.push(verifier.clone());
-        let admin = verifier.admin();
-        match &self.actor {
+        if let Some(channel) = &self.channel {
+            builder = builder.shared_invalidation(Arc::clone(channel));
+        }
+        let admin = builder.build();
+        let admin = match &self.actor {
             Some(actor) => admin.actor(actor),
             None => admin,
-        }
+        };
+        self.admins.push(admin.clone());
+        admin
     }
 
-    /// A management handle for changes that mint no key.
-    fn admin(&mut self) -> Result<Admin, CliError> {
-        // Never used to mint or verify: any well-formed keyring does, without reading (or
-        // warning about) the peppers.
-        let pepper = Pepper::new(0, "keygate-cli: this handle mints and verifies no key")
-            .map_err(|e| CliError::Unavailable(e.to_string()))?;
-        Ok(self.admin_minting(Keyring::new(format("kg")?, Peppers::new(pepper))))
+    /// A management handle that mints with `keyring`.
+    fn admin_minting(&mut self, keyring: Keyring) -> Admin {
+        self.handle(Some(keyring))
+    }
+
+    /// A management handle for changes that mint no key (it has no keyring, so no pepper).
+    fn admin(&mut self) -> Admin {
+        self.handle(None)
+    }
+
+    /// Changes that could not be published to Redis.
+    fn failed_publishes(&self) -> u64 {
+        self.admins.iter().map(Admin::failed_publishes).sum()
     }
 
     /// Writes the audit events of the changes made. A write that fails is retried a few
     /// times; if it still fails, the command fails (exit 3) saying that the change was made.
     async fn flush(&self) -> Result<(), CliError> {
-        for verifier in &self.verifiers {
-            let mut failures = verifier.audit_stats().failed_writes;
+        for admin in &self.admins {
+            let mut failures = admin.audit_stats().failed_writes;
             let mut attempts = 0;
             loop {
-                verifier.flush_audit().await;
-                let stats = verifier.audit_stats();
+                let stats = admin.flush_audit().await;
                 if stats.failed_writes == failures {
                     break;
                 }
@@ -144,7 +177,7 @@ impl<'a> Changes<'a> {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
-            let stats = verifier.audit_stats();
+            let stats = admin.audit_stats();
             if stats.lost > 0 || stats.dropped > 0 {
                 return Err(CliError::Unavailable(
                     "the change was made, but its audit event was lost".into(),
@@ -189,7 +222,6 @@ async fn execute(
                 .ok_or_else(|| CliError::Unavailable("no key format resolved".into()))?;
             let keyring = Keyring::new(format, minting_peppers(minting.peppers)?);
             let created = changes.admin_minting(keyring).create_key(spec).await?;
-            changes.changed(created.record.id);
             let r = &created.record;
             let note = format!(
                 "Created key \"{}\" (id {}{}{}{})",
@@ -227,8 +259,7 @@ async fn execute(
         }
         Command::Rename { id, new_name } => {
             let id = key_id(id)?;
-            let record = changes.admin()?.rename(&id, new_name).await?;
-            changes.changed(id);
+            let record = changes.admin().rename(&id, new_name).await?;
             out.changed(
                 &record,
                 now,
@@ -236,8 +267,7 @@ async fn execute(
             );
         }
         Command::Scopes(args) => {
-            let record = scopes(&changes.admin()?, args).await?;
-            changes.changed(record.id);
+            let record = scopes(&changes.admin(), args).await?;
             let text = record
                 .scopes
                 .iter()
@@ -257,8 +287,7 @@ async fn execute(
         Command::Expire(args) => {
             let id = key_id(&args.id)?;
             let at = expiry(args, now)?;
-            let record = changes.admin()?.set_expiry(&id, at).await?;
-            changes.changed(id);
+            let record = changes.admin().set_expiry(&id, at).await?;
             out.changed(
                 &record,
                 now,
@@ -271,10 +300,9 @@ async fn execute(
         Command::Limit(args) => {
             let id = key_id(&args.id)?;
             let record = changes
-                .admin()?
+                .admin()
                 .set_rate_limit(&id, args.rate.limit())
                 .await?;
-            changes.changed(id);
             out.changed(
                 &record,
                 now,
@@ -283,8 +311,7 @@ async fn execute(
         }
         Command::Disable(arg) => {
             let id = key_id(&arg.id)?;
-            let record = changes.admin()?.disable(&id).await?;
-            changes.changed(id);
+            let record = changes.admin().disable(&id).await?;
             out.changed(
                 &record,
                 now,
@@ -293,14 +320,12 @@ async fn execute(
         }
         Command::Enable(arg) => {
             let id = key_id(&arg.id)?;
-            let record = changes.admin()?.enable(&id).await?;
-            changes.changed(id);
+            let record = changes.admin().enable(&id).await?;
             out.changed(&record, now, &format!("enabled key {id}"));
         }
         Command::Revoke(arg) => {
             let id = key_id(&arg.id)?;
-            let record = changes.admin()?.revoke(&id).await?;
-            changes.changed(id);
+            let record = changes.admin().revoke(&id).await?;
             out.changed(
                 &record,
                 now,
@@ -314,8 +339,6 @@ async fn execute(
             // The replacement keeps the old key's prefix, whatever --prefix says.
             let keyring = Keyring::new(format(&old.prefix)?, minting_peppers(minting.peppers)?);
             let rotated = changes.admin_minting(keyring).rotate(&id, grace).await?;
-            changes.changed(id);
-            changes.changed(rotated.new.record.id);
             let until = if rotated.old.revoked_at.is_some() {
                 format!("the old key {id} is revoked now")
             } else {
@@ -346,8 +369,7 @@ async fn execute(
                     return Err(CliError::usage("not deleted"));
                 }
             }
-            changes.admin()?.delete(&id).await?;
-            changes.changed(id);
+            changes.admin().delete(&id).await?;
             if out.is_json() {
                 out.json_line(&serde_json::json!({ "id": id.as_str(), "deleted": true }));
             } else {
@@ -357,6 +379,15 @@ async fn execute(
         Command::Audit(args) => crate::audit::audit(store, args, out, now).await?,
         Command::Usage(args) => crate::audit::usage(store, args, out, now).await?,
         Command::Peppers => peppers_report(store, minting.peppers, out).await?,
+        Command::Serve(args) => {
+            let format = minting
+                .format
+                .cloned()
+                .ok_or_else(|| CliError::Unavailable("no key format resolved".into()))?;
+            let keyring = Keyring::new(format, minting_peppers(minting.peppers)?);
+            let listen = crate::serve::listen_addr(args)?;
+            crate::serve::serve(store, keyring, changes.channel.clone(), listen, out).await?;
+        }
     }
     Ok(())
 }
@@ -641,6 +672,10 @@ fn check_input(cli: &Cli, now: SystemTime) -> Result<(), CliError> {
         Command::Usage(args) => {
             crate::audit::usage_range(args, now)?;
         }
+        Command::Serve(args) => {
+            crate::serve::listen_addr(args)?;
+            given_peppers(cli)?;
+        }
     }
     Ok(())
 }
@@ -736,6 +771,15 @@ fn new_key(args: &CreateArgs, now: SystemTime) -> Result<NewKey, CliError> {
     spec = spec.allowed_ips(ranges);
     if let Some(limit) = args.rate.and_then(RateSetting::limit) {
         spec = spec.rate_limit(limit);
+    }
+    if args.admin {
+        let mut admin = vec![scope(keygate_admin::READ_SCOPE)?];
+        if !args.read_only {
+            admin.push(scope(keygate_admin::WRITE_SCOPE)?);
+        }
+        // Granted once, even when --scope names them too.
+        admin.retain(|s| !args.scopes.iter().any(|given| given.trim() == s.as_str()));
+        spec = spec.scopes(admin);
     }
     Ok(spec)
 }

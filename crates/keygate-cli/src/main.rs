@@ -5,6 +5,7 @@
 //! keygate list
 //! keygate rotate ID --grace 24h
 //! keygate revoke ID
+//! keygate serve --listen 127.0.0.1:8080   # the admin API
 //! ```
 //!
 //! See `keygate --help` and docs/cli.md. Exit codes are listed in the help text.
@@ -15,6 +16,7 @@ mod commands;
 mod error;
 mod output;
 mod publish;
+mod serve;
 mod store;
 
 use std::process::ExitCode;

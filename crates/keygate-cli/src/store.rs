@@ -1,6 +1,6 @@
 //! Opening the key store named by `--database-url`.
 
-use keygate::{KeyAdmin, KeyStore, Keyring, Verifier};
+use keygate::{Admin, AdminBuilder, KeyAdmin, KeyStore};
 use keygate_sqlx::{PostgresStore, SqlAuditSink, SqliteStore};
 
 use crate::error::CliError;
@@ -63,17 +63,14 @@ impl Store {
         }
     }
 
-    /// A verifier over this store, whose `admin()` mints keys with `keyring` and records each
-    /// change in the store's audit trail (call `flush_audit` before exiting).
-    pub(crate) fn verifier(&self, keyring: Keyring) -> Verifier {
+    /// A management handle over this store that records each change in the store's audit
+    /// trail (call `flush_audit` before exiting).
+    pub(crate) fn admin_builder(&self) -> AdminBuilder {
         match self {
-            Self::Sqlite(store) => Verifier::builder(keyring, store.clone())
-                .audit_sink(self.audit())
-                .build(),
-            Self::Postgres(store) => Verifier::builder(keyring, store.clone())
-                .audit_sink(self.audit())
-                .build(),
+            Self::Sqlite(store) => Admin::builder(store.clone()),
+            Self::Postgres(store) => Admin::builder(store.clone()),
         }
+        .audit_sink(self.audit())
     }
 
     /// The store's audit trail and usage counts. The CLI never prunes: retention is the

@@ -3,7 +3,7 @@
 //! A service adds one tower [`ApiKeyLayer`] (axum, tonic, hyper, any tower stack; actix-web has
 //! `keygate-actix`, and `keygate-tonic` answers refusals as gRPC statuses), and every request's
 //! key is extracted, checked against a [`KeyStore`] through a cache, and the caller's
-//! [`Identity`] reaches the handler. Operators manage keys through [`Verifier::admin`] (and the
+//! [`Identity`] reaches the handler. Operators manage keys through [`Admin`] (and the
 //! `keygate` CLI).
 //!
 //! | module | what it holds |
@@ -63,4 +63,4 @@ pub use rejection::{Problem, ProblemJson, Reason, Rejection, RejectionParts};
 pub use require_scopes::RequireScopes;
 pub use scope::{Scope, ScopeRequirement};
 pub use store::{KeyAdmin, KeyFilter, KeyPage, KeyStore, MemoryStore, PageRequest, StoreError};
-pub use verifier::{Admin, Presented, Verifier, VerifierBuilder};
+pub use verifier::{Admin, AdminBuilder, Presented, Verifier, VerifierBuilder};

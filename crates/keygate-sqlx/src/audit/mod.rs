@@ -12,9 +12,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use keygate::audit::{Action, AuditError, AuditEvent, AuditSink, Folded, Outcome, is_folded};
+use keygate::audit::{
+    Action, AuditError, AuditEvent, AuditSink, AuditTrail, Folded, Outcome, is_folded,
+};
 use keygate::clock::Clock;
-use keygate::{KeyId, Reason, StoreError};
+use keygate::{KeyId, StoreError};
 
 use crate::codec::{from_micros, to_micros};
 
@@ -22,8 +24,7 @@ use crate::codec::{from_micros, to_micros};
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// How often, at most, old events are pruned by default: hourly.
 pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
-/// Most events one [`SqlAuditSink::events`] call returns.
-pub const MAX_EVENTS: usize = 10_000;
+pub use keygate::audit::{EventQuery, MAX_EVENTS, StoredEvent, UsageDay};
 
 /// Most rows per multi-row insert: 17 binds each, 8 704 a statement, well under SQLite's 32 766
 /// and PostgreSQL's 65 535 bind parameters. A power of two: see [`chunks`].
@@ -363,6 +364,23 @@ impl AuditSink for SqlAuditSink {
     }
 }
 
+/// The same reads as [`SqlAuditSink::events`] and [`SqlAuditSink::usage`], for code that takes
+/// any trail (keygate-admin).
+#[async_trait]
+impl AuditTrail for SqlAuditSink {
+    async fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        SqlAuditSink::events(self, query).await
+    }
+
+    async fn usage(
+        &self,
+        key_id: Option<&KeyId>,
+        since: SystemTime,
+    ) -> Result<Vec<UsageDay>, StoreError> {
+        SqlAuditSink::usage(self, key_id, since).await
+    }
+}
+
 impl std::fmt::Debug for SqlAuditSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let backend = match &self.backend {
@@ -377,71 +395,6 @@ impl std::fmt::Debug for SqlAuditSink {
             .field("prune_interval", &self.prune_interval)
             .finish_non_exhaustive()
     }
-}
-
-/// Which events [`SqlAuditSink::events`] returns. Every filter is optional; the default is the
-/// 50 newest events.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventQuery {
-    /// Only events of this key.
-    pub key_id: Option<KeyId>,
-    /// Only requests with this outcome.
-    pub outcome: Option<Outcome>,
-    /// Only denied requests with this reason.
-    pub reason: Option<Reason>,
-    /// Only this action (e.g. [`Action::Request`], or one lifecycle action).
-    pub action: Option<Action>,
-    /// Only events at or after this time.
-    pub since: Option<SystemTime>,
-    /// Only events with a larger [`StoredEvent::id`] (for following: pass the last id seen).
-    pub after_id: Option<i64>,
-    /// At most this many (capped at [`MAX_EVENTS`]).
-    pub limit: usize,
-    /// Oldest first (by id) instead of newest first.
-    pub oldest_first: bool,
-}
-
-impl Default for EventQuery {
-    fn default() -> Self {
-        Self {
-            key_id: None,
-            outcome: None,
-            reason: None,
-            action: None,
-            since: None,
-            after_id: None,
-            limit: 50,
-            oldest_first: false,
-        }
-    }
-}
-
-impl EventQuery {
-    fn clamped_limit(&self) -> i64 {
-        i64::try_from(self.limit.min(MAX_EVENTS)).unwrap_or(0)
-    }
-}
-
-/// An event as stored, with its row id (ids only grow; see [`EventQuery::after_id`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredEvent {
-    /// The row id.
-    pub id: i64,
-    /// The event; times are kept to the microsecond.
-    pub event: AuditEvent,
-}
-
-/// One key's requests on one UTC day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UsageDay {
-    /// The key.
-    pub key_id: KeyId,
-    /// The day's start (00:00 UTC).
-    pub day: SystemTime,
-    /// Requests let in.
-    pub allowed: u64,
-    /// Requests refused.
-    pub denied: u64,
 }
 
 /// Days since 1970-01-01 (UTC) of `at`.
@@ -895,12 +848,15 @@ where
     if let Some(after) = query.after_id {
         q.push(" AND id > ").push_bind(after);
     }
+    if let Some(before) = query.before_id {
+        q.push(" AND id < ").push_bind(before);
+    }
     q.push(if query.oldest_first {
         " ORDER BY id ASC LIMIT "
     } else {
         " ORDER BY id DESC LIMIT "
     })
-    .push_bind(query.clamped_limit());
+    .push_bind(i64::try_from(query.clamped_limit()).unwrap_or(0));
     q
 }
 

@@ -4,7 +4,10 @@
 //!   status, latency, request id) or one lifecycle change (created, renamed, …, deleted, with
 //!   the actor when given). Never a secret or a digest.
 //! - [`AuditSink`]: where events go, in batches. [`TracingSink`] (the default) logs them;
-//!   keygate-sqlx's store sink keeps them in the key store, beside per-day usage counts.
+//!   keygate-sqlx's store sink keeps them in the key store, beside per-day usage counts;
+//!   [`MemoryAuditTrail`] keeps both in memory.
+//! - [`AuditTrail`]: reading a trail back ([`EventQuery`] → [`StoredEvent`]s, and
+//!   [`UsageDay`]s), as `keygate audit`, `keygate usage` and keygate-admin do.
 //!
 //! # Never on the request path
 //! The adapters (tower layer, actix middleware) build one event per decided request once the
@@ -48,6 +51,7 @@ mod fold;
 mod pipeline;
 mod request;
 mod sink;
+mod trail;
 
 pub use event::{
     Action, AuditEvent, Folded, MAX_FOLDED_SAMPLE, MAX_LABEL_LEN, Outcome, UnknownName, label,
@@ -58,3 +62,4 @@ pub(crate) use pipeline::{Auditor, PipelineConfig};
 pub(crate) use request::RequestAudit;
 pub use request::{REQUEST_ID_HEADER, STALE_DETAIL};
 pub use sink::{AuditError, AuditSink, TracingSink};
+pub use trail::{AuditTrail, EventQuery, MAX_EVENTS, MemoryAuditTrail, StoredEvent, UsageDay};

@@ -246,8 +246,9 @@ impl KeyPage {
 /// [`Rotation::apply_to`] atomically in `rotate_with`. The workspace's conformance suite
 /// (`tests/tests/store_conformance.rs`) shows what every store must do.
 ///
-/// Through a [`Verifier`](crate::Verifier), use [`Verifier::admin`](crate::Verifier::admin):
-/// it also evicts changed keys from the verifier's cache at once.
+/// Manage keys through an [`Admin`](crate::Admin) (standalone, or from
+/// [`Verifier::admin`](crate::Verifier::admin), which also evicts changed keys from the
+/// verifier's cache at once): it records each change in the audit trail and publishes it.
 #[async_trait]
 pub trait KeyAdmin: Send + Sync + 'static {
     /// Stores a minted key and returns it with its plaintext, once.
@@ -280,7 +281,7 @@ pub trait KeyAdmin: Send + Sync + 'static {
     /// after the rotation's grace period (or is revoked at once for a zero grace).
     ///
     /// Stores never generate secrets: use [`Admin::rotate`](crate::Admin::rotate), which mints
-    /// the replacement with the verifier's keyring and evicts the old key from its cache.
+    /// the replacement with its keyring, records the change and publishes it.
     ///
     /// # Errors
     /// [`StoreError::NotFound`]; [`StoreError::Conflict`] when the old key is revoked, disabled

@@ -1,73 +1,258 @@
-//! Key management through a verifier: every change also evicts the key from its caches.
+//! Key management: [`Admin`], on its own ([`Admin::builder`]) or through a verifier
+//! ([`Verifier::admin`]), whose cache it then also evicts.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::Verifier;
-use crate::audit::{Action, AuditEvent};
-use crate::invalidation::Invalidated;
+use super::pepper_check::PepperGate;
+use crate::audit::{
+    Action, AuditEvent, AuditSink, AuditStats, Auditor, PipelineConfig, TracingSink,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::invalidation::{Invalidated, Invalidation};
 use crate::key::KeyId;
+use crate::keyring::Keyring;
 use crate::record::{CreatedKey, KeyChange, KeyRecord, MintedKey, NewKey, RotatedKey, Rotation};
-use crate::store::{KeyAdmin, KeyFilter, KeyPage, PageRequest, StoreError};
+use crate::store::{KeyAdmin, KeyFilter, KeyPage, KeyStore, PageRequest, StoreError};
 
-/// The verifier's management handle: its store's [`KeyAdmin`], plus cache invalidation, so a
-/// revoke (or any change) is seen by the very next request in this process.
+/// Manages keys in a store: every [`KeyAdmin`] operation, plus an [audit](crate::audit) event
+/// per change and the change published on an [invalidation](crate::invalidation) channel, so
+/// the services' verifiers drop their cached copy at once.
 ///
-/// Get one with [`Verifier::admin`]. Every [`KeyAdmin`] method is available (`rename`,
-/// `revoke`, `disable`, …); [`Admin::create_key`] mints and stores a new key in one step, and
-/// [`Admin::rotate`] replaces a key with a fresh one.
+/// Contents: [getting one](#getting-one), [what a change does](#what-a-change-does),
+/// [minting](#minting). Cheap to clone (clones share everything).
 ///
-/// Every successful change is also an [audit](crate::audit) event (created, renamed, …,
-/// rotated, revoked, deleted), naming the actor given with [`Admin::actor`].
-#[derive(Clone, Debug)]
+/// # Getting one
+/// - [`Admin::builder`]: on its own, from the store, an optional keyring (to create and rotate
+///   keys), audit sinks and an invalidation channel. For tools and admin services that verify
+///   no key themselves (the `keygate` CLI, `keygate-admin`).
+/// - [`Verifier::admin`]: through a verifier, with its store, keyring, clock, audit pipeline
+///   and invalidation channel; a change also evicts the key from that verifier's own cache,
+///   so the very next request in this process sees it.
+///
+/// ```
+/// use keygate::{Admin, KeyAdmin, Keyring, MemoryStore, NewKey};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = MemoryStore::new();
+/// let admin = Admin::builder(store.clone())
+///     .keyring(Keyring::development("acme_test")?)
+///     .build()
+///     .actor("ops-alice");
+/// let created = admin.create_key(NewKey::new("billing")).await?;
+/// admin.revoke(&created.record.id).await?;
+/// admin.flush_audit().await; // before exiting
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # What a change does
+/// Every [`KeyAdmin`] method is available (`rename`, `revoke`, `disable`, …). After a change
+/// (or a store failure, when the change may have happened), the handle
+/// 1. evicts the key from the verifier's cache, when it came from [`Verifier::admin`];
+/// 2. publishes the key's id on the invalidation channel, unless the store publishes its
+///    changes itself ([`Invalidation::published_by_store`]). A failed publish is retried
+///    twice, then logged and counted ([`Admin::failed_publishes`]): the change stands, and
+///    other instances see it within their cache TTL;
+/// 3. records one audit event (created, renamed, …, rotated, revoked, deleted) naming the
+///    actor given with [`Admin::actor`], when the change succeeded.
+///
+/// # Minting
+/// [`Admin::create_key`] mints and stores a new key in one step, and [`Admin::rotate`]
+/// replaces a key with a fresh one, both with the handle's keyring, whose peppers are first
+/// checked against the store's settings (see [`check_peppers`](crate::store::check_peppers)).
+/// A standalone handle built without a keyring changes and deletes keys but refuses to
+/// create or rotate them.
+#[derive(Clone)]
 pub struct Admin {
-    verifier: Verifier,
+    source: Source,
     actor: Option<Arc<str>>,
+    /// Changes this handle and its clones could not publish.
+    failed_publishes: Arc<AtomicU64>,
 }
 
+#[derive(Clone)]
+enum Source {
+    /// The verifier's store, keyring, clock, audit pipeline and channel; its cache is evicted.
+    Verifier(Verifier),
+    /// A handle of its own.
+    Own(Arc<Parts>),
+}
+
+struct Parts {
+    keyring: Option<Keyring>,
+    store: Arc<dyn KeyStore>,
+    admin: Arc<dyn KeyAdmin>,
+    clock: Arc<dyn Clock>,
+    auditor: Auditor,
+    channel: Option<Arc<dyn Invalidation>>,
+    pepper_gate: PepperGate,
+}
+
+/// The error of a standalone [`Admin`] asked to mint without a keyring: a misconfiguration,
+/// answered as [`StoreError::Unavailable`] (the operation cannot be done here).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this keygate::Admin has no keyring: build it with AdminBuilder::keyring to create or rotate keys"
+)]
+pub struct NoKeyring;
+
 impl Admin {
-    pub(crate) fn new(verifier: Verifier) -> Self {
-        Self {
-            verifier,
-            actor: None,
+    /// Starts configuring a standalone management handle over `store`.
+    pub fn builder<S>(store: S) -> AdminBuilder
+    where
+        S: KeyStore + KeyAdmin,
+    {
+        let store = Arc::new(store);
+        AdminBuilder {
+            store: store.clone(),
+            admin: store,
+            keyring: None,
+            clock: Arc::new(SystemClock),
+            audit_sinks: Vec::new(),
+            channel: None,
         }
     }
 
-    /// The same handle, recording `actor` (a user or service name) in its audit events.
+    pub(crate) fn new(verifier: Verifier) -> Self {
+        Self {
+            source: Source::Verifier(verifier),
+            actor: None,
+            failed_publishes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The same handle, recording `actor` (a user or service name, or an admin key's id) in
+    /// its audit events.
     #[must_use]
     pub fn actor(mut self, actor: &str) -> Self {
         self.actor = Some(crate::audit::label(actor.as_bytes()));
         self
     }
 
-    fn audit(&self, action: Action, id: KeyId, detail: Option<String>) {
-        let verifier = &self.verifier;
-        if verifier.inner.auditor.enabled() {
-            let mut event = AuditEvent::lifecycle(verifier.inner.clock.now(), action, id)
-                .actor(self.actor.clone());
-            event.detail = detail;
-            verifier.inner.auditor.record(event);
+    /// The keyring new keys are minted with: the verifier's, or the one given to
+    /// [`AdminBuilder::keyring`] (`None` without one).
+    #[must_use]
+    pub fn keyring(&self) -> Option<&Keyring> {
+        match &self.source {
+            Source::Verifier(verifier) => Some(&verifier.inner.keyring),
+            Source::Own(parts) => parts.keyring.as_ref(),
         }
     }
 
-    /// Evicts `ids` here and publishes them on the verifier's invalidation channel (unless the
-    /// store publishes its changes itself), when the change happened or may have (the store
-    /// failed to answer). A failed publish is retried twice, then logged and counted: the
-    /// change stands, and other instances see it within their cache TTL.
+    /// The clock changes are timed by (expiry, audit events).
+    #[must_use]
+    pub fn clock(&self) -> &dyn Clock {
+        match &self.source {
+            Source::Verifier(verifier) => &*verifier.inner.clock,
+            Source::Own(parts) => &*parts.clock,
+        }
+    }
+
+    /// How many changes made through this handle (and its clones) could not be published on
+    /// the invalidation channel, after retries. Other instances see those changes within
+    /// their cache TTL.
+    #[must_use]
+    pub fn failed_publishes(&self) -> u64 {
+        self.failed_publishes.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every audit event recorded so far has been handed to the sinks, and returns
+    /// the pipeline's counters (for a handle from [`Verifier::admin`]:
+    /// [`Verifier::flush_audit`]). Call it before exiting so the last events are not lost.
+    pub async fn flush_audit(&self) -> AuditStats {
+        match &self.source {
+            Source::Verifier(verifier) => verifier.flush_audit().await,
+            Source::Own(parts) => {
+                parts.auditor.flush().await;
+                parts.auditor.stats()
+            }
+        }
+    }
+
+    /// Counters of the audit pipeline the handle records to.
+    #[must_use]
+    pub fn audit_stats(&self) -> AuditStats {
+        match &self.source {
+            Source::Verifier(verifier) => verifier.audit_stats(),
+            Source::Own(parts) => parts.auditor.stats(),
+        }
+    }
+
+    fn store(&self) -> &dyn KeyAdmin {
+        match &self.source {
+            Source::Verifier(verifier) => &*verifier.inner.admin,
+            Source::Own(parts) => &*parts.admin,
+        }
+    }
+
+    fn auditor(&self) -> &Auditor {
+        match &self.source {
+            Source::Verifier(verifier) => &verifier.inner.auditor,
+            Source::Own(parts) => &parts.auditor,
+        }
+    }
+
+    fn channel(&self) -> Option<&Arc<dyn Invalidation>> {
+        match &self.source {
+            Source::Verifier(verifier) => verifier.inner.subscriber.as_ref().map(|s| s.source()),
+            Source::Own(parts) => parts.channel.as_ref(),
+        }
+    }
+
+    /// The keyring to mint with, once its peppers passed the check against the store.
+    async fn minting_keyring(&self) -> Result<&Keyring, StoreError> {
+        match &self.source {
+            Source::Verifier(verifier) => {
+                let inner = &*verifier.inner;
+                inner.pepper_gate.ensure(inner).await?;
+                Ok(&inner.keyring)
+            }
+            Source::Own(parts) => {
+                let keyring = parts
+                    .keyring
+                    .as_ref()
+                    .ok_or_else(|| StoreError::unavailable(NoKeyring))?;
+                parts
+                    .pepper_gate
+                    .ensure_for(&*parts.store, &*parts.admin, keyring)
+                    .await?;
+                Ok(keyring)
+            }
+        }
+    }
+
+    fn audit(&self, action: Action, id: KeyId, detail: Option<String>) {
+        let auditor = self.auditor();
+        if auditor.enabled() {
+            let mut event =
+                AuditEvent::lifecycle(self.clock().now(), action, id).actor(self.actor.clone());
+            event.detail = detail;
+            auditor.record(event);
+        }
+    }
+
+    /// Evicts `ids` from the verifier's cache (for a handle from [`Verifier::admin`]) and
+    /// publishes them on the invalidation channel (unless the store publishes its changes
+    /// itself), when the change happened or may have (the store failed to answer).
     async fn changed<T>(&self, ids: &[KeyId], result: &Result<T, StoreError>) {
-        for id in ids {
-            self.verifier.invalidate(*id).await;
+        if let Source::Verifier(verifier) = &self.source {
+            for id in ids {
+                verifier.invalidate(*id).await;
+            }
         }
         let may_have_changed = match result {
             Ok(_) => true,
             Err(error) => error.is_unavailable(),
         };
-        let Some(subscriber) = &self.verifier.inner.subscriber else {
+        let Some(channel) = self.channel() else {
             return;
         };
-        let channel = subscriber.source();
         if !may_have_changed || channel.published_by_store() {
             return;
         }
@@ -81,6 +266,7 @@ impl Admin {
                         tokio::time::sleep(Duration::from_millis(50) * attempt).await;
                     }
                     Err(error) => {
+                        self.failed_publishes.fetch_add(1, Ordering::Relaxed);
                         crate::metrics::invalidation_publish_failed();
                         tracing::warn!(target: "keygate", key_id = %id, %error, "could not publish a key change; other instances see it within their cache TTL");
                         break;
@@ -90,18 +276,20 @@ impl Admin {
         }
     }
 
-    /// Mints a key for `spec` with the verifier's keyring and stores it. The returned
+    /// Mints a key for `spec` with the handle's keyring and stores it. The returned
     /// [`CreatedKey::key`] is the only copy of the plaintext.
     ///
     /// # Errors
-    /// [`StoreError::InvalidInput`] for a bad name, owner, scope list or expiry; store errors.
+    /// [`StoreError::InvalidInput`] for a bad name, owner, scope list or expiry; store errors
+    /// ([`StoreError::Unavailable`] also when the keyring's peppers do not match the store's,
+    /// or a standalone handle has no keyring: [`NoKeyring`]).
     pub async fn create_key(&self, spec: NewKey) -> Result<CreatedKey, StoreError> {
-        let inner = &self.verifier.inner;
-        let minted = inner.keyring.mint_at(spec, inner.clock.now())?;
+        let keyring = self.minting_keyring().await?;
+        let minted = keyring.mint_at(spec, self.clock().now())?;
         self.create(minted).await
     }
 
-    /// Rotates key `id`: mints a new key with the verifier's keyring (current pepper) carrying
+    /// Rotates key `id`: mints a new key with the handle's keyring (current pepper) carrying
     /// the old key's name, owner, scopes, metadata, allowed IP ranges and rate limit, links it to the old
     /// key (`rotated_from`), and makes the old key expire `grace` from now — all in one store
     /// transaction. A zero `grace` revokes the old key at once. The new key's
@@ -128,16 +316,14 @@ impl Admin {
     /// [`StoreError::InvalidInput`] when `grace` exceeds
     /// [`MAX_ROTATION_GRACE`](crate::record::MAX_ROTATION_GRACE) (30 days);
     /// [`StoreError::NotFound`]; [`StoreError::Conflict`] when the key is revoked, disabled or
-    /// expired; `Unavailable`.
+    /// expired; `Unavailable` (as for [`Admin::create_key`]).
     pub async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<RotatedKey, StoreError> {
         let rotation = Rotation::new(grace)?;
-        let inner = &self.verifier.inner;
-        let old = inner.admin.get(id).await?;
+        let old = self.store().get(id).await?;
+        let keyring = self.minting_keyring().await?;
         // The spec only carries the name so minting validates it; the store copies the rest
         // from the old record inside its transaction.
-        let minted = inner
-            .keyring
-            .mint_at(NewKey::new(old.name), inner.clock.now())?;
+        let minted = keyring.mint_at(NewKey::new(old.name), self.clock().now())?;
         self.rotate_with(id, minted, rotation).await
     }
 }
@@ -145,10 +331,9 @@ impl Admin {
 #[async_trait]
 impl KeyAdmin for Admin {
     async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
-        let inner = &*self.verifier.inner;
-        inner.pepper_gate.ensure(inner).await?;
+        self.minting_keyring().await?;
         let id = key.record().id;
-        let created = self.verifier.inner.admin.create(key).await;
+        let created = self.store().create(key).await;
         // A guess of this id may sit in a negative cache, here or elsewhere.
         self.changed(&[id], &created).await;
         let created = created?;
@@ -157,16 +342,16 @@ impl KeyAdmin for Admin {
     }
 
     async fn get(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
-        self.verifier.inner.admin.get(id).await
+        self.store().get(id).await
     }
 
     async fn list(&self, filter: &KeyFilter, page: PageRequest) -> Result<KeyPage, StoreError> {
-        self.verifier.inner.admin.list(filter, page).await
+        self.store().list(filter, page).await
     }
 
     async fn apply(&self, id: &KeyId, change: KeyChange) -> Result<KeyRecord, StoreError> {
         let action = Action::for_change(&change);
-        let result = self.verifier.inner.admin.apply(id, change).await;
+        let result = self.store().apply(id, change).await;
         // Evict even on error: the store may have applied the change before failing to answer.
         self.changed(&[*id], &result).await;
         if result.is_ok() {
@@ -181,15 +366,9 @@ impl KeyAdmin for Admin {
         replacement: MintedKey,
         rotation: Rotation,
     ) -> Result<RotatedKey, StoreError> {
-        let inner = &*self.verifier.inner;
-        inner.pepper_gate.ensure(inner).await?;
+        self.minting_keyring().await?;
         let new_id = replacement.record().id;
-        let result = self
-            .verifier
-            .inner
-            .admin
-            .rotate_with(id, replacement, rotation)
-            .await;
+        let result = self.store().rotate_with(id, replacement, rotation).await;
         self.changed(&[*id, new_id], &result).await;
         if result.is_ok() {
             self.audit(Action::Rotated, *id, Some(format!("new key {new_id}")));
@@ -198,15 +377,286 @@ impl KeyAdmin for Admin {
     }
 
     async fn pepper_versions(&self) -> Result<Vec<(u32, u64)>, StoreError> {
-        self.verifier.inner.admin.pepper_versions().await
+        self.store().pepper_versions().await
     }
 
     async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
-        let result = self.verifier.inner.admin.delete(id).await;
+        let result = self.store().delete(id).await;
         self.changed(&[*id], &result).await;
         if result.is_ok() {
             self.audit(Action::Deleted, *id, None);
         }
         result
+    }
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut s = f.debug_struct("Admin");
+        match &self.source {
+            Source::Verifier(verifier) => s.field("verifier", verifier),
+            Source::Own(parts) => s
+                .field("keyring", &parts.keyring)
+                .field("invalidation", &parts.channel.is_some()),
+        };
+        s.field("actor", &self.actor).finish_non_exhaustive()
+    }
+}
+
+/// Configures a standalone [`Admin`] (see [`Admin::builder`]). Defaults:
+///
+/// | setting | default |
+/// | --- | --- |
+/// | keyring | none: keys can be changed and deleted, not created or rotated |
+/// | clock | system clock |
+/// | audit sinks | [`TracingSink`] |
+/// | invalidation channel | none: services see changes within their cache TTL (unless the store publishes changes itself, as PostgreSQL's and SQLite's channels read them from the store) |
+#[must_use]
+pub struct AdminBuilder {
+    store: Arc<dyn KeyStore>,
+    admin: Arc<dyn KeyAdmin>,
+    keyring: Option<Keyring>,
+    clock: Arc<dyn Clock>,
+    audit_sinks: Vec<Arc<dyn AuditSink>>,
+    channel: Option<Arc<dyn Invalidation>>,
+}
+
+/// Events a standalone handle's audit pipeline holds before dropping (changes are few).
+const ADMIN_AUDIT_BUFFER: usize = 4_096;
+
+impl AdminBuilder {
+    /// The keyring new keys are minted with ([`Admin::create_key`], [`Admin::rotate`]). Its
+    /// peppers are checked against the store's settings before the first key is minted.
+    pub fn keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = Some(keyring);
+        self
+    }
+
+    /// The clock (use [`ManualClock`](crate::clock::ManualClock) in tests).
+    pub fn clock(self, clock: impl Clock) -> Self {
+        self.shared_clock(Arc::new(clock))
+    }
+
+    /// [`AdminBuilder::clock`] with a clock already shared.
+    pub fn shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Adds an audit sink for the change events. Without any, events go to [`TracingSink`].
+    pub fn audit_sink(self, sink: impl AuditSink) -> Self {
+        self.shared_audit_sink(Arc::new(sink))
+    }
+
+    /// [`AdminBuilder::audit_sink`] with a sink already shared.
+    pub fn shared_audit_sink(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit_sinks.push(sink);
+        self
+    }
+
+    /// Publishes every change on `channel` (see [`crate::invalidation`]), so the services'
+    /// verifiers subscribed to it evict the key at once.
+    pub fn invalidation(self, channel: impl Invalidation) -> Self {
+        self.shared_invalidation(Arc::new(channel))
+    }
+
+    /// [`AdminBuilder::invalidation`] with a channel already shared.
+    pub fn shared_invalidation(mut self, channel: Arc<dyn Invalidation>) -> Self {
+        self.channel = Some(channel);
+        self
+    }
+
+    /// Builds the handle. No I/O: the peppers are checked before the first key is minted, and
+    /// the audit pipeline starts on the tokio runtime of the first change.
+    pub fn build(self) -> Admin {
+        let sinks = if self.audit_sinks.is_empty() {
+            vec![Arc::new(TracingSink) as Arc<dyn AuditSink>]
+        } else {
+            self.audit_sinks
+        };
+        Admin {
+            source: Source::Own(Arc::new(Parts {
+                keyring: self.keyring,
+                store: self.store,
+                admin: self.admin,
+                clock: self.clock,
+                auditor: Auditor::new(
+                    sinks,
+                    PipelineConfig {
+                        buffer: ADMIN_AUDIT_BUFFER,
+                        batch: ADMIN_AUDIT_BUFFER,
+                        // Changes come one at a time: each is written at once.
+                        linger: Duration::ZERO,
+                        runtime: None,
+                    },
+                ),
+                channel: self.channel,
+                pepper_gate: PepperGate::default(),
+            })),
+            actor: None,
+            failed_publishes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl std::fmt::Debug for AdminBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminBuilder")
+            .field("keyring", &self.keyring)
+            .field("audit_sinks", &self.audit_sinks.len())
+            .field("invalidation", &self.channel.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::audit::AuditError;
+    use crate::invalidation::{InvalidationError, Subscription};
+    use crate::{MemoryStore, NewKey};
+
+    #[derive(Clone, Default)]
+    struct Events(Arc<Mutex<Vec<AuditEvent>>>);
+
+    #[async_trait]
+    impl AuditSink for Events {
+        async fn write(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+            self.0.lock().unwrap().extend_from_slice(events);
+            Ok(())
+        }
+    }
+
+    /// A channel that records what is published, or fails every publish.
+    #[derive(Clone, Default)]
+    struct Channel {
+        published: Arc<Mutex<Vec<Invalidated>>>,
+        fail: bool,
+        by_store: bool,
+    }
+
+    #[async_trait]
+    impl Invalidation for Channel {
+        async fn publish(&self, what: Invalidated) -> Result<(), InvalidationError> {
+            if self.fail {
+                return Err(InvalidationError::new("down"));
+            }
+            self.published.lock().unwrap().push(what);
+            Ok(())
+        }
+
+        async fn subscribe(&self) -> Result<Box<dyn Subscription>, InvalidationError> {
+            Err(InvalidationError::new("not in this test"))
+        }
+
+        fn published_by_store(&self) -> bool {
+            self.by_store
+        }
+    }
+
+    fn keyring() -> Keyring {
+        Keyring::development("admin_test").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_standalone_admin_audits_and_publishes_every_change_with_its_actor() {
+        let store = MemoryStore::new();
+        let events = Events::default();
+        let channel = Channel::default();
+        let admin = Admin::builder(store.clone())
+            .keyring(keyring())
+            .audit_sink(events.clone())
+            .invalidation(channel.clone())
+            .build()
+            .actor("ops");
+        let created = admin.create_key(NewKey::new("one")).await.unwrap();
+        let id = created.record.id;
+        admin.rename(&id, "two").await.unwrap();
+        let rotated = admin.rotate(&id, Duration::from_secs(60)).await.unwrap();
+        let new_id = rotated.new.record.id;
+        admin.delete(&new_id).await.unwrap();
+        // A failed change is neither audited nor published.
+        assert!(admin.rename(&new_id, "gone").await.is_err());
+        let stats = admin.flush_audit().await;
+        assert_eq!(stats.written, 4);
+
+        let events = events.0.lock().unwrap().clone();
+        let seen: Vec<(Action, KeyId, Option<&str>)> = events
+            .iter()
+            .map(|e| (e.action, e.key_id.unwrap(), e.actor.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Action::Created, id, Some("ops")),
+                (Action::Renamed, id, Some("ops")),
+                (Action::Rotated, id, Some("ops")),
+                (Action::Deleted, new_id, Some("ops")),
+            ]
+        );
+        let published = channel.published.lock().unwrap().clone();
+        let keys = |ids: &[KeyId]| {
+            ids.iter()
+                .map(|id| Invalidated::Key(*id))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(published, keys(&[id, id, id, new_id, new_id]));
+        assert_eq!(admin.failed_publishes(), 0);
+        // The store holds what the handle did.
+        assert_eq!(store.get(&id).await.unwrap().name, "two");
+    }
+
+    #[tokio::test]
+    async fn a_store_that_publishes_itself_is_not_published_to_again() {
+        let channel = Channel {
+            by_store: true,
+            ..Channel::default()
+        };
+        let admin = Admin::builder(MemoryStore::new())
+            .keyring(keyring())
+            .invalidation(channel.clone())
+            .build();
+        admin.create_key(NewKey::new("one")).await.unwrap();
+        assert!(channel.published.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_publish_is_counted_and_the_change_stands() {
+        let store = MemoryStore::new();
+        let admin = Admin::builder(store.clone())
+            .keyring(keyring())
+            .invalidation(Channel {
+                fail: true,
+                ..Channel::default()
+            })
+            .build();
+        let created = admin.create_key(NewKey::new("one")).await.unwrap();
+        assert_eq!(admin.failed_publishes(), 1);
+        assert!(store.get(&created.record.id).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn without_a_keyring_keys_change_but_none_is_minted() {
+        let store = MemoryStore::new();
+        let minting = Admin::builder(store.clone()).keyring(keyring()).build();
+        let id = minting
+            .create_key(NewKey::new("one"))
+            .await
+            .unwrap()
+            .record
+            .id;
+        let admin = Admin::builder(store.clone()).build();
+        assert!(admin.keyring().is_none());
+        admin.disable(&id).await.unwrap();
+        let refused = admin.create_key(NewKey::new("two")).await.unwrap_err();
+        assert!(refused.to_string().contains("no keyring"), "{refused}");
+        assert!(admin.rotate(&id, Duration::ZERO).await.is_err());
+        let all = store
+            .list(&KeyFilter::default(), PageRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(all.keys.len(), 1);
     }
 }

@@ -46,7 +46,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use admin::Admin;
+pub use admin::{Admin, AdminBuilder, NoKeyring};
 pub use builder::{DEFAULT_FAILURE_LIMIT, VerifierBuilder};
 pub use last_used::LastUsedStats;
 

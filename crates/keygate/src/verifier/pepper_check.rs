@@ -5,7 +5,8 @@
 use std::sync::OnceLock;
 
 use super::Inner;
-use crate::store::{SettingsError, StoreError, check_keyring, check_peppers};
+use crate::keyring::Keyring;
+use crate::store::{KeyAdmin, KeyStore, SettingsError, StoreError, check_keyring, check_peppers};
 
 /// The outcome of the check, once known. A store that could not answer is not an outcome:
 /// the next read tries again. A refusal stands for the verifier's life (its peppers do not
@@ -20,38 +21,53 @@ impl PepperGate {
     /// one atomic load once passed. A refusal is a [`StoreError::Unavailable`] (503 on the
     /// request path, never 401) carrying the [`SettingsError`].
     pub(crate) async fn ensure(&self, inner: &Inner) -> Result<(), StoreError> {
+        self.ensure_for(&*inner.store, &*inner.admin, &inner.keyring)
+            .await
+    }
+
+    /// [`PepperGate::ensure`] for a keyring and store held elsewhere (a standalone
+    /// [`Admin`](super::Admin)).
+    pub(crate) async fn ensure_for(
+        &self,
+        store: &dyn KeyStore,
+        admin: &dyn KeyAdmin,
+        keyring: &Keyring,
+    ) -> Result<(), StoreError> {
         if let Some(Ok(())) = self.outcome.get() {
             return Ok(());
         }
-        self.check(inner).await.map_err(|error| match error {
-            SettingsError::Store(error) => error,
-            refused => StoreError::unavailable(refused),
-        })
-    }
-
-    /// Runs the check of the peppers now (unless it already passed or refused), and keeps its
-    /// outcome.
-    pub(crate) async fn check(&self, inner: &Inner) -> Result<(), SettingsError> {
-        self.run(inner, false).await
+        self.run(store, admin, keyring, false)
+            .await
+            .map_err(|error| match error {
+                SettingsError::Store(error) => error,
+                refused => StoreError::unavailable(refused),
+            })
     }
 
     /// The check of [`VerifierBuilder::start`](super::VerifierBuilder::start): the peppers and
     /// the key prefix, recording both on first use. Runs even if the peppers already passed
     /// (the prefix is checked only here).
     pub(crate) async fn start(&self, inner: &Inner) -> Result<(), SettingsError> {
-        self.run(inner, true).await
+        self.run(&*inner.store, &*inner.admin, &inner.keyring, true)
+            .await
     }
 
-    async fn run(&self, inner: &Inner, with_prefix: bool) -> Result<(), SettingsError> {
+    async fn run(
+        &self,
+        store: &dyn KeyStore,
+        admin: &dyn KeyAdmin,
+        keyring: &Keyring,
+        with_prefix: bool,
+    ) -> Result<(), SettingsError> {
         match self.outcome.get() {
             Some(Err(refused)) => return Err(refused.copy()),
             Some(Ok(())) if !with_prefix => return Ok(()),
             _ => {}
         }
         let checked = if with_prefix {
-            check_keyring(&*inner.store, &*inner.admin, &inner.keyring).await
+            check_keyring(store, admin, keyring).await
         } else {
-            check_peppers(&*inner.store, &*inner.admin, inner.keyring.peppers()).await
+            check_peppers(store, admin, keyring.peppers()).await
         };
         match checked {
             Ok(_) => {

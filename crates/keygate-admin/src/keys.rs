@@ -1,0 +1,402 @@
+//! The key endpoints: list, show, create, change, rotate, delete.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use keygate::store::{KeyFilter, PageRequest};
+use keygate::{Admin, KeyAdmin, KeyRecord, KeyState, NewKey};
+use keygate_axum::Identity;
+
+use crate::docs::{ChangeErrors, CreateErrors, ReadErrors};
+use crate::error::ApiError;
+use crate::input::{
+    self, CreateKey, ListParams, Rename, Rotate, SetAllowedIps, SetExpiry, SetMetadata,
+    SetRateLimit, SetScopes,
+};
+use crate::state::ApiState;
+use crate::views::{CreatedKeyView, KeyList, KeyView, RotatedKeyView};
+
+/// The admin handle for a change by `caller`: its audit events name the caller's key id.
+fn acting(state: &ApiState, caller: &Identity) -> Admin {
+    state.admin.clone().actor(caller.key_id().as_str())
+}
+
+fn view(state: &ApiState, record: &KeyRecord) -> Json<KeyView> {
+    Json(KeyView::new(record, state.admin.clock().now()))
+}
+
+/// Lists keys: filters, search by name, keyset pages.
+#[utoipa::path(
+    get,
+    path = "/keys",
+    tag = "keys",
+    params(ListParams),
+    responses((status = 200, description = "One page of keys, ordered by id", body = KeyList), ReadErrors),
+    security(("api_key" = ["keygate:admin:read"]))
+)]
+pub(crate) async fn list(
+    State(state): State<ApiState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<KeyList>, ApiError> {
+    let Query(params) = params.map_err(|_| ApiError::bad("query", "malformed query string"))?;
+    let state_filter = match params.state.as_deref().map(str::trim) {
+        None | Some("" | "all") => None,
+        Some("active") => Some(KeyState::Active),
+        Some("disabled") => Some(KeyState::Disabled),
+        Some("revoked") => Some(KeyState::Revoked),
+        Some("expired") => Some(KeyState::Expired),
+        Some(_) => {
+            return Err(ApiError::bad(
+                "state",
+                "expected active, disabled, revoked, expired or all",
+            ));
+        }
+    };
+    let limit = input::number(
+        "limit",
+        params.limit.as_deref(),
+        100,
+        1..=PageRequest::MAX_LIMIT,
+    )?;
+    let after = params
+        .after
+        .as_deref()
+        .map(|text| input::key_id(text).map_err(|_| ApiError::bad("after", "malformed key id")))
+        .transpose()?;
+    let filter = KeyFilter {
+        owner: params.owner.filter(|o| !o.is_empty()),
+        state: state_filter,
+        name_contains: params.search.filter(|s| !s.is_empty()),
+    };
+    let page = state
+        .admin
+        .list(&filter, PageRequest { after, limit })
+        .await?;
+    let now = state.admin.clock().now();
+    Ok(Json(KeyList {
+        keys: page.keys.iter().map(|r| KeyView::new(r, now)).collect(),
+        next: page.next.map(|id| id.to_string()),
+    }))
+}
+
+/// Shows one key (never its secret).
+#[utoipa::path(
+    get,
+    path = "/keys/{id}",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 200, description = "The key", body = KeyView), ReadErrors),
+    security(("api_key" = ["keygate:admin:read"]))
+)]
+pub(crate) async fn show(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<KeyView>, ApiError> {
+    let id = input::key_id(&id)?;
+    let record = state.admin.get(&id).await?;
+    Ok(view(&state, &record))
+}
+
+/// Creates a key. The response holds the full key, this once: keygate keeps only its digest.
+#[utoipa::path(
+    post,
+    path = "/keys",
+    tag = "keys",
+    request_body = CreateKey,
+    responses((status = 201, description = "The key, with the full key shown this once", body = CreatedKeyView), CreateErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn create(
+    State(state): State<ApiState>,
+    caller: Identity,
+    body: Bytes,
+) -> Result<(StatusCode, Json<CreatedKeyView>), ApiError> {
+    let input: CreateKey = input::body(&body, &["name"])?;
+    let mut spec = NewKey::new(input.name)
+        .scopes(input::scopes("scopes", &input.scopes)?)
+        .metadata(input.metadata)
+        .allowed_ips(input::ranges("allowed_ips", &input.allowed_ips)?);
+    if let Some(owner) = input.owner {
+        spec = spec.owner(owner);
+    }
+    if let Some(at) = &input.expires_at {
+        spec = spec.expires_at(input::time("expires_at", at)?);
+    }
+    if let Some(limit) = &input.rate_limit {
+        spec = spec.rate_limit(input::rate_limit("rate_limit", limit)?);
+    }
+    let created = acting(&state, &caller).create_key(spec).await?;
+    let record = KeyView::new(&created.record, state.admin.clock().now());
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKeyView {
+            key: created.key.expose_secret().to_owned(),
+            record,
+        }),
+    ))
+}
+
+/// Renames a key.
+#[utoipa::path(
+    put,
+    path = "/keys/{id}/name",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    request_body = Rename,
+    responses((status = 200, description = "The key as changed", body = KeyView), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn rename(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<KeyView>, ApiError> {
+    let id = input::key_id(&id)?;
+    let input: Rename = input::body(&body, &["name"])?;
+    let record = acting(&state, &caller).rename(&id, &input.name).await?;
+    Ok(view(&state, &record))
+}
+
+/// Replaces a key's scopes.
+#[utoipa::path(
+    put,
+    path = "/keys/{id}/scopes",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    request_body = SetScopes,
+    responses((status = 200, description = "The key as changed", body = KeyView), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn set_scopes(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<KeyView>, ApiError> {
+    let id = input::key_id(&id)?;
+    let input: SetScopes = input::body(&body, &["scopes"])?;
+    let scopes = input::scopes("scopes", &input.scopes)?;
+    let record = acting(&state, &caller).set_scopes(&id, scopes).await?;
+    Ok(view(&state, &record))
+}
+
+/// Sets or clears a key's expiry.
+#[utoipa::path(
+    put,
+    path = "/keys/{id}/expiry",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    request_body = SetExpiry,
+    responses((status = 200, description = "The key as changed", body = KeyView), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn set_expiry(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<KeyView>, ApiError> {
+    let id = input::key_id(&id)?;
+    let input: SetExpiry = input::body(&body, &["expires_at"])?;
+    let at = input
+        .expires_at
+        .as_deref()
+        .map(|text| input::time("expires_at", text))
+        .transpose()?;
+    if at.is_some_and(|at| at <= state.admin.clock().now()) {
+        return Err(ApiError::bad("expires_at", "expiry must be in the future"));
+    }
+    let record = acting(&state, &caller).set_expiry(&id, at).await?;
+    Ok(view(&state, &record))
+}
+
+/// Sets a key's rate limit, makes it unlimited, or clears it (the services' default applies).
+#[utoipa::path(
+    put,
+    path = "/keys/{id}/rate-limit",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    request_body = SetRateLimit,
+    responses((status = 200, description = "The key as changed", body = KeyView), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn set_rate_limit(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<KeyView>, ApiError> {
+    let id = input::key_id(&id)?;
+    let input: SetRateLimit = input::body(&body, &["rate_limit"])?;
+    let limit = input
+        .rate_limit
+        .as_deref()
+        .map(|text| input::rate_limit("rate_limit", text))
+        .transpose()?;
+    let record = acting(&state, &caller).set_rate_limit(&id, limit).await?;
+    Ok(view(&state, &record))
+}
+
+/// Replaces a key's metadata.
+#[utoipa::path(
+    put,
+    path = "/keys/{id}/metadata",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    request_body = SetMetadata,
+    responses((status = 200, description = "The key as changed", body = KeyView), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn set_metadata(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<KeyView>, ApiError> {
+    let id = input::key_id(&id)?;
+    let input: SetMetadata = input::body(&body, &["metadata"])?;
+    let record = acting(&state, &caller)
+        .set_metadata(&id, input.metadata)
+        .await?;
+    Ok(view(&state, &record))
+}
+
+/// Replaces the client address ranges a key may be used from.
+#[utoipa::path(
+    put,
+    path = "/keys/{id}/allowed-ips",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    request_body = SetAllowedIps,
+    responses((status = 200, description = "The key as changed", body = KeyView), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn set_allowed_ips(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<KeyView>, ApiError> {
+    let id = input::key_id(&id)?;
+    let input: SetAllowedIps = input::body(&body, &["allowed_ips"])?;
+    let ranges = input::ranges("allowed_ips", &input.allowed_ips)?;
+    let record = acting(&state, &caller).set_allowed_ips(&id, ranges).await?;
+    Ok(view(&state, &record))
+}
+
+/// Disables a key (reversible with enable).
+#[utoipa::path(
+    post,
+    path = "/keys/{id}/disable",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 200, description = "The key as changed", body = KeyView), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn disable(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+) -> Result<Json<KeyView>, ApiError> {
+    let id = input::key_id(&id)?;
+    let record = acting(&state, &caller).disable(&id).await?;
+    Ok(view(&state, &record))
+}
+
+/// Enables a disabled key (a revoked key stays revoked: 409).
+#[utoipa::path(
+    post,
+    path = "/keys/{id}/enable",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 200, description = "The key as changed", body = KeyView), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn enable(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+) -> Result<Json<KeyView>, ApiError> {
+    let id = input::key_id(&id)?;
+    let record = acting(&state, &caller).enable(&id).await?;
+    Ok(view(&state, &record))
+}
+
+/// Revokes a key for good (kept for audit; it never authenticates again).
+#[utoipa::path(
+    post,
+    path = "/keys/{id}/revoke",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 200, description = "The key as changed", body = KeyView), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn revoke(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+) -> Result<Json<KeyView>, ApiError> {
+    let id = input::key_id(&id)?;
+    let record = acting(&state, &caller).revoke(&id).await?;
+    Ok(view(&state, &record))
+}
+
+/// Rotates a key: a new key with the same name, owner, scopes and restrictions; the old one
+/// keeps working for the grace period. The response holds the new full key, this once.
+#[utoipa::path(
+    post,
+    path = "/keys/{id}/rotate",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    request_body = Rotate,
+    responses((status = 201, description = "The new key, shown this once, and the old key", body = RotatedKeyView), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn rotate(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<RotatedKeyView>), ApiError> {
+    let id = input::key_id(&id)?;
+    // An empty body takes the default grace.
+    let input: Rotate = if body.is_empty() {
+        input::body(b"{}", &[])?
+    } else {
+        input::body(&body, &[])?
+    };
+    keygate::Rotation::new(input.grace())
+        .map_err(|e| ApiError::bad("grace_seconds", e.to_string()))?;
+    let rotated = acting(&state, &caller).rotate(&id, input.grace()).await?;
+    let now = state.admin.clock().now();
+    Ok((
+        StatusCode::CREATED,
+        Json(RotatedKeyView {
+            key: rotated.new.key.expose_secret().to_owned(),
+            record: KeyView::new(&rotated.new.record, now),
+            old: KeyView::new(&rotated.old, now),
+        }),
+    ))
+}
+
+/// Deletes a key for good (its id is never reused; revoke keeps it for audit).
+#[utoipa::path(
+    delete,
+    path = "/keys/{id}",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 204, description = "Deleted"), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn delete(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = input::key_id(&id)?;
+    acting(&state, &caller).delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,303 @@
+//! The JSON the admin API answers: keys (never a secret or a digest, except the one full key of
+//! a create or rotate response), audit events and usage. Times are RFC 3339 in UTC with
+//! milliseconds (`2027-01-31T00:00:00.000Z`); key ids are the 12 characters after the prefix.
+
+use std::time::SystemTime;
+
+use keygate::audit::{Folded, Outcome, StoredEvent, UsageDay};
+use keygate::{KeyRecord, KeyState, Metadata, Reason};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A time as the API writes it.
+pub(crate) fn time(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// A key's lifecycle state at the time of the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StateView {
+    /// Usable.
+    Active,
+    /// Switched off; can be enabled again.
+    Disabled,
+    /// Switched off for good.
+    Revoked,
+    /// Past its expiry time.
+    Expired,
+}
+
+impl From<KeyState> for StateView {
+    fn from(state: KeyState) -> Self {
+        match state {
+            KeyState::Active => Self::Active,
+            KeyState::Disabled => Self::Disabled,
+            KeyState::Revoked => Self::Revoked,
+            KeyState::Expired => Self::Expired,
+        }
+    }
+}
+
+/// One key, as stored (never its secret or digest).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct KeyView {
+    /// The public id.
+    pub id: String,
+    /// The deployment prefix the key was minted with.
+    pub prefix: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Project, application or team the key belongs to.
+    pub owner: Option<String>,
+    /// The state now.
+    pub state: StateView,
+    /// Scopes granted.
+    pub scopes: Vec<String>,
+    /// Application-defined metadata (a JSON object).
+    #[schema(value_type = Object)]
+    pub metadata: Metadata,
+    /// Client address ranges the key may be used from (CIDR); empty: anywhere.
+    pub allowed_ips: Vec<String>,
+    /// The key's own rate limit (`100/1s`, `100/1s burst 200`, `unlimited`); null: the
+    /// services' default applies.
+    pub rate_limit: Option<String>,
+    /// The version of the pepper its digest was made with.
+    pub pepper_version: u32,
+    /// When the key was created.
+    pub created_at: String,
+    /// When the record last changed.
+    pub updated_at: String,
+    /// When the key stops working, if ever.
+    pub expires_at: Option<String>,
+    /// When the key was disabled, if it is.
+    pub disabled_at: Option<String>,
+    /// When the key was revoked, if it was.
+    pub revoked_at: Option<String>,
+    /// When the key last authenticated a request (trails real use by up to the services'
+    /// last-used flush interval).
+    pub last_used_at: Option<String>,
+    /// The key this one replaced, when it was made by a rotation.
+    pub rotated_from: Option<String>,
+}
+
+impl KeyView {
+    /// `record` as the API shows it, its state at `now`.
+    pub(crate) fn new(record: &KeyRecord, now: SystemTime) -> Self {
+        Self {
+            id: record.id.to_string(),
+            prefix: record.prefix.clone(),
+            name: record.name.clone(),
+            owner: record.owner.clone(),
+            state: record.state(now).into(),
+            scopes: record
+                .scopes
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            metadata: record.metadata.clone(),
+            allowed_ips: record.allowed_ips.iter().map(ToString::to_string).collect(),
+            rate_limit: record.rate_limit.map(|limit| limit.to_string()),
+            pepper_version: record.pepper_version,
+            created_at: time(record.created_at),
+            updated_at: time(record.updated_at),
+            expires_at: record.expires_at.map(time),
+            disabled_at: record.disabled_at.map(time),
+            revoked_at: record.revoked_at.map(time),
+            last_used_at: record.last_used_at.map(time),
+            rotated_from: record.rotated_from.map(|id| id.to_string()),
+        }
+    }
+}
+
+/// One page of keys, ordered by id.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct KeyList {
+    /// The keys.
+    pub keys: Vec<KeyView>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next: Option<String>,
+}
+
+/// A key just created: the full key, shown this once (keygate keeps only its digest), and its
+/// record.
+#[derive(Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct CreatedKeyView {
+    /// The full key (`{prefix}_{id}_{secret}{checksum}`). It cannot be shown again.
+    pub key: String,
+    /// The stored record.
+    pub record: KeyView,
+}
+
+impl std::fmt::Debug for CreatedKeyView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKeyView")
+            .field("key", &"<redacted>")
+            .field("record", &self.record)
+            .finish()
+    }
+}
+
+/// A rotation: the new key (shown this once) and its record, and the old key as it now stands
+/// (expiring at the end of the grace period, or revoked).
+#[derive(Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct RotatedKeyView {
+    /// The new full key. It cannot be shown again.
+    pub key: String,
+    /// The new key's record.
+    pub record: KeyView,
+    /// The old key's record.
+    pub old: KeyView,
+}
+
+impl std::fmt::Debug for RotatedKeyView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedKeyView")
+            .field("key", &"<redacted>")
+            .field("record", &self.record)
+            .field("old", &self.old)
+            .finish()
+    }
+}
+
+/// Many denied requests that named no existing key, folded into one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct FoldedView {
+    /// How many denials the event stands for.
+    pub count: u64,
+    /// When the last of them happened (the first is the event's `at`).
+    pub last_at: String,
+    /// A sample of the key ids presented.
+    pub sample: Vec<String>,
+    /// Whether the event counts clients beyond the folding limit ("other clients").
+    pub other_clients: bool,
+}
+
+impl From<&Folded> for FoldedView {
+    fn from(f: &Folded) -> Self {
+        Self {
+            count: f.count,
+            last_at: time(f.last_at),
+            sample: f.sample.iter().map(ToString::to_string).collect(),
+            other_clients: f.other_clients,
+        }
+    }
+}
+
+/// One audit event: a request decision, or a change to a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct EventView {
+    /// The event's id in the trail (ids only grow).
+    pub id: i64,
+    /// When it happened.
+    pub at: String,
+    /// `request`, `created`, `renamed`, `scopes_changed`, `expiry_changed`,
+    /// `metadata_changed`, `allowed_ips_changed`, `rate_limit_changed`, `disabled`, `enabled`,
+    /// `rotated`, `revoked`, `deleted` or `denials` (folded).
+    pub action: String,
+    /// The key concerned.
+    pub key_id: Option<String>,
+    /// For requests: `allowed` or `denied`.
+    pub outcome: Option<String>,
+    /// For denied requests: why (`wrong_secret`, `revoked`, `rate_limited`, …).
+    pub reason: Option<String>,
+    /// For requests: the HTTP method.
+    pub method: Option<String>,
+    /// For requests: the route template.
+    pub route: Option<String>,
+    /// For requests: the client address.
+    pub client_ip: Option<String>,
+    /// For requests: the response status.
+    pub status: Option<u16>,
+    /// For requests: the time taken, in microseconds.
+    pub latency_us: Option<u64>,
+    /// For requests: the request id.
+    pub request_id: Option<String>,
+    /// For changes: who made it (a user name, or an admin key's id).
+    pub actor: Option<String>,
+    /// For changes: more about it (a rotation names the new key).
+    pub detail: Option<String>,
+    /// For folded denials: how many, until when, a sample of ids.
+    pub folded: Option<FoldedView>,
+}
+
+impl From<&StoredEvent> for EventView {
+    fn from(stored: &StoredEvent) -> Self {
+        let e = &stored.event;
+        Self {
+            id: stored.id,
+            at: time(e.at),
+            action: e.action.as_str().to_owned(),
+            key_id: e.key_id.as_ref().map(ToString::to_string),
+            outcome: e.outcome.map(|o: Outcome| o.as_str().to_owned()),
+            reason: e.reason.map(|r: Reason| r.as_str().to_owned()),
+            method: e.method.as_ref().map(|m| m.as_str().to_owned()),
+            route: e.route.as_deref().map(str::to_owned),
+            client_ip: e.client_ip.map(|ip| ip.to_string()),
+            status: e.status,
+            latency_us: e
+                .latency
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            request_id: e.request_id.as_deref().map(str::to_owned),
+            actor: e.actor.as_deref().map(str::to_owned),
+            detail: e.detail.clone(),
+            folded: e.folded.as_deref().map(FoldedView::from),
+        }
+    }
+}
+
+/// One page of audit events, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct EventList {
+    /// The events.
+    pub events: Vec<EventView>,
+    /// Pass as `before` for the next (older) page; null on the last page.
+    pub next: Option<i64>,
+}
+
+/// One key's requests on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct UsageView {
+    /// The key.
+    pub key_id: String,
+    /// The day, `YYYY-MM-DD` (UTC).
+    pub day: String,
+    /// Requests let in.
+    pub allowed: u64,
+    /// Requests refused (of a key that exists).
+    pub denied: u64,
+}
+
+impl From<&UsageDay> for UsageView {
+    fn from(u: &UsageDay) -> Self {
+        Self {
+            key_id: u.key_id.to_string(),
+            day: humantime::format_rfc3339_seconds(u.day)
+                .to_string()
+                .chars()
+                .take(10)
+                .collect(),
+            allowed: u.allowed,
+            denied: u.denied,
+        }
+    }
+}
+
+/// Requests per key per day, ordered by key id, then day. Days without requests are left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct UsageList {
+    /// The first day covered (`YYYY-MM-DD`, UTC).
+    pub since: String,
+    /// The counts.
+    pub days: Vec<UsageView>,
+}

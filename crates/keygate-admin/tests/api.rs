@@ -1,0 +1,690 @@
+//! Every endpoint of the admin API, driven by one table: success, bad input (400 naming the
+//! field, nothing changed), unknown id (404), no key (401), a key without admin scopes (403),
+//! a read-only admin key on a change (403), and one audit event per change whose actor is the
+//! admin key's id. Plus the OpenAPI document (3.1, every route served is in it, every route
+//! in it is in the table) and a store that cannot be reached (503).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use common::{Fixture, fixture, fixture_with};
+use http::{Method, StatusCode};
+use keygate::audit::Action;
+use keygate::record::{CreatedKey, KeyChange, KeyRecord, MintedKey, RotatedKey, Rotation};
+use keygate::store::{KeyFilter, KeyPage, PageRequest};
+use keygate::{Admin, KeyAdmin, KeyId, KeyStore, StoreError};
+use serde_json::{Value, json};
+
+/// One endpoint: how to call it well and badly, and what a success records.
+struct Case {
+    method: Method,
+    /// The route as documented; `{id}` is the managed key's id.
+    route: &'static str,
+    /// Whether it changes keys (needs `keygate:admin:write`).
+    write: bool,
+    /// A good body (for changes) or query string (after `?`, for reads).
+    good: Option<Value>,
+    query: &'static str,
+    status: StatusCode,
+    /// A bad request: (path suffix replacing `{id}` when `Some`, body, query) and the field
+    /// the 400 names.
+    bad: Bad,
+    /// The lifecycle action a success records.
+    action: Option<Action>,
+}
+
+struct Bad {
+    id: Option<&'static str>,
+    body: Option<Value>,
+    query: &'static str,
+    field: &'static str,
+}
+
+fn future() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(86_400 * 7))
+        .to_string()
+}
+
+fn cases() -> Vec<Case> {
+    let change = |route, good: Value, bad: Value, field, action| Case {
+        method: Method::PUT,
+        route,
+        write: true,
+        good: Some(good),
+        query: "",
+        status: StatusCode::OK,
+        bad: Bad {
+            id: None,
+            body: Some(bad),
+            query: "",
+            field,
+        },
+        action: Some(action),
+    };
+    let state = |route, action| Case {
+        method: Method::POST,
+        route,
+        write: true,
+        good: None,
+        query: "",
+        status: StatusCode::OK,
+        bad: Bad {
+            id: Some("not-a-key-id"),
+            body: None,
+            query: "",
+            field: "id",
+        },
+        action: Some(action),
+    };
+    let read = |route, query, bad_query, field| Case {
+        method: Method::GET,
+        route,
+        write: false,
+        good: None,
+        query,
+        status: StatusCode::OK,
+        bad: Bad {
+            id: None,
+            body: None,
+            query: bad_query,
+            field,
+        },
+        action: None,
+    };
+    vec![
+        read(
+            "/keys",
+            "state=active&search=targ&limit=10",
+            "limit=0",
+            "limit",
+        ),
+        Case {
+            bad: Bad {
+                id: Some("x"),
+                body: None,
+                query: "",
+                field: "id",
+            },
+            ..read("/keys/{id}", "", "", "")
+        },
+        read(
+            "/audit",
+            "action=created&limit=5",
+            "outcome=maybe",
+            "outcome",
+        ),
+        read("/usage", "days=7", "days=0", "days"),
+        Case {
+            method: Method::POST,
+            route: "/keys",
+            write: true,
+            good: Some(json!({
+                "name": "new key",
+                "owner": "team-new",
+                "scopes": ["orders:read", "orders:*"],
+                "expires_at": future(),
+                "metadata": {"tier": "gold"},
+                "allowed_ips": ["10.0.0.0/8", "192.0.2.1"],
+                "rate_limit": "100/1s burst 200",
+            })),
+            query: "",
+            status: StatusCode::CREATED,
+            bad: Bad {
+                id: None,
+                body: Some(json!({"name": "new key", "scopes": ["orders:read", "not a scope"]})),
+                query: "",
+                field: "scopes[1]",
+            },
+            action: Some(Action::Created),
+        },
+        Case {
+            method: Method::DELETE,
+            route: "/keys/{id}",
+            write: true,
+            good: None,
+            query: "",
+            status: StatusCode::NO_CONTENT,
+            bad: Bad {
+                id: Some("kg_not_an_id"),
+                body: None,
+                query: "",
+                field: "id",
+            },
+            action: Some(Action::Deleted),
+        },
+        change(
+            "/keys/{id}/name",
+            json!({"name": "renamed"}),
+            json!({"name": "  "}),
+            "name",
+            Action::Renamed,
+        ),
+        change(
+            "/keys/{id}/scopes",
+            json!({"scopes": ["invoices:read"]}),
+            json!({"scopes": "invoices:read"}),
+            "scopes",
+            Action::ScopesChanged,
+        ),
+        change(
+            "/keys/{id}/expiry",
+            json!({"expires_at": future()}),
+            json!({}),
+            "expires_at",
+            Action::ExpiryChanged,
+        ),
+        change(
+            "/keys/{id}/rate-limit",
+            json!({"rate_limit": "5/1s"}),
+            json!({"rate_limit": "lots"}),
+            "rate_limit",
+            Action::RateLimitChanged,
+        ),
+        change(
+            "/keys/{id}/metadata",
+            json!({"metadata": {"team": "billing", "n": 3}}),
+            json!({"metadata": [1, 2]}),
+            "metadata",
+            Action::MetadataChanged,
+        ),
+        change(
+            "/keys/{id}/allowed-ips",
+            json!({"allowed_ips": ["203.0.113.0/24"]}),
+            json!({"allowed_ips": ["203.0.113.0/24", "nowhere"]}),
+            "allowed_ips[1]",
+            Action::AllowedIpsChanged,
+        ),
+        state("/keys/{id}/disable", Action::Disabled),
+        state("/keys/{id}/enable", Action::Enabled),
+        state("/keys/{id}/revoke", Action::Revoked),
+        Case {
+            method: Method::POST,
+            route: "/keys/{id}/rotate",
+            write: true,
+            good: Some(json!({"grace_seconds": 3600})),
+            query: "",
+            status: StatusCode::CREATED,
+            bad: Bad {
+                id: None,
+                body: Some(json!({"grace_seconds": 31 * 86_400})),
+                query: "",
+                field: "grace_seconds",
+            },
+            action: Some(Action::Rotated),
+        },
+    ]
+}
+
+fn path(case: &Case, id: &str, query: &str) -> String {
+    let mut path = case.route.replace("{id}", id);
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(query);
+    }
+    path
+}
+
+fn assert_problem(answer: &common::Answer, status: StatusCode, what: &str) -> Value {
+    assert_eq!(answer.status, status, "{what}: {}", answer.text);
+    assert_eq!(
+        answer.content_type.as_deref(),
+        Some("application/problem+json"),
+        "{what}"
+    );
+    let problem = answer.json();
+    assert_eq!(problem["status"], status.as_u16(), "{what}");
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:keygate:problem:"),
+        "{what}: {problem}"
+    );
+    assert!(
+        problem["title"].is_string() && problem["detail"].is_string(),
+        "{what}"
+    );
+    problem
+}
+
+#[tokio::test]
+async fn every_endpoint_answers_as_documented() {
+    for case in cases() {
+        let what = format!("{} {}", case.method, case.route);
+        let f = fixture().await;
+        let target = f.target.to_string();
+        let good = path(&case, &target, case.query);
+        let body = case.good.as_ref();
+        let before = f.records().await;
+
+        // No key: 401 with a challenge, from keygate's layer.
+        let answer = f.send(&case.method, &good, None, body).await;
+        assert_problem(
+            &answer,
+            StatusCode::UNAUTHORIZED,
+            &format!("{what} without a key"),
+        );
+        // A key without admin scopes: 403.
+        let answer = f
+            .send(&case.method, &good, Some(&f.outsider.key), body)
+            .await;
+        assert_problem(
+            &answer,
+            StatusCode::FORBIDDEN,
+            &format!("{what} as a non-admin key"),
+        );
+        // A read-only admin key: reads, but 403 on every change.
+        let answer = f.send(&case.method, &good, Some(&f.reader.key), body).await;
+        if case.write {
+            assert_problem(&answer, StatusCode::FORBIDDEN, &format!("{what} read-only"));
+        } else {
+            assert_eq!(
+                answer.status, case.status,
+                "{what} read-only: {}",
+                answer.text
+            );
+        }
+        // Bad input: 400 naming the field.
+        let bad_path = path(&case, case.bad.id.unwrap_or(&target), case.bad.query);
+        let bad_body = case.bad.body.as_ref().or(body);
+        if !case.bad.field.is_empty() {
+            let answer = f
+                .send(&case.method, &bad_path, Some(&f.writer.key), bad_body)
+                .await;
+            let problem = assert_problem(&answer, StatusCode::BAD_REQUEST, &format!("{what} bad"));
+            assert_eq!(problem["field"], case.bad.field, "{what}: {problem}");
+        }
+        // Unknown id: 404.
+        if case.route.contains("{id}") {
+            let unknown = path(&case, KeyId::random().as_str(), case.query);
+            let answer = f
+                .send(&case.method, &unknown, Some(&f.writer.key), body)
+                .await;
+            assert_problem(
+                &answer,
+                StatusCode::NOT_FOUND,
+                &format!("{what} unknown id"),
+            );
+        }
+        // Nothing so far changed anything, or recorded a change.
+        assert_eq!(
+            f.records().await,
+            before,
+            "{what}: refused requests changed nothing"
+        );
+        assert!(
+            f.changes().await.len() == 4,
+            "{what}: only the fixture's creations"
+        );
+
+        // Success.
+        let answer = f.send(&case.method, &good, Some(&f.writer.key), body).await;
+        assert_eq!(answer.status, case.status, "{what}: {}", answer.text);
+        assert_eq!(answer.cache_control.as_deref(), Some("no-store"), "{what}");
+        if case.status != StatusCode::NO_CONTENT {
+            assert_eq!(
+                answer.content_type.as_deref(),
+                Some("application/json"),
+                "{what}"
+            );
+            answer.json();
+        }
+        let changes = f.changes().await;
+        match case.action {
+            Some(action) => {
+                assert_eq!(changes.len(), 5, "{what}: one event for the change");
+                let event = &changes[4].event;
+                assert_eq!(event.action, action, "{what}");
+                assert_eq!(
+                    event.actor.as_deref(),
+                    Some(f.writer.id.as_str()),
+                    "{what}: the actor is the admin key's id"
+                );
+                if action != Action::Created {
+                    assert_eq!(event.key_id, Some(f.target), "{what}");
+                }
+                assert_ne!(f.records().await, before, "{what}: the change was made");
+            }
+            None => {
+                assert_eq!(changes.len(), 4, "{what}: a read records no change");
+                assert_eq!(f.records().await, before, "{what}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn created_and_listed_keys_hold_what_was_asked_and_the_secret_only_once() {
+    let f = fixture().await;
+    let answer = f
+        .send(
+            &Method::POST,
+            "/keys",
+            Some(&f.writer.key),
+            Some(&json!({"name": "billing", "scopes": ["invoices:read"], "rate_limit": "10/1s"})),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let created = answer.json();
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("admin_test_"), "{key}");
+    let id = created["record"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["record"]["state"], "active");
+    assert_eq!(created["record"]["scopes"], json!(["invoices:read"]));
+    assert_eq!(created["record"]["rate_limit"], "10/1s");
+    // The new key works, and is never shown again.
+    let secret = &key[key.len() - 16..];
+    for path in [
+        "/keys?limit=1000",
+        &format!("/keys/{id}"),
+        "/audit?limit=1000",
+    ] {
+        let answer = f.send(&Method::GET, path, Some(&f.writer.key), None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        assert!(!answer.text.contains(secret), "{path} shows the secret");
+    }
+    // Search and keyset pages.
+    let page = f
+        .send(&Method::GET, "/keys?search=BILL", Some(&f.reader.key), None)
+        .await
+        .json();
+    assert_eq!(page["keys"].as_array().unwrap().len(), 1, "{page}");
+    let mut seen = BTreeSet::new();
+    let mut after = String::new();
+    loop {
+        let page = f
+            .send(
+                &Method::GET,
+                &format!("/keys?limit=2{after}"),
+                Some(&f.reader.key),
+                None,
+            )
+            .await
+            .json();
+        for key in page["keys"].as_array().unwrap() {
+            assert!(
+                seen.insert(key["id"].as_str().unwrap().to_owned()),
+                "no repeats"
+            );
+        }
+        match page["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "every key once, over the pages");
+    // Usage: the admin API's own requests are requests of the admin keys.
+    f.verifier.flush_audit().await;
+    let usage = f
+        .send(&Method::GET, "/usage?days=1", Some(&f.reader.key), None)
+        .await
+        .json();
+    let writer = f.writer.id.to_string();
+    assert!(
+        usage["days"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["key_id"] == writer.as_str() && d["allowed"].as_u64() >= Some(4)),
+        "{usage}"
+    );
+    // Audit pages, newest first.
+    let first = f
+        .send(&Method::GET, "/audit?limit=2", Some(&f.reader.key), None)
+        .await
+        .json();
+    let next = first["next"].as_i64().unwrap();
+    let second = f
+        .send(
+            &Method::GET,
+            &format!("/audit?limit=2&before={next}"),
+            Some(&f.reader.key),
+            None,
+        )
+        .await
+        .json();
+    assert!(
+        second["events"][0]["id"].as_i64().unwrap() < next,
+        "{second}"
+    );
+}
+
+#[tokio::test]
+async fn conflicts_are_409_and_change_nothing() {
+    let f = fixture().await;
+    let target = f.target.to_string();
+    let revoke = format!("/keys/{target}/revoke");
+    f.send(&Method::POST, &revoke, Some(&f.writer.key), None)
+        .await;
+    let before = f.records().await;
+    let enable = format!("/keys/{target}/enable");
+    let answer = f
+        .send(&Method::POST, &enable, Some(&f.writer.key), None)
+        .await;
+    let problem = assert_problem(&answer, StatusCode::CONFLICT, "enable a revoked key");
+    assert_eq!(problem["type"], "urn:keygate:problem:conflict");
+    assert_eq!(f.records().await, before);
+}
+
+/// A key store that never answers.
+struct Down;
+
+fn down() -> StoreError {
+    StoreError::unavailable(std::io::Error::other("connection refused"))
+}
+
+#[async_trait]
+impl KeyStore for Down {
+    async fn find(&self, _: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Err(down())
+    }
+}
+
+#[async_trait]
+impl KeyAdmin for Down {
+    async fn create(&self, _: MintedKey) -> Result<CreatedKey, StoreError> {
+        Err(down())
+    }
+    async fn get(&self, _: &KeyId) -> Result<KeyRecord, StoreError> {
+        Err(down())
+    }
+    async fn list(&self, _: &KeyFilter, _: PageRequest) -> Result<KeyPage, StoreError> {
+        Err(down())
+    }
+    async fn apply(&self, _: &KeyId, _: KeyChange) -> Result<KeyRecord, StoreError> {
+        Err(down())
+    }
+    async fn rotate_with(
+        &self,
+        _: &KeyId,
+        _: MintedKey,
+        _: Rotation,
+    ) -> Result<RotatedKey, StoreError> {
+        Err(down())
+    }
+    async fn delete(&self, _: &KeyId) -> Result<(), StoreError> {
+        Err(down())
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_503_never_401() {
+    let f = fixture_with(|_| Some(Admin::builder(Down).keyring(common::keyring()).build())).await;
+    for case in cases() {
+        if case.route.starts_with("/audit") || case.route.starts_with("/usage") {
+            continue;
+        }
+        let what = format!("{} {}", case.method, case.route);
+        let path = path(&case, f.target.as_str(), case.query);
+        let answer = f
+            .send(&case.method, &path, Some(&f.writer.key), case.good.as_ref())
+            .await;
+        let problem = assert_problem(&answer, StatusCode::SERVICE_UNAVAILABLE, &what);
+        assert!(
+            !problem.to_string().contains("connection refused"),
+            "{what}: no driver error"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_3_1_and_lists_every_route_the_router_serves() {
+    let f: Fixture = fixture().await;
+    let answer = f.send(&Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let document = answer.json();
+    assert!(
+        document["openapi"].as_str().unwrap().starts_with("3.1."),
+        "{}",
+        document["openapi"]
+    );
+    assert!(document["info"]["title"].is_string());
+    assert!(document["components"]["securitySchemes"]["api_key"].is_object());
+    let methods = ["get", "put", "post", "delete", "patch"];
+    let mut documented = BTreeSet::new();
+    for (route, item) in document["paths"].as_object().unwrap() {
+        for method in methods {
+            if let Some(operation) = item.get(method) {
+                documented.insert((method.to_uppercase(), route.clone()));
+                // Every operation documents its success and its refusals.
+                let responses = operation["responses"].as_object().unwrap();
+                for status in ["400", "401", "403", "503"] {
+                    assert!(responses.contains_key(status), "{method} {route}: {status}");
+                }
+                assert!(operation["security"].is_array(), "{method} {route}");
+            }
+        }
+    }
+    // Every reference resolves: the document stands on its own.
+    fn refs(value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("$ref", Value::String(r)) => found.push(r.clone()),
+                        _ => refs(v, found),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    refs(&document, &mut found);
+    assert!(!found.is_empty());
+    for reference in found {
+        let name = reference
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{reference}"));
+        assert!(
+            document["components"]["schemas"][name].is_object(),
+            "{reference} is not in the document"
+        );
+    }
+    // Fields the API requires are required in the document, nullable or not.
+    for (schema, field) in [
+        ("CreateKey", "name"),
+        ("SetExpiry", "expires_at"),
+        ("SetRateLimit", "rate_limit"),
+    ] {
+        let required = &document["components"]["schemas"][schema]["required"];
+        assert!(
+            required
+                .as_array()
+                .is_some_and(|r| r.contains(&json!(field))),
+            "{schema}.{field}: {required}"
+        );
+    }
+    // The table drives every documented route, and only those.
+    let tested: BTreeSet<(String, String)> = cases()
+        .iter()
+        .map(|c| (c.method.to_string(), c.route.to_owned()))
+        .collect();
+    assert_eq!(tested, documented, "the table and the document");
+    // Every documented route is served, and its path answers no undocumented method.
+    for route in document["paths"].as_object().unwrap().keys() {
+        let path = route.replace("{id}", f.target.as_str());
+        for method in methods {
+            let method_upper = method.to_uppercase();
+            let m = Method::from_bytes(method_upper.as_bytes()).unwrap();
+            let answer = f.send(&m, &path, Some(&f.writer.key), None).await;
+            if documented.contains(&(method_upper.clone(), route.clone())) {
+                // Served: a handler's answer (a missing key is a problem body, not the
+                // router's bare 404).
+                assert_ne!(
+                    answer.status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {route}"
+                );
+                assert!(
+                    answer.status != StatusCode::NOT_FOUND || !answer.text.is_empty(),
+                    "{method} {route} is not served"
+                );
+            } else {
+                assert_eq!(
+                    answer.status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {route} is served but not documented"
+                );
+            }
+        }
+    }
+    // And nothing is served elsewhere.
+    let answer = f
+        .send(&Method::GET, "/nowhere", Some(&f.writer.key), None)
+        .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn without_an_audit_trail_the_trail_endpoints_say_so() {
+    let f = fixture().await;
+    let app: axum::Router = keygate_admin::router(f.verifier.admin(), f.verifier.clone());
+    let f = Fixture { app, ..f };
+    for path in ["/audit", "/usage"] {
+        let answer = f.send(&Method::GET, path, Some(&f.reader.key), None).await;
+        let problem = assert_problem(&answer, StatusCode::NOT_IMPLEMENTED, path);
+        assert_eq!(problem["type"], "urn:keygate:problem:not_configured");
+    }
+    // The keys are served all the same.
+    let answer = f
+        .send(&Method::GET, "/keys", Some(&f.reader.key), None)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_key_revoked_through_the_api_is_refused_by_the_service_at_once() {
+    use axum::routing::get;
+    let f = fixture().await;
+    let service: axum::Router = axum::Router::new()
+        .route("/orders", get(|| async { "orders" }))
+        .layer(keygate_axum::layer(f.verifier.clone()));
+    let created = f
+        .send(
+            &Method::POST,
+            "/keys",
+            Some(&f.writer.key),
+            Some(&json!({"name": "partner"})),
+        )
+        .await
+        .json();
+    let key = created["key"].as_str().unwrap();
+    let id = created["record"]["id"].as_str().unwrap();
+    // The service caches the key on its first use…
+    let answer = common::send_to(&service, &Method::GET, "/orders", Some(key), None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    // …and refuses it on the very next request after the revoke.
+    let revoke = format!("/keys/{id}/revoke");
+    let answer = f
+        .send(&Method::POST, &revoke, Some(&f.writer.key), None)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let answer = common::send_to(&service, &Method::GET, "/orders", Some(key), None).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,163 @@
+//! `keygate create --admin` and `keygate serve`: the admin API on a SQLite file, run by the
+//! binary, reached over TCP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+const PEPPER: &str = "1:cli-test-pepper-0123456789abcdefghijklmnop";
+
+fn keygate(url: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keygate"));
+    command
+        .env("KEYGATE_DATABASE_URL", url)
+        .env("KEYGATE_PEPPER", PEPPER)
+        .env("KEYGATE_PREFIX", "cli_test")
+        .env_remove("RUST_LOG")
+        .env_remove("KEYGATE_REDIS_URL")
+        .stdin(Stdio::null());
+    command
+}
+
+fn create(url: &str, args: &[&str]) -> Value {
+    let out = keygate(url)
+        .args(["create", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Kills the server when the test ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP/1.1 request; the status and body.
+fn http(addr: &str, method: &str, path: &str, key: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let auth = key.map_or_else(String::new, |k| format!("Authorization: Bearer {k}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn serve_runs_the_admin_api_for_admin_keys_only() {
+    let dir = common::temp_dir("serve");
+    let url = format!("sqlite://{}", dir.join("keys.db").display());
+    let admin = create(&url, &["--name", "ops", "--admin"]);
+    assert_eq!(
+        admin["scopes"],
+        serde_json::json!(["keygate:admin:read", "keygate:admin:write"]),
+        "{admin}"
+    );
+    let reader = create(&url, &["--name", "auditor", "--admin", "--read-only"]);
+    assert_eq!(reader["scopes"], serde_json::json!(["keygate:admin:read"]));
+    let plain = create(&url, &["--name", "orders", "--scope", "orders:read"]);
+    let key = |v: &Value| v["key"].as_str().unwrap().to_owned();
+
+    let mut child = keygate(&url)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let server = Server(child);
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split([' ', '/']).next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+
+    let (status, document) = http(&addr, "GET", "/openapi.json", None);
+    assert_eq!(status, 200);
+    assert!(document.contains("\"openapi\":\"3.1"), "{document}");
+    assert_eq!(http(&addr, "GET", "/keys", None).0, 401);
+    assert_eq!(http(&addr, "GET", "/keys", Some(&key(&plain))).0, 403);
+    let (status, body) = http(&addr, "GET", "/keys", Some(&key(&reader)));
+    assert_eq!(status, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 3, "{listed}");
+    let target = plain["id"].as_str().unwrap();
+    let revoke = format!("/keys/{target}/revoke");
+    assert_eq!(http(&addr, "POST", &revoke, Some(&key(&reader))).0, 403);
+    let (status, body) = http(&addr, "POST", &revoke, Some(&key(&admin)));
+    assert_eq!(status, 200, "{body}");
+    // Ctrl-C: the server stops gracefully and writes what it still holds.
+    let mut server = server;
+    let stopped = Command::new("kill")
+        .args(["-INT", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let exit = server.0.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+
+    // What the API did is in the store, with the admin key as the actor.
+    let out = keygate(&url)
+        .args(["audit", "--key", target, "--json"])
+        .output()
+        .unwrap();
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let revoked = events
+        .iter()
+        .find(|e| e["action"] == "revoked")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(revoked["actor"], admin["id"]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn serve_refuses_a_non_loopback_address_without_the_flag() {
+    let dir = common::temp_dir("serve-remote");
+    let url = format!("sqlite://{}", dir.join("keys.db").display());
+    let out = keygate(&url)
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a loopback address") && stderr.contains("--allow-remote"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.join("keys.db").exists(),
+        "refused before the store was opened"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -377,8 +377,9 @@ async fn drive(page: &Page, url: &str, console: &str, admin_key: &str) -> Result
 
     // Create a key; the dialog shows it once, with the warning and a copy button.
     page.click("#new-key").await?;
-    page.type_into("#create-name", "made in the console")
-        .await?;
+    // A name with markup in it: shown as text, never parsed.
+    let name = "<img src=x onerror=alert(1)> made in the console";
+    page.type_into("#create-name", name).await?;
     page.type_into("#create-scopes", "greetings:read").await?;
     page.shot("03-create-form").await?;
     page.click("#create-submit").await?;
@@ -417,8 +418,16 @@ async fn drive(page: &Page, url: &str, console: &str, admin_key: &str) -> Result
         .chars()
         .take(12)
         .collect::<String>();
-    page.wait(&format!("#keys-body tr[data-key-id=\"{id}\"]"))
+    let row = page
+        .wait(&format!("#keys-body tr[data-key-id=\"{id}\"]"))
         .await?;
+    assert!(row.text().await?.contains(name), "{}", row.text().await?);
+    assert_eq!(
+        page.js("return document.querySelectorAll('main img, dialog img').length")
+            .await?,
+        json!(0),
+        "data rendered as HTML"
+    );
 
     // The quickstart accepts it.
     let mut allowed = 0u64;

@@ -20,6 +20,9 @@
     current: null, // the key shown in the detail view
     confirmAction: null,
     chart: null, // the usage chart's data, to redraw it at another width
+    // Each list shows the answer to its latest request only (an older one arriving late is
+    // dropped).
+    seq: { keys: 0, usage: 0, audit: 0 },
   };
 
   // --- helpers ------------------------------------------------------------------------------
@@ -218,6 +221,7 @@
   }
 
   async function loadKeys(more) {
+    const seq = ++state.seq.keys;
     if (!more) state.keysAfter = null;
     const page = await guarded(() =>
       api(
@@ -232,7 +236,7 @@
           }),
       ),
     );
-    if (!page) return;
+    if (!page || seq !== state.seq.keys) return;
     const body = $("keys-body");
     if (!more) body.replaceChildren();
     for (const key of page.keys) {
@@ -541,8 +545,9 @@
   async function loadUsage() {
     const days = Number($("usage-days").value) || 30;
     const keyId = $("usage-key").value.trim();
+    const seq = ++state.seq.usage;
     const data = await guarded(() => api("GET", "usage" + query({ key_id: keyId, days })));
-    if (!data) return;
+    if (!data || seq !== state.seq.usage) return;
     const perDay = new Map(dayList(data.since, days).map((d) => [d, { allowed: 0, denied: 0 }]));
     let allowed = 0;
     let denied = 0;
@@ -655,6 +660,7 @@
   // --- audit --------------------------------------------------------------------------------
 
   async function loadAudit(more) {
+    const seq = ++state.seq.audit;
     if (!more) state.auditBefore = null;
     const since = $("audit-since").value.trim();
     const page = await guarded(() =>
@@ -672,7 +678,7 @@
           }),
       ),
     );
-    if (!page) return;
+    if (!page || seq !== state.seq.audit) return;
     const body = $("audit-body");
     if (!more) body.replaceChildren();
     for (const e of page.events) {

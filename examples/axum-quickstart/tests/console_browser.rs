@@ -221,9 +221,19 @@ impl Page {
             .await?)
     }
 
+    /// Clicks the element `css` finds, again if the page re-rendered it meanwhile.
     async fn click(&self, css: &str) -> Result<()> {
-        self.wait(css).await?.click().await?;
-        Ok(())
+        let mut tries = 0;
+        loop {
+            match self.wait(css).await?.click().await {
+                Ok(()) => return Ok(()),
+                Err(e) if tries < 5 && e.to_string().contains("stale element") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     async fn type_into(&self, css: &str, text: &str) -> Result<()> {
@@ -241,7 +251,8 @@ impl Page {
         Ok(self.client.execute(script, vec![]).await?)
     }
 
-    /// Polls `check` (re-running `refresh` first) until it holds, at most `secs` seconds.
+    /// Polls `check` until it holds, at most `secs` seconds (an error, such as an element
+    /// re-rendered while read, counts as not yet).
     async fn until<F, Fut>(&self, what: &str, secs: u64, mut check: F) -> Result<()>
     where
         F: FnMut() -> Fut,
@@ -249,11 +260,13 @@ impl Page {
     {
         let started = Instant::now();
         loop {
-            if check().await? {
-                return Ok(());
-            }
+            let last = match check().await {
+                Ok(true) => return Ok(()),
+                Ok(false) => String::new(),
+                Err(e) => format!(" (last: {e})"),
+            };
             if started.elapsed() > Duration::from_secs(secs) {
-                return Err(format!("{what}: not within {secs} s").into());
+                return Err(format!("{what}: not within {secs} s{last}").into());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -551,6 +564,10 @@ async fn drive(page: &Page, url: &str, console: &str, admin_key: &str) -> Result
     })
     .await?;
 
+    // The other changes, on the demo key: rename, scopes, rate limit, expiry, disable and
+    // enable (confirmed), rotate (confirmed; the new key shown once works).
+    edit_and_rotate(page, url).await?;
+
     // A phone's width: no sideways scrolling, tables as cards.
     client.set_window_size(390, 844).await?;
     page.click("#tab-keys").await?;
@@ -564,10 +581,10 @@ async fn drive(page: &Page, url: &str, console: &str, admin_key: &str) -> Result
         json!(true),
         "the keys view scrolls sideways at 390 px"
     );
-    page.shot("09-phone-keys").await?;
+    page.shot("10-phone-keys").await?;
     page.click("#tab-usage").await?;
     page.wait("#usage-svg").await?;
-    page.shot("10-phone-usage").await?;
+    page.shot("11-phone-usage").await?;
 
     // Reloading forgets the key: back to sign-in.
     client.set_window_size(1280, 800).await?;
@@ -580,5 +597,77 @@ async fn drive(page: &Page, url: &str, console: &str, admin_key: &str) -> Result
             .await?
             .is_some()
     );
+    Ok(())
+}
+
+/// Finds the demo key by name, changes each property through its form, disables and enables
+/// it, and rotates it: each change shows on the key's page; the rotated key works.
+async fn edit_and_rotate(page: &Page, url: &str) -> Result<()> {
+    page.click("#tab-keys").await?;
+    page.type_into("#keys-search", "quickstart demo").await?;
+    page.click("#keys-filter button[type=submit]").await?;
+    page.until("the search", 5, || async {
+        Ok(page
+            .js("return [...document.querySelectorAll('#keys-body tr')].map(r => r.cells[0].textContent)")
+            .await?
+            == json!(["axum quickstart demo"]))
+    })
+    .await?;
+    page.click("#keys-body tr button.manage").await?;
+    page.wait("#view-key:not([hidden])").await?;
+    let fields = || async { page.text("#key-fields").await };
+    for (form, value, shown) in [
+        ("#edit-name", "demo, renamed", "demo, renamed"),
+        (
+            "#edit-scopes",
+            "greetings:read, greetings:write",
+            "greetings:read greetings:write",
+        ),
+        ("#edit-rate", "100/1s burst 200", "100/1s burst 200"),
+        ("#edit-expiry", "2099-01-31", "2099-01-31 00:00:00"),
+    ] {
+        page.type_into(&format!("{form} input"), value).await?;
+        page.click(&format!("{form} button[type=submit]")).await?;
+        page.until(&format!("{form} saved"), 5, || async {
+            Ok(fields().await?.contains(shown))
+        })
+        .await?;
+    }
+    for (button, state) in [("#key-disable", "disabled"), ("#key-enable", "active")] {
+        page.click(button).await?;
+        page.wait("#confirm-dialog[open]").await?;
+        page.click("#confirm-yes").await?;
+        page.until(&format!("the key {state}"), 5, || async {
+            Ok(page.text("#key-fields .state").await? == state)
+        })
+        .await?;
+    }
+    page.click("#key-rotate").await?;
+    page.wait("#confirm-dialog[open]").await?;
+    assert!(page.wait("#confirm-grace").await?.is_displayed().await?);
+    page.type_into("#confirm-grace-value", "60").await?;
+    page.click("#confirm-yes").await?;
+    page.wait("#secret-dialog[open]").await?;
+    let rotated = page
+        .wait("#secret-value")
+        .await?
+        .prop("value")
+        .await?
+        .unwrap_or_default();
+    assert!(rotated.starts_with("demo_test_"), "{rotated:?}");
+    page.shot("09-rotated-key").await?;
+    page.click("#secret-done").await?;
+    // The page now shows the new key, made from the old one.
+    let new_id: String = rotated["demo_test_".len()..].chars().take(12).collect();
+    let new_fields = fields().await?;
+    assert!(
+        new_fields.contains(&new_id) && !new_fields.contains("Rotated from\nnone"),
+        "{new_fields}"
+    );
+    assert_eq!(hello(url, &rotated), 200, "the rotated key");
+    // Back to the list, unfiltered again.
+    page.click("#key-back").await?;
+    page.wait("#keys-search").await?.clear().await?;
+    page.click("#keys-filter button[type=submit]").await?;
     Ok(())
 }

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::docs::ApiDoc;
 use crate::state::ApiState;
-use crate::{audit, keys};
+use crate::{audit, console, keys};
 
 /// The scope of read-only admin keys: every `GET` endpoint.
 pub const READ_SCOPE: &str = "keygate:admin:read";
@@ -24,7 +24,8 @@ pub const READ_SCOPE: &str = "keygate:admin:read";
 pub const WRITE_SCOPE: &str = "keygate:admin:write";
 
 /// The admin API, ready to mount: JSON endpoints over an [`Admin`], callers checked by a
-/// [`Verifier`] (keygate's own tower layer and scope guard), and `/openapi.json`.
+/// [`Verifier`] (keygate's own tower layer and scope guard), `/openapi.json`, and the web
+/// console at `/console`.
 ///
 /// ```
 /// use axum::Router;
@@ -52,7 +53,9 @@ pub const WRITE_SCOPE: &str = "keygate:admin:write";
 /// its cache, rate limits, failure limit and audit apply) and a scope guard: `GET` endpoints
 /// need [`READ_SCOPE`] or [`WRITE_SCOPE`], changes need [`WRITE_SCOPE`]. No key: 401; a key
 /// without either scope: 403; a read-only key asking for a change: 403. The document at
-/// `/openapi.json` describes the API only (no keys, no data) and needs no key.
+/// `/openapi.json` describes the API only (no keys, no data) and needs no key; so do the
+/// console's page and assets (`/console`, `/console.js`, `/console.css`), which hold no data
+/// either.
 ///
 /// # What a change does
 /// Each change goes through the [`Admin`] handle, acting as the caller's key id: it is one
@@ -67,6 +70,7 @@ pub struct AdminApi {
     verifier: Verifier,
     trail: Option<Arc<dyn AuditTrail>>,
     mounted_at: Option<String>,
+    console: bool,
 }
 
 impl AdminApi {
@@ -77,6 +81,7 @@ impl AdminApi {
             verifier,
             trail: None,
             mounted_at: None,
+            console: true,
         }
     }
 
@@ -98,6 +103,14 @@ impl AdminApi {
     /// wherever the document was fetched from, less `/openapi.json`).
     pub fn mounted_at(mut self, path: &str) -> Self {
         self.mounted_at = Some(path.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Whether the router serves the web console at `/console` (default: yes). The page and
+    /// its assets need no key (they hold no data); every API call the page makes carries the
+    /// admin key the operator types. See docs/admin.md.
+    pub fn console(mut self, serve: bool) -> Self {
+        self.console = serve;
         self
     }
 
@@ -130,7 +143,12 @@ impl AdminApi {
                 admin: self.admin,
                 trail: self.trail,
             });
-        Router::new()
+        let router = if self.console {
+            console::routes()
+        } else {
+            Router::new()
+        };
+        router
             .route(
                 "/openapi.json",
                 get(move || {
@@ -148,6 +166,7 @@ impl std::fmt::Debug for AdminApi {
             .field("admin", &self.admin)
             .field("audit_trail", &self.trail.is_some())
             .field("mounted_at", &self.mounted_at)
+            .field("console", &self.console)
             .finish_non_exhaustive()
     }
 }

@@ -10,6 +10,7 @@
 //! | [`views`] | the JSON the API answers |
 //! | [`input`] | the bodies and query parameters it takes |
 //! | [`Problem`], [`ApiError`] | its errors, as `application/problem+json` |
+//! | [`CONSOLE_CSP`] | the Content-Security-Policy the web console is served with |
 //!
 //! Endpoints (paths relative to where the router is mounted; the reference is the document
 //! served at `/openapi.json`):
@@ -26,11 +27,13 @@
 //! | `GET /audit` | read | the audit trail, newest first: `key_id`, `outcome`, `reason`, `action`, `since`, `before`, `limit` |
 //! | `GET /usage` | read | requests per key per UTC day: `key_id`, `days` |
 //! | `GET /openapi.json` | none | the OpenAPI 3.1 document |
+//! | `GET /console` (and `/console.js`, `/console.css`) | none to load; the admin key for every call it makes | the web console |
 //!
 //! See docs/admin.md for mounting and securing it.
 
 mod api;
 mod audit;
+mod console;
 mod docs;
 mod error;
 pub mod input;
@@ -39,5 +42,6 @@ mod state;
 pub mod views;
 
 pub use api::{AdminApi, READ_SCOPE, WRITE_SCOPE, router};
+pub use console::CONSOLE_CSP;
 pub use docs::{ChangeErrors, CreateErrors, ReadErrors, TrailErrors};
 pub use error::{ApiError, Problem};

@@ -17,7 +17,7 @@ Examples:
   keygate usage --days 7
   keygate peppers                                        # keys per pepper version
   keygate create --admin --name ops                      # a key for the admin API
-  keygate serve --listen 127.0.0.1:8080                  # the admin API on this store
+  keygate serve --listen 127.0.0.1:8080                  # the admin API and web console on this store
 
 Environment:
   KEYGATE_DATABASE_URL  sqlite://keygate.db (default) or postgres://user@host/db
@@ -191,13 +191,14 @@ Examples:
 A key under an older version moves to the current one the first time a service (whose
 KEYGATE_PEPPER has both) verifies it. Once an old version has no keys left, remove it.")]
     Peppers,
-    /// Serve the admin API (JSON, OpenAPI at /openapi.json) on the key store, until
-    /// interrupted. Callers need an admin key (`keygate create --admin`).
+    /// Serve the admin API (JSON, OpenAPI at /openapi.json) and its web console (/console) on
+    /// the key store, until interrupted. Callers need an admin key (`keygate create --admin`).
     #[command(after_help = "\
 Examples:
   keygate create --admin --name ops          # the first admin key
   keygate serve --listen 127.0.0.1:8080
   curl -H \"Authorization: Bearer $KEY\" http://127.0.0.1:8080/keys
+  # or open http://127.0.0.1:8080/console in a browser and sign in with the admin key
 
 It needs the deployment's pepper (KEYGATE_PEPPER) to check admin keys and mint new ones. It
 listens on loopback only unless --allow-remote is given: put it behind a TLS-terminating proxy

@@ -5,7 +5,7 @@
 //! keygate list
 //! keygate rotate ID --grace 24h
 //! keygate revoke ID
-//! keygate serve --listen 127.0.0.1:8080   # the admin API
+//! keygate serve --listen 127.0.0.1:8080   # the admin API and its web console
 //! ```
 //!
 //! See `keygate --help` and docs/cli.md. Exit codes are listed in the help text.

@@ -1,4 +1,5 @@
-//! `keygate serve`: the admin API (keygate-admin) on the key store, in this process.
+//! `keygate serve`: the admin API (keygate-admin) and its web console on the key store, in
+//! this process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,10 +77,11 @@ pub(crate) async fn serve(
         out.json_line(&serde_json::json!({
             "listening": format!("http://{bound}"),
             "openapi": format!("http://{bound}/openapi.json"),
+            "console": format!("http://{bound}/console"),
         }));
     } else {
         out.line(&format!(
-            "keygate: admin API listening on http://{bound} (OpenAPI: http://{bound}/openapi.json); Ctrl-C stops"
+            "keygate: admin API listening on http://{bound} (OpenAPI: http://{bound}/openapi.json; web console: http://{bound}/console, sign in with an admin key); Ctrl-C stops"
         ));
     }
     let served = axum::serve(

@@ -103,6 +103,11 @@ fn serve_runs_the_admin_api_for_admin_keys_only() {
     let (status, document) = http(&addr, "GET", "/openapi.json", None);
     assert_eq!(status, 200);
     assert!(document.contains("\"openapi\":\"3.1"), "{document}");
+    assert!(line.contains(&format!("http://{addr}/console")), "{line}");
+    // The web console loads without a key; the API it calls does not answer without one.
+    let (status, page) = http(&addr, "GET", "/console", None);
+    assert_eq!(status, 200);
+    assert!(page.contains("keygate console"), "{page}");
     assert_eq!(http(&addr, "GET", "/keys", None).0, 401);
     assert_eq!(http(&addr, "GET", "/keys", Some(&key(&plain))).0, 403);
     let (status, body) = http(&addr, "GET", "/keys", Some(&key(&reader)));

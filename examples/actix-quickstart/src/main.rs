@@ -95,7 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let demo = tour::demo_key(&verifier.admin(), DEMO_NAME).await?;
     println!(
         "{}",
-        tour::tour("actix-web", "axum", &url, &demo, &verifier)
+        tour::tour("actix-web", "axum", &url, &demo, &verifier, None)
     );
 
     server.run().await?;

@@ -22,6 +22,8 @@
 //! keygate audit --key ID                                                # every request with it
 //! keygate usage                                                         # requests per key per day
 //! curl -s http://127.0.0.1:3000/metrics | grep keygate_                  # Prometheus metrics
+//! keygate create --admin --name ops                                     # an admin key, shown once
+//! # then http://127.0.0.1:3000/keygate/console in a browser: the web console, with that admin key
 //! ```
 //!
 //! What it wires, beyond the layer: `store.invalidation()` (the file's change feed, so a key
@@ -29,6 +31,13 @@
 //! 30 s cache TTL), `store.audit_sink()` (every decision and change in the file, for
 //! `keygate audit` and `keygate usage`, besides the log), and a shutdown on Ctrl-C or SIGTERM
 //! that writes what is still buffered.
+//!
+//! `/keygate` is the admin API (keygate-admin) with its web console at `/keygate/console`,
+//! nested beside the service's routes with its own key layer over the same verifier: it takes
+//! admin keys only (`keygate:admin:read`, `keygate:admin:write`; `keygate create --admin`
+//! mints one), so the demo key gets 403 there, and its changes are evicted from this
+//! process's cache at once. The app's own `/admin` route is unrelated (scope `admin:write`).
+//! See docs/admin.md.
 //!
 //! `/metrics` shows keygate's metrics (docs/observability.md) in the Prometheus text format,
 //! from `metrics-exporter-prometheus`'s recorder, rendered by a route of this same app rather
@@ -52,12 +61,16 @@ use axum::routing::get;
 use example_quickstart_tour as tour;
 use keygate::audit::TracingSink;
 use keygate::{KeyFormat, Keyring, Peppers, Verifier};
+use keygate_admin::AdminApi;
 use keygate_axum::{Identity, RequireScopes};
+use keygate_sqlx::SqlAuditSink;
 use keygate_sqlx::SqliteStore;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 const ADDR: &str = "127.0.0.1:3000";
 const DEMO_NAME: &str = "axum quickstart demo";
+/// Where the admin API and its web console are mounted.
+const ADMIN_MOUNT: &str = "/keygate";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -77,11 +90,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keyring = Keyring::new(KeyFormat::new(tour::PREFIX)?, Peppers::development());
     // Created if missing, migrated on every start (idempotent).
     let store = SqliteStore::open(tour::DATABASE).await?;
+    let audit = store.audit_sink();
     let verifier = Verifier::builder(keyring, store.clone())
         // Keys changed by other processes on the file (the CLI) are evicted within ~100 ms.
         .invalidation(store.invalidation())
         // Every decision and change, in the file (`keygate audit`, `keygate usage`) and the log.
-        .audit_sink(store.audit_sink())
+        .audit_sink(audit.clone())
         .audit_sink(TracingSink)
         // Checks the pepper and prefix against the store (refusing others), then starts.
         .start()
@@ -102,12 +116,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let demo = tour::demo_key(&verifier.admin(), DEMO_NAME).await?;
     println!(
         "{}",
-        tour::tour("axum", "actix-web", &url, &demo, &verifier)
+        tour::tour(
+            "axum",
+            "actix-web",
+            &url,
+            &demo,
+            &verifier,
+            Some(&format!("{url}{ADMIN_MOUNT}/console"))
+        )
     );
 
     axum::serve(
         listener,
-        app(verifier.clone(), prometheus).into_make_service_with_connect_info::<SocketAddr>(),
+        app(verifier.clone(), prometheus, audit)
+            .into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(tour::shutdown_signal())
     .await?;
@@ -138,7 +160,13 @@ fn install_prometheus() -> Result<PrometheusHandle, Box<dyn std::error::Error>> 
     Ok(handle)
 }
 
-fn app(verifier: Verifier, prometheus: PrometheusHandle) -> Router {
+fn app(verifier: Verifier, prometheus: PrometheusHandle, audit: SqlAuditSink) -> Router {
+    // The admin API and web console, beside the API (not under its key layer: it has its own,
+    // over the same verifier, and wants keys with `keygate:admin:*` scopes). Its changes go
+    // through the verifier's admin handle: audited, and evicted from this cache at once.
+    let admin_api = AdminApi::new(verifier.admin(), verifier.clone())
+        .audit_trail(audit)
+        .mounted_at(ADMIN_MOUNT);
     let protected = Router::new()
         .route("/hello", get(hello))
         .route(
@@ -154,6 +182,7 @@ fn app(verifier: Verifier, prometheus: PrometheusHandle) -> Router {
             get(move || std::future::ready(prometheus.render())),
         )
         .merge(protected)
+        .nest(ADMIN_MOUNT, admin_api.router())
 }
 
 async fn public() -> &'static str {

@@ -73,9 +73,18 @@ pub async fn demo_key(admin: &keygate::Admin, name: &str) -> Result<Demo, keygat
 }
 
 /// What a quickstart prints once it listens on `url`: where its keys are, its demo key (once),
-/// and the next commands to try, with the CLI, in this directory.
+/// and the next commands to try, with the CLI, in this directory; with `console` (the web
+/// console's URL, when the quickstart mounts the admin API), how to mint an admin key and
+/// open it.
 #[must_use]
-pub fn tour(framework: &str, other: &str, url: &str, demo: &Demo, verifier: &Verifier) -> String {
+pub fn tour(
+    framework: &str,
+    other: &str,
+    url: &str,
+    demo: &Demo,
+    verifier: &Verifier,
+    console: Option<&str>,
+) -> String {
     let mut out = String::new();
     let bound = verifier.revocation_bound();
     let _ = writeln!(
@@ -119,8 +128,18 @@ pub fn tour(framework: &str, other: &str, url: &str, demo: &Demo, verifier: &Ver
          curl -i -H 'Authorization: Bearer KEY' {url}/hello   # with that KEY: 200\n  \
          keygate revoke ID               # then the same curl answers 401 (revoked)\n  \
          keygate audit --key ID          # every request made with it, allowed and denied\n  \
-         keygate usage                   # requests per key per day\n\
-         Ctrl-C or SIGTERM stops the server, after writing the audit events and last-used times \
+         keygate usage                   # requests per key per day"
+    );
+    if let Some(console) = console {
+        let _ = writeln!(
+            out,
+            "  keygate create --admin --name ops   # an admin key, shown once: for the web console\n  \
+             web console: {console}   (in a browser; sign in with that admin key)"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "Ctrl-C or SIGTERM stops the server, after writing the audit events and last-used times \
          still buffered."
     );
     out

@@ -268,7 +268,13 @@ impl KeyCache {
         let waiting_since = Instant::now();
         let guard = loop {
             match self.map.get_value_or_guard_async(&id).await {
-                Ok(entry) if entry.age() < self.ttl.of(&entry) => return Ok(entry),
+                // Within its lifetime, or the load this request waited for (even when its
+                // lifetime is zero: waiters share a load, they do not reload in turn).
+                Ok(entry)
+                    if entry.age() < self.ttl.of(&entry) || entry.loaded_at >= waiting_since =>
+                {
+                    return Ok(entry);
+                }
                 Ok(expired) => self.remove_entry(&id, &expired),
                 Err(guard) => break guard,
             }
@@ -590,5 +596,58 @@ mod tests {
         assert_eq!(run(false).await, 50);
         assert_eq!(loads.load(Ordering::SeqCst), 2, "one load for all");
         assert!(cache.get(&id).is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiters_share_a_load_even_with_a_zero_lifetime() {
+        let ttl = EntryTtl {
+            known: LONG,
+            unknown: Duration::ZERO,
+        };
+        let cache = Arc::new(cache(10, 10, ttl));
+        let loads = Arc::new(AtomicUsize::new(0));
+        let id = KeyId::random();
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (cache, loads) = (Arc::clone(&cache), Arc::clone(&loads));
+                tokio::spawn(async move {
+                    cache
+                        .get_or_load(id, async {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            Ok::<_, &str>(unknown(id))
+                        })
+                        .await
+                        .is_ok_and(|entry| entry.unknown)
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.unwrap());
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one load for all");
+    }
+
+    #[tokio::test]
+    async fn an_entry_past_its_lifetime_is_loaded_again() {
+        let ttl = EntryTtl {
+            known: LONG,
+            unknown: Duration::ZERO,
+        };
+        let cache = cache(10, 10, ttl);
+        let id = KeyId::random();
+        cache.insert(id, unknown(id));
+        // Loaded strictly before this request started waiting.
+        std::thread::sleep(Duration::from_millis(1));
+        let loaded = cache
+            .get_or_load(id, async { Ok::<_, &str>(known(id)) })
+            .await
+            .unwrap();
+        assert!(!loaded.unknown, "the expired entry was not served");
+        let again = cache
+            .get_or_load(id, async { Err("not called: cached") })
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&loaded, &again), "the fresh entry is served");
     }
 }

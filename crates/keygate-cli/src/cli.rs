@@ -18,6 +18,7 @@ Examples:
   keygate peppers                                        # keys per pepper version
   keygate create --admin --name ops                      # a key for the admin API
   keygate serve --listen 127.0.0.1:8080                  # the admin API and web console on this store
+  keygate scan --git .                                   # this deployment's keys in files and history
 
 Environment:
   KEYGATE_DATABASE_URL  sqlite://keygate.db (default) or postgres://user@host/db
@@ -33,7 +34,8 @@ Environment:
 Exit codes: 0 ok, 1 usage or invalid input, 2 key not found, 3 key store unavailable,
 4 conflict with the key's state, 5 key store schema newer than this keygate, 6 refused by the
 key store's settings: no pepper given, a pepper that is not the one the store's keys were made
-with, or a prefix that is not the store's (nothing was written).
+with, or a prefix that is not the store's (nothing was written). `scan` exits 1 when it finds
+an active key.
 A change that could not be published to Redis still exits 0, with a warning on stderr.";
 
 /// Manage API keys: create, name, scope, rate-limit, rotate, revoke and list them.
@@ -204,6 +206,45 @@ It needs the deployment's pepper (KEYGATE_PEPPER) to check admin keys and mint n
 listens on loopback only unless --allow-remote is given: put it behind a TLS-terminating proxy
 on a private network (see docs/admin.md).")]
     Serve(ServeArgs),
+    /// Find this deployment's keys in files, directories and git history (`--git`): each find
+    /// by file and line, with the key's id, name, owner and state; the secret masked. Exits 1
+    /// when an active key is found.
+    #[command(after_help = "\
+Examples:
+  keygate scan .                        # files under the current directory (.git skipped)
+  keygate scan --git .                  # and every line any commit ever added
+  keygate scan --rules gitleaks > keygate.gitleaks.toml
+  keygate scan --rules trufflehog > keygate.trufflehog.yaml
+
+Only tokens of the deployment's key format (the store's prefix) with a valid checksum are
+reported. With the deployment's pepper (KEYGATE_PEPPER; on a development store, without) the
+secret is checked too, so a token that only borrows a key's id is told apart. An active key found
+means: rotate or revoke it (keygate rotate ID / keygate revoke ID), then remove it from the
+files and, for --git finds, from the history.")]
+    Scan(ScanArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScanArgs {
+    /// Files and directories to scan (directories recursively; symbolic links not followed).
+    #[arg(value_name = "PATH")]
+    pub(crate) paths: Vec<PathBuf>,
+    /// Also scan the history of the git repository each PATH is in: every line added by any
+    /// commit on any branch or tag.
+    #[arg(long)]
+    pub(crate) git: bool,
+    /// Print detection rules for this deployment's keys instead of scanning.
+    #[arg(long, value_enum, value_name = "TOOL", conflicts_with_all = ["paths", "git"])]
+    pub(crate) rules: Option<RulesArg>,
+}
+
+/// A secret scanner to print rules for.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum RulesArg {
+    /// gitleaks (TOML).
+    Gitleaks,
+    /// TruffleHog custom detectors (YAML).
+    Trufflehog,
 }
 
 #[derive(Debug, Args)]

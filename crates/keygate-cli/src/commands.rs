@@ -26,6 +26,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
     // Everything that can be wrong with the input is refused before the store is opened (or
     // created): a usage error never leaves anything behind.
     check_input(&cli, now)?;
+    if let Command::Scan(args) = &cli.command {
+        // Opens the store only if it exists: a scan creates nothing.
+        return crate::scan::scan(&cli, args, out).await;
+    }
     let mints = matches!(
         cli.command,
         Command::Create(_) | Command::Rotate(_) | Command::Serve(_)
@@ -35,6 +39,11 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
     } else {
         None
     };
+    if cli.development_pepper && given.is_some() {
+        eprintln!(
+            "keygate: note: using the public development pepper (--development-pepper): keys hashed with it protect nothing"
+        );
+    }
     let store = if mints && given.is_none() {
         // Without a pepper only a development store will do: never create a store for that.
         Store::open_existing(&cli.database_url)
@@ -206,6 +215,8 @@ async fn execute(
     now: SystemTime,
 ) -> Result<(), CliError> {
     match &cli.command {
+        // Run by `run` before any store is opened (a scan creates nothing).
+        Command::Scan(_) => {}
         Command::Migrate => {
             let version = store.schema_version().await?.unwrap_or_default();
             if out.is_json() {
@@ -402,11 +413,11 @@ fn minting_peppers(peppers: Option<&Peppers>) -> Result<Peppers, CliError> {
 const NO_PEPPER: &str = "no pepper given: set KEYGATE_PEPPER (or --pepper-file) to the deployment's secret pepper, or pass --development-pepper for a development store whose keys protect nothing";
 
 /// The prefix of keys minted when none is given and the store recorded none.
-const DEFAULT_PREFIX: &str = "kg";
+pub(crate) const DEFAULT_PREFIX: &str = "kg";
 
 /// The prefix the command line gives (`--prefix` or `KEYGATE_PREFIX`); an empty one is none,
 /// as for `KEYGATE_PEPPER`.
-fn given_prefix(cli: &Cli) -> Option<&str> {
+pub(crate) fn given_prefix(cli: &Cli) -> Option<&str> {
     cli.prefix
         .as_deref()
         .filter(|prefix| !prefix.trim().is_empty())
@@ -477,7 +488,7 @@ async fn checked_peppers(
 
 /// The peppers the command line gives (`--development-pepper`, `--pepper-file` or
 /// `KEYGATE_PEPPER`), parsed; `None` when none is given. Never a default.
-fn given_peppers(cli: &Cli) -> Result<Option<Peppers>, CliError> {
+pub(crate) fn given_peppers(cli: &Cli) -> Result<Option<Peppers>, CliError> {
     if cli.development_pepper {
         return Ok(Some(Peppers::development()));
     }
@@ -674,6 +685,9 @@ fn check_input(cli: &Cli, now: SystemTime) -> Result<(), CliError> {
         }
         Command::Serve(args) => {
             crate::serve::listen_addr(args)?;
+            given_peppers(cli)?;
+        }
+        Command::Scan(_) => {
             given_peppers(cli)?;
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! | code | meaning |
 //! | --- | --- |
-//! | 1 | usage or invalid input (bad duration, CIDR, scope, name, malformed id, …) |
+//! | 1 | usage or invalid input (bad duration, CIDR, scope, name, malformed id, …); `scan`: an active key was found |
 //! | 2 | no key with that id |
 //! | 3 | the key store is unavailable (unreachable, locked, failed) |
 //! | 4 | the change conflicts with the key's state (e.g. enabling a revoked key) |
@@ -26,6 +26,8 @@ pub(crate) enum CliError {
     SchemaTooNew(String),
     /// Refused by the store's settings (pepper or key prefix); nothing was written.
     Settings(String),
+    /// `scan` found active keys (exit 1, like a failed check).
+    ActiveKeysFound(String),
 }
 
 impl CliError {
@@ -35,7 +37,7 @@ impl CliError {
 
     pub(crate) fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
-            Self::Usage(_) => 1,
+            Self::Usage(_) | Self::ActiveKeysFound(_) => 1,
             Self::NotFound(_) => 2,
             Self::Unavailable(_) => 3,
             Self::Conflict(_) => 4,
@@ -52,7 +54,8 @@ impl fmt::Display for CliError {
             | Self::NotFound(m)
             | Self::Conflict(m)
             | Self::SchemaTooNew(m)
-            | Self::Settings(m) => f.write_str(m),
+            | Self::Settings(m)
+            | Self::ActiveKeysFound(m) => f.write_str(m),
             Self::Unavailable(m) => write!(
                 f,
                 "{m} (check --database-url / KEYGATE_DATABASE_URL, that the database is running, and that no other process holds a write lock; then retry)"

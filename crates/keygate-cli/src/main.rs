@@ -16,6 +16,7 @@ mod commands;
 mod error;
 mod output;
 mod publish;
+mod scan;
 mod serve;
 mod store;
 
@@ -38,7 +39,10 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            // The commands print their own note about the development pepper (the library's
+            // warning would say it twice, and advise a pepper a development store refuses).
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,keygate::development_pepper=off".into()),
         )
         .with_writer(std::io::stderr)
         .without_time()

@@ -246,7 +246,8 @@ impl Peppers {
     }
 
     /// The public development pepper (version 0), asked for by name: for quickstarts, demos
-    /// and tests. Logs a warning, once per process. A store first used with it records that it
+    /// and tests. Logs a warning, once per process (target `keygate::development_pepper`, so a
+    /// program that says so itself can turn it off). A store first used with it records that it
     /// is a development store, and refuses real peppers from then on (see
     /// [`crate::store::StoreSettings`]).
     #[must_use]
@@ -254,7 +255,7 @@ impl Peppers {
         static WARN: Once = Once::new();
         WARN.call_once(|| {
             tracing::warn!(
-                target: "keygate",
+                target: "keygate::development_pepper",
                 "using the public development pepper: keys hashed with it protect nothing; set {PEPPER_ENV} to a secret for real keys"
             );
         });

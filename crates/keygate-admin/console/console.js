@@ -358,6 +358,9 @@
     $("confirm-text").textContent = text;
     $("confirm-yes").textContent = label;
     $("confirm-grace").hidden = !withGrace;
+    // Each rotation starts from the default grace: a 0 typed for an earlier one must not
+    // silently revoke the next key at once.
+    if (withGrace) $("confirm-grace-value").value = "86400";
     $("confirm-error").textContent = "";
     state.confirmAction = action;
     $("confirm-dialog").showModal();
@@ -418,9 +421,15 @@
       "A new key replaces this one; the old key keeps working for the grace period, then expires. (key " + key.id + ")",
       "Rotate",
       async () => {
-        const grace = Number($("confirm-grace-value").value);
+        const raw = $("confirm-grace-value").value.trim();
+        const grace = Number(raw);
+        // An empty field is not 0 (which revokes the old key at once): ask for a number.
+        if (raw === "" || !Number.isInteger(grace) || grace < 0 || grace > 2592000) {
+          $("confirm-grace-value").focus();
+          throw "Enter the grace period as whole seconds from 0 to 2592000 (30 days).";
+        }
         const rotated = await api("POST", "keys/" + encodeURIComponent(key.id) + "/rotate", {
-          grace_seconds: Number.isFinite(grace) ? grace : 86400,
+          grace_seconds: grace,
         });
         renderKey(rotated.record);
         showSecret(rotated.key, rotated.record);

@@ -15,7 +15,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(missing_docs)]
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +25,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use keygate::{KeyFormat, Keyring, NewKey, Peppers, Verifier};
 use keygate_sqlx::SqliteStore;
 use serde_json::{Value, json};
+
+mod common;
+
+use common::tour::{self, Quickstart};
 
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
@@ -59,72 +62,32 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The quickstart in `dir`: its process, its URL and the console's URL from its tour.
-fn start_quickstart(dir: &Path) -> (Killed, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_example-axum-quickstart"))
-        .current_dir(dir)
-        .env("QUICKSTART_LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .env_remove("KEYGATE_PEPPER")
-        .env_remove("KEYGATE_PREFIX")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let child = Killed(child);
-    let (mut url, mut console) = (None, None);
-    let mut tour = String::new();
-    while let Some(Ok(line)) = lines.next() {
-        tour.push_str(&line);
-        tour.push('\n');
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            url = Some(rest.trim().to_owned());
-        }
-        if let Some(rest) = line.split("web console: ").nth(1) {
-            console = rest.split_whitespace().next().map(str::to_owned);
-        }
-        if line.starts_with("Ctrl-C or SIGTERM") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+/// The quickstart in `dir`, and the console's URL from its tour.
+fn start_quickstart(dir: &Path) -> (Quickstart, String) {
+    let quickstart = Quickstart::start(env!("CARGO_BIN_EXE_example-axum-quickstart"), dir);
+    let tour = &quickstart.tour;
     assert!(
         tour.contains("keygate create --admin"),
         "the tour does not say how to mint an admin key:\n{tour}"
     );
-    let url = url.unwrap_or_else(|| panic!("no URL in:\n{tour}"));
-    let console = console.unwrap_or_else(|| panic!("no console URL in:\n{tour}"));
-    assert_eq!(console, format!("{url}/keygate/console"));
-    (child, url, console)
+    let console = tour
+        .lines()
+        .find_map(|line| line.split("web console: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no console URL in:\n{tour}"))
+        .to_owned();
+    assert_eq!(console, format!("{}/keygate/console", quickstart.url));
+    (quickstart, console)
 }
 
 /// An admin key for the quickstart's store in `dir`: with the `keygate` binary beside this
 /// test, as an operator would, else through the library.
 fn mint_admin_key(dir: &Path) -> String {
-    let cli = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("keygate")))
-        .filter(|bin| bin.is_file());
-    if let Some(bin) = cli {
-        let mut command = Command::new(bin);
-        command.current_dir(dir).args([
-            "create",
-            "--admin",
-            "--name",
-            "console-operator",
-            "--json",
-        ]);
-        for (name, _) in std::env::vars() {
-            if name.starts_with("KEYGATE_") {
-                command.env_remove(name);
-            }
-        }
-        let out = command.output().unwrap();
-        assert!(
-            out.status.success(),
-            "keygate create --admin: {}",
-            String::from_utf8_lossy(&out.stderr)
+    if let Some(bin) = tour::cli() {
+        let out = tour::keygate(
+            &bin,
+            dir,
+            &["create", "--admin", "--name", "console-operator", "--json"],
         );
         let created: Value = serde_json::from_slice(&out.stdout).unwrap();
         return created["key"].as_str().unwrap().to_owned();
@@ -151,23 +114,7 @@ fn mint_admin_key(dir: &Path) -> String {
 
 /// `GET /hello` with `key` on a fresh connection: the status.
 fn hello(url: &str, key: &str) -> u16 {
-    let addr = url.strip_prefix("http://").unwrap();
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET /hello HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {response:?}"))
+    tour::get(url, "/hello", Some(key))
 }
 
 /// chromedriver on a free loopback port, answering.
@@ -293,7 +240,8 @@ fn the_console_creates_copies_and_revokes_a_key_in_chromium() {
     };
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let (_quickstart, url, console) = start_quickstart(dir.path());
+    let (quickstart, console) = start_quickstart(dir.path());
+    let url = quickstart.url.clone();
     let admin_key = mint_admin_key(dir.path());
     let (_driver, driver_url) = start_chromedriver(&chromedriver);
     let profile = tempfile::tempdir().unwrap();
@@ -646,6 +594,33 @@ async fn edit_and_rotate(page: &Page, url: &str) -> Result<()> {
     page.click("#key-rotate").await?;
     page.wait("#confirm-dialog[open]").await?;
     assert!(page.wait("#confirm-grace").await?.is_displayed().await?);
+    // An empty grace is asked again, not taken as 0 (which revokes the old key at once).
+    page.wait("#confirm-grace-value").await?.clear().await?;
+    page.click("#confirm-yes").await?;
+    page.until("the grace period asked again", 5, || async {
+        Ok(page.text("#confirm-error").await?.contains("whole seconds"))
+    })
+    .await?;
+    assert_eq!(
+        page.text("#key-fields .state").await?,
+        "active",
+        "not rotated"
+    );
+    // A 0 typed and cancelled does not carry over to the next rotation.
+    page.type_into("#confirm-grace-value", "0").await?;
+    page.click("#confirm-no").await?;
+    page.click("#key-rotate").await?;
+    page.wait("#confirm-dialog[open]").await?;
+    let grace = page
+        .wait("#confirm-grace-value")
+        .await?
+        .prop("value")
+        .await?;
+    assert_eq!(
+        grace.as_deref(),
+        Some("86400"),
+        "the grace starts at its default"
+    );
     page.type_into("#confirm-grace-value", "60").await?;
     page.click("#confirm-yes").await?;
     page.wait("#secret-dialog[open]").await?;

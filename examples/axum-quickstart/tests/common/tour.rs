@@ -12,42 +12,83 @@ use keygate::{KeyAdmin, KeyChange, KeyFormat, KeyId, Keyring, NewKey, Peppers, V
 use keygate_sqlx::SqliteStore;
 use keygate_sqlx::audit::EventQuery;
 
-/// The quickstart, killed if the test ends before it exits.
-struct Server {
-    child: Child,
-    url: String,
-    demo_key: String,
-    demo_id: String,
+/// A quickstart binary running in a directory, killed if the test ends before it exits.
+pub(crate) struct Quickstart {
+    pub(crate) child: Child,
+    /// The URL it listens on.
+    pub(crate) url: String,
+    /// What it printed on start, up to its last line ("Ctrl-C or SIGTERM …").
+    pub(crate) tour: String,
 }
 
-impl Drop for Server {
+impl Drop for Quickstart {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-fn start(bin: &str, dir: &Path) -> Server {
-    let mut child = Command::new(bin)
-        .current_dir(dir)
-        .env("QUICKSTART_LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .env_remove("KEYGATE_PEPPER")
-        .env_remove("KEYGATE_PREFIX")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let (mut url, mut demo_key, mut demo_id) = (None, None, None);
-    let mut tour = String::new();
-    while let Some(Ok(line)) = lines.next() {
-        tour.push_str(&line);
-        tour.push('\n');
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            url = Some(rest.trim().to_owned());
+impl Quickstart {
+    /// Starts the quickstart `bin` in `dir` on a free loopback port, with no KEYGATE_PEPPER or
+    /// KEYGATE_PREFIX (what a newcomer runs), and reads its tour.
+    pub(crate) fn start(bin: &str, dir: &Path) -> Self {
+        let mut child = Command::new(bin)
+            .current_dir(dir)
+            .env("QUICKSTART_LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .env_remove("KEYGATE_PEPPER")
+            .env_remove("KEYGATE_PREFIX")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut tour = String::new();
+        let mut url = None;
+        while let Some(Ok(line)) = lines.next() {
+            tour.push_str(&line);
+            tour.push('\n');
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                url = Some(rest.trim().to_owned());
+            }
+            if line.starts_with("Ctrl-C or SIGTERM") {
+                break;
+            }
         }
+        // Drain the rest of stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let url = url.unwrap_or_else(|| panic!("no URL in:\n{tour}"));
+        Self { child, url, tour }
+    }
+}
+
+/// The quickstart with the demo key its tour printed.
+struct Server {
+    quickstart: Quickstart,
+    demo_key: String,
+    demo_id: String,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Quickstart;
+
+    fn deref(&self) -> &Quickstart {
+        &self.quickstart
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Quickstart {
+        &mut self.quickstart
+    }
+}
+
+fn start(bin: &str, dir: &Path) -> Server {
+    let quickstart = Quickstart::start(bin, dir);
+    let tour = &quickstart.tour;
+    let mut lines = tour.lines();
+    let (mut demo_key, mut demo_id) = (None, None);
+    while let Some(line) = lines.next() {
         if line.starts_with("demo key \"") && line.ends_with("shown once:") {
             let id = line
                 .split("(id ")
@@ -57,14 +98,9 @@ fn start(bin: &str, dir: &Path) -> Server {
                 .next()
                 .unwrap();
             demo_id = Some(id.to_owned());
-            demo_key = Some(lines.next().unwrap().unwrap().trim().to_owned());
-        }
-        if line.starts_with("Ctrl-C or SIGTERM") {
-            break;
+            demo_key = lines.next().map(|key| key.trim().to_owned());
         }
     }
-    // Drain the rest of stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
     for expected in [
         "keygate create --name mine",
         "keygate revoke ID",
@@ -77,16 +113,16 @@ fn start(bin: &str, dir: &Path) -> Server {
             "the tour lacks {expected:?}:\n{tour}"
         );
     }
+    let demo_key = demo_key.unwrap_or_else(|| panic!("no demo key in:\n{tour}"));
     Server {
-        child,
-        url: url.unwrap_or_else(|| panic!("no URL in:\n{tour}")),
-        demo_key: demo_key.unwrap_or_else(|| panic!("no demo key in:\n{tour}")),
+        demo_key,
         demo_id: demo_id.unwrap(),
+        quickstart,
     }
 }
 
 /// One request on a fresh connection; the status code.
-fn get(url: &str, path: &str, key: Option<&str>) -> u16 {
+pub(crate) fn get(url: &str, path: &str, key: Option<&str>) -> u16 {
     let addr = url.strip_prefix("http://").unwrap();
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
@@ -108,14 +144,14 @@ fn get(url: &str, path: &str, key: Option<&str>) -> u16 {
 }
 
 /// The `keygate` binary beside this test's own (target/debug/keygate), if built.
-fn cli() -> Option<PathBuf> {
+pub(crate) fn cli() -> Option<PathBuf> {
     let deps = std::env::current_exe().ok()?.parent()?.to_path_buf();
     let bin = deps.parent()?.join("keygate");
     bin.is_file().then_some(bin)
 }
 
 /// `keygate ARGS` in `dir`, with no KEYGATE_* environment: what a newcomer types.
-fn keygate(bin: &Path, dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn keygate(bin: &Path, dir: &Path, args: &[&str]) -> Output {
     let mut command = Command::new(bin);
     command.current_dir(dir).args(args);
     for (name, _) in std::env::vars() {

@@ -47,10 +47,10 @@ use crate::store::{Dialect, SqlStore, Statement, Statements, delegate_to_sql_sto
 /// store's [`invalidation`](PostgresStore::invalidation) channel.
 ///
 /// # Change notifications
-/// Every management change (create, [`apply`](KeyAdmin::apply) of any [`KeyChange`],
-/// [`rotate_with`](KeyAdmin::rotate_with) — the new and the old id —, delete) also calls
-/// `pg_notify(channel, id)` inside its own transaction, so the notification is delivered when,
-/// and only if, the change commits. The channel is `keygate_keys` unless set with
+/// Every management change (create, [`apply`](keygate::KeyAdmin::apply) of any
+/// [`KeyChange`](keygate::KeyChange), [`rotate_with`](keygate::KeyAdmin::rotate_with) — the new
+/// and the old id —, delete) also calls `pg_notify(channel, id)` inside its own transaction, so
+/// the notification is delivered when, and only if, the change commits. The channel is `keygate_keys` unless set with
 /// [`notify_channel`](PostgresStore::notify_channel). Last-used times are not notified.
 /// The call is part of the very statement that writes the key's row (`WITH … RETURNING id
 /// SELECT pg_notify(…)`), so it adds no round trip; what remains is PostgreSQL queueing the
@@ -160,7 +160,8 @@ impl PostgresStore {
         self
     }
 
-    /// The connection pool.
+    /// The connection pool, shared with the store's [`audit_sink`](Self::audit_sink) and
+    /// [`invalidation`](Self::invalidation) channel.
     #[must_use]
     pub fn pool(&self) -> &PgPool {
         &self.keys.pool
@@ -171,16 +172,17 @@ impl PostgresStore {
     /// table `keygate_migrations` of the connection's schema.
     ///
     /// # Errors
-    /// [`Error::SchemaTooNew`] when the database was migrated by a newer keygate;
-    /// [`Error::Migrate`] when a migration fails.
+    /// [`Error::Connect`] when the server cannot be reached; [`Error::SchemaTooNew`] when the
+    /// database was migrated by a newer keygate; [`Error::Migrate`] when a migration fails.
     pub async fn migrate(&self) -> Result<(), Error> {
         self.keys.migrate().await
     }
 
-    /// The newest keygate migration applied to this database, `None` before the first.
+    /// The newest keygate migration applied in the connection's schema (its `search_path`),
+    /// `None` before the first.
     ///
     /// # Errors
-    /// [`Error::Connect`] when the database cannot be read.
+    /// [`Error::Connect`] when the server cannot be reached or refuses the query.
     pub async fn schema_version(&self) -> Result<Option<i64>, Error> {
         self.keys.schema_version().await
     }

@@ -154,7 +154,8 @@ impl SqliteStore {
         self
     }
 
-    /// The connection pool.
+    /// The connection pool. (Change-feed subscriptions and the audit sink connect to the file
+    /// on their own, except to an in-memory database.)
     #[must_use]
     pub fn pool(&self) -> &SqlitePool {
         &self.keys.pool
@@ -164,16 +165,17 @@ impl SqliteStore {
     /// every start). Migrations are tracked in table `keygate_migrations`.
     ///
     /// # Errors
-    /// [`Error::SchemaTooNew`] when the database was migrated by a newer keygate;
-    /// [`Error::Migrate`] when a migration fails.
+    /// [`Error::Connect`] when the file cannot be read; [`Error::SchemaTooNew`] when it was
+    /// migrated by a newer keygate; [`Error::Migrate`] when a migration fails.
     pub async fn migrate(&self) -> Result<(), Error> {
         self.keys.migrate().await
     }
 
-    /// The newest keygate migration applied to this database, `None` before the first.
+    /// The newest keygate migration applied to this file, `None` before the first (a new
+    /// file, or one keygate never migrated).
     ///
     /// # Errors
-    /// [`Error::Connect`] when the database cannot be read.
+    /// [`Error::Connect`] when the file cannot be read.
     pub async fn schema_version(&self) -> Result<Option<i64>, Error> {
         self.keys.schema_version().await
     }

@@ -757,6 +757,90 @@ async fn a_failed_delete_changes_nothing<S: TestStore>(
     assert!(verify(&f, &key, None).await.is_ok());
 }
 
+/// A key row keygate cannot read back (damaged, or written by something else) is the store
+/// failing: `Unavailable` from find, get and list, and 503 on the request path, never 401 or
+/// a panic. Each of `damages` (an `UPDATE … WHERE id = $1`) is run on a key of its own.
+async fn a_damaged_row_is_unavailable<S: TestStore>(
+    f: Fixture<S>,
+    damages: &[&'static str],
+    run: impl AsyncFn(&'static str, KeyId),
+) {
+    for &damage in damages {
+        let (key, record) = create(&f, NewKey::new("damaged")).await;
+        run(damage, record.id).await;
+        assert!(
+            f.store
+                .find(&record.id)
+                .await
+                .is_err_and(|e| e.is_unavailable()),
+            "{}: find after {damage}",
+            f.name
+        );
+        assert!(
+            f.store
+                .get(&record.id)
+                .await
+                .is_err_and(|e| e.is_unavailable())
+        );
+        assert!(
+            f.store
+                .list(&KeyFilter::default(), PageRequest::default())
+                .await
+                .is_err_and(|e| e.is_unavailable())
+        );
+        f.verifier.invalidate_all();
+        assert_eq!(
+            refused(&f, &key).await,
+            Reason::StoreUnavailable,
+            "{}",
+            f.name
+        );
+        ok(f.store.delete(&record.id).await);
+    }
+}
+
+#[tokio::test]
+async fn sqlite_a_damaged_row_is_unavailable() {
+    let f = stores::sqlite().await;
+    let pool = f.store.pool().clone();
+    let damages = [
+        "UPDATE keygate_keys SET scopes = 'not json' WHERE id = $1",
+        "UPDATE keygate_keys SET allowed_ips = '[\"not an address\"]' WHERE id = $1",
+        "UPDATE keygate_keys SET metadata = '[1]' WHERE id = $1",
+        "UPDATE keygate_keys SET rate_limit = 'often' WHERE id = $1",
+    ];
+    a_damaged_row_is_unavailable(f, &damages, async |damage, id: KeyId| {
+        keygate_sqlx::sqlx::query(damage)
+            .bind(id.as_str())
+            .execute(&pool)
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_a_damaged_row_is_unavailable() {
+    let Some(f) = stores::postgres().await else {
+        return;
+    };
+    let pool = f.store.pool().clone();
+    let damages = [
+        "UPDATE keygate_keys SET scopes = ARRAY['not a scope'] WHERE id = $1",
+        "UPDATE keygate_keys SET allowed_ips = ARRAY['not an address'] WHERE id = $1",
+        "UPDATE keygate_keys SET metadata = '[1]'::jsonb WHERE id = $1",
+        "UPDATE keygate_keys SET rate_limit = 'often' WHERE id = $1",
+    ];
+    a_damaged_row_is_unavailable(f, &damages, async |damage, id: KeyId| {
+        keygate_sqlx::sqlx::query(damage)
+            .bind(id.as_str())
+            .execute(&pool)
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn sqlite_a_failed_delete_changes_nothing() {
     let f = stores::sqlite().await;

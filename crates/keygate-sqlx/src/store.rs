@@ -178,6 +178,9 @@ impl<D: Dialect> SqlStore<D> {
     }
 }
 
+// The bounds say what this code asks of the database: run statements on a connection, migrate,
+// and bind and read the Rust types below. sqlx promises them per driver, not for every
+// `Database`; both dialects' databases have them all.
 impl<D: Dialect> SqlStore<D>
 where
     for<'c> &'c mut Connection<D>: Executor<'c, Database = D::DB>,

@@ -419,6 +419,29 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused_with_a_typed_error(
     }
 }
 
+#[tokio::test]
+async fn schema_version_is_none_until_the_first_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        ok(SqliteStore::connect_with(SqliteStore::options(dir.path().join("new.db"))).await);
+    assert_eq!(ok(store.schema_version().await), None, "sqlite: a new file");
+    ok(store.migrate().await);
+    assert_eq!(ok(store.schema_version().await), Some(6));
+
+    if let Some(url) = stores::postgres_url() {
+        let schema = PgSchema::create(&url).await;
+        let store = ok(PostgresStore::connect_with(schema.options()).await);
+        assert_eq!(
+            ok(store.schema_version().await),
+            None,
+            "postgres: a new schema"
+        );
+        ok(store.migrate().await);
+        assert_eq!(ok(store.schema_version().await), Some(5));
+        store.pool().close().await;
+    }
+}
+
 #[test]
 fn the_flusher_restarts_when_its_runtime_is_gone_and_flushes_on_its_own() {
     // A verifier outliving the runtime its flusher was started on (a test harness, a restarted

@@ -569,6 +569,120 @@ async fn outage<S: TestStore>(f: Fixture<S>) {
     );
 }
 
+/// Changes to one key made at the same time are each applied to the key as the others left
+/// it: a change reads and writes the record in one transaction holding the key's row, so none
+/// is lost.
+async fn concurrent_changes_are_all_kept<S: TestStore>(f: Fixture<S>) {
+    let (_, record) = create(&f, NewKey::new("racing")).await;
+    let id = record.id;
+    let store = &f.store;
+    let expiry = f.clock.now() + Duration::from_secs(3600);
+    let ips = vec![ok("10.0.0.0/8".parse())];
+    let meta = metadata(serde_json::json!({"k": 1}));
+    let (renamed, scoped, described, restricted, limited, expiring) = tokio::join!(
+        store.rename(&id, "renamed"),
+        store.set_scopes(&id, vec![scope("a:read")]),
+        store.set_metadata(&id, meta.clone()),
+        store.set_allowed_ips(&id, ips.clone()),
+        store.set_rate_limit(&id, Some(RateLimit::Unlimited)),
+        store.set_expiry(&id, Some(expiry)),
+    );
+    for result in [renamed, scoped, described, restricted, limited, expiring] {
+        ok(result);
+    }
+    let stored = ok(store.get(&id).await);
+    assert_eq!(
+        (
+            stored.name.as_str(),
+            stored.scopes,
+            stored.metadata,
+            stored.allowed_ips,
+            stored.rate_limit,
+            stored.expires_at
+        ),
+        (
+            "renamed",
+            vec![scope("a:read")],
+            meta,
+            ips,
+            Some(RateLimit::Unlimited),
+            Some(expiry)
+        ),
+        "{}: a change was lost",
+        f.name
+    );
+}
+
+/// Two rotations of one key at the same time: the first replaces it (grace 0 revokes it), the
+/// second finds it revoked and is refused. Exactly one replacement exists.
+async fn concurrent_rotations_replace_a_key_once<S: TestStore>(f: Fixture<S>) {
+    let admin = f.verifier.admin();
+    let (_, record) = create(&f, NewKey::new("rotated twice")).await;
+    let id = record.id;
+    let (first, second) = tokio::join!(
+        admin.rotate(&id, Duration::ZERO),
+        admin.rotate(&id, Duration::ZERO)
+    );
+    let (won, lost) = match (first, second) {
+        (Ok(won), Err(lost)) | (Err(lost), Ok(won)) => (won, lost),
+        (first, second) => panic!(
+            "{}: expected one rotation and one refusal, got {:?} and {:?}",
+            f.name,
+            first.map(|r| r.new.record.id),
+            second.map(|r| r.new.record.id)
+        ),
+    };
+    assert!(
+        matches!(lost, StoreError::Conflict { id: c, .. } if c == id),
+        "{}: {lost}",
+        f.name
+    );
+    let successors: Vec<KeyId> = ok(f
+        .store
+        .list(&KeyFilter::default(), PageRequest::default())
+        .await)
+    .keys
+    .iter()
+    .filter(|r| r.rotated_from == Some(id))
+    .map(|r| r.id)
+    .collect();
+    assert_eq!(successors, vec![won.new.record.id], "{}", f.name);
+    assert_eq!(ok(f.store.get(&id).await), won.old);
+}
+
+/// A rotation whose replacement cannot be stored (its id is taken) changes nothing: the old
+/// key keeps working as it was, and no replacement exists.
+async fn a_refused_rotation_changes_nothing<S: TestStore>(f: Fixture<S>) {
+    let (key, old) = create(&f, NewKey::new("kept")).await;
+    let (_, other) = create(&f, NewKey::new("other")).await;
+    let deleted = create(&f, NewKey::new("deleted")).await.1.id;
+    ok(f.store.delete(&deleted).await);
+    let before = ok(f
+        .store
+        .list(&KeyFilter::default(), PageRequest::default())
+        .await)
+    .keys;
+    for taken in [other.id, deleted] {
+        let replacement = ok(f.verifier.keyring().mint(NewKey::new("kept"))).testing_with_id(taken);
+        let rotation = ok(keygate::Rotation::new(Duration::ZERO));
+        assert!(
+            matches!(
+                f.store.rotate_with(&old.id, replacement, rotation).await,
+                Err(StoreError::Conflict { id: c, .. }) if c == taken
+            ),
+            "{}: rotation to a taken id",
+            f.name
+        );
+    }
+    let after = ok(f
+        .store
+        .list(&KeyFilter::default(), PageRequest::default())
+        .await)
+    .keys;
+    assert_eq!(after, before, "{}: nothing changed", f.name);
+    assert!(verify(&f, &key, None).await.is_ok());
+}
+
 // ---- one test per case and store ----------------------------------------------------------
 
 macro_rules! conformance {
@@ -605,9 +719,158 @@ conformance!(
     rotation,
     last_used,
     outage,
+    concurrent_changes_are_all_kept,
+    concurrent_rotations_replace_a_key_once,
+    a_refused_rotation_changes_nothing,
 );
 
 #[test]
 fn stores_module_is_used() {
     let _ = stores::POSTGRES_URL_ENV;
+}
+
+// ---- the SQL stores only ------------------------------------------------------------------
+
+/// A delete is one transaction: when its second statement (writing the tombstone that keeps the
+/// id from being used again) fails, the key is still there, unchanged. The failure is planted
+/// by `plant_tombstone`: a tombstone for the live key's id, as damage could leave.
+async fn a_failed_delete_changes_nothing<S: TestStore>(
+    f: Fixture<S>,
+    plant_tombstone: impl AsyncFnOnce(KeyId),
+) {
+    let (key, record) = create(&f, NewKey::new("survivor")).await;
+    plant_tombstone(record.id).await;
+    assert!(
+        f.store
+            .delete(&record.id)
+            .await
+            .is_err_and(|e| e.is_unavailable()),
+        "{}: the tombstone cannot be written",
+        f.name
+    );
+    assert_eq!(
+        ok(f.store.get(&record.id).await),
+        record,
+        "{}: rolled back",
+        f.name
+    );
+    assert!(verify(&f, &key, None).await.is_ok());
+}
+
+/// A key row keygate cannot read back (damaged, or written by something else) is the store
+/// failing: `Unavailable` from find, get and list, and 503 on the request path, never 401 or
+/// a panic. Each of `damages` (an `UPDATE … WHERE id = $1`) is run on a key of its own.
+async fn a_damaged_row_is_unavailable<S: TestStore>(
+    f: Fixture<S>,
+    damages: &[&'static str],
+    run: impl AsyncFn(&'static str, KeyId),
+) {
+    for &damage in damages {
+        let (key, record) = create(&f, NewKey::new("damaged")).await;
+        run(damage, record.id).await;
+        assert!(
+            f.store
+                .find(&record.id)
+                .await
+                .is_err_and(|e| e.is_unavailable()),
+            "{}: find after {damage}",
+            f.name
+        );
+        assert!(
+            f.store
+                .get(&record.id)
+                .await
+                .is_err_and(|e| e.is_unavailable())
+        );
+        assert!(
+            f.store
+                .list(&KeyFilter::default(), PageRequest::default())
+                .await
+                .is_err_and(|e| e.is_unavailable())
+        );
+        f.verifier.invalidate_all();
+        assert_eq!(
+            refused(&f, &key).await,
+            Reason::StoreUnavailable,
+            "{}",
+            f.name
+        );
+        ok(f.store.delete(&record.id).await);
+    }
+}
+
+#[tokio::test]
+async fn sqlite_a_damaged_row_is_unavailable() {
+    let f = stores::sqlite().await;
+    let pool = f.store.pool().clone();
+    let damages = [
+        "UPDATE keygate_keys SET scopes = 'not json' WHERE id = $1",
+        "UPDATE keygate_keys SET allowed_ips = '[\"not an address\"]' WHERE id = $1",
+        "UPDATE keygate_keys SET metadata = '[1]' WHERE id = $1",
+        "UPDATE keygate_keys SET rate_limit = 'often' WHERE id = $1",
+    ];
+    a_damaged_row_is_unavailable(f, &damages, async |damage, id: KeyId| {
+        keygate_sqlx::sqlx::query(damage)
+            .bind(id.as_str())
+            .execute(&pool)
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_a_damaged_row_is_unavailable() {
+    let Some(f) = stores::postgres().await else {
+        return;
+    };
+    let pool = f.store.pool().clone();
+    let damages = [
+        "UPDATE keygate_keys SET scopes = ARRAY['not a scope'] WHERE id = $1",
+        "UPDATE keygate_keys SET allowed_ips = ARRAY['not an address'] WHERE id = $1",
+        "UPDATE keygate_keys SET metadata = '[1]'::jsonb WHERE id = $1",
+        "UPDATE keygate_keys SET rate_limit = 'often' WHERE id = $1",
+    ];
+    a_damaged_row_is_unavailable(f, &damages, async |damage, id: KeyId| {
+        keygate_sqlx::sqlx::query(damage)
+            .bind(id.as_str())
+            .execute(&pool)
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_a_failed_delete_changes_nothing() {
+    let f = stores::sqlite().await;
+    let pool = f.store.pool().clone();
+    a_failed_delete_changes_nothing(f, async move |id: KeyId| {
+        keygate_sqlx::sqlx::query(
+            "INSERT INTO keygate_deleted_keys (id, deleted_at) VALUES ($1, 0)",
+        )
+        .bind(id.as_str())
+        .execute(&pool)
+        .await
+        .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_a_failed_delete_changes_nothing() {
+    let Some(f) = stores::postgres().await else {
+        return;
+    };
+    let pool = f.store.pool().clone();
+    a_failed_delete_changes_nothing(f, async move |id: KeyId| {
+        keygate_sqlx::sqlx::query(
+            "INSERT INTO keygate_deleted_keys (id, deleted_at) VALUES ($1, now())",
+        )
+        .bind(id.as_str())
+        .execute(&pool)
+        .await
+        .unwrap();
+    })
+    .await;
 }

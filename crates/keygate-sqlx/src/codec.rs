@@ -8,15 +8,14 @@ use keygate::rate::RateLimit;
 use keygate::store::KeyFilter;
 use keygate::{KeyChange, KeyId, KeyRecord, KeyState, Scope, StoreError};
 
-/// The columns every read selects (a literal, for `concat!`). `$metadata` is how the metadata
-/// column is read (PostgreSQL reads `jsonb` as text).
+/// The columns every read of a key selects (a literal, for `concat!`). The metadata is read
+/// as text in both dialects (PostgreSQL keeps it as `jsonb`).
 macro_rules! columns {
-    ($metadata:literal) => {
+    () => {
         concat!(
             "id, prefix, name, owner, digest, pepper_version, scopes, ",
-            $metadata,
-            " AS metadata, allowed_ips, rotated_from, created_at, updated_at, expires_at, ",
-            "disabled_at, revoked_at, last_used_at, rate_limit"
+            "CAST(metadata AS text) AS metadata, allowed_ips, rotated_from, created_at, ",
+            "updated_at, expires_at, disabled_at, revoked_at, last_used_at, rate_limit"
         )
     };
 }
@@ -79,8 +78,8 @@ pub(crate) fn ip_strings(ips: &[IpNet]) -> Vec<String> {
 }
 
 #[cfg(feature = "sqlite")]
-pub(crate) fn json_array(items: &[String]) -> String {
-    serde_json::Value::from(items.to_vec()).to_string()
+pub(crate) fn json_array(items: Vec<String>) -> String {
+    serde_json::Value::from(items).to_string()
 }
 
 pub(crate) fn metadata_json(metadata: &Metadata) -> String {

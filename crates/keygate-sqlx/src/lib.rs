@@ -90,6 +90,8 @@ mod migrations;
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod store;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use audit::SqlAuditSink;

@@ -1,26 +1,21 @@
 //! [`PostgresStore`]: keys in PostgreSQL, shared by every instance of a service.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
-use keygate::clock::{Clock, SystemClock};
-use keygate::store::{KeyFilter, KeyPage, KeyRehash, PageRequest, StoreSettings};
-use keygate::{
-    CreatedKey, KeyAdmin, KeyChange, KeyId, KeyRecord, KeyStore, MintedKey, RotatedKey, Rotation,
-    StoreError,
-};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row};
+use keygate::clock::Clock;
+use keygate::store::KeyRehash;
+use keygate::{KeyId, StoreError};
+use sqlx::Postgres;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use time::OffsetDateTime;
 
 use crate::audit::SqlAuditSink;
-use crate::codec::{
-    self, RawRecord, columns, fold, id_taken, ip_strings, is_unique_violation, metadata_json,
-    normalized, rate_limit_text, scope_strings, to_micros, unavailable,
-};
+use crate::codec::to_micros;
 use crate::error::Error;
 use crate::invalidation::{self, PostgresInvalidation};
+use crate::store::{Dialect, SqlStore, Statement, Statements, delegate_to_sql_store};
 
 /// Keys in PostgreSQL, through a connection pool: several instances of a service share one
 /// key store.
@@ -52,10 +47,10 @@ use crate::invalidation::{self, PostgresInvalidation};
 /// store's [`invalidation`](PostgresStore::invalidation) channel.
 ///
 /// # Change notifications
-/// Every management change (create, [`apply`](KeyAdmin::apply) of any [`KeyChange`],
-/// [`rotate_with`](KeyAdmin::rotate_with) — the new and the old id —, delete) also calls
-/// `pg_notify(channel, id)` inside its own transaction, so the notification is delivered when,
-/// and only if, the change commits. The channel is `keygate_keys` unless set with
+/// Every management change (create, [`apply`](keygate::KeyAdmin::apply) of any
+/// [`KeyChange`](keygate::KeyChange), [`rotate_with`](keygate::KeyAdmin::rotate_with) — the new
+/// and the old id —, delete) also calls `pg_notify(channel, id)` inside its own transaction, so
+/// the notification is delivered when, and only if, the change commits. The channel is `keygate_keys` unless set with
 /// [`notify_channel`](PostgresStore::notify_channel). Last-used times are not notified.
 /// The call is part of the very statement that writes the key's row (`WITH … RETURNING id
 /// SELECT pg_notify(…)`), so it adds no round trip; what remains is PostgreSQL queueing the
@@ -67,9 +62,7 @@ use crate::invalidation::{self, PostgresInvalidation};
 /// your input.
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
-    clock: Arc<dyn Clock>,
-    channel: Arc<str>,
+    keys: SqlStore<PostgresDialect>,
 }
 
 /// How long an operation waits for a pooled connection (including connecting) before the store
@@ -121,10 +114,11 @@ impl PostgresStore {
     /// Wraps an existing pool. Does not migrate.
     #[must_use]
     pub fn from_pool(pool: PgPool) -> Self {
-        Self {
-            pool,
-            clock: Arc::new(SystemClock),
+        let dialect = PostgresDialect {
             channel: Arc::from(invalidation::DEFAULT_CHANNEL),
+        };
+        Self {
+            keys: SqlStore::new(pool, dialect),
         }
     }
 
@@ -136,14 +130,14 @@ impl PostgresStore {
     /// `_`, not starting with a digit (PostgreSQL's identifier limit; the name only travels as
     /// a bind parameter or quoted, never as SQL text).
     pub fn notify_channel(mut self, name: &str) -> Result<Self, Error> {
-        self.channel = invalidation::channel_name(name)?;
+        self.keys.dialect.channel = invalidation::channel_name(name)?;
         Ok(self)
     }
 
     /// The channel changes are notified on.
     #[must_use]
     pub fn channel(&self) -> &str {
-        &self.channel
+        &self.keys.dialect.channel
     }
 
     /// Cross-instance invalidation on this store's pool and channel, for
@@ -153,20 +147,24 @@ impl PostgresStore {
     /// store already notifies inside each change's transaction.
     #[must_use]
     pub fn invalidation(&self) -> PostgresInvalidation {
-        PostgresInvalidation::from_store(self.pool.clone(), Arc::clone(&self.channel))
+        PostgresInvalidation::from_store(
+            self.pool().clone(),
+            Arc::clone(&self.keys.dialect.channel),
+        )
     }
 
     /// Uses `clock` for change times, rotation and state filters.
     #[must_use]
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
+        self.keys.clock = Arc::new(clock);
         self
     }
 
-    /// The connection pool.
+    /// The connection pool, shared with the store's [`audit_sink`](Self::audit_sink) and
+    /// [`invalidation`](Self::invalidation) channel.
     #[must_use]
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        &self.keys.pool
     }
 
     /// Applies the embedded migrations that are not applied yet (idempotent; concurrent calls
@@ -174,36 +172,19 @@ impl PostgresStore {
     /// table `keygate_migrations` of the connection's schema.
     ///
     /// # Errors
-    /// [`Error::SchemaTooNew`] when the database was migrated by a newer keygate;
-    /// [`Error::Migrate`] when a migration fails.
+    /// [`Error::Connect`] when the server cannot be reached; [`Error::SchemaTooNew`] when the
+    /// database was migrated by a newer keygate; [`Error::Migrate`] when a migration fails.
     pub async fn migrate(&self) -> Result<(), Error> {
-        let migrator = crate::migrations::postgres();
-        let known = crate::migrations::latest(&migrator);
-        if let Some(found) = self.schema_version().await?
-            && found > known
-        {
-            return Err(Error::SchemaTooNew { found, known });
-        }
-        migrator.run(&self.pool).await.map_err(Error::Migrate)
+        self.keys.migrate().await
     }
 
-    /// The newest keygate migration applied to this database, `None` before the first.
+    /// The newest keygate migration applied in the connection's schema (its `search_path`),
+    /// `None` before the first.
     ///
     /// # Errors
-    /// [`Error::Connect`] when the database cannot be read.
+    /// [`Error::Connect`] when the server cannot be reached or refuses the query.
     pub async fn schema_version(&self) -> Result<Option<i64>, Error> {
-        let exists: bool =
-            sqlx::query_scalar("SELECT to_regclass('keygate_migrations') IS NOT NULL")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(Error::Connect)?;
-        if !exists {
-            return Ok(None);
-        }
-        sqlx::query_scalar("SELECT max(version) FROM keygate_migrations WHERE success")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(Error::Connect)
+        self.keys.schema_version().await
     }
 
     /// A sink keeping audit events and per-day usage in this database (tables
@@ -211,13 +192,11 @@ impl PostgresStore {
     /// [`SqlAuditSink`] for retention and reading.
     #[must_use]
     pub fn audit_sink(&self) -> SqlAuditSink {
-        SqlAuditSink::postgres(self.pool.clone(), Arc::clone(&self.clock))
-    }
-
-    fn now(&self) -> SystemTime {
-        codec::truncate(self.clock.now())
+        SqlAuditSink::postgres(self.pool().clone(), Arc::clone(&self.keys.clock))
     }
 }
+
+delegate_to_sql_store!(PostgresStore);
 
 pub(crate) fn timestamp(at: SystemTime) -> OffsetDateTime {
     let micros = to_micros(at);
@@ -237,358 +216,137 @@ pub(crate) fn micros(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
 
-fn raw(row: &PgRow) -> Result<RawRecord, sqlx::Error> {
-    let time = |column: &str| -> Result<i64, sqlx::Error> {
-        Ok(micros(row.try_get::<OffsetDateTime, _>(column)?))
-    };
-    let optional_time = |column: &str| -> Result<Option<i64>, sqlx::Error> {
-        Ok(row
-            .try_get::<Option<OffsetDateTime>, _>(column)?
-            .map(micros))
-    };
-    Ok(RawRecord {
-        id: row.try_get("id")?,
-        prefix: row.try_get("prefix")?,
-        name: row.try_get("name")?,
-        owner: row.try_get("owner")?,
-        digest: row.try_get("digest")?,
-        pepper_version: row.try_get("pepper_version")?,
-        scopes: row.try_get("scopes")?,
-        metadata: row.try_get("metadata")?,
-        allowed_ips: row.try_get("allowed_ips")?,
-        rotated_from: row.try_get("rotated_from")?,
-        created_at: time("created_at")?,
-        updated_at: time("updated_at")?,
-        expires_at: optional_time("expires_at")?,
-        disabled_at: optional_time("disabled_at")?,
-        revoked_at: optional_time("revoked_at")?,
-        last_used_at: optional_time("last_used_at")?,
-        rate_limit: row.try_get("rate_limit")?,
-    })
+/// PostgreSQL: times as `timestamptz`, lists as `text[]`, rows locked for a change with
+/// `FOR UPDATE`, changes announced with `pg_notify` on the store's channel in the statement
+/// that writes the key's row.
+#[derive(Clone, Debug)]
+pub(crate) struct PostgresDialect {
+    /// The channel changes are notified on.
+    pub(crate) channel: Arc<str>,
 }
 
-fn record(row: &PgRow) -> Result<KeyRecord, StoreError> {
-    raw(row).map_err(unavailable)?.into_record()
-}
+static STATEMENTS: LazyLock<Statements> = LazyLock::new(Statements::new::<PostgresDialect>);
 
-const SELECT_BY_ID: &str = concat!(
-    "SELECT ",
-    columns!("metadata::text"),
-    " FROM keygate_keys WHERE id = $1"
-);
+impl Dialect for PostgresDialect {
+    type DB = Postgres;
+    type Time = OffsetDateTime;
+    type List = Vec<String>;
 
-const SELECT_FOR_UPDATE: &str = concat!(
-    "SELECT ",
-    columns!("metadata::text"),
-    " FROM keygate_keys WHERE id = $1 FOR UPDATE"
-);
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    const LOCK_ROW: &'static str = " FOR UPDATE";
+    const JSON: &'static str = "::jsonb";
+    const POSITION: &'static str = "strpos";
+    const SCHEMA_PROBE: &'static str =
+        "SELECT to_regclass('keygate_migrations') IS NOT NULL AS present";
 
-async fn select_for_update(
-    conn: &mut PgConnection,
-    id: &KeyId,
-) -> Result<Option<KeyRecord>, StoreError> {
-    let row = sqlx::query(SELECT_FOR_UPDATE)
-        .bind(id.as_str())
-        .fetch_optional(conn)
-        .await
-        .map_err(unavailable)?;
-    row.as_ref().map(record).transpose()
-}
-
-/// Inserts `r` unless its id exists or existed, and notifies its id on `channel`.
-///
-/// Every statement that writes a key row also announces it, in the same statement: the
-/// notification then belongs to the change's transaction (delivered at commit, dropped on
-/// rollback) and costs no extra round trip.
-async fn insert(conn: &mut PgConnection, r: &KeyRecord, channel: &str) -> Result<(), StoreError> {
-    let result = sqlx::query(
-        "WITH inserted AS (INSERT INTO keygate_keys (id, prefix, name, name_folded, owner, digest, \
-         pepper_version, scopes, metadata, allowed_ips, rotated_from, created_at, updated_at, \
-         expires_at, disabled_at, revoked_at, last_used_at, rate_limit) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17, $18 \
-         WHERE NOT EXISTS (SELECT 1 FROM keygate_deleted_keys WHERE id = $1) RETURNING id) \
-         SELECT pg_notify($19, $20)::text FROM inserted",
-    )
-    .bind(r.id.as_str())
-    .bind(&r.prefix)
-    .bind(&r.name)
-    .bind(fold(&r.name))
-    .bind(r.owner.as_deref())
-    .bind(r.digest.as_bytes().as_slice())
-    .bind(i64::from(r.pepper_version))
-    .bind(scope_strings(&r.scopes))
-    .bind(metadata_json(&r.metadata))
-    .bind(ip_strings(&r.allowed_ips))
-    .bind(r.rotated_from.as_ref().map(KeyId::as_str))
-    .bind(timestamp(r.created_at))
-    .bind(timestamp(r.updated_at))
-    .bind(r.expires_at.map(timestamp))
-    .bind(r.disabled_at.map(timestamp))
-    .bind(r.revoked_at.map(timestamp))
-    .bind(r.last_used_at.map(timestamp))
-    .bind(rate_limit_text(r.rate_limit.as_ref()))
-    .bind(channel)
-    .bind(message(&r.id))
-    .fetch_optional(conn)
-    .await;
-    match result {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(id_taken(r.id)),
-        Err(e) if is_unique_violation(&e) => Err(id_taken(r.id)),
-        Err(e) => Err(unavailable(e)),
-    }
-}
-
-/// Writes the fields a change or rotation may alter, and notifies the id on `channel` (see
-/// [`insert`]).
-async fn update(conn: &mut PgConnection, r: &KeyRecord, channel: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "WITH updated AS (UPDATE keygate_keys SET name = $1, name_folded = $2, scopes = $3, \
-         metadata = $4::jsonb, allowed_ips = $5, expires_at = $6, disabled_at = $7, \
-         revoked_at = $8, updated_at = $9, rate_limit = $10 WHERE id = $11 RETURNING id) \
-         SELECT pg_notify($12, $13)::text FROM updated",
-    )
-    .bind(&r.name)
-    .bind(fold(&r.name))
-    .bind(scope_strings(&r.scopes))
-    .bind(metadata_json(&r.metadata))
-    .bind(ip_strings(&r.allowed_ips))
-    .bind(r.expires_at.map(timestamp))
-    .bind(r.disabled_at.map(timestamp))
-    .bind(r.revoked_at.map(timestamp))
-    .bind(timestamp(r.updated_at))
-    .bind(rate_limit_text(r.rate_limit.as_ref()))
-    .bind(r.id.as_str())
-    .bind(channel)
-    .bind(message(&r.id))
-    .execute(conn)
-    .await
-    .map_err(unavailable)?;
-    Ok(())
-}
-
-/// The notification payload for a change to `id`.
-fn message(id: &KeyId) -> String {
-    keygate::Invalidated::Key(*id).to_message()
-}
-
-#[async_trait]
-impl KeyStore for PostgresStore {
-    async fn find(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        let row = sqlx::query(SELECT_BY_ID)
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(record).transpose()
+    fn time(at: SystemTime) -> OffsetDateTime {
+        timestamp(at)
     }
 
-    async fn record_last_used(&self, used: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
-        if used.is_empty() {
-            return Ok(());
-        }
+    fn micros(time: OffsetDateTime) -> i64 {
+        micros(time)
+    }
+
+    fn list(items: Vec<String>) -> Vec<String> {
+        items
+    }
+
+    fn strings(
+        _id: &str,
+        _column: &'static str,
+        list: Vec<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(list)
+    }
+
+    /// The statement as a `WITH` clause whose `RETURNING id` feeds `pg_notify(channel, id)`:
+    /// the notification belongs to the change's transaction (delivered at commit, dropped on
+    /// rollback) and costs no extra round trip.
+    fn announced(sql: &str, parameters: usize) -> String {
+        let channel = parameters + 1;
+        let message = parameters + 2;
+        format!(
+            "WITH changed AS ({sql} RETURNING id) \
+             SELECT pg_notify(${channel}, ${message})::text FROM changed"
+        )
+    }
+
+    fn announce(&self, statement: Statement<Postgres>, id: &KeyId) -> Statement<Postgres> {
+        statement
+            .bind(&*self.channel)
+            .bind(keygate::Invalidated::Key(*id).to_message())
+    }
+
+    fn statements() -> &'static Statements {
+        &STATEMENTS
+    }
+
+    fn migrator() -> Migrator {
+        crate::migrations::postgres()
+    }
+
+    // One statement a batch, over arrays: one round trip, one statement text whatever the
+    // batch's size.
+
+    fn last_used(used: &[(KeyId, SystemTime)]) -> Vec<Statement<Postgres>> {
         let ids: Vec<&str> = used.iter().map(|(id, _)| id.as_str()).collect();
         let times: Vec<OffsetDateTime> = used.iter().map(|(_, at)| timestamp(*at)).collect();
-        sqlx::query(
-            "UPDATE keygate_keys AS k SET last_used_at = u.at \
-             FROM UNNEST($1::text[], $2::timestamptz[]) AS u(id, at) \
-             WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
-        )
-        .bind(ids)
-        .bind(times)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        vec![
+            sqlx::query(
+                "UPDATE keygate_keys AS k SET last_used_at = u.at \
+                 FROM UNNEST($1::text[], $2::timestamptz[]) AS u(id, at) \
+                 WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
+            )
+            .bind(ids)
+            .bind(times),
+        ]
     }
 
-    async fn settings(&self) -> Result<Option<StoreSettings>, StoreError> {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT name, value FROM keygate_settings")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
-        Ok(Some(StoreSettings::from_entries(rows)))
-    }
-
-    async fn add_settings(&self, entries: &[(String, String)]) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
+    fn add_settings(entries: &[(String, String)], now: SystemTime) -> Vec<Statement<Postgres>> {
         let names: Vec<&str> = entries.iter().map(|(name, _)| name.as_str()).collect();
         let values: Vec<&str> = entries.iter().map(|(_, value)| value.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO keygate_settings (name, value, created_at) \
-             SELECT n, v, $3::timestamptz FROM UNNEST($1::text[], $2::text[]) AS s(n, v) \
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(names)
-        .bind(values)
-        .bind(timestamp(self.now()))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        vec![
+            sqlx::query(
+                "INSERT INTO keygate_settings (name, value, created_at) \
+                 SELECT n, v, $3::timestamptz FROM UNNEST($1::text[], $2::text[]) AS s(n, v) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(names)
+            .bind(values)
+            .bind(timestamp(now)),
+        ]
     }
 
-    async fn rehash(&self, keys: &[KeyRehash]) -> Result<(), StoreError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
+    fn rehash(keys: &[KeyRehash]) -> Vec<Statement<Postgres>> {
         let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
         let from: Vec<i64> = keys.iter().map(|k| i64::from(k.from_version)).collect();
         let to: Vec<i64> = keys.iter().map(|k| i64::from(k.to_version)).collect();
         let digests: Vec<Vec<u8>> = keys.iter().map(|k| k.digest.as_bytes().to_vec()).collect();
-        sqlx::query(
-            "UPDATE keygate_keys AS k SET digest = u.digest, pepper_version = u.to_version \
-             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bytea[]) \
-             AS u(id, from_version, to_version, digest) \
-             WHERE k.id = u.id AND k.pepper_version = u.from_version",
-        )
-        .bind(ids)
-        .bind(from)
-        .bind(to)
-        .bind(digests)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl KeyAdmin for PostgresStore {
-    async fn pepper_versions(&self) -> Result<Vec<(u32, u64)>, StoreError> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT pepper_version, count(*) FROM keygate_keys \
-             GROUP BY pepper_version ORDER BY pepper_version",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(codec::version_counts(rows))
-    }
-
-    async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
-        let stored = normalized(key.record());
-        // One statement (insert and notify): no transaction needed.
-        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
-        insert(&mut conn, &stored, &self.channel).await?;
-        Ok(key.into_created(stored))
-    }
-
-    async fn get(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
-        self.find(id).await?.ok_or(StoreError::NotFound(*id))
-    }
-
-    async fn list(&self, filter: &KeyFilter, page: PageRequest) -> Result<KeyPage, StoreError> {
-        let limit = page.clamped_limit();
-        let mut q = QueryBuilder::<Postgres>::new(concat!(
-            "SELECT ",
-            columns!("metadata::text"),
-            " FROM keygate_keys WHERE true"
-        ));
-        if let Some(after) = page.after {
-            q.push(" AND id > ").push_bind(after.as_str().to_owned());
-        }
-        if let Some(owner) = &filter.owner {
-            q.push(" AND owner = ").push_bind(owner.clone());
-        }
-        if let Some(needle) = codec::needle(filter) {
-            q.push(" AND strpos(name_folded, ")
-                .push_bind(needle)
-                .push(") > 0");
-        }
-        if let Some(state) = filter.state {
-            let (before, after) = codec::state_sql(state);
-            q.push(" AND (").push(before);
-            if let Some(after) = after {
-                q.push_bind(timestamp(self.now())).push(after);
-            }
-            q.push(")");
-        }
-        q.push(" ORDER BY id LIMIT ")
-            .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
-        let rows = q.build().fetch_all(&self.pool).await.map_err(unavailable)?;
-        let keys = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
-        Ok(KeyPage::from_overfetch(keys, limit))
-    }
-
-    async fn apply(&self, id: &KeyId, change: KeyChange) -> Result<KeyRecord, StoreError> {
-        change.validate()?;
-        let change = codec::truncate_change(change);
-        let now = self.now();
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let mut record = select_for_update(&mut tx, id)
-            .await?
-            .ok_or(StoreError::NotFound(*id))?;
-        change
-            .apply_to(&mut record, now)
-            .map_err(|refused| StoreError::refused(*id, refused))?;
-        update(&mut tx, &record, &self.channel).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(record)
-    }
-
-    async fn rotate_with(
-        &self,
-        id: &KeyId,
-        replacement: MintedKey,
-        rotation: Rotation,
-    ) -> Result<RotatedKey, StoreError> {
-        let now = self.now();
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let mut old = select_for_update(&mut tx, id)
-            .await?
-            .ok_or(StoreError::NotFound(*id))?;
-        let new = rotation
-            .apply_to(&mut old, &normalized(replacement.record()), now)
-            .map_err(|refused| StoreError::refused(*id, refused))?;
-        insert(&mut tx, &new, &self.channel).await?;
-        update(&mut tx, &old, &self.channel).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(RotatedKey {
-            old,
-            new: replacement.into_created(new),
-        })
-    }
-
-    async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // Deletes and notifies in one statement (see `insert`).
-        let deleted = sqlx::query(
-            "WITH deleted AS (DELETE FROM keygate_keys WHERE id = $1 RETURNING id) \
-             SELECT pg_notify($2, $3)::text FROM deleted",
-        )
-        .bind(id.as_str())
-        .bind(&*self.channel)
-        .bind(message(id))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        if deleted.is_none() {
-            return Err(StoreError::NotFound(*id));
-        }
-        sqlx::query("INSERT INTO keygate_deleted_keys (id, deleted_at) VALUES ($1, $2)")
-            .bind(id.as_str())
-            .bind(timestamp(self.now()))
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
+        vec![
+            sqlx::query(
+                "UPDATE keygate_keys AS k SET digest = u.digest, pepper_version = u.to_version \
+                 FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bytea[]) \
+                 AS u(id, from_version, to_version, digest) \
+                 WHERE k.id = u.id AND k.pepper_version = u.from_version",
+            )
+            .bind(ids)
+            .bind(from)
+            .bind(to)
+            .bind(digests),
+        ]
     }
 }
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Host and database only: the URL may carry a password.
-        let options = self.pool.connect_options();
+        let options = self.pool().connect_options();
         f.debug_struct("PostgresStore")
             .field("host", &options.get_host())
             .field("database", &options.get_database())
-            .field("pool_size", &self.pool.size())
-            .field("channel", &self.channel)
-            .field("clock", &self.clock)
+            .field("pool_size", &self.pool().size())
+            .field("channel", &self.channel())
+            .field("clock", &self.keys.clock)
             .finish()
     }
 }

@@ -1,29 +1,23 @@
 //! [`SqliteStore`]: keys in one SQLite file, the embedded default.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
-use keygate::clock::{Clock, SystemClock};
-use keygate::store::{KeyFilter, KeyPage, KeyRehash, PageRequest, StoreSettings};
-use keygate::{
-    CreatedKey, KeyAdmin, KeyChange, KeyId, KeyRecord, KeyStore, MintedKey, RotatedKey, Rotation,
-    StoreError,
-};
+use keygate::clock::Clock;
+use keygate::store::KeyRehash;
+use keygate::{KeyId, StoreError};
+use sqlx::Sqlite;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::audit::SqlAuditSink;
-use crate::codec::{
-    self, RawRecord, columns, fold, id_taken, ip_strings, is_unique_violation, json_array,
-    metadata_json, normalized, rate_limit_text, scope_strings, to_micros, unavailable,
-};
+use crate::codec::{self, json_array, to_micros};
 use crate::error::Error;
 use crate::feed::SqliteInvalidation;
+use crate::store::{Dialect, SqlStore, Statement, Statements, delegate_to_sql_store};
 
 /// Keys in a SQLite database (one file), through a small connection pool.
 ///
@@ -70,8 +64,7 @@ use crate::feed::SqliteInvalidation;
 /// [`StoreError::Unavailable`] (503 on the request path), never a message about your input.
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
-    clock: Arc<dyn Clock>,
+    keys: SqlStore<SqliteDialect>,
 }
 
 /// How long a write waits for another connection's write lock.
@@ -149,8 +142,7 @@ impl SqliteStore {
     #[must_use]
     pub fn from_pool(pool: SqlitePool) -> Self {
         Self {
-            pool,
-            clock: Arc::new(SystemClock),
+            keys: SqlStore::new(pool, SqliteDialect),
         }
     }
 
@@ -158,51 +150,34 @@ impl SqliteStore {
     /// [`ManualClock`](keygate::clock::ManualClock)).
     #[must_use]
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
+        self.keys.clock = Arc::new(clock);
         self
     }
 
-    /// The connection pool.
+    /// The connection pool. (Change-feed subscriptions and the audit sink connect to the file
+    /// on their own, except to an in-memory database.)
     #[must_use]
     pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+        &self.keys.pool
     }
 
     /// Applies the embedded migrations that are not applied yet (idempotent; safe to call on
     /// every start). Migrations are tracked in table `keygate_migrations`.
     ///
     /// # Errors
-    /// [`Error::SchemaTooNew`] when the database was migrated by a newer keygate;
-    /// [`Error::Migrate`] when a migration fails.
+    /// [`Error::Connect`] when the file cannot be read; [`Error::SchemaTooNew`] when it was
+    /// migrated by a newer keygate; [`Error::Migrate`] when a migration fails.
     pub async fn migrate(&self) -> Result<(), Error> {
-        let migrator = crate::migrations::sqlite();
-        let known = crate::migrations::latest(&migrator);
-        if let Some(found) = self.schema_version().await?
-            && found > known
-        {
-            return Err(Error::SchemaTooNew { found, known });
-        }
-        migrator.run(&self.pool).await.map_err(Error::Migrate)
+        self.keys.migrate().await
     }
 
-    /// The newest keygate migration applied to this database, `None` before the first.
+    /// The newest keygate migration applied to this file, `None` before the first (a new
+    /// file, or one keygate never migrated).
     ///
     /// # Errors
-    /// [`Error::Connect`] when the database cannot be read.
+    /// [`Error::Connect`] when the file cannot be read.
     pub async fn schema_version(&self) -> Result<Option<i64>, Error> {
-        let exists: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'keygate_migrations'",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(Error::Connect)?;
-        if exists == 0 {
-            return Ok(None);
-        }
-        sqlx::query_scalar("SELECT max(version) FROM keygate_migrations WHERE success")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(Error::Connect)
+        self.keys.schema_version().await
     }
 
     /// The change feed of this store's file as an invalidation channel: give it to the
@@ -213,8 +188,9 @@ impl SqliteStore {
     pub fn invalidation(&self) -> SqliteInvalidation {
         // A private in-memory database exists once, in this pool: a second connection would
         // open another, empty one.
-        let own_connection = self.pool.connect_options().get_filename() != Path::new(":memory:");
-        SqliteInvalidation::new(self.pool.clone(), own_connection)
+        let pool = self.pool();
+        let own_connection = pool.connect_options().get_filename() != Path::new(":memory:");
+        SqliteInvalidation::new(pool.clone(), own_connection)
     }
 
     /// A sink keeping audit events and per-day usage in this database (tables
@@ -231,7 +207,7 @@ impl SqliteStore {
     /// see it) the sink uses the store's pool.
     #[must_use]
     pub fn audit_sink(&self) -> SqlAuditSink {
-        SqlAuditSink::sqlite(self.audit_pool(), Arc::clone(&self.clock))
+        SqlAuditSink::sqlite(self.audit_pool(), Arc::clone(&self.keys.clock))
     }
 
     /// The audit sink's own connection to the file: one, kept open, so its page cache stays
@@ -240,9 +216,9 @@ impl SqliteStore {
     /// enough for the pages a batch touches. A private in-memory database has no second
     /// connection: the sink then shares the store's pool.
     fn audit_pool(&self) -> SqlitePool {
-        let options = self.pool.connect_options();
+        let options = self.pool().connect_options();
         if options.get_filename() == Path::new(":memory:") {
-            return self.pool.clone();
+            return self.pool().clone();
         }
         // Negative: KiB rather than pages.
         let options = (*options)
@@ -257,331 +233,120 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_lazy_with(options)
     }
-
-    fn now(&self) -> SystemTime {
-        codec::truncate(self.clock.now())
-    }
-
-    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
-        // Take the write lock up front: a deferred transaction that reads, then writes, can
-        // fail with SQLITE_BUSY instead of waiting.
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(unavailable)
-    }
 }
 
-fn raw(row: &SqliteRow) -> Result<RawRecord, sqlx::Error> {
-    let id: String = row.try_get("id")?;
-    let scopes: String = row.try_get("scopes")?;
-    let ips: String = row.try_get("allowed_ips")?;
-    Ok(RawRecord {
-        scopes: codec::parse_json_strings(&id, "scopes", &scopes)
-            .map_err(|e| sqlx::Error::Decode(e.into()))?,
-        allowed_ips: codec::parse_json_strings(&id, "allowed_ips", &ips)
-            .map_err(|e| sqlx::Error::Decode(e.into()))?,
-        prefix: row.try_get("prefix")?,
-        name: row.try_get("name")?,
-        owner: row.try_get("owner")?,
-        digest: row.try_get("digest")?,
-        pepper_version: row.try_get("pepper_version")?,
-        metadata: row.try_get("metadata")?,
-        rotated_from: row.try_get("rotated_from")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        expires_at: row.try_get("expires_at")?,
-        disabled_at: row.try_get("disabled_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        rate_limit: row.try_get("rate_limit")?,
-        id,
-    })
-}
+delegate_to_sql_store!(SqliteStore);
 
-fn record(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
-    raw(row).map_err(unavailable)?.into_record()
-}
+/// SQLite: times as `INTEGER` microseconds, lists as JSON text, writes under the database's
+/// write lock taken up front, changes announced by the change feed's triggers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SqliteDialect;
 
-async fn select(conn: &mut SqliteConnection, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-    let row = sqlx::query(SELECT_BY_ID)
-        .bind(id.as_str())
-        .fetch_optional(conn)
-        .await
-        .map_err(unavailable)?;
-    row.as_ref().map(record).transpose()
-}
+static STATEMENTS: LazyLock<Statements> = LazyLock::new(Statements::new::<SqliteDialect>);
 
-const SELECT_BY_ID: &str = concat!(
-    "SELECT ",
-    columns!("metadata"),
-    " FROM keygate_keys WHERE id = ?"
-);
+impl Dialect for SqliteDialect {
+    type DB = Sqlite;
+    type Time = i64;
+    type List = String;
 
-/// Inserts `r` unless its id exists or existed.
-async fn insert(conn: &mut SqliteConnection, r: &KeyRecord) -> Result<(), StoreError> {
-    let result = sqlx::query(
-        "INSERT INTO keygate_keys (id, prefix, name, name_folded, owner, digest, pepper_version, \
-         scopes, metadata, allowed_ips, rotated_from, created_at, updated_at, expires_at, \
-         disabled_at, revoked_at, last_used_at, rate_limit) \
-         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
-         WHERE NOT EXISTS (SELECT 1 FROM keygate_deleted_keys WHERE id = ?)",
-    )
-    .bind(r.id.as_str())
-    .bind(&r.prefix)
-    .bind(&r.name)
-    .bind(fold(&r.name))
-    .bind(r.owner.as_deref())
-    .bind(r.digest.as_bytes().as_slice())
-    .bind(i64::from(r.pepper_version))
-    .bind(json_array(&scope_strings(&r.scopes)))
-    .bind(metadata_json(&r.metadata))
-    .bind(json_array(&ip_strings(&r.allowed_ips)))
-    .bind(r.rotated_from.as_ref().map(KeyId::as_str))
-    .bind(to_micros(r.created_at))
-    .bind(to_micros(r.updated_at))
-    .bind(r.expires_at.map(to_micros))
-    .bind(r.disabled_at.map(to_micros))
-    .bind(r.revoked_at.map(to_micros))
-    .bind(r.last_used_at.map(to_micros))
-    .bind(rate_limit_text(r.rate_limit.as_ref()))
-    .bind(r.id.as_str())
-    .execute(conn)
-    .await;
-    match result {
-        Ok(done) if done.rows_affected() == 1 => Ok(()),
-        Ok(_) => Err(id_taken(r.id)),
-        Err(e) if is_unique_violation(&e) => Err(id_taken(r.id)),
-        Err(e) => Err(unavailable(e)),
-    }
-}
+    // Take the write lock up front: a deferred transaction that reads, then writes, can fail
+    // with SQLITE_BUSY instead of waiting. It also keeps the row read for a change as it is
+    // until the commit, so rows need no lock of their own.
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    const LOCK_ROW: &'static str = "";
+    const JSON: &'static str = "";
+    const POSITION: &'static str = "instr";
+    const SCHEMA_PROBE: &'static str = "SELECT count(*) > 0 AS present FROM sqlite_master \
+         WHERE type = 'table' AND name = 'keygate_migrations'";
 
-/// Writes the fields a change or rotation may alter.
-async fn update(conn: &mut SqliteConnection, r: &KeyRecord) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE keygate_keys SET name = ?, name_folded = ?, scopes = ?, metadata = ?, \
-         allowed_ips = ?, expires_at = ?, disabled_at = ?, revoked_at = ?, updated_at = ?, \
-         rate_limit = ? WHERE id = ?",
-    )
-    .bind(&r.name)
-    .bind(fold(&r.name))
-    .bind(json_array(&scope_strings(&r.scopes)))
-    .bind(metadata_json(&r.metadata))
-    .bind(json_array(&ip_strings(&r.allowed_ips)))
-    .bind(r.expires_at.map(to_micros))
-    .bind(r.disabled_at.map(to_micros))
-    .bind(r.revoked_at.map(to_micros))
-    .bind(to_micros(r.updated_at))
-    .bind(rate_limit_text(r.rate_limit.as_ref()))
-    .bind(r.id.as_str())
-    .execute(conn)
-    .await
-    .map_err(unavailable)?;
-    Ok(())
-}
-
-#[async_trait]
-impl KeyStore for SqliteStore {
-    async fn find(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
-        select(&mut conn, id).await
+    fn time(at: SystemTime) -> i64 {
+        to_micros(at)
     }
 
-    async fn record_last_used(&self, used: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
-        if used.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.write_tx().await?;
-        for (id, at) in used {
-            let at = to_micros(*at);
-            sqlx::query(
-                "UPDATE keygate_keys SET last_used_at = ? \
-                 WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
-            )
-            .bind(at)
-            .bind(id.as_str())
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)
+    fn micros(time: i64) -> i64 {
+        time
     }
 
-    async fn settings(&self) -> Result<Option<StoreSettings>, StoreError> {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT name, value FROM keygate_settings")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
-        Ok(Some(StoreSettings::from_entries(rows)))
+    fn list(items: Vec<String>) -> String {
+        json_array(items)
     }
 
-    async fn add_settings(&self, entries: &[(String, String)]) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.write_tx().await?;
-        for (name, value) in entries {
-            sqlx::query(
-                "INSERT INTO keygate_settings (name, value, created_at) VALUES (?, ?, ?) \
-                 ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .bind(value)
-            .bind(to_micros(self.now()))
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)
+    fn strings(id: &str, column: &'static str, list: String) -> Result<Vec<String>, StoreError> {
+        codec::parse_json_strings(id, column, &list)
     }
 
-    async fn rehash(&self, keys: &[KeyRehash]) -> Result<(), StoreError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.write_tx().await?;
-        for key in keys {
-            sqlx::query(
-                "UPDATE keygate_keys SET digest = ?, pepper_version = ? \
-                 WHERE id = ? AND pepper_version = ?",
-            )
-            .bind(key.digest.as_bytes().as_slice())
-            .bind(i64::from(key.to_version))
-            .bind(key.id.as_str())
-            .bind(i64::from(key.from_version))
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)
-    }
-}
-
-#[async_trait]
-impl KeyAdmin for SqliteStore {
-    async fn pepper_versions(&self) -> Result<Vec<(u32, u64)>, StoreError> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT pepper_version, count(*) FROM keygate_keys \
-             GROUP BY pepper_version ORDER BY pepper_version",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(codec::version_counts(rows))
+    /// The change feed's triggers (migration 0006) announce every change to a key row, in the
+    /// same transaction: the statement only returns the row's id.
+    fn announced(sql: &str, _parameters: usize) -> String {
+        format!("{sql} RETURNING id")
     }
 
-    async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
-        let stored = normalized(key.record());
-        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
-        insert(&mut conn, &stored).await?;
-        Ok(key.into_created(stored))
+    fn announce(&self, statement: Statement<Sqlite>, _id: &KeyId) -> Statement<Sqlite> {
+        statement
     }
 
-    async fn get(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
-        self.find(id).await?.ok_or(StoreError::NotFound(*id))
+    fn statements() -> &'static Statements {
+        &STATEMENTS
     }
 
-    async fn list(&self, filter: &KeyFilter, page: PageRequest) -> Result<KeyPage, StoreError> {
-        let limit = page.clamped_limit();
-        let mut q = QueryBuilder::<Sqlite>::new(concat!(
-            "SELECT ",
-            columns!("metadata"),
-            " FROM keygate_keys WHERE 1 = 1"
-        ));
-        if let Some(after) = page.after {
-            q.push(" AND id > ").push_bind(after.as_str().to_owned());
-        }
-        if let Some(owner) = &filter.owner {
-            q.push(" AND owner = ").push_bind(owner.clone());
-        }
-        if let Some(needle) = codec::needle(filter) {
-            q.push(" AND instr(name_folded, ")
-                .push_bind(needle)
-                .push(") > 0");
-        }
-        if let Some(state) = filter.state {
-            let (before, after) = codec::state_sql(state);
-            q.push(" AND (").push(before);
-            if let Some(after) = after {
-                q.push_bind(to_micros(self.now())).push(after);
-            }
-            q.push(")");
-        }
-        q.push(" ORDER BY id LIMIT ")
-            .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
-        let rows = q.build().fetch_all(&self.pool).await.map_err(unavailable)?;
-        let keys = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
-        Ok(KeyPage::from_overfetch(keys, limit))
+    fn migrator() -> Migrator {
+        crate::migrations::sqlite()
     }
 
-    async fn apply(&self, id: &KeyId, change: KeyChange) -> Result<KeyRecord, StoreError> {
-        change.validate()?;
-        let change = codec::truncate_change(change);
-        let now = self.now();
-        let mut tx = self.write_tx().await?;
-        let mut record = select(&mut tx, id)
-            .await?
-            .ok_or(StoreError::NotFound(*id))?;
-        change
-            .apply_to(&mut record, now)
-            .map_err(|refused| StoreError::refused(*id, refused))?;
-        update(&mut tx, &record).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(record)
+    // SQLite has no arrays: one statement per row, in one transaction (each a prepared
+    // statement reused from the connection's cache).
+
+    fn last_used(used: &[(KeyId, SystemTime)]) -> Vec<Statement<Sqlite>> {
+        used.iter()
+            .map(|(id, at)| {
+                sqlx::query(
+                    "UPDATE keygate_keys SET last_used_at = $1 \
+                     WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+                )
+                .bind(to_micros(*at))
+                .bind(id.as_str())
+            })
+            .collect()
     }
 
-    async fn rotate_with(
-        &self,
-        id: &KeyId,
-        replacement: MintedKey,
-        rotation: Rotation,
-    ) -> Result<RotatedKey, StoreError> {
-        let now = self.now();
-        let mut tx = self.write_tx().await?;
-        let mut old = select(&mut tx, id)
-            .await?
-            .ok_or(StoreError::NotFound(*id))?;
-        let new = rotation
-            .apply_to(&mut old, &normalized(replacement.record()), now)
-            .map_err(|refused| StoreError::refused(*id, refused))?;
-        insert(&mut tx, &new).await?;
-        update(&mut tx, &old).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(RotatedKey {
-            old,
-            new: replacement.into_created(new),
-        })
+    fn add_settings(entries: &[(String, String)], now: SystemTime) -> Vec<Statement<Sqlite>> {
+        entries
+            .iter()
+            .map(|(name, value)| {
+                sqlx::query(
+                    "INSERT INTO keygate_settings (name, value, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(name.as_str())
+                .bind(value.as_str())
+                .bind(to_micros(now))
+            })
+            .collect()
     }
 
-    async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
-        let mut tx = self.write_tx().await?;
-        let deleted = sqlx::query("DELETE FROM keygate_keys WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound(*id));
-        }
-        sqlx::query("INSERT INTO keygate_deleted_keys (id, deleted_at) VALUES (?, ?)")
-            .bind(id.as_str())
-            .bind(to_micros(self.now()))
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
+    fn rehash(keys: &[KeyRehash]) -> Vec<Statement<Sqlite>> {
+        keys.iter()
+            .map(|key| {
+                sqlx::query(
+                    "UPDATE keygate_keys SET digest = $1, pepper_version = $2 \
+                     WHERE id = $3 AND pepper_version = $4",
+                )
+                .bind(key.digest.as_bytes().as_slice())
+                .bind(i64::from(key.to_version))
+                .bind(key.id.as_str())
+                .bind(i64::from(key.from_version))
+            })
+            .collect()
     }
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let options = self.pool.connect_options();
+        let options = self.pool().connect_options();
         f.debug_struct("SqliteStore")
             .field("file", &options.get_filename())
-            .field("pool_size", &self.pool.size())
-            .field("clock", &self.clock)
+            .field("pool_size", &self.pool().size())
+            .field("clock", &self.keys.clock)
             .finish()
     }
 }

@@ -1,0 +1,640 @@
+//! What [`SqliteStore`](crate::SqliteStore) and [`PostgresStore`](crate::PostgresStore) share:
+//! every [`KeyStore`](keygate::KeyStore) and [`KeyAdmin`](keygate::KeyAdmin) operation, its
+//! validation, statements, transactions and error mapping, written once as [`SqlStore`] over
+//! a [`Dialect`]. A dialect (`sqlite.rs`, `postgres.rs`) holds only what differs: how a time
+//! and a list of strings are stored, how a write transaction starts and a row is locked, how a
+//! change is announced, the batch statements, and the schema probe.
+//!
+//! Statements number their parameters (`$1`): PostgreSQL's form, which SQLite accepts as well,
+//! so one text serves both databases wherever their SQL is the same.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use keygate::clock::{Clock, SystemClock};
+use keygate::store::{KeyFilter, KeyPage, KeyRehash, PageRequest, StoreSettings};
+use keygate::{
+    CreatedKey, KeyChange, KeyId, KeyRecord, MintedKey, RotatedKey, Rotation, StoreError,
+};
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::query::Query;
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row,
+    Transaction, Type,
+};
+
+use crate::codec::{
+    self, RawRecord, columns, fold, id_taken, ip_strings, is_unique_violation, metadata_json,
+    normalized, rate_limit_text, scope_strings, unavailable,
+};
+use crate::error::Error;
+
+/// A statement with its parameters bound, ready to run.
+pub(crate) type Statement<DB> = Query<'static, DB, <DB as Database>::Arguments>;
+
+type Connection<D> = <<D as Dialect>::DB as Database>::Connection;
+type DbRow<D> = <<D as Dialect>::DB as Database>::Row;
+
+/// A value bound to and read from a column of `DB`.
+pub(crate) trait ColumnValue<DB: Database>:
+    for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB> + Send + 'static
+{
+}
+
+impl<DB: Database, T> ColumnValue<DB> for T where
+    T: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB> + Send + 'static
+{
+}
+
+/// What differs between the databases, for [`SqlStore`].
+pub(crate) trait Dialect: Clone + Send + Sync + 'static {
+    /// The sqlx database.
+    type DB: Database;
+    /// A time as bound and read: microseconds since the epoch (SQLite) or `timestamptz`.
+    type Time: ColumnValue<Self::DB>;
+    /// A list of strings (scopes, IP ranges) as bound and read: a JSON array in a text column
+    /// (SQLite) or `text[]` (PostgreSQL).
+    type List: ColumnValue<Self::DB>;
+
+    /// The statement that starts a transaction which will write.
+    const BEGIN_WRITE: &'static str;
+    /// Added to the read of a key about to change, to hold its row until the transaction ends.
+    const LOCK_ROW: &'static str;
+    /// Added to the metadata parameter (JSON text) to give it the column's type.
+    const JSON: &'static str;
+    /// The function `f(text, part)` giving the 1-based position of `part` in `text`, 0 if absent.
+    const POSITION: &'static str;
+    /// A query answering whether table `keygate_migrations` exists, as column `present`.
+    const SCHEMA_PROBE: &'static str;
+
+    fn time(at: SystemTime) -> Self::Time;
+    fn micros(time: Self::Time) -> i64;
+    fn list(items: Vec<String>) -> Self::List;
+    /// The strings of a list read from column `column` of key `id`.
+    ///
+    /// # Errors
+    /// `Unavailable` when the stored list cannot be read back.
+    fn strings(id: &str, column: &'static str, list: Self::List)
+    -> Result<Vec<String>, StoreError>;
+
+    /// `sql`, a statement with `parameters` parameters writing at most one key row, made to
+    /// return a row exactly when it wrote one, and to announce the change (with
+    /// [`Dialect::announce`]'s parameters, numbered after the statement's).
+    fn announced(sql: &str, parameters: usize) -> String;
+    /// Binds the announcement's parameters of a statement made by [`Dialect::announced`] that
+    /// changes key `id`.
+    fn announce(&self, statement: Statement<Self::DB>, id: &KeyId) -> Statement<Self::DB>;
+    /// This dialect's [`Statements`], made once.
+    fn statements() -> &'static Statements;
+    /// The embedded migrations.
+    fn migrator() -> Migrator;
+
+    /// The statements writing last-used times, each only forward.
+    fn last_used(used: &[(KeyId, SystemTime)]) -> Vec<Statement<Self::DB>>;
+    /// The statements adding settings that do not exist yet (never overwriting one).
+    fn add_settings(entries: &[(String, String)], now: SystemTime) -> Vec<Statement<Self::DB>>;
+    /// The statements replacing digests, each only where the key is still at its old version.
+    fn rehash(keys: &[KeyRehash]) -> Vec<Statement<Self::DB>>;
+}
+
+/// Reads a key by id.
+const SELECT_BY_ID: &str = concat!("SELECT ", columns!(), " FROM keygate_keys WHERE id = $1");
+/// Every key, for a listing to add its conditions to.
+const SELECT_ALL: &str = concat!("SELECT ", columns!(), " FROM keygate_keys WHERE 1 = 1");
+/// Remembers a deleted id, so it is never used again.
+const TOMBSTONE: &str = "INSERT INTO keygate_deleted_keys (id, deleted_at) VALUES ($1, $2)";
+const SETTINGS: &str = "SELECT name, value FROM keygate_settings";
+const PEPPER_VERSIONS: &str = "SELECT pepper_version, count(*) AS key_count FROM keygate_keys \
+     GROUP BY pepper_version ORDER BY pepper_version";
+const SCHEMA_VERSION: &str = "SELECT max(version) AS version FROM keygate_migrations WHERE success";
+
+/// The statements whose text depends on the dialect, made once per dialect.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    select_for_write: String,
+    insert: String,
+    update: String,
+    delete: String,
+}
+
+impl Statements {
+    pub(crate) fn new<D: Dialect>() -> Self {
+        let json = D::JSON;
+        Self {
+            select_for_write: format!("{SELECT_BY_ID}{}", D::LOCK_ROW),
+            // Unless the id exists (the primary key) or existed (a tombstone).
+            insert: D::announced(
+                &format!(
+                    "INSERT INTO keygate_keys (id, prefix, name, name_folded, owner, digest, \
+                     pepper_version, scopes, metadata, allowed_ips, rotated_from, created_at, \
+                     updated_at, expires_at, disabled_at, revoked_at, last_used_at, rate_limit) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9{json}, $10, $11, $12, $13, $14, \
+                     $15, $16, $17, $18 \
+                     WHERE NOT EXISTS (SELECT 1 FROM keygate_deleted_keys WHERE id = $1)"
+                ),
+                18,
+            ),
+            // The fields a change or rotation may alter.
+            update: D::announced(
+                &format!(
+                    "UPDATE keygate_keys SET name = $1, name_folded = $2, scopes = $3, \
+                     metadata = $4{json}, allowed_ips = $5, expires_at = $6, disabled_at = $7, \
+                     revoked_at = $8, updated_at = $9, rate_limit = $10 WHERE id = $11"
+                ),
+                11,
+            ),
+            delete: D::announced("DELETE FROM keygate_keys WHERE id = $1", 1),
+        }
+    }
+}
+
+/// A key store in a SQL database of dialect `D`: the whole of [`SqliteStore`](crate::SqliteStore)
+/// and [`PostgresStore`](crate::PostgresStore) but their constructors and what they hand out
+/// (invalidation channel, audit sink). Clones share the pool.
+pub(crate) struct SqlStore<D: Dialect> {
+    pub(crate) pool: Pool<D::DB>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) dialect: D,
+}
+
+// By hand: a derive would ask for `D::DB: Clone`, which sqlx's database types are not.
+impl<D: Dialect> Clone for SqlStore<D> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            clock: Arc::clone(&self.clock),
+            dialect: self.dialect.clone(),
+        }
+    }
+}
+
+impl<D: Dialect> SqlStore<D> {
+    pub(crate) fn new(pool: Pool<D::DB>, dialect: D) -> Self {
+        Self {
+            pool,
+            clock: Arc::new(SystemClock),
+            dialect,
+        }
+    }
+}
+
+// The bounds say what this code asks of the database: run statements on a connection, migrate,
+// and bind and read the Rust types below. sqlx promises them per driver, not for every
+// `Database`; both dialects' databases have them all.
+impl<D: Dialect> SqlStore<D>
+where
+    for<'c> &'c mut Connection<D>: Executor<'c, Database = D::DB>,
+    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
+    Connection<D>: Migrate,
+    for<'a> &'a str: Encode<'a, D::DB> + Type<D::DB> + ColumnIndex<DbRow<D>>,
+    for<'a> Option<&'a str>: Encode<'a, D::DB>,
+    for<'a> &'a [u8]: Encode<'a, D::DB> + Type<D::DB>,
+    for<'a> String: Encode<'a, D::DB> + Decode<'a, D::DB> + Type<D::DB>,
+    for<'a> Option<String>: Encode<'a, D::DB>,
+    for<'a> Vec<u8>: Decode<'a, D::DB> + Type<D::DB>,
+    for<'a> i64: Encode<'a, D::DB> + Decode<'a, D::DB> + Type<D::DB>,
+    for<'a> bool: Decode<'a, D::DB> + Type<D::DB>,
+    for<'a> Option<D::Time>: Encode<'a, D::DB>,
+{
+    /// Applies the embedded migrations not applied yet, unless the database is newer.
+    pub(crate) async fn migrate(&self) -> Result<(), Error> {
+        let migrator = D::migrator();
+        let known = crate::migrations::latest(&migrator);
+        if let Some(found) = self.schema_version().await?
+            && found > known
+        {
+            return Err(Error::SchemaTooNew { found, known });
+        }
+        migrator.run(&self.pool).await.map_err(Error::Migrate)
+    }
+
+    /// The newest migration applied, `None` before the first.
+    pub(crate) async fn schema_version(&self) -> Result<Option<i64>, Error> {
+        let probe = sqlx::query(D::SCHEMA_PROBE)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(Error::Connect)?;
+        if !probe
+            .try_get::<bool, _>("present")
+            .map_err(Error::Connect)?
+        {
+            return Ok(None);
+        }
+        sqlx::query(SCHEMA_VERSION)
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get("version"))
+            .map_err(Error::Connect)
+    }
+
+    fn now(&self) -> SystemTime {
+        codec::truncate(self.clock.now())
+    }
+
+    async fn write_tx(&self) -> Result<Transaction<'static, D::DB>, StoreError> {
+        self.pool
+            .begin_with(D::BEGIN_WRITE)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Runs `statements` atomically: one on its own (a statement is), several in one write
+    /// transaction.
+    async fn write_all(&self, statements: Vec<Statement<D::DB>>) -> Result<(), StoreError> {
+        match <[_; 1]>::try_from(statements) {
+            Ok([statement]) => {
+                let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+                statement.execute(&mut *conn).await.map_err(unavailable)?;
+            }
+            Err(statements) => {
+                let mut tx = self.write_tx().await?;
+                for statement in statements {
+                    statement.execute(&mut *tx).await.map_err(unavailable)?;
+                }
+                tx.commit().await.map_err(unavailable)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn column<'r, T>(row: &'r DbRow<D>, name: &str) -> Result<T, StoreError>
+    where
+        T: Decode<'r, D::DB> + Type<D::DB>,
+    {
+        row.try_get(name).map_err(unavailable)
+    }
+
+    fn raw(row: &DbRow<D>) -> Result<RawRecord, StoreError> {
+        let id: String = Self::column(row, "id")?;
+        let time = |name| Self::column::<D::Time>(row, name).map(D::micros);
+        let optional_time =
+            |name| Self::column::<Option<D::Time>>(row, name).map(|t| t.map(D::micros));
+        Ok(RawRecord {
+            scopes: D::strings(&id, "scopes", Self::column(row, "scopes")?)?,
+            allowed_ips: D::strings(&id, "allowed_ips", Self::column(row, "allowed_ips")?)?,
+            prefix: Self::column(row, "prefix")?,
+            name: Self::column(row, "name")?,
+            owner: Self::column(row, "owner")?,
+            digest: Self::column(row, "digest")?,
+            pepper_version: Self::column(row, "pepper_version")?,
+            metadata: Self::column(row, "metadata")?,
+            rotated_from: Self::column(row, "rotated_from")?,
+            created_at: time("created_at")?,
+            updated_at: time("updated_at")?,
+            expires_at: optional_time("expires_at")?,
+            disabled_at: optional_time("disabled_at")?,
+            revoked_at: optional_time("revoked_at")?,
+            last_used_at: optional_time("last_used_at")?,
+            rate_limit: Self::column(row, "rate_limit")?,
+            id,
+        })
+    }
+
+    fn record(row: &DbRow<D>) -> Result<KeyRecord, StoreError> {
+        Self::raw(row)?.into_record()
+    }
+
+    async fn select(
+        conn: &mut Connection<D>,
+        sql: &'static str,
+        id: &KeyId,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let row = sqlx::query(sql)
+            .bind(id.as_str())
+            .fetch_optional(conn)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(Self::record).transpose()
+    }
+
+    /// Inserts `r` unless its id exists or existed, announcing it.
+    async fn insert(&self, conn: &mut Connection<D>, r: &KeyRecord) -> Result<(), StoreError> {
+        let statement = sqlx::query(D::statements().insert.as_str())
+            .bind(r.id.as_str())
+            .bind(r.prefix.as_str())
+            .bind(r.name.as_str())
+            .bind(fold(&r.name))
+            .bind(r.owner.as_deref())
+            .bind(r.digest.as_bytes().as_slice())
+            .bind(i64::from(r.pepper_version))
+            .bind(D::list(scope_strings(&r.scopes)))
+            .bind(metadata_json(&r.metadata))
+            .bind(D::list(ip_strings(&r.allowed_ips)))
+            .bind(r.rotated_from.as_ref().map(KeyId::as_str))
+            .bind(D::time(r.created_at))
+            .bind(D::time(r.updated_at))
+            .bind(r.expires_at.map(D::time))
+            .bind(r.disabled_at.map(D::time))
+            .bind(r.revoked_at.map(D::time))
+            .bind(r.last_used_at.map(D::time))
+            .bind(rate_limit_text(r.rate_limit.as_ref()));
+        match self
+            .dialect
+            .announce(statement, &r.id)
+            .fetch_optional(conn)
+            .await
+        {
+            Ok(Some(_)) => Ok(()),
+            // A tombstone: the id existed.
+            Ok(None) => Err(id_taken(r.id)),
+            Err(e) if is_unique_violation(&e) => Err(id_taken(r.id)),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Writes the fields a change or rotation may alter, announcing the change.
+    async fn update(&self, conn: &mut Connection<D>, r: &KeyRecord) -> Result<(), StoreError> {
+        let statement = sqlx::query(D::statements().update.as_str())
+            .bind(r.name.as_str())
+            .bind(fold(&r.name))
+            .bind(D::list(scope_strings(&r.scopes)))
+            .bind(metadata_json(&r.metadata))
+            .bind(D::list(ip_strings(&r.allowed_ips)))
+            .bind(r.expires_at.map(D::time))
+            .bind(r.disabled_at.map(D::time))
+            .bind(r.revoked_at.map(D::time))
+            .bind(D::time(r.updated_at))
+            .bind(rate_limit_text(r.rate_limit.as_ref()))
+            .bind(r.id.as_str());
+        self.dialect
+            .announce(statement, &r.id)
+            .execute(conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    // ---- KeyStore ------------------------------------------------------------------------
+
+    pub(crate) async fn find(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        Self::select(&mut conn, SELECT_BY_ID, id).await
+    }
+
+    pub(crate) async fn record_last_used(
+        &self,
+        used: &[(KeyId, SystemTime)],
+    ) -> Result<(), StoreError> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        self.write_all(D::last_used(used)).await
+    }
+
+    pub(crate) async fn settings(&self) -> Result<Option<StoreSettings>, StoreError> {
+        let rows = sqlx::query(SETTINGS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let entries = rows
+            .iter()
+            .map(|row| Ok((Self::column(row, "name")?, Self::column(row, "value")?)))
+            .collect::<Result<Vec<(String, String)>, StoreError>>()?;
+        Ok(Some(StoreSettings::from_entries(entries)))
+    }
+
+    pub(crate) async fn add_settings(
+        &self,
+        entries: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.write_all(D::add_settings(entries, self.now())).await
+    }
+
+    pub(crate) async fn rehash(&self, keys: &[KeyRehash]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.write_all(D::rehash(keys)).await
+    }
+
+    // ---- KeyAdmin ------------------------------------------------------------------------
+
+    pub(crate) async fn pepper_versions(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        let rows = sqlx::query(PEPPER_VERSIONS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let counts = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    Self::column(row, "pepper_version")?,
+                    Self::column(row, "key_count")?,
+                ))
+            })
+            .collect::<Result<Vec<(i64, i64)>, StoreError>>()?;
+        Ok(codec::version_counts(counts))
+    }
+
+    pub(crate) async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
+        let stored = normalized(key.record());
+        // One statement (insert and announce): no transaction needed.
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        self.insert(&mut conn, &stored).await?;
+        Ok(key.into_created(stored))
+    }
+
+    pub(crate) async fn get(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+        self.find(id).await?.ok_or(StoreError::NotFound(*id))
+    }
+
+    pub(crate) async fn list(
+        &self,
+        filter: &KeyFilter,
+        page: PageRequest,
+    ) -> Result<KeyPage, StoreError> {
+        let limit = page.clamped_limit();
+        let mut q = QueryBuilder::<D::DB>::new(SELECT_ALL);
+        if let Some(after) = page.after {
+            q.push(" AND id > ").push_bind(after.as_str().to_owned());
+        }
+        if let Some(owner) = &filter.owner {
+            q.push(" AND owner = ").push_bind(owner.clone());
+        }
+        if let Some(needle) = codec::needle(filter) {
+            q.push(" AND ")
+                .push(D::POSITION)
+                .push("(name_folded, ")
+                .push_bind(needle)
+                .push(") > 0");
+        }
+        if let Some(state) = filter.state {
+            let (before, after) = codec::state_sql(state);
+            q.push(" AND (").push(before);
+            if let Some(after) = after {
+                q.push_bind(D::time(self.now())).push(after);
+            }
+            q.push(")");
+        }
+        q.push(" ORDER BY id LIMIT ")
+            .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
+        let rows = q.build().fetch_all(&self.pool).await.map_err(unavailable)?;
+        let keys = rows
+            .iter()
+            .map(Self::record)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(KeyPage::from_overfetch(keys, limit))
+    }
+
+    pub(crate) async fn apply(
+        &self,
+        id: &KeyId,
+        change: KeyChange,
+    ) -> Result<KeyRecord, StoreError> {
+        change.validate()?;
+        let change = codec::truncate_change(change);
+        let now = self.now();
+        let mut tx = self.write_tx().await?;
+        let mut record = Self::select(&mut tx, &D::statements().select_for_write, id)
+            .await?
+            .ok_or(StoreError::NotFound(*id))?;
+        change
+            .apply_to(&mut record, now)
+            .map_err(|refused| StoreError::refused(*id, refused))?;
+        self.update(&mut tx, &record).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(record)
+    }
+
+    pub(crate) async fn rotate_with(
+        &self,
+        id: &KeyId,
+        replacement: MintedKey,
+        rotation: Rotation,
+    ) -> Result<RotatedKey, StoreError> {
+        let now = self.now();
+        let mut tx = self.write_tx().await?;
+        let mut old = Self::select(&mut tx, &D::statements().select_for_write, id)
+            .await?
+            .ok_or(StoreError::NotFound(*id))?;
+        let new = rotation
+            .apply_to(&mut old, &normalized(replacement.record()), now)
+            .map_err(|refused| StoreError::refused(*id, refused))?;
+        // Either both rows are written or neither: a taken new id rolls the old one back.
+        self.insert(&mut tx, &new).await?;
+        self.update(&mut tx, &old).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(RotatedKey {
+            old,
+            new: replacement.into_created(new),
+        })
+    }
+
+    pub(crate) async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        let deleted = self
+            .dialect
+            .announce(
+                sqlx::query(D::statements().delete.as_str()).bind(id.as_str()),
+                id,
+            )
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if deleted.is_none() {
+            return Err(StoreError::NotFound(*id));
+        }
+        sqlx::query(TOMBSTONE)
+            .bind(id.as_str())
+            .bind(D::time(self.now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+}
+
+/// Implements [`KeyStore`](keygate::KeyStore) and [`KeyAdmin`](keygate::KeyAdmin) for a public
+/// store type by handing every call to its `keys` field, a [`SqlStore`]. (keygate's traits
+/// cannot be implemented once for every `SqlStore` and reach the public types.)
+macro_rules! delegate_to_sql_store {
+    ($store:ty) => {
+        // A scope for the imports.
+        const _: () = {
+            use std::time::SystemTime;
+
+            use keygate::store::{KeyFilter, KeyPage, KeyRehash, PageRequest, StoreSettings};
+            use keygate::{
+                CreatedKey, KeyAdmin, KeyChange, KeyId, KeyRecord, KeyStore, MintedKey, RotatedKey,
+                Rotation, StoreError,
+            };
+
+            #[async_trait::async_trait]
+            impl KeyStore for $store {
+                async fn find(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+                    self.keys.find(id).await
+                }
+
+                async fn record_last_used(
+                    &self,
+                    used: &[(KeyId, SystemTime)],
+                ) -> Result<(), StoreError> {
+                    self.keys.record_last_used(used).await
+                }
+
+                async fn settings(&self) -> Result<Option<StoreSettings>, StoreError> {
+                    self.keys.settings().await
+                }
+
+                async fn add_settings(
+                    &self,
+                    entries: &[(String, String)],
+                ) -> Result<(), StoreError> {
+                    self.keys.add_settings(entries).await
+                }
+
+                async fn rehash(&self, keys: &[KeyRehash]) -> Result<(), StoreError> {
+                    self.keys.rehash(keys).await
+                }
+            }
+
+            #[async_trait::async_trait]
+            impl KeyAdmin for $store {
+                async fn pepper_versions(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+                    self.keys.pepper_versions().await
+                }
+
+                async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
+                    self.keys.create(key).await
+                }
+
+                async fn get(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+                    self.keys.get(id).await
+                }
+
+                async fn list(
+                    &self,
+                    filter: &KeyFilter,
+                    page: PageRequest,
+                ) -> Result<KeyPage, StoreError> {
+                    self.keys.list(filter, page).await
+                }
+
+                async fn apply(
+                    &self,
+                    id: &KeyId,
+                    change: KeyChange,
+                ) -> Result<KeyRecord, StoreError> {
+                    self.keys.apply(id, change).await
+                }
+
+                async fn rotate_with(
+                    &self,
+                    id: &KeyId,
+                    replacement: MintedKey,
+                    rotation: Rotation,
+                ) -> Result<RotatedKey, StoreError> {
+                    self.keys.rotate_with(id, replacement, rotation).await
+                }
+
+                async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
+                    self.keys.delete(id).await
+                }
+            }
+        };
+    };
+}
+pub(crate) use delegate_to_sql_store;

@@ -140,9 +140,8 @@ pub(crate) async fn scan(cli: &Cli, args: &ScanArgs, out: Output) -> Result<(), 
         if tokens.len() == 1 { "" } else { "s" },
         if active == 1 { "it" } else { "them" },
     );
-    if !out.is_json() || active > 0 {
-        eprintln!("{summary}");
-    }
+    // On stderr, so stdout stays one find per line (or JSON lines).
+    eprintln!("{summary}");
     if active > 0 {
         return Err(CliError::ActiveKeysFound(format!(
             "{active} active key{} found: rotate or revoke {} (keygate rotate ID / keygate revoke ID), then remove {} from the files and their history",
@@ -441,40 +440,31 @@ impl<'a> Matcher<'a> {
     }
 }
 
-/// The state of reading `git log -p --unified=0`: the commit and file, and where the current
-/// hunk's added lines go.
+/// The state of reading `git log -p --unified=0`: the commit and file, and the line number of
+/// the current hunk's next added line.
+///
+/// Headers (`--- a/…`, `+++ b/…`) come only after a `diff --git` line, which ends a hunk, so
+/// inside a hunk a line starting with `+` is always content, even one reading `+++ b/…`.
 #[derive(Default)]
 struct History {
     commit: String,
     path: Option<String>,
-    /// The line number of the next added line, and how many added and removed lines the
-    /// current hunk still has (headers are only read outside hunks, so an added line that
-    /// looks like one is still content).
+    in_hunk: bool,
     next: usize,
-    added_left: usize,
-    removed_left: usize,
 }
 
 impl History {
     /// Reads one line of the log; an added line's content and its line number in the file.
     fn line<'l>(&mut self, line: &'l [u8]) -> Option<(&'l [u8], usize)> {
-        if self.added_left > 0 || self.removed_left > 0 {
+        if self.in_hunk {
             match line.first() {
-                Some(b'+') if self.added_left > 0 => {
-                    self.added_left -= 1;
+                Some(b'+') => {
                     self.next += 1;
                     return self.path.as_ref().map(|_| (&line[1..], self.next - 1));
                 }
-                Some(b'-') if self.removed_left > 0 => {
-                    self.removed_left -= 1;
-                    return None;
-                }
-                // "\ No newline at end of file", or a hunk shorter than announced.
-                Some(b'\\') => return None,
-                _ => {
-                    self.added_left = 0;
-                    self.removed_left = 0;
-                }
+                // A removed line, or "\ No newline at end of file".
+                Some(b'-' | b'\\') => return None,
+                _ => self.in_hunk = false,
             }
         }
         let text = String::from_utf8_lossy(line);
@@ -485,14 +475,15 @@ impl History {
         } else if let Some(path) = text.strip_prefix("+++ ") {
             self.path = path.strip_prefix("b/").map(str::to_owned);
         } else if let Some(hunk) = text.strip_prefix("@@ ") {
-            // "@@ -a[,b] +c[,d] @@"
-            let mut ranges = hunk.split(' ');
-            let removed = ranges.next().and_then(|r| range(r.strip_prefix('-')?));
-            let added = ranges.next().and_then(|r| range(r.strip_prefix('+')?));
-            if let (Some((_, removed)), Some((start, added))) = (removed, added) {
+            // "@@ -a[,b] +c[,d] @@": added lines are numbered from c.
+            if let Some(start) = hunk
+                .split(' ')
+                .nth(1)
+                .and_then(|added| added.strip_prefix('+'))
+                .and_then(|added| added.split(',').next()?.parse().ok())
+            {
                 self.next = start;
-                self.added_left = added;
-                self.removed_left = removed;
+                self.in_hunk = true;
             }
         }
         None
@@ -505,12 +496,6 @@ impl History {
             line,
         }
     }
-}
-
-/// "start[,count]" of a hunk header (count 1 when absent).
-fn range(text: &str) -> Option<(usize, usize)> {
-    let (start, count) = text.split_once(',').unwrap_or((text, "1"));
-    Some((start.parse().ok()?, count.parse().ok()?))
 }
 
 /// gitleaks rules (TOML, a whole `.gitleaks.toml`; `useDefault` keeps gitleaks' own rules), as
@@ -563,6 +548,15 @@ diff --git a/f.txt b/f.txt\n\
 -old\n\
 +++ b/not-a-header\n\
 +second\n\
+\\ No newline at end of file\n\
+@@ -9,0 +10 @@\n\
++tenth\n\
+diff --git a/g.txt b/g.txt\n\
+--- a/g.txt\n\
++++ b/g.txt\n\
+@@ -1,2 +0,0 @@\n\
+--- a/looks-like-a-header\n\
+-gone\n\
 commit def\n\
 +++ /dev/null\n\
 @@ -1 +0,0 @@\n\
@@ -583,6 +577,7 @@ commit def\n\
             [
                 ("++ b/not-a-header".to_owned(), 3, "f.txt".to_owned()),
                 ("second".to_owned(), 4, "f.txt".to_owned()),
+                ("tenth".to_owned(), 10, "f.txt".to_owned()),
             ]
         );
     }

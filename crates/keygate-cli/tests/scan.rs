@@ -68,6 +68,22 @@ fn git(repo: &Path, args: &[&str]) {
     );
 }
 
+/// `key` with its secret replaced and a valid checksum: a token that borrows a key's id.
+fn borrowing_id(key: &str) -> String {
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    // {prefix}_{id}_{30-character secret}{6-character CRC32 of everything before it}
+    let head = &key[..key.len() - 36];
+    let mut token = format!("{head}{}", "Z".repeat(30));
+    let mut crc = crc32fast::hash(token.as_bytes());
+    let mut digits = [b'0'; 6];
+    for digit in digits.iter_mut().rev() {
+        *digit = ALPHABET[(crc % 62) as usize];
+        crc /= 62;
+    }
+    token.push_str(std::str::from_utf8(&digits).unwrap());
+    token
+}
+
 fn lines(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -149,6 +165,32 @@ fn a_key_removed_from_a_repository_is_found_in_its_history_masked() {
     assert_eq!(find["owner"], "team-scan");
     assert_eq!(find["commit"].as_str().unwrap().len(), 40);
 
+    // A token with the leaked key's id and another secret (valid checksum) is not that key.
+    std::fs::write(
+        repo.join("borrowed.txt"),
+        format!("{}\n", borrowing_id(&leaked)),
+    )
+    .unwrap();
+    let out = keygate(&db, Some(PEPPER), &dir, &["scan", "repo/borrowed.txt"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "the id of key {id} \"leaked\", with another secret: not this key"
+        )),
+        "{stdout}"
+    );
+    let out = keygate(
+        &db,
+        Some(PEPPER),
+        &dir,
+        &["scan", "repo/borrowed.txt", "--json"],
+    );
+    let finds = lines(&out);
+    assert_eq!(finds[0]["match"], "wrong_secret", "{finds:?}");
+    assert_eq!(finds[0]["state"], Value::Null);
+    std::fs::remove_file(repo.join("borrowed.txt")).unwrap();
+
     // Without the pepper: still found, the secret unchecked.
     let out = keygate(&db, None, &dir, &["scan", "--git", "repo", "--json"]);
     assert_eq!(out.status.code(), Some(1));
@@ -213,6 +255,36 @@ fn other_formats_made_up_and_mangled_tokens_are_not_reported() {
     let finds = lines(&out);
     assert_eq!(finds.len(), 1, "{finds:?}");
     assert_eq!(finds[0]["line"], 9);
+
+    // Files over 64 MiB are skipped with a note; up to 64 MiB they are read (sparse files:
+    // the key, then zeros).
+    let big = dir.join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    for (name, len) in [("2mib", 2 << 20), ("64mib", 64 << 20), ("65mib", 65 << 20)] {
+        let path = big.join(name);
+        std::fs::write(&path, format!("{key}\n")).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+    }
+    let out = keygate(&db, Some(PEPPER), &dir, &["scan", "big", "--json"]);
+    let found: Vec<Value> = lines(&out).iter().map(|f| f["path"].clone()).collect();
+    assert_eq!(found, ["big/2mib", "big/64mib"], "{found:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("skipped big/65mib (larger than 64 MiB)")
+    );
+
+    // --git outside a repository is an error, not a clean scan.
+    let out = keygate(&db, Some(PEPPER), &dir, &["scan", "--git", "corpus"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not in a git repository"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -237,6 +309,16 @@ fn rules_for_gitleaks_and_trufflehog_use_the_deployment_pattern() {
         trufflehog.contains(&format!("key: '{pattern}'")),
         "{trufflehog}"
     );
+    // A prefix other than the store's is refused (exit 6), as `create` refuses it.
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .current_dir(&dir)
+        .args(["scan", "."])
+        .env("KEYGATE_DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("KEYGATE_PREFIX", "other_live")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`scan_live`"));
     // Scanning needs a store; rules only a prefix. A scan with no store creates none.
     let none = dir.join("none.db");
     let out = keygate(&none, None, &dir, &["scan", "."]);

@@ -7,7 +7,7 @@ use actix_web::test::{self, TestRequest};
 use actix_web::{App, HttpRequest, web};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use keygate::{Rejection, Verifier};
-use keygate_actix::{ApiKeyAuth, Identity, RequireScopes};
+use keygate_actix::{ApiKeyAuth, Identity, RequireEnvironment, RequireScopes};
 
 use crate::Reply;
 
@@ -30,6 +30,12 @@ pub fn actix_app(
         .service(
             web::resource("/orders")
                 .wrap(RequireScopes::all(["orders:read"]))
+                .wrap(auth.clone())
+                .get(hello),
+        )
+        .service(
+            web::resource("/live")
+                .wrap(RequireEnvironment::new("live"))
                 .wrap(auth.clone())
                 .get(hello),
         )

@@ -9,7 +9,7 @@ use axum::routing::get;
 use http::{HeaderMap, Request};
 use http_body_util::BodyExt;
 use keygate::{Rejection, Verifier};
-use keygate_axum::{Identity, RequireScopes};
+use keygate_axum::{Identity, RequireEnvironment, RequireScopes};
 use tower::ServiceExt;
 
 use crate::Reply;
@@ -18,6 +18,7 @@ use crate::Reply;
 /// - `GET /` public;
 /// - `GET /hello` protected, answers `hello, {key name}`;
 /// - `GET /orders` protected, requires `orders:read`;
+/// - `GET /live` protected, requires a key of environment `live`;
 /// - `GET /sensitive` protected, answers whether the credential header was marked sensitive;
 /// - `GET /maybe` behind an optional layer, answers the caller's name or `anonymous`.
 pub fn axum_app(verifier: &Verifier) -> Router {
@@ -26,6 +27,10 @@ pub fn axum_app(verifier: &Verifier) -> Router {
         .route(
             "/orders",
             get(hello).route_layer(RequireScopes::all(["orders:read"])),
+        )
+        .route(
+            "/live",
+            get(hello).route_layer(RequireEnvironment::new("live")),
         )
         .route("/sensitive", get(sensitive))
         .route("/items/{id}", get(item))

@@ -250,8 +250,27 @@ pub fn epoch() -> SystemTime {
 
 /// The test keyring: prefix [`PREFIX`], one real (non-development) pepper.
 pub fn keyring() -> Keyring {
-    let pepper = Pepper::new(3, "test-pepper-0123456789-abcdefghijklmnop").unwrap();
-    Keyring::new(KeyFormat::new(PREFIX).unwrap(), Peppers::new(pepper))
+    Keyring::new(KeyFormat::new(PREFIX).unwrap(), Peppers::new(pepper()))
+}
+
+/// The suites' real (non-development) pepper.
+fn pepper() -> Pepper {
+    Pepper::new(3, "test-pepper-0123456789-abcdefghijklmnop").unwrap()
+}
+
+/// The prefix of the environments keyring's `live` keys.
+pub const LIVE_PREFIX: &str = "kgt_live";
+/// The prefix of the environments keyring's `test` keys.
+pub const TEST_PREFIX: &str = "kgt_envtest";
+
+/// A keyring of two environments: `live` ([`LIVE_PREFIX`], the default) and `test`
+/// ([`TEST_PREFIX`]), on the suites' pepper.
+pub fn environments_keyring() -> Keyring {
+    Keyring::builder()
+        .environment("live", KeyFormat::new(LIVE_PREFIX).unwrap())
+        .environment("test", KeyFormat::new(TEST_PREFIX).unwrap())
+        .build(Peppers::new(pepper()))
+        .unwrap()
 }
 
 /// A verifier over a fresh counting store, on a manual clock.
@@ -265,6 +284,9 @@ pub struct Harness {
     pub clock: ManualClock,
     /// The invalidation channel every verifier of this harness subscribes to, if any.
     pub invalidation: Option<Arc<dyn keygate::Invalidation>>,
+    /// The keyring of every verifier of this harness ([`keyring`] unless built with
+    /// [`Harness::with_keyring`]).
+    pub keyring: Keyring,
     _dir: Option<Arc<tempfile::TempDir>>,
 }
 
@@ -280,9 +302,14 @@ impl std::fmt::Debug for Harness {
 impl Harness {
     /// A harness with default verifier settings.
     pub fn new() -> Self {
+        Self::with_keyring(keyring())
+    }
+
+    /// [`Harness::new`] with another keyring (for example [`environments_keyring`]).
+    pub fn with_keyring(keyring: Keyring) -> Self {
         let clock = ManualClock::new(epoch());
         let store = CountingStore::new(MemoryStore::with_clock(clock.clone()));
-        Self::over(store, clock, None, None)
+        Self::over(store, clock, None, None, keyring)
     }
 
     /// A harness over a SQLite file in a temp directory, every verifier subscribed to the
@@ -296,7 +323,13 @@ impl Harness {
             .expect("open sqlite")
             .with_clock(clock.clone());
         let feed: Arc<dyn keygate::Invalidation> = Arc::new(sqlite.invalidation());
-        let harness = Self::over(CountingStore::over(sqlite), clock, Some(feed), Some(dir));
+        let harness = Self::over(
+            CountingStore::over(sqlite),
+            clock,
+            Some(feed),
+            Some(dir),
+            keyring(),
+        );
         wait_subscribed(&harness.verifier).await;
         harness
     }
@@ -306,8 +339,9 @@ impl Harness {
         clock: ManualClock,
         invalidation: Option<Arc<dyn keygate::Invalidation>>,
         dir: Option<tempfile::TempDir>,
+        keyring: Keyring,
     ) -> Self {
-        let mut builder = Verifier::builder(keyring(), store.clone()).clock(clock.clone());
+        let mut builder = Verifier::builder(keyring.clone(), store.clone()).clock(clock.clone());
         if let Some(channel) = &invalidation {
             builder = builder.shared_invalidation(Arc::clone(channel));
         }
@@ -316,6 +350,7 @@ impl Harness {
             store,
             clock,
             invalidation,
+            keyring,
             _dir: dir.map(Arc::new),
         }
     }
@@ -332,7 +367,7 @@ impl Harness {
         configure: impl FnOnce(keygate::VerifierBuilder) -> keygate::VerifierBuilder,
     ) -> Verifier {
         let mut builder =
-            Verifier::builder(keyring(), self.store.clone()).clock(self.clock.clone());
+            Verifier::builder(self.keyring.clone(), self.store.clone()).clock(self.clock.clone());
         if let Some(channel) = &self.invalidation {
             builder = builder.shared_invalidation(Arc::clone(channel));
         }
@@ -477,6 +512,53 @@ impl Keys {
         all.iter()
             .flat_map(|k| [k.to_string(), k[k.len() - 36..k.len() - 6].to_owned()])
             .collect()
+    }
+}
+
+/// Keys of the environments keyring ([`environments_keyring`]), created in one harness.
+#[derive(Debug, Clone)]
+pub struct EnvironmentKeys {
+    /// A `live` key named "live", no rate limit of its own.
+    pub live: String,
+    /// A `test` key named "test", no rate limit of its own (its environment's default applies).
+    pub test: String,
+    /// A `test` key named "test-own", with its own limit `2/1m`.
+    pub test_own_limit: String,
+    /// The live key's id and secret under the test prefix (checksum fixed up).
+    pub live_as_test: String,
+    /// The test key's id and secret under the live prefix (checksum fixed up).
+    pub test_as_live: String,
+    /// The live key's id and secret under a prefix of no environment (checksum fixed up).
+    pub other_prefix: String,
+}
+
+impl EnvironmentKeys {
+    /// Creates the keys in `h` (whose keyring must be [`environments_keyring`]).
+    pub async fn create(h: &Harness) -> Self {
+        let (live, _) = h.create(NewKey::new("live")).await;
+        let (test, _) = h.create(NewKey::new("test").environment("test")).await;
+        let (test_own_limit, _) = h
+            .create(
+                NewKey::new("test-own")
+                    .environment("test")
+                    .rate_limit("2/1m".parse::<keygate::rate::RatePolicy>().unwrap()),
+            )
+            .await;
+        // `{prefix}_{id}_{secret}{crc}`: the id and secret, without prefix and checksum.
+        let body = |key: &str, prefix: &str| key[prefix.len() + 1..key.len() - 6].to_owned();
+        let moved = |key: &str, from: &str, to: &str| {
+            let body = body(key, from);
+            let (id, secret) = body.split_at(KeyId::LEN);
+            forge(to, id, &secret[1..])
+        };
+        Self {
+            live_as_test: moved(&live, LIVE_PREFIX, TEST_PREFIX),
+            test_as_live: moved(&test, TEST_PREFIX, LIVE_PREFIX),
+            other_prefix: moved(&live, LIVE_PREFIX, "kgt_staging"),
+            live,
+            test,
+            test_own_limit,
+        }
     }
 }
 

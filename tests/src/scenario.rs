@@ -10,7 +10,7 @@ use keygate::rate::RatePolicy;
 use keygate::{Reason, VerifierBuilder};
 
 use crate::tonic_app::{GrpcReply, grpc_path};
-use crate::{Keys, Reply};
+use crate::{EnvironmentKeys, Keys, Reply};
 
 /// The rate limit of keys without their own, in the scenario verifiers.
 pub const DEFAULT_RATE: &str = "100/1h burst 30";
@@ -23,6 +23,18 @@ pub fn configure(builder: VerifierBuilder) -> VerifierBuilder {
     builder
         .default_rate_limit(DEFAULT_RATE.parse::<RatePolicy>().unwrap())
         .trusted_proxies([format!("{PROXY}/32").parse().unwrap()])
+}
+
+/// The rate limit of `test` keys without their own, in the environment scenarios' verifiers
+/// (`live` keys get [`DEFAULT_RATE`]).
+pub const TEST_ENVIRONMENT_RATE: &str = "10/1h burst 10";
+
+/// The configuration of the environment scenarios' verifiers: [`configure`], and
+/// [`TEST_ENVIRONMENT_RATE`] for `test` keys without a limit of their own. Their keyring is
+/// [`crate::environments_keyring`].
+pub fn configure_environments(builder: VerifierBuilder) -> VerifierBuilder {
+    configure(builder)
+        .environment_rate_limit("test", TEST_ENVIRONMENT_RATE.parse::<RatePolicy>().unwrap())
 }
 
 /// The challenge of every invalid key.
@@ -353,6 +365,20 @@ fn authentication(keys: &Keys) -> Vec<Case> {
             .bearer(&keys.plain)
             .challenge(r#"Bearer realm="api", error="insufficient_scope", scope="orders:read""#)
             .problem("urn:keygate:problem:insufficient_scope", InsufficientScope),
+        Case::new(
+            "environment route: a keyring without environments fails closed",
+            "/live",
+            403,
+        )
+        .bearer(&keys.plain)
+        .problem("urn:keygate:problem:wrong_environment", WrongEnvironment)
+        .no_header("www-authenticate"),
+        Case::new("environment route without key", "/live", 401)
+            .challenge(r#"Bearer realm="api""#)
+            .problem(
+                "urn:keygate:problem:missing_credentials",
+                MissingCredentials,
+            ),
         Case::new("scope route without key", "/orders", 401)
             .challenge(r#"Bearer realm="api""#)
             .problem(
@@ -391,6 +417,81 @@ fn authentication(keys: &Keys) -> Vec<Case> {
     ]
 }
 
+/// The environment cases (issue 17 item 5), run on a verifier whose keyring has the
+/// environments `live` (the default) and `test` ([`crate::environments_keyring`]), configured
+/// with [`configure_environments`]: a key's environment is its record's, whatever prefix is
+/// presented; `/live` requires `live`; `test` keys get their environment's default limit
+/// unless they have their own.
+pub fn environment_table(keys: &EnvironmentKeys) -> Vec<Case> {
+    use Reason::*;
+    vec![
+        Case::new("live key on the live-only route", "/live", 200)
+            .bearer(&keys.live)
+            .body("hello, live")
+            .store_calls(1)
+            .key_rate(100, 3600, 29, 36),
+        Case::new("test key on a route open to both", "/hello", 200)
+            .bearer(&keys.test)
+            .body("hello, test")
+            .store_calls(1)
+            .key_rate(10, 3600, 9, 360),
+        Case::new("test key on the live-only route", "/live", 403)
+            .bearer(&keys.test)
+            .problem("urn:keygate:problem:wrong_environment", WrongEnvironment)
+            .no_header("www-authenticate")
+            .store_calls(0),
+        Case::new(
+            "test key: its environment's default limit, not the verifier's",
+            "/hello",
+            200,
+        )
+        .bearer(&keys.test)
+        .key_rate(10, 3600, 7, 1080),
+        Case::new("test key with its own limit: its own wins", "/hello", 200)
+            .bearer(&keys.test_own_limit)
+            .body("hello, test-own")
+            .key_rate(2, 60, 1, 30),
+        Case::new(
+            "test key with its own limit, on the live-only route",
+            "/live",
+            403,
+        )
+        .bearer(&keys.test_own_limit)
+        .problem("urn:keygate:problem:wrong_environment", WrongEnvironment),
+        Case::new(
+            "live key re-presented under the test prefix (cached record)",
+            "/hello",
+            401,
+        )
+        .bearer(&keys.live_as_test)
+        .invalid_token(WrongSecret)
+        .store_calls(0),
+        Case::new(
+            "live key re-presented under the test prefix, on the live-only route",
+            "/live",
+            401,
+        )
+        .bearer(&keys.live_as_test)
+        .invalid_token(WrongSecret),
+        Case::new(
+            "test key re-presented under the live prefix, on the live-only route",
+            "/live",
+            401,
+        )
+        .bearer(&keys.test_as_live)
+        .invalid_token(WrongSecret)
+        .store_calls(0),
+        Case::new("live key still works after the forgeries", "/live", 200)
+            .bearer(&keys.live)
+            .body("hello, live")
+            .key_rate(100, 3600, 28, 72),
+        Case::new("a prefix of no environment", "/hello", 401)
+            .bearer(&keys.other_prefix)
+            .invalid_token(WrongPrefix)
+            .store_calls(0),
+    ]
+}
+
 /// Why the `/items/{id}` cases do not apply to gRPC.
 const NO_PATH_PARAMETERS: &str = "a gRPC path names a method: there are no path parameters";
 
@@ -403,6 +504,7 @@ pub fn route_template(path: &str) -> Option<&'static str> {
         "/" => None,
         "/hello" => Some("/hello"),
         "/orders" => Some("/orders"),
+        "/live" => Some("/live"),
         "/sensitive" => Some("/sensitive"),
         "/maybe" => Some("/maybe"),
         p if p.starts_with("/items/") => Some("/items/{id}"),

@@ -41,6 +41,9 @@ pub struct Hello;
 /// `keygate.test.Orders`, behind the key layer and `require_scopes(["orders:read"])`.
 #[derive(Debug)]
 pub struct Orders;
+/// `keygate.test.Live`, behind the key layer and `require_environment("live")`.
+#[derive(Debug)]
+pub struct Live;
 /// `keygate.test.Sensitive`, behind the key layer: whether the credential metadata reached the
 /// handler marked sensitive.
 #[derive(Debug)]
@@ -69,6 +72,13 @@ impl Answer for Hello {
 
 impl Answer for Orders {
     const NAME: &'static str = "keygate.test.Orders";
+    fn answer(request: &tonic::Request<()>) -> String {
+        Hello::answer(request)
+    }
+}
+
+impl Answer for Live {
+    const NAME: &'static str = "keygate.test.Live";
     fn answer(request: &tonic::Request<()>) -> String {
         Hello::answer(request)
     }
@@ -152,6 +162,7 @@ pub fn grpc_path(path: &str) -> String {
         "/" => Public::NAME,
         "/hello" => Hello::NAME,
         "/orders" => Orders::NAME,
+        "/live" => Live::NAME,
         "/sensitive" => Sensitive::NAME,
         "/maybe" => Maybe::NAME,
         other => panic!("no gRPC service for {other}"),
@@ -180,6 +191,7 @@ pub async fn serve_tonic(verifier: &Verifier) -> Channel {
         .rate_limit_headers();
     let orders =
         keygate_tonic::require_scopes(["orders:read"]).named_layer(Service::<Orders>::new());
+    let live = keygate_tonic::require_environment("live").named_layer(Service::<Live>::new());
     let incoming = TcpIncoming::bind((Ipv4Addr::LOCALHOST, 0).into()).expect("bind");
     let addr = incoming.local_addr().expect("local addr");
     let router = Server::builder()
@@ -187,6 +199,7 @@ pub async fn serve_tonic(verifier: &Verifier) -> Channel {
         .add_service(Service::<Public>::new())
         .add_service(auth.named_layer(Service::<Hello>::new()))
         .add_service(auth.named_layer(orders))
+        .add_service(auth.named_layer(live))
         .add_service(auth.named_layer(Service::<Sensitive>::new()))
         .add_service(optional.named_layer(Service::<Maybe>::new()));
     tokio::spawn(router.serve_with_incoming(incoming));

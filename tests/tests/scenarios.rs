@@ -9,10 +9,14 @@
 use keygate::audit::AuditEvent;
 use keygate_tests::actix_app::{actix_app, send_actix};
 use keygate_tests::scenario::{
-    Case, check, check_audit, check_audit_grpc, check_grpc, configure, same_answer, table,
+    Case, check, check_audit, check_audit_grpc, check_grpc, configure, configure_environments,
+    environment_table, same_answer, table,
 };
 use keygate_tests::tonic_app::{send_tonic, serve_tonic};
-use keygate_tests::{CapturingSink, Harness, Keys, Reply, axum_app, send, wait_subscribed};
+use keygate_tests::{
+    CapturingSink, EnvironmentKeys, Harness, Keys, Reply, axum_app, environments_keyring, send,
+    wait_subscribed,
+};
 
 fn headers(case: &Case) -> Vec<(&str, &[u8])> {
     case.headers.iter().map(|(n, v)| (*n, &v[..])).collect()
@@ -24,8 +28,10 @@ struct Audited {
     events: CapturingSink,
 }
 
+type Configure = fn(keygate::VerifierBuilder) -> keygate::VerifierBuilder;
+
 impl Audited {
-    fn new(h: &Harness) -> Self {
+    fn new(h: &Harness, configure: Configure) -> Self {
         let events = CapturingSink::default();
         let sink = events.clone();
         Self {
@@ -70,32 +76,113 @@ async fn every_case_passes_with_the_sqlite_change_feed_on() {
     every_case_passes_on(Harness::sqlite_with_feed().await).await;
 }
 
+/// The environment cases (issue 17 item 5) on a verifier of two environments, `live` and
+/// `test`: a test key on a live-only route is 403 on axum, actix-web and tonic alike.
+#[actix_web::test]
+async fn every_environment_case_passes_on_axum_and_actix_alike() {
+    let h = Harness::with_keyring(environments_keyring());
+    let keys = EnvironmentKeys::create(&h).await;
+    let cases = environment_table(&keys);
+    let outcome = run_table(&h, &cases, configure_environments).await;
+    outcome.assert_passed();
+    assert!(
+        outcome
+            .grpc_codes
+            .contains(&(tonic::Code::PermissionDenied as i32))
+    );
+    assert!(cases.iter().all(|c| c.skip_grpc.is_none()));
+}
+
+/// What running a table found.
+struct Outcome {
+    failures: Vec<String>,
+    grpc_codes: std::collections::BTreeSet<i32>,
+    invalid_key_messages: std::collections::BTreeSet<String>,
+}
+
+impl Outcome {
+    fn assert_passed(&self) {
+        assert!(
+            self.failures.is_empty(),
+            "{} failures:\n{}",
+            self.failures.len(),
+            self.failures.join("\n")
+        );
+    }
+}
+
 async fn every_case_passes_on(h: Harness) {
     let keys = Keys::create(&h).await;
     let cases = table(&keys);
+    let Outcome {
+        failures,
+        grpc_codes,
+        invalid_key_messages,
+    } = run_table(&h, &cases, configure).await;
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(cases.len() >= 35, "the table lost cases: {}", cases.len());
+    // The gRPC subset gives every answer keygate-tonic has, and every invalid key reads the same.
+    use tonic::Code;
+    let want: std::collections::BTreeSet<i32> = [
+        Code::Ok,
+        Code::Unauthenticated,
+        Code::PermissionDenied,
+        Code::ResourceExhausted,
+        Code::Unavailable,
+    ]
+    .into_iter()
+    .map(|c| c as i32)
+    .collect();
+    assert_eq!(grpc_codes, want, "gRPC codes seen");
+    assert_eq!(
+        invalid_key_messages.len(),
+        1,
+        "invalid keys read differently: {invalid_key_messages:?}"
+    );
+    let skipped: Vec<&str> = cases
+        .iter()
+        .filter(|c| c.skip_grpc.is_some())
+        .map(|c| c.name)
+        .collect();
+    assert!(
+        skipped.len() <= 4,
+        "{} cases skipped on gRPC: {skipped:?}",
+        skipped.len()
+    );
+}
 
+/// Runs `cases` on axum, actix-web and tonic, each with its own verifier over `h`'s store and
+/// clock, built with `configure`, and compares every answer with the case and across
+/// frameworks.
+async fn run_table(h: &Harness, cases: &[Case], configure: Configure) -> Outcome {
+    let h = h.clone();
     // Each framework has its own verifier (caches, rate limiters, audit trail) over one store
     // and clock.
-    let axum_audited = Audited::new(&h);
+    let axum_audited = Audited::new(&h, configure);
     if h.invalidation.is_some() {
         // Subscribing empties the cache: let it happen before the cases count store calls.
         wait_subscribed(&axum_audited.verifier).await;
     }
     let axum = axum_app(&axum_audited.verifier);
     let mut axum_replies = Vec::new();
-    for case in &cases {
+    for case in cases {
         let hs = headers(case);
         let request = keygate_tests::request(case.path, &hs, case.peer);
         axum_replies.push(run(&h, &axum_audited, case, || send(&axum, request)).await);
     }
 
-    let actix_audited = Audited::new(&h);
+    let actix_audited = Audited::new(&h, configure);
     if h.invalidation.is_some() {
         wait_subscribed(&actix_audited.verifier).await;
     }
     let actix = actix_web::test::init_service(actix_app(actix_audited.verifier.clone())).await;
     let mut actix_replies = Vec::new();
-    for case in &cases {
+    for case in cases {
         let hs = headers(case);
         actix_replies.push(
             run(&h, &actix_audited, case, || {
@@ -105,13 +192,13 @@ async fn every_case_passes_on(h: Harness) {
         );
     }
 
-    let tonic_audited = Audited::new(&h);
+    let tonic_audited = Audited::new(&h, configure);
     if h.invalidation.is_some() {
         wait_subscribed(&tonic_audited.verifier).await;
     }
     let channel = serve_tonic(&tonic_audited.verifier).await;
     let mut tonic_replies = Vec::new();
-    for case in &cases {
+    for case in cases {
         if case.skip_grpc.is_some() {
             // The table's time still passes as in the other runs.
             h.clock.advance(case.advance);
@@ -177,41 +264,11 @@ async fn every_case_passes_on(h: Harness) {
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    assert!(cases.len() >= 35, "the table lost cases: {}", cases.len());
-    // The gRPC subset gives every answer keygate-tonic has, and every invalid key reads the same.
-    use tonic::Code;
-    let want: std::collections::BTreeSet<i32> = [
-        Code::Ok,
-        Code::Unauthenticated,
-        Code::PermissionDenied,
-        Code::ResourceExhausted,
-        Code::Unavailable,
-    ]
-    .into_iter()
-    .map(|c| c as i32)
-    .collect();
-    assert_eq!(grpc_codes, want, "gRPC codes seen");
-    assert_eq!(
-        invalid_key_messages.len(),
-        1,
-        "invalid keys read differently: {invalid_key_messages:?}"
-    );
-    let skipped: Vec<&str> = cases
-        .iter()
-        .filter(|c| c.skip_grpc.is_some())
-        .map(|c| c.name)
-        .collect();
-    assert!(
-        skipped.len() <= 4,
-        "{} cases skipped on gRPC: {skipped:?}",
-        skipped.len()
-    );
+    Outcome {
+        failures,
+        grpc_codes,
+        invalid_key_messages,
+    }
 }
 
 /// The comparison itself must catch a difference: a reply that differs in one header fails.

@@ -1,12 +1,13 @@
 //! actix-web integration for [keygate]: a native middleware over the same
 //! [`Verifier`](keygate::Verifier) as the tower layer, the caller's [`Identity`] as an extractor,
-//! and a scope guard.
+//! and scope and environment guards.
 //!
 //! | item | what it does |
 //! | --- | --- |
 //! | [`ApiKeyAuth`] | middleware (`App::wrap`, `Scope::wrap`, `Resource::wrap`): authenticates every request |
 //! | [`Identity`] | extractor: the verified caller (or `Option<Identity>` on optional routes) |
 //! | [`RequireScopes`] | middleware: `403 insufficient_scope` unless the key has the scopes |
+//! | [`RequireEnvironment`] | middleware: `403 wrong_environment` unless the key belongs to the environment (`live`, `test`) |
 //!
 //! actix-web cannot run a tower layer natively (its requests are `!Send`), so this is an actix
 //! `Transform`; every decision is the shared `Verifier`'s, and responses are built by the same
@@ -40,12 +41,14 @@
 
 mod identity;
 mod middleware;
+mod require_environment;
 mod require_scopes;
 mod response;
 mod view;
 
 pub use identity::{Identity, IdentityRejection};
 pub use middleware::{ApiKeyAuth, ApiKeyMiddleware};
+pub use require_environment::{RequireEnvironment, RequireEnvironmentMiddleware};
 pub use require_scopes::{RequireScopes, RequireScopesMiddleware};
 pub use response::ActixRejectionResponse;
 

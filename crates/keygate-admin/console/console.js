@@ -288,6 +288,7 @@
       ["Rate limit", key.rate_limit || "the services' default"],
       ["Allowed IPs", key.allowed_ips.length ? key.allowed_ips.join(" ") : "anywhere"],
       ["Prefix", key.prefix],
+      ["Environment", key.environment || "none"],
       ["Created", when(key.created_at)],
       ["Updated", when(key.updated_at)],
       ["Expires", key.expires_at ? when(key.expires_at) : "never"],

@@ -133,6 +133,7 @@ fn field_of(invalid: &InvalidInput) -> &'static str {
         InvalidInput::ExpiryInPast => "expires_at",
         InvalidInput::Metadata => "metadata",
         InvalidInput::GraceTooLong => "grace_seconds",
+        InvalidInput::UnknownEnvironment(_) => "environment",
         _ => "body",
     }
 }

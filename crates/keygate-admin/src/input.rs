@@ -134,6 +134,10 @@ pub struct CreateKey {
     /// services' default.
     #[serde(default)]
     pub rate_limit: Option<String>,
+    /// The environment to create the key in (`live`, `test`: one the service's keyring
+    /// names; its prefix is the key's); absent or null: the keyring's default environment.
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 /// `PUT /keys/{id}/name`.

@@ -24,7 +24,12 @@ fn acting(state: &ApiState, caller: &Identity) -> Admin {
 }
 
 fn view(state: &ApiState, record: &KeyRecord) -> Json<KeyView> {
-    Json(KeyView::new(record, state.admin.clock().now()))
+    Json(key_view(state, record, state.admin.clock().now()))
+}
+
+/// `record` as the API shows it, its environment named by the admin handle's keyring.
+fn key_view(state: &ApiState, record: &KeyRecord, now: std::time::SystemTime) -> KeyView {
+    KeyView::new(record, now, state.admin.keyring())
 }
 
 /// Lists keys: filters, search by name, keyset pages.
@@ -76,7 +81,7 @@ pub(crate) async fn list(
         .await?;
     let now = state.admin.clock().now();
     Ok(Json(KeyList {
-        keys: page.keys.iter().map(|r| KeyView::new(r, now)).collect(),
+        keys: page.keys.iter().map(|r| key_view(&state, r, now)).collect(),
         next: page.next.map(|id| id.to_string()),
     }))
 }
@@ -127,8 +132,11 @@ pub(crate) async fn create(
     if let Some(limit) = &input.rate_limit {
         spec = spec.rate_limit(input::rate_limit("rate_limit", limit)?);
     }
+    if let Some(environment) = input.environment {
+        spec = spec.environment(environment);
+    }
     let created = acting(&state, &caller).create_key(spec).await?;
-    let record = KeyView::new(&created.record, state.admin.clock().now());
+    let record = key_view(&state, &created.record, state.admin.clock().now());
     Ok((
         StatusCode::CREATED,
         Json(CreatedKeyView {
@@ -376,8 +384,8 @@ pub(crate) async fn rotate(
         StatusCode::CREATED,
         Json(RotatedKeyView {
             key: rotated.new.key.expose_secret().to_owned(),
-            record: KeyView::new(&rotated.new.record, now),
-            old: KeyView::new(&rotated.old, now),
+            record: key_view(&state, &rotated.new.record, now),
+            old: key_view(&state, &rotated.old, now),
         }),
     ))
 }

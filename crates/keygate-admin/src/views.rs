@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use keygate::audit::{Folded, Outcome, StoredEvent, UsageDay};
-use keygate::{KeyRecord, KeyState, Metadata, Reason};
+use keygate::{KeyRecord, KeyState, Keyring, Metadata, Reason};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -48,6 +48,9 @@ pub struct KeyView {
     pub id: String,
     /// The deployment prefix the key was minted with.
     pub prefix: String,
+    /// The environment of that prefix (`live`, `test`), when the service's keyring names
+    /// environments; null otherwise.
+    pub environment: Option<String>,
     /// Human-readable name.
     pub name: String,
     /// Project, application or team the key belongs to.
@@ -84,11 +87,14 @@ pub struct KeyView {
 }
 
 impl KeyView {
-    /// `record` as the API shows it, its state at `now`.
-    pub(crate) fn new(record: &KeyRecord, now: SystemTime) -> Self {
+    /// `record` as the API shows it, its state at `now`, its environment named by `keyring`.
+    pub(crate) fn new(record: &KeyRecord, now: SystemTime, keyring: Option<&Keyring>) -> Self {
         Self {
             id: record.id.to_string(),
             prefix: record.prefix.clone(),
+            environment: keyring
+                .and_then(|k| k.environment_of(&record.prefix))
+                .map(|e| e.name().to_owned()),
             name: record.name.clone(),
             owner: record.owner.clone(),
             state: record.state(now).into(),

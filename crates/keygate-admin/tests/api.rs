@@ -688,3 +688,89 @@ async fn a_key_revoked_through_the_api_is_refused_by_the_service_at_once() {
     let answer = common::send_to(&service, &Method::GET, "/orders", Some(key), None).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
 }
+
+/// Environments (issue 17 item 5): the create request names one, key views show each key's,
+/// and an environment the service's keyring lacks is a 400 naming the field, creating nothing.
+#[tokio::test]
+async fn keys_are_created_in_the_environment_asked_for_and_show_it() {
+    let environments = keygate::Keyring::builder()
+        .environment("live", keygate::KeyFormat::new("admin_test").unwrap())
+        .environment("test", keygate::KeyFormat::new("admin_sandbox").unwrap())
+        .build(keygate::Peppers::development())
+        .unwrap();
+    let f = fixture_with(|store| Some(Admin::builder(store.clone()).keyring(environments).build()))
+        .await;
+    let create = |body: Value| {
+        let f = &f;
+        async move {
+            f.send(&Method::POST, "/keys", Some(&f.writer.key), Some(&body))
+                .await
+        }
+    };
+    let answer = create(json!({"name": "ci", "environment": "test"})).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let created = answer.json();
+    assert!(
+        created["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("admin_sandbox_"),
+        "{created}"
+    );
+    assert_eq!(created["record"]["prefix"], "admin_sandbox");
+    assert_eq!(created["record"]["environment"], "test");
+    let id = created["record"]["id"].as_str().unwrap().to_owned();
+    let shown = f
+        .send(
+            &Method::GET,
+            &format!("/keys/{id}"),
+            Some(&f.reader.key),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(shown["environment"], "test");
+
+    let answer = create(json!({"name": "billing"})).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    assert_eq!(
+        answer.json()["record"]["environment"],
+        "live",
+        "the default"
+    );
+    let listed = f
+        .send(&Method::GET, "/keys?limit=1000", Some(&f.reader.key), None)
+        .await
+        .json();
+    assert!(
+        listed["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["environment"] == "live" || k["id"] == id.as_str()),
+        "{listed}"
+    );
+
+    let before = f.records().await;
+    let answer = create(json!({"name": "x", "environment": "staging"})).await;
+    let problem = assert_problem(&answer, StatusCode::BAD_REQUEST, "unknown environment");
+    assert_eq!(problem["field"], "environment", "{problem}");
+    assert_eq!(f.records().await, before, "nothing created");
+}
+
+/// Without named environments (the fixture's keyring), views say `null`.
+#[tokio::test]
+async fn without_environments_views_show_null() {
+    let f = fixture().await;
+    let shown = f
+        .send(
+            &Method::GET,
+            &format!("/keys/{}", f.target),
+            Some(&f.reader.key),
+            None,
+        )
+        .await
+        .json();
+    assert!(shown.as_object().unwrap().contains_key("environment"));
+    assert_eq!(shown["environment"], Value::Null);
+}

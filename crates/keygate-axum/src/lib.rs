@@ -1,11 +1,12 @@
 //! axum integration for [keygate]: the caller's [`Identity`] as an extractor, a
-//! ready-made layer that reads axum's `ConnectInfo`, and re-exports of the route guard.
+//! ready-made layer that reads axum's `ConnectInfo`, and re-exports of the route guards.
 //!
 //! | item | what it does |
 //! | --- | --- |
 //! | [`layer`] | [`ApiKeyLayer`] configured to read the client address from axum's `ConnectInfo` |
 //! | [`Identity`] | extractor: the verified caller (or `Option<Identity>` on optional routes) |
 //! | [`RequireScopes`] | route guard: `403 insufficient_scope` unless the key has the scopes |
+//! | [`RequireEnvironment`] | route guard: `403 wrong_environment` unless the key belongs to the environment (`live`, `test`; see [`keygate::keyring`]) |
 //!
 //! # Example
 //! ```
@@ -38,7 +39,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::ConnectInfo;
 
 pub use identity::{Identity, IdentityRejection};
-pub use keygate::{ApiKeyLayer, RequireScopes};
+pub use keygate::{ApiKeyLayer, RequireEnvironment, RequireScopes};
 
 /// An [`ApiKeyLayer`] for `verifier` that reads the peer address from axum's
 /// `ConnectInfo<SocketAddr>` (falling back to keygate's own [`keygate::PeerAddr`]).

@@ -65,7 +65,7 @@ pub(crate) fn audit_query(args: &AuditArgs, now: SystemTime) -> Result<EventQuer
 pub(crate) async fn audit(
     store: &Store,
     args: &AuditArgs,
-    out: Output,
+    out: Output<'_>,
     now: SystemTime,
 ) -> Result<(), CliError> {
     let mut query = audit_query(args, now)?;
@@ -142,7 +142,7 @@ fn row(cells: [&str; 10]) -> String {
     .to_owned()
 }
 
-fn print(out: Output, events: &[StoredEvent]) {
+fn print(out: Output<'_>, events: &[StoredEvent]) {
     for stored in events {
         if out.is_json() {
             out.json_line(&event_json(stored));
@@ -258,7 +258,7 @@ pub(crate) fn usage_range(
 pub(crate) async fn usage(
     store: &Store,
     args: &UsageArgs,
-    out: Output,
+    out: Output<'_>,
     now: SystemTime,
 ) -> Result<(), CliError> {
     let (key, since) = usage_range(args, now)?;

@@ -27,6 +27,8 @@ Environment:
                         need one, except on a development store
   KEYGATE_PREFIX        prefix of new keys (default: the one the key store recorded, else kg);
                         one that differs from the store's is refused
+  KEYGATE_ENVIRONMENT   environment of new keys (create --environment): one the key store
+                        records, like live or test; default: the store's default environment
   KEYGATE_ACTOR         who makes changes, for the audit trail (default: $USER)
   KEYGATE_REDIS_URL     publish every change to the services' Redis (cache invalidation)
   KEYGATE_REDIS_PREFIX  the services' Redis prefix (default keygate)
@@ -107,6 +109,7 @@ Examples:
   keygate create --name billing --owner team-billing --scope invoices:read --scope invoices:write
   keygate create --name partner --expires-in 90d --allow-ip 203.0.113.0/24 --meta tier=gold
   keygate create --name batch --rate 10000/1d
+  keygate create --name ci --environment test   # a test key (prefix recorded for test)
   KEY=$(keygate create --name ci)     # when stdout is not a terminal, only the key is printed")]
     Create(CreateArgs),
     /// List keys (without secrets).
@@ -114,7 +117,8 @@ Examples:
 Examples:
   keygate list
   keygate list --owner team-billing --state active
-  keygate list --search billing --json")]
+  keygate list --search billing --json
+  keygate list --environment test")]
     List(ListArgs),
     /// Show one key's details (never its secret).
     Show(IdArg),
@@ -336,6 +340,11 @@ pub(crate) struct CreateArgs {
     /// With --admin: a read-only admin key (keygate:admin:read only).
     #[arg(long, requires = "admin")]
     pub(crate) read_only: bool,
+    /// The environment of the key, like live or test: one the key store records (a service
+    /// whose keyring has environments records them at its first start); its prefix is the
+    /// key's. Default: the store's default environment (the prefix it records).
+    #[arg(long, env = "KEYGATE_ENVIRONMENT", value_name = "NAME")]
+    pub(crate) environment: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -358,6 +367,9 @@ pub(crate) struct ListArgs {
     /// Only keys whose name contains this text (case-insensitive).
     #[arg(long)]
     pub(crate) search: Option<String>,
+    /// Only keys of this environment (one the key store records, like live or test).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) environment: Option<String>,
     /// At most this many keys.
     #[arg(long, default_value_t = 100)]
     pub(crate) limit: usize,

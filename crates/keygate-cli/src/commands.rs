@@ -16,7 +16,7 @@ use crate::cli::{
     Cli, Command, CreateArgs, ExpireArgs, ListArgs, RateSetting, ScopesArgs, StateArg,
 };
 use crate::error::CliError;
-use crate::output::{Output, rate_text, time_text};
+use crate::output::{Environments, Output, rate_text, time_text};
 use crate::store::Store;
 
 /// Runs the parsed command.
@@ -56,6 +56,16 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
     } else {
         Store::open(&cli.database_url).await?
     };
+    // The environments the store records (by prefix), to name each key's and to mint in.
+    let environments = recorded_environments(&store).await?;
+    let out = out.with_environments(&environments);
+    if let Command::Create(args) = &cli.command
+        && let Some(name) = given_environment(args.environment.as_deref())
+    {
+        // Before anything is written (a first `create` records the prefix and peppers).
+        environment_prefix(&environments, name)
+            .map_err(|e| CliError::usage(format!("{e}; nothing was written")))?;
+    }
     // The prefix of a new key, checked against the store's before anything is written.
     let format = match &cli.command {
         Command::Create(_) | Command::Serve(_) => {
@@ -211,7 +221,7 @@ async fn execute(
     store: &Store,
     minting: Minting<'_>,
     changes: &mut Changes<'_>,
-    out: Output,
+    out: Output<'_>,
     now: SystemTime,
 ) -> Result<(), CliError> {
     match &cli.command {
@@ -226,12 +236,20 @@ async fn execute(
             }
         }
         Command::Create(args) => {
-            let spec = new_key(args, now)?;
+            let mut spec = new_key(args, now)?;
             let format = minting
                 .format
                 .cloned()
                 .ok_or_else(|| CliError::Unavailable("no key format resolved".into()))?;
-            let keyring = Keyring::new(format, minting_peppers(minting.peppers)?);
+            let keyring = minting_keyring(
+                format,
+                minting_peppers(minting.peppers)?,
+                out.environments(),
+            )?;
+            if let Some(name) = given_environment(args.environment.as_deref()) {
+                known_environment(&keyring, name)?;
+                spec = spec.environment(name);
+            }
             let created = changes.admin_minting(keyring).create_key(spec).await?;
             let r = &created.record;
             let note = format!(
@@ -261,7 +279,11 @@ async fn execute(
             out.new_key(r, &created.key, now, &note);
         }
         Command::List(args) => {
-            let records = list(store.admin(), args).await?;
+            let prefix = match given_environment(args.environment.as_deref()) {
+                Some(name) => Some(environment_prefix(out.environments(), name)?),
+                None => None,
+            };
+            let records = list(store.admin(), args, prefix).await?;
             out.list(&records, now);
         }
         Command::Show(arg) => {
@@ -395,7 +417,11 @@ async fn execute(
                 .format
                 .cloned()
                 .ok_or_else(|| CliError::Unavailable("no key format resolved".into()))?;
-            let keyring = Keyring::new(format, minting_peppers(minting.peppers)?);
+            let keyring = minting_keyring(
+                format,
+                minting_peppers(minting.peppers)?,
+                out.environments(),
+            )?;
             let listen = crate::serve::listen_addr(args)?;
             crate::serve::serve(store, keyring, changes.channel.clone(), listen, out).await?;
         }
@@ -411,6 +437,80 @@ fn minting_peppers(peppers: Option<&Peppers>) -> Result<Peppers, CliError> {
 }
 
 const NO_PEPPER: &str = "no pepper given: set KEYGATE_PEPPER (or --pepper-file) to the deployment's secret pepper, or pass --development-pepper for a development store whose keys protect nothing";
+
+/// The environments the store records, by prefix (empty without any).
+async fn recorded_environments(store: &Store) -> Result<Environments, CliError> {
+    let settings = store.keys().settings().await?;
+    Ok(settings
+        .iter()
+        .flat_map(keygate::store::StoreSettings::environments)
+        .map(|(name, prefix)| (prefix.to_owned(), name.to_owned()))
+        .collect())
+}
+
+/// The keyring new keys are minted with: `format` (the deployment's default prefix) and,
+/// when the store records environments and `format`'s prefix is one of them, every recorded
+/// environment, the default first, so `create --environment` can mint in any of them.
+fn minting_keyring(
+    format: KeyFormat,
+    peppers: Peppers,
+    environments: &Environments,
+) -> Result<Keyring, CliError> {
+    let Some(default) = environments.get(format.prefix()) else {
+        return Ok(Keyring::new(format, peppers));
+    };
+    let mut builder = Keyring::builder().environment(default, format.clone());
+    for (prefix, name) in environments {
+        if prefix != format.prefix() {
+            builder = builder.environment(name, self::format(prefix)?);
+        }
+    }
+    builder
+        .build(peppers)
+        .map_err(|e| CliError::Settings(format!("the key store's environments: {e}")))
+}
+
+/// The environment the command line gives (`--environment` or `KEYGATE_ENVIRONMENT`); an
+/// empty one is none, as for `KEYGATE_PREFIX`.
+fn given_environment(given: Option<&str>) -> Option<&str> {
+    given.map(str::trim).filter(|name| !name.is_empty())
+}
+
+/// Refuses an environment the keyring lacks (exit 1), naming those the store records.
+fn known_environment(keyring: &Keyring, name: &str) -> Result<(), CliError> {
+    if keyring.environment(name).is_some() {
+        return Ok(());
+    }
+    let known: Vec<&str> = keyring.environments().iter().map(|e| e.name()).collect();
+    Err(CliError::usage(if known.is_empty() {
+        format!(
+            "unknown environment `{name}`: the key store records no environments (a service whose keyring has several records them at its first start); nothing was written"
+        )
+    } else {
+        format!(
+            "unknown environment `{name}`: the key store records {}; nothing was written",
+            known.join(", ")
+        )
+    }))
+}
+
+/// The prefix of environment `name` as the store records it; an unknown one is refused.
+fn environment_prefix<'a>(environments: &'a Environments, name: &str) -> Result<&'a str, CliError> {
+    environments
+        .iter()
+        .find_map(|(prefix, recorded)| (recorded == name).then_some(prefix.as_str()))
+        .ok_or_else(|| {
+            let known: Vec<&str> = environments.values().map(String::as_str).collect();
+            CliError::usage(if known.is_empty() {
+                format!("unknown environment `{name}`: the key store records no environments")
+            } else {
+                format!(
+                    "unknown environment `{name}`: the key store records {}",
+                    known.join(", ")
+                )
+            })
+        })
+}
 
 /// The prefix of keys minted when none is given and the store recorded none.
 pub(crate) const DEFAULT_PREFIX: &str = "kg";
@@ -520,7 +620,7 @@ pub(crate) fn given_peppers(cli: &Cli) -> Result<Option<Peppers>, CliError> {
 async fn peppers_report(
     store: &Store,
     given: Option<&Peppers>,
-    out: Output,
+    out: Output<'_>,
 ) -> Result<(), CliError> {
     let counts: std::collections::BTreeMap<u32, u64> =
         store.admin().pepper_versions().await?.into_iter().collect();
@@ -558,6 +658,7 @@ async fn peppers_report(
         out.json_line(&serde_json::json!({
             "development_store": settings.is_development(),
             "prefix": settings.prefix(),
+            "environments": settings.environments(),
             "versions": rows.iter().map(|r| serde_json::json!({
                 "version": r.version,
                 "keys": r.keys,
@@ -599,6 +700,14 @@ async fn peppers_report(
             "none recorded yet (recorded by a service's first start, or the first create)"
         )
     ));
+    let environments = settings.environments();
+    if !environments.is_empty() {
+        let listed: Vec<String> = environments
+            .iter()
+            .map(|(name, prefix)| format!("{name} ({prefix})"))
+            .collect();
+        out.line(&format!("environments: {}", listed.join(", ")));
+    }
     if given.is_none() && !rows.is_empty() && !settings.is_development() {
         out.line("(set KEYGATE_PEPPER to also check your peppers against the fingerprints)");
     }
@@ -810,7 +919,13 @@ fn cidr(text: &str) -> Result<IpNet, CliError> {
         })
 }
 
-async fn list(admin: &dyn KeyAdmin, args: &ListArgs) -> Result<Vec<KeyRecord>, CliError> {
+/// Keys matching `args`; with `prefix`, only keys of that prefix (an environment's: the store
+/// cannot filter by prefix, so pages are filtered here).
+async fn list(
+    admin: &dyn KeyAdmin,
+    args: &ListArgs,
+    prefix: Option<&str>,
+) -> Result<Vec<KeyRecord>, CliError> {
     let filter = KeyFilter {
         owner: args.owner.clone(),
         state: match args.state {
@@ -827,7 +942,11 @@ async fn list(admin: &dyn KeyAdmin, args: &ListArgs) -> Result<Vec<KeyRecord>, C
     while records.len() < args.limit {
         page.limit = (args.limit - records.len()).min(PageRequest::MAX_LIMIT);
         let got = admin.list(&filter, page).await?;
-        records.extend(got.keys);
+        records.extend(
+            got.keys
+                .into_iter()
+                .filter(|record| prefix.is_none_or(|prefix| record.prefix == prefix)),
+        );
         match got.next {
             Some(next) => page.after = Some(next),
             None => break,

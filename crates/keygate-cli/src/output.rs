@@ -1,6 +1,7 @@
 //! Rendering records: tables for people, JSON for scripts. Never a secret or a digest, except the
 //! new key printed once by `create` and `rotate`.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::SystemTime;
 
@@ -8,19 +9,50 @@ use comfy_table::{ContentArrangement, Table, presets};
 use keygate::{KeyRecord, PlaintextKey};
 use serde_json::{Value, json};
 
+/// The environments the key store records, by prefix (see `StoreSettings::environments`).
+pub(crate) type Environments = BTreeMap<String, String>;
+
+static NO_ENVIRONMENTS: Environments = BTreeMap::new();
+
 /// Where and how to print.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Output {
+pub(crate) struct Output<'a> {
     json: bool,
     terminal: bool,
+    /// Environment names by prefix, to name each key's.
+    environments: &'a Environments,
 }
 
-impl Output {
+impl<'a> Output<'a> {
     pub(crate) fn new(json: bool) -> Self {
         Self {
             json,
             terminal: std::io::stdout().is_terminal(),
+            environments: &NO_ENVIRONMENTS,
         }
+    }
+
+    /// The same output, naming keys' environments from `environments`.
+    pub(crate) fn with_environments(self, environments: &Environments) -> Output<'_> {
+        Output {
+            json: self.json,
+            terminal: self.terminal,
+            environments,
+        }
+    }
+
+    /// The environments the store records, by prefix.
+    pub(crate) fn environments(self) -> &'a Environments {
+        self.environments
+    }
+
+    /// The environment of a key of `prefix`, if the store records one.
+    pub(crate) fn environment_of(self, prefix: &str) -> Option<&'a str> {
+        self.environments.get(prefix).map(String::as_str)
+    }
+
+    fn record_json(self, record: &KeyRecord, now: SystemTime) -> Value {
+        record_json(record, now, self.environment_of(&record.prefix))
     }
 
     pub(crate) fn is_json(self) -> bool {
@@ -45,7 +77,7 @@ impl Output {
     /// After a change: the record as JSON, or a one-line confirmation.
     pub(crate) fn changed(self, record: &KeyRecord, now: SystemTime, message: &str) {
         if self.json {
-            self.json_line(&record_json(record, now));
+            self.json_line(&self.record_json(record, now));
         } else {
             self.line(message);
         }
@@ -61,7 +93,7 @@ impl Output {
         note: &str,
     ) {
         if self.json {
-            let mut value = record_json(record, now);
+            let mut value = self.record_json(record, now);
             value["key"] = Value::String(key.expose_secret().to_owned());
             self.json_line(&value);
         } else if self.terminal {
@@ -79,7 +111,7 @@ impl Output {
     pub(crate) fn list(self, records: &[KeyRecord], now: SystemTime) {
         if self.json {
             for record in records {
-                self.json_line(&record_json(record, now));
+                self.json_line(&self.record_json(record, now));
             }
             return;
         }
@@ -89,6 +121,7 @@ impl Output {
             .set_content_arrangement(ContentArrangement::Disabled)
             .set_header([
                 "ID",
+                "ENVIRONMENT",
                 "NAME",
                 "OWNER",
                 "SCOPES",
@@ -101,6 +134,7 @@ impl Output {
         for r in records {
             table.add_row([
                 r.id.to_string(),
+                self.environment_of(&r.prefix).unwrap_or("-").to_owned(),
                 r.name.clone(),
                 r.owner.clone().unwrap_or_else(|| "-".into()),
                 scopes_text(r),
@@ -117,7 +151,7 @@ impl Output {
     /// One key's details.
     pub(crate) fn show(self, record: &KeyRecord, now: SystemTime) {
         if self.json {
-            self.json_line(&record_json(record, now));
+            self.json_line(&self.record_json(record, now));
             return;
         }
         let ips = if record.allowed_ips.is_empty() {
@@ -135,6 +169,12 @@ impl Output {
         let rows = [
             ("id", record.id.to_string()),
             ("prefix", record.prefix.clone()),
+            (
+                "environment",
+                self.environment_of(&record.prefix)
+                    .unwrap_or("-")
+                    .to_owned(),
+            ),
             ("name", record.name.clone()),
             ("owner", record.owner.clone().unwrap_or_else(|| "-".into())),
             ("state", record.state(now).as_str().to_owned()),
@@ -197,11 +237,13 @@ fn time_json(at: Option<SystemTime>) -> Value {
     at.map_or(Value::Null, |at| Value::String(time_text(Some(at))))
 }
 
-/// A record as JSON: every public fact, never the digest.
-pub(crate) fn record_json(record: &KeyRecord, now: SystemTime) -> Value {
+/// A record as JSON: every public fact, never the digest. `environment`: the one the store
+/// records for the key's prefix (null when none).
+pub(crate) fn record_json(record: &KeyRecord, now: SystemTime, environment: Option<&str>) -> Value {
     json!({
         "id": record.id.as_str(),
         "prefix": record.prefix,
+        "environment": environment,
         "name": record.name,
         "owner": record.owner,
         "state": record.state(now).as_str(),

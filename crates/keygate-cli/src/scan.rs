@@ -86,7 +86,7 @@ impl Verdict {
 }
 
 /// `keygate scan`.
-pub(crate) async fn scan(cli: &Cli, args: &ScanArgs, out: Output) -> Result<(), CliError> {
+pub(crate) async fn scan(cli: &Cli, args: &ScanArgs, out: Output<'_>) -> Result<(), CliError> {
     let now = SystemTime::now();
     let store = Store::open_existing(&cli.database_url).await?;
     let formats = formats(cli, store.as_ref()).await?;
@@ -153,31 +153,35 @@ pub(crate) async fn scan(cli: &Cli, args: &ScanArgs, out: Output) -> Result<(), 
     Ok(())
 }
 
-/// The deployment's key formats: `--prefix` / `KEYGATE_PREFIX` (refused when the store
-/// recorded another), else the store's, else the default.
+/// The deployment's key formats: the prefixes the store records (its default prefix and
+/// those of its environments), else `--prefix` / `KEYGATE_PREFIX`, else the default. A prefix
+/// given that the store does not record is refused, as `create` refuses it.
 async fn formats(cli: &Cli, store: Option<&Store>) -> Result<Vec<KeyFormat>, CliError> {
-    let recorded = match store {
-        Some(store) => store
-            .keys()
-            .settings()
-            .await?
-            .and_then(|settings| settings.prefix().map(str::to_owned)),
+    let settings = match store {
+        Some(store) => store.keys().settings().await?,
         None => None,
     };
+    let recorded: Vec<&str> = settings
+        .as_ref()
+        .map(keygate::store::StoreSettings::prefixes)
+        .unwrap_or_default();
     let given = crate::commands::given_prefix(cli);
-    let prefix = match (given, recorded.as_deref()) {
-        (Some(given), Some(recorded)) if given != recorded => {
+    let prefixes = match (given, recorded.is_empty()) {
+        (Some(given), false) if !recorded.contains(&given) => {
             return Err(CliError::Settings(format!(
-                "the key store's keys use prefix `{recorded}`, and --prefix / KEYGATE_PREFIX gives `{given}`: leave the prefix out to scan for the store's keys"
+                "the key store's keys use prefix{} `{}`, and --prefix / KEYGATE_PREFIX gives `{given}`: leave the prefix out to scan for the store's keys",
+                if recorded.len() == 1 { "" } else { "es" },
+                recorded.join("`, `"),
             )));
         }
-        (Some(given), _) => given.to_owned(),
-        (None, Some(recorded)) => recorded.to_owned(),
-        (None, None) => crate::commands::DEFAULT_PREFIX.to_owned(),
+        (_, false) => recorded,
+        (Some(given), true) => vec![given],
+        (None, true) => vec![crate::commands::DEFAULT_PREFIX],
     };
-    Ok(vec![
-        KeyFormat::new(&prefix).map_err(|e| CliError::usage(e.to_string()))?,
-    ])
+    prefixes
+        .into_iter()
+        .map(|prefix| KeyFormat::new(prefix).map_err(|e| CliError::usage(e.to_string())))
+        .collect()
 }
 
 /// The keyring that checks found secrets: the peppers given, else the development pepper on a
@@ -239,7 +243,7 @@ fn verdict(
 }
 
 fn report(
-    out: Output,
+    out: Output<'_>,
     token: &Token,
     record: Option<&KeyRecord>,
     verdict: Verdict,

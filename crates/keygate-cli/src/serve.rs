@@ -35,7 +35,7 @@ pub(crate) async fn serve(
     keyring: Keyring,
     redis: Option<Arc<dyn Invalidation>>,
     listen: SocketAddr,
-    out: Output,
+    out: Output<'_>,
 ) -> Result<(), CliError> {
     // The verifier checks admin keys; it follows changes made elsewhere through the store's
     // own change feed, and writes its requests to the store's audit trail.

@@ -1,9 +1,9 @@
-//! keygate's tower layer and scope guard, configured for tonic.
+//! keygate's tower layer and its scope and environment guards, configured for tonic.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use keygate::{ApiKeyLayer, RequireScopes, Verifier};
+use keygate::{ApiKeyLayer, RequireEnvironment, RequireScopes, Verifier};
 use tonic::transport::server::TcpConnectInfo;
 
 use crate::GrpcRejection;
@@ -46,6 +46,18 @@ where
     S: AsRef<str>,
 {
     RequireScopes::any(scopes).with_rejection_response(GrpcRejection)
+}
+
+/// A guard that requires the caller's key to belong to environment `name` (`live`, `test`;
+/// see [`keygate::keyring`]), answering `PERMISSION_DENIED` when it belongs to another (or to
+/// none) and `UNAUTHENTICATED` when no key was verified. Place it inside [`layer`]; use
+/// `keygate::RequireEnvironment::any(…).with_rejection_response(GrpcRejection)` for several.
+///
+/// # Panics
+/// If `name` is not a valid environment name: this is service configuration, caught at
+/// start-up.
+pub fn require_environment(name: &str) -> RequireEnvironment<GrpcRejection> {
+    RequireEnvironment::new(name).with_rejection_response(GrpcRejection)
 }
 
 /// The client address: the remote address of tonic's [`TcpConnectInfo`] (which tonic's TCP

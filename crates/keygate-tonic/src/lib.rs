@@ -1,11 +1,13 @@
 //! tonic (gRPC) integration for [keygate]: the same tower layer as every other framework, with
-//! refusals answered as gRPC statuses, the caller's identity for handlers, and a scope guard.
+//! refusals answered as gRPC statuses, the caller's identity for handlers, and scope and
+//! environment guards.
 //!
 //! | item | what it does |
 //! | --- | --- |
 //! | [`layer`] | keygate's [`ApiKeyLayer`](keygate::ApiKeyLayer) with gRPC refusals, tonic's peer address, the method in audit events |
 //! | [`identity`] | the verified caller, from a `tonic::Request` |
 //! | [`require_scopes`], [`require_any_scope`] | guard: `PERMISSION_DENIED` unless the key has the scopes |
+//! | [`require_environment`] | guard: `PERMISSION_DENIED` unless the key belongs to the environment |
 //! | [`status`], [`code`], [`GrpcRejection`] | a [`Rejection`](keygate::Rejection) as a `tonic::Status` |
 //! | [`peer_ip`], [`grpc_method`] | where the layer finds the client address and the audit route |
 //!
@@ -26,6 +28,7 @@
 //! | any invalid key (malformed, unknown, wrong secret, revoked, disabled, expired, …) | `UNAUTHENTICATED` | The API key is not valid. |
 //! | missing scope | `PERMISSION_DENIED` | The API key lacks a scope this resource requires. |
 //! | client address not allowed for the key | `PERMISSION_DENIED` | The API key may not be used from this client address. |
+//! | key of another environment than the guard requires | `PERMISSION_DENIED` | The API key's environment may not use this resource. |
 //! | the key's rate limit, or the client's failed attempts | `RESOURCE_EXHAUSTED` + `RetryInfo` | … retry after the time in Retry-After. |
 //! | key store or rate limiter unreachable | `UNAVAILABLE` | API keys cannot be checked right now; retry later. |
 //!
@@ -85,5 +88,7 @@ mod layer;
 mod status;
 
 pub use identity::identity;
-pub use layer::{grpc_method, layer, peer_ip, require_any_scope, require_scopes};
+pub use layer::{
+    grpc_method, layer, peer_ip, require_any_scope, require_environment, require_scopes,
+};
 pub use status::{GrpcRejection, code, status};

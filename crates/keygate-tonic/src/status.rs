@@ -15,7 +15,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// | --- | --- | --- |
 /// | missing key, any invalid key | 401 | `UNAUTHENTICATED` (16) |
 /// | two credentials | 400 | `UNAUTHENTICATED` (16) |
-/// | missing scope, client address not allowed | 403 | `PERMISSION_DENIED` (7) |
+/// | missing scope, client address not allowed, another environment | 403 | `PERMISSION_DENIED` (7) |
 /// | the key's rate limit, the client's failed attempts | 429 | `RESOURCE_EXHAUSTED` (8) |
 /// | key store or rate limiter unreachable | 503 | `UNAVAILABLE` (14) |
 ///

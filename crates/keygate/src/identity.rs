@@ -1,5 +1,7 @@
 //! The caller's identity, handed to handlers.
 
+use std::sync::Arc;
+
 use crate::key::KeyId;
 use crate::scope::{Scope, any_grants};
 
@@ -17,6 +19,7 @@ pub struct Identity {
     owner: Option<String>,
     scopes: Vec<Scope>,
     metadata: Metadata,
+    environment: Option<Arc<str>>,
 }
 
 impl Identity {
@@ -35,7 +38,16 @@ impl Identity {
             owner,
             scopes,
             metadata,
+            environment: None,
         }
+    }
+
+    /// The identity with `environment` as the key's [environment](Identity::environment)
+    /// (the verifier sets it from the stored record's prefix).
+    #[must_use]
+    pub fn with_environment(mut self, environment: impl Into<Arc<str>>) -> Self {
+        self.environment = Some(environment.into());
+        self
     }
 
     /// The key's public id.
@@ -66,6 +78,16 @@ impl Identity {
     #[must_use]
     pub fn has_scope(&self, required: &str) -> bool {
         any_grants(&self.scopes, required)
+    }
+
+    /// The environment of the key (`live`, `test`), when the verifier's keyring has named
+    /// environments (see [`crate::keyring`]); `None` for a keyring of one unnamed format.
+    ///
+    /// It is the environment of the stored record's prefix: a key presented with another
+    /// environment's prefix is refused before any identity is handed out.
+    #[must_use]
+    pub fn environment(&self) -> Option<&str> {
+        self.environment.as_deref()
     }
 
     /// Application-defined metadata.

@@ -10,7 +10,7 @@
 //! | --- | --- |
 //! | [`key`] | the key format `{prefix}_{id}_{secret}{crc}`: generation, parsing, the plaintext type |
 //! | [`pepper`] | HMAC-SHA256 digests with versioned peppers |
-//! | [`keyring`] | a deployment's format + peppers; mints keys |
+//! | [`keyring`] | a deployment's format(s) + peppers, environments (`live`, `test`); mints keys |
 //! | [`scope`] | scopes and their matching rules |
 //! | [`rate`] | rate policies and limiters |
 //! | [`record`] | what a store keeps; create and change inputs |
@@ -20,6 +20,7 @@
 //! | [`rejection`] | refusal reasons and their HTTP responses |
 //! | [`layer`] | the tower [`ApiKeyLayer`] |
 //! | [`require_scopes`] | the [`RequireScopes`] route guard |
+//! | [`require_environment`] | the [`RequireEnvironment`] route guard |
 //! | [`audit`] | audit events and sinks |
 //! | [`metrics`] | the names of the metrics keygate emits through the `metrics` facade |
 //! | [`clock`] | the injectable clock |
@@ -42,6 +43,7 @@ pub mod pepper;
 pub mod rate;
 pub mod record;
 pub mod rejection;
+pub mod require_environment;
 pub mod require_scopes;
 pub mod scope;
 pub mod store;
@@ -53,13 +55,14 @@ pub use extract::{HttpRequestView, RequestView};
 pub use identity::{Identity, Metadata};
 pub use invalidation::{Invalidated, Invalidation, InvalidationError, Subscription};
 pub use key::{KeyFormat, KeyId, PlaintextKey, PresentedKey};
-pub use keyring::Keyring;
+pub use keyring::{Environment, Keyring, KeyringBuilder, KeyringError};
 pub use layer::{ApiKeyLayer, ApiKeyService, PeerAddr};
 pub use pepper::{Digest, Pepper, Peppers};
 pub use record::{
     CreatedKey, KeyChange, KeyRecord, KeyState, MintedKey, NewKey, RotatedKey, Rotation,
 };
 pub use rejection::{Problem, ProblemJson, Reason, Rejection, RejectionParts};
+pub use require_environment::RequireEnvironment;
 pub use require_scopes::RequireScopes;
 pub use scope::{Scope, ScopeRequirement};
 pub use store::{KeyAdmin, KeyFilter, KeyPage, KeyStore, MemoryStore, PageRequest, StoreError};

@@ -5,7 +5,7 @@
 //! | name | type | labels |
 //! | --- | --- | --- |
 //! | [`DECISIONS`] | counter | `outcome` (`allowed`, `denied`), `reason` (`none` or a [`Reason::as_str`]) |
-//! | [`GUARD_REFUSALS`] | counter | `reason` (`insufficient_scope`, `missing_credentials`) |
+//! | [`GUARD_REFUSALS`] | counter | `reason` (`insufficient_scope`, `wrong_environment`, `missing_credentials`) |
 //! | [`CACHE_HITS`], [`CACHE_MISSES`] | counter | `cache` (`keys`, `unknown_ids`) |
 //! | [`CACHE_ENTRIES`] | gauge | `cache` (`keys`, `unknown_ids`) |
 //! | [`STORE_FIND_DURATION`] | histogram (seconds) | — |
@@ -223,6 +223,9 @@ pub(crate) fn guard_refused(reason: Reason) {
         Reason::InsufficientScope => {
             key!(GUARD_REFUSALS, "reason" => Reason::InsufficientScope.as_str())
         }
+        Reason::WrongEnvironment => {
+            key!(GUARD_REFUSALS, "reason" => Reason::WrongEnvironment.as_str())
+        }
         _ => key!(GUARD_REFUSALS, "reason" => Reason::MissingCredentials.as_str()),
     };
     count(key, 1);
@@ -249,6 +252,7 @@ fn denied_key(reason: Reason) -> &'static Key {
         Reason::Expired => denied!(Expired),
         Reason::ForbiddenClientIp => denied!(ForbiddenClientIp),
         Reason::InsufficientScope => denied!(InsufficientScope),
+        Reason::WrongEnvironment => denied!(WrongEnvironment),
         Reason::StoreUnavailable => denied!(StoreUnavailable),
         Reason::RateLimited => denied!(RateLimited),
         Reason::TooManyFailures => denied!(TooManyFailures),

@@ -164,6 +164,9 @@ pub enum InvalidInput {
     /// A rotation's grace period is longer than [`MAX_ROTATION_GRACE`].
     #[error("rotation grace period too long: at most {} days", MAX_ROTATION_GRACE.as_secs() / 86_400)]
     GraceTooLong,
+    /// [`NewKey::environment`] names no environment of the keyring.
+    #[error("unknown environment {0:?}: the keyring has no environment of that name")]
+    UnknownEnvironment(String),
 }
 
 pub(crate) fn validate_name(name: &str) -> Result<(), InvalidInput> {
@@ -215,6 +218,7 @@ pub struct NewKey {
     pub(crate) expires_at: Option<SystemTime>,
     pub(crate) allowed_ips: Vec<IpNet>,
     pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) environment: Option<String>,
 }
 
 impl NewKey {
@@ -229,6 +233,7 @@ impl NewKey {
             expires_at: None,
             allowed_ips: Vec::new(),
             rate_limit: None,
+            environment: None,
         }
     }
 
@@ -281,6 +286,15 @@ impl NewKey {
     #[must_use]
     pub fn rate_limit(mut self, limit: impl Into<RateLimit>) -> Self {
         self.rate_limit = Some(limit.into());
+        self
+    }
+
+    /// Mints the key in the keyring's environment `name` (its prefix), instead of the default
+    /// one (see [`crate::keyring`]). A name the keyring does not have is refused by
+    /// [`Keyring::mint`](crate::Keyring::mint) with [`InvalidInput::UnknownEnvironment`].
+    #[must_use]
+    pub fn environment(mut self, name: impl Into<String>) -> Self {
+        self.environment = Some(name.into());
         self
     }
 

@@ -11,6 +11,7 @@
 //! | two credentials | 400 | `…, error="invalid_request"` | `urn:keygate:problem:invalid_request` |
 //! | any invalid key | 401 | `…, error="invalid_token"` | `urn:keygate:problem:invalid_token` |
 //! | missing scope | 403 | `…, error="insufficient_scope", scope="…"` | `urn:keygate:problem:insufficient_scope` |
+//! | key of another environment than the route requires | 403 | — | `urn:keygate:problem:wrong_environment` |
 //! | client IP not allowed | 403 | — | `urn:keygate:problem:forbidden` |
 //! | key's rate limit exhausted | 429 | — | `urn:keygate:problem:rate_limited` |
 //! | too many failed attempts from the client | 429 | — | `urn:keygate:problem:too_many_failures` |
@@ -62,6 +63,9 @@ pub enum Reason {
     ForbiddenClientIp,
     /// The key lacks a scope the route requires.
     InsufficientScope,
+    /// The key belongs to another environment than the route requires
+    /// ([`RequireEnvironment`](crate::RequireEnvironment)).
+    WrongEnvironment,
     /// The key store could not answer.
     StoreUnavailable,
     /// The key's rate limit is exhausted.
@@ -74,7 +78,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for parsers and tests.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::MissingCredentials,
         Self::MultipleCredentials,
         Self::CredentialTooLong,
@@ -88,6 +92,7 @@ impl Reason {
         Self::Expired,
         Self::ForbiddenClientIp,
         Self::InsufficientScope,
+        Self::WrongEnvironment,
         Self::StoreUnavailable,
         Self::RateLimited,
         Self::TooManyFailures,
@@ -111,6 +116,7 @@ impl Reason {
             Self::Expired => "expired",
             Self::ForbiddenClientIp => "forbidden_client_ip",
             Self::InsufficientScope => "insufficient_scope",
+            Self::WrongEnvironment => "wrong_environment",
             Self::StoreUnavailable => "store_unavailable",
             Self::RateLimited => "rate_limited",
             Self::TooManyFailures => "too_many_failures",
@@ -146,6 +152,7 @@ impl Reason {
             | Self::Expired => Problem::InvalidToken,
             Self::ForbiddenClientIp => Problem::Forbidden,
             Self::InsufficientScope => Problem::InsufficientScope,
+            Self::WrongEnvironment => Problem::WrongEnvironment,
             Self::StoreUnavailable | Self::LimiterUnavailable => Problem::Unavailable,
             Self::RateLimited => Problem::RateLimited,
             Self::TooManyFailures => Problem::TooManyFailures,
@@ -195,6 +202,8 @@ pub enum Problem {
     InsufficientScope,
     /// 403, not an authentication challenge.
     Forbidden,
+    /// 403: the key's environment may not use the route (no challenge).
+    WrongEnvironment,
     /// 503.
     Unavailable,
     /// 429: the key's rate limit.
@@ -210,7 +219,9 @@ impl Problem {
         match self {
             Self::MissingCredentials | Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest => StatusCode::BAD_REQUEST,
-            Self::InsufficientScope | Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::InsufficientScope | Self::Forbidden | Self::WrongEnvironment => {
+                StatusCode::FORBIDDEN
+            }
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited | Self::TooManyFailures => StatusCode::TOO_MANY_REQUESTS,
         }
@@ -225,6 +236,7 @@ impl Problem {
             Self::InvalidToken => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
             Self::Forbidden => "forbidden",
+            Self::WrongEnvironment => "wrong_environment",
             Self::Unavailable => "unavailable",
             Self::RateLimited => "rate_limited",
             Self::TooManyFailures => "too_many_failures",
@@ -251,6 +263,7 @@ impl Problem {
             Self::InvalidToken => "Invalid API key",
             Self::InsufficientScope => "Insufficient scope",
             Self::Forbidden => "Forbidden",
+            Self::WrongEnvironment => "Wrong environment",
             Self::Unavailable => "Service unavailable",
             Self::RateLimited | Self::TooManyFailures => "Too many requests",
         }
@@ -267,6 +280,7 @@ impl Problem {
             Self::InvalidToken => "The API key is not valid.",
             Self::InsufficientScope => "The API key lacks a scope this resource requires.",
             Self::Forbidden => "The API key may not be used from this client address.",
+            Self::WrongEnvironment => "The API key's environment may not use this resource.",
             Self::Unavailable => "API keys cannot be checked right now; retry later.",
             Self::RateLimited => {
                 "The API key's rate limit is exhausted; retry after the time in Retry-After."
@@ -297,6 +311,9 @@ impl Problem {
             }
             Self::Forbidden => {
                 r#"{"type":"urn:keygate:problem:forbidden","title":"Forbidden","status":403,"detail":"The API key may not be used from this client address."}"#
+            }
+            Self::WrongEnvironment => {
+                r#"{"type":"urn:keygate:problem:wrong_environment","title":"Wrong environment","status":403,"detail":"The API key's environment may not use this resource."}"#
             }
             Self::Unavailable => {
                 r#"{"type":"urn:keygate:problem:unavailable","title":"Service unavailable","status":503,"detail":"API keys cannot be checked right now; retry later."}"#
@@ -517,6 +534,7 @@ impl ProblemJson {
                 .ok()
             }
             Problem::Forbidden
+            | Problem::WrongEnvironment
             | Problem::Unavailable
             | Problem::RateLimited
             | Problem::TooManyFailures => None,
@@ -636,12 +654,13 @@ mod tests {
     use crate::KeyId;
     use crate::rate::{RateDecision, RatePolicy};
 
-    const PROBLEMS: [Problem; 8] = [
+    const PROBLEMS: [Problem; 9] = [
         Problem::MissingCredentials,
         Problem::InvalidRequest,
         Problem::InvalidToken,
         Problem::InsufficientScope,
         Problem::Forbidden,
+        Problem::WrongEnvironment,
         Problem::Unavailable,
         Problem::RateLimited,
         Problem::TooManyFailures,

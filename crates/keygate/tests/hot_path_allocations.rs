@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use http::{HeaderMap, HeaderValue, Uri};
-use keygate::{HttpRequestView, Keyring, MemoryStore, NewKey, Verifier};
+use keygate::{HttpRequestView, KeyFormat, Keyring, MemoryStore, NewKey, Peppers, Verifier};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -12,21 +12,41 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 fn a_cache_hit_allocates_nothing() {
     // One profiler per process: both cases in one test.
     let _profiler = dhat::Profiler::builder().testing().build();
-    hits_allocate_nothing(NewKey::new("hot"), "unlimited");
+    let single = || Keyring::development("alloc_test").unwrap();
+    hits_allocate_nothing(single, NewKey::new("hot"), "unlimited");
     let generous = "1000000/1s".parse::<keygate::rate::RatePolicy>().unwrap();
-    hits_allocate_nothing(NewKey::new("limited").rate_limit(generous), "rate limited");
+    hits_allocate_nothing(
+        single,
+        NewKey::new("limited").rate_limit(generous),
+        "rate limited",
+    );
+    // Several environments: the key's prefix is matched among them, its environment's
+    // default limit applies (resolved when the cache entry was filled).
+    let environments = || {
+        Keyring::builder()
+            .environment("live", KeyFormat::new("alloc_live").unwrap())
+            .environment("test", KeyFormat::new("alloc_test").unwrap())
+            .build(Peppers::development())
+            .unwrap()
+    };
+    hits_allocate_nothing(
+        environments,
+        NewKey::new("test").environment("test"),
+        "environment default limit",
+    );
 }
 
-fn hits_allocate_nothing(spec: NewKey, what: &str) {
+fn hits_allocate_nothing(keyring: impl Fn() -> Keyring, spec: NewKey, what: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let verifier = Verifier::builder(
-            Keyring::development("alloc_test").unwrap(),
-            MemoryStore::new(),
-        )
-        .build();
+        let mut builder = Verifier::builder(keyring(), MemoryStore::new());
+        if !builder_keyring_is_single(&keyring()) {
+            let generous = "1000000/1s".parse::<keygate::rate::RatePolicy>().unwrap();
+            builder = builder.environment_rate_limit("test", generous);
+        }
+        let verifier = builder.build();
         let created = verifier.admin().create_key(spec).await.unwrap();
         let mut headers = HeaderMap::new();
         let value =
@@ -38,11 +58,12 @@ fn hits_allocate_nothing(spec: NewKey, what: &str) {
         for _ in 0..2_000 {
             assert!(verifier.verify_request(&view).await.is_ok());
         }
+        let environment = spec_environment(&keyring());
         let before = dhat::HeapStats::get().total_blocks;
         const N: u64 = 10_000;
         for _ in 0..N {
             let identity = verifier.verify_request(&view).await;
-            assert!(identity.is_ok());
+            assert!(identity.is_ok_and(|i| i.environment() == environment));
         }
         let allocations = dhat::HeapStats::get().total_blocks - before;
         // A cache hit allocates nothing: not keygate, not its caches (quick_cache keeps no read
@@ -53,4 +74,13 @@ fn hits_allocate_nothing(spec: NewKey, what: &str) {
         );
         println!("{what}: {allocations} allocations for {N} cache hits");
     });
+}
+
+fn builder_keyring_is_single(keyring: &Keyring) -> bool {
+    keyring.environments().len() < 2
+}
+
+/// The environment the test's key is in: `test` for the keyring of environments.
+fn spec_environment(keyring: &Keyring) -> Option<&'static str> {
+    (!builder_keyring_is_single(keyring)).then_some("test")
 }

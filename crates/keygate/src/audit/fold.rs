@@ -27,9 +27,10 @@ pub const MAX_OPEN_FOLDS: usize = 1024;
 /// make these by the million; each costs the sinks one row only per interval.
 ///
 /// Denials of keys that exist (wrong secret, revoked, disabled, expired, client address not
-/// allowed, missing scope, the key's rate limit) stay one event each: they name a real key and
-/// are what operators investigate. A flood of them is bounded by the failed-attempt limiter
-/// (which turns it into `too_many_failures`, folded) or by the key's own holder.
+/// allowed, missing scope, another environment than the route's, the key's rate limit) stay
+/// one event each: they name a real key and are what operators investigate. A flood of them
+/// is bounded by the failed-attempt limiter (which turns it into `too_many_failures`, folded)
+/// or by the key's own holder.
 #[must_use]
 pub fn is_folded(reason: Reason) -> bool {
     matches!(
@@ -200,6 +201,7 @@ mod tests {
             Reason::Expired,
             Reason::ForbiddenClientIp,
             Reason::InsufficientScope,
+            Reason::WrongEnvironment,
             Reason::RateLimited,
         ] {
             assert!(!is_folded(reason), "{reason:?} names a real key");

@@ -76,11 +76,14 @@ pub enum FormatError {
     BadChecksum,
 }
 
-/// A key that passed [`KeyFormat::parse`]: it borrows the input, nothing is copied.
+/// A key that passed [`KeyFormat::parse`] (or [`Keyring::parse`](crate::Keyring::parse)): it
+/// borrows the input, nothing is copied.
 #[derive(Clone, Copy)]
 pub struct ParsedKey<'a> {
     id: KeyId,
     key: &'a [u8],
+    /// The position of the key's prefix among its keyring's environments (0 for one format).
+    environment: u8,
 }
 
 impl ParsedKey<'_> {
@@ -90,10 +93,19 @@ impl ParsedKey<'_> {
         self.id
     }
 
+    /// The position of the key's prefix among the keyring's
+    /// [environments](crate::Keyring::environments): 0 for a keyring of one format. Only a
+    /// claim until the key is verified: the verifier accepts it only if the stored record has
+    /// the same prefix.
+    #[must_use]
+    pub fn environment_index(&self) -> usize {
+        usize::from(self.environment)
+    }
+
     /// Copies the key into an owned [`PresentedKey`] (inline buffer, no allocation).
     #[must_use]
     pub fn to_presented(&self) -> PresentedKey {
-        PresentedKey::new(self.id, self.key)
+        PresentedKey::new(self.id, self.key, self.environment)
     }
 }
 
@@ -180,34 +192,78 @@ impl KeyFormat {
     ///
     /// # Errors
     /// [`FormatError`] says which check failed (kept for the audit log; clients see one answer).
+    #[inline]
     pub fn parse<'a>(&self, key: &'a [u8]) -> Result<ParsedKey<'a>, FormatError> {
-        if key.len() > MAX_KEY_LEN || key.len() <= TAIL_LEN {
-            return Err(FormatError::Malformed);
-        }
-        // Parse from the right: id, secret and checksum are base62 (no '_'), so the split is
-        // unambiguous even though the prefix may contain '_'.
-        let split = key.len() - TAIL_LEN;
-        let (prefix, tail) = key.split_at(split);
-        let id_bytes = &tail[1..=KeyId::LEN];
-        let rest = &tail[KeyId::LEN + 2..];
-        if tail[0] != b'_'
-            || tail[KeyId::LEN + 1] != b'_'
-            || !base62::all_base62(rest)
-            || !prefix
-                .iter()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
-        {
-            return Err(FormatError::Malformed);
-        }
-        let id = KeyId::from_bytes(id_bytes).ok_or(FormatError::Malformed)?;
+        let (prefix, id) = split(key)?;
         if prefix != self.prefix.as_bytes() {
             return Err(FormatError::WrongPrefix);
         }
-        let (body, crc) = key.split_at(key.len() - CHECKSUM_LEN);
-        if base62::encode_u32_6(crc32fast::hash(body)) != crc {
-            return Err(FormatError::BadChecksum);
-        }
-        Ok(ParsedKey { id, key })
+        checksum(key)?;
+        Ok(ParsedKey {
+            id,
+            key,
+            environment: 0,
+        })
+    }
+
+    /// [`KeyFormat::parse`] against several formats at once: the structure is checked once,
+    /// then the prefix's bytes are matched against each format's, then the checksum. The
+    /// parsed key records which format matched (its position in `formats`).
+    ///
+    /// `formats` holds at most 256 entries (the keyring checks).
+    pub(crate) fn parse_among<'a, F>(
+        formats: &[F],
+        format_of: impl Fn(&F) -> &KeyFormat,
+        key: &'a [u8],
+    ) -> Result<ParsedKey<'a>, FormatError> {
+        let (prefix, id) = split(key)?;
+        let index = formats
+            .iter()
+            .position(|f| format_of(f).prefix.as_bytes() == prefix)
+            .ok_or(FormatError::WrongPrefix)?;
+        checksum(key)?;
+        Ok(ParsedKey {
+            id,
+            key,
+            environment: u8::try_from(index).map_err(|_| FormatError::WrongPrefix)?,
+        })
+    }
+}
+
+/// The structural checks of a presented key (length, separators, alphabet): its prefix bytes
+/// and id. The prefix is not yet compared with any format, nor the checksum checked.
+#[inline]
+fn split(key: &[u8]) -> Result<(&[u8], KeyId), FormatError> {
+    if key.len() > MAX_KEY_LEN || key.len() <= TAIL_LEN {
+        return Err(FormatError::Malformed);
+    }
+    // Parse from the right: id, secret and checksum are base62 (no '_'), so the split is
+    // unambiguous even though the prefix may contain '_'.
+    let split = key.len() - TAIL_LEN;
+    let (prefix, tail) = key.split_at(split);
+    let id_bytes = &tail[1..=KeyId::LEN];
+    let rest = &tail[KeyId::LEN + 2..];
+    if tail[0] != b'_'
+        || tail[KeyId::LEN + 1] != b'_'
+        || !base62::all_base62(rest)
+        || !prefix
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+    {
+        return Err(FormatError::Malformed);
+    }
+    let id = KeyId::from_bytes(id_bytes).ok_or(FormatError::Malformed)?;
+    Ok((prefix, id))
+}
+
+/// Whether the trailing checksum is the CRC32 of everything before it.
+#[inline]
+fn checksum(key: &[u8]) -> Result<(), FormatError> {
+    let (body, crc) = key.split_at(key.len() - CHECKSUM_LEN);
+    if base62::encode_u32_6(crc32fast::hash(body)) == crc {
+        Ok(())
+    } else {
+        Err(FormatError::BadChecksum)
     }
 }
 

@@ -24,12 +24,15 @@ use super::{KeyId, MAX_KEY_LEN};
 pub struct PresentedKey {
     id: KeyId,
     len: u8,
+    /// Which of the keyring's environments the key's prefix names (0 for one format): a claim,
+    /// checked against the stored record's prefix when the key is verified.
+    environment: u8,
     bytes: [u8; MAX_KEY_LEN],
 }
 
 impl PresentedKey {
     /// `key` must already have passed [`KeyFormat::parse`](super::KeyFormat::parse).
-    pub(crate) fn new(id: KeyId, key: &[u8]) -> Self {
+    pub(crate) fn new(id: KeyId, key: &[u8], environment: u8) -> Self {
         let mut bytes = [0u8; MAX_KEY_LEN];
         let len = key.len().min(MAX_KEY_LEN);
         bytes[..len].copy_from_slice(&key[..len]);
@@ -37,6 +40,7 @@ impl PresentedKey {
             id,
             // MAX_KEY_LEN < 256, checked at compile time below.
             len: len as u8,
+            environment,
             bytes,
         }
     }
@@ -45,6 +49,11 @@ impl PresentedKey {
     #[must_use]
     pub fn id(&self) -> KeyId {
         self.id
+    }
+
+    /// The position of the key's prefix among the keyring's environments (0 for one format).
+    pub(crate) fn environment(&self) -> u8 {
+        self.environment
     }
 
     /// The hashed part of the key (`{id}_{secret}`).

@@ -149,22 +149,34 @@ where
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let identity = request.extensions().get::<Arc<Identity>>().map(|i| &**i);
         match self.guard.check(identity) {
-            Ok(()) => GuardFuture {
-                state: GuardState::Inner {
-                    future: self.inner.call(request),
-                },
-            },
-            Err(rejection) => GuardFuture {
-                state: GuardState::Rejected {
-                    response: Some(respond(&self.guard.responder, rejection)),
-                },
+            Ok(()) => GuardFuture::inner(self.inner.call(request)),
+            Err(rejection) => GuardFuture::rejected(respond(&self.guard.responder, rejection)),
+        }
+    }
+}
+
+impl<F, B> GuardFuture<F, B> {
+    /// The guard passed: the inner service's future.
+    pub(crate) fn inner(future: F) -> Self {
+        Self {
+            state: GuardState::Inner { future },
+        }
+    }
+
+    /// The guard refused: this response.
+    pub(crate) fn rejected(response: Response<B>) -> Self {
+        Self {
+            state: GuardState::Rejected {
+                response: Some(response),
             },
         }
     }
 }
 
 pin_project! {
-    /// Response future of [`RequireScopesService`]: the inner service's, or the refusal.
+    /// Response future of [`RequireScopesService`] and
+    /// [`RequireEnvironmentService`](crate::require_environment::RequireEnvironmentService):
+    /// the inner service's, or the refusal.
     pub struct GuardFuture<F, B> {
         #[pin]
         state: GuardState<F, B>,

@@ -20,8 +20,8 @@ use ipnet::IpNet;
 
 pub use memory::MemoryStore;
 pub use settings::{
-    DEVELOPMENT_SETTING, PREFIX_SETTING, PepperCheck, SettingsError, StoreSettings, check_keyring,
-    check_peppers, fingerprint_setting,
+    DEVELOPMENT_SETTING, ENVIRONMENT_SETTING_PREFIX, PREFIX_SETTING, PepperCheck, SettingsError,
+    StoreSettings, check_keyring, check_peppers, environment_setting, fingerprint_setting,
 };
 
 use crate::identity::Metadata;

@@ -1,5 +1,5 @@
-//! Deployment settings a store keeps, and the start-up check of a keyring (its peppers and key
-//! prefix) against them.
+//! Deployment settings a store keeps, and the start-up check of a keyring (its peppers, key
+//! prefix and environments) against them.
 
 use std::collections::BTreeMap;
 
@@ -15,11 +15,14 @@ use crate::pepper::{Peppers, development_fingerprint};
 /// | --- | --- |
 /// | `pepper.<version>.fingerprint` | the [fingerprint](crate::Pepper::fingerprint) of the pepper of that version (never the pepper) |
 /// | `development` | `true` for a store first used with the public development pepper, on purpose |
-/// | `key.prefix` | the [prefix](crate::KeyFormat::prefix) of the deployment's keys |
+/// | `key.prefix` | the [prefix](crate::KeyFormat::prefix) of the deployment's keys (of its default environment, when it has several) |
+/// | `key.environment.<name>` | the prefix of the keys of [environment](crate::keyring) `<name>` (one setting per environment) |
 ///
 /// [`check_peppers`] compares a keyring's peppers with them, and records what is missing;
 /// [`check_keyring`] (run by [`VerifierBuilder::start`](crate::VerifierBuilder::start), and by
-/// the CLI when it creates a key) compares the key prefix too, and records it on first use.
+/// the CLI when it creates a key) compares the key prefix and environments too, and records
+/// them on first use. Together `key.prefix` and the `key.environment.*` settings list the
+/// prefixes the deployment accepts ([`StoreSettings::prefixes`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreSettings {
     entries: BTreeMap<String, String>,
@@ -30,6 +33,15 @@ pub const DEVELOPMENT_SETTING: &str = "development";
 
 /// The setting that holds the prefix of the deployment's keys.
 pub const PREFIX_SETTING: &str = "key.prefix";
+
+/// The start of the settings that hold each environment's prefix (`key.environment.live`).
+pub const ENVIRONMENT_SETTING_PREFIX: &str = "key.environment.";
+
+/// The setting that holds the prefix of environment `name`.
+#[must_use]
+pub fn environment_setting(name: &str) -> String {
+    format!("{ENVIRONMENT_SETTING_PREFIX}{name}")
+}
 
 /// The setting that holds the fingerprint of pepper `version`.
 #[must_use]
@@ -79,6 +91,42 @@ impl StoreSettings {
     #[must_use]
     pub fn prefix(&self) -> Option<&str> {
         self.get(PREFIX_SETTING)
+    }
+
+    /// The recorded environments: name → prefix (empty when the deployment's keyring has no
+    /// named environments, or no service with one has started on the store yet).
+    #[must_use]
+    pub fn environments(&self) -> BTreeMap<&str, &str> {
+        self.entries
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((
+                    name.strip_prefix(ENVIRONMENT_SETTING_PREFIX)?,
+                    value.as_str(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The recorded environment whose keys have `prefix`.
+    #[must_use]
+    pub fn environment_of(&self, prefix: &str) -> Option<&str> {
+        self.environments()
+            .into_iter()
+            .find_map(|(name, recorded)| (recorded == prefix).then_some(name))
+    }
+
+    /// Every prefix the deployment accepts, as recorded: `key.prefix` first, then each
+    /// environment's (without repeats).
+    #[must_use]
+    pub fn prefixes(&self) -> Vec<&str> {
+        let mut prefixes: Vec<&str> = self.prefix().into_iter().collect();
+        for prefix in self.environments().into_values() {
+            if !prefixes.contains(&prefix) {
+                prefixes.push(prefix);
+            }
+        }
+        prefixes
     }
 
     /// Whether anything about peppers is recorded (a fingerprint, or the development mark).
@@ -141,6 +189,21 @@ pub enum SettingsError {
         /// The prefix of the keyring given.
         given: String,
     },
+    /// An environment of the keyring has another prefix in the store's settings, or the
+    /// keyring gives a recorded environment's prefix to another environment (checked by
+    /// [`check_keyring`]).
+    #[error(
+        "environment `{name}` does not match the key store: the store records {recorded}, this keyring gives environment `{name}` prefix `{given}` (configure the keyring's environments as the store records them; a key's environment never changes)"
+    )]
+    WrongEnvironment {
+        /// The environment concerned.
+        name: String,
+        /// What the store recorded, in words: the prefix it records for the environment, or
+        /// the other environment it records the prefix for.
+        recorded: String,
+        /// The prefix the keyring gives it.
+        given: String,
+    },
     /// The store could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -160,6 +223,15 @@ impl SettingsError {
                 given: given.clone(),
             },
             Self::WrongPrefix { recorded, given } => Self::WrongPrefix {
+                recorded: recorded.clone(),
+                given: given.clone(),
+            },
+            Self::WrongEnvironment {
+                name,
+                recorded,
+                given,
+            } => Self::WrongEnvironment {
+                name: name.clone(),
                 recorded: recorded.clone(),
                 given: given.clone(),
             },
@@ -209,7 +281,12 @@ pub async fn check_peppers(
 
 /// [`check_peppers`] for the keyring's peppers, and the same for its key prefix: refused when
 /// the store recorded another prefix ([`SettingsError::WrongPrefix`], nothing written),
-/// recorded (with the pepper fingerprints, in one write) when the store has none.
+/// recorded (with the pepper fingerprints, in one write) when the store has none. For a keyring
+/// of [environments](crate::keyring), the prefix is the default environment's, and each
+/// environment is checked the same way: refused when the store records another prefix for its
+/// name, or its prefix for another name ([`SettingsError::WrongEnvironment`]); recorded when
+/// missing. Environments the store records and the keyring lacks are no error (a service may
+/// accept fewer), and new ones are added: settings are never overwritten.
 ///
 /// This binds the store to one prefix. A store shared by deployments of several prefixes can
 /// still be used by verifiers that skip this check
@@ -217,27 +294,23 @@ pub async fn check_peppers(
 /// another prefix as unknown.
 ///
 /// # Errors
-/// As [`check_peppers`], and [`SettingsError::WrongPrefix`].
+/// As [`check_peppers`], [`SettingsError::WrongPrefix`] and
+/// [`SettingsError::WrongEnvironment`].
 pub async fn check_keyring(
     store: &dyn KeyStore,
     admin: &dyn KeyAdmin,
     keyring: &Keyring,
 ) -> Result<PepperCheck, SettingsError> {
-    check_settings(
-        store,
-        admin,
-        keyring.peppers(),
-        Some(keyring.format().prefix()),
-    )
-    .await
+    check_settings(store, admin, keyring.peppers(), Some(keyring)).await
 }
 
-/// The check of [`check_peppers`], and of the key prefix when one is given.
+/// The check of [`check_peppers`], and of the key prefix and environments when a keyring is
+/// given.
 async fn check_settings(
     store: &dyn KeyStore,
     admin: &dyn KeyAdmin,
     peppers: &Peppers,
-    prefix: Option<&str>,
+    keyring: Option<&Keyring>,
 ) -> Result<PepperCheck, SettingsError> {
     let Some(settings) = store.settings().await? else {
         return Ok(PepperCheck::Unsupported);
@@ -254,14 +327,14 @@ async fn check_settings(
             return Err(SettingsError::NotDevelopmentStore { has_keys: true });
         }
     }
-    let missing = compare(&settings, peppers, prefix)?;
+    let missing = compare(&settings, peppers, keyring)?;
     if missing.is_empty() {
         return Ok(PepperCheck::Matched);
     }
     store.add_settings(&missing).await?;
     // Another process may have recorded different values meanwhile: theirs stand.
     let settings = store.settings().await?.unwrap_or_default();
-    let still_missing = compare(&settings, peppers, prefix)?;
+    let still_missing = compare(&settings, peppers, keyring)?;
     if still_missing.is_empty() {
         Ok(PepperCheck::Matched)
     } else {
@@ -275,11 +348,12 @@ async fn check_settings(
 fn compare(
     settings: &StoreSettings,
     peppers: &Peppers,
-    prefix: Option<&str>,
+    keyring: Option<&Keyring>,
 ) -> Result<Vec<(String, String)>, SettingsError> {
     let mut missing = Vec::new();
     // The prefix first: a store of another deployment is the likelier mistake.
-    if let Some(given) = prefix {
+    if let Some(keyring) = keyring {
+        let given = keyring.format().prefix();
         match settings.prefix() {
             Some(recorded) if recorded == given => {}
             Some(recorded) => {
@@ -290,6 +364,7 @@ fn compare(
             }
             None => missing.push((PREFIX_SETTING.to_owned(), given.to_owned())),
         }
+        compare_environments(settings, keyring, &mut missing)?;
     }
     let development = peppers.is_development();
     let records_peppers = settings.records_peppers();
@@ -321,6 +396,36 @@ fn compare(
         missing.push((DEVELOPMENT_SETTING.to_owned(), "true".to_owned()));
     }
     Ok(missing)
+}
+
+/// The keyring's environments against the recorded ones; adds the missing ones to `missing`.
+fn compare_environments(
+    settings: &StoreSettings,
+    keyring: &Keyring,
+    missing: &mut Vec<(String, String)>,
+) -> Result<(), SettingsError> {
+    let recorded = settings.environments();
+    for environment in keyring.environments() {
+        let (name, given) = (environment.name(), environment.prefix());
+        let refused = |recorded: String| SettingsError::WrongEnvironment {
+            name: name.to_owned(),
+            recorded,
+            given: given.to_owned(),
+        };
+        match recorded.get(name) {
+            Some(prefix) if *prefix == given => {}
+            Some(prefix) => return Err(refused(format!("prefix `{prefix}` for it"))),
+            None => {
+                if let Some((other, _)) = recorded.iter().find(|(_, prefix)| **prefix == given) {
+                    return Err(refused(format!(
+                        "prefix `{given}` for environment `{other}`"
+                    )));
+                }
+                missing.push((environment_setting(name), given.to_owned()));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -289,7 +289,8 @@ impl Admin {
         self.create(minted).await
     }
 
-    /// Rotates key `id`: mints a new key with the handle's keyring (current pepper) carrying
+    /// Rotates key `id`: mints a new key with the handle's keyring (current pepper), in the old
+    /// key's environment, carrying
     /// the old key's name, owner, scopes, metadata, allowed IP ranges and rate limit, links it to the old
     /// key (`rotated_from`), and makes the old key expire `grace` from now — all in one store
     /// transaction. A zero `grace` revokes the old key at once. The new key's
@@ -322,8 +323,9 @@ impl Admin {
         let old = self.store().get(id).await?;
         let keyring = self.minting_keyring().await?;
         // The spec only carries the name so minting validates it; the store copies the rest
-        // from the old record inside its transaction.
-        let minted = keyring.mint_at(NewKey::new(old.name), self.clock().now())?;
+        // from the old record inside its transaction. The new key keeps the old one's
+        // environment (its prefix), when the keyring has it.
+        let minted = keyring.mint_like(&old.prefix, NewKey::new(old.name), self.clock().now())?;
         self.rotate_with(id, minted, rotation).await
     }
 }

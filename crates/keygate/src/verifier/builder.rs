@@ -26,6 +26,7 @@ use crate::store::{KeyAdmin, KeyStore};
 /// | last-used flush interval / buffer | 60 s / 4 096 reports |
 /// | rate limiter | [`InProcessLimiter`] on the verifier's clock |
 /// | rate limit of keys without their own | unlimited |
+/// | rate limit of keys without their own, per environment | none: the line above |
 /// | failed attempts per client | `10/1m burst 20`: 20 at once, then one per 6 s |
 /// | audit sinks / buffer / batch / linger | [`TracingSink`] / 65 536 events / 16 384 events / 500 ms |
 /// | audit runtime | the runtime of the first event |
@@ -48,6 +49,8 @@ pub struct VerifierBuilder {
     last_used_buffer: usize,
     limiter: Option<Arc<dyn RateLimiter>>,
     default_rate_limit: RateLimit,
+    /// By position of the environment in the keyring.
+    environment_limits: Vec<Option<RateLimit>>,
     failure_limit: Option<RatePolicy>,
     audit_sinks: Vec<Arc<dyn AuditSink>>,
     audit_buffer: usize,
@@ -83,6 +86,7 @@ impl VerifierBuilder {
             last_used_buffer: 4096,
             limiter: None,
             default_rate_limit: RateLimit::Unlimited,
+            environment_limits: Vec::new(),
             failure_limit: Some(DEFAULT_FAILURE_LIMIT),
             audit_sinks: Vec::new(),
             audit_buffer: 65_536,
@@ -215,6 +219,41 @@ impl VerifierBuilder {
         self
     }
 
+    /// The rate limit of keys of environment `name` that have none of their own: a key's own
+    /// limit wins, then its environment's default, then the verifier's
+    /// [`default_rate_limit`](Self::default_rate_limit). Resolved when a key's record is read
+    /// into the cache, so it costs nothing per request.
+    ///
+    /// ```
+    /// # use keygate::{KeyFormat, Keyring, MemoryStore, Peppers, Verifier, rate::RatePolicy};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let keyring = Keyring::builder()
+    ///     .environment("live", KeyFormat::new("acme_live")?)
+    ///     .environment("test", KeyFormat::new("acme_test")?)
+    ///     .build(Peppers::development())?;
+    /// let verifier = Verifier::builder(keyring, MemoryStore::new())
+    ///     .default_rate_limit("1000/1s".parse::<RatePolicy>()?)
+    ///     .environment_rate_limit("test", "25/1s".parse::<RatePolicy>()?)
+    ///     .build();
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    /// If the keyring has no environment `name`: this is configuration, caught at start-up.
+    pub fn environment_rate_limit(mut self, name: &str, limit: impl Into<RateLimit>) -> Self {
+        let position = self
+            .keyring
+            .environments()
+            .iter()
+            .position(|e| e.name() == name)
+            .unwrap_or_else(|| panic!("keygate: the keyring has no environment {name:?}"));
+        if self.environment_limits.len() <= position {
+            self.environment_limits.resize(position + 1, None);
+        }
+        self.environment_limits[position] = Some(limit.into());
+        self
+    }
+
     /// How many failed attempts (a well-formed key that is unknown, has the wrong secret, or
     /// is revoked, disabled or expired) a client may make before it is answered 429 without
     /// any key check; `None` turns the limit off. Default [`DEFAULT_FAILURE_LIMIT`].
@@ -339,6 +378,11 @@ impl VerifierBuilder {
     /// pepper version's fingerprint (and, for the development pepper, that the store is a
     /// development store) and the key prefix, which the `keygate` CLI then uses by default.
     ///
+    /// With a keyring of [environments](crate::keyring), the prefix checked is the default
+    /// environment's, and each environment is checked and recorded too (setting
+    /// `key.environment.<name>`; see [`check_keyring`](crate::store::check_keyring)): another
+    /// prefix for a recorded environment, or a recorded prefix under another name, is refused.
+    ///
     /// This binds the store to one prefix: services of several prefixes sharing one store
     /// use [`build`](Self::build), which does not check or record the prefix (a verifier treats
     /// a key of another prefix as unknown).
@@ -423,6 +467,7 @@ impl VerifierBuilder {
                 limiter_decides_now: limiter.decides_now(),
                 limiter,
                 default_rate_limit: self.default_rate_limit,
+                environment_limits: self.environment_limits.into_boxed_slice(),
                 failure_limit: self.failure_limit,
                 auditor: Auditor::new(
                     if self.audit_sinks.is_empty() {
@@ -460,6 +505,7 @@ impl std::fmt::Debug for VerifierBuilder {
             .field("sources", &self.sources)
             .field("last_used_interval", &self.last_used_interval)
             .field("default_rate_limit", &self.default_rate_limit)
+            .field("environment_limits", &self.environment_limits)
             .field("failure_limit", &self.failure_limit)
             .field("invalidation", &self.invalidation.is_some())
             .field("degraded_ttl", &self.degraded_ttl)

@@ -38,8 +38,12 @@ pub(crate) struct CachedKey {
     disabled: bool,
     revoked: bool,
     allowed_ips: Box<[IpNet]>,
-    /// The key's own limit; `None`: the verifier's default.
+    /// The key's own limit, else its environment's default, resolved when the entry is
+    /// filled; `None`: the verifier's default.
     pub(crate) rate_limit: Option<RateLimit>,
+    /// The position of the record's prefix among the keyring's formats: a key presented under
+    /// another prefix (another environment's) is not this key.
+    pub(crate) environment: u8,
     pub(crate) identity: Arc<Identity>,
     /// The invalidation generation of this id's slot when the load started.
     pub(crate) generation: u64,
@@ -60,8 +64,27 @@ pub(crate) struct CachedKey {
     pub(crate) rehash_queued: AtomicBool,
 }
 
+/// The environment a record belongs to, as the verifier's keyring and configuration see it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyEnvironment<'a> {
+    /// The position of the record's prefix among the keyring's formats.
+    pub(crate) position: u8,
+    /// Its name, when the keyring names environments.
+    pub(crate) name: Option<&'a Arc<str>>,
+    /// Its default rate limit, when the verifier has one for it.
+    pub(crate) default_limit: Option<RateLimit>,
+}
+
 impl CachedKey {
-    pub(crate) fn new(record: &KeyRecord, generation: u64) -> Self {
+    pub(crate) fn new(
+        record: &KeyRecord,
+        generation: u64,
+        environment: KeyEnvironment<'_>,
+    ) -> Self {
+        let mut identity = record.identity();
+        if let Some(name) = environment.name {
+            identity = identity.with_environment(Arc::clone(name));
+        }
         Self {
             digest: record.digest,
             pepper_version: record.pepper_version,
@@ -69,8 +92,11 @@ impl CachedKey {
             disabled: record.disabled_at.is_some(),
             revoked: record.revoked_at.is_some(),
             allowed_ips: record.allowed_ips.clone().into_boxed_slice(),
-            rate_limit: record.rate_limit,
-            identity: Arc::new(record.identity()),
+            // A key's own limit (even `unlimited`) wins over its environment's default; the
+            // verifier's default applies when neither is set.
+            rate_limit: record.rate_limit.or(environment.default_limit),
+            environment: environment.position,
+            identity: Arc::new(identity),
             generation,
             last_reported: AtomicU64::new(record.last_used_at.map_or(0, micros)),
             loaded_at: Instant::now(),
@@ -93,6 +119,7 @@ impl CachedKey {
             revoked: false,
             allowed_ips: Box::default(),
             rate_limit: None,
+            environment: 0,
             // Never handed out: an unknown id is refused whatever the compare says.
             identity: Arc::new(Identity::new(
                 id,

@@ -12,7 +12,9 @@
 //!    a digest no key has. Then the key's HMAC is compared in constant time with the cached
 //!    digest (the same work for an unknown id as for a wrong secret), and the key's state
 //!    (revoked, disabled, expired — against the clock, on every hit) and client IP restriction
-//!    are checked. Then the key's rate limit (its own policy, or the verifier's default) takes
+//!    are checked, and that the key was presented under its record's prefix (its
+//!    [environment](crate::keyring)). Then the key's rate limit (its own policy, else its
+//!    environment's default, else the verifier's default) takes
 //!    one request from its allowance. A client that failed too often recently is refused
 //!    before any of this (see [`crate::rate`]).
 //!
@@ -50,7 +52,7 @@ pub use admin::{Admin, AdminBuilder, NoKeyring};
 pub use builder::{DEFAULT_FAILURE_LIMIT, VerifierBuilder};
 pub use last_used::LastUsedStats;
 
-use self::cache::{CachedKey, Generations, KeyCache};
+use self::cache::{CachedKey, Generations, KeyCache, KeyEnvironment};
 use self::last_used::LastUsed;
 use self::subscriber::Subscriber;
 use crate::audit::{AuditEvent, AuditStats, Auditor};
@@ -89,6 +91,9 @@ struct Inner {
     /// key is decided without awaiting.
     limiter_decides_now: bool,
     default_rate_limit: RateLimit,
+    /// Default rate limits per environment, by position in the keyring (resolved into each
+    /// cache entry when it is filled).
+    environment_limits: Box<[Option<RateLimit>]>,
     failure_limit: Option<RatePolicy>,
     auditor: Auditor,
     /// Fresh TTL of cached records (the cache keeps them for the stale grace beyond).
@@ -208,7 +213,7 @@ impl Verifier {
         let parsed = inner
             .sources
             .find(request)
-            .and_then(|raw| inner.keyring.format().parse(raw).map_err(Reason::from))?;
+            .and_then(|raw| inner.keyring.parse(raw).map_err(Reason::from))?;
         Ok(Presented {
             key: parsed.to_presented(),
             client_ip,
@@ -380,7 +385,8 @@ impl Verifier {
             .map(|policy| (LimitKey::client_or_unknown(presented.client_ip), policy))
     }
 
-    /// The key's own limit, or the verifier's default; `None`: unlimited.
+    /// The key's own limit, else its environment's default (both resolved when the entry was
+    /// filled), else the verifier's default; `None`: unlimited.
     #[inline]
     fn rate_policy(&self, entry: &CachedKey) -> Option<RatePolicy> {
         match entry.rate_limit.unwrap_or(self.inner.default_rate_limit) {
@@ -441,7 +447,10 @@ impl Verifier {
         if entry.unknown {
             return Err(Reason::UnknownKey);
         }
-        if !matched {
+        // The prefix is not hashed, so a key re-presented under another environment's prefix
+        // (checksum recomputed: it is public) matches the digest: it is still not this key,
+        // whose prefix the record keeps. Refused exactly as a wrong secret.
+        if !matched || presented.key.environment() != entry.environment {
             return Err(Reason::WrongSecret);
         }
         // A key under an older pepper moves to the current one, write-behind.
@@ -587,14 +596,30 @@ impl Verifier {
         let started = std::time::Instant::now();
         let found = inner.store.find(&id).await;
         metrics::store_find(started.elapsed(), found.is_err());
-        match found.map_err(LoadError)? {
-            Some(record) if record.prefix == inner.keyring.format().prefix() => {
-                Ok(Arc::new(CachedKey::new(&record, generation)))
+        let found = found.map_err(LoadError)?;
+        let position = found
+            .as_ref()
+            .and_then(|record| inner.keyring.position_of(&record.prefix));
+        match (found, position) {
+            (Some(record), Some(position)) => {
+                let environment = KeyEnvironment {
+                    position,
+                    name: inner
+                        .keyring
+                        .environment_at(position)
+                        .map(crate::keyring::Environment::shared_name),
+                    default_limit: inner
+                        .environment_limits
+                        .get(usize::from(position))
+                        .copied()
+                        .flatten(),
+                };
+                Ok(Arc::new(CachedKey::new(&record, generation, environment)))
             }
             // Another deployment's key in a shared store is as good as unknown here. (If the
             // id was invalidated while the store was read, the entry's generation is behind
             // and the lookup reads the store again.)
-            Some(_) | None => {
+            _ => {
                 // One unknown id too many: the oldest goes.
                 inner.cache.remember_unknown(id);
                 Ok(Arc::new(CachedKey::unknown(

@@ -160,7 +160,7 @@ impl KeySource for StaticKeys {
 /// recommends against its API's rate limit for anonymous callers.
 pub struct FetchedKeys {
     url: String,
-    client: reqwest::Client,
+    client: Result<reqwest::Client, String>,
     token: Option<String>,
     ttl: Duration,
     refetch_interval: Duration,
@@ -203,11 +203,12 @@ impl FetchedKeys {
     pub fn from_url(url: &str) -> Self {
         Self {
             url: url.to_owned(),
+            // Building fails only when TLS cannot be set up; the fetch then reports it.
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .user_agent(concat!("keygate-leaks/", env!("CARGO_PKG_VERSION")))
                 .build()
-                .unwrap_or_default(),
+                .map_err(|error| error.to_string()),
             token: None,
             ttl: DEFAULT_TTL,
             refetch_interval: DEFAULT_REFETCH_INTERVAL,
@@ -274,8 +275,8 @@ impl FetchedKeys {
 
     async fn fetch(&self) -> Result<HashMap<String, PublicKey>, KeySourceError> {
         let error = |reason: &dyn fmt::Display| KeySourceError::new(&self.url, reason);
-        let mut request = self
-            .client
+        let client = self.client.as_ref().map_err(|reason| error(reason))?;
+        let mut request = client
             .get(&self.url)
             .header(http::header::ACCEPT, "application/json");
         if let Some(token) = &self.token {

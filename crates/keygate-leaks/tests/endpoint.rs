@@ -575,3 +575,35 @@ fn the_setup_guide_gives_github_the_library_s_regex() {
         .scanner_regex();
     assert!(guide.contains(&format!("  {regex}\n")), "{regex}");
 }
+
+#[actix_web::test]
+async fn an_endpoint_sharing_the_service_s_admin_gets_the_key_refused_on_the_next_request() {
+    for framework in FRAMEWORKS {
+        let keyring = keygate::Keyring::development(PREFIX).unwrap();
+        let verifier = Verifier::builder(keyring.clone(), keygate::MemoryStore::new()).build();
+        let created = verifier
+            .admin()
+            .create_key(keygate::NewKey::new("billing"))
+            .await
+            .unwrap();
+        let key = created.key.expose_secret().to_owned();
+        assert_eq!(verify(&verifier, &key).await, Ok(()));
+
+        let signer = Signer::random(IDENTIFIER);
+        let leaks = keygate_leaks::LeakReports::builder(verifier.admin(), keyring)
+            .key_source(
+                keygate_leaks::StaticKeys::new()
+                    .with_pem(IDENTIFIER, &signer.public_pem())
+                    .unwrap(),
+            )
+            .build();
+        let body = report(&[&key]);
+        let answer = send(framework, &leaks, &signed(&signer, &body), body).await;
+        assert_eq!(
+            answer.json(),
+            feedback(&[(&key, TOKEN_TYPE, "true_positive")])
+        );
+        // The change left this verifier's cache with it: no wait.
+        assert_eq!(verify(&verifier, &key).await, Err(Reason::Revoked));
+    }
+}

@@ -330,6 +330,38 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// [`KeyAdmin::apply`], with `detail` (why the change was made, e.g. where a leaked key
+    /// was found) recorded in the change's audit event. The detail must hold no secret.
+    ///
+    /// # Errors
+    /// As [`KeyAdmin::apply`].
+    pub async fn apply_with_detail(
+        &self,
+        id: &KeyId,
+        change: KeyChange,
+        detail: String,
+    ) -> Result<KeyRecord, StoreError> {
+        self.apply_recorded(id, change, Some(detail)).await
+    }
+
+    async fn apply_recorded(
+        &self,
+        id: &KeyId,
+        change: KeyChange,
+        detail: Option<String>,
+    ) -> Result<KeyRecord, StoreError> {
+        let action = Action::for_change(&change);
+        let result = self.store().apply(id, change).await;
+        // Evict even on error: the store may have applied the change before failing to answer.
+        self.changed(&[*id], &result).await;
+        if result.is_ok() {
+            self.audit(action, *id, detail);
+        }
+        result
+    }
+}
+
 #[async_trait]
 impl KeyAdmin for Admin {
     async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
@@ -352,14 +384,7 @@ impl KeyAdmin for Admin {
     }
 
     async fn apply(&self, id: &KeyId, change: KeyChange) -> Result<KeyRecord, StoreError> {
-        let action = Action::for_change(&change);
-        let result = self.store().apply(id, change).await;
-        // Evict even on error: the store may have applied the change before failing to answer.
-        self.changed(&[*id], &result).await;
-        if result.is_ok() {
-            self.audit(action, *id, None);
-        }
-        result
+        self.apply_recorded(id, change, None).await
     }
 
     async fn rotate_with(
@@ -608,6 +633,48 @@ mod tests {
         assert_eq!(admin.failed_publishes(), 0);
         // The store holds what the handle did.
         assert_eq!(store.get(&id).await.unwrap().name, "two");
+    }
+
+    #[tokio::test]
+    async fn a_change_with_a_detail_records_it_in_its_event() {
+        let store = MemoryStore::new();
+        let events = Events::default();
+        let admin = Admin::builder(store.clone())
+            .keyring(keyring())
+            .audit_sink(events.clone())
+            .build()
+            .actor("scanner");
+        let id = admin
+            .create_key(NewKey::new("one"))
+            .await
+            .unwrap()
+            .record
+            .id;
+        let record = admin
+            .apply_with_detail(
+                &id,
+                KeyChange::Revoke,
+                "found at https://example.test/a".into(),
+            )
+            .await
+            .unwrap();
+        assert!(record.revoked_at.is_some());
+        // A refused change records nothing.
+        assert!(
+            admin
+                .apply_with_detail(&id, KeyChange::Disable, "again".into())
+                .await
+                .is_err()
+        );
+        admin.flush_audit().await;
+        let events = events.0.lock().unwrap().clone();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].action, Action::Revoked);
+        assert_eq!(events[1].actor.as_deref(), Some("scanner"));
+        assert_eq!(
+            events[1].detail.as_deref(),
+            Some("found at https://example.test/a")
+        );
     }
 
     #[tokio::test]

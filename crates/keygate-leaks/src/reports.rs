@@ -297,7 +297,8 @@ impl LeakReports {
     /// or checksum, an unknown id, another prefix's record or another secret.
     async fn matched_key(&self, token: &str) -> Result<Option<KeyRecord>, LeakResponse> {
         let keyring = &self.inner.keyring;
-        let Ok(parsed) = keyring.format().parse(token.as_bytes()) else {
+        // Any of the keyring's formats (its environments' too).
+        let Ok(parsed) = keyring.parse(token.as_bytes()) else {
             return Ok(None);
         };
         let record = match self.inner.admin.get(&parsed.id()).await {
@@ -305,8 +306,8 @@ impl LeakReports {
             Err(StoreError::NotFound(_)) => return Ok(None),
             Err(error) => return Err(store_failed(&error)),
         };
-        if record.prefix != keyring.format().prefix() {
-            // The id of a key of another format: not this key.
+        if keyring.prefixes().nth(parsed.environment_index()) != Some(record.prefix.as_str()) {
+            // The id of a key of another format (or environment): not this key.
             return Ok(None);
         }
         if keyring.matches(

@@ -607,3 +607,60 @@ async fn an_endpoint_sharing_the_service_s_admin_gets_the_key_refused_on_the_nex
         assert_eq!(verify(&verifier, &key).await, Err(Reason::Revoked));
     }
 }
+
+/// With a keyring of environments (`live`, `test`), a leaked test key is matched and revoked,
+/// and a live key re-presented under the test prefix (its checksum recomputed) is not that key.
+#[actix_web::test]
+async fn keys_of_every_environment_are_matched_and_a_swapped_prefix_is_not() {
+    for framework in FRAMEWORKS {
+        let mut f = Fixture::new().await;
+        let keyring = keygate::Keyring::builder()
+            .environment("live", keygate::KeyFormat::new("acme_live").unwrap())
+            .environment("test", keygate::KeyFormat::new("acme_test").unwrap())
+            .build(keygate::Peppers::development())
+            .unwrap();
+        let minting = keygate::Admin::builder(f.store.clone())
+            .keyring(keyring.clone())
+            .build();
+        let live = minting
+            .create_key(keygate::NewKey::new("live"))
+            .await
+            .unwrap();
+        let test = minting
+            .create_key(keygate::NewKey::new("test").environment("test"))
+            .await
+            .unwrap();
+        f.keyring = keyring;
+        let leaks = f.leaks(LeakAction::Revoke);
+        let (id, secret) = parts(live.key.expose_secret());
+        let swapped = craft("acme_test", &id, &secret);
+        let test_key = test.key.expose_secret().to_owned();
+        let body = report(&[&swapped, &test_key]);
+        let answer = send(framework, &leaks, &signed(&f.signer, &body), body).await;
+        assert_eq!(answer.status, 200, "{framework:?}");
+        assert_eq!(
+            answer.json(),
+            feedback(&[
+                (&swapped, TOKEN_TYPE, "false_positive"),
+                (&test_key, TOKEN_TYPE, "true_positive"),
+            ])
+        );
+        let store = &f.store;
+        assert!(
+            store
+                .get(&test.record.id)
+                .await
+                .unwrap()
+                .revoked_at
+                .is_some()
+        );
+        assert!(
+            store
+                .get(&live.record.id)
+                .await
+                .unwrap()
+                .revoked_at
+                .is_none()
+        );
+    }
+}

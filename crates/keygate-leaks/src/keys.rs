@@ -267,7 +267,7 @@ impl FetchedKeys {
                 Ok(())
             }
             Err(error) => {
-                tracing::warn!(target: "keygate::leaks", %error, "could not fetch GitHub's secret-scanning keys");
+                tracing::warn!(target: "keygate::leaks", %error, "could not fetch the public keys GitHub signs leak reports with");
                 Err(error)
             }
         }

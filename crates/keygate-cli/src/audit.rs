@@ -70,9 +70,11 @@ pub(crate) async fn audit(
 ) -> Result<(), CliError> {
     let mut query = audit_query(args, now)?;
     let sink = store.audit();
-    // The latest `limit`, printed in the order they happened.
+    // The latest `limit` written, printed in the order they happened: a service writes its
+    // request events in batches (up to a second late), so a change made meanwhile by the CLI
+    // can be written before a request that came first.
     let mut events = sink.events(&query).await?;
-    events.reverse();
+    in_time_order(&mut events);
     if !out.is_json() {
         out.line(&header());
     }
@@ -80,7 +82,7 @@ pub(crate) async fn audit(
     if !args.follow {
         return Ok(());
     }
-    let mut last = events.last().map(|e| e.id);
+    let mut last = events.iter().map(|e| e.id).max();
     if last.is_none() {
         // Nothing matched yet: follow from the newest event of any kind.
         last = sink
@@ -99,12 +101,19 @@ pub(crate) async fn audit(
     loop {
         tokio::time::sleep(FOLLOW_EVERY).await;
         query.after_id = last.or(Some(0));
-        let new = sink.events(&query).await?;
+        let mut new = sink.events(&query).await?;
+        in_time_order(&mut new);
         print(out, &new);
-        if let Some(newest) = new.last() {
-            last = Some(newest.id);
+        if let Some(newest) = new.iter().map(|e| e.id).max() {
+            last = Some(newest);
         }
     }
+}
+
+/// Sorts events by the time they happened; events of the same microsecond stay in the order
+/// they were written.
+fn in_time_order(events: &mut [StoredEvent]) {
+    events.sort_by_key(|stored| (stored.event.at, stored.id));
 }
 
 fn header() -> String {

@@ -933,3 +933,49 @@ fn audit_and_usage_refuse_bad_input_before_opening_the_store() {
     assert!(!path.exists(), "a usage error created the store");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A service writes its request events in batches, so an event can be written after a later
+/// one (a change the CLI made meanwhile): `keygate audit` prints them in the order they
+/// happened, and `--json` too.
+#[tokio::test]
+async fn audit_prints_events_in_the_order_they_happened_not_written() {
+    use keygate::audit::{Action, AuditEvent, AuditSink as _};
+    let dir = temp_dir("audit-order");
+    let path = dir.join("keys.db");
+    let url = format!("sqlite://{}", path.display());
+    ok(&url, &["migrate"]);
+    let store = keygate_sqlx::SqliteStore::open(&path).await.unwrap();
+    let sink = store.audit_sink();
+    let id = KeyId::random();
+    let t0 = SystemTime::now() - Duration::from_secs(60);
+    // Written first, happened last.
+    sink.write(&[AuditEvent::lifecycle(
+        t0 + Duration::from_secs(2),
+        Action::Revoked,
+        id,
+    )])
+    .await
+    .unwrap();
+    sink.write(&[
+        AuditEvent::lifecycle(t0, Action::Created, id),
+        AuditEvent::lifecycle(t0 + Duration::from_secs(1), Action::Disabled, id),
+    ])
+    .await
+    .unwrap();
+    let lines = ok(&url, &["audit", "--key", id.as_str(), "--json"]);
+    let actions: Vec<String> = lines
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(actions, ["created", "disabled", "revoked"]);
+    let table = ok(&url, &["audit", "--key", id.as_str()]);
+    let created = table.find("created").unwrap();
+    let revoked = table.find("revoked").unwrap();
+    assert!(created < revoked, "{table}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -664,3 +664,41 @@ async fn keys_of_every_environment_are_matched_and_a_swapped_prefix_is_not() {
         );
     }
 }
+
+/// The body limit holds in the core too (an adapter that reads more still gets 413), a body of
+/// exactly the limit is read, the default limit is 1 MiB, and `Debug` shows the set-up only.
+#[actix_web::test]
+async fn the_core_enforces_the_body_limit_and_debug_shows_no_key() {
+    let f = Fixture::new().await;
+    let leaks = f.leaks(LeakAction::Revoke);
+    let limit = leaks.max_body_bytes();
+    let headers = |body: &[u8]| {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in signed(&f.signer, body) {
+            map.insert(name, value.parse().unwrap());
+        }
+        map
+    };
+    // A JSON array padded with spaces to exactly the limit, then one byte more.
+    let mut body = report(&[&active(&f)]);
+    body.resize(limit, b' ');
+    let answer = leaks.handle(&headers(&body), &body).await;
+    assert_eq!(answer.status, 200, "a body of exactly the limit is read");
+    body.push(b' ');
+    let answer = leaks.handle(&headers(&body), &body).await;
+    assert_eq!(answer.status, 413);
+
+    let default = keygate_leaks::LeakReports::builder(f.admin.clone(), f.keyring.clone()).build();
+    assert_eq!(default.max_body_bytes(), 1024 * 1024);
+    let shown = format!("{default:?}");
+    assert!(
+        shown.starts_with("LeakReports") && shown.contains("Revoke"),
+        "{shown}"
+    );
+    assert!(!shown.contains(&active(&f)[10..]), "{shown}");
+    let builder = format!(
+        "{:?}",
+        keygate_leaks::LeakReports::builder(f.admin.clone(), f.keyring.clone())
+    );
+    assert!(builder.starts_with("LeakReportsBuilder"), "{builder}");
+}

@@ -1,8 +1,8 @@
 //! Why a request was refused, and the HTTP response that says so.
 //!
 //! Every refusal is a [`Rejection`]: a precise [`Reason`] (kept for logs and audit) plus the key
-//! id when a well-formed one was presented. Clients see less than the logs: unknown id, wrong
-//! secret, revoked, disabled, expired, malformed, wrong prefix and bad checksum all produce the
+//! id when a well-formed one was presented. Clients see less than the logs: unknown id, canary,
+//! wrong secret, revoked, disabled, expired, malformed, wrong prefix and bad checksum all produce the
 //! same `401 invalid_token` response, so a caller cannot probe which keys exist or why one failed.
 //!
 //! | reason | status | `WWW-Authenticate` | problem `type` |

@@ -241,7 +241,8 @@ impl Verifier {
     /// over the load.
     ///
     /// # Errors
-    /// A [`Rejection`]: `UnknownKey`, `WrongSecret`, `Revoked`, `Disabled`, `Expired` (401),
+    /// A [`Rejection`]: `UnknownKey`, `Canary` (answered as `UnknownKey` is), `WrongSecret`,
+    /// `Revoked`, `Disabled`, `Expired` (401),
     /// `ForbiddenClientIp` (403), `RateLimited`, `TooManyFailures` (429), `StoreUnavailable`,
     /// `LimiterUnavailable` (503).
     pub async fn verify(&self, presented: &Presented) -> Result<Arc<Identity>, Rejection> {

@@ -62,6 +62,7 @@ pub fn run(data: &[u8]) {
         revoked_at: int("revoked_at"),
         last_used_at: int("last_used_at"),
         rate_limit: column("rate_limit").map(str::to_owned),
+        canary: int("canary").is_some_and(|n| n != 0),
     };
     let record = match raw.into_record() {
         Ok(record) => record,

@@ -426,6 +426,8 @@ pub struct Keys {
     /// Active, no rate limit of its own: the verifier's default applies. Used only by the
     /// rate-limit cases.
     pub defaulted: String,
+    /// A canary (`NewKey::canary`), scopes `orders:read`: refused as an unknown key.
+    pub canary: String,
 }
 
 impl Keys {
@@ -453,6 +455,9 @@ impl Keys {
             .create(spec("unlimited").rate_limit(keygate::rate::RateLimit::Unlimited))
             .await;
         let (defaulted, _) = h.create(spec("defaulted")).await;
+        let (canary, _) = h
+            .create(spec("decoy").scope("orders:read").unwrap().canary())
+            .await;
         let admin = h.verifier.admin();
         admin.revoke(&revoked_id).await.unwrap();
         admin.disable(&disabled_id).await.unwrap();
@@ -489,6 +494,7 @@ impl Keys {
             limited_wrong_secret,
             unlimited,
             defaulted,
+            canary,
         }
     }
 
@@ -508,6 +514,7 @@ impl Keys {
             &self.limited_wrong_secret,
             &self.unlimited,
             &self.defaulted,
+            &self.canary,
         ];
         all.iter()
             .flat_map(|k| [k.to_string(), k[k.len() - 36..k.len() - 6].to_owned()])

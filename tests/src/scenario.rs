@@ -235,6 +235,14 @@ fn authentication(keys: &Keys) -> Vec<Case> {
             .bearer(&keys.unknown)
             .invalid_token(UnknownKey)
             .store_calls(0),
+        Case::new("canary (its one event is not folded)", "/hello", 401)
+            .bearer(&keys.canary)
+            .invalid_token(Canary)
+            .store_calls(1),
+        Case::new("canary again (cached)", "/hello", 401)
+            .api_key(keys.canary.as_str())
+            .invalid_token(Canary)
+            .store_calls(0),
         Case::new("wrong secret", "/hello", 401)
             .bearer(&keys.wrong_secret)
             .invalid_token(WrongSecret),

@@ -193,7 +193,7 @@ async fn admin_list_filters_and_pages() {
         )
         .await
         .unwrap();
-    assert_eq!(all.keys.len(), 10, "the Keys fixture makes 10 keys");
+    assert_eq!(all.keys.len(), 11, "the Keys fixture makes 11 keys");
     assert_eq!(all.next, None);
     let mut seen = Vec::new();
     let mut page = keygate::PageRequest::first(4);

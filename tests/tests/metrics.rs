@@ -387,3 +387,66 @@ async fn the_revocation_bound_gauge_follows_the_subscription() {
     }
     assert_eq!(gauge(&Emitted::take(&snapshotter)), Some(1.0));
 }
+
+/// Issue 18: each use of a canary is one `reason="canary"` denial and one high-severity audit
+/// event with the client address and route — never a second of either — on axum and actix-web,
+/// whether the key was loaded from the store or cached.
+#[tokio::test]
+async fn a_canary_use_is_one_denial_and_one_high_severity_event() {
+    use keygate::audit::{Action, Severity};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let h = Harness::new();
+    let (canary, record) = h.create(NewKey::new("decoy").canary()).await;
+    let denied = [("outcome", "denied"), ("reason", "canary")];
+
+    let axum_events = keygate_tests::CapturingSink::default();
+    let sink = axum_events.clone();
+    let axum_verifier = h.sibling_with(|b| b.audit_sink(sink));
+    let axum = axum_app(&axum_verifier);
+    let actix_events = keygate_tests::CapturingSink::default();
+    let sink = actix_events.clone();
+    let actix_verifier = h.sibling_with(|b| b.audit_sink(sink));
+    let actix = test::init_service(actix_app(actix_verifier.clone())).await;
+    let auth = format!("Bearer {canary}");
+    Emitted::take(&snapshotter);
+
+    for round in ["cold", "cached"] {
+        for framework in ["axum", "actix"] {
+            let (reply, verifier, events) = if framework == "axum" {
+                let reply = send_bearer(&axum, "/hello", &canary).await;
+                (reply, &axum_verifier, &axum_events)
+            } else {
+                let headers = [("authorization", auth.as_bytes())];
+                let reply = send_actix(&actix, "/hello", &headers, "127.0.0.1:1").await;
+                (reply, &actix_verifier, &actix_events)
+            };
+            assert_eq!(reply.status, 401, "{framework} {round}");
+            verifier.flush_audit().await;
+            let emitted = Emitted::take(&snapshotter);
+            let decisions: Vec<_> = emitted
+                .moved_counters()
+                .into_iter()
+                .filter(|(name, _, _)| name == DECISIONS)
+                .collect();
+            assert_eq!(
+                decisions,
+                [(DECISIONS.to_owned(), labels(&denied), 1)],
+                "{framework} {round}: one decision, the canary's"
+            );
+            let events = events.take();
+            let [event] = &events[..] else {
+                panic!("{framework} {round}: {} events, want 1", events.len());
+            };
+            assert_eq!(event.action, Action::Request);
+            assert_eq!(event.outcome, Some(Outcome::Denied));
+            assert_eq!(event.reason, Some(keygate::Reason::Canary));
+            assert_eq!(event.severity(), Severity::High, "{framework} {round}");
+            assert_eq!(event.key_id, Some(record));
+            assert_eq!(event.client_ip, Some("127.0.0.1".parse().unwrap()));
+            assert_eq!(event.route.as_deref(), Some("/hello"));
+            assert_eq!(event.status, Some(401));
+        }
+    }
+}

@@ -341,3 +341,53 @@ async fn wrong_secrets_never_drain_the_victim_key_s_allowance() {
         "only the key's own second request was taken"
     );
 }
+
+/// Issue 18: with `canary_lockout`, one use of a canary spends the client's failure allowance
+/// (its next request, even with a valid key, is the 429 of too many failures) while the canary's
+/// own answer stays the unknown key's 401; without it, the client keeps its allowance less one.
+#[tokio::test]
+async fn a_canary_locks_its_client_out_only_when_asked() {
+    let h = Harness::new();
+    let (canary, _) = h.create(NewKey::new("decoy").canary()).await;
+    let (valid, _) = h.create(NewKey::new("valid")).await;
+    let limit = "5/1m burst 5".parse::<keygate::rate::RatePolicy>().unwrap();
+    let ask = |verifier: Verifier, key: String, ip: &'static str| async move {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", key.parse().unwrap());
+        let uri = Uri::from_static("/");
+        let ip: IpAddr = ip.parse().unwrap();
+        verifier
+            .verify_request(&HttpRequestView::new(&headers, &uri, Some(ip)))
+            .await
+            .map(drop)
+            .map_err(|r| r.reason())
+    };
+    for lockout in [true, false] {
+        let verifier = h.sibling_with(|b| b.failure_limit(Some(limit)).canary_lockout(lockout));
+        // Cold (the store read, so the awaiting path) from one client, cached from another.
+        for ip in ["198.51.100.1", "198.51.100.2"] {
+            if ip.ends_with('2') {
+                assert!(matches!(
+                    ask(verifier.clone(), valid.clone(), "203.0.113.9").await,
+                    Ok(())
+                ));
+            }
+            assert_eq!(
+                ask(verifier.clone(), canary.clone(), ip).await,
+                Err(Reason::Canary),
+                "lockout {lockout}, {ip}: the canary's own answer"
+            );
+            let next = ask(verifier.clone(), valid.clone(), ip).await;
+            if lockout {
+                assert_eq!(next, Err(Reason::TooManyFailures), "{ip}: locked out");
+            } else {
+                assert_eq!(next, Ok(()), "{ip}: not locked out");
+            }
+            // Another client is not concerned.
+            assert_eq!(
+                ask(verifier.clone(), valid.clone(), "203.0.113.9").await,
+                Ok(())
+            );
+        }
+    }
+}

@@ -396,3 +396,93 @@ async fn fragmented_status(addr: std::net::SocketAddr, len: usize) -> String {
         Err(_) => panic!("{addr}: no answer to a 1 MiB header within 10 s"),
     }
 }
+
+/// Issue 18: a canary's refusal is an unknown key's, byte for byte (status, every header, body),
+/// cold (loaded from the store) and cached, on axum and actix-web; only the rejection in the
+/// response extensions (never sent) tells them apart.
+#[tokio::test]
+async fn a_canary_is_answered_byte_for_byte_as_an_unknown_key() {
+    let h = Harness::new();
+    let keys = Keys::create(&h).await;
+    let peer = "127.0.0.1:40000";
+    let wire = |r: &Reply| {
+        let mut headers: Vec<(String, Vec<u8>)> = r
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect();
+        headers.sort();
+        (r.status, headers, r.body.clone())
+    };
+    let reason = |r: &Reply| r.rejection.as_ref().map(keygate::Rejection::reason);
+
+    let axum = axum_app(&h.sibling_with(configure));
+    let actix = actix_web::test::init_service(actix_app(h.sibling_with(configure))).await;
+    for round in ["cold", "cached"] {
+        for (framework, unknown, canary) in [
+            (
+                "axum",
+                send(
+                    &axum,
+                    keygate_tests::request(
+                        "/hello",
+                        &[(
+                            "authorization",
+                            format!("Bearer {}", keys.unknown).as_bytes(),
+                        )],
+                        peer,
+                    ),
+                )
+                .await,
+                send(
+                    &axum,
+                    keygate_tests::request(
+                        "/hello",
+                        &[(
+                            "authorization",
+                            format!("Bearer {}", keys.canary).as_bytes(),
+                        )],
+                        peer,
+                    ),
+                )
+                .await,
+            ),
+            (
+                "actix",
+                send_actix(
+                    &actix,
+                    "/hello",
+                    &[(
+                        "authorization",
+                        format!("Bearer {}", keys.unknown).as_bytes(),
+                    )],
+                    peer,
+                )
+                .await,
+                send_actix(
+                    &actix,
+                    "/hello",
+                    &[(
+                        "authorization",
+                        format!("Bearer {}", keys.canary).as_bytes(),
+                    )],
+                    peer,
+                )
+                .await,
+            ),
+        ] {
+            assert_eq!(unknown.status, 401, "{framework} {round}");
+            assert_eq!(wire(&canary), wire(&unknown), "{framework} {round}");
+            assert_eq!(reason(&unknown), Some(keygate::Reason::UnknownKey));
+            assert_eq!(reason(&canary), Some(keygate::Reason::Canary));
+            assert!(
+                !canary.body.contains("canary")
+                    && !canary
+                        .headers
+                        .iter()
+                        .any(|(_, v)| v.as_bytes().windows(6).any(|w| w == b"canary")),
+                "{framework}: the word reaches the client"
+            );
+        }
+    }
+}

@@ -683,6 +683,47 @@ async fn a_refused_rotation_changes_nothing<S: TestStore>(f: Fixture<S>) {
     assert!(verify(&f, &key, None).await.is_ok());
 }
 
+async fn canaries<S: TestStore>(f: Fixture<S>) {
+    let admin = f.verifier.admin();
+    let (canary_key, canary) = create(
+        &f,
+        NewKey::new("decoy").scopes([scope("orders:*")]).canary(),
+    )
+    .await;
+    let (plain_key, plain) = create(&f, NewKey::new("plain")).await;
+    assert!(canary.canary && !plain.canary);
+    assert_eq!(ok(f.store.get(&canary.id).await), canary, "{}: get", f.name);
+    assert_eq!(ok(f.store.find(&canary.id).await), Some(canary.clone()));
+    assert!(!ok(f.store.get(&plain.id).await).canary);
+    let listed = ok(f
+        .store
+        .list(&KeyFilter::default(), PageRequest::first(10))
+        .await);
+    let flags: Vec<(String, bool)> = listed
+        .keys
+        .iter()
+        .map(|r| (r.name.clone(), r.canary))
+        .collect();
+    assert!(flags.contains(&("decoy".to_owned(), true)), "{flags:?}");
+    assert!(flags.contains(&("plain".to_owned(), false)), "{flags:?}");
+
+    // Never accepted, whatever its scopes and state; a normal key is.
+    assert!(verify(&f, &plain_key, None).await.is_ok());
+    assert_eq!(refused(&f, &canary_key).await, Reason::Canary);
+    ok(admin.disable(&canary.id).await);
+    assert_eq!(refused(&f, &canary_key).await, Reason::Canary);
+    ok(admin.enable(&canary.id).await);
+
+    // A rotated canary's successor is a canary too.
+    let rotated = ok(admin.rotate(&canary.id, Duration::from_secs(60)).await);
+    assert!(rotated.new.record.canary);
+    assert!(ok(f.store.get(&rotated.new.record.id).await).canary);
+    assert_eq!(
+        refused(&f, rotated.new.key.expose_secret()).await,
+        Reason::Canary
+    );
+}
+
 // ---- one test per case and store ----------------------------------------------------------
 
 macro_rules! conformance {
@@ -722,6 +763,7 @@ conformance!(
     concurrent_changes_are_all_kept,
     concurrent_rotations_replace_a_key_once,
     a_refused_rotation_changes_nothing,
+    canaries,
 );
 
 #[test]

@@ -138,6 +138,11 @@ pub struct CreateKey {
     /// names; its prefix is the key's); absent or null: the keyring's default environment.
     #[serde(default)]
     pub environment: Option<String>,
+    /// A canary: a decoy key to plant where a real key could leak. It is never accepted (a
+    /// request with it gets exactly an unknown key's `401`) and each use raises a
+    /// high-severity audit event (reason `canary`). It may not carry the admin scopes.
+    #[serde(default)]
+    pub canary: bool,
 }
 
 /// `PUT /keys/{id}/name`.

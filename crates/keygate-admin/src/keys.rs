@@ -135,6 +135,21 @@ pub(crate) async fn create(
     if let Some(environment) = input.environment {
         spec = spec.environment(environment);
     }
+    if input.canary {
+        // A decoy with admin scopes would say "this is what an admin key looks like" for
+        // nothing: it can never be used.
+        if input
+            .scopes
+            .iter()
+            .any(|s| [crate::READ_SCOPE, crate::WRITE_SCOPE].contains(&s.trim()))
+        {
+            return Err(ApiError::bad(
+                "canary",
+                "a canary may not carry the admin scopes",
+            ));
+        }
+        spec = spec.canary();
+    }
     let created = acting(&state, &caller).create_key(spec).await?;
     let record = key_view(&state, &created.record, state.admin.clock().now());
     Ok((

@@ -84,6 +84,9 @@ pub struct KeyView {
     pub last_used_at: Option<String>,
     /// The key this one replaced, when it was made by a rotation.
     pub rotated_from: Option<String>,
+    /// Whether the key is a canary: never accepted; each use raises a high-severity audit
+    /// event (reason `canary`).
+    pub canary: bool,
 }
 
 impl KeyView {
@@ -114,6 +117,7 @@ impl KeyView {
             revoked_at: record.revoked_at.map(time),
             last_used_at: record.last_used_at.map(time),
             rotated_from: record.rotated_from.map(|id| id.to_string()),
+            canary: record.canary,
         }
     }
 }

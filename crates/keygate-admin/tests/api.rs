@@ -774,3 +774,99 @@ async fn without_environments_views_show_null() {
     assert!(shown.as_object().unwrap().contains_key("environment"));
     assert_eq!(shown["environment"], Value::Null);
 }
+
+/// Issue 18: `canary: true` mints a canary, which the views mark; it may not carry the admin
+/// scopes; and the admin API itself answers it as it answers an unknown key.
+#[tokio::test]
+async fn a_canary_is_created_shown_and_refused_like_an_unknown_key() {
+    let f = fixture().await;
+    let created = f
+        .send(
+            &Method::POST,
+            "/keys",
+            Some(&f.writer.key),
+            Some(&json!({"name": "decoy", "scopes": ["invoices:read"], "canary": true})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let created = created.json();
+    assert_eq!(created["record"]["canary"], true);
+    let id = created["record"]["id"].as_str().unwrap().to_owned();
+    let shown = f
+        .send(
+            &Method::GET,
+            &format!("/keys/{id}"),
+            Some(&f.reader.key),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(shown["canary"], true);
+    let plain = f
+        .send(
+            &Method::POST,
+            "/keys",
+            Some(&f.writer.key),
+            Some(&json!({"name": "plain"})),
+        )
+        .await
+        .json();
+    assert_eq!(plain["record"]["canary"], false);
+
+    let refused = f
+        .send(
+            &Method::POST,
+            "/keys",
+            Some(&f.writer.key),
+            Some(&json!({"name": "x", "scopes": [keygate_admin::READ_SCOPE], "canary": true})),
+        )
+        .await;
+    assert!(refused.status.is_client_error(), "{}", refused.status);
+    assert!(refused.text.contains("canary"), "{}", refused.text);
+
+    // A deleted key's id is unknown: the API answers the canary exactly as it answers that.
+    let unknown = f
+        .send(
+            &Method::POST,
+            "/keys",
+            Some(&f.writer.key),
+            Some(&json!({"name": "gone"})),
+        )
+        .await
+        .json();
+    let gone_key = unknown["key"].as_str().unwrap().to_owned();
+    let gone_id = unknown["record"]["id"].as_str().unwrap().to_owned();
+    let deleted = f
+        .send(
+            &Method::DELETE,
+            &format!("/keys/{gone_id}"),
+            Some(&f.writer.key),
+            None,
+        )
+        .await;
+    assert!(deleted.status.is_success(), "{}", deleted.text);
+    let as_unknown = f.send(&Method::GET, "/keys", Some(&gone_key), None).await;
+    let as_canary = f
+        .send(
+            &Method::GET,
+            "/keys",
+            Some(created["key"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(as_unknown.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        (
+            as_canary.status,
+            &as_canary.content_type,
+            &as_canary.cache_control,
+            &as_canary.text
+        ),
+        (
+            as_unknown.status,
+            &as_unknown.content_type,
+            &as_unknown.cache_control,
+            &as_unknown.text
+        )
+    );
+}

@@ -340,6 +340,11 @@ pub(crate) struct CreateArgs {
     /// With --admin: a read-only admin key (keygate:admin:read only).
     #[arg(long, requires = "admin")]
     pub(crate) read_only: bool,
+    /// A canary: a decoy key to plant where a real key could leak. It is never accepted: a
+    /// request with it gets exactly an unknown key's 401, and raises a high-severity audit
+    /// event (reason canary) and metric with the client address and route. Not with --admin.
+    #[arg(long, conflicts_with = "admin")]
+    pub(crate) canary: bool,
     /// The environment of the key, like live or test: one the key store records (a service
     /// whose keyring has environments records them at its first start); its prefix is the
     /// key's. Default: the store's default environment (the prefix it records).

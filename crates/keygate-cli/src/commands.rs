@@ -904,6 +904,9 @@ fn new_key(args: &CreateArgs, now: SystemTime) -> Result<NewKey, CliError> {
         admin.retain(|s| !args.scopes.iter().any(|given| given.trim() == s.as_str()));
         spec = spec.scopes(admin);
     }
+    if args.canary {
+        spec = spec.canary();
+    }
     Ok(spec)
 }
 

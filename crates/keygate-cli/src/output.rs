@@ -139,7 +139,7 @@ impl<'a> Output<'a> {
                 r.owner.clone().unwrap_or_else(|| "-".into()),
                 scopes_text(r),
                 rate_text(r),
-                r.state(now).as_str().to_owned(),
+                state_text(r, now),
                 time_text(Some(r.created_at)),
                 time_text(r.expires_at),
                 time_text(r.last_used_at),
@@ -178,6 +178,14 @@ impl<'a> Output<'a> {
             ("name", record.name.clone()),
             ("owner", record.owner.clone().unwrap_or_else(|| "-".into())),
             ("state", record.state(now).as_str().to_owned()),
+            (
+                "canary",
+                if record.canary {
+                    "yes: never accepted; a use raises a high-severity audit event".into()
+                } else {
+                    "no".into()
+                },
+            ),
             ("scopes", scopes_text(record)),
             ("allowed IPs", ips),
             ("rate limit", rate_text(record)),
@@ -202,6 +210,16 @@ impl<'a> Output<'a> {
             table.add_row([field.to_owned(), value]);
         }
         self.line(&table.trim_fmt());
+    }
+}
+
+/// The key's state, marked `(canary)` for a canary.
+fn state_text(record: &KeyRecord, now: SystemTime) -> String {
+    let state = record.state(now).as_str();
+    if record.canary {
+        format!("{state} (canary)")
+    } else {
+        state.to_owned()
     }
 }
 
@@ -254,6 +272,7 @@ pub(crate) fn record_json(record: &KeyRecord, now: SystemTime, environment: Opti
         "rate_limit": record.rate_limit.map(|limit| limit.to_string()),
         "pepper_version": record.pepper_version,
         "rotated_from": record.rotated_from.map(|id| id.to_string()),
+        "canary": record.canary,
         "created_at": time_json(Some(record.created_at)),
         "updated_at": time_json(Some(record.updated_at)),
         "expires_at": time_json(record.expires_at),

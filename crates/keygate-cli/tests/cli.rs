@@ -307,6 +307,45 @@ async fn lifecycle(url: &str, service: &Service) {
     assert!(!ids.contains(&new_id) && ids.contains(&id), "{ids:?}");
     let out = keygate(url, &["show", &new_id]);
     assert_eq!(out.status.code(), Some(2));
+
+    // A canary: refused by the service like an unknown key, marked in list and show.
+    let canary = ok(
+        url,
+        &[
+            "create",
+            "--name",
+            "decoy",
+            "--scope",
+            "orders:read",
+            "--canary",
+        ],
+    )
+    .trim()
+    .to_owned();
+    assert_eq!(service.status(&canary).await, StatusCode::UNAUTHORIZED);
+    let decoy = json_lines(url, &["list"])
+        .into_iter()
+        .find(|v| v["name"] == "decoy")
+        .unwrap();
+    assert_eq!(
+        (&decoy["canary"], &decoy["state"]),
+        (&Value::Bool(true), &Value::from("active"))
+    );
+    let canary_id = decoy["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(json(url, &["show", &id])["canary"], Value::Bool(false));
+    let table = ok(url, &["list"]);
+    assert!(
+        row(&table, &canary_id).contains(" active (canary) "),
+        "{table}"
+    );
+    assert!(!row(&table, &id).contains("canary"), "{table}");
+    assert!(field(&ok(url, &["show", &canary_id]), "canary").starts_with("yes"));
+    assert!(field(&ok(url, &["show", &id]), "canary").starts_with("no"));
+    let out = keygate(url, &["create", "--name", "x", "--canary", "--admin"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--admin"),
+        "a canary admin key was accepted"
+    );
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ macro_rules! columns {
         concat!(
             "id, prefix, name, owner, digest, pepper_version, scopes, ",
             "CAST(metadata AS text) AS metadata, allowed_ips, rotated_from, created_at, ",
-            "updated_at, expires_at, disabled_at, revoked_at, last_used_at, rate_limit"
+            "updated_at, expires_at, disabled_at, revoked_at, last_used_at, rate_limit, canary"
         )
     };
 }
@@ -107,6 +107,7 @@ pub struct RawRecord {
     pub revoked_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub rate_limit: Option<String>,
+    pub canary: bool,
 }
 
 /// A stored value keygate cannot read back: the store is damaged or written by something else.
@@ -190,6 +191,7 @@ impl RawRecord {
             revoked_at: self.revoked_at.map(from_micros),
             rotated_from,
             last_used_at: self.last_used_at.map(from_micros),
+            canary: self.canary,
         })
     }
 }

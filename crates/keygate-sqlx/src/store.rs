@@ -127,12 +127,13 @@ impl Statements {
                 &format!(
                     "INSERT INTO keygate_keys (id, prefix, name, name_folded, owner, digest, \
                      pepper_version, scopes, metadata, allowed_ips, rotated_from, created_at, \
-                     updated_at, expires_at, disabled_at, revoked_at, last_used_at, rate_limit) \
+                     updated_at, expires_at, disabled_at, revoked_at, last_used_at, rate_limit, \
+                     canary) \
                      SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9{json}, $10, $11, $12, $13, $14, \
-                     $15, $16, $17, $18 \
+                     $15, $16, $17, $18, $19 \
                      WHERE NOT EXISTS (SELECT 1 FROM keygate_deleted_keys WHERE id = $1)"
                 ),
-                18,
+                19,
             ),
             // The fields a change or rotation may alter.
             update: D::announced(
@@ -193,7 +194,7 @@ where
     for<'a> Option<String>: Encode<'a, D::DB>,
     for<'a> Vec<u8>: Decode<'a, D::DB> + Type<D::DB>,
     for<'a> i64: Encode<'a, D::DB> + Decode<'a, D::DB> + Type<D::DB>,
-    for<'a> bool: Decode<'a, D::DB> + Type<D::DB>,
+    for<'a> bool: Encode<'a, D::DB> + Decode<'a, D::DB> + Type<D::DB>,
     for<'a> Option<D::Time>: Encode<'a, D::DB>,
 {
     /// Applies the embedded migrations not applied yet, unless the database is newer.
@@ -286,6 +287,7 @@ where
             revoked_at: optional_time("revoked_at")?,
             last_used_at: optional_time("last_used_at")?,
             rate_limit: Self::column(row, "rate_limit")?,
+            canary: Self::column(row, "canary")?,
             id,
         })
     }
@@ -327,7 +329,8 @@ where
             .bind(r.disabled_at.map(D::time))
             .bind(r.revoked_at.map(D::time))
             .bind(r.last_used_at.map(D::time))
-            .bind(rate_limit_text(r.rate_limit.as_ref()));
+            .bind(rate_limit_text(r.rate_limit.as_ref()))
+            .bind(r.canary);
         match self
             .dialect
             .announce(statement, &r.id)

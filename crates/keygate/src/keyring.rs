@@ -362,6 +362,7 @@ impl Keyring {
             revoked_at: None,
             rotated_from: None,
             last_used_at: None,
+            canary: spec.canary,
         };
         Ok(MintedKey { record, key })
     }

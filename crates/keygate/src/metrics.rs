@@ -246,6 +246,7 @@ fn denied_key(reason: Reason) -> &'static Key {
         Reason::WrongPrefix => denied!(WrongPrefix),
         Reason::BadChecksum => denied!(BadChecksum),
         Reason::UnknownKey => denied!(UnknownKey),
+        Reason::Canary => denied!(Canary),
         Reason::WrongSecret => denied!(WrongSecret),
         Reason::Revoked => denied!(Revoked),
         Reason::Disabled => denied!(Disabled),

@@ -56,6 +56,10 @@ pub struct KeyRecord {
     /// When the key last authenticated a request, as reported by verifiers (write-behind, so
     /// it trails real use by up to the verifier's flush interval).
     pub last_used_at: Option<SystemTime>,
+    /// A canary: a decoy key that is never accepted. A request with it is refused exactly as an
+    /// unknown key is (the same `401`), and raises a [`Reason::Canary`](crate::Reason::Canary)
+    /// audit event and metric. Set when the key is minted ([`NewKey::canary`]), never changed.
+    pub canary: bool,
 }
 
 /// The lifecycle state of a key at some instant.
@@ -219,6 +223,7 @@ pub struct NewKey {
     pub(crate) allowed_ips: Vec<IpNet>,
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) environment: Option<String>,
+    pub(crate) canary: bool,
 }
 
 impl NewKey {
@@ -234,7 +239,19 @@ impl NewKey {
             allowed_ips: Vec::new(),
             rate_limit: None,
             environment: None,
+            canary: false,
         }
+    }
+
+    /// Mints a canary: a decoy key that is never accepted, whatever its scopes or state. Plant
+    /// it where a real key could leak (a config file, a wiki, a CI variable); a request with it
+    /// gets the very response of an unknown key, and raises a high-severity
+    /// [`Reason::Canary`](crate::Reason::Canary) audit event and the `reason="canary"` metric
+    /// with the client's address and route (see `docs/security.md`).
+    #[must_use]
+    pub fn canary(mut self) -> Self {
+        self.canary = true;
+        self
     }
 
     /// Sets the owner (project, application or team).
@@ -504,7 +521,8 @@ impl Rotation {
     ///
     /// - only an active key rotates (revoked, disabled or expired: refused);
     /// - the successor is `replacement` (its id, digest, pepper version, prefix and times) with
-    ///   the old key's name, owner, scopes, metadata, allowed IP ranges and rate limit, and
+    ///   the old key's name, owner, scopes, metadata, allowed IP ranges, rate limit and canary
+    ///   flag, and
     ///   `rotated_from` set to the old id. It does not inherit the old key's expiry;
     /// - the old key expires at `now + grace` (or keeps an earlier expiry it already had);
     ///   with a zero grace it is revoked at `now`.
@@ -533,6 +551,7 @@ impl Rotation {
             allowed_ips: old.allowed_ips.clone(),
             rate_limit: old.rate_limit,
             rotated_from: Some(old.id),
+            canary: old.canary,
             last_used_at: None,
             disabled_at: None,
             revoked_at: None,

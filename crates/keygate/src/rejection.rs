@@ -1,8 +1,8 @@
 //! Why a request was refused, and the HTTP response that says so.
 //!
 //! Every refusal is a [`Rejection`]: a precise [`Reason`] (kept for logs and audit) plus the key
-//! id when a well-formed one was presented. Clients see less than the logs: unknown id, wrong
-//! secret, revoked, disabled, expired, malformed, wrong prefix and bad checksum all produce the
+//! id when a well-formed one was presented. Clients see less than the logs: unknown id, canary,
+//! wrong secret, revoked, disabled, expired, malformed, wrong prefix and bad checksum all produce the
 //! same `401 invalid_token` response, so a caller cannot probe which keys exist or why one failed.
 //!
 //! | reason | status | `WWW-Authenticate` | problem `type` |
@@ -51,6 +51,10 @@ pub enum Reason {
     BadChecksum,
     /// No key has this id.
     UnknownKey,
+    /// A [canary](crate::NewKey::canary) was used: the id and secret matched a decoy key. The
+    /// client is told exactly what an unknown key gets; only logs, audit and metrics say
+    /// `canary`.
+    Canary,
     /// The id exists but the secret does not match.
     WrongSecret,
     /// The key was revoked.
@@ -78,7 +82,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for parsers and tests.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::MissingCredentials,
         Self::MultipleCredentials,
         Self::CredentialTooLong,
@@ -86,6 +90,7 @@ impl Reason {
         Self::WrongPrefix,
         Self::BadChecksum,
         Self::UnknownKey,
+        Self::Canary,
         Self::WrongSecret,
         Self::Revoked,
         Self::Disabled,
@@ -110,6 +115,7 @@ impl Reason {
             Self::WrongPrefix => "wrong_prefix",
             Self::BadChecksum => "bad_checksum",
             Self::UnknownKey => "unknown_key",
+            Self::Canary => "canary",
             Self::WrongSecret => "wrong_secret",
             Self::Revoked => "revoked",
             Self::Disabled => "disabled",
@@ -126,12 +132,17 @@ impl Reason {
 
     /// Whether this refusal counts as a failed attempt against the client's address: a
     /// well-formed key that is unknown, has the wrong secret, or is revoked, disabled or
-    /// expired.
+    /// expired; and a canary (counted as the unknown key it poses as).
     #[must_use]
     pub fn is_failed_attempt(self) -> bool {
         matches!(
             self,
-            Self::UnknownKey | Self::WrongSecret | Self::Revoked | Self::Disabled | Self::Expired
+            Self::UnknownKey
+                | Self::Canary
+                | Self::WrongSecret
+                | Self::Revoked
+                | Self::Disabled
+                | Self::Expired
         )
     }
 
@@ -146,6 +157,7 @@ impl Reason {
             | Self::WrongPrefix
             | Self::BadChecksum
             | Self::UnknownKey
+            | Self::Canary
             | Self::WrongSecret
             | Self::Revoked
             | Self::Disabled

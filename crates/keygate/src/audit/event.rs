@@ -160,6 +160,34 @@ impl FromStr for Outcome {
     }
 }
 
+/// How urgently an event wants a human: [`AuditEvent::severity`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Severity {
+    /// Routine: allowed requests, ordinary refusals, key changes.
+    Info,
+    /// Someone used a [canary](crate::NewKey::canary) key: whoever holds it found it where it
+    /// was planted. Alert on it.
+    High,
+}
+
+impl Severity {
+    /// `info` or `high`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::High => "high",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A name that is not one of the type's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("unknown name")]
@@ -288,6 +316,17 @@ impl AuditEvent {
             actor: None,
             detail: None,
             folded: None,
+        }
+    }
+
+    /// How urgent the event is: [`Severity::High`] for a request with a canary key
+    /// ([`Reason::Canary`]), else [`Severity::Info`]. Derived from the reason, so every sink
+    /// and every stored event (read back) agrees on it.
+    #[must_use]
+    pub fn severity(&self) -> Severity {
+        match self.reason {
+            Some(Reason::Canary) => Severity::High,
+            _ => Severity::Info,
         }
     }
 

@@ -195,6 +195,7 @@ mod tests {
             assert_eq!(folded, is_folded(reason), "{reason:?}");
         }
         for reason in [
+            Reason::Canary,
             Reason::WrongSecret,
             Reason::Revoked,
             Reason::Disabled,

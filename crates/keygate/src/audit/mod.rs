@@ -39,7 +39,9 @@
 //! denials from further clients go to one "other clients" fold per reason, counted in
 //! [`AuditStats::folded_other_clients`]: memory stays bounded under a flood from any number
 //! of addresses. Denials of keys that exist (wrong secret, revoked, disabled, expired, client
-//! address or scope refused, the key's rate limit) stay one event each. Folding happens after
+//! address or scope refused, the key's rate limit) stay one event each, and so does every use
+//! of a canary key ([`Reason::Canary`](crate::Reason::Canary), [`Severity::High`]), though
+//! its client is told the unknown key's answer. Folding happens after
 //! the response is sent: it changes no response.
 //!
 //! It is done here, before the sinks, rather than in one sink: a flood costs the log
@@ -54,7 +56,8 @@ mod sink;
 mod trail;
 
 pub use event::{
-    Action, AuditEvent, Folded, MAX_FOLDED_SAMPLE, MAX_LABEL_LEN, Outcome, UnknownName, label,
+    Action, AuditEvent, Folded, MAX_FOLDED_SAMPLE, MAX_LABEL_LEN, Outcome, Severity, UnknownName,
+    label,
 };
 pub use fold::{FOLD_INTERVAL, MAX_OPEN_FOLDS, is_folded};
 pub use pipeline::{AuditStats, DEFAULT_LINGER, FLUSH_INTERVAL};

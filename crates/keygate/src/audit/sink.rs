@@ -41,7 +41,8 @@ pub trait AuditSink: Send + Sync + 'static {
 }
 
 /// The default sink: one `tracing` event per audit event, at INFO, target `keygate::audit`,
-/// with structured fields. Strings an outsider can influence (route, request id, actor,
+/// with structured fields (among them `severity`, `high` for a canary's use: see
+/// [`AuditEvent::severity`]). Strings an outsider can influence (route, request id, actor,
 /// detail) are `Debug`-formatted: quoted, with control characters escaped, so a CR/LF cannot
 /// forge a log line.
 ///
@@ -88,6 +89,7 @@ fn emit(e: &AuditEvent) {
         key_id = e.key_id.as_ref().map(crate::KeyId::as_str),
         outcome = e.outcome.map(super::Outcome::as_str),
         reason = e.reason.map(crate::Reason::as_str),
+        severity = e.severity().as_str(),
         method = e.method.as_ref().map(http::Method::as_str),
         route = e.route.as_deref().map(tracing::field::debug),
         client_ip = e.client_ip.map(tracing::field::display),

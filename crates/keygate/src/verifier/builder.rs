@@ -52,6 +52,7 @@ pub struct VerifierBuilder {
     /// By position of the environment in the keyring.
     environment_limits: Vec<Option<RateLimit>>,
     failure_limit: Option<RatePolicy>,
+    canary_lockout: bool,
     audit_sinks: Vec<Arc<dyn AuditSink>>,
     audit_buffer: usize,
     audit_batch: usize,
@@ -88,6 +89,7 @@ impl VerifierBuilder {
             default_rate_limit: RateLimit::Unlimited,
             environment_limits: Vec::new(),
             failure_limit: Some(DEFAULT_FAILURE_LIMIT),
+            canary_lockout: false,
             audit_sinks: Vec::new(),
             audit_buffer: 65_536,
             audit_batch: 16_384,
@@ -266,6 +268,17 @@ impl VerifierBuilder {
     /// it, or one attacker locks everyone out.
     pub fn failure_limit(mut self, policy: Option<RatePolicy>) -> Self {
         self.failure_limit = policy;
+        self
+    }
+
+    /// Whether a request with a [canary](crate::NewKey::canary) key also spends the client's
+    /// whole [failure allowance](Self::failure_limit), so its next requests (with any key) are
+    /// answered 429 as after too many failed attempts. Off by default. The canary's own
+    /// response is still the unknown key's `401`; only the next requests show the lockout
+    /// (which tells the client its key was a decoy: choose between alerting quietly and
+    /// shutting the door). No effect while the failure limit is off.
+    pub fn canary_lockout(mut self, enabled: bool) -> Self {
+        self.canary_lockout = enabled;
         self
     }
 
@@ -469,6 +482,7 @@ impl VerifierBuilder {
                 default_rate_limit: self.default_rate_limit,
                 environment_limits: self.environment_limits.into_boxed_slice(),
                 failure_limit: self.failure_limit,
+                canary_lockout: self.canary_lockout,
                 auditor: Auditor::new(
                     if self.audit_sinks.is_empty() {
                         vec![Arc::new(TracingSink)]
@@ -507,6 +521,7 @@ impl std::fmt::Debug for VerifierBuilder {
             .field("default_rate_limit", &self.default_rate_limit)
             .field("environment_limits", &self.environment_limits)
             .field("failure_limit", &self.failure_limit)
+            .field("canary_lockout", &self.canary_lockout)
             .field("invalidation", &self.invalidation.is_some())
             .field("degraded_ttl", &self.degraded_ttl)
             .field("stale_grace", &self.stale_grace)

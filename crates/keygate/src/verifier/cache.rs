@@ -60,6 +60,9 @@ pub(crate) struct CachedKey {
     store_failed: AtomicBool,
     /// No key has this id: the entry only remembers that (its digest matches nothing).
     pub(crate) unknown: bool,
+    /// A canary: refused as an unknown key once its secret matched (checked only then, so a
+    /// normal key pays one load of this flag after the compare).
+    pub(crate) canary: bool,
     /// This key (under an older pepper) was queued to be re-hashed: once per entry.
     pub(crate) rehash_queued: AtomicBool,
 }
@@ -104,6 +107,7 @@ impl CachedKey {
             store_failed: AtomicBool::new(false),
             rehash_queued: AtomicBool::new(false),
             unknown: false,
+            canary: record.canary,
         }
     }
 
@@ -135,6 +139,7 @@ impl CachedKey {
             store_failed: AtomicBool::new(false),
             rehash_queued: AtomicBool::new(false),
             unknown: true,
+            canary: false,
         }
     }
 

@@ -95,6 +95,9 @@ struct Inner {
     /// cache entry when it is filled).
     environment_limits: Box<[Option<RateLimit>]>,
     failure_limit: Option<RatePolicy>,
+    /// Whether a canary's use spends the client's whole failure allowance
+    /// ([`VerifierBuilder::canary_lockout`]).
+    canary_lockout: bool,
     auditor: Auditor,
     /// Fresh TTL of cached records (the cache keeps them for the stale grace beyond).
     cache_ttl: Duration,
@@ -238,7 +241,8 @@ impl Verifier {
     /// over the load.
     ///
     /// # Errors
-    /// A [`Rejection`]: `UnknownKey`, `WrongSecret`, `Revoked`, `Disabled`, `Expired` (401),
+    /// A [`Rejection`]: `UnknownKey`, `Canary` (answered as `UnknownKey` is), `WrongSecret`,
+    /// `Revoked`, `Disabled`, `Expired` (401),
     /// `ForbiddenClientIp` (403), `RateLimited`, `TooManyFailures` (429), `StoreUnavailable`,
     /// `LimiterUnavailable` (503).
     pub async fn verify(&self, presented: &Presented) -> Result<Arc<Identity>, Rejection> {
@@ -260,7 +264,7 @@ impl Verifier {
             Some(decided) => decided,
             None => self.check(presented).await,
         };
-        log_outcome(presented.key.id(), &result);
+        log_outcome(presented, &result);
         result
     }
 
@@ -269,7 +273,7 @@ impl Verifier {
     /// done (no limit taken, no attempt counted); call `verify_with_rate`.
     pub(crate) fn verify_now(&self, presented: &Presented) -> Option<Result<Verified, Rejection>> {
         let result = self.check_now(presented)?;
-        log_outcome(presented.key.id(), &result);
+        log_outcome(presented, &result);
         Some(result)
     }
 
@@ -311,7 +315,11 @@ impl Verifier {
                             Some(counted) => counted,
                             None => inner.limiter.acquire(client, policy).await,
                         };
-                        failure_counted(counted, client, id)
+                        let counted = failure_counted(counted, client, id);
+                        if reason == Reason::Canary && inner.canary_lockout {
+                            lock_out(&*inner.limiter, client, policy).await;
+                        }
+                        counted
                     }
                     None => None,
                 };
@@ -357,7 +365,12 @@ impl Verifier {
             Err(reason) => {
                 let counted = match client.filter(|_| reason.is_failed_attempt()) {
                     Some((client, policy)) => {
-                        failure_counted(inner.limiter.acquire_now(client, policy)?, client, id)
+                        let counted =
+                            failure_counted(inner.limiter.acquire_now(client, policy)?, client, id);
+                        if reason == Reason::Canary && inner.canary_lockout {
+                            lock_out_now(&*inner.limiter, client, policy);
+                        }
+                        counted
                     }
                     None => None,
                 };
@@ -452,6 +465,12 @@ impl Verifier {
         // whose prefix the record keeps. Refused exactly as a wrong secret.
         if !matched || presented.key.environment() != entry.environment {
             return Err(Reason::WrongSecret);
+        }
+        // A canary's holder got it from where it was planted: refused whatever its state, as
+        // an unknown key (the same response; the same work up to here: a hit, an HMAC, a
+        // compare), but named for audit and metrics.
+        if entry.canary {
+            return Err(Reason::Canary);
         }
         // A key under an older pepper moves to the current one, write-behind.
         inner
@@ -743,8 +762,22 @@ impl Verifier {
 }
 
 /// Counts and logs a decided verification.
-fn log_outcome(id: KeyId, result: &Result<Verified, Rejection>) {
+fn log_outcome(presented: &Presented, result: &Result<Verified, Rejection>) {
+    let id = presented.key.id();
     match result {
+        Err(rejection) if rejection.reason() == Reason::Canary => {
+            metrics::denied(Reason::Canary);
+            // Someone holds a decoy key: worth a warning wherever logs go (the audit event,
+            // written apart, carries the route too).
+            tracing::warn!(
+                target: "keygate",
+                key_id = %id,
+                client_ip = ?presented.client_ip,
+                outcome = "denied",
+                reason = Reason::Canary.as_str(),
+                "canary key used"
+            );
+        }
         Ok(_) => {
             metrics::allowed();
             tracing::debug!(target: "keygate", key_id = %id, outcome = "allowed");
@@ -757,6 +790,36 @@ fn log_outcome(id: KeyId, result: &Result<Verified, Rejection>) {
                 outcome = "denied",
                 reason = rejection.reason().as_str()
             );
+        }
+    }
+}
+
+/// Spends what is left of `client`'s failure allowance (a canary was used, with
+/// [`VerifierBuilder::canary_lockout`]): its next requests get the 429 of too many failed
+/// attempts. At most the policy's burst of takes; stops at the first refusal or error.
+fn lock_out_now(limiter: &dyn RateLimiter, client: LimitKey, policy: RatePolicy) {
+    for _ in 0..policy.burst() {
+        match limiter.acquire_now(client, policy) {
+            Some(Ok(decision)) if decision.allowed => {}
+            _ => return,
+        }
+    }
+}
+
+/// [`lock_out_now`] with a limiter that may need I/O.
+async fn lock_out(limiter: &dyn RateLimiter, client: LimitKey, policy: RatePolicy) {
+    for _ in 0..policy.burst() {
+        let decided = match limiter.acquire_now(client, policy) {
+            Some(decided) => decided,
+            None => limiter.acquire(client, policy).await,
+        };
+        match decided {
+            Ok(decision) if decision.allowed => {}
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!(target: "keygate", %error, "could not lock out a canary's client");
+                return;
+            }
         }
     }
 }

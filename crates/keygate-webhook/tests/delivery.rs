@@ -160,6 +160,17 @@ async fn a_receiver_down_at_first_gets_every_notice_once_after_dedup_signed() {
                 DEFAULT_TOLERANCE,
             )
             .unwrap();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(documented_check(
+            SECRET.as_bytes(),
+            &r.timestamp,
+            &r.signature,
+            &r.body,
+            now
+        ));
         let payload: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(payload["id"], r.id.as_str());
         let text = String::from_utf8(r.body.clone()).unwrap();
@@ -254,4 +265,72 @@ fn leaked_notice(url: &str) -> Notice {
         key: NoticeKey::new("abcdefghijkl".parse().unwrap(), "ci", None),
         url: url.to_owned(),
     }
+}
+
+/// The receiver-side check docs/notices.md gives ("Rust, with only hmac and sha2"), so the
+/// documented snippet is known to accept what the sink sends.
+fn documented_check(
+    secret: &[u8],
+    timestamp: &str,
+    signature: &str,
+    body: &[u8],
+    now_secs: u64,
+) -> bool {
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
+    let Ok(sent) = timestamp.parse::<u64>() else {
+        return false;
+    };
+    if sent.abs_diff(now_secs) > 300 {
+        return false;
+    }
+    signature
+        .split(' ')
+        .filter_map(|v| v.strip_prefix("v1="))
+        .any(|hex| {
+            let Ok(tag) = (0..hex.len())
+                .step_by(2)
+                .map(|i| {
+                    hex.get(i..i + 2)
+                        .and_then(|b| u8::from_str_radix(b, 16).ok())
+                        .ok_or(())
+                })
+                .collect::<Result<Vec<u8>, ()>>()
+            else {
+                return false;
+            };
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
+            mac.update(timestamp.as_bytes());
+            mac.update(b".");
+            mac.update(body);
+            mac.verify_slice(&tag).is_ok() // constant time
+        })
+}
+
+#[test]
+fn the_documented_check_refuses_a_tampered_body() {
+    let secret = secret();
+    let sig = secret.sign(1_800_000_000, b"{}");
+    assert!(documented_check(
+        SECRET.as_bytes(),
+        "1800000000",
+        &sig,
+        b"{}",
+        1_800_000_000
+    ));
+    assert!(!documented_check(
+        SECRET.as_bytes(),
+        "1800000000",
+        &sig,
+        b"{ }",
+        1_800_000_000
+    ));
+    assert!(!documented_check(
+        SECRET.as_bytes(),
+        "1800000000",
+        &sig,
+        b"{}",
+        1_800_000_301
+    ));
 }

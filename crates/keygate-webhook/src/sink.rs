@@ -223,8 +223,10 @@ impl WebhookSinkBuilder {
 
 impl fmt::Debug for WebhookSinkBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Only the origin: a webhook URL's path or query may carry a token of the receiver's.
+        let origin = Url::parse(&self.url).map(|url| url.origin().ascii_serialization());
         f.debug_struct("WebhookSinkBuilder")
-            .field("url", &self.url)
+            .field("origin", &origin.as_deref().unwrap_or("(invalid URL)"))
             .field("capacity", &self.capacity)
             .field("max_attempts", &self.max_attempts)
             .field("initial_backoff", &self.initial_backoff)
@@ -323,7 +325,7 @@ impl NoticeSink for WebhookSink {
 impl fmt::Debug for WebhookSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookSink")
-            .field("url", &self.inner.url.as_str())
+            .field("origin", &self.inner.url.origin().ascii_serialization())
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }

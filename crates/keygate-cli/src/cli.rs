@@ -118,7 +118,8 @@ Examples:
   keygate list
   keygate list --owner team-billing --state active
   keygate list --search billing --json
-  keygate list --environment test")]
+  keygate list --environment test
+  keygate list --expiring-within 7d")]
     List(ListArgs),
     /// Show one key's details (never its secret).
     Show(IdArg),
@@ -375,6 +376,9 @@ pub(crate) struct ListArgs {
     /// Only keys of this environment (one the key store records, like live or test).
     #[arg(long, value_name = "NAME")]
     pub(crate) environment: Option<String>,
+    /// Only active keys that expire within DURATION from now (7d, 24h, …), soonest first.
+    #[arg(long, value_name = "DURATION", conflicts_with = "state")]
+    pub(crate) expiring_within: Option<String>,
     /// At most this many keys.
     #[arg(long, default_value_t = 100)]
     pub(crate) limit: usize,

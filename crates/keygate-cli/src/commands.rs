@@ -283,7 +283,7 @@ async fn execute(
                 Some(name) => Some(environment_prefix(out.environments(), name)?),
                 None => None,
             };
-            let records = list(store.admin(), args, prefix).await?;
+            let records = list(store.admin(), args, prefix, now).await?;
             out.list(&records, now);
         }
         Command::Show(arg) => {
@@ -743,7 +743,12 @@ fn check_input(cli: &Cli, now: SystemTime) -> Result<(), CliError> {
         crate::publish::check_url(url)?;
     }
     match &cli.command {
-        Command::Migrate | Command::List(_) => {}
+        Command::Migrate => {}
+        Command::List(args) => {
+            if let Some(window) = &args.expiring_within {
+                duration(window, "--expiring-within")?;
+            }
+        }
         Command::Peppers => {
             given_peppers(cli)?;
         }
@@ -922,23 +927,36 @@ fn cidr(text: &str) -> Result<IpNet, CliError> {
         })
 }
 
-/// Keys matching `args`; with `prefix`, only keys of that prefix (an environment's: the store
-/// cannot filter by prefix, so pages are filtered here).
+/// Keys matching `args`; with `prefix`, only keys of that prefix (an environment's), and with
+/// `--expiring-within`, only active keys expiring within the window from `now`, soonest first
+/// (the store filters neither, so pages are filtered here).
 async fn list(
     admin: &dyn KeyAdmin,
     args: &ListArgs,
     prefix: Option<&str>,
+    now: SystemTime,
 ) -> Result<Vec<KeyRecord>, CliError> {
+    let window_end = match &args.expiring_within {
+        Some(window) => Some(now + duration(window, "--expiring-within")?),
+        None => None,
+    };
+    let state = match args.state {
+        _ if window_end.is_some() => Some(KeyState::Active),
+        StateArg::Active => Some(KeyState::Active),
+        StateArg::Disabled => Some(KeyState::Disabled),
+        StateArg::Revoked => Some(KeyState::Revoked),
+        StateArg::Expired => Some(KeyState::Expired),
+        StateArg::All => None,
+    };
     let filter = KeyFilter {
         owner: args.owner.clone(),
-        state: match args.state {
-            StateArg::Active => Some(KeyState::Active),
-            StateArg::Disabled => Some(KeyState::Disabled),
-            StateArg::Revoked => Some(KeyState::Revoked),
-            StateArg::Expired => Some(KeyState::Expired),
-            StateArg::All => None,
-        },
+        state,
         name_contains: args.search.clone(),
+    };
+    let expiring = |record: &KeyRecord| {
+        window_end.is_none_or(|end| {
+            record.state(now) == KeyState::Active && record.expires_at.is_some_and(|at| at <= end)
+        })
     };
     let mut records = Vec::new();
     let mut page = PageRequest::first(args.limit.min(PageRequest::MAX_LIMIT));
@@ -948,12 +966,16 @@ async fn list(
         records.extend(
             got.keys
                 .into_iter()
-                .filter(|record| prefix.is_none_or(|prefix| record.prefix == prefix)),
+                .filter(|record| prefix.is_none_or(|prefix| record.prefix == prefix))
+                .filter(expiring),
         );
         match got.next {
             Some(next) => page.after = Some(next),
             None => break,
         }
+    }
+    if window_end.is_some() {
+        records.sort_by_key(|record| (record.expires_at, record.id));
     }
     Ok(records)
 }

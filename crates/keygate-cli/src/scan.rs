@@ -129,7 +129,8 @@ pub(crate) async fn scan(cli: &Cli, args: &ScanArgs, out: Output<'_>) -> Result<
         let state = record
             .filter(|_| matches!(verdict, Verdict::Verified | Verdict::Unverified))
             .map(|record| record.state(now));
-        if state == Some(KeyState::Active) {
+        // A canary is a decoy, planted to be found: it authenticates nothing.
+        if state == Some(KeyState::Active) && !record.is_some_and(|r| r.canary) {
             active += 1;
         }
         report(out, token, record, verdict, state);
@@ -261,16 +262,22 @@ fn report(
             "name": record.map(|r| r.name.as_str()),
             "owner": record.and_then(|r| r.owner.as_deref()),
             "state": state.map(KeyState::as_str),
+            "canary": record.map(|r| r.canary),
         }));
         return;
     }
     let what = match (verdict, record, state) {
         (Verdict::Verified | Verdict::Unverified, Some(record), Some(state)) => format!(
-            "key {} \"{}\", owner {}: {}{}",
+            "key {} \"{}\", owner {}: {}{}{}",
             record.id,
             record.name,
             record.owner.as_deref().unwrap_or("-"),
             state.as_str().to_uppercase(),
+            if record.canary {
+                " (a canary: a decoy every service refuses; its use raises an alarm)"
+            } else {
+                ""
+            },
             if verdict == Verdict::Unverified {
                 " (secret not checked: no pepper given)"
             } else {

@@ -1018,3 +1018,48 @@ async fn audit_prints_events_in_the_order_they_happened_not_written() {
     assert!(created < revoked, "{table}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `list --expiring-within`: active keys expiring within the window, soonest first; not keys
+/// expiring later, never, or switched off; a bad window is refused before the store is opened.
+#[test]
+fn list_expiring_within_shows_active_keys_in_the_window_soonest_first() {
+    let dir = temp_dir("expiring");
+    let path = dir.join("keys.db");
+    let url = format!("sqlite://{}", path.display());
+    let out = keygate(&url, &["list", "--expiring-within", "a week"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--expiring-within"),
+        "{out:?}"
+    );
+    assert!(!path.exists(), "a refused list opened (created) the store");
+
+    let create = |name: &str, expires_in: Option<&str>| {
+        let mut args = vec!["create", "--name", name];
+        if let Some(d) = expires_in {
+            args.extend(["--expires-in", d]);
+        }
+        json(&url, &args)["id"].as_str().unwrap().to_owned()
+    };
+    let six_days = create("six days", Some("6d"));
+    let three_days = create("three days", Some("3d"));
+    create("a month", Some("30d"));
+    create("forever", None);
+    let revoked = create("revoked", Some("1d"));
+    ok(&url, &["revoke", &revoked]);
+    let disabled = create("disabled", Some("2d"));
+    ok(&url, &["disable", &disabled]);
+
+    let listed: Vec<String> = json_lines(&url, &["list", "--expiring-within", "7d"])
+        .iter()
+        .map(|k| k["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, [three_days.clone(), six_days.clone()]);
+    let table = ok(&url, &["list", "--expiring-within", "4d"]);
+    assert!(
+        table.contains(&three_days) && !table.contains(&six_days),
+        "{table}"
+    );
+    assert!(json_lines(&url, &["list", "--expiring-within", "12h"]).is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}

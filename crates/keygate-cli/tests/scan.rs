@@ -196,6 +196,31 @@ fn a_key_removed_from_a_repository_is_found_in_its_history_masked() {
     assert_eq!(out.status.code(), Some(1));
     assert!(lines(&out).iter().all(|f| f["match"] == "unverified"));
 
+    // A canary found is reported as one and does not fail the scan: it is planted to be found.
+    let out = keygate(
+        &db,
+        Some(PEPPER),
+        &dir,
+        &["create", "--name", "bait", "--canary", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let canary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    std::fs::write(
+        dir.join("bait.env"),
+        format!("{}\n", canary["key"].as_str().unwrap()),
+    )
+    .unwrap();
+    let out = keygate(&db, Some(PEPPER), &dir, &["scan", "bait.env"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("ACTIVE (a canary"), "{stdout}");
+    let out = keygate(&db, Some(PEPPER), &dir, &["scan", "bait.env", "--json"]);
+    assert_eq!(lines(&out)[0]["canary"], true);
+
     // Once revoked, a find is reported and no longer fails the scan.
     assert!(keygate(&db, None, &dir, &["revoke", &id]).status.success());
     let out = keygate(&db, Some(PEPPER), &dir, &["scan", "--git", "repo"]);

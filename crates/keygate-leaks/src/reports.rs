@@ -7,6 +7,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
+use keygate::notice::{Notice, NoticeKey, NoticeSink};
 use keygate::record::KeyChange;
 use keygate::store::StoreError;
 use keygate::{Admin, KeyAdmin, KeyRecord, Keyring};
@@ -101,10 +102,12 @@ struct Inner {
     action: LeakAction,
     keys: Arc<dyn KeySource>,
     max_body: usize,
+    notices: Option<Arc<dyn NoticeSink>>,
 }
 
 /// Configures [`LeakReports`] (see [`LeakReports::builder`]). Defaults: action
-/// [`LeakAction::Revoke`], keys [`FetchedKeys::github`], body limit [`DEFAULT_MAX_BODY`].
+/// [`LeakAction::Revoke`], keys [`FetchedKeys::github`], body limit [`DEFAULT_MAX_BODY`], no
+/// notices.
 #[must_use]
 pub struct LeakReportsBuilder {
     admin: Admin,
@@ -112,6 +115,7 @@ pub struct LeakReportsBuilder {
     action: LeakAction,
     keys: Option<Arc<dyn KeySource>>,
     max_body: usize,
+    notices: Option<Arc<dyn NoticeSink>>,
 }
 
 impl LeakReportsBuilder {
@@ -133,6 +137,16 @@ impl LeakReportsBuilder {
         self
     }
 
+    /// Where to send a [`Notice::Leaked`] (key id, name, owner and the URL; never the token)
+    /// for each reported token that is one of the deployment's keys, whatever the
+    /// [`LeakAction`]. A report sent again (GitHub retries) gives the same notice, with the
+    /// same [`Notice::event_id`], for receivers to drop. The sink must not wait
+    /// ([`NoticeSink::notify`]), so it never delays the answer to GitHub.
+    pub fn notices(mut self, sink: impl NoticeSink) -> Self {
+        self.notices = Some(Arc::new(sink));
+        self
+    }
+
     /// Builds the endpoint. No I/O.
     pub fn build(self) -> LeakReports {
         LeakReports {
@@ -142,6 +156,7 @@ impl LeakReportsBuilder {
                 action: self.action,
                 keys: self.keys.unwrap_or_else(|| Arc::new(FetchedKeys::github())),
                 max_body: self.max_body,
+                notices: self.notices,
             }),
         }
     }
@@ -151,6 +166,7 @@ impl fmt::Debug for LeakReportsBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LeakReportsBuilder")
             .field("action", &self.action)
+            .field("notices", &self.notices.is_some())
             .field("max_body", &self.max_body)
             .finish_non_exhaustive()
     }
@@ -187,6 +203,7 @@ impl LeakReports {
             action: LeakAction::default(),
             keys: None,
             max_body: DEFAULT_MAX_BODY,
+            notices: None,
         }
     }
 
@@ -236,6 +253,12 @@ impl LeakReports {
             let label = match self.matched_key(&entry.token).await? {
                 Some(record) => {
                     self.act(&record, entry).await?;
+                    if let Some(notices) = &self.inner.notices {
+                        notices.notify(Notice::Leaked {
+                            key: NoticeKey::from(&record),
+                            url: source_url(&entry.url, &entry.token),
+                        });
+                    }
                     "true_positive"
                 }
                 None => "false_positive",

@@ -22,6 +22,7 @@
 //! | [`require_scopes`] | the [`RequireScopes`] route guard |
 //! | [`require_environment`] | the [`RequireEnvironment`] route guard |
 //! | [`audit`] | audit events and sinks |
+//! | [`notice`] | notices to key owners (expiring soon, leaked), their sink, the expiring-soon sweep |
 //! | [`metrics`] | the names of the metrics keygate emits through the `metrics` facade |
 //! | [`clock`] | the injectable clock |
 //!
@@ -39,6 +40,7 @@ pub mod key;
 pub mod keyring;
 pub mod layer;
 pub mod metrics;
+pub mod notice;
 pub mod pepper;
 pub mod rate;
 pub mod record;

@@ -148,6 +148,16 @@ fn a_key_removed_from_a_repository_is_found_in_its_history_masked() {
     );
     assert!(stderr.contains("1 active key found"), "{stderr}");
 
+    // A file names its repository too.
+    let out = keygate(
+        &db,
+        Some(PEPPER),
+        &dir,
+        &["scan", "--git", "repo/config.env"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("config.env:2 (history)"));
+
     let out = keygate(
         &db,
         Some(PEPPER),

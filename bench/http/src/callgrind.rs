@@ -48,7 +48,15 @@ impl Callgrind<'_> {
             .join(format!("callgrind.{variant}.{requests}.out"));
         let _ = std::fs::remove_file(&out_file);
         let mut command = Command::new("taskset");
+        // No glibc fastbins in the measured server. Minting the keys leaves a great many
+        // free small chunks in the fastbins; a later free of a chunk over 64 KiB runs
+        // `malloc_consolidate` over all of them (about 2.6 M instructions a time, four times
+        // per run). Whether that fell inside the measured window or before it depended on
+        // thread timing, and moved keygate's count by up to 1,300 instructions per request
+        // between runs of one binary. Without fastbins (tcache still serves small blocks) the
+        // same binary repeats within about 100; every variant runs with it.
         command
+            .env("GLIBC_TUNABLES", "glibc.malloc.mxfast=0")
             .args(["-c", self.server_core, "valgrind", "--tool=callgrind", "-q"])
             .arg(format!("--callgrind-out-file={}", out_file.display()))
             .args(["--dump-instr=no", "--dump-line=no", "--instr-atstart=no"])

@@ -193,6 +193,42 @@ async fn a_policy_change_through_admin_applies_at_once() {
     }
 }
 
+/// The verifier keeps the limiter's state in the key's cache entry (one lookup for both), but
+/// the state is the limiter's: a change that refills the entry (a rename) or a cache
+/// invalidation gives the key no fresh allowance.
+#[tokio::test]
+async fn a_refilled_cache_entry_keeps_the_keys_allowance() {
+    let h = Harness::new();
+    let (key, id) = h
+        .create(NewKey::new("held").rate_limit(policy("2/1h")))
+        .await;
+    assert_eq!(call(&h.verifier, &key, None).await, Ok(()));
+    assert_eq!(call(&h.verifier, &key, None).await, Ok(()));
+    assert_eq!(
+        call(&h.verifier, &key, None).await,
+        Err(Reason::RateLimited)
+    );
+    h.verifier.admin().rename(&id, "renamed").await.unwrap();
+    assert_eq!(
+        call(&h.verifier, &key, None).await,
+        Err(Reason::RateLimited),
+        "renaming the key refilled its cache entry, not its allowance"
+    );
+    h.verifier.invalidate(id).await;
+    assert_eq!(
+        call(&h.verifier, &key, None).await,
+        Err(Reason::RateLimited),
+        "an invalidated entry's successor shares the same allowance"
+    );
+    // Half the hour later, one request's worth is back, and only that.
+    h.clock.advance(Duration::from_secs(1800));
+    assert_eq!(call(&h.verifier, &key, None).await, Ok(()));
+    assert_eq!(
+        call(&h.verifier, &key, None).await,
+        Err(Reason::RateLimited)
+    );
+}
+
 #[tokio::test]
 async fn the_failure_limit_is_configurable_and_can_be_turned_off() {
     let h = Harness::new();

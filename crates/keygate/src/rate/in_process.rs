@@ -66,6 +66,33 @@ struct Inner {
 
 type Gcra = Governor<NotKeyed, InMemoryState, ClockAdapter, StateInformationMiddleware>;
 
+/// One (key, policy)'s GCRA state, held by the verifier in the key's cache entry
+/// ([`RateLimiter::hold`]) so that a limited key's request needs no lookup in the limiter's
+/// own cache. Only an [`InProcessLimiter`] makes one.
+#[derive(Clone)]
+pub struct HeldLimit {
+    key: LimitKey,
+    policy: RatePolicy,
+    gcra: Arc<Gcra>,
+}
+
+impl HeldLimit {
+    /// The (key, policy) this state is for.
+    #[must_use]
+    pub fn target(&self) -> (LimitKey, RatePolicy) {
+        (self.key, self.policy)
+    }
+}
+
+impl std::fmt::Debug for HeldLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldLimit")
+            .field("key", &self.key)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An exhausted (key, policy): when it will next allow a request (so that
 /// [`RateLimiter::peek`] can answer without taking anything).
 #[derive(Debug, Clone, Copy)]
@@ -160,9 +187,10 @@ impl InProcessLimiter {
             .fetch_max(until, Ordering::AcqRel);
     }
 
-    fn decide(&self, key: LimitKey, policy: RatePolicy) -> RateDecision {
+    /// The GCRA state of (key, policy), made on first use.
+    fn state(&self, key: LimitKey, policy: RatePolicy) -> Arc<Gcra> {
         let cache = self.cache(&key);
-        let gcra = match cache.get(&(key, policy)) {
+        match cache.get(&(key, policy)) {
             Some(gcra) => gcra,
             None => match cache
                 .get_or_insert_with(&(key, policy), || Ok::<_, Infallible>(self.gcra(policy)))
@@ -170,7 +198,14 @@ impl InProcessLimiter {
                 Ok(gcra) => gcra,
                 Err(never) => match never {},
             },
-        };
+        }
+    }
+
+    fn decide(&self, key: LimitKey, policy: RatePolicy) -> RateDecision {
+        self.decide_with(key, policy, &self.state(key, policy))
+    }
+
+    fn decide_with(&self, key: LimitKey, policy: RatePolicy, gcra: &Gcra) -> RateDecision {
         let interval = policy.emission_interval();
         match gcra.check() {
             Ok(snapshot) => {
@@ -311,6 +346,18 @@ impl RateLimiter for InProcessLimiter {
     ) -> Option<Result<RateDecision, LimiterError>> {
         Some(Ok(self.look(key, policy)))
     }
+
+    fn hold(&self, key: LimitKey, policy: RatePolicy) -> Option<HeldLimit> {
+        Some(HeldLimit {
+            key,
+            policy,
+            gcra: self.state(key, policy),
+        })
+    }
+
+    fn acquire_held(&self, held: &HeldLimit) -> Option<Result<RateDecision, LimiterError>> {
+        Some(Ok(self.decide_with(held.key, held.policy, &held.gcra)))
+    }
 }
 
 impl std::fmt::Debug for InProcessLimiter {
@@ -423,6 +470,39 @@ mod tests {
         assert!(!limiter.decide(key, p).allowed);
         clock.advance(Duration::from_secs(1));
         assert_eq!(limiter.decide(key, p).remaining, 4, "full again after 1 s");
+    }
+
+    #[test]
+    fn a_held_state_is_the_limiters_own() {
+        let (limiter, clock) = limiter();
+        let key = LimitKey::Key(KeyId::random());
+        let p = policy("3/1m");
+        let held = limiter.hold(key, p).unwrap_or_else(|| unreachable!());
+        assert_eq!(held.target(), (key, p));
+        let take = |held: &HeldLimit| match limiter.acquire_held(held) {
+            Some(Ok(decision)) => decision,
+            other => panic!("in-process limiters decide at once: {other:?}"),
+        };
+        assert_eq!(take(&held).remaining, 2);
+        // Another holder (a refilled cache entry) and the plain path share the same state.
+        let again = limiter.hold(key, p).unwrap_or_else(|| unreachable!());
+        assert_eq!(take(&again).remaining, 1);
+        assert_eq!(limiter.decide(key, p).remaining, 0);
+        let refused = take(&held);
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after, Duration::from_secs(20));
+        assert!(
+            !limiter.look(key, p).allowed,
+            "an exhaustion through a held state is seen by peek"
+        );
+        // Another policy is another state.
+        let other = limiter
+            .hold(key, policy("3/1h"))
+            .unwrap_or_else(|| unreachable!());
+        assert!(take(&other).allowed);
+        clock.advance(Duration::from_secs(20));
+        assert_eq!(take(&held).remaining, 0);
+        assert_eq!(limiter.entry_counts().0, 2, "one state per (key, policy)");
     }
 
     #[test]

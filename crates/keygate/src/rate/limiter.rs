@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
 
 use super::RatePolicy;
+pub use super::in_process::HeldLimit;
 use crate::key::KeyId;
 use crate::record::canonical_ip;
 use crate::rejection::{RATELIMIT, RATELIMIT_POLICY};
@@ -192,6 +193,27 @@ pub trait RateLimiter: Send + Sync + 'static {
         policy: RatePolicy,
     ) -> Option<Result<RateDecision, LimiterError>> {
         let _ = (key, policy);
+        None
+    }
+
+    /// A handle on `key`'s state under `policy` that the caller may keep and decide with
+    /// ([`acquire_held`](RateLimiter::acquire_held)) without looking the state up again: the
+    /// verifier keeps it in the key's cache entry, so one cache lookup serves both the key and
+    /// its limit. `None` (the default): the limiter keeps no such state (it is remote); call
+    /// [`acquire`](RateLimiter::acquire).
+    ///
+    /// A held state is the limiter's own (handing it out changes nothing the limiter
+    /// decides): every holder of a (key, policy) shares it while the limiter keeps it.
+    fn hold(&self, key: LimitKey, policy: RatePolicy) -> Option<HeldLimit> {
+        let _ = (key, policy);
+        None
+    }
+
+    /// [`acquire_now`](RateLimiter::acquire_now) for the (key, policy) `held` was made for, by
+    /// this limiter's [`hold`](RateLimiter::hold). `None` (the default) means "call
+    /// `acquire_now`".
+    fn acquire_held(&self, held: &HeldLimit) -> Option<Result<RateDecision, LimiterError>> {
+        let _ = held;
         None
     }
 

@@ -24,5 +24,5 @@ mod limiter;
 mod policy;
 
 pub use in_process::{InProcessLimiter, InProcessLimiterBuilder};
-pub use limiter::{LimitKey, LimiterError, RateDecision, RateLimiter};
+pub use limiter::{HeldLimit, LimitKey, LimiterError, RateDecision, RateLimiter};
 pub use policy::{InvalidRatePolicy, MAX_PERIOD, MAX_REQUESTS, RateLimit, RatePolicy};

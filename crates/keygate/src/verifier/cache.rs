@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
@@ -25,7 +25,7 @@ use super::last_used::micros;
 use crate::identity::Identity;
 use crate::key::KeyId;
 use crate::pepper::Digest;
-use crate::rate::RateLimit;
+use crate::rate::{HeldLimit, RateLimit};
 use crate::record::{KeyRecord, ip_allowed};
 use crate::rejection::Reason;
 
@@ -65,6 +65,10 @@ pub(crate) struct CachedKey {
     pub(crate) canary: bool,
     /// This key (under an older pepper) was queued to be re-hashed: once per entry.
     pub(crate) rehash_queued: AtomicBool,
+    /// The limiter's state for this key's limit, asked for on the entry's first limited
+    /// request ([`RateLimiter::hold`](crate::rate::RateLimiter::hold)); `None` inside: the
+    /// limiter holds none (it is remote).
+    pub(crate) held_limit: OnceLock<Option<HeldLimit>>,
 }
 
 /// The environment a record belongs to, as the verifier's keyring and configuration see it.
@@ -108,6 +112,7 @@ impl CachedKey {
             rehash_queued: AtomicBool::new(false),
             unknown: false,
             canary: record.canary,
+            held_limit: OnceLock::new(),
         }
     }
 
@@ -140,6 +145,7 @@ impl CachedKey {
             rehash_queued: AtomicBool::new(false),
             unknown: true,
             canary: false,
+            held_limit: OnceLock::new(),
         }
     }
 

@@ -328,13 +328,10 @@ impl Verifier {
             Ok(()) => {
                 let rate = match self.rate_policy(&entry) {
                     None => None,
-                    Some(policy) => {
-                        let key = LimitKey::Key(id);
-                        Some(match inner.limiter.acquire_now(key, policy) {
-                            Some(decision) => decision,
-                            None => inner.limiter.acquire(key, policy).await,
-                        })
-                    }
+                    Some(policy) => Some(match self.acquire_key_now(&entry, id, policy) {
+                        Some(decision) => decision,
+                        None => inner.limiter.acquire(LimitKey::Key(id), policy).await,
+                    }),
                 };
                 self.accept(&entry, id, now, rate, stale)
             }
@@ -379,13 +376,37 @@ impl Verifier {
             Ok(()) => {
                 let rate = match limited {
                     None => None,
-                    Some(policy) => Some(inner.limiter.acquire_now(LimitKey::Key(id), policy)?),
+                    Some(policy) => Some(self.acquire_key_now(&entry, id, policy)?),
                 };
                 self.accept(&entry, id, now, rate, false)
             }
         };
         metrics::cache_hit_of(entry.unknown);
         Some(decided)
+    }
+
+    /// Takes one request from a valid key's allowance without awaiting, through the limiter
+    /// state its cache entry holds (handed out by the limiter on the entry's first limited
+    /// request): one cache lookup serves the key and its limit. `None`: the limiter must be
+    /// awaited.
+    #[inline]
+    fn acquire_key_now(
+        &self,
+        entry: &CachedKey,
+        id: KeyId,
+        policy: RatePolicy,
+    ) -> Option<Result<RateDecision, LimiterError>> {
+        let limiter = &*self.inner.limiter;
+        let held = entry
+            .held_limit
+            .get_or_init(|| limiter.hold(LimitKey::Key(id), policy));
+        match held {
+            // An entry's policy is fixed when it is filled; checked anyway, as it is cheap.
+            Some(held) if held.target() == (LimitKey::Key(id), policy) => {
+                limiter.acquire_held(held)
+            }
+            _ => limiter.acquire_now(LimitKey::Key(id), policy),
+        }
     }
 
     /// The client whose failed attempts are limited, and the policy, when the failure limit

@@ -210,7 +210,7 @@ pub struct EventView {
     pub at: String,
     /// `request`, `created`, `renamed`, `scopes_changed`, `expiry_changed`,
     /// `metadata_changed`, `allowed_ips_changed`, `rate_limit_changed`, `disabled`, `enabled`,
-    /// `rotated`, `revoked`, `deleted` or `denials` (folded).
+    /// `rotated`, `revoked`, `deleted`, `denials` (folded) or `leak_reported`.
     pub action: String,
     /// The key concerned.
     pub key_id: Option<String>,

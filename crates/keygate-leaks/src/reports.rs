@@ -7,6 +7,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
+use keygate::audit::Action;
 use keygate::notice::{Notice, NoticeKey, NoticeSink};
 use keygate::record::KeyChange;
 use keygate::store::StoreError;
@@ -364,12 +365,16 @@ impl LeakReports {
             changed = change.is_some(),
             "GitHub secret scanning reported a leaked key"
         );
-        let Some(change) = change else {
-            return Ok(());
-        };
         let detail = format!(
             "leaked: reported by GitHub secret scanning, found at {url} (source: {source})"
         );
+        let Some(change) = change else {
+            // Nothing to change (report only, or already refused): the find is audited anyway.
+            self.inner
+                .admin
+                .record_unchanged(Action::LeakReported, record.id, detail);
+            return Ok(());
+        };
         match self
             .inner
             .admin

@@ -371,7 +371,32 @@ async fn every_case_gets_the_same_answer_and_store_state_on_both_frameworks() {
             let after = f.snapshot().await;
             unchanged(&before[1], &after[1]);
             f.admin.flush_audit().await;
-            let events = f.events.all();
+            let (reported, events): (Vec<_>, Vec<_>) = f
+                .events
+                .all()
+                .into_iter()
+                .partition(|e| e.action == Action::LeakReported);
+            // Every matched token is audited once: by the change it made, or, when it changed
+            // nothing (the key was already revoked), as reported.
+            let matched = match case.feedback {
+                Some(expected) => expected(&f).as_array().map_or(0, |entries| {
+                    entries
+                        .iter()
+                        .filter(|e| e["label"] == "true_positive")
+                        .count()
+                }),
+                None => 0,
+            };
+            assert_eq!(
+                reported.len() + events.len(),
+                matched,
+                "{context}: {reported:?} {events:?}"
+            );
+            for event in &reported {
+                assert_eq!(event.actor.as_deref(), Some("github-secret-scanning"));
+                let detail = event.detail.as_deref().unwrap_or_default();
+                assert!(detail.contains(FOUND_AT), "{context}: {detail}");
+            }
             if case.revokes_active {
                 assert!(after[0].revoked_at.is_some(), "{context}");
                 assert_eq!(events.len(), 1, "{context}: {events:?}");
@@ -494,10 +519,18 @@ async fn repeated_reports_change_nothing_more_and_answer_the_same() {
                 ])
             );
             f.admin.flush_audit().await;
+            let events = f.events.all();
+            let changes = events
+                .iter()
+                .filter(|e| e.action != Action::LeakReported)
+                .count();
+            assert_eq!(changes, 1, "{framework:?} {action:?}: one change");
+            // Every report is audited: the first changes the active key and reports the revoked
+            // one; the three repeats report both.
             assert_eq!(
-                f.events.all().len(),
-                1,
-                "{framework:?} {action:?}: one change"
+                events.len() - changes,
+                1 + 3 * 2,
+                "{framework:?} {action:?}"
             );
         }
     }
@@ -525,7 +558,16 @@ async fn report_only_answers_true_positive_and_changes_nothing() {
         unchanged(&before[0], &f.snapshot().await[0]);
         assert_eq!(verify(&verifier, &active(&f)).await, Ok(()));
         f.admin.flush_audit().await;
-        assert!(f.events.all().is_empty());
+        let events = f.events.all();
+        assert_eq!(events.len(), 1, "the find is audited: {events:?}");
+        assert_eq!(events[0].action, Action::LeakReported);
+        assert_eq!(events[0].key_id, Some(f.active.0));
+        let detail = events[0].detail.as_deref().unwrap_or_default();
+        assert!(detail.contains(FOUND_AT), "{detail}");
+        assert!(
+            !detail.contains(active(&f).as_str()),
+            "no token in the event"
+        );
     }
 }
 
@@ -563,7 +605,13 @@ async fn a_disabled_key_reported_for_disabling_is_not_changed_again() {
         );
         unchanged(&before[0], &f.snapshot().await[0]);
         f.admin.flush_audit().await;
-        assert_eq!(f.events.all().len(), events_before);
+        let events = f.events.all();
+        assert_eq!(
+            events.len(),
+            events_before + 1,
+            "only the report: {events:?}"
+        );
+        assert_eq!(events[events_before].action, Action::LeakReported);
     }
 }
 

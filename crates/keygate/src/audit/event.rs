@@ -46,11 +46,14 @@ pub enum Action {
     /// Many denied requests that name no existing key, folded into one event: see
     /// [`Folded`] and [the audit module](crate::audit#forged-ids-cost-no-storage).
     Denials,
+    /// A key was reported leaked (`detail` says where) and nothing about it was changed: the
+    /// reporter is configured to report only, or the key was already revoked or disabled.
+    LeakReported,
 }
 
 impl Action {
     /// Every action, for parsers and tests.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Request,
         Self::Created,
         Self::Renamed,
@@ -65,6 +68,7 @@ impl Action {
         Self::Revoked,
         Self::Deleted,
         Self::Denials,
+        Self::LeakReported,
     ];
 
     /// A stable snake_case name: `request`, `created`, `scopes_changed`, ….
@@ -85,6 +89,7 @@ impl Action {
             Self::Revoked => "revoked",
             Self::Deleted => "deleted",
             Self::Denials => "denials",
+            Self::LeakReported => "leak_reported",
         }
     }
 

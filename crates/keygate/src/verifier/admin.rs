@@ -345,6 +345,13 @@ impl Admin {
         self.apply_recorded(id, change, Some(detail)).await
     }
 
+    /// Records an audit event about key `id` that changes nothing, with `detail` (which must
+    /// hold no secret): for example [`Action::LeakReported`] when a leak reporter configured
+    /// to report only finds the key. A no-op without an audit trail.
+    pub fn record_unchanged(&self, action: Action, id: KeyId, detail: String) {
+        self.audit(action, id, Some(detail));
+    }
+
     async fn apply_recorded(
         &self,
         id: &KeyId,

@@ -39,6 +39,7 @@
 //! The client address is the connection's peer address; `X-Forwarded-For` is honoured only from
 //! the verifier's trusted proxies (the same rule as the tower layer, see [`keygate::extract`]).
 
+mod guard;
 mod identity;
 mod middleware;
 mod require_environment;
@@ -46,6 +47,7 @@ mod require_scopes;
 mod response;
 mod view;
 
+pub use guard::{GuardMiddleware, RouteGuard};
 pub use identity::{Identity, IdentityRejection};
 pub use middleware::{ApiKeyAuth, ApiKeyMiddleware};
 pub use require_environment::{RequireEnvironment, RequireEnvironmentMiddleware};

@@ -1,15 +1,12 @@
-use std::future::{Ready, ready};
-use std::rc::Rc;
-use std::sync::Arc;
+use std::future::Ready;
 
+use actix_web::Error;
 use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::{Error, HttpMessage};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use keygate::ProblemJson;
 
-use crate::response::{ActixRejectionResponse, respond};
-
-type LocalBoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T>>>;
+use crate::guard::{self, GuardMiddleware};
+use crate::response::ActixRejectionResponse;
 
 /// Requires the caller's key to belong to an [environment](keygate::keyring) (`live`,
 /// `test`); wrap a scope or resource *inside* [`ApiKeyAuth`] (in actix the last `wrap` runs
@@ -113,50 +110,9 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(RequireEnvironmentMiddleware {
-            service: Rc::new(service),
-            config: Rc::new(self.clone()),
-        }))
+        guard::wrap(service, &self.guard, &self.responder)
     }
 }
 
 /// The service made by [`RequireEnvironment`].
-#[derive(Debug)]
-pub struct RequireEnvironmentMiddleware<S, R> {
-    service: Rc<S>,
-    config: Rc<RequireEnvironment<R>>,
-}
-
-impl<S, B, R> Service<ServiceRequest> for RequireEnvironmentMiddleware<S, R>
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    S::Future: 'static,
-    B: MessageBody + 'static,
-    R: ActixRejectionResponse,
-{
-    type Response = ServiceResponse<EitherBody<B>>;
-    type Error = Error;
-    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
-
-    forward_ready!(service);
-
-    fn call(&self, request: ServiceRequest) -> Self::Future {
-        let verdict = {
-            let extensions = request.extensions();
-            let identity = extensions.get::<Arc<keygate::Identity>>().map(|i| &**i);
-            self.config.guard.check(identity)
-        };
-        match verdict {
-            Ok(()) => {
-                let future = self.service.call(request);
-                Box::pin(async move { future.await.map(ServiceResponse::map_into_left_body) })
-            }
-            Err(rejection) => {
-                let response = respond(&self.config.responder, rejection);
-                Box::pin(ready(Ok(request
-                    .into_response(response)
-                    .map_into_right_body())))
-            }
-        }
-    }
-}
+pub type RequireEnvironmentMiddleware<S, R> = GuardMiddleware<S, keygate::RequireEnvironment, R>;

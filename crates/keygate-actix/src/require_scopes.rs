@@ -1,15 +1,12 @@
-use std::future::{Ready, ready};
-use std::rc::Rc;
-use std::sync::Arc;
+use std::future::Ready;
 
+use actix_web::Error;
 use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::{Error, HttpMessage};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use keygate::{ProblemJson, ScopeRequirement};
 
-use crate::response::{ActixRejectionResponse, respond};
-
-type LocalBoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T>>>;
+use crate::guard::{self, GuardMiddleware};
+use crate::response::ActixRejectionResponse;
 
 /// Requires scopes of the caller's key; wrap a scope or resource *inside* [`ApiKeyAuth`]
 /// (in actix the last `wrap` runs first, so put `ApiKeyAuth` on the app or after this guard).
@@ -97,50 +94,9 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(RequireScopesMiddleware {
-            service: Rc::new(service),
-            config: Rc::new(self.clone()),
-        }))
+        guard::wrap(service, &self.guard, &self.responder)
     }
 }
 
 /// The service made by [`RequireScopes`].
-#[derive(Debug)]
-pub struct RequireScopesMiddleware<S, R> {
-    service: Rc<S>,
-    config: Rc<RequireScopes<R>>,
-}
-
-impl<S, B, R> Service<ServiceRequest> for RequireScopesMiddleware<S, R>
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    S::Future: 'static,
-    B: MessageBody + 'static,
-    R: ActixRejectionResponse,
-{
-    type Response = ServiceResponse<EitherBody<B>>;
-    type Error = Error;
-    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
-
-    forward_ready!(service);
-
-    fn call(&self, request: ServiceRequest) -> Self::Future {
-        let verdict = {
-            let extensions = request.extensions();
-            let identity = extensions.get::<Arc<keygate::Identity>>().map(|i| &**i);
-            self.config.guard.check(identity)
-        };
-        match verdict {
-            Ok(()) => {
-                let future = self.service.call(request);
-                Box::pin(async move { future.await.map(ServiceResponse::map_into_left_body) })
-            }
-            Err(rejection) => {
-                let response = respond(&self.config.responder, rejection);
-                Box::pin(ready(Ok(request
-                    .into_response(response)
-                    .map_into_right_body())))
-            }
-        }
-    }
-}
+pub type RequireScopesMiddleware<S, R> = GuardMiddleware<S, keygate::RequireScopes, R>;

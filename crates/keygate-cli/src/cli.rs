@@ -239,8 +239,8 @@ Examples:
 
 create, expire and rotate go through the policy: a key without expiry gets the default lifetime
 (without a default, --require-expiry or --max-lifetime refuse it), an expiry beyond the maximum
-lifetime is refused (exit 7, naming the rule). Services started with --max-idle in the policy
-(keygate serve) disable keys unused for longer (see docs/policy.md)."
+lifetime is refused (exit 7, naming the rule). With --max-idle, `keygate serve` (and any
+service running the idle sweep) disables keys unused for longer, audited (see docs/policy.md)."
     )]
     Policy(PolicyCommand),
 }

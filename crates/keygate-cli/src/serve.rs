@@ -161,9 +161,13 @@ pub(crate) async fn serve(
         );
     }
     sweeps.push(
-        IdleSweep::new(admin.clone(), Arc::clone(&sink))
-            .interval(notices.interval)
-            .spawn(),
+        // Its disables are audited with this actor (and the reason, `idle: …`).
+        IdleSweep::new(
+            admin.clone().actor("keygate-serve-idle-sweep"),
+            Arc::clone(&sink),
+        )
+        .interval(notices.interval)
+        .spawn(),
     );
     let app = AdminApi::new(admin.clone(), verifier.clone())
         .audit_trail(store.audit())

@@ -264,3 +264,71 @@ fn serve_sends_signed_expiring_soon_notices_to_the_webhook() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn serve_disables_idle_keys_audited_and_noticed() {
+    const SECRET: &str = "serve-test-webhook-secret-0123456789";
+    let dir = common::temp_dir("serve-idle");
+    let url = format!("sqlite://{}", dir.join("keys.db").display());
+    let idle = create(&url, &["--name", "forgotten"]);
+    let out = keygate(&url)
+        .args(["policy", "set", "--max-idle", "1s"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let received = Received::default();
+    let hook = receiver(received.clone());
+    let mut child = keygate(&url)
+        .args(["serve", "--listen", "127.0.0.1:0", "--webhook-url", &hook])
+        .env("KEYGATE_WEBHOOK_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Server(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while received.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "one notice: {got:?}");
+    let payload: Value = serde_json::from_slice(&got[0].1).unwrap();
+    assert_eq!(payload["type"], "key.idle_disabled", "{payload}");
+    assert_eq!(payload["data"]["key"]["id"], idle["id"]);
+
+    // Disabled in the store, audited with the sweep's actor and the reason.
+    let id = idle["id"].as_str().unwrap();
+    let shown = keygate(&url).args(["show", id, "--json"]).output().unwrap();
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["state"], "disabled", "{shown}");
+    let out = keygate(&url)
+        .args(["audit", "--key", id, "--json"])
+        .output()
+        .unwrap();
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let disabled = events
+        .iter()
+        .find(|e| e["action"] == "disabled")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(disabled["actor"], "keygate-serve-idle-sweep", "{disabled}");
+    assert!(
+        disabled["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("idle:"),
+        "{disabled}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

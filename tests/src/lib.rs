@@ -185,6 +185,13 @@ impl KeyStore for CountingStore {
         self.check_up()?;
         self.inner.add_settings(entries).await
     }
+    async fn replace_policy_settings(
+        &self,
+        entries: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        self.check_up()?;
+        self.inner.replace_policy_settings(entries).await
+    }
     async fn rehash(&self, keys: &[keygate::store::KeyRehash]) -> Result<(), StoreError> {
         self.check_up()?;
         self.inner.rehash(keys).await

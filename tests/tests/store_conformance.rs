@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Uri};
 use keygate::clock::Clock;
+use keygate::policy::{LifetimePolicy, PolicyViolation, read_policy, write_policy};
 use keygate::rate::{RateLimit, RatePolicy};
 use keygate::record::{InvalidInput, MAX_NAME_LEN};
-use keygate::store::{KeyFilter, PageRequest};
+use keygate::store::{KeyFilter, PageRequest, StoreSettings};
 use keygate::{
     HttpRequestView, Identity, KeyAdmin, KeyId, KeyState, NewKey, Reason, Rejection, Scope,
     StoreError,
@@ -724,6 +725,179 @@ async fn canaries<S: TestStore>(f: Fixture<S>) {
     );
 }
 
+/// Policy settings are the only ones that can be replaced; the rest are never touched.
+async fn policy_settings<S: TestStore>(f: Fixture<S>) {
+    let settings = |entries: &[(&str, &str)]| -> Vec<(String, String)> {
+        entries
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    ok(f.store
+        .add_settings(&settings(&[("key.prefix", "conf_test")]))
+        .await);
+    let before = ok(f.store.settings().await).expect("the store keeps settings");
+    let policy_of = |all: &StoreSettings| -> Vec<(String, String)> {
+        all.iter()
+            .filter(|(n, _)| n.starts_with("policy."))
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect()
+    };
+    let others = |all: &StoreSettings| -> Vec<(String, String)> {
+        all.iter()
+            .filter(|(n, _)| !n.starts_with("policy."))
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect()
+    };
+    let read = || async { ok(f.store.settings().await).unwrap() };
+
+    let first = settings(&[
+        ("policy.require_expiry", "true"),
+        ("policy.max_idle_seconds", "60"),
+    ]);
+    ok(f.store.replace_policy_settings(&first).await);
+    let now = read().await;
+    assert_eq!(policy_of(&now), sorted(first), "{}", f.name);
+    assert_eq!(others(&now), others(&before), "{}", f.name);
+
+    // Replaced as a whole: what is not given any more is gone.
+    let second = settings(&[("policy.max_lifetime_seconds", "86400")]);
+    ok(f.store.replace_policy_settings(&second).await);
+    assert_eq!(policy_of(&read().await), second, "{}", f.name);
+
+    // Only `policy.*` names: a pepper or prefix setting is refused, and nothing is written.
+    for bad in [
+        ("key.prefix", "evil"),
+        ("pepper.1.fingerprint", "x"),
+        ("development", "true"),
+        ("POLICY.max_idle_seconds", "1"),
+        ("policy.", "1"),
+    ] {
+        let refused = f
+            .store
+            .replace_policy_settings(&settings(&[("policy.max_idle_seconds", "5"), bad]))
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(StoreError::InvalidInput(InvalidInput::SettingName))
+            ),
+            "{}: {bad:?}: {refused:?}",
+            f.name
+        );
+        let now = read().await;
+        assert_eq!(policy_of(&now), second, "{}: {bad:?}", f.name);
+        assert_eq!(others(&now), others(&before), "{}: {bad:?}", f.name);
+    }
+
+    // Cleared.
+    ok(f.store.replace_policy_settings(&[]).await);
+    let now = read().await;
+    assert!(policy_of(&now).is_empty(), "{}", f.name);
+    assert_eq!(others(&now), others(&before), "{}", f.name);
+}
+
+fn sorted(mut entries: Vec<(String, String)>) -> Vec<(String, String)> {
+    entries.sort();
+    entries
+}
+
+/// The lifetime policy in the store's settings rules the verifier's `Admin`: defaults filled
+/// in, refusals typed, rotation given a compliant expiry, canaries exempt.
+async fn lifetime_policy<S: TestStore>(f: Fixture<S>) {
+    const DAY: Duration = Duration::from_secs(86_400);
+    let admin = f.verifier.admin();
+    let policy = LifetimePolicy {
+        require_expiry: true,
+        default_lifetime: Some(30 * DAY),
+        max_lifetime: Some(90 * DAY),
+        max_idle: None,
+    };
+    ok(write_policy(&f.store, &policy).await);
+    assert_eq!(ok(read_policy(&f.store).await), policy, "{}", f.name);
+    assert_eq!(ok(admin.lifetime_policy().await), policy);
+    let now = f.clock.now();
+
+    // No expiry given: the default lifetime, stored.
+    let (_, defaulted) = create(&f, NewKey::new("defaulted")).await;
+    assert_eq!(defaulted.expires_at, Some(now + 30 * DAY), "{}", f.name);
+    assert_eq!(
+        ok(f.store.get(&defaulted.id).await).expires_at,
+        Some(now + 30 * DAY)
+    );
+    // Beyond the maximum: refused, naming the rule; nothing stored.
+    let refused = admin
+        .create_key(NewKey::new("too-long").expires_at(now + 91 * DAY))
+        .await
+        .unwrap_err();
+    match &refused {
+        StoreError::Policy(violation) => assert_eq!(violation.rule(), "max_lifetime"),
+        other => panic!("{}: {other:?}", f.name),
+    }
+    let listed = ok(f
+        .store
+        .list(&KeyFilter::default(), PageRequest::first(100))
+        .await);
+    assert!(listed.keys.iter().all(|k| k.name != "too-long"));
+    // Setting an expiry: within the maximum only; clearing it gives the default.
+    assert!(matches!(
+        admin.set_expiry(&defaulted.id, Some(now + 100 * DAY)).await,
+        Err(StoreError::Policy(PolicyViolation::LifetimeTooLong { .. }))
+    ));
+    assert_eq!(
+        ok(f.store.get(&defaulted.id).await).expires_at,
+        Some(now + 30 * DAY)
+    );
+    let cleared = ok(admin.set_expiry(&defaulted.id, None).await);
+    assert_eq!(cleared.expires_at, Some(now + 30 * DAY));
+    let set = ok(admin.set_expiry(&defaulted.id, Some(now + 60 * DAY)).await);
+    assert_eq!(set.expires_at, Some(now + 60 * DAY));
+    // A rotation's new key: the default lifetime from now, not the old key's expiry.
+    f.clock.advance(DAY);
+    let rotated = ok(admin.rotate(&defaulted.id, Duration::from_secs(60)).await);
+    assert_eq!(
+        rotated.new.record.expires_at,
+        Some(f.clock.now() + 30 * DAY),
+        "{}",
+        f.name
+    );
+    assert_eq!(
+        ok(f.store.get(&rotated.new.record.id).await).expires_at,
+        Some(f.clock.now() + 30 * DAY)
+    );
+
+    // Without a default, a key without expiry (and a rotation) is refused.
+    ok(write_policy(
+        &f.store,
+        &LifetimePolicy {
+            require_expiry: true,
+            ..LifetimePolicy::default()
+        },
+    )
+    .await);
+    assert!(matches!(
+        admin.create_key(NewKey::new("no-expiry")).await,
+        Err(StoreError::Policy(PolicyViolation::ExpiryRequired))
+    ));
+    assert!(matches!(
+        admin.rotate(&rotated.new.record.id, Duration::ZERO).await,
+        Err(StoreError::Policy(PolicyViolation::ExpiryRequired))
+    ));
+    assert_eq!(
+        ok(f.store.get(&rotated.new.record.id).await).state(f.clock.now()),
+        KeyState::Active,
+        "a refused rotation changes nothing"
+    );
+    // Canaries are exempt (an expiry would disarm them).
+    let (_, canary) = create(&f, NewKey::new("decoy").canary()).await;
+    assert_eq!(canary.expires_at, None);
+
+    // Cleared: no rule.
+    ok(write_policy(&f.store, &LifetimePolicy::default()).await);
+    let (_, free) = create(&f, NewKey::new("free")).await;
+    assert_eq!(free.expires_at, None);
+}
+
 // ---- one test per case and store ----------------------------------------------------------
 
 macro_rules! conformance {
@@ -764,6 +938,8 @@ conformance!(
     concurrent_rotations_replace_a_key_once,
     a_refused_rotation_changes_nothing,
     canaries,
+    policy_settings,
+    lifetime_policy,
 );
 
 #[test]

@@ -19,6 +19,7 @@ use crate::error::Problem;
     tags(
         (name = "keys", description = "API keys"),
         (name = "audit", description = "The audit trail and usage per key per day"),
+        (name = "policy", description = "The deployment's key lifetime policy"),
     )
 )]
 pub(crate) struct ApiDoc;
@@ -106,6 +107,13 @@ pub enum CreateErrors {
         content_type = "application/problem+json"
     )]
     Forbidden(Problem),
+    /// 422.
+    #[response(
+        status = 422,
+        description = "Refused by the deployment's lifetime policy (`rule` names it: expiry_required, max_lifetime); nothing was changed",
+        content_type = "application/problem+json"
+    )]
+    PolicyViolation(Problem),
     /// 503.
     #[response(
         status = 503,
@@ -153,6 +161,13 @@ pub enum ChangeErrors {
         content_type = "application/problem+json"
     )]
     Conflict(Problem),
+    /// 422.
+    #[response(
+        status = 422,
+        description = "Refused by the deployment's lifetime policy (`rule` names it: expiry_required, max_lifetime); nothing was changed",
+        content_type = "application/problem+json"
+    )]
+    PolicyViolation(Problem),
     /// 503.
     #[response(
         status = 503,

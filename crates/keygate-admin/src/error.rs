@@ -13,7 +13,8 @@ use utoipa::ToSchema;
 #[non_exhaustive]
 pub struct Problem {
     /// `urn:keygate:problem:<code>`: `invalid_input`, `not_found`, `conflict`, `unavailable`,
-    /// `not_configured` (and the key layer's own codes for 401, 403 and 429).
+    /// `not_configured`, `policy_violation` (and the key layer's own codes for 401, 403 and
+    /// 429).
     #[serde(rename = "type")]
     pub kind: String,
     /// A short summary of the kind of problem.
@@ -27,6 +28,10 @@ pub struct Problem {
     /// when the body is not JSON).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For `policy_violation`: the lifetime policy's rule the request breaks
+    /// (`expiry_required`, `max_lifetime`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// Why an admin API request failed.
@@ -48,6 +53,8 @@ pub enum ApiError {
     Unavailable,
     /// The API was mounted without an audit trail (501).
     NoAuditTrail,
+    /// The deployment's lifetime policy refuses the key (422): nothing was changed.
+    Policy(keygate::policy::PolicyViolation),
 }
 
 impl ApiError {
@@ -62,6 +69,7 @@ impl ApiError {
     /// The problem body this error answers.
     #[must_use]
     pub fn problem(&self) -> Problem {
+        let mut rule = None;
         let (status, code, title, detail, field) = match self {
             Self::BadInput { field, detail } => (
                 StatusCode::BAD_REQUEST,
@@ -98,6 +106,16 @@ impl ApiError {
                 "This admin API was mounted without an audit trail.".to_owned(),
                 None,
             ),
+            Self::Policy(violation) => {
+                rule = Some(violation.rule().to_owned());
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "policy_violation",
+                    "Refused by the lifetime policy",
+                    format!("{violation}."),
+                    None,
+                )
+            }
         };
         Problem {
             kind: format!("urn:keygate:problem:{code}"),
@@ -105,6 +123,7 @@ impl ApiError {
             status: status.as_u16(),
             detail,
             field,
+            rule,
         }
     }
 }
@@ -115,6 +134,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(_) => Self::NotFound,
             StoreError::InvalidInput(invalid) => Self::bad(field_of(&invalid), invalid.to_string()),
             StoreError::Conflict { reason, .. } => Self::Conflict(reason),
+            StoreError::Policy(violation) => Self::Policy(violation),
             other => {
                 tracing::warn!(target: "keygate::admin", error = %other, "admin API: key store unavailable");
                 Self::Unavailable

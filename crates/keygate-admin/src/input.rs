@@ -173,6 +173,26 @@ pub struct SetExpiry {
     pub expires_at: Option<String>,
 }
 
+/// `PUT /policy`: the whole lifetime policy (rules left out or null are off).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SetPolicy {
+    /// Every key must have an expiry (given, or the default lifetime). Default false.
+    #[serde(default)]
+    pub require_expiry: bool,
+    /// The lifetime, in seconds, of a key created (or rotated, or whose expiry is cleared)
+    /// without one.
+    #[serde(default)]
+    pub default_lifetime_seconds: Option<u64>,
+    /// The longest lifetime a key may be given, in seconds.
+    #[serde(default)]
+    pub max_lifetime_seconds: Option<u64>,
+    /// Keys unused for longer than this many seconds are disabled by the idle sweep.
+    #[serde(default)]
+    pub max_idle_seconds: Option<u64>,
+}
+
 /// `PUT /keys/{id}/rate-limit`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

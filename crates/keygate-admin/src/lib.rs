@@ -26,6 +26,8 @@
 //! | `POST /keys/{id}/rotate` | write | a new key replacing this one after a grace period; the response holds it, once |
 //! | `GET /audit` | read | the audit trail, newest first: `key_id`, `outcome`, `reason`, `action`, `since`, `before`, `limit` |
 //! | `GET /usage` | read | requests per key per UTC day: `key_id`, `days` |
+//! | `GET /policy` | read | the deployment's key lifetime policy |
+//! | `PUT /policy` | write | replace the lifetime policy (creates, expiry changes and rotations it refuses answer 422, naming the rule) |
 //! | `GET /openapi.json` | none | the OpenAPI 3.1 document |
 //! | `GET /console` (and `/console.js`, `/console.css`) | none to load; the admin key for every call it makes | the web console |
 //!
@@ -38,6 +40,7 @@ mod docs;
 mod error;
 pub mod input;
 mod keys;
+mod policy;
 mod state;
 pub mod views;
 

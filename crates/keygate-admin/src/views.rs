@@ -132,6 +132,34 @@ pub struct KeyList {
     pub next: Option<String>,
 }
 
+/// The deployment's key lifetime policy (`GET /policy`, `PUT /policy`); a null rule is off.
+#[derive(Debug, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct PolicyView {
+    /// Every key must have an expiry.
+    pub require_expiry: bool,
+    /// The lifetime, in seconds, of a key given none.
+    pub default_lifetime_seconds: Option<u64>,
+    /// The longest lifetime allowed, in seconds.
+    pub max_lifetime_seconds: Option<u64>,
+    /// Keys unused for longer than this many seconds are disabled.
+    pub max_idle_seconds: Option<u64>,
+}
+
+impl PolicyView {
+    /// The view of `policy`.
+    #[must_use]
+    pub fn new(policy: &keygate::policy::LifetimePolicy) -> Self {
+        let seconds = |d: Option<std::time::Duration>| d.map(|d| d.as_secs());
+        Self {
+            require_expiry: policy.require_expiry,
+            default_lifetime_seconds: seconds(policy.default_lifetime),
+            max_lifetime_seconds: seconds(policy.max_lifetime),
+            max_idle_seconds: seconds(policy.max_idle),
+        }
+    }
+}
+
 /// A key just created: the full key, shown this once (keygate keeps only its digest), and its
 /// record.
 #[derive(Serialize, ToSchema)]

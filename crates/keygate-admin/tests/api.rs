@@ -118,6 +118,28 @@ fn cases() -> Vec<Case> {
             "outcome",
         ),
         read("/usage", "days=7", "days=0", "days"),
+        read("/policy", "", "", ""),
+        Case {
+            method: Method::PUT,
+            route: "/policy",
+            write: true,
+            good: Some(json!({
+                "require_expiry": true,
+                "default_lifetime_seconds": 30 * 86_400,
+                "max_lifetime_seconds": 365 * 86_400,
+                "max_idle_seconds": 90 * 86_400,
+            })),
+            query: "",
+            status: StatusCode::OK,
+            bad: Bad {
+                id: None,
+                body: Some(json!({"max_idle_seconds": 0})),
+                query: "",
+                field: "max_idle_seconds",
+            },
+            // A setting, not a key: no key changes, no key event.
+            action: None,
+        },
         Case {
             method: Method::POST,
             route: "/keys",
@@ -480,6 +502,9 @@ fn down() -> StoreError {
 #[async_trait]
 impl KeyStore for Down {
     async fn find(&self, _: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Err(down())
+    }
+    async fn settings(&self) -> Result<Option<keygate::store::StoreSettings>, StoreError> {
         Err(down())
     }
 }
@@ -868,5 +893,133 @@ async fn a_canary_is_created_shown_and_refused_like_an_unknown_key() {
             &as_unknown.cache_control,
             &as_unknown.text
         )
+    );
+}
+
+fn rule_of(answer: &common::Answer, what: &str) -> String {
+    let problem = assert_problem(answer, StatusCode::UNPROCESSABLE_ENTITY, what);
+    assert_eq!(
+        problem["type"], "urn:keygate:problem:policy_violation",
+        "{what}: {problem}"
+    );
+    problem["rule"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn the_lifetime_policy_is_set_read_and_enforced_with_422_naming_the_rule() {
+    const DAY: u64 = 86_400;
+    let f = fixture().await;
+    let send = |method: Method, path: String, body: Option<Value>| {
+        let f = &f;
+        async move {
+            f.send(&method, &path, Some(&f.writer.key), body.as_ref())
+                .await
+        }
+    };
+    let set = send(
+        Method::PUT,
+        "/policy".into(),
+        Some(json!({"require_expiry": true, "max_lifetime_seconds": 30 * DAY})),
+    )
+    .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+    let shown = f
+        .send(&Method::GET, "/policy", Some(&f.reader.key), None)
+        .await;
+    assert_eq!(
+        shown.json(),
+        json!({
+            "require_expiry": true,
+            "default_lifetime_seconds": null,
+            "max_lifetime_seconds": 30 * DAY,
+            "max_idle_seconds": null,
+        })
+    );
+    let before = f.records().await;
+
+    // No expiry, no default: expiry_required. Beyond the maximum: max_lifetime.
+    let refused = send(Method::POST, "/keys".into(), Some(json!({"name": "x"}))).await;
+    assert_eq!(
+        rule_of(&refused, "create without expiry"),
+        "expiry_required"
+    );
+    let far = humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(60 * DAY))
+        .to_string();
+    let refused = send(
+        Method::POST,
+        "/keys".into(),
+        Some(json!({"name": "x", "expires_at": far})),
+    )
+    .await;
+    assert_eq!(rule_of(&refused, "create too long"), "max_lifetime");
+    assert!(refused.text.contains("30 days"), "{}", refused.text);
+    let target = f.target.to_string();
+    let refused = send(
+        Method::PUT,
+        format!("/keys/{target}/expiry"),
+        Some(json!({"expires_at": null})),
+    )
+    .await;
+    assert_eq!(rule_of(&refused, "clear expiry"), "expiry_required");
+    let refused = send(
+        Method::PUT,
+        format!("/keys/{target}/expiry"),
+        Some(json!({"expires_at": far})),
+    )
+    .await;
+    assert_eq!(rule_of(&refused, "expiry too far"), "max_lifetime");
+    assert_eq!(f.records().await, before, "refusals change nothing");
+
+    // Within the policy: accepted. A rotation's new key gets the maximum lifetime (no default).
+    let created = send(
+        Method::POST,
+        "/keys".into(),
+        Some(json!({"name": "ok", "expires_at": future()})),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let rotated = send(
+        Method::POST,
+        format!("/keys/{target}/rotate"),
+        Some(json!({"grace_seconds": 60})),
+    )
+    .await;
+    assert_eq!(rotated.status, StatusCode::CREATED, "{}", rotated.text);
+    assert!(
+        rotated.json()["record"]["expires_at"].is_string(),
+        "{}",
+        rotated.text
+    );
+
+    // An invalid policy: 400 naming the field; the policy stands.
+    let bad = send(
+        Method::PUT,
+        "/policy".into(),
+        Some(json!({"default_lifetime_seconds": 10 * DAY, "max_lifetime_seconds": DAY})),
+    )
+    .await;
+    let problem = assert_problem(&bad, StatusCode::BAD_REQUEST, "default over max");
+    assert_eq!(problem["field"], "default_lifetime_seconds");
+    let shown = send(Method::GET, "/policy".into(), None).await.json();
+    assert_eq!(shown["max_lifetime_seconds"], 30 * DAY);
+
+    // A default: keys without expiry get it. Cleared: none.
+    let set = send(
+        Method::PUT,
+        "/policy".into(),
+        Some(json!({"default_lifetime_seconds": 7 * DAY})),
+    )
+    .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+    let created = send(Method::POST, "/keys".into(), Some(json!({"name": "d"}))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert!(created.json()["record"]["expires_at"].is_string());
+    let cleared = send(Method::PUT, "/policy".into(), Some(json!({}))).await;
+    assert_eq!(cleared.status, StatusCode::OK, "{}", cleared.text);
+    let created = send(Method::POST, "/keys".into(), Some(json!({"name": "e"}))).await;
+    assert!(
+        created.json()["record"]["expires_at"].is_null(),
+        "{}",
+        created.text
     );
 }

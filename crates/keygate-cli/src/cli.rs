@@ -36,8 +36,8 @@ Environment:
 Exit codes: 0 ok, 1 usage or invalid input, 2 key not found, 3 key store unavailable,
 4 conflict with the key's state, 5 key store schema newer than this keygate, 6 refused by the
 key store's settings: no pepper given, a pepper that is not the one the store's keys were made
-with, or a prefix that is not the store's (nothing was written). `scan` exits 1 when it finds
-an active key.
+with, or a prefix that is not the store's (nothing was written), 7 refused by the deployment's
+lifetime policy (`keygate policy show`). `scan` exits 1 when it finds an active key.
 A change that could not be published to Redis still exits 0, with a warning on stderr.";
 
 /// Manage API keys: create, name, scope, rate-limit, rotate, revoke and list them.
@@ -227,6 +227,50 @@ secret is checked too, so a token that only borrows a key's id is told apart. An
 means: rotate or revoke it (keygate rotate ID / keygate revoke ID), then remove it from the
 files and, for --git finds, from the history.")]
     Scan(ScanArgs),
+    /// Show, set or clear the deployment's key lifetime policy (kept in the key store, so
+    /// every service, `keygate serve` and this tool apply the same one).
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  keygate policy show
+  keygate policy set --require-expiry --default-lifetime 90d --max-lifetime 365d --max-idle 30d
+  keygate policy clear
+
+create, expire and rotate go through the policy: a key without expiry gets the default lifetime
+(without a default, --require-expiry or --max-lifetime refuse it), an expiry beyond the maximum
+lifetime is refused (exit 7, naming the rule). With --max-idle, `keygate serve` (and any
+service running the idle sweep) disables keys unused for longer, audited (see docs/policy.md)."
+    )]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Print the policy.
+    Show,
+    /// Replace the policy with the rules given (rules not given are off).
+    Set(PolicySetArgs),
+    /// Remove every rule.
+    Clear,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PolicySetArgs {
+    /// Every key must have an expiry (given, or the default lifetime).
+    #[arg(long)]
+    pub(crate) require_expiry: bool,
+    /// The lifetime of a key created (or rotated, or whose expiry is cleared) without one:
+    /// 90d, 12h, …
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) default_lifetime: Option<String>,
+    /// The longest lifetime a key may be given (keys without expiry are refused unless there
+    /// is a default lifetime).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) max_lifetime: Option<String>,
+    /// Disable keys unused for longer than this (run by `keygate serve`'s idle sweep).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) max_idle: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +305,19 @@ pub(crate) struct ServeArgs {
     /// behind a TLS-terminating proxy on a network you trust.
     #[arg(long)]
     pub(crate) allow_remote: bool,
+    /// Send notices (expiring soon, idle-disabled, canary tripped) to this webhook, signed
+    /// with KEYGATE_WEBHOOK_SECRET (at least 16 bytes; required with it). Without it, notices
+    /// are only logged.
+    #[arg(long, env = "KEYGATE_WEBHOOK_URL", value_name = "URL")]
+    pub(crate) webhook_url: Option<String>,
+    /// Notice active keys that expire within DURATION (7d, 24h, …), once per key and expiry.
+    /// Default with --webhook-url: 7d; 0s turns it off.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) expiring_within: Option<String>,
+    /// How often the sweeps run (expiring soon; idle keys, when the lifetime policy has a
+    /// maximum idle time).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub(crate) sweep_interval: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

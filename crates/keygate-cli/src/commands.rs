@@ -321,11 +321,16 @@ async fn execute(
             let id = key_id(&args.id)?;
             let at = expiry(args, now)?;
             let record = changes.admin().set_expiry(&id, at).await?;
+            // The lifetime policy may have given a key asked to never expire its default.
             out.changed(
                 &record,
                 now,
-                &match at {
-                    Some(at) => format!("key {id} expires at {}", time_text(Some(at))),
+                &match record.expires_at {
+                    Some(set) if at.is_none() => format!(
+                        "key {id} expires at {} (the lifetime policy's default lifetime)",
+                        time_text(Some(set))
+                    ),
+                    Some(set) => format!("key {id} expires at {}", time_text(Some(set))),
                     None => format!("key {id} never expires"),
                 },
             );
@@ -412,6 +417,7 @@ async fn execute(
         Command::Audit(args) => crate::audit::audit(store, args, out, now).await?,
         Command::Usage(args) => crate::audit::usage(store, args, out, now).await?,
         Command::Peppers => peppers_report(store, minting.peppers, out).await?,
+        Command::Policy(command) => crate::policy::policy(store, command, out).await?,
         Command::Serve(args) => {
             let format = minting
                 .format
@@ -423,7 +429,16 @@ async fn execute(
                 out.environments(),
             )?;
             let listen = crate::serve::listen_addr(args)?;
-            crate::serve::serve(store, keyring, changes.channel.clone(), listen, out).await?;
+            let notices = crate::serve::notices_config(args)?;
+            crate::serve::serve(
+                store,
+                keyring,
+                changes.channel.clone(),
+                listen,
+                notices,
+                out,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -799,7 +814,13 @@ fn check_input(cli: &Cli, now: SystemTime) -> Result<(), CliError> {
         }
         Command::Serve(args) => {
             crate::serve::listen_addr(args)?;
+            crate::serve::notices_config(args)?;
             given_peppers(cli)?;
+        }
+        Command::Policy(command) => {
+            if let crate::cli::PolicyCommand::Set(args) = command {
+                crate::policy::policy_of(args)?;
+            }
         }
         Command::Scan(_) => {
             given_peppers(cli)?;

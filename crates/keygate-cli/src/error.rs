@@ -8,6 +8,7 @@
 //! | 4 | the change conflicts with the key's state (e.g. enabling a revoked key) |
 //! | 5 | the key store's schema is newer than this keygate |
 //! | 6 | refused by the store's settings: no pepper given (and not a development store), a pepper that is not the store's, or a key prefix that is not the store's |
+//! | 7 | refused by the deployment's lifetime policy (`keygate policy show`): the message names the rule |
 //!
 //! Messages never contain a key or a secret: inputs that might be one (ids) are not echoed.
 
@@ -28,6 +29,8 @@ pub(crate) enum CliError {
     Settings(String),
     /// `scan` found active keys (exit 1, like a failed check).
     ActiveKeysFound(String),
+    /// Refused by the lifetime policy; nothing was written.
+    Policy(String),
 }
 
 impl CliError {
@@ -43,6 +46,7 @@ impl CliError {
             Self::Conflict(_) => 4,
             Self::SchemaTooNew(_) => 5,
             Self::Settings(_) => 6,
+            Self::Policy(_) => 7,
         })
     }
 }
@@ -55,6 +59,7 @@ impl fmt::Display for CliError {
             | Self::Conflict(m)
             | Self::SchemaTooNew(m)
             | Self::Settings(m)
+            | Self::Policy(m)
             | Self::ActiveKeysFound(m) => f.write_str(m),
             Self::Unavailable(m) => write!(
                 f,
@@ -75,6 +80,9 @@ impl From<StoreError> for CliError {
             StoreError::Unavailable(source) => {
                 Self::Unavailable(format!("key store unavailable: {source}"))
             }
+            StoreError::Policy(violation) => Self::Policy(format!(
+                "{violation} (see `keygate policy show`); nothing was written"
+            )),
             other => Self::Unavailable(other.to_string()),
         }
     }

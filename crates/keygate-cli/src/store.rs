@@ -1,5 +1,7 @@
 //! Opening the key store named by `--database-url`.
 
+use std::sync::Arc;
+
 use keygate::{Admin, AdminBuilder, KeyAdmin, KeyStore};
 use keygate_sqlx::{PostgresStore, SqlAuditSink, SqliteStore};
 
@@ -60,6 +62,14 @@ impl Store {
         match self {
             Self::Sqlite(store) => store,
             Self::Postgres(store) => store,
+        }
+    }
+
+    /// The store's management interface, shared (for the sweeps of `serve`).
+    pub(crate) fn shared_admin(&self) -> Arc<dyn KeyAdmin> {
+        match self {
+            Self::Sqlite(store) => Arc::new(store.clone()),
+            Self::Postgres(store) => Arc::new(store.clone()),
         }
     }
 

@@ -166,3 +166,169 @@ fn serve_refuses_a_non_loopback_address_without_the_flag() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// What the test webhook receiver got: headers and body of each request.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(http::HeaderMap, Vec<u8>)>>>;
+
+/// A webhook receiver on 127.0.0.1 in a thread of its own, answering 200; its URL.
+fn receiver(received: Received) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let app = axum::Router::new().route(
+                "/hooks",
+                axum::routing::post(move |headers: http::HeaderMap, body: axum::body::Bytes| {
+                    let received = received.clone();
+                    async move {
+                        received.lock().unwrap().push((headers, body.to_vec()));
+                        http::StatusCode::OK
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{addr}/hooks")
+}
+
+#[test]
+fn serve_sends_signed_expiring_soon_notices_to_the_webhook() {
+    const SECRET: &str = "serve-test-webhook-secret-0123456789";
+    let dir = common::temp_dir("serve-webhook");
+    let url = format!("sqlite://{}", dir.join("keys.db").display());
+    let soon = create(&url, &["--name", "ci", "--expires-in", "2d"]);
+    let later = create(&url, &["--name", "batch", "--expires-in", "30d"]);
+    let received = Received::default();
+    let hook = receiver(received.clone());
+
+    // Without the secret, --webhook-url is refused before anything starts.
+    let out = keygate(&url)
+        .args(["serve", "--listen", "127.0.0.1:0", "--webhook-url", &hook])
+        .env_remove("KEYGATE_WEBHOOK_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KEYGATE_WEBHOOK_SECRET"));
+
+    let mut child = keygate(&url)
+        .args(["serve", "--listen", "127.0.0.1:0", "--webhook-url", &hook])
+        .env("KEYGATE_WEBHOOK_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Server(child);
+    assert!(line.contains("listening"), "{line}");
+
+    // The sweep's first pass runs at start: one notice, for the key expiring within 7 days.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while received.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "one notice: {got:?}");
+    let (headers, body) = &got[0];
+    let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+    keygate_webhook::WebhookSecret::new(SECRET)
+        .unwrap()
+        .verify(
+            &header(keygate_webhook::TIMESTAMP_HEADER),
+            &header(keygate_webhook::SIGNATURE_HEADER),
+            body,
+            std::time::SystemTime::now(),
+            keygate_webhook::DEFAULT_TOLERANCE,
+        )
+        .unwrap();
+    let payload: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(payload["type"], "key.expiring_soon", "{payload}");
+    assert_eq!(payload["data"]["key"]["id"], soon["id"], "{payload}");
+    assert_eq!(payload["id"], header(keygate_webhook::ID_HEADER).as_str());
+    let text = String::from_utf8_lossy(body);
+    for key in [&soon, &later] {
+        assert!(
+            !text.contains(key["key"].as_str().unwrap()),
+            "no key in a notice"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn serve_disables_idle_keys_audited_and_noticed() {
+    const SECRET: &str = "serve-test-webhook-secret-0123456789";
+    let dir = common::temp_dir("serve-idle");
+    let url = format!("sqlite://{}", dir.join("keys.db").display());
+    let idle = create(&url, &["--name", "forgotten"]);
+    let out = keygate(&url)
+        .args(["policy", "set", "--max-idle", "1s"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let received = Received::default();
+    let hook = receiver(received.clone());
+    let mut child = keygate(&url)
+        .args(["serve", "--listen", "127.0.0.1:0", "--webhook-url", &hook])
+        .env("KEYGATE_WEBHOOK_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Server(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while received.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "one notice: {got:?}");
+    let payload: Value = serde_json::from_slice(&got[0].1).unwrap();
+    assert_eq!(payload["type"], "key.idle_disabled", "{payload}");
+    assert_eq!(payload["data"]["key"]["id"], idle["id"]);
+
+    // Disabled in the store, audited with the sweep's actor and the reason.
+    let id = idle["id"].as_str().unwrap();
+    let shown = keygate(&url).args(["show", id, "--json"]).output().unwrap();
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["state"], "disabled", "{shown}");
+    let out = keygate(&url)
+        .args(["audit", "--key", id, "--json"])
+        .output()
+        .unwrap();
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let disabled = events
+        .iter()
+        .find(|e| e["action"] == "disabled")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(disabled["actor"], "keygate-serve-idle-sweep", "{disabled}");
+    assert!(
+        disabled["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("idle:"),
+        "{disabled}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -38,7 +38,10 @@
 //! settings are kept in `keygate_settings` (written on first use, never overwritten): a
 //! fingerprint per pepper version (never the pepper) and whether this is a development store,
 //! which `VerifierBuilder::start` and the CLI check their peppers against (see
-//! [`keygate::store::StoreSettings`]).
+//! [`keygate::store::StoreSettings`]). The one exception is the key lifetime policy
+//! (`policy.*` names, see [`keygate::policy`]), which
+//! [`replace_policy_settings`](keygate::KeyStore::replace_policy_settings) replaces in one
+//! transaction; no other setting can be changed through it.
 //!
 //! # Errors
 //! Opening and migrating return [`Error`]. Store operations return [`keygate::StoreError`]:

@@ -104,6 +104,12 @@ const SELECT_ALL: &str = concat!("SELECT ", columns!(), " FROM keygate_keys WHER
 /// Remembers a deleted id, so it is never used again.
 const TOMBSTONE: &str = "INSERT INTO keygate_deleted_keys (id, deleted_at) VALUES ($1, $2)";
 const SETTINGS: &str = "SELECT name, value FROM keygate_settings";
+/// Removes every policy setting (`policy.*`; `substr`, not `LIKE`, which SQLite compares
+/// without case).
+const REMOVE_POLICY_SETTINGS: &str =
+    "DELETE FROM keygate_settings WHERE substr(name, 1, 7) = 'policy.'";
+const INSERT_SETTING: &str =
+    "INSERT INTO keygate_settings (name, value, created_at) VALUES ($1, $2, $3)";
 const PEPPER_VERSIONS: &str = "SELECT pepper_version, count(*) AS key_count FROM keygate_keys \
      GROUP BY pepper_version ORDER BY pepper_version";
 const SCHEMA_VERSION: &str = "SELECT max(version) AS version FROM keygate_migrations WHERE success";
@@ -406,6 +412,25 @@ where
         self.write_all(D::add_settings(entries, self.now())).await
     }
 
+    /// Removes the policy settings and adds `entries`, in one transaction.
+    pub(crate) async fn replace_policy_settings(
+        &self,
+        entries: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        keygate::store::check_policy_settings(entries)?;
+        let now = self.now();
+        let mut statements = vec![sqlx::query(REMOVE_POLICY_SETTINGS)];
+        for (name, value) in entries {
+            statements.push(
+                sqlx::query(INSERT_SETTING)
+                    .bind(name.clone())
+                    .bind(value.clone())
+                    .bind(D::time(now)),
+            );
+        }
+        self.write_all(statements).await
+    }
+
     pub(crate) async fn rehash(&self, keys: &[KeyRehash]) -> Result<(), StoreError> {
         if keys.is_empty() {
             return Ok(());
@@ -587,6 +612,13 @@ macro_rules! delegate_to_sql_store {
                     entries: &[(String, String)],
                 ) -> Result<(), StoreError> {
                     self.keys.add_settings(entries).await
+                }
+
+                async fn replace_policy_settings(
+                    &self,
+                    entries: &[(String, String)],
+                ) -> Result<(), StoreError> {
+                    self.keys.replace_policy_settings(entries).await
                 }
 
                 async fn rehash(&self, keys: &[KeyRehash]) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 //! The webhook sink against a local receiver that is down for its first attempts.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -10,8 +10,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use keygate::clock::{Clock, ManualClock};
-use keygate::notice::{ExpiringSweep, Notice, NoticeKey, NoticeSink};
-use keygate::{Admin, Keyring, MemoryStore, NewKey};
+use keygate::notice::{ExpiringSweep, IdleSweep, Notice, NoticeKey, NoticeSink};
+use keygate::policy::{LifetimePolicy, write_policy};
+use keygate::{Admin, HttpRequestView, Keyring, MemoryStore, NewKey, Reason, Verifier};
 use keygate_webhook::{
     DEFAULT_TOLERANCE, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSecret, WebhookSink,
 };
@@ -105,6 +106,7 @@ async fn a_receiver_down_at_first_gets_every_notice_once_after_dedup_signed() {
         .build();
     let mut plaintexts = Vec::new();
     let mut soon = Vec::new();
+    let mut forever = None;
     for (name, expires_in) in [
         ("ci", Some(2 * DAY)),
         ("deploy", Some(6 * DAY)),
@@ -119,8 +121,11 @@ async fn a_receiver_down_at_first_gets_every_notice_once_after_dedup_signed() {
         plaintexts.push(created.key.expose_secret().to_owned());
         if expires_in.is_some_and(|d| d <= 7 * DAY) {
             soon.push(created.record);
+        } else if expires_in.is_none() {
+            forever = Some(created.record);
         }
     }
+    let forever = forever.unwrap();
 
     let mut sweep =
         ExpiringSweep::new(Arc::new(store.clone()), sink.clone(), 7 * DAY).clock(clock.clone());
@@ -136,9 +141,65 @@ async fn a_receiver_down_at_first_gets_every_notice_once_after_dedup_signed() {
     };
     sink.notify(leaked.clone());
 
+    // A canary presented three times to a service: one canary-tripped notice.
+    let canary = admin
+        .create_key(NewKey::new("decoy").owner("team-sec").canary())
+        .await
+        .unwrap();
+    plaintexts.push(canary.key.expose_secret().to_owned());
+    let verifier = Verifier::builder(Keyring::development("acme").unwrap(), store.clone())
+        .clock(clock.clone())
+        .notices(sink.clone())
+        .build();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        axum::http::header::AUTHORIZATION,
+        format!("Bearer {}", canary.key.expose_secret())
+            .parse()
+            .unwrap(),
+    );
+    let uri = axum::http::Uri::from_static("/orders");
+    let client = "203.0.113.7".parse().unwrap();
+    for _ in 0..3 {
+        let refused = verifier
+            .verify_request(&HttpRequestView::new(&headers, &uri, Some(client)))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.reason(), Reason::Canary);
+    }
+    let tripped = Notice::CanaryTripped {
+        key: NoticeKey::from(&canary.record),
+        client_ip: Some(client),
+        at: clock.now(),
+    };
+
+    // 31 days on, under a 30-day idle policy, the key that never expires and was never used is
+    // idle (the others have expired; the canary is exempt): one idle-disabled notice.
+    write_policy(
+        &store,
+        &LifetimePolicy {
+            max_idle: Some(30 * DAY),
+            ..LifetimePolicy::default()
+        },
+    )
+    .await
+    .unwrap();
+    clock.advance(31 * DAY);
+    let mut idle = IdleSweep::new(admin.clone(), sink.clone()).clock(clock.clone());
+    assert_eq!(idle.run_once().await.unwrap(), 1);
+    assert_eq!(
+        idle.run_once().await.unwrap(),
+        0,
+        "idle-disabled fires once"
+    );
+    let idle_disabled = Notice::IdleDisabled {
+        key: NoticeKey::from(&forever),
+        idle_since: forever.created_at,
+    };
+
     let stats = sink.shutdown(Duration::from_secs(10)).await;
-    assert_eq!(stats.accepted, 3);
-    assert_eq!(stats.delivered, 3);
+    assert_eq!(stats.accepted, 5);
+    assert_eq!(stats.delivered, 5);
     assert_eq!(stats.lost(), 0);
     // 3 refused while down, and one whose acknowledgement was lost.
     assert_eq!(stats.retries, 4);
@@ -146,7 +207,7 @@ async fn a_receiver_down_at_first_gets_every_notice_once_after_dedup_signed() {
     let received = receiver.received.lock().unwrap().clone();
     assert_eq!(
         received.len(),
-        4,
+        6,
         "one notice arrived twice (at least once)"
     );
     let mut by_id = BTreeMap::new();
@@ -191,6 +252,8 @@ async fn a_receiver_down_at_first_gets_every_notice_once_after_dedup_signed() {
         expected.insert(notice.event_id(), notice.data());
     }
     expected.insert(leaked.event_id(), leaked.data());
+    expected.insert(tripped.event_id(), tripped.data());
+    expected.insert(idle_disabled.event_id(), idle_disabled.data());
     let got: BTreeMap<String, serde_json::Value> = by_id
         .into_iter()
         .map(|(id, p)| (id, p["data"].clone()))
@@ -199,6 +262,31 @@ async fn a_receiver_down_at_first_gets_every_notice_once_after_dedup_signed() {
     let one = &expected[&leaked.event_id()];
     assert_eq!(one["key"]["owner"], "team-ops");
     assert_eq!(one["url"], "https://gist.example/raw/1");
+    let kinds: BTreeSet<String> = received
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["type"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "key.canary_tripped",
+            "key.expiring_soon",
+            "key.idle_disabled",
+            "key.leaked"
+        ]
+        .map(str::to_owned)
+        .into()
+    );
+    assert_eq!(
+        expected[&tripped.event_id()]["client_ip"],
+        "203.0.113.7",
+        "the canary's client"
+    );
 }
 
 #[tokio::test]

@@ -42,6 +42,7 @@ pub mod layer;
 pub mod metrics;
 pub mod notice;
 pub mod pepper;
+pub mod policy;
 pub mod rate;
 pub mod record;
 pub mod rejection;

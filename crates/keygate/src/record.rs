@@ -171,6 +171,10 @@ pub enum InvalidInput {
     /// [`NewKey::environment`] names no environment of the keyring.
     #[error("unknown environment {0:?}: the keyring has no environment of that name")]
     UnknownEnvironment(String),
+    /// A setting other than a `policy.*` one was to be replaced
+    /// ([`KeyStore::replace_policy_settings`](crate::KeyStore::replace_policy_settings)).
+    #[error("only `policy.*` settings can be replaced")]
+    SettingName,
 }
 
 pub(crate) fn validate_name(name: &str) -> Result<(), InvalidInput> {
@@ -523,7 +527,9 @@ impl Rotation {
     /// - the successor is `replacement` (its id, digest, pepper version, prefix and times) with
     ///   the old key's name, owner, scopes, metadata, allowed IP ranges, rate limit and canary
     ///   flag, and
-    ///   `rotated_from` set to the old id. It does not inherit the old key's expiry;
+    ///   `rotated_from` set to the old id. It does not inherit the old key's expiry: it has the
+    ///   replacement's (none, or the one the [lifetime policy](crate::policy) gives, set by
+    ///   [`Admin::rotate`](crate::Admin::rotate));
     /// - the old key expires at `now + grace` (or keeps an earlier expiry it already had);
     ///   with a zero grace it is revoked at `now`.
     ///

@@ -1,8 +1,11 @@
-//! [`ExpiringSweep`]: finds active keys expiring within a window and notices each once per
-//! expiry time.
+//! The sweeps: [`ExpiringSweep`] finds active keys expiring within a window and notices each
+//! once per expiry time; [`IdleSweep`] disables the keys idle for longer than the lifetime
+//! policy allows. Both page through the active keys ([`ActiveKeys`]) and run on a timer
+//! ([`spawn_sweep`]).
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -12,8 +15,73 @@ use tokio::task::JoinHandle;
 use super::{Notice, NoticeKey, NoticeSink};
 use crate::clock::{Clock, SystemClock};
 use crate::key::KeyId;
-use crate::record::KeyState;
+use crate::record::{KeyChange, KeyRecord, KeyState};
 use crate::store::{KeyAdmin, KeyFilter, PageRequest, StoreError};
+use crate::verifier::Admin;
+
+/// The store's active keys, a page ([`PageRequest::MAX_LIMIT`] keys) at a time.
+struct ActiveKeys<'a> {
+    admin: &'a dyn KeyAdmin,
+    filter: KeyFilter,
+    page: Option<PageRequest>,
+}
+
+impl<'a> ActiveKeys<'a> {
+    fn new(admin: &'a dyn KeyAdmin) -> Self {
+        Self {
+            admin,
+            filter: KeyFilter {
+                state: Some(KeyState::Active),
+                ..KeyFilter::default()
+            },
+            page: Some(PageRequest::first(PageRequest::MAX_LIMIT)),
+        }
+    }
+
+    /// The next page; `None` after the last.
+    async fn next(&mut self) -> Result<Option<Vec<KeyRecord>>, StoreError> {
+        let Some(page) = self.page else {
+            return Ok(None);
+        };
+        let got = self.admin.list(&self.filter, page).await?;
+        self.page = got.next.map(|next| PageRequest {
+            after: Some(next),
+            ..page
+        });
+        Ok(Some(got.keys))
+    }
+}
+
+/// A sweep run by [`spawn_sweep`]: one pass at a time.
+trait Sweep: Send + 'static {
+    /// What the sweep is, for its log lines.
+    const NAME: &'static str;
+    /// How long to wait between passes.
+    fn every(&self) -> Duration;
+    /// One pass.
+    fn pass(&mut self) -> impl Future<Output = Result<usize, StoreError>> + Send;
+}
+
+/// Runs a pass of `sweep` now and then every interval on the current tokio runtime, until the
+/// handle is stopped or dropped. A pass that fails is logged (target `keygate::notice`) and
+/// tried again at the next tick.
+fn spawn_sweep<S: Sweep>(mut sweep: S) -> SweepHandle {
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(sweep.every());
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stopped.changed() => break,
+            }
+            if let Err(error) = sweep.pass().await {
+                tracing::warn!(target: "keygate::notice", %error, sweep = S::NAME, "a sweep could not read or change the key store");
+            }
+        }
+    });
+    SweepHandle { stop, task }
+}
 
 /// How often a spawned sweep runs by default: every hour.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60 * 60);
@@ -105,16 +173,11 @@ impl ExpiringSweep {
     pub async fn run_once(&mut self) -> Result<usize, StoreError> {
         let now = self.clock.now();
         let end = now + self.window;
-        let filter = KeyFilter {
-            state: Some(KeyState::Active),
-            ..KeyFilter::default()
-        };
-        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        let mut keys = ActiveKeys::new(&*self.admin);
         let mut in_window = HashMap::new();
         let mut sent = 0;
-        loop {
-            let got = self.admin.list(&filter, page).await?;
-            for record in &got.keys {
+        while let Some(page) = keys.next().await? {
+            for record in &page {
                 let Some(expires_at) = record.expires_at else {
                     continue;
                 };
@@ -131,10 +194,6 @@ impl ExpiringSweep {
                     sent += 1;
                 }
             }
-            match got.next {
-                Some(next) => page.after = Some(next),
-                None => break,
-            }
         }
         // Forget keys that left the window (expired, revoked, extended): memory stays bounded
         // by the keys in the window.
@@ -148,22 +207,183 @@ impl ExpiringSweep {
     /// # Panics
     /// Outside a tokio runtime.
     #[must_use = "dropping the handle stops the sweep"]
-    pub fn spawn(mut self) -> SweepHandle {
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(self.interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => {}
-                    _ = stopped.changed() => break,
-                }
-                if let Err(error) = self.run_once().await {
-                    tracing::warn!(target: "keygate::notice", %error, "the expiring-soon sweep could not read the key store");
+    pub fn spawn(self) -> SweepHandle {
+        spawn_sweep(self)
+    }
+}
+
+impl Sweep for ExpiringSweep {
+    const NAME: &'static str = "expiring-soon";
+
+    fn every(&self) -> Duration {
+        self.interval
+    }
+
+    fn pass(&mut self) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        self.run_once()
+    }
+}
+
+/// Disables the keys idle for longer than the deployment's
+/// [lifetime policy](crate::policy) allows (`max_idle`), through an [`Admin`] (so each is
+/// audited, with the reason, and the change is published to every service), and sends
+/// [`Notice::IdleDisabled`] for each.
+///
+/// A key is idle since the latest of its last use ([`KeyRecord::last_used_at`]), its creation
+/// and its last management change (`updated_at`: a key enabled again after an idle sweep
+/// disabled it gets a full `max_idle` more). Canary keys are never idle-disabled: they are
+/// never supposed to be used. The policy is read from the store at each pass, so
+/// setting or changing `max_idle` takes effect at the next pass; without it a pass does
+/// nothing.
+///
+/// The audit event of each disable is a `disabled` event whose detail starts with `idle:`
+/// (`idle: unused since Unix time 1800000000, longer than the lifetime policy's max_idle of
+/// 30 days`). Last-used times reach the store write-behind (the verifier's flush interval,
+/// seconds), so `max_idle` should be far longer than that.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use keygate::clock::{Clock, ManualClock};
+/// use keygate::notice::{IdleSweep, MemoryNotices};
+/// use keygate::policy::{LifetimePolicy, write_policy};
+/// use keygate::{Admin, Keyring, MemoryStore, NewKey};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let day = Duration::from_secs(86_400);
+/// let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+/// let store = MemoryStore::with_clock(clock.clone());
+/// let admin = Admin::builder(store.clone())
+///     .keyring(Keyring::development("acme")?)
+///     .clock(clock.clone())
+///     .build();
+/// write_policy(&store, &LifetimePolicy { max_idle: Some(30 * day), ..LifetimePolicy::default() }).await?;
+/// admin.create_key(NewKey::new("forgotten")).await?;
+///
+/// let notices = MemoryNotices::new();
+/// let mut sweep = IdleSweep::new(admin, notices.clone()).clock(clock.clone());
+/// assert_eq!(sweep.run_once().await?, 0);
+/// clock.advance(31 * day);
+/// assert_eq!(sweep.run_once().await?, 1); // disabled, audited, noticed
+/// assert_eq!(sweep.run_once().await?, 0);
+/// assert_eq!(notices.all()[0].kind(), "key.idle_disabled");
+/// # Ok(())
+/// # }
+/// ```
+pub struct IdleSweep {
+    admin: Admin,
+    sink: Arc<dyn NoticeSink>,
+    interval: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl IdleSweep {
+    /// A sweep over `admin`'s keys, sending its notices to `sink`. The system clock and
+    /// [`DEFAULT_SWEEP_INTERVAL`] until set.
+    #[must_use]
+    pub fn new(admin: Admin, sink: impl NoticeSink) -> Self {
+        Self {
+            admin,
+            sink: Arc::new(sink),
+            interval: DEFAULT_SWEEP_INTERVAL,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The clock that says what "now" is (a [`ManualClock`](crate::clock::ManualClock) in tests).
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How long a spawned sweep waits between passes.
+    #[must_use]
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// One pass; returns how many keys it disabled (and noticed).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store does not answer (or the recorded policy is unreadable);
+    /// the keys disabled before stay disabled and noticed, the next pass does the rest.
+    pub async fn run_once(&mut self) -> Result<usize, StoreError> {
+        let policy = self.admin.lifetime_policy().await?;
+        let Some(max_idle) = policy.max_idle else {
+            return Ok(0);
+        };
+        let now = self.clock.now();
+        let mut idle = Vec::new();
+        let mut keys = ActiveKeys::new(&self.admin);
+        while let Some(page) = keys.next().await? {
+            for record in page {
+                let since = record.updated_at.max(record.created_at);
+                if !record.canary
+                    && record.state(now) == KeyState::Active
+                    && policy.is_idle(since, record.last_used_at, now)
+                {
+                    let idle_since = record.last_used_at.map_or(since, |used| used.max(since));
+                    idle.push((record, idle_since));
                 }
             }
-        });
-        SweepHandle { stop, task }
+        }
+        let mut disabled = 0;
+        for (record, idle_since) in idle {
+            let detail = format!(
+                "idle: unused since Unix time {}, longer than the lifetime policy's max_idle of {}",
+                super::unix_seconds(idle_since),
+                crate::policy::Days(max_idle),
+            );
+            match self
+                .admin
+                .apply_with_detail(&record.id, KeyChange::Disable, detail)
+                .await
+            {
+                Ok(_) => {}
+                // Changed meanwhile (revoked, deleted): nothing to disable.
+                Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => continue,
+                Err(error) => return Err(error),
+            }
+            self.sink.notify(Notice::IdleDisabled {
+                key: NoticeKey::from(&record),
+                idle_since,
+            });
+            disabled += 1;
+        }
+        Ok(disabled)
+    }
+
+    /// Runs a pass now and then every interval on the current tokio runtime. A pass that fails
+    /// is logged (target `keygate::notice`) and tried again at the next tick.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    #[must_use = "dropping the handle stops the sweep"]
+    pub fn spawn(self) -> SweepHandle {
+        spawn_sweep(self)
+    }
+}
+
+impl Sweep for IdleSweep {
+    const NAME: &'static str = "idle";
+
+    fn every(&self) -> Duration {
+        self.interval
+    }
+
+    fn pass(&mut self) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        self.run_once()
+    }
+}
+
+impl fmt::Debug for IdleSweep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdleSweep")
+            .field("interval", &self.interval)
+            .field("sink", &self.sink)
+            .finish_non_exhaustive()
     }
 }
 
@@ -297,6 +517,120 @@ mod tests {
         let mut sweep = s.sweep();
         assert_eq!(sweep.run_once().await.unwrap(), PageRequest::MAX_LIMIT + 5);
         assert_eq!(sweep.run_once().await.unwrap(), 0);
+    }
+
+    /// A store, an admin auditing to a memory trail, and a policy of 30 days' idle time.
+    async fn idle_setup() -> (Setup, crate::audit::MemoryAuditTrail) {
+        let s = setup();
+        let trail = crate::audit::MemoryAuditTrail::new();
+        let admin = Admin::builder(s.store.clone())
+            .keyring(Keyring::development("acme").unwrap())
+            .clock(s.clock.clone())
+            .audit_sink(trail.clone())
+            .build()
+            .actor("idle-sweep-test");
+        crate::policy::write_policy(
+            &s.store,
+            &crate::policy::LifetimePolicy {
+                max_idle: Some(30 * DAY),
+                ..crate::policy::LifetimePolicy::default()
+            },
+        )
+        .await
+        .unwrap();
+        (Setup { admin, ..s }, trail)
+    }
+
+    #[tokio::test]
+    async fn idle_keys_are_disabled_audited_and_noticed_once() {
+        use crate::KeyStore as _;
+        use crate::audit::{Action, AuditTrail as _, EventQuery};
+
+        let (s, trail) = idle_setup().await;
+        let unused = s.key("unused", None).await;
+        let used = s.key("used", None).await;
+        let canary = s
+            .admin
+            .create_key(NewKey::new("decoy").canary())
+            .await
+            .unwrap()
+            .record
+            .id;
+        let revoked = s.key("revoked", None).await;
+        s.admin.revoke(&revoked).await.unwrap();
+        let mut sweep = IdleSweep::new(s.admin.clone(), s.notices.clone()).clock(s.clock.clone());
+        assert_eq!(sweep.run_once().await.unwrap(), 0, "nothing idle yet");
+
+        // 20 days on, `used` is used; 11 days later `unused` (31 days) is idle, `used` (11) not.
+        s.clock.advance(20 * DAY);
+        s.store
+            .record_last_used(&[(used, s.clock.now())])
+            .await
+            .unwrap();
+        s.clock.advance(11 * DAY);
+        assert_eq!(sweep.run_once().await.unwrap(), 1);
+        assert_eq!(
+            sweep.run_once().await.unwrap(),
+            0,
+            "once per key per occasion"
+        );
+        assert_eq!(
+            s.store.get(&unused).await.unwrap().state(s.clock.now()),
+            KeyState::Disabled
+        );
+        for id in [used, canary] {
+            assert_eq!(
+                s.store.get(&id).await.unwrap().disabled_at,
+                None,
+                "{id}: a used key and a canary stay as they are"
+            );
+        }
+        let notices = s.notices.all();
+        assert_eq!(notices.len(), 1);
+        let created_at = s.store.get(&unused).await.unwrap().created_at;
+        assert_eq!(
+            notices[0],
+            Notice::IdleDisabled {
+                key: NoticeKey::new(unused, "unused", Some("team-ci".into())),
+                idle_since: created_at,
+            }
+        );
+        // Audited as a disable by the admin's actor, with the reason.
+        s.admin.flush_audit().await;
+        let events = trail
+            .events(&EventQuery {
+                key_id: Some(unused),
+                action: Some(Action::Disabled),
+                ..EventQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        let detail = events[0].event.detail.clone().unwrap_or_default();
+        assert!(detail.starts_with("idle:"), "{detail}");
+        assert!(detail.contains("30 days"), "{detail}");
+        assert_eq!(events[0].event.actor.as_deref(), Some("idle-sweep-test"));
+
+        // Enabled again: a full max_idle more before the next disable, a new occasion then.
+        s.admin.enable(&unused).await.unwrap();
+        s.clock.advance(29 * DAY);
+        assert_eq!(sweep.run_once().await.unwrap(), 1, "`used` is idle now");
+        s.clock.advance(2 * DAY);
+        assert_eq!(sweep.run_once().await.unwrap(), 1, "`unused` again");
+        let notices = s.notices.all();
+        assert_eq!(notices.len(), 3);
+        assert_eq!(notices[2].key().id, unused);
+        assert_ne!(notices[2].event_id(), notices[0].event_id());
+    }
+
+    #[tokio::test]
+    async fn without_max_idle_the_idle_sweep_does_nothing() {
+        let s = setup();
+        s.key("old", None).await;
+        s.clock.advance(10_000 * DAY);
+        let mut sweep = IdleSweep::new(s.admin.clone(), s.notices.clone()).clock(s.clock.clone());
+        assert_eq!(sweep.run_once().await.unwrap(), 0);
+        assert!(s.notices.all().is_empty());
     }
 
     #[tokio::test]

@@ -109,6 +109,22 @@ impl KeyStore for MemoryStore {
         Ok(())
     }
 
+    async fn replace_policy_settings(
+        &self,
+        entries: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        super::check_policy_settings(entries)?;
+        self.write(|inner| {
+            inner
+                .settings
+                .retain(|name, _| !name.starts_with(crate::policy::POLICY_SETTING_PREFIX));
+            for (name, value) in entries {
+                inner.settings.insert(name.clone(), value.clone());
+            }
+        });
+        Ok(())
+    }
+
     async fn rehash(&self, keys: &[KeyRehash]) -> Result<(), StoreError> {
         self.write(|inner| {
             for rehash in keys {

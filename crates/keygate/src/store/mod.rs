@@ -21,7 +21,8 @@ use ipnet::IpNet;
 pub use memory::MemoryStore;
 pub use settings::{
     DEVELOPMENT_SETTING, ENVIRONMENT_SETTING_PREFIX, PREFIX_SETTING, PepperCheck, SettingsError,
-    StoreSettings, check_keyring, check_peppers, environment_setting, fingerprint_setting,
+    StoreSettings, check_keyring, check_peppers, check_policy_settings, environment_setting,
+    fingerprint_setting,
 };
 
 use crate::identity::Metadata;
@@ -58,6 +59,10 @@ pub enum StoreError {
     /// The store could not be reached or failed; the operation may be retried.
     #[error("key store unavailable: {0}")]
     Unavailable(#[source] BoxError),
+    /// The deployment's [lifetime policy](crate::policy) refuses the change (raised by
+    /// [`Admin`](crate::Admin), never by a store); nothing was changed.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyViolation),
 }
 
 impl StoreError {
@@ -123,6 +128,29 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn add_settings(&self, entries: &[(String, String)]) -> Result<(), StoreError> {
         let _ = entries;
         Ok(())
+    }
+
+    /// Replaces the deployment's policy settings (names starting with
+    /// [`POLICY_SETTING_PREFIX`](crate::policy::POLICY_SETTING_PREFIX), `policy.`) with
+    /// `entries`, in one step: every recorded `policy.*` setting is removed, then `entries`
+    /// are recorded. The only way a setting changes: peppers, prefixes and the development
+    /// mark can never be overwritten through it. Use
+    /// [`write_policy`](crate::policy::write_policy), which validates the policy first.
+    ///
+    /// The default refuses (`Unavailable`): a store that keeps no settings cannot hold a
+    /// policy.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidInput`] ([`InvalidInput::SettingName`]) when a name does not start
+    /// with `policy.`, with nothing written; `Unavailable`.
+    async fn replace_policy_settings(
+        &self,
+        entries: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        check_policy_settings(entries)?;
+        Err(StoreError::unavailable(
+            "this key store keeps no settings: it cannot hold a lifetime policy",
+        ))
     }
 
     /// Re-hashes keys under the current pepper: for each [`KeyRehash`], sets the key's digest

@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use super::{KeyAdmin, KeyStore, StoreError};
 use crate::keyring::Keyring;
 use crate::pepper::{Peppers, development_fingerprint};
+use crate::record::InvalidInput;
 
 /// The deployment settings a key store records, as names and values (SQL stores: table
-/// `keygate_settings`). They are written on first use and never overwritten; none is a
-/// secret.
+/// `keygate_settings`). They are written on first use and never overwritten, except the
+/// lifetime policy's `policy.*` settings (see [`crate::policy`]), which
+/// [`KeyStore::replace_policy_settings`] replaces; none is a secret.
 ///
 /// | name | value |
 /// | --- | --- |
@@ -17,6 +19,7 @@ use crate::pepper::{Peppers, development_fingerprint};
 /// | `development` | `true` for a store first used with the public development pepper, on purpose |
 /// | `key.prefix` | the [prefix](crate::KeyFormat::prefix) of the deployment's keys (of its default environment, when it has several) |
 /// | `key.environment.<name>` | the prefix of the keys of [environment](crate::keyring) `<name>` (one setting per environment) |
+/// | `policy.require_expiry`, `policy.default_lifetime_seconds`, `policy.max_lifetime_seconds`, `policy.max_idle_seconds` | the [lifetime policy](crate::policy::LifetimePolicy) (replaceable) |
 ///
 /// [`check_peppers`] compares a keyring's peppers with them, and records what is missing;
 /// [`check_keyring`] (run by [`VerifierBuilder::start`](crate::VerifierBuilder::start), and by
@@ -41,6 +44,22 @@ pub const ENVIRONMENT_SETTING_PREFIX: &str = "key.environment.";
 #[must_use]
 pub fn environment_setting(name: &str) -> String {
     format!("{ENVIRONMENT_SETTING_PREFIX}{name}")
+}
+
+/// Refuses settings [`KeyStore::replace_policy_settings`] may not write: any whose name does
+/// not start with `policy.` (stores call it before writing anything).
+///
+/// # Errors
+/// [`StoreError::InvalidInput`] with [`InvalidInput::SettingName`].
+pub fn check_policy_settings(entries: &[(String, String)]) -> Result<(), StoreError> {
+    if entries.iter().all(|(name, _)| {
+        name.strip_prefix(crate::policy::POLICY_SETTING_PREFIX)
+            .is_some_and(|rest| !rest.is_empty())
+    }) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidInput(InvalidInput::SettingName))
+    }
 }
 
 /// The setting that holds the fingerprint of pepper `version`.

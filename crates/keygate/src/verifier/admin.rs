@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -16,6 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::invalidation::{Invalidated, Invalidation};
 use crate::key::KeyId;
 use crate::keyring::Keyring;
+use crate::policy::LifetimePolicy;
 use crate::record::{CreatedKey, KeyChange, KeyRecord, MintedKey, NewKey, RotatedKey, Rotation};
 use crate::store::{KeyAdmin, KeyFilter, KeyPage, KeyStore, PageRequest, StoreError};
 
@@ -68,6 +69,15 @@ use crate::store::{KeyAdmin, KeyFilter, KeyPage, KeyStore, PageRequest, StoreErr
 /// checked against the store's settings (see [`check_peppers`](crate::store::check_peppers)).
 /// A standalone handle built without a keyring changes and deletes keys but refuses to
 /// create or rotate them.
+///
+/// # Lifetime policy
+/// Creates ([`KeyAdmin::create`], [`Admin::create_key`]), expiry changes
+/// ([`KeyAdmin::set_expiry`], [`KeyChange::SetExpiry`], clearing included) and rotations
+/// ([`Admin::rotate`], [`KeyAdmin::rotate_with`]) go through the deployment's
+/// [lifetime policy](crate::policy), read from the store's settings at each of these
+/// operations (so a changed policy applies at once in every process): a missing expiry gets
+/// the default lifetime, and a change the policy refuses fails with [`StoreError::Policy`],
+/// naming the rule, with nothing changed. Canary keys are exempt.
 #[derive(Clone)]
 pub struct Admin {
     source: Source,
@@ -184,6 +194,51 @@ impl Admin {
         }
     }
 
+    /// The store's read side (its settings hold the lifetime policy).
+    fn key_store(&self) -> &dyn KeyStore {
+        match &self.source {
+            Source::Verifier(verifier) => &*verifier.inner.store,
+            Source::Own(parts) => &*parts.store,
+        }
+    }
+
+    /// The deployment's lifetime policy, as recorded in the store's settings now.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store cannot answer or the recorded policy is unreadable.
+    pub async fn lifetime_policy(&self) -> Result<LifetimePolicy, StoreError> {
+        crate::policy::read_policy(self.key_store()).await
+    }
+
+    /// Replaces the deployment's lifetime policy in the store's settings (an empty policy
+    /// clears it): every process applies it from its next operation. Logged (target
+    /// `keygate`, info) with the handle's actor; not an audit event (those are about keys).
+    ///
+    /// # Errors
+    /// As [`write_policy`](crate::policy::write_policy): the policy is invalid (nothing
+    /// written), or the store cannot keep it.
+    pub async fn set_lifetime_policy(
+        &self,
+        policy: &LifetimePolicy,
+    ) -> Result<(), crate::policy::WritePolicyError> {
+        crate::policy::write_policy(self.key_store(), policy).await?;
+        tracing::info!(target: "keygate", actor = self.actor.as_deref(), %policy, "lifetime policy set");
+        Ok(())
+    }
+
+    /// The expiry a key asking for `at` gets under the lifetime policy (canaries are exempt).
+    async fn policy_expiry(
+        &self,
+        at: Option<SystemTime>,
+        canary: bool,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        if canary {
+            return Ok(at);
+        }
+        let policy = self.lifetime_policy().await?;
+        Ok(policy.expiry_for(at, self.clock().now())?)
+    }
+
     fn store(&self) -> &dyn KeyAdmin {
         match &self.source {
             Source::Verifier(verifier) => &*verifier.inner.admin,
@@ -279,10 +334,14 @@ impl Admin {
     /// Mints a key for `spec` with the handle's keyring and stores it. The returned
     /// [`CreatedKey::key`] is the only copy of the plaintext.
     ///
+    /// Without an expiry in `spec`, the key gets the [lifetime policy](#lifetime-policy)'s
+    /// default lifetime, if it has one.
+    ///
     /// # Errors
-    /// [`StoreError::InvalidInput`] for a bad name, owner, scope list or expiry; store errors
-    /// ([`StoreError::Unavailable`] also when the keyring's peppers do not match the store's,
-    /// or a standalone handle has no keyring: [`NoKeyring`]).
+    /// [`StoreError::InvalidInput`] for a bad name, owner, scope list or expiry;
+    /// [`StoreError::Policy`] when the lifetime policy refuses the expiry (or its absence);
+    /// store errors ([`StoreError::Unavailable`] also when the keyring's peppers do not match
+    /// the store's, or a standalone handle has no keyring: [`NoKeyring`]).
     pub async fn create_key(&self, spec: NewKey) -> Result<CreatedKey, StoreError> {
         let keyring = self.minting_keyring().await?;
         let minted = keyring.mint_at(spec, self.clock().now())?;
@@ -313,20 +372,48 @@ impl Admin {
     /// # }
     /// ```
     ///
+    /// The new key does not inherit the old key's expiry: under a
+    /// [lifetime policy](#lifetime-policy) it gets `now + default_lifetime`, else
+    /// `now + max_lifetime` (see [`LifetimePolicy::rotation_expiry`]); without one, none.
+    ///
     /// # Errors
     /// [`StoreError::InvalidInput`] when `grace` exceeds
     /// [`MAX_ROTATION_GRACE`](crate::record::MAX_ROTATION_GRACE) (30 days);
     /// [`StoreError::NotFound`]; [`StoreError::Conflict`] when the key is revoked, disabled or
-    /// expired; `Unavailable` (as for [`Admin::create_key`]).
+    /// expired; [`StoreError::Policy`] when the policy requires an expiry and gives no default
+    /// or maximum lifetime; `Unavailable` (as for [`Admin::create_key`]).
     pub async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<RotatedKey, StoreError> {
         let rotation = Rotation::new(grace)?;
         let old = self.store().get(id).await?;
         let keyring = self.minting_keyring().await?;
-        // The spec only carries the name so minting validates it; the store copies the rest
-        // from the old record inside its transaction. The new key keeps the old one's
-        // environment (its prefix), when the keyring has it.
-        let minted = keyring.mint_like(&old.prefix, NewKey::new(old.name), self.clock().now())?;
-        self.rotate_with(id, minted, rotation).await
+        let now = self.clock().now();
+        // The spec only carries the name (and the policy's expiry) so minting validates it;
+        // the store copies the rest from the old record inside its transaction. The new key
+        // keeps the old one's environment (its prefix), when the keyring has it.
+        let mut spec = NewKey::new(old.name);
+        if !old.canary
+            && let Some(at) = self.lifetime_policy().await?.rotation_expiry(now)?
+        {
+            spec = spec.expires_at(at);
+        }
+        let minted = keyring.mint_like(&old.prefix, spec, now)?;
+        self.rotate_recorded(id, minted, rotation).await
+    }
+
+    async fn rotate_recorded(
+        &self,
+        id: &KeyId,
+        replacement: MintedKey,
+        rotation: Rotation,
+    ) -> Result<RotatedKey, StoreError> {
+        self.minting_keyring().await?;
+        let new_id = replacement.record().id;
+        let result = self.store().rotate_with(id, replacement, rotation).await;
+        self.changed(&[*id, new_id], &result).await;
+        if result.is_ok() {
+            self.audit(Action::Rotated, *id, Some(format!("new key {new_id}")));
+        }
+        result
     }
 }
 
@@ -355,9 +442,13 @@ impl Admin {
     async fn apply_recorded(
         &self,
         id: &KeyId,
-        change: KeyChange,
+        mut change: KeyChange,
         detail: Option<String>,
     ) -> Result<KeyRecord, StoreError> {
+        if let KeyChange::SetExpiry(at) = change {
+            let canary = self.store().get(id).await?.canary;
+            change = KeyChange::SetExpiry(self.policy_expiry(at, canary).await?);
+        }
         let action = Action::for_change(&change);
         let result = self.store().apply(id, change).await;
         // Evict even on error: the store may have applied the change before failing to answer.
@@ -371,8 +462,11 @@ impl Admin {
 
 #[async_trait]
 impl KeyAdmin for Admin {
-    async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
+    async fn create(&self, mut key: MintedKey) -> Result<CreatedKey, StoreError> {
         self.minting_keyring().await?;
+        key.record.expires_at = self
+            .policy_expiry(key.record.expires_at, key.record.canary)
+            .await?;
         let id = key.record().id;
         let created = self.store().create(key).await;
         // A guess of this id may sit in a negative cache, here or elsewhere.
@@ -400,14 +494,13 @@ impl KeyAdmin for Admin {
         replacement: MintedKey,
         rotation: Rotation,
     ) -> Result<RotatedKey, StoreError> {
-        self.minting_keyring().await?;
-        let new_id = replacement.record().id;
-        let result = self.store().rotate_with(id, replacement, rotation).await;
-        self.changed(&[*id, new_id], &result).await;
-        if result.is_ok() {
-            self.audit(Action::Rotated, *id, Some(format!("new key {new_id}")));
-        }
-        result
+        let mut replacement = replacement;
+        // The successor is a canary when the old key is: exempt from the policy then.
+        let canary = self.store().get(id).await?.canary;
+        replacement.record.expires_at = self
+            .policy_expiry(replacement.record.expires_at, canary)
+            .await?;
+        self.rotate_recorded(id, replacement, rotation).await
     }
 
     async fn pepper_versions(&self) -> Result<Vec<(u32, u64)>, StoreError> {

@@ -53,6 +53,7 @@ pub struct VerifierBuilder {
     environment_limits: Vec<Option<RateLimit>>,
     failure_limit: Option<RatePolicy>,
     canary_lockout: bool,
+    notices: Option<Arc<dyn crate::notice::NoticeSink>>,
     audit_sinks: Vec<Arc<dyn AuditSink>>,
     audit_buffer: usize,
     audit_batch: usize,
@@ -90,6 +91,7 @@ impl VerifierBuilder {
             environment_limits: Vec::new(),
             failure_limit: Some(DEFAULT_FAILURE_LIMIT),
             canary_lockout: false,
+            notices: None,
             audit_sinks: Vec::new(),
             audit_buffer: 65_536,
             audit_batch: 16_384,
@@ -279,6 +281,22 @@ impl VerifierBuilder {
     /// shutting the door). No effect while the failure limit is off.
     pub fn canary_lockout(mut self, enabled: bool) -> Self {
         self.canary_lockout = enabled;
+        self
+    }
+
+    /// Sends a [`Notice::CanaryTripped`](crate::notice::Notice::CanaryTripped) to `sink` when
+    /// a [canary](crate::NewKey::canary) key is presented: once per key per hour
+    /// ([`CANARY_OCCASION`](crate::notice::CANARY_OCCASION)) in this process. The request
+    /// never waits on it ([`NoticeSink::notify`](crate::notice::NoticeSink::notify) returns at
+    /// once; a webhook sink queues, and counts what its full queue drops), and the response
+    /// is still exactly an unknown key's. None by default.
+    pub fn notices(self, sink: impl crate::notice::NoticeSink) -> Self {
+        self.shared_notices(Arc::new(sink))
+    }
+
+    /// [`VerifierBuilder::notices`] with a sink already shared.
+    pub fn shared_notices(mut self, sink: Arc<dyn crate::notice::NoticeSink>) -> Self {
+        self.notices = Some(sink);
         self
     }
 
@@ -483,6 +501,7 @@ impl VerifierBuilder {
                 environment_limits: self.environment_limits.into_boxed_slice(),
                 failure_limit: self.failure_limit,
                 canary_lockout: self.canary_lockout,
+                canary_notices: self.notices.map(crate::notice::CanaryNotices::new),
                 auditor: Auditor::new(
                     if self.audit_sinks.is_empty() {
                         vec![Arc::new(TracingSink)]
@@ -522,6 +541,7 @@ impl std::fmt::Debug for VerifierBuilder {
             .field("environment_limits", &self.environment_limits)
             .field("failure_limit", &self.failure_limit)
             .field("canary_lockout", &self.canary_lockout)
+            .field("notices", &self.notices)
             .field("invalidation", &self.invalidation.is_some())
             .field("degraded_ttl", &self.degraded_ttl)
             .field("stale_grace", &self.stale_grace)

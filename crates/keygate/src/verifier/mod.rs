@@ -98,6 +98,8 @@ struct Inner {
     /// Whether a canary's use spends the client's whole failure allowance
     /// ([`VerifierBuilder::canary_lockout`]).
     canary_lockout: bool,
+    /// Where canary uses are noticed ([`VerifierBuilder::notices`]).
+    canary_notices: Option<crate::notice::CanaryNotices>,
     auditor: Auditor,
     /// Fresh TTL of cached records (the cache keeps them for the stale grace beyond).
     cache_ttl: Duration,
@@ -491,6 +493,7 @@ impl Verifier {
         // an unknown key (the same response; the same work up to here: a hit, an HMAC, a
         // compare), but named for audit and metrics.
         if entry.canary {
+            self.canary_tripped(presented, entry, now);
             return Err(Reason::Canary);
         }
         // A key under an older pepper moves to the current one, write-behind.
@@ -559,6 +562,16 @@ impl Verifier {
             }
             _ if !inner.stale_grace.is_zero() => Some(inner.cache_ttl),
             _ => None,
+        }
+    }
+
+    /// A canary was presented: its notice, when notices are on. Out of line and cold, so the
+    /// check of a real key carries none of it.
+    #[cold]
+    #[inline(never)]
+    fn canary_tripped(&self, presented: &Presented, entry: &CachedKey, now: std::time::SystemTime) {
+        if let Some(notices) = &self.inner.canary_notices {
+            notices.tripped(&entry.identity, presented.client_ip, now);
         }
     }
 

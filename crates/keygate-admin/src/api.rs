@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::docs::ApiDoc;
 use crate::state::ApiState;
-use crate::{audit, console, keys};
+use crate::{audit, console, keys, owners};
 
 /// The scope of read-only admin keys: every `GET` endpoint.
 pub const READ_SCOPE: &str = "keygate:admin:read";
@@ -195,7 +195,9 @@ pub(crate) fn parts() -> (Router<ApiState>, OpenApi) {
         .routes(routes!(keys::list))
         .routes(routes!(keys::show))
         .routes(routes!(audit::events))
-        .routes(routes!(audit::usage));
+        .routes(routes!(audit::usage))
+        .routes(routes!(owners::list))
+        .routes(routes!(owners::show));
     let write: OpenApiRouter<ApiState> = OpenApiRouter::new()
         .routes(routes!(keys::create))
         .routes(routes!(keys::delete))
@@ -208,7 +210,13 @@ pub(crate) fn parts() -> (Router<ApiState>, OpenApi) {
         .routes(routes!(keys::disable))
         .routes(routes!(keys::enable))
         .routes(routes!(keys::revoke))
-        .routes(routes!(keys::rotate));
+        .routes(routes!(keys::rotate))
+        .routes(routes!(owners::create))
+        .routes(routes!(owners::update))
+        .routes(routes!(owners::delete))
+        .routes(routes!(owners::disable))
+        .routes(routes!(owners::enable))
+        .routes(routes!(owners::revoke));
     let (read, read_doc) = read.split_for_parts();
     let (write, write_doc) = write.split_for_parts();
     let mut document = ApiDoc::openapi();

@@ -38,6 +38,7 @@ mod docs;
 mod error;
 pub mod input;
 mod keys;
+mod owners;
 mod state;
 pub mod views;
 

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use http::{HeaderMap, StatusCode};
 use keygate::clock::{Clock, ManualClock};
+use keygate::owner::{NewOwner, OwnerKeysChange, OwnerRecord, OwnerUpdate};
 use keygate::store::{KeyFilter, KeyPage, PageRequest};
 use keygate::{
     CreatedKey, KeyAdmin, KeyChange, KeyFormat, KeyId, KeyRecord, KeyStore, Keyring, MemoryStore,
@@ -196,6 +197,12 @@ impl KeyStore for CountingStore {
         self.check_up()?;
         self.inner.rehash(keys).await
     }
+    // Not counted: the verifier reads a key's owner only with its record
+    // (`find_with_owner_limit`'s default calls `find`, which is).
+    async fn find_owner(&self, id: &str) -> Result<Option<OwnerRecord>, StoreError> {
+        self.check_up()?;
+        self.inner.find_owner(id).await
+    }
 }
 
 #[async_trait]
@@ -232,6 +239,38 @@ impl KeyAdmin for CountingStore {
     async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
         self.check_up()?;
         self.inner.delete(id).await
+    }
+    async fn create_owner(&self, owner: NewOwner) -> Result<OwnerRecord, StoreError> {
+        self.check_up()?;
+        self.inner.create_owner(owner).await
+    }
+    async fn get_owner(&self, id: &str) -> Result<OwnerRecord, StoreError> {
+        self.check_up()?;
+        self.inner.get_owner(id).await
+    }
+    async fn list_owners(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OwnerRecord>, StoreError> {
+        self.check_up()?;
+        self.inner.list_owners(after, limit).await
+    }
+    async fn update_owner(&self, id: &str, update: OwnerUpdate) -> Result<OwnerRecord, StoreError> {
+        self.check_up()?;
+        self.inner.update_owner(id, update).await
+    }
+    async fn delete_owner(&self, id: &str) -> Result<(), StoreError> {
+        self.check_up()?;
+        self.inner.delete_owner(id).await
+    }
+    async fn change_owner_keys(
+        &self,
+        id: &str,
+        change: OwnerKeysChange,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        self.check_up()?;
+        self.inner.change_owner_keys(id, change).await
     }
 }
 
@@ -435,7 +474,17 @@ pub struct Keys {
     pub defaulted: String,
     /// A canary (`NewKey::canary`), scopes `orders:read`: refused as an unknown key.
     pub canary: String,
+    /// Three keys of owner [`SHARED_OWNER`], whose limit [`SHARED_OWNER_RATE`] they share; no
+    /// limit of their own (the verifier's default applies to each as well).
+    pub owned: [String; 3],
+    /// Two keys of owner `departed`, revoked together by `Admin::revoke_owner`.
+    pub departed: [String; 2],
 }
+
+/// The owner of [`Keys::owned`].
+pub const SHARED_OWNER: &str = "shared-owner";
+/// The rate limit of [`SHARED_OWNER`], shared by its three keys.
+pub const SHARED_OWNER_RATE: &str = "10/1m";
 
 impl Keys {
     /// Creates the keys, then advances the clock so the expiring key has expired.
@@ -468,6 +517,28 @@ impl Keys {
         let admin = h.verifier.admin();
         admin.revoke(&revoked_id).await.unwrap();
         admin.disable(&disabled_id).await.unwrap();
+        admin
+            .create_owner(
+                keygate::owner::NewOwner::new(SHARED_OWNER).rate_limit(
+                    SHARED_OWNER_RATE
+                        .parse::<keygate::rate::RatePolicy>()
+                        .unwrap(),
+                ),
+            )
+            .await
+            .unwrap();
+        let mut owned = Vec::new();
+        for name in ["owned-a", "owned-b", "owned-c"] {
+            owned.push(h.create(NewKey::new(name).owner(SHARED_OWNER)).await.0);
+        }
+        let mut departed = Vec::new();
+        for name in ["departed-a", "departed-b"] {
+            let (key, _) = h.create(NewKey::new(name).owner("departed")).await;
+            // Accepted until the owner's keys are revoked together.
+            check(&h.verifier, &key).await.unwrap();
+            departed.push(key);
+        }
+        assert_eq!(admin.revoke_owner("departed").await.unwrap().len(), 2);
         h.clock.advance(Duration::from_secs(120));
 
         let other = Harness::new();
@@ -502,6 +573,8 @@ impl Keys {
             unlimited,
             defaulted,
             canary,
+            owned: owned.try_into().unwrap(),
+            departed: departed.try_into().unwrap(),
         }
     }
 

@@ -178,6 +178,48 @@ impl Case {
 pub fn table(keys: &Keys) -> Vec<Case> {
     let mut cases = authentication(keys);
     cases.extend(rate_limits(keys));
+    cases.extend(owners(keys));
+    cases
+}
+
+/// Owners (issue 17 item 1): a limit shared by an owner's keys, and a bulk revocation.
+fn owners(keys: &Keys) -> Vec<Case> {
+    let mut cases = Vec::new();
+    // 10/1m shared by three keys (each also under the default, 100/1h burst 30): 10 in all,
+    // round robin; the owner's allowance is the tighter, so its fields are the ones shown.
+    for i in 1..=10_u32 {
+        cases.push(
+            Case::new(
+                "an owner with 10/min shared by three keys allows 10 in total",
+                "/hello",
+                200,
+            )
+            .bearer(&keys.owned[(i as usize - 1) % 3])
+            .key_rate(10, 60, 10 - i, 6 * u64::from(i)),
+        );
+    }
+    for key in &keys.owned {
+        cases.push(
+            Case::new(
+                "an owner with 10/min shared by three keys: the 11th is refused, whichever key",
+                "/hello",
+                429,
+            )
+            .bearer(key)
+            .too_many("key", 10, 60, 6, 60),
+        );
+    }
+    for key in &keys.departed {
+        cases.push(
+            Case::new(
+                "bulk revoke of an owner refuses each of its keys",
+                "/hello",
+                401,
+            )
+            .bearer(key)
+            .invalid_token(Reason::Revoked),
+        );
+    }
     cases
 }
 

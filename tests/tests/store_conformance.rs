@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Uri};
 use keygate::clock::Clock;
+use keygate::owner::{NewOwner, OwnerUpdate};
 use keygate::policy::{LifetimePolicy, PolicyViolation, read_policy, write_policy};
 use keygate::rate::{RateLimit, RatePolicy};
 use keygate::record::{InvalidInput, MAX_NAME_LEN};
@@ -898,6 +899,311 @@ async fn lifetime_policy<S: TestStore>(f: Fixture<S>) {
     assert_eq!(free.expires_at, None);
 }
 
+async fn owners<S: TestStore>(f: Fixture<S>) {
+    let admin = f.verifier.admin();
+    let created = ok(admin
+        .create_owner(
+            NewOwner::new("acme")
+                .name("ACME Corp")
+                .metadata(metadata(serde_json::json!({"plan": "gold", "seats": 3})))
+                .rate_limit(policy("10/1m")),
+        )
+        .await);
+    assert_eq!(created.id, "acme");
+    assert_eq!(created.name, "ACME Corp");
+    assert_eq!(
+        created.rate_limit,
+        Some(RateLimit::Limited(policy("10/1m")))
+    );
+    assert_eq!(created.created_at, f.clock.now());
+    assert_eq!(ok(f.store.get_owner("acme").await), created, "{}", f.name);
+    assert_eq!(ok(f.store.find_owner("acme").await), Some(created.clone()));
+    assert_eq!(ok(f.store.find_owner("nobody").await), None);
+    assert!(matches!(
+        f.store.get_owner("nobody").await,
+        Err(StoreError::OwnerNotFound(o)) if o == "nobody"
+    ));
+    assert!(
+        matches!(
+            admin.create_owner(NewOwner::new("acme")).await,
+            Err(StoreError::OwnerConflict { owner, .. }) if owner == "acme"
+        ),
+        "{}: an owner id is taken once",
+        f.name
+    );
+    for (bad, want) in [
+        (NewOwner::new(""), InvalidInput::Owner),
+        (NewOwner::new("a\nb"), InvalidInput::Owner),
+        (
+            NewOwner::new("x".repeat(MAX_NAME_LEN + 1)),
+            InvalidInput::Owner,
+        ),
+        (NewOwner::new("ok").name(" "), InvalidInput::OwnerName),
+        (
+            NewOwner::new("ok").metadata(metadata(serde_json::json!({"a": "\u{0}"}))),
+            InvalidInput::Metadata,
+        ),
+    ] {
+        assert!(
+            matches!(admin.create_owner(bad).await, Err(StoreError::InvalidInput(ref got)) if *got == want),
+            "{}: {want:?}",
+            f.name
+        );
+    }
+    assert!(matches!(
+        f.store.get_owner("ok").await,
+        Err(StoreError::OwnerNotFound(_))
+    ));
+
+    // A key naming an unknown owner creates a bare one, named after its id.
+    f.clock.advance(Duration::from_secs(10));
+    let (_, key) = create(&f, NewKey::new("k").owner("team-x")).await;
+    let bare = ok(f.store.get_owner("team-x").await);
+    assert_eq!(
+        (
+            bare.name.as_str(),
+            bare.rate_limit,
+            bare.metadata.is_empty()
+        ),
+        ("team-x", None, true)
+    );
+    assert_eq!(bare.created_at, key.created_at);
+    // A second key keeps the owner as it is.
+    ok(admin
+        .update_owner("team-x", OwnerUpdate::new().name("Team X"))
+        .await);
+    create(&f, NewKey::new("k2").owner("team-x")).await;
+    assert_eq!(ok(f.store.get_owner("team-x").await).name, "Team X");
+    assert_eq!(ok(f.store.owner_key_count("team-x").await), 2);
+    assert_eq!(ok(f.store.owner_key_count("acme").await), 0);
+
+    // Listing: ordered by id, paged by the last id.
+    for id in ["b-owner", "a-owner", "c-owner"] {
+        ok(admin.create_owner(NewOwner::new(id)).await);
+    }
+    let ids = |owners: Vec<keygate::owner::OwnerRecord>| -> Vec<String> {
+        owners.into_iter().map(|o| o.id).collect()
+    };
+    assert_eq!(
+        ids(ok(f.store.list_owners(None, 100).await)),
+        ["a-owner", "acme", "b-owner", "c-owner", "team-x"],
+        "{}",
+        f.name
+    );
+    assert_eq!(
+        ids(ok(f.store.list_owners(None, 2).await)),
+        ["a-owner", "acme"]
+    );
+    assert_eq!(
+        ids(ok(f.store.list_owners(Some("acme"), 2).await)),
+        ["b-owner", "c-owner"]
+    );
+    assert!(ok(f.store.list_owners(Some("team-x"), 2).await).is_empty());
+
+    // Updates change what they name, and `updated_at`.
+    f.clock.advance(Duration::from_secs(5));
+    let updated = ok(admin
+        .update_owner(
+            "acme",
+            OwnerUpdate::new()
+                .metadata(metadata(serde_json::json!({"plan": "silver"})))
+                .rate_limit(None),
+        )
+        .await);
+    assert_eq!(updated.name, "ACME Corp");
+    assert_eq!(updated.rate_limit, None);
+    assert_eq!(
+        updated.metadata,
+        metadata(serde_json::json!({"plan": "silver"}))
+    );
+    assert_eq!(updated.updated_at, f.clock.now());
+    assert_eq!(updated.created_at, created.created_at);
+    assert_eq!(ok(f.store.get_owner("acme").await), updated, "{}", f.name);
+    assert!(matches!(
+        admin
+            .update_owner("nobody", OwnerUpdate::new().name("x"))
+            .await,
+        Err(StoreError::OwnerNotFound(_))
+    ));
+    assert!(matches!(
+        admin
+            .update_owner("acme", OwnerUpdate::new().name(""))
+            .await,
+        Err(StoreError::InvalidInput(InvalidInput::OwnerName))
+    ));
+
+    // Deleting: refused while keys (in any state) belong to the owner.
+    ok(admin.revoke(&key.id).await);
+    assert!(
+        matches!(
+            admin.delete_owner("team-x").await,
+            Err(StoreError::OwnerConflict { owner, .. }) if owner == "team-x"
+        ),
+        "{}",
+        f.name
+    );
+    assert_eq!(ok(f.store.get_owner("team-x").await).name, "Team X");
+    ok(admin.delete_owner("acme").await);
+    assert!(matches!(
+        f.store.get_owner("acme").await,
+        Err(StoreError::OwnerNotFound(_))
+    ));
+    assert!(matches!(
+        admin.delete_owner("acme").await,
+        Err(StoreError::OwnerNotFound(_))
+    ));
+}
+
+async fn owner_bulk_actions<S: TestStore>(f: Fixture<S>) {
+    let admin = f.verifier.admin();
+    let mut keys = Vec::new();
+    for name in ["a", "b", "c"] {
+        keys.push(create(&f, NewKey::new(name).owner("departed")).await);
+    }
+    let (gone_key, gone) = create(&f, NewKey::new("gone").owner("departed")).await;
+    let gone_revoked = ok(admin.revoke(&gone.id).await).revoked_at;
+    let (other_key, _) = create(&f, NewKey::new("other").owner("staying")).await;
+    let (lone_key, _) = create(&f, NewKey::new("lone")).await;
+    for (key, _) in &keys {
+        assert!(
+            verify(&f, key, None).await.is_ok(),
+            "{}: cached now",
+            f.name
+        );
+    }
+    let mut want: Vec<KeyId> = keys.iter().map(|(_, r)| r.id).collect();
+    want.sort();
+    let ids = |records: &[keygate::KeyRecord]| records.iter().map(|r| r.id).collect::<Vec<_>>();
+
+    f.clock.advance(Duration::from_secs(1));
+    let disabled = ok(admin.disable_owner("departed").await);
+    assert_eq!(
+        ids(&disabled),
+        want,
+        "{}: the revoked key is left alone",
+        f.name
+    );
+    assert!(
+        disabled
+            .iter()
+            .all(|r| r.disabled_at == Some(f.clock.now()))
+    );
+    for (key, record) in &keys {
+        assert_eq!(refused(&f, key).await, Reason::Disabled, "{}", f.name);
+        assert_eq!(
+            ok(f.store.get(&record.id).await).state(f.clock.now()),
+            KeyState::Disabled
+        );
+    }
+    assert!(
+        ok(admin.disable_owner("departed").await).is_empty(),
+        "{}: nothing left to disable",
+        f.name
+    );
+    assert!(verify(&f, &other_key, None).await.is_ok());
+    assert!(verify(&f, &lone_key, None).await.is_ok());
+
+    let enabled = ok(admin.enable_owner("departed").await);
+    assert_eq!(ids(&enabled), want);
+    for (key, _) in &keys {
+        assert!(verify(&f, key, None).await.is_ok(), "{}", f.name);
+    }
+    assert_eq!(refused(&f, &gone_key).await, Reason::Revoked);
+
+    ok(admin.disable(&keys[0].1.id).await);
+    f.clock.advance(Duration::from_secs(1));
+    let revoked = ok(admin.revoke_owner("departed").await);
+    assert_eq!(
+        ids(&revoked),
+        want,
+        "{}: disabled keys are revoked too",
+        f.name
+    );
+    for (key, record) in &keys {
+        assert_eq!(refused(&f, key).await, Reason::Revoked, "{}", f.name);
+        assert_eq!(
+            ok(f.store.get(&record.id).await).revoked_at,
+            Some(f.clock.now())
+        );
+    }
+    assert_eq!(
+        ok(f.store.get(&gone.id).await).revoked_at,
+        gone_revoked,
+        "{}: an earlier revocation keeps its time",
+        f.name
+    );
+    assert!(
+        ok(admin.enable_owner("departed").await).is_empty(),
+        "revocation is final"
+    );
+    assert!(verify(&f, &other_key, None).await.is_ok());
+    for result in [
+        admin.disable_owner("nobody").await,
+        admin.enable_owner("nobody").await,
+        admin.revoke_owner("nobody").await,
+    ] {
+        assert!(
+            matches!(result, Err(StoreError::OwnerNotFound(_))),
+            "{}",
+            f.name
+        );
+    }
+}
+
+/// Owner limits and key limits both apply; the tighter wins, and the owner's is shared.
+async fn owner_rate_limits<S: TestStore>(f: Fixture<S>) {
+    let admin = f.verifier.admin();
+    ok(admin
+        .create_owner(NewOwner::new("metered").rate_limit(policy("4/1m")))
+        .await);
+    let (a, _) = create(&f, NewKey::new("a").owner("metered")).await;
+    let (b, _) = create(&f, NewKey::new("b").owner("metered")).await;
+    let (tight, _) = create(
+        &f,
+        NewKey::new("tight")
+            .owner("metered")
+            .rate_limit(policy("1/1m")),
+    )
+    .await;
+    let (free, _) = create(&f, NewKey::new("free").owner("unmetered")).await;
+
+    // The key's own 1/1m is tighter than the owner's 4/1m.
+    assert!(verify(&f, &tight, None).await.is_ok());
+    assert_eq!(refused(&f, &tight).await, Reason::RateLimited, "{}", f.name);
+    // The owner's 4/1m is shared: 3 more in all, whichever key (the refused one took none).
+    for key in [&a, &b, &a] {
+        assert!(verify(&f, key, None).await.is_ok(), "{}", f.name);
+    }
+    for key in [&a, &b] {
+        assert_eq!(refused(&f, key).await, Reason::RateLimited, "{}", f.name);
+    }
+    for _ in 0..10 {
+        assert!(
+            verify(&f, &free, None).await.is_ok(),
+            "{}: no owner limit",
+            f.name
+        );
+    }
+    // A new owner limit applies at once (the owner's keys are evicted).
+    ok(admin
+        .update_owner(
+            "metered",
+            OwnerUpdate::new().rate_limit(Some(policy("100/1m").into())),
+        )
+        .await);
+    assert!(verify(&f, &a, None).await.is_ok(), "{}", f.name);
+    ok(admin
+        .update_owner("metered", OwnerUpdate::new().rate_limit(None))
+        .await);
+    for _ in 0..10 {
+        assert!(verify(&f, &b, None).await.is_ok(), "{}", f.name);
+    }
+}
+
+fn policy(text: &str) -> RatePolicy {
+    ok(text.parse())
+}
+
 // ---- one test per case and store ----------------------------------------------------------
 
 macro_rules! conformance {
@@ -938,6 +1244,9 @@ conformance!(
     concurrent_rotations_replace_a_key_once,
     a_refused_rotation_changes_nothing,
     canaries,
+    owners,
+    owner_bulk_actions,
+    owner_rate_limits,
     policy_settings,
     lifetime_policy,
 );

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::docs::ApiDoc;
 use crate::state::ApiState;
-use crate::{audit, console, keys, policy};
+use crate::{audit, console, keys, owners, policy};
 
 /// The scope of read-only admin keys: every `GET` endpoint.
 pub const READ_SCOPE: &str = "keygate:admin:read";
@@ -196,7 +196,9 @@ pub(crate) fn parts() -> (Router<ApiState>, OpenApi) {
         .routes(routes!(keys::show))
         .routes(routes!(audit::events))
         .routes(routes!(audit::usage))
-        .routes(routes!(policy::show));
+        .routes(routes!(policy::show))
+        .routes(routes!(owners::list))
+        .routes(routes!(owners::show));
     let write: OpenApiRouter<ApiState> = OpenApiRouter::new()
         .routes(routes!(keys::create))
         .routes(routes!(keys::delete))
@@ -210,7 +212,13 @@ pub(crate) fn parts() -> (Router<ApiState>, OpenApi) {
         .routes(routes!(keys::enable))
         .routes(routes!(keys::revoke))
         .routes(routes!(keys::rotate))
-        .routes(routes!(policy::set));
+        .routes(routes!(policy::set))
+        .routes(routes!(owners::create))
+        .routes(routes!(owners::update))
+        .routes(routes!(owners::delete))
+        .routes(routes!(owners::disable))
+        .routes(routes!(owners::enable))
+        .routes(routes!(owners::revoke));
     let (read, read_doc) = read.split_for_parts();
     let (write, write_doc) = write.split_for_parts();
     let mut document = ApiDoc::openapi();

@@ -18,6 +18,7 @@ use crate::error::Problem;
     modifiers(&SecuritySchemes),
     tags(
         (name = "keys", description = "API keys"),
+        (name = "owners", description = "Owners: the customers, teams or applications keys belong to, with a rate limit their keys share, and bulk actions on their keys"),
         (name = "audit", description = "The audit trail and usage per key per day"),
         (name = "policy", description = "The deployment's key lifetime policy"),
     )

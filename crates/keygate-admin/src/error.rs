@@ -49,6 +49,10 @@ pub enum ApiError {
     NotFound,
     /// The change conflicts with the key's state (409), e.g. enabling a revoked key.
     Conflict(&'static str),
+    /// No owner with this id (404).
+    OwnerNotFound,
+    /// The change conflicts with the owner's state (409): its id exists, or it has keys.
+    OwnerConflict(&'static str),
     /// The key store or audit trail could not answer (503); logged, never shown.
     Unavailable,
     /// The API was mounted without an audit trail (501).
@@ -89,6 +93,20 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "conflict",
                 "Conflict with the key's state",
+                format!("{reason}."),
+                None,
+            ),
+            Self::OwnerNotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No such owner",
+                "No owner has this id.".to_owned(),
+                None,
+            ),
+            Self::OwnerConflict(reason) => (
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict with the owner's state",
                 format!("{reason}."),
                 None,
             ),
@@ -135,6 +153,8 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidInput(invalid) => Self::bad(field_of(&invalid), invalid.to_string()),
             StoreError::Conflict { reason, .. } => Self::Conflict(reason),
             StoreError::Policy(violation) => Self::Policy(violation),
+            StoreError::OwnerNotFound(_) => Self::OwnerNotFound,
+            StoreError::OwnerConflict { reason, .. } => Self::OwnerConflict(reason),
             other => {
                 tracing::warn!(target: "keygate::admin", error = %other, "admin API: key store unavailable");
                 Self::Unavailable
@@ -148,6 +168,7 @@ fn field_of(invalid: &InvalidInput) -> &'static str {
     match invalid {
         InvalidInput::Name => "name",
         InvalidInput::Owner => "owner",
+        InvalidInput::OwnerName => "name",
         InvalidInput::Scope(_) | InvalidInput::TooManyScopes => "scopes",
         InvalidInput::TooManyIpRanges => "allowed_ips",
         InvalidInput::ExpiryInPast => "expires_at",

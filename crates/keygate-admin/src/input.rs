@@ -318,3 +318,50 @@ pub(crate) fn number(
             )
         })
 }
+
+/// `POST /owners`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CreateOwner {
+    /// The id keys name it by (1 to 200 characters, no control characters).
+    pub id: String,
+    /// Human-readable name (default: the id).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Application-defined metadata (a JSON object).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: Metadata,
+    /// A rate limit all its keys share, like `10/1m`; absent or null: none.
+    #[serde(default)]
+    pub rate_limit: Option<String>,
+}
+
+/// `PATCH /owners/{id}`: each field present is replaced, the others stay.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct UpdateOwner {
+    /// A new name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New metadata (replaces the whole object).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: Option<Metadata>,
+    /// A new shared rate limit, like `10/1m`; null removes it.
+    #[serde(default)]
+    pub rate_limit: Option<String>,
+}
+
+/// The query of `GET /owners`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[non_exhaustive]
+pub struct OwnerListParams {
+    /// Owners with ids after this one (the previous page's `next`).
+    pub after: Option<String>,
+    /// At most this many owners (1 to 1000, default 100).
+    pub limit: Option<String>,
+}

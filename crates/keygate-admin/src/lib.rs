@@ -40,6 +40,7 @@ mod docs;
 mod error;
 pub mod input;
 mod keys;
+mod owners;
 mod policy;
 mod state;
 pub mod views;

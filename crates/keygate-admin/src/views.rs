@@ -339,3 +339,57 @@ pub struct UsageList {
     /// The counts.
     pub days: Vec<UsageView>,
 }
+
+/// One owner: the customer, team or application its keys belong to.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct OwnerView {
+    /// The id keys name it by.
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Application-defined metadata (a JSON object).
+    #[schema(value_type = Object)]
+    pub metadata: Metadata,
+    /// The rate limit all its keys share (`10/1m`, `100/1s burst 200`); null: none.
+    pub rate_limit: Option<String>,
+    /// When the owner was created (by hand, or with its first key).
+    pub created_at: String,
+    /// When the record last changed.
+    pub updated_at: String,
+    /// How many keys (in any state) belong to it; only on `GET /owners/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
+}
+
+impl OwnerView {
+    pub(crate) fn new(owner: &keygate::owner::OwnerRecord, keys: Option<u64>) -> Self {
+        Self {
+            id: owner.id.clone(),
+            name: owner.name.clone(),
+            metadata: owner.metadata.clone(),
+            rate_limit: owner.rate_limit.map(|l| l.to_string()),
+            created_at: time(owner.created_at),
+            updated_at: time(owner.updated_at),
+            keys,
+        }
+    }
+}
+
+/// One page of owners, ordered by id.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct OwnerList {
+    /// The owners.
+    pub owners: Vec<OwnerView>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next: Option<String>,
+}
+
+/// What a bulk action on an owner's keys changed.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct OwnerKeysChanged {
+    /// The keys changed (keys the action does not apply to, like revoked ones, are not).
+    pub changed: Vec<KeyView>,
+}

@@ -35,6 +35,8 @@ struct Case {
     bad: Bad,
     /// The lifecycle action a success records.
     action: Option<Action>,
+    /// For owner routes: the owner id `{id}` stands for (else the managed key's id).
+    owner: Option<&'static str>,
 }
 
 struct Bad {
@@ -43,6 +45,11 @@ struct Bad {
     query: &'static str,
     field: &'static str,
 }
+
+/// The managed key's owner (its only key).
+const OWNER: &str = "team-billing";
+/// An owner without keys (the fixture creates it).
+const EMPTY_OWNER: &str = "no-keys";
 
 fn future() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(86_400 * 7))
@@ -64,6 +71,7 @@ fn cases() -> Vec<Case> {
             field,
         },
         action: Some(action),
+        owner: None,
     };
     let state = |route, action| Case {
         method: Method::POST,
@@ -79,6 +87,7 @@ fn cases() -> Vec<Case> {
             field: "id",
         },
         action: Some(action),
+        owner: None,
     };
     let read = |route, query, bad_query, field| Case {
         method: Method::GET,
@@ -94,6 +103,7 @@ fn cases() -> Vec<Case> {
             field,
         },
         action: None,
+        owner: None,
     };
     vec![
         read(
@@ -139,6 +149,7 @@ fn cases() -> Vec<Case> {
             },
             // A setting, not a key: no key changes, no key event.
             action: None,
+            owner: None,
         },
         Case {
             method: Method::POST,
@@ -162,6 +173,7 @@ fn cases() -> Vec<Case> {
                 field: "scopes[1]",
             },
             action: Some(Action::Created),
+            owner: None,
         },
         Case {
             method: Method::DELETE,
@@ -177,6 +189,7 @@ fn cases() -> Vec<Case> {
                 field: "id",
             },
             action: Some(Action::Deleted),
+            owner: None,
         },
         change(
             "/keys/{id}/name",
@@ -223,6 +236,103 @@ fn cases() -> Vec<Case> {
         state("/keys/{id}/disable", Action::Disabled),
         state("/keys/{id}/enable", Action::Enabled),
         state("/keys/{id}/revoke", Action::Revoked),
+        read("/owners", "limit=10", "limit=0", "limit"),
+        Case {
+            bad: Bad {
+                id: Some("%07"),
+                body: None,
+                query: "",
+                field: "id",
+            },
+            owner: Some(OWNER),
+            ..read("/owners/{id}", "", "", "")
+        },
+        Case {
+            method: Method::POST,
+            route: "/owners",
+            write: true,
+            good: Some(json!({
+                "id": "acme",
+                "name": "ACME Corp",
+                "metadata": {"plan": "gold"},
+                "rate_limit": "10/1m",
+            })),
+            query: "",
+            status: StatusCode::CREATED,
+            bad: Bad {
+                id: None,
+                body: Some(json!({"id": "a\u{7}b"})),
+                query: "",
+                field: "id",
+            },
+            // Owner records are not keys: no key event.
+            action: None,
+            owner: None,
+        },
+        Case {
+            method: Method::PATCH,
+            route: "/owners/{id}",
+            write: true,
+            good: Some(json!({"name": "Billing", "rate_limit": "10/1m"})),
+            query: "",
+            status: StatusCode::OK,
+            bad: Bad {
+                id: None,
+                body: Some(json!({"rate_limit": "lots"})),
+                query: "",
+                field: "rate_limit",
+            },
+            action: None,
+            owner: Some(OWNER),
+        },
+        Case {
+            method: Method::DELETE,
+            route: "/owners/{id}",
+            write: true,
+            good: None,
+            query: "",
+            status: StatusCode::NO_CONTENT,
+            bad: Bad {
+                id: Some("%07"),
+                body: None,
+                query: "",
+                field: "id",
+            },
+            action: None,
+            owner: Some(EMPTY_OWNER),
+        },
+        Case {
+            owner: Some(OWNER),
+            bad: Bad {
+                id: Some("%07"),
+                body: None,
+                query: "",
+                field: "id",
+            },
+            ..state("/owners/{id}/disable", Action::Disabled)
+        },
+        Case {
+            owner: Some(OWNER),
+            bad: Bad {
+                id: Some("%07"),
+                body: None,
+                query: "",
+                field: "id",
+            },
+            // Its one key is active: nothing to enable, nothing recorded.
+            action: None,
+            ..state("/owners/{id}/enable", Action::Enabled)
+        },
+        Case {
+            owner: Some(OWNER),
+            bad: Bad {
+                id: Some("%07"),
+                body: None,
+                query: "",
+                field: "id",
+            },
+            ..state("/owners/{id}/revoke", Action::Revoked)
+        },
         Case {
             method: Method::POST,
             route: "/keys/{id}/rotate",
@@ -237,6 +347,7 @@ fn cases() -> Vec<Case> {
                 field: "grace_seconds",
             },
             action: Some(Action::Rotated),
+            owner: None,
         },
     ]
 }
@@ -278,7 +389,9 @@ async fn every_endpoint_answers_as_documented() {
     for case in cases() {
         let what = format!("{} {}", case.method, case.route);
         let f = fixture().await;
-        let target = f.target.to_string();
+        let target = case
+            .owner
+            .map_or_else(|| f.target.to_string(), str::to_owned);
         let good = path(&case, &target, case.query);
         let body = case.good.as_ref();
         let before = f.records().await;

@@ -70,10 +70,25 @@ pub(crate) async fn audit(
 ) -> Result<(), CliError> {
     let mut query = audit_query(args, now)?;
     let sink = store.audit();
+    let owner = args.owner.as_deref();
+    if let Some(owner) = owner {
+        // An unknown owner is an error (exit 2), not an empty trail.
+        store.admin().get_owner(owner).await?;
+    }
+    let events_of = |query: &EventQuery| {
+        let sink = sink.clone();
+        let query = query.clone();
+        async move {
+            match owner {
+                Some(owner) => sink.owner_events(&query, owner).await,
+                None => sink.events(&query).await,
+            }
+        }
+    };
     // The latest `limit` written, printed in the order they happened: a service writes its
     // request events in batches (up to a second late), so a change made meanwhile by the CLI
     // can be written before a request that came first.
-    let mut events = sink.events(&query).await?;
+    let mut events = events_of(&query).await?;
     in_time_order(&mut events);
     if !out.is_json() {
         out.line(&header());
@@ -101,7 +116,7 @@ pub(crate) async fn audit(
     loop {
         tokio::time::sleep(FOLLOW_EVERY).await;
         query.after_id = last.or(Some(0));
-        let mut new = sink.events(&query).await?;
+        let mut new = events_of(&query).await?;
         in_time_order(&mut new);
         print(out, &new);
         if let Some(newest) = new.iter().map(|e| e.id).max() {
@@ -271,7 +286,14 @@ pub(crate) async fn usage(
     now: SystemTime,
 ) -> Result<(), CliError> {
     let (key, since) = usage_range(args, now)?;
-    let days = store.audit().usage(key.as_ref(), since).await?;
+    let days = match args.owner.as_deref() {
+        Some(owner) => {
+            // An unknown owner is an error (exit 2), not an empty table.
+            store.admin().get_owner(owner).await?;
+            store.audit().owner_usage(owner, since).await?
+        }
+        None => store.audit().usage(key.as_ref(), since).await?,
+    };
     if out.is_json() {
         for d in &days {
             out.json_line(&json!({
@@ -337,7 +359,37 @@ pub(crate) async fn usage(
             width = span.max(12)
         ));
     }
+    if let Some(owner) = args.owner.as_deref() {
+        owner_totals(out, owner, &days, first, span, args.days);
+    }
     Ok(())
+}
+
+/// The owner's roll-up: its keys' requests added up, per day and in all.
+fn owner_totals(
+    out: Output<'_>,
+    owner: &str,
+    days: &[UsageDay],
+    first: i64,
+    span: usize,
+    shown: u32,
+) {
+    let mut totals = vec![0_u64; span];
+    for d in days {
+        if let Some(slot) = usize::try_from(day_number(d.day) - first)
+            .ok()
+            .and_then(|i| totals.get_mut(i))
+        {
+            *slot += d.allowed + d.denied;
+        }
+    }
+    out.line("");
+    out.line(&format!(
+        "owner {owner:?}, last {shown} days: {} allowed, {} denied  {}",
+        days.iter().map(|d| d.allowed).sum::<u64>(),
+        days.iter().map(|d| d.denied).sum::<u64>(),
+        sparkline(&totals)
+    ));
 }
 
 /// One character per day, scaled to the busiest day: `·` for none, `▁` to `█`.

@@ -33,8 +33,8 @@ Environment:
   KEYGATE_REDIS_URL     publish every change to the services' Redis (cache invalidation)
   KEYGATE_REDIS_PREFIX  the services' Redis prefix (default keygate)
 
-Exit codes: 0 ok, 1 usage or invalid input, 2 key not found, 3 key store unavailable,
-4 conflict with the key's state, 5 key store schema newer than this keygate, 6 refused by the
+Exit codes: 0 ok, 1 usage or invalid input, 2 key or owner not found, 3 key store unavailable,
+4 conflict with the key's or owner's state, 5 key store schema newer than this keygate, 6 refused by the
 key store's settings: no pepper given, a pepper that is not the one the store's keys were made
 with, or a prefix that is not the store's (nothing was written), 7 refused by the deployment's
 lifetime policy (`keygate policy show`). `scan` exits 1 when it finds an active key.
@@ -158,8 +158,33 @@ quote it when it has a burst. Without a burst, the burst is the request count.")
     Disable(IdArg),
     /// Switch a disabled key back on.
     Enable(IdArg),
-    /// Revoke a key for good (kept for audit; it never authenticates again).
-    Revoke(IdArg),
+    /// Revoke a key for good (kept for audit; it never authenticates again), or every key of
+    /// an owner (--owner).
+    #[command(after_help = "\
+Examples:
+  keygate revoke 4fT0qKb2mZ9x
+  keygate revoke --owner acme-corp          # every key of the owner, in one transaction
+  keygate revoke --owner acme-corp --yes    # without asking (required when not on a terminal)")]
+    Revoke(RevokeArgs),
+    /// Manage owners: the customers, teams or applications keys belong to, each with a name,
+    /// metadata and a rate limit shared by all its keys.
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  keygate owners create acme-corp --name \"ACME Corp\" --meta plan=gold --rate-limit 10/1m
+  keygate create --name ci --owner acme-corp     # unknown owners are created, named after their id
+  keygate owners list
+  keygate owners show acme-corp                  # with its number of keys
+  keygate owners update acme-corp --rate-limit none
+  keygate owners disable acme-corp               # every key of the owner; `enable` undoes it
+  keygate revoke --owner acme-corp               # every key of the owner, for good
+  keygate usage --owner acme-corp
+
+An owner's rate limit is shared by all its keys, on top of each key's own limit: a request
+must pass both, so the tighter wins (10/1m shared by three keys allows 10 a minute in all)."
+    )]
+    Owners(OwnersCommand),
     /// Replace a key: a new key with the same name, owner, scopes and restrictions; the old one
     /// keeps working for the grace period.
     #[command(after_help = "\
@@ -175,6 +200,7 @@ Examples:
 Examples:
   keygate audit                                   # the 50 latest events
   keygate audit --key 4fT0qKb2mZ9x --outcome denied --since 1h
+  keygate audit --owner acme-corp --since 1d     # events of every key of the owner
   keygate audit --reason wrong_secret --since 7d --json
   keygate audit --follow                          # then new events as they come (Ctrl-C stops)
 
@@ -186,6 +212,7 @@ change made with this tool. Oldest first; --json prints one object per line.")]
 Examples:
   keygate usage
   keygate usage --key 4fT0qKb2mZ9x --days 7
+  keygate usage --owner acme-corp               # its keys, and the owner's total per day
   keygate usage --json")]
     Usage(UsageArgs),
     /// Show keys per pepper version and the pepper fingerprints the store recorded, so an old
@@ -331,6 +358,9 @@ pub(crate) struct AuditArgs {
     /// Only events of this key (its id).
     #[arg(long, value_name = "ID")]
     pub(crate) key: Option<String>,
+    /// Only events of the keys of this owner (its id).
+    #[arg(long, value_name = "OWNER", conflicts_with = "key")]
+    pub(crate) owner: Option<String>,
     /// Only requests with this outcome.
     #[arg(long, value_enum)]
     pub(crate) outcome: Option<OutcomeArg>,
@@ -353,6 +383,9 @@ pub(crate) struct UsageArgs {
     /// Only this key (its id).
     #[arg(long, value_name = "ID")]
     pub(crate) key: Option<String>,
+    /// Only the keys of this owner (its id), with the owner's total per day.
+    #[arg(long, value_name = "OWNER", conflicts_with = "key")]
+    pub(crate) owner: Option<String>,
     /// Days to show, today included (1 to 3660).
     #[arg(long, default_value_t = 30)]
     pub(crate) days: u32,
@@ -369,7 +402,8 @@ pub(crate) struct CreateArgs {
     /// Human-readable name (1 to 200 characters).
     #[arg(long)]
     pub(crate) name: String,
-    /// Project, application or team the key belongs to.
+    /// The id of the owner (customer, team or application) the key belongs to; an owner
+    /// the store does not know yet is created, named after its id (see `keygate owners`).
     #[arg(long)]
     pub(crate) owner: Option<String>,
     /// A scope to grant, like orders:read or orders:* (repeatable).
@@ -529,4 +563,110 @@ pub(crate) struct DeleteArgs {
     /// Do not ask for confirmation (required when not on a terminal).
     #[arg(long)]
     pub(crate) yes: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "owner"])))]
+pub(crate) struct RevokeArgs {
+    /// The key's id (the 12 characters after the prefix).
+    pub(crate) id: Option<String>,
+    /// Revoke every key of this owner (by its id) instead, in one transaction.
+    #[arg(long, value_name = "OWNER", conflicts_with = "id")]
+    pub(crate) owner: Option<String>,
+    /// With --owner: do not ask for confirmation (required when not on a terminal).
+    #[arg(long, requires = "owner")]
+    pub(crate) yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum OwnersCommand {
+    /// Create an owner.
+    Create(OwnerCreateArgs),
+    /// List owners.
+    List(OwnersListArgs),
+    /// Show one owner, with how many keys it has.
+    Show(OwnerIdArg),
+    /// Change an owner's name, metadata or rate limit.
+    Update(OwnerUpdateArgs),
+    /// Delete an owner (refused while keys belong to it).
+    Delete(OwnerIdArg),
+    /// Disable every key of the owner that is active (reversible with `owners enable`).
+    Disable(OwnerIdArg),
+    /// Enable every disabled key of the owner (revoked keys stay revoked).
+    Enable(OwnerIdArg),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OwnerIdArg {
+    /// The owner's id.
+    pub(crate) id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OwnerCreateArgs {
+    /// The owner's id, as keys name it (1 to 200 characters, no control characters).
+    pub(crate) id: String,
+    /// Human-readable name (default: the id).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Metadata entry KEY=VALUE (repeatable).
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub(crate) meta: Vec<String>,
+    /// A rate limit shared by all the owner's keys: a policy like 10/1m or "100/1s burst 200".
+    #[arg(long, value_name = "POLICY")]
+    pub(crate) rate_limit: Option<OwnerRate>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OwnersListArgs {
+    /// At most this many owners.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: usize,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["name", "meta", "rate_limit"])))]
+pub(crate) struct OwnerUpdateArgs {
+    /// The owner's id.
+    pub(crate) id: String,
+    /// A new name.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Metadata entry KEY=VALUE (repeatable): replaces the owner's whole metadata.
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub(crate) meta: Vec<String>,
+    /// A new shared rate limit (a policy like 10/1m), or none to remove it.
+    #[arg(long, value_name = "POLICY")]
+    pub(crate) rate_limit: Option<OwnerRate>,
+}
+
+/// What an owner's `--rate-limit` says: a shared limit, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnerRate {
+    None,
+    Limit(RateLimit),
+}
+
+impl OwnerRate {
+    /// The value the owner record stores.
+    pub(crate) fn limit(self) -> Option<RateLimit> {
+        match self {
+            Self::None | Self::Limit(RateLimit::Unlimited) => None,
+            Self::Limit(limit) => Some(limit),
+        }
+    }
+}
+
+impl std::str::FromStr for OwnerRate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim().eq_ignore_ascii_case("none") {
+            return Ok(Self::None);
+        }
+        text.parse().map(Self::Limit).map_err(|e| match e {
+            InvalidRatePolicy::Syntax => format!("{e}, or \"none\""),
+            other => other.to_string(),
+        })
+    }
 }

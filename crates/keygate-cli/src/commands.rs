@@ -361,14 +361,34 @@ async fn execute(
             let record = changes.admin().enable(&id).await?;
             out.changed(&record, now, &format!("enabled key {id}"));
         }
-        Command::Revoke(arg) => {
-            let id = key_id(&arg.id)?;
-            let record = changes.admin().revoke(&id).await?;
-            out.changed(
-                &record,
-                now,
-                &format!("revoked key {id}: it will never authenticate again"),
-            );
+        Command::Revoke(args) => match (&args.id, &args.owner) {
+            (_, Some(owner)) => {
+                let interactive = out.is_terminal() && std::io::stdin().is_terminal_stdin();
+                crate::owners::revoke(
+                    args,
+                    owner,
+                    store.admin(),
+                    || changes.admin(),
+                    out,
+                    now,
+                    interactive.then_some(confirm),
+                )
+                .await?;
+            }
+            (Some(id), None) => {
+                let id = key_id(id)?;
+                let record = changes.admin().revoke(&id).await?;
+                out.changed(
+                    &record,
+                    now,
+                    &format!("revoked key {id}: it will never authenticate again"),
+                );
+            }
+            // clap requires one of them.
+            (None, None) => return Err(CliError::usage("give a key id or --owner")),
+        },
+        Command::Owners(command) => {
+            crate::owners::run(command, store.admin(), || changes.admin(), out, now).await?;
         }
         Command::Rotate(args) => {
             let id = key_id(&args.id)?;
@@ -774,12 +794,18 @@ fn check_input(cli: &Cli, now: SystemTime) -> Result<(), CliError> {
             }
             given_peppers(cli)?;
         }
-        Command::Show(arg)
-        | Command::Disable(arg)
-        | Command::Enable(arg)
-        | Command::Revoke(arg) => {
+        Command::Show(arg) | Command::Disable(arg) | Command::Enable(arg) => {
             key_id(&arg.id)?;
         }
+        Command::Revoke(args) => {
+            if let Some(id) = &args.id {
+                key_id(id)?;
+            }
+            if let Some(owner) = &args.owner {
+                crate::owners::owner_id(owner)?;
+            }
+        }
+        Command::Owners(command) => crate::owners::check(command, now)?,
         Command::Rename { id, .. } => {
             key_id(id)?;
         }

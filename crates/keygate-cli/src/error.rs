@@ -3,9 +3,9 @@
 //! | code | meaning |
 //! | --- | --- |
 //! | 1 | usage or invalid input (bad duration, CIDR, scope, name, malformed id, …); `scan`: an active key was found |
-//! | 2 | no key with that id |
+//! | 2 | no key (or owner) with that id |
 //! | 3 | the key store is unavailable (unreachable, locked, failed) |
-//! | 4 | the change conflicts with the key's state (e.g. enabling a revoked key) |
+//! | 4 | the change conflicts with the key's state (e.g. enabling a revoked key), or the owner's (creating one that exists, deleting one that has keys) |
 //! | 5 | the key store's schema is newer than this keygate |
 //! | 6 | refused by the store's settings: no pepper given (and not a development store), a pepper that is not the store's, or a key prefix that is not the store's |
 //! | 7 | refused by the deployment's lifetime policy (`keygate policy show`): the message names the rule |
@@ -77,6 +77,12 @@ impl From<StoreError> for CliError {
             )),
             StoreError::InvalidInput(invalid) => Self::Usage(invalid.to_string()),
             StoreError::Conflict { id, reason } => Self::Conflict(format!("key {id}: {reason}")),
+            StoreError::OwnerNotFound(owner) => Self::NotFound(format!(
+                "no owner with id {owner:?} (run `keygate owners list` to see the ids)"
+            )),
+            StoreError::OwnerConflict { owner, reason } => {
+                Self::Conflict(format!("owner {owner:?}: {reason}"))
+            }
             StoreError::Unavailable(source) => {
                 Self::Unavailable(format!("key store unavailable: {source}"))
             }

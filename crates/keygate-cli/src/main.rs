@@ -15,6 +15,7 @@ mod cli;
 mod commands;
 mod error;
 mod output;
+mod owners;
 mod policy;
 mod publish;
 mod scan;

@@ -51,7 +51,7 @@ impl<'a> Output<'a> {
         self.environments.get(prefix).map(String::as_str)
     }
 
-    fn record_json(self, record: &KeyRecord, now: SystemTime) -> Value {
+    pub(crate) fn record_json(self, record: &KeyRecord, now: SystemTime) -> Value {
         record_json(record, now, self.environment_of(&record.prefix))
     }
 

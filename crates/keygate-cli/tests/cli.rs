@@ -1063,3 +1063,119 @@ fn list_expiring_within_shows_active_keys_in_the_window_soonest_first() {
     assert!(json_lines(&url, &["list", "--expiring-within", "12h"]).is_empty());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `keygate owners …`, `revoke --owner`, `audit|usage --owner`: owner records, bulk actions
+/// with one audit event per key, exit codes for unknown owners and conflicts, and a refused
+/// bulk revoke without `--yes` off a terminal that changes nothing.
+#[test]
+fn owners_are_managed_and_their_keys_changed_together() {
+    let dir = temp_dir("owners");
+    let url = format!("sqlite://{}", dir.join("keys.db").display());
+    let key = |name: &str, owner: &str| {
+        json(&url, &["create", "--name", name, "--owner", owner])["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let a = key("a", "team-x");
+    let b = key("b", "team-x");
+    let other = key("other", "team-y");
+    // Created with their first key, named after their id.
+    let owner = json(&url, &["owners", "show", "team-x"]);
+    assert_eq!(owner["name"], "team-x");
+    assert_eq!(owner["keys"], 2);
+    assert_eq!(owner["rate_limit"], Value::Null);
+    let created = json(
+        &url,
+        &[
+            "owners",
+            "create",
+            "acme",
+            "--name",
+            "ACME",
+            "--meta",
+            "plan=gold",
+            "--rate-limit",
+            "10/1m",
+        ],
+    );
+    assert_eq!(created["rate_limit"], "10/1m");
+    assert_eq!(created["metadata"]["plan"], "gold");
+    let ids: Vec<String> = json_lines(&url, &["owners", "list"])
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["acme", "team-x", "team-y"]);
+    let updated = json(&url, &["owners", "update", "acme", "--rate-limit", "none"]);
+    assert_eq!(updated["rate_limit"], Value::Null);
+    assert_eq!(updated["name"], "ACME");
+
+    // Exit codes: 2 unknown owner, 4 taken id or owner with keys, 1 bad id.
+    for (args, code) in [
+        (vec!["owners", "show", "nobody"], 2),
+        (vec!["owners", "disable", "nobody"], 2),
+        (vec!["revoke", "--owner", "nobody", "--yes"], 2),
+        (vec!["owners", "create", "acme"], 4),
+        (vec!["owners", "delete", "team-x"], 4),
+        (vec!["owners", "create", " "], 1),
+    ] {
+        assert_eq!(keygate(&url, &args).status.code(), Some(code), "{args:?}");
+    }
+
+    let disabled = json_lines(&url, &["owners", "disable", "team-x"]);
+    assert_eq!(disabled.len(), 2);
+    assert!(disabled.iter().all(|k| k["state"] == "disabled"));
+    assert_eq!(json(&url, &["show", &other])["state"], "active");
+    assert_eq!(json_lines(&url, &["owners", "enable", "team-x"]).len(), 2);
+
+    // Off a terminal a bulk revoke needs --yes, and without it changes nothing.
+    let refused = keygate(&url, &["revoke", "--owner", "team-x"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+    assert_eq!(json(&url, &["show", &a])["state"], "active");
+    let revoked = ok(&url, &["revoke", "--owner", "team-x", "--yes"]);
+    assert!(revoked.contains("revoked 2 key(s)"), "{revoked}");
+    for id in [&a, &b] {
+        assert_eq!(json(&url, &["show", id])["state"], "revoked");
+    }
+    assert_eq!(json(&url, &["show", &other])["state"], "active");
+
+    // The audit trail by owner: the creations and the three bulk changes of its two keys.
+    let events = json_lines(&url, &["audit", "--owner", "team-x", "--limit", "100"]);
+    let mut actions: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["key_id"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    actions.sort();
+    let mut want = Vec::new();
+    for id in [&a, &b] {
+        for action in ["created", "disabled", "enabled", "revoked"] {
+            want.push((id.clone(), action.to_owned()));
+        }
+    }
+    want.sort();
+    assert_eq!(actions, want);
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["action"] == "revoked")
+            .all(|e| e["detail"] == "revoke of owner team-x"),
+        "{events:?}"
+    );
+    assert_eq!(
+        keygate(&url, &["usage", "--owner", "nobody"]).status.code(),
+        Some(2)
+    );
+    assert!(json_lines(&url, &["usage", "--owner", "team-x"]).is_empty());
+    ok(&url, &["owners", "delete", "acme"]);
+    assert_eq!(
+        keygate(&url, &["owners", "show", "acme"]).status.code(),
+        Some(2)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -39,7 +39,8 @@ return {1, math.floor((now + tau - tat) / interval), next_tat - now, 0}
 ";
 
 /// The Redis key holding `key`'s state under `policy`:
-/// `{prefix}:rl:key:{id}:{policy}` or `{prefix}:rl:client:{ip-or-/64}:{policy}`. The policy is
+/// `{prefix}:rl:key:{id}:{policy}`, `{prefix}:rl:owner:{owner tag}:{policy}` (an owner's shared
+/// limit, under the hash of its id) or `{prefix}:rl:client:{ip-or-/64}:{policy}`. The policy is
 /// part of the key, so a changed policy starts from a full allowance at once (as the trait
 /// requires); the old key expires by itself.
 pub(crate) fn state_key(prefix: &str, key: &LimitKey, policy: &RatePolicy) -> String {
@@ -133,6 +134,19 @@ mod tests {
                 &policy("5/1s")
             ),
             "keygate:rl:client:2001:db8:1:2::/64:5/1s"
+        );
+        // An owner's shared limit: under a hash of its id (any text), the same on every instance.
+        let owner = keygate::owner::OwnerTag::of("acme corp");
+        let key = state_key("keygate", &LimitKey::Owner(owner), &policy("10/1m"));
+        assert_eq!(key, format!("keygate:rl:owner:{owner}:10/1m"));
+        assert!(!key.contains("acme"), "{key}");
+        assert_eq!(
+            key,
+            state_key(
+                "keygate",
+                &LimitKey::Owner(keygate::owner::OwnerTag::of("acme corp")),
+                &policy("10/1m")
+            )
         );
     }
 

@@ -255,3 +255,59 @@ async fn a_valid_request_costs_one_redis_call_and_an_unlimited_one_none() {
         );
     }
 }
+
+/// An owner's limit on Redis: one allowance shared by the owner's keys across both instances
+/// (owner limits and key limits both apply; the tighter wins).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owners_limit_is_shared_by_its_keys_across_instances() {
+    let Some(url) = redis_url("an_owners_limit_is_shared_by_its_keys_across_instances") else {
+        return;
+    };
+    let prefix = unique_prefix("owners");
+    let store = MemoryStore::new();
+    let a = instance(&url, &prefix, &store).await;
+    let b = instance(&url, &prefix, &store).await;
+    ok(
+        a.admin()
+            .create_owner(
+                keygate::owner::NewOwner::new("acme")
+                    .rate_limit(ok("5/1h".parse::<RatePolicy>(), "policy")),
+            )
+            .await,
+        "owner",
+    );
+    let mut keys = Vec::new();
+    for name in ["one", "two", "three"] {
+        let created = ok(
+            a.admin()
+                .create_key(
+                    NewKey::new(name)
+                        .owner("acme")
+                        .rate_limit(RateLimit::Unlimited),
+                )
+                .await,
+            "create",
+        );
+        keys.push(created.key.expose_secret().to_owned());
+    }
+    let mut allowed = 0;
+    for i in 0..12 {
+        let instance = if i % 2 == 0 { &a } else { &b };
+        match verify(instance, &keys[i % 3]).await {
+            Ok(()) => allowed += 1,
+            Err(r) => assert_eq!(r.reason(), Reason::RateLimited),
+        }
+    }
+    assert_eq!(
+        allowed, 5,
+        "one 5/1h owner limit across three keys and two instances"
+    );
+    // Another owner's key is not touched by it.
+    let other = ok(
+        a.admin()
+            .create_key(NewKey::new("other").owner("other"))
+            .await,
+        "create",
+    );
+    assert!(verify(&b, other.key.expose_secret()).await.is_ok());
+}

@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use keygate::identity::Metadata;
+use keygate::owner::OwnerRecord;
 use keygate::rate::RateLimit;
 use keygate::store::KeyFilter;
 use keygate::{KeyChange, KeyId, KeyRecord, KeyState, Scope, StoreError};
@@ -249,4 +250,64 @@ pub(crate) fn version_counts(rows: Vec<(i64, i64)>) -> Vec<(u32, u64)> {
             Some((u32::try_from(version).ok()?, u64::try_from(count).ok()?))
         })
         .collect()
+}
+
+/// The columns every read of an owner selects.
+pub(crate) const OWNER_COLUMNS: &str =
+    "id, name, CAST(metadata AS text) AS metadata, rate_limit, created_at, updated_at";
+
+/// An owner row as read, before parsing into an [`OwnerRecord`].
+pub(crate) struct RawOwner {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) metadata: String,
+    pub(crate) rate_limit: Option<String>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+}
+
+/// A stored owner value keygate cannot read back: reported as `Unavailable` (503).
+#[derive(Debug, thiserror::Error)]
+#[error("key store returned a malformed {column} for an owner")]
+pub(crate) struct CorruptOwner {
+    column: &'static str,
+}
+
+impl RawOwner {
+    /// The record, or `Unavailable` when a column cannot be read back.
+    pub(crate) fn into_owner(self) -> Result<OwnerRecord, StoreError> {
+        let corrupt = |column| StoreError::unavailable(CorruptOwner { column });
+        let metadata = match serde_json::from_str(&self.metadata) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => return Err(corrupt("metadata")),
+        };
+        let rate_limit = self
+            .rate_limit
+            .as_deref()
+            .map(str::parse::<RateLimit>)
+            .transpose()
+            .map_err(|_| corrupt("rate_limit"))?;
+        let mut owner = OwnerRecord::bare(&self.id, from_micros(self.created_at));
+        owner.name = self.name;
+        owner.metadata = metadata;
+        owner.rate_limit = rate_limit;
+        owner.updated_at = from_micros(self.updated_at);
+        Ok(owner)
+    }
+}
+
+/// The owner with its times truncated to what the database keeps.
+pub(crate) fn normalized_owner(mut owner: OwnerRecord) -> OwnerRecord {
+    owner.created_at = truncate(owner.created_at);
+    owner.updated_at = truncate(owner.updated_at);
+    owner
+}
+
+/// An owner's stored rate limit, read with a key.
+pub(crate) fn owner_limit(text: Option<&str>) -> Result<Option<RateLimit>, StoreError> {
+    text.map(str::parse::<RateLimit>).transpose().map_err(|_| {
+        StoreError::unavailable(CorruptOwner {
+            column: "rate_limit",
+        })
+    })
 }

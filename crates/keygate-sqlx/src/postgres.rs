@@ -277,6 +277,13 @@ impl Dialect for PostgresDialect {
             .bind(keygate::Invalidated::Key(*id).to_message())
     }
 
+    fn announce_owner_keys(&self, owner: &str) -> Statement<Postgres> {
+        // The keys' rows do not change: notify each here, in the change's transaction.
+        sqlx::query("SELECT pg_notify($2, id)::text FROM keygate_keys WHERE owner = $1")
+            .bind(owner.to_owned())
+            .bind(self.channel.to_string())
+    }
+
     fn statements() -> &'static Statements {
         &STATEMENTS
     }

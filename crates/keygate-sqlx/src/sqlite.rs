@@ -285,6 +285,15 @@ impl Dialect for SqliteDialect {
         statement
     }
 
+    fn announce_owner_keys(&self, owner: &str) -> Statement<Sqlite> {
+        // The keys' rows do not change: write their feed rows here, in the change's
+        // transaction, as the triggers do.
+        sqlx::query(
+            "INSERT INTO keygate_changes (key_id) SELECT id FROM keygate_keys WHERE owner = $1",
+        )
+        .bind(owner.to_owned())
+    }
+
     fn statements() -> &'static Statements {
         &STATEMENTS
     }

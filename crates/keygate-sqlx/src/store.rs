@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use keygate::clock::{Clock, SystemClock};
-use keygate::store::{KeyFilter, KeyPage, KeyRehash, PageRequest, StoreSettings};
+use keygate::owner::{NewOwner, OwnerKeysChange, OwnerRecord, OwnerUpdate};
+use keygate::rate::RateLimit;
+use keygate::store::{KeyFilter, KeyPage, KeyRehash, MAX_OWNERS_PAGE, PageRequest, StoreSettings};
 use keygate::{
     CreatedKey, KeyChange, KeyId, KeyRecord, MintedKey, RotatedKey, Rotation, StoreError,
 };
@@ -24,8 +26,9 @@ use sqlx::{
 };
 
 use crate::codec::{
-    self, RawRecord, columns, fold, id_taken, ip_strings, is_unique_violation, metadata_json,
-    normalized, rate_limit_text, scope_strings, unavailable,
+    self, OWNER_COLUMNS, RawOwner, RawRecord, columns, fold, id_taken, ip_strings,
+    is_unique_violation, metadata_json, normalized, normalized_owner, rate_limit_text,
+    scope_strings, unavailable,
 };
 use crate::error::Error;
 
@@ -84,6 +87,9 @@ pub(crate) trait Dialect: Clone + Send + Sync + 'static {
     /// Binds the announcement's parameters of a statement made by [`Dialect::announced`] that
     /// changes key `id`.
     fn announce(&self, statement: Statement<Self::DB>, id: &KeyId) -> Statement<Self::DB>;
+    /// A statement announcing every key of owner `owner` (whose rows do not change), to run
+    /// in the transaction of a change to the owner that their cached entries depend on.
+    fn announce_owner_keys(&self, owner: &str) -> Statement<Self::DB>;
     /// This dialect's [`Statements`], made once.
     fn statements() -> &'static Statements;
     /// The embedded migrations.
@@ -99,6 +105,13 @@ pub(crate) trait Dialect: Clone + Send + Sync + 'static {
 
 /// Reads a key by id.
 const SELECT_BY_ID: &str = concat!("SELECT ", columns!(), " FROM keygate_keys WHERE id = $1");
+/// Reads a key by id with its owner's rate limit (column `owner_rate_limit`), in one statement.
+const SELECT_WITH_OWNER_LIMIT: &str = concat!(
+    "SELECT ",
+    columns!(),
+    ", (SELECT rate_limit FROM keygate_owners WHERE keygate_owners.id = keygate_keys.owner) \
+     AS owner_rate_limit FROM keygate_keys WHERE id = $1"
+);
 /// Every key, for a listing to add its conditions to.
 const SELECT_ALL: &str = concat!("SELECT ", columns!(), " FROM keygate_keys WHERE 1 = 1");
 /// Remembers a deleted id, so it is never used again.
@@ -113,6 +126,15 @@ const INSERT_SETTING: &str =
 const PEPPER_VERSIONS: &str = "SELECT pepper_version, count(*) AS key_count FROM keygate_keys \
      GROUP BY pepper_version ORDER BY pepper_version";
 const SCHEMA_VERSION: &str = "SELECT max(version) AS version FROM keygate_migrations WHERE success";
+/// The keys of an owner, for a bulk change (locked where the dialect locks rows).
+const SELECT_BY_OWNER: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM keygate_keys WHERE owner = $1 ORDER BY id"
+);
+const OWNER_KEY_COUNT: &str = "SELECT count(*) AS key_count FROM keygate_keys WHERE owner = $1";
+const OWNER_HAS_KEYS: &str = "SELECT 1 AS one FROM keygate_keys WHERE owner = $1 LIMIT 1";
+const DELETE_OWNER: &str = "DELETE FROM keygate_owners WHERE id = $1";
 
 /// The statements whose text depends on the dialect, made once per dialect.
 #[derive(Debug)]
@@ -121,6 +143,13 @@ pub(crate) struct Statements {
     insert: String,
     update: String,
     delete: String,
+    select_by_owner_for_write: String,
+    insert_owner: String,
+    select_owner: String,
+    select_owner_for_write: String,
+    list_owners: String,
+    list_owners_after: String,
+    update_owner: String,
 }
 
 impl Statements {
@@ -151,6 +180,26 @@ impl Statements {
                 11,
             ),
             delete: D::announced("DELETE FROM keygate_keys WHERE id = $1", 1),
+            select_by_owner_for_write: format!("{SELECT_BY_OWNER}{}", D::LOCK_ROW),
+            // Nothing when the id exists: creating an owner refuses it, creating a key keeps it.
+            insert_owner: format!(
+                "INSERT INTO keygate_owners (id, name, metadata, rate_limit, created_at, \
+                 updated_at) VALUES ($1, $2, $3{json}, $4, $5, $6) ON CONFLICT (id) DO NOTHING \
+                 RETURNING id"
+            ),
+            select_owner: format!("SELECT {OWNER_COLUMNS} FROM keygate_owners WHERE id = $1"),
+            select_owner_for_write: format!(
+                "SELECT {OWNER_COLUMNS} FROM keygate_owners WHERE id = $1{}",
+                D::LOCK_ROW
+            ),
+            list_owners: format!("SELECT {OWNER_COLUMNS} FROM keygate_owners ORDER BY id LIMIT $1"),
+            list_owners_after: format!(
+                "SELECT {OWNER_COLUMNS} FROM keygate_owners WHERE id > $2 ORDER BY id LIMIT $1"
+            ),
+            update_owner: format!(
+                "UPDATE keygate_owners SET name = $1, metadata = $2{json}, rate_limit = $3, \
+                 updated_at = $4 WHERE id = $5"
+            ),
         }
     }
 }
@@ -380,6 +429,22 @@ where
         Self::select(&mut conn, SELECT_BY_ID, id).await
     }
 
+    pub(crate) async fn find_with_owner_limit(
+        &self,
+        id: &KeyId,
+    ) -> Result<Option<(KeyRecord, Option<RateLimit>)>, StoreError> {
+        let row = sqlx::query(SELECT_WITH_OWNER_LIMIT)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = row else { return Ok(None) };
+        let record = Self::record(&row)?;
+        let limit: Option<String> = Self::column(&row, "owner_rate_limit")?;
+        let limit = codec::owner_limit(limit.as_deref())?;
+        Ok(Some((record, limit)))
+    }
+
     pub(crate) async fn record_last_used(
         &self,
         used: &[(KeyId, SystemTime)],
@@ -459,9 +524,19 @@ where
 
     pub(crate) async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
         let stored = normalized(key.record());
-        // One statement (insert and announce): no transaction needed.
-        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
-        self.insert(&mut conn, &stored).await?;
+        let Some(owner) = stored.owner.as_deref() else {
+            // One statement (insert and announce): no transaction needed.
+            let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+            self.insert(&mut conn, &stored).await?;
+            return Ok(key.into_created(stored));
+        };
+        // A key naming an owner the store does not know creates its bare record, in the key's
+        // transaction (a refused key creates no owner).
+        let mut tx = self.write_tx().await?;
+        self.insert_owner(&mut tx, &OwnerRecord::bare(owner, stored.created_at))
+            .await?;
+        self.insert(&mut tx, &stored).await?;
+        tx.commit().await.map_err(unavailable)?;
         Ok(key.into_created(stored))
     }
 
@@ -575,6 +650,212 @@ where
     }
 }
 
+// ---- Owners --------------------------------------------------------------------------------
+
+impl<D: Dialect> SqlStore<D>
+where
+    for<'c> &'c mut Connection<D>: Executor<'c, Database = D::DB>,
+    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
+    Connection<D>: Migrate,
+    for<'a> &'a str: Encode<'a, D::DB> + Type<D::DB> + ColumnIndex<DbRow<D>>,
+    for<'a> Option<&'a str>: Encode<'a, D::DB>,
+    for<'a> &'a [u8]: Encode<'a, D::DB> + Type<D::DB>,
+    for<'a> String: Encode<'a, D::DB> + Decode<'a, D::DB> + Type<D::DB>,
+    for<'a> Option<String>: Encode<'a, D::DB>,
+    for<'a> Vec<u8>: Decode<'a, D::DB> + Type<D::DB>,
+    for<'a> i64: Encode<'a, D::DB> + Decode<'a, D::DB> + Type<D::DB>,
+    for<'a> bool: Encode<'a, D::DB> + Decode<'a, D::DB> + Type<D::DB>,
+    for<'a> Option<D::Time>: Encode<'a, D::DB>,
+{
+    fn owner_row(row: &DbRow<D>) -> Result<OwnerRecord, StoreError> {
+        RawOwner {
+            id: Self::column(row, "id")?,
+            name: Self::column(row, "name")?,
+            metadata: Self::column(row, "metadata")?,
+            rate_limit: Self::column(row, "rate_limit")?,
+            created_at: D::micros(Self::column(row, "created_at")?),
+            updated_at: D::micros(Self::column(row, "updated_at")?),
+        }
+        .into_owner()
+    }
+
+    async fn select_owner(
+        conn: &mut Connection<D>,
+        sql: &'static str,
+        id: &str,
+    ) -> Result<Option<OwnerRecord>, StoreError> {
+        let row = sqlx::query(sql)
+            .bind(id.to_owned())
+            .fetch_optional(conn)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(Self::owner_row).transpose()
+    }
+
+    /// Inserts `owner` unless its id exists; whether it did.
+    async fn insert_owner(
+        &self,
+        conn: &mut Connection<D>,
+        owner: &OwnerRecord,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(D::statements().insert_owner.as_str())
+            .bind(owner.id.clone())
+            .bind(owner.name.clone())
+            .bind(metadata_json(&owner.metadata))
+            .bind(rate_limit_text(owner.rate_limit.as_ref()))
+            .bind(D::time(owner.created_at))
+            .bind(D::time(owner.updated_at))
+            .fetch_optional(conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(inserted.is_some())
+    }
+
+    pub(crate) async fn find_owner(&self, id: &str) -> Result<Option<OwnerRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        Self::select_owner(&mut conn, &D::statements().select_owner, id).await
+    }
+
+    pub(crate) async fn create_owner(&self, owner: NewOwner) -> Result<OwnerRecord, StoreError> {
+        let record = normalized_owner(owner.into_record(self.now())?);
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        if self.insert_owner(&mut conn, &record).await? {
+            Ok(record)
+        } else {
+            Err(StoreError::owner_exists(&record.id))
+        }
+    }
+
+    pub(crate) async fn get_owner(&self, id: &str) -> Result<OwnerRecord, StoreError> {
+        self.find_owner(id)
+            .await?
+            .ok_or_else(|| StoreError::OwnerNotFound(id.to_owned()))
+    }
+
+    pub(crate) async fn list_owners(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OwnerRecord>, StoreError> {
+        let limit = i64::try_from(limit.clamp(1, MAX_OWNERS_PAGE)).unwrap_or(i64::MAX);
+        let statements = D::statements();
+        let query = match after {
+            Some(after) => sqlx::query(statements.list_owners_after.as_str())
+                .bind(limit)
+                .bind(after.to_owned()),
+            None => sqlx::query(statements.list_owners.as_str()).bind(limit),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.iter().map(Self::owner_row).collect()
+    }
+
+    pub(crate) async fn update_owner(
+        &self,
+        id: &str,
+        update: OwnerUpdate,
+    ) -> Result<OwnerRecord, StoreError> {
+        update.validate()?;
+        let limit_changed = update.changes_rate_limit();
+        let now = self.now();
+        let mut tx = self.write_tx().await?;
+        let mut owner = Self::select_owner(&mut tx, &D::statements().select_owner_for_write, id)
+            .await?
+            .ok_or_else(|| StoreError::OwnerNotFound(id.to_owned()))?;
+        update.apply_to(&mut owner, now);
+        sqlx::query(D::statements().update_owner.as_str())
+            .bind(owner.name.clone())
+            .bind(metadata_json(&owner.metadata))
+            .bind(rate_limit_text(owner.rate_limit.as_ref()))
+            .bind(D::time(owner.updated_at))
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if limit_changed {
+            // Every cached entry of the owner's keys holds the old limit.
+            self.dialect
+                .announce_owner_keys(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(owner)
+    }
+
+    pub(crate) async fn delete_owner(&self, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        if Self::select_owner(&mut tx, &D::statements().select_owner_for_write, id)
+            .await?
+            .is_none()
+        {
+            return Err(StoreError::OwnerNotFound(id.to_owned()));
+        }
+        let has_keys = sqlx::query(OWNER_HAS_KEYS)
+            .bind(id.to_owned())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .is_some();
+        if has_keys {
+            return Err(StoreError::owner_has_keys(id));
+        }
+        sqlx::query(DELETE_OWNER)
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    pub(crate) async fn change_owner_keys(
+        &self,
+        id: &str,
+        change: OwnerKeysChange,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let now = self.now();
+        let mut tx = self.write_tx().await?;
+        if Self::select_owner(&mut tx, &D::statements().select_owner_for_write, id)
+            .await?
+            .is_none()
+        {
+            return Err(StoreError::OwnerNotFound(id.to_owned()));
+        }
+        let rows = sqlx::query(D::statements().select_by_owner_for_write.as_str())
+            .bind(id.to_owned())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let mut changed = Vec::new();
+        for row in &rows {
+            let mut record = Self::record(row)?;
+            if !change.applies_to(&record) {
+                continue;
+            }
+            change
+                .key_change()
+                .apply_to(&mut record, now)
+                .map_err(|refused| StoreError::refused(record.id, refused))?;
+            // Each update announces its key in this transaction: every instance hears of all
+            // of them when, and only if, the whole change commits.
+            self.update(&mut tx, &record).await?;
+            changed.push(record);
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(changed)
+    }
+
+    pub(crate) async fn owner_key_count(&self, id: &str) -> Result<u64, StoreError> {
+        let row = sqlx::query(OWNER_KEY_COUNT)
+            .bind(id.to_owned())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let count: i64 = Self::column(&row, "key_count")?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+}
+
 /// Implements [`KeyStore`](keygate::KeyStore) and [`KeyAdmin`](keygate::KeyAdmin) for a public
 /// store type by handing every call to its `keys` field, a [`SqlStore`]. (keygate's traits
 /// cannot be implemented once for every `SqlStore` and reach the public types.)
@@ -584,6 +865,7 @@ macro_rules! delegate_to_sql_store {
         const _: () = {
             use std::time::SystemTime;
 
+            use keygate::owner::{NewOwner, OwnerKeysChange, OwnerRecord, OwnerUpdate};
             use keygate::store::{KeyFilter, KeyPage, KeyRehash, PageRequest, StoreSettings};
             use keygate::{
                 CreatedKey, KeyAdmin, KeyChange, KeyId, KeyRecord, KeyStore, MintedKey, RotatedKey,
@@ -623,6 +905,18 @@ macro_rules! delegate_to_sql_store {
 
                 async fn rehash(&self, keys: &[KeyRehash]) -> Result<(), StoreError> {
                     self.keys.rehash(keys).await
+                }
+
+                async fn find_owner(&self, id: &str) -> Result<Option<OwnerRecord>, StoreError> {
+                    self.keys.find_owner(id).await
+                }
+
+                async fn find_with_owner_limit(
+                    &self,
+                    id: &KeyId,
+                ) -> Result<Option<(KeyRecord, Option<keygate::rate::RateLimit>)>, StoreError>
+                {
+                    self.keys.find_with_owner_limit(id).await
                 }
             }
 
@@ -667,6 +961,46 @@ macro_rules! delegate_to_sql_store {
 
                 async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
                     self.keys.delete(id).await
+                }
+
+                async fn create_owner(&self, owner: NewOwner) -> Result<OwnerRecord, StoreError> {
+                    self.keys.create_owner(owner).await
+                }
+
+                async fn get_owner(&self, id: &str) -> Result<OwnerRecord, StoreError> {
+                    self.keys.get_owner(id).await
+                }
+
+                async fn list_owners(
+                    &self,
+                    after: Option<&str>,
+                    limit: usize,
+                ) -> Result<Vec<OwnerRecord>, StoreError> {
+                    self.keys.list_owners(after, limit).await
+                }
+
+                async fn update_owner(
+                    &self,
+                    id: &str,
+                    update: OwnerUpdate,
+                ) -> Result<OwnerRecord, StoreError> {
+                    self.keys.update_owner(id, update).await
+                }
+
+                async fn delete_owner(&self, id: &str) -> Result<(), StoreError> {
+                    self.keys.delete_owner(id).await
+                }
+
+                async fn change_owner_keys(
+                    &self,
+                    id: &str,
+                    change: OwnerKeysChange,
+                ) -> Result<Vec<KeyRecord>, StoreError> {
+                    self.keys.change_owner_keys(id, change).await
+                }
+
+                async fn owner_key_count(&self, id: &str) -> Result<u64, StoreError> {
+                    self.keys.owner_key_count(id).await
                 }
             }
         };

@@ -674,3 +674,79 @@ async fn a_change_on_one_instance_or_from_a_bare_store_is_seen_by_every_verifier
     .await;
     println!("disable through a bare store seen by both after {took:?}");
 }
+
+/// `keygate revoke --owner` on PostgreSQL: every key of the owner, revoked in one transaction
+/// through a bare store (the CLI), is refused by every instance within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_revoked_through_a_bare_store_is_refused_by_every_instance_within_a_second() {
+    let Some(url) = postgres_url() else { return };
+    let schema = Schema::create(&url).await;
+    let channel = random_channel();
+    let a = instance(&schema, &channel).await;
+    let b = instance(&schema, &channel).await;
+    let mut keys = Vec::new();
+    for n in 0..5 {
+        let created = a
+            .admin()
+            .create_key(NewKey::new(format!("k{n}")).owner("departed"))
+            .await
+            .unwrap();
+        keys.push(created.key.expose_secret().to_owned());
+    }
+    let bystander = a
+        .admin()
+        .create_key(NewKey::new("bystander"))
+        .await
+        .unwrap();
+    let bystander = bystander.key.expose_secret().to_owned();
+    for key in keys.iter().chain([&bystander]) {
+        assert_eq!(check(&a, key).await, Ok(()));
+        assert_eq!(check(&b, key).await, Ok(()));
+    }
+    let cli = schema.store(&channel).await;
+    let changed = cli
+        .change_owner_keys("departed", keygate::owner::OwnerKeysChange::Revoke)
+        .await
+        .unwrap();
+    assert_eq!(changed.len(), keys.len());
+    let took = within(
+        Duration::from_secs(1),
+        "both refuse every key of the owner",
+        || async {
+            for key in &keys {
+                if check(&a, key).await != Err(Reason::Revoked)
+                    || check(&b, key).await != Err(Reason::Revoked)
+                {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    println!("owner revoke through a bare store seen by both after {took:?}");
+    assert_eq!(check(&b, &bystander).await, Ok(()));
+
+    // Through an instance's admin too (it evicts its own cache, the store notifies the rest).
+    for n in 0..3 {
+        let created = a
+            .admin()
+            .create_key(NewKey::new(format!("m{n}")).owner("moved-on"))
+            .await
+            .unwrap();
+        let key = created.key.expose_secret().to_owned();
+        assert_eq!(check(&b, &key).await, Ok(()));
+        keys.push(key);
+    }
+    a.admin().revoke_owner("moved-on").await.unwrap();
+    let took = within(Duration::from_secs(1), "b refuses them", || async {
+        for key in &keys[5..] {
+            if check(&b, key).await != Err(Reason::Revoked) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    println!("Admin::revoke_owner seen by b after {took:?}");
+}

@@ -381,3 +381,99 @@ async fn debug_output_names_the_file_and_the_settings() {
         "{shown}"
     );
 }
+
+/// `keygate revoke --owner` on a file: every key of the owner, revoked by another process in
+/// one transaction, is refused by a subscribed verifier within a second; so is a new owner
+/// limit (the owner's keys are announced although their rows do not change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_revoked_by_another_process_is_refused_within_a_second() {
+    let (dir, store) = store().await;
+    let verifier = Verifier::builder(keyring(), store.clone())
+        .invalidation(store.invalidation())
+        .build();
+    let deadline = Instant::now() + DELIVERY;
+    while verifier.invalidation_subscribed() != Some(true) {
+        assert!(Instant::now() < deadline, "not subscribed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let other = other_process(&dir).await;
+    let check = |key: String| {
+        let verifier = verifier.clone();
+        async move {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("authorization", format!("Bearer {key}").parse().unwrap());
+            let uri = http::Uri::from_static("/");
+            let view = keygate::HttpRequestView::new(&headers, &uri, None);
+            let presented = verifier.extract(&view).unwrap();
+            verifier
+                .verify(&presented)
+                .await
+                .map(drop)
+                .map_err(|r| r.reason())
+        }
+    };
+    let mut keys = Vec::new();
+    for n in 0..5 {
+        let created = other
+            .create(
+                keyring()
+                    .mint(NewKey::new(format!("k{n}")).owner("departed"))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        keys.push(created.key.expose_secret().to_owned());
+    }
+    let (bystander, _) = create(&other, "bystander").await;
+    for key in keys.iter().chain([&bystander]) {
+        let accepted = Instant::now() + DELIVERY;
+        while check(key.clone()).await.is_err() {
+            assert!(
+                Instant::now() < accepted,
+                "a new key is accepted once announced"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    // A shared limit set by another process applies at once: 2 more requests in all.
+    other
+        .update_owner(
+            "departed",
+            keygate::owner::OwnerUpdate::new().rate_limit(Some(
+                "2/1h".parse::<keygate::rate::RatePolicy>().unwrap().into(),
+            )),
+        )
+        .await
+        .unwrap();
+    let limited = Instant::now();
+    while check(keys[0].clone()).await != Err(Reason::RateLimited) {
+        assert!(
+            limited.elapsed() < Duration::from_secs(1),
+            "the owner limit is not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(check(keys[1].clone()).await, Err(Reason::RateLimited));
+    println!("owner limit seen after {:?}", limited.elapsed());
+
+    let changed = other
+        .change_owner_keys("departed", keygate::owner::OwnerKeysChange::Revoke)
+        .await
+        .unwrap();
+    assert_eq!(changed.len(), keys.len());
+    let revoked = Instant::now();
+    for key in &keys {
+        while check(key.clone()).await != Err(Reason::Revoked) {
+            assert!(revoked.elapsed() < Duration::from_secs(1), "still accepted");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let took = revoked.elapsed();
+    println!("owner's {} keys all refused after {took:?}", keys.len());
+    assert_eq!(
+        check(bystander).await,
+        Ok(()),
+        "another owner's key is untouched"
+    );
+}

@@ -41,6 +41,7 @@ pub mod keyring;
 pub mod layer;
 pub mod metrics;
 pub mod notice;
+pub mod owner;
 pub mod pepper;
 pub mod policy;
 pub mod rate;

@@ -27,7 +27,8 @@ pub struct KeyRecord {
     pub prefix: String,
     /// Human-readable name.
     pub name: String,
-    /// Project, application or team the key belongs to.
+    /// The id of the owner (project, customer, application or team) the key belongs to: an
+    /// [`OwnerRecord`](crate::owner::OwnerRecord) in stores that keep owners.
     pub owner: Option<String>,
     /// HMAC-SHA256 of the key's `{id}_{secret}` part.
     pub digest: Digest,
@@ -150,6 +151,9 @@ pub enum InvalidInput {
     /// The owner is empty or too long, or contains control characters.
     #[error("invalid owner: use 1 to {MAX_NAME_LEN} characters without control characters")]
     Owner,
+    /// An owner's name is empty or too long, or contains control characters.
+    #[error("invalid owner name: use 1 to {MAX_NAME_LEN} characters without control characters")]
+    OwnerName,
     /// A scope is invalid.
     #[error(transparent)]
     Scope(#[from] crate::scope::InvalidScope),
@@ -200,7 +204,7 @@ pub(crate) fn validate_metadata(metadata: &Metadata) -> Result<(), InvalidInput>
         .ok_or(InvalidInput::Metadata)
 }
 
-fn text_ok(text: &str) -> bool {
+pub(crate) fn text_ok(text: &str) -> bool {
     !text.trim().is_empty()
         && text.chars().count() <= MAX_NAME_LEN
         && !text.chars().any(char::is_control)
@@ -258,7 +262,9 @@ impl NewKey {
         self
     }
 
-    /// Sets the owner (project, application or team).
+    /// Sets the owner (project, customer, application or team) by its id. A store that keeps
+    /// [owner records](crate::owner) creates a bare one (named after its id) for an id it does
+    /// not know yet, in the same step as the key.
     #[must_use]
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());

@@ -3,7 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use http::{HeaderMap, HeaderValue, Uri};
-use keygate::{HttpRequestView, KeyFormat, Keyring, MemoryStore, NewKey, Peppers, Verifier};
+use keygate::owner::NewOwner;
+use keygate::{
+    HttpRequestView, KeyAdmin, KeyFormat, Keyring, MemoryStore, NewKey, Peppers, Verifier,
+};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -13,12 +16,21 @@ fn a_cache_hit_allocates_nothing() {
     // One profiler per process: both cases in one test.
     let _profiler = dhat::Profiler::builder().testing().build();
     let single = || Keyring::development("alloc_test").unwrap();
-    hits_allocate_nothing(single, NewKey::new("hot"), "unlimited");
+    hits_allocate_nothing(single, NewKey::new("hot"), None, "unlimited");
     let generous = "1000000/1s".parse::<keygate::rate::RatePolicy>().unwrap();
     hits_allocate_nothing(
         single,
         NewKey::new("limited").rate_limit(generous),
+        None,
         "rate limited",
+    );
+    // An owner's shared limit on top of the key's: two limiter checks, no allocation (the
+    // owner's limit key is a fixed-size hash, resolved when the entry was filled).
+    hits_allocate_nothing(
+        single,
+        NewKey::new("owned").rate_limit(generous).owner("metered"),
+        Some(NewOwner::new("metered").rate_limit(generous)),
+        "key and owner limits",
     );
     // Several environments: the key's prefix is matched among them, its environment's
     // default limit applies (resolved when the cache entry was filled).
@@ -32,11 +44,17 @@ fn a_cache_hit_allocates_nothing() {
     hits_allocate_nothing(
         environments,
         NewKey::new("test").environment("test"),
+        None,
         "environment default limit",
     );
 }
 
-fn hits_allocate_nothing(keyring: impl Fn() -> Keyring, spec: NewKey, what: &str) {
+fn hits_allocate_nothing(
+    keyring: impl Fn() -> Keyring,
+    spec: NewKey,
+    owner: Option<NewOwner>,
+    what: &str,
+) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -47,6 +65,9 @@ fn hits_allocate_nothing(keyring: impl Fn() -> Keyring, spec: NewKey, what: &str
             builder = builder.environment_rate_limit("test", generous);
         }
         let verifier = builder.build();
+        if let Some(owner) = owner {
+            verifier.admin().create_owner(owner).await.unwrap();
+        }
         let created = verifier.admin().create_key(spec).await.unwrap();
         let mut headers = HeaderMap::new();
         let value =

@@ -74,6 +74,10 @@ pub async fn fixture_with(admin: impl FnOnce(&MemoryStore) -> Option<Admin>) -> 
         .unwrap()
         .record
         .id;
+    setup
+        .create_owner(keygate::owner::NewOwner::new("no-keys"))
+        .await
+        .unwrap();
     let admin = admin(&store).unwrap_or_else(|| verifier.admin());
     let app = AdminApi::new(admin, verifier.clone())
         .audit_trail(trail.clone())

@@ -196,11 +196,33 @@ impl SqlAuditSink {
     /// # Errors
     /// [`StoreError::Unavailable`] when the database fails or a row cannot be read back.
     pub async fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        self.filtered_events(query, None).await
+    }
+
+    /// [`SqlAuditSink::events`] of the keys that belong to owner `owner` (as the key store in
+    /// the sink's database records them now): an owner's roll-up. Events of keys deleted
+    /// since are not found (their records, which named the owner, are gone).
+    ///
+    /// # Errors
+    /// As [`SqlAuditSink::events`].
+    pub async fn owner_events(
+        &self,
+        query: &EventQuery,
+        owner: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.filtered_events(query, Some(owner)).await
+    }
+
+    async fn filtered_events(
+        &self,
+        query: &EventQuery,
+        owner: Option<&str>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = match &self.backend {
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => sqlite::events(pool, query).await,
+            Backend::Sqlite(pool) => sqlite::events(pool, query, owner).await,
             #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => postgres::events(pool, query).await,
+            Backend::Postgres(pool) => postgres::events(pool, query, owner).await,
         }
         .map_err(StoreError::unavailable)?;
         rows.into_iter().map(RawEvent::into_event).collect()
@@ -216,12 +238,35 @@ impl SqlAuditSink {
         key_id: Option<&KeyId>,
         since: SystemTime,
     ) -> Result<Vec<UsageDay>, StoreError> {
+        self.filtered_usage(key_id, None, since).await
+    }
+
+    /// [`SqlAuditSink::usage`] of the keys that belong to owner `owner` (as the key store in
+    /// the sink's database records them now), one row per key and day: sum them for the
+    /// owner's total.
+    ///
+    /// # Errors
+    /// As [`SqlAuditSink::usage`].
+    pub async fn owner_usage(
+        &self,
+        owner: &str,
+        since: SystemTime,
+    ) -> Result<Vec<UsageDay>, StoreError> {
+        self.filtered_usage(None, Some(owner), since).await
+    }
+
+    async fn filtered_usage(
+        &self,
+        key_id: Option<&KeyId>,
+        owner: Option<&str>,
+        since: SystemTime,
+    ) -> Result<Vec<UsageDay>, StoreError> {
         let from = day_of(since);
         let rows = match &self.backend {
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => sqlite::usage(pool, key_id, from).await,
+            Backend::Sqlite(pool) => sqlite::usage(pool, key_id, owner, from).await,
             #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => postgres::usage(pool, key_id, from).await,
+            Backend::Postgres(pool) => postgres::usage(pool, key_id, owner, from).await,
         }
         .map_err(StoreError::unavailable)?;
         rows.into_iter().map(RawUsage::into_usage).collect()
@@ -819,7 +864,11 @@ struct CorruptUsage {
 
 /// The event listing both dialects run: filters, order and limit. `since` is the query's
 /// time already encoded in the dialect's time type.
-pub(crate) fn event_query<DB, T>(query: &EventQuery, since: Option<T>) -> sqlx::QueryBuilder<DB>
+pub(crate) fn event_query<DB, T>(
+    query: &EventQuery,
+    owner: Option<&str>,
+    since: Option<T>,
+) -> sqlx::QueryBuilder<DB>
 where
     DB: sqlx::Database,
     for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
@@ -832,6 +881,11 @@ where
         .push(" FROM keygate_audit_events WHERE 1 = 1");
     if let Some(id) = &query.key_id {
         q.push(" AND key_id = ").push_bind(id.as_str().to_owned());
+    }
+    if let Some(owner) = owner {
+        q.push(" AND key_id IN (SELECT id FROM keygate_keys WHERE owner = ")
+            .push_bind(owner.to_owned())
+            .push(")");
     }
     if let Some(outcome) = query.outcome {
         q.push(" AND outcome = ").push_bind(outcome.as_str());

@@ -126,8 +126,9 @@ fn bind_event(
 pub(super) async fn events(
     pool: &PgPool,
     query: &EventQuery,
+    owner: Option<&str>,
 ) -> Result<Vec<RawEvent>, sqlx::Error> {
-    let mut q = event_query::<Postgres, _>(query, query.since.map(timestamp));
+    let mut q = event_query::<Postgres, _>(query, owner, query.since.map(timestamp));
     let rows = q.build().fetch_all(pool).await?;
     rows.iter().map(raw_event).collect()
 }
@@ -160,14 +161,18 @@ fn raw_event(row: &PgRow) -> Result<RawEvent, sqlx::Error> {
 pub(super) async fn usage(
     pool: &PgPool,
     key_id: Option<&KeyId>,
+    owner: Option<&str>,
     from_day: i64,
 ) -> Result<Vec<RawUsage>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT key_id, day, allowed, denied FROM keygate_usage \
-         WHERE day >= $1 AND ($2::text IS NULL OR key_id = $2) ORDER BY key_id, day",
+         WHERE day >= $1 AND ($2::text IS NULL OR key_id = $2) \
+         AND ($3::text IS NULL OR key_id IN (SELECT id FROM keygate_keys WHERE owner = $3)) \
+         ORDER BY key_id, day",
     )
     .bind(date(from_day))
     .bind(key_id.map(KeyId::as_str))
+    .bind(owner)
     .fetch_all(pool)
     .await?;
     rows.iter()

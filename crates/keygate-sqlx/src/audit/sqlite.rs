@@ -166,8 +166,9 @@ impl<'a> Texts<'a> {
 pub(super) async fn events(
     pool: &SqlitePool,
     query: &EventQuery,
+    owner: Option<&str>,
 ) -> Result<Vec<RawEvent>, sqlx::Error> {
-    let mut q = event_query::<Sqlite, _>(query, query.since.map(to_micros));
+    let mut q = event_query::<Sqlite, _>(query, owner, query.since.map(to_micros));
     let rows = q.build().fetch_all(pool).await?;
     rows.iter().map(raw_event).collect()
 }
@@ -198,15 +199,20 @@ fn raw_event(row: &SqliteRow) -> Result<RawEvent, sqlx::Error> {
 pub(super) async fn usage(
     pool: &SqlitePool,
     key_id: Option<&KeyId>,
+    owner: Option<&str>,
     from_day: i64,
 ) -> Result<Vec<RawUsage>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT key_id, day, allowed, denied FROM keygate_usage \
-         WHERE day >= ? AND (? IS NULL OR key_id = ?) ORDER BY key_id, day",
+         WHERE day >= ? AND (? IS NULL OR key_id = ?) \
+         AND (? IS NULL OR key_id IN (SELECT id FROM keygate_keys WHERE owner = ?)) \
+         ORDER BY key_id, day",
     )
     .bind(from_day)
     .bind(key_id.map(KeyId::as_str))
     .bind(key_id.map(KeyId::as_str))
+    .bind(owner)
+    .bind(owner)
     .fetch_all(pool)
     .await?;
     rows.iter()

@@ -10,6 +10,7 @@ use http::{HeaderName, HeaderValue};
 use super::RatePolicy;
 pub use super::in_process::HeldLimit;
 use crate::key::KeyId;
+use crate::owner::OwnerTag;
 use crate::record::canonical_ip;
 use crate::rejection::{RATELIMIT, RATELIMIT_POLICY};
 use crate::store::BoxError;
@@ -20,6 +21,9 @@ use crate::store::BoxError;
 pub enum LimitKey {
     /// Requests made with a valid key.
     Key(KeyId),
+    /// Requests made with any valid key of one owner, under the owner's shared limit (the
+    /// owner id's [`OwnerTag`]).
+    Owner(OwnerTag),
     /// Failed attempts from one client: an IPv4 address, or an IPv6 /64 network (one host
     /// usually holds a whole /64, so single IPv6 addresses would be free to rotate through).
     /// Build with [`LimitKey::client`].
@@ -62,6 +66,7 @@ impl fmt::Display for LimitKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Key(id) => write!(f, "key:{id}"),
+            Self::Owner(tag) => write!(f, "owner:{tag}"),
             Self::Client(ip @ IpAddr::V4(_)) => write!(f, "client:{ip}"),
             Self::Client(ip @ IpAddr::V6(_)) => write!(f, "client:{ip}/64"),
             Self::UnknownClient => f.write_str("client:unknown"),

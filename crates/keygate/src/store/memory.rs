@@ -5,10 +5,12 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::{
-    KeyAdmin, KeyFilter, KeyPage, KeyRehash, KeyStore, PageRequest, StoreError, StoreSettings,
+    KeyAdmin, KeyFilter, KeyPage, KeyRehash, KeyStore, MAX_OWNERS_PAGE, PageRequest, StoreError,
+    StoreSettings,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::key::KeyId;
+use crate::owner::{NewOwner, OwnerKeysChange, OwnerRecord, OwnerUpdate};
 use crate::record::{CreatedKey, KeyChange, KeyRecord, MintedKey, RotatedKey, Rotation};
 
 /// An in-process store: a map behind a lock. Clones share the same keys.
@@ -27,6 +29,8 @@ struct Inner {
     deleted: HashSet<KeyId>,
     /// Deployment settings (see [`StoreSettings`]), written on first use.
     settings: BTreeMap<String, String>,
+    /// Owner records by id.
+    owners: BTreeMap<String, OwnerRecord>,
 }
 
 impl Default for MemoryStore {
@@ -138,6 +142,10 @@ impl KeyStore for MemoryStore {
         });
         Ok(())
     }
+
+    async fn find_owner(&self, id: &str) -> Result<Option<OwnerRecord>, StoreError> {
+        Ok(self.read(|inner| inner.owners.get(id).cloned()))
+    }
 }
 
 #[async_trait]
@@ -151,6 +159,13 @@ impl KeyAdmin for MemoryStore {
                     id,
                     reason: "a key with this id exists or existed",
                 });
+            }
+            if let Some(owner) = &record.owner {
+                // A key naming an owner the store does not know creates its bare record.
+                inner
+                    .owners
+                    .entry(owner.clone())
+                    .or_insert_with(|| OwnerRecord::bare(owner, record.created_at));
             }
             inner.keys.insert(id, record.clone());
             Ok(())
@@ -240,6 +255,89 @@ impl KeyAdmin for MemoryStore {
             inner.keys.remove(id).ok_or(StoreError::NotFound(*id))?;
             inner.deleted.insert(*id);
             Ok(())
+        })
+    }
+
+    async fn create_owner(&self, owner: NewOwner) -> Result<OwnerRecord, StoreError> {
+        let record = owner.into_record(self.clock.now())?;
+        self.write(|inner| {
+            if inner.owners.contains_key(&record.id) {
+                return Err(StoreError::owner_exists(&record.id));
+            }
+            inner.owners.insert(record.id.clone(), record.clone());
+            Ok(record)
+        })
+    }
+
+    async fn get_owner(&self, id: &str) -> Result<OwnerRecord, StoreError> {
+        self.read(|inner| inner.owners.get(id).cloned())
+            .ok_or_else(|| StoreError::OwnerNotFound(id.to_owned()))
+    }
+
+    async fn list_owners(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OwnerRecord>, StoreError> {
+        let limit = limit.clamp(1, MAX_OWNERS_PAGE);
+        Ok(self.read(|inner| {
+            inner
+                .owners
+                .values()
+                .filter(|o| after.is_none_or(|after| o.id.as_str() > after))
+                .take(limit)
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn update_owner(&self, id: &str, update: OwnerUpdate) -> Result<OwnerRecord, StoreError> {
+        update.validate()?;
+        let now = self.clock.now();
+        self.write(|inner| {
+            let record = inner
+                .owners
+                .get_mut(id)
+                .ok_or_else(|| StoreError::OwnerNotFound(id.to_owned()))?;
+            update.apply_to(record, now);
+            Ok(record.clone())
+        })
+    }
+
+    async fn delete_owner(&self, id: &str) -> Result<(), StoreError> {
+        self.write(|inner| {
+            if !inner.owners.contains_key(id) {
+                return Err(StoreError::OwnerNotFound(id.to_owned()));
+            }
+            if inner.keys.values().any(|k| k.owner.as_deref() == Some(id)) {
+                return Err(StoreError::owner_has_keys(id));
+            }
+            inner.owners.remove(id);
+            Ok(())
+        })
+    }
+
+    async fn change_owner_keys(
+        &self,
+        id: &str,
+        change: OwnerKeysChange,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let now = self.clock.now();
+        self.write(|inner| {
+            if !inner.owners.contains_key(id) {
+                return Err(StoreError::OwnerNotFound(id.to_owned()));
+            }
+            let mut changed = Vec::new();
+            for record in inner.keys.values_mut() {
+                if record.owner.as_deref() == Some(id) && change.applies_to(record) {
+                    change
+                        .key_change()
+                        .apply_to(record, now)
+                        .map_err(|refused| StoreError::refused(record.id, refused))?;
+                    changed.push(record.clone());
+                }
+            }
+            Ok(changed)
         })
     }
 }

@@ -27,6 +27,7 @@ pub use settings::{
 
 use crate::identity::Metadata;
 use crate::key::KeyId;
+use crate::owner::{NewOwner, OwnerKeysChange, OwnerRecord, OwnerUpdate};
 use crate::pepper::Digest;
 use crate::rate::RateLimit;
 use crate::record::{
@@ -56,6 +57,20 @@ pub enum StoreError {
         /// What conflicts, in words.
         reason: &'static str,
     },
+    /// No owner has this id.
+    #[error("no owner with id {0:?}")]
+    OwnerNotFound(String),
+    /// The change conflicts with an owner's state: the id exists, or keys still belong to it.
+    #[error("owner {owner:?}: {reason}")]
+    OwnerConflict {
+        /// The owner concerned.
+        owner: String,
+        /// What conflicts, in words.
+        reason: &'static str,
+    },
+    /// This store does not support the operation (e.g. a store that keeps no owner records).
+    #[error("this key store does not support {0}")]
+    Unsupported(&'static str),
     /// The store could not be reached or failed; the operation may be retried.
     #[error("key store unavailable: {0}")]
     Unavailable(#[source] BoxError),
@@ -77,6 +92,24 @@ impl StoreError {
         Self::Conflict {
             id,
             reason: refused.reason(),
+        }
+    }
+
+    /// The [`StoreError::OwnerConflict`] of creating owner `id`, which exists.
+    #[must_use]
+    pub fn owner_exists(id: &str) -> Self {
+        Self::OwnerConflict {
+            owner: id.to_owned(),
+            reason: "an owner with this id exists",
+        }
+    }
+
+    /// The [`StoreError::OwnerConflict`] of deleting owner `id`, which still has keys.
+    #[must_use]
+    pub fn owner_has_keys(id: &str) -> Self {
+        Self::OwnerConflict {
+            owner: id.to_owned(),
+            reason: "keys still belong to this owner; delete them first",
         }
     }
 
@@ -167,6 +200,38 @@ pub trait KeyStore: Send + Sync + 'static {
         let _ = keys;
         Ok(())
     }
+
+    /// The record of owner `id`, `Ok(None)` when there is none. The verifier reads it when it
+    /// caches a key that has an owner, for the owner's shared rate limit. The default (a
+    /// store that keeps no owner records) answers `None`: no owner limit applies.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn find_owner(&self, id: &str) -> Result<Option<OwnerRecord>, StoreError> {
+        let _ = id;
+        Ok(None)
+    }
+
+    /// The record for `id` with its owner's rate limit (`None`: no owner, or no owner limit):
+    /// what the verifier reads on a cache miss. The default calls [`KeyStore::find`], then
+    /// [`KeyStore::find_owner`] for a key that has an owner; the SQL stores read both in one
+    /// statement.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn find_with_owner_limit(
+        &self,
+        id: &KeyId,
+    ) -> Result<Option<(KeyRecord, Option<RateLimit>)>, StoreError> {
+        let Some(record) = self.find(id).await? else {
+            return Ok(None);
+        };
+        let limit = match record.owner.as_deref() {
+            Some(owner) => self.find_owner(owner).await?.and_then(|o| o.rate_limit),
+            None => None,
+        };
+        Ok(Some((record, limit)))
+    }
 }
 
 /// One key to move to the current pepper, for [`KeyStore::rehash`].
@@ -206,6 +271,9 @@ pub struct KeyFilter {
     /// Only keys whose name contains this text, case-insensitively.
     pub name_contains: Option<String>,
 }
+
+/// Most owners one [`KeyAdmin::list_owners`] call returns.
+pub const MAX_OWNERS_PAGE: usize = 1000;
 
 /// One page request for [`KeyAdmin::list`]: keyset paging by id, so pages are stable while
 /// keys are created or deleted.
@@ -347,6 +415,104 @@ pub trait KeyAdmin: Send + Sync + 'static {
             }
         }
         Ok(counts.into_iter().collect())
+    }
+
+    /// Creates an owner record.
+    ///
+    /// The default (a store that keeps no owner records) refuses with
+    /// [`StoreError::Unsupported`]; [`MemoryStore`] and the SQL stores keep owners.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidInput`]; [`StoreError::OwnerConflict`] when the id exists;
+    /// `Unavailable`.
+    async fn create_owner(&self, owner: NewOwner) -> Result<OwnerRecord, StoreError> {
+        let _ = owner;
+        Err(StoreError::Unsupported("owner records"))
+    }
+
+    /// The record of owner `id`.
+    ///
+    /// # Errors
+    /// [`StoreError::OwnerNotFound`], `Unsupported` (the default) or `Unavailable`.
+    async fn get_owner(&self, id: &str) -> Result<OwnerRecord, StoreError> {
+        let _ = id;
+        Err(StoreError::Unsupported("owner records"))
+    }
+
+    /// Up to `limit` owners (clamped to 1..=[`MAX_OWNERS_PAGE`]) with ids after `after`,
+    /// ordered by id (bytewise). Page on by passing the last id returned.
+    ///
+    /// # Errors
+    /// `Unsupported` (the default) or `Unavailable`.
+    async fn list_owners(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OwnerRecord>, StoreError> {
+        let _ = (after, limit);
+        Err(StoreError::Unsupported("owner records"))
+    }
+
+    /// Changes owner `id`'s record and returns it. A changed rate limit is announced for each
+    /// of the owner's keys (their cached entries hold the owner limit), in the same
+    /// transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidInput`], [`StoreError::OwnerNotFound`], `Unsupported` (the
+    /// default) or `Unavailable`.
+    async fn update_owner(&self, id: &str, update: OwnerUpdate) -> Result<OwnerRecord, StoreError> {
+        let _ = (id, update);
+        Err(StoreError::Unsupported("owner records"))
+    }
+
+    /// Deletes owner `id`'s record. Refused while keys (in any state) still belong to it:
+    /// delete them first (revoked keys too: their records name the owner).
+    ///
+    /// # Errors
+    /// [`StoreError::OwnerNotFound`]; [`StoreError::OwnerConflict`] while it has keys;
+    /// `Unsupported` (the default) or `Unavailable`.
+    async fn delete_owner(&self, id: &str) -> Result<(), StoreError> {
+        let _ = id;
+        Err(StoreError::Unsupported("owner records"))
+    }
+
+    /// Applies `change` to every key of owner `id` it applies to
+    /// ([`OwnerKeysChange::applies_to`]), in one transaction, announcing each changed key in
+    /// it; returns the changed records, ordered by id. Keys the change does not apply to are
+    /// left alone (so a bulk action never fails on one revoked key).
+    ///
+    /// # Errors
+    /// [`StoreError::OwnerNotFound`], `Unsupported` (the default) or `Unavailable`.
+    async fn change_owner_keys(
+        &self,
+        id: &str,
+        change: OwnerKeysChange,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let _ = (id, change);
+        Err(StoreError::Unsupported("owner records"))
+    }
+
+    /// How many keys (in any state) belong to owner `id`. The default pages through
+    /// [`KeyAdmin::list`].
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn owner_key_count(&self, id: &str) -> Result<u64, StoreError> {
+        let filter = KeyFilter {
+            owner: Some(id.to_owned()),
+            ..KeyFilter::default()
+        };
+        let mut count = 0_u64;
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        loop {
+            let got = self.list(&filter, page).await?;
+            count += got.keys.len() as u64;
+            match got.next {
+                Some(next) => page.after = Some(next),
+                None => break,
+            }
+        }
+        Ok(count)
     }
 
     /// Renames a key.

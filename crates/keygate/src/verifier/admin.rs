@@ -16,6 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::invalidation::{Invalidated, Invalidation};
 use crate::key::KeyId;
 use crate::keyring::Keyring;
+use crate::owner::{NewOwner, OwnerKeysChange, OwnerRecord, OwnerUpdate};
 use crate::policy::LifetimePolicy;
 use crate::record::{CreatedKey, KeyChange, KeyRecord, MintedKey, NewKey, RotatedKey, Rotation};
 use crate::store::{KeyAdmin, KeyFilter, KeyPage, KeyStore, PageRequest, StoreError};
@@ -514,6 +515,141 @@ impl KeyAdmin for Admin {
             self.audit(Action::Deleted, *id, None);
         }
         result
+    }
+
+    async fn create_owner(&self, owner: NewOwner) -> Result<OwnerRecord, StoreError> {
+        self.store().create_owner(owner).await
+    }
+
+    async fn get_owner(&self, id: &str) -> Result<OwnerRecord, StoreError> {
+        self.store().get_owner(id).await
+    }
+
+    async fn list_owners(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OwnerRecord>, StoreError> {
+        self.store().list_owners(after, limit).await
+    }
+
+    async fn update_owner(&self, id: &str, update: OwnerUpdate) -> Result<OwnerRecord, StoreError> {
+        let limit_changed = update.changes_rate_limit();
+        let result = self.store().update_owner(id, update).await;
+        if limit_changed
+            && (result.is_ok() || result.as_ref().is_err_and(StoreError::is_unavailable))
+        {
+            // Cached entries hold the owner's limit: drop the owner's keys (the store announced
+            // them already when it publishes its changes itself).
+            match self.owner_key_ids(id).await {
+                Ok(ids) => self.changed(&ids, &result).await,
+                Err(error) => {
+                    tracing::warn!(target: "keygate", %error, "could not list an owner's keys to evict them after its limit changed; they pick up the new limit within the cache TTL");
+                }
+            }
+        }
+        result
+    }
+
+    async fn delete_owner(&self, id: &str) -> Result<(), StoreError> {
+        self.store().delete_owner(id).await
+    }
+
+    async fn change_owner_keys(
+        &self,
+        id: &str,
+        change: OwnerKeysChange,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let result = self.store().change_owner_keys(id, change).await;
+        let ids: Vec<KeyId> = match &result {
+            Ok(changed) => changed.iter().map(|r| r.id).collect(),
+            // The store may have applied the change before failing to answer: evict every key
+            // of the owner that can be listed.
+            Err(error) if error.is_unavailable() => {
+                self.owner_key_ids(id).await.unwrap_or_default()
+            }
+            Err(_) => Vec::new(),
+        };
+        self.changed(&ids, &result).await;
+        if result.is_ok() {
+            let action = Action::for_change(&change.key_change());
+            for key in &ids {
+                self.audit(
+                    action,
+                    *key,
+                    Some(format!("{} of owner {id}", change.as_str())),
+                );
+            }
+        }
+        result
+    }
+
+    async fn owner_key_count(&self, id: &str) -> Result<u64, StoreError> {
+        self.store().owner_key_count(id).await
+    }
+}
+
+impl Admin {
+    /// Disables every key of owner `id` that is not disabled or revoked, in one store
+    /// transaction; evicts them all here, announces them to every instance at once, and
+    /// records one `disabled` audit event per key. Returns the changed keys.
+    ///
+    /// # Errors
+    /// As [`KeyAdmin::change_owner_keys`].
+    pub async fn disable_owner(&self, id: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        self.change_owner_keys(id, OwnerKeysChange::Disable).await
+    }
+
+    /// Enables every disabled key of owner `id` (revoked keys stay revoked), as
+    /// [`Admin::disable_owner`] does.
+    ///
+    /// # Errors
+    /// As [`KeyAdmin::change_owner_keys`].
+    pub async fn enable_owner(&self, id: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        self.change_owner_keys(id, OwnerKeysChange::Enable).await
+    }
+
+    /// Revokes every key of owner `id` for good, as [`Admin::disable_owner`] does: one
+    /// transaction, one `revoked` audit event per key, and every instance refuses them within
+    /// its [revocation bound](crate::Verifier::revocation_bound).
+    ///
+    /// ```
+    /// use keygate::{KeyAdmin, Keyring, MemoryStore, NewKey, Verifier};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let verifier = Verifier::builder(Keyring::development("acme_test")?, MemoryStore::new()).build();
+    /// let admin = verifier.admin();
+    /// admin.create_key(NewKey::new("a").owner("team-x")).await?;
+    /// admin.create_key(NewKey::new("b").owner("team-x")).await?;
+    /// assert_eq!(admin.revoke_owner("team-x").await?.len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`KeyAdmin::change_owner_keys`].
+    pub async fn revoke_owner(&self, id: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        self.change_owner_keys(id, OwnerKeysChange::Revoke).await
+    }
+
+    /// The ids of every key of owner `id`.
+    async fn owner_key_ids(&self, id: &str) -> Result<Vec<KeyId>, StoreError> {
+        let filter = KeyFilter {
+            owner: Some(id.to_owned()),
+            ..KeyFilter::default()
+        };
+        let mut ids = Vec::new();
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        loop {
+            let got = self.store().list(&filter, page).await?;
+            ids.extend(got.keys.iter().map(|k| k.id));
+            match got.next {
+                Some(next) => page.after = Some(next),
+                None => break,
+            }
+        }
+        Ok(ids)
     }
 }
 

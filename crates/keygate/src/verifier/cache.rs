@@ -24,8 +24,9 @@ use quick_cache::{Lifecycle, UnitWeighter};
 use super::last_used::micros;
 use crate::identity::Identity;
 use crate::key::KeyId;
+use crate::owner::OwnerTag;
 use crate::pepper::Digest;
-use crate::rate::{HeldLimit, RateLimit};
+use crate::rate::{HeldLimit, LimitKey, RateLimit, RatePolicy};
 use crate::record::{KeyRecord, ip_allowed};
 use crate::rejection::Reason;
 
@@ -41,6 +42,9 @@ pub(crate) struct CachedKey {
     /// The key's own limit, else its environment's default, resolved when the entry is
     /// filled; `None`: the verifier's default.
     pub(crate) rate_limit: Option<RateLimit>,
+    /// The owner's shared limit and the key it is counted under, resolved when the entry is
+    /// filled; `None`: no owner, or an owner without a limit (no extra work per request).
+    pub(crate) owner_limit: Option<(LimitKey, RatePolicy)>,
     /// The position of the record's prefix among the keyring's formats: a key presented under
     /// another prefix (another environment's) is not this key.
     pub(crate) environment: u8,
@@ -87,7 +91,14 @@ impl CachedKey {
         record: &KeyRecord,
         generation: u64,
         environment: KeyEnvironment<'_>,
+        owner_limit: Option<RateLimit>,
     ) -> Self {
+        let owner_limit = match (record.owner.as_deref(), owner_limit) {
+            (Some(owner), Some(RateLimit::Limited(policy))) => {
+                Some((LimitKey::Owner(OwnerTag::of(owner)), policy))
+            }
+            _ => None,
+        };
         let mut identity = record.identity();
         if let Some(name) = environment.name {
             identity = identity.with_environment(Arc::clone(name));
@@ -102,6 +113,7 @@ impl CachedKey {
             // A key's own limit (even `unlimited`) wins over its environment's default; the
             // verifier's default applies when neither is set.
             rate_limit: record.rate_limit.or(environment.default_limit),
+            owner_limit,
             environment: environment.position,
             identity: Arc::new(identity),
             generation,
@@ -128,6 +140,7 @@ impl CachedKey {
             revoked: false,
             allowed_ips: Box::default(),
             rate_limit: None,
+            owner_limit: None,
             environment: 0,
             // Never handed out: an unknown id is refused whatever the compare says.
             identity: Arc::new(Identity::new(

@@ -328,13 +328,22 @@ impl Verifier {
                 Err(failed(reason, id, counted))
             }
             Ok(()) => {
-                let rate = match self.rate_policy(&entry) {
+                let mut rate = match self.rate_policy(&entry) {
                     None => None,
                     Some(policy) => Some(match self.acquire_key_now(&entry, id, policy) {
                         Some(decision) => decision,
                         None => inner.limiter.acquire(LimitKey::Key(id), policy).await,
                     }),
                 };
+                if let Some((owner, policy)) = entry.owner_limit
+                    && key_allowed(rate.as_ref())
+                {
+                    let owner_decision = match inner.limiter.acquire_now(owner, policy) {
+                        Some(decision) => decision,
+                        None => inner.limiter.acquire(owner, policy).await,
+                    };
+                    rate = Some(tighter(rate, owner_decision));
+                }
                 self.accept(&entry, id, now, rate, stale)
             }
         }
@@ -355,7 +364,7 @@ impl Verifier {
         }
         let entry = self.lookup_now(id)?;
         let limited = self.rate_policy(&entry);
-        if limited.is_some() && !inner.limiter_decides_now {
+        if (limited.is_some() || entry.owner_limit.is_some()) && !inner.limiter_decides_now {
             // Decided after the store's limiter answers: not here (the HMAC would run twice).
             return None;
         }
@@ -376,10 +385,16 @@ impl Verifier {
                 Err(failed(reason, id, counted))
             }
             Ok(()) => {
-                let rate = match limited {
+                let mut rate = match limited {
                     None => None,
                     Some(policy) => Some(self.acquire_key_now(&entry, id, policy)?),
                 };
+                // The limiter decides now (checked above): this answers.
+                if let Some((owner, policy)) = entry.owner_limit
+                    && key_allowed(rate.as_ref())
+                {
+                    rate = Some(tighter(rate, inner.limiter.acquire_now(owner, policy)?));
+                }
                 self.accept(&entry, id, now, rate, false)
             }
         };
@@ -647,14 +662,15 @@ impl Verifier {
         // Never read keys with peppers the store did not make them with.
         inner.pepper_gate.ensure(inner).await.map_err(LoadError)?;
         let started = std::time::Instant::now();
-        let found = inner.store.find(&id).await;
+        // The owner's shared limit comes with the record (one read on the SQL stores).
+        let found = inner.store.find_with_owner_limit(&id).await;
         metrics::store_find(started.elapsed(), found.is_err());
         let found = found.map_err(LoadError)?;
         let position = found
             .as_ref()
-            .and_then(|record| inner.keyring.position_of(&record.prefix));
+            .and_then(|(record, _)| inner.keyring.position_of(&record.prefix));
         match (found, position) {
-            (Some(record), Some(position)) => {
+            (Some((record, owner_limit)), Some(position)) => {
                 let environment = KeyEnvironment {
                     position,
                     name: inner
@@ -667,7 +683,12 @@ impl Verifier {
                         .copied()
                         .flatten(),
                 };
-                Ok(Arc::new(CachedKey::new(&record, generation, environment)))
+                Ok(Arc::new(CachedKey::new(
+                    &record,
+                    generation,
+                    environment,
+                    owner_limit,
+                )))
             }
             // Another deployment's key in a shared store is as good as unknown here. (If the
             // id was invalidated while the store was read, the entry's generation is behind
@@ -870,6 +891,32 @@ fn admit_client(peeked: Result<RateDecision, LimiterError>, id: KeyId) -> Result
             id,
             decision,
         ))
+    }
+}
+
+/// Whether the key's own limit (if any) let the request through, so the owner's shared limit
+/// is asked next. A request its key's limit refuses never takes from the owner's allowance,
+/// which the owner's other keys share.
+#[inline]
+fn key_allowed(rate: Option<&Result<RateDecision, LimiterError>>) -> bool {
+    match rate {
+        None => true,
+        Some(Ok(decision)) => decision.allowed,
+        Some(Err(_)) => false,
+    }
+}
+
+/// Owner limits and key limits both apply; the tighter wins: the owner's refusal (or failure)
+/// if it refused, else the decision with fewer requests left (for the `RateLimit` fields).
+fn tighter(
+    key: Option<Result<RateDecision, LimiterError>>,
+    owner: Result<RateDecision, LimiterError>,
+) -> Result<RateDecision, LimiterError> {
+    match (key, owner) {
+        (_, Err(error)) => Err(error),
+        (_, Ok(owner)) if !owner.allowed => Ok(owner),
+        (Some(Ok(key)), Ok(owner)) if key.remaining <= owner.remaining => Ok(key),
+        (_, Ok(owner)) => Ok(owner),
     }
 }
 

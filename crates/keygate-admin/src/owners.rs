@@ -1,0 +1,233 @@
+//! The owner endpoints: list, show, create, update, delete, and bulk actions on an owner's keys.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use keygate::owner::{NewOwner, OwnerUpdate, validate_owner_id};
+use keygate::store::MAX_OWNERS_PAGE;
+use keygate::{Admin, KeyAdmin, KeyRecord};
+use keygate_axum::Identity;
+
+use crate::docs::{ChangeErrors, CreateErrors, ReadErrors};
+use crate::error::ApiError;
+use crate::input::{self, CreateOwner, OwnerListParams, UpdateOwner};
+use crate::state::ApiState;
+use crate::views::{KeyView, OwnerKeysChanged, OwnerList, OwnerView};
+
+fn acting(state: &ApiState, caller: &Identity) -> Admin {
+    state.admin.clone().actor(caller.key_id().as_str())
+}
+
+/// An owner id from the path or body, checked (never echoed: the message says what one is).
+fn owner_id(field: &str, id: &str) -> Result<(), ApiError> {
+    validate_owner_id(id).map_err(|e| ApiError::bad(field, e.to_string()))
+}
+
+fn changed(state: &ApiState, records: &[KeyRecord]) -> Json<OwnerKeysChanged> {
+    let now = state.admin.clock().now();
+    Json(OwnerKeysChanged {
+        changed: records
+            .iter()
+            .map(|r| KeyView::new(r, now, state.admin.keyring()))
+            .collect(),
+    })
+}
+
+/// Lists owners, ordered by id, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/owners",
+    tag = "owners",
+    params(OwnerListParams),
+    responses((status = 200, description = "One page of owners, ordered by id", body = OwnerList), ReadErrors),
+    security(("api_key" = ["keygate:admin:read"]))
+)]
+pub(crate) async fn list(
+    State(state): State<ApiState>,
+    params: Result<Query<OwnerListParams>, QueryRejection>,
+) -> Result<Json<OwnerList>, ApiError> {
+    let Query(params) = params.map_err(|_| ApiError::bad("query", "malformed query string"))?;
+    let limit = input::number("limit", params.limit.as_deref(), 100, 1..=MAX_OWNERS_PAGE)?;
+    let owners = state
+        .admin
+        .list_owners(params.after.as_deref(), limit)
+        .await?;
+    // A full page may be followed by another (at worst an empty one).
+    let next = if owners.len() == limit {
+        owners.last().map(|o| o.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(OwnerList {
+        owners: owners.iter().map(|o| OwnerView::new(o, None)).collect(),
+        next,
+    }))
+}
+
+/// Shows one owner, with how many keys belong to it.
+#[utoipa::path(
+    get,
+    path = "/owners/{id}",
+    tag = "owners",
+    params(("id" = String, Path, description = "The owner's id")),
+    responses((status = 200, description = "The owner", body = OwnerView), ReadErrors),
+    security(("api_key" = ["keygate:admin:read"]))
+)]
+pub(crate) async fn show(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<OwnerView>, ApiError> {
+    owner_id("id", &id)?;
+    let owner = state.admin.get_owner(&id).await?;
+    let keys = state.admin.owner_key_count(&id).await?;
+    Ok(Json(OwnerView::new(&owner, Some(keys))))
+}
+
+/// Creates an owner. (Creating a key for an unknown owner id creates a bare one too.)
+#[utoipa::path(
+    post,
+    path = "/owners",
+    tag = "owners",
+    request_body = CreateOwner,
+    responses((status = 201, description = "The owner", body = OwnerView), CreateErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn create(
+    State(state): State<ApiState>,
+    caller: Identity,
+    body: Bytes,
+) -> Result<(StatusCode, Json<OwnerView>), ApiError> {
+    let input: CreateOwner = input::body(&body, &["id"])?;
+    owner_id("id", &input.id)?;
+    let mut owner = NewOwner::new(input.id).metadata(input.metadata);
+    if let Some(name) = input.name {
+        owner = owner.name(name);
+    }
+    if let Some(limit) = &input.rate_limit {
+        owner = owner.rate_limit(input::rate_limit("rate_limit", limit)?);
+    }
+    let owner = acting(&state, &caller).create_owner(owner).await?;
+    Ok((StatusCode::CREATED, Json(OwnerView::new(&owner, None))))
+}
+
+/// Changes an owner's name, metadata or shared rate limit (each field present is replaced;
+/// `"rate_limit": null` removes the limit). A new limit applies to its keys at once.
+#[utoipa::path(
+    patch,
+    path = "/owners/{id}",
+    tag = "owners",
+    params(("id" = String, Path, description = "The owner's id")),
+    request_body = UpdateOwner,
+    responses((status = 200, description = "The owner as changed", body = OwnerView), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn update(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<OwnerView>, ApiError> {
+    owner_id("id", &id)?;
+    let input: UpdateOwner = input::body(&body, &[])?;
+    // `rate_limit: null` (remove) differs from no `rate_limit` (keep).
+    let names_limit = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("rate_limit").map(|_| ()))
+        .is_some();
+    let mut update = OwnerUpdate::new();
+    if let Some(name) = input.name {
+        update = update.name(name);
+    }
+    if let Some(metadata) = input.metadata {
+        update = update.metadata(metadata);
+    }
+    if names_limit {
+        let limit = input
+            .rate_limit
+            .as_deref()
+            .map(|text| input::rate_limit("rate_limit", text))
+            .transpose()?
+            .filter(|l| *l != keygate::rate::RateLimit::Unlimited);
+        update = update.rate_limit(limit);
+    }
+    let owner = acting(&state, &caller).update_owner(&id, update).await?;
+    Ok(Json(OwnerView::new(&owner, None)))
+}
+
+/// Deletes an owner (409 while keys, in any state, belong to it).
+#[utoipa::path(
+    delete,
+    path = "/owners/{id}",
+    tag = "owners",
+    params(("id" = String, Path, description = "The owner's id")),
+    responses((status = 204, description = "Deleted"), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn delete(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    owner_id("id", &id)?;
+    acting(&state, &caller).delete_owner(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Disables every active key of the owner, in one transaction (reversible with enable).
+#[utoipa::path(
+    post,
+    path = "/owners/{id}/disable",
+    tag = "owners",
+    params(("id" = String, Path, description = "The owner's id")),
+    responses((status = 200, description = "The keys disabled", body = OwnerKeysChanged), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn disable(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+) -> Result<Json<OwnerKeysChanged>, ApiError> {
+    owner_id("id", &id)?;
+    let records = acting(&state, &caller).disable_owner(&id).await?;
+    Ok(changed(&state, &records))
+}
+
+/// Enables every disabled key of the owner (revoked keys stay revoked).
+#[utoipa::path(
+    post,
+    path = "/owners/{id}/enable",
+    tag = "owners",
+    params(("id" = String, Path, description = "The owner's id")),
+    responses((status = 200, description = "The keys enabled", body = OwnerKeysChanged), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn enable(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+) -> Result<Json<OwnerKeysChanged>, ApiError> {
+    owner_id("id", &id)?;
+    let records = acting(&state, &caller).enable_owner(&id).await?;
+    Ok(changed(&state, &records))
+}
+
+/// Revokes every key of the owner for good, in one transaction.
+#[utoipa::path(
+    post,
+    path = "/owners/{id}/revoke",
+    tag = "owners",
+    params(("id" = String, Path, description = "The owner's id")),
+    responses((status = 200, description = "The keys revoked", body = OwnerKeysChanged), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn revoke(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+) -> Result<Json<OwnerKeysChanged>, ApiError> {
+    owner_id("id", &id)?;
+    let records = acting(&state, &caller).revoke_owner(&id).await?;
+    Ok(changed(&state, &records))
+}

@@ -1,0 +1,365 @@
+//! Owners: the customer, team or application a key belongs to, as a record of its own.
+//!
+//! A key belongs to at most one owner: [`KeyRecord::owner`](crate::KeyRecord::owner) holds the
+//! owner's id. An owner has a name, [metadata](crate::Metadata) and an optional rate limit,
+//! shared by all its keys: owner limits and key limits both apply, and the tighter wins (see
+//! [`OwnerRecord::rate_limit`]).
+//!
+//! Creating a key for an owner id the store does not know creates a bare owner record (its
+//! name is its id, no metadata, no limit) in the same step, so `NewKey::owner("team-x")`
+//! keeps working as it did when the owner was a free string. Manage owners through an
+//! [`Admin`](crate::Admin): its bulk actions ([`Admin::disable_owner`](crate::Admin::disable_owner),
+//! [`enable_owner`](crate::Admin::enable_owner), [`revoke_owner`](crate::Admin::revoke_owner))
+//! change every key of an owner in one store transaction, evict them all, and record one
+//! audit event per key.
+
+use std::time::SystemTime;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::identity::Metadata;
+use crate::rate::RateLimit;
+use crate::record::{InvalidInput, KeyChange, text_ok, validate_metadata};
+
+/// Everything a store keeps about one owner.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct OwnerRecord {
+    /// The id the operator chose (`team-billing`, a customer number), as keys name it.
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Application-defined metadata.
+    pub metadata: Metadata,
+    /// A limit shared by all the owner's keys, on top of each key's own: a request must be
+    /// allowed by both, so the tighter wins. `None`: no owner limit.
+    pub rate_limit: Option<RateLimit>,
+    /// When the owner was created (by hand, or with its first key).
+    pub created_at: SystemTime,
+    /// When the record last changed.
+    pub updated_at: SystemTime,
+}
+
+impl OwnerRecord {
+    /// The bare record created for an owner id first named by a new key: name = id.
+    #[must_use]
+    pub fn bare(id: &str, now: SystemTime) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            metadata: Metadata::new(),
+            rate_limit: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+/// What to create: an owner's id, and optionally its name (default: the id), metadata and
+/// rate limit.
+///
+/// ```
+/// use keygate::owner::NewOwner;
+/// let owner = NewOwner::new("acme-corp")
+///     .name("ACME Corporation")
+///     .rate_limit("10/1m".parse::<keygate::rate::RatePolicy>()?);
+/// # Ok::<(), keygate::rate::InvalidRatePolicy>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOwner {
+    pub(crate) id: String,
+    pub(crate) name: Option<String>,
+    pub(crate) metadata: Metadata,
+    pub(crate) rate_limit: Option<RateLimit>,
+}
+
+impl NewOwner {
+    /// An owner with id `id`, named after it, with no metadata or limit.
+    #[must_use]
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            name: None,
+            metadata: Metadata::new(),
+            rate_limit: None,
+        }
+    }
+
+    /// Sets the name.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the metadata object.
+    #[must_use]
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets the limit shared by the owner's keys.
+    #[must_use]
+    pub fn rate_limit(mut self, limit: impl Into<RateLimit>) -> Self {
+        self.rate_limit = Some(limit.into());
+        self
+    }
+
+    /// Checks the input and makes the record to store, created at `now`. Stores call this.
+    ///
+    /// # Errors
+    /// [`InvalidInput::Owner`] for a bad id, [`InvalidInput::OwnerName`] for a bad name,
+    /// [`InvalidInput::Metadata`].
+    pub fn into_record(self, now: SystemTime) -> Result<OwnerRecord, InvalidInput> {
+        validate_owner_id(&self.id)?;
+        if let Some(name) = &self.name {
+            validate_owner_name(name)?;
+        }
+        validate_metadata(&self.metadata)?;
+        Ok(OwnerRecord {
+            name: self.name.unwrap_or_else(|| self.id.clone()),
+            id: self.id,
+            metadata: self.metadata,
+            rate_limit: self.rate_limit,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+}
+
+/// A change to an owner's record: each field set is replaced, the others stay.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct OwnerUpdate {
+    /// A new name.
+    pub name: Option<String>,
+    /// New metadata (replaces the whole object).
+    pub metadata: Option<Metadata>,
+    /// A new owner limit (`Some(None)` removes it).
+    pub rate_limit: Option<Option<RateLimit>>,
+}
+
+impl OwnerUpdate {
+    /// A change that changes nothing yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Renames the owner.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Replaces the metadata.
+    #[must_use]
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+
+    /// Sets (`Some`) or removes (`None`) the owner limit.
+    #[must_use]
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Whether the change alters the owner limit (its keys' cached entries must then go).
+    #[must_use]
+    pub fn changes_rate_limit(&self) -> bool {
+        self.rate_limit.is_some()
+    }
+
+    /// Checks the input. Stores call this before applying.
+    ///
+    /// # Errors
+    /// [`InvalidInput::OwnerName`] or [`InvalidInput::Metadata`].
+    pub fn validate(&self) -> Result<(), InvalidInput> {
+        if let Some(name) = &self.name {
+            validate_owner_name(name)?;
+        }
+        if let Some(metadata) = &self.metadata {
+            validate_metadata(metadata)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the change to `record` at `now`.
+    pub fn apply_to(self, record: &mut OwnerRecord, now: SystemTime) {
+        if let Some(name) = self.name {
+            record.name = name;
+        }
+        if let Some(metadata) = self.metadata {
+            record.metadata = metadata;
+        }
+        if let Some(limit) = self.rate_limit {
+            record.rate_limit = limit;
+        }
+        record.updated_at = now;
+    }
+}
+
+/// A change to every key of an owner at once, in one store transaction
+/// ([`KeyAdmin::change_owner_keys`](crate::KeyAdmin::change_owner_keys)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OwnerKeysChange {
+    /// Disable every key that is not disabled or revoked.
+    Disable,
+    /// Enable every disabled key that is not revoked.
+    Enable,
+    /// Revoke every key that is not revoked yet.
+    Revoke,
+}
+
+impl OwnerKeysChange {
+    /// The change each key gets.
+    #[must_use]
+    pub fn key_change(self) -> KeyChange {
+        match self {
+            Self::Disable => KeyChange::Disable,
+            Self::Enable => KeyChange::Enable,
+            Self::Revoke => KeyChange::Revoke,
+        }
+    }
+
+    /// Whether a key in this state is changed (the others are left as they are, and not
+    /// returned): revoked keys are never touched; disabling skips disabled keys, enabling
+    /// skips keys that are not disabled.
+    #[must_use]
+    pub fn applies_to(self, record: &crate::KeyRecord) -> bool {
+        if record.revoked_at.is_some() {
+            return false;
+        }
+        match self {
+            Self::Disable => record.disabled_at.is_none(),
+            Self::Enable => record.disabled_at.is_some(),
+            Self::Revoke => true,
+        }
+    }
+
+    /// Lowercase name: `disable`, `enable`, `revoke`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Enable => "enable",
+            Self::Revoke => "revoke",
+        }
+    }
+}
+
+/// Checks an owner id: 1 to [`MAX_NAME_LEN`](crate::record::MAX_NAME_LEN) characters, not
+/// blank, no control characters (as owners always were).
+///
+/// # Errors
+/// [`InvalidInput::Owner`].
+pub fn validate_owner_id(id: &str) -> Result<(), InvalidInput> {
+    text_ok(id).then_some(()).ok_or(InvalidInput::Owner)
+}
+
+fn validate_owner_name(name: &str) -> Result<(), InvalidInput> {
+    text_ok(name).then_some(()).ok_or(InvalidInput::OwnerName)
+}
+
+/// The fixed-size tag an owner's shared limit is counted under
+/// ([`LimitKey::Owner`](crate::rate::LimitKey::Owner)): the first 16 bytes of the SHA-256 of
+/// the owner id. Fixed-size so the limit key stays `Copy` and the hot path never allocates;
+/// 128 bits make two owners sharing an allowance by accident practically impossible, and the
+/// id itself (which may hold any text) never reaches a limiter's storage (Redis keys).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OwnerTag([u8; 16]);
+
+impl OwnerTag {
+    /// The tag of owner `id`.
+    #[must_use]
+    pub fn of(id: &str) -> Self {
+        let digest = Sha256::digest(id.as_bytes());
+        let mut tag = [0; 16];
+        tag.copy_from_slice(&digest[..16]);
+        Self(tag)
+    }
+}
+
+impl std::fmt::Display for OwnerTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for OwnerTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OwnerTag({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_owner_defaults_its_name_to_its_id_and_checks_input() {
+        let now = SystemTime::UNIX_EPOCH;
+        let record = NewOwner::new("team-x").into_record(now).unwrap();
+        assert_eq!(record, OwnerRecord::bare("team-x", now));
+        assert_eq!(
+            NewOwner::new(" ").into_record(now),
+            Err(InvalidInput::Owner)
+        );
+        assert_eq!(
+            NewOwner::new("a\u{7}b").into_record(now),
+            Err(InvalidInput::Owner)
+        );
+        assert_eq!(
+            NewOwner::new("ok").name("").into_record(now),
+            Err(InvalidInput::OwnerName)
+        );
+        assert_eq!(
+            NewOwner::new("x".repeat(crate::record::MAX_NAME_LEN + 1)).into_record(now),
+            Err(InvalidInput::Owner)
+        );
+    }
+
+    #[test]
+    fn bulk_changes_skip_keys_they_do_not_change() {
+        let key = crate::Keyring::development("acme_test")
+            .unwrap()
+            .mint_at(crate::NewKey::new("k"), SystemTime::now())
+            .unwrap()
+            .record()
+            .clone();
+        assert!(OwnerKeysChange::Disable.applies_to(&key));
+        assert!(!OwnerKeysChange::Enable.applies_to(&key));
+        let disabled = crate::KeyRecord {
+            disabled_at: Some(SystemTime::now()),
+            ..key.clone()
+        };
+        assert!(!OwnerKeysChange::Disable.applies_to(&disabled));
+        assert!(OwnerKeysChange::Enable.applies_to(&disabled));
+        let revoked = crate::KeyRecord {
+            revoked_at: Some(SystemTime::now()),
+            ..disabled
+        };
+        for change in [
+            OwnerKeysChange::Disable,
+            OwnerKeysChange::Enable,
+            OwnerKeysChange::Revoke,
+        ] {
+            assert!(!change.applies_to(&revoked), "{change:?}");
+        }
+    }
+
+    #[test]
+    fn tags_are_stable_and_tell_owners_apart() {
+        assert_eq!(OwnerTag::of("team-x"), OwnerTag::of("team-x"));
+        assert_ne!(OwnerTag::of("team-x"), OwnerTag::of("team-y"));
+        assert_eq!(OwnerTag::of("a").to_string().len(), 32);
+    }
+}

@@ -648,25 +648,9 @@ where
             .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)
     }
-}
 
-// ---- Owners --------------------------------------------------------------------------------
+    // ---- Owners ----------------------------------------------------------------------------
 
-impl<D: Dialect> SqlStore<D>
-where
-    for<'c> &'c mut Connection<D>: Executor<'c, Database = D::DB>,
-    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
-    Connection<D>: Migrate,
-    for<'a> &'a str: Encode<'a, D::DB> + Type<D::DB> + ColumnIndex<DbRow<D>>,
-    for<'a> Option<&'a str>: Encode<'a, D::DB>,
-    for<'a> &'a [u8]: Encode<'a, D::DB> + Type<D::DB>,
-    for<'a> String: Encode<'a, D::DB> + Decode<'a, D::DB> + Type<D::DB>,
-    for<'a> Option<String>: Encode<'a, D::DB>,
-    for<'a> Vec<u8>: Decode<'a, D::DB> + Type<D::DB>,
-    for<'a> i64: Encode<'a, D::DB> + Decode<'a, D::DB> + Type<D::DB>,
-    for<'a> bool: Encode<'a, D::DB> + Decode<'a, D::DB> + Type<D::DB>,
-    for<'a> Option<D::Time>: Encode<'a, D::DB>,
-{
     fn owner_row(row: &DbRow<D>) -> Result<OwnerRecord, StoreError> {
         RawOwner {
             id: Self::column(row, "id")?,

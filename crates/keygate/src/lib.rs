@@ -13,6 +13,7 @@
 //! | [`keyring`] | a deployment's format(s) + peppers, environments (`live`, `test`); mints keys |
 //! | [`scope`] | scopes and their matching rules |
 //! | [`rate`] | rate policies and limiters |
+//! | [`quota`] | quotas per calendar period or credits, and the meters that count them |
 //! | [`record`] | what a store keeps; create and change inputs |
 //! | [`store`] | the [`KeyStore`] and [`KeyAdmin`] traits; [`MemoryStore`] |
 //! | [`verifier`] | the framework-neutral [`Verifier`] and its cache |
@@ -44,6 +45,7 @@ pub mod notice;
 pub mod owner;
 pub mod pepper;
 pub mod policy;
+pub mod quota;
 pub mod rate;
 pub mod record;
 pub mod rejection;

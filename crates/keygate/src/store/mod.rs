@@ -13,6 +13,7 @@ mod memory;
 mod settings;
 
 use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -141,6 +142,13 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn record_last_used(&self, used: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
         let _ = used;
         Ok(())
+    }
+
+    /// This store's quota counter table, for an in-process quota meter to persist its counters
+    /// to, write-behind ([`InProcessMeter`](crate::quota::InProcessMeter)); `None` (the
+    /// default) for a store that keeps none: counters then live in memory only.
+    fn quota_ledger(self: Arc<Self>) -> Option<Arc<dyn crate::quota::QuotaLedger>> {
+        None
     }
 
     /// The deployment settings this store recorded (see [`StoreSettings`]); `None` for a store

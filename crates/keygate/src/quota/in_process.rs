@@ -1,0 +1,473 @@
+//! [`InProcessMeter`]: quota counters in one process, optionally persisted write-behind.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use super::{
+    CounterState, MAX_LINES, MeterError, QuotaDecision, QuotaLedger, QuotaLine, QuotaMeter,
+    QuotaSubject, QuotaUsage,
+};
+
+/// How often an [`InProcessMeter`] with a ledger saves changed counters, unless set: a crash
+/// loses at most the charges of this long (plus one save in flight).
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Counts quota spending in process: exact for one instance, decided without awaiting once a
+/// subject's counter is in memory.
+///
+/// With a [`QuotaLedger`] (a key store's counter table), a subject's counter is read from the
+/// ledger on its first charge, and changed counters are saved every flush interval
+/// ([`DEFAULT_FLUSH_INTERVAL`]) by a task on the Tokio runtime the meter was built on. **A
+/// crash (or `SIGKILL`) loses at most the charges made since the last save: one flush
+/// interval's worth, plus a save in flight.** Call [`InProcessMeter::flush`] on graceful
+/// shutdown to lose nothing. A failed save keeps the counters pending and is retried at the
+/// next interval; failures are counted ([`MeterStats::flush_failures`]).
+///
+/// Several instances each keeping their own counters would each grant the whole quota: use a
+/// shared meter (`keygate_redis::RedisQuotaMeter`) when a service runs on more than one
+/// instance.
+#[derive(Clone, Default)]
+pub struct InProcessMeter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    counters: Mutex<Counters>,
+    ledger: Option<Arc<dyn QuotaLedger>>,
+    flushes: AtomicU64,
+    flush_failures: AtomicU64,
+}
+
+#[derive(Default)]
+struct Counters {
+    /// Subjects whose counter is known: `None` means "none saved yet".
+    states: HashMap<QuotaSubject, Option<CounterState>>,
+    /// Subjects changed since the last save.
+    dirty: HashSet<QuotaSubject>,
+}
+
+/// Counts of an in-process meter's persistence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MeterStats {
+    /// Successful saves.
+    pub flushes: u64,
+    /// Saves that failed (their counters stayed pending).
+    pub flush_failures: u64,
+    /// Counters changed and not saved yet.
+    pub pending: u64,
+}
+
+/// Configures an [`InProcessMeter`].
+#[derive(Default)]
+#[must_use]
+pub struct InProcessMeterBuilder {
+    ledger: Option<Arc<dyn QuotaLedger>>,
+    flush_interval: Option<Duration>,
+}
+
+impl std::fmt::Debug for InProcessMeterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessMeterBuilder")
+            .field("persisted", &self.ledger.is_some())
+            .field("flush_interval", &self.flush_interval)
+            .finish()
+    }
+}
+
+impl InProcessMeterBuilder {
+    /// Persists counters to `ledger`, write-behind.
+    pub fn ledger(mut self, ledger: Arc<dyn QuotaLedger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// How often changed counters are saved (default [`DEFAULT_FLUSH_INTERVAL`]): the most a
+    /// crash may lose. At least 10 ms.
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = Some(interval.max(Duration::from_millis(10)));
+        self
+    }
+
+    /// The meter. With a ledger, the flush task is spawned on the current Tokio runtime (when
+    /// there is none, nothing is saved until [`InProcessMeter::flush`] is called).
+    #[must_use]
+    pub fn build(self) -> InProcessMeter {
+        let meter = InProcessMeter {
+            inner: Arc::new(Inner {
+                ledger: self.ledger,
+                ..Inner::default()
+            }),
+        };
+        if meter.inner.ledger.is_some()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let every = self.flush_interval.unwrap_or(DEFAULT_FLUSH_INTERVAL);
+            runtime.spawn(flush_every(Arc::downgrade(&meter.inner), every));
+        }
+        meter
+    }
+}
+
+async fn flush_every(meter: Weak<Inner>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = meter.upgrade() else { return };
+        // Errors are counted and logged in `flush`; the next tick retries.
+        let _ = InProcessMeter { inner }.flush().await;
+    }
+}
+
+impl InProcessMeter {
+    /// A meter that keeps its counters in memory only (lost on restart).
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Configures a meter (a ledger to persist to, the flush interval).
+    pub fn builder() -> InProcessMeterBuilder {
+        InProcessMeterBuilder::default()
+    }
+
+    /// Saves every changed counter now. Call it on graceful shutdown.
+    ///
+    /// # Errors
+    /// The ledger's error; the counters stay pending.
+    pub async fn flush(&self) -> Result<(), crate::store::StoreError> {
+        let Some(ledger) = &self.inner.ledger else {
+            return Ok(());
+        };
+        let batch: Vec<(QuotaSubject, CounterState)> = {
+            let mut counters = self.counters();
+            let dirty = std::mem::take(&mut counters.dirty);
+            dirty
+                .into_iter()
+                .filter_map(|subject| {
+                    let state = counters.states.get(&subject).copied().flatten()?;
+                    Some((subject, state))
+                })
+                .collect()
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match ledger.save_counters(&batch).await {
+            Ok(()) => {
+                self.inner.flushes.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(error) => {
+                self.inner.flush_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "keygate", %error, counters = batch.len(), "quota counters could not be saved; retrying at the next flush");
+                self.counters()
+                    .dirty
+                    .extend(batch.into_iter().map(|(subject, _)| subject));
+                Err(error)
+            }
+        }
+    }
+
+    /// Persistence counts.
+    #[must_use]
+    pub fn stats(&self) -> MeterStats {
+        MeterStats {
+            flushes: self.inner.flushes.load(Ordering::Relaxed),
+            flush_failures: self.inner.flush_failures.load(Ordering::Relaxed),
+            pending: self.counters().dirty.len() as u64,
+        }
+    }
+
+    fn counters(&self) -> MutexGuard<'_, Counters> {
+        // A panic while holding the lock cannot leave a counter half-written (each update is
+        // one assignment), so a poisoned lock is still sound to use.
+        self.inner
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Charges with every line's counter in memory; `None` when one must be loaded first.
+    fn charge_loaded(
+        &self,
+        lines: &[QuotaLine],
+        cost: u64,
+        now: SystemTime,
+    ) -> Option<Result<QuotaDecision, MeterError>> {
+        if lines.len() > MAX_LINES {
+            return Some(Err(too_many_lines()));
+        }
+        let mut counters = self.counters();
+        let mut states = [UNUSED; MAX_LINES];
+        for (state, line) in states.iter_mut().zip(lines) {
+            let saved = match counters.states.get(&line.subject) {
+                Some(saved) => *saved,
+                None if self.inner.ledger.is_some() => return None,
+                None => None,
+            };
+            *state = line.quota.current(saved, now);
+        }
+        let current = &mut states[..lines.len()];
+        let decision = QuotaDecision::charge(lines, current, cost, now);
+        if decision.allowed {
+            for (line, state) in lines.iter().zip(current.iter()) {
+                counters.states.insert(line.subject, Some(*state));
+                counters.dirty.insert(line.subject);
+            }
+        }
+        Some(Ok(decision))
+    }
+
+    /// Reads the counters of `lines`' subjects not in memory yet from the ledger.
+    async fn load(&self, lines: &[QuotaLine]) -> Result<(), MeterError> {
+        let Some(ledger) = &self.inner.ledger else {
+            return Ok(());
+        };
+        let missing: Vec<QuotaSubject> = {
+            let counters = self.counters();
+            lines
+                .iter()
+                .map(|line| line.subject)
+                .filter(|subject| !counters.states.contains_key(subject))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let loaded = ledger
+            .load_counters(&missing)
+            .await
+            .map_err(|error| MeterError(error.into()))?;
+        let mut counters = self.counters();
+        for subject in missing {
+            let saved = loaded
+                .iter()
+                .find(|(s, _)| *s == subject)
+                .map(|(_, state)| *state);
+            // A concurrent load or charge may have got there first: keep what is there.
+            counters.states.entry(subject).or_insert(saved);
+        }
+        Ok(())
+    }
+}
+
+/// Fills the slots of a charge's state array past its lines.
+const UNUSED: CounterState = CounterState {
+    kind: super::CounterKind::Credits,
+    window: 0,
+    value: 0,
+};
+
+fn too_many_lines() -> MeterError {
+    MeterError(format!("a charge spends from at most {MAX_LINES} quota lines").into())
+}
+
+#[async_trait]
+impl QuotaMeter for InProcessMeter {
+    async fn charge(
+        &self,
+        lines: &[QuotaLine],
+        cost: u64,
+        now: SystemTime,
+    ) -> Result<QuotaDecision, MeterError> {
+        loop {
+            if let Some(decided) = self.charge_loaded(lines, cost, now) {
+                return decided;
+            }
+            self.load(lines).await?;
+        }
+    }
+
+    fn decides_now(&self) -> bool {
+        true
+    }
+
+    fn charge_now(
+        &self,
+        lines: &[QuotaLine],
+        cost: u64,
+        now: SystemTime,
+    ) -> Option<Result<QuotaDecision, MeterError>> {
+        self.charge_loaded(lines, cost, now)
+    }
+
+    async fn refund(
+        &self,
+        lines: &[QuotaLine],
+        cost: u64,
+        decision: &QuotaDecision,
+        now: SystemTime,
+    ) -> Result<(), MeterError> {
+        if !decision.allowed {
+            return Ok(());
+        }
+        let mut counters = self.counters();
+        for (line, window) in lines.iter().zip(decision.windows) {
+            let Some(Some(saved)) = counters.states.get(&line.subject).copied() else {
+                continue;
+            };
+            let current = line.quota.current(Some(saved), now);
+            let back = line.quota.give_back(current, cost, window);
+            if back != saved {
+                counters.states.insert(line.subject, Some(back));
+                counters.dirty.insert(line.subject);
+            }
+        }
+        Ok(())
+    }
+
+    async fn usage(&self, line: &QuotaLine, now: SystemTime) -> Result<QuotaUsage, MeterError> {
+        self.load(std::slice::from_ref(line)).await?;
+        let saved = self.counters().states.get(&line.subject).copied().flatten();
+        let state = line.quota.current(saved, now);
+        Ok(QuotaUsage {
+            remaining: line.quota.remaining_in(state),
+            state,
+            reset: line.quota.reset_after(now),
+        })
+    }
+}
+
+impl std::fmt::Debug for InProcessMeter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessMeter")
+            .field("persisted", &self.inner.ledger.is_some())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KeyId;
+    use crate::store::StoreError;
+
+    fn line(quota: &str) -> QuotaLine {
+        QuotaLine {
+            subject: QuotaSubject::Key(KeyId::random()),
+            quota: quota.parse().unwrap_or_else(|e| panic!("{quota}: {e}")),
+        }
+    }
+
+    fn noon() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(20_000 * 86_400 + 43_200)
+    }
+
+    /// A ledger in memory that can be told to fail.
+    #[derive(Default)]
+    struct TestLedger {
+        saved: Mutex<HashMap<QuotaSubject, CounterState>>,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl QuotaLedger for TestLedger {
+        async fn load_counters(
+            &self,
+            subjects: &[QuotaSubject],
+        ) -> Result<Vec<(QuotaSubject, CounterState)>, StoreError> {
+            let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+            Ok(subjects
+                .iter()
+                .filter_map(|s| saved.get(s).map(|state| (*s, *state)))
+                .collect())
+        }
+
+        async fn save_counters(
+            &self,
+            counters: &[(QuotaSubject, CounterState)],
+        ) -> Result<(), StoreError> {
+            if self.failing.load(Ordering::Relaxed) {
+                return Err(StoreError::unavailable("down"));
+            }
+            self.saved
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(counters.iter().copied());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_exactly_and_refunds_within_the_window() -> Result<(), MeterError> {
+        let meter = InProcessMeter::new();
+        let lines = [line("5/day")];
+        for remaining in [3, 1] {
+            let decision = meter
+                .charge_now(&lines, 2, noon())
+                .unwrap_or_else(|| panic!("no I/O"))?;
+            assert!(decision.allowed);
+            assert_eq!(decision.remaining, remaining);
+        }
+        let refused = meter.charge(&lines, 2, noon()).await?;
+        assert!(!refused.allowed);
+        let allowed = meter.charge(&lines, 1, noon()).await?;
+        assert_eq!((allowed.allowed, allowed.remaining), (true, 0));
+        meter.refund(&lines, 1, &allowed, noon()).await?;
+        meter.refund(&lines, 1, &refused, noon()).await?; // a refusal spent nothing: no refund
+        let usage = meter.usage(&lines[0], noon()).await?;
+        assert_eq!(usage.remaining, 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_ledger_is_read_first_and_written_behind() -> Result<(), Box<dyn std::error::Error>> {
+        let ledger = Arc::new(TestLedger::default());
+        let lines = [line("10/day")];
+        let first = InProcessMeter::builder()
+            .ledger(ledger.clone())
+            .flush_interval(Duration::from_secs(3_600))
+            .build();
+        assert!(
+            first.charge_now(&lines, 1, noon()).is_none(),
+            "not loaded yet"
+        );
+        assert_eq!(first.charge(&lines, 4, noon()).await?.remaining, 6);
+        assert_eq!(first.stats().pending, 1);
+        ledger.failing.store(true, Ordering::Relaxed);
+        assert!(first.flush().await.is_err());
+        assert_eq!(first.stats().pending, 1, "kept for the next flush");
+        assert_eq!(first.stats().flush_failures, 1);
+        ledger.failing.store(false, Ordering::Relaxed);
+        first.flush().await?;
+        assert_eq!(
+            first.stats(),
+            MeterStats {
+                flushes: 1,
+                flush_failures: 1,
+                pending: 0
+            }
+        );
+        // A new process starts from what was saved.
+        let second = InProcessMeter::builder().ledger(ledger.clone()).build();
+        assert_eq!(second.charge(&lines, 1, noon()).await?.remaining, 5);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_flush_task_saves_on_its_own() -> Result<(), Box<dyn std::error::Error>> {
+        let ledger = Arc::new(TestLedger::default());
+        let lines = [line("credits 9")];
+        let meter = InProcessMeter::builder()
+            .ledger(ledger.clone())
+            .flush_interval(Duration::from_millis(20))
+            .build();
+        meter.charge(&lines, 2, noon()).await?;
+        for _ in 0..200 {
+            if meter.stats().pending == 0 && meter.stats().flushes > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let saved = ledger.load_counters(&[lines[0].subject]).await?;
+        assert_eq!(saved.first().map(|(_, s)| s.value), Some(7));
+        Ok(())
+    }
+}

@@ -1,24 +1,20 @@
-//! The in-process [`RateLimiter`]: governor's GCRA, one limiter per (key, policy) in a bounded
-//! cache.
+//! The in-process [`RateLimiter`]: a GCRA per (key, policy) in a bounded cache, one atomic
+//! word of state each.
 
 use std::convert::Infallible;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use governor::middleware::StateInformationMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter as Governor};
 use quick_cache::UnitWeighter;
 use quick_cache::sync::Cache;
 
 use super::{LimitKey, LimiterError, RateDecision, RateLimiter, RatePolicy};
 use crate::clock::{Clock, SystemClock};
 
-/// Rate limits for one process: each (key, policy) pair gets its own GCRA limiter (governor),
-/// held in a bounded cache.
+/// Rate limits for one process: each (key, policy) pair gets its own GCRA state (one atomic
+/// word: the theoretical arrival time), held in a bounded cache.
 ///
 /// - **Bounded**: at most `key_capacity` keys' and `client_capacity` clients' limiters are
 ///   kept (least recently used go first), so a flood of distinct ids or addresses cannot
@@ -64,7 +60,62 @@ struct Inner {
     clock: ClockAdapter,
 }
 
-type Gcra = Governor<NotKeyed, InMemoryState, ClockAdapter, StateInformationMiddleware>;
+/// One (key, policy)'s GCRA (generic cell rate algorithm) state: the theoretical arrival time
+/// (TAT) of the next request, in nanoseconds since the Unix epoch on the limiter's clock (0:
+/// never used). A request at `now` is allowed unless `now < TAT − τ`; taking one sets
+/// `TAT = max(TAT, now) + T`, with T the policy's emission interval and τ = T × (burst − 1)
+/// the delay tolerance — the rule governor and the Redis limiter use. One compare-and-swap
+/// per request, one clock read.
+struct Gcra {
+    tat: AtomicU64,
+    /// T, in nanoseconds (at least 1).
+    interval: u64,
+    /// τ, in nanoseconds, capped at `u32::MAX` seconds (see [`tolerance`]).
+    tau: u64,
+}
+
+/// What one GCRA step decided, in nanoseconds.
+enum Step {
+    /// Allowed: the state is now `tat` (the request was taken).
+    Allowed { tat: u64 },
+    /// Refused: the next request is allowed at `at`; nothing was taken.
+    Refused { at: u64 },
+}
+
+impl Gcra {
+    fn new(policy: RatePolicy) -> Self {
+        let interval = u64::try_from(policy.emission_interval().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        Self {
+            tat: AtomicU64::new(0),
+            interval,
+            tau: tolerance(policy, interval),
+        }
+    }
+
+    /// Takes one request at `now`, if allowed.
+    #[inline]
+    fn step(&self, now: u64) -> Step {
+        let mut tat = self.tat.load(Ordering::Acquire);
+        loop {
+            let base = tat.max(now);
+            if base - now > self.tau {
+                return Step::Refused {
+                    at: base - self.tau,
+                };
+            }
+            let next = base.saturating_add(self.interval);
+            match self
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Step::Allowed { tat: next },
+                Err(current) => tat = current,
+            }
+        }
+    }
+}
 
 /// One (key, policy)'s GCRA state, held by the verifier in the key's cache entry
 /// ([`RateLimiter::hold`]) so that a limited key's request needs no lookup in the limiter's
@@ -101,17 +152,9 @@ struct Lock {
     until: u64,
 }
 
-/// governor's clock over keygate's (so tests drive limits with a `ManualClock`).
+/// The limiter's clock (keygate's, so tests drive limits with a `ManualClock`).
 #[derive(Debug, Clone)]
 struct ClockAdapter(Arc<dyn Clock>);
-
-impl governor::clock::Clock for ClockAdapter {
-    type Instant = SystemTime;
-
-    fn now(&self) -> SystemTime {
-        self.0.now()
-    }
-}
 
 impl Default for InProcessLimiter {
     fn default() -> Self {
@@ -193,7 +236,7 @@ impl InProcessLimiter {
         match cache.get(&(key, policy)) {
             Some(gcra) => gcra,
             None => match cache
-                .get_or_insert_with(&(key, policy), || Ok::<_, Infallible>(self.gcra(policy)))
+                .get_or_insert_with(&(key, policy), || Ok::<_, Infallible>(Self::gcra(policy)))
             {
                 Ok(gcra) => gcra,
                 Err(never) => match never {},
@@ -206,32 +249,31 @@ impl InProcessLimiter {
     }
 
     fn decide_with(&self, key: LimitKey, policy: RatePolicy, gcra: &Gcra) -> RateDecision {
-        let interval = policy.emission_interval();
-        match gcra.check() {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
-                if remaining == 0 {
-                    // Exhausted by this request: learn when the next one will pass, so `peek`
-                    // can refuse until then. The second check is refused without changing
-                    // the state (unless a cell freed up in between, which only takes one
-                    // request's worth of allowance, never gives one).
-                    if let Err(not_until) = gcra.check() {
-                        self.mark_exhausted(key, policy, not_until.earliest_possible());
-                    }
-                }
+        let now = nanos_since_epoch(self.inner.clock.0.now());
+        match gcra.step(now) {
+            Step::Allowed { tat } => {
+                // The next request is allowed at once while `tat − now ≤ τ`; each one after
+                // it moves `tat` on by T.
+                let ahead = tat - now;
+                let remaining = if ahead > gcra.tau {
+                    // Exhausted by this request: `peek` refuses until the next is allowed.
+                    self.mark_exhausted(key, policy, from_nanos(tat - gcra.tau));
+                    0
+                } else {
+                    u32::try_from((gcra.tau - ahead) / gcra.interval + 1).unwrap_or(u32::MAX)
+                };
                 RateDecision {
                     allowed: true,
                     policy,
                     remaining,
-                    // Within one interval of exact: the snapshot does not expose the
-                    // fractional part of the next free slot.
-                    reset: interval.saturating_mul(policy.burst() - remaining),
+                    // Full again when `tat` is reached.
+                    reset: Duration::from_nanos(ahead),
                     retry_after: Duration::ZERO,
                 }
             }
-            Err(not_until) => {
-                self.mark_exhausted(key, policy, not_until.earliest_possible());
-                exhausted(policy, not_until.wait_time_from(self.inner.clock.0.now()))
+            Step::Refused { at } => {
+                self.mark_exhausted(key, policy, from_nanos(at));
+                exhausted(policy, Duration::from_nanos(at - now))
             }
         }
     }
@@ -267,27 +309,23 @@ impl InProcessLimiter {
         }
     }
 
-    fn gcra(&self, policy: RatePolicy) -> Arc<Gcra> {
-        let quota = Quota::with_period(policy.emission_interval())
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
-            .allow_burst(governor_burst(policy));
-        Arc::new(
-            Governor::direct_with_clock(quota, self.inner.clock.clone())
-                .with_middleware::<StateInformationMiddleware>(),
-        )
+    fn gcra(policy: RatePolicy) -> Arc<Gcra> {
+        Arc::new(Gcra::new(policy))
     }
 }
 
-/// The burst handed to governor. Governor computes the delay tolerance τ = T × (burst − 1) in
-/// `u64` nanoseconds without an overflow check (`1/365d burst 1000000000` is ~10²⁵ ns: a panic
-/// in debug builds, a wrapped, wrong τ in release), so τ is capped at `u32::MAX` seconds, as
-/// the Redis limiter caps it: a burst that would take over 136 years to refill is cut to the
-/// part that refills in 136 years. Found by the `rate_policy` fuzz target.
-fn governor_burst(policy: RatePolicy) -> NonZeroU32 {
+/// The delay tolerance τ = T × (burst − 1) in nanoseconds, capped at `u32::MAX` seconds, as
+/// the Redis limiter caps it: `1/365d burst 1000000000` would be ~10²⁵ ns, past `u64` (a
+/// burst that would take over 136 years to refill is cut to the part that refills in 136
+/// years). Found by the `rate_policy` fuzz target, against governor, which overflowed there.
+fn tolerance(policy: RatePolicy, interval: u64) -> u64 {
     const MAX_TAU_NANOS: u128 = u32::MAX as u128 * 1_000_000_000;
-    let interval = policy.emission_interval().as_nanos().max(1);
-    let extra = u32::try_from(MAX_TAU_NANOS / interval).unwrap_or(u32::MAX);
-    NonZeroU32::new(policy.burst().min(extra.saturating_add(1))).unwrap_or(NonZeroU32::MIN)
+    let tau = u128::from(interval) * u128::from(policy.burst() - 1);
+    u64::try_from(tau.min(MAX_TAU_NANOS)).unwrap_or(u64::MAX)
+}
+
+fn from_nanos(nanos: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(nanos)
 }
 
 fn exhausted(policy: RatePolicy, retry_after: Duration) -> RateDecision {

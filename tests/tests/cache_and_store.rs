@@ -442,3 +442,51 @@ async fn a_hundred_thousand_keys_refused_by_format_cost_no_io() {
         "nothing cached"
     );
 }
+
+/// The verified-credential memo (a cached key recognises the credential that passed its HMAC
+/// check by a keyed tag) never lets anything else through: after the right secret was
+/// accepted (and remembered), every one-character change of the secret, with a correct
+/// checksum, is still refused as a wrong secret, and the right one is still accepted. A
+/// change of the key drops the memo with the entry.
+#[tokio::test]
+async fn a_remembered_credential_lets_no_other_secret_through() {
+    let h = Harness::new();
+    let (key, id) = h.create(NewKey::new("memo")).await;
+    let app = axum_app(&h.verifier);
+    assert_eq!(send_bearer(&app, "/hello", &key).await.status, 200);
+    assert_eq!(send_bearer(&app, "/hello", &key).await.status, 200);
+    let id_text = id.to_string();
+    let secret_start = keygate_tests::PREFIX.len() + 1 + id_text.len() + 1;
+    let secret = &key[secret_start..key.len() - 6];
+    let alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    // 3 positions × 6 characters: 18 failed attempts, within the default failure limit's
+    // burst of 20 (this client is not locked out by the test itself).
+    for position in [0, secret.len() / 2, secret.len() - 1] {
+        for replacement in alphabet.chars().step_by(11) {
+            let mut changed: Vec<char> = secret.chars().collect();
+            if changed[position] == replacement {
+                continue;
+            }
+            changed[position] = replacement;
+            let changed: String = changed.into_iter().collect();
+            let forged = keygate_tests::forge(keygate_tests::PREFIX, &id_text, &changed);
+            let reply = send_bearer(&app, "/hello", &forged).await;
+            assert_eq!(reply.status, 401, "{position}/{replacement}");
+            assert_eq!(
+                reply.rejection.map(|r| r.reason()),
+                Some(Reason::WrongSecret)
+            );
+            assert_eq!(send_bearer(&app, "/hello", &key).await.status, 200);
+        }
+    }
+    // Disabled: the state is checked on every request, memo or not.
+    h.verifier.admin().disable(&id).await.unwrap();
+    assert_eq!(send_bearer(&app, "/hello", &key).await.status, 401);
+    h.verifier.admin().enable(&id).await.unwrap();
+    assert_eq!(send_bearer(&app, "/hello", &key).await.status, 200);
+    assert_eq!(
+        h.store.finds(),
+        3,
+        "the entry was reloaded after each change"
+    );
+}

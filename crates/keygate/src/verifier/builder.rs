@@ -520,6 +520,7 @@ impl VerifierBuilder {
                 degraded_ttl,
                 subscriber,
                 pepper_gate: super::pepper_check::PepperGate::default(),
+                memo: super::memo::MemoKey::random(),
             }),
         };
         if let Some(subscriber) = &verifier.inner.subscriber {

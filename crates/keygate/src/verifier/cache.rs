@@ -73,6 +73,9 @@ pub(crate) struct CachedKey {
     /// request ([`RateLimiter::hold`](crate::rate::RateLimiter::hold)); `None` inside: the
     /// limiter holds none (it is remote).
     pub(crate) held_limit: OnceLock<Option<HeldLimit>>,
+    /// The tag of the credential that passed this record's HMAC check (see
+    /// [`super::memo`]): later requests with the same credential compare tags instead.
+    pub(crate) verified: OnceLock<u128>,
 }
 
 /// The environment a record belongs to, as the verifier's keyring and configuration see it.
@@ -125,6 +128,7 @@ impl CachedKey {
             unknown: false,
             canary: record.canary,
             held_limit: OnceLock::new(),
+            verified: OnceLock::new(),
         }
     }
 
@@ -159,6 +163,7 @@ impl CachedKey {
             unknown: true,
             canary: false,
             held_limit: OnceLock::new(),
+            verified: OnceLock::new(),
         }
     }
 

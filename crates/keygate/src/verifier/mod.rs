@@ -41,6 +41,7 @@ mod admin;
 mod builder;
 mod cache;
 mod last_used;
+mod memo;
 mod pepper_check;
 mod subscriber;
 
@@ -111,6 +112,8 @@ struct Inner {
     subscriber: Option<Subscriber>,
     /// The peppers checked against the store's settings (see [`VerifierBuilder::start`]).
     pepper_gate: pepper_check::PepperGate,
+    /// The key of the verified-credential tags ([`memo`]).
+    memo: memo::MemoKey,
 }
 
 /// A successful verification: the caller's identity, and the rate limiter's decision when the
@@ -492,9 +495,25 @@ impl Verifier {
         // The secret is checked before the state, so a caller without the secret learns nothing
         // about the key (not even through timing of the state checks). An unknown id's entry
         // goes through the same compare (its digest matches nothing), so it costs the same.
-        let matched = inner
-            .keyring
-            .matches(&presented.key, entry.pepper_version, &entry.digest);
+        //
+        // A credential that passed this entry's HMAC check before is recognised by its keyed
+        // tag (see `memo`); every request computes and compares the tag, so the work up to the
+        // HMAC is the same whatever the outcome.
+        let credential = presented.key.digest_input();
+        let tag = inner.memo.tag(credential);
+        let remembered = entry.verified.get().copied();
+        // Both operands evaluated (`&`, not `&&`): the same work with or without a tag.
+        let recognised = remembered.is_some() & memo::same(tag, remembered.unwrap_or(memo::NO_TAG));
+        let matched = recognised || {
+            let matched =
+                inner
+                    .keyring
+                    .matches(&presented.key, entry.pepper_version, &entry.digest);
+            if matched && !entry.unknown {
+                let _ = entry.verified.set(tag);
+            }
+            matched
+        };
         if entry.unknown {
             return Err(Reason::UnknownKey);
         }

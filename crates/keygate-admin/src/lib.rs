@@ -25,6 +25,9 @@
 //! | `PUT /keys/{id}/name`, `/scopes`, `/expiry`, `/rate-limit`, `/metadata`, `/allowed-ips` | write | change one property |
 //! | `POST /keys/{id}/disable`, `/enable`, `/revoke` | write | change the key's state |
 //! | `POST /keys/{id}/rotate` | write | a new key replacing this one after a grace period; the response holds it, once |
+//! | `GET /owners`, `GET /owners/{id}` | read | owners (keyset pages by id), one owner with its key count |
+//! | `POST /owners`, `PATCH /owners/{id}`, `DELETE /owners/{id}` | write | create, change, delete an owner |
+//! | `POST /owners/{id}/disable`, `/enable`, `/revoke` | write | the action on every key of the owner, in one transaction |
 //! | `GET /audit` | read | the audit trail, newest first: `key_id` or `owner`, `outcome`, `reason`, `action`, `since`, `before`, `limit` |
 //! | `GET /usage` | read | requests per key per UTC day: `key_id` or `owner`, `days` |
 //! | `GET /policy` | read | the deployment's key lifetime policy |

@@ -215,10 +215,7 @@ async fn admin_list_filters_and_pages() {
     assert_eq!(seen, all.keys.iter().map(|k| k.id).collect::<Vec<_>>());
     let revoked = admin
         .list(
-            &keygate::KeyFilter {
-                state: Some(keygate::KeyState::Revoked),
-                ..Default::default()
-            },
+            &keygate::KeyFilter::default().state(keygate::KeyState::Revoked),
             keygate::PageRequest::default(),
         )
         .await
@@ -228,11 +225,9 @@ async fn admin_list_filters_and_pages() {
     assert_eq!(names, ["departed-a", "departed-b", "revoked"]);
     let expired = admin
         .list(
-            &keygate::KeyFilter {
-                state: Some(keygate::KeyState::Expired),
-                name_contains: Some("EXP".into()),
-                ..Default::default()
-            },
+            &keygate::KeyFilter::default()
+                .state(keygate::KeyState::Expired)
+                .name_contains("EXP"),
             keygate::PageRequest::default(),
         )
         .await

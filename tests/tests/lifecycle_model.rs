@@ -371,11 +371,8 @@ impl<'a> Run<'a> {
     }
 
     async fn list(&self, state: Option<KeyState>) -> Outcome {
-        let filter = KeyFilter {
-            owner: Some(self.owner.clone()),
-            state,
-            name_contains: None,
-        };
+        let mut filter = KeyFilter::default().owner(self.owner.clone());
+        filter.state = state;
         match self.admin.list(&filter, PageRequest::first(1000)).await {
             Ok(page) if page.next.is_none() => {
                 Outcome::Listed(page.keys.iter().map(|r| r.id).collect())

@@ -105,6 +105,87 @@ async fn create_get_find<S: TestStore>(f: Fixture<S>) {
     assert!(matches!(f.store.get(&unknown).await, Err(StoreError::NotFound(id)) if id == unknown));
 }
 
+/// Every key `filter` lists, in pages of two.
+async fn listed<S: TestStore>(f: &Fixture<S>, filter: KeyFilter) -> Vec<keygate::KeyRecord> {
+    let mut found = Vec::new();
+    let mut page = PageRequest::first(2);
+    loop {
+        let got = ok(f.store.list(&filter, page).await);
+        assert!(
+            got.keys.len() <= 2,
+            "{}: a page of at most its limit",
+            f.name
+        );
+        found.extend(got.keys);
+        match got.next {
+            Some(next) => page.after = Some(next),
+            None => return found,
+        }
+    }
+}
+
+/// The prefix filter: only the keys of one environment, with the other filters and in pages.
+async fn list_filters_by_prefix<S: TestStore>(f: Fixture<S>) {
+    // Keys of two more environments, minted as a service with both would mint them.
+    let keyring = ok(keygate::Keyring::builder()
+        .environment("live", ok(keygate::KeyFormat::new("conf_live")))
+        .environment("sandbox", ok(keygate::KeyFormat::new("conf_sandbox")))
+        .build(keygate::Peppers::development()));
+    let (mut live, mut sandbox) = (Vec::new(), Vec::new());
+    for (name, environment) in [
+        ("one", "live"),
+        ("two", "sandbox"),
+        ("three", "live"),
+        ("four", "sandbox"),
+        ("five", "live"),
+    ] {
+        let minted = ok(keyring.mint(NewKey::new(name).owner("p").environment(environment)));
+        let id = ok(f.store.create(minted).await).record.id;
+        if environment == "live" {
+            live.push(id);
+        } else {
+            sandbox.push(id);
+        }
+    }
+    let (_, own) = create(&f, NewKey::new("own prefix").owner("p")).await;
+    // "three" disabled: the active live keys are "one" and "five".
+    ok(f.verifier.admin().disable(&live[1]).await);
+    let mut active_live = vec![live[0], live[2]];
+    active_live.sort();
+    let all = |filter: KeyFilter| listed(&f, filter);
+    let ids = |found: &[keygate::KeyRecord]| found.iter().map(|r| r.id).collect::<Vec<_>>();
+    live.sort();
+    sandbox.sort();
+    let got = all(KeyFilter::default().prefix("conf_live")).await;
+    assert_eq!(ids(&got), live, "{}: the live keys, in id order", f.name);
+    assert!(got.iter().all(|r| r.prefix == "conf_live"));
+    let got = all(KeyFilter::default().prefix("conf_sandbox")).await;
+    assert_eq!(ids(&got), sandbox, "{}: the sandbox keys", f.name);
+    let got = all(KeyFilter::default().prefix(own.prefix.clone())).await;
+    assert_eq!(ids(&got), [own.id], "{}: the fixture's own prefix", f.name);
+    // Combined with the other filters.
+    let got = all(KeyFilter::default()
+        .prefix("conf_live")
+        .state(KeyState::Active)
+        .owner("p")
+        .name_contains("E"))
+    .await;
+    assert_eq!(
+        ids(&got),
+        active_live,
+        "{}: prefix, state, owner, name",
+        f.name
+    );
+    // Exactly the prefix: not a prefix of it, not another case, nothing for an unknown one.
+    for other in ["conf", "conf_liv", "CONF_LIVE", "conf_live_", "nope_live"] {
+        assert!(
+            all(KeyFilter::default().prefix(other)).await.is_empty(),
+            "{}: prefix {other:?}",
+            f.name
+        );
+    }
+}
+
 async fn list_filters_and_paging<S: TestStore>(f: Fixture<S>) {
     let admin = f.verifier.admin();
     let mut ids = Vec::new();
@@ -131,20 +212,13 @@ async fn list_filters_and_paging<S: TestStore>(f: Fixture<S>) {
     f.clock.advance(Duration::from_secs(120));
 
     let all = |filter: KeyFilter| {
-        let store = f.store.clone();
+        let f = &f;
         async move {
-            let mut found = Vec::new();
-            let mut page = PageRequest::first(2);
-            loop {
-                let got = ok(store.list(&filter, page).await);
-                assert!(got.keys.len() <= 2);
-                found.extend(got.keys.iter().map(|r| r.id));
-                match got.next {
-                    Some(next) => page.after = Some(next),
-                    None => break,
-                }
-            }
-            found
+            listed(f, filter)
+                .await
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
         }
     };
     let sorted = |mut v: Vec<KeyId>| {
@@ -159,28 +233,16 @@ async fn list_filters_and_paging<S: TestStore>(f: Fixture<S>) {
         "{}: pages in id order, nothing twice",
         f.name
     );
-    let owned_a = all(KeyFilter {
-        owner: Some("a".into()),
-        ..KeyFilter::default()
-    })
-    .await;
+    let owned_a = all(KeyFilter::default().owner("a")).await;
     assert_eq!(owned_a, sorted(ids[0..3].to_vec()));
-    let search = all(KeyFilter {
-        name_contains: Some("alpha".into()),
-        ..KeyFilter::default()
-    })
-    .await;
+    let search = all(KeyFilter::default().name_contains("alpha")).await;
     assert_eq!(
         search,
         sorted(vec![ids[0], ids[1], ids[4], ids[6]]),
         "{}: case-insensitive name search",
         f.name
     );
-    let umlaut = all(KeyFilter {
-        name_contains: Some("ärger".into()),
-        ..KeyFilter::default()
-    })
-    .await;
+    let umlaut = all(KeyFilter::default().name_contains("ärger")).await;
     assert_eq!(umlaut, vec![ids[4]], "{}: non-ASCII case folding", f.name);
     for (state, expected) in [
         (KeyState::Revoked, vec![ids[1]]),
@@ -188,18 +250,13 @@ async fn list_filters_and_paging<S: TestStore>(f: Fixture<S>) {
         (KeyState::Expired, vec![ids[5]]),
         (KeyState::Active, vec![ids[0], ids[2], ids[4], ids[6]]),
     ] {
-        let got = all(KeyFilter {
-            state: Some(state),
-            ..KeyFilter::default()
-        })
-        .await;
+        let got = all(KeyFilter::default().state(state)).await;
         assert_eq!(got, sorted(expected), "{}: state {state:?}", f.name);
     }
-    let combined = all(KeyFilter {
-        owner: Some("b".into()),
-        state: Some(KeyState::Active),
-        name_contains: Some("ALPHA".into()),
-    })
+    let combined = all(KeyFilter::default()
+        .owner("b")
+        .state(KeyState::Active)
+        .name_contains("ALPHA"))
     .await;
     assert_eq!(combined, vec![ids[4]]);
 
@@ -1234,6 +1291,7 @@ macro_rules! conformance {
 conformance!(
     create_get_find,
     list_filters_and_paging,
+    list_filters_by_prefix,
     changes,
     disable_enable_revoke,
     delete_and_ids_never_reused,

@@ -13,16 +13,20 @@
   let adminKey = null;
 
   const $ = (id) => document.getElementById(id);
-  const views = ["login", "keys", "key", "usage", "audit"];
+  const views = ["login", "keys", "key", "owners", "owner", "usage", "audit"];
+  // The tab each view is under.
+  const tabOf = { key: "keys", owner: "owners" };
   const state = {
-    keysAfter: null,
+    // Each paged list's cursor: the `after` of its next page.
+    after: { keys: null, owners: null, ownerKeys: null },
     auditBefore: null,
     current: null, // the key shown in the detail view
+    owner: null, // the owner shown in the owner view
     confirmAction: null,
     chart: null, // the usage chart's data, to redraw it at another width
     // Each list shows the answer to its latest request only (an older one arriving late is
     // dropped).
-    seq: { keys: 0, usage: 0, audit: 0 },
+    seq: { keys: 0, owners: 0, ownerKeys: 0, usage: 0, audit: 0 },
   };
 
   // --- helpers ------------------------------------------------------------------------------
@@ -124,7 +128,7 @@
   function show(view) {
     for (const v of views) $("view-" + v).hidden = v !== view;
     for (const tab of document.querySelectorAll(".tab")) {
-      if (tab.dataset.view === view || (view === "key" && tab.dataset.view === "keys")) {
+      if (tab.dataset.view === (tabOf[view] || view)) {
         tab.setAttribute("aria-current", "page");
       } else {
         tab.removeAttribute("aria-current");
@@ -177,16 +181,22 @@
     status("Signed in. The key is kept in this tab's memory only.");
     show("keys");
     loadKeys(false);
+    loadEnvironments();
   });
 
   function signOut(message) {
     adminKey = null;
     state.current = null;
+    state.owner = null;
     state.chart = null;
     $("nav").hidden = true;
-    for (const id of ["keys-body", "usage-body", "audit-body", "usage-chart", "key-fields"]) {
+    for (const id of [
+      "keys-body", "owners-body", "owner-keys-body", "owner-fields", "usage-body", "audit-body",
+      "usage-chart", "key-fields",
+    ]) {
       $(id).replaceChildren();
     }
+    environments([]);
     for (const d of document.querySelectorAll("dialog")) if (d.open) d.close();
     $("login-error").textContent = message || "";
     status(message ? "" : "Signed out: the key is forgotten.");
@@ -201,6 +211,7 @@
       const view = tab.dataset.view;
       show(view);
       if (view === "keys") loadKeys(false);
+      if (view === "owners") loadOwners(false);
       if (view === "usage") loadUsage();
       if (view === "audit") loadAudit(false);
     });
@@ -220,45 +231,62 @@
     return td;
   }
 
-  async function loadKeys(more) {
-    const seq = ++state.seq.keys;
-    if (!more) state.keysAfter = null;
+  /** A row of a key list, with its Manage button. */
+  function keyRow(key) {
+    const tr = el("tr", null, { "data-key-id": key.id });
+    tr.append(
+      cell("Name", key.name),
+      cell("Id", key.id, "id"),
+      cell("Owner", key.owner || ""),
+      cell("State", stateBadge(key.state)),
+      cell("Scopes", key.scopes.join(" ")),
+      cell("Last used", when(key.last_used_at)),
+    );
+    tr.append(manageCell(key.name + " (" + key.id + ")", () => openKey(key.id)));
+    return tr;
+  }
+
+  /** The last cell of a list's row: a Manage button, labelled for what it opens. */
+  function manageCell(what, open) {
+    const button = el("button", "Manage", { type: "button", class: "manage" });
+    button.setAttribute("aria-label", "Manage " + what);
+    button.addEventListener("click", open);
+    return cell("", button);
+  }
+
+  /**
+   * Loads a page of one of the paged lists into its table: the first page (replacing the
+   * rows), or with `more` the next one. `list` names the API path, the answer's array, the
+   * row maker and the elements (`{id}-body`, `{id}-more`, `{id}-empty`); `params` the filters.
+   */
+  async function loadPage(list, more, params) {
+    const seq = ++state.seq[list.name];
+    if (!more) state.after[list.name] = null;
     const page = await guarded(() =>
       api(
         "GET",
-        "keys" +
-          query({
-            search: $("keys-search").value,
-            owner: $("keys-owner").value,
-            state: $("keys-state").value,
-            after: more ? state.keysAfter : null,
-            limit: 50,
-          }),
+        list.path + query({ ...params, after: more ? state.after[list.name] : null, limit: 50 }),
       ),
     );
-    if (!page || seq !== state.seq.keys) return;
-    const body = $("keys-body");
+    if (!page || seq !== state.seq[list.name]) return;
+    const body = $(list.id + "-body");
     if (!more) body.replaceChildren();
-    for (const key of page.keys) {
-      const tr = el("tr", null, { "data-key-id": key.id });
-      tr.append(
-        cell("Name", key.name),
-        cell("Id", key.id, "id"),
-        cell("Owner", key.owner || ""),
-        cell("State", stateBadge(key.state)),
-        cell("Scopes", key.scopes.join(" ")),
-        cell("Last used", when(key.last_used_at)),
-      );
-      const open = el("button", "Manage", { type: "button", class: "manage" });
-      open.setAttribute("aria-label", "Manage " + key.name + " (" + key.id + ")");
-      open.addEventListener("click", () => openKey(key.id));
-      tr.append(cell("", open));
-      body.append(tr);
-    }
-    state.keysAfter = page.next;
-    $("keys-more").hidden = !page.next;
-    $("keys-empty").hidden = body.children.length > 0;
-    status(body.children.length + " key(s) shown.");
+    for (const item of page[list.items]) body.append(list.row(item));
+    state.after[list.name] = page.next;
+    $(list.id + "-more").hidden = !page.next;
+    $(list.id + "-empty").hidden = body.children.length > 0;
+    status(body.children.length + " " + list.noun + " shown.");
+  }
+
+  const KEYS = { name: "keys", id: "keys", path: "keys", items: "keys", row: keyRow, noun: "key(s)" };
+
+  function loadKeys(more) {
+    return loadPage(KEYS, more, {
+      search: $("keys-search").value,
+      owner: $("keys-owner").value,
+      environment: $("keys-environment").value,
+      state: $("keys-state").value,
+    });
   }
 
   $("keys-filter").addEventListener("submit", (event) => {
@@ -266,6 +294,29 @@
     loadKeys(false);
   });
   $("keys-more").addEventListener("click", () => loadKeys(true));
+  // Picking an environment lists its keys at once.
+  $("keys-environment").addEventListener("change", () => loadKeys(false));
+
+  /** The environment choices (of the key list's filter and the new-key form), from `list`. */
+  function environments(list) {
+    const filter = $("keys-environment");
+    const create = $("create-environment");
+    filter.replaceChildren(el("option", "all", { value: "" }));
+    create.replaceChildren();
+    for (const e of list) {
+      const label = e.name + " (" + e.prefix + ")";
+      filter.append(el("option", label, { value: e.name }));
+      create.append(el("option", label + (e.default ? ", the default" : ""), { value: e.name }));
+    }
+    // Without named environments, there is nothing to pick.
+    $("keys-environment-label").hidden = list.length === 0;
+    $("create-environment-field").hidden = list.length === 0;
+  }
+
+  async function loadEnvironments() {
+    const answer = await guarded(() => api("GET", "environments"));
+    if (answer) environments(answer.environments);
+  }
 
   async function openKey(id) {
     const key = await guarded(() => api("GET", "keys/" + encodeURIComponent(id)));
@@ -274,11 +325,21 @@
     show("key");
   }
 
+  /** Fills the description list `dl` with `rows` of [label, text or element]. */
+  function fieldList(dl, rows) {
+    dl.replaceChildren();
+    for (const [label, value] of rows) {
+      const dd = el("dd");
+      if (value instanceof Node) dd.append(value);
+      else dd.textContent = value;
+      dl.append(el("dt", label), dd);
+    }
+  }
+
   function renderKey(key) {
     state.current = key;
     $("key-title").textContent = "Key " + key.name;
     const dl = $("key-fields");
-    dl.replaceChildren();
     const rows = [
       ["Id", key.id],
       ["Name", key.name],
@@ -298,12 +359,7 @@
       ["Rotated from", key.rotated_from || "none"],
       ["Metadata", JSON.stringify(key.metadata)],
     ];
-    for (const [label, value] of rows) {
-      const dd = el("dd");
-      if (value instanceof Node) dd.append(value);
-      else dd.textContent = value;
-      dl.append(el("dt", label), dd);
-    }
+    fieldList(dl, rows);
     $("edit-name-value").value = key.name;
     $("edit-scopes-value").value = key.scopes.join(" ");
     $("edit-rate-value").value = key.rate_limit || "";
@@ -460,12 +516,113 @@
   $("key-usage").addEventListener("click", () => {
     if (!state.current) return;
     $("usage-key").value = state.current.id;
+    $("usage-owner").value = "";
     show("usage");
     loadUsage();
   });
   $("key-audit").addEventListener("click", () => {
     if (!state.current) return;
     $("audit-key").value = state.current.id;
+    $("audit-owner").value = "";
+    show("audit");
+    loadAudit(false);
+  });
+
+  // --- owners -------------------------------------------------------------------------------
+
+  function ownerRow(owner) {
+    const tr = el("tr", null, { "data-owner-id": owner.id });
+    tr.append(
+      cell("Name", owner.name),
+      cell("Id", owner.id, "id"),
+      cell("Shared rate limit", owner.rate_limit || "none"),
+      cell("Created", when(owner.created_at)),
+    );
+    tr.append(manageCell("owner " + owner.name + " (" + owner.id + ")", () => openOwner(owner.id)));
+    return tr;
+  }
+
+  const OWNERS = { name: "owners", id: "owners", path: "owners", items: "owners", row: ownerRow, noun: "owner(s)" };
+  const OWNER_KEYS = { name: "ownerKeys", id: "owner-keys", path: "keys", items: "keys", row: keyRow, noun: "key(s) of the owner" };
+
+  function loadOwners(more) {
+    return loadPage(OWNERS, more, {});
+  }
+
+  function loadOwnerKeys(more) {
+    if (!state.owner) return undefined;
+    return loadPage(OWNER_KEYS, more, { owner: state.owner.id });
+  }
+
+  $("owners-more").addEventListener("click", () => loadOwners(true));
+  $("owner-keys-more").addEventListener("click", () => loadOwnerKeys(true));
+
+  /** Shows owner `id`: its record, then its keys. */
+  async function openOwner(id) {
+    const owner = await guarded(() => api("GET", "owners/" + encodeURIComponent(id)));
+    if (!owner) return;
+    renderOwner(owner);
+    show("owner");
+    await loadOwnerKeys(false);
+  }
+
+  function renderOwner(owner) {
+    state.owner = owner;
+    $("owner-title").textContent = "Owner " + owner.name;
+    const dl = $("owner-fields");
+    const rows = [
+      ["Id", owner.id],
+      ["Name", owner.name],
+      ["Keys", owner.keys === undefined ? "" : String(owner.keys)],
+      ["Shared rate limit", owner.rate_limit || "none"],
+      ["Metadata", JSON.stringify(owner.metadata)],
+      ["Created", when(owner.created_at)],
+      ["Updated", when(owner.updated_at)],
+    ];
+    fieldList(dl, rows);
+  }
+
+  $("owner-back").addEventListener("click", () => {
+    show("owners");
+    loadOwners(false);
+  });
+
+  /** A bulk action on the shown owner's keys, after the confirmation. */
+  function ownerChange(buttonId, verb, past, warning) {
+    $(buttonId).addEventListener("click", () => {
+      const owner = state.owner;
+      if (!owner) return;
+      confirmThen(
+        verb + " every key of " + owner.name + "?",
+        warning + " (owner " + owner.id + ")",
+        verb + " its keys",
+        async () => {
+          const answer = await api(
+            "POST",
+            "owners/" + encodeURIComponent(owner.id) + "/" + verb.toLowerCase(),
+          );
+          await openOwner(owner.id);
+          return answer.changed.length + " key(s) of " + owner.name + " " + past + ".";
+        },
+      );
+    });
+  }
+
+  ownerChange("owner-disable", "Disable", "disabled", "Its active keys are refused until they are enabled again.");
+  ownerChange("owner-enable", "Enable", "enabled", "Its disabled keys are accepted again (revoked keys stay revoked).");
+  ownerChange("owner-revoke", "Revoke", "revoked", "All its keys are refused for good: revoked keys cannot be enabled again.");
+
+  $("owner-usage").addEventListener("click", () => {
+    if (!state.owner) return;
+    $("usage-key").value = "";
+    $("usage-owner").value = state.owner.id;
+    show("usage");
+    loadUsage();
+  });
+  $("owner-audit").addEventListener("click", () => {
+    if (!state.owner) return;
+    $("audit-key").value = "";
+    $("audit-owner").value = state.owner.id;
     show("audit");
     loadAudit(false);
   });
@@ -485,6 +642,7 @@
     const body = { name: $("create-name").value.trim() };
     const owner = $("create-owner").value.trim();
     if (owner) body.owner = owner;
+    if (!$("create-environment-field").hidden) body.environment = $("create-environment").value;
     const scopes = words($("create-scopes").value);
     if (scopes.length) body.scopes = scopes;
     const expires = expiry($("create-expiry").value);
@@ -555,8 +713,11 @@
   async function loadUsage() {
     const days = Number($("usage-days").value) || 30;
     const keyId = $("usage-key").value.trim();
+    const owner = keyId ? "" : $("usage-owner").value.trim();
     const seq = ++state.seq.usage;
-    const data = await guarded(() => api("GET", "usage" + query({ key_id: keyId, days })));
+    const data = await guarded(() =>
+      api("GET", "usage" + query({ key_id: keyId, owner, days })),
+    );
     if (!data || seq !== state.seq.usage) return;
     const perDay = new Map(dayList(data.since, days).map((d) => [d, { allowed: 0, denied: 0 }]));
     let allowed = 0;
@@ -579,15 +740,16 @@
       );
       body.append(tr);
     }
+    const whose = keyId ? "Key " + keyId : owner ? "The keys of owner " + owner : "All keys";
     $("usage-summary").textContent =
-      (keyId ? "Key " + keyId : "All keys") +
+      whose +
       ": " + allowed + " allowed, " + denied + " denied since " + data.since + " (UTC).";
-    drawChart([...perDay.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1)), keyId);
+    drawChart([...perDay.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1)), whose);
   }
 
   /** Stacked bars (allowed below, denied above) per day, drawn as SVG elements. */
-  function drawChart(days, keyId) {
-    state.chart = [days, keyId];
+  function drawChart(days, whose) {
+    state.chart = [days, whose];
     // Drawn at the width it is shown at, so its text stays readable on a phone.
     const W = Math.max(300, Math.min(1200, $("usage-chart").clientWidth || 800));
     const H = 220;
@@ -607,7 +769,7 @@
     });
     chart.append(
       svg("title", { id: "usage-svg-title" },
-        "Requests per UTC day" + (keyId ? " for key " + keyId : " for all keys")),
+        "Requests per UTC day: " + whose),
     );
     for (let i = 0; i <= 4; i++) {
       const v = (nice * i) / 4;
@@ -679,6 +841,8 @@
         "audit" +
           query({
             key_id: $("audit-key").value,
+            // One or the other: the key wins.
+            owner: $("audit-key").value.trim() ? "" : $("audit-owner").value,
             action: $("audit-action").value,
             outcome: $("audit-outcome").value,
             reason: $("audit-reason").value,

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::docs::ApiDoc;
 use crate::state::ApiState;
-use crate::{audit, console, keys, owners, policy};
+use crate::{audit, console, environments, keys, owners, policy};
 
 /// The scope of read-only admin keys: every `GET` endpoint.
 pub const READ_SCOPE: &str = "keygate:admin:read";
@@ -194,6 +194,7 @@ pub(crate) fn parts() -> (Router<ApiState>, OpenApi) {
     let read: OpenApiRouter<ApiState> = OpenApiRouter::new()
         .routes(routes!(keys::list))
         .routes(routes!(keys::show))
+        .routes(routes!(environments::list))
         .routes(routes!(audit::events))
         .routes(routes!(audit::usage))
         .routes(routes!(policy::show))

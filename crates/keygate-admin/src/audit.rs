@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use keygate::Reason;
 use keygate::audit::{Action, AuditTrail, EventQuery, Outcome};
+use keygate::{KeyAdmin, KeyId, Reason};
 
 use crate::docs::TrailErrors;
 use crate::error::ApiError;
@@ -22,6 +22,25 @@ pub(crate) const MAX_DAYS: usize = 3_660;
 
 fn trail(state: &ApiState) -> Result<&dyn AuditTrail, ApiError> {
     state.trail.as_deref().ok_or(ApiError::NoAuditTrail)
+}
+
+/// The `owner` parameter: checked, and looked up, so an unknown owner is a 404 rather than an
+/// empty answer (as `keygate audit --owner` and `keygate usage --owner` refuse it); empty is
+/// none. Not with `key_id`: one names a key, the other a set of keys.
+async fn owner<'a>(
+    state: &ApiState,
+    owner: Option<&'a str>,
+    key_id: Option<&KeyId>,
+) -> Result<Option<&'a str>, ApiError> {
+    let Some(owner) = owner.filter(|o| !o.is_empty()) else {
+        return Ok(None);
+    };
+    if key_id.is_some() {
+        return Err(ApiError::bad("owner", "give key_id or owner, not both"));
+    }
+    input::owner_id("owner", owner)?;
+    state.admin.get_owner(owner).await?;
+    Ok(Some(owner))
 }
 
 /// Reads the audit trail, newest first: request decisions and changes to keys.
@@ -107,7 +126,11 @@ pub(crate) async fn events(
         limit,
         oldest_first: false,
     };
-    let events = trail(&state)?.events(&query).await?;
+    let trail = trail(&state)?;
+    let events = match owner(&state, params.owner.as_deref(), key_id.as_ref()).await? {
+        Some(owner) => trail.owner_events(&query, owner).await?,
+        None => trail.events(&query).await?,
+    };
     let next = (events.len() == limit)
         .then(|| events.last().map(|e| e.id))
         .flatten();
@@ -141,7 +164,11 @@ pub(crate) async fn usage(
     let since = now
         .checked_sub(DAY * u32::try_from(days - 1).unwrap_or(0))
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let counts = trail(&state)?.usage(key_id.as_ref(), since).await?;
+    let trail = trail(&state)?;
+    let counts = match owner(&state, params.owner.as_deref(), key_id.as_ref()).await? {
+        Some(owner) => trail.owner_usage(owner, since).await?,
+        None => trail.usage(key_id.as_ref(), since).await?,
+    };
     Ok(Json(UsageList {
         since: humantime::format_rfc3339_seconds(since)
             .to_string()

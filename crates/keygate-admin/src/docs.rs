@@ -17,7 +17,7 @@ use crate::error::Problem;
     components(schemas(Problem)),
     modifiers(&SecuritySchemes),
     tags(
-        (name = "keys", description = "API keys"),
+        (name = "keys", description = "API keys, and the environments they are minted in"),
         (name = "owners", description = "Owners: the customers, teams or applications keys belong to, with a rate limit their keys share, and bulk actions on their keys"),
         (name = "audit", description = "The audit trail and usage per key per day"),
         (name = "policy", description = "The deployment's key lifetime policy"),
@@ -202,10 +202,17 @@ pub enum TrailErrors {
         content_type = "application/problem+json"
     )]
     Forbidden(Problem),
+    /// 404.
+    #[response(
+        status = 404,
+        description = "No owner has the id given as `owner`",
+        content_type = "application/problem+json"
+    )]
+    OwnerNotFound(Problem),
     /// 501.
     #[response(
         status = 501,
-        description = "The API was mounted without an audit trail",
+        description = "The API was mounted without an audit trail, or with one that cannot read by owner",
         content_type = "application/problem+json"
     )]
     NotConfigured(Problem),

@@ -57,6 +57,9 @@ pub enum ApiError {
     Unavailable,
     /// The API was mounted without an audit trail (501).
     NoAuditTrail,
+    /// The key store or audit trail cannot do this (501), e.g. a trail that cannot read by
+    /// owner; what it cannot do, in words.
+    Unsupported(&'static str),
     /// The deployment's lifetime policy refuses the key (422): nothing was changed.
     Policy(keygate::policy::PolicyViolation),
 }
@@ -124,6 +127,13 @@ impl ApiError {
                 "This admin API was mounted without an audit trail.".to_owned(),
                 None,
             ),
+            Self::Unsupported(what) => (
+                StatusCode::NOT_IMPLEMENTED,
+                "not_configured",
+                "Not supported",
+                format!("This deployment's key store or audit trail does not support {what}."),
+                None,
+            ),
             Self::Policy(violation) => {
                 rule = Some(violation.rule().to_owned());
                 (
@@ -155,6 +165,7 @@ impl From<StoreError> for ApiError {
             StoreError::Policy(violation) => Self::Policy(violation),
             StoreError::OwnerNotFound(_) => Self::OwnerNotFound,
             StoreError::OwnerConflict { reason, .. } => Self::OwnerConflict(reason),
+            StoreError::Unsupported(what) => Self::Unsupported(what),
             other => {
                 tracing::warn!(target: "keygate::admin", error = %other, "admin API: key store unavailable");
                 Self::Unavailable

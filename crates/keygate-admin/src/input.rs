@@ -55,6 +55,12 @@ pub(crate) fn key_id(text: &str) -> Result<KeyId, ApiError> {
     })
 }
 
+/// An owner id from the path, body or query, checked (never echoed: the message says what one
+/// is).
+pub(crate) fn owner_id(field: &str, id: &str) -> Result<(), ApiError> {
+    keygate::owner::validate_owner_id(id).map_err(|e| ApiError::bad(field, e.to_string()))
+}
+
 /// A time in RFC 3339 (UTC, `Z`).
 pub(crate) fn time(field: &str, text: &str) -> Result<SystemTime, ApiError> {
     humantime::parse_rfc3339(text.trim()).map_err(|_| {
@@ -255,6 +261,9 @@ pub struct ListParams {
     pub owner: Option<String>,
     /// Only keys whose name contains this text (case-insensitive).
     pub search: Option<String>,
+    /// Only keys of this environment (`live`, `test`: one the service's keyring names, as
+    /// `GET /environments` lists them); unknown: 400.
+    pub environment: Option<String>,
     /// Keys per page, 1 to 1000 (default 100).
     pub limit: Option<String>,
     /// The `next` of the previous page.
@@ -268,6 +277,8 @@ pub struct ListParams {
 pub struct AuditParams {
     /// Only events of this key (its id).
     pub key_id: Option<String>,
+    /// Only events of the keys that belong to this owner now (its id; unknown: 404).
+    pub owner: Option<String>,
     /// Only requests with this outcome: `allowed` or `denied`.
     pub outcome: Option<String>,
     /// Only denied requests with this reason: `wrong_secret`, `revoked`, `expired`, …
@@ -289,6 +300,9 @@ pub struct AuditParams {
 pub struct UsageParams {
     /// Only this key (its id).
     pub key_id: Option<String>,
+    /// Only the keys that belong to this owner now (its id; unknown: 404), one row per key
+    /// and day.
+    pub owner: Option<String>,
     /// Days to cover, today included: 1 to 3660 (default 30).
     pub days: Option<String>,
 }

@@ -6,7 +6,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use keygate::store::{KeyFilter, PageRequest};
-use keygate::{Admin, KeyAdmin, KeyRecord, KeyState, NewKey};
+use keygate::{KeyAdmin, KeyRecord, KeyState, NewKey};
 use keygate_axum::Identity;
 
 use crate::docs::{ChangeErrors, CreateErrors, ReadErrors};
@@ -18,18 +18,32 @@ use crate::input::{
 use crate::state::ApiState;
 use crate::views::{CreatedKeyView, KeyList, KeyView, RotatedKeyView};
 
-/// The admin handle for a change by `caller`: its audit events name the caller's key id.
-fn acting(state: &ApiState, caller: &Identity) -> Admin {
-    state.admin.clone().actor(caller.key_id().as_str())
-}
-
 fn view(state: &ApiState, record: &KeyRecord) -> Json<KeyView> {
-    Json(key_view(state, record, state.admin.clock().now()))
+    Json(state.key_view(record, state.admin.clock().now()))
 }
 
-/// `record` as the API shows it, its environment named by the admin handle's keyring.
-fn key_view(state: &ApiState, record: &KeyRecord, now: std::time::SystemTime) -> KeyView {
-    KeyView::new(record, now, state.admin.keyring())
+/// The prefix of environment `name` (`environment` of `GET /keys`) in the admin handle's
+/// keyring; an empty name is no filter.
+fn environment_prefix(state: &ApiState, name: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    let keyring = state.admin.keyring();
+    if let Some(environment) = keyring.and_then(|k| k.environment(name)) {
+        return Ok(Some(environment.prefix().to_owned()));
+    }
+    // Not echoed; the names known are the keyring's, not the caller's.
+    let known: Vec<&str> = keyring
+        .map(|k| k.environments().iter().map(|e| e.name()).collect())
+        .unwrap_or_default();
+    Err(ApiError::bad(
+        "environment",
+        if known.is_empty() {
+            "unknown environment: the service's keyring names no environments".to_owned()
+        } else {
+            format!("unknown environment: expected {}", known.join(", "))
+        },
+    ))
 }
 
 /// Lists keys: filters, search by name, keyset pages.
@@ -70,18 +84,17 @@ pub(crate) async fn list(
         .as_deref()
         .map(|text| input::key_id(text).map_err(|_| ApiError::bad("after", "malformed key id")))
         .transpose()?;
-    let filter = KeyFilter {
-        owner: params.owner.filter(|o| !o.is_empty()),
-        state: state_filter,
-        name_contains: params.search.filter(|s| !s.is_empty()),
-    };
+    let mut filter = KeyFilter::default();
+    filter.owner = params.owner.filter(|o| !o.is_empty());
+    filter.state = state_filter;
+    filter.name_contains = params.search.filter(|s| !s.is_empty());
+    filter.prefix = environment_prefix(&state, params.environment.as_deref())?;
     let page = state
         .admin
         .list(&filter, PageRequest { after, limit })
         .await?;
-    let now = state.admin.clock().now();
     Ok(Json(KeyList {
-        keys: page.keys.iter().map(|r| key_view(&state, r, now)).collect(),
+        keys: state.key_views(&page.keys),
         next: page.next.map(|id| id.to_string()),
     }))
 }
@@ -150,8 +163,8 @@ pub(crate) async fn create(
         }
         spec = spec.canary();
     }
-    let created = acting(&state, &caller).create_key(spec).await?;
-    let record = key_view(&state, &created.record, state.admin.clock().now());
+    let created = state.acting(&caller).create_key(spec).await?;
+    let record = state.key_view(&created.record, state.admin.clock().now());
     Ok((
         StatusCode::CREATED,
         Json(CreatedKeyView {
@@ -179,7 +192,7 @@ pub(crate) async fn rename(
 ) -> Result<Json<KeyView>, ApiError> {
     let id = input::key_id(&id)?;
     let input: Rename = input::body(&body, &["name"])?;
-    let record = acting(&state, &caller).rename(&id, &input.name).await?;
+    let record = state.acting(&caller).rename(&id, &input.name).await?;
     Ok(view(&state, &record))
 }
 
@@ -202,7 +215,7 @@ pub(crate) async fn set_scopes(
     let id = input::key_id(&id)?;
     let input: SetScopes = input::body(&body, &["scopes"])?;
     let scopes = input::scopes("scopes", &input.scopes)?;
-    let record = acting(&state, &caller).set_scopes(&id, scopes).await?;
+    let record = state.acting(&caller).set_scopes(&id, scopes).await?;
     Ok(view(&state, &record))
 }
 
@@ -232,7 +245,7 @@ pub(crate) async fn set_expiry(
     if at.is_some_and(|at| at <= state.admin.clock().now()) {
         return Err(ApiError::bad("expires_at", "expiry must be in the future"));
     }
-    let record = acting(&state, &caller).set_expiry(&id, at).await?;
+    let record = state.acting(&caller).set_expiry(&id, at).await?;
     Ok(view(&state, &record))
 }
 
@@ -259,7 +272,7 @@ pub(crate) async fn set_rate_limit(
         .as_deref()
         .map(|text| input::rate_limit("rate_limit", text))
         .transpose()?;
-    let record = acting(&state, &caller).set_rate_limit(&id, limit).await?;
+    let record = state.acting(&caller).set_rate_limit(&id, limit).await?;
     Ok(view(&state, &record))
 }
 
@@ -281,7 +294,8 @@ pub(crate) async fn set_metadata(
 ) -> Result<Json<KeyView>, ApiError> {
     let id = input::key_id(&id)?;
     let input: SetMetadata = input::body(&body, &["metadata"])?;
-    let record = acting(&state, &caller)
+    let record = state
+        .acting(&caller)
         .set_metadata(&id, input.metadata)
         .await?;
     Ok(view(&state, &record))
@@ -306,7 +320,7 @@ pub(crate) async fn set_allowed_ips(
     let id = input::key_id(&id)?;
     let input: SetAllowedIps = input::body(&body, &["allowed_ips"])?;
     let ranges = input::ranges("allowed_ips", &input.allowed_ips)?;
-    let record = acting(&state, &caller).set_allowed_ips(&id, ranges).await?;
+    let record = state.acting(&caller).set_allowed_ips(&id, ranges).await?;
     Ok(view(&state, &record))
 }
 
@@ -325,7 +339,7 @@ pub(crate) async fn disable(
     Path(id): Path<String>,
 ) -> Result<Json<KeyView>, ApiError> {
     let id = input::key_id(&id)?;
-    let record = acting(&state, &caller).disable(&id).await?;
+    let record = state.acting(&caller).disable(&id).await?;
     Ok(view(&state, &record))
 }
 
@@ -344,7 +358,7 @@ pub(crate) async fn enable(
     Path(id): Path<String>,
 ) -> Result<Json<KeyView>, ApiError> {
     let id = input::key_id(&id)?;
-    let record = acting(&state, &caller).enable(&id).await?;
+    let record = state.acting(&caller).enable(&id).await?;
     Ok(view(&state, &record))
 }
 
@@ -363,7 +377,7 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<KeyView>, ApiError> {
     let id = input::key_id(&id)?;
-    let record = acting(&state, &caller).revoke(&id).await?;
+    let record = state.acting(&caller).revoke(&id).await?;
     Ok(view(&state, &record))
 }
 
@@ -393,14 +407,14 @@ pub(crate) async fn rotate(
     };
     keygate::Rotation::new(input.grace())
         .map_err(|e| ApiError::bad("grace_seconds", e.to_string()))?;
-    let rotated = acting(&state, &caller).rotate(&id, input.grace()).await?;
+    let rotated = state.acting(&caller).rotate(&id, input.grace()).await?;
     let now = state.admin.clock().now();
     Ok((
         StatusCode::CREATED,
         Json(RotatedKeyView {
             key: rotated.new.key.expose_secret().to_owned(),
-            record: key_view(&state, &rotated.new.record, now),
-            old: key_view(&state, &rotated.old, now),
+            record: state.key_view(&rotated.new.record, now),
+            old: state.key_view(&rotated.old, now),
         }),
     ))
 }
@@ -420,6 +434,6 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = input::key_id(&id)?;
-    acting(&state, &caller).delete(&id).await?;
+    state.acting(&caller).delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

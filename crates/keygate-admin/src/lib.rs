@@ -17,15 +17,19 @@
 //!
 //! | method and path | scope | what it does |
 //! | --- | --- | --- |
-//! | `GET /keys` | read | list keys: `state`, `owner`, `search`, `limit`, `after` (keyset pages) |
+//! | `GET /keys` | read | list keys: `state`, `owner`, `search`, `environment`, `limit`, `after` (keyset pages) |
+//! | `GET /environments` | read | the environments of the service's keyring (name, prefix, default) |
 //! | `POST /keys` | write | create a key; the response holds the full key, once |
 //! | `GET /keys/{id}` | read | one key |
 //! | `DELETE /keys/{id}` | write | delete a key for good |
 //! | `PUT /keys/{id}/name`, `/scopes`, `/expiry`, `/rate-limit`, `/metadata`, `/allowed-ips` | write | change one property |
 //! | `POST /keys/{id}/disable`, `/enable`, `/revoke` | write | change the key's state |
 //! | `POST /keys/{id}/rotate` | write | a new key replacing this one after a grace period; the response holds it, once |
-//! | `GET /audit` | read | the audit trail, newest first: `key_id`, `outcome`, `reason`, `action`, `since`, `before`, `limit` |
-//! | `GET /usage` | read | requests per key per UTC day: `key_id`, `days` |
+//! | `GET /owners`, `GET /owners/{id}` | read | owners (keyset pages by id), one owner with its key count |
+//! | `POST /owners`, `PATCH /owners/{id}`, `DELETE /owners/{id}` | write | create, change, delete an owner |
+//! | `POST /owners/{id}/disable`, `/enable`, `/revoke` | write | the action on every key of the owner, in one transaction |
+//! | `GET /audit` | read | the audit trail, newest first: `key_id` or `owner`, `outcome`, `reason`, `action`, `since`, `before`, `limit` |
+//! | `GET /usage` | read | requests per key per UTC day: `key_id` or `owner`, `days` |
 //! | `GET /policy` | read | the deployment's key lifetime policy |
 //! | `PUT /policy` | write | replace the lifetime policy (creates, expiry changes and rotations it refuses answer 422, naming the rule) |
 //! | `GET /openapi.json` | none | the OpenAPI 3.1 document |
@@ -37,6 +41,7 @@ mod api;
 mod audit;
 mod console;
 mod docs;
+mod environments;
 mod error;
 pub mod input;
 mod keys;

@@ -5,33 +5,20 @@ use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use keygate::owner::{NewOwner, OwnerUpdate, validate_owner_id};
+use keygate::owner::{NewOwner, OwnerUpdate};
 use keygate::store::MAX_OWNERS_PAGE;
-use keygate::{Admin, KeyAdmin, KeyRecord};
+use keygate::{KeyAdmin, KeyRecord};
 use keygate_axum::Identity;
 
 use crate::docs::{ChangeErrors, CreateErrors, ReadErrors};
 use crate::error::ApiError;
-use crate::input::{self, CreateOwner, OwnerListParams, UpdateOwner};
+use crate::input::{self, CreateOwner, OwnerListParams, UpdateOwner, owner_id};
 use crate::state::ApiState;
-use crate::views::{KeyView, OwnerKeysChanged, OwnerList, OwnerView};
-
-fn acting(state: &ApiState, caller: &Identity) -> Admin {
-    state.admin.clone().actor(caller.key_id().as_str())
-}
-
-/// An owner id from the path or body, checked (never echoed: the message says what one is).
-fn owner_id(field: &str, id: &str) -> Result<(), ApiError> {
-    validate_owner_id(id).map_err(|e| ApiError::bad(field, e.to_string()))
-}
+use crate::views::{OwnerKeysChanged, OwnerList, OwnerView};
 
 fn changed(state: &ApiState, records: &[KeyRecord]) -> Json<OwnerKeysChanged> {
-    let now = state.admin.clock().now();
     Json(OwnerKeysChanged {
-        changed: records
-            .iter()
-            .map(|r| KeyView::new(r, now, state.admin.keyring()))
-            .collect(),
+        changed: state.key_views(records),
     })
 }
 
@@ -108,7 +95,7 @@ pub(crate) async fn create(
     if let Some(limit) = &input.rate_limit {
         owner = owner.rate_limit(input::rate_limit("rate_limit", limit)?);
     }
-    let owner = acting(&state, &caller).create_owner(owner).await?;
+    let owner = state.acting(&caller).create_owner(owner).await?;
     Ok((StatusCode::CREATED, Json(OwnerView::new(&owner, None))))
 }
 
@@ -152,7 +139,7 @@ pub(crate) async fn update(
             .filter(|l| *l != keygate::rate::RateLimit::Unlimited);
         update = update.rate_limit(limit);
     }
-    let owner = acting(&state, &caller).update_owner(&id, update).await?;
+    let owner = state.acting(&caller).update_owner(&id, update).await?;
     Ok(Json(OwnerView::new(&owner, None)))
 }
 
@@ -171,7 +158,7 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     owner_id("id", &id)?;
-    acting(&state, &caller).delete_owner(&id).await?;
+    state.acting(&caller).delete_owner(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -190,7 +177,7 @@ pub(crate) async fn disable(
     Path(id): Path<String>,
 ) -> Result<Json<OwnerKeysChanged>, ApiError> {
     owner_id("id", &id)?;
-    let records = acting(&state, &caller).disable_owner(&id).await?;
+    let records = state.acting(&caller).disable_owner(&id).await?;
     Ok(changed(&state, &records))
 }
 
@@ -209,7 +196,7 @@ pub(crate) async fn enable(
     Path(id): Path<String>,
 ) -> Result<Json<OwnerKeysChanged>, ApiError> {
     owner_id("id", &id)?;
-    let records = acting(&state, &caller).enable_owner(&id).await?;
+    let records = state.acting(&caller).enable_owner(&id).await?;
     Ok(changed(&state, &records))
 }
 
@@ -228,6 +215,6 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<OwnerKeysChanged>, ApiError> {
     owner_id("id", &id)?;
-    let records = acting(&state, &caller).revoke_owner(&id).await?;
+    let records = state.acting(&caller).revoke_owner(&id).await?;
     Ok(changed(&state, &records))
 }

@@ -132,6 +132,26 @@ pub struct KeyList {
     pub next: Option<String>,
 }
 
+/// One environment of the service's keyring (`GET /environments`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct EnvironmentView {
+    /// Its name (`live`, `test`): what `environment` of `GET /keys` and `POST /keys` takes.
+    pub name: String,
+    /// The prefix of its keys (`acme_live`).
+    pub prefix: String,
+    /// Whether keys are minted in it when no environment is given.
+    pub default: bool,
+}
+
+/// The keyring's environments, the default first; empty when it names none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct EnvironmentList {
+    /// The environments.
+    pub environments: Vec<EnvironmentView>,
+}
+
 /// The deployment's key lifetime policy (`GET /policy`, `PUT /policy`); a null rule is off.
 #[derive(Debug, Serialize, ToSchema)]
 #[non_exhaustive]

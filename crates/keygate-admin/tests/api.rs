@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use common::{Fixture, fixture, fixture_with};
 use http::{Method, StatusCode};
 use keygate::audit::Action;
+use keygate::owner::{NewOwner, OwnerKeysChange, OwnerRecord, OwnerUpdate};
 use keygate::record::{CreatedKey, KeyChange, KeyRecord, MintedKey, RotatedKey, Rotation};
 use keygate::store::{KeyFilter, KeyPage, PageRequest};
 use keygate::{Admin, KeyAdmin, KeyId, KeyStore, StoreError};
@@ -128,6 +129,15 @@ fn cases() -> Vec<Case> {
             "outcome",
         ),
         read("/usage", "days=7", "days=0", "days"),
+        read(
+            "/audit",
+            "owner=team-billing&limit=5",
+            "owner=team-billing&key_id=abcdefghijkl",
+            "owner",
+        ),
+        read("/usage", "owner=team-billing&days=7", "owner=%01", "owner"),
+        read("/keys", "environment=", "environment=live", "environment"),
+        read("/environments", "", "", ""),
         read("/policy", "", "", ""),
         Case {
             method: Method::PUT,
@@ -647,13 +657,40 @@ impl KeyAdmin for Down {
     async fn delete(&self, _: &KeyId) -> Result<(), StoreError> {
         Err(down())
     }
+    // A store that keeps owners, down: not one that cannot keep them (that is a 501).
+    async fn create_owner(&self, _: NewOwner) -> Result<OwnerRecord, StoreError> {
+        Err(down())
+    }
+    async fn get_owner(&self, _: &str) -> Result<OwnerRecord, StoreError> {
+        Err(down())
+    }
+    async fn list_owners(&self, _: Option<&str>, _: usize) -> Result<Vec<OwnerRecord>, StoreError> {
+        Err(down())
+    }
+    async fn update_owner(&self, _: &str, _: OwnerUpdate) -> Result<OwnerRecord, StoreError> {
+        Err(down())
+    }
+    async fn delete_owner(&self, _: &str) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn change_owner_keys(
+        &self,
+        _: &str,
+        _: OwnerKeysChange,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        Err(down())
+    }
 }
 
 #[tokio::test]
 async fn an_unreachable_store_is_503_never_401() {
     let f = fixture_with(|_| Some(Admin::builder(Down).keyring(common::keyring()).build())).await;
     for case in cases() {
-        if case.route.starts_with("/audit") || case.route.starts_with("/usage") {
+        // The trail is not the store; the environments are the keyring's, read from no store.
+        if case.route.starts_with("/audit")
+            || case.route.starts_with("/usage")
+            || case.route == "/environments"
+        {
             continue;
         }
         let what = format!("{} {}", case.method, case.route);
@@ -1135,4 +1172,264 @@ async fn the_lifetime_policy_is_set_read_and_enforced_with_422_naming_the_rule()
         "{}",
         created.text
     );
+}
+
+/// The keyring of two environments, `live` (the fixture's own prefix: its admin keys are
+/// live keys) and `test`, as an admin handle over `store`.
+fn two_environments(store: &keygate::MemoryStore) -> Admin {
+    let keyring = keygate::Keyring::builder()
+        .environment("live", keygate::KeyFormat::new("admin_test").unwrap())
+        .environment("test", keygate::KeyFormat::new("admin_sandbox").unwrap())
+        .build(keygate::Peppers::development())
+        .unwrap();
+    Admin::builder(store.clone()).keyring(keyring).build()
+}
+
+/// The ids of a `GET /keys` answer.
+fn listed_ids(answer: &common::Answer) -> Vec<String> {
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    answer.json()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `environment=` on the key list: only that environment's keys (filtered by the store, so
+/// pages are full), with the other filters; an environment the keyring lacks is a 400 naming
+/// the field; `GET /environments` lists the keyring's, the default first.
+#[tokio::test]
+async fn keys_are_listed_by_environment() {
+    let f = fixture_with(|store| Some(two_environments(store))).await;
+    let (mut sandbox, mut ci_2) = (Vec::new(), String::new());
+    for (name, environment) in [
+        ("ci-1", "test"),
+        ("web", "live"),
+        ("ci-2", "test"),
+        ("ci-3", "test"),
+    ] {
+        let body = json!({"name": name, "environment": environment, "owner": "acme"});
+        let answer = f
+            .send(&Method::POST, "/keys", Some(&f.writer.key), Some(&body))
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+        let id = answer.json()["record"]["id"].as_str().unwrap().to_owned();
+        if name == "ci-2" {
+            ci_2.clone_from(&id);
+        }
+        if environment == "test" {
+            sandbox.push(id);
+        }
+    }
+    sandbox.sort();
+    let list = |query: &str| {
+        let f = &f;
+        let path = format!("/keys?{query}");
+        async move { f.send(&Method::GET, &path, Some(&f.reader.key), None).await }
+    };
+    assert_eq!(listed_ids(&list("environment=test").await), sandbox);
+    let answer = list("environment=test").await;
+    assert!(
+        answer.json()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["environment"] == "test" && k["prefix"] == "admin_sandbox"),
+        "{}",
+        answer.text
+    );
+    // Pages of the filtered list: full pages, then the rest.
+    let first = list("environment=test&limit=2").await.json();
+    assert_eq!(first["keys"].as_array().unwrap().len(), 2);
+    let next = first["next"].as_str().unwrap();
+    let rest = listed_ids(&list(&format!("environment=test&limit=2&after={next}")).await);
+    assert_eq!(rest, sandbox[2..]);
+    // With the other filters.
+    assert_eq!(
+        listed_ids(&list("environment=test&search=CI-2").await),
+        [ci_2]
+    );
+    assert!(listed_ids(&list("environment=test&owner=nobody").await).is_empty());
+    // The live keys: the fixture's four and "web".
+    let live = listed_ids(&list("environment=live").await);
+    assert_eq!(live.len(), 5);
+    assert!(live.iter().all(|id| !sandbox.contains(id)));
+    // Empty is no filter.
+    assert_eq!(listed_ids(&list("environment=").await).len(), 8);
+
+    // Unknown: 400 naming the field and the environments there are, not the value given.
+    let answer = list("environment=%3Cstaging%3E").await;
+    let problem = assert_problem(&answer, StatusCode::BAD_REQUEST, "unknown environment");
+    assert_eq!(problem["field"], "environment");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("live, test"), "{detail}");
+    assert!(!detail.contains("staging"), "{detail}");
+
+    let environments = f
+        .send(&Method::GET, "/environments", Some(&f.reader.key), None)
+        .await;
+    assert_eq!(environments.status, StatusCode::OK, "{}", environments.text);
+    assert_eq!(
+        environments.json(),
+        json!({"environments": [
+            {"name": "live", "prefix": "admin_test", "default": true},
+            {"name": "test", "prefix": "admin_sandbox", "default": false},
+        ]})
+    );
+}
+
+/// Without named environments, `GET /environments` is empty and any `environment=` is a 400.
+#[tokio::test]
+async fn without_environments_the_environment_filter_is_refused() {
+    let f = fixture().await;
+    let answer = f
+        .send(&Method::GET, "/environments", Some(&f.reader.key), None)
+        .await;
+    assert_eq!(answer.json(), json!({"environments": []}));
+    let answer = f
+        .send(
+            &Method::GET,
+            "/keys?environment=live",
+            Some(&f.reader.key),
+            None,
+        )
+        .await;
+    let problem = assert_problem(&answer, StatusCode::BAD_REQUEST, "no environments");
+    assert_eq!(problem["field"], "environment");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("names no environments")
+    );
+}
+
+/// `owner=` on `/audit` and `/usage`: the events and usage of the keys the owner has now (as
+/// `keygate audit --owner` and `keygate usage --owner`), an unknown owner 404, and an owner
+/// with no keys an empty answer.
+#[tokio::test]
+async fn audit_and_usage_roll_up_by_owner() {
+    use axum::routing::get;
+    let f = fixture().await;
+    let service: axum::Router = axum::Router::new()
+        .route("/orders", get(|| async { "orders" }))
+        .layer(keygate_axum::layer(f.verifier.clone()));
+    // Two more keys of the managed key's owner, one of another owner.
+    let mut keys = Vec::new();
+    for (name, owner) in [
+        ("billing-2", OWNER),
+        ("billing-3", OWNER),
+        ("other", "team-other"),
+    ] {
+        let body = json!({"name": name, "owner": owner});
+        let created = f
+            .send(&Method::POST, "/keys", Some(&f.writer.key), Some(&body))
+            .await
+            .json();
+        keys.push((
+            created["key"].as_str().unwrap().to_owned(),
+            created["record"]["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    // Requests: 2 and 1 by the owner's keys, 3 by the other owner's.
+    for (i, times) in [(0, 2), (1, 1), (2, 3)] {
+        for _ in 0..times {
+            let answer =
+                common::send_to(&service, &Method::GET, "/orders", Some(&keys[i].0), None).await;
+            assert_eq!(answer.status, StatusCode::OK);
+        }
+    }
+    let revoke = format!("/keys/{}/revoke", keys[1].1);
+    f.send(&Method::POST, &revoke, Some(&f.writer.key), None)
+        .await;
+    let answer = common::send_to(&service, &Method::GET, "/orders", Some(&keys[1].0), None).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    f.verifier.flush_audit().await;
+
+    let get = |path: String| {
+        let f = &f;
+        async move { f.send(&Method::GET, &path, Some(&f.reader.key), None).await }
+    };
+    let owner_keys = [f.target.to_string(), keys[0].1.clone(), keys[1].1.clone()];
+    let answer = get(format!("/audit?owner={OWNER}&limit=100")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let events = answer.json()["events"].as_array().unwrap().clone();
+    let of = |action: &str, key: &str| {
+        events
+            .iter()
+            .filter(|e| e["action"] == action && e["key_id"] == key)
+            .count()
+    };
+    // Every event is of the owner's keys: their creations, requests, the revocation.
+    assert!(
+        events
+            .iter()
+            .all(|e| owner_keys.iter().any(|k| e["key_id"] == k.as_str())),
+        "{events:?}"
+    );
+    assert_eq!(of("created", &keys[0].1), 1);
+    assert_eq!(of("created", f.target.as_str()), 1);
+    assert_eq!(of("request", &keys[0].1), 2);
+    assert_eq!(of("request", &keys[1].1), 2, "one allowed, one refused");
+    assert_eq!(of("revoked", &keys[1].1), 1);
+    assert!(!events.iter().any(|e| e["key_id"] == keys[2].1.as_str()));
+    // With the other filters: only the refused request.
+    let denied = get(format!("/audit?owner={OWNER}&outcome=denied"))
+        .await
+        .json();
+    let denied = denied["events"].as_array().unwrap();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0]["key_id"], keys[1].1.as_str());
+    assert_eq!(denied[0]["reason"], "revoked");
+
+    let answer = get(format!("/usage?owner={OWNER}&days=1")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let mut rows: Vec<(String, u64, u64)> = answer.json()["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["key_id"].as_str().unwrap().to_owned(),
+                d["allowed"].as_u64().unwrap(),
+                d["denied"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    let mut expected = vec![(keys[0].1.clone(), 2, 0), (keys[1].1.clone(), 1, 1)];
+    expected.sort();
+    assert_eq!(rows, expected);
+    let other = get("/usage?owner=team-other".to_owned()).await.json();
+    assert_eq!(other["days"][0]["allowed"], 3, "{other}");
+
+    // An owner without keys: nothing. No such owner: 404, as the CLI refuses it.
+    let empty = get(format!("/audit?owner={EMPTY_OWNER}")).await.json();
+    assert_eq!(empty["events"], json!([]));
+    let empty = get(format!("/usage?owner={EMPTY_OWNER}")).await.json();
+    assert_eq!(empty["days"], json!([]));
+    for path in ["/audit?owner=nobody", "/usage?owner=nobody"] {
+        let problem = assert_problem(&get(path.to_owned()).await, StatusCode::NOT_FOUND, path);
+        assert_eq!(problem["title"], "No such owner", "{path}");
+    }
+    // key_id and owner together: 400 naming owner.
+    let both = format!("/usage?owner={OWNER}&key_id={}", f.target);
+    let problem = assert_problem(&get(both).await, StatusCode::BAD_REQUEST, "both");
+    assert_eq!(problem["field"], "owner");
+}
+
+/// A trail that cannot read by owner (the default of `AuditTrail`): 501, not 503.
+#[tokio::test]
+async fn a_trail_without_owner_reads_answers_501() {
+    let f = fixture().await;
+    let app: axum::Router = keygate_admin::AdminApi::new(f.verifier.admin(), f.verifier.clone())
+        .audit_trail(keygate::audit::MemoryAuditTrail::new())
+        .router();
+    let f = Fixture { app, ..f };
+    for path in ["/audit?owner=team-billing", "/usage?owner=team-billing"] {
+        let answer = f.send(&Method::GET, path, Some(&f.reader.key), None).await;
+        let problem = assert_problem(&answer, StatusCode::NOT_IMPLEMENTED, path);
+        assert_eq!(problem["type"], "urn:keygate:problem:not_configured");
+    }
 }

@@ -3,7 +3,8 @@
 //! route the page calls still needs an admin key; and the page's sources keep to the rules the
 //! CSP and the no-storage design set (no inline script or style, no HTML built from data, no
 //! cookie or web storage, nothing from another origin). The page itself is driven in a real
-//! browser by examples/axum-quickstart/tests/console_browser.rs.
+//! browser by examples/axum-quickstart/tests/console_browser.rs (keys, the environment picker,
+//! owners and their bulk actions, usage, audit).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -97,11 +98,16 @@ async fn every_api_route_the_console_calls_needs_a_key() {
         }
     }
     assert!(checked >= 16, "{checked} routes");
-    // And the paths the script calls are among them: keys, usage, audit, all relative.
+    // And the paths the script calls are among them: keys, environments, owners, usage, audit,
+    // all relative.
     let (_, _, script) = get(&f.app, "/console.js").await;
     for call in [
         "api(\"GET\", \"keys",
         "api(\"POST\", \"keys\"",
+        "api(\"GET\", \"environments\")",
+        "api(\"GET\", \"owners/\" + encodeURIComponent(id))",
+        "\"owners/\" + encodeURIComponent(owner.id) + \"/\" + verb.toLowerCase()",
+        "path: \"owners\"",
         "api(\"GET\", \"usage\"",
         "\"audit\" +",
     ] {

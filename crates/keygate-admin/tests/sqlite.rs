@@ -78,6 +78,7 @@ async fn a_standalone_admin_on_sqlite_audits_and_publishes_what_the_api_changes(
     let writer = admin
         .create_key(
             NewKey::new("ops")
+                .owner("ops-team")
                 .scope(READ_SCOPE)
                 .unwrap()
                 .scope(WRITE_SCOPE)
@@ -96,7 +97,7 @@ async fn a_standalone_admin_on_sqlite_audits_and_publishes_what_the_api_changes(
         Method::POST,
         "/keys",
         &writer_key,
-        Some(json!({"name": "partner", "scopes": ["orders:read"]})),
+        Some(json!({"name": "partner", "owner": "acme", "scopes": ["orders:read"]})),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -171,4 +172,29 @@ async fn a_standalone_admin_on_sqlite_audits_and_publishes_what_the_api_changes(
             .any(|d| d["key_id"] == writer_id.as_str() && d["allowed"].as_u64() >= Some(5)),
         "{usage}"
     );
+
+    // By owner, through the SQL trail's own statements (those of `keygate audit --owner`).
+    let (status, by_owner) = send(&app, Method::GET, "/audit?owner=acme", &writer_key, None).await;
+    assert_eq!(status, StatusCode::OK, "{by_owner}");
+    assert_eq!(
+        by_owner["events"], trail["events"],
+        "acme's only key: partner"
+    );
+    let (_, ops) = send(
+        &app,
+        Method::GET,
+        "/usage?owner=ops-team",
+        &writer_key,
+        None,
+    )
+    .await;
+    let days = ops["days"].as_array().unwrap();
+    assert!(
+        !days.is_empty() && days.iter().all(|d| d["key_id"] == writer_id.as_str()),
+        "{ops}"
+    );
+    let (_, acme) = send(&app, Method::GET, "/usage?owner=acme", &writer_key, None).await;
+    assert_eq!(acme["days"], json!([]), "partner made no request");
+    let (status, _) = send(&app, Method::GET, "/usage?owner=nobody", &writer_key, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -974,9 +974,9 @@ fn cidr(text: &str) -> Result<IpNet, CliError> {
         })
 }
 
-/// Keys matching `args`; with `prefix`, only keys of that prefix (an environment's), and with
-/// `--expiring-within`, only active keys expiring within the window from `now`, soonest first
-/// (the store filters neither, so pages are filtered here).
+/// Keys matching `args`; with `prefix`, only keys of that prefix (an environment's: the store
+/// filters by it), and with `--expiring-within`, only active keys expiring within the window
+/// from `now`, soonest first (the store does not filter by expiry, so pages are filtered here).
 async fn list(
     admin: &dyn KeyAdmin,
     args: &ListArgs,
@@ -995,11 +995,11 @@ async fn list(
         StateArg::Expired => Some(KeyState::Expired),
         StateArg::All => None,
     };
-    let filter = KeyFilter {
-        owner: args.owner.clone(),
-        state,
-        name_contains: args.search.clone(),
-    };
+    let mut filter = KeyFilter::default();
+    filter.owner.clone_from(&args.owner);
+    filter.state = state;
+    filter.name_contains.clone_from(&args.search);
+    filter.prefix = prefix.map(str::to_owned);
     let expiring = |record: &KeyRecord| {
         window_end.is_none_or(|end| {
             record.state(now) == KeyState::Active && record.expires_at.is_some_and(|at| at <= end)
@@ -1010,12 +1010,7 @@ async fn list(
     while records.len() < args.limit {
         page.limit = (args.limit - records.len()).min(PageRequest::MAX_LIMIT);
         let got = admin.list(&filter, page).await?;
-        records.extend(
-            got.keys
-                .into_iter()
-                .filter(|record| prefix.is_none_or(|prefix| record.prefix == prefix))
-                .filter(expiring),
-        );
+        records.extend(got.keys.into_iter().filter(expiring));
         match got.next {
             Some(next) => page.after = Some(next),
             None => break,

@@ -557,6 +557,9 @@ where
         if let Some(owner) = &filter.owner {
             q.push(" AND owner = ").push_bind(owner.clone());
         }
+        if let Some(prefix) = &filter.prefix {
+            q.push(" AND prefix = ").push_bind(prefix.clone());
+        }
         if let Some(needle) = codec::needle(filter) {
             q.push(" AND ")
                 .push(D::POSITION)

@@ -5,8 +5,10 @@
 //! --workspace` builds beside this test; the library when it is missing), typed into the
 //! console; a key is created in the console and copied from the page; the quickstart accepts
 //! it (200); it is revoked in the console, with the confirmation; the quickstart refuses it
-//! within 1 s; the usage chart and the audit view show exactly those requests. Screenshots of
-//! each state go to target/console-screenshots/ for review.
+//! within 1 s; the usage chart and the audit view show exactly those requests. A second test
+//! serves the admin API in process with a keyring of two environments and an owner: picking an
+//! environment lists its keys only, and the owners view disables all of an owner's keys after
+//! the confirmation. Screenshots of each state go to target/console-screenshots/ for review.
 //!
 //! Chromium and chromedriver: `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's
 //! `chromium` and `chromium-driver`), or `KEYGATE_CHROMIUM` and `KEYGATE_CHROMEDRIVER`. When
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
-use keygate::{KeyFormat, Keyring, NewKey, Peppers, Verifier};
+use keygate::{KeyAdmin, KeyFormat, Keyring, NewKey, Peppers, Verifier};
 use keygate_sqlx::SqliteStore;
 use serde_json::{Value, json};
 
@@ -220,10 +222,12 @@ impl Page {
     }
 }
 
-#[test]
-fn the_console_creates_copies_and_revokes_a_key_in_chromium() {
+/// Chromium and chromedriver, or `None` (after a note) when the browser tests are skipped;
+/// missing with `KEYGATE_TEST_BROWSER=1`, a failure.
+fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
     let required = std::env::var("KEYGATE_TEST_BROWSER").is_ok_and(|v| v == "1");
-    let Some((chromium, chromedriver)) = browser() else {
+    let found = browser();
+    if found.is_none() {
         assert!(
             !required,
             "KEYGATE_TEST_BROWSER=1 but chromium or chromedriver is missing ($KEYGATE_CHROMIUM \
@@ -236,6 +240,68 @@ fn the_console_creates_copies_and_revokes_a_key_in_chromium() {
              /usr/bin/chromedriver; apt-get install chromium chromium-driver); \
              KEYGATE_TEST_BROWSER=1 makes this a failure"
         );
+    }
+    found
+}
+
+/// What a browser test runs with: chromedriver (killed when dropped) and its URL, a profile
+/// directory, and a runtime.
+fn browser_parts(
+    chromedriver: &Path,
+) -> (Killed, String, tempfile::TempDir, tokio::runtime::Runtime) {
+    let (driver, driver_url) = start_chromedriver(chromedriver);
+    let profile = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    (driver, driver_url, profile, runtime)
+}
+
+/// A headless Chromium session through the chromedriver at `driver_url`, with its profile in
+/// `profile`.
+async fn open_page(chromium: &Path, driver_url: &str, profile: &Path) -> Page {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({
+            "binary": chromium,
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--window-size=1280,800",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let client = ClientBuilder::new(HttpConnector::new())
+        .capabilities(caps)
+        .connect(driver_url)
+        .await
+        .expect("a WebDriver session with chromedriver");
+    Page {
+        client,
+        shots: screenshots_dir(),
+    }
+}
+
+/// Ends the session; a failed `outcome` fails the test, after a screenshot `{failure}.png`.
+async fn finish(page: Page, outcome: Result<()>, failure: &str) {
+    if outcome.is_err() {
+        let _ = page.shot(failure).await;
+    }
+    let _ = page.client.close().await;
+    if let Err(e) = outcome {
+        panic!("{e} (screenshot: target/console-screenshots/{failure}.png)");
+    }
+}
+
+#[test]
+fn the_console_creates_copies_and_revokes_a_key_in_chromium() {
+    let Some((chromium, chromedriver)) = browser_or_skip() else {
         return;
     };
     let started = Instant::now();
@@ -243,47 +309,11 @@ fn the_console_creates_copies_and_revokes_a_key_in_chromium() {
     let (quickstart, console) = start_quickstart(dir.path());
     let url = quickstart.url.clone();
     let admin_key = mint_admin_key(dir.path());
-    let (_driver, driver_url) = start_chromedriver(&chromedriver);
-    let profile = tempfile::tempdir().unwrap();
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (_driver, driver_url, profile, runtime) = browser_parts(&chromedriver);
     runtime.block_on(async {
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".to_owned(),
-            json!({
-                "binary": chromium,
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--no-first-run",
-                    "--window-size=1280,800",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            }),
-        );
-        let client = ClientBuilder::new(HttpConnector::new())
-            .capabilities(caps)
-            .connect(&driver_url)
-            .await
-            .expect("a WebDriver session with chromedriver");
-        let page = Page {
-            client: client.clone(),
-            shots: screenshots_dir(),
-        };
+        let page = open_page(&chromium, &driver_url, profile.path()).await;
         let outcome = drive(&page, &url, &console, &admin_key).await;
-        if outcome.is_err() {
-            let _ = page.shot("failure").await;
-        }
-        let _ = client.close().await;
-        if let Err(e) = outcome {
-            panic!("{e} (screenshot: target/console-screenshots/failure.png)");
-        }
+        finish(page, outcome, "failure").await;
     });
     println!(
         "console browser test: {:?}; screenshots in {}",
@@ -651,5 +681,237 @@ async fn edit_and_rotate(page: &Page, url: &str) -> Result<()> {
     page.click("#key-back").await?;
     page.wait("#keys-search").await?.clear().await?;
     page.click("#keys-filter button[type=submit]").await?;
+    Ok(())
+}
+
+/// An admin API with the console, in process on a free loopback port, over a memory store
+/// whose keyring has two environments (`live`, the default, and `test`), seeded with an owner
+/// whose name and metadata hold markup and with keys of both environments: the console's
+/// URL, the admin key, the admin handle (to check the store) and the seeded keys' ids by name.
+struct Seeded {
+    console: String,
+    admin_key: String,
+    admin: keygate::Admin,
+    ids: std::collections::BTreeMap<&'static str, keygate::KeyId>,
+}
+
+/// The owner the owners view is driven on; its name is markup, shown as text.
+const OWNER_ID: &str = "acme-corp";
+const OWNER_NAME: &str = "<b>Acme</b> & \"Co\"";
+
+async fn seeded_admin_api() -> Result<Seeded> {
+    use keygate::MemoryStore;
+    use keygate::audit::MemoryAuditTrail;
+    use keygate::owner::NewOwner;
+
+    let keyring = Keyring::builder()
+        .environment("live", KeyFormat::new("shop_live")?)
+        .environment("test", KeyFormat::new("shop_test")?)
+        .build(Peppers::development())?;
+    let store = MemoryStore::new();
+    let trail = MemoryAuditTrail::new().key_store(store.clone());
+    let verifier = Verifier::builder(keyring, store)
+        .audit_sink(trail.clone())
+        .build();
+    let admin = verifier.admin();
+    let operator = admin
+        .create_key(
+            NewKey::new("console-operator")
+                .scope(keygate_admin::READ_SCOPE)?
+                .scope(keygate_admin::WRITE_SCOPE)?,
+        )
+        .await?;
+    let metadata = json!({"note": "<script>alert(1)</script>"});
+    let Value::Object(metadata) = metadata else {
+        unreachable!("an object")
+    };
+    admin
+        .create_owner(NewOwner::new(OWNER_ID).name(OWNER_NAME).metadata(metadata))
+        .await?;
+    let mut ids = std::collections::BTreeMap::new();
+    for (name, owner, environment) in [
+        ("acme live", Some(OWNER_ID), "live"),
+        ("acme test", Some(OWNER_ID), "test"),
+        ("globex test", Some("globex"), "test"),
+        ("unowned live", None, "live"),
+    ] {
+        let mut spec = NewKey::new(name).environment(environment);
+        if let Some(owner) = owner {
+            spec = spec.owner(owner);
+        }
+        ids.insert(name, admin.create_key(spec).await?.record.id);
+    }
+    let app: axum::Router = keygate_admin::AdminApi::new(admin.clone(), verifier)
+        .audit_trail(trail)
+        .router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let _ = axum::serve(listener, service).await;
+    });
+    Ok(Seeded {
+        console: format!("http://{address}/console"),
+        admin_key: operator.key.expose_secret().to_owned(),
+        admin,
+        ids,
+    })
+}
+
+#[test]
+fn the_console_filters_by_environment_and_disables_an_owners_keys_in_chromium() {
+    let Some((chromium, chromedriver)) = browser_or_skip() else {
+        return;
+    };
+    let (_driver, driver_url, profile, runtime) = browser_parts(&chromedriver);
+    runtime.block_on(async {
+        let seeded = seeded_admin_api().await.unwrap();
+        let page = open_page(&chromium, &driver_url, profile.path()).await;
+        let outcome = drive_environments_and_owners(&page, &seeded).await;
+        finish(page, outcome, "failure-owners").await;
+    });
+}
+
+/// The ids in the rows of table body `body` (`#keys-body`), as the page shows them.
+async fn row_ids(page: &Page, body: &str) -> Result<Value> {
+    page.js(&format!(
+        "return [...document.querySelectorAll('{body} tr')].map(r => r.dataset.keyId).sort()"
+    ))
+    .await
+}
+
+fn sorted_ids(seeded: &Seeded, names: &[&str]) -> Value {
+    let mut ids: Vec<String> = names.iter().map(|n| seeded.ids[n].to_string()).collect();
+    ids.sort();
+    json!(ids)
+}
+
+/// Picks each environment in the key list, then opens the owner in the owners view and
+/// disables its keys (confirmed): the page shows them disabled, and so does the store.
+async fn drive_environments_and_owners(page: &Page, seeded: &Seeded) -> Result<()> {
+    let client = &page.client;
+    client.set_window_size(1280, 800).await?;
+    client.goto(&seeded.console).await?;
+    page.type_into("#login-key", &format!("{}\u{E007}", seeded.admin_key))
+        .await?;
+    page.wait("#keys-body tr[data-key-id]").await?;
+
+    // The environment picker offers the keyring's environments (from GET /environments).
+    page.until("the environments offered", 5, || async {
+        Ok(page
+            .js("return [...document.querySelectorAll('#keys-environment option')].map(o => [o.value, o.textContent])")
+            .await?
+            == json!([["", "all"], ["live", "live (shop_live)"], ["test", "test (shop_test)"]]))
+    })
+    .await?;
+    assert!(page.wait("#keys-environment").await?.is_displayed().await?);
+    // Picking one lists its keys only (no Search click: the pick is enough).
+    let test_keys = sorted_ids(seeded, &["acme test", "globex test"]);
+    page.wait("#keys-environment")
+        .await?
+        .select_by_value("test")
+        .await?;
+    page.until("the test keys listed", 5, || async {
+        Ok(row_ids(page, "#keys-body").await? == test_keys)
+    })
+    .await?;
+    page.shot("12-environment-test").await?;
+    let operator: String = seeded.admin_key["shop_live_".len()..]
+        .chars()
+        .take(12)
+        .collect();
+    let mut live: Vec<String> = ["acme live", "unowned live"]
+        .iter()
+        .map(|n| seeded.ids[n].to_string())
+        .chain([operator])
+        .collect();
+    live.sort();
+    page.wait("#keys-environment")
+        .await?
+        .select_by_value("live")
+        .await?;
+    page.until("the live keys listed", 5, || async {
+        Ok(row_ids(page, "#keys-body").await? == json!(live))
+    })
+    .await?;
+    // "all" again: every key.
+    page.wait("#keys-environment")
+        .await?
+        .select_by_value("")
+        .await?;
+    page.until("every key listed", 5, || async {
+        Ok(row_ids(page, "#keys-body").await?.as_array().map(Vec::len) == Some(5))
+    })
+    .await?;
+
+    // The owners view lists the owner, its name shown as the text it is.
+    page.click("#tab-owners").await?;
+    let row = format!("#owners-body tr[data-owner-id=\"{OWNER_ID}\"]");
+    page.wait(&row).await?;
+    let name = page
+        .js(&format!(
+            "return document.querySelector('{}').cells[0].textContent",
+            row.replace('\'', "\\'")
+        ))
+        .await?;
+    assert_eq!(name, json!(OWNER_NAME), "the owner's name, as text");
+    page.shot("13-owners").await?;
+
+    // Its page: its record and its two keys, active.
+    page.click(&format!("{row} button.manage")).await?;
+    page.wait("#view-owner:not([hidden])").await?;
+    let acme = sorted_ids(seeded, &["acme live", "acme test"]);
+    page.until("the owner's keys listed", 5, || async {
+        Ok(row_ids(page, "#owner-keys-body").await? == acme)
+    })
+    .await?;
+    let fields = page.text("#owner-fields").await?;
+    assert!(
+        fields.contains(OWNER_NAME) && fields.contains("<script>alert(1)</script>"),
+        "{fields}"
+    );
+    assert_eq!(
+        page.js("return document.querySelectorAll('main b, main script, dialog b').length")
+            .await?,
+        json!(0),
+        "owner data rendered as HTML"
+    );
+    let states = || async {
+        page.js("return [...document.querySelectorAll('#owner-keys-body tr')].map(r => r.cells[3].textContent)")
+            .await
+    };
+    assert_eq!(states().await?, json!(["active", "active"]));
+
+    // Disable its keys: a confirmation first, opening on Cancel.
+    page.click("#owner-disable").await?;
+    page.wait("#confirm-dialog[open]").await?;
+    assert_eq!(
+        page.js("return document.activeElement.id").await?,
+        json!("confirm-no")
+    );
+    let title = page.text("#confirm-title").await?;
+    assert!(title.contains(OWNER_NAME), "{title}");
+    page.shot("14-confirm-owner-disable").await?;
+    page.click("#confirm-yes").await?;
+    page.until("the owner's keys shown disabled", 5, || async {
+        Ok(states().await? == json!(["disabled", "disabled"]))
+    })
+    .await?;
+    let said = page.text("#status").await?;
+    assert!(
+        said.contains("2 key(s)") && said.contains("disabled"),
+        "{said}"
+    );
+    page.shot("15-owner-keys-disabled").await?;
+    // The store agrees; the other owner's key is untouched.
+    let now = std::time::SystemTime::now();
+    for (name, expected) in [
+        ("acme live", keygate::KeyState::Disabled),
+        ("acme test", keygate::KeyState::Disabled),
+        ("globex test", keygate::KeyState::Active),
+    ] {
+        let record = seeded.admin.get(&seeded.ids[name]).await?;
+        assert_eq!(record.state(now), expected, "{name}");
+    }
     Ok(())
 }

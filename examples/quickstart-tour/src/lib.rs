@@ -47,11 +47,10 @@ pub struct Demo {
 /// # Errors
 /// The store's error.
 pub async fn demo_key(admin: &keygate::Admin, name: &str) -> Result<Demo, keygate::StoreError> {
-    let filter = KeyFilter {
-        owner: Some(DEMO_OWNER.to_owned()),
-        state: Some(KeyState::Active),
-        name_contains: Some(name.to_owned()),
-    };
+    let filter = KeyFilter::default()
+        .owner(DEMO_OWNER)
+        .state(KeyState::Active)
+        .name_contains(name);
     let page = admin.list(&filter, PageRequest::first(100)).await?;
     if let Some(stored) = page.keys.into_iter().find(|key| key.name == name) {
         return Ok(Demo {

@@ -53,7 +53,8 @@ async fn caller(admin: &Admin, name: &str, scopes: &[&str]) -> Caller {
 /// The fixture, its API over `admin` (default: the verifier's own).
 pub async fn fixture_with(admin: impl FnOnce(&MemoryStore) -> Option<Admin>) -> Fixture {
     let store = MemoryStore::new();
-    let trail = MemoryAuditTrail::new();
+    // Linked to the store, so the trail reads by owner (`owner=` of /audit and /usage).
+    let trail = MemoryAuditTrail::new().key_store(store.clone());
     let verifier = Verifier::builder(keyring(), store.clone())
         .audit_sink(trail.clone())
         .audit_linger(Duration::ZERO)

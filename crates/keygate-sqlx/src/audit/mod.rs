@@ -409,8 +409,9 @@ impl AuditSink for SqlAuditSink {
     }
 }
 
-/// The same reads as [`SqlAuditSink::events`] and [`SqlAuditSink::usage`], for code that takes
-/// any trail (keygate-admin).
+/// The same reads as [`SqlAuditSink::events`], [`SqlAuditSink::usage`],
+/// [`SqlAuditSink::owner_events`] and [`SqlAuditSink::owner_usage`] (what `keygate audit` and
+/// `keygate usage` run), for code that takes any trail (keygate-admin).
 #[async_trait]
 impl AuditTrail for SqlAuditSink {
     async fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
@@ -423,6 +424,22 @@ impl AuditTrail for SqlAuditSink {
         since: SystemTime,
     ) -> Result<Vec<UsageDay>, StoreError> {
         SqlAuditSink::usage(self, key_id, since).await
+    }
+
+    async fn owner_events(
+        &self,
+        query: &EventQuery,
+        owner: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        SqlAuditSink::owner_events(self, query, owner).await
+    }
+
+    async fn owner_usage(
+        &self,
+        owner: &str,
+        since: SystemTime,
+    ) -> Result<Vec<UsageDay>, StoreError> {
+        SqlAuditSink::owner_usage(self, owner, since).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! Reading the audit trail back: [`AuditTrail`] (events by filter, usage per key per day), and
 //! [`MemoryAuditTrail`], a sink that keeps both in memory.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use super::{Action, AuditError, AuditEvent, AuditSink, Outcome, is_folded};
 use crate::key::KeyId;
 use crate::rejection::Reason;
-use crate::store::StoreError;
+use crate::store::{KeyAdmin, KeyFilter, PageRequest, StoreError};
 
 /// Most events one [`AuditTrail::events`] call returns.
 pub const MAX_EVENTS: usize = 10_000;
@@ -126,6 +126,42 @@ pub trait AuditTrail: Send + Sync + 'static {
         key_id: Option<&KeyId>,
         since: SystemTime,
     ) -> Result<Vec<UsageDay>, StoreError>;
+
+    /// [`AuditTrail::events`] of the keys that belong to owner `owner` (as the key store
+    /// records them now): an owner's roll-up, as `keygate audit --owner` and the admin API's
+    /// `GET /audit?owner=` show it. Events of keys deleted since, or moved to another owner,
+    /// are not found. An owner with no key (or no such owner) has no events: callers that
+    /// must tell an unknown owner apart look it up first.
+    ///
+    /// The default refuses ([`StoreError::Unsupported`]): a trail must know which keys an
+    /// owner has. keygate-sqlx's `SqlAuditSink` reads the key store in its own database;
+    /// [`MemoryAuditTrail`] the store given to [`MemoryAuditTrail::key_store`].
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`] (see above), [`StoreError::Unavailable`].
+    async fn owner_events(
+        &self,
+        query: &EventQuery,
+        owner: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let _ = (query, owner);
+        Err(StoreError::Unsupported("reading the audit trail by owner"))
+    }
+
+    /// [`AuditTrail::usage`] of the keys that belong to owner `owner` (as the key store records
+    /// them now), one row per key and day, ordered by key id, then day: sum them for the
+    /// owner's total. Like [`AuditTrail::owner_events`], the default refuses.
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`], [`StoreError::Unavailable`].
+    async fn owner_usage(
+        &self,
+        owner: &str,
+        since: SystemTime,
+    ) -> Result<Vec<UsageDay>, StoreError> {
+        let _ = (owner, since);
+        Err(StoreError::Unsupported("reading usage by owner"))
+    }
 }
 
 /// Days since 1970-01-01 (UTC) of `at` (0 before the epoch).
@@ -137,10 +173,24 @@ fn day_number(at: SystemTime) -> u64 {
 /// An [`AuditSink`] that keeps the latest events (up to a capacity, oldest out first) and the
 /// per-day usage counts in memory, and reads them back as an [`AuditTrail`]: for tests,
 /// examples and services on the [`MemoryStore`](crate::MemoryStore). Clones share the trail.
-#[derive(Debug, Clone)]
+///
+/// It reads by owner ([`AuditTrail::owner_events`], [`AuditTrail::owner_usage`]) once given
+/// the key store with [`MemoryAuditTrail::key_store`].
+#[derive(Clone)]
 pub struct MemoryAuditTrail {
     inner: Arc<Mutex<Kept>>,
     capacity: usize,
+    /// Where an owner's keys are looked up.
+    keys: Option<Arc<dyn KeyAdmin>>,
+}
+
+impl std::fmt::Debug for MemoryAuditTrail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryAuditTrail")
+            .field("capacity", &self.capacity)
+            .field("key_store", &self.keys.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -167,7 +217,83 @@ impl MemoryAuditTrail {
                 ..Kept::default()
             })),
             capacity: events.max(1),
+            keys: None,
         }
+    }
+
+    /// Reads owners' keys from `store` (the one the verifiers writing here use), so the trail
+    /// answers [`AuditTrail::owner_events`] and [`AuditTrail::owner_usage`]. Clones made
+    /// before share the events but not the store.
+    #[must_use]
+    pub fn key_store(mut self, store: impl KeyAdmin) -> Self {
+        self.keys = Some(Arc::new(store));
+        self
+    }
+
+    /// The ids of owner `owner`'s keys, as the key store records them now.
+    async fn owner_keys(&self, owner: &str) -> Result<HashSet<KeyId>, StoreError> {
+        let Some(keys) = &self.keys else {
+            return Err(StoreError::Unsupported(
+                "reading by owner without a key store (MemoryAuditTrail::key_store)",
+            ));
+        };
+        let filter = KeyFilter::default().owner(owner);
+        let mut ids = HashSet::new();
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        loop {
+            let got = keys.list(&filter, page).await?;
+            ids.extend(got.keys.iter().map(|r| r.id));
+            match got.next {
+                Some(next) => page.after = Some(next),
+                None => return Ok(ids),
+            }
+        }
+    }
+
+    /// The events matching `query` whose key passes `key`, as [`AuditTrail::events`] orders
+    /// and limits them.
+    fn events_where(
+        &self,
+        query: &EventQuery,
+        key: impl Fn(Option<KeyId>) -> bool,
+    ) -> Vec<StoredEvent> {
+        let kept = self.kept();
+        let matching = |stored: &&StoredEvent| {
+            query.matches(stored.id, &stored.event) && key(stored.event.key_id)
+        };
+        let limit = query.clamped_limit();
+        if query.oldest_first {
+            kept.events
+                .iter()
+                .filter(matching)
+                .take(limit)
+                .cloned()
+                .collect()
+        } else {
+            kept.events
+                .iter()
+                .rev()
+                .filter(matching)
+                .take(limit)
+                .cloned()
+                .collect()
+        }
+    }
+
+    /// The usage days from the day of `since` on whose key passes `key`.
+    fn usage_where(&self, since: SystemTime, key: impl Fn(&KeyId) -> bool) -> Vec<UsageDay> {
+        let first = day_number(since);
+        self.kept()
+            .usage
+            .iter()
+            .filter(|((id, day), _)| *day >= first && key(id))
+            .map(|(&(key_id, day), &(allowed, denied))| UsageDay {
+                key_id,
+                day: SystemTime::UNIX_EPOCH + Duration::from_secs(day * DAY_SECS),
+                allowed,
+                denied,
+            })
+            .collect()
     }
 
     fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
@@ -213,25 +339,7 @@ impl AuditSink for MemoryAuditTrail {
 #[async_trait]
 impl AuditTrail for MemoryAuditTrail {
     async fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        let kept = self.kept();
-        let matching = |stored: &&StoredEvent| query.matches(stored.id, &stored.event);
-        let limit = query.clamped_limit();
-        Ok(if query.oldest_first {
-            kept.events
-                .iter()
-                .filter(matching)
-                .take(limit)
-                .cloned()
-                .collect()
-        } else {
-            kept.events
-                .iter()
-                .rev()
-                .filter(matching)
-                .take(limit)
-                .cloned()
-                .collect()
-        })
+        Ok(self.events_where(query, |_| true))
     }
 
     async fn usage(
@@ -239,19 +347,25 @@ impl AuditTrail for MemoryAuditTrail {
         key_id: Option<&KeyId>,
         since: SystemTime,
     ) -> Result<Vec<UsageDay>, StoreError> {
-        let first = day_number(since);
-        Ok(self
-            .kept()
-            .usage
-            .iter()
-            .filter(|((key, day), _)| *day >= first && key_id.is_none_or(|k| k == key))
-            .map(|(&(key_id, day), &(allowed, denied))| UsageDay {
-                key_id,
-                day: SystemTime::UNIX_EPOCH + Duration::from_secs(day * DAY_SECS),
-                allowed,
-                denied,
-            })
-            .collect())
+        Ok(self.usage_where(since, |key| key_id.is_none_or(|k| k == key)))
+    }
+
+    async fn owner_events(
+        &self,
+        query: &EventQuery,
+        owner: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let keys = self.owner_keys(owner).await?;
+        Ok(self.events_where(query, |key| key.is_some_and(|k| keys.contains(&k))))
+    }
+
+    async fn owner_usage(
+        &self,
+        owner: &str,
+        since: SystemTime,
+    ) -> Result<Vec<UsageDay>, StoreError> {
+        let keys = self.owner_keys(owner).await?;
+        Ok(self.usage_where(since, |key| keys.contains(key)))
     }
 }
 
@@ -330,5 +444,89 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn reads_by_owner_through_the_key_store_given() {
+        use crate::{Keyring, MemoryStore, NewKey};
+        let store = MemoryStore::new();
+        let keyring = Keyring::development("trail_test").unwrap();
+        let mut ids = Vec::new();
+        for owner in ["acme", "acme", "globex"] {
+            let minted = keyring.mint(NewKey::new("k").owner(owner)).unwrap();
+            ids.push(store.create(minted).await.unwrap().record.id);
+        }
+        let (a1, a2, g) = (ids[0], ids[1], ids[2]);
+        let day = 86_400 * 20_000;
+        let events = [
+            request(day, a1, Outcome::Allowed, None),
+            request(day + 1, g, Outcome::Allowed, None),
+            request(day + 2, a2, Outcome::Denied, Some(Reason::Revoked)),
+            AuditEvent::lifecycle(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(day + 3),
+                Action::Disabled,
+                a1,
+            ),
+        ];
+        let unlinked = MemoryAuditTrail::new();
+        unlinked.write(&events).await.unwrap();
+        assert!(matches!(
+            unlinked.owner_events(&EventQuery::default(), "acme").await,
+            Err(StoreError::Unsupported(_))
+        ));
+        assert!(matches!(
+            unlinked.owner_usage("acme", SystemTime::UNIX_EPOCH).await,
+            Err(StoreError::Unsupported(_))
+        ));
+
+        let trail = MemoryAuditTrail::new().key_store(store.clone());
+        trail.write(&events).await.unwrap();
+        let acme = trail
+            .owner_events(&EventQuery::default(), "acme")
+            .await
+            .unwrap();
+        assert_eq!(acme.iter().map(|e| e.id).collect::<Vec<_>>(), [4, 3, 1]);
+        // The query's own filters apply too.
+        let requests = EventQuery {
+            action: Some(Action::Request),
+            oldest_first: true,
+            ..EventQuery::default()
+        };
+        let got = trail.owner_events(&requests, "acme").await.unwrap();
+        assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 3]);
+        let globex = trail
+            .owner_events(&EventQuery::default(), "globex")
+            .await
+            .unwrap();
+        assert_eq!(
+            globex.iter().map(|e| e.event.key_id).collect::<Vec<_>>(),
+            [Some(g)]
+        );
+        assert!(
+            trail
+                .owner_events(&EventQuery::default(), "nobody")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let usage = trail
+            .owner_usage("acme", SystemTime::UNIX_EPOCH)
+            .await
+            .unwrap();
+        let mut expected = vec![(a1, 1, 0), (a2, 0, 1)];
+        expected.sort();
+        let counts: Vec<(KeyId, u64, u64)> = usage
+            .iter()
+            .map(|u| (u.key_id, u.allowed, u.denied))
+            .collect();
+        assert_eq!(counts, expected);
+        // As the store records them now: a key moved away leaves the owner's roll-up.
+        store.delete(&a2).await.unwrap();
+        let usage = trail
+            .owner_usage("acme", SystemTime::UNIX_EPOCH)
+            .await
+            .unwrap();
+        assert_eq!(usage.iter().map(|u| u.key_id).collect::<Vec<_>>(), [a1]);
     }
 }

@@ -269,8 +269,20 @@ impl KeyRehash {
     }
 }
 
-/// Which keys [`KeyAdmin::list`] returns.
+/// Which keys [`KeyAdmin::list`] returns: every filter set must hold (the default lists all).
+///
+/// Built from the default with the builder methods, or by setting the public fields:
+///
+/// ```
+/// use keygate::{KeyFilter, KeyState};
+/// let filter = KeyFilter::default()
+///     .owner("team-billing")
+///     .state(KeyState::Active)
+///     .prefix("acme_test");
+/// assert_eq!(filter.prefix.as_deref(), Some("acme_test"));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyFilter {
     /// Only keys of this owner.
     pub owner: Option<String>,
@@ -278,6 +290,39 @@ pub struct KeyFilter {
     pub state: Option<KeyState>,
     /// Only keys whose name contains this text, case-insensitively.
     pub name_contains: Option<String>,
+    /// Only keys minted with this prefix ([`KeyRecord::prefix`]): one environment's keys (see
+    /// [`Keyring::environment`](crate::Keyring::environment) for an environment's prefix).
+    pub prefix: Option<String>,
+}
+
+impl KeyFilter {
+    /// Only keys of owner `owner`.
+    #[must_use]
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    /// Only keys in `state` (at the store's current time).
+    #[must_use]
+    pub fn state(mut self, state: KeyState) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// Only keys whose name contains `text`, case-insensitively.
+    #[must_use]
+    pub fn name_contains(mut self, text: impl Into<String>) -> Self {
+        self.name_contains = Some(text.into());
+        self
+    }
+
+    /// Only keys minted with `prefix` (an environment's, like `acme_test`).
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
 }
 
 /// Most owners one [`KeyAdmin::list_owners`] call returns.

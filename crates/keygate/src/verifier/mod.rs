@@ -990,3 +990,36 @@ impl std::fmt::Debug for Verifier {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod memo_tests {
+    use super::*;
+    use crate::{HttpRequestView, MemoryStore, NewKey};
+
+    /// The memo is used: a credential that passed the HMAC compare is remembered in its entry
+    /// (and only then), and recognised by its tag afterwards.
+    #[tokio::test]
+    async fn a_verified_credential_is_remembered_in_its_entry()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let verifier =
+            Verifier::builder(Keyring::development("acme_test")?, MemoryStore::new()).build();
+        let created = verifier.admin().create_key(NewKey::new("memo")).await?;
+        let id = created.record.id;
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-api-key", created.key.expose_secret().parse()?);
+        let uri = http::Uri::from_static("/");
+        let view = HttpRequestView::new(&headers, &uri, None);
+        let presented = verifier.extract(&view)?;
+        verifier.verify(&presented).await?;
+        let entry = verifier.inner.cache.get(&id).ok_or("cached")?;
+        let tag = verifier.inner.memo.tag(presented.key.digest_input());
+        assert_eq!(entry.verified.get(), Some(&tag));
+        // Recognised from now on: the same answer, from the tag.
+        assert!(
+            verifier
+                .authenticate(&presented, &entry, verifier.clock().now())
+                .is_ok()
+        );
+        Ok(())
+    }
+}

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{connection, ok, query, redis_url, unique_prefix};
+use common::{PrivateRedis, connection, ok, query, redis_url, script_calls, unique_prefix};
 use keygate::KeyId;
 use keygate::owner::OwnerTag;
 use keygate::quota::{InProcessMeter, QuotaDecision, QuotaLine, QuotaMeter, QuotaSubject};
@@ -344,4 +344,92 @@ async fn an_outage_answers_meter_error_promptly() {
         started.elapsed()
     );
     assert!(!meter.decides_now());
+}
+
+#[tokio::test]
+async fn one_round_trip_per_call_and_back_after_a_restart_or_a_hang() {
+    let Some(_) = redis_url("one_round_trip_per_call_and_back_after_a_restart_or_a_hang") else {
+        return;
+    };
+    let mut server = PrivateRedis::start().await;
+    let meter = ok(
+        RedisQuotaMeter::builder(server.url())
+            .prefix(unique_prefix("quota-trips"))
+            .response_timeout(Duration::from_millis(250))
+            .build()
+            .await,
+        "build the meter on the private redis",
+    );
+    let mut inspect = connection(&server.url()).await;
+    let lines = [line(key(), "100/day"), line(owner("trips"), "credits 100")];
+    let now = SystemTime::now();
+    assert!(
+        charge(&meter, &lines, 1, now).await.allowed,
+        "loads the script"
+    );
+
+    let (scripts, commands) = (
+        script_calls(&mut inspect).await,
+        all_calls(&mut inspect).await,
+    );
+    for _ in 0..20 {
+        let decision = charge(&meter, &lines, 2, now).await;
+        ok(meter.refund(&lines, 1, &decision, now).await, "refund");
+    }
+    assert_eq!(
+        script_calls(&mut inspect).await - scripts,
+        40,
+        "one script per call"
+    );
+    // Commands but GET and SET (which the script runs): the 40 calls and this test's INFO
+    // (whether the INFO reading the count counts itself depends on the Redis version).
+    let sent = all_calls(&mut inspect).await - commands;
+    assert!((41..=42).contains(&sent), "{sent} commands for 40 calls");
+    assert_eq!(remaining(&meter, &lines[0], now).await, 100 - 1 - 20);
+
+    // Restarted empty (the script unloaded, counts gone): back without rebuilding.
+    server.stop();
+    assert!(
+        meter.charge(&lines, 1, now).await.is_err(),
+        "down: an error, never an allow"
+    );
+    server.restart().await;
+    let mut back = None;
+    for _ in 0..20 {
+        if let Ok(decision) = meter.charge(&lines, 1, now).await {
+            back = Some(decision);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        back.map(|d| d.remaining),
+        Some(99),
+        "counting again after the restart"
+    );
+
+    // Hung: answered within the response timeout, as an error.
+    server.freeze();
+    let started = Instant::now();
+    assert!(meter.charge(&lines, 1, now).await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_millis(250 + 500),
+        "{:?}",
+        started.elapsed()
+    );
+    server.thaw();
+}
+
+/// Commands Redis has run but `GET` and `SET`, from `INFO commandstats`: what a client sent,
+/// when the only `GET`s and `SET`s are the script's own.
+async fn all_calls(redis: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = query(redis, redis::cmd("INFO").arg("commandstats")).await;
+    info.lines()
+        .filter(|line| line.starts_with("cmdstat_"))
+        .filter(|line| !line.starts_with("cmdstat_get:") && !line.starts_with("cmdstat_set:"))
+        .filter_map(|line| {
+            let calls = line.split(':').nth(1)?.split(',').next()?;
+            calls.strip_prefix("calls=")?.parse::<u64>().ok()
+        })
+        .sum()
 }

@@ -182,16 +182,14 @@ impl RedisQuotaMeter {
 
     async fn warm_up(self) {
         let inner = &*self.inner;
-        let mut connection = inner.connection.current();
-        let loaded = within(
-            inner.connection_timeout + inner.response_timeout,
-            inner
-                .script
-                .prepare_invoke()
-                .load_async(&mut connection.manager),
-        )
-        .await;
-        if let Err(error) = inner.connection.settle(&connection, loaded) {
+        let loaded = inner
+            .connection
+            .load_script(
+                &inner.script,
+                inner.connection_timeout + inner.response_timeout,
+            )
+            .await;
+        if let Err(error) = loaded {
             tracing::warn!(
                 target: "keygate::redis",
                 "redis quota meter: redis does not answer yet, quota checks answer 503 until it does: {error}"

@@ -15,7 +15,7 @@ use crate::store::{Dialect, SqlStore};
 type Connection<D> = <<D as Dialect>::DB as Database>::Connection;
 type DbRow<D> = <<D as Dialect>::DB as Database>::Row;
 
-/// Counters per statement: 4 parameters each, far below either database's limit (SQLite
+/// Counters per statement: 5 parameters each, far below either database's limit (SQLite
 /// 32 766, PostgreSQL 65 535). A meter saves at most this many in one statement; more (a
 /// flush after a long outage) go in several statements of one transaction.
 const ROWS_PER_STATEMENT: usize = 1_000;

@@ -165,6 +165,10 @@ impl CountingStore {
 
 #[async_trait]
 impl KeyStore for CountingStore {
+    fn quota_ledger(self: Arc<Self>) -> Option<Arc<dyn keygate::quota::QuotaLedger>> {
+        Arc::clone(&self.inner).quota_ledger()
+    }
+
     async fn find(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
         self.finds.fetch_add(1, Ordering::SeqCst);
         let delay = self.delay_ms.load(Ordering::SeqCst);

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Uri};
 use keygate::clock::Clock;
+use keygate::owner::OwnerTag;
 use keygate::owner::{NewOwner, OwnerUpdate};
 use keygate::policy::{LifetimePolicy, PolicyViolation, read_policy, write_policy};
+use keygate::quota::{CounterKind, CounterState, MAX_QUOTA, QuotaPeriod, QuotaSubject};
 use keygate::rate::{RateLimit, RatePolicy};
 use keygate::record::{InvalidInput, MAX_NAME_LEN};
 use keygate::store::{KeyFilter, PageRequest, StoreSettings};
@@ -1257,6 +1259,80 @@ async fn owner_rate_limits<S: TestStore>(f: Fixture<S>) {
     }
 }
 
+/// The quota counter table ([`QuotaLedger`]): saves overwrite, loads return exactly the saved
+/// counters of the subjects asked for, every kind and values up to [`MAX_QUOTA`] round-trip.
+async fn quota_counters<S: TestStore>(f: Fixture<S>) {
+    let ledger = Arc::new(f.store.clone())
+        .quota_ledger()
+        .unwrap_or_else(|| panic!("{}: keeps quota counters", f.name));
+    let key = QuotaSubject::Key(KeyId::random());
+    let rotated_lineage = QuotaSubject::Key(KeyId::random());
+    let owner = QuotaSubject::Owner(OwnerTag::of("acme corp"));
+    let unknown = QuotaSubject::Owner(OwnerTag::of("nobody"));
+    let state = |kind: CounterKind, window: u64, value: u64| CounterState {
+        kind,
+        window,
+        value,
+    };
+    let sorted = |mut counters: Vec<(QuotaSubject, CounterState)>| {
+        counters.sort_by_key(|(subject, _)| subject.to_string());
+        counters
+    };
+    assert!(ok(ledger.load_counters(&[key, owner]).await).is_empty());
+    ok(ledger.save_counters(&[]).await);
+
+    let day = state(CounterKind::Period(QuotaPeriod::Day), 20_423, 3);
+    let credits = state(CounterKind::Credits, 7, MAX_QUOTA);
+    let month = state(CounterKind::Period(QuotaPeriod::Month), 671, MAX_QUOTA - 1);
+    ok(ledger
+        .save_counters(&[(key, day), (owner, credits), (rotated_lineage, month)])
+        .await);
+    assert_eq!(
+        sorted(ok(ledger.load_counters(&[key, owner, unknown]).await)),
+        sorted(vec![(key, day), (owner, credits)]),
+        "{}: the subjects asked for that have a counter",
+        f.name
+    );
+
+    // Overwrite: another kind, and a subject listed twice keeps its last counter.
+    let minute = state(CounterKind::Period(QuotaPeriod::Minute), 29_409_120, 0);
+    let hour = state(CounterKind::Period(QuotaPeriod::Hour), 490_152, 999);
+    ok(ledger
+        .save_counters(&[(key, minute), (owner, hour), (owner, credits)])
+        .await);
+    assert_eq!(
+        sorted(ok(ledger
+            .load_counters(&[rotated_lineage, owner, key])
+            .await)),
+        sorted(vec![
+            (key, minute),
+            (owner, credits),
+            (rotated_lineage, month)
+        ]),
+        "{}",
+        f.name
+    );
+    assert!(ok(ledger.load_counters(&[]).await).is_empty());
+
+    // More counters than one statement holds: saved and read back whole.
+    let many: Vec<(QuotaSubject, CounterState)> = (0..2_500_u64)
+        .map(|n| {
+            (
+                QuotaSubject::Key(KeyId::random()),
+                state(CounterKind::Credits, n, n * 7),
+            )
+        })
+        .collect();
+    ok(ledger.save_counters(&many).await);
+    let subjects: Vec<QuotaSubject> = many.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        sorted(ok(ledger.load_counters(&subjects).await)),
+        sorted(many),
+        "{}",
+        f.name
+    );
+}
+
 fn policy(text: &str) -> RatePolicy {
     ok(text.parse())
 }
@@ -1307,6 +1383,7 @@ conformance!(
     owner_rate_limits,
     policy_settings,
     lifetime_policy,
+    quota_counters,
 );
 
 #[test]

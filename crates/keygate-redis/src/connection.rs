@@ -65,6 +65,22 @@ impl LazyConnection {
             .clone()
     }
 
+    /// Connects (if need be) and loads `script`, waiting at most `limit`: the warm-up of a
+    /// limiter or meter, so that its first requests cost one round trip as later ones do.
+    pub(crate) async fn load_script(
+        &self,
+        script: &redis::Script,
+        limit: Duration,
+    ) -> Result<(), Error> {
+        let mut connection = self.current();
+        let loaded = crate::error::within(
+            limit,
+            script.prepare_invoke().load_async(&mut connection.manager),
+        )
+        .await;
+        self.settle(&connection, loaded).map(|_| ())
+    }
+
     /// Replaces `used` with a new lazy manager when `result` says Redis refused to set the
     /// connection up (see [`LazyConnection`]), unless another command replaced it already.
     pub(crate) fn settle<T>(&self, used: &Current, result: Result<T, Error>) -> Result<T, Error> {

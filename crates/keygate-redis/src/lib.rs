@@ -5,6 +5,10 @@
 //!   the verifier's "is this client locked out?" pre-check is answered from the lockouts this
 //!   instance has learned, so a request costs one round trip, not two; fails open (or closed,
 //!   [`FailurePolicy`]) when Redis is unreachable.
+//! - [`RedisQuotaMeter`]: quotas (`10000/day`, credits with refill) counted in Redis, so that
+//!   every instance spends from one balance per key and per owner, exactly: one Lua script per
+//!   charge spends from the key's and the owner's lines atomically, all or nothing; an outage
+//!   answers 503, never lifts a quota.
 //! - [`RedisInvalidation`]: when a key changes, every instance's verifier drops its cached
 //!   record, through Redis pub/sub.
 //!
@@ -32,9 +36,9 @@
 //! # }
 //! ```
 //!
-//! Both take a URL or a configured [`redis::Client`] ([`RedisTarget`]), and name everything
-//! they keep under one prefix (default `keygate`): rate-limit keys `keygate:rl:…`, the channel
-//! `keygate:invalidate`.
+//! All take a URL or a configured [`redis::Client`] ([`RedisTarget`]), and name everything
+//! they keep under one prefix (default `keygate`): rate-limit keys `keygate:rl:…`, quota counters
+//! `keygate:quota:…`, the channel `keygate:invalidate`.
 //!
 //! Neither connects when it is built: a service starts while Redis is down (limits follow the
 //! [`FailurePolicy`], invalidation runs degraded) and recovers by itself once Redis is up. Only
@@ -46,6 +50,7 @@ mod gcra;
 mod invalidation;
 mod limiter;
 mod lockouts;
+mod quota;
 mod target;
 
 pub use error::Error;
@@ -54,6 +59,7 @@ pub use limiter::{
     DEFAULT_LOCAL_LOCKOUT_CAPACITY, FAIL_OPEN, FailurePolicy, RedisRateLimiter,
     RedisRateLimiterBuilder,
 };
+pub use quota::{PERIOD_KEY_MARGIN, RedisQuotaMeter, RedisQuotaMeterBuilder};
 pub use target::RedisTarget;
 
 /// The decoders of what Redis sends back, for keygate's fuzz targets (`fuzz/` in the

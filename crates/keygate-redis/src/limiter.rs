@@ -210,25 +210,20 @@ impl RedisRateLimiter {
     /// warns once and leaves reconnecting to the calls.
     async fn warm_up(self) {
         let inner = &*self.inner;
-        let mut connection = inner.connection.current();
-        let loaded = within(
-            inner.connection_timeout + inner.response_timeout,
-            inner
-                .script
-                .prepare_invoke()
-                .load_async(&mut connection.manager),
-        )
-        .await;
-        match inner.connection.settle(&connection, loaded) {
-            Ok(_) => {}
-            Err(error) => {
-                inner.answering.store(false, Ordering::Relaxed);
-                tracing::warn!(
-                    target: "keygate::redis",
-                    failure_policy = ?inner.failure_policy,
-                    "redis rate limiter: redis does not answer yet, limits follow the failure policy until it does: {error}"
-                );
-            }
+        let loaded = inner
+            .connection
+            .load_script(
+                &inner.script,
+                inner.connection_timeout + inner.response_timeout,
+            )
+            .await;
+        if let Err(error) = loaded {
+            inner.answering.store(false, Ordering::Relaxed);
+            tracing::warn!(
+                target: "keygate::redis",
+                failure_policy = ?inner.failure_policy,
+                "redis rate limiter: redis does not answer yet, limits follow the failure policy until it does: {error}"
+            );
         }
     }
 

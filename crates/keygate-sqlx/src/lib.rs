@@ -24,6 +24,14 @@
 //! per-day request counts in the same database, for `keygate audit` and `keygate usage`; see
 //! the [`audit`] module.
 //!
+//! # Quota counters
+//! Both stores keep the counters of an in-process quota meter
+//! ([`keygate::quota::InProcessMeter`]) in table `keygate_quota_counters`: they implement
+//! [`keygate::quota::QuotaLedger`] (one upsert statement per save, one query per load), and
+//! [`KeyStore::quota_ledger`](keygate::KeyStore::quota_ledger) hands them out, so a meter
+//! built with `.ledger(Arc::new(store.clone()))` survives a restart losing at most one flush
+//! interval of charges (see `docs/deployment.md`, "Durability and many instances").
+//!
 //! # Migrations
 //! The schema ships inside the crate as versioned migrations (tracked in table
 //! `keygate_migrations`). Apply them with `migrate()` on start (the `open` constructors do);
@@ -87,6 +95,8 @@ mod error;
 mod feed;
 #[cfg(feature = "postgres")]
 mod invalidation;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod ledger;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrations;
 #[cfg(feature = "postgres")]

@@ -23,3 +23,55 @@ pub(crate) fn postgres() -> Migrator {
 pub(crate) fn latest(migrator: &Migrator) -> i64 {
     migrator.iter().map(|m| m.version).max().unwrap_or(0)
 }
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use sqlx::migrate::Migrator;
+
+    use crate::SqliteStore;
+
+    /// Migrations may be written on two branches at once (issue 17: 9 and 10), and the higher
+    /// one may ship first: a database that has the newest migration but not the one before
+    /// takes it when it arrives, instead of refusing it.
+    #[tokio::test]
+    async fn a_migration_numbered_below_an_applied_one_is_applied_when_it_arrives()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let embedded = super::sqlite();
+        let newest = super::latest(&embedded);
+        let before = embedded
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| *v < newest)
+            .max()
+            .unwrap_or_default();
+
+        // A database migrated by a build that had every migration but `before`.
+        let dir = tempfile::tempdir()?;
+        let without = dir.path().join("without");
+        std::fs::create_dir(&without)?;
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !name.to_string_lossy().starts_with(&format!("{before:04}_")) {
+                std::fs::copy(entry.path(), without.join(name))?;
+            }
+        }
+        let store =
+            SqliteStore::connect_with(SqliteStore::options(dir.path().join("keygate.db"))).await?;
+        let mut first = Migrator::new(without.as_path()).await?;
+        first.dangerous_set_table_name(super::TABLE);
+        first.run(store.pool()).await?;
+        assert_eq!(store.schema_version().await?, Some(newest));
+
+        // Now the build with every migration: `before` is applied, nothing is refused.
+        store.migrate().await?;
+        let applied: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM keygate_migrations WHERE version = $1 AND success",
+        )
+        .bind(before)
+        .fetch_one(store.pool())
+        .await?;
+        assert_eq!(applied, 1, "migration {before} applied after {newest}");
+        Ok(())
+    }
+}

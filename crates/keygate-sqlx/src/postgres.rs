@@ -197,6 +197,7 @@ impl PostgresStore {
 }
 
 delegate_to_sql_store!(PostgresStore);
+crate::ledger::ledger_of_sql_store!(PostgresStore);
 
 pub(crate) fn timestamp(at: SystemTime) -> OffsetDateTime {
     let micros = to_micros(at);

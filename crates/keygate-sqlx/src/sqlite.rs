@@ -236,6 +236,7 @@ impl SqliteStore {
 }
 
 delegate_to_sql_store!(SqliteStore);
+crate::ledger::ledger_of_sql_store!(SqliteStore);
 
 /// SQLite: times as `INTEGER` microseconds, lists as JSON text, writes under the database's
 /// write lock taken up front, changes announced by the change feed's triggers.

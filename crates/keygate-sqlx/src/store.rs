@@ -861,6 +861,12 @@ macro_rules! delegate_to_sql_store {
 
             #[async_trait::async_trait]
             impl KeyStore for $store {
+                fn quota_ledger(
+                    self: std::sync::Arc<Self>,
+                ) -> Option<std::sync::Arc<dyn keygate::quota::QuotaLedger>> {
+                    Some(self)
+                }
+
                 async fn find(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
                     self.keys.find(id).await
                 }

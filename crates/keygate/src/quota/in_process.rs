@@ -25,7 +25,11 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// crash (or `SIGKILL`) loses at most the charges made since the last save: one flush
 /// interval's worth, plus a save in flight.** Call [`InProcessMeter::flush`] on graceful
 /// shutdown to lose nothing. A failed save keeps the counters pending and is retried at the
-/// next interval; failures are counted ([`MeterStats::flush_failures`]).
+/// next interval; failures are counted ([`MeterStats::flush_failures`]). Saves never overlap:
+/// a counter saved is never overwritten by an older one. The lost charges are in the
+/// customer's favour (counts after a restart are lower than what was granted, never higher).
+/// The bound is tested by killing a process mid-stream (`tests/tests/quota_crash.rs`); the
+/// deployment guide's "Durability and many instances" compares it with the Redis meter.
 ///
 /// Several instances each keeping their own counters would each grant the whole quota: use a
 /// shared meter (`keygate_redis::RedisQuotaMeter`) when a service runs on more than one
@@ -39,6 +43,10 @@ pub struct InProcessMeter {
 struct Inner {
     counters: Mutex<Counters>,
     ledger: Option<Arc<dyn QuotaLedger>>,
+    /// Held for a whole save: two saves in flight at once (the flush task's and a call to
+    /// [`InProcessMeter::flush`]) could land in the wrong order and leave an older counter
+    /// saved over a newer one.
+    saving: tokio::sync::Mutex<()>,
     flushes: AtomicU64,
     flush_failures: AtomicU64,
 }
@@ -144,6 +152,7 @@ impl InProcessMeter {
         let Some(ledger) = &self.inner.ledger else {
             return Ok(());
         };
+        let _saving = self.inner.saving.lock().await;
         let batch: Vec<(QuotaSubject, CounterState)> = {
             let mut counters = self.counters();
             let dirty = std::mem::take(&mut counters.dirty);
@@ -468,6 +477,70 @@ mod tests {
         }
         let saved = ledger.load_counters(&[lines[0].subject]).await?;
         assert_eq!(saved.first().map(|(_, s)| s.value), Some(7));
+        Ok(())
+    }
+
+    /// A ledger whose first save waits until released.
+    struct GatedLedger {
+        saved: Arc<TestLedger>,
+        gate: tokio::sync::Semaphore,
+        saves: AtomicU64,
+    }
+
+    #[async_trait]
+    impl QuotaLedger for GatedLedger {
+        async fn load_counters(
+            &self,
+            subjects: &[QuotaSubject],
+        ) -> Result<Vec<(QuotaSubject, CounterState)>, StoreError> {
+            self.saved.load_counters(subjects).await
+        }
+
+        async fn save_counters(
+            &self,
+            counters: &[(QuotaSubject, CounterState)],
+        ) -> Result<(), StoreError> {
+            if self.saves.fetch_add(1, Ordering::SeqCst) == 0 {
+                let _ = self.gate.acquire().await;
+            }
+            self.saved.save_counters(counters).await
+        }
+    }
+
+    #[tokio::test]
+    async fn saves_never_overlap_so_an_older_counter_never_lands_last()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let saved = Arc::new(TestLedger::default());
+        let ledger = Arc::new(GatedLedger {
+            saved: saved.clone(),
+            gate: tokio::sync::Semaphore::new(0),
+            saves: AtomicU64::new(0),
+        });
+        let lines = [line("10/day")];
+        let meter = InProcessMeter::builder()
+            .ledger(ledger.clone())
+            .flush_interval(Duration::from_secs(3_600))
+            .build();
+        meter.charge(&lines, 1, noon()).await?;
+        let first = tokio::spawn({
+            let meter = meter.clone();
+            async move { meter.flush().await }
+        });
+        while ledger.saves.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The first save (value 1) is in flight; a second flush must wait for it.
+        meter.charge(&lines, 1, noon()).await?;
+        let second = tokio::spawn({
+            let meter = meter.clone();
+            async move { meter.flush().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ledger.gate.add_permits(1);
+        first.await??;
+        second.await??;
+        let stored = saved.load_counters(&[lines[0].subject]).await?;
+        assert_eq!(stored.first().map(|(_, s)| s.value), Some(2));
         Ok(())
     }
 }

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
@@ -11,6 +11,7 @@ use super::{
 use crate::clock::{Clock, SystemClock};
 use crate::key::KeyId;
 use crate::owner::{NewOwner, OwnerKeysChange, OwnerRecord, OwnerUpdate};
+use crate::quota::{CounterState, QuotaLedger, QuotaSubject};
 use crate::record::{CreatedKey, KeyChange, KeyRecord, MintedKey, RotatedKey, Rotation};
 
 /// An in-process store: a map behind a lock. Clones share the same keys.
@@ -31,6 +32,8 @@ struct Inner {
     settings: BTreeMap<String, String>,
     /// Owner records by id.
     owners: BTreeMap<String, OwnerRecord>,
+    /// Saved quota counters (see [`QuotaLedger`]).
+    quota_counters: HashMap<QuotaSubject, CounterState>,
 }
 
 impl Default for MemoryStore {
@@ -76,8 +79,37 @@ impl MemoryStore {
     }
 }
 
+/// Keeps an in-process meter's counters for as long as the store lives (a restarted meter on
+/// the same store starts from them; nothing survives the process).
+#[async_trait]
+impl QuotaLedger for MemoryStore {
+    async fn load_counters(
+        &self,
+        subjects: &[QuotaSubject],
+    ) -> Result<Vec<(QuotaSubject, CounterState)>, StoreError> {
+        Ok(self.read(|inner| {
+            subjects
+                .iter()
+                .filter_map(|s| inner.quota_counters.get(s).map(|state| (*s, *state)))
+                .collect()
+        }))
+    }
+
+    async fn save_counters(
+        &self,
+        counters: &[(QuotaSubject, CounterState)],
+    ) -> Result<(), StoreError> {
+        self.write(|inner| inner.quota_counters.extend(counters.iter().copied()));
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl KeyStore for MemoryStore {
+    fn quota_ledger(self: Arc<Self>) -> Option<Arc<dyn QuotaLedger>> {
+        Some(self)
+    }
+
     async fn find(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
         Ok(self.read(|inner| inner.keys.get(id).cloned()))
     }

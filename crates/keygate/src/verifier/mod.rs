@@ -1020,6 +1020,32 @@ mod memo_tests {
                 .authenticate(&presented, &entry, verifier.clock().now())
                 .is_ok()
         );
+        // Any other secret of the same id still fails, the tag remembered or not.
+        let key = created.key.expose_secret();
+        let body = &key[..key.len() - 6];
+        let last = body.as_bytes()[body.len() - 1];
+        for replacement in [b'0', b'z'] {
+            if replacement == last {
+                continue;
+            }
+            let wrong = format!("{}{}", &body[..body.len() - 1], char::from(replacement));
+            let mut crc = crc32fast::hash(wrong.as_bytes());
+            let mut tail = [b'0'; 6];
+            for slot in tail.iter_mut().rev() {
+                *slot = crate::base62::ALPHABET[(crc % 62) as usize];
+                crc /= 62;
+            }
+            let wrong = format!("{wrong}{}", String::from_utf8_lossy(&tail));
+            let mut headers = http::HeaderMap::new();
+            headers.insert("x-api-key", wrong.parse()?);
+            let presented = verifier.extract(&HttpRequestView::new(&headers, &uri, None))?;
+            let now = verifier.clock().now();
+            assert_eq!(
+                verifier.authenticate(&presented, &entry, now),
+                Err(Reason::WrongSecret)
+            );
+            assert_eq!(entry.verified.get(), Some(&tag), "never replaced");
+        }
         Ok(())
     }
 }

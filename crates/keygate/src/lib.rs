@@ -33,6 +33,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod cost;
 pub mod extract;
 pub mod gate;
 pub mod identity;
@@ -57,6 +58,7 @@ pub mod verifier;
 
 mod base62;
 
+pub use cost::Cost;
 pub use extract::{HttpRequestView, RequestView};
 pub use identity::{Identity, Metadata};
 pub use invalidation::{Invalidated, Invalidation, InvalidationError, Subscription};

@@ -20,6 +20,7 @@
 
 mod in_process;
 mod meter;
+mod receipt;
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,6 +31,8 @@ pub use meter::{
     CounterKind, CounterState, MAX_LINES, MeterError, QuotaDecision, QuotaLedger, QuotaLine,
     QuotaMeter, QuotaSubject, QuotaUsage, UnknownCounterKind,
 };
+pub(crate) use receipt::refund_refused;
+pub use receipt::{QuotaReceipt, QuotaReport, SettleError};
 
 /// Most units a quota may name (a count per period, a balance, a refill amount).
 pub const MAX_QUOTA: u64 = 1_000_000_000_000;

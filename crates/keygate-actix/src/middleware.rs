@@ -215,8 +215,11 @@ where
     // A route's `Cost` settled the quota behind the middleware: report what it spent.
     ticket.settle_quota(response.response().extensions().get::<QuotaReceipt>());
     let headers = response.headers_mut();
+    // A route guard's 429 (`Cost`) carries its own fields.
+    let guard_fields = headers.contains_key("ratelimit");
     for (name, value) in ticket
         .rate_limit_headers()
+        .filter(|_| !guard_fields)
         .filter_map(|(n, v)| to_actix((&n, &v)))
     {
         headers.insert(name, value);

@@ -127,7 +127,9 @@ impl<R> Cost<R> {
             return Ok(());
         };
         let id = identity.key_id();
-        receipt.settle(self.units).await.map_err(|error| match error {
+        let settled = receipt.settle(self.units).await;
+        identity.set_quota_remaining(receipt.remaining());
+        settled.map_err(|error| match error {
             SettleError::Exhausted(report) => {
                 crate::metrics::guard_refused(Reason::QuotaExhausted);
                 tracing::debug!(target: "keygate", key_id = %id, outcome = "denied", reason = Reason::QuotaExhausted.as_str());

@@ -192,8 +192,11 @@ impl QuotaReceipt {
                 self.charged = cost;
                 Ok(())
             }
-            Ok(refused) => {
+            Ok(mut refused) => {
+                let before = self.charged;
                 self.refund_all().await.map_err(SettleError::Meter)?;
+                // Every line gave back what the request had been charged.
+                refused.remaining = refused.remaining.saturating_add(before);
                 let report = QuotaReport::of(&self.lines, refused).ok_or_else(|| {
                     SettleError::Meter(MeterError("a refusal named no line".into()))
                 })?;
@@ -236,14 +239,14 @@ impl fmt::Debug for QuotaReceipt {
     }
 }
 
-/// Refunds the receipt in `extensions` (a guard refused the request): a refused request spends
-/// no quota. Logs when the meter cannot be reached.
-pub(crate) async fn refund_refused(receipt: Option<QuotaReceipt>) {
-    if let Some(mut receipt) = receipt
-        && let Err(error) = receipt.refund_all().await
-    {
+/// Refunds a refused request's receipt (a guard refused it): a refused request spends no
+/// quota. Logs when the meter cannot be reached. Returns the receipt as it stands after, for
+/// the response's extensions (the key layer's `RateLimit` fields report it).
+pub(crate) async fn refund_refused(mut receipt: QuotaReceipt) -> QuotaReceipt {
+    if let Err(error) = receipt.refund_all().await {
         tracing::warn!(target: "keygate", %error, "could not refund the quota charge of a refused request");
     }
+    receipt
 }
 
 #[cfg(test)]
@@ -304,7 +307,8 @@ mod tests {
             Err(SettleError::Exhausted(report)) => {
                 assert_eq!(report.decision.line, 1, "the owner-like line refused");
                 assert_eq!(report.quota.to_string(), "3/day");
-                assert_eq!(report.limit_item(), "\"quota\";r=2;t=43200");
+                // What is left once the key layer's charge is refunded.
+                assert_eq!(report.limit_item(), "\"quota\";r=3;t=43200");
                 assert_eq!(report.policy_item(), "\"quota\";q=3;w=86400");
             }
             other => panic!("not refused: {other:?}"),

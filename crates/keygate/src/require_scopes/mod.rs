@@ -173,9 +173,8 @@ impl<F, B> GuardFuture<F, B> {
     pub(crate) fn refused(response: Response<B>, receipt: Option<QuotaReceipt>) -> Self {
         Self {
             state: GuardState::Rejected {
-                refund: receipt.map(|receipt| {
-                    Box::pin(crate::quota::refund_refused(Some(receipt))) as RefundFuture
-                }),
+                refund: receipt
+                    .map(|receipt| Box::pin(crate::quota::refund_refused(receipt)) as RefundFuture),
                 response: Some(response),
             },
         }
@@ -183,7 +182,7 @@ impl<F, B> GuardFuture<F, B> {
 }
 
 /// A refused request's quota refund (boxed: only refusals of keys with a quota make one).
-type RefundFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+type RefundFuture = Pin<Box<dyn Future<Output = QuotaReceipt> + Send>>;
 
 pin_project! {
     /// Response future of [`RequireScopesService`] and
@@ -213,12 +212,22 @@ where
         match self.project().state.project() {
             GuardProj::Inner { future } => future.poll(cx),
             GuardProj::Rejected { refund, response } => {
-                if let Some(future) = refund {
-                    std::task::ready!(future.as_mut().poll(cx));
-                    *refund = None;
-                }
+                let refunded = match refund {
+                    Some(future) => {
+                        let receipt = std::task::ready!(future.as_mut().poll(cx));
+                        *refund = None;
+                        Some(receipt)
+                    }
+                    None => None,
+                };
                 match response.take() {
-                    Some(response) => Poll::Ready(Ok(response)),
+                    Some(mut response) => {
+                        // The key layer's `RateLimit` fields report the balance refunded.
+                        if let Some(receipt) = refunded {
+                            response.extensions_mut().insert(receipt);
+                        }
+                        Poll::Ready(Ok(response))
+                    }
                     None => panic!("keygate GuardFuture polled after completion"),
                 }
             }

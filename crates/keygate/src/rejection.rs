@@ -808,6 +808,50 @@ mod tests {
     }
 
     #[test]
+    fn a_quota_refusal_of_a_rate_limited_key_lists_both_items() {
+        use crate::quota::{Quota, QuotaDecision, QuotaReport};
+        let policy: RatePolicy = "100/1m".parse().unwrap_or_else(|e| panic!("{e}"));
+        let rate = RateDecision {
+            allowed: true,
+            policy,
+            remaining: 99,
+            reset: std::time::Duration::from_millis(600),
+            retry_after: std::time::Duration::ZERO,
+        };
+        let quota: Quota = "5/day".parse().unwrap_or_else(|e| panic!("{e}"));
+        let decision = QuotaDecision {
+            allowed: false,
+            line: 0,
+            remaining: 1,
+            size: 5,
+            reset: Some(std::time::Duration::from_secs(43_200)),
+            windows: [20_000, 0],
+        };
+        let rejection = Rejection::quota_exhausted(
+            Some(KeyId::random()),
+            QuotaReport { decision, quota },
+            Some(rate),
+        );
+        let parts = ProblemJson::default().parts(&rejection);
+        let headers: Vec<(&str, &str)> = parts
+            .headers()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            headers[2..],
+            [
+                ("retry-after", "43200"),
+                (
+                    "ratelimit-policy",
+                    r#""key";q=100;w=60, "quota";q=5;w=86400"#
+                ),
+                ("ratelimit", r#""key";r=99;t=1, "quota";r=1;t=43200"#),
+            ]
+        );
+        assert_eq!(parts.status().as_u16(), 429);
+    }
+
+    #[test]
     fn parts_fit_every_rejection() {
         let id = Some(KeyId::random());
         let policy: RatePolicy = "10/1s".parse().unwrap_or_else(|e| panic!("{e}"));

@@ -63,6 +63,8 @@ pub fn run(data: &[u8]) {
         last_used_at: int("last_used_at"),
         rate_limit: column("rate_limit").map(str::to_owned),
         canary: int("canary").is_some_and(|n| n != 0),
+        quota: column("quota").map(str::to_owned),
+        lineage: column("lineage").map(str::to_owned),
     };
     let record = match raw.into_record() {
         Ok(record) => record,

@@ -7,7 +7,7 @@ use actix_web::test::{self, TestRequest};
 use actix_web::{App, HttpRequest, web};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use keygate::{Rejection, Verifier};
-use keygate_actix::{ApiKeyAuth, Identity, RequireEnvironment, RequireScopes};
+use keygate_actix::{ApiKeyAuth, Cost, Identity, RequireEnvironment, RequireScopes};
 
 use crate::Reply;
 
@@ -44,12 +44,28 @@ pub fn actix_app(
                 .wrap(auth.clone())
                 .get(sensitive),
         )
+        .service(
+            web::resource("/report")
+                .wrap(Cost::new(2))
+                .wrap(auth.clone())
+                .get(remaining),
+        )
+        .service(
+            web::resource("/free")
+                .wrap(Cost::new(0))
+                .wrap(auth.clone())
+                .get(remaining),
+        )
         .service(web::resource("/items/{id}").wrap(auth.clone()).get(item))
         .service(web::resource("/maybe").wrap(auth.optional()).get(maybe))
 }
 
 async fn hello(identity: Identity) -> String {
     format!("hello, {}", identity.name())
+}
+
+async fn remaining(identity: Identity) -> String {
+    crate::quota_left(identity.quota_remaining())
 }
 
 async fn item(id: web::Path<String>) -> String {

@@ -9,7 +9,7 @@ use axum::routing::get;
 use http::{HeaderMap, Request};
 use http_body_util::BodyExt;
 use keygate::{Rejection, Verifier};
-use keygate_axum::{Identity, RequireEnvironment, RequireScopes};
+use keygate_axum::{Cost, Identity, RequireEnvironment, RequireScopes};
 use tower::ServiceExt;
 
 use crate::Reply;
@@ -19,6 +19,9 @@ use crate::Reply;
 /// - `GET /hello` protected, answers `hello, {key name}`;
 /// - `GET /orders` protected, requires `orders:read`;
 /// - `GET /live` protected, requires a key of environment `live`;
+/// - `GET /report` protected, costs 2 of the key's quotas, answers `{n} left` (the quota's
+///   balance after the request, [`keygate::Identity::quota_remaining`]);
+/// - `GET /free` protected, costs nothing of the key's quotas, answers as `/report`;
 /// - `GET /sensitive` protected, answers whether the credential header was marked sensitive;
 /// - `GET /maybe` behind an optional layer, answers the caller's name or `anonymous`.
 pub fn axum_app(verifier: &Verifier) -> Router {
@@ -32,6 +35,8 @@ pub fn axum_app(verifier: &Verifier) -> Router {
             "/live",
             get(hello).route_layer(RequireEnvironment::new("live")),
         )
+        .route("/report", get(remaining).route_layer(Cost::new(2)))
+        .route("/free", get(remaining).route_layer(Cost::new(0)))
         .route("/sensitive", get(sensitive))
         .route("/items/{id}", get(item))
         .route_layer(keygate_axum::layer(verifier.clone()).rate_limit_headers());
@@ -48,6 +53,10 @@ pub fn axum_app(verifier: &Verifier) -> Router {
 
 async fn hello(identity: Identity) -> String {
     format!("hello, {}", identity.name())
+}
+
+async fn remaining(identity: Identity) -> String {
+    crate::quota_left(identity.quota_remaining())
 }
 
 async fn maybe(identity: Option<Identity>) -> String {

@@ -653,6 +653,89 @@ impl EnvironmentKeys {
     }
 }
 
+/// What the suites' `/report` and `/free` routes answer: `{n} left`, or `no quota`.
+pub fn quota_left(remaining: Option<u64>) -> String {
+    remaining.map_or_else(|| "no quota".to_owned(), |n| format!("{n} left"))
+}
+
+/// Keys with quotas (issue 17 item 2), created in one harness; none is rate limited, so the
+/// `RateLimit` fields show the `"quota"` item alone.
+#[derive(Debug, Clone)]
+pub struct QuotaKeys {
+    /// `5/day`.
+    pub five_a_day: String,
+    /// `credits 2 refill 2 every 1h`.
+    pub refilled: String,
+    /// `credits 1`: never refills.
+    pub one_credit: String,
+    /// Three keys of owner `quota-team`, whose quota is `10/day`; no quota of their own.
+    pub shared: [String; 3],
+    /// `2/day`, of owner `quota-loose` (`100/day`): the key's own is the tighter.
+    pub tight_key: String,
+    /// `50/day`, of owner `quota-tight` (`1/day`): the owner's is the tighter.
+    pub tight_owner: String,
+    /// `2/day`, no scopes.
+    pub unscoped: String,
+    /// `1/day`.
+    pub one_a_day: String,
+    /// `3/day`, then rotated (grace 30 days): [`QuotaKeys::rotated_new`] is its successor.
+    pub rotated_old: String,
+    /// The rotated key's successor: the same lineage, one balance.
+    pub rotated_new: String,
+}
+
+impl QuotaKeys {
+    /// Creates the keys (and owners) in `h`.
+    pub async fn create(h: &Harness) -> Self {
+        use keygate::owner::NewOwner;
+        use keygate::quota::Quota;
+        let quota = |text: &str| text.parse::<Quota>().unwrap();
+        let admin = h.verifier.admin();
+        for (owner, q) in [
+            ("quota-team", "10/day"),
+            ("quota-loose", "100/day"),
+            ("quota-tight", "1/day"),
+        ] {
+            admin
+                .create_owner(NewOwner::new(owner).quota(quota(q)))
+                .await
+                .expect("owner");
+        }
+        let key = |name: &str| NewKey::new(name).rate_limit(keygate::rate::RateLimit::Unlimited);
+        let with = |name: &str, q: &str| key(name).quota(quota(q));
+        let (rotated_old, old_id) = h.create(with("rotated", "3/day")).await;
+        let rotated = admin
+            .rotate(&old_id, Duration::from_secs(30 * 86_400))
+            .await
+            .expect("rotate");
+        Self {
+            five_a_day: h.create(with("five", "5/day")).await.0,
+            refilled: h
+                .create(with("refilled", "credits 2 refill 2 every 1h"))
+                .await
+                .0,
+            one_credit: h.create(with("one-credit", "credits 1")).await.0,
+            shared: [
+                h.create(key("shared-1").owner("quota-team")).await.0,
+                h.create(key("shared-2").owner("quota-team")).await.0,
+                h.create(key("shared-3").owner("quota-team")).await.0,
+            ],
+            tight_key: h
+                .create(with("tight-key", "2/day").owner("quota-loose"))
+                .await
+                .0,
+            tight_owner: h
+                .create(with("tight-owner", "50/day").owner("quota-tight"))
+                .await
+                .0,
+            unscoped: h.create(with("unscoped", "2/day")).await.0,
+            one_a_day: h.create(with("one", "1/day")).await.0,
+            rotated_old,
+            rotated_new: rotated.new.key.expose_secret().to_owned(),
+        }
+    }
+}
+
 /// Builds `{prefix}_{id}_{secret}{crc}` with a correct checksum.
 pub fn forge(prefix: &str, id: &str, secret: &str) -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";

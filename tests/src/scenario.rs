@@ -10,7 +10,7 @@ use keygate::rate::RatePolicy;
 use keygate::{Reason, VerifierBuilder};
 
 use crate::tonic_app::{GrpcReply, grpc_path};
-use crate::{EnvironmentKeys, Keys, Reply};
+use crate::{EnvironmentKeys, Keys, QuotaKeys, Reply};
 
 /// The rate limit of keys without their own, in the scenario verifiers.
 pub const DEFAULT_RATE: &str = "100/1h burst 30";
@@ -155,6 +155,38 @@ impl Case {
             .expect_header("ratelimit", format!(r#""key";r={r};t={t}"#))
             .no_header("retry-after")
     }
+    /// An allowed request of a key with a quota: `RateLimit-Policy` `"quota";q=…;w=…` and
+    /// `RateLimit` `"quota";r=…;t=…` (`w` and `t` absent for credits that never refill).
+    fn quota_rate(self, q: u64, w: Option<u64>, r: u64, t: Option<u64>) -> Self {
+        self.quota_fields(q, w, r, t).no_header("retry-after")
+    }
+    fn quota_fields(self, q: u64, w: Option<u64>, r: u64, t: Option<u64>) -> Self {
+        let policy = match w {
+            Some(w) => format!(r#""quota";q={q};w={w}"#),
+            None => format!(r#""quota";q={q}"#),
+        };
+        let limit = match t {
+            Some(t) => format!(r#""quota";r={r};t={t}"#),
+            None => format!(r#""quota";r={r}"#),
+        };
+        self.expect_header("ratelimit-policy", policy)
+            .expect_header("ratelimit", limit)
+    }
+    /// A 429 `quota_exhausted`: `Retry-After` at the next period or refill (none when the
+    /// quota never refills) and the refusing quota's `"quota"` items.
+    fn quota_exhausted(self, q: u64, w: Option<u64>, r: u64, t: Option<u64>) -> Self {
+        let case = self
+            .problem(
+                "urn:keygate:problem:quota_exhausted",
+                Reason::QuotaExhausted,
+            )
+            .quota_fields(q, w, r, t)
+            .no_header("www-authenticate");
+        match t {
+            Some(t) => case.expect_header("retry-after", t.to_string()),
+            None => case.no_header("retry-after"),
+        }
+    }
     /// A 429 with `Retry-After` `retry`, and policy `name` (`key` or `failures`) exhausted.
     fn too_many(self, name: &str, q: u32, w: u32, retry: u64, t: u64) -> Self {
         let (code, reason) = if name == "key" {
@@ -180,6 +212,244 @@ pub fn table(keys: &Keys) -> Vec<Case> {
     cases.extend(rate_limits(keys));
     cases.extend(owners(keys));
     cases
+}
+
+/// Why the quota cases do not run on gRPC: `Cost` is an HTTP route guard (tower and actix);
+/// keygate-tonic's quota answers follow from the same verifier (`RESOURCE_EXHAUSTED`).
+const QUOTA_NOT_GRPC: &str = "quota cases use the HTTP route guard Cost (/report, /free)";
+
+/// The quota cases (issue 17 item 2), on fresh verifiers built with [`configure`] over a
+/// harness with [`QuotaKeys`], starting at `start` (the harness clock when the table is
+/// built). The first case moves the clock to the next UTC noon; the last moves it on so that
+/// the whole table spans whole days, so a second run (the next framework's, on the same
+/// clock) meets the same times of day.
+pub fn quota_table(keys: &QuotaKeys, start: std::time::SystemTime) -> Vec<Case> {
+    use Reason::*;
+    const DAY: u64 = 86_400;
+    let secs = |d: u64| Duration::from_secs(d);
+    let start_secs = start
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let noon = DAY / 2;
+    let to_noon = (noon + DAY - start_secs % DAY) % DAY;
+    let to_noon = if to_noon == 0 { DAY } else { to_noon };
+    let day = Some(DAY);
+    let mut cases = vec![
+        // Noon: 5/day on a route of cost 2.
+        Case::new(
+            "a key with 5/day on a route of cost 2: the first request",
+            "/report",
+            200,
+        )
+        .bearer(&keys.five_a_day)
+        .after(secs(to_noon))
+        .body("3 left")
+        .quota_rate(5, day, 3, Some(noon)),
+        Case::new(
+            "a key with 5/day on a route of cost 2: the second request",
+            "/report",
+            200,
+        )
+        .bearer(&keys.five_a_day)
+        .body("1 left")
+        .quota_rate(5, day, 1, Some(noon)),
+        Case::new(
+            "a key with 5/day on a route of cost 2: the third is 429 until UTC midnight",
+            "/report",
+            429,
+        )
+        .bearer(&keys.five_a_day)
+        .quota_exhausted(5, day, 1, Some(noon)),
+        Case::new(
+            "a key with 5/day is allowed again at the next UTC day",
+            "/report",
+            200,
+        )
+        .bearer(&keys.five_a_day)
+        .after(secs(noon))
+        .body("3 left")
+        .quota_rate(5, day, 3, Some(DAY)),
+        // Noon of the next day: credits refill on schedule (every hour, on the hour).
+        Case::new("credits 2 refill 2 every 1h: one", "/hello", 200)
+            .bearer(&keys.refilled)
+            .after(secs(noon))
+            .body("hello, refilled")
+            .quota_rate(2, Some(3600), 1, Some(3600)),
+        Case::new("credits 2 refill 2 every 1h: two", "/hello", 200)
+            .bearer(&keys.refilled)
+            .quota_rate(2, Some(3600), 0, Some(3600)),
+        Case::new(
+            "credits 2 refill 2 every 1h: spent until the next refill",
+            "/hello",
+            429,
+        )
+        .bearer(&keys.refilled)
+        .quota_exhausted(2, Some(3600), 0, Some(3600)),
+        Case::new("credits refill on schedule", "/hello", 200)
+            .bearer(&keys.refilled)
+            .after(secs(3600))
+            .quota_rate(2, Some(3600), 1, Some(3600)),
+        // 13:00.
+        Case::new("credits that never refill: the last one", "/hello", 200)
+            .bearer(&keys.one_credit)
+            .quota_rate(1, None, 0, None),
+        Case::new(
+            "credits that never refill: 429 without Retry-After",
+            "/hello",
+            429,
+        )
+        .bearer(&keys.one_credit)
+        .quota_exhausted(1, None, 0, None),
+    ];
+    let to_midnight = Some(DAY - 13 * 3600);
+    for i in 1..=10_u64 {
+        cases.push(
+            Case::new(
+                "an owner quota of 10/day shared by three keys allows 10 in total",
+                "/hello",
+                200,
+            )
+            .bearer(&keys.shared[(i as usize - 1) % 3])
+            .quota_rate(10, day, 10 - i, to_midnight),
+        );
+    }
+    for key in &keys.shared {
+        cases.push(
+            Case::new(
+                "an owner quota of 10/day shared by three keys: the 11th is refused",
+                "/hello",
+                429,
+            )
+            .bearer(key)
+            .quota_exhausted(10, day, 0, to_midnight),
+        );
+    }
+    cases.extend([
+        Case::new(
+            "the tighter of key and owner quota wins: the key's",
+            "/hello",
+            200,
+        )
+        .bearer(&keys.tight_key)
+        .quota_rate(2, day, 1, to_midnight),
+        Case::new(
+            "the tighter of key and owner quota wins: the key's",
+            "/hello",
+            200,
+        )
+        .bearer(&keys.tight_key)
+        .quota_rate(2, day, 0, to_midnight),
+        Case::new(
+            "the tighter of key and owner quota wins: the key's",
+            "/hello",
+            429,
+        )
+        .bearer(&keys.tight_key)
+        .quota_exhausted(2, day, 0, to_midnight),
+        Case::new(
+            "the tighter of key and owner quota wins: the owner's",
+            "/hello",
+            200,
+        )
+        .bearer(&keys.tight_owner)
+        .quota_rate(1, day, 0, to_midnight),
+        Case::new(
+            "the tighter of key and owner quota wins: the owner's",
+            "/hello",
+            429,
+        )
+        .bearer(&keys.tight_owner)
+        .quota_exhausted(1, day, 0, to_midnight),
+    ]);
+    for _ in 0..3 {
+        cases.push(
+            Case::new("a scope refusal spends no quota", "/orders", 403)
+                .bearer(&keys.unscoped)
+                .challenge(r#"Bearer realm="api", error="insufficient_scope", scope="orders:read""#)
+                .problem("urn:keygate:problem:insufficient_scope", InsufficientScope)
+                .quota_fields(2, day, 2, to_midnight),
+        );
+    }
+    cases.extend([
+        Case::new(
+            "a scope refusal spends no quota: 2 of 2 left",
+            "/hello",
+            200,
+        )
+        .bearer(&keys.unscoped)
+        .quota_rate(2, day, 1, to_midnight),
+        Case::new(
+            "a scope refusal spends no quota: 2 of 2 left",
+            "/hello",
+            200,
+        )
+        .bearer(&keys.unscoped)
+        .quota_rate(2, day, 0, to_midnight),
+        Case::new("a scope refusal spends no quota: then spent", "/hello", 429)
+            .bearer(&keys.unscoped)
+            .quota_exhausted(2, day, 0, to_midnight),
+    ]);
+    for _ in 0..3 {
+        cases.push(
+            Case::new("Cost::new(0) is free", "/free", 200)
+                .bearer(&keys.one_a_day)
+                .body("1 left")
+                .quota_rate(1, day, 1, to_midnight),
+        );
+    }
+    cases.extend([
+        Case::new("Cost::new(0) is free: the one left", "/hello", 200)
+            .bearer(&keys.one_a_day)
+            .quota_rate(1, day, 0, to_midnight),
+        Case::new("Cost::new(0) is free: then spent", "/hello", 429)
+            .bearer(&keys.one_a_day)
+            .quota_exhausted(1, day, 0, to_midnight),
+        Case::new(
+            "a rotated key keeps spending its predecessor's balance: the old key",
+            "/hello",
+            200,
+        )
+        .bearer(&keys.rotated_old)
+        .quota_rate(3, day, 2, to_midnight),
+        Case::new(
+            "a rotated key keeps spending its predecessor's balance: the new key",
+            "/hello",
+            200,
+        )
+        .bearer(&keys.rotated_new)
+        .quota_rate(3, day, 1, to_midnight),
+        Case::new(
+            "a rotated key keeps spending its predecessor's balance: the new key",
+            "/hello",
+            200,
+        )
+        .bearer(&keys.rotated_new)
+        .quota_rate(3, day, 0, to_midnight),
+        Case::new(
+            "a rotated key keeps spending its predecessor's balance: both spent",
+            "/hello",
+            429,
+        )
+        .bearer(&keys.rotated_old)
+        .quota_exhausted(3, day, 0, to_midnight),
+    ]);
+    // Round the table up to whole days (at least half a day on), so the next run meets the
+    // same times of day; there the 5/day key has a fresh day again.
+    let spent = to_noon + noon + noon + 3600;
+    let total = (spent + noon).div_ceil(DAY) * DAY;
+    let end_of_day = DAY - start_secs % DAY;
+    cases.push(
+        Case::new("a key with 5/day on a later UTC day", "/report", 200)
+            .bearer(&keys.five_a_day)
+            .after(secs(total - spent))
+            .body("3 left")
+            .quota_rate(5, day, 3, Some(end_of_day)),
+    );
+    cases
+        .into_iter()
+        .map(|case| case.skip_grpc(QUOTA_NOT_GRPC))
+        .collect()
 }
 
 /// Owners (issue 17 item 1): a limit shared by an owner's keys, and a bulk revocation.
@@ -557,6 +827,8 @@ pub fn route_template(path: &str) -> Option<&'static str> {
         "/live" => Some("/live"),
         "/sensitive" => Some("/sensitive"),
         "/maybe" => Some("/maybe"),
+        "/report" => Some("/report"),
+        "/free" => Some("/free"),
         p if p.starts_with("/items/") => Some("/items/{id}"),
         other => panic!("no route template known for {other}"),
     }

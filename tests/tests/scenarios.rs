@@ -10,12 +10,12 @@ use keygate::audit::AuditEvent;
 use keygate_tests::actix_app::{actix_app, send_actix};
 use keygate_tests::scenario::{
     Case, check, check_audit, check_audit_grpc, check_grpc, configure, configure_environments,
-    environment_table, same_answer, table,
+    environment_table, quota_table, same_answer, table,
 };
 use keygate_tests::tonic_app::{send_tonic, serve_tonic};
 use keygate_tests::{
-    CapturingSink, EnvironmentKeys, Harness, Keys, Reply, axum_app, environments_keyring, send,
-    wait_subscribed,
+    CapturingSink, EnvironmentKeys, Harness, Keys, QuotaKeys, Reply, axum_app,
+    environments_keyring, send, wait_subscribed,
 };
 
 fn headers(case: &Case) -> Vec<(&str, &[u8])> {
@@ -91,6 +91,19 @@ async fn every_environment_case_passes_on_axum_and_actix_alike() {
             .contains(&(tonic::Code::PermissionDenied as i32))
     );
     assert!(cases.iter().all(|c| c.skip_grpc.is_none()));
+}
+
+/// The quota cases (issue 17 item 2) on axum and actix-web alike, on a manual clock: a key with
+/// 5/day on a route of cost 2, credits refilling on schedule, an owner's quota shared by three
+/// keys, the tighter of key and owner quota, a scope refusal and a free route spending
+/// nothing, a rotated key spending its predecessor's balance.
+#[actix_web::test]
+async fn every_quota_case_passes_on_axum_and_actix_alike() {
+    let h = Harness::new();
+    let keys = QuotaKeys::create(&h).await;
+    let cases = quota_table(&keys, keygate::clock::Clock::now(&h.clock));
+    assert!(cases.len() >= 40, "the table lost cases: {}", cases.len());
+    run_table(&h, &cases, configure).await.assert_passed();
 }
 
 /// What running a table found.

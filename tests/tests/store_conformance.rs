@@ -1333,6 +1333,112 @@ async fn quota_counters<S: TestStore>(f: Fixture<S>) {
     );
 }
 
+/// Quotas on keys and owners: stored, changed and cleared alike by every store, and enforced
+/// from what the store returns (the owner's read with the key).
+async fn quotas<S: TestStore>(f: Fixture<S>) {
+    let admin = f.verifier.admin();
+    let (key, record) = create(&f, NewKey::new("metered").quota(quota("3/day"))).await;
+    assert_eq!(record.quota, Some(quota("3/day")));
+    assert_eq!(
+        record.lineage, record.id,
+        "a new key starts its own lineage"
+    );
+    assert_eq!(ok(f.store.get(&record.id).await), record, "{}", f.name);
+    for _ in 0..3 {
+        assert!(verify(&f, &key, None).await.is_ok(), "{}", f.name);
+    }
+    assert_eq!(
+        refused(&f, &key).await,
+        Reason::QuotaExhausted,
+        "{}",
+        f.name
+    );
+
+    // Changed (credits: a counter of another kind starts afresh) and cleared.
+    let changed = ok(admin
+        .set_quota(&record.id, Some(quota("credits 10 refill 10 every 1h")))
+        .await);
+    assert_eq!(changed.quota, Some(quota("credits 10 refill 10 every 1h")));
+    assert_eq!(ok(f.store.get(&record.id).await), changed, "{}", f.name);
+    assert!(verify(&f, &key, None).await.is_ok(), "{}", f.name);
+    let cleared = ok(admin.set_quota(&record.id, None).await);
+    assert_eq!(cleared.quota, None);
+    assert_eq!(ok(f.store.get(&record.id).await).quota, None, "{}", f.name);
+
+    // An owner's quota is shared by its keys; the key's own, when tighter, wins.
+    let owner = ok(admin
+        .create_owner(NewOwner::new("shared").quota(quota("4/day")))
+        .await);
+    assert_eq!(owner.quota, Some(quota("4/day")));
+    assert_eq!(ok(f.store.get_owner("shared").await), owner, "{}", f.name);
+    let (a, _) = create(&f, NewKey::new("a").owner("shared")).await;
+    let (b, _) = create(&f, NewKey::new("b").owner("shared")).await;
+    let (tight, _) = create(
+        &f,
+        NewKey::new("tight").owner("shared").quota(quota("1/day")),
+    )
+    .await;
+    assert!(verify(&f, &tight, None).await.is_ok());
+    assert_eq!(
+        refused(&f, &tight).await,
+        Reason::QuotaExhausted,
+        "{}",
+        f.name
+    );
+    for key in [&a, &b, &a] {
+        assert!(verify(&f, key, None).await.is_ok(), "{}", f.name);
+    }
+    for key in [&a, &b] {
+        assert_eq!(refused(&f, key).await, Reason::QuotaExhausted, "{}", f.name);
+    }
+    // Cleared on the owner: its keys are evicted and go on at once.
+    let updated = ok(admin
+        .update_owner("shared", OwnerUpdate::new().quota(None))
+        .await);
+    assert_eq!(updated.quota, None);
+    assert_eq!(ok(f.store.get_owner("shared").await).quota, None);
+    assert!(verify(&f, &a, None).await.is_ok(), "{}", f.name);
+    // A bare owner (created with its first key) has none.
+    create(&f, NewKey::new("c").owner("bare")).await;
+    assert_eq!(ok(f.store.get_owner("bare").await).quota, None);
+}
+
+/// A rotated key keeps spending its predecessor's balance: both keys are counted under the
+/// lineage (the first key's id), which every rotation copies with the quota.
+async fn quota_rotation<S: TestStore>(f: Fixture<S>) {
+    let admin = f.verifier.admin();
+    let (old_key, old) = create(&f, NewKey::new("rotating").quota(quota("4/day"))).await;
+    for _ in 0..2 {
+        assert!(verify(&f, &old_key, None).await.is_ok());
+    }
+    let rotated = ok(admin.rotate(&old.id, Duration::from_secs(3600)).await);
+    let new = &rotated.new.record;
+    assert_eq!((new.quota, new.lineage), (old.quota, old.id), "{}", f.name);
+    assert_eq!(&ok(f.store.get(&new.id).await), new, "{}", f.name);
+    let again = ok(admin.rotate(&new.id, Duration::from_secs(3600)).await);
+    assert_eq!(again.new.record.lineage, old.id, "{}", f.name);
+    // 2 left in all, whichever key of the chain spends them (the old ones in their grace).
+    let newest = again.new.key.expose_secret().to_owned();
+    assert!(verify(&f, &newest, None).await.is_ok(), "{}", f.name);
+    assert!(verify(&f, &old_key, None).await.is_ok(), "{}", f.name);
+    assert_eq!(
+        refused(&f, &newest).await,
+        Reason::QuotaExhausted,
+        "{}",
+        f.name
+    );
+    assert_eq!(
+        refused(&f, rotated.new.key.expose_secret()).await,
+        Reason::QuotaExhausted,
+        "{}",
+        f.name
+    );
+}
+
+fn quota(text: &str) -> keygate::quota::Quota {
+    ok(text.parse())
+}
+
 fn policy(text: &str) -> RatePolicy {
     ok(text.parse())
 }
@@ -1381,6 +1487,8 @@ conformance!(
     owners,
     owner_bulk_actions,
     owner_rate_limits,
+    quotas,
+    quota_rotation,
     policy_settings,
     lifetime_policy,
     quota_counters,

@@ -1,6 +1,7 @@
 //! The middleware shared by the route guards ([`RequireScopes`](crate::RequireScopes),
 //! [`RequireEnvironment`](crate::RequireEnvironment)): read the identity [`ApiKeyAuth`]
-//! inserted, ask the core's guard, and either call the route or answer its rejection.
+//! inserted, ask the core's guard, and either call the route or answer its rejection (after
+//! refunding the request's quota charge: a refused request spends nothing).
 //!
 //! [`ApiKeyAuth`]: crate::ApiKeyAuth
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, forward_ready};
 use actix_web::{Error, HttpMessage};
+use keygate::quota::QuotaReceipt;
 use keygate::{Identity, Rejection};
 
 use crate::response::{ActixRejectionResponse, respond};
@@ -94,9 +96,19 @@ where
             }
             Err(rejection) => {
                 let response = respond(responder, rejection);
-                Box::pin(ready(Ok(request
-                    .into_response(response)
-                    .map_into_right_body())))
+                let receipt = request.extensions_mut().remove::<QuotaReceipt>();
+                let mut response = request.into_response(response).map_into_right_body();
+                match receipt {
+                    None => Box::pin(ready(Ok(response))),
+                    Some(mut receipt) => Box::pin(async move {
+                        if let Err(error) = receipt.refund_all().await {
+                            tracing::warn!(target: "keygate", %error, "could not refund the quota charge of a refused request");
+                        }
+                        // The key middleware's `RateLimit` fields report the balance refunded.
+                        response.response_mut().extensions_mut().insert(receipt);
+                        Ok(response)
+                    }),
+                }
             }
         }
     }

@@ -8,6 +8,7 @@
 //! | [`Identity`] | extractor: the verified caller (or `Option<Identity>` on optional routes) |
 //! | [`RequireScopes`] | middleware: `403 insufficient_scope` unless the key has the scopes |
 //! | [`RequireEnvironment`] | middleware: `403 wrong_environment` unless the key belongs to the environment (`live`, `test`) |
+//! | [`Cost`] | middleware: what a request to the route costs of the key's [quotas](keygate::quota) (`429 quota_exhausted` when one is used up) |
 //!
 //! actix-web cannot run a tower layer natively (its requests are `!Send`), so this is an actix
 //! `Transform`; every decision is the shared `Verifier`'s, and responses are built by the same
@@ -39,6 +40,7 @@
 //! The client address is the connection's peer address; `X-Forwarded-For` is honoured only from
 //! the verifier's trusted proxies (the same rule as the tower layer, see [`keygate::extract`]).
 
+mod cost;
 mod guard;
 mod identity;
 mod middleware;
@@ -47,6 +49,7 @@ mod require_scopes;
 mod response;
 mod view;
 
+pub use cost::{Cost, CostMiddleware};
 pub use guard::{GuardMiddleware, RouteGuard};
 pub use identity::{Identity, IdentityRejection};
 pub use middleware::{ApiKeyAuth, ApiKeyMiddleware};

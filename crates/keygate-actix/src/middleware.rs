@@ -8,6 +8,7 @@ use actix_web::http::header::{AUTHORIZATION, HeaderName};
 use actix_web::{Error, HttpMessage};
 
 use keygate::gate::{Admission, Checked, Gate, Refusal, Ticket};
+use keygate::quota::QuotaReceipt;
 use keygate::{ProblemJson, Rejection, Verifier};
 
 use crate::response::{ActixRejectionResponse, respond, to_actix};
@@ -155,7 +156,10 @@ where
                     let service = Rc::clone(&self.service);
                     return Box::pin(async move {
                         match config.gate.check(check).await {
-                            Ok(passed) => {
+                            Ok(mut passed) => {
+                                if let Some(receipt) = passed.take_quota_receipt() {
+                                    request.extensions_mut().insert(receipt);
+                                }
                                 let (identity, ticket) = passed.into_parts();
                                 request.extensions_mut().insert(identity);
                                 finish_inner(service.call(request).await, ticket)
@@ -167,7 +171,10 @@ where
             },
         };
         match decided {
-            Ok(passed) => {
+            Ok(mut passed) => {
+                if let Some(receipt) = passed.take_quota_receipt() {
+                    request.extensions_mut().insert(receipt);
+                }
                 let (identity, ticket) = passed.into_parts();
                 request.extensions_mut().insert(identity);
                 self.call_inner(request, ticket)
@@ -199,15 +206,20 @@ where
 /// response).
 fn finish_inner<B>(
     response: Result<ServiceResponse<B>, Error>,
-    ticket: Ticket,
+    mut ticket: Ticket,
 ) -> Result<ServiceResponse<EitherBody<B>>, Error>
 where
     B: MessageBody + 'static,
 {
     let mut response = response?;
+    // A route's `Cost` settled the quota behind the middleware: report what it spent.
+    ticket.settle_quota(response.response().extensions().get::<QuotaReceipt>());
     let headers = response.headers_mut();
+    // A route guard's 429 (`Cost`) carries its own fields.
+    let guard_fields = headers.contains_key("ratelimit");
     for (name, value) in ticket
         .rate_limit_headers()
+        .filter(|_| !guard_fields)
         .filter_map(|(n, v)| to_actix((&n, &v)))
     {
         headers.insert(name, value);

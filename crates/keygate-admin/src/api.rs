@@ -207,6 +207,7 @@ pub(crate) fn parts() -> (Router<ApiState>, OpenApi) {
         .routes(routes!(keys::set_scopes))
         .routes(routes!(keys::set_expiry))
         .routes(routes!(keys::set_rate_limit))
+        .routes(routes!(keys::set_quota))
         .routes(routes!(keys::set_metadata))
         .routes(routes!(keys::set_allowed_ips))
         .routes(routes!(keys::disable))

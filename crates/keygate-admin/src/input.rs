@@ -113,6 +113,13 @@ pub(crate) fn rate_limit(field: &str, text: &str) -> Result<RateLimit, ApiError>
         .map_err(|e| ApiError::bad(field, e.to_string()))
 }
 
+/// A quota: a count per UTC period (`10000/day`, `1000000/month`) or credits
+/// (`credits 500 refill 500 every 1d`).
+pub(crate) fn quota(field: &str, text: &str) -> Result<keygate::quota::Quota, ApiError> {
+    text.parse::<keygate::quota::Quota>()
+        .map_err(|e| ApiError::bad(field, e.to_string()))
+}
+
 /// `POST /keys`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +147,10 @@ pub struct CreateKey {
     /// services' default.
     #[serde(default)]
     pub rate_limit: Option<String>,
+    /// The key's quota (`10000/day`, `1000000/month`, `credits 500 refill 500 every 1d`);
+    /// absent or null: none of its own.
+    #[serde(default)]
+    pub quota: Option<String>,
     /// The environment to create the key in (`live`, `test`: one the service's keyring
     /// names; its prefix is the key's); absent or null: the keyring's default environment.
     #[serde(default)]
@@ -208,6 +219,17 @@ pub struct SetRateLimit {
     /// Required.
     #[schema(required = true)]
     pub rate_limit: Option<String>,
+}
+
+/// `PUT /keys/{id}/quota`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SetQuota {
+    /// A quota (`10000/day`, `1000000/month`, `credits 500 refill 500 every 1d`); null: none
+    /// of its own. Required.
+    #[schema(required = true)]
+    pub quota: Option<String>,
 }
 
 /// `PUT /keys/{id}/metadata`: the whole new object.
@@ -350,6 +372,9 @@ pub struct CreateOwner {
     /// A rate limit all its keys share, like `10/1m`; absent or null: none.
     #[serde(default)]
     pub rate_limit: Option<String>,
+    /// A quota all its keys share, like `100000/month`; absent or null: none.
+    #[serde(default)]
+    pub quota: Option<String>,
 }
 
 /// `PATCH /owners/{id}`: each field present is replaced, the others stay.
@@ -367,6 +392,9 @@ pub struct UpdateOwner {
     /// A new shared rate limit, like `10/1m`; null removes it.
     #[serde(default)]
     pub rate_limit: Option<String>,
+    /// A new shared quota, like `100000/month`; null removes it.
+    #[serde(default)]
+    pub quota: Option<String>,
 }
 
 /// The query of `GET /owners`.

@@ -12,7 +12,7 @@ use keygate_axum::Identity;
 use crate::docs::{ChangeErrors, CreateErrors, ReadErrors};
 use crate::error::ApiError;
 use crate::input::{
-    self, CreateKey, ListParams, Rename, Rotate, SetAllowedIps, SetExpiry, SetMetadata,
+    self, CreateKey, ListParams, Rename, Rotate, SetAllowedIps, SetExpiry, SetMetadata, SetQuota,
     SetRateLimit, SetScopes,
 };
 use crate::state::ApiState;
@@ -145,6 +145,9 @@ pub(crate) async fn create(
     if let Some(limit) = &input.rate_limit {
         spec = spec.rate_limit(input::rate_limit("rate_limit", limit)?);
     }
+    if let Some(quota) = &input.quota {
+        spec = spec.quota(input::quota("quota", quota)?);
+    }
     if let Some(environment) = input.environment {
         spec = spec.environment(environment);
     }
@@ -273,6 +276,33 @@ pub(crate) async fn set_rate_limit(
         .map(|text| input::rate_limit("rate_limit", text))
         .transpose()?;
     let record = state.acting(&caller).set_rate_limit(&id, limit).await?;
+    Ok(view(&state, &record))
+}
+
+/// Sets a key's quota, or clears it (its owner's quota, if any, still applies).
+#[utoipa::path(
+    put,
+    path = "/keys/{id}/quota",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    request_body = SetQuota,
+    responses((status = 200, description = "The key as changed", body = KeyView), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn set_quota(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<KeyView>, ApiError> {
+    let id = input::key_id(&id)?;
+    let input: SetQuota = input::body(&body, &["quota"])?;
+    let quota = input
+        .quota
+        .as_deref()
+        .map(|text| input::quota("quota", text))
+        .transpose()?;
+    let record = state.acting(&caller).set_quota(&id, quota).await?;
     Ok(view(&state, &record))
 }
 

@@ -95,12 +95,16 @@ pub(crate) async fn create(
     if let Some(limit) = &input.rate_limit {
         owner = owner.rate_limit(input::rate_limit("rate_limit", limit)?);
     }
+    if let Some(quota) = &input.quota {
+        owner = owner.quota(input::quota("quota", quota)?);
+    }
     let owner = state.acting(&caller).create_owner(owner).await?;
     Ok((StatusCode::CREATED, Json(OwnerView::new(&owner, None))))
 }
 
-/// Changes an owner's name, metadata or shared rate limit (each field present is replaced;
-/// `"rate_limit": null` removes the limit). A new limit applies to its keys at once.
+/// Changes an owner's name, metadata, shared rate limit or shared quota (each field present is
+/// replaced; `"rate_limit": null` and `"quota": null` remove them). A new limit or quota
+/// applies to its keys at once.
 #[utoipa::path(
     patch,
     path = "/owners/{id}",
@@ -118,11 +122,10 @@ pub(crate) async fn update(
 ) -> Result<Json<OwnerView>, ApiError> {
     owner_id("id", &id)?;
     let input: UpdateOwner = input::body(&body, &[])?;
-    // `rate_limit: null` (remove) differs from no `rate_limit` (keep).
-    let names_limit = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("rate_limit").map(|_| ()))
-        .is_some();
+    // `rate_limit: null` (remove) differs from no `rate_limit` (keep); `quota` likewise.
+    let named = serde_json::from_slice::<serde_json::Value>(&body).ok();
+    let names = |field: &str| named.as_ref().is_some_and(|v| v.get(field).is_some());
+    let names_limit = names("rate_limit");
     let mut update = OwnerUpdate::new();
     if let Some(name) = input.name {
         update = update.name(name);
@@ -138,6 +141,14 @@ pub(crate) async fn update(
             .transpose()?
             .filter(|l| *l != keygate::rate::RateLimit::Unlimited);
         update = update.rate_limit(limit);
+    }
+    if names("quota") {
+        let quota = input
+            .quota
+            .as_deref()
+            .map(|text| input::quota("quota", text))
+            .transpose()?;
+        update = update.quota(quota);
     }
     let owner = state.acting(&caller).update_owner(&id, update).await?;
     Ok(Json(OwnerView::new(&owner, None)))

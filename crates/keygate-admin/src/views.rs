@@ -67,6 +67,12 @@ pub struct KeyView {
     /// The key's own rate limit (`100/1s`, `100/1s burst 200`, `unlimited`); null: the
     /// services' default applies.
     pub rate_limit: Option<String>,
+    /// The key's own quota (`10000/day`, `credits 500 refill 500 every 1d`); null: none (its
+    /// owner's may still apply).
+    pub quota: Option<String>,
+    /// The key its quota is counted under: the first key of its rotation chain (its own id
+    /// unless it was made by a rotation), so a rotated key spends its predecessor's balance.
+    pub quota_lineage: String,
     /// The version of the pepper its digest was made with.
     pub pepper_version: u32,
     /// When the key was created.
@@ -109,6 +115,8 @@ impl KeyView {
             metadata: record.metadata.clone(),
             allowed_ips: record.allowed_ips.iter().map(ToString::to_string).collect(),
             rate_limit: record.rate_limit.map(|limit| limit.to_string()),
+            quota: record.quota.map(|quota| quota.to_string()),
+            quota_lineage: record.lineage.to_string(),
             pepper_version: record.pepper_version,
             created_at: time(record.created_at),
             updated_at: time(record.updated_at),
@@ -373,6 +381,8 @@ pub struct OwnerView {
     pub metadata: Metadata,
     /// The rate limit all its keys share (`10/1m`, `100/1s burst 200`); null: none.
     pub rate_limit: Option<String>,
+    /// The quota all its keys share (`100000/month`); null: none.
+    pub quota: Option<String>,
     /// When the owner was created (by hand, or with its first key).
     pub created_at: String,
     /// When the record last changed.
@@ -389,6 +399,7 @@ impl OwnerView {
             name: owner.name.clone(),
             metadata: owner.metadata.clone(),
             rate_limit: owner.rate_limit.map(|l| l.to_string()),
+            quota: owner.quota.map(|q| q.to_string()),
             created_at: time(owner.created_at),
             updated_at: time(owner.updated_at),
             keys,

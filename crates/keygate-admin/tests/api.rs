@@ -173,6 +173,7 @@ fn cases() -> Vec<Case> {
                 "metadata": {"tier": "gold"},
                 "allowed_ips": ["10.0.0.0/8", "192.0.2.1"],
                 "rate_limit": "100/1s burst 200",
+                "quota": "credits 500 refill 500 every 1d",
             })),
             query: "",
             status: StatusCode::CREATED,
@@ -230,6 +231,13 @@ fn cases() -> Vec<Case> {
             Action::RateLimitChanged,
         ),
         change(
+            "/keys/{id}/quota",
+            json!({"quota": "10000/day"}),
+            json!({"quota": "10000/week"}),
+            "quota",
+            Action::QuotaChanged,
+        ),
+        change(
             "/keys/{id}/metadata",
             json!({"metadata": {"team": "billing", "n": 3}}),
             json!({"metadata": [1, 2]}),
@@ -266,6 +274,7 @@ fn cases() -> Vec<Case> {
                 "name": "ACME Corp",
                 "metadata": {"plan": "gold"},
                 "rate_limit": "10/1m",
+                "quota": "100000/month",
             })),
             query: "",
             status: StatusCode::CREATED,
@@ -283,7 +292,7 @@ fn cases() -> Vec<Case> {
             method: Method::PATCH,
             route: "/owners/{id}",
             write: true,
-            good: Some(json!({"name": "Billing", "rate_limit": "10/1m"})),
+            good: Some(json!({"name": "Billing", "rate_limit": "10/1m", "quota": "50/day"})),
             query: "",
             status: StatusCode::OK,
             bad: Bad {
@@ -766,6 +775,7 @@ async fn the_openapi_document_is_3_1_and_lists_every_route_the_router_serves() {
         ("CreateKey", "name"),
         ("SetExpiry", "expires_at"),
         ("SetRateLimit", "rate_limit"),
+        ("SetQuota", "quota"),
     ] {
         let required = &document["components"]["schemas"][schema]["required"];
         assert!(
@@ -1053,6 +1063,100 @@ fn rule_of(answer: &common::Answer, what: &str) -> String {
         "{what}: {problem}"
     );
     problem["rule"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Quotas through the API: on create and with `PUT /keys/{id}/quota` (null clears), on owners
+/// (PATCH with `"quota": null` removes it, no `quota` keeps it), shown in the views; a bad
+/// quota is a 400 naming the field, with nothing changed.
+#[tokio::test]
+async fn quotas_are_written_and_read_on_keys_and_owners() {
+    let f: Fixture = fixture().await;
+    let writer = Some(f.writer.key.as_str());
+    let created = f
+        .send(
+            &Method::POST,
+            "/keys",
+            writer,
+            Some(&json!({"name": "metered", "quota": "10000/day"})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let record = &created.json()["record"];
+    assert_eq!(record["quota"], "10000/day");
+    assert_eq!(record["quota_lineage"], record["id"]);
+    let path = format!("/keys/{}/quota", record["id"].as_str().unwrap());
+    for (bad, detail) in [
+        (json!({"quota": "10000/week"}), "period"),
+        (json!({"quota": "0/day"}), "counts"),
+        (json!({"quota": "often"}), "invalid quota"),
+    ] {
+        let answer = f.send(&Method::PUT, &path, writer, Some(&bad)).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+        let problem = answer.json();
+        assert_eq!(problem["field"], "quota", "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(detail),
+            "{problem}"
+        );
+    }
+    let missing = f.send(&Method::PUT, &path, writer, Some(&json!({}))).await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    let set = f
+        .send(
+            &Method::PUT,
+            &path,
+            writer,
+            Some(&json!({"quota": "credits 5 refill 5 every 1h"})),
+        )
+        .await;
+    assert_eq!(set.json()["quota"], "credits 5 refill 5 every 1h");
+    let cleared = f
+        .send(&Method::PUT, &path, writer, Some(&json!({"quota": null})))
+        .await;
+    assert_eq!(cleared.json()["quota"], Value::Null);
+
+    let owner = f
+        .send(
+            &Method::POST,
+            "/owners",
+            writer,
+            Some(&json!({"id": "metered-co", "quota": "100000/month"})),
+        )
+        .await;
+    assert_eq!(owner.status, StatusCode::CREATED, "{}", owner.text);
+    assert_eq!(owner.json()["quota"], "100000/month");
+    let kept = f
+        .send(
+            &Method::PATCH,
+            "/owners/metered-co",
+            writer,
+            Some(&json!({"name": "Metered"})),
+        )
+        .await;
+    assert_eq!(kept.json()["quota"], "100000/month", "no `quota`: kept");
+    let bad = f
+        .send(
+            &Method::PATCH,
+            "/owners/metered-co",
+            writer,
+            Some(&json!({"quota": "lots"})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let removed = f
+        .send(
+            &Method::PATCH,
+            "/owners/metered-co",
+            writer,
+            Some(&json!({"quota": null})),
+        )
+        .await;
+    assert_eq!(removed.json()["quota"], Value::Null);
+    let shown = f
+        .send(&Method::GET, "/owners/metered-co", writer, None)
+        .await;
+    assert_eq!(shown.json()["quota"], Value::Null);
+    assert_eq!(shown.json()["name"], "Metered");
 }
 
 #[tokio::test]

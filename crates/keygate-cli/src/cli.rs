@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use keygate::quota::Quota;
 use keygate::rate::{InvalidRatePolicy, RateLimit};
 
 const AFTER_HELP: &str = "\
@@ -109,6 +110,8 @@ Examples:
   keygate create --name billing --owner team-billing --scope invoices:read --scope invoices:write
   keygate create --name partner --expires-in 90d --allow-ip 203.0.113.0/24 --meta tier=gold
   keygate create --name batch --rate 10000/1d
+  keygate create --name reports --quota 10000/day          # at most 10000 a UTC day
+  keygate create --name trial --quota 'credits 500 refill 500 every 1d'
   keygate create --name ci --environment test   # a test key (prefix recorded for test)
   KEY=$(keygate create --name ci)     # when stdout is not a terminal, only the key is printed")]
     Create(CreateArgs),
@@ -154,6 +157,18 @@ Examples:
 A policy is <requests>/<period>[ burst <n>], the period a count and a unit (s, m, h or d);
 quote it when it has a burst. Without a burst, the burst is the request count.")]
     Limit(LimitArgs),
+    /// Set or clear a key's quota: how much it may use per UTC day or month, or a balance of
+    /// credits that refills on schedule.
+    #[command(after_help = "\
+Examples:
+  keygate quota 4fT0qKb2mZ9x --quota 10000/day
+  keygate quota 4fT0qKb2mZ9x --quota 1000000/month
+  keygate quota 4fT0qKb2mZ9x --quota 'credits 500 refill 500 every 1d'
+  keygate quota 4fT0qKb2mZ9x --quota none     # no quota of its own (its owner's still applies)
+
+A quota is <n>/<minute|hour|day|month> (calendar periods in UTC) or
+credits <n>[ refill <n> every <count><s|m|h|d>]; see docs/quotas.md.")]
+    Quota(QuotaArgs),
     /// Switch a key off (reversible with `enable`).
     Disable(IdArg),
     /// Switch a disabled key back on.
@@ -177,6 +192,8 @@ Examples:
   keygate owners list
   keygate owners show acme-corp                  # with its number of keys
   keygate owners update acme-corp --rate-limit none
+  keygate owners update acme-corp --quota 100000/month   # shared by all its keys
+  keygate owners update acme-corp --quota none
   keygate owners disable acme-corp               # every key of the owner; `enable` undoes it
   keygate revoke --owner acme-corp               # every key of the owner, for good
   keygate usage --owner acme-corp
@@ -425,6 +442,10 @@ pub(crate) struct CreateArgs {
     /// (without it, or with default, the services' default applies).
     #[arg(long, value_name = "POLICY")]
     pub(crate) rate: Option<RateSetting>,
+    /// The key's quota: 10000/day, 1000000/month or "credits 500 refill 500 every 1d" (see
+    /// `keygate quota --help`).
+    #[arg(long, value_name = "QUOTA")]
+    pub(crate) quota: Option<QuotaSetting>,
     /// An admin key for the admin API (`keygate serve`, keygate-admin): grants
     /// keygate:admin:read and keygate:admin:write, besides any --scope.
     #[arg(long)]
@@ -514,6 +535,46 @@ pub(crate) struct LimitArgs {
     pub(crate) rate: RateSetting,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct QuotaArgs {
+    /// The key's id.
+    pub(crate) id: String,
+    /// A quota like 10000/day, 1000000/month or "credits 500 refill 500 every 1d"; or none.
+    #[arg(long, value_name = "QUOTA")]
+    pub(crate) quota: QuotaSetting,
+}
+
+/// What `--quota` says: a quota, or none (`none` removes one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QuotaSetting {
+    None,
+    Quota(Quota),
+}
+
+impl QuotaSetting {
+    /// The value the record stores.
+    pub(crate) fn quota(self) -> Option<Quota> {
+        match self {
+            Self::None => None,
+            Self::Quota(quota) => Some(quota),
+        }
+    }
+}
+
+impl std::str::FromStr for QuotaSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim().eq_ignore_ascii_case("none") {
+            return Ok(Self::None);
+        }
+        text.parse().map(Self::Quota).map_err(|e| match e {
+            keygate::quota::InvalidQuota::Syntax => format!("{e}, or \"none\""),
+            other => other.to_string(),
+        })
+    }
+}
+
 /// What `--rate` says: the key's own limit, or none (the services' default applies). `create`
 /// takes `default` too, so that scripts can pass one value to either command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -586,7 +647,7 @@ pub(crate) enum OwnersCommand {
     List(OwnersListArgs),
     /// Show one owner, with how many keys it has.
     Show(OwnerIdArg),
-    /// Change an owner's name, metadata or rate limit.
+    /// Change an owner's name, metadata, rate limit or quota.
     Update(OwnerUpdateArgs),
     /// Delete an owner (refused while keys belong to it).
     Delete(OwnerIdArg),
@@ -615,6 +676,10 @@ pub(crate) struct OwnerCreateArgs {
     /// A rate limit shared by all the owner's keys: a policy like 10/1m or "100/1s burst 200".
     #[arg(long, value_name = "POLICY")]
     pub(crate) rate_limit: Option<OwnerRate>,
+    /// A quota shared by all the owner's keys: 10000/day, 1000000/month or
+    /// "credits 500 refill 500 every 1d".
+    #[arg(long, value_name = "QUOTA")]
+    pub(crate) quota: Option<QuotaSetting>,
 }
 
 #[derive(Debug, Args)]
@@ -625,7 +690,7 @@ pub(crate) struct OwnersListArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["name", "meta", "rate_limit"])))]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["name", "meta", "rate_limit", "quota"])))]
 pub(crate) struct OwnerUpdateArgs {
     /// The owner's id.
     pub(crate) id: String,
@@ -638,6 +703,9 @@ pub(crate) struct OwnerUpdateArgs {
     /// A new shared rate limit (a policy like 10/1m), or none to remove it.
     #[arg(long, value_name = "POLICY")]
     pub(crate) rate_limit: Option<OwnerRate>,
+    /// A new shared quota (10000/day, "credits 500 refill 500 every 1d"), or none to remove it.
+    #[arg(long, value_name = "QUOTA")]
+    pub(crate) quota: Option<QuotaSetting>,
 }
 
 /// What an owner's `--rate-limit` says: a shared limit, or none.

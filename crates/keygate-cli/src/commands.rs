@@ -16,7 +16,7 @@ use crate::cli::{
     Cli, Command, CreateArgs, ExpireArgs, ListArgs, RateSetting, ScopesArgs, StateArg,
 };
 use crate::error::CliError;
-use crate::output::{Environments, Output, rate_text, time_text};
+use crate::output::{Environments, Output, quota_text, rate_text, time_text};
 use crate::store::Store;
 
 /// Runs the parsed command.
@@ -345,6 +345,15 @@ async fn execute(
                 &record,
                 now,
                 &format!("key {id} rate limit: {}", rate_text(&record)),
+            );
+        }
+        Command::Quota(args) => {
+            let id = key_id(&args.id)?;
+            let record = changes.admin().set_quota(&id, args.quota.quota()).await?;
+            out.changed(
+                &record,
+                now,
+                &format!("key {id} quota: {}", quota_text(record.quota.as_ref())),
             );
         }
         Command::Disable(arg) => {
@@ -829,6 +838,10 @@ fn check_input(cli: &Cli, now: SystemTime) -> Result<(), CliError> {
             // The policy itself was parsed with the command line.
             key_id(&args.id)?;
         }
+        Command::Quota(args) => {
+            // The quota itself was parsed with the command line.
+            key_id(&args.id)?;
+        }
         Command::Delete(args) => {
             key_id(&args.id)?;
         }
@@ -946,6 +959,9 @@ fn new_key(args: &CreateArgs, now: SystemTime) -> Result<NewKey, CliError> {
     spec = spec.allowed_ips(ranges);
     if let Some(limit) = args.rate.and_then(RateSetting::limit) {
         spec = spec.rate_limit(limit);
+    }
+    if let Some(quota) = args.quota.and_then(crate::cli::QuotaSetting::quota) {
+        spec = spec.quota(quota);
     }
     if args.admin {
         let mut admin = vec![scope(keygate_admin::READ_SCOPE)?];

@@ -126,6 +126,7 @@ impl<'a> Output<'a> {
                 "OWNER",
                 "SCOPES",
                 "RATE LIMIT",
+                "QUOTA",
                 "STATE",
                 "CREATED",
                 "EXPIRES",
@@ -139,6 +140,7 @@ impl<'a> Output<'a> {
                 r.owner.clone().unwrap_or_else(|| "-".into()),
                 scopes_text(r),
                 rate_text(r),
+                quota_text(r.quota.as_ref()),
                 state_text(r, now),
                 time_text(Some(r.created_at)),
                 time_text(r.expires_at),
@@ -189,6 +191,7 @@ impl<'a> Output<'a> {
             ("scopes", scopes_text(record)),
             ("allowed IPs", ips),
             ("rate limit", rate_text(record)),
+            ("quota", quota_text(record.quota.as_ref())),
             (
                 "metadata",
                 Value::Object(record.metadata.clone()).to_string(),
@@ -243,6 +246,11 @@ pub(crate) fn rate_text(record: &KeyRecord) -> String {
         .map_or_else(|| "default".into(), |limit| limit.to_string())
 }
 
+/// A quota's text form, or `none`.
+pub(crate) fn quota_text(quota: Option<&keygate::quota::Quota>) -> String {
+    quota.map_or_else(|| "none".into(), ToString::to_string)
+}
+
 /// RFC 3339 in UTC to the second, or `-`.
 pub(crate) fn time_text(at: Option<SystemTime>) -> String {
     at.map_or_else(
@@ -270,6 +278,10 @@ pub(crate) fn record_json(record: &KeyRecord, now: SystemTime, environment: Opti
         "allowed_ips": record.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
         // null: no limit of its own, the services' default applies.
         "rate_limit": record.rate_limit.map(|limit| limit.to_string()),
+        // null: no quota of its own. `quota_lineage`: the key its quota is counted under (the
+        // first key of its rotation chain).
+        "quota": record.quota.map(|quota| quota.to_string()),
+        "quota_lineage": record.lineage.as_str(),
         "pepper_version": record.pepper_version,
         "rotated_from": record.rotated_from.map(|id| id.to_string()),
         "canary": record.canary,

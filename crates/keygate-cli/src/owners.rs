@@ -72,6 +72,9 @@ fn new_owner(args: &crate::cli::OwnerCreateArgs) -> Result<NewOwner, CliError> {
     if let Some(limit) = args.rate_limit.and_then(crate::cli::OwnerRate::limit) {
         owner = owner.rate_limit(limit);
     }
+    if let Some(quota) = args.quota.and_then(crate::cli::QuotaSetting::quota) {
+        owner = owner.quota(quota);
+    }
     Ok(owner)
 }
 
@@ -85,6 +88,9 @@ fn update(args: &crate::cli::OwnerUpdateArgs) -> Result<OwnerUpdate, CliError> {
     }
     if let Some(rate) = args.rate_limit {
         update = update.rate_limit(rate.limit());
+    }
+    if let Some(quota) = args.quota {
+        update = update.quota(quota.quota());
     }
     Ok(update)
 }
@@ -232,6 +238,7 @@ pub(crate) fn owner_json(owner: &OwnerRecord, keys: Option<u64>) -> Value {
         "name": owner.name,
         "metadata": Value::Object(owner.metadata.clone()),
         "rate_limit": owner.rate_limit.map(|l| l.to_string()),
+        "quota": owner.quota.map(|q| q.to_string()),
         "created_at": humantime::format_rfc3339_seconds(owner.created_at).to_string(),
         "updated_at": humantime::format_rfc3339_seconds(owner.updated_at).to_string(),
     });
@@ -252,12 +259,13 @@ fn list(out: Output<'_>, owners: &[OwnerRecord]) {
     table
         .load_preset(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(["ID", "NAME", "RATE LIMIT", "CREATED"]);
+        .set_header(["ID", "NAME", "RATE LIMIT", "QUOTA", "CREATED"]);
     for owner in owners {
         table.add_row([
             format!("{:?}", owner.id).trim_matches('"').to_owned(),
             owner.name.clone(),
             limit_text(owner),
+            crate::output::quota_text(owner.quota.as_ref()),
             time_text(Some(owner.created_at)),
         ]);
     }
@@ -279,6 +287,7 @@ fn show(out: Output<'_>, owner: &OwnerRecord, keys: u64) {
         ("name", owner.name.clone()),
         ("keys", keys.to_string()),
         ("rate limit", limit_text(owner)),
+        ("quota", crate::output::quota_text(owner.quota.as_ref())),
         ("metadata", metadata),
         ("created", time_text(Some(owner.created_at))),
         ("updated", time_text(Some(owner.updated_at))),

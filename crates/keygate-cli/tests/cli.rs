@@ -1179,3 +1179,58 @@ fn owners_are_managed_and_their_keys_changed_together() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Quotas from the command line: set on create and with `keygate quota`, cleared with `none`,
+/// shown by `show` and `list`; owners take `--quota` too. A bad quota is exit code 1 and
+/// changes nothing.
+#[test]
+fn quotas_are_set_shown_and_cleared() {
+    let dir = temp_dir("quotas");
+    let url = format!("sqlite://{}", dir.join("keys.db").display());
+    let created = json(
+        &url,
+        &["create", "--name", "reports", "--quota", "10000/day"],
+    );
+    assert_eq!(created["quota"], "10000/day");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["quota_lineage"], id.as_str());
+    assert_eq!(field(&ok(&url, &["show", &id]), "quota"), "10000/day");
+    assert!(row(&ok(&url, &["list"]), &id).contains("10000/day"));
+
+    let changed = json(
+        &url,
+        &["quota", &id, "--quota", "credits 500 refill 500 every 1d"],
+    );
+    assert_eq!(changed["quota"], "credits 500 refill 500 every 1d");
+    let said = ok(&url, &["quota", &id, "--quota", "1000000/month"]);
+    assert!(said.contains("quota: 1000000/month"), "{said}");
+    let before = json_lines(&url, &["list"]);
+    for bad in [
+        "10000/week",
+        "often",
+        "0/day",
+        "credits 5 refill 5 every 1y",
+        "",
+    ] {
+        let out = keygate(&url, &["quota", &id, "--quota", bad]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}: {stderr}");
+        assert!(stderr.contains("invalid quota"), "{bad:?}: {stderr}");
+    }
+    assert_eq!(json_lines(&url, &["list"]), before, "the key is as it was");
+    let cleared = json(&url, &["quota", &id, "--quota", "none"]);
+    assert_eq!(cleared["quota"], Value::Null);
+    assert_eq!(field(&ok(&url, &["show", &id]), "quota"), "none");
+
+    let owner = json(
+        &url,
+        &["owners", "create", "acme", "--quota", "100000/month"],
+    );
+    assert_eq!(owner["quota"], "100000/month");
+    assert!(ok(&url, &["owners", "show", "acme"]).contains("100000/month"));
+    let updated = json(&url, &["owners", "update", "acme", "--quota", "none"]);
+    assert_eq!(updated["quota"], Value::Null);
+    let updated = json(&url, &["owners", "update", "acme", "--quota", "50/day"]);
+    assert_eq!(updated["quota"], "50/day");
+    let _ = std::fs::remove_dir_all(dir);
+}

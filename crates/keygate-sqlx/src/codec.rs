@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ipnet::IpNet;
 use keygate::identity::Metadata;
 use keygate::owner::OwnerRecord;
+use keygate::quota::Quota;
 use keygate::rate::RateLimit;
 use keygate::store::KeyFilter;
 use keygate::{KeyChange, KeyId, KeyRecord, KeyState, Scope, StoreError};
@@ -16,7 +17,8 @@ macro_rules! columns {
         concat!(
             "id, prefix, name, owner, digest, pepper_version, scopes, ",
             "CAST(metadata AS text) AS metadata, allowed_ips, rotated_from, created_at, ",
-            "updated_at, expires_at, disabled_at, revoked_at, last_used_at, rate_limit, canary"
+            "updated_at, expires_at, disabled_at, revoked_at, last_used_at, rate_limit, canary, ",
+            "quota, lineage"
         )
     };
 }
@@ -109,6 +111,9 @@ pub struct RawRecord {
     pub last_used_at: Option<i64>,
     pub rate_limit: Option<String>,
     pub canary: bool,
+    pub quota: Option<String>,
+    /// `None` reads as the key's own id.
+    pub lineage: Option<String>,
 }
 
 /// A stored value keygate cannot read back: the store is damaged or written by something else.
@@ -174,6 +179,16 @@ impl RawRecord {
             .map(str::parse::<RateLimit>)
             .transpose()
             .map_err(|_| corrupt(id, "rate_limit"))?;
+        let quota = self
+            .quota
+            .as_deref()
+            .map(str::parse::<Quota>)
+            .transpose()
+            .map_err(|_| corrupt(id, "quota"))?;
+        let lineage = match self.lineage.as_deref() {
+            Some(lineage) => lineage.parse().map_err(|_| corrupt(id, "lineage"))?,
+            None => key_id,
+        };
         Ok(KeyRecord {
             id: key_id,
             prefix: self.prefix,
@@ -185,6 +200,8 @@ impl RawRecord {
             metadata,
             allowed_ips,
             rate_limit,
+            quota,
+            lineage,
             created_at: from_micros(self.created_at),
             updated_at: from_micros(self.updated_at),
             expires_at: self.expires_at.map(from_micros),
@@ -242,6 +259,18 @@ pub(crate) fn rate_limit_text(limit: Option<&RateLimit>) -> Option<String> {
     limit.map(ToString::to_string)
 }
 
+/// A quota as stored: its text form (`10000/day`, `credits 500 refill 500 every 1d`).
+pub(crate) fn quota_text(quota: Option<&Quota>) -> Option<String> {
+    quota.map(ToString::to_string)
+}
+
+/// An owner's stored quota.
+pub(crate) fn owner_quota(text: Option<&str>) -> Result<Option<Quota>, StoreError> {
+    text.map(str::parse::<Quota>)
+        .transpose()
+        .map_err(|_| StoreError::unavailable(CorruptOwner { column: "quota" }))
+}
+
 /// `(pepper_version, count)` rows as the store trait returns them (both columns are checked
 /// non-negative by the schema).
 pub(crate) fn version_counts(rows: Vec<(i64, i64)>) -> Vec<(u32, u64)> {
@@ -254,7 +283,7 @@ pub(crate) fn version_counts(rows: Vec<(i64, i64)>) -> Vec<(u32, u64)> {
 
 /// The columns every read of an owner selects.
 pub(crate) const OWNER_COLUMNS: &str =
-    "id, name, CAST(metadata AS text) AS metadata, rate_limit, created_at, updated_at";
+    "id, name, CAST(metadata AS text) AS metadata, rate_limit, quota, created_at, updated_at";
 
 /// An owner row as read, before parsing into an [`OwnerRecord`].
 pub(crate) struct RawOwner {
@@ -262,6 +291,7 @@ pub(crate) struct RawOwner {
     pub(crate) name: String,
     pub(crate) metadata: String,
     pub(crate) rate_limit: Option<String>,
+    pub(crate) quota: Option<String>,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
 }
@@ -287,10 +317,12 @@ impl RawOwner {
             .map(str::parse::<RateLimit>)
             .transpose()
             .map_err(|_| corrupt("rate_limit"))?;
+        let quota = owner_quota(self.quota.as_deref())?;
         let mut owner = OwnerRecord::bare(&self.id, from_micros(self.created_at));
         owner.name = self.name;
         owner.metadata = metadata;
         owner.rate_limit = rate_limit;
+        owner.quota = quota;
         owner.updated_at = from_micros(self.updated_at);
         Ok(owner)
     }

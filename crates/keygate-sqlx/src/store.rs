@@ -13,8 +13,9 @@ use std::time::SystemTime;
 
 use keygate::clock::{Clock, SystemClock};
 use keygate::owner::{NewOwner, OwnerKeysChange, OwnerRecord, OwnerUpdate};
-use keygate::rate::RateLimit;
-use keygate::store::{KeyFilter, KeyPage, KeyRehash, MAX_OWNERS_PAGE, PageRequest, StoreSettings};
+use keygate::store::{
+    KeyFilter, KeyPage, KeyRehash, MAX_OWNERS_PAGE, OwnerLimits, PageRequest, StoreSettings,
+};
 use keygate::{
     CreatedKey, KeyChange, KeyId, KeyRecord, MintedKey, RotatedKey, Rotation, StoreError,
 };
@@ -27,7 +28,7 @@ use sqlx::{
 
 use crate::codec::{
     self, OWNER_COLUMNS, RawOwner, RawRecord, columns, fold, id_taken, ip_strings,
-    is_unique_violation, metadata_json, normalized, normalized_owner, rate_limit_text,
+    is_unique_violation, metadata_json, normalized, normalized_owner, quota_text, rate_limit_text,
     scope_strings, unavailable,
 };
 use crate::error::Error;
@@ -105,12 +106,15 @@ pub(crate) trait Dialect: Clone + Send + Sync + 'static {
 
 /// Reads a key by id.
 const SELECT_BY_ID: &str = concat!("SELECT ", columns!(), " FROM keygate_keys WHERE id = $1");
-/// Reads a key by id with its owner's rate limit (column `owner_rate_limit`), in one statement.
+/// Reads a key by id with its owner's rate limit and quota (columns `owner_rate_limit`,
+/// `owner_quota`), in one statement.
 const SELECT_WITH_OWNER_LIMIT: &str = concat!(
     "SELECT ",
     columns!(),
     ", (SELECT rate_limit FROM keygate_owners WHERE keygate_owners.id = keygate_keys.owner) \
-     AS owner_rate_limit FROM keygate_keys WHERE id = $1"
+     AS owner_rate_limit, \
+     (SELECT quota FROM keygate_owners WHERE keygate_owners.id = keygate_keys.owner) \
+     AS owner_quota FROM keygate_keys WHERE id = $1"
 );
 /// Every key, for a listing to add its conditions to.
 const SELECT_ALL: &str = concat!("SELECT ", columns!(), " FROM keygate_keys WHERE 1 = 1");
@@ -163,29 +167,30 @@ impl Statements {
                     "INSERT INTO keygate_keys (id, prefix, name, name_folded, owner, digest, \
                      pepper_version, scopes, metadata, allowed_ips, rotated_from, created_at, \
                      updated_at, expires_at, disabled_at, revoked_at, last_used_at, rate_limit, \
-                     canary) \
+                     canary, quota, lineage) \
                      SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9{json}, $10, $11, $12, $13, $14, \
-                     $15, $16, $17, $18, $19 \
+                     $15, $16, $17, $18, $19, $20, $21 \
                      WHERE NOT EXISTS (SELECT 1 FROM keygate_deleted_keys WHERE id = $1)"
                 ),
-                19,
+                21,
             ),
             // The fields a change or rotation may alter.
             update: D::announced(
                 &format!(
                     "UPDATE keygate_keys SET name = $1, name_folded = $2, scopes = $3, \
                      metadata = $4{json}, allowed_ips = $5, expires_at = $6, disabled_at = $7, \
-                     revoked_at = $8, updated_at = $9, rate_limit = $10 WHERE id = $11"
+                     revoked_at = $8, updated_at = $9, rate_limit = $10, quota = $11 \
+                     WHERE id = $12"
                 ),
-                11,
+                12,
             ),
             delete: D::announced("DELETE FROM keygate_keys WHERE id = $1", 1),
             select_by_owner_for_write: format!("{SELECT_BY_OWNER}{}", D::LOCK_ROW),
             // Nothing when the id exists: creating an owner refuses it, creating a key keeps it.
             insert_owner: format!(
-                "INSERT INTO keygate_owners (id, name, metadata, rate_limit, created_at, \
-                 updated_at) VALUES ($1, $2, $3{json}, $4, $5, $6) ON CONFLICT (id) DO NOTHING \
-                 RETURNING id"
+                "INSERT INTO keygate_owners (id, name, metadata, rate_limit, quota, created_at, \
+                 updated_at) VALUES ($1, $2, $3{json}, $4, $5, $6, $7) ON CONFLICT (id) DO \
+                 NOTHING RETURNING id"
             ),
             select_owner: format!("SELECT {OWNER_COLUMNS} FROM keygate_owners WHERE id = $1"),
             select_owner_for_write: format!(
@@ -198,7 +203,7 @@ impl Statements {
             ),
             update_owner: format!(
                 "UPDATE keygate_owners SET name = $1, metadata = $2{json}, rate_limit = $3, \
-                 updated_at = $4 WHERE id = $5"
+                 quota = $4, updated_at = $5 WHERE id = $6"
             ),
         }
     }
@@ -343,6 +348,8 @@ where
             last_used_at: optional_time("last_used_at")?,
             rate_limit: Self::column(row, "rate_limit")?,
             canary: Self::column(row, "canary")?,
+            quota: Self::column(row, "quota")?,
+            lineage: Self::column(row, "lineage")?,
             id,
         })
     }
@@ -385,7 +392,9 @@ where
             .bind(r.revoked_at.map(D::time))
             .bind(r.last_used_at.map(D::time))
             .bind(rate_limit_text(r.rate_limit.as_ref()))
-            .bind(r.canary);
+            .bind(r.canary)
+            .bind(quota_text(r.quota.as_ref()))
+            .bind(r.lineage.as_str());
         match self
             .dialect
             .announce(statement, &r.id)
@@ -413,6 +422,7 @@ where
             .bind(r.revoked_at.map(D::time))
             .bind(D::time(r.updated_at))
             .bind(rate_limit_text(r.rate_limit.as_ref()))
+            .bind(quota_text(r.quota.as_ref()))
             .bind(r.id.as_str());
         self.dialect
             .announce(statement, &r.id)
@@ -432,7 +442,7 @@ where
     pub(crate) async fn find_with_owner_limit(
         &self,
         id: &KeyId,
-    ) -> Result<Option<(KeyRecord, Option<RateLimit>)>, StoreError> {
+    ) -> Result<Option<(KeyRecord, OwnerLimits)>, StoreError> {
         let row = sqlx::query(SELECT_WITH_OWNER_LIMIT)
             .bind(id.as_str())
             .fetch_optional(&self.pool)
@@ -442,7 +452,9 @@ where
         let record = Self::record(&row)?;
         let limit: Option<String> = Self::column(&row, "owner_rate_limit")?;
         let limit = codec::owner_limit(limit.as_deref())?;
-        Ok(Some((record, limit)))
+        let quota: Option<String> = Self::column(&row, "owner_quota")?;
+        let quota = codec::owner_quota(quota.as_deref())?;
+        Ok(Some((record, OwnerLimits::new(limit, quota))))
     }
 
     pub(crate) async fn record_last_used(
@@ -660,6 +672,7 @@ where
             name: Self::column(row, "name")?,
             metadata: Self::column(row, "metadata")?,
             rate_limit: Self::column(row, "rate_limit")?,
+            quota: Self::column(row, "quota")?,
             created_at: D::micros(Self::column(row, "created_at")?),
             updated_at: D::micros(Self::column(row, "updated_at")?),
         }
@@ -690,6 +703,7 @@ where
             .bind(owner.name.clone())
             .bind(metadata_json(&owner.metadata))
             .bind(rate_limit_text(owner.rate_limit.as_ref()))
+            .bind(quota_text(owner.quota.as_ref()))
             .bind(D::time(owner.created_at))
             .bind(D::time(owner.updated_at))
             .fetch_optional(conn)
@@ -753,6 +767,7 @@ where
             .bind(owner.name.clone())
             .bind(metadata_json(&owner.metadata))
             .bind(rate_limit_text(owner.rate_limit.as_ref()))
+            .bind(quota_text(owner.quota.as_ref()))
             .bind(D::time(owner.updated_at))
             .bind(id.to_owned())
             .execute(&mut *tx)
@@ -853,7 +868,9 @@ macro_rules! delegate_to_sql_store {
             use std::time::SystemTime;
 
             use keygate::owner::{NewOwner, OwnerKeysChange, OwnerRecord, OwnerUpdate};
-            use keygate::store::{KeyFilter, KeyPage, KeyRehash, PageRequest, StoreSettings};
+            use keygate::store::{
+                KeyFilter, KeyPage, KeyRehash, OwnerLimits, PageRequest, StoreSettings,
+            };
             use keygate::{
                 CreatedKey, KeyAdmin, KeyChange, KeyId, KeyRecord, KeyStore, MintedKey, RotatedKey,
                 Rotation, StoreError,
@@ -907,8 +924,7 @@ macro_rules! delegate_to_sql_store {
                 async fn find_with_owner_limit(
                     &self,
                     id: &KeyId,
-                ) -> Result<Option<(KeyRecord, Option<keygate::rate::RateLimit>)>, StoreError>
-                {
+                ) -> Result<Option<(KeyRecord, OwnerLimits)>, StoreError> {
                     self.keys.find_with_owner_limit(id).await
                 }
             }

@@ -73,6 +73,28 @@ fn bench_verify(c: &mut Criterion) {
         b.to_async(&runtime)
             .iter(|| async { black_box(verifier.verify_request(black_box(&limited_view)).await) });
     });
+    // The same hit for a key with a quota (its own, under the in-process meter; large enough
+    // never to refuse): the charge is one lock and a counter update.
+    let metered = runtime
+        .block_on(
+            verifier.admin().create_key(
+                NewKey::new("bench metered").quota(
+                    "1000000000000/month"
+                        .parse::<keygate::quota::Quota>()
+                        .unwrap(),
+                ),
+            ),
+        )
+        .unwrap();
+    let metered = headers_with(metered.key.expose_secret());
+    let metered_view = HttpRequestView::new(&metered, &uri, None);
+    runtime
+        .block_on(verifier.verify_request(&metered_view))
+        .unwrap();
+    group.bench_function("cache_hit_quota", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(verifier.verify_request(black_box(&metered_view)).await) });
+    });
     group.bench_function("cache_hit_verify_only", |b| {
         b.to_async(&runtime)
             .iter(|| async { black_box(verifier.verify(black_box(&presented)).await) });

@@ -65,8 +65,9 @@ use http::{HeaderName, HeaderValue};
 use crate::audit::{REQUEST_ID_HEADER, RequestAudit};
 use crate::extract::RequestView;
 use crate::identity::Identity;
+use crate::quota::{QuotaReceipt, QuotaReport};
 use crate::rate::RateDecision;
-use crate::rejection::{ProblemJson, Reason, Rejection, RejectionParts};
+use crate::rejection::{ProblemJson, Reason, Rejection, RejectionParts, combined_rate_headers};
 use crate::verifier::{Presented, Verified, Verifier};
 
 /// The request protocol's shared state: a verifier, the rejection format, the options. Cheap to
@@ -167,7 +168,11 @@ impl Gate {
                 view.header_values(REQUEST_ID_HEADER).next(),
             ))
         });
-        let ticket = Ticket { audit, rate: None };
+        let ticket = Ticket {
+            audit,
+            rate: None,
+            quota: None,
+        };
         match verifier.presented_from(view, client_ip) {
             Ok(presented) => Admission::Check(Check { presented, ticket }),
             // On an optional gate, no credential at all is no decision (not counted as one).
@@ -213,10 +218,24 @@ impl Gate {
                     audit.allowed(&verified);
                 }
                 ticket.rate = verified.rate.filter(|_| self.rate_limit_headers);
+                let quota = verified.quota.map(|charged| {
+                    if self.rate_limit_headers {
+                        ticket.quota =
+                            QuotaReport::of(&charged.lines, charged.decision).map(Box::new);
+                    }
+                    QuotaReceipt::new(
+                        charged.lines,
+                        Arc::clone(self.verifier.quota_meter()),
+                        Arc::clone(self.verifier.shared_clock()),
+                        charged.decision,
+                        1,
+                    )
+                });
                 Ok(Passed {
                     identity: verified.identity,
                     rate: verified.rate,
                     stale: verified.stale,
+                    quota,
                     ticket,
                 })
             }
@@ -273,10 +292,20 @@ pub struct Passed {
     identity: Arc<Identity>,
     rate: Option<RateDecision>,
     stale: bool,
+    quota: Option<QuotaReceipt>,
     ticket: Ticket,
 }
 
 impl Passed {
+    /// What the request was charged of its key's quotas (the default cost, 1); `None` when
+    /// neither the key nor its owner has a quota. Adapters put it into the request's
+    /// extensions (take it before [`Passed::into_parts`]), for route guards: see
+    /// [`Cost`](crate::Cost).
+    #[must_use]
+    pub fn take_quota_receipt(&mut self) -> Option<QuotaReceipt> {
+        self.quota.take()
+    }
+
     /// Who is calling.
     #[must_use]
     pub fn identity(&self) -> &Arc<Identity> {
@@ -337,13 +366,30 @@ pub struct Ticket {
     // when they are not.
     audit: Option<Box<RequestAudit>>,
     rate: Option<RateDecision>,
+    // Boxed: only keys with a quota, on a gate that sends the `RateLimit` fields, have one.
+    quota: Option<Box<QuotaReport>>,
 }
 
 impl Ticket {
     /// The `RateLimit-Policy` and `RateLimit` fields for an allowed response, when the gate
-    /// sends them and the key is rate limited; else none.
+    /// sends them and the key is rate limited or has a quota: the `"key"` item, the
+    /// `"quota"` item, or both in one list; else none.
     pub fn rate_limit_headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + use<> {
-        self.rate.into_iter().flat_map(|rate| rate.headers("key"))
+        combined_rate_headers(self.rate.as_ref(), self.quota.as_deref())
+            .into_iter()
+            .flatten()
+    }
+
+    /// Takes the request's final quota state from the response's extensions, where a route
+    /// guard ([`Cost`](crate::Cost)) put its settled [`QuotaReceipt`], so the `"quota"` item
+    /// reports what the route really spent. Adapters call it before
+    /// [`rate_limit_headers`](Ticket::rate_limit_headers).
+    pub fn settle_quota(&mut self, receipt: Option<&QuotaReceipt>) {
+        if let Some(quota) = self.quota.as_mut()
+            && let Some(report) = receipt.and_then(QuotaReceipt::report)
+        {
+            **quota = report;
+        }
     }
 
     /// Records the audit event (if audit is enabled): denied when `rejection` is given (the
@@ -360,6 +406,7 @@ impl fmt::Debug for Ticket {
         f.debug_struct("Ticket")
             .field("audited", &self.audit.is_some())
             .field("rate", &self.rate)
+            .field("quota", &self.quota)
             .finish()
     }
 }

@@ -1,6 +1,7 @@
 //! The caller's identity, handed to handlers.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::key::KeyId;
 use crate::scope::{Scope, any_grants};
@@ -20,6 +21,7 @@ pub struct Identity {
     scopes: Vec<Scope>,
     metadata: Metadata,
     environment: Option<Arc<str>>,
+    quota_remaining: QuotaGauge,
 }
 
 impl Identity {
@@ -39,6 +41,7 @@ impl Identity {
             scopes,
             metadata,
             environment: None,
+            quota_remaining: QuotaGauge::default(),
         }
     }
 
@@ -94,5 +97,61 @@ impl Identity {
     #[must_use]
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
+    }
+
+    /// Units left of the key's [quota](crate::quota) (the tighter of its own and its
+    /// owner's) after the request's charge; `None` when neither the key nor its owner has a
+    /// quota.
+    ///
+    /// The identity is shared by the key's concurrent requests (one `Arc`, no allocation per
+    /// request), so this is the balance after the key's latest charge at this verifier: the
+    /// request's own unless another request of the key was charged meanwhile. The exact
+    /// per-request value is [`QuotaReceipt::remaining`](crate::quota::QuotaReceipt::remaining),
+    /// in the request's extensions.
+    #[must_use]
+    pub fn quota_remaining(&self) -> Option<u64> {
+        self.quota_remaining.get()
+    }
+
+    /// Notes the balance after a charge of this key.
+    pub(crate) fn set_quota_remaining(&self, remaining: u64) {
+        self.quota_remaining.set(remaining);
+    }
+}
+
+/// The balance after a key's latest quota charge; `u64::MAX`: none yet (no quota).
+#[derive(Debug)]
+struct QuotaGauge(AtomicU64);
+
+impl QuotaGauge {
+    const NONE: u64 = u64::MAX;
+
+    fn get(&self) -> Option<u64> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|&n| n != Self::NONE)
+    }
+
+    fn set(&self, remaining: u64) {
+        // A quota is at most `MAX_QUOTA` (10¹²): never the sentinel.
+        self.0
+            .store(remaining.min(Self::NONE - 1), Ordering::Relaxed);
+    }
+}
+
+impl Default for QuotaGauge {
+    fn default() -> Self {
+        Self(AtomicU64::new(Self::NONE))
+    }
+}
+
+impl Clone for QuotaGauge {
+    fn clone(&self) -> Self {
+        Self(AtomicU64::new(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+/// Identities compare by the key's facts, not by a balance that changes per request.
+impl PartialEq for QuotaGauge {
+    fn eq(&self, _: &Self) -> bool {
+        true
     }
 }

@@ -355,6 +355,8 @@ impl Keyring {
             metadata: spec.metadata,
             allowed_ips: spec.allowed_ips,
             rate_limit: spec.rate_limit,
+            quota: spec.quota,
+            lineage: id,
             created_at: now,
             updated_at: now,
             expires_at: spec.expires_at,

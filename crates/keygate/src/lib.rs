@@ -13,7 +13,7 @@
 //! | [`keyring`] | a deployment's format(s) + peppers, environments (`live`, `test`); mints keys |
 //! | [`scope`] | scopes and their matching rules |
 //! | [`rate`] | rate policies and limiters |
-//! | [`quota`] | quotas per calendar period or credits, and the meters that count them |
+//! | [`quota`] | quotas per calendar period or credits, the meters that count them, receipts (see `docs/quotas.md`) |
 //! | [`record`] | what a store keeps; create and change inputs |
 //! | [`store`] | the [`KeyStore`] and [`KeyAdmin`] traits; [`MemoryStore`] |
 //! | [`verifier`] | the framework-neutral [`Verifier`] and its cache |
@@ -22,6 +22,7 @@
 //! | [`layer`] | the tower [`ApiKeyLayer`] |
 //! | [`require_scopes`] | the [`RequireScopes`] route guard |
 //! | [`require_environment`] | the [`RequireEnvironment`] route guard |
+//! | [`cost`] | the [`Cost`] route guard: what a request to a route costs of the key's quotas |
 //! | [`audit`] | audit events and sinks |
 //! | [`notice`] | notices to key owners (expiring soon, leaked), their sink, the expiring-soon sweep |
 //! | [`metrics`] | the names of the metrics keygate emits through the `metrics` facade |
@@ -33,6 +34,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod cost;
 pub mod extract;
 pub mod gate;
 pub mod identity;
@@ -57,6 +59,7 @@ pub mod verifier;
 
 mod base62;
 
+pub use cost::Cost;
 pub use extract::{HttpRequestView, RequestView};
 pub use identity::{Identity, Metadata};
 pub use invalidation::{Invalidated, Invalidation, InvalidationError, Subscription};

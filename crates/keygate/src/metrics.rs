@@ -226,6 +226,12 @@ pub(crate) fn guard_refused(reason: Reason) {
         Reason::WrongEnvironment => {
             key!(GUARD_REFUSALS, "reason" => Reason::WrongEnvironment.as_str())
         }
+        Reason::QuotaExhausted => {
+            key!(GUARD_REFUSALS, "reason" => Reason::QuotaExhausted.as_str())
+        }
+        Reason::QuotaUnavailable => {
+            key!(GUARD_REFUSALS, "reason" => Reason::QuotaUnavailable.as_str())
+        }
         _ => key!(GUARD_REFUSALS, "reason" => Reason::MissingCredentials.as_str()),
     };
     count(key, 1);
@@ -258,6 +264,8 @@ fn denied_key(reason: Reason) -> &'static Key {
         Reason::RateLimited => denied!(RateLimited),
         Reason::TooManyFailures => denied!(TooManyFailures),
         Reason::LimiterUnavailable => denied!(LimiterUnavailable),
+        Reason::QuotaExhausted => denied!(QuotaExhausted),
+        Reason::QuotaUnavailable => denied!(QuotaUnavailable),
     }
 }
 

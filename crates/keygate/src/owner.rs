@@ -18,6 +18,7 @@ use std::time::SystemTime;
 use sha2::{Digest as _, Sha256};
 
 use crate::identity::Metadata;
+use crate::quota::Quota;
 use crate::rate::RateLimit;
 use crate::record::{InvalidInput, KeyChange, text_ok, validate_metadata};
 
@@ -34,6 +35,10 @@ pub struct OwnerRecord {
     /// A limit shared by all the owner's keys, on top of each key's own: a request must be
     /// allowed by both, so the tighter wins. `None`: no owner limit.
     pub rate_limit: Option<RateLimit>,
+    /// A [quota](crate::quota) shared by all the owner's keys (counted under
+    /// [`QuotaSubject::Owner`](crate::quota::QuotaSubject::Owner)), on top of each key's own:
+    /// a request must fit both, so the tighter wins. `None`: no owner quota.
+    pub quota: Option<Quota>,
     /// When the owner was created (by hand, or with its first key).
     pub created_at: SystemTime,
     /// When the record last changed.
@@ -49,6 +54,7 @@ impl OwnerRecord {
             name: id.to_owned(),
             metadata: Metadata::new(),
             rate_limit: None,
+            quota: None,
             created_at: now,
             updated_at: now,
         }
@@ -71,6 +77,7 @@ pub struct NewOwner {
     pub(crate) name: Option<String>,
     pub(crate) metadata: Metadata,
     pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) quota: Option<Quota>,
 }
 
 impl NewOwner {
@@ -82,6 +89,7 @@ impl NewOwner {
             name: None,
             metadata: Metadata::new(),
             rate_limit: None,
+            quota: None,
         }
     }
 
@@ -106,6 +114,13 @@ impl NewOwner {
         self
     }
 
+    /// Sets the quota shared by the owner's keys.
+    #[must_use]
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quota = Some(quota);
+        self
+    }
+
     /// Checks the input and makes the record to store, created at `now`. Stores call this.
     ///
     /// # Errors
@@ -122,6 +137,7 @@ impl NewOwner {
             id: self.id,
             metadata: self.metadata,
             rate_limit: self.rate_limit,
+            quota: self.quota,
             created_at: now,
             updated_at: now,
         })
@@ -138,6 +154,8 @@ pub struct OwnerUpdate {
     pub metadata: Option<Metadata>,
     /// A new owner limit (`Some(None)` removes it).
     pub rate_limit: Option<Option<RateLimit>>,
+    /// A new owner quota (`Some(None)` removes it).
+    pub quota: Option<Option<Quota>>,
 }
 
 impl OwnerUpdate {
@@ -168,10 +186,18 @@ impl OwnerUpdate {
         self
     }
 
-    /// Whether the change alters the owner limit (its keys' cached entries must then go).
+    /// Sets (`Some`) or removes (`None`) the owner quota.
+    #[must_use]
+    pub fn quota(mut self, quota: Option<Quota>) -> Self {
+        self.quota = Some(quota);
+        self
+    }
+
+    /// Whether the change alters the owner limit or quota (its keys' cached entries, which
+    /// carry both, must then go).
     #[must_use]
     pub fn changes_rate_limit(&self) -> bool {
-        self.rate_limit.is_some()
+        self.rate_limit.is_some() || self.quota.is_some()
     }
 
     /// Checks the input. Stores call this before applying.
@@ -198,6 +224,9 @@ impl OwnerUpdate {
         }
         if let Some(limit) = self.rate_limit {
             record.rate_limit = limit;
+        }
+        if let Some(quota) = self.quota {
+            record.quota = quota;
         }
         record.updated_at = now;
     }

@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use crate::identity::{Identity, Metadata};
 use crate::key::{KeyId, PlaintextKey};
 use crate::pepper::Digest;
+use crate::quota::{Quota, QuotaSubject};
 use crate::rate::RateLimit;
 use crate::scope::Scope;
 
@@ -42,6 +43,14 @@ pub struct KeyRecord {
     pub allowed_ips: Vec<IpNet>,
     /// The key's own rate limit; `None` means the verifier's default.
     pub rate_limit: Option<RateLimit>,
+    /// The key's own [quota](crate::quota) (a count per UTC period, or credits); `None`: no
+    /// key quota (its owner's may still apply).
+    pub quota: Option<Quota>,
+    /// The id of the first key of this key's rotation chain (its own id unless it was made by
+    /// a rotation): its quota is counted under [`QuotaSubject::Key`] of this id, so a rotated
+    /// key and its predecessor (during the grace period) spend one balance. Set at creation,
+    /// copied by every rotation, never changed.
+    pub lineage: KeyId,
     /// When the key was created.
     pub created_at: SystemTime,
     /// When the record last changed.
@@ -108,6 +117,13 @@ impl KeyRecord {
     #[must_use]
     pub fn allows_ip(&self, ip: Option<IpAddr>) -> bool {
         ip_allowed(&self.allowed_ips, ip)
+    }
+
+    /// Whose balance the key's own quota spends: [`QuotaSubject::Key`] of its
+    /// [`lineage`](KeyRecord::lineage).
+    #[must_use]
+    pub fn quota_subject(&self) -> QuotaSubject {
+        QuotaSubject::Key(self.lineage)
     }
 
     /// The identity handlers see for this key.
@@ -230,6 +246,7 @@ pub struct NewKey {
     pub(crate) expires_at: Option<SystemTime>,
     pub(crate) allowed_ips: Vec<IpNet>,
     pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) quota: Option<Quota>,
     pub(crate) environment: Option<String>,
     pub(crate) canary: bool,
 }
@@ -246,6 +263,7 @@ impl NewKey {
             expires_at: None,
             allowed_ips: Vec::new(),
             rate_limit: None,
+            quota: None,
             environment: None,
             canary: false,
         }
@@ -313,6 +331,14 @@ impl NewKey {
     #[must_use]
     pub fn rate_limit(mut self, limit: impl Into<RateLimit>) -> Self {
         self.rate_limit = Some(limit.into());
+        self
+    }
+
+    /// Sets the key's own [quota](crate::quota) (`"10000/day"`, `"credits 500 refill 500 every
+    /// 1d"`); without one only its owner's quota (if any) applies.
+    #[must_use]
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quota = Some(quota);
         self
     }
 
@@ -406,6 +432,9 @@ pub enum KeyChange {
     SetAllowedIps(Vec<IpNet>),
     /// Set the key's rate limit, or clear it (`None`: the verifier's default applies).
     SetRateLimit(Option<RateLimit>),
+    /// Set the key's quota, or clear it (`None`: no key quota). A quota of the same kind keeps
+    /// counting from the balance spent so far (see [`Quota::counter_kind`]).
+    SetQuota(Option<Quota>),
     /// Switch the key off, reversibly.
     Disable,
     /// Switch a disabled key back on.
@@ -448,6 +477,7 @@ impl KeyChange {
             Self::SetMetadata(metadata) => record.metadata = metadata,
             Self::SetAllowedIps(ips) => record.allowed_ips = ips,
             Self::SetRateLimit(limit) => record.rate_limit = limit,
+            Self::SetQuota(quota) => record.quota = quota,
             Self::Disable | Self::Enable if record.revoked_at.is_some() => {
                 return Err(ChangeRefused::Revoked);
             }
@@ -531,9 +561,9 @@ impl Rotation {
     ///
     /// - only an active key rotates (revoked, disabled or expired: refused);
     /// - the successor is `replacement` (its id, digest, pepper version, prefix and times) with
-    ///   the old key's name, owner, scopes, metadata, allowed IP ranges, rate limit and canary
-    ///   flag, and
-    ///   `rotated_from` set to the old id. It does not inherit the old key's expiry: it has the
+    ///   the old key's name, owner, scopes, metadata, allowed IP ranges, rate limit, quota,
+    ///   quota [lineage](KeyRecord::lineage) (so both keys spend one balance) and canary flag,
+    ///   and `rotated_from` set to the old id. It does not inherit the old key's expiry: it has the
     ///   replacement's (none, or the one the [lifetime policy](crate::policy) gives, set by
     ///   [`Admin::rotate`](crate::Admin::rotate));
     /// - the old key expires at `now + grace` (or keeps an earlier expiry it already had);
@@ -562,6 +592,8 @@ impl Rotation {
             metadata: old.metadata.clone(),
             allowed_ips: old.allowed_ips.clone(),
             rate_limit: old.rate_limit,
+            quota: old.quota,
+            lineage: old.lineage,
             rotated_from: Some(old.id),
             canary: old.canary,
             last_used_at: None,

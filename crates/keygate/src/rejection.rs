@@ -15,12 +15,15 @@
 //! | client IP not allowed | 403 | — | `urn:keygate:problem:forbidden` |
 //! | key's rate limit exhausted | 429 | — | `urn:keygate:problem:rate_limited` |
 //! | too many failed attempts from the client | 429 | — | `urn:keygate:problem:too_many_failures` |
-//! | store or rate limiter unavailable | 503 | — | `urn:keygate:problem:unavailable` |
+//! | a [quota](crate::quota) of the key or its owner exhausted | 429 | — | `urn:keygate:problem:quota_exhausted` |
+//! | store, rate limiter or quota meter unavailable | 503 | — | `urn:keygate:problem:unavailable` |
 //!
 //! Bodies are `application/problem+json` (RFC 9457); every rejection carries
 //! `Cache-Control: no-store`. A 429 also carries `Retry-After` (whole seconds) and the IETF
 //! draft's `RateLimit-Policy` and `RateLimit` fields, naming policy `"key"` (the key's limit) or
-//! `"failures"` (the client's failed attempts); see [`RateDecision`]. The [`Rejection`] is also inserted into the response's extensions,
+//! `"failures"` (the client's failed attempts); see [`RateDecision`]. A `quota_exhausted` 429
+//! names policy `"quota"` (next to `"key"` when the key is rate limited too), and carries
+//! `Retry-After` only when the quota refills (see [`QuotaReport`]). The [`Rejection`] is also inserted into the response's extensions,
 //! so outer layers can tell why. Replace the body with
 //! [`ApiKeyLayer::with_rejection_response`](crate::layer::ApiKeyLayer::with_rejection_response).
 
@@ -31,6 +34,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::key::{FormatError, KeyId};
+use crate::quota::QuotaReport;
 use crate::rate::RateDecision;
 
 /// The precise cause of a rejection. Shown in logs and audit, not to clients.
@@ -78,11 +82,15 @@ pub enum Reason {
     TooManyFailures,
     /// The rate limiter could not answer.
     LimiterUnavailable,
+    /// A [quota](crate::quota) of the key or its owner has less left than the request costs.
+    QuotaExhausted,
+    /// The quota meter could not answer.
+    QuotaUnavailable,
 }
 
 impl Reason {
     /// Every reason, for parsers and tests.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 21] = [
         Self::MissingCredentials,
         Self::MultipleCredentials,
         Self::CredentialTooLong,
@@ -102,6 +110,8 @@ impl Reason {
         Self::RateLimited,
         Self::TooManyFailures,
         Self::LimiterUnavailable,
+        Self::QuotaExhausted,
+        Self::QuotaUnavailable,
     ];
 
     /// A stable snake_case name, for logs and metrics.
@@ -127,6 +137,8 @@ impl Reason {
             Self::RateLimited => "rate_limited",
             Self::TooManyFailures => "too_many_failures",
             Self::LimiterUnavailable => "limiter_unavailable",
+            Self::QuotaExhausted => "quota_exhausted",
+            Self::QuotaUnavailable => "quota_unavailable",
         }
     }
 
@@ -165,8 +177,11 @@ impl Reason {
             Self::ForbiddenClientIp => Problem::Forbidden,
             Self::InsufficientScope => Problem::InsufficientScope,
             Self::WrongEnvironment => Problem::WrongEnvironment,
-            Self::StoreUnavailable | Self::LimiterUnavailable => Problem::Unavailable,
+            Self::StoreUnavailable | Self::LimiterUnavailable | Self::QuotaUnavailable => {
+                Problem::Unavailable
+            }
             Self::RateLimited => Problem::RateLimited,
+            Self::QuotaExhausted => Problem::QuotaExhausted,
             Self::TooManyFailures => Problem::TooManyFailures,
         }
     }
@@ -222,6 +237,8 @@ pub enum Problem {
     RateLimited,
     /// 429: the client's failed attempts.
     TooManyFailures,
+    /// 429: a quota is exhausted.
+    QuotaExhausted,
 }
 
 impl Problem {
@@ -235,7 +252,9 @@ impl Problem {
                 StatusCode::FORBIDDEN
             }
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::RateLimited | Self::TooManyFailures => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited | Self::TooManyFailures | Self::QuotaExhausted => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
@@ -252,6 +271,7 @@ impl Problem {
             Self::Unavailable => "unavailable",
             Self::RateLimited => "rate_limited",
             Self::TooManyFailures => "too_many_failures",
+            Self::QuotaExhausted => "quota_exhausted",
         }
     }
 
@@ -278,6 +298,7 @@ impl Problem {
             Self::WrongEnvironment => "Wrong environment",
             Self::Unavailable => "Service unavailable",
             Self::RateLimited | Self::TooManyFailures => "Too many requests",
+            Self::QuotaExhausted => "Quota exhausted",
         }
     }
 
@@ -299,6 +320,9 @@ impl Problem {
             }
             Self::TooManyFailures => {
                 "Too many failed attempts from this client; retry after the time in Retry-After."
+            }
+            Self::QuotaExhausted => {
+                "The API key's quota is used up; it refills at the time in Retry-After, if given."
             }
         }
     }
@@ -336,6 +360,9 @@ impl Problem {
             Self::TooManyFailures => {
                 r#"{"type":"urn:keygate:problem:too_many_failures","title":"Too many requests","status":429,"detail":"Too many failed attempts from this client; retry after the time in Retry-After."}"#
             }
+            Self::QuotaExhausted => {
+                r#"{"type":"urn:keygate:problem:quota_exhausted","title":"Quota exhausted","status":429,"detail":"The API key's quota is used up; it refills at the time in Retry-After, if given."}"#
+            }
         }
     }
 }
@@ -350,6 +377,8 @@ pub struct Rejection {
     required_scopes: Option<Arc<str>>,
     // Boxed: only 429s carry one, and it would double the size of every `Result` otherwise.
     rate: Option<Box<RateDecision>>,
+    // Boxed likewise: only `quota_exhausted` carries one.
+    quota: Option<Box<QuotaReport>>,
 }
 
 impl Rejection {
@@ -361,6 +390,7 @@ impl Rejection {
             key_id: None,
             required_scopes: None,
             rate: None,
+            quota: None,
         }
     }
 
@@ -372,6 +402,7 @@ impl Rejection {
             key_id: Some(key_id),
             required_scopes: None,
             rate: None,
+            quota: None,
         }
     }
 
@@ -385,6 +416,24 @@ impl Rejection {
         }
     }
 
+    /// A 429 `quota_exhausted`: the refusing quota's report (for `Retry-After` and the
+    /// `"quota"` item of the `RateLimit` fields), and the key's rate limit decision when it is
+    /// rate limited too (its `"key"` item).
+    #[must_use]
+    pub fn quota_exhausted(
+        key_id: Option<KeyId>,
+        report: QuotaReport,
+        rate: Option<RateDecision>,
+    ) -> Self {
+        Self {
+            reason: Reason::QuotaExhausted,
+            key_id,
+            required_scopes: None,
+            rate: rate.map(Box::new),
+            quota: Some(Box::new(report)),
+        }
+    }
+
     /// A 403 `insufficient_scope` rejection naming the required scopes (space-separated).
     #[must_use]
     pub fn insufficient_scope(key_id: Option<KeyId>, required: Arc<str>) -> Self {
@@ -393,6 +442,7 @@ impl Rejection {
             key_id,
             required_scopes: Some(required),
             rate: None,
+            quota: None,
         }
     }
 
@@ -432,18 +482,32 @@ impl Rejection {
         self.rate.as_deref()
     }
 
+    /// For a 429 `quota_exhausted`, the refusing quota's report.
+    #[must_use]
+    pub fn quota_report(&self) -> Option<&QuotaReport> {
+        self.quota.as_deref()
+    }
+
     /// The headers a 429 carries: `Retry-After`, `RateLimit-Policy` and `RateLimit`. Empty
     /// for other rejections. [`ProblemJson`] adds them; a custom rejection response can too.
+    /// A `quota_exhausted` 429 has `Retry-After` only when its quota refills.
     pub fn rate_limit_headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
         let name = self.problem().rate_policy_name();
-        self.rate
+        let rate = self
+            .rate
             .as_deref()
             .zip(name)
             .into_iter()
             .flat_map(|(decision, name)| {
                 let [policy, limit] = decision.headers(name);
                 [(RETRY_AFTER, decision.retry_after_header()), policy, limit]
-            })
+            });
+        let quota = self
+            .quota
+            .as_deref()
+            .into_iter()
+            .flat_map(|report| quota_headers(report, self.rate.as_deref()));
+        rate.chain(quota)
     }
 }
 
@@ -458,6 +522,55 @@ impl fmt::Display for Rejection {
 }
 
 impl std::error::Error for Rejection {}
+
+/// A quota refusal's headers: `Retry-After` (when the quota refills) and the `RateLimit` fields
+/// with the `"quota"` item, after the `"key"` item when the key is rate limited too.
+fn quota_headers(
+    report: &QuotaReport,
+    rate: Option<&RateDecision>,
+) -> impl Iterator<Item = (HeaderName, HeaderValue)> + use<> {
+    let retry = report
+        .retry_after_header()
+        .map(|value| (RETRY_AFTER, value));
+    let [policy, limit] = combined_rate_headers(rate, Some(report));
+    retry.into_iter().chain(policy).chain(limit)
+}
+
+/// `RateLimit-Policy` and `RateLimit` with the key's rate limit item (`"key"`) and the quota's
+/// item (`"quota"`), each when given, as one list per field.
+pub(crate) fn combined_rate_headers(
+    rate: Option<&RateDecision>,
+    quota: Option<&QuotaReport>,
+) -> [Option<(HeaderName, HeaderValue)>; 2] {
+    if quota.is_none() {
+        // The common case: no string building beyond the rate limit's own.
+        return match rate {
+            Some(rate) => rate.headers("key").map(Some),
+            None => [None, None],
+        };
+    }
+    let join = |key: Option<HeaderValue>, quota: Option<String>| {
+        let text = match (key, quota) {
+            (Some(key), Some(quota)) => format!("{}, {quota}", key.to_str().unwrap_or_default()),
+            (None, Some(quota)) => quota,
+            (Some(key), None) => return Some(key),
+            (None, None) => return None,
+        };
+        HeaderValue::try_from(text).ok()
+    };
+    let policy = join(
+        rate.map(|r| r.policy_header("key")),
+        quota.map(QuotaReport::policy_item),
+    );
+    let limit = join(
+        rate.map(|r| r.limit_header("key")),
+        quota.map(QuotaReport::limit_item),
+    );
+    [
+        policy.map(|value| (RATELIMIT_POLICY, value)),
+        limit.map(|value| (RATELIMIT, value)),
+    ]
+}
 
 /// The `RateLimit-Policy` header (IETF draft-ietf-httpapi-ratelimit-headers).
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -549,7 +662,8 @@ impl ProblemJson {
             | Problem::WrongEnvironment
             | Problem::Unavailable
             | Problem::RateLimited
-            | Problem::TooManyFailures => None,
+            | Problem::TooManyFailures
+            | Problem::QuotaExhausted => None,
         }
     }
 }
@@ -666,7 +780,7 @@ mod tests {
     use crate::KeyId;
     use crate::rate::{RateDecision, RatePolicy};
 
-    const PROBLEMS: [Problem; 9] = [
+    const PROBLEMS: [Problem; 10] = [
         Problem::MissingCredentials,
         Problem::InvalidRequest,
         Problem::InvalidToken,
@@ -676,6 +790,7 @@ mod tests {
         Problem::Unavailable,
         Problem::RateLimited,
         Problem::TooManyFailures,
+        Problem::QuotaExhausted,
     ];
 
     #[test]
@@ -690,6 +805,50 @@ mod tests {
             );
             assert_eq!(problem.body(), expected, "{problem:?}");
         }
+    }
+
+    #[test]
+    fn a_quota_refusal_of_a_rate_limited_key_lists_both_items() {
+        use crate::quota::{Quota, QuotaDecision, QuotaReport};
+        let policy: RatePolicy = "100/1m".parse().unwrap_or_else(|e| panic!("{e}"));
+        let rate = RateDecision {
+            allowed: true,
+            policy,
+            remaining: 99,
+            reset: std::time::Duration::from_millis(600),
+            retry_after: std::time::Duration::ZERO,
+        };
+        let quota: Quota = "5/day".parse().unwrap_or_else(|e| panic!("{e}"));
+        let decision = QuotaDecision {
+            allowed: false,
+            line: 0,
+            remaining: 1,
+            size: 5,
+            reset: Some(std::time::Duration::from_secs(43_200)),
+            windows: [20_000, 0],
+        };
+        let rejection = Rejection::quota_exhausted(
+            Some(KeyId::random()),
+            QuotaReport { decision, quota },
+            Some(rate),
+        );
+        let parts = ProblemJson::default().parts(&rejection);
+        let headers: Vec<(&str, &str)> = parts
+            .headers()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            headers[2..],
+            [
+                ("retry-after", "43200"),
+                (
+                    "ratelimit-policy",
+                    r#""key";q=100;w=60, "quota";q=5;w=86400"#
+                ),
+                ("ratelimit", r#""key";r=99;t=1, "quota";r=1;t=43200"#),
+            ]
+        );
+        assert_eq!(parts.status().as_u16(), 429);
     }
 
     #[test]

@@ -32,6 +32,16 @@ fn a_cache_hit_allocates_nothing() {
         Some(NewOwner::new("metered").rate_limit(generous)),
         "key and owner limits",
     );
+    // A quota (the key's and its owner's): the in-process meter charges both lines under one
+    // lock, through lines resolved when the entry was filled; the balance goes to the shared
+    // identity's gauge. No allocation either.
+    let plenty = "1000000000/day".parse::<keygate::quota::Quota>().unwrap();
+    hits_allocate_nothing(
+        single,
+        NewKey::new("quota").quota(plenty).owner("quota-owner"),
+        Some(NewOwner::new("quota-owner").quota(plenty)),
+        "key and owner quotas",
+    );
     // Several environments: the key's prefix is matched among them, its environment's
     // default limit applies (resolved when the cache entry was filled).
     let environments = || {

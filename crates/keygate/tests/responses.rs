@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Response;
+use keygate::quota::{Quota, QuotaDecision, QuotaReport};
 use keygate::rate::{RateDecision, RatePolicy};
 use keygate::rejection::RejectionResponse;
 use keygate::{KeyId, ProblemJson, Reason, Rejection};
@@ -31,6 +32,19 @@ fn rejection(reason: Reason) -> Rejection {
         }
         Reason::InsufficientScope => {
             Rejection::insufficient_scope(Some(id), Arc::from("orders:read orders:write"))
+        }
+        Reason::QuotaExhausted => {
+            // 10 a minute, spent, 5.5 s before the next minute.
+            let quota: Quota = "10/minute".parse().unwrap();
+            let decision = QuotaDecision {
+                allowed: false,
+                line: 0,
+                remaining: 0,
+                size: 10,
+                reset: Some(Duration::from_millis(5_500)),
+                windows: [29_000_000, 0],
+            };
+            Rejection::quota_exhausted(Some(id), QuotaReport { decision, quota }, None)
         }
         _ => Rejection::for_key(reason, id),
     }
@@ -172,10 +186,11 @@ fn every_reason_answers_by_the_rfcs() {
                 Some("6"),
                 "{reason:?}: 5.5 s rounded up"
             );
-            let name = if reason == Reason::RateLimited {
-                "key"
-            } else {
-                "failures"
+            let (name, t) = match reason {
+                Reason::RateLimited => ("key", 121),
+                // A quota's allowance is whole again at the next period: the retry time.
+                Reason::QuotaExhausted => ("quota", 6),
+                _ => ("failures", 121),
             };
             assert_eq!(
                 header(&response, "ratelimit-policy"),
@@ -184,7 +199,7 @@ fn every_reason_answers_by_the_rfcs() {
             );
             assert_eq!(
                 header(&response, "ratelimit"),
-                Some(format!("\"{name}\";r=0;t=121").as_str()),
+                Some(format!("\"{name}\";r=0;t={t}").as_str()),
                 "{reason:?}"
             );
         } else {

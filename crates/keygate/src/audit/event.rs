@@ -33,6 +33,8 @@ pub enum Action {
     AllowedIpsChanged,
     /// A key's rate limit was set or cleared.
     RateLimitChanged,
+    /// The key's quota was set or cleared.
+    QuotaChanged,
     /// A key was disabled.
     Disabled,
     /// A key was enabled again.
@@ -53,7 +55,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, for parsers and tests.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::Request,
         Self::Created,
         Self::Renamed,
@@ -62,6 +64,7 @@ impl Action {
         Self::MetadataChanged,
         Self::AllowedIpsChanged,
         Self::RateLimitChanged,
+        Self::QuotaChanged,
         Self::Disabled,
         Self::Enabled,
         Self::Rotated,
@@ -83,6 +86,7 @@ impl Action {
             Self::MetadataChanged => "metadata_changed",
             Self::AllowedIpsChanged => "allowed_ips_changed",
             Self::RateLimitChanged => "rate_limit_changed",
+            Self::QuotaChanged => "quota_changed",
             Self::Disabled => "disabled",
             Self::Enabled => "enabled",
             Self::Rotated => "rotated",
@@ -103,6 +107,7 @@ impl Action {
             KeyChange::SetMetadata(_) => Self::MetadataChanged,
             KeyChange::SetAllowedIps(_) => Self::AllowedIpsChanged,
             KeyChange::SetRateLimit(_) => Self::RateLimitChanged,
+            KeyChange::SetQuota(_) => Self::QuotaChanged,
             KeyChange::Disable => Self::Disabled,
             KeyChange::Enable => Self::Enabled,
             KeyChange::Revoke => Self::Revoked,

@@ -10,6 +10,7 @@ use tower_service::Service;
 
 use super::layer::Shared;
 use crate::gate::{Check, Passed, Refusal, Ticket};
+use crate::quota::QuotaReceipt;
 use crate::rejection::{Rejection, RejectionResponse, respond};
 
 /// The check's future; it hands the layer's shared state back with its answer, so the request
@@ -105,8 +106,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut result = ready!(poll_state(this.state, this.ticket, cx));
-        if let (Some(ticket), Ok(response)) = (this.ticket.take(), &mut result) {
-            response.headers_mut().extend(ticket.rate_limit_headers());
+        if let (Some(mut ticket), Ok(response)) = (this.ticket.take(), &mut result) {
+            // A route's `Cost` settled the quota behind the layer: report what it spent.
+            ticket.settle_quota(response.extensions().get::<QuotaReceipt>());
+            // A route guard's 429 (`Cost`) carries its own fields.
+            if !response.headers().contains_key(crate::rejection::RATELIMIT) {
+                response.headers_mut().extend(ticket.rate_limit_headers());
+            }
             // A guard behind the layer (scopes) may have refused: its rejection is in the
             // response, and the event says so.
             ticket.finish(
@@ -136,7 +142,10 @@ where
             } => {
                 let (answer, shared) = ready!(check.as_mut().poll(cx));
                 match (answer, request.take(), service.take()) {
-                    (Ok(passed), Some(mut request), Some(mut service)) => {
+                    (Ok(mut passed), Some(mut request), Some(mut service)) => {
+                        if let Some(receipt) = passed.take_quota_receipt() {
+                            request.extensions_mut().insert(receipt);
+                        }
                         let (identity, passed_ticket) = passed.into_parts();
                         *ticket = Some(passed_ticket);
                         request.extensions_mut().insert(identity);

@@ -60,7 +60,10 @@ where
             // A cached key is decided here: the ready inner service is called at once, with no
             // boxed check future and no service clone.
             Admission::Check(check) => match gate.check_now(check) {
-                Checked::Now(Ok(passed)) => {
+                Checked::Now(Ok(mut passed)) => {
+                    if let Some(receipt) = passed.take_quota_receipt() {
+                        request.extensions_mut().insert(receipt);
+                    }
                     let (identity, ticket) = passed.into_parts();
                     request.extensions_mut().insert(identity);
                     ResponseFuture::inner(self.inner.call(request), ticket)

@@ -11,6 +11,13 @@
 //!   persisted write-behind through a [`QuotaLedger`]), a shared meter (Redis) counts across
 //!   instances.
 //! - [`QuotaSubject`]: whose balance a charge spends (a key's, or an owner's).
+//! - [`QuotaReceipt`]: what the key check charged a request (the default cost, 1), in the
+//!   request's extensions for route guards: [`Cost`](crate::Cost) settles a route's cost,
+//!   refusing guards refund it. [`QuotaReport`]: a decision with its quota, for the
+//!   `RateLimit` fields and a `429 quota_exhausted`.
+//!
+//! The whole picture (windows, cost, refunds, headers, rotation, durability) is in
+//! `docs/quotas.md`.
 //!
 //! # Calendar periods
 //! Period windows are aligned to UTC: a `day` runs from 00:00:00 UTC to the next midnight, a
@@ -20,6 +27,7 @@
 
 mod in_process;
 mod meter;
+mod receipt;
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,6 +38,8 @@ pub use meter::{
     CounterKind, CounterState, MAX_LINES, MeterError, QuotaDecision, QuotaLedger, QuotaLine,
     QuotaMeter, QuotaSubject, QuotaUsage, UnknownCounterKind,
 };
+pub(crate) use receipt::refund_refused;
+pub use receipt::{QuotaReceipt, QuotaReport, SettleError};
 
 /// Most units a quota may name (a count per period, a balance, a refill amount).
 pub const MAX_QUOTA: u64 = 1_000_000_000_000;

@@ -224,11 +224,17 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
         let identity = request.extensions().get::<Arc<Identity>>().map(|i| &**i);
         match self.guard.check(identity) {
             Ok(()) => GuardFuture::inner(self.inner.call(request)),
-            Err(rejection) => GuardFuture::rejected(respond(self.guard.responder(), rejection)),
+            // A refused request spends no quota: the key layer's charge is refunded.
+            Err(rejection) => GuardFuture::refused(
+                respond(self.guard.responder(), rejection),
+                request
+                    .extensions_mut()
+                    .remove::<crate::quota::QuotaReceipt>(),
+            ),
         }
     }
 }

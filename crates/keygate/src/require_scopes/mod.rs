@@ -4,7 +4,8 @@
 //! axum: `.route_layer(RequireScopes::all(["orders:read"]))` on the route, the key layer on the
 //! router). It reads the `Arc<Identity>` the key layer inserted and answers
 //! `403` with `WWW-Authenticate: Bearer realm="api", error="insufficient_scope", scope="…"` when
-//! the key lacks the scopes. A request with no identity at all (the key layer is missing, or is
+//! the key lacks the scopes; a refused request spends no [quota](crate::quota) (the key
+//! layer's charge is refunded). A request with no identity at all (the key layer is missing, or is
 //! [`optional`](crate::ApiKeyLayer::optional) and no key was sent) gets `401`: it fails closed.
 //!
 //! Scope matching (exact, plus `resource:*`) is described in [`crate::scope`].
@@ -20,6 +21,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::identity::Identity;
+use crate::quota::QuotaReceipt;
 use crate::rejection::{ProblemJson, Reason, Rejection, RejectionResponse, respond};
 use crate::scope::ScopeRequirement;
 
@@ -146,11 +148,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
         let identity = request.extensions().get::<Arc<Identity>>().map(|i| &**i);
         match self.guard.check(identity) {
             Ok(()) => GuardFuture::inner(self.inner.call(request)),
-            Err(rejection) => GuardFuture::rejected(respond(&self.guard.responder, rejection)),
+            Err(rejection) => GuardFuture::refused(
+                respond(&self.guard.responder, rejection),
+                request.extensions_mut().remove::<QuotaReceipt>(),
+            ),
         }
     }
 }
@@ -163,15 +168,21 @@ impl<F, B> GuardFuture<F, B> {
         }
     }
 
-    /// The guard refused: this response.
-    pub(crate) fn rejected(response: Response<B>) -> Self {
+    /// The guard refused: this response, once the request's quota charge (if any) is
+    /// refunded, so a refused request spends nothing.
+    pub(crate) fn refused(response: Response<B>, receipt: Option<QuotaReceipt>) -> Self {
         Self {
             state: GuardState::Rejected {
+                refund: receipt
+                    .map(|receipt| Box::pin(crate::quota::refund_refused(receipt)) as RefundFuture),
                 response: Some(response),
             },
         }
     }
 }
+
+/// A refused request's quota refund (boxed: only refusals of keys with a quota make one).
+type RefundFuture = Pin<Box<dyn Future<Output = QuotaReceipt> + Send>>;
 
 pin_project! {
     /// Response future of [`RequireScopesService`] and
@@ -187,7 +198,7 @@ pin_project! {
     #[project = GuardProj]
     enum GuardState<F, B> {
         Inner { #[pin] future: F },
-        Rejected { response: Option<Response<B>> },
+        Rejected { refund: Option<RefundFuture>, response: Option<Response<B>> },
     }
 }
 
@@ -200,10 +211,26 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             GuardProj::Inner { future } => future.poll(cx),
-            GuardProj::Rejected { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
-                None => panic!("keygate GuardFuture polled after completion"),
-            },
+            GuardProj::Rejected { refund, response } => {
+                let refunded = match refund {
+                    Some(future) => {
+                        let receipt = std::task::ready!(future.as_mut().poll(cx));
+                        *refund = None;
+                        Some(receipt)
+                    }
+                    None => None,
+                };
+                match response.take() {
+                    Some(mut response) => {
+                        // The key layer's `RateLimit` fields report the balance refunded.
+                        if let Some(receipt) = refunded {
+                            response.extensions_mut().insert(receipt);
+                        }
+                        Poll::Ready(Ok(response))
+                    }
+                    None => panic!("keygate GuardFuture polled after completion"),
+                }
+            }
         }
     }
 }

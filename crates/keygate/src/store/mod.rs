@@ -220,25 +220,48 @@ pub trait KeyStore: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// The record for `id` with its owner's rate limit (`None`: no owner, or no owner limit):
-    /// what the verifier reads on a cache miss. The default calls [`KeyStore::find`], then
-    /// [`KeyStore::find_owner`] for a key that has an owner; the SQL stores read both in one
-    /// statement.
+    /// The record for `id` with its owner's rate limit and quota ([`OwnerLimits`]; empty: no
+    /// owner, or an owner with neither): what the verifier reads on a cache miss. The default
+    /// calls [`KeyStore::find`], then [`KeyStore::find_owner`] for a key that has an owner;
+    /// the SQL stores read both in one statement.
     ///
     /// # Errors
     /// `Unavailable`.
     async fn find_with_owner_limit(
         &self,
         id: &KeyId,
-    ) -> Result<Option<(KeyRecord, Option<RateLimit>)>, StoreError> {
+    ) -> Result<Option<(KeyRecord, OwnerLimits)>, StoreError> {
         let Some(record) = self.find(id).await? else {
             return Ok(None);
         };
-        let limit = match record.owner.as_deref() {
-            Some(owner) => self.find_owner(owner).await?.and_then(|o| o.rate_limit),
-            None => None,
+        let limits = match record.owner.as_deref() {
+            Some(owner) => self
+                .find_owner(owner)
+                .await?
+                .map(|o| OwnerLimits::new(o.rate_limit, o.quota))
+                .unwrap_or_default(),
+            None => OwnerLimits::default(),
         };
-        Ok(Some((record, limit)))
+        Ok(Some((record, limits)))
+    }
+}
+
+/// What a key's owner imposes on all its keys, read with the key
+/// ([`KeyStore::find_with_owner_limit`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OwnerLimits {
+    /// The owner's shared rate limit.
+    pub rate_limit: Option<RateLimit>,
+    /// The owner's shared quota.
+    pub quota: Option<crate::quota::Quota>,
+}
+
+impl OwnerLimits {
+    /// An owner's rate limit and quota.
+    #[must_use]
+    pub fn new(rate_limit: Option<RateLimit>, quota: Option<crate::quota::Quota>) -> Self {
+        Self { rate_limit, quota }
     }
 }
 
@@ -622,6 +645,18 @@ pub trait KeyAdmin: Send + Sync + 'static {
         limit: Option<RateLimit>,
     ) -> Result<KeyRecord, StoreError> {
         self.apply(id, KeyChange::SetRateLimit(limit)).await
+    }
+
+    /// Sets a key's [quota](crate::quota), or clears it (`None`: no key quota).
+    ///
+    /// # Errors
+    /// As [`KeyAdmin::apply`].
+    async fn set_quota(
+        &self,
+        id: &KeyId,
+        quota: Option<crate::quota::Quota>,
+    ) -> Result<KeyRecord, StoreError> {
+        self.apply(id, KeyChange::SetQuota(quota)).await
     }
 
     /// Disables a key (reversible).

@@ -25,6 +25,7 @@ use crate::store::{KeyAdmin, KeyStore};
 /// | clock | system clock |
 /// | last-used flush interval / buffer | 60 s / 4 096 reports |
 /// | rate limiter | [`InProcessLimiter`] on the verifier's clock |
+/// | quota meter | [`InProcessMeter`](crate::quota::InProcessMeter), persisted to the store's [ledger](crate::KeyStore::quota_ledger) when it has one |
 /// | rate limit of keys without their own | unlimited |
 /// | rate limit of keys without their own, per environment | none: the line above |
 /// | failed attempts per client | `10/1m burst 20`: 20 at once, then one per 6 s |
@@ -48,6 +49,7 @@ pub struct VerifierBuilder {
     last_used_interval: Duration,
     last_used_buffer: usize,
     limiter: Option<Arc<dyn RateLimiter>>,
+    quota_meter: Option<Arc<dyn crate::quota::QuotaMeter>>,
     default_rate_limit: RateLimit,
     /// By position of the environment in the keyring.
     environment_limits: Vec<Option<RateLimit>>,
@@ -87,6 +89,7 @@ impl VerifierBuilder {
             last_used_interval: Duration::from_secs(60),
             last_used_buffer: 4096,
             limiter: None,
+            quota_meter: None,
             default_rate_limit: RateLimit::Unlimited,
             environment_limits: Vec::new(),
             failure_limit: Some(DEFAULT_FAILURE_LIMIT),
@@ -205,6 +208,16 @@ impl VerifierBuilder {
     /// [`VerifierBuilder::rate_limiter`] with a limiter already shared.
     pub fn shared_rate_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
         self.limiter = Some(limiter);
+        self
+    }
+
+    /// The meter that counts what keys and owners spend of their [quotas](crate::quota)
+    /// (default: an [`InProcessMeter`](crate::quota::InProcessMeter) that persists its counters
+    /// write-behind to the store's [ledger](crate::KeyStore::quota_ledger) when the store has
+    /// one, else keeps them in memory). Use a shared meter (Redis) when several instances
+    /// must enforce one quota together.
+    pub fn quota_meter(mut self, meter: Arc<dyn crate::quota::QuotaMeter>) -> Self {
+        self.quota_meter = Some(meter);
         self
     }
 
@@ -473,6 +486,15 @@ impl VerifierBuilder {
                     .build(),
             )
         });
+        let quota_meter = self.quota_meter.unwrap_or_else(|| {
+            let meter = match Arc::clone(&self.store).quota_ledger() {
+                Some(ledger) => crate::quota::InProcessMeter::builder()
+                    .ledger(ledger)
+                    .build(),
+                None => crate::quota::InProcessMeter::new(),
+            };
+            Arc::new(meter)
+        });
         let verifier = Verifier {
             inner: Arc::new(Inner {
                 keyring: self.keyring,
@@ -498,6 +520,8 @@ impl VerifierBuilder {
                 limiter_decides_now: limiter.decides_now(),
                 limiter,
                 default_rate_limit: self.default_rate_limit,
+                meter_decides_now: quota_meter.decides_now(),
+                quota_meter,
                 environment_limits: self.environment_limits.into_boxed_slice(),
                 failure_limit: self.failure_limit,
                 canary_lockout: self.canary_lockout,

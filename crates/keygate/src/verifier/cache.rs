@@ -26,9 +26,11 @@ use crate::identity::Identity;
 use crate::key::KeyId;
 use crate::owner::OwnerTag;
 use crate::pepper::Digest;
+use crate::quota::{QuotaLine, QuotaSubject};
 use crate::rate::{HeldLimit, LimitKey, RateLimit, RatePolicy};
 use crate::record::{KeyRecord, ip_allowed};
 use crate::rejection::Reason;
+use crate::store::OwnerLimits;
 
 /// What the hot path needs from a record, prepared once per cache fill.
 #[derive(Debug)]
@@ -45,6 +47,13 @@ pub(crate) struct CachedKey {
     /// The owner's shared limit and the key it is counted under, resolved when the entry is
     /// filled; `None`: no owner, or an owner without a limit (no extra work per request).
     pub(crate) owner_limit: Option<(LimitKey, RatePolicy)>,
+    /// The quota lines a request of this key spends from: the key's own quota (under its
+    /// lineage) and its owner's, resolved when the entry is filled; `None`: neither has a
+    /// quota (a branch on the hot path, nothing more).
+    pub(crate) quota_lines: Option<Arc<[QuotaLine]>>,
+    /// A charge of these lines was awaited once: an in-process meter has their counters in
+    /// memory now, so later requests are charged without awaiting.
+    pub(crate) quota_ready: AtomicBool,
     /// The position of the record's prefix among the keyring's formats: a key presented under
     /// another prefix (another environment's) is not this key.
     pub(crate) environment: u8,
@@ -94,13 +103,29 @@ impl CachedKey {
         record: &KeyRecord,
         generation: u64,
         environment: KeyEnvironment<'_>,
-        owner_limit: Option<RateLimit>,
+        owner: OwnerLimits,
     ) -> Self {
-        let owner_limit = match (record.owner.as_deref(), owner_limit) {
+        let owner_limit = match (record.owner.as_deref(), owner.rate_limit) {
             (Some(owner), Some(RateLimit::Limited(policy))) => {
                 Some((LimitKey::Owner(OwnerTag::of(owner)), policy))
             }
             _ => None,
+        };
+        let key_line = record.quota.map(|quota| QuotaLine {
+            subject: record.quota_subject(),
+            quota,
+        });
+        let owner_line = record
+            .owner
+            .as_deref()
+            .zip(owner.quota)
+            .map(|(owner, quota)| QuotaLine {
+                subject: QuotaSubject::Owner(OwnerTag::of(owner)),
+                quota,
+            });
+        let quota_lines: Option<Arc<[QuotaLine]>> = match (key_line, owner_line) {
+            (None, None) => None,
+            (key, owner) => Some(key.into_iter().chain(owner).collect()),
         };
         let mut identity = record.identity();
         if let Some(name) = environment.name {
@@ -117,6 +142,8 @@ impl CachedKey {
             // verifier's default applies when neither is set.
             rate_limit: record.rate_limit.or(environment.default_limit),
             owner_limit,
+            quota_lines,
+            quota_ready: AtomicBool::new(false),
             environment: environment.position,
             identity: Arc::new(identity),
             generation,
@@ -145,6 +172,8 @@ impl CachedKey {
             allowed_ips: Box::default(),
             rate_limit: None,
             owner_limit: None,
+            quota_lines: None,
+            quota_ready: AtomicBool::new(false),
             environment: 0,
             // Never handed out: an unknown id is refused whatever the compare says.
             identity: Arc::new(Identity::new(

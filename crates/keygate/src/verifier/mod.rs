@@ -47,6 +47,7 @@ mod subscriber;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub use admin::{Admin, AdminBuilder, NoKeyring};
@@ -63,6 +64,7 @@ use crate::identity::Identity;
 use crate::key::{KeyId, PresentedKey};
 use crate::keyring::Keyring;
 use crate::metrics::{self, CacheKind};
+use crate::quota::{MeterError, QuotaDecision, QuotaLine, QuotaMeter, QuotaReport};
 use crate::rate::{LimitKey, LimiterError, RateDecision, RateLimit, RateLimiter, RatePolicy};
 use crate::rejection::{Reason, Rejection};
 use crate::store::{KeyAdmin, KeyStore, StoreError};
@@ -92,6 +94,10 @@ struct Inner {
     /// key is decided without awaiting.
     limiter_decides_now: bool,
     default_rate_limit: RateLimit,
+    /// Counts what keys and owners spend of their quotas.
+    quota_meter: Arc<dyn QuotaMeter>,
+    /// Whether the meter charges without I/O ([`QuotaMeter::decides_now`]).
+    meter_decides_now: bool,
     /// Default rate limits per environment, by position in the keyring (resolved into each
     /// cache entry when it is filled).
     environment_limits: Box<[Option<RateLimit>]>,
@@ -127,7 +133,21 @@ pub(crate) struct Verified {
     /// Whether the key was accepted on a cached record past its TTL because the key store
     /// was unreachable ([`VerifierBuilder::stale_if_error`]); the audit event says so.
     pub(crate) stale: bool,
+    /// What the request was charged of its key's quotas (the default cost, 1); `None` when
+    /// neither the key nor its owner has a quota.
+    pub(crate) quota: Option<Charged>,
 }
+
+/// A quota charge the verifier made: the lines and the meter's decision.
+#[derive(Debug, Clone)]
+pub(crate) struct Charged {
+    pub(crate) lines: Arc<[QuotaLine]>,
+    pub(crate) decision: QuotaDecision,
+}
+
+/// The cost the key check charges each request of a key with a quota; routes settle their own
+/// with [`Cost`](crate::Cost).
+const DEFAULT_COST: u64 = 1;
 
 /// A well-formed credential taken from a request, with the client's address.
 ///
@@ -347,7 +367,21 @@ impl Verifier {
                     };
                     rate = Some(tighter(rate, owner_decision));
                 }
-                self.accept(&entry, id, now, rate, stale)
+                let quota = match entry.quota_lines.as_deref() {
+                    Some(lines) if key_allowed(rate.as_ref()) => {
+                        let meter = &*inner.quota_meter;
+                        let charged = match meter.charge_now(lines, DEFAULT_COST, now) {
+                            Some(charged) => charged,
+                            None => meter.charge(lines, DEFAULT_COST, now).await,
+                        };
+                        if charged.is_ok() {
+                            entry.quota_ready.store(true, Ordering::Relaxed);
+                        }
+                        Some(charged)
+                    }
+                    _ => None,
+                };
+                self.accept(&entry, id, now, rate, quota, stale)
             }
         }
     }
@@ -369,6 +403,12 @@ impl Verifier {
         let limited = self.rate_policy(&entry);
         if (limited.is_some() || entry.owner_limit.is_some()) && !inner.limiter_decides_now {
             // Decided after the store's limiter answers: not here (the HMAC would run twice).
+            return None;
+        }
+        if entry.quota_lines.is_some()
+            && !(inner.meter_decides_now && entry.quota_ready.load(Ordering::Relaxed))
+        {
+            // The meter must be awaited (a shared meter, or counters not loaded yet).
             return None;
         }
         let now = inner.clock.now();
@@ -398,7 +438,17 @@ impl Verifier {
                 {
                     rate = Some(tighter(rate, inner.limiter.acquire_now(owner, policy)?));
                 }
-                self.accept(&entry, id, now, rate, false)
+                let quota = match entry.quota_lines.as_deref() {
+                    Some(lines) if key_allowed(rate.as_ref()) => Some(
+                        // Ready (checked above): an in-process meter keeps loaded counters.
+                        inner
+                            .quota_meter
+                            .charge_now(lines, DEFAULT_COST, now)
+                            .unwrap_or_else(|| Err(MeterError("quota counters not loaded".into()))),
+                    ),
+                    _ => None,
+                };
+                self.accept(&entry, id, now, rate, quota, false)
             }
         };
         metrics::cache_hit_of(entry.unknown);
@@ -458,6 +508,7 @@ impl Verifier {
         id: KeyId,
         now: std::time::SystemTime,
         rate: Option<Result<RateDecision, LimiterError>>,
+        quota: Option<Result<QuotaDecision, MeterError>>,
         stale: bool,
     ) -> Result<Verified, Rejection> {
         let rate = match rate {
@@ -470,6 +521,10 @@ impl Verifier {
                 Some(decision)
             }
         };
+        let quota = match (quota, entry.quota_lines.as_ref()) {
+            (Some(decided), Some(lines)) => Some(self.charged(entry, id, lines, decided, rate)?),
+            _ => None,
+        };
         self.inner.last_used.seen(entry, id, now);
         if stale {
             metrics::stale_served();
@@ -479,7 +534,43 @@ impl Verifier {
             identity: Arc::clone(&entry.identity),
             rate,
             stale,
+            quota,
         })
+    }
+
+    /// The meter's answer to the request's default charge: allowed (the identity notes the
+    /// balance), or the 429 `quota_exhausted` / 503 refusal.
+    #[inline]
+    fn charged(
+        &self,
+        entry: &CachedKey,
+        id: KeyId,
+        lines: &Arc<[QuotaLine]>,
+        decided: Result<QuotaDecision, MeterError>,
+        rate: Option<RateDecision>,
+    ) -> Result<Charged, Rejection> {
+        let decision = decided.map_err(|error| quota_unavailable(&error, id))?;
+        if !decision.allowed {
+            return Err(match QuotaReport::of(lines, decision) {
+                Some(report) => Rejection::quota_exhausted(Some(id), report, rate),
+                None => Rejection::for_key(Reason::QuotaUnavailable, id),
+            });
+        }
+        entry.identity.set_quota_remaining(decision.remaining);
+        Ok(Charged {
+            lines: Arc::clone(lines),
+            decision,
+        })
+    }
+
+    /// The quota meter.
+    pub(crate) fn quota_meter(&self) -> &Arc<dyn QuotaMeter> {
+        &self.inner.quota_meter
+    }
+
+    /// The clock, shared (for quota receipts, which refund at the time they are settled).
+    pub(crate) fn shared_clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
     }
 
     /// Whether the secret matches the cached entry and the key is usable now from the client's
@@ -689,7 +780,7 @@ impl Verifier {
             .as_ref()
             .and_then(|(record, _)| inner.keyring.position_of(&record.prefix));
         match (found, position) {
-            (Some((record, owner_limit)), Some(position)) => {
+            (Some((record, owner)), Some(position)) => {
                 let environment = KeyEnvironment {
                     position,
                     name: inner
@@ -706,7 +797,7 @@ impl Verifier {
                     &record,
                     generation,
                     environment,
-                    owner_limit,
+                    owner,
                 )))
             }
             // Another deployment's key in a shared store is as good as unknown here. (If the
@@ -974,6 +1065,11 @@ pub(crate) fn refused(reason: Reason) -> Rejection {
     metrics::denied(reason);
     tracing::debug!(target: "keygate", outcome = "denied", reason = reason.as_str());
     Rejection::new(reason)
+}
+
+fn quota_unavailable(error: &MeterError, id: KeyId) -> Rejection {
+    tracing::warn!(target: "keygate", key_id = %id, %error, "quota meter failed");
+    Rejection::for_key(Reason::QuotaUnavailable, id)
 }
 
 fn limiter_unavailable(error: &LimiterError, id: KeyId) -> Rejection {

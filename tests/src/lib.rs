@@ -391,7 +391,9 @@ impl Harness {
         dir: Option<tempfile::TempDir>,
         keyring: Keyring,
     ) -> Self {
-        let mut builder = Verifier::builder(keyring.clone(), store.clone()).clock(clock.clone());
+        let mut builder = Verifier::builder(keyring.clone(), store.clone())
+            .clock(clock.clone())
+            .quota_meter(own_quota_meter());
         if let Some(channel) = &invalidation {
             builder = builder.shared_invalidation(Arc::clone(channel));
         }
@@ -405,7 +407,8 @@ impl Harness {
         }
     }
 
-    /// Another verifier over the same store and clock, with its own (empty) cache: what a second
+    /// Another verifier over the same store and clock, with its own (empty) cache and quota
+    /// counters: what a second
     /// framework, or a second instance, would build from the same configuration.
     pub fn sibling(&self) -> Verifier {
         self.sibling_with(|builder| builder)
@@ -416,8 +419,9 @@ impl Harness {
         &self,
         configure: impl FnOnce(keygate::VerifierBuilder) -> keygate::VerifierBuilder,
     ) -> Verifier {
-        let mut builder =
-            Verifier::builder(self.keyring.clone(), self.store.clone()).clock(self.clock.clone());
+        let mut builder = Verifier::builder(self.keyring.clone(), self.store.clone())
+            .clock(self.clock.clone())
+            .quota_meter(own_quota_meter());
         if let Some(channel) = &self.invalidation {
             builder = builder.shared_invalidation(Arc::clone(channel));
         }
@@ -819,4 +823,12 @@ where
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// Each harness verifier counts quotas in memory on its own, as one instance does: the default
+/// meter would persist to the shared store's counter table write-behind, so a sibling (the
+/// other framework in the scenario table) would start from what the first one had saved,
+/// depending on when its flush ran.
+fn own_quota_meter() -> Arc<dyn keygate::quota::QuotaMeter> {
+    Arc::new(keygate::quota::InProcessMeter::new())
 }

@@ -21,6 +21,7 @@ pub(crate) struct Callgrind<'a> {
     pub(crate) server_core: &'a str,
     pub(crate) store_keys: usize,
     pub(crate) rate_limit: Option<&'a str>,
+    pub(crate) quota: Option<&'a str>,
     pub(crate) audit_sqlite: bool,
     pub(crate) audit_usage_only: bool,
     pub(crate) deadline: Instant,
@@ -69,6 +70,9 @@ impl Callgrind<'_> {
             .arg(self.store_keys.to_string());
         if let Some(limit) = self.rate_limit.filter(|_| variant.with_keygate()) {
             command.args(["--rate-limit", limit]);
+        }
+        if let Some(quota) = self.quota.filter(|_| variant.with_keygate()) {
+            command.args(["--quota", quota]);
         }
         if self.audit_sqlite && variant.with_keygate() {
             let mode = if self.audit_usage_only {

@@ -33,7 +33,7 @@
 //! Flags: `--rounds N` (6), `--duration SECS` (10), `--connections N` (32), `--warmup SECS` (3),
 //! `--skip-callgrind`, `--skip-load`, `--short N` (2000), `--long N` (22000), `--repeats N` (3),
 //! `--store-keys N` (100000; keygate and floor servers), `--rate-limit POLICY` (none; keygate
-//! servers only), `--audit-sqlite`, `--audit-sqlite-usage` (keygate servers only),
+//! servers only), `--quota QUOTA` (none; keygate servers only), `--audit-sqlite`, `--audit-sqlite-usage` (keygate servers only),
 //! `--callgrind-dir DIR` (keep the callgrind out files there, for `callgrind_annotate`),
 //! `--budget SECS` (2400: the whole benchmark stops by then, killing only the processes it
 //! started).
@@ -74,6 +74,7 @@ struct Options {
     repeats: usize,
     store_keys: usize,
     rate_limit: Option<String>,
+    quota: Option<String>,
     audit_sqlite: bool,
     audit_usage_only: bool,
     callgrind_dir: Option<PathBuf>,
@@ -94,6 +95,7 @@ impl Options {
             repeats: 3,
             store_keys: 100_000,
             rate_limit: None,
+            quota: None,
             audit_sqlite: false,
             audit_usage_only: false,
             callgrind_dir: None,
@@ -115,6 +117,11 @@ impl Options {
                     let limit = value()?;
                     number::<keygate::rate::RateLimit>(flag, limit)?;
                     options.rate_limit = Some(limit.clone());
+                }
+                "--quota" => {
+                    let quota = value()?;
+                    number::<keygate::quota::Quota>(flag, quota)?;
+                    options.quota = Some(quota.clone());
                 }
                 "--budget" => options.budget = Duration::from_secs(number(flag, value()?)?),
                 "--callgrind-dir" => options.callgrind_dir = Some(PathBuf::from(value()?)),
@@ -166,6 +173,8 @@ against plain, floor and floor-moka, and both floors against plain, from the sam
   --store-keys N       keys in keygate's store and in the floors' HashMap (100000)
   --rate-limit POLICY  keygate servers only: give every key this rate limit, e.g. 1000000/1s
                        (default: unlimited; the floors have no rate limits)
+  --quota QUOTA        keygate servers only: give every key this quota, e.g. 1000000000000/day
+                       (default: none; the floors count nothing)
   --audit-sqlite       keygate servers only: keep the audit trail in a SQLite file (store sink)
   --audit-sqlite-usage the same, allowed requests only counted in usage (not kept as rows)
   --callgrind-dir DIR  keep the callgrind out files in DIR (for callgrind_annotate)
@@ -235,6 +244,7 @@ fn orchestrate(options: &Options) -> Result<(), String> {
             server_core: SERVER_CORE,
             store_keys: options.store_keys,
             rate_limit: options.rate_limit.as_deref(),
+            quota: options.quota.as_deref(),
             audit_sqlite: options.audit_sqlite,
             audit_usage_only: options.audit_usage_only,
             deadline,
@@ -292,6 +302,9 @@ fn throughput(
             .filter(|_| variant.with_keygate())
         {
             command.args(["--rate-limit", limit]);
+        }
+        if let Some(quota) = options.quota.as_ref().filter(|_| variant.with_keygate()) {
+            command.args(["--quota", quota]);
         }
         if options.audit_sqlite && variant.with_keygate() {
             let mode = if options.audit_usage_only {

@@ -70,6 +70,8 @@ pub struct ServerConfig {
     /// Every key's own rate limit (keygate variants), e.g. a generous `1000000/1s`: the hit
     /// path then includes the in-process rate limiter. None: unlimited keys.
     pub rate_limit: Option<RateLimit>,
+    /// A quota every key gets (keygate servers only).
+    pub quota: Option<keygate::quota::Quota>,
     /// Keep keygate's audit trail in a SQLite file (keygate-sqlx's store sink) beside the keys
     /// file, instead of the default tracing sink (which, with no subscriber, builds no events).
     pub audit_sqlite: bool,
@@ -94,6 +96,7 @@ impl ServerConfig {
             client_keys: 1_000,
             cache_ttl: Duration::from_secs(3_600),
             rate_limit: None,
+            quota: None,
             audit_sqlite: false,
             audit_usage_only: false,
             audit_core: None,
@@ -101,7 +104,7 @@ impl ServerConfig {
     }
 
     /// Parses `VARIANT --port N --keys-file PATH [--store-keys N] [--client-keys N]
-    /// [--cache-ttl-secs N] [--rate-limit POLICY] [--audit sqlite|sqlite-usage]
+    /// [--cache-ttl-secs N] [--rate-limit POLICY] [--quota QUOTA] [--audit sqlite|sqlite-usage]
     /// [--audit-core N]`.
     ///
     /// # Errors
@@ -122,6 +125,7 @@ impl ServerConfig {
                 "--client-keys" => config.client_keys = number(flag, value)?,
                 "--cache-ttl-secs" => config.cache_ttl = Duration::from_secs(number(flag, value)?),
                 "--rate-limit" => config.rate_limit = Some(number(flag, value)?),
+                "--quota" => config.quota = Some(number(flag, value)?),
                 "--audit" if value == "sqlite" => config.audit_sqlite = true,
                 "--audit" if value == "sqlite-usage" => {
                     config.audit_sqlite = true;
@@ -361,6 +365,9 @@ async fn prepare(config: &ServerConfig) -> Result<Authenticator, BoxError> {
         let mut spec = NewKey::new(format!("bench key {i}"));
         if let Some(limit) = config.rate_limit.filter(|_| auth == Auth::Keygate) {
             spec = spec.rate_limit(limit);
+        }
+        if let Some(quota) = config.quota.filter(|_| auth == Auth::Keygate) {
+            spec = spec.quota(quota);
         }
         let created = store.create(keyring.mint(spec)?).await?;
         if i < kept {

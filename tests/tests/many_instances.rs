@@ -322,3 +322,64 @@ async fn with_the_redis_subscription_cut_a_revoke_is_still_enforced_within_the_b
         .build();
     cut_subscription_scenario("Redis", &a, &b, &proxy).await;
 }
+
+/// Issue 17's acceptance: two instances (two verifiers, each with its own Redis connection)
+/// serving one key with a `1000/day` quota through their HTTP layers share the quota exactly:
+/// 1,200 concurrent requests split between them get exactly 1,000 answers 200 and 200 answers
+/// 429 `quota_exhausted`, never more than the quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_redis_share_one_quota_exactly_over_http() {
+    let Some(url) = redis_url() else { return };
+    let store = keygate::MemoryStore::new();
+    let prefix = unique_prefix("quota");
+    let mut apps = Vec::new();
+    let mut verifiers = Vec::new();
+    for _ in 0..2 {
+        let meter = keygate_redis::RedisQuotaMeter::builder(url.as_str())
+            .prefix(prefix.clone())
+            .response_timeout(Duration::from_secs(10))
+            .build()
+            .await
+            .expect("KEYGATE_TEST_REDIS_URL is not a Redis URL");
+        let verifier = Verifier::builder(keyring(), store.clone())
+            .quota_meter(std::sync::Arc::new(meter))
+            .build();
+        apps.push(keygate_tests::axum_app(&verifier));
+        verifiers.push(verifier);
+    }
+    let created = verifiers[0]
+        .admin()
+        .create_key(NewKey::new("metered").quota("1000/day".parse().unwrap()))
+        .await
+        .expect("create");
+    let key = created.key.expose_secret().to_owned();
+    let mut tasks = Vec::new();
+    for n in 0..1_200 {
+        let app = apps[n % 2].clone();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let reply = keygate_tests::send_bearer(&app, "/hello", &key).await;
+            (reply.status.as_u16(), reply.rejection.map(|r| r.reason()))
+        }));
+    }
+    let (mut allowed, mut exhausted) = (0, 0);
+    for task in tasks {
+        match task.await.expect("task") {
+            (200, None) => allowed += 1,
+            (429, Some(Reason::QuotaExhausted)) => exhausted += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(
+        (allowed, exhausted),
+        (1_000, 200),
+        "no over-grant, no under-grant"
+    );
+    // Both instances see the quota used up.
+    for app in &apps {
+        assert_eq!(
+            keygate_tests::send_bearer(app, "/hello", &key).await.status,
+            429
+        );
+    }
+}

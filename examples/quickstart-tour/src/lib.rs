@@ -188,6 +188,9 @@ pub async fn shutdown_signal() {
 /// The store's error when the last-used times cannot be written.
 pub async fn flush(verifier: &Verifier) -> Result<(), keygate::StoreError> {
     let keys = verifier.flush_last_used().await?;
+    if let Err(error) = verifier.flush_quota().await {
+        eprintln!("stopped: quota counters not saved: {error}");
+    }
     let audit = verifier.flush_audit().await;
     eprintln!(
         "stopped: wrote the last-used times of {keys} key(s); audit events written {}, dropped {}, lost {}",

@@ -331,6 +331,12 @@ impl QuotaMeter for InProcessMeter {
         Ok(())
     }
 
+    async fn flush(&self) -> Result<(), MeterError> {
+        InProcessMeter::flush(self)
+            .await
+            .map_err(|error| MeterError(error.into()))
+    }
+
     async fn usage(&self, line: &QuotaLine, now: SystemTime) -> Result<QuotaUsage, MeterError> {
         self.load(std::slice::from_ref(line)).await?;
         let saved = self.counters().states.get(&line.subject).copied().flatten();

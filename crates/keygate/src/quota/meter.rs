@@ -257,6 +257,17 @@ pub trait QuotaMeter: Send + Sync + 'static {
         now: SystemTime,
     ) -> Result<(), MeterError>;
 
+    /// Saves what the meter keeps only in memory (an in-process meter's counters not yet
+    /// written behind to its ledger). Call it on graceful shutdown, through
+    /// [`Verifier::flush_quota`](crate::Verifier::flush_quota). The default does nothing:
+    /// a shared meter keeps nothing to save.
+    ///
+    /// # Errors
+    /// [`MeterError`] when the counters could not be saved (they stay pending).
+    async fn flush(&self) -> Result<(), MeterError> {
+        Ok(())
+    }
+
     /// `line`'s balance at `now`, without spending.
     ///
     /// # Errors

@@ -97,4 +97,12 @@ mod tests {
         assert_ne!(a, NO_TAG);
         assert!(same(a, a) && !same(a, a ^ 1) && !same(a, a ^ (1 << 127)));
     }
+
+    #[test]
+    fn debug_hides_the_key() {
+        let key = MemoKey::random();
+        let shown = format!("{key:?} {key:#?}");
+        assert_eq!(shown, "MemoKey(..) MemoKey(..)");
+        assert!(!shown.contains(&key.k0.to_string()) && !shown.contains(&format!("{:x}", key.k1)));
+    }
 }

@@ -14,6 +14,9 @@ use keygate::{ProblemJson, Rejection, Verifier};
 use crate::response::{ActixRejectionResponse, respond, to_actix};
 use crate::view::ActixRequestView;
 
+/// The `RateLimit` field's name in actix-web's `http` 0.2 type.
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 type LocalBoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T>>>;
 
 /// Authenticates requests with a [`Verifier`]; register with `App::wrap` (or on a scope or
@@ -212,17 +215,21 @@ where
     B: MessageBody + 'static,
 {
     let mut response = response?;
-    // A route's `Cost` settled the quota behind the middleware: report what it spent.
-    ticket.settle_quota(response.response().extensions().get::<QuotaReceipt>());
-    let headers = response.headers_mut();
-    // A route guard's 429 (`Cost`) carries its own fields.
-    let guard_fields = headers.contains_key("ratelimit");
-    for (name, value) in ticket
-        .rate_limit_headers()
-        .filter(|_| !guard_fields)
-        .filter_map(|(n, v)| to_actix((&n, &v)))
-    {
-        headers.insert(name, value);
+    // Most responses get no fields: no lookups for them (a `&str` name is parsed, and
+    // allocated, per lookup).
+    if ticket.has_rate_limit_headers() {
+        // A route's `Cost` settled the quota behind the middleware: report what it spent.
+        ticket.settle_quota(response.response().extensions().get::<QuotaReceipt>());
+        let headers = response.headers_mut();
+        // A route guard's 429 (`Cost`) carries its own fields.
+        if !headers.contains_key(RATELIMIT) {
+            for (name, value) in ticket
+                .rate_limit_headers()
+                .filter_map(|(n, v)| to_actix((&n, &v)))
+            {
+                headers.insert(name, value);
+            }
+        }
     }
     ticket.finish(
         response.status().as_u16(),

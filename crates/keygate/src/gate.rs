@@ -380,6 +380,14 @@ impl Ticket {
             .flatten()
     }
 
+    /// Whether [`rate_limit_headers`](Ticket::rate_limit_headers) has fields to add (the gate
+    /// sends them, and the key is rate limited or has a quota). Adapters check it first, so a
+    /// response that gets none costs no header or extension lookups.
+    #[must_use]
+    pub fn has_rate_limit_headers(&self) -> bool {
+        self.rate.is_some() || self.quota.is_some()
+    }
+
     /// Takes the request's final quota state from the response's extensions, where a route
     /// guard ([`Cost`](crate::Cost)) put its settled [`QuotaReceipt`], so the `"quota"` item
     /// reports what the route really spent. Adapters call it before

@@ -107,11 +107,14 @@ where
         let this = self.project();
         let mut result = ready!(poll_state(this.state, this.ticket, cx));
         if let (Some(mut ticket), Ok(response)) = (this.ticket.take(), &mut result) {
-            // A route's `Cost` settled the quota behind the layer: report what it spent.
-            ticket.settle_quota(response.extensions().get::<QuotaReceipt>());
-            // A route guard's 429 (`Cost`) carries its own fields.
-            if !response.headers().contains_key(crate::rejection::RATELIMIT) {
-                response.headers_mut().extend(ticket.rate_limit_headers());
+            // Most responses get no fields: no lookups for them.
+            if ticket.has_rate_limit_headers() {
+                // A route's `Cost` settled the quota behind the layer: report what it spent.
+                ticket.settle_quota(response.extensions().get::<QuotaReceipt>());
+                // A route guard's 429 (`Cost`) carries its own fields.
+                if !response.headers().contains_key(crate::rejection::RATELIMIT) {
+                    response.headers_mut().extend(ticket.rate_limit_headers());
+                }
             }
             // A guard behind the layer (scopes) may have refused: its rejection is in the
             // response, and the event says so.

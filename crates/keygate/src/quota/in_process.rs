@@ -1,6 +1,6 @@
 //! [`InProcessMeter`]: quota counters in one process, optionally persisted write-behind.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
@@ -53,10 +53,52 @@ struct Inner {
 
 #[derive(Default)]
 struct Counters {
-    /// Subjects whose counter is known: `None` means "none saved yet".
-    states: HashMap<QuotaSubject, Option<CounterState>>,
-    /// Subjects changed since the last save.
-    dirty: HashSet<QuotaSubject>,
+    /// Subjects whose counter is known. foldhash (randomly seeded, as the verifier's cache and
+    /// the limiter's maps): a charge looks its lines up twice, and std's SipHash cost several
+    /// times more per lookup.
+    states: HashMap<QuotaSubject, Slot, foldhash::fast::RandomState>,
+    /// Subjects changed since the last save, each once (their slot's `dirty` flag says whether
+    /// it is listed): a charge of an already changed counter adds nothing here.
+    dirty: Vec<QuotaSubject>,
+}
+
+/// A subject's counter in memory.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// `None`: none saved yet.
+    state: Option<CounterState>,
+    /// Listed in [`Counters::dirty`].
+    dirty: bool,
+}
+
+impl Counters {
+    /// The subject's counter, if it is in memory (`Some(None)`: known to have none saved).
+    fn state(&self, subject: &QuotaSubject) -> Option<Option<CounterState>> {
+        self.states.get(subject).map(|slot| slot.state)
+    }
+
+    /// Sets a subject's counter and lists it for the next save.
+    fn set(&mut self, subject: QuotaSubject, state: CounterState) {
+        let slot = self.states.entry(subject).or_insert(Slot {
+            state: None,
+            dirty: false,
+        });
+        slot.state = Some(state);
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(subject);
+        }
+    }
+
+    /// Lists a subject again for the next save (its save failed), unless it is listed.
+    fn relist(&mut self, subject: QuotaSubject) {
+        if let Some(slot) = self.states.get_mut(&subject)
+            && !slot.dirty
+        {
+            slot.dirty = true;
+            self.dirty.push(subject);
+        }
+    }
 }
 
 /// Counts of an in-process meter's persistence.
@@ -159,8 +201,9 @@ impl InProcessMeter {
             dirty
                 .into_iter()
                 .filter_map(|subject| {
-                    let state = counters.states.get(&subject).copied().flatten()?;
-                    Some((subject, state))
+                    let slot = counters.states.get_mut(&subject)?;
+                    slot.dirty = false;
+                    Some((subject, slot.state?))
                 })
                 .collect()
         };
@@ -175,9 +218,10 @@ impl InProcessMeter {
             Err(error) => {
                 self.inner.flush_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(target: "keygate", %error, counters = batch.len(), "quota counters could not be saved; retrying at the next flush");
-                self.counters()
-                    .dirty
-                    .extend(batch.into_iter().map(|(subject, _)| subject));
+                let mut counters = self.counters();
+                for (subject, _) in batch {
+                    counters.relist(subject);
+                }
                 Err(error)
             }
         }
@@ -215,8 +259,8 @@ impl InProcessMeter {
         let mut counters = self.counters();
         let mut states = [UNUSED; MAX_LINES];
         for (state, line) in states.iter_mut().zip(lines) {
-            let saved = match counters.states.get(&line.subject) {
-                Some(saved) => *saved,
+            let saved = match counters.state(&line.subject) {
+                Some(saved) => saved,
                 None if self.inner.ledger.is_some() => return None,
                 None => None,
             };
@@ -226,8 +270,7 @@ impl InProcessMeter {
         let decision = QuotaDecision::charge(lines, current, cost, now);
         if decision.allowed {
             for (line, state) in lines.iter().zip(current.iter()) {
-                counters.states.insert(line.subject, Some(*state));
-                counters.dirty.insert(line.subject);
+                counters.set(line.subject, *state);
             }
         }
         Some(Ok(decision))
@@ -260,7 +303,10 @@ impl InProcessMeter {
                 .find(|(s, _)| *s == subject)
                 .map(|(_, state)| *state);
             // A concurrent load or charge may have got there first: keep what is there.
-            counters.states.entry(subject).or_insert(saved);
+            counters.states.entry(subject).or_insert(Slot {
+                state: saved,
+                dirty: false,
+            });
         }
         Ok(())
     }
@@ -318,14 +364,13 @@ impl QuotaMeter for InProcessMeter {
         }
         let mut counters = self.counters();
         for (line, window) in lines.iter().zip(decision.windows) {
-            let Some(Some(saved)) = counters.states.get(&line.subject).copied() else {
+            let Some(Some(saved)) = counters.state(&line.subject) else {
                 continue;
             };
             let current = line.quota.current(Some(saved), now);
             let back = line.quota.give_back(current, cost, window);
             if back != saved {
-                counters.states.insert(line.subject, Some(back));
-                counters.dirty.insert(line.subject);
+                counters.set(line.subject, back);
             }
         }
         Ok(())
@@ -339,7 +384,7 @@ impl QuotaMeter for InProcessMeter {
 
     async fn usage(&self, line: &QuotaLine, now: SystemTime) -> Result<QuotaUsage, MeterError> {
         self.load(std::slice::from_ref(line)).await?;
-        let saved = self.counters().states.get(&line.subject).copied().flatten();
+        let saved = self.counters().state(&line.subject).flatten();
         let state = line.quota.current(saved, now);
         Ok(QuotaUsage {
             remaining: line.quota.remaining_in(state),

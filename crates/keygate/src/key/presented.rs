@@ -57,6 +57,7 @@ impl PresentedKey {
     }
 
     /// The hashed part of the key (`{id}_{secret}`).
+    #[inline]
     pub(crate) fn digest_input(&self) -> &[u8] {
         super::digest_input(&self.bytes[..usize::from(self.len)])
     }

@@ -51,6 +51,7 @@ pub struct LastUsedStats {
 const REHASH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Microseconds since the Unix epoch; 0 for earlier times.
+#[inline]
 pub(crate) fn micros(at: SystemTime) -> u64 {
     at.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))

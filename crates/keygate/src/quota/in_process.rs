@@ -71,6 +71,22 @@ struct Slot {
     dirty: bool,
 }
 
+impl Slot {
+    const EMPTY: Self = Self {
+        state: None,
+        dirty: false,
+    };
+
+    /// Sets the counter of `subject` (this slot's) and lists it in `dirty` unless it is.
+    fn set(&mut self, subject: QuotaSubject, state: CounterState, dirty: &mut Vec<QuotaSubject>) {
+        self.state = Some(state);
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(subject);
+        }
+    }
+}
+
 impl Counters {
     /// The subject's counter, if it is in memory (`Some(None)`: known to have none saved).
     fn state(&self, subject: &QuotaSubject) -> Option<Option<CounterState>> {
@@ -79,15 +95,8 @@ impl Counters {
 
     /// Sets a subject's counter and lists it for the next save.
     fn set(&mut self, subject: QuotaSubject, state: CounterState) {
-        let slot = self.states.entry(subject).or_insert(Slot {
-            state: None,
-            dirty: false,
-        });
-        slot.state = Some(state);
-        if !slot.dirty {
-            slot.dirty = true;
-            self.dirty.push(subject);
-        }
+        let slot = self.states.entry(subject).or_insert(Slot::EMPTY);
+        slot.set(subject, state, &mut self.dirty);
     }
 
     /// Lists a subject again for the next save (its save failed), unless it is listed.
@@ -197,11 +206,12 @@ impl InProcessMeter {
         let _saving = self.inner.saving.lock().await;
         let batch: Vec<(QuotaSubject, CounterState)> = {
             let mut counters = self.counters();
-            let dirty = std::mem::take(&mut counters.dirty);
+            let Counters { states, dirty } = &mut *counters;
+            // Drained, not taken: the list keeps its capacity for the next interval's charges.
             dirty
-                .into_iter()
+                .drain(..)
                 .filter_map(|subject| {
-                    let slot = counters.states.get_mut(&subject)?;
+                    let slot = states.get_mut(&subject)?;
                     slot.dirty = false;
                     Some((subject, slot.state?))
                 })
@@ -257,6 +267,23 @@ impl InProcessMeter {
             return Some(Err(too_many_lines()));
         }
         let mut counters = self.counters();
+        if let [line] = lines {
+            // One line (the key's quota or its owner's, the usual case): one lookup, read and
+            // written in place.
+            let Counters { states, dirty } = &mut *counters;
+            let slot = if self.inner.ledger.is_some() {
+                states.get_mut(&line.subject)?
+            } else {
+                // Nothing to load: an unknown subject starts with no counter.
+                states.entry(line.subject).or_insert(Slot::EMPTY)
+            };
+            let mut current = [line.quota.current(slot.state, now)];
+            let decision = QuotaDecision::charge(lines, &mut current, cost, now);
+            if decision.allowed {
+                slot.set(line.subject, current[0], dirty);
+            }
+            return Some(Ok(decision));
+        }
         let mut states = [UNUSED; MAX_LINES];
         for (state, line) in states.iter_mut().zip(lines) {
             let saved = match counters.state(&line.subject) {
@@ -305,7 +332,7 @@ impl InProcessMeter {
             // A concurrent load or charge may have got there first: keep what is there.
             counters.states.entry(subject).or_insert(Slot {
                 state: saved,
-                dirty: false,
+                ..Slot::EMPTY
             });
         }
         Ok(())
@@ -508,6 +535,47 @@ mod tests {
         // A new process starts from what was saved.
         let second = InProcessMeter::builder().ledger(ledger.clone()).build();
         assert_eq!(second.charge(&lines, 1, noon()).await?.remaining, 5);
+        Ok(())
+    }
+
+    /// A counter is listed once for the next save however often it changes, and once again
+    /// after a failed save, on the one-line path and the two-line path alike.
+    #[tokio::test]
+    async fn changed_counters_are_listed_once() -> Result<(), Box<dyn std::error::Error>> {
+        let ledger = Arc::new(TestLedger::default());
+        let meter = InProcessMeter::builder()
+            .ledger(ledger.clone())
+            .flush_interval(Duration::from_secs(3_600))
+            .build();
+        let key = [line("10/day")];
+        let both = [line("20/day"), line("credits 30")];
+        meter.charge(&key, 1, noon()).await?;
+        meter.charge(&both, 1, noon()).await?;
+        for _ in 0..3 {
+            meter.charge_now(&key, 1, noon()).ok_or("loaded")??;
+            meter.charge_now(&both, 1, noon()).ok_or("loaded")??;
+        }
+        assert_eq!(meter.stats().pending, 3);
+        ledger.failing.store(true, Ordering::Relaxed);
+        assert!(meter.flush().await.is_err());
+        meter.charge_now(&key, 1, noon()).ok_or("loaded")??;
+        assert_eq!(
+            meter.stats().pending,
+            3,
+            "listed again once, charged or not"
+        );
+        ledger.failing.store(false, Ordering::Relaxed);
+        meter.flush().await?;
+        assert_eq!(meter.stats().pending, 0);
+        let subjects = [key[0].subject, both[0].subject, both[1].subject];
+        let mut saved = ledger.load_counters(&subjects).await?;
+        saved.sort_by_key(|(subject, _)| subjects.iter().position(|s| s == subject));
+        let values: Vec<u64> = saved.iter().map(|(_, state)| state.value).collect();
+        assert_eq!(values, [5, 4, 26]);
+        // A refused charge changes nothing and lists nothing.
+        let refused = meter.charge_now(&key, 6, noon()).ok_or("loaded")??;
+        assert!(!refused.allowed);
+        assert_eq!(meter.stats().pending, 0);
         Ok(())
     }
 

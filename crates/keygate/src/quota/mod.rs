@@ -196,16 +196,16 @@ impl Quota {
         let since_epoch = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
+        // `unix_secs(now)`, without a second `duration_since`.
+        let secs = since_epoch.as_secs();
         let end_secs = match self {
-            Self::Period { period, .. } => {
-                period.window_start(period.window_of(unix_secs(now)) + 1)
-            }
+            Self::Period { period, .. } => period.window_start(period.window_of(secs) + 1),
             Self::Credits {
                 refill: Some(refill),
                 ..
             } => {
                 let every = u64::from(refill.every_secs);
-                (unix_secs(now) / every + 1) * every
+                (secs / every + 1) * every
             }
             Self::Credits { refill: None, .. } => return None,
         };

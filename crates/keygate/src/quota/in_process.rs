@@ -266,6 +266,9 @@ impl InProcessMeter {
         if lines.len() > MAX_LINES {
             return Some(Err(too_many_lines()));
         }
+        // The clock converted once, for every line's window and the decision's reset.
+        let since_epoch = super::since_epoch(now);
+        let secs = since_epoch.as_secs();
         let mut counters = self.counters();
         if let [line] = lines {
             // One line (the key's quota or its owner's, the usual case): one lookup, read and
@@ -277,8 +280,8 @@ impl InProcessMeter {
                 // Nothing to load: an unknown subject starts with no counter.
                 states.entry(line.subject).or_insert(Slot::EMPTY)
             };
-            let mut current = [line.quota.current(slot.state, now)];
-            let decision = QuotaDecision::charge(lines, &mut current, cost, now);
+            let mut current = [line.quota.current_at_secs(slot.state, secs)];
+            let decision = QuotaDecision::charge_since(lines, &mut current, cost, since_epoch);
             if decision.allowed {
                 slot.set(line.subject, current[0], dirty);
             }
@@ -291,10 +294,10 @@ impl InProcessMeter {
                 None if self.inner.ledger.is_some() => return None,
                 None => None,
             };
-            *state = line.quota.current(saved, now);
+            *state = line.quota.current_at_secs(saved, secs);
         }
         let current = &mut states[..lines.len()];
-        let decision = QuotaDecision::charge(lines, current, cost, now);
+        let decision = QuotaDecision::charge_since(lines, current, cost, since_epoch);
         if decision.allowed {
             for (line, state) in lines.iter().zip(current.iter()) {
                 counters.set(line.subject, *state);

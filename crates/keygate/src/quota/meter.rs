@@ -138,6 +138,16 @@ impl QuotaDecision {
         cost: u64,
         now: SystemTime,
     ) -> Self {
+        Self::charge_since(lines, states, cost, super::since_epoch(now))
+    }
+
+    /// [`charge`](QuotaDecision::charge) at the time `since_epoch` after the Unix epoch.
+    pub(crate) fn charge_since(
+        lines: &[QuotaLine],
+        states: &mut [CounterState],
+        cost: u64,
+        since_epoch: Duration,
+    ) -> Self {
         assert!(lines.len() == states.len() && lines.len() <= MAX_LINES);
         let mut windows = [0; MAX_LINES];
         for (window, state) in windows.iter_mut().zip(states.iter()) {
@@ -150,7 +160,9 @@ impl QuotaDecision {
             .filter(|(_, (line, state))| line.quota.remaining_in(**state) < cost)
             .max_by_key(|(_, (line, _))| {
                 // Never-refilling lines sort last: a refusal by one of them is final.
-                line.quota.reset_after(now).unwrap_or(Duration::MAX)
+                line.quota
+                    .reset_after_since(since_epoch)
+                    .unwrap_or(Duration::MAX)
             })
             .map(|(index, _)| index);
         if let Some(index) = refusing {
@@ -160,7 +172,7 @@ impl QuotaDecision {
                 line: index,
                 remaining: quota.remaining_in(states[index]),
                 size: quota.size(),
-                reset: quota.reset_after(now),
+                reset: quota.reset_after_since(since_epoch),
                 windows,
             };
         }
@@ -182,7 +194,7 @@ impl QuotaDecision {
             line: index,
             remaining,
             size: quota.map_or(0, |q| q.size()),
-            reset: quota.and_then(|q| q.reset_after(now)),
+            reset: quota.and_then(|q| q.reset_after_since(since_epoch)),
             windows,
         }
     }

@@ -178,7 +178,11 @@ impl Quota {
     /// index for credits with a refill, 0 for credits without.
     #[must_use]
     pub fn window_at(&self, now: SystemTime) -> u64 {
-        let secs = unix_secs(now);
+        self.window_at_secs(unix_secs(now))
+    }
+
+    /// [`window_at`](Quota::window_at) of `secs` seconds since the epoch.
+    fn window_at_secs(&self, secs: u64) -> u64 {
         match self {
             Self::Period { period, .. } => period.window_of(secs),
             Self::Credits {
@@ -193,10 +197,12 @@ impl Quota {
     /// for credits that never refill.
     #[must_use]
     pub fn reset_after(&self, now: SystemTime) -> Option<Duration> {
-        let since_epoch = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        // `unix_secs(now)`, without a second `duration_since`.
+        self.reset_after_since(since_epoch(now))
+    }
+
+    /// [`reset_after`](Quota::reset_after) for the time `since_epoch` after the Unix epoch
+    /// (a charge converts the clock's reading once, for all its lines).
+    pub(crate) fn reset_after_since(&self, since_epoch: Duration) -> Option<Duration> {
         let secs = since_epoch.as_secs();
         let end_secs = match self {
             Self::Period { period, .. } => period.window_start(period.window_of(secs) + 1),
@@ -217,8 +223,13 @@ impl Quota {
     /// to the refill amount at each refill. `state` of another kind counts as none.
     #[must_use]
     pub fn current(&self, state: Option<CounterState>, now: SystemTime) -> CounterState {
+        self.current_at_secs(state, unix_secs(now))
+    }
+
+    /// [`current`](Quota::current) at `secs` seconds since the Unix epoch.
+    pub(crate) fn current_at_secs(&self, state: Option<CounterState>, secs: u64) -> CounterState {
         let kind = self.counter_kind();
-        let window = self.window_at(now);
+        let window = self.window_at_secs(secs);
         let state = state.filter(|s| s.kind == kind);
         match (self, state) {
             (Self::Period { .. }, Some(s)) if s.window == window => s,
@@ -295,9 +306,14 @@ impl Quota {
     }
 }
 
-fn unix_secs(now: SystemTime) -> u64 {
+/// Time since the Unix epoch; zero for earlier times.
+pub(crate) fn since_epoch(now: SystemTime) -> Duration {
     now.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn unix_secs(now: SystemTime) -> u64 {
+    since_epoch(now).as_secs()
 }
 
 impl QuotaPeriod {

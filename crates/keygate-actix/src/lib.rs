@@ -47,6 +47,7 @@ mod middleware;
 mod require_environment;
 mod require_scopes;
 mod response;
+mod route_limit;
 mod view;
 
 pub use cost::{Cost, CostMiddleware};
@@ -56,6 +57,7 @@ pub use middleware::{ApiKeyAuth, ApiKeyMiddleware};
 pub use require_environment::{RequireEnvironment, RequireEnvironmentMiddleware};
 pub use require_scopes::{RequireScopes, RequireScopesMiddleware};
 pub use response::ActixRejectionResponse;
+pub use route_limit::{RouteLimit, RouteLimitMiddleware};
 
 // Compiles the README's examples (axum and actix-web) as doctests; this crate has both as dependencies.
 #[cfg(doctest)]

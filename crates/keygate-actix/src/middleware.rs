@@ -214,6 +214,13 @@ where
     let mut response = response?;
     // A route's `Cost` settled the quota behind the middleware: report what it spent.
     ticket.settle_quota(response.response().extensions().get::<QuotaReceipt>());
+    // A route's `RouteLimit` took a named limit: report it as its own item.
+    ticket.settle_route_limits(
+        response
+            .response()
+            .extensions()
+            .get::<keygate::route_limit::RouteLimitItems>(),
+    );
     let headers = response.headers_mut();
     // A route guard's 429 (`Cost`) carries its own fields.
     let guard_fields = headers.contains_key("ratelimit");

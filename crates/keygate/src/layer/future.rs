@@ -109,6 +109,12 @@ where
         if let (Some(mut ticket), Ok(response)) = (this.ticket.take(), &mut result) {
             // A route's `Cost` settled the quota behind the layer: report what it spent.
             ticket.settle_quota(response.extensions().get::<QuotaReceipt>());
+            // A route's `RouteLimit` took a named limit: report it as its own item.
+            ticket.settle_route_limits(
+                response
+                    .extensions()
+                    .get::<crate::route_limit::RouteLimitItems>(),
+            );
             // A route guard's 429 (`Cost`) carries its own fields.
             if !response.headers().contains_key(crate::rejection::RATELIMIT) {
                 response.headers_mut().extend(ticket.rate_limit_headers());

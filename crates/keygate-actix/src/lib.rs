@@ -9,6 +9,7 @@
 //! | [`RequireScopes`] | middleware: `403 insufficient_scope` unless the key has the scopes |
 //! | [`RequireEnvironment`] | middleware: `403 wrong_environment` unless the key belongs to the environment (`live`, `test`) |
 //! | [`Cost`] | middleware: what a request to the route costs of the key's [quotas](keygate::quota) (`429 quota_exhausted` when one is used up) |
+//! | [`RouteLimit`] | middleware: which of the key's [named limits](keygate::rate::NamedLimits) the route spends (`429 rate_limited` naming the limit when it is spent) |
 //!
 //! actix-web cannot run a tower layer natively (its requests are `!Send`), so this is an actix
 //! `Transform`; every decision is the shared `Verifier`'s, and responses are built by the same

@@ -417,3 +417,146 @@ pub(crate) fn note(extensions: &mut http::Extensions, name: LimitName, decision:
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rate::InProcessLimiter;
+
+    fn limits(text: &str) -> NamedLimits {
+        text.parse().unwrap()
+    }
+
+    fn name(text: &str) -> LimitName {
+        text.parse().unwrap()
+    }
+
+    fn policy(text: &str) -> Option<RatePolicy> {
+        Some(text.parse().unwrap())
+    }
+
+    fn limiter() -> Arc<dyn RateLimiter> {
+        Arc::new(InProcessLimiter::new())
+    }
+
+    #[test]
+    fn nothing_named_resolves_to_nothing() {
+        let none = NamedLimits::new();
+        let tag = OwnerTag::of("acme");
+        assert!(RouteLimits::resolve(&limiter(), &none, None, &none).is_none());
+        assert!(RouteLimits::resolve(&limiter(), &none, Some((tag, &none)), &none).is_none());
+        // Only `unlimited` everywhere: no line has a policy.
+        let off = limits("writes: unlimited");
+        assert!(RouteLimits::resolve(&limiter(), &off, Some((tag, &off)), &none).is_none());
+    }
+
+    #[test]
+    fn the_key_s_own_then_the_default_then_the_owner_s() {
+        let tag = OwnerTag::of("acme");
+        let key = limits("writes: 2/1s, reads: unlimited");
+        let owner = limits("writes: 10/1s, export: 1/1h");
+        let defaults = limits("reads: 100/1s, search: 5/1s");
+        let resolved =
+            RouteLimits::resolve(&limiter(), &key, Some((tag, &owner)), &defaults).unwrap();
+        assert_eq!(
+            resolved.policies(name("writes")),
+            (policy("2/1s"), policy("10/1s"))
+        );
+        // The key's `unlimited` switches the default off.
+        assert_eq!(resolved.policies(name("reads")), (None, None));
+        assert_eq!(resolved.policies(name("search")), (policy("5/1s"), None));
+        assert_eq!(resolved.policies(name("export")), (None, policy("1/1h")));
+        assert_eq!(resolved.policies(name("other")), (None, None));
+        // A key without an owner gets no owner policy.
+        let alone = RouteLimits::resolve(&limiter(), &key, None, &defaults).unwrap();
+        assert_eq!(alone.policies(name("writes")), (policy("2/1s"), None));
+        assert_eq!(alone.policies(name("export")), (None, None));
+    }
+
+    #[tokio::test]
+    async fn check_takes_the_key_s_then_the_owner_s() {
+        let tag = OwnerTag::of("acme");
+        let shared = limiter();
+        let owner = limits("writes: 3/1h");
+        let key_limits = limits("writes: 2/1h");
+        let identity = |key: &NamedLimits| {
+            Identity::new(
+                crate::KeyId::random(),
+                "k".into(),
+                Some("acme".into()),
+                Vec::new(),
+                crate::Metadata::new(),
+            )
+            .with_route_limits(RouteLimits::resolve(
+                &shared,
+                key,
+                Some((tag, &owner)),
+                &NamedLimits::new(),
+            ))
+        };
+        let guard = RouteLimit::new("writes");
+        let tight = identity(&key_limits);
+        let first = guard.check(Some(&tight)).await.unwrap().unwrap();
+        // The key's (1 left) is tighter than the owner's (2 left).
+        assert_eq!(
+            (first.policy, first.remaining),
+            ("2/1h".parse().unwrap(), 1)
+        );
+        guard.check(Some(&tight)).await.unwrap().unwrap();
+        let refused = guard.check(Some(&tight)).await.unwrap_err();
+        assert_eq!(refused.reason(), Reason::RateLimited);
+        assert_eq!(refused.limit_name(), Some(name("writes")));
+        // The key's refusal took nothing from the owner: one is left for another key.
+        let other = identity(&NamedLimits::new());
+        let last = guard.check(Some(&other)).await.unwrap().unwrap();
+        assert_eq!((last.remaining, last.allowed), (0, true));
+        let spent = guard.check(Some(&other)).await.unwrap_err();
+        assert_eq!(spent.rate_decision().map(|d| d.policy), policy("3/1h"));
+        let headers: Vec<_> = spent
+            .rate_limit_headers()
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                "retry-after: 1200",
+                "ratelimit-policy: \"writes\";q=3;w=3600",
+                "ratelimit: \"writes\";r=0;t=3600"
+            ]
+        );
+        // No identity: 401; a route naming a limit nobody has: allowed, nothing reported.
+        assert_eq!(
+            guard.check(None).await.unwrap_err().reason(),
+            Reason::MissingCredentials
+        );
+        assert_eq!(RouteLimit::new("reads").check(Some(&tight)).await, Ok(None));
+    }
+
+    #[test]
+    #[should_panic(expected = "RouteLimit::new")]
+    fn a_bad_name_is_a_configuration_error() {
+        let _ = RouteLimit::new("Writes");
+    }
+
+    #[test]
+    fn items_keep_the_outer_guard_first() {
+        let decision = RateDecision {
+            allowed: true,
+            policy: "1/1s".parse().unwrap(),
+            remaining: 0,
+            reset: std::time::Duration::from_secs(1),
+            retry_after: std::time::Duration::ZERO,
+        };
+        let mut extensions = http::Extensions::new();
+        note(&mut extensions, name("inner"), decision);
+        note(&mut extensions, name("outer"), decision);
+        let items = extensions.get::<RouteLimitItems>().unwrap();
+        let names: Vec<_> = items.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["outer", "inner"]);
+        // A refusal inside carries its own fields: nothing more is noted.
+        let mut refused = http::Extensions::new();
+        refused.insert(Rejection::new(Reason::RateLimited));
+        note(&mut refused, name("outer"), decision);
+        assert!(refused.get::<RouteLimitItems>().is_none());
+    }
+}

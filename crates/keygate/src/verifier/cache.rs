@@ -103,7 +103,7 @@ impl CachedKey {
         record: &KeyRecord,
         generation: u64,
         environment: KeyEnvironment<'_>,
-        owner: OwnerLimits,
+        owner: &OwnerLimits,
         route_limits: Option<Arc<crate::route_limit::RouteLimits>>,
     ) -> Self {
         let owner_limit = match (record.owner.as_deref(), owner.rate_limit) {

@@ -809,7 +809,7 @@ impl Verifier {
                     &record,
                     generation,
                     environment,
-                    owner,
+                    &owner,
                     route_limits,
                 )))
             }

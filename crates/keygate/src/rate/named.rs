@@ -30,7 +30,7 @@ const RESERVED: [&str; 3] = ["key", "failures", "quota"];
 /// assert!("quota".parse::<LimitName>().is_err());
 /// # Ok::<(), keygate::rate::InvalidNamedLimit>(())
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LimitName {
     len: u8,
     bytes: [u8; MAX_LIMIT_NAME],
@@ -66,6 +66,19 @@ impl LimitName {
     pub fn as_str(&self) -> &str {
         // Only ASCII is ever stored (checked in `new`).
         std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+// By the name's text (the derived order would put shorter names first).
+impl Ord for LimitName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for LimitName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -287,19 +300,21 @@ mod tests {
         }
         assert_eq!(format!("{:?}", name("writes")), "\"writes\"");
         assert!(name("a") < name("b"));
+        assert!(name("ab") < name("b") && name("exports") < name("reads"));
     }
 
     #[test]
     fn parses_and_displays_canonically() {
-        let limits: NamedLimits = " writes : 10/1s ,reads=100/1s burst 200, bulk: unlimited"
-            .parse()
-            .unwrap();
+        let limits: NamedLimits =
+            " writes : 10/1s ,reads=100/1s burst 200, bulk: unlimited, exports: 1/1h"
+                .parse()
+                .unwrap();
         assert_eq!(
             limits.to_string(),
-            "bulk: unlimited, reads: 100/1s burst 200, writes: 10/1s"
+            "bulk: unlimited, exports: 1/1h, reads: 100/1s burst 200, writes: 10/1s"
         );
         assert_eq!(limits.to_string().parse::<NamedLimits>().unwrap(), limits);
-        assert_eq!(limits.len(), 3);
+        assert_eq!(limits.len(), 4);
         assert_eq!(limits.get(name("bulk")), Some(RateLimit::Unlimited));
         assert_eq!(limits.get(name("other")), None);
         assert_eq!("".parse::<NamedLimits>().unwrap(), NamedLimits::new());

@@ -1399,3 +1399,104 @@ fn named_limits_are_set_merged_shown_and_cleared() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// What `--limit`, `keygate limits` and `owners update --limit` write is what a service's
+/// `RouteLimit` applies: the key's limit of the name, then none (removed), then its owner's,
+/// which the key's `unlimited` does not lift, then none again.
+async fn named_limits_reach_the_service(url: &str, verifier: Verifier) {
+    let app = Router::new()
+        .route(
+            "/orders",
+            axum::routing::post(|| async { "saved" })
+                .route_layer(keygate::RouteLimit::new("writes")),
+        )
+        .route("/hello", get(|| async { "hello" }))
+        .layer(keygate_axum::layer(verifier.clone()));
+    let statuses = |key: String, path: &'static str, n: usize| {
+        let app = app.clone();
+        let verifier = verifier.clone();
+        async move {
+            // The CLI changed the database from another process: drop the cached copies.
+            verifier.invalidate_all();
+            let mut statuses = Vec::new();
+            for _ in 0..n {
+                let request = Request::builder()
+                    .method(if path == "/orders" { "POST" } else { "GET" })
+                    .uri(path)
+                    .header("x-api-key", &key)
+                    .body(Body::empty())
+                    .unwrap();
+                let status = app
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .unwrap_or_else(|e| match e {})
+                    .status();
+                statuses.push(status.as_u16());
+            }
+            statuses
+        }
+    };
+    let key = ok(
+        url,
+        &[
+            "create",
+            "--name",
+            "writer",
+            "--owner",
+            "acme",
+            "--limit",
+            "writes=1/1h",
+        ],
+    )
+    .trim()
+    .to_owned();
+    let id = json_lines(url, &["list", "--search", "writer"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(statuses(key.clone(), "/orders", 2).await, [200, 429]);
+    assert_eq!(
+        statuses(key.clone(), "/hello", 2).await,
+        [200, 200],
+        "only the routes naming it"
+    );
+    ok(url, &["limits", &id, "writes=none"]);
+    assert_eq!(statuses(key.clone(), "/orders", 3).await, [200, 200, 200]);
+    ok(url, &["owners", "update", "acme", "--limit", "writes=1/1h"]);
+    assert_eq!(statuses(key.clone(), "/orders", 2).await, [200, 429]);
+    ok(url, &["limits", &id, "writes=unlimited"]);
+    assert_eq!(
+        statuses(key.clone(), "/orders", 1).await,
+        [429],
+        "the owner's still applies"
+    );
+    ok(url, &["owners", "update", "acme", "--limit", "writes=none"]);
+    assert_eq!(statuses(key, "/orders", 3).await, [200, 200, 200]);
+}
+
+#[tokio::test]
+async fn named_limits_reach_the_service_on_sqlite() {
+    let dir = temp_dir("named-limits-service");
+    let path = dir.join("keys.db");
+    let url = format!("sqlite://{}", path.display());
+    ok(&url, &["migrate"]);
+    let store = keygate_sqlx::SqliteStore::open(&path).await.unwrap();
+    named_limits_reach_the_service(&url, Verifier::builder(keyring(), store).build()).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn named_limits_reach_the_service_on_postgres() {
+    let Ok(base) = std::env::var("KEYGATE_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "KEYGATE_TEST_POSTGRES_URL is not set: skipping the PostgreSQL named limits test"
+        );
+        return;
+    };
+    let db = TempDatabase::create(&base).await;
+    ok(&db.url, &["migrate"]);
+    let store = keygate_sqlx::PostgresStore::open(&db.url).await.unwrap();
+    named_limits_reach_the_service(&db.url, Verifier::builder(keyring(), store).build()).await;
+    db.drop_now().await;
+}

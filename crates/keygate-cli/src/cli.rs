@@ -184,7 +184,7 @@ Examples:
 A route chooses the limit it applies by name, with RouteLimit::new(\"writes\") (tower and
 axum) or keygate_actix::RouteLimit. The key's own limit of that name applies, else the
 services' default for the name, if any; its owner's limit of that name (keygate owners update
---limit) applies on top, and the tighter wins (see docs/rate-limits.md). A name is 1 to
+--limit) applies on top, and the tighter wins (see docs/guide.md, Named limits). A name is 1 to
 32 lowercase letters, digits, '_' or '-', starting with a letter (not key, failures or quota);
 a policy is <requests>/<period>[ burst <n>] or unlimited. At most 16 per key.")]
     Limits(LimitsArgs),

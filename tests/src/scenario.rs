@@ -241,8 +241,6 @@ pub fn table(keys: &Keys) -> Vec<Case> {
 
 /// Why the quota cases do not run on gRPC: `Cost` is an HTTP route guard (tower and actix);
 /// keygate-tonic's quota answers follow from the same verifier (`RESOURCE_EXHAUSTED`).
-const QUOTA_NOT_GRPC: &str = "quota cases use the HTTP route guard Cost (/report, /free)";
-
 /// The quota cases (issue 17 item 2), on fresh verifiers built with [`configure`] over a
 /// harness with [`QuotaKeys`], starting at `start` (the harness clock when the table is
 /// built). The first case moves the clock to the next UTC noon; the last moves it on so that
@@ -472,20 +470,14 @@ pub fn quota_table(keys: &QuotaKeys, start: std::time::SystemTime) -> Vec<Case> 
             .quota_rate(5, day, 3, Some(end_of_day)),
     );
     cases
-        .into_iter()
-        .map(|case| case.skip_grpc(QUOTA_NOT_GRPC))
-        .collect()
 }
-
-const NAMED_NOT_GRPC: &str =
-    "named-limit cases use the HTTP route guard RouteLimit (/write, /read)";
 
 /// The named-limit cases (issue 17 item 4), on fresh verifiers built with [`configure_named`]
 /// over a harness with [`NamedKeys`]. Every policy is per hour and the clock stands still, so
 /// the table reads the same on each framework's fresh limiter.
 pub fn named_table(keys: &NamedKeys) -> Vec<Case> {
     const HOUR: u32 = 3600;
-    let cases = vec![
+    vec![
         Case::new("writes: 2/1h on a /write route: the first", "/write", 200)
             .bearer(&keys.writer)
             .body("hello, writer")
@@ -589,11 +581,7 @@ pub fn named_table(keys: &NamedKeys) -> Vec<Case> {
                 "urn:keygate:problem:missing_credentials",
                 Reason::MissingCredentials,
             ),
-    ];
-    cases
-        .into_iter()
-        .map(|case| case.skip_grpc(NAMED_NOT_GRPC))
-        .collect()
+    ]
 }
 
 /// Owners (issue 17 item 1): a limit shared by an owner's keys, and a bulk revocation.

@@ -1361,12 +1361,16 @@ pub fn check_grpc(case: &Case, reply: &GrpcReply, calls: usize) -> Result<(), St
         .header("retry-after")
         .and_then(|secs| secs.parse::<u64>().ok())
         .map(Duration::from_secs);
-    let want_retry = if code == tonic::Code::ResourceExhausted {
-        // A 429 always has a Retry-After: the RetryInfo must be there and say the same.
-        Some(retry_after.unwrap_or(Duration::MAX))
-    } else {
-        None
-    };
+    let want_retry =
+        if code == tonic::Code::ResourceExhausted && case.reason != Some(Reason::QuotaExhausted) {
+            // A rate limit's 429 always has a Retry-After: the RetryInfo must be there and say the
+            // same.
+            Some(retry_after.unwrap_or(Duration::MAX))
+        } else {
+            // A quota's has one only when the quota refills (the case pins the header): the
+            // RetryInfo says the same, or is absent with it.
+            retry_after.filter(|_| code == tonic::Code::ResourceExhausted)
+        };
     expect(
         "RetryInfo delay",
         format!("{:?}", reply.retry_delay),

@@ -93,7 +93,7 @@ async fn every_environment_case_passes_on_axum_and_actix_alike() {
     assert!(cases.iter().all(|c| c.skip_grpc.is_none()));
 }
 
-/// The quota cases (issue 17 item 2) on axum and actix-web alike, on a manual clock: a key with
+/// The quota cases (issue 17 item 2) on axum, actix-web and tonic alike, on a manual clock: a key with
 /// 5/day on a route of cost 2, credits refilling on schedule, an owner's quota shared by three
 /// keys, the tighter of key and owner quota, a scope refusal and a free route spending
 /// nothing, a rotated key spending its predecessor's balance.
@@ -106,7 +106,7 @@ async fn every_quota_case_passes_on_axum_and_actix_alike() {
     run_table(&h, &cases, configure).await.assert_passed();
 }
 
-/// The named-limit cases (issue 17 item 4) on axum and actix-web alike: a key's `writes`
+/// The named-limit cases (issue 17 item 4) on axum, actix-web and tonic alike: a key's `writes`
 /// limit on the routes that choose it and no other, the verifier's default for `reads` and a
 /// key's `unlimited` switching it off, an owner's named limit shared by its keys, the tighter
 /// of key and owner, both items beside a quota's, and a refusal that spends no quota.

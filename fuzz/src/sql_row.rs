@@ -2,7 +2,7 @@
 //!
 //! Input: one `column=value` line per column (`id`, `prefix`, `name`, `owner`, `digest` in hex,
 //! `pepper_version`, `scopes` and `allowed_ips` as SQLite's JSON arrays, `metadata` JSON,
-//! `rotated_from`, the six times in microseconds since the epoch, `rate_limit`). A missing
+//! `rotated_from`, the six times in microseconds since the epoch, `rate_limit`, `limits`). A missing
 //! nullable column is `NULL`; a missing required one is empty (or 0).
 //! Invariants: a row is either decoded faithfully (every field is what its column says, times
 //! to the microsecond, before or after 1970) or refused as the store being unavailable (503),
@@ -65,6 +65,7 @@ pub fn run(data: &[u8]) {
         canary: int("canary").is_some_and(|n| n != 0),
         quota: column("quota").map(str::to_owned),
         lineage: column("lineage").map(str::to_owned),
+        limits: column("limits").unwrap_or("").to_owned(),
     };
     let record = match raw.into_record() {
         Ok(record) => record,
@@ -106,6 +107,11 @@ pub fn run(data: &[u8]) {
     );
     let limit = column("rate_limit").map(|t| t.parse::<RateLimit>());
     assert_eq!(record.rate_limit.map(Ok), limit);
+    // Named limits are read exactly as written, in their canonical form.
+    let limits = column("limits")
+        .unwrap_or("")
+        .parse::<keygate::rate::NamedLimits>();
+    assert_eq!(Ok(&record.limits), limits.as_ref());
     assert_eq!(micros(record.created_at), int("created_at").unwrap_or(0));
     assert_eq!(micros(record.updated_at), int("updated_at").unwrap_or(0));
     for (at, name) in [

@@ -7,7 +7,7 @@ use actix_web::test::{self, TestRequest};
 use actix_web::{App, HttpRequest, web};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use keygate::{Rejection, Verifier};
-use keygate_actix::{ApiKeyAuth, Cost, Identity, RequireEnvironment, RequireScopes};
+use keygate_actix::{ApiKeyAuth, Cost, Identity, RequireEnvironment, RequireScopes, RouteLimit};
 
 use crate::Reply;
 
@@ -55,6 +55,18 @@ pub fn actix_app(
                 .wrap(Cost::new(0))
                 .wrap(auth.clone())
                 .get(remaining),
+        )
+        .service(
+            web::resource("/write")
+                .wrap(RouteLimit::new("writes"))
+                .wrap(auth.clone())
+                .get(hello),
+        )
+        .service(
+            web::resource("/read")
+                .wrap(RouteLimit::new("reads"))
+                .wrap(auth.clone())
+                .get(hello),
         )
         .service(web::resource("/items/{id}").wrap(auth.clone()).get(item))
         .service(web::resource("/maybe").wrap(auth.optional()).get(maybe))

@@ -9,7 +9,7 @@ use axum::routing::get;
 use http::{HeaderMap, Request};
 use http_body_util::BodyExt;
 use keygate::{Rejection, Verifier};
-use keygate_axum::{Cost, Identity, RequireEnvironment, RequireScopes};
+use keygate_axum::{Cost, Identity, RequireEnvironment, RequireScopes, RouteLimit};
 use tower::ServiceExt;
 
 use crate::Reply;
@@ -22,6 +22,8 @@ use crate::Reply;
 /// - `GET /report` protected, costs 2 of the key's quotas, answers `{n} left` (the quota's
 ///   balance after the request, [`keygate::Identity::quota_remaining`]);
 /// - `GET /free` protected, costs nothing of the key's quotas, answers as `/report`;
+/// - `GET /write` protected, spends the caller's named limit `writes`, answers as `/hello`;
+/// - `GET /read` protected, spends the caller's named limit `reads`, answers as `/hello`;
 /// - `GET /sensitive` protected, answers whether the credential header was marked sensitive;
 /// - `GET /maybe` behind an optional layer, answers the caller's name or `anonymous`.
 pub fn axum_app(verifier: &Verifier) -> Router {
@@ -37,6 +39,8 @@ pub fn axum_app(verifier: &Verifier) -> Router {
         )
         .route("/report", get(remaining).route_layer(Cost::new(2)))
         .route("/free", get(remaining).route_layer(Cost::new(0)))
+        .route("/write", get(hello).route_layer(RouteLimit::new("writes")))
+        .route("/read", get(hello).route_layer(RouteLimit::new("reads")))
         .route("/sensitive", get(sensitive))
         .route("/items/{id}", get(item))
         .route_layer(keygate_axum::layer(verifier.clone()).rate_limit_headers());

@@ -740,6 +740,72 @@ impl QuotaKeys {
     }
 }
 
+/// The keys of the named-limit scenarios (issue 17 item 4), all without a key-wide rate limit
+/// (`unlimited`), so only the routes' named limits report.
+#[derive(Debug, Clone)]
+pub struct NamedKeys {
+    /// `writes: 2/1h`; no `reads` of its own (the verifier's default applies).
+    pub writer: String,
+    /// `reads: unlimited`: the verifier's default for `reads` is switched off.
+    pub unlimited_reader: String,
+    /// Two keys of owner `named-team` (`writes: 3/1h`), with no named limits of their own.
+    pub team: [String; 2],
+    /// `writes: 1/1h`, of owner `named-loose` (`writes: 5/1h`): the key's is the tighter.
+    pub tight: String,
+    /// `writes: 1/1h` and the quota `credits 3`.
+    pub metered: String,
+}
+
+impl NamedKeys {
+    /// Creates the keys (and owners) in `h`.
+    pub async fn create(h: &Harness) -> Self {
+        use keygate::owner::NewOwner;
+        use keygate::rate::NamedLimits;
+        let limits = |text: &str| text.parse::<NamedLimits>().unwrap();
+        let admin = h.verifier.admin();
+        for (owner, named) in [
+            ("named-team", "writes: 3/1h"),
+            ("named-loose", "writes: 5/1h"),
+        ] {
+            admin
+                .create_owner(NewOwner::new(owner).limits(limits(named)))
+                .await
+                .expect("owner");
+        }
+        let key = |name: &str| NewKey::new(name).rate_limit(keygate::rate::RateLimit::Unlimited);
+        Self {
+            writer: h
+                .create(key("writer").limits(limits("writes: 2/1h")))
+                .await
+                .0,
+            unlimited_reader: h
+                .create(key("reader").limits(limits("reads: unlimited")))
+                .await
+                .0,
+            team: [
+                h.create(key("team-1").owner("named-team")).await.0,
+                h.create(key("team-2").owner("named-team")).await.0,
+            ],
+            tight: h
+                .create(
+                    key("tight")
+                        .owner("named-loose")
+                        .limits(limits("writes: 1/1h")),
+                )
+                .await
+                .0,
+            metered: h
+                .create(
+                    key("metered")
+                        .limits(limits("writes: 1/1h"))
+                        .quota("credits 3".parse().unwrap()),
+                )
+                .await
+                .0,
+        }
+    }
+}
+
 /// Builds `{prefix}_{id}_{secret}{crc}` with a correct checksum.
 pub fn forge(prefix: &str, id: &str, secret: &str) -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";

@@ -10,7 +10,7 @@ use keygate::rate::RatePolicy;
 use keygate::{Reason, VerifierBuilder};
 
 use crate::tonic_app::{GrpcReply, grpc_path};
-use crate::{EnvironmentKeys, Keys, QuotaKeys, Reply};
+use crate::{EnvironmentKeys, Keys, NamedKeys, QuotaKeys, Reply};
 
 /// The rate limit of keys without their own, in the scenario verifiers.
 pub const DEFAULT_RATE: &str = "100/1h burst 30";
@@ -35,6 +35,15 @@ pub const TEST_ENVIRONMENT_RATE: &str = "10/1h burst 10";
 pub fn configure_environments(builder: VerifierBuilder) -> VerifierBuilder {
     configure(builder)
         .environment_rate_limit("test", TEST_ENVIRONMENT_RATE.parse::<RatePolicy>().unwrap())
+}
+
+/// The verifier's default for the named limit `reads`, in the named-limit scenarios.
+pub const DEFAULT_READS: &str = "3/1h";
+
+/// The configuration of the named-limit scenarios' verifiers: [`configure`], and
+/// [`DEFAULT_READS`] for keys without a `reads` limit of their own.
+pub fn configure_named(builder: VerifierBuilder) -> VerifierBuilder {
+    configure(builder).default_named_limit("reads", DEFAULT_READS.parse::<RatePolicy>().unwrap())
 }
 
 /// The challenge of every invalid key.
@@ -187,6 +196,22 @@ impl Case {
             None => case.no_header("retry-after"),
         }
     }
+    /// An allowed request through the route's named limit `name` only: `RateLimit-Policy`
+    /// `"name";q=…;w=…`, `RateLimit` `"name";r=…;t=…`.
+    fn named_rate(self, name: &str, q: u32, w: u32, r: u32, t: u64) -> Self {
+        self.expect_header("ratelimit-policy", format!(r#""{name}";q={q};w={w}"#))
+            .expect_header("ratelimit", format!(r#""{name}";r={r};t={t}"#))
+            .no_header("retry-after")
+    }
+    /// A 429 `rate_limited` by the route's named limit `name`: `Retry-After` `retry`, and the
+    /// limit's own items.
+    fn named_too_many(self, name: &str, q: u32, w: u32, retry: u64, t: u64) -> Self {
+        self.problem("urn:keygate:problem:rate_limited", Reason::RateLimited)
+            .expect_header("retry-after", retry.to_string())
+            .expect_header("ratelimit-policy", format!(r#""{name}";q={q};w={w}"#))
+            .expect_header("ratelimit", format!(r#""{name}";r=0;t={t}"#))
+            .no_header("www-authenticate")
+    }
     /// A 429 with `Retry-After` `retry`, and policy `name` (`key` or `failures`) exhausted.
     fn too_many(self, name: &str, q: u32, w: u32, retry: u64, t: u64) -> Self {
         let (code, reason) = if name == "key" {
@@ -216,8 +241,6 @@ pub fn table(keys: &Keys) -> Vec<Case> {
 
 /// Why the quota cases do not run on gRPC: `Cost` is an HTTP route guard (tower and actix);
 /// keygate-tonic's quota answers follow from the same verifier (`RESOURCE_EXHAUSTED`).
-const QUOTA_NOT_GRPC: &str = "quota cases use the HTTP route guard Cost (/report, /free)";
-
 /// The quota cases (issue 17 item 2), on fresh verifiers built with [`configure`] over a
 /// harness with [`QuotaKeys`], starting at `start` (the harness clock when the table is
 /// built). The first case moves the clock to the next UTC noon; the last moves it on so that
@@ -447,9 +470,118 @@ pub fn quota_table(keys: &QuotaKeys, start: std::time::SystemTime) -> Vec<Case> 
             .quota_rate(5, day, 3, Some(end_of_day)),
     );
     cases
-        .into_iter()
-        .map(|case| case.skip_grpc(QUOTA_NOT_GRPC))
-        .collect()
+}
+
+/// The named-limit cases (issue 17 item 4), on fresh verifiers built with [`configure_named`]
+/// over a harness with [`NamedKeys`]. Every policy is per hour and the clock stands still, so
+/// the table reads the same on each framework's fresh limiter.
+pub fn named_table(keys: &NamedKeys) -> Vec<Case> {
+    const HOUR: u32 = 3600;
+    vec![
+        Case::new("writes: 2/1h on a /write route: the first", "/write", 200)
+            .bearer(&keys.writer)
+            .body("hello, writer")
+            .named_rate("writes", 2, HOUR, 1, 1800),
+        Case::new("writes: 2/1h: the second", "/write", 200)
+            .bearer(&keys.writer)
+            .named_rate("writes", 2, HOUR, 0, 3600),
+        Case::new(
+            "writes: 2/1h: the third is 429 naming the limit",
+            "/write",
+            429,
+        )
+        .bearer(&keys.writer)
+        .named_too_many("writes", 2, HOUR, 1800, 3600),
+        Case::new(
+            "a spent writes limit leaves other routes alone",
+            "/hello",
+            200,
+        )
+        .bearer(&keys.writer)
+        .body("hello, writer")
+        .no_header("ratelimit")
+        .no_header("ratelimit-policy"),
+        Case::new(
+            "a key without reads of its own gets the verifier's default (3/1h)",
+            "/read",
+            200,
+        )
+        .bearer(&keys.writer)
+        .named_rate("reads", 3, HOUR, 2, 1200),
+        Case::new("reads: unlimited switches the default off", "/read", 200)
+            .bearer(&keys.unlimited_reader)
+            .no_header("ratelimit"),
+        Case::new("reads: unlimited: still no limit", "/read", 200)
+            .bearer(&keys.unlimited_reader)
+            .no_header("ratelimit"),
+        Case::new("reads: unlimited: beyond the default", "/read", 200)
+            .bearer(&keys.unlimited_reader)
+            .no_header("ratelimit"),
+        Case::new("reads: unlimited: and on", "/read", 200)
+            .bearer(&keys.unlimited_reader)
+            .no_header("ratelimit"),
+        Case::new(
+            "a key with no writes limit at all passes /write",
+            "/write",
+            200,
+        )
+        .bearer(&keys.unlimited_reader)
+        .no_header("ratelimit"),
+        Case::new("an owner's writes: 3/1h, shared: key one", "/write", 200)
+            .bearer(&keys.team[0])
+            .named_rate("writes", 3, HOUR, 2, 1200),
+        Case::new("an owner's writes: 3/1h, shared: key two", "/write", 200)
+            .bearer(&keys.team[1])
+            .named_rate("writes", 3, HOUR, 1, 2400),
+        Case::new(
+            "an owner's writes: 3/1h, shared: key one again",
+            "/write",
+            200,
+        )
+        .bearer(&keys.team[0])
+        .named_rate("writes", 3, HOUR, 0, 3600),
+        Case::new(
+            "an owner's writes: 3/1h, shared: the fourth of the owner is 429",
+            "/write",
+            429,
+        )
+        .bearer(&keys.team[1])
+        .named_too_many("writes", 3, HOUR, 1200, 3600),
+        Case::new(
+            "key writes 1/1h under owner 5/1h: the tighter reports",
+            "/write",
+            200,
+        )
+        .bearer(&keys.tight)
+        .named_rate("writes", 1, HOUR, 0, 3600),
+        Case::new(
+            "key writes 1/1h under owner 5/1h: the key's refuses",
+            "/write",
+            429,
+        )
+        .bearer(&keys.tight)
+        .named_too_many("writes", 1, HOUR, 3600, 3600),
+        Case::new("a named limit and a quota: both items", "/write", 200)
+            .bearer(&keys.metered)
+            .expect_header("ratelimit-policy", r#""quota";q=3, "writes";q=1;w=3600"#)
+            .expect_header("ratelimit", r#""quota";r=2, "writes";r=0;t=3600"#),
+        Case::new("a named limit's refusal spends no quota", "/write", 429)
+            .bearer(&keys.metered)
+            .named_too_many("writes", 1, HOUR, 3600, 3600),
+        Case::new(
+            "a named limit's refusal spent no quota: 1 left after this",
+            "/hello",
+            200,
+        )
+        .bearer(&keys.metered)
+        .quota_rate(3, None, 1, None),
+        Case::new("no key on a /write route is 401", "/write", 401)
+            .challenge(r#"Bearer realm="api""#)
+            .problem(
+                "urn:keygate:problem:missing_credentials",
+                Reason::MissingCredentials,
+            ),
+    ]
 }
 
 /// Owners (issue 17 item 1): a limit shared by an owner's keys, and a bulk revocation.
@@ -829,6 +961,8 @@ pub fn route_template(path: &str) -> Option<&'static str> {
         "/maybe" => Some("/maybe"),
         "/report" => Some("/report"),
         "/free" => Some("/free"),
+        "/write" => Some("/write"),
+        "/read" => Some("/read"),
         p if p.starts_with("/items/") => Some("/items/{id}"),
         other => panic!("no route template known for {other}"),
     }
@@ -1227,12 +1361,16 @@ pub fn check_grpc(case: &Case, reply: &GrpcReply, calls: usize) -> Result<(), St
         .header("retry-after")
         .and_then(|secs| secs.parse::<u64>().ok())
         .map(Duration::from_secs);
-    let want_retry = if code == tonic::Code::ResourceExhausted {
-        // A 429 always has a Retry-After: the RetryInfo must be there and say the same.
-        Some(retry_after.unwrap_or(Duration::MAX))
-    } else {
-        None
-    };
+    let want_retry =
+        if code == tonic::Code::ResourceExhausted && case.reason != Some(Reason::QuotaExhausted) {
+            // A rate limit's 429 always has a Retry-After: the RetryInfo must be there and say the
+            // same.
+            Some(retry_after.unwrap_or(Duration::MAX))
+        } else {
+            // A quota's has one only when the quota refills (the case pins the header): the
+            // RetryInfo says the same, or is absent with it.
+            retry_after.filter(|_| code == tonic::Code::ResourceExhausted)
+        };
     expect(
         "RetryInfo delay",
         format!("{:?}", reply.retry_delay),

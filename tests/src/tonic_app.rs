@@ -51,6 +51,18 @@ pub struct Sensitive;
 /// `keygate.test.Maybe`, behind an optional key layer: the caller's name or `anonymous`.
 #[derive(Debug)]
 pub struct Maybe;
+/// `keygate.test.Report`, behind the key layer and `cost(2)`: `{n} left` of the key's quota.
+#[derive(Debug)]
+pub struct Report;
+/// `keygate.test.Free`, behind the key layer and `cost(0)`: answers as `Report`.
+#[derive(Debug)]
+pub struct Free;
+/// `keygate.test.Write`, behind the key layer and `route_limit("writes")`: answers as `Hello`.
+#[derive(Debug)]
+pub struct Write;
+/// `keygate.test.Read`, behind the key layer and `route_limit("reads")`: answers as `Hello`.
+#[derive(Debug)]
+pub struct Read;
 
 fn caller_name(request: &tonic::Request<()>) -> Option<String> {
     keygate_tonic::identity(request).map(|identity| identity.name().to_owned())
@@ -101,6 +113,34 @@ impl Answer for Maybe {
     const NAME: &'static str = "keygate.test.Maybe";
     fn answer(request: &tonic::Request<()>) -> String {
         caller_name(request).unwrap_or_else(|| "anonymous".to_owned())
+    }
+}
+
+impl Answer for Report {
+    const NAME: &'static str = "keygate.test.Report";
+    fn answer(request: &tonic::Request<()>) -> String {
+        crate::quota_left(keygate_tonic::identity(request).and_then(|i| i.quota_remaining()))
+    }
+}
+
+impl Answer for Free {
+    const NAME: &'static str = "keygate.test.Free";
+    fn answer(request: &tonic::Request<()>) -> String {
+        Report::answer(request)
+    }
+}
+
+impl Answer for Write {
+    const NAME: &'static str = "keygate.test.Write";
+    fn answer(request: &tonic::Request<()>) -> String {
+        Hello::answer(request)
+    }
+}
+
+impl Answer for Read {
+    const NAME: &'static str = "keygate.test.Read";
+    fn answer(request: &tonic::Request<()>) -> String {
+        Hello::answer(request)
     }
 }
 
@@ -165,6 +205,10 @@ pub fn grpc_path(path: &str) -> String {
         "/live" => Live::NAME,
         "/sensitive" => Sensitive::NAME,
         "/maybe" => Maybe::NAME,
+        "/report" => Report::NAME,
+        "/free" => Free::NAME,
+        "/write" => Write::NAME,
+        "/read" => Read::NAME,
         other => panic!("no gRPC service for {other}"),
     };
     if query.is_empty() {
@@ -192,6 +236,10 @@ pub async fn serve_tonic(verifier: &Verifier) -> Channel {
     let orders =
         keygate_tonic::require_scopes(["orders:read"]).named_layer(Service::<Orders>::new());
     let live = keygate_tonic::require_environment("live").named_layer(Service::<Live>::new());
+    let report = keygate_tonic::cost(2).named_layer(Service::<Report>::new());
+    let free = keygate_tonic::cost(0).named_layer(Service::<Free>::new());
+    let write = keygate_tonic::route_limit("writes").named_layer(Service::<Write>::new());
+    let read = keygate_tonic::route_limit("reads").named_layer(Service::<Read>::new());
     let incoming = TcpIncoming::bind((Ipv4Addr::LOCALHOST, 0).into()).expect("bind");
     let addr = incoming.local_addr().expect("local addr");
     let router = Server::builder()
@@ -200,6 +248,10 @@ pub async fn serve_tonic(verifier: &Verifier) -> Channel {
         .add_service(auth.named_layer(Service::<Hello>::new()))
         .add_service(auth.named_layer(orders))
         .add_service(auth.named_layer(live))
+        .add_service(auth.named_layer(report))
+        .add_service(auth.named_layer(free))
+        .add_service(auth.named_layer(write))
+        .add_service(auth.named_layer(read))
         .add_service(auth.named_layer(Service::<Sensitive>::new()))
         .add_service(optional.named_layer(Service::<Maybe>::new()));
     tokio::spawn(router.serve_with_incoming(incoming));

@@ -383,3 +383,84 @@ async fn two_instances_on_redis_share_one_quota_exactly_over_http() {
         );
     }
 }
+
+/// A named limit on Redis is one limit across instances: a key's `writes: 300/1d` and its
+/// owner's `writes: 400/1d` (shared with a second key), taken through `/write` on two
+/// instances, grant exactly what the two policies allow, and other routes stay free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_redis_share_one_named_limit_exactly_over_http() {
+    let Some(url) = redis_url() else { return };
+    let store = keygate::MemoryStore::new();
+    let prefix = unique_prefix("named");
+    let mut apps = Vec::new();
+    let mut verifiers = Vec::new();
+    for _ in 0..2 {
+        let limiter = keygate_redis::RedisRateLimiter::builder(url.as_str())
+            .prefix(prefix.clone())
+            .build()
+            .await
+            .expect("KEYGATE_TEST_REDIS_URL is not a Redis URL");
+        let verifier = Verifier::builder(keyring(), store.clone())
+            .rate_limiter(limiter)
+            .build();
+        apps.push(keygate_tests::axum_app(&verifier));
+        verifiers.push(verifier);
+    }
+    let admin = verifiers[0].admin();
+    admin
+        .create_owner(
+            keygate::owner::NewOwner::new("named-shared").limits("writes: 400/1d".parse().unwrap()),
+        )
+        .await
+        .expect("owner");
+    let spec = |name: &str| NewKey::new(name).owner("named-shared");
+    let own = admin
+        .create_key(spec("own").limits("writes: 300/1d".parse().unwrap()))
+        .await
+        .expect("create");
+    let other = admin.create_key(spec("other")).await.expect("create");
+    let keys = [
+        own.key.expose_secret().to_owned(),
+        other.key.expose_secret().to_owned(),
+    ];
+    let mut tasks = Vec::new();
+    for n in 0..1_000 {
+        let app = apps[n % 2].clone();
+        let key = keys[(n / 2) % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let reply = keygate_tests::send_bearer(&app, "/write", &key).await;
+            let status = reply.status.as_u16();
+            (n, status, reply.rejection.map(|r| r.reason()))
+        }));
+    }
+    let (mut allowed, mut limited) = ([0; 2], 0);
+    for task in tasks {
+        match task.await.expect("task") {
+            (n, 200, None) => allowed[(n / 2) % 2] += 1,
+            (_, 429, Some(Reason::RateLimited)) => limited += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    // 500 requests per key: the owner's 400 are the bound for both together, and the first
+    // key's own 300 for it; no over-grant, none lost.
+    assert_eq!(
+        allowed[0] + allowed[1],
+        400,
+        "the owner's limit: {allowed:?}"
+    );
+    assert!(allowed[0] <= 300, "the key's own limit: {allowed:?}");
+    assert_eq!(limited, 600);
+    // Both instances see the owner's limit spent; other routes are not limited by it.
+    for app in &apps {
+        for key in &keys {
+            assert_eq!(
+                keygate_tests::send_bearer(app, "/write", key).await.status,
+                429
+            );
+            assert_eq!(
+                keygate_tests::send_bearer(app, "/hello", key).await.status,
+                200
+            );
+        }
+    }
+}

@@ -10,11 +10,11 @@ use keygate::audit::AuditEvent;
 use keygate_tests::actix_app::{actix_app, send_actix};
 use keygate_tests::scenario::{
     Case, check, check_audit, check_audit_grpc, check_grpc, configure, configure_environments,
-    environment_table, quota_table, same_answer, table,
+    configure_named, environment_table, named_table, quota_table, same_answer, table,
 };
 use keygate_tests::tonic_app::{send_tonic, serve_tonic};
 use keygate_tests::{
-    CapturingSink, EnvironmentKeys, Harness, Keys, QuotaKeys, Reply, axum_app,
+    CapturingSink, EnvironmentKeys, Harness, Keys, NamedKeys, QuotaKeys, Reply, axum_app,
     environments_keyring, send, wait_subscribed,
 };
 
@@ -93,7 +93,7 @@ async fn every_environment_case_passes_on_axum_and_actix_alike() {
     assert!(cases.iter().all(|c| c.skip_grpc.is_none()));
 }
 
-/// The quota cases (issue 17 item 2) on axum and actix-web alike, on a manual clock: a key with
+/// The quota cases (issue 17 item 2) on axum, actix-web and tonic alike, on a manual clock: a key with
 /// 5/day on a route of cost 2, credits refilling on schedule, an owner's quota shared by three
 /// keys, the tighter of key and owner quota, a scope refusal and a free route spending
 /// nothing, a rotated key spending its predecessor's balance.
@@ -104,6 +104,19 @@ async fn every_quota_case_passes_on_axum_and_actix_alike() {
     let cases = quota_table(&keys, keygate::clock::Clock::now(&h.clock));
     assert!(cases.len() >= 40, "the table lost cases: {}", cases.len());
     run_table(&h, &cases, configure).await.assert_passed();
+}
+
+/// The named-limit cases (issue 17 item 4) on axum, actix-web and tonic alike: a key's `writes`
+/// limit on the routes that choose it and no other, the verifier's default for `reads` and a
+/// key's `unlimited` switching it off, an owner's named limit shared by its keys, the tighter
+/// of key and owner, both items beside a quota's, and a refusal that spends no quota.
+#[actix_web::test]
+async fn every_named_limit_case_passes_on_axum_and_actix_alike() {
+    let h = Harness::new();
+    let keys = NamedKeys::create(&h).await;
+    let cases = named_table(&keys);
+    assert!(cases.len() >= 20, "the table lost cases: {}", cases.len());
+    run_table(&h, &cases, configure_named).await.assert_passed();
 }
 
 /// What running a table found.

@@ -13,6 +13,7 @@ use keygate::owner::OwnerTag;
 use keygate::owner::{NewOwner, OwnerUpdate};
 use keygate::policy::{LifetimePolicy, PolicyViolation, read_policy, write_policy};
 use keygate::quota::{CounterKind, CounterState, MAX_QUOTA, QuotaPeriod, QuotaSubject};
+use keygate::rate::{LimitName, NamedLimits};
 use keygate::rate::{RateLimit, RatePolicy};
 use keygate::record::{InvalidInput, MAX_NAME_LEN};
 use keygate::store::{KeyFilter, PageRequest, StoreSettings};
@@ -1435,6 +1436,102 @@ async fn quota_rotation<S: TestStore>(f: Fixture<S>) {
     );
 }
 
+/// Named limits are stored with the key and its owner, set and cleared, carried by rotations,
+/// and reach the verifier's identity (the owner's change evicts its keys' entries).
+async fn named_limits<S: TestStore>(f: Fixture<S>) {
+    let admin = f.verifier.admin();
+    let limits = |text: &str| -> NamedLimits { ok(text.parse()) };
+    let writes: LimitName = ok("writes".parse());
+    let reads: LimitName = ok("reads".parse());
+    let (key, record) = create(
+        &f,
+        NewKey::new("named").limits(limits("writes: 10/1s, reads: 100/1s burst 200")),
+    )
+    .await;
+    assert_eq!(
+        record.limits,
+        limits("reads: 100/1s burst 200, writes: 10/1s")
+    );
+    assert_eq!(ok(f.store.get(&record.id).await), record, "{}", f.name);
+    let identity = ok(verify(&f, &key, None).await);
+    assert_eq!(
+        identity.named_limit(writes),
+        (Some(policy("10/1s")), None),
+        "{}",
+        f.name
+    );
+
+    let changed = ok(admin
+        .set_limits(&record.id, limits("writes: 5/1m, bulk: unlimited"))
+        .await);
+    assert_eq!(changed.limits, limits("bulk: unlimited, writes: 5/1m"));
+    assert_eq!(ok(f.store.get(&record.id).await), changed, "{}", f.name);
+    let identity = ok(verify(&f, &key, None).await);
+    assert_eq!(identity.named_limit(writes), (Some(policy("5/1m")), None));
+    assert_eq!(identity.named_limit(reads), (None, None), "{}", f.name);
+
+    let rotated = ok(admin.rotate(&record.id, Duration::from_secs(60)).await);
+    assert_eq!(rotated.new.record.limits, changed.limits, "{}", f.name);
+
+    let cleared = ok(admin.set_limits(&record.id, NamedLimits::new()).await);
+    assert!(cleared.limits.is_empty());
+    assert!(
+        ok(f.store.get(&record.id).await).limits.is_empty(),
+        "{}",
+        f.name
+    );
+
+    // An owner's named limits come with its keys' records; changing them evicts the keys.
+    let owner = ok(admin
+        .create_owner(NewOwner::new("named-owner").limits(limits("writes: 3/1m")))
+        .await);
+    assert_eq!(owner.limits, limits("writes: 3/1m"));
+    assert_eq!(
+        ok(f.store.get_owner("named-owner").await),
+        owner,
+        "{}",
+        f.name
+    );
+    let (member, _) = create(
+        &f,
+        NewKey::new("member")
+            .owner("named-owner")
+            .limits(limits("writes: 1/1s")),
+    )
+    .await;
+    let identity = ok(verify(&f, &member, None).await);
+    assert_eq!(
+        identity.named_limit(writes),
+        (Some(policy("1/1s")), Some(policy("3/1m"))),
+        "{}",
+        f.name
+    );
+    let updated = ok(admin
+        .update_owner(
+            "named-owner",
+            OwnerUpdate::new().limits(limits("writes: 7/1m, reads: 9/1m")),
+        )
+        .await);
+    assert_eq!(updated.limits, limits("reads: 9/1m, writes: 7/1m"));
+    assert_eq!(
+        ok(f.store.get_owner("named-owner").await),
+        updated,
+        "{}",
+        f.name
+    );
+    let identity = ok(verify(&f, &member, None).await);
+    assert_eq!(
+        identity.named_limit(writes),
+        (Some(policy("1/1s")), Some(policy("7/1m"))),
+        "{}",
+        f.name
+    );
+    assert_eq!(identity.named_limit(reads), (None, Some(policy("9/1m"))));
+    // A bare owner (created with its first key) has none.
+    create(&f, NewKey::new("c").owner("bare-named")).await;
+    assert!(ok(f.store.get_owner("bare-named").await).limits.is_empty());
+}
+
 fn quota(text: &str) -> keygate::quota::Quota {
     ok(text.parse())
 }
@@ -1492,6 +1589,7 @@ conformance!(
     policy_settings,
     lifetime_policy,
     quota_counters,
+    named_limits,
 );
 
 #[test]

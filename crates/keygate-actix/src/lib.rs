@@ -9,6 +9,7 @@
 //! | [`RequireScopes`] | middleware: `403 insufficient_scope` unless the key has the scopes |
 //! | [`RequireEnvironment`] | middleware: `403 wrong_environment` unless the key belongs to the environment (`live`, `test`) |
 //! | [`Cost`] | middleware: what a request to the route costs of the key's [quotas](keygate::quota) (`429 quota_exhausted` when one is used up) |
+//! | [`RouteLimit`] | middleware: which of the key's [named limits](keygate::rate::NamedLimits) the route spends (`429 rate_limited` naming the limit when it is spent) |
 //!
 //! actix-web cannot run a tower layer natively (its requests are `!Send`), so this is an actix
 //! `Transform`; every decision is the shared `Verifier`'s, and responses are built by the same
@@ -47,6 +48,7 @@ mod middleware;
 mod require_environment;
 mod require_scopes;
 mod response;
+mod route_limit;
 mod view;
 
 pub use cost::{Cost, CostMiddleware};
@@ -56,6 +58,7 @@ pub use middleware::{ApiKeyAuth, ApiKeyMiddleware};
 pub use require_environment::{RequireEnvironment, RequireEnvironmentMiddleware};
 pub use require_scopes::{RequireScopes, RequireScopesMiddleware};
 pub use response::ActixRejectionResponse;
+pub use route_limit::{RouteLimit, RouteLimitMiddleware};
 
 // Compiles the README's examples (axum and actix-web) as doctests; this crate has both as dependencies.
 #[cfg(doctest)]

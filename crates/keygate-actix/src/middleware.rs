@@ -215,11 +215,18 @@ where
     B: MessageBody + 'static,
 {
     let mut response = response?;
-    // Most responses get no fields: no lookups for them (a `&str` name is parsed, and
-    // allocated, per lookup).
-    if ticket.has_rate_limit_headers() {
+    // Most responses get no fields (the gate does not send them): no lookups for them (a
+    // `&str` name would be parsed, and allocated, per lookup).
+    if ticket.sends_rate_limit_headers() {
         // A route's `Cost` settled the quota behind the middleware: report what it spent.
         ticket.settle_quota(response.response().extensions().get::<QuotaReceipt>());
+        // A route's `RouteLimit` took a named limit: report it as its own item.
+        ticket.settle_route_limits(
+            response
+                .response()
+                .extensions()
+                .get::<keygate::route_limit::RouteLimitItems>(),
+        );
         let headers = response.headers_mut();
         // A route guard's 429 (`Cost`) carries its own fields.
         if !headers.contains_key(RATELIMIT) {

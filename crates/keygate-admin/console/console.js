@@ -325,6 +325,12 @@
     show("key");
   }
 
+  /** Named limits (an object of name -> policy) as text: "reads: 100/1s, writes: 10/1s". */
+  function limitsText(limits) {
+    const entries = Object.entries(limits || {});
+    return entries.length ? entries.map(([name, policy]) => name + ": " + policy).join(", ") : "none";
+  }
+
   /** Fills the description list `dl` with `rows` of [label, text or element]. */
   function fieldList(dl, rows) {
     dl.replaceChildren();
@@ -347,6 +353,7 @@
       ["State", stateBadge(key.state)],
       ["Scopes", key.scopes.length ? key.scopes.join(" ") : "none"],
       ["Rate limit", key.rate_limit || "the services' default"],
+      ["Named limits", limitsText(key.limits)],
       ["Allowed IPs", key.allowed_ips.length ? key.allowed_ips.join(" ") : "anywhere"],
       ["Prefix", key.prefix],
       ["Environment", key.environment || "none"],
@@ -575,6 +582,7 @@
       ["Name", owner.name],
       ["Keys", owner.keys === undefined ? "" : String(owner.keys)],
       ["Shared rate limit", owner.rate_limit || "none"],
+      ["Shared named limits", limitsText(owner.limits)],
       ["Metadata", JSON.stringify(owner.metadata)],
       ["Created", when(owner.created_at)],
       ["Updated", when(owner.updated_at)],

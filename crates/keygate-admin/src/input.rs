@@ -1,6 +1,7 @@
 //! The request bodies and query parameters of the admin API, and their parsing: every refusal
 //! is a 400 naming the field, before anything is read from or written to the store.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
@@ -120,6 +121,29 @@ pub(crate) fn quota(field: &str, text: &str) -> Result<keygate::quota::Quota, Ap
         .map_err(|e| ApiError::bad(field, e.to_string()))
 }
 
+/// Named limits: an object of name -> policy (`{"writes": "10/1s", "bulk": "unlimited"}`). A
+/// bad name is refused naming `field`; a bad policy naming `field.NAME` (a valid name, so
+/// safe to echo).
+pub(crate) fn limits(
+    field: &str,
+    entries: &BTreeMap<String, String>,
+) -> Result<keygate::rate::NamedLimits, ApiError> {
+    let mut limits = keygate::rate::NamedLimits::new();
+    for (name, policy) in entries {
+        // Not echoed: the message says what a name looks like.
+        let name: keygate::rate::LimitName = name
+            .parse()
+            .map_err(|e: keygate::rate::InvalidNamedLimit| ApiError::bad(field, e.to_string()))?;
+        let limit = policy
+            .parse::<RateLimit>()
+            .map_err(|e| ApiError::bad(format!("{field}.{name}"), e.to_string()))?;
+        limits
+            .set(name, limit)
+            .map_err(|e| ApiError::bad(field, e.to_string()))?;
+    }
+    Ok(limits)
+}
+
 /// `POST /keys`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +175,11 @@ pub struct CreateKey {
     /// absent or null: none of its own.
     #[serde(default)]
     pub quota: Option<String>,
+    /// The key's named limits, name -> policy (`{"writes": "10/1s", "reads": "100/1s burst
+    /// 200", "bulk": "unlimited"}`), each applied by the routes that name it; absent, null or
+    /// `{}`: none of its own.
+    #[serde(default)]
+    pub limits: Option<BTreeMap<String, String>>,
     /// The environment to create the key in (`live`, `test`: one the service's keyring
     /// names; its prefix is the key's); absent or null: the keyring's default environment.
     #[serde(default)]
@@ -230,6 +259,17 @@ pub struct SetQuota {
     /// of its own. Required.
     #[schema(required = true)]
     pub quota: Option<String>,
+}
+
+/// `PUT /keys/{id}/limits`: the whole new set of named limits.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SetLimits {
+    /// Name -> policy (`{"writes": "10/1s", "bulk": "unlimited"}`), replacing the key's named
+    /// limits; `{}`: none. At most 16; a name is 1 to 32 lowercase letters, digits, `_` or
+    /// `-`, starting with a letter (not `key`, `failures` or `quota`).
+    pub limits: BTreeMap<String, String>,
 }
 
 /// `PUT /keys/{id}/metadata`: the whole new object.
@@ -375,6 +415,10 @@ pub struct CreateOwner {
     /// A quota all its keys share, like `100000/month`; absent or null: none.
     #[serde(default)]
     pub quota: Option<String>,
+    /// Named limits all its keys share, name -> policy (`{"writes": "100/1s"}`); absent,
+    /// null or `{}`: none.
+    #[serde(default)]
+    pub limits: Option<BTreeMap<String, String>>,
 }
 
 /// `PATCH /owners/{id}`: each field present is replaced, the others stay.
@@ -395,6 +439,10 @@ pub struct UpdateOwner {
     /// A new shared quota, like `100000/month`; null removes it.
     #[serde(default)]
     pub quota: Option<String>,
+    /// New shared named limits, name -> policy (`{"writes": "100/1s"}`): replaces the whole
+    /// set; `{}` or null removes them all.
+    #[serde(default)]
+    pub limits: Option<BTreeMap<String, String>>,
 }
 
 /// The query of `GET /owners`.

@@ -12,8 +12,8 @@ use keygate_axum::Identity;
 use crate::docs::{ChangeErrors, CreateErrors, ReadErrors};
 use crate::error::ApiError;
 use crate::input::{
-    self, CreateKey, ListParams, Rename, Rotate, SetAllowedIps, SetExpiry, SetMetadata, SetQuota,
-    SetRateLimit, SetScopes,
+    self, CreateKey, ListParams, Rename, Rotate, SetAllowedIps, SetExpiry, SetLimits, SetMetadata,
+    SetQuota, SetRateLimit, SetScopes,
 };
 use crate::state::ApiState;
 use crate::views::{CreatedKeyView, KeyList, KeyView, RotatedKeyView};
@@ -147,6 +147,9 @@ pub(crate) async fn create(
     }
     if let Some(quota) = &input.quota {
         spec = spec.quota(input::quota("quota", quota)?);
+    }
+    if let Some(limits) = &input.limits {
+        spec = spec.limits(input::limits("limits", limits)?);
     }
     if let Some(environment) = input.environment {
         spec = spec.environment(environment);
@@ -303,6 +306,30 @@ pub(crate) async fn set_quota(
         .map(|text| input::quota("quota", text))
         .transpose()?;
     let record = state.acting(&caller).set_quota(&id, quota).await?;
+    Ok(view(&state, &record))
+}
+
+/// Replaces a key's named limits (`{}` removes them all): rate limits that only the routes
+/// naming them apply (`RouteLimit::new("writes")`).
+#[utoipa::path(
+    put,
+    path = "/keys/{id}/limits",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    request_body = SetLimits,
+    responses((status = 200, description = "The key as changed", body = KeyView), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn set_limits(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<KeyView>, ApiError> {
+    let id = input::key_id(&id)?;
+    let input: SetLimits = input::body(&body, &["limits"])?;
+    let limits = input::limits("limits", &input.limits)?;
+    let record = state.acting(&caller).set_limits(&id, limits).await?;
     Ok(view(&state, &record))
 }
 

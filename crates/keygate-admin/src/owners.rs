@@ -98,13 +98,17 @@ pub(crate) async fn create(
     if let Some(quota) = &input.quota {
         owner = owner.quota(input::quota("quota", quota)?);
     }
+    if let Some(limits) = &input.limits {
+        owner = owner.limits(input::limits("limits", limits)?);
+    }
     let owner = state.acting(&caller).create_owner(owner).await?;
     Ok((StatusCode::CREATED, Json(OwnerView::new(&owner, None))))
 }
 
-/// Changes an owner's name, metadata, shared rate limit or shared quota (each field present is
-/// replaced; `"rate_limit": null` and `"quota": null` remove them). A new limit or quota
-/// applies to its keys at once.
+/// Changes an owner's name, metadata, shared rate limit, shared quota or shared named limits
+/// (each field present is replaced; `"rate_limit": null` and `"quota": null` remove them,
+/// `"limits": {}` or null removes every named limit). A new limit or quota applies to its keys
+/// at once.
 #[utoipa::path(
     patch,
     path = "/owners/{id}",
@@ -149,6 +153,15 @@ pub(crate) async fn update(
             .map(|text| input::quota("quota", text))
             .transpose()?;
         update = update.quota(quota);
+    }
+    if names("limits") {
+        let limits = input
+            .limits
+            .as_ref()
+            .map(|limits| input::limits("limits", limits))
+            .transpose()?
+            .unwrap_or_default();
+        update = update.limits(limits);
     }
     let owner = state.acting(&caller).update_owner(&id, update).await?;
     Ok(Json(OwnerView::new(&owner, None)))

@@ -2,6 +2,7 @@
 //! a create or rotate response), audit events and usage. Times are RFC 3339 in UTC with
 //! milliseconds (`2027-01-31T00:00:00.000Z`); key ids are the 12 characters after the prefix.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use keygate::audit::{Folded, Outcome, StoredEvent, UsageDay};
@@ -73,6 +74,9 @@ pub struct KeyView {
     /// The key its quota is counted under: the first key of its rotation chain (its own id
     /// unless it was made by a rotation), so a rotated key spends its predecessor's balance.
     pub quota_lineage: String,
+    /// The key's named limits, name -> policy (`{"reads": "100/1s", "writes": "10/1s"}`),
+    /// each applied by the routes that name it; `{}`: none of its own.
+    pub limits: BTreeMap<String, String>,
     /// The version of the pepper its digest was made with.
     pub pepper_version: u32,
     /// When the key was created.
@@ -117,6 +121,7 @@ impl KeyView {
             rate_limit: record.rate_limit.map(|limit| limit.to_string()),
             quota: record.quota.map(|quota| quota.to_string()),
             quota_lineage: record.lineage.to_string(),
+            limits: limits_view(&record.limits),
             pepper_version: record.pepper_version,
             created_at: time(record.created_at),
             updated_at: time(record.updated_at),
@@ -383,6 +388,9 @@ pub struct OwnerView {
     pub rate_limit: Option<String>,
     /// The quota all its keys share (`100000/month`); null: none.
     pub quota: Option<String>,
+    /// The named limits all its keys share, name -> policy (`{"writes": "100/1s"}`); `{}`:
+    /// none.
+    pub limits: BTreeMap<String, String>,
     /// When the owner was created (by hand, or with its first key).
     pub created_at: String,
     /// When the record last changed.
@@ -400,6 +408,7 @@ impl OwnerView {
             metadata: owner.metadata.clone(),
             rate_limit: owner.rate_limit.map(|l| l.to_string()),
             quota: owner.quota.map(|q| q.to_string()),
+            limits: limits_view(&owner.limits),
             created_at: time(owner.created_at),
             updated_at: time(owner.updated_at),
             keys,
@@ -423,4 +432,12 @@ pub struct OwnerList {
 pub struct OwnerKeysChanged {
     /// The keys changed (keys the action does not apply to, like revoked ones, are not).
     pub changed: Vec<KeyView>,
+}
+
+/// Named limits as the API shows them: name -> policy text, sorted by name.
+fn limits_view(limits: &keygate::rate::NamedLimits) -> BTreeMap<String, String> {
+    limits
+        .iter()
+        .map(|(name, limit)| (name.to_string(), limit.to_string()))
+        .collect()
 }

@@ -174,6 +174,7 @@ fn cases() -> Vec<Case> {
                 "allowed_ips": ["10.0.0.0/8", "192.0.2.1"],
                 "rate_limit": "100/1s burst 200",
                 "quota": "credits 500 refill 500 every 1d",
+                "limits": {"writes": "10/1s", "bulk": "unlimited"},
             })),
             query: "",
             status: StatusCode::CREATED,
@@ -238,6 +239,13 @@ fn cases() -> Vec<Case> {
             Action::QuotaChanged,
         ),
         change(
+            "/keys/{id}/limits",
+            json!({"limits": {"writes": "10/1s", "reads": "100/1s burst 200"}}),
+            json!({"limits": {"Writes": "10/1s"}}),
+            "limits",
+            Action::LimitsChanged,
+        ),
+        change(
             "/keys/{id}/metadata",
             json!({"metadata": {"team": "billing", "n": 3}}),
             json!({"metadata": [1, 2]}),
@@ -275,6 +283,7 @@ fn cases() -> Vec<Case> {
                 "metadata": {"plan": "gold"},
                 "rate_limit": "10/1m",
                 "quota": "100000/month",
+                "limits": {"writes": "100/1s"},
             })),
             query: "",
             status: StatusCode::CREATED,
@@ -292,7 +301,9 @@ fn cases() -> Vec<Case> {
             method: Method::PATCH,
             route: "/owners/{id}",
             write: true,
-            good: Some(json!({"name": "Billing", "rate_limit": "10/1m", "quota": "50/day"})),
+            good: Some(
+                json!({"name": "Billing", "rate_limit": "10/1m", "quota": "50/day", "limits": {"reads": "1000/1s"}}),
+            ),
             query: "",
             status: StatusCode::OK,
             bad: Bad {
@@ -776,6 +787,7 @@ async fn the_openapi_document_is_3_1_and_lists_every_route_the_router_serves() {
         ("SetExpiry", "expires_at"),
         ("SetRateLimit", "rate_limit"),
         ("SetQuota", "quota"),
+        ("SetLimits", "limits"),
     ] {
         let required = &document["components"]["schemas"][schema]["required"];
         assert!(
@@ -1157,6 +1169,192 @@ async fn quotas_are_written_and_read_on_keys_and_owners() {
         .await;
     assert_eq!(shown.json()["quota"], Value::Null);
     assert_eq!(shown.json()["name"], "Metered");
+}
+
+/// Named limits through the API: on create and with `PUT /keys/{id}/limits` (the whole set;
+/// `{}` clears), on owners (PATCH with `limits` replaces the set, `null` or `{}` removes it, no
+/// `limits` keeps it), shown in the views as an object; a bad name is a 400 naming `limits`, a
+/// bad policy one naming `limits.NAME`, with nothing changed.
+#[tokio::test]
+async fn named_limits_are_written_and_read_on_keys_and_owners() {
+    let f: Fixture = fixture().await;
+    let writer = Some(f.writer.key.as_str());
+    let created = f
+        .send(
+            &Method::POST,
+            "/keys",
+            writer,
+            Some(&json!({"name": "limited", "limits": {"writes": "10/1s", "reads": "100/1s burst 200"}})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let record = &created.json()["record"];
+    assert_eq!(
+        record["limits"],
+        json!({"reads": "100/1s burst 200", "writes": "10/1s"})
+    );
+    let id = record["id"].as_str().unwrap().to_owned();
+    let path = format!("/keys/{id}/limits");
+    let plain = f
+        .send(
+            &Method::POST,
+            "/keys",
+            writer,
+            Some(&json!({"name": "plain"})),
+        )
+        .await;
+    assert_eq!(
+        plain.json()["record"]["limits"],
+        json!({}),
+        "none: an empty object"
+    );
+
+    let before = f.records().await;
+    let many: serde_json::Map<String, Value> =
+        (0..=16).map(|i| (format!("l{i}"), json!("1/1s"))).collect();
+    for (bad, field, detail) in [
+        (
+            json!({"limits": {"Writes": "10/1s"}}),
+            "limits",
+            "invalid limit name",
+        ),
+        (
+            json!({"limits": {"quota": "10/1s"}}),
+            "limits",
+            "invalid limit name",
+        ),
+        (
+            json!({"limits": {"writes": "0/1s"}}),
+            "limits.writes",
+            "request count",
+        ),
+        (
+            json!({"limits": {"writes": "often"}}),
+            "limits.writes",
+            "invalid rate policy",
+        ),
+        (json!({"limits": many}), "limits", "at most 16"),
+        (json!({"limits": "writes: 10/1s"}), "limits", "wrong type"),
+        (json!({"limits": null}), "limits", "wrong type"),
+        (json!({}), "limits", "required"),
+    ] {
+        for (method, route) in [(Method::PUT, path.as_str()), (Method::POST, "/keys")] {
+            let mut body = bad.clone();
+            if method == Method::POST {
+                if body.get("limits").is_none_or(Value::is_null) {
+                    // Optional on create.
+                    continue;
+                }
+                body["name"] = json!("refused");
+            }
+            let answer = f.send(&method, route, writer, Some(&body)).await;
+            let problem = assert_problem(&answer, StatusCode::BAD_REQUEST, &bad.to_string());
+            assert_eq!(problem["field"], field, "{method} {bad}: {problem}");
+            assert!(
+                problem["detail"].as_str().unwrap().contains(detail),
+                "{method} {bad}: {problem}"
+            );
+        }
+    }
+    assert_eq!(f.records().await, before, "nothing changed");
+
+    let set = f
+        .send(
+            &Method::PUT,
+            &path,
+            writer,
+            Some(&json!({"limits": {"bulk": "unlimited", "writes": "20/1s"}})),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+    assert_eq!(
+        set.json()["limits"],
+        json!({"bulk": "unlimited", "writes": "20/1s"}),
+        "the whole set is replaced"
+    );
+    let shown = f
+        .send(&Method::GET, &format!("/keys/{id}"), writer, None)
+        .await;
+    assert_eq!(shown.json()["limits"], set.json()["limits"]);
+    let cleared = f
+        .send(&Method::PUT, &path, writer, Some(&json!({"limits": {}})))
+        .await;
+    assert_eq!(cleared.json()["limits"], json!({}));
+    let changes: Vec<_> = f
+        .changes()
+        .await
+        .into_iter()
+        .filter(|e| e.event.action == Action::LimitsChanged)
+        .collect();
+    assert_eq!(changes.len(), 2, "one event per change");
+
+    let owner = f
+        .send(
+            &Method::POST,
+            "/owners",
+            writer,
+            Some(&json!({"id": "limited-co", "limits": {"writes": "100/1s"}})),
+        )
+        .await;
+    assert_eq!(owner.status, StatusCode::CREATED, "{}", owner.text);
+    assert_eq!(owner.json()["limits"], json!({"writes": "100/1s"}));
+    let patch = |body: Value| {
+        let f = &f;
+        async move {
+            f.send(&Method::PATCH, "/owners/limited-co", writer, Some(&body))
+                .await
+        }
+    };
+    let kept = patch(json!({"name": "Limited"})).await;
+    assert_eq!(
+        kept.json()["limits"],
+        json!({"writes": "100/1s"}),
+        "no `limits`: kept"
+    );
+    let replaced = patch(json!({"limits": {"reads": "1000/1s"}})).await;
+    assert_eq!(replaced.json()["limits"], json!({"reads": "1000/1s"}));
+    for (bad, field) in [
+        (json!({"limits": {"reads": "lots"}}), "limits.reads"),
+        (json!({"limits": {"a b": "1/1s"}}), "limits"),
+    ] {
+        let answer = patch(bad.clone()).await;
+        let problem = assert_problem(&answer, StatusCode::BAD_REQUEST, &bad.to_string());
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+    let refused = f
+        .send(
+            &Method::POST,
+            "/owners",
+            writer,
+            Some(&json!({"id": "refused-co", "limits": {"writes": "0/1s"}})),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let shown = f
+        .send(&Method::GET, "/owners/limited-co", writer, None)
+        .await;
+    assert_eq!(
+        shown.json()["limits"],
+        json!({"reads": "1000/1s"}),
+        "bad: nothing changed"
+    );
+    let removed = patch(json!({"limits": null})).await;
+    assert_eq!(removed.json()["limits"], json!({}));
+    let listed = f.send(&Method::GET, "/owners", writer, None).await;
+    let row = listed.json()["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["id"] == "limited-co")
+        .cloned()
+        .unwrap();
+    assert_eq!(row["limits"], json!({}));
+    assert_eq!(
+        f.send(&Method::GET, "/owners/refused-co", writer, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]

@@ -198,3 +198,103 @@ async fn a_standalone_admin_on_sqlite_audits_and_publishes_what_the_api_changes(
     let (status, _) = send(&app, Method::GET, "/usage?owner=nobody", &writer_key, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Named limits through the API on a SQLite file: stored and read back as set, each key change
+/// audited as `limits_changed` and published for that key, and an owner's new limits published
+/// so its keys' cached copies go too.
+#[tokio::test]
+async fn named_limits_set_through_the_api_are_stored_audited_and_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("keys.db")).await.unwrap();
+    let keyring = Keyring::development("admin_sqlite").unwrap();
+    let sink = store.audit_sink();
+    let verifier = Verifier::builder(keyring.clone(), store.clone()).build();
+    let published = Published::default();
+    let admin = Admin::builder(store.clone())
+        .keyring(keyring)
+        .audit_sink(sink.clone())
+        .invalidation(published.clone())
+        .build();
+    let writer = admin
+        .create_key(NewKey::new("ops").scope(WRITE_SCOPE).unwrap())
+        .await
+        .unwrap();
+    let writer_key = writer.key.expose_secret().to_owned();
+    let app: Router = AdminApi::new(admin.clone(), verifier)
+        .audit_trail(sink.clone())
+        .router();
+
+    let (status, created) = send(
+        &app,
+        Method::POST,
+        "/keys",
+        &writer_key,
+        Some(json!({"name": "app", "owner": "acme", "limits": {"writes": "10/1s"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id: KeyId = created["record"]["id"].as_str().unwrap().parse().unwrap();
+    let (status, set) = send(
+        &app,
+        Method::PUT,
+        &format!("/keys/{id}/limits"),
+        &writer_key,
+        Some(json!({"limits": {"reads": "100/1s burst 200", "writes": "20/1s"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    let stored = keygate::KeyAdmin::get(&store, &id).await.unwrap();
+    assert_eq!(
+        stored.limits.to_string(),
+        "reads: 100/1s burst 200, writes: 20/1s"
+    );
+    let (_, shown) = send(&app, Method::GET, &format!("/keys/{id}"), &writer_key, None).await;
+    assert_eq!(
+        shown["limits"],
+        json!({"reads": "100/1s burst 200", "writes": "20/1s"})
+    );
+
+    assert_eq!(
+        published.0.lock().unwrap()[1..],
+        [Invalidated::Key(id), Invalidated::Key(id)],
+        "the creation, then the change"
+    );
+    published.0.lock().unwrap().clear();
+    let (status, owner) = send(
+        &app,
+        Method::PATCH,
+        "/owners/acme",
+        &writer_key,
+        Some(json!({"limits": {"writes": "100/1s"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{owner}");
+    assert_eq!(owner["limits"], json!({"writes": "100/1s"}));
+    let (_, owner) = send(&app, Method::GET, "/owners/acme", &writer_key, None).await;
+    assert_eq!(owner["limits"], json!({"writes": "100/1s"}), "as stored");
+    assert!(
+        !published.0.lock().unwrap().is_empty(),
+        "an owner's new limits are published"
+    );
+
+    admin.flush_audit().await;
+    let (_, trail) = send(
+        &app,
+        Method::GET,
+        &format!("/audit?key_id={id}"),
+        &writer_key,
+        None,
+    )
+    .await;
+    let actions: Vec<&str> = trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["limits_changed", "created"],
+        "newest first: {trail}"
+    );
+}

@@ -7,6 +7,7 @@
 //! | [`Identity`] | extractor: the verified caller (or `Option<Identity>` on optional routes) |
 //! | [`RequireScopes`] | route guard: `403 insufficient_scope` unless the key has the scopes |
 //! | [`Cost`] | route guard: what a request to the route costs of the key's [quotas](keygate::quota) (`429 quota_exhausted` when one is used up) |
+//! | [`RouteLimit`] | route guard: which of the key's [named limits](keygate::rate::NamedLimits) the route spends (`429 rate_limited` naming the limit when it is spent) |
 //! | [`RequireEnvironment`] | route guard: `403 wrong_environment` unless the key belongs to the environment (`live`, `test`; see [`keygate::keyring`]) |
 //!
 //! # Example
@@ -40,7 +41,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::ConnectInfo;
 
 pub use identity::{Identity, IdentityRejection};
-pub use keygate::{ApiKeyLayer, Cost, RequireEnvironment, RequireScopes};
+pub use keygate::{ApiKeyLayer, Cost, RequireEnvironment, RequireScopes, RouteLimit};
 
 /// An [`ApiKeyLayer`] for `verifier` that reads the peer address from axum's
 /// `ConnectInfo<SocketAddr>` (falling back to keygate's own [`keygate::PeerAddr`]).

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use keygate::quota::Quota;
-use keygate::rate::{InvalidRatePolicy, RateLimit};
+use keygate::rate::{InvalidNamedLimit, InvalidRatePolicy, LimitName, RateLimit};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -12,6 +12,7 @@ Examples:
   KEY=$(keygate create --name ci --expires-in 30d)      # the key alone, when piped
   keygate list --state active
   keygate limit 4fT0qKb2mZ9x --rate '100/1s burst 200'
+  keygate limits 4fT0qKb2mZ9x writes=10/1s reads=100/1s
   keygate rotate 4fT0qKb2mZ9x --grace 24h
   keygate revoke 4fT0qKb2mZ9x
   keygate audit --key 4fT0qKb2mZ9x --outcome denied --since 1h
@@ -112,6 +113,7 @@ Examples:
   keygate create --name batch --rate 10000/1d
   keygate create --name reports --quota 10000/day          # at most 10000 a UTC day
   keygate create --name trial --quota 'credits 500 refill 500 every 1d'
+  keygate create --name app --limit writes=10/1s --limit 'reads=100/1s burst 200'
   keygate create --name ci --environment test   # a test key (prefix recorded for test)
   KEY=$(keygate create --name ci)     # when stdout is not a terminal, only the key is printed")]
     Create(CreateArgs),
@@ -169,6 +171,23 @@ Examples:
 A quota is <n>/<minute|hour|day|month> (calendar periods in UTC) or
 credits <n>[ refill <n> every <count><s|m|h|d>]; see docs/quotas.md.")]
     Quota(QuotaArgs),
+    /// Set or remove a key's named limits: rate limits that only the routes naming them apply
+    /// (the other named limits stay as they are).
+    #[command(after_help = "\
+Examples:
+  keygate limits 4fT0qKb2mZ9x writes=10/1s                  # set one (the others stay)
+  keygate limits 4fT0qKb2mZ9x 'reads=100/1s burst 200' exports=5/1h
+  keygate limits 4fT0qKb2mZ9x bulk=unlimited                # never limited under bulk
+  keygate limits 4fT0qKb2mZ9x writes=none                   # remove one
+  keygate limits 4fT0qKb2mZ9x --clear                       # remove them all
+
+A route chooses the limit it applies by name, with RouteLimit::new(\"writes\") (tower and
+axum) or keygate_actix::RouteLimit. The key's own limit of that name applies, else the
+services' default for the name, if any; its owner's limit of that name (keygate owners update
+--limit) applies on top, and the tighter wins (see docs/guide.md, Named limits). A name is 1 to
+32 lowercase letters, digits, '_' or '-', starting with a letter (not key, failures or quota);
+a policy is <requests>/<period>[ burst <n>] or unlimited. At most 16 per key.")]
+    Limits(LimitsArgs),
     /// Switch a key off (reversible with `enable`).
     Disable(IdArg),
     /// Switch a disabled key back on.
@@ -194,12 +213,14 @@ Examples:
   keygate owners update acme-corp --rate-limit none
   keygate owners update acme-corp --quota 100000/month   # shared by all its keys
   keygate owners update acme-corp --quota none
+  keygate owners update acme-corp --limit writes=100/1s --limit reads=none   # named limits
   keygate owners disable acme-corp               # every key of the owner; `enable` undoes it
   keygate revoke --owner acme-corp               # every key of the owner, for good
   keygate usage --owner acme-corp
 
 An owner's rate limit is shared by all its keys, on top of each key's own limit: a request
-must pass both, so the tighter wins (10/1m shared by three keys allows 10 a minute in all)."
+must pass both, so the tighter wins (10/1m shared by three keys allows 10 a minute in all).
+Its named limits (--limit NAME=POLICY) are shared the same way, each on the routes naming it."
     )]
     Owners(OwnersCommand),
     /// Replace a key: a new key with the same name, owner, scopes and restrictions; the old one
@@ -446,6 +467,11 @@ pub(crate) struct CreateArgs {
     /// `keygate quota --help`).
     #[arg(long, value_name = "QUOTA")]
     pub(crate) quota: Option<QuotaSetting>,
+    /// A named limit NAME=POLICY (or "NAME: POLICY"), like writes=10/1s or
+    /// "reads=100/1s burst 200"; POLICY may be unlimited (repeatable; see
+    /// `keygate limits --help`).
+    #[arg(long = "limit", value_name = "NAME=POLICY")]
+    pub(crate) limits: Vec<LimitEntry>,
     /// An admin key for the admin API (`keygate serve`, keygate-admin): grants
     /// keygate:admin:read and keygate:admin:write, besides any --scope.
     #[arg(long)]
@@ -542,6 +568,65 @@ pub(crate) struct QuotaArgs {
     /// A quota like 10000/day, 1000000/month or "credits 500 refill 500 every 1d"; or none.
     #[arg(long, value_name = "QUOTA")]
     pub(crate) quota: QuotaSetting,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LimitsArgs {
+    /// The key's id.
+    pub(crate) id: String,
+    /// NAME=POLICY sets the limit NAME (like writes=10/1s, "reads=100/1s burst 200" or
+    /// bulk=unlimited); NAME=none removes it. Named limits not given stay as they are.
+    #[arg(
+        value_name = "NAME=POLICY",
+        required_unless_present = "clear",
+        conflicts_with = "clear"
+    )]
+    pub(crate) changes: Vec<LimitChange>,
+    /// Remove all the key's named limits.
+    #[arg(long)]
+    pub(crate) clear: bool,
+}
+
+/// One `--limit NAME=POLICY` of `create` and `owners create`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LimitEntry {
+    pub(crate) name: LimitName,
+    pub(crate) limit: RateLimit,
+}
+
+impl std::str::FromStr for LimitEntry {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        keygate::rate::parse_entry(text)
+            .map(|(name, limit)| Self { name, limit })
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// One change to a set of named limits: `NAME=POLICY` sets, `NAME=none` removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LimitChange {
+    pub(crate) name: LimitName,
+    /// `None`: remove the limit.
+    pub(crate) limit: Option<RateLimit>,
+}
+
+impl std::str::FromStr for LimitChange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some((name, policy)) = text.split_once([':', '='])
+            && policy.trim().eq_ignore_ascii_case("none")
+        {
+            let name = name.parse().map_err(|e: InvalidNamedLimit| e.to_string())?;
+            return Ok(Self { name, limit: None });
+        }
+        text.parse::<LimitEntry>().map(|entry| Self {
+            name: entry.name,
+            limit: Some(entry.limit),
+        })
+    }
 }
 
 /// What `--quota` says: a quota, or none (`none` removes one).
@@ -647,7 +732,7 @@ pub(crate) enum OwnersCommand {
     List(OwnersListArgs),
     /// Show one owner, with how many keys it has.
     Show(OwnerIdArg),
-    /// Change an owner's name, metadata, rate limit or quota.
+    /// Change an owner's name, metadata, rate limit, quota or named limits.
     Update(OwnerUpdateArgs),
     /// Delete an owner (refused while keys belong to it).
     Delete(OwnerIdArg),
@@ -680,6 +765,10 @@ pub(crate) struct OwnerCreateArgs {
     /// "credits 500 refill 500 every 1d".
     #[arg(long, value_name = "QUOTA")]
     pub(crate) quota: Option<QuotaSetting>,
+    /// A named limit shared by all the owner's keys, NAME=POLICY like writes=100/1s
+    /// (repeatable; see `keygate limits --help`).
+    #[arg(long = "limit", value_name = "NAME=POLICY")]
+    pub(crate) limits: Vec<LimitEntry>,
 }
 
 #[derive(Debug, Args)]
@@ -690,7 +779,7 @@ pub(crate) struct OwnersListArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["name", "meta", "rate_limit", "quota"])))]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["name", "meta", "rate_limit", "quota", "limits"])))]
 pub(crate) struct OwnerUpdateArgs {
     /// The owner's id.
     pub(crate) id: String,
@@ -706,6 +795,10 @@ pub(crate) struct OwnerUpdateArgs {
     /// A new shared quota (10000/day, "credits 500 refill 500 every 1d"), or none to remove it.
     #[arg(long, value_name = "QUOTA")]
     pub(crate) quota: Option<QuotaSetting>,
+    /// Set a shared named limit, NAME=POLICY like writes=100/1s, or remove one, NAME=none
+    /// (repeatable; the owner's other named limits stay).
+    #[arg(long = "limit", value_name = "NAME=POLICY")]
+    pub(crate) limits: Vec<LimitChange>,
 }
 
 /// What an owner's `--rate-limit` says: a shared limit, or none.

@@ -253,7 +253,7 @@ async fn execute(
             let created = changes.admin_minting(keyring).create_key(spec).await?;
             let r = &created.record;
             let note = format!(
-                "Created key \"{}\" (id {}{}{}{})",
+                "Created key \"{}\" (id {}{}{}{}{})",
                 r.name,
                 r.id,
                 r.owner
@@ -275,6 +275,11 @@ async fn execute(
                 r.rate_limit
                     .map(|limit| format!(", rate limit {limit}"))
                     .unwrap_or_default(),
+                if r.limits.is_empty() {
+                    String::new()
+                } else {
+                    format!(", limits {}", r.limits)
+                },
             );
             out.new_key(r, &created.key, now, &note);
         }
@@ -354,6 +359,28 @@ async fn execute(
                 &record,
                 now,
                 &format!("key {id} quota: {}", quota_text(record.quota.as_ref())),
+            );
+        }
+        Command::Limits(args) => {
+            let id = key_id(&args.id)?;
+            // One handle reads and writes, like `scopes`: the change is recorded, published
+            // and invalidated as every other change is.
+            let admin = changes.admin();
+            let limits = if args.clear {
+                keygate::rate::NamedLimits::new()
+            } else {
+                let current = admin.get(&id).await?;
+                let (merged, absent) = crate::limits::merge(current.limits, &args.changes)?;
+                for name in absent {
+                    eprintln!("keygate: note: key {id} had no limit {name} to remove");
+                }
+                merged
+            };
+            let record = admin.set_limits(&id, limits).await?;
+            out.changed(
+                &record,
+                now,
+                &format!("key {id} limits: {}", crate::limits::text(&record.limits)),
             );
         }
         Command::Disable(arg) => {
@@ -842,6 +869,11 @@ fn check_input(cli: &Cli, now: SystemTime) -> Result<(), CliError> {
             // The quota itself was parsed with the command line.
             key_id(&args.id)?;
         }
+        Command::Limits(args) => {
+            // Each entry was parsed with the command line; a name given twice is refused here.
+            key_id(&args.id)?;
+            crate::limits::check_changes(&args.changes)?;
+        }
         Command::Delete(args) => {
             key_id(&args.id)?;
         }
@@ -962,6 +994,9 @@ fn new_key(args: &CreateArgs, now: SystemTime) -> Result<NewKey, CliError> {
     }
     if let Some(quota) = args.quota.and_then(crate::cli::QuotaSetting::quota) {
         spec = spec.quota(quota);
+    }
+    if !args.limits.is_empty() {
+        spec = spec.limits(crate::limits::from_entries(&args.limits)?);
     }
     if args.admin {
         let mut admin = vec![scope(keygate_admin::READ_SCOPE)?];

@@ -14,6 +14,7 @@ mod audit;
 mod cli;
 mod commands;
 mod error;
+mod limits;
 mod output;
 mod owners;
 mod policy;

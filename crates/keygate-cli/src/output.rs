@@ -127,6 +127,7 @@ impl<'a> Output<'a> {
                 "SCOPES",
                 "RATE LIMIT",
                 "QUOTA",
+                "LIMITS",
                 "STATE",
                 "CREATED",
                 "EXPIRES",
@@ -141,6 +142,7 @@ impl<'a> Output<'a> {
                 scopes_text(r),
                 rate_text(r),
                 quota_text(r.quota.as_ref()),
+                crate::limits::text(&r.limits),
                 state_text(r, now),
                 time_text(Some(r.created_at)),
                 time_text(r.expires_at),
@@ -192,6 +194,7 @@ impl<'a> Output<'a> {
             ("allowed IPs", ips),
             ("rate limit", rate_text(record)),
             ("quota", quota_text(record.quota.as_ref())),
+            ("limits", crate::limits::text(&record.limits)),
             (
                 "metadata",
                 Value::Object(record.metadata.clone()).to_string(),
@@ -282,6 +285,8 @@ pub(crate) fn record_json(record: &KeyRecord, now: SystemTime, environment: Opti
         // first key of its rotation chain).
         "quota": record.quota.map(|quota| quota.to_string()),
         "quota_lineage": record.lineage.as_str(),
+        // Named limits, name -> policy text (`{}`: none of its own).
+        "limits": crate::limits::json(&record.limits),
         "pepper_version": record.pepper_version,
         "rotated_from": record.rotated_from.map(|id| id.to_string()),
         "canary": record.canary,

@@ -49,6 +49,7 @@ pub(crate) fn check(command: &OwnersCommand, now: SystemTime) -> Result<(), CliE
         }
         OwnersCommand::Update(args) => {
             owner_id(&args.id)?;
+            crate::limits::check_changes(&args.limits)?;
             update(args)?
                 .validate()
                 .map_err(|e| CliError::usage(e.to_string()))?;
@@ -74,6 +75,9 @@ fn new_owner(args: &crate::cli::OwnerCreateArgs) -> Result<NewOwner, CliError> {
     }
     if let Some(quota) = args.quota.and_then(crate::cli::QuotaSetting::quota) {
         owner = owner.quota(quota);
+    }
+    if !args.limits.is_empty() {
+        owner = owner.limits(crate::limits::from_entries(&args.limits)?);
     }
     Ok(owner)
 }
@@ -130,7 +134,20 @@ pub(crate) async fn run(
             show(out, &owner, keys);
         }
         OwnersCommand::Update(args) => {
-            let owner = admin().update_owner(&args.id, update(args)?).await?;
+            let mut change = update(args)?;
+            if !args.limits.is_empty() {
+                // Merged into the owner's current set: the names not given stay.
+                let current = store.get_owner(&args.id).await?;
+                let (merged, absent) = crate::limits::merge(current.limits, &args.limits)?;
+                for name in absent {
+                    eprintln!(
+                        "keygate: note: owner {:?} had no limit {name} to remove",
+                        args.id
+                    );
+                }
+                change = change.limits(merged);
+            }
+            let owner = admin().update_owner(&args.id, change).await?;
             owner_changed(out, &owner, &format!("updated owner {:?}", owner.id));
         }
         OwnersCommand::Delete(arg) => {
@@ -239,6 +256,7 @@ pub(crate) fn owner_json(owner: &OwnerRecord, keys: Option<u64>) -> Value {
         "metadata": Value::Object(owner.metadata.clone()),
         "rate_limit": owner.rate_limit.map(|l| l.to_string()),
         "quota": owner.quota.map(|q| q.to_string()),
+        "limits": crate::limits::json(&owner.limits),
         "created_at": humantime::format_rfc3339_seconds(owner.created_at).to_string(),
         "updated_at": humantime::format_rfc3339_seconds(owner.updated_at).to_string(),
     });
@@ -259,13 +277,14 @@ fn list(out: Output<'_>, owners: &[OwnerRecord]) {
     table
         .load_preset(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(["ID", "NAME", "RATE LIMIT", "QUOTA", "CREATED"]);
+        .set_header(["ID", "NAME", "RATE LIMIT", "QUOTA", "LIMITS", "CREATED"]);
     for owner in owners {
         table.add_row([
             format!("{:?}", owner.id).trim_matches('"').to_owned(),
             owner.name.clone(),
             limit_text(owner),
             crate::output::quota_text(owner.quota.as_ref()),
+            crate::limits::text(&owner.limits),
             time_text(Some(owner.created_at)),
         ]);
     }
@@ -288,6 +307,7 @@ fn show(out: Output<'_>, owner: &OwnerRecord, keys: u64) {
         ("keys", keys.to_string()),
         ("rate limit", limit_text(owner)),
         ("quota", crate::output::quota_text(owner.quota.as_ref())),
+        ("limits", crate::limits::text(&owner.limits)),
         ("metadata", metadata),
         ("created", time_text(Some(owner.created_at))),
         ("updated", time_text(Some(owner.updated_at))),

@@ -1234,3 +1234,269 @@ fn quotas_are_set_shown_and_cleared() {
     assert_eq!(updated["quota"], "50/day");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Named limits from the command line: `create --limit` (both spellings), `keygate limits`
+/// setting, removing and clearing while keeping the names not given, audited as
+/// `limits_changed`; owners take `--limit` on create and merge it on update. `show`, `list` and
+/// `--json` show them. A bad name, a bad policy or a name given twice is exit code 1 and
+/// changes nothing.
+#[test]
+fn named_limits_are_set_merged_shown_and_cleared() {
+    let dir = temp_dir("named-limits");
+    let url = format!("sqlite://{}", dir.join("keys.db").display());
+    let created = json(
+        &url,
+        &[
+            "create",
+            "--name",
+            "app",
+            "--limit",
+            "writes=10/1s",
+            "--limit",
+            "reads: 100/1s burst 200",
+        ],
+    );
+    assert_eq!(
+        created["limits"],
+        serde_json::json!({"reads": "100/1s burst 200", "writes": "10/1s"})
+    );
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        field(&ok(&url, &["show", &id]), "limits"),
+        "reads: 100/1s burst 200, writes: 10/1s"
+    );
+    let table = ok(&url, &["list"]);
+    assert!(
+        table.contains("LIMITS")
+            && row(&table, &id).contains("reads: 100/1s burst 200, writes: 10/1s"),
+        "{table}"
+    );
+
+    // Sets one, removes one, adds one: the others stay.
+    let said = ok(
+        &url,
+        &[
+            "limits",
+            &id,
+            "writes=20/1s",
+            "reads=none",
+            "bulk: unlimited",
+        ],
+    );
+    assert!(
+        said.contains(&format!("key {id} limits: bulk: unlimited, writes: 20/1s")),
+        "{said}"
+    );
+    let changed = json(&url, &["limits", &id, "exports=5/1h"]);
+    assert_eq!(
+        changed["limits"],
+        serde_json::json!({"bulk": "unlimited", "exports": "5/1h", "writes": "20/1s"})
+    );
+    assert_eq!(
+        json(&url, &["show", &id])["limits"],
+        changed["limits"],
+        "as stored"
+    );
+
+    let before = json_lines(&url, &["list"]);
+    for (args, message) in [
+        (vec!["Writes=1/1s"], "invalid limit name"),
+        (vec!["quota=1/1s"], "invalid limit name"),
+        (vec!["writes=0/1s"], "request count"),
+        (vec!["writes=often"], "invalid rate policy"),
+        (vec!["writes"], "invalid named limit"),
+        (
+            vec!["writes=1/1s", "writes=none"],
+            "the limit writes is given twice",
+        ),
+    ] {
+        let mut all = vec!["limits", id.as_str()];
+        all.extend(&args);
+        let out = keygate(&url, &all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    for args in [
+        vec!["limits", id.as_str()],
+        vec!["limits", &id, "--clear", "a=1/1s"],
+    ] {
+        assert_eq!(keygate(&url, &args).status.code(), Some(1), "{args:?}");
+    }
+    let out = keygate(
+        &url,
+        &[
+            "create", "--name", "twice", "--limit", "x=1/1s", "--limit", "x: 2/1s",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the limit x is given twice"));
+    assert_eq!(json_lines(&url, &["list"]), before, "nothing changed");
+
+    let said = ok(&url, &["limits", &id, "--clear"]);
+    assert!(said.contains(&format!("key {id} limits: none")), "{said}");
+    assert_eq!(json(&url, &["show", &id])["limits"], serde_json::json!({}));
+    assert_eq!(field(&ok(&url, &["show", &id]), "limits"), "none");
+    // Each change is one audit event.
+    let events = json_lines(&url, &["audit", "--key", &id, "--limit", "100"]);
+    let changes = events
+        .iter()
+        .filter(|e| e["action"] == "limits_changed")
+        .count();
+    assert_eq!(changes, 3, "{events:?}");
+
+    // Owners: set on create, merged on update (with --limit alone as the change).
+    let owner = json(
+        &url,
+        &[
+            "owners",
+            "create",
+            "acme",
+            "--limit",
+            "writes=100/1s",
+            "--limit",
+            "reads=1000/1s",
+        ],
+    );
+    assert_eq!(
+        owner["limits"],
+        serde_json::json!({"reads": "1000/1s", "writes": "100/1s"})
+    );
+    let updated = json(
+        &url,
+        &[
+            "owners",
+            "update",
+            "acme",
+            "--limit",
+            "writes=none",
+            "--limit",
+            "uploads=1/1m",
+        ],
+    );
+    assert_eq!(
+        updated["limits"],
+        serde_json::json!({"reads": "1000/1s", "uploads": "1/1m"})
+    );
+    let renamed = json(&url, &["owners", "update", "acme", "--name", "ACME"]);
+    assert_eq!(renamed["limits"], updated["limits"], "no --limit: kept");
+    let shown = ok(&url, &["owners", "show", "acme"]);
+    assert!(shown.contains("reads: 1000/1s, uploads: 1/1m"), "{shown}");
+    assert!(row(&ok(&url, &["owners", "list"]), "acme").contains("reads: 1000/1s, uploads: 1/1m"));
+    for args in [
+        vec![
+            "owners", "update", "acme", "--limit", "a=1/1s", "--limit", "a=none",
+        ],
+        vec!["owners", "update", "acme", "--limit", "A=1/1s"],
+        vec!["owners", "create", "other", "--limit", "a=none"],
+    ] {
+        assert_eq!(keygate(&url, &args).status.code(), Some(1), "{args:?}");
+    }
+    assert_eq!(
+        json(&url, &["owners", "show", "acme"])["limits"],
+        updated["limits"],
+        "nothing changed"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// What `--limit`, `keygate limits` and `owners update --limit` write is what a service's
+/// `RouteLimit` applies: the key's limit of the name, then none (removed), then its owner's,
+/// which the key's `unlimited` does not lift, then none again.
+async fn named_limits_reach_the_service(url: &str, verifier: Verifier) {
+    let app = Router::new()
+        .route(
+            "/orders",
+            axum::routing::post(|| async { "saved" })
+                .route_layer(keygate::RouteLimit::new("writes")),
+        )
+        .route("/hello", get(|| async { "hello" }))
+        .layer(keygate_axum::layer(verifier.clone()));
+    let statuses = |key: String, path: &'static str, n: usize| {
+        let app = app.clone();
+        let verifier = verifier.clone();
+        async move {
+            // The CLI changed the database from another process: drop the cached copies.
+            verifier.invalidate_all();
+            let mut statuses = Vec::new();
+            for _ in 0..n {
+                let request = Request::builder()
+                    .method(if path == "/orders" { "POST" } else { "GET" })
+                    .uri(path)
+                    .header("x-api-key", &key)
+                    .body(Body::empty())
+                    .unwrap();
+                let status = app
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .unwrap_or_else(|e| match e {})
+                    .status();
+                statuses.push(status.as_u16());
+            }
+            statuses
+        }
+    };
+    let key = ok(
+        url,
+        &[
+            "create",
+            "--name",
+            "writer",
+            "--owner",
+            "acme",
+            "--limit",
+            "writes=1/1h",
+        ],
+    )
+    .trim()
+    .to_owned();
+    let id = json_lines(url, &["list", "--search", "writer"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(statuses(key.clone(), "/orders", 2).await, [200, 429]);
+    assert_eq!(
+        statuses(key.clone(), "/hello", 2).await,
+        [200, 200],
+        "only the routes naming it"
+    );
+    ok(url, &["limits", &id, "writes=none"]);
+    assert_eq!(statuses(key.clone(), "/orders", 3).await, [200, 200, 200]);
+    ok(url, &["owners", "update", "acme", "--limit", "writes=1/1h"]);
+    assert_eq!(statuses(key.clone(), "/orders", 2).await, [200, 429]);
+    ok(url, &["limits", &id, "writes=unlimited"]);
+    assert_eq!(
+        statuses(key.clone(), "/orders", 1).await,
+        [429],
+        "the owner's still applies"
+    );
+    ok(url, &["owners", "update", "acme", "--limit", "writes=none"]);
+    assert_eq!(statuses(key, "/orders", 3).await, [200, 200, 200]);
+}
+
+#[tokio::test]
+async fn named_limits_reach_the_service_on_sqlite() {
+    let dir = temp_dir("named-limits-service");
+    let path = dir.join("keys.db");
+    let url = format!("sqlite://{}", path.display());
+    ok(&url, &["migrate"]);
+    let store = keygate_sqlx::SqliteStore::open(&path).await.unwrap();
+    named_limits_reach_the_service(&url, Verifier::builder(keyring(), store).build()).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn named_limits_reach_the_service_on_postgres() {
+    let Ok(base) = std::env::var("KEYGATE_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "KEYGATE_TEST_POSTGRES_URL is not set: skipping the PostgreSQL named limits test"
+        );
+        return;
+    };
+    let db = TempDatabase::create(&base).await;
+    ok(&db.url, &["migrate"]);
+    let store = keygate_sqlx::PostgresStore::open(&db.url).await.unwrap();
+    named_limits_reach_the_service(&db.url, Verifier::builder(keyring(), store).build()).await;
+    db.drop_now().await;
+}

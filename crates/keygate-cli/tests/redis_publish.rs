@@ -110,6 +110,8 @@ async fn every_change_is_published_to_redis() {
         vec!["scopes", &text, "--add", "orders:read"],
         vec!["expire", &text, "--in", "7d"],
         vec!["limit", &text, "--rate", "5/1s"],
+        vec!["limits", &text, "writes=5/1s"],
+        vec!["limits", &text, "--clear"],
         vec!["disable", &text],
         vec!["enable", &text],
     ] {

@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use keygate::identity::Metadata;
 use keygate::owner::OwnerRecord;
 use keygate::quota::Quota;
-use keygate::rate::RateLimit;
+use keygate::rate::{NamedLimits, RateLimit};
 use keygate::store::KeyFilter;
 use keygate::{KeyChange, KeyId, KeyRecord, KeyState, Scope, StoreError};
 
@@ -18,7 +18,7 @@ macro_rules! columns {
             "id, prefix, name, owner, digest, pepper_version, scopes, ",
             "CAST(metadata AS text) AS metadata, allowed_ips, rotated_from, created_at, ",
             "updated_at, expires_at, disabled_at, revoked_at, last_used_at, rate_limit, canary, ",
-            "quota, lineage"
+            "quota, lineage, limits"
         )
     };
 }
@@ -114,6 +114,8 @@ pub struct RawRecord {
     pub quota: Option<String>,
     /// `None` reads as the key's own id.
     pub lineage: Option<String>,
+    /// Named limits in their text form; empty: none.
+    pub limits: String,
 }
 
 /// A stored value keygate cannot read back: the store is damaged or written by something else.
@@ -185,6 +187,10 @@ impl RawRecord {
             .map(str::parse::<Quota>)
             .transpose()
             .map_err(|_| corrupt(id, "quota"))?;
+        let limits = self
+            .limits
+            .parse::<NamedLimits>()
+            .map_err(|_| corrupt(id, "limits"))?;
         let lineage = match self.lineage.as_deref() {
             Some(lineage) => lineage.parse().map_err(|_| corrupt(id, "lineage"))?,
             None => key_id,
@@ -200,6 +206,7 @@ impl RawRecord {
             metadata,
             allowed_ips,
             rate_limit,
+            limits,
             quota,
             lineage,
             created_at: from_micros(self.created_at),
@@ -264,6 +271,17 @@ pub(crate) fn quota_text(quota: Option<&Quota>) -> Option<String> {
     quota.map(ToString::to_string)
 }
 
+/// Named limits as stored: their canonical text form (the empty text: none).
+pub(crate) fn limits_text(limits: &NamedLimits) -> String {
+    limits.to_string()
+}
+
+/// An owner's stored named limits.
+pub(crate) fn owner_named_limits(text: &str) -> Result<NamedLimits, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::unavailable(CorruptOwner { column: "limits" }))
+}
+
 /// An owner's stored quota.
 pub(crate) fn owner_quota(text: Option<&str>) -> Result<Option<Quota>, StoreError> {
     text.map(str::parse::<Quota>)
@@ -282,8 +300,8 @@ pub(crate) fn version_counts(rows: Vec<(i64, i64)>) -> Vec<(u32, u64)> {
 }
 
 /// The columns every read of an owner selects.
-pub(crate) const OWNER_COLUMNS: &str =
-    "id, name, CAST(metadata AS text) AS metadata, rate_limit, quota, created_at, updated_at";
+pub(crate) const OWNER_COLUMNS: &str = "id, name, CAST(metadata AS text) AS metadata, rate_limit, quota, limits, created_at, \
+     updated_at";
 
 /// An owner row as read, before parsing into an [`OwnerRecord`].
 pub(crate) struct RawOwner {
@@ -292,6 +310,7 @@ pub(crate) struct RawOwner {
     pub(crate) metadata: String,
     pub(crate) rate_limit: Option<String>,
     pub(crate) quota: Option<String>,
+    pub(crate) limits: String,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
 }
@@ -318,11 +337,13 @@ impl RawOwner {
             .transpose()
             .map_err(|_| corrupt("rate_limit"))?;
         let quota = owner_quota(self.quota.as_deref())?;
+        let limits = owner_named_limits(&self.limits)?;
         let mut owner = OwnerRecord::bare(&self.id, from_micros(self.created_at));
         owner.name = self.name;
         owner.metadata = metadata;
         owner.rate_limit = rate_limit;
         owner.quota = quota;
+        owner.limits = limits;
         owner.updated_at = from_micros(self.updated_at);
         Ok(owner)
     }

@@ -74,4 +74,63 @@ mod tests {
         assert_eq!(applied, 1, "migration {before} applied after {newest}");
         Ok(())
     }
+
+    /// Migration 9 gives existing keys their lineage: the first key of their rotation chain,
+    /// followed back through `rotated_from`; a key whose predecessor was deleted starts its own.
+    #[tokio::test]
+    async fn migration_9_backfills_each_key_s_lineage_from_its_rotation_chain()
+    -> Result<(), Box<dyn std::error::Error>> {
+        // A database at schema 8, as a build before quotas left it.
+        let dir = tempfile::tempdir()?;
+        let old = dir.path().join("old");
+        std::fs::create_dir(&old)?;
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let version: i64 = name.to_string_lossy()[..4].parse()?;
+            if version <= 8 {
+                std::fs::copy(entry.path(), old.join(name))?;
+            }
+        }
+        let store =
+            SqliteStore::connect_with(SqliteStore::options(dir.path().join("keygate.db"))).await?;
+        let mut first = Migrator::new(old.as_path()).await?;
+        first.dangerous_set_table_name(super::TABLE);
+        first.run(store.pool()).await?;
+        assert_eq!(store.schema_version().await?, Some(8));
+        // a <- b <- c is one chain; d's predecessor was deleted; e stands alone.
+        for (id, from) in [
+            ("aaaaaaaaaaaa", None),
+            ("bbbbbbbbbbbb", Some("aaaaaaaaaaaa")),
+            ("cccccccccccc", Some("bbbbbbbbbbbb")),
+            ("dddddddddddd", Some("gonegonegone")),
+            ("eeeeeeeeeeee", None),
+        ] {
+            sqlx::query(
+                "INSERT INTO keygate_keys (id, prefix, name, name_folded, digest, \
+                 pepper_version, rotated_from, created_at, updated_at) \
+                 VALUES ($1, 'acme_test', $1, $1, zeroblob(32), 1, $2, 0, 0)",
+            )
+            .bind(id)
+            .bind(from)
+            .execute(store.pool())
+            .await?;
+        }
+
+        store.migrate().await?;
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, lineage FROM keygate_keys ORDER BY id")
+                .fetch_all(store.pool())
+                .await?;
+        let want = [
+            ("aaaaaaaaaaaa", "aaaaaaaaaaaa"),
+            ("bbbbbbbbbbbb", "aaaaaaaaaaaa"),
+            ("cccccccccccc", "aaaaaaaaaaaa"),
+            ("dddddddddddd", "dddddddddddd"),
+            ("eeeeeeeeeeee", "eeeeeeeeeeee"),
+        ];
+        let got: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(got, want);
+        Ok(())
+    }
 }

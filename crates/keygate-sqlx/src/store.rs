@@ -28,8 +28,8 @@ use sqlx::{
 
 use crate::codec::{
     self, OWNER_COLUMNS, RawOwner, RawRecord, columns, fold, id_taken, ip_strings,
-    is_unique_violation, metadata_json, normalized, normalized_owner, quota_text, rate_limit_text,
-    scope_strings, unavailable,
+    is_unique_violation, limits_text, metadata_json, normalized, normalized_owner, quota_text,
+    rate_limit_text, scope_strings, unavailable,
 };
 use crate::error::Error;
 
@@ -106,15 +106,17 @@ pub(crate) trait Dialect: Clone + Send + Sync + 'static {
 
 /// Reads a key by id.
 const SELECT_BY_ID: &str = concat!("SELECT ", columns!(), " FROM keygate_keys WHERE id = $1");
-/// Reads a key by id with its owner's rate limit and quota (columns `owner_rate_limit`,
-/// `owner_quota`), in one statement.
+/// Reads a key by id with its owner's rate limit, quota and named limits (columns
+/// `owner_rate_limit`, `owner_quota`, `owner_limits`), in one statement.
 const SELECT_WITH_OWNER_LIMIT: &str = concat!(
     "SELECT ",
     columns!(),
     ", (SELECT rate_limit FROM keygate_owners WHERE keygate_owners.id = keygate_keys.owner) \
      AS owner_rate_limit, \
      (SELECT quota FROM keygate_owners WHERE keygate_owners.id = keygate_keys.owner) \
-     AS owner_quota FROM keygate_keys WHERE id = $1"
+     AS owner_quota, \
+     (SELECT limits FROM keygate_owners WHERE keygate_owners.id = keygate_keys.owner) \
+     AS owner_limits FROM keygate_keys WHERE id = $1"
 );
 /// Every key, for a listing to add its conditions to.
 const SELECT_ALL: &str = concat!("SELECT ", columns!(), " FROM keygate_keys WHERE 1 = 1");
@@ -167,30 +169,30 @@ impl Statements {
                     "INSERT INTO keygate_keys (id, prefix, name, name_folded, owner, digest, \
                      pepper_version, scopes, metadata, allowed_ips, rotated_from, created_at, \
                      updated_at, expires_at, disabled_at, revoked_at, last_used_at, rate_limit, \
-                     canary, quota, lineage) \
+                     canary, quota, lineage, limits) \
                      SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9{json}, $10, $11, $12, $13, $14, \
-                     $15, $16, $17, $18, $19, $20, $21 \
+                     $15, $16, $17, $18, $19, $20, $21, $22 \
                      WHERE NOT EXISTS (SELECT 1 FROM keygate_deleted_keys WHERE id = $1)"
                 ),
-                21,
+                22,
             ),
             // The fields a change or rotation may alter.
             update: D::announced(
                 &format!(
                     "UPDATE keygate_keys SET name = $1, name_folded = $2, scopes = $3, \
                      metadata = $4{json}, allowed_ips = $5, expires_at = $6, disabled_at = $7, \
-                     revoked_at = $8, updated_at = $9, rate_limit = $10, quota = $11 \
-                     WHERE id = $12"
+                     revoked_at = $8, updated_at = $9, rate_limit = $10, quota = $11, \
+                     limits = $12 WHERE id = $13"
                 ),
-                12,
+                13,
             ),
             delete: D::announced("DELETE FROM keygate_keys WHERE id = $1", 1),
             select_by_owner_for_write: format!("{SELECT_BY_OWNER}{}", D::LOCK_ROW),
             // Nothing when the id exists: creating an owner refuses it, creating a key keeps it.
             insert_owner: format!(
                 "INSERT INTO keygate_owners (id, name, metadata, rate_limit, quota, created_at, \
-                 updated_at) VALUES ($1, $2, $3{json}, $4, $5, $6, $7) ON CONFLICT (id) DO \
-                 NOTHING RETURNING id"
+                 updated_at, limits) VALUES ($1, $2, $3{json}, $4, $5, $6, $7, $8) ON CONFLICT \
+                 (id) DO NOTHING RETURNING id"
             ),
             select_owner: format!("SELECT {OWNER_COLUMNS} FROM keygate_owners WHERE id = $1"),
             select_owner_for_write: format!(
@@ -203,7 +205,7 @@ impl Statements {
             ),
             update_owner: format!(
                 "UPDATE keygate_owners SET name = $1, metadata = $2{json}, rate_limit = $3, \
-                 quota = $4, updated_at = $5 WHERE id = $6"
+                 quota = $4, updated_at = $5, limits = $6 WHERE id = $7"
             ),
         }
     }
@@ -350,6 +352,7 @@ where
             canary: Self::column(row, "canary")?,
             quota: Self::column(row, "quota")?,
             lineage: Self::column(row, "lineage")?,
+            limits: Self::column(row, "limits")?,
             id,
         })
     }
@@ -394,7 +397,8 @@ where
             .bind(rate_limit_text(r.rate_limit.as_ref()))
             .bind(r.canary)
             .bind(quota_text(r.quota.as_ref()))
-            .bind(r.lineage.as_str());
+            .bind(r.lineage.as_str())
+            .bind(limits_text(&r.limits));
         match self
             .dialect
             .announce(statement, &r.id)
@@ -423,6 +427,7 @@ where
             .bind(D::time(r.updated_at))
             .bind(rate_limit_text(r.rate_limit.as_ref()))
             .bind(quota_text(r.quota.as_ref()))
+            .bind(limits_text(&r.limits))
             .bind(r.id.as_str());
         self.dialect
             .announce(statement, &r.id)
@@ -454,7 +459,12 @@ where
         let limit = codec::owner_limit(limit.as_deref())?;
         let quota: Option<String> = Self::column(&row, "owner_quota")?;
         let quota = codec::owner_quota(quota.as_deref())?;
-        Ok(Some((record, OwnerLimits::new(limit, quota))))
+        let limits: Option<String> = Self::column(&row, "owner_limits")?;
+        let limits = codec::owner_named_limits(limits.as_deref().unwrap_or_default())?;
+        Ok(Some((
+            record,
+            OwnerLimits::new(limit, quota).with_limits(limits),
+        )))
     }
 
     pub(crate) async fn record_last_used(
@@ -673,6 +683,7 @@ where
             metadata: Self::column(row, "metadata")?,
             rate_limit: Self::column(row, "rate_limit")?,
             quota: Self::column(row, "quota")?,
+            limits: Self::column(row, "limits")?,
             created_at: D::micros(Self::column(row, "created_at")?),
             updated_at: D::micros(Self::column(row, "updated_at")?),
         }
@@ -706,6 +717,7 @@ where
             .bind(quota_text(owner.quota.as_ref()))
             .bind(D::time(owner.created_at))
             .bind(D::time(owner.updated_at))
+            .bind(limits_text(&owner.limits))
             .fetch_optional(conn)
             .await
             .map_err(unavailable)?;
@@ -769,6 +781,7 @@ where
             .bind(rate_limit_text(owner.rate_limit.as_ref()))
             .bind(quota_text(owner.quota.as_ref()))
             .bind(D::time(owner.updated_at))
+            .bind(limits_text(&owner.limits))
             .bind(id.to_owned())
             .execute(&mut *tx)
             .await

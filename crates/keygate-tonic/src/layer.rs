@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use keygate::{ApiKeyLayer, RequireEnvironment, RequireScopes, Verifier};
+use keygate::{ApiKeyLayer, Cost, RequireEnvironment, RequireScopes, RouteLimit, Verifier};
 use tonic::transport::server::TcpConnectInfo;
 
 use crate::GrpcRejection;
@@ -58,6 +58,28 @@ where
 /// start-up.
 pub fn require_environment(name: &str) -> RequireEnvironment<GrpcRejection> {
     RequireEnvironment::new(name).with_rejection_response(GrpcRejection)
+}
+
+/// A guard that sets what a call costs of the caller's [quotas](keygate::quota) (the key
+/// layer charged the default, 1; `cost(0)` makes the service free), answering
+/// `RESOURCE_EXHAUSTED` (with `RetryInfo` when the quota refills, and the `"quota"` item in
+/// the `ratelimit` metadata) when a quota has less left. Place it inside [`layer`]; it is
+/// [`keygate::Cost`] with gRPC refusals.
+pub fn cost(units: u64) -> Cost<GrpcRejection> {
+    Cost::new(units).with_rejection_response(GrpcRejection)
+}
+
+/// A guard that spends the caller's [named limit](keygate::rate::NamedLimits) `name` on each
+/// call (the key's, or the verifier's default for the name, and its owner's), answering
+/// `RESOURCE_EXHAUSTED` with `RetryInfo` and the limit's own item in the `ratelimit` metadata
+/// when it is spent. Place it inside [`layer`]; it is [`keygate::RouteLimit`] with gRPC
+/// refusals.
+///
+/// # Panics
+/// If `name` is not a valid [`LimitName`](keygate::rate::LimitName): service configuration,
+/// caught at start-up.
+pub fn route_limit(name: &str) -> RouteLimit<GrpcRejection> {
+    RouteLimit::new(name).with_rejection_response(GrpcRejection)
 }
 
 /// The client address: the remote address of tonic's [`TcpConnectInfo`] (which tonic's TCP

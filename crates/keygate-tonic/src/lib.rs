@@ -8,6 +8,8 @@
 //! | [`identity`] | the verified caller, from a `tonic::Request` |
 //! | [`require_scopes`], [`require_any_scope`] | guard: `PERMISSION_DENIED` unless the key has the scopes |
 //! | [`require_environment`] | guard: `PERMISSION_DENIED` unless the key belongs to the environment |
+//! | [`cost`] | guard: what a call costs of the key's [quotas](keygate::quota) (`RESOURCE_EXHAUSTED` when one is used up) |
+//! | [`route_limit`] | guard: which of the key's [named limits](keygate::rate::NamedLimits) the service spends (`RESOURCE_EXHAUSTED` when it is spent) |
 //! | [`status`], [`code`], [`GrpcRejection`] | a [`Rejection`](keygate::Rejection) as a `tonic::Status` |
 //! | [`peer_ip`], [`grpc_method`] | where the layer finds the client address and the audit route |
 //!
@@ -29,7 +31,8 @@
 //! | missing scope | `PERMISSION_DENIED` | The API key lacks a scope this resource requires. |
 //! | client address not allowed for the key | `PERMISSION_DENIED` | The API key may not be used from this client address. |
 //! | key of another environment than the guard requires | `PERMISSION_DENIED` | The API key's environment may not use this resource. |
-//! | the key's rate limit, or the client's failed attempts | `RESOURCE_EXHAUSTED` + `RetryInfo` | … retry after the time in Retry-After. |
+//! | the key's rate limit, a named limit, or the client's failed attempts | `RESOURCE_EXHAUSTED` + `RetryInfo` | … retry after the time in Retry-After. |
+//! | a quota used up | `RESOURCE_EXHAUSTED` (+ `RetryInfo` when it refills) | The API key's quota is used up; it refills at the time in Retry-After, if given. |
 //! | key store or rate limiter unreachable | `UNAVAILABLE` | API keys cannot be checked right now; retry later. |
 //!
 //! `RESOURCE_EXHAUSTED` carries a `google.rpc.RetryInfo` in its details (encoded with
@@ -89,6 +92,7 @@ mod status;
 
 pub use identity::identity;
 pub use layer::{
-    grpc_method, layer, peer_ip, require_any_scope, require_environment, require_scopes,
+    cost, grpc_method, layer, peer_ip, require_any_scope, require_environment, require_scopes,
+    route_limit,
 };
 pub use status::{GrpcRejection, code, status};

@@ -67,7 +67,8 @@ use crate::extract::RequestView;
 use crate::identity::Identity;
 use crate::quota::{QuotaReceipt, QuotaReport};
 use crate::rate::RateDecision;
-use crate::rejection::{ProblemJson, Reason, Rejection, RejectionParts, combined_rate_headers};
+use crate::rejection::{ProblemJson, Reason, Rejection, RejectionParts, rate_items};
+use crate::route_limit::RouteLimitItems;
 use crate::verifier::{Charged, Presented, Verified, Verifier};
 
 /// The request protocol's shared state: a verifier, the rejection format, the options. Cheap to
@@ -172,6 +173,8 @@ impl Gate {
             audit,
             rate: None,
             quota: None,
+            headers: self.rate_limit_headers,
+            named: None,
         };
         match verifier.presented_from(view, client_ip) {
             Ok(presented) => Admission::Check(Check { presented, ticket }),
@@ -210,6 +213,10 @@ impl Gate {
     // Inlined into `check_now` (the adapters' cached-key path): since the quota merge it was
     // a call of its own, ~100 instructions a request under callgrind with a `memcpy` of its
     // answer. The quota part is `receipt`, out of line.
+    //
+    // `Passed` and `Refusal` both carry the ticket, so the two variants are of a size: boxing
+    // the refusal would add an allocation to every refused request and save nothing.
+    #[allow(clippy::result_large_err)]
     #[inline]
     fn conclude(
         &self,
@@ -379,25 +386,47 @@ pub struct Ticket {
     rate: Option<RateDecision>,
     // Boxed: only keys with a quota, on a gate that sends the `RateLimit` fields, have one.
     quota: Option<Box<QuotaReport>>,
+    /// The gate sends the `RateLimit` fields on allowed responses.
+    headers: bool,
+    // Boxed: only requests through a route's named limit, on such a gate, have them.
+    named: Option<Box<RouteLimitItems>>,
 }
 
 impl Ticket {
     /// The `RateLimit-Policy` and `RateLimit` fields for an allowed response, when the gate
-    /// sends them and the key is rate limited or has a quota: the `"key"` item, the
-    /// `"quota"` item, or both in one list; else none.
+    /// sends them and the key is rate limited, has a quota or went through a route's named
+    /// limits: the `"key"` item, the `"quota"` item, then the named limits' items, in one
+    /// list per field; else none.
     pub fn rate_limit_headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + use<> {
-        combined_rate_headers(self.rate.as_ref(), self.quota.as_deref())
+        let named = self
+            .named
+            .as_deref()
+            .map_or(&[][..], RouteLimitItems::as_slice);
+        rate_items(self.rate.as_ref(), self.quota.as_deref(), named)
             .into_iter()
             .flatten()
     }
 
-    /// Whether [`rate_limit_headers`](Ticket::rate_limit_headers) has fields to add (the gate
-    /// sends them, and the key is rate limited or has a quota). Adapters check it first, so a
-    /// response that gets none costs no header or extension lookups.
+    /// Whether the gate sends the `RateLimit` fields on this request's response (the key's
+    /// rate limit, its quota and the route's named limits, settled from the response). When
+    /// it does not, the ticket has no fields to add: adapters check it first, so such a
+    /// response costs no extension or header lookups.
     #[must_use]
     #[inline]
-    pub fn has_rate_limit_headers(&self) -> bool {
-        self.rate.is_some() || self.quota.is_some()
+    pub fn sends_rate_limit_headers(&self) -> bool {
+        self.headers
+    }
+
+    /// Takes the decisions of the route's named limits from the response's extensions, where
+    /// [`RouteLimit`](crate::RouteLimit) guards put them, so the `RateLimit` fields report each
+    /// as its own item. Adapters call it before
+    /// [`rate_limit_headers`](Ticket::rate_limit_headers).
+    pub fn settle_route_limits(&mut self, items: Option<&RouteLimitItems>) {
+        if self.headers
+            && let Some(items) = items.filter(|items| !items.is_empty())
+        {
+            self.named = Some(Box::new(items.clone()));
+        }
     }
 
     /// Takes the request's final quota state from the response's extensions, where a route
@@ -428,6 +457,7 @@ impl fmt::Debug for Ticket {
             .field("audited", &self.audit.is_some())
             .field("rate", &self.rate)
             .field("quota", &self.quota)
+            .field("named", &self.named)
             .finish()
     }
 }

@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::key::KeyId;
+use crate::rate::{LimitName, RatePolicy};
+use crate::route_limit::RouteLimits;
 use crate::scope::{Scope, any_grants};
 
 /// Metadata attached to a key: a JSON object of application-defined values.
@@ -22,6 +24,7 @@ pub struct Identity {
     metadata: Metadata,
     environment: Option<Arc<str>>,
     quota_remaining: QuotaGauge,
+    route_limits: Option<Arc<RouteLimits>>,
 }
 
 impl Identity {
@@ -42,6 +45,7 @@ impl Identity {
             metadata,
             environment: None,
             quota_remaining: QuotaGauge::default(),
+            route_limits: None,
         }
     }
 
@@ -51,6 +55,28 @@ impl Identity {
     pub fn with_environment(mut self, environment: impl Into<Arc<str>>) -> Self {
         self.environment = Some(environment.into());
         self
+    }
+
+    /// The identity with the key's named limits, as routes apply them (the verifier resolves
+    /// them when it caches the record).
+    pub(crate) fn with_route_limits(mut self, limits: Option<Arc<RouteLimits>>) -> Self {
+        self.route_limits = limits;
+        self
+    }
+
+    /// The key's named limits, as routes apply them; `None`: no name has a policy.
+    pub(crate) fn route_limits(&self) -> Option<&RouteLimits> {
+        self.route_limits.as_deref()
+    }
+
+    /// The policies of the key's named limit `name`, as a route choosing it
+    /// ([`RouteLimit`](crate::RouteLimit)) applies them: the key's own (or the verifier's
+    /// default for the name), and its owner's. `(None, None)`: the route is not limited by it.
+    #[must_use]
+    pub fn named_limit(&self, name: LimitName) -> (Option<RatePolicy>, Option<RatePolicy>) {
+        self.route_limits
+            .as_deref()
+            .map_or((None, None), |limits| limits.policies(name))
     }
 
     /// The key's public id.

@@ -355,6 +355,7 @@ impl Keyring {
             metadata: spec.metadata,
             allowed_ips: spec.allowed_ips,
             rate_limit: spec.rate_limit,
+            limits: spec.limits,
             quota: spec.quota,
             lineage: id,
             created_at: now,

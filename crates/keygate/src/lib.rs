@@ -53,6 +53,7 @@ pub mod record;
 pub mod rejection;
 pub mod require_environment;
 pub mod require_scopes;
+pub mod route_limit;
 pub mod scope;
 pub mod store;
 pub mod verifier;
@@ -73,6 +74,7 @@ pub use record::{
 pub use rejection::{Problem, ProblemJson, Reason, Rejection, RejectionParts};
 pub use require_environment::RequireEnvironment;
 pub use require_scopes::RequireScopes;
+pub use route_limit::RouteLimit;
 pub use scope::{Scope, ScopeRequirement};
 pub use store::{KeyAdmin, KeyFilter, KeyPage, KeyStore, MemoryStore, PageRequest, StoreError};
 pub use verifier::{Admin, AdminBuilder, Presented, Verifier, VerifierBuilder};

@@ -5,7 +5,7 @@
 //! | name | type | labels |
 //! | --- | --- | --- |
 //! | [`DECISIONS`] | counter | `outcome` (`allowed`, `denied`), `reason` (`none` or a [`Reason::as_str`]) |
-//! | [`GUARD_REFUSALS`] | counter | `reason` (`insufficient_scope`, `wrong_environment`, `missing_credentials`) |
+//! | [`GUARD_REFUSALS`] | counter | `reason` (`insufficient_scope`, `wrong_environment`, `quota_exhausted`, `quota_unavailable`, `rate_limited`, `limiter_unavailable`, `missing_credentials`) |
 //! | [`CACHE_HITS`], [`CACHE_MISSES`] | counter | `cache` (`keys`, `unknown_ids`) |
 //! | [`CACHE_ENTRIES`] | gauge | `cache` (`keys`, `unknown_ids`) |
 //! | [`STORE_FIND_DURATION`] | histogram (seconds) | — |
@@ -231,6 +231,12 @@ pub(crate) fn guard_refused(reason: Reason) {
         }
         Reason::QuotaUnavailable => {
             key!(GUARD_REFUSALS, "reason" => Reason::QuotaUnavailable.as_str())
+        }
+        Reason::RateLimited => {
+            key!(GUARD_REFUSALS, "reason" => Reason::RateLimited.as_str())
+        }
+        Reason::LimiterUnavailable => {
+            key!(GUARD_REFUSALS, "reason" => Reason::LimiterUnavailable.as_str())
         }
         _ => key!(GUARD_REFUSALS, "reason" => Reason::MissingCredentials.as_str()),
     };

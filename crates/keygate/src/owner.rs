@@ -19,7 +19,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::identity::Metadata;
 use crate::quota::Quota;
-use crate::rate::RateLimit;
+use crate::rate::{NamedLimits, RateLimit};
 use crate::record::{InvalidInput, KeyChange, text_ok, validate_metadata};
 
 /// Everything a store keeps about one owner.
@@ -35,6 +35,10 @@ pub struct OwnerRecord {
     /// A limit shared by all the owner's keys, on top of each key's own: a request must be
     /// allowed by both, so the tighter wins. `None`: no owner limit.
     pub rate_limit: Option<RateLimit>,
+    /// [Named limits](crate::rate::NamedLimits) shared by all the owner's keys, each on top of
+    /// the key's own of the same name on the routes that choose it
+    /// ([`RouteLimit`](crate::RouteLimit)). Empty: none.
+    pub limits: NamedLimits,
     /// A [quota](crate::quota) shared by all the owner's keys (counted under
     /// [`QuotaSubject::Owner`](crate::quota::QuotaSubject::Owner)), on top of each key's own:
     /// a request must fit both, so the tighter wins. `None`: no owner quota.
@@ -54,6 +58,7 @@ impl OwnerRecord {
             name: id.to_owned(),
             metadata: Metadata::new(),
             rate_limit: None,
+            limits: NamedLimits::new(),
             quota: None,
             created_at: now,
             updated_at: now,
@@ -77,6 +82,7 @@ pub struct NewOwner {
     pub(crate) name: Option<String>,
     pub(crate) metadata: Metadata,
     pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) limits: NamedLimits,
     pub(crate) quota: Option<Quota>,
 }
 
@@ -89,6 +95,7 @@ impl NewOwner {
             name: None,
             metadata: Metadata::new(),
             rate_limit: None,
+            limits: NamedLimits::new(),
             quota: None,
         }
     }
@@ -111,6 +118,13 @@ impl NewOwner {
     #[must_use]
     pub fn rate_limit(mut self, limit: impl Into<RateLimit>) -> Self {
         self.rate_limit = Some(limit.into());
+        self
+    }
+
+    /// Sets the named limits shared by the owner's keys.
+    #[must_use]
+    pub fn limits(mut self, limits: NamedLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -137,6 +151,7 @@ impl NewOwner {
             id: self.id,
             metadata: self.metadata,
             rate_limit: self.rate_limit,
+            limits: self.limits,
             quota: self.quota,
             created_at: now,
             updated_at: now,
@@ -156,6 +171,8 @@ pub struct OwnerUpdate {
     pub rate_limit: Option<Option<RateLimit>>,
     /// A new owner quota (`Some(None)` removes it).
     pub quota: Option<Option<Quota>>,
+    /// New named limits (replace the whole set; empty removes them all).
+    pub limits: Option<NamedLimits>,
 }
 
 impl OwnerUpdate {
@@ -193,11 +210,18 @@ impl OwnerUpdate {
         self
     }
 
-    /// Whether the change alters the owner limit or quota (its keys' cached entries, which
-    /// carry both, must then go).
+    /// Replaces the named limits (empty: none).
+    #[must_use]
+    pub fn limits(mut self, limits: NamedLimits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// Whether the change alters the owner limit, named limits or quota (its keys' cached
+    /// entries, which carry them, must then go).
     #[must_use]
     pub fn changes_rate_limit(&self) -> bool {
-        self.rate_limit.is_some() || self.quota.is_some()
+        self.rate_limit.is_some() || self.quota.is_some() || self.limits.is_some()
     }
 
     /// Checks the input. Stores call this before applying.
@@ -227,6 +251,9 @@ impl OwnerUpdate {
         }
         if let Some(quota) = self.quota {
             record.quota = quota;
+        }
+        if let Some(limits) = self.limits {
+            record.limits = limits;
         }
         record.updated_at = now;
     }

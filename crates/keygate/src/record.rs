@@ -9,7 +9,7 @@ use crate::identity::{Identity, Metadata};
 use crate::key::{KeyId, PlaintextKey};
 use crate::pepper::Digest;
 use crate::quota::{Quota, QuotaSubject};
-use crate::rate::RateLimit;
+use crate::rate::{NamedLimits, RateLimit};
 use crate::scope::Scope;
 
 /// Longest accepted key name or owner, in characters.
@@ -43,6 +43,10 @@ pub struct KeyRecord {
     pub allowed_ips: Vec<IpNet>,
     /// The key's own rate limit; `None` means the verifier's default.
     pub rate_limit: Option<RateLimit>,
+    /// The key's [named limits](crate::rate::NamedLimits) (`reads: 100/1s`, `writes: 10/1s`),
+    /// each applied on the routes that choose it ([`RouteLimit`](crate::RouteLimit)); empty:
+    /// none (the verifier's defaults per name, if any, apply).
+    pub limits: NamedLimits,
     /// The key's own [quota](crate::quota) (a count per UTC period, or credits); `None`: no
     /// key quota (its owner's may still apply).
     pub quota: Option<Quota>,
@@ -246,6 +250,7 @@ pub struct NewKey {
     pub(crate) expires_at: Option<SystemTime>,
     pub(crate) allowed_ips: Vec<IpNet>,
     pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) limits: NamedLimits,
     pub(crate) quota: Option<Quota>,
     pub(crate) environment: Option<String>,
     pub(crate) canary: bool,
@@ -263,6 +268,7 @@ impl NewKey {
             expires_at: None,
             allowed_ips: Vec::new(),
             rate_limit: None,
+            limits: NamedLimits::new(),
             quota: None,
             environment: None,
             canary: false,
@@ -331,6 +337,14 @@ impl NewKey {
     #[must_use]
     pub fn rate_limit(mut self, limit: impl Into<RateLimit>) -> Self {
         self.rate_limit = Some(limit.into());
+        self
+    }
+
+    /// Sets the key's [named limits](crate::rate::NamedLimits) (`"reads: 100/1s, writes:
+    /// 10/1s"`), each applied on the routes that choose it ([`RouteLimit`](crate::RouteLimit)).
+    #[must_use]
+    pub fn limits(mut self, limits: NamedLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -435,6 +449,8 @@ pub enum KeyChange {
     /// Set the key's quota, or clear it (`None`: no key quota). A quota of the same kind keeps
     /// counting from the balance spent so far (see [`Quota::counter_kind`]).
     SetQuota(Option<Quota>),
+    /// Replace the key's named limits (empty: none).
+    SetLimits(NamedLimits),
     /// Switch the key off, reversibly.
     Disable,
     /// Switch a disabled key back on.
@@ -478,6 +494,7 @@ impl KeyChange {
             Self::SetAllowedIps(ips) => record.allowed_ips = ips,
             Self::SetRateLimit(limit) => record.rate_limit = limit,
             Self::SetQuota(quota) => record.quota = quota,
+            Self::SetLimits(limits) => record.limits = limits,
             Self::Disable | Self::Enable if record.revoked_at.is_some() => {
                 return Err(ChangeRefused::Revoked);
             }
@@ -592,6 +609,7 @@ impl Rotation {
             metadata: old.metadata.clone(),
             allowed_ips: old.allowed_ips.clone(),
             rate_limit: old.rate_limit,
+            limits: old.limits.clone(),
             quota: old.quota,
             lineage: old.lineage,
             rotated_from: Some(old.id),

@@ -35,7 +35,7 @@ use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::key::{FormatError, KeyId};
 use crate::quota::QuotaReport;
-use crate::rate::RateDecision;
+use crate::rate::{LimitName, RateDecision};
 
 /// The precise cause of a rejection. Shown in logs and audit, not to clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -376,7 +376,7 @@ pub struct Rejection {
     key_id: Option<KeyId>,
     required_scopes: Option<Arc<str>>,
     // Boxed: only 429s carry one, and it would double the size of every `Result` otherwise.
-    rate: Option<Box<RateDecision>>,
+    rate: Option<Box<RateRefusal>>,
     // Boxed likewise: only `quota_exhausted` carries one.
     quota: Option<Box<QuotaReport>>,
 }
@@ -411,8 +411,25 @@ impl Rejection {
     #[must_use]
     pub fn rate_limited(reason: Reason, key_id: KeyId, decision: RateDecision) -> Self {
         Self {
-            rate: Some(Box::new(decision)),
+            rate: Some(Box::new(RateRefusal {
+                decision,
+                name: None,
+            })),
             ..Self::for_key(reason, key_id)
+        }
+    }
+
+    /// A 429 `rate_limited` by a route's named limit `name`
+    /// ([`RouteLimit`](crate::RouteLimit)): its item in the `RateLimit` fields is named
+    /// after the limit.
+    #[must_use]
+    pub fn named_rate_limited(key_id: KeyId, name: LimitName, decision: RateDecision) -> Self {
+        Self {
+            rate: Some(Box::new(RateRefusal {
+                decision,
+                name: Some(name),
+            })),
+            ..Self::for_key(Reason::RateLimited, key_id)
         }
     }
 
@@ -429,7 +446,12 @@ impl Rejection {
             reason: Reason::QuotaExhausted,
             key_id,
             required_scopes: None,
-            rate: rate.map(Box::new),
+            rate: rate.map(|decision| {
+                Box::new(RateRefusal {
+                    decision,
+                    name: None,
+                })
+            }),
             quota: Some(Box::new(report)),
         }
     }
@@ -479,7 +501,14 @@ impl Rejection {
     /// For a 429, the rate limiter's decision (retry-after, remaining, reset, policy).
     #[must_use]
     pub fn rate_decision(&self) -> Option<&RateDecision> {
-        self.rate.as_deref()
+        self.rate.as_deref().map(|refusal| &refusal.decision)
+    }
+
+    /// For a 429 of a route's named limit, the limit's name (`None`: the key's own limit, or
+    /// the client's failed attempts).
+    #[must_use]
+    pub fn limit_name(&self) -> Option<LimitName> {
+        self.rate.as_deref().and_then(|refusal| refusal.name)
     }
 
     /// For a 429 `quota_exhausted`, the refusing quota's report.
@@ -492,23 +521,37 @@ impl Rejection {
     /// for other rejections. [`ProblemJson`] adds them; a custom rejection response can too.
     /// A `quota_exhausted` 429 has `Retry-After` only when its quota refills.
     pub fn rate_limit_headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
-        let name = self.problem().rate_policy_name();
+        let reason_name = self.problem().rate_policy_name();
         let rate = self
             .rate
             .as_deref()
-            .zip(name)
-            .into_iter()
-            .flat_map(|(decision, name)| {
+            .filter(|_| self.quota.is_none())
+            .and_then(|refusal| {
+                let name = refusal
+                    .name
+                    .as_ref()
+                    .map(LimitName::as_str)
+                    .or(reason_name)?;
+                let decision = &refusal.decision;
                 let [policy, limit] = decision.headers(name);
-                [(RETRY_AFTER, decision.retry_after_header()), policy, limit]
-            });
+                Some([(RETRY_AFTER, decision.retry_after_header()), policy, limit])
+            })
+            .into_iter()
+            .flatten();
         let quota = self
             .quota
             .as_deref()
             .into_iter()
-            .flat_map(|report| quota_headers(report, self.rate.as_deref()));
+            .flat_map(|report| quota_headers(report, self.rate_decision()));
         rate.chain(quota)
     }
+}
+
+/// A rate limit's refusal: the decision, and the named limit's name for a route's limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RateRefusal {
+    decision: RateDecision,
+    name: Option<LimitName>,
 }
 
 impl fmt::Display for Rejection {
@@ -542,33 +585,51 @@ pub(crate) fn combined_rate_headers(
     rate: Option<&RateDecision>,
     quota: Option<&QuotaReport>,
 ) -> [Option<(HeaderName, HeaderValue)>; 2] {
-    if quota.is_none() {
+    rate_items(rate, quota, &[])
+}
+
+/// [`combined_rate_headers`] followed by the items of the route's named limits, in order.
+pub(crate) fn rate_items(
+    rate: Option<&RateDecision>,
+    quota: Option<&QuotaReport>,
+    named: &[(LimitName, RateDecision)],
+) -> [Option<(HeaderName, HeaderValue)>; 2] {
+    if quota.is_none() && named.is_empty() {
         // The common case: no string building beyond the rate limit's own.
         return match rate {
             Some(rate) => rate.headers("key").map(Some),
             None => [None, None],
         };
     }
-    let join = |key: Option<HeaderValue>, quota: Option<String>| {
-        let text = match (key, quota) {
-            (Some(key), Some(quota)) => format!("{}, {quota}", key.to_str().unwrap_or_default()),
-            (None, Some(quota)) => quota,
-            (Some(key), None) => return Some(key),
-            (None, None) => return None,
-        };
-        HeaderValue::try_from(text).ok()
+    let join = |items: Vec<String>| {
+        (!items.is_empty())
+            .then(|| HeaderValue::try_from(items.join(", ")).ok())
+            .flatten()
     };
-    let policy = join(
-        rate.map(|r| r.policy_header("key")),
-        quota.map(QuotaReport::policy_item),
-    );
-    let limit = join(
-        rate.map(|r| r.limit_header("key")),
-        quota.map(QuotaReport::limit_item),
-    );
+    let text = |value: HeaderValue| value.to_str().unwrap_or_default().to_owned();
+    let policy = rate
+        .map(|r| text(r.policy_header("key")))
+        .into_iter()
+        .chain(quota.map(QuotaReport::policy_item))
+        .chain(
+            named
+                .iter()
+                .map(|(name, d)| text(d.policy_header(name.as_str()))),
+        )
+        .collect();
+    let limit = rate
+        .map(|r| text(r.limit_header("key")))
+        .into_iter()
+        .chain(quota.map(QuotaReport::limit_item))
+        .chain(
+            named
+                .iter()
+                .map(|(name, d)| text(d.limit_header(name.as_str()))),
+        )
+        .collect();
     [
-        policy.map(|value| (RATELIMIT_POLICY, value)),
-        limit.map(|value| (RATELIMIT, value)),
+        join(policy).map(|value| (RATELIMIT_POLICY, value)),
+        join(limit).map(|value| (RATELIMIT, value)),
     ]
 }
 

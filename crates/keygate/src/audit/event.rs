@@ -35,6 +35,8 @@ pub enum Action {
     RateLimitChanged,
     /// The key's quota was set or cleared.
     QuotaChanged,
+    /// The key's named limits were replaced.
+    LimitsChanged,
     /// A key was disabled.
     Disabled,
     /// A key was enabled again.
@@ -55,7 +57,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, for parsers and tests.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::Request,
         Self::Created,
         Self::Renamed,
@@ -65,6 +67,7 @@ impl Action {
         Self::AllowedIpsChanged,
         Self::RateLimitChanged,
         Self::QuotaChanged,
+        Self::LimitsChanged,
         Self::Disabled,
         Self::Enabled,
         Self::Rotated,
@@ -87,6 +90,7 @@ impl Action {
             Self::AllowedIpsChanged => "allowed_ips_changed",
             Self::RateLimitChanged => "rate_limit_changed",
             Self::QuotaChanged => "quota_changed",
+            Self::LimitsChanged => "limits_changed",
             Self::Disabled => "disabled",
             Self::Enabled => "enabled",
             Self::Rotated => "rotated",
@@ -108,6 +112,7 @@ impl Action {
             KeyChange::SetAllowedIps(_) => Self::AllowedIpsChanged,
             KeyChange::SetRateLimit(_) => Self::RateLimitChanged,
             KeyChange::SetQuota(_) => Self::QuotaChanged,
+            KeyChange::SetLimits(_) => Self::LimitsChanged,
             KeyChange::Disable => Self::Disabled,
             KeyChange::Enable => Self::Enabled,
             KeyChange::Revoke => Self::Revoked,

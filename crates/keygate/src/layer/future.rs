@@ -107,10 +107,16 @@ where
         let this = self.project();
         let mut result = ready!(poll_state(this.state, this.ticket, cx));
         if let (Some(mut ticket), Ok(response)) = (this.ticket.take(), &mut result) {
-            // Most responses get no fields: no lookups for them.
-            if ticket.has_rate_limit_headers() {
+            // Most responses get no fields (the gate does not send them): no lookups for them.
+            if ticket.sends_rate_limit_headers() {
                 // A route's `Cost` settled the quota behind the layer: report what it spent.
                 ticket.settle_quota(response.extensions().get::<QuotaReceipt>());
+                // A route's `RouteLimit` took a named limit: report it as its own item.
+                ticket.settle_route_limits(
+                    response
+                        .extensions()
+                        .get::<crate::route_limit::RouteLimitItems>(),
+                );
                 // A route guard's 429 (`Cost`) carries its own fields.
                 if !response.headers().contains_key(crate::rejection::RATELIMIT) {
                     response.headers_mut().extend(ticket.rate_limit_headers());

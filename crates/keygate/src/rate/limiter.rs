@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
 
-use super::RatePolicy;
 pub use super::in_process::HeldLimit;
+use super::{LimitName, RatePolicy};
 use crate::key::KeyId;
 use crate::owner::OwnerTag;
 use crate::record::canonical_ip;
@@ -24,6 +24,12 @@ pub enum LimitKey {
     /// Requests made with any valid key of one owner, under the owner's shared limit (the
     /// owner id's [`OwnerTag`]).
     Owner(OwnerTag),
+    /// Requests made with a valid key to routes that choose its named limit
+    /// ([`RouteLimit`](crate::RouteLimit)).
+    KeyNamed(KeyId, LimitName),
+    /// Requests made with any valid key of one owner to routes that choose the owner's named
+    /// limit.
+    OwnerNamed(OwnerTag, LimitName),
     /// Failed attempts from one client: an IPv4 address, or an IPv6 /64 network (one host
     /// usually holds a whole /64, so single IPv6 addresses would be free to rotate through).
     /// Build with [`LimitKey::client`].
@@ -67,6 +73,8 @@ impl fmt::Display for LimitKey {
         match self {
             Self::Key(id) => write!(f, "key:{id}"),
             Self::Owner(tag) => write!(f, "owner:{tag}"),
+            Self::KeyNamed(id, name) => write!(f, "key:{id}:{name}"),
+            Self::OwnerNamed(tag, name) => write!(f, "owner:{tag}:{name}"),
             Self::Client(ip @ IpAddr::V4(_)) => write!(f, "client:{ip}"),
             Self::Client(ip @ IpAddr::V6(_)) => write!(f, "client:{ip}/64"),
             Self::UnknownClient => f.write_str("client:unknown"),

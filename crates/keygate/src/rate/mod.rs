@@ -5,6 +5,9 @@
 //!   ([`VerifierBuilder::default_rate_limit`](crate::VerifierBuilder::default_rate_limit)).
 //! - [`RateLimiter`]: the trait the verifier checks requests with; [`InProcessLimiter`] is the
 //!   default (one process); a shared implementation holds one limit across instances.
+//! - [`NamedLimits`]: several limits per key or owner (`reads: 100/1s`, `writes: 10/1s`),
+//!   each chosen per route with [`RouteLimit`](crate::RouteLimit) and reported as its own
+//!   item of the `RateLimit` fields.
 //! - [`RateDecision`]: the answer, and the `RateLimit-Policy` / `RateLimit` / `Retry-After`
 //!   header values it maps to.
 //!
@@ -21,8 +24,12 @@
 
 mod in_process;
 mod limiter;
+mod named;
 mod policy;
 
 pub use in_process::{InProcessLimiter, InProcessLimiterBuilder};
 pub use limiter::{HeldLimit, LimitKey, LimiterError, RateDecision, RateLimiter};
+pub use named::{
+    InvalidNamedLimit, LimitName, MAX_LIMIT_NAME, MAX_NAMED_LIMITS, NamedLimits, parse_entry,
+};
 pub use policy::{InvalidRatePolicy, MAX_PERIOD, MAX_REQUESTS, RateLimit, RatePolicy};

@@ -238,7 +238,7 @@ pub trait KeyStore: Send + Sync + 'static {
             Some(owner) => self
                 .find_owner(owner)
                 .await?
-                .map(|o| OwnerLimits::new(o.rate_limit, o.quota))
+                .map(|o| OwnerLimits::new(o.rate_limit, o.quota).with_limits(o.limits))
                 .unwrap_or_default(),
             None => OwnerLimits::default(),
         };
@@ -248,20 +248,33 @@ pub trait KeyStore: Send + Sync + 'static {
 
 /// What a key's owner imposes on all its keys, read with the key
 /// ([`KeyStore::find_with_owner_limit`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OwnerLimits {
     /// The owner's shared rate limit.
     pub rate_limit: Option<RateLimit>,
     /// The owner's shared quota.
     pub quota: Option<crate::quota::Quota>,
+    /// The owner's shared named limits.
+    pub limits: crate::rate::NamedLimits,
 }
 
 impl OwnerLimits {
     /// An owner's rate limit and quota.
     #[must_use]
     pub fn new(rate_limit: Option<RateLimit>, quota: Option<crate::quota::Quota>) -> Self {
-        Self { rate_limit, quota }
+        Self {
+            rate_limit,
+            quota,
+            limits: crate::rate::NamedLimits::new(),
+        }
+    }
+
+    /// The same with the owner's named limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: crate::rate::NamedLimits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 
@@ -657,6 +670,18 @@ pub trait KeyAdmin: Send + Sync + 'static {
         quota: Option<crate::quota::Quota>,
     ) -> Result<KeyRecord, StoreError> {
         self.apply(id, KeyChange::SetQuota(quota)).await
+    }
+
+    /// Replaces a key's [named limits](crate::rate::NamedLimits) (empty: none).
+    ///
+    /// # Errors
+    /// As [`KeyAdmin::apply`].
+    async fn set_limits(
+        &self,
+        id: &KeyId,
+        limits: crate::rate::NamedLimits,
+    ) -> Result<KeyRecord, StoreError> {
+        self.apply(id, KeyChange::SetLimits(limits)).await
     }
 
     /// Disables a key (reversible).

@@ -53,6 +53,7 @@ pub struct VerifierBuilder {
     default_rate_limit: RateLimit,
     /// By position of the environment in the keyring.
     environment_limits: Vec<Option<RateLimit>>,
+    default_named_limits: crate::rate::NamedLimits,
     failure_limit: Option<RatePolicy>,
     canary_lockout: bool,
     notices: Option<Arc<dyn crate::notice::NoticeSink>>,
@@ -92,6 +93,7 @@ impl VerifierBuilder {
             quota_meter: None,
             default_rate_limit: RateLimit::Unlimited,
             environment_limits: Vec::new(),
+            default_named_limits: crate::rate::NamedLimits::new(),
             failure_limit: Some(DEFAULT_FAILURE_LIMIT),
             canary_lockout: false,
             notices: None,
@@ -268,6 +270,32 @@ impl VerifierBuilder {
             self.environment_limits.resize(position + 1, None);
         }
         self.environment_limits[position] = Some(limit.into());
+        self
+    }
+
+    /// The named limit `name` of keys that have none of that name (their own `unlimited`
+    /// under the name switches it off): applied on the routes that choose it with
+    /// [`RouteLimit`](crate::RouteLimit). Resolved when a key's record is read into the cache.
+    ///
+    /// ```
+    /// # use keygate::{Keyring, MemoryStore, Verifier, rate::RatePolicy};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let verifier = Verifier::builder(Keyring::development("acme_live")?, MemoryStore::new())
+    ///     .default_named_limit("writes", "10/1s".parse::<RatePolicy>()?)
+    ///     .build();
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    /// If `name` is not a valid [`LimitName`](crate::rate::LimitName), or this makes more
+    /// than [`MAX_NAMED_LIMITS`](crate::rate::MAX_NAMED_LIMITS) defaults: configuration,
+    /// caught at start-up.
+    pub fn default_named_limit(mut self, name: &str, limit: impl Into<RateLimit>) -> Self {
+        let parsed = crate::rate::LimitName::new(name)
+            .and_then(|parsed| self.default_named_limits.set(parsed, limit.into()));
+        if let Err(error) = parsed {
+            panic!("keygate default_named_limit({name:?}): {error}");
+        }
         self
     }
 
@@ -523,6 +551,7 @@ impl VerifierBuilder {
                 meter_decides_now: quota_meter.decides_now(),
                 quota_meter,
                 environment_limits: self.environment_limits.into_boxed_slice(),
+                default_named_limits: self.default_named_limits,
                 failure_limit: self.failure_limit,
                 canary_lockout: self.canary_lockout,
                 canary_notices: self.notices.map(crate::notice::CanaryNotices::new),
@@ -564,6 +593,7 @@ impl std::fmt::Debug for VerifierBuilder {
             .field("last_used_interval", &self.last_used_interval)
             .field("default_rate_limit", &self.default_rate_limit)
             .field("environment_limits", &self.environment_limits)
+            .field("default_named_limits", &self.default_named_limits)
             .field("failure_limit", &self.failure_limit)
             .field("canary_lockout", &self.canary_lockout)
             .field("notices", &self.notices)

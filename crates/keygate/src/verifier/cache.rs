@@ -103,7 +103,8 @@ impl CachedKey {
         record: &KeyRecord,
         generation: u64,
         environment: KeyEnvironment<'_>,
-        owner: OwnerLimits,
+        owner: &OwnerLimits,
+        route_limits: Option<Arc<crate::route_limit::RouteLimits>>,
     ) -> Self {
         let owner_limit = match (record.owner.as_deref(), owner.rate_limit) {
             (Some(owner), Some(RateLimit::Limited(policy))) => {
@@ -127,7 +128,7 @@ impl CachedKey {
             (None, None) => None,
             (key, owner) => Some(key.into_iter().chain(owner).collect()),
         };
-        let mut identity = record.identity();
+        let mut identity = record.identity().with_route_limits(route_limits);
         if let Some(name) = environment.name {
             identity = identity.with_environment(Arc::clone(name));
         }

@@ -101,6 +101,9 @@ struct Inner {
     /// Default rate limits per environment, by position in the keyring (resolved into each
     /// cache entry when it is filled).
     environment_limits: Box<[Option<RateLimit>]>,
+    /// Default named limits, for keys without their own of a name (resolved into each cache
+    /// entry when it is filled).
+    default_named_limits: crate::rate::NamedLimits,
     failure_limit: Option<RatePolicy>,
     /// Whether a canary's use spends the client's whole failure allowance
     /// ([`VerifierBuilder::canary_lockout`]).
@@ -793,11 +796,21 @@ impl Verifier {
                         .copied()
                         .flatten(),
                 };
+                let route_limits = crate::route_limit::RouteLimits::resolve(
+                    &inner.limiter,
+                    &record.limits,
+                    record
+                        .owner
+                        .as_deref()
+                        .map(|o| (crate::owner::OwnerTag::of(o), &owner.limits)),
+                    &inner.default_named_limits,
+                );
                 Ok(Arc::new(CachedKey::new(
                     &record,
                     generation,
                     environment,
-                    owner,
+                    &owner,
+                    route_limits,
                 )))
             }
             // Another deployment's key in a shared store is as good as unknown here. (If the

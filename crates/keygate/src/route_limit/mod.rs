@@ -530,6 +530,37 @@ mod tests {
             Reason::MissingCredentials
         );
         assert_eq!(RouteLimit::new("reads").check(Some(&tight)).await, Ok(None));
+        // A key's own allowance left, its owner's spent: refused, naming the owner's policy.
+        let fresh = identity(&limits("writes: 10/1h"));
+        let refused = guard.check(Some(&fresh)).await.unwrap_err();
+        assert_eq!(refused.rate_decision().map(|d| d.policy), policy("3/1h"));
+    }
+
+    #[tokio::test]
+    async fn the_tighter_of_key_and_owner_is_reported() {
+        let tag = OwnerTag::of("wide");
+        let shared = limiter();
+        let owner = limits("writes: 3/1h");
+        let identity = Identity::new(
+            crate::KeyId::random(),
+            "k".into(),
+            Some("wide".into()),
+            Vec::new(),
+            crate::Metadata::new(),
+        )
+        .with_route_limits(RouteLimits::resolve(
+            &shared,
+            &limits("writes: 100/1h"),
+            Some((tag, &owner)),
+            &NamedLimits::new(),
+        ));
+        let guard = RouteLimit::new("writes");
+        // The key has 99 left, the owner 2: the owner's is reported.
+        let decision = guard.check(Some(&identity)).await.unwrap().unwrap();
+        assert_eq!(
+            (decision.policy, decision.remaining),
+            ("3/1h".parse().unwrap(), 2)
+        );
     }
 
     #[test]

@@ -419,6 +419,72 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused_with_a_typed_error(
     }
 }
 
+/// Migration 9 on PostgreSQL gives existing keys their lineage, following `rotated_from` back
+/// to the first key of the chain (a key whose predecessor was deleted starts its own), as the
+/// SQLite migration does (`keygate_sqlx`'s own test covers that one).
+#[tokio::test]
+async fn postgres_migration_9_backfills_each_key_s_lineage() {
+    let Some(url) = stores::postgres_url() else {
+        return;
+    };
+    use keygate_sqlx::sqlx;
+    // A schema at version 8, as a build before quotas left it.
+    let dir = tempfile::tempdir().unwrap();
+    let embedded =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/keygate-sqlx/migrations/postgres");
+    for entry in std::fs::read_dir(&embedded).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        let version: i64 = name.to_string_lossy()[..4].parse().unwrap();
+        if version <= 8 {
+            std::fs::copy(entry.path(), dir.path().join(name)).unwrap();
+        }
+    }
+    let schema = PgSchema::create(&url).await;
+    let store = ok(PostgresStore::connect_with(schema.options()).await);
+    let mut old = ok(sqlx::migrate::Migrator::new(dir.path()).await);
+    old.dangerous_set_table_name("keygate_migrations");
+    ok(old.run(store.pool()).await);
+    assert_eq!(ok(store.schema_version().await), Some(8));
+    // a <- b <- c is one chain; d's predecessor was deleted; e stands alone.
+    for (id, from) in [
+        ("aaaaaaaaaaaa", None),
+        ("bbbbbbbbbbbb", Some("aaaaaaaaaaaa")),
+        ("cccccccccccc", Some("bbbbbbbbbbbb")),
+        ("dddddddddddd", Some("gonegonegone")),
+        ("eeeeeeeeeeee", None),
+    ] {
+        ok(sqlx::query(
+            "INSERT INTO keygate_keys (id, prefix, name, name_folded, digest, pepper_version, \
+             rotated_from, created_at, updated_at) \
+             VALUES ($1, 'acme_test', $1, $1, decode(repeat('00', 32), 'hex'), 1, $2, now(), now())",
+        )
+        .bind(id)
+        .bind(from)
+        .execute(store.pool())
+        .await);
+    }
+
+    ok(store.migrate().await);
+    let rows: Vec<(String, String)> = ok(sqlx::query_as(
+        "SELECT id::text, lineage::text FROM keygate_keys ORDER BY id",
+    )
+    .fetch_all(store.pool())
+    .await);
+    let got: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            ("aaaaaaaaaaaa", "aaaaaaaaaaaa"),
+            ("bbbbbbbbbbbb", "aaaaaaaaaaaa"),
+            ("cccccccccccc", "aaaaaaaaaaaa"),
+            ("dddddddddddd", "dddddddddddd"),
+            ("eeeeeeeeeeee", "eeeeeeeeeeee"),
+        ]
+    );
+    store.pool().close().await;
+}
+
 #[tokio::test]
 async fn schema_version_is_none_until_the_first_migration() {
     let dir = tempfile::tempdir().unwrap();

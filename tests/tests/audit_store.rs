@@ -345,8 +345,10 @@ async fn a_locked_database_never_blocks_requests_and_every_lost_event_is_counted
     // A write that outlasted the busy timeout is retried with the flush's batch.
     verifier.flush_audit().await;
     let stats = verifier.audit_stats();
+    // Request events: rows, and those SQLite keeps in blocks.
     let stored: i64 = ok(sqlx::query_scalar(
-        "SELECT count(*) FROM keygate_audit_events WHERE action = 'request'",
+        "SELECT (SELECT count(*) FROM keygate_audit_events WHERE action = 'request') \
+         + (SELECT coalesce(sum(count), 0) FROM keygate_audit_blocks)",
     )
     .fetch_one(f.store.pool())
     .await);
@@ -366,12 +368,23 @@ async fn a_locked_database_never_blocks_requests_and_every_lost_event_is_counted
     );
 
     // Nothing in the tables is the key or its secret.
-    let dump: Vec<String> = ok(sqlx::query_scalar(
+    let mut dump: Vec<String> = ok(sqlx::query_scalar(
         "SELECT coalesce(key_id,'') || coalesce(route,'') || coalesce(request_id,'') || \
          coalesce(actor,'') || coalesce(detail,'') || coalesce(client_ip,'') FROM keygate_audit_events",
     )
     .fetch_all(f.store.pool())
     .await);
+    let blocks: Vec<Vec<u8>> = ok(
+        sqlx::query_scalar("SELECT events FROM keygate_audit_blocks")
+            .fetch_all(f.store.pool())
+            .await,
+    );
+    assert!(!blocks.is_empty(), "the requests are in blocks");
+    dump.extend(
+        blocks
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned()),
+    );
     let secret = &key[key.len() - 30..];
     assert!(dump.iter().all(|row| !row.contains(secret)));
     other.close().await;
@@ -889,4 +902,226 @@ async fn a_refused_write_or_flush_neither_loses_nor_doubles_a_count() {
         10
     );
     other.close().await;
+}
+
+/// A small deterministic generator (the test must fail the same way every run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n.max(1)
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// SQLite keeps request events in blocks and the rest in rows: whatever the query, what it
+/// reads is what a plain filter over every event written, in id order, gives. 120 batches
+/// (more blocks than one page of block headers), 400 queries over every filter, order, limit,
+/// paging bound and owner; a batch written after a follower's last id is found whole.
+#[tokio::test]
+async fn sqlite_blocks_and_rows_read_as_one_trail_whatever_the_query() {
+    let f = stores::sqlite().await;
+    let sink = f.store.audit_sink();
+    let admin = f.verifier.admin();
+    let mut owned = Vec::new();
+    for (i, owner) in ["team-a", "team-a", "team-b", "team-b"].iter().enumerate() {
+        let created = ok(admin
+            .create_key(NewKey::new(format!("k{i}")).owner(*owner))
+            .await);
+        owned.push((created.record.id, *owner));
+    }
+    let mut keys: Vec<KeyId> = owned.iter().map(|(id, _)| *id).collect();
+    keys.extend((0..4_u64).map(|n| id(&forged_id(n))));
+
+    let mut rng = Lcg(7);
+    let mut at = epoch();
+    for batch in 0..120 {
+        let n = 1 + rng.below(if batch % 10 == 0 { 400 } else { 40 });
+        let mut events = varied(n, &keys);
+        for e in &mut events {
+            // Times move on from batch to batch, and jitter within one (requests finish out
+            // of order).
+            at += Duration::from_micros(rng.below(2_000_000));
+            e.at = at - Duration::from_micros(rng.below(500_000));
+            if rng.below(9) == 0 {
+                e.key_id = None;
+            }
+        }
+        ok(sink.write(&events).await);
+    }
+    let every: Vec<(i64, AuditEvent)> = {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = ok(sink
+                .events(&EventQuery {
+                    after_id: after,
+                    limit: MAX_EVENTS,
+                    oldest_first: true,
+                    ..EventQuery::default()
+                })
+                .await);
+            let Some(last) = page.last() else { break all };
+            after = Some(last.id);
+            all.extend(page.into_iter().map(|s| (s.id, s.event)));
+        }
+    };
+    assert!(every.windows(2).all(|w| w[0].0 < w[1].0), "ids ascend");
+    let blocks: i64 = ok(
+        sqlx::query_scalar("SELECT count(*) FROM keygate_audit_blocks")
+            .fetch_one(f.store.pool())
+            .await,
+    );
+    assert!(
+        blocks > 64,
+        "{blocks} blocks: more than one page of headers"
+    );
+
+    let first = every.first().map_or(0, |e| e.0);
+    let last = every.last().map_or(0, |e| e.0);
+    let actions = [
+        None,
+        Some(Action::Request),
+        Some(Action::Rotated),
+        Some(Action::Denials),
+    ];
+    let outcomes = [None, Some(Outcome::Allowed), Some(Outcome::Denied)];
+    let reasons = [
+        None,
+        None,
+        Some(Reason::WrongSecret),
+        Some(Reason::UnknownKey),
+    ];
+    let owners = [
+        None,
+        None,
+        None,
+        Some("team-a"),
+        Some("team-b"),
+        Some("nobody"),
+    ];
+    for case in 0..400 {
+        let span = u64::try_from(last - first).unwrap_or(1).max(1);
+        let some_id = |rng: &mut Lcg| first + i64::try_from(rng.below(span + 1)).unwrap_or(0);
+        let query = EventQuery {
+            key_id: (rng.below(3) == 0).then(|| rng.pick(&keys)),
+            outcome: rng.pick(&outcomes),
+            reason: rng.pick(&reasons),
+            action: rng.pick(&actions),
+            since: (rng.below(3) == 0).then(|| every[rng.below(every.len() as u64) as usize].1.at),
+            after_id: (rng.below(3) == 0).then(|| some_id(&mut rng)),
+            before_id: (rng.below(3) == 0).then(|| some_id(&mut rng)),
+            limit: rng.pick(&[1, 7, 50, 333, MAX_EVENTS]),
+            oldest_first: rng.below(2) == 0,
+        };
+        let owner = rng.pick(&owners);
+        let mut expected: Vec<i64> = every
+            .iter()
+            .filter(|(id, e)| query.matches(*id, e))
+            .filter(|(_, e)| {
+                owner.is_none_or(|owner| {
+                    e.key_id
+                        .is_some_and(|k| owned.iter().any(|(id, o)| *id == k && *o == owner))
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if !query.oldest_first {
+            expected.reverse();
+        }
+        expected.truncate(query.clamped_limit());
+        let got = match owner {
+            Some(owner) => ok(sink.owner_events(&query, owner).await),
+            None => ok(sink.events(&query).await),
+        };
+        let got_ids: Vec<i64> = got.iter().map(|s| s.id).collect();
+        assert_eq!(got_ids, expected, "case {case}: {query:?} owner {owner:?}");
+        for stored in &got {
+            let (_, written) = &every[every.partition_point(|(id, _)| *id < stored.id)];
+            assert_eq!(&stored.event, written, "case {case}");
+        }
+    }
+
+    // A follower that saw the last id gets the next batch, rows and blocks, whole.
+    let next = varied(50, &keys);
+    ok(sink.write(&next).await);
+    let followed = ok(sink
+        .events(&EventQuery {
+            after_id: Some(last),
+            limit: MAX_EVENTS,
+            oldest_first: true,
+            ..EventQuery::default()
+        })
+        .await);
+    let followed: Vec<AuditEvent> = followed.into_iter().map(|s| s.event).collect();
+    assert_eq!(followed, next);
+}
+
+/// Retention is per event in blocks too: a block with events on both sides of the cutoff
+/// keeps exactly the later ones, and a wholly old block goes.
+#[tokio::test]
+async fn sqlite_retention_prunes_block_events_one_by_one() {
+    let f = stores::sqlite().await;
+    let sink = f.store.audit_sink().prune_interval(Duration::ZERO);
+    let key = id("AAAAAAAAAAAA");
+    let now = f.clock.now_for_test();
+    let old = |days: u32| request(now - DAY * days, Some(key), Outcome::Allowed);
+    // One batch: one block, straddling the 90-day cutoff.
+    let straddling = vec![old(120), old(100), old(10), old(91), old(1)];
+    // Another wholly before it.
+    let stale = vec![old(200), old(150)];
+    ok(sink.write(&stale).await);
+    ok(sink.write(&straddling).await);
+    // The next write prunes.
+    let fresh = vec![request(now, Some(key), Outcome::Denied)];
+    ok(sink.write(&fresh).await);
+    let left = all_events(&sink).await;
+    assert_eq!(left, vec![old(10), old(1), fresh[0].clone()]);
+    let blocks: i64 = ok(
+        sqlx::query_scalar("SELECT count(*) FROM keygate_audit_blocks")
+            .fetch_one(f.store.pool())
+            .await,
+    );
+    assert_eq!(
+        blocks, 2,
+        "the straddling block rewritten, the stale one gone, the new one"
+    );
+}
+
+/// A block keygate cannot decode makes reads `Unavailable` (not a panic, not a silent gap),
+/// and does not stop the sink's writes or prunes.
+#[tokio::test]
+async fn a_damaged_block_is_unavailable_not_a_panic_and_writes_go_on() {
+    let f = stores::sqlite().await;
+    let sink = f.store.audit_sink().prune_interval(Duration::ZERO);
+    let key = id("AAAAAAAAAAAA");
+    let now = f.clock.now_for_test();
+    let old = request(now - DAY * 100, Some(key), Outcome::Allowed);
+    let recent = request(now - DAY, Some(key), Outcome::Allowed);
+    ok(sink.write(&[old, recent.clone()]).await);
+    ok(
+        sqlx::query("UPDATE keygate_audit_blocks SET events = x'01ff'")
+            .execute(f.store.pool())
+            .await,
+    );
+    let result = sink.events(&EventQuery::default()).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    // The damaged block straddles the cutoff: the prune leaves it, the write still lands.
+    ok(sink.write(std::slice::from_ref(&recent)).await);
+    let blocks: i64 = ok(
+        sqlx::query_scalar("SELECT count(*) FROM keygate_audit_blocks")
+            .fetch_one(f.store.pool())
+            .await,
+    );
+    assert_eq!(blocks, 2);
 }

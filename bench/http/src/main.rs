@@ -421,8 +421,10 @@ fn print_audit_trail(
                 keygate_sqlx::SqliteStore::connect_with(keygate_sqlx::SqliteStore::options(&db))
                     .await
                     .map_err(|e| format!("{}: {e}", db.display()))?;
+            // Request events: rows, and (SQLite keeps them so) those in blocks.
             let rows: i64 = keygate_sqlx::sqlx::query_scalar(
-                "SELECT count(*) FROM keygate_audit_events WHERE action = 'request'",
+                "SELECT (SELECT count(*) FROM keygate_audit_events WHERE action = 'request') \
+                 + (SELECT coalesce(sum(count), 0) FROM keygate_audit_blocks)",
             )
             .fetch_one(store.pool())
             .await

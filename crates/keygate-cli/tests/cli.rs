@@ -884,13 +884,27 @@ async fn audit_trail(url: &str, service: &Service) {
         + &ok(url, &["audit", "--limit", "10000"])
         + &ok(url, &["usage", "--json"]);
     let rows: Vec<String> = match service.store_kind {
-        StoreKind::Sqlite(ref pool) => sqlx::query_scalar(
-            "SELECT coalesce(key_id,'') || coalesce(route,'') || coalesce(request_id,'') || \
-             coalesce(actor,'') || coalesce(detail,'') FROM keygate_audit_events",
-        )
-        .fetch_all(pool)
-        .await
-        .unwrap(),
+        StoreKind::Sqlite(ref pool) => {
+            let mut rows: Vec<String> = sqlx::query_scalar(
+                "SELECT coalesce(key_id,'') || coalesce(route,'') || coalesce(request_id,'') || \
+                 coalesce(actor,'') || coalesce(detail,'') FROM keygate_audit_events",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            // Request events are kept in blocks: their bytes too.
+            let blocks: Vec<Vec<u8>> =
+                sqlx::query_scalar("SELECT events FROM keygate_audit_blocks")
+                    .fetch_all(pool)
+                    .await
+                    .unwrap();
+            rows.extend(
+                blocks
+                    .iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned()),
+            );
+            rows
+        }
         StoreKind::Postgres(ref pool) => sqlx::query_scalar(
             "SELECT concat(key_id, route, request_id, actor, detail) FROM keygate_audit_events",
         )

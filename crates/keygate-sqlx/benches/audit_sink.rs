@@ -160,11 +160,13 @@ fn main() {
                 system as f64 * tick_us / n
             );
         }
-        let rows: i64 =
-            keygate_sqlx::sqlx::query_scalar("SELECT count(*) FROM keygate_audit_events")
-                .fetch_one(store.pool())
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+        let rows: i64 = keygate_sqlx::sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM keygate_audit_events) \
+                 + (SELECT coalesce(sum(count), 0) FROM keygate_audit_blocks)",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         let counted: Option<i64> =
             keygate_sqlx::sqlx::query_scalar("SELECT sum(allowed) FROM keygate_usage")
                 .fetch_one(store.pool())

@@ -1,10 +1,13 @@
 //! [`SqlAuditSink`]: the audit trail and per-day usage counts, kept in the key store's database.
 
+#[cfg(feature = "sqlite")]
+mod block;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+use std::borrow::Borrow;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -72,7 +75,15 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// ```
 ///
 /// # What is written
-/// Each batch is one transaction of multi-row inserts: every event a row. The batch's requests
+/// Each batch is one transaction. On PostgreSQL every event is a row of
+/// `keygate_audit_events`, written by multi-row inserts. On SQLite request events (allowed or
+/// denied, not folded) are kept many to a row instead, in `keygate_audit_blocks`: up to 16 384
+/// of a batch's events encoded in one blob, with each event's own id, time and values (a
+/// dictionary of the texts they repeat; a few bytes an event), so that keeping every request
+/// costs a small fraction of an indexed row's CPU; key changes, folded denials and events with
+/// an actor or an unusual detail stay rows. Every event takes its id from the same sequence,
+/// in the order it was recorded, and reads merge both ([`SqlAuditSink::events`]): nothing in
+/// what you read tells a block's event from a row's. The batch's requests
 /// are counted per (key, UTC day) as allowed or denied in memory, and the counts are added to
 /// `keygate_usage` when the sink is flushed: the verifier's audit task does so about once a
 /// second while events flow ([`FLUSH_INTERVAL`](keygate::audit::FLUSH_INTERVAL)), on
@@ -165,9 +176,11 @@ impl SqlAuditSink {
         }
     }
 
-    /// Whether allowed requests are kept as rows (default `true`). With `false` they are only
-    /// counted in the per-day usage; denied requests and lifecycle events are still rows. At
-    /// high request rates this is most of the sink's cost: see docs/benchmarks.md.
+    /// Whether allowed requests are kept as events (default `true`). With `false` they are
+    /// only counted in the per-day usage; denied requests and lifecycle events are still kept.
+    /// On PostgreSQL, where every event is a row, allowed requests are most of the sink's cost
+    /// at high request rates; on SQLite, which keeps requests in blocks, they cost little: see
+    /// docs/benchmarks.md.
     #[must_use]
     pub fn allowed_rows(mut self, keep: bool) -> Self {
         self.allowed_rows = keep;
@@ -218,14 +231,17 @@ impl SqlAuditSink {
         query: &EventQuery,
         owner: Option<&str>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = match &self.backend {
+        match &self.backend {
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlite::events(pool, query, owner).await,
             #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => postgres::events(pool, query, owner).await,
+            Backend::Postgres(pool) => postgres::events(pool, query, owner)
+                .await
+                .map_err(StoreError::unavailable)?
+                .into_iter()
+                .map(RawEvent::into_event)
+                .collect(),
         }
-        .map_err(StoreError::unavailable)?;
-        rows.into_iter().map(RawEvent::into_event).collect()
     }
 
     /// Requests per key per UTC day, from the day of `since` on (`key_id`: that key only),
@@ -311,23 +327,29 @@ impl SqlAuditSink {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Writes events and usage in one transaction, and prunes if `prune` is given: whether
+    /// the prune left events behind (it deletes a bounded number at a time).
     async fn write_rows(
         &self,
         events: &[AuditEvent],
         usage: &[UsageDelta],
         prune: Option<SystemTime>,
-    ) -> Result<u64, sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         match &self.backend {
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => sqlite::write(pool, events, usage, prune).await,
+            Backend::Sqlite(pool) => sqlite::write(pool, events, usage, prune)
+                .await
+                .map(|(_, more)| more),
             #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => postgres::write(pool, events, usage, prune).await,
+            Backend::Postgres(pool) => postgres::write(pool, events, usage, prune)
+                .await
+                .map(|deleted| deleted >= PRUNE_LIMIT.unsigned_abs()),
         }
     }
 
-    fn pruned(&self, deleted: u64) {
+    fn pruned(&self, more: bool) {
         // A full prune left more behind: continue with the next write.
-        if deleted < PRUNE_LIMIT.unsigned_abs() {
+        if !more {
             *self
                 .next_prune
                 .lock()
@@ -372,12 +394,12 @@ impl AuditSink for SqlAuditSink {
             None => Vec::new(),
         };
         match self.write_rows(events, &usage, prune).await {
-            Ok(deleted) => {
+            Ok(more) => {
                 if carried.is_none() {
                     add(&mut self.pending(), &counted);
                 }
                 if prune.is_some() {
-                    self.pruned(deleted);
+                    self.pruned(more);
                 }
                 Ok(())
             }
@@ -516,6 +538,10 @@ fn add(into: &mut Usage, more: &Usage) {
 /// A column of `keygate_audit_events` an insert may bind, in the table's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Column {
+    /// Bound only by writers that number their events (SQLite): never chosen by
+    /// [`Shape::of`].
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    Id,
     At,
     Action,
     KeyId,
@@ -558,6 +584,7 @@ impl Column {
 
     fn name(self) -> &'static str {
         match self {
+            Self::Id => "id",
             Self::At => "at",
             Self::Action => "action",
             Self::KeyId => "key_id",
@@ -581,7 +608,7 @@ impl Column {
     /// Whether `event` has a value for this column (else it is NULL).
     fn is_set(self, e: &AuditEvent) -> bool {
         match self {
-            Self::At | Self::Action => true,
+            Self::Id | Self::At | Self::Action => true,
             Self::KeyId => e.key_id.is_some(),
             Self::Outcome => e.outcome.is_some(),
             Self::Reason => e.reason.is_some(),
@@ -632,19 +659,19 @@ pub(crate) struct Shape {
 }
 
 impl Shape {
-    pub(crate) fn of(events: &[AuditEvent]) -> Self {
+    pub(crate) fn of<E: Borrow<AuditEvent>>(events: &[E]) -> Self {
         let mut shape = Self {
             shared: Vec::new(),
             per_row: Vec::new(),
         };
-        let Some(first) = events.first() else {
+        let Some(first) = events.first().map(Borrow::borrow) else {
             return shape;
         };
         for column in Column::ALL {
-            if !events.iter().any(|e| column.is_set(e)) {
+            if !events.iter().any(|e| column.is_set(e.borrow())) {
                 continue;
             }
-            if events.len() > 1 && events.iter().all(|e| column.same(first, e)) {
+            if events.len() > 1 && events.iter().all(|e| column.same(first, e.borrow())) {
                 shape.shared.push(column);
             } else {
                 shape.per_row.push(column);

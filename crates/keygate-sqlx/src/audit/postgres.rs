@@ -97,6 +97,8 @@ fn bind_event(
 ) -> Result<(), BoxDynError> {
     for column in columns {
         match column {
+            // PostgreSQL numbers its events itself; no shape here binds ids.
+            Column::Id => return Err("PostgreSQL numbers audit events itself".into()),
             Column::At => args.add(timestamp(e.at))?,
             Column::Action => args.add(e.action.as_str())?,
             Column::KeyId => args.add(e.key_id.as_ref().map(KeyId::as_str))?,

@@ -34,6 +34,7 @@
 //! `--skip-callgrind`, `--skip-load`, `--short N` (2000), `--long N` (22000), `--repeats N` (3),
 //! `--store-keys N` (100000; keygate and floor servers), `--rate-limit POLICY` (none; keygate
 //! servers only), `--quota QUOTA` (none; keygate servers only), `--audit-sqlite`, `--audit-sqlite-usage` (keygate servers only),
+//! `--audit-nice N` (0: the audit writer's nice value on the client core),
 //! `--callgrind-dir DIR` (keep the callgrind out files there, for `callgrind_annotate`),
 //! `--budget SECS` (2400: the whole benchmark stops by then, killing only the processes it
 //! started).
@@ -77,6 +78,7 @@ struct Options {
     quota: Option<String>,
     audit_sqlite: bool,
     audit_usage_only: bool,
+    audit_nice: i32,
     callgrind_dir: Option<PathBuf>,
     budget: Duration,
 }
@@ -98,6 +100,7 @@ impl Options {
             quota: None,
             audit_sqlite: false,
             audit_usage_only: false,
+            audit_nice: 0,
             callgrind_dir: None,
             budget: Duration::from_secs(2_400),
         };
@@ -130,6 +133,7 @@ impl Options {
                     options.audit_sqlite = true;
                     options.audit_usage_only = true;
                 }
+                "--audit-nice" => options.audit_nice = number(flag, value()?)?,
                 "--skip-callgrind" => options.skip_callgrind = true,
                 "--skip-load" => options.skip_load = true,
                 "-h" | "--help" => {
@@ -177,6 +181,8 @@ against plain, floor and floor-moka, and both floors against plain, from the sam
                        (default: none; the floors count nothing)
   --audit-sqlite       keygate servers only: keep the audit trail in a SQLite file (store sink)
   --audit-sqlite-usage the same, allowed requests only counted in usage (not kept as rows)
+  --audit-nice N       the audit writer's nice value (0; 19: it runs on the client core's idle
+                       time instead of preempting wrk)
   --callgrind-dir DIR  keep the callgrind out files in DIR (for callgrind_annotate)
   --budget SECS        hard limit for the whole run (2400)
 ";
@@ -314,6 +320,7 @@ fn throughput(
             };
             // The writer off the request core: on the other one, beside wrk.
             command.args(["--audit", mode, "--audit-core", CLIENT_CORE]);
+            command.args(["--audit-nice", &options.audit_nice.to_string()]);
         }
         let server = Server::start(command, children, port, keys_file, Duration::from_secs(120))?;
         println!("started {variant} (pid {}) on 127.0.0.1:{port}", server.pid);
@@ -397,11 +404,11 @@ fn print_audit_trail(
     if usage_only {
         println!("## Audit trail (SQLite; allowed requests counted in usage, not kept as rows)");
     } else {
-        println!("## Audit trail (SQLite, one row per request)");
+        println!("## Audit trail (SQLite, every request an event)");
     }
     println!();
     println!(
-        "| server | requests answered (wrk) | recorded | dropped | lost | failed writes | rows (`action = 'request'`) | usage count (allowed + denied) | rows − answered (≤ {in_flight_bound} in flight) |"
+        "| server | requests answered (wrk) | recorded | dropped | lost | failed writes | request events (rows and blocks) | usage count (allowed + denied) | events − answered (≤ {in_flight_bound} in flight) |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for variant in Variant::ALL.iter().filter(|v| v.with_keygate()) {

@@ -81,6 +81,9 @@ pub struct ServerConfig {
     /// own running keygate's audit task ([`keygate::VerifierBuilder::audit_runtime`]), and the
     /// SQLite connection thread it starts. `None`: the cores the server was started on.
     pub audit_core: Option<usize>,
+    /// With `audit_sqlite`: the writer thread's nice value (0: as the rest; 19: it runs on
+    /// what its core leaves idle, and preempts nothing there).
+    pub audit_nice: i32,
 }
 
 impl ServerConfig {
@@ -100,12 +103,13 @@ impl ServerConfig {
             audit_sqlite: false,
             audit_usage_only: false,
             audit_core: None,
+            audit_nice: 0,
         }
     }
 
     /// Parses `VARIANT --port N --keys-file PATH [--store-keys N] [--client-keys N]
     /// [--cache-ttl-secs N] [--rate-limit POLICY] [--quota QUOTA] [--audit sqlite|sqlite-usage]
-    /// [--audit-core N]`.
+    /// [--audit-core N] [--audit-nice N]`.
     ///
     /// # Errors
     /// A message naming the bad or missing argument.
@@ -132,6 +136,7 @@ impl ServerConfig {
                     config.audit_usage_only = true;
                 }
                 "--audit-core" => config.audit_core = Some(number(flag, value)?),
+                "--audit-nice" => config.audit_nice = number(flag, value)?,
                 "--audit" => {
                     return Err(format!(
                         "--audit {value}: `sqlite` or `sqlite-usage` (allowed requests as usage only)"
@@ -423,7 +428,7 @@ async fn keygate_verifier(
     let mut builder = Verifier::builder(keyring, store).cache_ttl(config.cache_ttl);
     if config.audit_sqlite {
         let path = config.keys_file.with_extension("audit.db");
-        let writer = audit_runtime(config.audit_core)?;
+        let writer = audit_runtime(config.audit_core, config.audit_nice)?;
         // Opened from the writer's thread, so the connection threads sqlx starts for it run
         // where the writer does.
         let audit = writer
@@ -458,17 +463,21 @@ async fn keygate_verifier(
 }
 
 /// A single-threaded runtime on a thread of its own (`audit-writer`), pinned to `core` when
-/// given; it runs until the process exits.
-fn audit_runtime(core: Option<usize>) -> Result<tokio::runtime::Handle, BoxError> {
+/// given and at nice value `nice` (threads it starts, such as sqlx's SQLite worker, inherit
+/// both); it runs until the process exits.
+fn audit_runtime(core: Option<usize>, nice: i32) -> Result<tokio::runtime::Handle, BoxError> {
     let (started, handle) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("audit-writer".into())
         .spawn(move || {
-            let runtime = core.map_or(Ok(()), pin_this_thread).and_then(|()| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-            });
+            let runtime = core
+                .map_or(Ok(()), pin_this_thread)
+                .and_then(|()| renice_this_thread(nice))
+                .and_then(|()| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                });
             match runtime {
                 Ok(runtime) => {
                     let _ = started.send(Ok(runtime.handle().clone()));
@@ -484,13 +493,27 @@ fn audit_runtime(core: Option<usize>) -> Result<tokio::runtime::Handle, BoxError
 
 /// Pins the calling thread (and the threads it starts from now on) to `core`, with `taskset`.
 fn pin_this_thread(core: usize) -> std::io::Result<()> {
+    on_this_thread("taskset", &["-p", "-c", &core.to_string()])
+}
+
+/// Sets the calling thread's nice value (inherited by the threads it starts from now on), with
+/// `renice`; 0 leaves it.
+fn renice_this_thread(nice: i32) -> std::io::Result<()> {
+    if nice == 0 {
+        return Ok(());
+    }
+    on_this_thread("renice", &["-n", &nice.to_string(), "-p"])
+}
+
+/// Runs `tool ARGS… TID` on the calling thread's id.
+fn on_this_thread(tool: &str, args: &[&str]) -> std::io::Result<()> {
     // "/proc/thread-self" links to "PID/task/TID".
     let link = std::fs::read_link("/proc/thread-self")?;
     let tid = link
         .file_name()
         .ok_or_else(|| std::io::Error::other("no thread id in /proc/thread-self"))?;
-    let status = std::process::Command::new("taskset")
-        .args(["-p", "-c", &core.to_string()])
+    let status = std::process::Command::new(tool)
+        .args(args)
         .arg(tid)
         .stdout(std::process::Stdio::null())
         .status()?;
@@ -498,7 +521,8 @@ fn pin_this_thread(core: usize) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::other(format!(
-            "taskset -p -c {core}: {status}"
+            "{tool} {}: {status}",
+            args.join(" ")
         )))
     }
 }

@@ -1,6 +1,5 @@
 use std::future::{Ready, ready};
 use std::rc::Rc;
-use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
@@ -145,7 +144,9 @@ where
         };
         let gate = &self.config.gate;
         let admission = gate.admit(&view, request.method().as_str(), || {
-            request.match_pattern().map(Arc::from)
+            request
+                .match_pattern()
+                .map(|pattern| keygate::gate::shared_route(&pattern))
         });
         // A cached key is decided without awaiting (`check_now`); only a check that needs
         // I/O (a cache miss, a limiter across instances) makes a future of its own.

@@ -66,6 +66,11 @@ impl RequestView for ActixRequestView<'_> {
             headers.get_all(AUTHORIZATION)
         } else if let Some(parsed) = self.named_header.filter(|h| h.as_str() == name) {
             headers.get_all(parsed)
+        } else if name == keygate::audit::REQUEST_ID_HEADER {
+            // Read for every audited request.
+            const REQUEST_ID: HeaderName =
+                HeaderName::from_static(keygate::audit::REQUEST_ID_HEADER);
+            headers.get_all(REQUEST_ID)
         } else {
             headers.get_all(name)
         };

@@ -61,7 +61,7 @@ pub fn matched_path(
 ) -> Option<std::sync::Arc<str>> {
     extensions
         .get::<axum::extract::MatchedPath>()
-        .map(|path| std::sync::Arc::from(path.as_str()))
+        .map(|path| keygate::gate::shared_route(path.as_str()))
 }
 
 /// Reads the client address from `ConnectInfo<SocketAddr>`, else keygate's default sources.

@@ -107,7 +107,7 @@ const MAX_METHOD_PATH: usize = 256;
 #[must_use]
 pub fn grpc_method(uri: &http::Uri, _: &http::Extensions) -> Option<Arc<str>> {
     let path = uri.path();
-    is_method_path(path).then(|| Arc::from(path))
+    is_method_path(path).then(|| keygate::gate::shared_route(path))
 }
 
 /// `/{service}/{method}`: a service name of identifiers joined by dots, a method identifier.

@@ -105,6 +105,10 @@ impl RequestView for HttpRequestView<'_> {
             self.headers.get_all(AUTHORIZATION)
         } else if let Some(parsed) = self.named_header.filter(|h| h.as_str() == name) {
             self.headers.get_all(parsed)
+        } else if name == crate::audit::REQUEST_ID_HEADER {
+            // Read for every audited request.
+            const REQUEST_ID: HeaderName = HeaderName::from_static(crate::audit::REQUEST_ID_HEADER);
+            self.headers.get_all(REQUEST_ID)
         } else {
             self.headers.get_all(name)
         };

@@ -462,9 +462,45 @@ impl fmt::Debug for Ticket {
     }
 }
 
+/// `template` as a shared string for audit events, without allocating once the thread has
+/// seen it: route templates come from the router, a few that repeat on every request, and each
+/// audited request carries one. Each thread keeps the last [`ROUTES_PER_THREAD`] it was asked
+/// for (compared by content, so a template is never confused with another).
+#[must_use]
+pub fn shared_route(template: &str) -> Arc<str> {
+    thread_local! {
+        static ROUTES: std::cell::RefCell<(Vec<Arc<str>>, usize)> =
+            const { std::cell::RefCell::new((Vec::new(), 0)) };
+    }
+    ROUTES.with(|routes| {
+        let Ok(mut routes) = routes.try_borrow_mut() else {
+            return Arc::from(template);
+        };
+        let (kept, next) = &mut *routes;
+        if let Some(found) = kept.iter().find(|kept| kept.as_ref() == template) {
+            return Arc::clone(found);
+        }
+        let route: Arc<str> = Arc::from(template);
+        if kept.len() < ROUTES_PER_THREAD {
+            kept.push(Arc::clone(&route));
+        } else {
+            // Full: replace in turn, so a service with more templates than that still works,
+            // allocating for some.
+            kept[*next] = Arc::clone(&route);
+            *next = (*next + 1) % ROUTES_PER_THREAD;
+        }
+        route
+    })
+}
+
+/// How many route templates [`shared_route`] keeps per thread.
+pub const ROUTES_PER_THREAD: usize = 32;
+
 #[cfg(test)]
 mod tests {
-    use super::{Admission, Check, Checked, Gate};
+    use std::sync::Arc;
+
+    use super::{Admission, Check, Checked, Gate, ROUTES_PER_THREAD, shared_route};
     use crate::rate::RatePolicy;
     use crate::{HttpRequestView, Keyring, MemoryStore, NewKey, Reason, Verifier};
 
@@ -517,5 +553,21 @@ mod tests {
             }
             other => panic!("the third request passed a limit of two: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_shared_route_is_the_same_allocation_each_time_and_never_another_template() {
+        let a = shared_route("/orders/{id}");
+        let b = shared_route(&String::from("/orders/{id}"));
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = shared_route("/orders");
+        assert_eq!(&*c, "/orders");
+        assert!(!Arc::ptr_eq(&a, &c));
+        // More templates than the thread keeps: each still comes back as itself.
+        for n in 0..(3 * ROUTES_PER_THREAD) {
+            let template = format!("/r/{n}");
+            assert_eq!(&*shared_route(&template), template);
+        }
+        assert_eq!(&*shared_route("/orders/{id}"), "/orders/{id}");
     }
 }

@@ -276,9 +276,13 @@ pub(crate) fn decode(
 
 /// A block's texts and key ids, each stored once; events name them by index.
 #[derive(Default)]
-struct Dictionary {
+struct Dictionary<'e> {
     texts: Vec<Arc<str>>,
     words: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
+    /// Words looked up lately, by address: an event's outcome, reason and method are mostly
+    /// the same few `'static` names, found by a pointer compare instead of a hash. Only texts
+    /// borrowed from the events for the whole encoding go here (an address is never reused).
+    recent: Vec<(&'e str, u32)>,
     /// The last route seen, by pointer: a busy route repeats the same `Arc`.
     last_route: Option<(Arc<str>, u32)>,
     keys: Vec<KeyId>,
@@ -286,12 +290,30 @@ struct Dictionary {
     ip_index: HashMap<IpAddr, u32, foldhash::fast::RandomState>,
 }
 
-impl Dictionary {
-    fn word(&mut self, word: &str) -> u32 {
-        if let Some(index) = self.words.get(word) {
+/// Most words kept in [`Dictionary::recent`].
+const RECENT_WORDS: usize = 16;
+
+impl<'e> Dictionary<'e> {
+    /// The index of `word`, borrowed from the events being encoded.
+    fn word(&mut self, word: &'e str) -> u32 {
+        if let Some((_, index)) = self.recent.iter().find(|(seen, _)| {
+            std::ptr::eq(seen.as_ptr(), word.as_ptr()) && seen.len() == word.len()
+        }) {
             return *index;
         }
-        self.add(Arc::from(word))
+        let index = self.text(word);
+        if self.recent.len() < RECENT_WORDS {
+            self.recent.push((word, index));
+        }
+        index
+    }
+
+    /// The index of `text`, however long it lives.
+    fn text(&mut self, text: &str) -> u32 {
+        if let Some(index) = self.words.get(text) {
+            return *index;
+        }
+        self.add(Arc::from(text))
     }
 
     fn add(&mut self, text: Arc<str>) -> u32 {
@@ -319,7 +341,7 @@ impl Dictionary {
         if let Some(index) = self.ip_index.get(&ip) {
             return *index;
         }
-        let index = self.word(&ip.to_string());
+        let index = self.text(&ip.to_string());
         self.ip_index.insert(ip, index);
         index
     }

@@ -115,7 +115,8 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// # Retention
 /// Events older than [`SqlAuditSink::retention`] (default [`DEFAULT_RETENTION`], 90 days) and
 /// usage days before it are deleted by the sink's own writes, at most once per
-/// [`SqlAuditSink::prune_interval`] (default hourly) and at most 10 000 events at a time.
+/// [`SqlAuditSink::prune_interval`] (default hourly) and at most 10 000 rows (and on SQLite 64
+/// blocks) at a time; a block with events on both sides of the cutoff keeps the later ones.
 /// `None` keeps everything. Clones share the prune schedule; configuring a sink starts a new
 /// one (the first write after it prunes).
 ///

@@ -338,9 +338,7 @@ impl SqlAuditSink {
     ) -> Result<bool, sqlx::Error> {
         match &self.backend {
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => sqlite::write(pool, events, usage, prune)
-                .await
-                .map(|(_, more)| more),
+            Backend::Sqlite(pool) => sqlite::write(pool, events, usage, prune).await,
             #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => postgres::write(pool, events, usage, prune)
                 .await

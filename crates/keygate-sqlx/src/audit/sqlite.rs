@@ -18,8 +18,8 @@ use super::{
 };
 use crate::codec::{to_micros, unavailable};
 
-/// Writes one batch in one transaction; returns how many events a prune deleted and whether
-/// it left some behind (it deletes at most [`PRUNE_LIMIT`] rows and [`PRUNE_BLOCKS`] blocks).
+/// Writes one batch in one transaction; returns whether a prune left events behind (it
+/// deletes at most [`PRUNE_LIMIT`] rows and [`PRUNE_BLOCKS`] blocks).
 ///
 /// Every event gets the next id of `keygate_audit_events`' sequence, in the batch's order:
 /// request events go into blocks ([`block`]), the others into rows, and a read merges both.
@@ -28,7 +28,7 @@ pub(super) async fn write(
     events: &[AuditEvent],
     usage: &[UsageDelta],
     prune_before: Option<SystemTime>,
-) -> Result<(u64, bool), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     // The write lock up front, as every keygate write does: see SqliteStore.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     if !events.is_empty() {
@@ -73,12 +73,12 @@ pub(super) async fn write(
         );
         q.build().execute(&mut *tx).await?;
     }
-    let mut pruned = (0, false);
+    let mut more = false;
     if let Some(before) = prune_before {
-        pruned = prune(&mut tx, before).await?;
+        more = prune(&mut tx, before).await?;
     }
     tx.commit().await?;
-    Ok(pruned)
+    Ok(more)
 }
 
 /// The table whose sequence numbers every event, row or block.
@@ -165,9 +165,9 @@ async fn insert_block(tx: &mut SqliteConnection, block: &Block) -> Result<(), sq
 }
 
 /// Deletes events before `before`, oldest first: up to [`PRUNE_LIMIT`] rows and
-/// [`PRUNE_BLOCKS`] whole blocks (a block goes once its last event is older). Returns the
-/// events deleted and whether either limit was reached.
-async fn prune(tx: &mut SqliteConnection, before: SystemTime) -> Result<(u64, bool), sqlx::Error> {
+/// [`PRUNE_BLOCKS`] whole blocks (a block goes once its last event is older). Returns whether
+/// either limit was reached.
+async fn prune(tx: &mut SqliteConnection, before: SystemTime) -> Result<bool, sqlx::Error> {
     let cutoff = to_micros(before);
     let rows = sqlx::query(
         "DELETE FROM keygate_audit_events WHERE id IN \
@@ -178,15 +178,15 @@ async fn prune(tx: &mut SqliteConnection, before: SystemTime) -> Result<(u64, bo
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let blocks: Vec<i64> = sqlx::query_scalar(
+    let blocks = sqlx::query(
         "DELETE FROM keygate_audit_blocks WHERE first_id IN \
-         (SELECT first_id FROM keygate_audit_blocks WHERE last_at < ? ORDER BY last_at LIMIT ?) \
-         RETURNING count",
+         (SELECT first_id FROM keygate_audit_blocks WHERE last_at < ? ORDER BY last_at LIMIT ?)",
     )
     .bind(cutoff)
     .bind(PRUNE_BLOCKS)
-    .fetch_all(&mut *tx)
-    .await?;
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     // A block with events on both sides of the cutoff keeps only the later ones: retention is
     // per event, as for rows.
     let straddling: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
@@ -198,7 +198,6 @@ async fn prune(tx: &mut SqliteConnection, before: SystemTime) -> Result<(u64, bo
     .bind(PRUNE_BLOCKS)
     .fetch_all(&mut *tx)
     .await?;
-    let mut trimmed = 0;
     for (first_id, first_at, blob) in &straddling {
         // An undecodable block is left as it is (reads report it): pruning must not fail
         // every write over it.
@@ -210,7 +209,6 @@ async fn prune(tx: &mut SqliteConnection, before: SystemTime) -> Result<(u64, bo
             .filter(|stored| to_micros(stored.event.at) >= cutoff)
             .map(|stored| (stored.id, &stored.event))
             .collect();
-        trimmed += events.len() - kept.len();
         sqlx::query("DELETE FROM keygate_audit_blocks WHERE first_id = ?")
             .bind(first_id)
             .execute(&mut *tx)
@@ -223,11 +221,8 @@ async fn prune(tx: &mut SqliteConnection, before: SystemTime) -> Result<(u64, bo
         .bind(day_of(before))
         .execute(&mut *tx)
         .await?;
-    let block_events: i64 = blocks.iter().sum();
-    let limit = PRUNE_BLOCKS.unsigned_abs() as usize;
-    let more =
-        rows >= PRUNE_LIMIT.unsigned_abs() || blocks.len() >= limit || straddling.len() >= limit;
-    Ok((rows + block_events.unsigned_abs() + trimmed as u64, more))
+    let limit = PRUNE_BLOCKS.unsigned_abs();
+    Ok(rows >= PRUNE_LIMIT.unsigned_abs() || blocks >= limit || straddling.len() as u64 >= limit)
 }
 
 /// Adds `event`'s values for `columns` to `args`.

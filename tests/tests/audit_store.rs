@@ -740,6 +740,11 @@ fn varied(n: u64, keys: &[KeyId]) -> Vec<AuditEvent> {
 
 /// Every stored event, oldest first.
 async fn all_events(sink: &SqlAuditSink) -> Vec<AuditEvent> {
+    all_stored(sink).await.into_iter().map(|(_, e)| e).collect()
+}
+
+/// Every stored event with its id, oldest first, read page by page as a follower does.
+async fn all_stored(sink: &SqlAuditSink) -> Vec<(i64, AuditEvent)> {
     let mut all = Vec::new();
     let mut after = None;
     loop {
@@ -755,7 +760,7 @@ async fn all_events(sink: &SqlAuditSink) -> Vec<AuditEvent> {
             return all;
         };
         after = Some(last.id);
-        all.extend(page.into_iter().map(|s| s.event));
+        all.extend(page.into_iter().map(|s| (s.id, s.event)));
     }
 }
 
@@ -956,23 +961,7 @@ async fn sqlite_blocks_and_rows_read_as_one_trail_whatever_the_query() {
         }
         ok(sink.write(&events).await);
     }
-    let every: Vec<(i64, AuditEvent)> = {
-        let mut all = Vec::new();
-        let mut after = None;
-        loop {
-            let page = ok(sink
-                .events(&EventQuery {
-                    after_id: after,
-                    limit: MAX_EVENTS,
-                    oldest_first: true,
-                    ..EventQuery::default()
-                })
-                .await);
-            let Some(last) = page.last() else { break all };
-            after = Some(last.id);
-            all.extend(page.into_iter().map(|s| (s.id, s.event)));
-        }
-    };
+    let every = all_stored(&sink).await;
     assert!(every.windows(2).all(|w| w[0].0 < w[1].0), "ids ascend");
     let blocks: i64 = ok(
         sqlx::query_scalar("SELECT count(*) FROM keygate_audit_blocks")

@@ -8,8 +8,8 @@ mod postgres;
 mod sqlite;
 
 use std::borrow::Borrow;
-use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -142,9 +142,10 @@ pub struct SqlAuditSink {
     pending: Arc<Mutex<Usage>>,
 }
 
-/// Requests per (key, UTC day): (allowed, denied). Ordered by key, then day, so concurrent
-/// writers lock usage rows in the same order.
-type Usage = BTreeMap<(KeyId, i64), (i64, i64)>;
+/// Requests per (key, UTC day): (allowed, denied). Hashed, not ordered: every event of a
+/// batch is counted here, on the writer's thread, and an ordered map cost several times more
+/// per event; [`SqlAuditSink::usage_rows`] orders the rows it writes.
+type Usage = HashMap<(KeyId, i64), (i64, i64), foldhash::fast::RandomState>;
 
 #[derive(Clone)]
 enum Backend {
@@ -173,7 +174,7 @@ impl SqlAuditSink {
             prune_interval: DEFAULT_PRUNE_INTERVAL,
             next_prune: Arc::new(Mutex::new(None)),
             allowed_rows: true,
-            pending: Arc::new(Mutex::new(Usage::new())),
+            pending: Arc::new(Mutex::new(Usage::default())),
         }
     }
 
@@ -310,9 +311,11 @@ impl SqlAuditSink {
     }
 
     /// `usage` as rows to add, without days before the retention.
+    /// The rows to add for `usage`, within retention, ordered by key, then day, so concurrent
+    /// writers lock usage rows in the same order.
     fn usage_rows(&self, usage: &Usage) -> Vec<UsageDelta> {
         let first = self.first_kept_day().unwrap_or(i64::MIN);
-        usage
+        let mut rows: Vec<UsageDelta> = usage
             .iter()
             .filter(|((_, day), _)| *day >= first)
             .map(|(&(key_id, day), &(allowed, denied))| UsageDelta {
@@ -321,7 +324,9 @@ impl SqlAuditSink {
                 allowed,
                 denied,
             })
-            .collect()
+            .collect();
+        rows.sort_unstable_by_key(|row| (row.key_id, row.day));
+        rows
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, Usage> {
@@ -497,9 +502,7 @@ pub(crate) struct UsageDelta {
 /// The batch's request events per (key, day). A denial whose reason does not establish that
 /// the key exists ([`is_folded`]) is not counted: a forged id must not cost a usage row.
 fn tally(events: &[AuditEvent]) -> Usage {
-    // Counted in a hash map (a batch is thousands of events over few keys), then ordered.
-    let mut counts: HashMap<(KeyId, i64), (i64, i64), foldhash::fast::RandomState> =
-        HashMap::default();
+    let mut counts = Usage::default();
     for event in events {
         let (Action::Request, Some(id), Some(outcome)) =
             (event.action, event.key_id, event.outcome)
@@ -515,7 +518,7 @@ fn tally(events: &[AuditEvent]) -> Usage {
             Outcome::Denied => count.1 += 1,
         }
     }
-    counts.into_iter().collect()
+    counts
 }
 
 /// Adds `more` into `into`.

@@ -1,13 +1,12 @@
-//! The audit pipeline: a bounded channel from the request path to a background task that hands
+//! The audit pipeline: a bounded queue from the request path to a background task that hands
 //! batches to the sinks.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::fold::{Added, Folder, weight};
@@ -46,6 +45,9 @@ pub struct AuditStats {
 /// batch waiting, or a flush, ends the wait early.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(500);
 
+/// Messages' room the writer keeps in its vector between takes, whatever the load.
+const MIN_KEPT_CAPACITY: usize = 1_024;
+
 /// How often a lingering pipeline looks whether a whole batch is waiting.
 const LINGER_TICK: Duration = Duration::from_millis(10);
 
@@ -69,13 +71,132 @@ pub(crate) struct PipelineConfig {
 }
 
 pub(crate) struct Auditor {
-    tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,
+}
+
+/// The buffer between the request path and the writer: messages in a vector behind a mutex.
+/// Recording an event takes the lock to push it (two atomic operations, no allocation once the
+/// vectors have grown, and no other counter touched); the writer takes everything waiting at
+/// once by swapping vectors, so the lock is never held for longer than a push or a swap. It
+/// replaces a tokio `mpsc` channel, which took a semaphore permit, a slot and a wake-up per
+/// event, and gave them back one by one on the writer's side.
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Most events held: queued, plus taken by the writer and not yet handled.
+    capacity: usize,
+    /// Wakes the writer waiting for a first message.
+    ready: Notify,
+}
+
+struct QueueState {
+    messages: Vec<Msg>,
+    /// Messages the writer took and has not handled yet: they count against the capacity.
+    in_hand: usize,
+    /// The writer waits for a message: the next push wakes it.
+    waiting: bool,
+    /// The auditor is gone: nothing more comes.
+    closed: bool,
+    recorded: u64,
+    dropped: u64,
+}
+
+impl Queue {
+    fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(QueueState {
+                messages: Vec::new(),
+                in_hand: 0,
+                waiting: false,
+                closed: false,
+                recorded: 0,
+                dropped: 0,
+            }),
+            capacity,
+            ready: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `event` unless the buffer is full; whether it was queued.
+    fn push_event(&self, event: AuditEvent) -> bool {
+        let message = Msg::Event(event);
+        let mut state = self.lock();
+        if state.messages.len() + state.in_hand >= self.capacity {
+            state.dropped += 1;
+            return false;
+        }
+        state.messages.push(message);
+        state.recorded += 1;
+        let wake = std::mem::take(&mut state.waiting);
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    /// Queues a flush request, whatever the buffer holds: it is answered once what was
+    /// queued before it has been handled.
+    fn push_flush(&self, done: oneshot::Sender<()>) {
+        let mut state = self.lock();
+        state.messages.push(Msg::Flush(done));
+        state.waiting = false;
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// Messages queued and not taken.
+    fn queued(&self) -> usize {
+        self.lock().messages.len()
+    }
+
+    /// Waits until a message is queued or the queue is closed (cancel safe: it takes nothing).
+    async fn wait(&self) {
+        loop {
+            {
+                let mut state = self.lock();
+                if !state.messages.is_empty() || state.closed {
+                    return;
+                }
+                state.waiting = true;
+            }
+            // A push between the unlock and here stores a permit: the wait ends at once.
+            self.ready.notified().await;
+        }
+    }
+
+    /// Moves every queued message to the end of `into` (a swap when `into` is empty) and
+    /// counts them in hand until [`Queue::handled`]. Returns whether the queue is closed and
+    /// empty.
+    fn take(&self, into: &mut Vec<Msg>) -> bool {
+        let mut state = self.lock();
+        state.in_hand += state.messages.len();
+        if into.is_empty() {
+            std::mem::swap(into, &mut state.messages);
+        } else {
+            into.append(&mut state.messages);
+        }
+        state.closed
+    }
+
+    /// The writer handled `n` of the messages it took: they no longer count.
+    fn handled(&self, n: usize) {
+        let mut state = self.lock();
+        state.in_hand = state.in_hand.saturating_sub(n);
+    }
 }
 
 struct Shared {
     sinks: Box<[Arc<dyn AuditSink>]>,
-    rx: tokio::sync::Mutex<mpsc::Receiver<Msg>>,
+    queue: Queue,
     batch: usize,
     linger: Duration,
     /// Queued events that end a linger: a batch, or half the buffer if that is less (so
@@ -92,8 +213,6 @@ struct Shared {
     fold_cap: usize,
     running: AtomicBool,
     start: Mutex<()>,
-    recorded: AtomicU64,
-    dropped: AtomicU64,
     written: AtomicU64,
     lost: AtomicU64,
     failed_writes: AtomicU64,
@@ -114,12 +233,10 @@ impl Auditor {
         fold_cap: usize,
     ) -> Self {
         let buffer = config.buffer.max(1);
-        let (tx, rx) = mpsc::channel(buffer);
         Self {
-            tx,
             shared: Arc::new(Shared {
                 sinks: sinks.into_boxed_slice(),
-                rx: tokio::sync::Mutex::new(rx),
+                queue: Queue::new(buffer),
                 batch: config.batch.max(1),
                 linger: config.linger,
                 linger_until_queued: config.batch.min(buffer / 2).max(1),
@@ -130,8 +247,6 @@ impl Auditor {
                 fold_cap,
                 running: AtomicBool::new(false),
                 start: Mutex::new(()),
-                recorded: AtomicU64::new(0),
-                dropped: AtomicU64::new(0),
                 written: AtomicU64::new(0),
                 lost: AtomicU64::new(0),
                 failed_writes: AtomicU64::new(0),
@@ -150,14 +265,8 @@ impl Auditor {
     /// Queues `event` without waiting: a full buffer drops it and counts the drop.
     pub(crate) fn record(&self, event: AuditEvent) {
         self.ensure_worker();
-        match self.tx.try_send(Msg::Event(event)) {
-            Ok(()) => {
-                self.shared.recorded.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::audit_dropped();
-            }
+        if !self.shared.queue.push_event(event) {
+            crate::metrics::audit_dropped();
         }
     }
 
@@ -166,17 +275,20 @@ impl Auditor {
     pub(crate) async fn flush(&self) {
         self.ensure_worker();
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Msg::Flush(done)).await.is_ok() {
-            self.shared.flush_requested.notify_one();
-            let _ = wait.await;
-        }
+        self.shared.queue.push_flush(done);
+        self.shared.flush_requested.notify_one();
+        let _ = wait.await;
     }
 
     pub(crate) fn stats(&self) -> AuditStats {
         let s = &self.shared;
+        let (recorded, dropped) = {
+            let queue = s.queue.lock();
+            (queue.recorded, queue.dropped)
+        };
         AuditStats {
-            recorded: s.recorded.load(Ordering::Relaxed),
-            dropped: s.dropped.load(Ordering::Relaxed),
+            recorded,
+            dropped,
             written: s.written.load(Ordering::Relaxed),
             lost: s.lost.load(Ordering::Relaxed),
             failed_writes: s.failed_writes.load(Ordering::Relaxed),
@@ -224,6 +336,14 @@ impl Auditor {
     }
 }
 
+impl Drop for Auditor {
+    /// Nothing more comes: the writer hands what is queued to the sinks, flushes them and
+    /// ends.
+    fn drop(&mut self) {
+        self.shared.queue.close();
+    }
+}
+
 /// Marks the worker stopped when its task ends or is dropped with its runtime.
 struct Running(Arc<Shared>);
 
@@ -235,9 +355,10 @@ impl Drop for Running {
 
 impl Shared {
     async fn run(&self) {
-        let mut rx = self.rx.lock().await;
-        // Not allocated up front: a quiet service never needs a whole batch.
-        let mut messages = Vec::new();
+        // Messages taken from the queue and not handled yet, oldest first: usually one batch
+        // or less, more when the sinks fell behind (then handled a batch at a time). Not
+        // allocated up front: a quiet service never needs a whole batch.
+        let mut taken: Vec<Msg> = Vec::new();
         let mut events = Vec::new();
         let mut retry: Vec<Vec<AuditEvent>> = vec![Vec::new(); self.sinks.len()];
         let mut folder = Folder::new(self.fold_cap);
@@ -246,40 +367,55 @@ impl Shared {
         // When the sinks are flushed: an interval after the first write since the last flush.
         let mut flush_deadline: Option<Instant> = None;
         loop {
-            // `recv_many` is cancel safe: a timeout loses no message.
             let deadline = earliest(fold_deadline, flush_deadline);
-            let received = match deadline {
-                Some(at) => tokio::time::timeout_at(at, rx.recv_many(&mut messages, self.batch))
-                    .await
-                    .ok(),
-                None => Some(rx.recv_many(&mut messages, self.batch).await),
-            };
-            // Closed and drained: every verifier handle is gone.
-            let mut closed = received == Some(0);
-            if received.is_some_and(|n| n > 0 && n < self.batch)
-                && !self.linger.is_zero()
-                && !messages.iter().any(|m| matches!(m, Msg::Flush(_)))
-            {
-                // A partial batch: let more gather, without being woken by each event (the
-                // channel is not polled meanwhile), until a whole batch waits (or half the
-                // buffer, if that is less) or a flush does.
-                let until = earliest(Some(Instant::now() + self.linger), deadline)
-                    .unwrap_or_else(Instant::now);
-                loop {
-                    let now = Instant::now();
-                    if now >= until || messages.len() + rx.len() >= self.linger_until_queued {
-                        break;
+            // Closed, and everything queued before taken.
+            let mut closed = false;
+            if taken.is_empty() {
+                // `wait` is cancel safe: a timeout loses no message.
+                let ready = match deadline {
+                    Some(at) => tokio::time::timeout_at(at, self.queue.wait()).await.is_ok(),
+                    None => {
+                        self.queue.wait().await;
+                        true
                     }
-                    let tick = (now + LINGER_TICK).min(until);
-                    let flush = self.flush_requested.notified();
-                    if tokio::time::timeout_at(tick, flush).await.is_ok() {
-                        break;
-                    }
+                };
+                if ready {
+                    closed = self.queue.take(&mut taken);
                 }
-                closed = take_ready(&mut rx, &mut messages, self.batch);
+                if !taken.is_empty()
+                    && taken.len() < self.batch
+                    && !closed
+                    && !self.linger.is_zero()
+                    && !taken.iter().any(|m| matches!(m, Msg::Flush(_)))
+                {
+                    // A partial batch: let more gather, without being woken by each event,
+                    // until a whole batch waits (or half the buffer, if that is less) or a
+                    // flush does.
+                    let until = earliest(Some(Instant::now() + self.linger), deadline)
+                        .unwrap_or_else(Instant::now);
+                    loop {
+                        let now = Instant::now();
+                        if now >= until
+                            || taken.len() + self.queue.queued() >= self.linger_until_queued
+                        {
+                            break;
+                        }
+                        let tick = (now + LINGER_TICK).min(until);
+                        let flush = self.flush_requested.notified();
+                        if tokio::time::timeout_at(tick, flush).await.is_ok() {
+                            break;
+                        }
+                    }
+                    closed = self.queue.take(&mut taken);
+                }
             }
+            // A batch at a time; the queue has room again for what is handed on.
+            let n = taken.len().min(self.batch);
+            let all_handled = n == taken.len();
+            closed &= all_handled;
+            let messages = taken.drain(..n);
             let mut flushes = Vec::new();
-            for message in messages.drain(..) {
+            for message in messages {
                 match message {
                     Msg::Event(event) => match Folder::folds(&event) {
                         Some(reason) => {
@@ -293,10 +429,16 @@ impl Shared {
                     Msg::Flush(done) => flushes.push(done),
                 }
             }
+            self.queue.handled(n);
+            // The two vectors swap places with every take: one left grown by a burst gives its
+            // memory back once the load falls.
+            if all_handled && taken.capacity() > n.max(MIN_KEPT_CAPACITY).saturating_mul(2) {
+                taken.shrink_to(n.max(MIN_KEPT_CAPACITY));
+            }
             let now = Instant::now();
             // A flush (shutdown) closes the folds early: nothing is left behind. The deadline
-            // is checked here, not only by the timeout above: under a steady flood `recv_many`
-            // is always ready, and the timeout, which polls it first, would never fire.
+            // is checked here, not only by the timeout above: under a steady flood the queue
+            // is never empty (or a backlog is in hand), and that timeout would never fire.
             if closed || !flushes.is_empty() || fold_deadline.is_some_and(|at| now >= at) {
                 folder.drain_into(&mut events);
                 fold_deadline = None;
@@ -379,19 +521,6 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
-}
-
-/// Moves the messages already waiting into `messages`, up to `limit` in all, without waiting.
-/// Returns whether the channel is closed and empty.
-fn take_ready(rx: &mut mpsc::Receiver<Msg>, messages: &mut Vec<Msg>, limit: usize) -> bool {
-    while messages.len() < limit {
-        match rx.try_recv() {
-            Ok(message) => messages.push(message),
-            Err(TryRecvError::Empty) => return false,
-            Err(TryRecvError::Disconnected) => return true,
-        }
-    }
-    false
 }
 
 #[cfg(test)]
@@ -672,6 +801,135 @@ mod tests {
             "the last handle's drop writes and flushes"
         );
         assert_eq!(sink.written.load(Ordering::SeqCst), 2);
+    }
+
+    /// Holds every write until released, and keeps what it got, write by write.
+    struct Gate {
+        open: tokio::sync::Semaphore,
+        entered: std::sync::atomic::AtomicUsize,
+        writes: Mutex<Vec<Vec<u16>>>,
+    }
+
+    #[async_trait]
+    impl AuditSink for Gate {
+        async fn write(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            // One permit, one write.
+            self.open
+                .acquire()
+                .await
+                .map_err(|e| AuditError(Box::new(e)))?
+                .forget();
+            self.writes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(events.iter().map(|e| e.status.unwrap_or(0)).collect());
+            Ok(())
+        }
+    }
+
+    impl Default for Gate {
+        fn default() -> Self {
+            Self {
+                open: tokio::sync::Semaphore::new(0),
+                entered: std::sync::atomic::AtomicUsize::new(0),
+                writes: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    fn numbered(n: u16) -> AuditEvent {
+        let mut event = allowed();
+        event.status = Some(n);
+        event
+    }
+
+    #[tokio::test]
+    async fn a_stalled_sink_fills_the_buffer_then_drops_and_counts_and_the_backlog_goes_in_batches()
+    {
+        let sink = Arc::new(Gate::default());
+        let auditor = Auditor::new(
+            vec![sink.clone() as Arc<dyn AuditSink>],
+            PipelineConfig {
+                buffer: 10,
+                batch: 4,
+                linger: Duration::ZERO,
+                runtime: None,
+            },
+        );
+        auditor.record(numbered(0));
+        // The writer takes it and stalls in the sink.
+        assert!(eventually(|| sink.entered.load(Ordering::SeqCst) == 1).await);
+        for n in 1..=30 {
+            auditor.record(numbered(n));
+        }
+        // The buffer holds 10 while the sink is stalled: the other 20 are dropped, counted.
+        let stats = auditor.stats();
+        assert_eq!((stats.recorded, stats.dropped), (11, 20));
+
+        // One write goes through: the writer takes the 10 and hands on a batch of 4, and
+        // stalls again. The 6 it still holds count against the buffer: 4 more fit.
+        sink.open.add_permits(1);
+        assert!(
+            eventually(|| sink.entered.load(Ordering::SeqCst) == 2).await,
+            "entered {} writes: {:?}",
+            sink.entered.load(Ordering::SeqCst),
+            sink.writes.lock().unwrap_or_else(PoisonError::into_inner)
+        );
+        for n in 31..=40 {
+            auditor.record(numbered(n));
+        }
+        let stats = auditor.stats();
+        assert_eq!((stats.recorded, stats.dropped), (15, 26));
+
+        sink.open.add_permits(1_000);
+        let flushed = tokio::time::timeout(Duration::from_secs(5), auditor.flush()).await;
+        assert!(flushed.is_ok(), "the flush waited behind a released sink");
+        let writes = sink
+            .writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert!(
+            writes.iter().all(|w| !w.is_empty() && w.len() <= 4),
+            "batches of at most 4: {writes:?}"
+        );
+        let all: Vec<u16> = writes.concat();
+        let kept: Vec<u16> = (0..=10).chain(31..=34).collect();
+        assert_eq!(all, kept, "every kept event, in order");
+        assert_eq!(auditor.stats().written, 15);
+
+        // Room again: nothing more is dropped.
+        for n in 100..110 {
+            auditor.record(numbered(n));
+        }
+        auditor.flush().await;
+        assert_eq!(auditor.stats().dropped, 26);
+        assert_eq!(auditor.stats().written, 25);
+    }
+
+    #[tokio::test]
+    async fn a_burst_s_memory_is_given_back_when_the_load_falls() {
+        let sink = Arc::new(Probe::default());
+        let auditor = lingering(&sink, 16_384, Duration::ZERO);
+        let queued_room = || auditor.shared.queue.lock().messages.capacity();
+        // Recorded with no chance for the writer to run: one take of 10 000.
+        for _ in 0..10_000 {
+            auditor.record(allowed());
+        }
+        assert!(queued_room() >= 10_000);
+        auditor.flush().await;
+        // Each take swaps the vectors: after two quiet ones, both have been trimmed.
+        for _ in 0..3 {
+            auditor.record(allowed());
+            auditor.flush().await;
+        }
+        assert_eq!(sink.written.load(Ordering::SeqCst), 10_003);
+        assert!(
+            queued_room() <= 2 * MIN_KEPT_CAPACITY,
+            "the buffer kept room for {} events",
+            queued_room()
+        );
     }
 
     #[test]

@@ -355,8 +355,9 @@ impl VerifierBuilder {
     }
 
     /// How many audit events may wait for the sinks (default 65 536). When full, events are
-    /// dropped and counted ([`Verifier::audit_stats`]); requests never wait. Memory is taken
-    /// as events wait, not up front.
+    /// dropped and counted ([`Verifier::audit_stats`]); requests never wait on the sinks (a
+    /// request holds the buffer's lock only to push its event). Memory is taken as events
+    /// wait, not up front, and given back when the load falls.
     pub fn audit_buffer(mut self, events: usize) -> Self {
         self.audit_buffer = events;
         self

@@ -150,3 +150,57 @@ async fn forwarded_for_is_honoured_only_from_trusted_proxies() {
         403
     );
 }
+
+#[actix_web::test]
+async fn audited_routes_are_the_patterns_matched_whatever_the_app_and_however_often() {
+    let h = Harness::new();
+    let (key, _) = h.create(NewKey::new("routes")).await;
+    let auth = format!("Bearer {key}");
+    let headers = [("authorization", auth.as_bytes())];
+    let events = keygate_tests::CapturingSink::default();
+    let verifier = h.sibling_with(|b| b.audit_sink(events.clone()));
+    let ok = || async { "ok" };
+    let app = test::init_service(
+        App::new()
+            .route("/hello", web::get().to(ok))
+            .route("/users/{id}", web::get().to(ok))
+            .service(web::scope("/api").route("/items", web::get().to(ok)))
+            .wrap(ApiKeyAuth::new(verifier.clone())),
+    )
+    .await;
+    // Another app on the same thread, whose one route matches every path the first app has
+    // routes for: a route kept by the first app's middleware must not leak into it.
+    let other = test::init_service(
+        App::new()
+            .route("/{page}", web::get().to(ok))
+            .wrap(ApiKeyAuth::new(verifier.clone())),
+    )
+    .await;
+    let mut want = Vec::new();
+    for round in 0..3 {
+        for (path, route) in [
+            ("/hello", Some("/hello")),
+            ("/users/7", Some("/users/{id}")),
+            ("/users/{id}", Some("/users/{id}")),
+            ("/api/items", Some("/api/items")),
+            ("/nowhere/at/all", None),
+        ] {
+            let reply = send_actix(&app, path, &headers, "127.0.0.1:1").await;
+            assert_eq!(
+                reply.status,
+                if route.is_some() { 200 } else { 404 },
+                "{path} {round}"
+            );
+            want.push(route);
+        }
+        for path in ["/hello", "/users"] {
+            let reply = send_actix(&other, path, &headers, "127.0.0.1:1").await;
+            assert_eq!(reply.status, 200, "{path} {round}");
+            want.push(Some("/{page}"));
+        }
+    }
+    verifier.flush_audit().await;
+    let got: Vec<_> = events.take().into_iter().map(|e| e.route).collect();
+    let got: Vec<Option<&str>> = got.iter().map(|r| r.as_deref()).collect();
+    assert_eq!(got, want);
+}

@@ -1,5 +1,8 @@
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::future::{Ready, ready};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
@@ -106,6 +109,7 @@ where
             service: Rc::new(service),
             config: Rc::new(self.clone()),
             credential_header,
+            static_routes: StaticRoutes::default(),
         }))
     }
 }
@@ -117,6 +121,41 @@ pub struct ApiKeyMiddleware<S, R> {
     config: Rc<ApiKeyAuth<R>>,
     // The gate's credential header as actix-web's (`http` 0.2) type, parsed once.
     credential_header: Option<HeaderName>,
+    static_routes: StaticRoutes,
+}
+
+/// The routes without parameters an audited request reached through this middleware, so that
+/// such a request's route is a set lookup instead of `match_pattern`, which matches the path
+/// against the app's route tree again and formats the pattern into a new `String` (about 600
+/// instructions a request). Only a path equal to the pattern it matched is kept, and it maps to
+/// itself whatever request asks: the pattern a path matches depends on nothing but the path and
+/// this app's routes, which are fixed once it is built, and this middleware is made per app
+/// (per worker), so it never sees another app's. Bounded: paths with parameters are never
+/// kept, and a service with more than [`MAX_STATIC_ROUTES`] such routes matches the others.
+#[derive(Debug, Default)]
+struct StaticRoutes(RefCell<HashSet<Arc<str>>>);
+
+/// Most routes [`StaticRoutes`] keeps per middleware.
+const MAX_STATIC_ROUTES: usize = 256;
+
+impl StaticRoutes {
+    /// The route pattern `request` matches, as a shared string.
+    fn route(&self, request: &ServiceRequest) -> Option<Arc<str>> {
+        let path = request.path();
+        if let Some(route) = self.0.borrow().get(path) {
+            return Some(Arc::clone(route));
+        }
+        let pattern = request.match_pattern()?;
+        if pattern != path {
+            return Some(keygate::gate::shared_route(&pattern));
+        }
+        let route: Arc<str> = Arc::from(pattern);
+        let mut kept = self.0.borrow_mut();
+        if kept.len() < MAX_STATIC_ROUTES {
+            kept.insert(Arc::clone(&route));
+        }
+        Some(route)
+    }
 }
 
 impl<S, B, R> Service<ServiceRequest> for ApiKeyMiddleware<S, R>
@@ -144,9 +183,7 @@ where
         };
         let gate = &self.config.gate;
         let admission = gate.admit(&view, request.method().as_str(), || {
-            request
-                .match_pattern()
-                .map(|pattern| keygate::gate::shared_route(&pattern))
+            self.static_routes.route(&request)
         });
         // A cached key is decided without awaiting (`check_now`); only a check that needs
         // I/O (a cache miss, a limiter across instances) makes a future of its own.

@@ -48,6 +48,12 @@ pub const DEFAULT_LINGER: Duration = Duration::from_millis(500);
 /// Messages' room the writer keeps in its vector between takes, whatever the load.
 const MIN_KEPT_CAPACITY: usize = 1_024;
 
+/// How many recent takes decide how much room the vectors keep: a vector is trimmed only when
+/// it is more than twice as large as the largest of them. Under a steady load every take is
+/// about a batch, and a vector trimmed after a small one (the rest of a backlog) would grow
+/// again under the request path's pushes, reallocating and faulting pages in.
+const TAKES_REMEMBERED: usize = 8;
+
 /// How often a lingering pipeline looks whether a whole batch is waiting.
 const LINGER_TICK: Duration = Duration::from_millis(10);
 
@@ -366,6 +372,9 @@ impl Shared {
         let mut fold_deadline: Option<Instant> = None;
         // When the sinks are flushed: an interval after the first write since the last flush.
         let mut flush_deadline: Option<Instant> = None;
+        // The sizes of the last takes, in turn.
+        let mut takes = [0_usize; TAKES_REMEMBERED];
+        let mut next_take = 0;
         loop {
             let deadline = earliest(fold_deadline, flush_deadline);
             // Closed, and everything queued before taken.
@@ -408,6 +417,8 @@ impl Shared {
                     }
                     closed = self.queue.take(&mut taken);
                 }
+                takes[next_take] = taken.len();
+                next_take = (next_take + 1) % TAKES_REMEMBERED;
             }
             // A batch at a time; the queue has room again for what is handed on.
             let n = taken.len().min(self.batch);
@@ -431,9 +442,15 @@ impl Shared {
             }
             self.queue.handled(n);
             // The two vectors swap places with every take: one left grown by a burst gives its
-            // memory back once the load falls.
-            if all_handled && taken.capacity() > n.max(MIN_KEPT_CAPACITY).saturating_mul(2) {
-                taken.shrink_to(n.max(MIN_KEPT_CAPACITY));
+            // memory back once the load has fallen for a few takes.
+            let room = takes
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(0)
+                .max(MIN_KEPT_CAPACITY);
+            if all_handled && taken.capacity() > room.saturating_mul(2) {
+                taken.shrink_to(room);
             }
             let now = Instant::now();
             // A flush (shutdown) closes the folds early: nothing is left behind. The deadline
@@ -919,12 +936,23 @@ mod tests {
         }
         assert!(queued_room() >= 10_000);
         auditor.flush().await;
-        // Each take swaps the vectors: after two quiet ones, both have been trimmed.
+        // Each take swaps the vectors, so the burst's vector is back in the queue after every
+        // second one. A few small takes after a large one (the end of a backlog, say) do not
+        // trim it: under a steady load it would only grow again.
         for _ in 0..3 {
             auditor.record(allowed());
             auditor.flush().await;
         }
-        assert_eq!(sink.written.load(Ordering::SeqCst), 10_003);
+        assert!(queued_room() >= 10_000, "trimmed after one small take");
+        // After this many, the burst's take is forgotten and the vector trimmed.
+        for _ in 3..TAKES_REMEMBERED + 1 {
+            auditor.record(allowed());
+            auditor.flush().await;
+        }
+        assert_eq!(
+            sink.written.load(Ordering::SeqCst),
+            10_000 + TAKES_REMEMBERED + 1
+        );
         assert!(
             queued_room() <= 2 * MIN_KEPT_CAPACITY,
             "the buffer kept room for {} events",

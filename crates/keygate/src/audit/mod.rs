@@ -12,8 +12,9 @@
 //! # Never on the request path
 //! The adapters (tower layer, actix middleware) build one event per decided request once the
 //! response is known, and [`Admin`](crate::Admin) one per change. Events go into a bounded
-//! buffer (`try_send`: no waiting, no lock); a background task on the tokio runtime hands them to
-//! the sinks in batches. The task lets a partial batch gather for a moment
+//! buffer (one push under a lock that is only ever held for a push or for the writer's swap of
+//! the whole buffer: nothing waits on a sink); a background task on the tokio runtime hands them
+//! to the sinks in batches. The task lets a partial batch gather for a moment
 //! ([`DEFAULT_LINGER`]) without being woken per event, so a busy service hands its sinks a
 //! few large batches a second rather than many small ones; it can run on a runtime of its own
 //! ([`VerifierBuilder::audit_runtime`](crate::VerifierBuilder::audit_runtime)), away from the

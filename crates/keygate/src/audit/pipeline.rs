@@ -812,12 +812,17 @@ mod tests {
         );
 
         auditor.record(allowed());
+        let shared = Arc::clone(&auditor.shared);
         drop(auditor);
         assert!(
             eventually(|| sink.flushes.load(Ordering::SeqCst) == 3).await,
             "the last handle's drop writes and flushes"
         );
         assert_eq!(sink.written.load(Ordering::SeqCst), 2);
+        assert!(
+            eventually(|| !shared.running.load(Ordering::Acquire)).await,
+            "the writer ends once the auditor is gone"
+        );
     }
 
     /// Holds every write until released, and keeps what it got, write by write.

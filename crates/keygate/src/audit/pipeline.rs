@@ -332,6 +332,15 @@ impl Auditor {
         else {
             return;
         };
+        // A writer before this one (its runtime shut down) was dropped with whatever it had
+        // taken and not handled: no one holds those any more, and they were never written.
+        let abandoned = std::mem::take(&mut self.shared.queue.lock().in_hand);
+        if abandoned > 0 {
+            self.shared
+                .lost
+                .fetch_add(abandoned as u64, Ordering::Relaxed);
+            crate::metrics::audit_lost(abandoned as u64);
+        }
         self.shared.running.store(true, Ordering::Release);
         let shared = Arc::clone(&self.shared);
         runtime.spawn(async move {
@@ -963,6 +972,60 @@ mod tests {
             "the buffer kept room for {} events",
             queued_room()
         );
+    }
+
+    #[test]
+    fn a_writer_dropped_with_its_runtime_leaves_the_whole_buffer_to_the_next() {
+        let sink = Arc::new(Gate::default());
+        let auditor = Auditor::new(
+            vec![sink.clone() as Arc<dyn AuditSink>],
+            PipelineConfig {
+                buffer: 10,
+                batch: 2,
+                linger: Duration::ZERO,
+                runtime: None,
+            },
+        );
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let first = runtime();
+        first.block_on(async {
+            auditor.record(numbered(0));
+            assert!(eventually(|| sink.entered.load(Ordering::SeqCst) == 1).await);
+            for n in 1..=6 {
+                auditor.record(numbered(n));
+            }
+            // One write goes through; the writer takes the 6, hands on 2 and stalls again,
+            // holding 4.
+            sink.open.add_permits(1);
+            assert!(eventually(|| sink.entered.load(Ordering::SeqCst) == 2).await);
+        });
+        drop(first);
+        // Those 4 went with the runtime: counted as lost, and the next writer has the whole
+        // buffer. (The 2 being written went too, uncounted: `written` stays short of
+        // `recorded` by them.)
+        let second = runtime();
+        second.block_on(async {
+            sink.open.add_permits(1_000);
+            for n in 10..20 {
+                auditor.record(numbered(n));
+            }
+            auditor.flush().await;
+        });
+        let stats = auditor.stats();
+        assert_eq!(stats.dropped, 0, "{stats:?}");
+        assert_eq!(stats.lost, 4, "{stats:?}");
+        let writes = sink
+            .writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .concat();
+        let kept: Vec<u16> = (0..=0).chain(10..20).collect();
+        assert_eq!(writes, kept);
     }
 
     #[test]

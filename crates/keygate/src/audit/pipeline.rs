@@ -25,7 +25,8 @@ pub struct AuditStats {
     /// (less any lost).
     pub written: u64,
     /// Events a sink could not take and that no longer fit its retry buffer: never written
-    /// there. Counted once per sink.
+    /// there. Counted once per sink. Also the events a writer had taken and not handed on when
+    /// its runtime shut down under it (the verifier starts another on the next event).
     pub lost: u64,
     /// Batch writes a sink refused (their events are retried with the next batch), and
     /// flushes ([`AuditSink::flush`]) it refused (it keeps what it held for the next).

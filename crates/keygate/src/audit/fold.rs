@@ -137,6 +137,11 @@ impl Folder {
         self.open.is_empty()
     }
 
+    /// The denials the open folds stand for.
+    pub(crate) fn weight(&self) -> u64 {
+        self.open.values().map(weight).sum()
+    }
+
     /// How many folds are open.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

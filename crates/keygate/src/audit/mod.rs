@@ -20,7 +20,8 @@
 //! ([`VerifierBuilder::audit_runtime`](crate::VerifierBuilder::audit_runtime)), away from the
 //! threads that serve requests. A full buffer drops the event and counts it
 //! ([`Verifier::audit_stats`](crate::Verifier::audit_stats)); a sink that fails gets the events
-//! again with the next batch, up to a bound, beyond which they are counted as lost. When no
+//! again with the next batch, up to a bound, beyond which they are counted as lost (as is what
+//! the writer holds when its runtime shuts down under it). When no
 //! sink is enabled (the tracing sink without a subscriber for `keygate::audit`), no event is
 //! built at all. Sinks that keep something back between batches (keygate-sqlx's sink counts
 //! usage in memory) are flushed about once a [`FLUSH_INTERVAL`] while events flow. Call

@@ -25,8 +25,10 @@ pub struct AuditStats {
     /// (less any lost).
     pub written: u64,
     /// Events a sink could not take and that no longer fit its retry buffer: never written
-    /// there. Counted once per sink. Also the events a writer had taken and not handed on when
-    /// its runtime shut down under it (the verifier starts another on the next event).
+    /// there. Counted once per sink. Also what the writer held when it stopped — taken from
+    /// the buffer, being written, folded, or waiting for a retry: its runtime shut down under
+    /// it (the verifier starts another on the next event), or the verifier was dropped while a
+    /// sink still refused its events.
     pub lost: u64,
     /// Batch writes a sink refused (their events are retried with the next batch), and
     /// flushes ([`AuditSink::flush`]) it refused (it keeps what it held for the next).
@@ -333,15 +335,8 @@ impl Auditor {
         else {
             return;
         };
-        // A writer before this one (its runtime shut down) was dropped with whatever it had
-        // taken and not handled: no one holds those any more, and they were never written.
-        let abandoned = std::mem::take(&mut self.shared.queue.lock().in_hand);
-        if abandoned > 0 {
-            self.shared
-                .lost
-                .fetch_add(abandoned as u64, Ordering::Relaxed);
-            crate::metrics::audit_lost(abandoned as u64);
-        }
+        // A writer before this one (its runtime shut down) counted what it held as lost and
+        // gave its room back when it was dropped (`Holding`).
         self.shared.running.store(true, Ordering::Release);
         let shared = Arc::clone(&self.shared);
         runtime.spawn(async move {
@@ -360,6 +355,47 @@ impl Drop for Auditor {
     }
 }
 
+/// What the writer holds and has not handed to every sink: messages taken from the queue,
+/// the batch being written, the open folds, and each sink's retry buffer. Whatever is left when
+/// the writer goes — dropped with its runtime mid-write, or ended with a sink still refusing —
+/// is never written: counted lost (once per sink for a retry buffer), and the taken messages'
+/// room is given back to the queue.
+struct Holding<'a> {
+    shared: &'a Shared,
+    /// Messages taken from the queue and not handled yet, oldest first: usually one batch or
+    /// less, more when the sinks fell behind (then handled a batch at a time). Not allocated up
+    /// front: a quiet service never needs a whole batch.
+    taken: Vec<Msg>,
+    /// The batch being handed to the sinks.
+    events: Vec<AuditEvent>,
+    /// Sinks done with `events` (written, or kept in their retry buffer).
+    delivered: usize,
+    /// Per sink, the events it refused, retried with the next batch.
+    retry: Vec<Vec<AuditEvent>>,
+    folder: Folder,
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        let taken = self.taken.len();
+        let lost = self
+            .taken
+            .iter()
+            .filter(|m| matches!(m, Msg::Event(_)))
+            .count() as u64
+            + self.events.iter().map(weight).sum::<u64>()
+                * (self.shared.sinks.len() - self.delivered) as u64
+            + self.folder.weight()
+            + self.retry.iter().flatten().map(weight).sum::<u64>();
+        self.shared.queue.handled(taken);
+        if lost > 0 {
+            self.shared.lost.fetch_add(lost, Ordering::Relaxed);
+            crate::metrics::audit_lost(lost);
+            tracing::warn!(target: "keygate", lost, "audit writer stopped holding events it could not write");
+        }
+    }
+}
+
 /// Marks the worker stopped when its task ends or is dropped with its runtime.
 struct Running(Arc<Shared>);
 
@@ -371,13 +407,22 @@ impl Drop for Running {
 
 impl Shared {
     async fn run(&self) {
-        // Messages taken from the queue and not handled yet, oldest first: usually one batch
-        // or less, more when the sinks fell behind (then handled a batch at a time). Not
-        // allocated up front: a quiet service never needs a whole batch.
-        let mut taken: Vec<Msg> = Vec::new();
-        let mut events = Vec::new();
-        let mut retry: Vec<Vec<AuditEvent>> = vec![Vec::new(); self.sinks.len()];
-        let mut folder = Folder::new(self.fold_cap);
+        let mut holding = Holding {
+            shared: self,
+            taken: Vec::new(),
+            events: Vec::new(),
+            delivered: 0,
+            retry: vec![Vec::new(); self.sinks.len()],
+            folder: Folder::new(self.fold_cap),
+        };
+        let Holding {
+            taken,
+            events,
+            delivered,
+            retry,
+            folder,
+            ..
+        } = &mut holding;
         // When the open folds close: an interval after the first of them opened.
         let mut fold_deadline: Option<Instant> = None;
         // When the sinks are flushed: an interval after the first write since the last flush.
@@ -399,7 +444,7 @@ impl Shared {
                     }
                 };
                 if ready {
-                    closed = self.queue.take(&mut taken);
+                    closed = self.queue.take(taken);
                 }
                 if !taken.is_empty()
                     && taken.len() < self.batch
@@ -425,7 +470,7 @@ impl Shared {
                             break;
                         }
                     }
-                    closed = self.queue.take(&mut taken);
+                    closed = self.queue.take(taken);
                 }
                 takes[next_take] = taken.len();
                 next_take = (next_take + 1) % TAKES_REMEMBERED;
@@ -467,14 +512,14 @@ impl Shared {
             // is checked here, not only by the timeout above: under a steady flood the queue
             // is never empty (or a backlog is in hand), and that timeout would never fire.
             if closed || !flushes.is_empty() || fold_deadline.is_some_and(|at| now >= at) {
-                folder.drain_into(&mut events);
+                folder.drain_into(events);
                 fold_deadline = None;
             } else if fold_deadline.is_none() && !folder.is_empty() {
                 fold_deadline = Some(now + self.fold_interval);
             }
             // Events refused by a sink earlier are retried with whatever comes next.
             if !events.is_empty() || retry.iter().any(|pending| !pending.is_empty()) {
-                self.write(&mut events, &mut retry).await;
+                self.write(events, retry, delivered).await;
                 flush_deadline.get_or_insert(now + FLUSH_INTERVAL);
             }
             if closed || !flushes.is_empty() || flush_deadline.is_some_and(|at| now >= at) {
@@ -507,15 +552,28 @@ impl Shared {
         all
     }
 
-    async fn write(&self, events: &mut Vec<AuditEvent>, retry: &mut [Vec<AuditEvent>]) {
+    /// Hands `events` to every sink, each with what it refused before; `delivered` counts the
+    /// sinks done with them (written, or kept in their retry buffer) while it runs.
+    async fn write(
+        &self,
+        events: &mut Vec<AuditEvent>,
+        retry: &mut [Vec<AuditEvent>],
+        delivered: &mut usize,
+    ) {
+        *delivered = 0;
         for (sink, pending) in self.sinks.iter().zip(retry.iter_mut()) {
             if pending.is_empty() && events.is_empty() {
+                *delivered += 1;
                 continue;
             }
             let result = if pending.is_empty() {
-                sink.write(events).await
+                let result = sink.write(events).await;
+                *delivered += 1;
+                result
             } else {
+                // This sink's copy is in its retry buffer from here on.
                 pending.extend(events.iter().cloned());
+                *delivered += 1;
                 sink.write(pending).await
             };
             match result {
@@ -539,6 +597,7 @@ impl Shared {
         self.written
             .fetch_add(events.iter().map(weight).sum(), Ordering::Relaxed);
         events.clear();
+        *delivered = 0;
     }
 }
 
@@ -579,6 +638,24 @@ mod tests {
         fn take(&self) -> Vec<AuditEvent> {
             std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
         }
+    }
+
+    /// An auditor on the current runtime.
+    fn pipeline(
+        sinks: Vec<Arc<dyn AuditSink>>,
+        buffer: usize,
+        batch: usize,
+        linger: Duration,
+    ) -> Auditor {
+        Auditor::new(
+            sinks,
+            PipelineConfig {
+                buffer,
+                batch,
+                linger,
+                runtime: None,
+            },
+        )
     }
 
     fn config(buffer: usize, batch: usize) -> PipelineConfig {
@@ -714,14 +791,11 @@ mod tests {
     }
 
     fn lingering(sink: &Arc<Probe>, batch: usize, linger: Duration) -> Auditor {
-        Auditor::new(
+        pipeline(
             vec![sink.clone() as Arc<dyn AuditSink>],
-            PipelineConfig {
-                buffer: 10_000,
-                batch,
-                linger,
-                runtime: None,
-            },
+            10_000,
+            batch,
+            linger,
         )
     }
 
@@ -781,14 +855,11 @@ mod tests {
     #[tokio::test]
     async fn a_half_full_buffer_ends_the_linger() {
         let sink = Arc::new(Probe::default());
-        let auditor = Auditor::new(
+        let auditor = pipeline(
             vec![sink.clone() as Arc<dyn AuditSink>],
-            PipelineConfig {
-                buffer: 100,
-                batch: 10_000,
-                linger: Duration::from_secs(3_600),
-                runtime: None,
-            },
+            100,
+            10_000,
+            Duration::from_secs(3_600),
         );
         auditor.record(allowed());
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -880,14 +951,11 @@ mod tests {
     async fn a_stalled_sink_fills_the_buffer_then_drops_and_counts_and_the_backlog_goes_in_batches()
     {
         let sink = Arc::new(Gate::default());
-        let auditor = Auditor::new(
+        let auditor = pipeline(
             vec![sink.clone() as Arc<dyn AuditSink>],
-            PipelineConfig {
-                buffer: 10,
-                batch: 4,
-                linger: Duration::ZERO,
-                runtime: None,
-            },
+            10,
+            4,
+            Duration::ZERO,
         );
         auditor.record(numbered(0));
         // The writer takes it and stalls in the sink.
@@ -978,14 +1046,11 @@ mod tests {
     #[test]
     fn a_writer_dropped_with_its_runtime_leaves_the_whole_buffer_to_the_next() {
         let sink = Arc::new(Gate::default());
-        let auditor = Auditor::new(
+        let auditor = pipeline(
             vec![sink.clone() as Arc<dyn AuditSink>],
-            PipelineConfig {
-                buffer: 10,
-                batch: 2,
-                linger: Duration::ZERO,
-                runtime: None,
-            },
+            10,
+            2,
+            Duration::ZERO,
         );
         let runtime = || {
             tokio::runtime::Builder::new_current_thread()
@@ -1006,9 +1071,8 @@ mod tests {
             assert!(eventually(|| sink.entered.load(Ordering::SeqCst) == 2).await);
         });
         drop(first);
-        // Those 4 went with the runtime: counted as lost, and the next writer has the whole
-        // buffer. (The 2 being written went too, uncounted: `written` stays short of
-        // `recorded` by them.)
+        // Those 4 went with the runtime, and so did the 2 being written: all counted as lost,
+        // and the next writer has the whole buffer.
         let second = runtime();
         second.block_on(async {
             sink.open.add_permits(1_000);
@@ -1019,7 +1083,9 @@ mod tests {
         });
         let stats = auditor.stats();
         assert_eq!(stats.dropped, 0, "{stats:?}");
-        assert_eq!(stats.lost, 4, "{stats:?}");
+        assert_eq!(stats.lost, 6, "{stats:?}");
+        assert_eq!(stats.recorded, 17, "{stats:?}");
+        assert_eq!(stats.written + stats.lost, stats.recorded, "{stats:?}");
         let writes = sink
             .writes
             .lock()
@@ -1027,6 +1093,50 @@ mod tests {
             .concat();
         let kept: Vec<u16> = (0..=0).chain(10..20).collect();
         assert_eq!(writes, kept);
+    }
+
+    /// Refuses every write.
+    struct Refuse;
+
+    #[async_trait]
+    impl AuditSink for Refuse {
+        async fn write(&self, _: &[AuditEvent]) -> Result<(), AuditError> {
+            Err(AuditError(Box::from("refused")))
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_sink_still_refuses_when_the_writer_ends_is_counted_lost_for_that_sink() {
+        let kept = Arc::new(Probe::default());
+        let auditor = pipeline(
+            vec![
+                Arc::new(Refuse) as Arc<dyn AuditSink>,
+                kept.clone() as Arc<dyn AuditSink>,
+            ],
+            100,
+            10,
+            Duration::ZERO,
+        );
+        for _ in 0..5 {
+            auditor.record(allowed());
+        }
+        auditor.flush().await;
+        let stats = auditor.stats();
+        assert_eq!((stats.written, stats.lost), (5, 0), "{stats:?}");
+        assert!(stats.failed_writes >= 1, "{stats:?}");
+        // Two more, unknown-key denials folded into one event.
+        auditor.record(unknown([192, 0, 2, 1]));
+        auditor.record(unknown([192, 0, 2, 1]));
+        let shared = Arc::clone(&auditor.shared);
+        drop(auditor);
+        assert!(
+            eventually(|| !shared.running.load(Ordering::Acquire)).await,
+            "the writer ends once the auditor is gone"
+        );
+        // The refusing sink never got the 5 nor the 2 folded denials; the other got all.
+        assert_eq!(shared.lost.load(Ordering::Relaxed), 7);
+        assert_eq!(kept.written.load(Ordering::SeqCst), 6);
+        assert_eq!(shared.queue.lock().in_hand, 0);
     }
 
     #[test]

@@ -132,8 +132,10 @@ pub struct ApiKeyMiddleware<S, R> {
 /// this app's routes, which are fixed once it is built, and this middleware is made per app
 /// (per worker), so it never sees another app's. Bounded: paths with parameters are never
 /// kept, and a service with more than [`MAX_STATIC_ROUTES`] such routes matches the others.
+/// Hashed with foldhash (randomly seeded), not SipHash: only the app's own route paths are
+/// ever inserted, so a client's path can make a lookup miss but never a collision chain.
 #[derive(Debug, Default)]
-struct StaticRoutes(RefCell<HashSet<Arc<str>>>);
+struct StaticRoutes(RefCell<HashSet<Arc<str>, foldhash::fast::RandomState>>);
 
 /// Most routes [`StaticRoutes`] keeps per middleware.
 const MAX_STATIC_ROUTES: usize = 256;

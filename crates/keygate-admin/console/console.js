@@ -331,6 +331,25 @@
     return entries.length ? entries.map(([name, policy]) => name + ": " + policy).join(", ") : "none";
   }
 
+  /**
+   * Named limits typed as text ("reads: 100/1s, writes: 10/1s burst 20"; empty: none) as the
+   * object the API takes. The API checks the names and policies.
+   */
+  function limitsOf(text) {
+    // No prototype: a name such as "__proto__" is a plain entry, sent for the API to refuse.
+    const limits = Object.create(null);
+    for (const item of text.split(",")) {
+      const entry = item.trim();
+      if (entry === "") continue;
+      const colon = entry.indexOf(":");
+      if (colon < 0) throw new Error('named limits are "name: policy" pairs separated by commas');
+      const name = entry.slice(0, colon).trim();
+      if (Object.hasOwn(limits, name)) throw new Error("named limit " + name + " is given twice");
+      limits[name] = entry.slice(colon + 1).trim();
+    }
+    return limits;
+  }
+
   /** Fills the description list `dl` with `rows` of [label, text or element]. */
   function fieldList(dl, rows) {
     dl.replaceChildren();
@@ -353,6 +372,7 @@
       ["State", stateBadge(key.state)],
       ["Scopes", key.scopes.length ? key.scopes.join(" ") : "none"],
       ["Rate limit", key.rate_limit || "the services' default"],
+      ["Quota", key.quota || "none"],
       ["Named limits", limitsText(key.limits)],
       ["Allowed IPs", key.allowed_ips.length ? key.allowed_ips.join(" ") : "anywhere"],
       ["Prefix", key.prefix],
@@ -370,6 +390,9 @@
     $("edit-name-value").value = key.name;
     $("edit-scopes-value").value = key.scopes.join(" ");
     $("edit-rate-value").value = key.rate_limit || "";
+    $("edit-quota-value").value = key.quota || "";
+    const limits = limitsText(key.limits);
+    $("edit-limits-value").value = limits === "none" ? "" : limits;
     $("edit-expiry-value").value = key.expires_at || "";
     const revoked = key.state === "revoked";
     $("key-disable").disabled = key.state !== "active";
@@ -412,6 +435,11 @@
     const v = $("edit-rate-value").value.trim();
     return { rate_limit: v === "" ? null : v };
   });
+  editForm("edit-quota", "quota", () => {
+    const v = $("edit-quota-value").value.trim();
+    return { quota: v === "" ? null : v };
+  });
+  editForm("edit-limits", "limits", () => ({ limits: limitsOf($("edit-limits-value").value) }));
   editForm("edit-expiry", "expiry", () => ({ expires_at: expiry($("edit-expiry-value").value) }));
 
   // --- confirmation -------------------------------------------------------------------------

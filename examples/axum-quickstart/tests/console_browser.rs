@@ -609,12 +609,56 @@ async fn edit_and_rotate(page: &Page, url: &str) -> Result<()> {
             "greetings:read greetings:write",
         ),
         ("#edit-rate", "100/1s burst 200", "100/1s burst 200"),
+        ("#edit-quota", "10000/day", "10000/day"),
+        (
+            "#edit-limits",
+            "writes: 10/1s burst 20, reads: 100/1s",
+            "reads: 100/1s, writes: 10/1s burst 20",
+        ),
         ("#edit-expiry", "2099-01-31", "2099-01-31 00:00:00"),
     ] {
         page.type_into(&format!("{form} input"), value).await?;
         page.click(&format!("{form} button[type=submit]")).await?;
         page.until(&format!("{form} saved"), 5, || async {
             Ok(fields().await?.contains(shown))
+        })
+        .await?;
+    }
+    // The form shows what is set, in the form it takes.
+    let limits = page.wait("#edit-limits-value").await?.prop("value").await?;
+    assert_eq!(
+        limits.as_deref(),
+        Some("reads: 100/1s, writes: 10/1s burst 20")
+    );
+    // Text that is not "name: policy" pairs, and a policy the API refuses, are errors that
+    // change nothing.
+    for (typed, error) in [
+        ("writes 10/1s", "name: policy"),
+        ("writes: often", "limits.writes"),
+    ] {
+        page.type_into("#edit-limits-value", typed).await?;
+        page.click("#edit-limits button[type=submit]").await?;
+        page.until(&format!("the error for {typed:?}"), 5, || async {
+            Ok(page.text("#status").await?.contains(error))
+        })
+        .await?;
+        assert!(
+            fields()
+                .await?
+                .contains("reads: 100/1s, writes: 10/1s burst 20"),
+            "{typed:?} changed the limits"
+        );
+    }
+    // Emptied, the quota and the named limits are removed.
+    for (form, shown) in [("#edit-quota", "Quota"), ("#edit-limits", "Named limits")] {
+        page.wait(&format!("{form} input")).await?.clear().await?;
+        page.click(&format!("{form} button[type=submit]")).await?;
+        let script = format!(
+            "return [...document.querySelectorAll('#key-fields dt')]\
+             .find(dt => dt.textContent === '{shown}').nextElementSibling.textContent"
+        );
+        page.until(&format!("{form} emptied"), 5, || async {
+            Ok(page.js(&script).await? == json!("none"))
         })
         .await?;
     }

@@ -7,7 +7,7 @@ mod common;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::{connection, ok, query, redis_url, unique_prefix};
+use common::{UNDER_LOAD, connection, ok, query, redis_url, unique_prefix};
 use keygate::KeyId;
 use keygate::rate::{InProcessLimiter, LimitKey, RateDecision, RateLimiter, RatePolicy};
 use keygate_redis::{RedisRateLimiter, redis};
@@ -21,7 +21,12 @@ fn ip(text: &str) -> IpAddr {
 }
 
 async fn limiter(url: &str, prefix: &str) -> RedisRateLimiter {
-    match RedisRateLimiter::builder(url).prefix(prefix).build().await {
+    match RedisRateLimiter::builder(url)
+        .prefix(prefix)
+        .response_timeout(UNDER_LOAD)
+        .build()
+        .await
+    {
         Ok(limiter) => limiter,
         Err(e) => panic!("KEYGATE_TEST_REDIS_URL is not a Redis URL: {e}"),
     }

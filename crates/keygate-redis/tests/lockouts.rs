@@ -10,7 +10,7 @@ mod common;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::{PrivateRedis, connection, ok, redis_url, script_calls, unique_prefix};
+use common::{PrivateRedis, UNDER_LOAD, connection, ok, redis_url, script_calls, unique_prefix};
 use keygate::KeyId;
 use keygate::rate::{LimitKey, RateDecision, RateLimiter, RatePolicy};
 use keygate_redis::{FailurePolicy, RedisRateLimiter};
@@ -25,7 +25,11 @@ fn client(text: &str) -> LimitKey {
 
 async fn limiter(url: &str, prefix: &str) -> RedisRateLimiter {
     ok(
-        RedisRateLimiter::builder(url).prefix(prefix).build().await,
+        RedisRateLimiter::builder(url)
+            .prefix(prefix)
+            .response_timeout(UNDER_LOAD)
+            .build()
+            .await,
         "KEYGATE_TEST_REDIS_URL is not a Redis URL",
     )
 }
@@ -115,6 +119,7 @@ async fn keys_and_switched_off_lockouts_are_never_answered_locally() {
         RedisRateLimiter::builder(url.as_str())
             .prefix(&prefix)
             .local_lockouts(false)
+            .response_timeout(UNDER_LOAD)
             .build()
             .await,
         "build",

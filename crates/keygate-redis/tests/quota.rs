@@ -8,7 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{PrivateRedis, connection, ok, query, redis_url, script_calls, unique_prefix};
+use common::{
+    PrivateRedis, UNDER_LOAD, connection, ok, query, redis_url, script_calls, unique_prefix,
+};
 use keygate::KeyId;
 use keygate::owner::OwnerTag;
 use keygate::quota::{InProcessMeter, QuotaDecision, QuotaLine, QuotaMeter, QuotaSubject};
@@ -43,7 +45,7 @@ async fn meter(url: &str, prefix: &str) -> RedisQuotaMeter {
     ok(
         RedisQuotaMeter::builder(url)
             .prefix(prefix)
-            .response_timeout(Duration::from_secs(2))
+            .response_timeout(UNDER_LOAD)
             .build()
             .await,
         "build the meter",

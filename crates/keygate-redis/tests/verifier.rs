@@ -9,7 +9,7 @@ mod common;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::{PrivateRedis, connection, ok, redis_url, script_calls, unique_prefix};
+use common::{PrivateRedis, UNDER_LOAD, connection, ok, redis_url, script_calls, unique_prefix};
 use http::{HeaderMap, HeaderValue, Uri};
 use keygate::rate::{RateLimit, RatePolicy};
 use keygate::{
@@ -41,6 +41,7 @@ async fn limited_instance(
         RedisRateLimiter::builder(url)
             .prefix(prefix)
             .local_lockouts(local_lockouts)
+            .response_timeout(UNDER_LOAD)
             .build()
             .await,
         "KEYGATE_TEST_REDIS_URL is not a Redis URL",
@@ -54,7 +55,11 @@ async fn limited_instance(
 
 async fn instance(url: &str, prefix: &str, store: &MemoryStore) -> Verifier {
     let limiter = ok(
-        RedisRateLimiter::builder(url).prefix(prefix).build().await,
+        RedisRateLimiter::builder(url)
+            .prefix(prefix)
+            .response_timeout(UNDER_LOAD)
+            .build()
+            .await,
         "KEYGATE_TEST_REDIS_URL is not a Redis URL",
     );
     let invalidation = ok(

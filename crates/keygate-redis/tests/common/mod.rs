@@ -19,6 +19,12 @@ use keygate_redis::redis;
 
 pub const REDIS_URL_ENV: &str = "KEYGATE_TEST_REDIS_URL";
 
+/// The response timeout of limiters whose tests count exact answers: far beyond any round trip
+/// on a loaded CI machine, so a slow answer is waited for instead of failing open (the default
+/// `FailurePolicy::Open` with its 250 ms timeout allows the request, and the count is off).
+/// Tests of timeouts and outages set their own.
+pub const UNDER_LOAD: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The shared Redis's URL, or `None` (after saying the test is skipped) when unset.
 pub fn redis_url(test: &str) -> Option<String> {
     match std::env::var(REDIS_URL_ENV) {

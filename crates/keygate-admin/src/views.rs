@@ -270,8 +270,9 @@ pub struct EventView {
     /// When it happened.
     pub at: String,
     /// `request`, `created`, `renamed`, `scopes_changed`, `expiry_changed`,
-    /// `metadata_changed`, `allowed_ips_changed`, `rate_limit_changed`, `disabled`, `enabled`,
-    /// `rotated`, `revoked`, `deleted`, `denials` (folded) or `leak_reported`.
+    /// `metadata_changed`, `allowed_ips_changed`, `rate_limit_changed`, `quota_changed`,
+    /// `limits_changed`, `disabled`, `enabled`, `rotated`, `revoked`, `deleted`, `denials`
+    /// (folded), `leak_reported` or `policy_changed` (the lifetime policy; no key).
     pub action: String,
     /// The key concerned.
     pub key_id: Option<String>,

@@ -157,8 +157,8 @@ fn cases() -> Vec<Case> {
                 query: "",
                 field: "max_idle_seconds",
             },
-            // A setting, not a key: no key changes, no key event.
-            action: None,
+            // A setting, not a key: no key changes; one event naming no key.
+            action: Some(Action::PolicyChanged),
             owner: None,
         },
         Case {
@@ -509,8 +509,14 @@ async fn every_endpoint_answers_as_documented() {
                     Some(f.writer.id.as_str()),
                     "{what}: the actor is the admin key's id"
                 );
-                if action != Action::Created {
-                    assert_eq!(event.key_id, Some(f.target), "{what}");
+                match action {
+                    Action::Created => {}
+                    Action::PolicyChanged => {
+                        assert_eq!(event.key_id, None, "{what}");
+                        assert_eq!(f.records().await, before, "{what}: no key changed");
+                        continue;
+                    }
+                    _ => assert_eq!(event.key_id, Some(f.target), "{what}"),
                 }
                 assert_ne!(f.records().await, before, "{what}: the change was made");
             }
@@ -1473,6 +1479,47 @@ async fn the_lifetime_policy_is_set_read_and_enforced_with_422_naming_the_rule()
         created.json()["record"]["expires_at"].is_null(),
         "{}",
         created.text
+    );
+
+    // Each change is one `policy_changed` event naming the admin key that made it and the
+    // new policy; the refused one is none.
+    let policies: Vec<(Option<KeyId>, Option<String>, Option<String>)> = f
+        .changes()
+        .await
+        .into_iter()
+        .filter(|e| e.event.action == Action::PolicyChanged)
+        .map(|e| {
+            (
+                e.event.key_id,
+                e.event.actor.as_deref().map(str::to_owned),
+                e.event.detail,
+            )
+        })
+        .collect();
+    let writer = Some(f.writer.id.as_str().to_owned());
+    assert_eq!(
+        policies,
+        [
+            (
+                None,
+                writer.clone(),
+                Some("require_expiry=true max_lifetime=30 days".to_owned())
+            ),
+            (
+                None,
+                writer.clone(),
+                Some("default_lifetime=7 days".to_owned())
+            ),
+            (None, writer, Some("none".to_owned())),
+        ]
+    );
+    let listed = send(Method::GET, "/audit?action=policy_changed".into(), None).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    assert_eq!(
+        listed.json()["events"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        listed.text
     );
 }
 

@@ -152,6 +152,24 @@ async fn the_console_can_be_left_out() {
 }
 
 #[tokio::test]
+async fn the_audit_filter_offers_every_action() {
+    let f = fixture().await;
+    let (_, _, page) = get(&f.app, "/console").await;
+    let select = page
+        .split("<select id=\"audit-action\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</select>").next())
+        .expect("the audit page's action filter");
+    for action in keygate::audit::Action::ALL {
+        let name = action.as_str();
+        assert!(
+            select.contains(&format!("<option value=\"{name}\">{name}</option>")),
+            "the action filter lacks {name}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_sources_keep_to_the_csp_and_store_nothing() {
     let f = fixture().await;
     let (_, _, page) = get(&f.app, "/console").await;

@@ -39,6 +39,18 @@ pub(crate) fn audit_query(args: &AuditArgs, now: SystemTime) -> Result<EventQuer
             })
         })
         .transpose()?;
+    let action = args
+        .action
+        .as_deref()
+        .map(|text| {
+            text.trim().parse::<Action>().map_err(|_| {
+                CliError::usage(format!(
+                    "unknown --action {text:?}: use one of {}",
+                    Action::ALL.map(Action::as_str).join(", ")
+                ))
+            })
+        })
+        .transpose()?;
     let since = args
         .since
         .as_deref()
@@ -52,7 +64,7 @@ pub(crate) fn audit_query(args: &AuditArgs, now: SystemTime) -> Result<EventQuer
             OutcomeArg::Denied => Outcome::Denied,
         }),
         reason,
-        action: None,
+        action,
         since,
         after_id: None,
         before_id: None,

@@ -405,6 +405,10 @@ pub(crate) struct AuditArgs {
     /// Only denied requests with this reason: wrong_secret, revoked, expired, rate_limited, …
     #[arg(long, value_name = "REASON")]
     pub(crate) reason: Option<String>,
+    /// Only events of this action: request, created, revoked, rotated, denials,
+    /// policy_changed, …
+    #[arg(long, value_name = "ACTION")]
+    pub(crate) action: Option<String>,
     /// Only events of the last DURATION: 30m, 1h, 7d, …
     #[arg(long, value_name = "DURATION")]
     pub(crate) since: Option<String>,

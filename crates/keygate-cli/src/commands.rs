@@ -473,7 +473,9 @@ async fn execute(
         Command::Audit(args) => crate::audit::audit(store, args, out, now).await?,
         Command::Usage(args) => crate::audit::usage(store, args, out, now).await?,
         Command::Peppers => peppers_report(store, minting.peppers, out).await?,
-        Command::Policy(command) => crate::policy::policy(store, command, out).await?,
+        Command::Policy(command) => {
+            crate::policy::policy(store, || changes.admin(), command, out).await?;
+        }
         Command::Serve(args) => {
             let format = minting
                 .format

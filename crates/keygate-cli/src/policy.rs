@@ -1,7 +1,8 @@
 //! `keygate policy`: show, set and clear the deployment's key lifetime policy, kept in the
 //! key store's settings (see `keygate::policy`).
 
-use keygate::policy::{LifetimePolicy, WritePolicyError, read_policy, write_policy};
+use keygate::Admin;
+use keygate::policy::{LifetimePolicy, WritePolicyError, read_policy};
 
 use crate::cli::{PolicyCommand, PolicySetArgs};
 use crate::commands::duration;
@@ -25,8 +26,11 @@ pub(crate) fn policy_of(args: &PolicySetArgs) -> Result<LifetimePolicy, CliError
     Ok(policy)
 }
 
+/// Runs `keygate policy`; a change goes through `admin`, which audits it (`policy_changed`,
+/// with the actor).
 pub(crate) async fn policy(
     store: &Store,
+    admin: impl FnOnce() -> Admin,
     command: &PolicyCommand,
     out: Output<'_>,
 ) -> Result<(), CliError> {
@@ -34,12 +38,12 @@ pub(crate) async fn policy(
         PolicyCommand::Show => read_policy(store.keys()).await?,
         PolicyCommand::Set(args) => {
             let policy = policy_of(args)?;
-            write(store, &policy).await?;
+            write(&admin(), &policy).await?;
             policy
         }
         PolicyCommand::Clear => {
             let policy = LifetimePolicy::default();
-            write(store, &policy).await?;
+            write(&admin(), &policy).await?;
             policy
         }
     };
@@ -51,8 +55,9 @@ pub(crate) async fn policy(
     Ok(())
 }
 
-async fn write(store: &Store, policy: &LifetimePolicy) -> Result<(), CliError> {
-    write_policy(store.keys(), policy)
+async fn write(admin: &Admin, policy: &LifetimePolicy) -> Result<(), CliError> {
+    admin
+        .set_lifetime_policy(policy)
         .await
         .map_err(|e| match e {
             WritePolicyError::Store(error) => error.into(),

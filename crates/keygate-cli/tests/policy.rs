@@ -130,9 +130,56 @@ fn the_policy_is_set_shown_cleared_and_applied() {
     );
 
     // Cleared: no rule.
-    let cleared = json(&url, &["policy", "clear"]);
+    let cleared = json(&url, &["policy", "clear", "--actor", "ops-lead"]);
     assert_eq!(cleared, empty);
     let free = json(&url, &["create", "--name", "free"]);
     assert!(free["expires_at"].is_null());
+
+    // Each change is one audit event, with no key, its actor and the new policy; the invalid
+    // policy and the `show`s are none.
+    let out = keygate(&url, &["audit", "--action", "policy_changed", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    events.sort_by_key(|e| e["id"].as_i64());
+    let seen: Vec<(&Value, &Value, &Value)> = events
+        .iter()
+        .map(|e| (&e["key_id"], &e["actor"], &e["detail"]))
+        .collect();
+    // The CLI's default actor (docs/cli.md).
+    let user = std::env::var("KEYGATE_ACTOR")
+        .or_else(|_| std::env::var("USER"))
+        .map_or(Value::Null, Value::from);
+    assert_eq!(
+        seen,
+        [
+            (
+                &Value::Null,
+                &user,
+                &Value::from("require_expiry=true max_lifetime=30 days max_idle=90 days")
+            ),
+            (
+                &Value::Null,
+                &user,
+                &Value::from("default_lifetime=90 days")
+            ),
+            (&Value::Null, &Value::from("ops-lead"), &Value::from("none")),
+        ],
+        "{events:?}"
+    );
+    // An unknown action is refused, naming the ones there are.
+    let out = keygate(&url, &["audit", "--action", "policy"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("policy_changed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -53,11 +53,14 @@ pub enum Action {
     /// A key was reported leaked (`detail` says where) and nothing about it was changed: the
     /// reporter is configured to report only, or the key was already revoked or disabled.
     LeakReported,
+    /// The deployment's key lifetime policy was set or cleared (no key; `detail` is the new
+    /// policy as [`LifetimePolicy`](crate::policy::LifetimePolicy) shows it).
+    PolicyChanged,
 }
 
 impl Action {
     /// Every action, for parsers and tests.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::Request,
         Self::Created,
         Self::Renamed,
@@ -75,6 +78,7 @@ impl Action {
         Self::Deleted,
         Self::Denials,
         Self::LeakReported,
+        Self::PolicyChanged,
     ];
 
     /// A stable snake_case name: `request`, `created`, `scopes_changed`, ….
@@ -98,6 +102,7 @@ impl Action {
             Self::Deleted => "deleted",
             Self::Denials => "denials",
             Self::LeakReported => "leak_reported",
+            Self::PolicyChanged => "policy_changed",
         }
     }
 

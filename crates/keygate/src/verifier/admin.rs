@@ -212,8 +212,11 @@ impl Admin {
     }
 
     /// Replaces the deployment's lifetime policy in the store's settings (an empty policy
-    /// clears it): every process applies it from its next operation. Logged (target
-    /// `keygate`, info) with the handle's actor; not an audit event (those are about keys).
+    /// clears it): every process applies it from its next operation. Audited as one
+    /// [`Action::PolicyChanged`] event with the handle's actor and the new policy as its
+    /// detail, and logged (target `keygate`, info). A policy refused as invalid writes and
+    /// records nothing; a store failure records nothing either (whether it was written is not
+    /// known: read it back).
     ///
     /// # Errors
     /// As [`write_policy`](crate::policy::write_policy): the policy is invalid (nothing
@@ -224,6 +227,14 @@ impl Admin {
     ) -> Result<(), crate::policy::WritePolicyError> {
         crate::policy::write_policy(self.key_store(), policy).await?;
         tracing::info!(target: "keygate", actor = self.actor.as_deref(), %policy, "lifetime policy set");
+        let auditor = self.auditor();
+        if auditor.enabled() {
+            auditor.record(
+                AuditEvent::new(self.clock().now(), Action::PolicyChanged)
+                    .actor(self.actor.clone())
+                    .detail(policy.to_string()),
+            );
+        }
         Ok(())
     }
 

@@ -22,7 +22,7 @@
 //!   answered 429 before any hashing or store access. Malformed keys are refused for free
 //!   before this and are not counted.
 
-mod in_process;
+pub(crate) mod in_process;
 mod limiter;
 mod named;
 mod policy;

@@ -508,13 +508,17 @@ impl VerifierBuilder {
             self.last_used_interval,
             self.last_used_buffer,
         );
-        let limiter: Arc<dyn RateLimiter> = self.limiter.unwrap_or_else(|| {
-            Arc::new(
-                InProcessLimiter::builder()
-                    .shared_clock(Arc::clone(&self.clock))
-                    .build(),
-            )
-        });
+        let (limiter, own_limiter): (Arc<dyn RateLimiter>, _) = match self.limiter {
+            Some(limiter) => (limiter, None),
+            None => {
+                let own = Arc::new(
+                    InProcessLimiter::builder()
+                        .shared_clock(Arc::clone(&self.clock))
+                        .build(),
+                );
+                (Arc::clone(&own) as Arc<dyn RateLimiter>, Some(own))
+            }
+        };
         let quota_meter = self.quota_meter.unwrap_or_else(|| {
             let meter = match Arc::clone(&self.store).quota_ledger() {
                 Some(ledger) => crate::quota::InProcessMeter::builder()
@@ -548,6 +552,7 @@ impl VerifierBuilder {
                 proxies: TrustedProxies::new(self.proxies),
                 limiter_decides_now: limiter.decides_now(),
                 limiter,
+                own_limiter,
                 default_rate_limit: self.default_rate_limit,
                 meter_decides_now: quota_meter.decides_now(),
                 quota_meter,

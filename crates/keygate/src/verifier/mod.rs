@@ -65,7 +65,10 @@ use crate::key::{KeyId, PresentedKey};
 use crate::keyring::Keyring;
 use crate::metrics::{self, CacheKind};
 use crate::quota::{MeterError, QuotaDecision, QuotaLine, QuotaMeter, QuotaReport};
-use crate::rate::{LimitKey, LimiterError, RateDecision, RateLimit, RateLimiter, RatePolicy};
+use crate::rate::in_process::nanos_since_epoch;
+use crate::rate::{
+    InProcessLimiter, LimitKey, LimiterError, RateDecision, RateLimit, RateLimiter, RatePolicy,
+};
 use crate::rejection::{Reason, Rejection};
 use crate::store::{KeyAdmin, KeyStore, StoreError};
 
@@ -90,6 +93,9 @@ struct Inner {
     sources: CredentialSources,
     proxies: TrustedProxies,
     limiter: Arc<dyn RateLimiter>,
+    /// The same limiter when it is the default one, on this verifier's clock: reached without
+    /// dynamic dispatch, and given the check's own clock reading.
+    own_limiter: Option<Arc<InProcessLimiter>>,
     /// Whether the limiter decides without I/O ([`RateLimiter::decides_now`]): then a cached
     /// key is decided without awaiting.
     limiter_decides_now: bool,
@@ -356,10 +362,12 @@ impl Verifier {
             Ok(()) => {
                 let mut rate = match self.rate_policy(&entry) {
                     None => None,
-                    Some(policy) => Some(match self.acquire_key_now(&entry, id, policy) {
-                        Some(decision) => decision,
-                        None => inner.limiter.acquire(LimitKey::Key(id), policy).await,
-                    }),
+                    Some(policy) => Some(
+                        match self.acquire_key_now(&entry, id, policy, || nanos_since_epoch(now)) {
+                            Some(decision) => decision,
+                            None => inner.limiter.acquire(LimitKey::Key(id), policy).await,
+                        },
+                    ),
                 };
                 if let Some((owner, policy)) = entry.owner_limit
                     && key_allowed(rate.as_ref())
@@ -396,11 +404,20 @@ impl Verifier {
     fn check_now(&self, presented: &Presented) -> Option<Result<Verified, Rejection>> {
         let inner = &*self.inner;
         let id = presented.key.id();
+        // One clock read for the whole check: the default limiter shares the verifier's
+        // clock, so it decides at this instant too (its own reads were two more a request).
+        let now = inner.clock.now();
+        let limiter_nanos = std::cell::OnceCell::new();
+        let limiter_now = || *limiter_nanos.get_or_init(|| nanos_since_epoch(now));
         let client = self.failure_client(presented);
-        if let Some((client, policy)) = client
-            && let Err(refused) = admit_client(inner.limiter.peek_now(client, policy)?, id)
-        {
-            return Some(Err(refused));
+        if let Some((client, policy)) = client {
+            let peeked = match &inner.own_limiter {
+                Some(own) => Ok(own.look_at(client, policy, limiter_now())),
+                None => inner.limiter.peek_now(client, policy)?,
+            };
+            if let Err(refused) = admit_client(peeked, id) {
+                return Some(Err(refused));
+            }
         }
         let entry = self.lookup_now(id)?;
         let limited = self.rate_policy(&entry);
@@ -414,7 +431,6 @@ impl Verifier {
             // The meter must be awaited (a shared meter, or counters not loaded yet).
             return None;
         }
-        let now = inner.clock.now();
         let decided = match self.authenticate(presented, &entry, now) {
             Err(reason) => {
                 let counted = match client.filter(|_| reason.is_failed_attempt()) {
@@ -433,7 +449,7 @@ impl Verifier {
             Ok(()) => {
                 let mut rate = match limited {
                     None => None,
-                    Some(policy) => Some(self.acquire_key_now(&entry, id, policy)?),
+                    Some(policy) => Some(self.acquire_key_now(&entry, id, policy, limiter_now)?),
                 };
                 // The limiter decides now (checked above): this answers.
                 if let Some((owner, policy)) = entry.owner_limit
@@ -468,6 +484,7 @@ impl Verifier {
         entry: &CachedKey,
         id: KeyId,
         policy: RatePolicy,
+        limiter_now: impl FnOnce() -> u64,
     ) -> Option<Result<RateDecision, LimiterError>> {
         let limiter = &*self.inner.limiter;
         let held = entry
@@ -476,7 +493,11 @@ impl Verifier {
         match held {
             // An entry's policy is fixed when it is filled; checked anyway, as it is cheap.
             Some(held) if held.target() == (LimitKey::Key(id), policy) => {
-                limiter.acquire_held(held)
+                match &self.inner.own_limiter {
+                    // The default limiter made `held` (a verifier has one limiter).
+                    Some(own) => Some(Ok(own.decide_held_at(held, limiter_now()))),
+                    None => limiter.acquire_held(held),
+                }
             }
             _ => limiter.acquire_now(LimitKey::Key(id), policy),
         }

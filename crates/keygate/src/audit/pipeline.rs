@@ -378,14 +378,16 @@ struct Holding<'a> {
 impl Drop for Holding<'_> {
     fn drop(&mut self) {
         let taken = self.taken.len();
-        let lost = self
+        let sinks = self.shared.sinks.len() as u64;
+        // Once per sink that never got them, as a retry buffer's overflow is counted.
+        let unhanded = self
             .taken
             .iter()
             .filter(|m| matches!(m, Msg::Event(_)))
             .count() as u64
-            + self.events.iter().map(weight).sum::<u64>()
-                * (self.shared.sinks.len() - self.delivered) as u64
-            + self.folder.weight()
+            + self.folder.weight();
+        let lost = unhanded * sinks
+            + self.events.iter().map(weight).sum::<u64>() * (sinks - self.delivered as u64)
             + self.retry.iter().flatten().map(weight).sum::<u64>();
         self.shared.queue.handled(taken);
         if lost > 0 {

@@ -571,6 +571,28 @@ mod tests {
         assert_eq!(limiter.entry_counts().0, 2, "one state per (key, policy)");
     }
 
+    /// A lockout that ended is open to a peek while another client of the same kind is still
+    /// locked out (so the peek cannot answer from the kind's "none exhausted" mark alone).
+    #[test]
+    fn an_ended_lockout_is_open_while_another_still_holds() {
+        let (limiter, clock) = limiter();
+        let client = |ip: &str| LimitKey::client(ip.parse().unwrap_or_else(|_| unreachable!()));
+        let (early, late) = (client("10.0.0.1"), client("10.0.0.2"));
+        let p = policy("1/1m");
+        assert!(limiter.decide(early, p).allowed);
+        assert!(!limiter.decide(early, p).allowed, "locked until +60 s");
+        clock.advance(Duration::from_secs(30));
+        assert!(limiter.decide(late, p).allowed);
+        assert!(!limiter.decide(late, p).allowed, "locked until +90 s");
+        clock.advance(Duration::from_secs(31));
+        let at = limiter.now_nanos();
+        assert!(limiter.look(early, p).allowed, "early's lockout has ended");
+        assert!(limiter.look_at(early, p, at).allowed);
+        let still = limiter.look_at(late, p, at);
+        assert!(!still.allowed);
+        assert_eq!(still.retry_after, Duration::from_secs(29));
+    }
+
     #[test]
     fn peek_takes_nothing_and_sees_exhaustion() {
         let (limiter, clock) = limiter();

@@ -565,7 +565,7 @@ impl Shared {
         *delivered = 0;
         for (sink, pending) in self.sinks.iter().zip(retry.iter_mut()) {
             if pending.is_empty() && events.is_empty() {
-                *delivered += 1;
+                // Nothing for this sink (and `delivered` only weighs `events`, empty here).
                 continue;
             }
             let result = if pending.is_empty() {
@@ -1095,6 +1095,43 @@ mod tests {
             .concat();
         let kept: Vec<u16> = (0..=0).chain(10..20).collect();
         assert_eq!(writes, kept);
+    }
+
+    /// A runtime dropped while the second of two sinks is writing: the batch is lost for that
+    /// sink only (the first wrote it), and everything still queued for both.
+    #[test]
+    fn a_batch_cut_off_mid_write_is_lost_only_for_the_sinks_that_lacked_it() {
+        let first = Arc::new(Probe::default());
+        let second = Arc::new(Gate::default());
+        let auditor = pipeline(
+            vec![
+                first.clone() as Arc<dyn AuditSink>,
+                second.clone() as Arc<dyn AuditSink>,
+            ],
+            100,
+            3,
+            Duration::ZERO,
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        runtime.block_on(async {
+            for n in 0..3 {
+                auditor.record(numbered(n));
+            }
+            assert!(eventually(|| second.entered.load(Ordering::SeqCst) == 1).await);
+            // Queued behind the stalled write: taken by no writer yet.
+            for n in 3..5 {
+                auditor.record(numbered(n));
+            }
+        });
+        drop(runtime);
+        assert_eq!(first.written.load(Ordering::SeqCst), 3);
+        let stats = auditor.stats();
+        // The 3 being written, for the second sink; the 2 queued are still queued, not lost.
+        assert_eq!(stats.lost, 3, "{stats:?}");
+        assert_eq!(auditor.shared.queue.lock().in_hand, 0, "room given back");
     }
 
     /// Refuses every write.

@@ -27,30 +27,16 @@ pub(crate) fn audit_query(args: &AuditArgs, now: SystemTime) -> Result<EventQuer
             args.limit
         )));
     }
-    let reason = args
-        .reason
-        .as_deref()
-        .map(|text| {
-            text.trim().parse::<Reason>().map_err(|_| {
-                CliError::usage(format!(
-                    "unknown --reason {text:?}: use one of {}",
-                    Reason::ALL.map(Reason::as_str).join(", ")
-                ))
-            })
-        })
-        .transpose()?;
-    let action = args
-        .action
-        .as_deref()
-        .map(|text| {
-            text.trim().parse::<Action>().map_err(|_| {
-                CliError::usage(format!(
-                    "unknown --action {text:?}: use one of {}",
-                    Action::ALL.map(Action::as_str).join(", ")
-                ))
-            })
-        })
-        .transpose()?;
+    let reason = named(
+        args.reason.as_deref(),
+        "--reason",
+        Reason::ALL.map(Reason::as_str),
+    )?;
+    let action = named(
+        args.action.as_deref(),
+        "--action",
+        Action::ALL.map(Action::as_str),
+    )?;
     let since = args
         .since
         .as_deref()
@@ -71,6 +57,23 @@ pub(crate) fn audit_query(args: &AuditArgs, now: SystemTime) -> Result<EventQuer
         limit: args.limit,
         oldest_first: false,
     })
+}
+
+/// `text` (when given) parsed as one of the names in `all`, else a usage error listing them.
+fn named<T: std::str::FromStr, const N: usize>(
+    text: Option<&str>,
+    flag: &str,
+    all: [&str; N],
+) -> Result<Option<T>, CliError> {
+    text.map(|text| {
+        text.trim().parse::<T>().map_err(|_| {
+            CliError::usage(format!(
+                "unknown {flag} {text:?}: use one of {}",
+                all.join(", ")
+            ))
+        })
+    })
+    .transpose()
 }
 
 /// `keygate audit`: the latest events, oldest first, then (with `--follow`) new ones.

@@ -86,6 +86,132 @@ async fn every_change_through_admin_is_an_event_with_its_actor() {
     );
 }
 
+/// Owners carry limits and quotas every key of theirs obeys: creating, changing and deleting
+/// one are events naming the owner (no key), with the actor and what was set; a refused
+/// change records nothing. The memory trail's owner roll-up finds them beside the keys'.
+#[tokio::test]
+async fn every_owner_change_through_admin_is_an_event_naming_the_owner() {
+    use keygate::audit::{AuditTrail, EventQuery, MemoryAuditTrail};
+    use keygate::owner::{NewOwner, OwnerUpdate};
+
+    let h = Harness::new();
+    let trail = MemoryAuditTrail::new().key_store(h.store.clone());
+    let verifier = h.sibling_with(|b| b.audit_sink(trail.clone()));
+    let admin = verifier.admin().actor("alice@ops");
+    let policy = |text: &str| text.parse::<keygate::rate::RatePolicy>().unwrap();
+    admin
+        .create_owner(
+            NewOwner::new("team-x")
+                .name("Team X")
+                .rate_limit(policy("10/1m"))
+                .quota("1000/day".parse().unwrap()),
+        )
+        .await
+        .unwrap();
+    let key = admin
+        .create_key(NewKey::new("k").owner("team-x"))
+        .await
+        .unwrap()
+        .record
+        .id;
+    admin
+        .update_owner(
+            "team-x",
+            OwnerUpdate::new()
+                .name("Team Ex")
+                .rate_limit(None)
+                .limits("search: 5/1s".parse().unwrap()),
+        )
+        .await
+        .unwrap();
+    // Refused: nothing recorded.
+    assert!(admin.create_owner(NewOwner::new("team-x")).await.is_err());
+    assert!(
+        admin
+            .update_owner("nobody", OwnerUpdate::new().name("n"))
+            .await
+            .is_err()
+    );
+    assert!(admin.delete_owner("team-x").await.is_err(), "it has a key");
+    admin.delete(&key).await.unwrap();
+    admin.delete_owner("team-x").await.unwrap();
+
+    verifier.flush_audit().await;
+    let query = EventQuery {
+        oldest_first: true,
+        ..EventQuery::default()
+    };
+    let got: Vec<_> = trail
+        .events(&query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| {
+            let e = s.event;
+            (
+                e.action,
+                e.key_id.map(|k| k == key),
+                e.owner.as_deref().map(str::to_owned),
+                e.actor.as_deref().map(str::to_owned),
+                e.detail,
+            )
+        })
+        .collect();
+    let actor = Some("alice@ops".to_owned());
+    let owner = Some("team-x".to_owned());
+    assert_eq!(
+        got,
+        vec![
+            (
+                Action::OwnerCreated,
+                None,
+                owner.clone(),
+                actor.clone(),
+                Some(r#"name "Team X"; rate limit 10/1m; quota 1000/day"#.to_owned()),
+            ),
+            (Action::Created, Some(true), None, actor.clone(), None),
+            (
+                Action::OwnerChanged,
+                None,
+                owner.clone(),
+                actor.clone(),
+                Some(r#"name "Team Ex"; rate limit none; limits search: 5/1s"#.to_owned()),
+            ),
+            (Action::Deleted, Some(true), None, actor.clone(), None),
+            (
+                Action::OwnerDeleted,
+                None,
+                owner.clone(),
+                actor.clone(),
+                None
+            ),
+        ]
+    );
+    // The owner's roll-up has its own events (its key is deleted, so not the key's).
+    let rolled: Vec<_> = trail
+        .owner_events(&query, "team-x")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.event.action)
+        .collect();
+    assert_eq!(
+        rolled,
+        [
+            Action::OwnerCreated,
+            Action::OwnerChanged,
+            Action::OwnerDeleted
+        ]
+    );
+    assert!(
+        trail
+            .owner_events(&query, "team-y")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// A sink that blocks every write until released.
 #[derive(Debug, Default)]
 struct Stalled {

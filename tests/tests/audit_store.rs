@@ -60,11 +60,19 @@ async fn round_trip(name: &str, sink: SqlAuditSink) {
     let anonymous = AuditEvent::request(t0 + Duration::from_micros(3), Outcome::Denied)
         .reason(Some(Reason::MissingCredentials));
     let allowed = request(t0 + Duration::from_secs(60), Some(other), Outcome::Allowed);
+    let owner_changed = AuditEvent::owner_change(
+        t0 + Duration::from_micros(4),
+        Action::OwnerChanged,
+        "team-x",
+    )
+    .actor(Some(Arc::from("alice@ops")))
+    .detail("rate limit 10/1m");
     let written = vec![
         full_request(t0 + Duration::from_micros(1), key),
         lifecycle,
         anonymous,
         allowed,
+        owner_changed,
     ];
     ok(sink.write(&written).await);
 
@@ -119,6 +127,17 @@ async fn round_trip(name: &str, sink: SqlAuditSink) {
     })
     .await;
     assert_eq!(rotated, [written[1].clone()], "{name}: by action");
+    // An owner's roll-up finds the owner's own events, though it has no key.
+    let of_owner = ok(sink.owner_events(&EventQuery::default(), "team-x").await);
+    assert_eq!(
+        of_owner.into_iter().map(|s| s.event).collect::<Vec<_>>(),
+        [written[4].clone()],
+        "{name}: by owner"
+    );
+    assert!(
+        ok(sink.owner_events(&EventQuery::default(), "team-y").await).is_empty(),
+        "{name}: another owner's"
+    );
     let since = query(EventQuery {
         since: Some(t0 + Duration::from_secs(1)),
         ..EventQuery::default()

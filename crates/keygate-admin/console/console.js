@@ -904,7 +904,8 @@
       tr.append(
         cell("At", when(e.at)),
         cell("Action", e.action),
-        cell("Key", e.key_id || "", "id"),
+        // An owner event names no key: the owner stands in its column.
+        cell("Key", e.key_id || (e.owner ? "owner " + e.owner : ""), "id"),
         cell("Outcome", [e.outcome, e.reason].filter(Boolean).join(": ")),
         cell("Request", request),
         cell("Client", e.client_ip || ""),

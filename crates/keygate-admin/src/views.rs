@@ -272,7 +272,8 @@ pub struct EventView {
     /// `request`, `created`, `renamed`, `scopes_changed`, `expiry_changed`,
     /// `metadata_changed`, `allowed_ips_changed`, `rate_limit_changed`, `quota_changed`,
     /// `limits_changed`, `disabled`, `enabled`, `rotated`, `revoked`, `deleted`, `denials`
-    /// (folded), `leak_reported` or `policy_changed` (the lifetime policy; no key).
+    /// (folded), `leak_reported`, `policy_changed` (the lifetime policy; no key), or
+    /// `owner_created`, `owner_changed`, `owner_deleted` (no key; `owner` names the owner).
     pub action: String,
     /// The key concerned.
     pub key_id: Option<String>,
@@ -294,8 +295,11 @@ pub struct EventView {
     pub request_id: Option<String>,
     /// For changes: who made it (a user name, or an admin key's id).
     pub actor: Option<String>,
-    /// For changes: more about it (a rotation names the new key).
+    /// For changes: more about it (a rotation names the new key; an owner change lists the
+    /// fields it set).
     pub detail: Option<String>,
+    /// For owner events: the owner's id.
+    pub owner: Option<String>,
     /// For folded denials: how many, until when, a sample of ids.
     pub folded: Option<FoldedView>,
 }
@@ -320,6 +324,7 @@ impl From<&StoredEvent> for EventView {
             request_id: e.request_id.as_deref().map(str::to_owned),
             actor: e.actor.as_deref().map(str::to_owned),
             detail: e.detail.clone(),
+            owner: e.owner.as_deref().map(str::to_owned),
             folded: e.folded.as_deref().map(FoldedView::from),
         }
     }

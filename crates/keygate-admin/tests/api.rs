@@ -293,8 +293,8 @@ fn cases() -> Vec<Case> {
                 query: "",
                 field: "id",
             },
-            // Owner records are not keys: no key event.
-            action: None,
+            // Owner records are not keys: one event naming the owner, none about a key.
+            action: Some(Action::OwnerCreated),
             owner: None,
         },
         Case {
@@ -312,7 +312,7 @@ fn cases() -> Vec<Case> {
                 query: "",
                 field: "rate_limit",
             },
-            action: None,
+            action: Some(Action::OwnerChanged),
             owner: Some(OWNER),
         },
         Case {
@@ -328,7 +328,7 @@ fn cases() -> Vec<Case> {
                 query: "",
                 field: "id",
             },
-            action: None,
+            action: Some(Action::OwnerDeleted),
             owner: Some(EMPTY_OWNER),
         },
         Case {
@@ -513,6 +513,17 @@ async fn every_endpoint_answers_as_documented() {
                     Action::Created => {}
                     Action::PolicyChanged => {
                         assert_eq!(event.key_id, None, "{what}");
+                        assert_eq!(f.records().await, before, "{what}: no key changed");
+                        continue;
+                    }
+                    Action::OwnerCreated | Action::OwnerChanged | Action::OwnerDeleted => {
+                        assert_eq!(event.key_id, None, "{what}");
+                        assert_eq!(
+                            event.owner.as_deref(),
+                            Some(case.owner.unwrap_or("acme")),
+                            "{what}: the event names the owner"
+                        );
+                        assert!(event.detail.is_some() == (action != Action::OwnerDeleted));
                         assert_eq!(f.records().await, before, "{what}: no key changed");
                         continue;
                     }

@@ -223,7 +223,13 @@ fn event_row(stored: &StoredEvent) -> String {
     };
     row([
         &humantime::format_rfc3339_millis(e.at).to_string(),
-        &dash(e.key_id.as_ref().map(ToString::to_string)),
+        // An owner event names no key: the owner stands in its column.
+        &dash(
+            e.key_id
+                .as_ref()
+                .map(ToString::to_string)
+                .or_else(|| e.owner.as_deref().map(|owner| format!("owner {owner}"))),
+        ),
         &event,
         &dash(e.reason.map(|r| r.as_str().to_owned())),
         &dash(e.method.as_ref().map(ToString::to_string)),
@@ -265,6 +271,7 @@ fn event_json(stored: &StoredEvent) -> Value {
         "request_id": e.request_id.as_deref(),
         "actor": e.actor.as_deref(),
         "detail": e.detail.as_deref(),
+        "owner": e.owner.as_deref(),
         // Folded denials: how many, until when, a sample of ids; null for a single event.
         "folded": e.folded.as_ref().map(|f| json!({
             "count": f.count,

@@ -110,7 +110,7 @@ pub(crate) async fn run(
 ) -> Result<(), CliError> {
     match command {
         OwnersCommand::Create(args) => {
-            let owner = store.create_owner(new_owner(args)?).await?;
+            let owner = admin().create_owner(new_owner(args)?).await?;
             owner_changed(out, &owner, &format!("created owner {:?}", owner.id));
         }
         OwnersCommand::List(args) => {
@@ -151,7 +151,7 @@ pub(crate) async fn run(
             owner_changed(out, &owner, &format!("updated owner {:?}", owner.id));
         }
         OwnersCommand::Delete(arg) => {
-            store.delete_owner(&arg.id).await?;
+            admin().delete_owner(&arg.id).await?;
             if out.is_json() {
                 out.json_line(&json!({ "id": arg.id, "deleted": true }));
             } else {

@@ -1111,6 +1111,8 @@ fn owners_are_managed_and_their_keys_changed_together() {
             "plan=gold",
             "--rate-limit",
             "10/1m",
+            "--actor",
+            "owner-admin",
         ],
     );
     assert_eq!(created["rate_limit"], "10/1m");
@@ -1120,7 +1122,18 @@ fn owners_are_managed_and_their_keys_changed_together() {
         .map(|o| o["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(ids, ["acme", "team-x", "team-y"]);
-    let updated = json(&url, &["owners", "update", "acme", "--rate-limit", "none"]);
+    let updated = json(
+        &url,
+        &[
+            "owners",
+            "update",
+            "acme",
+            "--rate-limit",
+            "none",
+            "--actor",
+            "owner-admin",
+        ],
+    );
     assert_eq!(updated["rate_limit"], Value::Null);
     assert_eq!(updated["name"], "ACME");
 
@@ -1186,11 +1199,50 @@ fn owners_are_managed_and_their_keys_changed_together() {
         Some(2)
     );
     assert!(json_lines(&url, &["usage", "--owner", "team-x"]).is_empty());
-    ok(&url, &["owners", "delete", "acme"]);
+    // acme's own changes: created with its name and limit, updated, all with the actor; the
+    // refused create (taken id) recorded nothing.
+    let owner_events = |owner: &str| {
+        json_lines(&url, &["audit", "--owner", owner, "--limit", "100"])
+            .iter()
+            .map(|e| {
+                assert_eq!(e["key_id"], Value::Null, "{e}");
+                assert_eq!(e["owner"], owner, "{e}");
+                assert_eq!(e["actor"], "owner-admin", "{e}");
+                (
+                    e["action"].as_str().unwrap().to_owned(),
+                    e["detail"].as_str().map(str::to_owned),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        owner_events("acme"),
+        [
+            (
+                "owner_created".to_owned(),
+                Some(r#"name "ACME"; metadata set; rate limit 10/1m"#.to_owned())
+            ),
+            (
+                "owner_changed".to_owned(),
+                Some("rate limit none".to_owned())
+            ),
+        ]
+    );
+    ok(
+        &url,
+        &["owners", "delete", "acme", "--actor", "owner-admin"],
+    );
     assert_eq!(
         keygate(&url, &["owners", "show", "acme"]).status.code(),
         Some(2)
     );
+    // Deleted, the owner is not found by --owner; its deletion is in the trail.
+    let deleted = json_lines(&url, &["audit", "--action", "owner_deleted"]);
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert_eq!(deleted[0]["owner"], "acme");
+    assert_eq!(deleted[0]["actor"], "owner-admin");
+    let table = ok(&url, &["audit", "--action", "owner_deleted"]);
+    assert!(table.contains("owner acme"), "{table}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

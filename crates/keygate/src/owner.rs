@@ -11,7 +11,9 @@
 //! [`Admin`](crate::Admin): its bulk actions ([`Admin::disable_owner`](crate::Admin::disable_owner),
 //! [`enable_owner`](crate::Admin::enable_owner), [`revoke_owner`](crate::Admin::revoke_owner))
 //! change every key of an owner in one store transaction, evict them all, and record one
-//! audit event per key.
+//! audit event per key. Creating, changing and deleting an owner through an `Admin` are audit
+//! events of their own ([`Action::OwnerCreated`](crate::audit::Action::OwnerCreated),
+//! `OwnerChanged`, `OwnerDeleted`), naming the owner rather than a key.
 
 use std::time::SystemTime;
 
@@ -50,6 +52,27 @@ pub struct OwnerRecord {
 }
 
 impl OwnerRecord {
+    /// What a new owner was given, for its audit event's detail: its name and each limit
+    /// it has, as [`OwnerUpdate`]'s summary writes them (metadata values are not copied
+    /// into the trail).
+    #[must_use]
+    pub(crate) fn summary(&self) -> String {
+        let mut parts = vec![format!("name {:?}", self.name)];
+        if !self.metadata.is_empty() {
+            parts.push("metadata set".to_owned());
+        }
+        if let Some(limit) = &self.rate_limit {
+            parts.push(format!("rate limit {limit}"));
+        }
+        if let Some(quota) = &self.quota {
+            parts.push(format!("quota {quota}"));
+        }
+        if !self.limits.is_empty() {
+            parts.push(format!("limits {}", self.limits));
+        }
+        parts.join("; ")
+    }
+
     /// The bare record created for an owner id first named by a new key: name = id.
     #[must_use]
     pub fn bare(id: &str, now: SystemTime) -> Self {
@@ -224,6 +247,33 @@ impl OwnerUpdate {
         self.rate_limit.is_some() || self.quota.is_some() || self.limits.is_some()
     }
 
+    /// What the change sets, for its audit event's detail: `name "…"; metadata replaced;
+    /// rate limit 10/1m; quota none; limits search: 5/1s`, the fields it leaves alone left
+    /// out (metadata values are not copied into the trail).
+    #[must_use]
+    pub(crate) fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(name) = &self.name {
+            parts.push(format!("name {name:?}"));
+        }
+        if self.metadata.is_some() {
+            parts.push("metadata replaced".to_owned());
+        }
+        if let Some(limit) = &self.rate_limit {
+            parts.push(format!("rate limit {}", or_none(limit.as_ref())));
+        }
+        if let Some(quota) = &self.quota {
+            parts.push(format!("quota {}", or_none(quota.as_ref())));
+        }
+        if let Some(limits) = &self.limits {
+            parts.push(format!(
+                "limits {}",
+                or_none(Some(limits).filter(|l| !l.is_empty()))
+            ));
+        }
+        parts.join("; ")
+    }
+
     /// Checks the input. Stores call this before applying.
     ///
     /// # Errors
@@ -354,6 +404,11 @@ impl std::fmt::Debug for OwnerTag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "OwnerTag({self})")
     }
+}
+
+/// `value`, or `none` when it is absent.
+fn or_none(value: Option<&impl std::fmt::Display>) -> String {
+    value.map_or_else(|| "none".to_owned(), ToString::to_string)
 }
 
 #[cfg(test)]

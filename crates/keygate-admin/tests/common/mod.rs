@@ -75,7 +75,8 @@ pub async fn fixture_with(admin: impl FnOnce(&MemoryStore) -> Option<Admin>) -> 
         .unwrap()
         .record
         .id;
-    setup
+    // Straight into the store, unaudited: the fixture's recorded changes are its four keys'.
+    store
         .create_owner(keygate::owner::NewOwner::new("no-keys"))
         .await
         .unwrap();

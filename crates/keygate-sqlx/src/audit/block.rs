@@ -35,6 +35,7 @@ pub(crate) fn is_compact(e: &AuditEvent) -> bool {
     e.action == Action::Request
         && e.folded.is_none()
         && e.actor.is_none()
+        && e.owner.is_none()
         && e.detail.as_deref().is_none_or(|d| d == STALE_DETAIL)
 }
 
@@ -640,6 +641,9 @@ mod tests {
         assert!(is_compact(&allowed.clone().detail(STALE_DETAIL)));
         assert!(!is_compact(&allowed.clone().detail("something else")));
         assert!(!is_compact(&allowed.clone().actor(Some(Arc::from("ops")))));
+        let mut owned = allowed.clone();
+        owned.owner = Some(Arc::from("team-x"));
+        assert!(!is_compact(&owned));
         assert!(!is_compact(&AuditEvent::lifecycle(
             at,
             Action::Revoked,

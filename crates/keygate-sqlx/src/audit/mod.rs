@@ -561,10 +561,11 @@ pub(crate) enum Column {
     FoldedLastAt,
     FoldedSample,
     FoldedOtherClients,
+    Owner,
 }
 
 impl Column {
-    const ALL: [Self; 17] = [
+    const ALL: [Self; 18] = [
         Self::At,
         Self::Action,
         Self::KeyId,
@@ -582,6 +583,7 @@ impl Column {
         Self::FoldedLastAt,
         Self::FoldedSample,
         Self::FoldedOtherClients,
+        Self::Owner,
     ];
 
     fn name(self) -> &'static str {
@@ -604,6 +606,7 @@ impl Column {
             Self::FoldedLastAt => "folded_last_at",
             Self::FoldedSample => "folded_sample",
             Self::FoldedOtherClients => "folded_other_clients",
+            Self::Owner => "owner",
         }
     }
 
@@ -622,6 +625,7 @@ impl Column {
             Self::RequestId => e.request_id.is_some(),
             Self::Actor => e.actor.is_some(),
             Self::Detail => e.detail.is_some(),
+            Self::Owner => e.owner.is_some(),
             Self::FoldedCount
             | Self::FoldedLastAt
             | Self::FoldedSample
@@ -788,12 +792,13 @@ pub(crate) struct RawEvent {
     pub(crate) folded_last_at: Option<i64>,
     pub(crate) folded_sample: Option<String>,
     pub(crate) folded_other_clients: Option<bool>,
+    pub(crate) owner: Option<String>,
 }
 
 /// The columns every event read selects, in [`RawEvent`] order (`at` as the backend keeps it).
 pub(crate) const EVENT_COLUMNS: &str = "id, at, action, key_id, outcome, reason, method, route, \
      client_ip, status, latency_us, request_id, actor, detail, folded_count, folded_last_at, \
-     folded_sample, folded_other_clients";
+     folded_sample, folded_other_clients, owner";
 
 /// A stored audit row keygate cannot read back. Reported as `Unavailable`.
 #[derive(Debug, thiserror::Error)]
@@ -843,6 +848,7 @@ impl RawEvent {
         event.request_id = self.request_id.map(Arc::from);
         event.actor = self.actor.map(Arc::from);
         event.detail = self.detail;
+        event.owner = self.owner.map(Arc::from);
         if let Some(count) = self.folded_count {
             let count = u64::try_from(count).map_err(|_| corrupt(row, "folded_count"))?;
             let sample = self
@@ -929,9 +935,12 @@ where
         q.push(" AND key_id = ").push_bind(id.as_str().to_owned());
     }
     if let Some(owner) = owner {
-        q.push(" AND key_id IN (SELECT id FROM keygate_keys WHERE owner = ")
+        // The owner's own changes, and the events of its keys.
+        q.push(" AND (owner = ")
             .push_bind(owner.to_owned())
-            .push(")");
+            .push(" OR key_id IN (SELECT id FROM keygate_keys WHERE owner = ")
+            .push_bind(owner.to_owned())
+            .push("))");
     }
     if let Some(outcome) = query.outcome {
         q.push(" AND outcome = ").push_bind(outcome.as_str());

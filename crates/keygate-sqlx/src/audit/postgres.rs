@@ -112,6 +112,7 @@ fn bind_event(
             Column::RequestId => args.add(e.request_id.as_deref())?,
             Column::Actor => args.add(e.actor.as_deref())?,
             Column::Detail => args.add(e.detail.as_deref())?,
+            Column::Owner => args.add(e.owner.as_deref())?,
             Column::FoldedCount => args.add(
                 e.folded
                     .as_ref()
@@ -157,6 +158,7 @@ fn raw_event(row: &PgRow) -> Result<RawEvent, sqlx::Error> {
             .map(micros),
         folded_sample: row.try_get("folded_sample")?,
         folded_other_clients: row.try_get("folded_other_clients")?,
+        owner: row.try_get("owner")?,
     })
 }
 

@@ -249,6 +249,7 @@ fn bind_event<'a>(
             Column::RequestId => args.add(e.request_id.clone())?,
             Column::Actor => args.add(e.actor.clone())?,
             Column::Detail => args.add(e.detail.clone())?,
+            Column::Owner => args.add(e.owner.as_deref().map(str::to_owned))?,
             Column::FoldedCount => args.add(
                 e.folded
                     .as_ref()
@@ -481,6 +482,7 @@ fn raw_event(row: &SqliteRow) -> Result<RawEvent, sqlx::Error> {
         folded_last_at: row.try_get("folded_last_at")?,
         folded_sample: row.try_get("folded_sample")?,
         folded_other_clients: row.try_get("folded_other_clients")?,
+        owner: row.try_get("owner")?,
     })
 }
 

@@ -56,11 +56,19 @@ pub enum Action {
     /// The deployment's key lifetime policy was set or cleared (no key; `detail` is the new
     /// policy as [`LifetimePolicy`](crate::policy::LifetimePolicy) shows it).
     PolicyChanged,
+    /// An owner was created (no key; [`AuditEvent::owner`] names it, `detail` lists its
+    /// name and the limits it was given).
+    OwnerCreated,
+    /// An owner's name, metadata, rate limit, named limits or quota changed (no key;
+    /// `detail` lists the fields and their new values).
+    OwnerChanged,
+    /// An owner was deleted (no key).
+    OwnerDeleted,
 }
 
 impl Action {
     /// Every action, for parsers and tests.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 21] = [
         Self::Request,
         Self::Created,
         Self::Renamed,
@@ -79,6 +87,9 @@ impl Action {
         Self::Denials,
         Self::LeakReported,
         Self::PolicyChanged,
+        Self::OwnerCreated,
+        Self::OwnerChanged,
+        Self::OwnerDeleted,
     ];
 
     /// A stable snake_case name: `request`, `created`, `scopes_changed`, ….
@@ -103,6 +114,9 @@ impl Action {
             Self::Denials => "denials",
             Self::LeakReported => "leak_reported",
             Self::PolicyChanged => "policy_changed",
+            Self::OwnerCreated => "owner_created",
+            Self::OwnerChanged => "owner_changed",
+            Self::OwnerDeleted => "owner_deleted",
         }
     }
 
@@ -248,6 +262,10 @@ pub struct AuditEvent {
     pub actor: Option<Arc<str>>,
     /// For lifecycle events: more about the change (a rotation: the new key's id).
     pub detail: Option<String>,
+    /// For owner events ([`Action::OwnerCreated`], [`Action::OwnerChanged`],
+    /// [`Action::OwnerDeleted`]): the owner's id. Key events leave it empty: a key's owner is
+    /// found through the key store.
+    pub owner: Option<Arc<str>>,
     /// For [`Action::Denials`]: how many denials the event stands for, and over what time.
     /// Boxed: rare, and every request's event stays as small as before.
     pub folded: Option<Box<Folded>>,
@@ -320,6 +338,16 @@ impl AuditEvent {
         }
     }
 
+    /// A change to owner `owner` at `at` (an [`Action::OwnerCreated`], `OwnerChanged` or
+    /// `OwnerDeleted` event; no key).
+    #[must_use]
+    pub fn owner_change(at: SystemTime, action: Action, owner: &str) -> Self {
+        Self {
+            owner: Some(owner.into()),
+            ..Self::blank(at, action)
+        }
+    }
+
     fn blank(at: SystemTime, action: Action) -> Self {
         Self {
             at,
@@ -335,6 +363,7 @@ impl AuditEvent {
             request_id: None,
             actor: None,
             detail: None,
+            owner: None,
             folded: None,
         }
     }

@@ -1134,6 +1134,38 @@ mod tests {
         assert_eq!(auditor.shared.queue.lock().in_hand, 0, "room given back");
     }
 
+    /// A runtime dropped while folds are open (their interval has far to run): the denials
+    /// they stand for reached no sink, so each counts lost once per sink.
+    #[test]
+    fn open_folds_of_a_writer_dropped_with_its_runtime_are_lost_once_per_sink() {
+        let sinks = [Arc::new(Collect::default()), Arc::new(Collect::default())];
+        let auditor = Auditor::folding(
+            sinks
+                .iter()
+                .map(|s| Arc::clone(s) as Arc<dyn AuditSink>)
+                .collect(),
+            config(100, 8),
+            Duration::from_secs(3_600),
+            4,
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        runtime.block_on(async {
+            for _ in 0..5 {
+                auditor.record(unknown([192, 0, 2, 1]));
+            }
+            auditor.record(unknown([192, 0, 2, 2]));
+            assert!(eventually(|| auditor.stats().folded == 6).await);
+        });
+        drop(runtime);
+        assert!(sinks.iter().all(|s| s.take().is_empty()), "no fold closed");
+        let stats = auditor.stats();
+        assert_eq!(stats.lost, 12, "6 denials for each of 2 sinks: {stats:?}");
+        assert_eq!(auditor.shared.queue.lock().in_hand, 0, "room given back");
+    }
+
     /// Refuses every write.
     struct Refuse;
 

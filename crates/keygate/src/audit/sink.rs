@@ -43,7 +43,7 @@ pub trait AuditSink: Send + Sync + 'static {
 /// The default sink: one `tracing` event per audit event, at INFO, target `keygate::audit`,
 /// with structured fields (among them `severity`, `high` for a canary's use: see
 /// [`AuditEvent::severity`]). Strings an outsider can influence (route, request id, actor,
-/// detail) are `Debug`-formatted: quoted, with control characters escaped, so a CR/LF cannot
+/// detail, owner) are `Debug`-formatted: quoted, with control characters escaped, so a CR/LF cannot
 /// forge a log line.
 ///
 /// A folded [`Action::Denials`](super::Action::Denials) event is one line too, with `count`,
@@ -98,6 +98,7 @@ fn emit(e: &AuditEvent) {
         request_id = e.request_id.as_deref().map(tracing::field::debug),
         actor = e.actor.as_deref().map(tracing::field::debug),
         detail = e.detail.as_deref().map(tracing::field::debug),
+        owner = e.owner.as_deref().map(tracing::field::debug),
         count = folded.map(|f| f.count),
         last_at_ms = folded.map(|f| millis(f.last_at)),
         sample = sample.as_deref(),

@@ -127,11 +127,13 @@ pub trait AuditTrail: Send + Sync + 'static {
         since: SystemTime,
     ) -> Result<Vec<UsageDay>, StoreError>;
 
-    /// [`AuditTrail::events`] of the keys that belong to owner `owner` (as the key store
-    /// records them now): an owner's roll-up, as `keygate audit --owner` and the admin API's
-    /// `GET /audit?owner=` show it. Events of keys deleted since, or moved to another owner,
-    /// are not found. An owner with no key (or no such owner) has no events: callers that
-    /// must tell an unknown owner apart look it up first.
+    /// [`AuditTrail::events`] of owner `owner`: the changes to the owner itself
+    /// ([`Action::OwnerCreated`], `OwnerChanged`, `OwnerDeleted`, whose
+    /// [`owner`](AuditEvent::owner) names it) and the events of the keys that belong to it (as
+    /// the key store records them now): an owner's roll-up, as `keygate audit --owner` and the
+    /// admin API's `GET /audit?owner=` show it. Events of keys deleted since, or moved to
+    /// another owner, are not found. Callers that must tell an unknown owner apart look it up
+    /// first.
     ///
     /// The default refuses ([`StoreError::Unsupported`]): a trail must know which keys an
     /// owner has. keygate-sqlx's `SqlAuditSink` reads the key store in its own database;
@@ -250,17 +252,16 @@ impl MemoryAuditTrail {
         }
     }
 
-    /// The events matching `query` whose key passes `key`, as [`AuditTrail::events`] orders
-    /// and limits them.
+    /// The events matching `query` that pass `keep`, as [`AuditTrail::events`] orders and
+    /// limits them.
     fn events_where(
         &self,
         query: &EventQuery,
-        key: impl Fn(Option<KeyId>) -> bool,
+        keep: impl Fn(&AuditEvent) -> bool,
     ) -> Vec<StoredEvent> {
         let kept = self.kept();
-        let matching = |stored: &&StoredEvent| {
-            query.matches(stored.id, &stored.event) && key(stored.event.key_id)
-        };
+        let matching =
+            |stored: &&StoredEvent| query.matches(stored.id, &stored.event) && keep(&stored.event);
         let limit = query.clamped_limit();
         if query.oldest_first {
             kept.events
@@ -356,7 +357,9 @@ impl AuditTrail for MemoryAuditTrail {
         owner: &str,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let keys = self.owner_keys(owner).await?;
-        Ok(self.events_where(query, |key| key.is_some_and(|k| keys.contains(&k))))
+        Ok(self.events_where(query, |event| {
+            event.owner.as_deref() == Some(owner) || event.key_id.is_some_and(|k| keys.contains(&k))
+        }))
     }
 
     async fn owner_usage(

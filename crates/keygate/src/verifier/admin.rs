@@ -304,6 +304,17 @@ impl Admin {
         }
     }
 
+    /// Records a change to owner `id` (audit on), with the handle's actor.
+    fn audit_owner(&self, action: Action, id: &str, detail: Option<String>) {
+        let auditor = self.auditor();
+        if auditor.enabled() {
+            let mut event =
+                AuditEvent::owner_change(self.clock().now(), action, id).actor(self.actor.clone());
+            event.detail = detail;
+            auditor.record(event);
+        }
+    }
+
     /// Evicts `ids` from the verifier's cache (for a handle from [`Verifier::admin`]) and
     /// publishes them on the invalidation channel (unless the store publishes its changes
     /// itself), when the change happened or may have (the store failed to answer).
@@ -529,7 +540,9 @@ impl KeyAdmin for Admin {
     }
 
     async fn create_owner(&self, owner: NewOwner) -> Result<OwnerRecord, StoreError> {
-        self.store().create_owner(owner).await
+        let created = self.store().create_owner(owner).await?;
+        self.audit_owner(Action::OwnerCreated, &created.id, Some(created.summary()));
+        Ok(created)
     }
 
     async fn get_owner(&self, id: &str) -> Result<OwnerRecord, StoreError> {
@@ -546,6 +559,7 @@ impl KeyAdmin for Admin {
 
     async fn update_owner(&self, id: &str, update: OwnerUpdate) -> Result<OwnerRecord, StoreError> {
         let limit_changed = update.changes_rate_limit();
+        let summary = update.summary();
         let result = self.store().update_owner(id, update).await;
         if limit_changed
             && (result.is_ok() || result.as_ref().is_err_and(StoreError::is_unavailable))
@@ -559,11 +573,16 @@ impl KeyAdmin for Admin {
                 }
             }
         }
+        if result.is_ok() {
+            self.audit_owner(Action::OwnerChanged, id, Some(summary));
+        }
         result
     }
 
     async fn delete_owner(&self, id: &str) -> Result<(), StoreError> {
-        self.store().delete_owner(id).await
+        self.store().delete_owner(id).await?;
+        self.audit_owner(Action::OwnerDeleted, id, None);
+        Ok(())
     }
 
     async fn change_owner_keys(

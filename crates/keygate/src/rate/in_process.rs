@@ -66,12 +66,17 @@ struct Inner {
 /// `TAT = max(TAT, now) + T`, with T the policy's emission interval and τ = T × (burst − 1)
 /// the delay tolerance — the rule governor and the Redis limiter use. One compare-and-swap
 /// per request, one clock read.
+///
+/// It names the (key, policy) it is for, so a [`HeldLimit`] is one pointer: a verifier's cache
+/// entry holds it in 8 bytes, and a request reads the target from the line it updates anyway.
 struct Gcra {
     tat: AtomicU64,
     /// T, in nanoseconds (at least 1).
     interval: u64,
     /// τ, in nanoseconds, capped at `u32::MAX` seconds (see [`tolerance`]).
     tau: u64,
+    policy: RatePolicy,
+    key: LimitKey,
 }
 
 /// What one GCRA step decided, in nanoseconds.
@@ -83,7 +88,7 @@ enum Step {
 }
 
 impl Gcra {
-    fn new(policy: RatePolicy) -> Self {
+    fn new(key: LimitKey, policy: RatePolicy) -> Self {
         let interval = u64::try_from(policy.emission_interval().as_nanos())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -91,6 +96,8 @@ impl Gcra {
             tat: AtomicU64::new(0),
             interval,
             tau: tolerance(policy, interval),
+            policy,
+            key,
         }
     }
 
@@ -121,25 +128,22 @@ impl Gcra {
 /// ([`RateLimiter::hold`]) so that a limited key's request needs no lookup in the limiter's
 /// own cache. Only an [`InProcessLimiter`] makes one.
 #[derive(Clone)]
-pub struct HeldLimit {
-    key: LimitKey,
-    policy: RatePolicy,
-    gcra: Arc<Gcra>,
-}
+pub struct HeldLimit(Arc<Gcra>);
 
 impl HeldLimit {
     /// The (key, policy) this state is for.
     #[must_use]
+    #[inline]
     pub fn target(&self) -> (LimitKey, RatePolicy) {
-        (self.key, self.policy)
+        (self.0.key, self.0.policy)
     }
 }
 
 impl std::fmt::Debug for HeldLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HeldLimit")
-            .field("key", &self.key)
-            .field("policy", &self.policy)
+            .field("key", &self.0.key)
+            .field("policy", &self.0.policy)
             .finish_non_exhaustive()
     }
 }
@@ -235,9 +239,9 @@ impl InProcessLimiter {
         let cache = self.cache(&key);
         match cache.get(&(key, policy)) {
             Some(gcra) => gcra,
-            None => match cache
-                .get_or_insert_with(&(key, policy), || Ok::<_, Infallible>(Self::gcra(policy)))
-            {
+            None => match cache.get_or_insert_with(&(key, policy), || {
+                Ok::<_, Infallible>(Arc::new(Gcra::new(key, policy)))
+            }) {
                 Ok(gcra) => gcra,
                 Err(never) => match never {},
             },
@@ -261,7 +265,8 @@ impl InProcessLimiter {
     /// limiter's clock, from [`nanos_since_epoch`]), for a verifier that shares the clock and
     /// has read it already: one clock read per request instead of one per step.
     pub(crate) fn decide_held_at(&self, held: &HeldLimit, now: u64) -> RateDecision {
-        self.decide_with_at(held.key, held.policy, &held.gcra, now)
+        let gcra = &*held.0;
+        self.decide_with_at(gcra.key, gcra.policy, gcra, now)
     }
 
     /// [`RateLimiter::peek_now`] at `now`, as [`InProcessLimiter::decide_held_at`].
@@ -335,10 +340,6 @@ impl InProcessLimiter {
             }
             None => open,
         }
-    }
-
-    fn gcra(policy: RatePolicy) -> Arc<Gcra> {
-        Arc::new(Gcra::new(policy))
     }
 }
 
@@ -414,15 +415,12 @@ impl RateLimiter for InProcessLimiter {
     }
 
     fn hold(&self, key: LimitKey, policy: RatePolicy) -> Option<HeldLimit> {
-        Some(HeldLimit {
-            key,
-            policy,
-            gcra: self.state(key, policy),
-        })
+        Some(HeldLimit(self.state(key, policy)))
     }
 
     fn acquire_held(&self, held: &HeldLimit) -> Option<Result<RateDecision, LimiterError>> {
-        Some(Ok(self.decide_with(held.key, held.policy, &held.gcra)))
+        let gcra = &*held.0;
+        Some(Ok(self.decide_with(gcra.key, gcra.policy, gcra)))
     }
 }
 

@@ -33,58 +33,69 @@ use crate::rejection::Reason;
 use crate::store::OwnerLimits;
 
 /// What the hot path needs from a record, prepared once per cache fill.
+///
+/// Laid out by hand (`repr(C)`), hottest first: a cached key's check reads every field up to
+/// `pepper_version` (the first three cache lines of the allocation, with the `Arc`'s counts),
+/// and nothing after it unless the credential is new to the entry or the store is failing.
+/// Requests cycling through many keys find an entry's lines cold in the CPU cache, so each line
+/// touched is a miss; the default layout spread those reads over six lines. The rare and
+/// large parts (an owner's limit, the limiter's state) are one pointer each.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct CachedKey {
-    pub(crate) digest: Digest,
-    pub(crate) pepper_version: u32,
-    expires_at: Option<SystemTime>,
-    disabled: bool,
-    revoked: bool,
-    allowed_ips: Box<[IpNet]>,
-    /// The key's own limit, else its environment's default, resolved when the entry is
-    /// filled; `None`: the verifier's default.
-    pub(crate) rate_limit: Option<RateLimit>,
-    /// The owner's shared limit and the key it is counted under, resolved when the entry is
-    /// filled; `None`: no owner, or an owner without a limit (no extra work per request).
-    pub(crate) owner_limit: Option<(LimitKey, RatePolicy)>,
-    /// The quota lines a request of this key spends from: the key's own quota (under its
-    /// lineage) and its owner's, resolved when the entry is filled; `None`: neither has a
-    /// quota (a branch on the hot path, nothing more).
-    pub(crate) quota_lines: Option<Arc<[QuotaLine]>>,
-    /// A charge of these lines was awaited once: an in-process meter has their counters in
-    /// memory now, so later requests are charged without awaiting.
-    pub(crate) quota_ready: AtomicBool,
-    /// The position of the record's prefix among the keyring's formats: a key presented under
-    /// another prefix (another environment's) is not this key.
-    pub(crate) environment: u8,
-    pub(crate) identity: Arc<Identity>,
     /// The invalidation generation of this id's slot when the load started.
     pub(crate) generation: u64,
-    /// When this key's use was last reported for last-used tracking (µs since the epoch);
-    /// starts at the stored last-used time so a reload does not report again too early.
-    pub(crate) last_reported: AtomicU64,
     /// When the record was read from the store (freshness is judged on this, not the clock:
     /// a manual clock in tests must not age the cache).
     loaded_at: Instant,
-    /// While this entry is served stale: when (ns after `loaded_at`) the store may be tried
-    /// again. Zero: at once.
-    retry_at: AtomicU64,
-    /// A refresh of this entry failed on a store error: it is being served stale.
-    store_failed: AtomicBool,
+    /// The key's own limit, else its environment's default, resolved when the entry is
+    /// filled; `None`: the verifier's default.
+    pub(crate) rate_limit: Option<RateLimit>,
     /// No key has this id: the entry only remembers that (its digest matches nothing).
     pub(crate) unknown: bool,
+    /// The position of the record's prefix among the keyring's formats: a key presented under
+    /// another prefix (another environment's) is not this key.
+    pub(crate) environment: u8,
     /// A canary: refused as an unknown key once its secret matched (checked only then, so a
     /// normal key pays one load of this flag after the compare).
     pub(crate) canary: bool,
+    disabled: bool,
+    revoked: bool,
+    /// A charge of these lines was awaited once: an in-process meter has their counters in
+    /// memory now, so later requests are charged without awaiting.
+    pub(crate) quota_ready: AtomicBool,
+    /// A refresh of this entry failed on a store error: it is being served stale.
+    store_failed: AtomicBool,
     /// This key (under an older pepper) was queued to be re-hashed: once per entry.
     pub(crate) rehash_queued: AtomicBool,
+    /// The tag of the credential that passed this record's HMAC check (see
+    /// [`super::memo`]): later requests with the same credential compare tags instead.
+    pub(crate) verified: OnceLock<u128>,
+    expires_at: Option<SystemTime>,
+    allowed_ips: Box<[IpNet]>,
+    pub(crate) identity: Arc<Identity>,
+    /// When this key's use was last reported for last-used tracking (µs since the epoch);
+    /// starts at the stored last-used time so a reload does not report again too early.
+    pub(crate) last_reported: AtomicU64,
     /// The limiter's state for this key's limit, asked for on the entry's first limited
     /// request ([`RateLimiter::hold`](crate::rate::RateLimiter::hold)); `None` inside: the
     /// limiter holds none (it is remote).
     pub(crate) held_limit: OnceLock<Option<HeldLimit>>,
-    /// The tag of the credential that passed this record's HMAC check (see
-    /// [`super::memo`]): later requests with the same credential compare tags instead.
-    pub(crate) verified: OnceLock<u128>,
+    /// The owner's shared limit and the key it is counted under, resolved when the entry is
+    /// filled; `None`: no owner, or an owner without a limit (no extra work per request).
+    /// Boxed: rare, and large (a limit key).
+    pub(crate) owner_limit: Option<Box<(LimitKey, RatePolicy)>>,
+    /// The quota lines a request of this key spends from: the key's own quota (under its
+    /// lineage) and its owner's, resolved when the entry is filled; `None`: neither has a
+    /// quota (a branch on the hot path, nothing more).
+    pub(crate) quota_lines: Option<Arc<[QuotaLine]>>,
+    pub(crate) pepper_version: u32,
+    // Read only when the credential is new to this entry (the HMAC check) or the entry is
+    // served stale.
+    pub(crate) digest: Digest,
+    /// While this entry is served stale: when (ns after `loaded_at`) the store may be tried
+    /// again. Zero: at once.
+    retry_at: AtomicU64,
 }
 
 /// The environment a record belongs to, as the verifier's keyring and configuration see it.
@@ -108,7 +119,7 @@ impl CachedKey {
     ) -> Self {
         let owner_limit = match (record.owner.as_deref(), owner.rate_limit) {
             (Some(owner), Some(RateLimit::Limited(policy))) => {
-                Some((LimitKey::Owner(OwnerTag::of(owner)), policy))
+                Some(Box::new((LimitKey::Owner(OwnerTag::of(owner)), policy)))
             }
             _ => None,
         };
@@ -559,6 +570,28 @@ mod tests {
 
     fn cache(capacity: u64, unknown_capacity: u64, ttl: EntryTtl) -> KeyCache {
         KeyCache::new(capacity, unknown_capacity, ttl)
+    }
+
+    /// What a cached key's check reads fits the allocation's first three 64-byte lines (the
+    /// `Arc`'s two counts come first), and what it reads only on a new credential or a store
+    /// failure comes after.
+    #[test]
+    fn a_check_reads_three_cache_lines_of_an_entry() {
+        use std::mem::{offset_of, size_of};
+        // `ArcInner`: strong and weak counts, then the value at its alignment.
+        let start = (2 * size_of::<usize>()).next_multiple_of(std::mem::align_of::<CachedKey>());
+        let hot_end = start + offset_of!(CachedKey, pepper_version) + size_of::<u32>();
+        assert!(hot_end <= 3 * 64, "hot fields end at byte {hot_end}");
+        for cold in [
+            offset_of!(CachedKey, digest),
+            offset_of!(CachedKey, retry_at),
+        ] {
+            assert!(cold > offset_of!(CachedKey, pepper_version));
+        }
+        assert!(
+            size_of::<super::HeldLimit>() <= size_of::<usize>(),
+            "a held limit is one pointer"
+        );
     }
 
     #[test]

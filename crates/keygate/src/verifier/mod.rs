@@ -369,7 +369,7 @@ impl Verifier {
                         },
                     ),
                 };
-                if let Some((owner, policy)) = entry.owner_limit
+                if let Some(&(owner, policy)) = entry.owner_limit.as_deref()
                     && key_allowed(rate.as_ref())
                 {
                     let owner_decision = match inner.limiter.acquire_now(owner, policy) {
@@ -452,7 +452,7 @@ impl Verifier {
                     Some(policy) => Some(self.acquire_key_now(&entry, id, policy, limiter_now)?),
                 };
                 // The limiter decides now (checked above): this answers.
-                if let Some((owner, policy)) = entry.owner_limit
+                if let Some(&(owner, policy)) = entry.owner_limit.as_deref()
                     && key_allowed(rate.as_ref())
                 {
                     rate = Some(tighter(rate, inner.limiter.acquire_now(owner, policy)?));

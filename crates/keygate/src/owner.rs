@@ -438,6 +438,56 @@ mod tests {
         );
     }
 
+    /// The audit detail of an owner change names every field given, a removal as `none`, and
+    /// never a metadata value.
+    #[test]
+    fn summaries_name_what_was_set_and_no_metadata_value() {
+        let meta = |json: serde_json::Value| match json {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!("an object"),
+        };
+        let policy = |text: &str| text.parse::<crate::rate::RatePolicy>().unwrap();
+        let quota = |text: &str| text.parse::<Quota>().unwrap();
+        let limits = |text: &str| text.parse::<NamedLimits>().unwrap();
+
+        assert_eq!(OwnerUpdate::new().summary(), "");
+        let everything = OwnerUpdate::new()
+            .name("Team X")
+            .metadata(meta(serde_json::json!({"secret-plan": "gold"})))
+            .rate_limit(Some(policy("10/1m").into()))
+            .quota(Some(quota("1000/day")))
+            .limits(limits("search: 5/1s, bulk: unlimited"));
+        assert_eq!(
+            everything.summary(),
+            r#"name "Team X"; metadata replaced; rate limit 10/1m; quota 1000/day; limits bulk: unlimited, search: 5/1s"#
+        );
+        let removals = OwnerUpdate::new()
+            .rate_limit(None)
+            .quota(None)
+            .limits(NamedLimits::new());
+        assert_eq!(
+            removals.summary(),
+            "rate limit none; quota none; limits none"
+        );
+
+        let now = SystemTime::UNIX_EPOCH;
+        let bare = OwnerRecord::bare("team-x", now);
+        assert_eq!(bare.summary(), r#"name "team-x""#);
+        let full = NewOwner::new("acme")
+            .name("ACME")
+            .metadata(meta(serde_json::json!({"secret-plan": "gold"})))
+            .rate_limit(policy("10/1m"))
+            .quota(quota("credits 500"))
+            .limits(limits("search: 5/1s"))
+            .into_record(now)
+            .unwrap();
+        assert_eq!(
+            full.summary(),
+            r#"name "ACME"; metadata set; rate limit 10/1m; quota credits 500; limits search: 5/1s"#
+        );
+        assert!(!everything.summary().contains("gold") && !full.summary().contains("gold"));
+    }
+
     #[test]
     fn bulk_changes_skip_keys_they_do_not_change() {
         let key = crate::Keyring::development("acme_test")

@@ -227,14 +227,10 @@ impl Admin {
     ) -> Result<(), crate::policy::WritePolicyError> {
         crate::policy::write_policy(self.key_store(), policy).await?;
         tracing::info!(target: "keygate", actor = self.actor.as_deref(), %policy, "lifetime policy set");
-        let auditor = self.auditor();
-        if auditor.enabled() {
-            auditor.record(
-                AuditEvent::new(self.clock().now(), Action::PolicyChanged)
-                    .actor(self.actor.clone())
-                    .detail(policy.to_string()),
-            );
-        }
+        self.record_change(
+            |at| AuditEvent::new(at, Action::PolicyChanged),
+            Some(policy.to_string()),
+        );
         Ok(())
     }
 
@@ -295,21 +291,20 @@ impl Admin {
     }
 
     fn audit(&self, action: Action, id: KeyId, detail: Option<String>) {
-        let auditor = self.auditor();
-        if auditor.enabled() {
-            let mut event =
-                AuditEvent::lifecycle(self.clock().now(), action, id).actor(self.actor.clone());
-            event.detail = detail;
-            auditor.record(event);
-        }
+        self.record_change(|at| AuditEvent::lifecycle(at, action, id), detail);
     }
 
-    /// Records a change to owner `id` (audit on), with the handle's actor.
+    /// Records a change to owner `id`.
     fn audit_owner(&self, action: Action, id: &str, detail: Option<String>) {
+        self.record_change(|at| AuditEvent::owner_change(at, action, id), detail);
+    }
+
+    /// Records the change `event` makes at the clock's now (only while audit is on: the
+    /// event is not built otherwise), with the handle's actor and `detail`.
+    fn record_change(&self, event: impl FnOnce(SystemTime) -> AuditEvent, detail: Option<String>) {
         let auditor = self.auditor();
         if auditor.enabled() {
-            let mut event =
-                AuditEvent::owner_change(self.clock().now(), action, id).actor(self.actor.clone());
+            let mut event = event(self.clock().now()).actor(self.actor.clone());
             event.detail = detail;
             auditor.record(event);
         }

@@ -91,7 +91,8 @@ async fn every_change_through_admin_is_an_event_with_its_actor() {
 /// change records nothing. The memory trail's owner roll-up finds them beside the keys'.
 #[tokio::test]
 async fn every_owner_change_through_admin_is_an_event_naming_the_owner() {
-    use keygate::audit::{AuditTrail, EventQuery, MemoryAuditTrail};
+    use keygate::StoreError;
+    use keygate::audit::{AuditTrail, EventQuery, MemoryAuditTrail, owner_on_record};
     use keygate::owner::{NewOwner, OwnerUpdate};
 
     let h = Harness::new();
@@ -209,6 +210,23 @@ async fn every_owner_change_through_admin_is_an_event_naming_the_owner() {
             .await
             .unwrap()
             .is_empty()
+    );
+    // Deleted, the owner is still on record through its deletion event; an id that never was
+    // an owner is not, nor one the trail never saw deleted.
+    owner_on_record(&admin, &trail, "team-x").await.unwrap();
+    assert!(matches!(
+        owner_on_record(&admin, &trail, "team-y").await,
+        Err(StoreError::OwnerNotFound(id)) if id == "team-y"
+    ));
+    admin.create_owner(NewOwner::new("team-z")).await.unwrap();
+    owner_on_record(&admin, &trail, "team-z").await.unwrap();
+    h.store.delete_owner("team-z").await.unwrap();
+    assert!(
+        matches!(
+            owner_on_record(&admin, &trail, "team-z").await,
+            Err(StoreError::OwnerNotFound(_))
+        ),
+        "deleted past the audit: no deletion event"
     );
 }
 

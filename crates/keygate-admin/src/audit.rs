@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use keygate::audit::{Action, AuditTrail, EventQuery, Outcome};
-use keygate::{KeyAdmin, KeyId, Reason};
+use keygate::audit::{Action, AuditTrail, EventQuery, Outcome, owner_on_record};
+use keygate::{KeyId, Reason};
 
 use crate::docs::TrailErrors;
 use crate::error::ApiError;
@@ -25,10 +25,12 @@ fn trail(state: &ApiState) -> Result<&dyn AuditTrail, ApiError> {
 }
 
 /// The `owner` parameter: checked, and looked up, so an unknown owner is a 404 rather than an
-/// empty answer (as `keygate audit --owner` and `keygate usage --owner` refuse it); empty is
-/// none. Not with `key_id`: one names a key, the other a set of keys.
+/// empty answer (as `keygate audit --owner` and `keygate usage --owner` refuse it), while a
+/// deleted one is read from the trail; empty is none. Not with `key_id`: one names a key, the
+/// other a set of keys.
 async fn owner<'a>(
     state: &ApiState,
+    trail: &dyn AuditTrail,
     owner: Option<&'a str>,
     key_id: Option<&KeyId>,
 ) -> Result<Option<&'a str>, ApiError> {
@@ -39,7 +41,7 @@ async fn owner<'a>(
         return Err(ApiError::bad("owner", "give key_id or owner, not both"));
     }
     input::owner_id("owner", owner)?;
-    state.admin.get_owner(owner).await?;
+    owner_on_record(&state.admin, trail, owner).await?;
     Ok(Some(owner))
 }
 
@@ -127,7 +129,7 @@ pub(crate) async fn events(
         oldest_first: false,
     };
     let trail = trail(&state)?;
-    let events = match owner(&state, params.owner.as_deref(), key_id.as_ref()).await? {
+    let events = match owner(&state, trail, params.owner.as_deref(), key_id.as_ref()).await? {
         Some(owner) => trail.owner_events(&query, owner).await?,
         None => trail.events(&query).await?,
     };
@@ -165,7 +167,7 @@ pub(crate) async fn usage(
         .checked_sub(DAY * u32::try_from(days - 1).unwrap_or(0))
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let trail = trail(&state)?;
-    let counts = match owner(&state, params.owner.as_deref(), key_id.as_ref()).await? {
+    let counts = match owner(&state, trail, params.owner.as_deref(), key_id.as_ref()).await? {
         Some(owner) => trail.owner_usage(owner, since).await?,
         None => trail.usage(key_id.as_ref(), since).await?,
     };

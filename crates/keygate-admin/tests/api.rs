@@ -1666,8 +1666,8 @@ async fn without_environments_the_environment_filter_is_refused() {
 }
 
 /// `owner=` on `/audit` and `/usage`: the events and usage of the keys the owner has now (as
-/// `keygate audit --owner` and `keygate usage --owner`), an unknown owner 404, and an owner
-/// with no keys an empty answer.
+/// `keygate audit --owner` and `keygate usage --owner`), an unknown owner 404, an owner with
+/// no keys an empty answer, and a deleted one its own events.
 #[tokio::test]
 async fn audit_and_usage_roll_up_by_owner() {
     use axum::routing::get;
@@ -1773,6 +1773,20 @@ async fn audit_and_usage_roll_up_by_owner() {
         let problem = assert_problem(&get(path.to_owned()).await, StatusCode::NOT_FOUND, path);
         assert_eq!(problem["title"], "No such owner", "{path}");
     }
+    // Deleted, an owner is still read from the trail: its own events, its deletion last.
+    let delete = format!("/owners/{EMPTY_OWNER}");
+    let answer = f
+        .send(&Method::DELETE, &delete, Some(&f.writer.key), None)
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.text);
+    f.verifier.flush_audit().await;
+    let gone = get(format!("/audit?owner={EMPTY_OWNER}")).await;
+    assert_eq!(gone.status, StatusCode::OK, "{}", gone.text);
+    let gone = gone.json();
+    assert_eq!(gone["events"][0]["action"], "owner_deleted", "{gone}");
+    assert_eq!(gone["events"][0]["owner"], EMPTY_OWNER, "{gone}");
+    let empty = get(format!("/usage?owner={EMPTY_OWNER}")).await.json();
+    assert_eq!(empty["days"], json!([]));
     // key_id and owner together: 400 naming owner.
     let both = format!("/usage?owner={OWNER}&key_id={}", f.target);
     let problem = assert_problem(&get(both).await, StatusCode::BAD_REQUEST, "both");

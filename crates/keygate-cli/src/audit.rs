@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use keygate::audit::{Action, Outcome};
+use keygate::audit::{Action, Outcome, owner_on_record};
 use keygate::{KeyId, Reason};
 use keygate_sqlx::audit::{EventQuery, MAX_EVENTS, StoredEvent, UsageDay};
 use serde_json::{Value, json};
@@ -87,8 +87,9 @@ pub(crate) async fn audit(
     let sink = store.audit();
     let owner = args.owner.as_deref();
     if let Some(owner) = owner {
-        // An unknown owner is an error (exit 2), not an empty trail.
-        store.admin().get_owner(owner).await?;
+        // An unknown owner is an error (exit 2), not an empty trail; a deleted one is read
+        // from the trail.
+        owner_on_record(store.admin(), &sink, owner).await?;
     }
     let events_of = |query: &EventQuery| {
         let sink = sink.clone();
@@ -311,8 +312,9 @@ pub(crate) async fn usage(
     let days = match args.owner.as_deref() {
         Some(owner) => {
             // An unknown owner is an error (exit 2), not an empty table.
-            store.admin().get_owner(owner).await?;
-            store.audit().owner_usage(owner, since).await?
+            let trail = store.audit();
+            owner_on_record(store.admin(), &trail, owner).await?;
+            trail.owner_usage(owner, since).await?
         }
         None => store.audit().usage(key.as_ref(), since).await?,
     };

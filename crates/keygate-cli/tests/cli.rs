@@ -1236,7 +1236,15 @@ fn owners_are_managed_and_their_keys_changed_together() {
         keygate(&url, &["owners", "show", "acme"]).status.code(),
         Some(2)
     );
-    // Deleted, the owner is not found by --owner; its deletion is in the trail.
+    // Deleted, the owner's own events are still read by --owner (its deletion last), and its
+    // usage is empty (it had no keys left); an id that never was an owner is still exit 2.
+    let actions: Vec<_> = owner_events("acme").into_iter().map(|(a, _)| a).collect();
+    assert_eq!(actions, ["owner_created", "owner_changed", "owner_deleted"]);
+    assert!(json_lines(&url, &["usage", "--owner", "acme"]).is_empty());
+    assert_eq!(
+        keygate(&url, &["audit", "--owner", "nobody"]).status.code(),
+        Some(2)
+    );
     let deleted = json_lines(&url, &["audit", "--action", "owner_deleted"]);
     assert_eq!(deleted.len(), 1, "{deleted:?}");
     assert_eq!(deleted[0]["owner"], "acme");

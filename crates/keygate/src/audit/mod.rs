@@ -67,4 +67,6 @@ pub(crate) use pipeline::{Auditor, PipelineConfig};
 pub(crate) use request::RequestAudit;
 pub use request::{REQUEST_ID_HEADER, STALE_DETAIL};
 pub use sink::{AuditError, AuditSink, TracingSink};
-pub use trail::{AuditTrail, EventQuery, MAX_EVENTS, MemoryAuditTrail, StoredEvent, UsageDay};
+pub use trail::{
+    AuditTrail, EventQuery, MAX_EVENTS, MemoryAuditTrail, StoredEvent, UsageDay, owner_on_record,
+};

@@ -132,8 +132,8 @@ pub trait AuditTrail: Send + Sync + 'static {
     /// [`owner`](AuditEvent::owner) names it) and the events of the keys that belong to it (as
     /// the key store records them now): an owner's roll-up, as `keygate audit --owner` and the
     /// admin API's `GET /audit?owner=` show it. Events of keys deleted since, or moved to
-    /// another owner, are not found. Callers that must tell an unknown owner apart look it up
-    /// first.
+    /// another owner, are not found. Callers that must tell an unknown owner apart check it
+    /// first with [`owner_on_record`] (which also finds a deleted owner by its deletion).
     ///
     /// The default refuses ([`StoreError::Unsupported`]): a trail must know which keys an
     /// owner has. keygate-sqlx's `SqlAuditSink` reads the key store in its own database;
@@ -163,6 +163,38 @@ pub trait AuditTrail: Send + Sync + 'static {
     ) -> Result<Vec<UsageDay>, StoreError> {
         let _ = (owner, since);
         Err(StoreError::Unsupported("reading usage by owner"))
+    }
+}
+
+/// Whether `owner` can be read by owner from `trail`: the key store has it, or the trail holds
+/// its [`Action::OwnerDeleted`] event (a deleted owner's own events stay in the trail, and an
+/// operator asks for them by its id). The check `keygate audit --owner` and the admin API's
+/// `GET /audit?owner=` make first, so an id that never was an owner is an error, not an empty
+/// answer.
+///
+/// # Errors
+/// [`StoreError::OwnerNotFound`] when neither knows `owner`; the store's or the trail's
+/// `Unavailable`.
+pub async fn owner_on_record(
+    admin: &dyn KeyAdmin,
+    trail: &dyn AuditTrail,
+    owner: &str,
+) -> Result<(), StoreError> {
+    let missing = match admin.get_owner(owner).await {
+        Ok(_) => return Ok(()),
+        Err(missing @ StoreError::OwnerNotFound(_)) => missing,
+        Err(other) => return Err(other),
+    };
+    let deletion = EventQuery {
+        action: Some(Action::OwnerDeleted),
+        limit: 1,
+        ..EventQuery::default()
+    };
+    match trail.owner_events(&deletion, owner).await {
+        Ok(events) if !events.is_empty() => Ok(()),
+        // Never deleted under audit, or a trail that cannot tell: the store's answer stands.
+        Ok(_) | Err(StoreError::Unsupported(_)) => Err(missing),
+        Err(other) => Err(other),
     }
 }
 

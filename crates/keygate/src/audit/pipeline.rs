@@ -622,6 +622,14 @@ mod tests {
     use crate::audit::{Action, AuditError, Outcome};
     use crate::rejection::Reason;
 
+    /// A runtime of the test's own (writers outliving or dropped with theirs).
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[derive(Default)]
     struct Collect(Mutex<Vec<AuditEvent>>);
 
@@ -1054,12 +1062,6 @@ mod tests {
             2,
             Duration::ZERO,
         );
-        let runtime = || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap_or_else(|e| panic!("{e}"))
-        };
         let first = runtime();
         first.block_on(async {
             auditor.record(numbered(0));
@@ -1112,10 +1114,7 @@ mod tests {
             3,
             Duration::ZERO,
         );
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let runtime = runtime();
         runtime.block_on(async {
             for n in 0..3 {
                 auditor.record(numbered(n));
@@ -1148,10 +1147,7 @@ mod tests {
             Duration::from_secs(3_600),
             4,
         );
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let runtime = runtime();
         runtime.block_on(async {
             for _ in 0..5 {
                 auditor.record(unknown([192, 0, 2, 1]));
@@ -1230,10 +1226,7 @@ mod tests {
         );
         // Recorded from another runtime (and from no runtime at all).
         auditor.record(allowed());
-        let requests = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let requests = runtime();
         requests.block_on(async {
             auditor.record(allowed());
             auditor.flush().await;

@@ -211,6 +211,49 @@ async fn every_owner_change_through_admin_is_an_event_naming_the_owner() {
             .unwrap()
             .is_empty()
     );
+    // An owner made by its first key: its creation is recorded before the key's, once.
+    let first = admin
+        .create_key(NewKey::new("first").owner("team-new"))
+        .await
+        .unwrap();
+    admin
+        .create_key(NewKey::new("second").owner("team-new"))
+        .await
+        .unwrap();
+    verifier.flush_audit().await;
+    let made: Vec<_> = trail
+        .owner_events(&query, "team-new")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| {
+            let e = s.event;
+            (
+                e.action,
+                e.key_id,
+                e.owner.as_deref().map(str::to_owned),
+                e.actor.as_deref().map(str::to_owned),
+                e.detail,
+            )
+        })
+        .collect();
+    assert_eq!(made.len(), 3, "{made:?}");
+    assert_eq!(
+        made[0],
+        (
+            Action::OwnerCreated,
+            None,
+            Some("team-new".to_owned()),
+            actor.clone(),
+            Some(r#"name "team-new""#.to_owned())
+        )
+    );
+    assert_eq!(
+        (made[1].0, made[1].1),
+        (Action::Created, Some(first.record.id))
+    );
+    assert_eq!(made[2].0, Action::Created);
+
     // Deleted, the owner is still on record through its deletion event; an id that never was
     // an owner is not, nor one the trail never saw deleted.
     owner_on_record(&admin, &trail, "team-x").await.unwrap();

@@ -1015,9 +1015,15 @@ async fn owners<S: TestStore>(f: Fixture<S>) {
         Err(StoreError::OwnerNotFound(_))
     ));
 
-    // A key naming an unknown owner creates a bare one, named after its id.
+    // A key naming an unknown owner creates a bare one, named after its id, and says so.
     f.clock.advance(Duration::from_secs(10));
-    let (_, key) = create(&f, NewKey::new("k").owner("team-x")).await;
+    let first = ok(admin.create_key(NewKey::new("k").owner("team-x")).await);
+    assert!(
+        first.owner_created,
+        "{}: the first key made its owner",
+        f.name
+    );
+    let key = first.record;
     let bare = ok(f.store.get_owner("team-x").await);
     assert_eq!(
         (
@@ -1032,7 +1038,14 @@ async fn owners<S: TestStore>(f: Fixture<S>) {
     ok(admin
         .update_owner("team-x", OwnerUpdate::new().name("Team X"))
         .await);
-    create(&f, NewKey::new("k2").owner("team-x")).await;
+    let second = ok(admin.create_key(NewKey::new("k2").owner("team-x")).await);
+    assert!(!second.owner_created, "{}: the owner existed", f.name);
+    let of_acme = ok(admin.create_key(NewKey::new("k3").owner("acme")).await);
+    assert!(!of_acme.owner_created, "{}: created before its key", f.name);
+    ok(admin.delete(&of_acme.record.id).await);
+    let unowned = ok(admin.create_key(NewKey::new("k4")).await);
+    assert!(!unowned.owner_created);
+    ok(admin.delete(&unowned.record.id).await);
     assert_eq!(ok(f.store.get_owner("team-x").await).name, "Team X");
     assert_eq!(ok(f.store.owner_key_count("team-x").await), 2);
     assert_eq!(ok(f.store.owner_key_count("acme").await), 0);

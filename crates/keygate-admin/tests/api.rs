@@ -165,9 +165,11 @@ fn cases() -> Vec<Case> {
             method: Method::POST,
             route: "/keys",
             write: true,
+            // An owner that exists: one event for the change (a new owner id would add its
+            // `owner_created`, see `audit_and_usage_roll_up_by_owner`).
             good: Some(json!({
                 "name": "new key",
-                "owner": "team-new",
+                "owner": OWNER,
                 "scopes": ["orders:read", "orders:*"],
                 "expires_at": future(),
                 "metadata": {"tier": "gold"},
@@ -1763,6 +1765,17 @@ async fn audit_and_usage_roll_up_by_owner() {
     assert_eq!(rows, expected);
     let other = get("/usage?owner=team-other".to_owned()).await.json();
     assert_eq!(other["days"][0]["allowed"], 3, "{other}");
+    // team-other was made by its first key (POST /keys): its creation is an event of its own,
+    // just before the key's.
+    let made = get("/audit?owner=team-other&action=owner_created".to_owned())
+        .await
+        .json();
+    let made = made["events"].as_array().unwrap();
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0]["owner"], "team-other");
+    assert_eq!(made[0]["key_id"], Value::Null);
+    assert_eq!(made[0]["actor"], f.writer.id.as_str());
+    assert_eq!(made[0]["detail"], r#"name "team-other""#);
 
     // An owner without keys: nothing. No such owner: 404, as the CLI refuses it.
     let empty = get(format!("/audit?owner={EMPTY_OWNER}")).await.json();

@@ -176,9 +176,24 @@ async fn a_standalone_admin_on_sqlite_audits_and_publishes_what_the_api_changes(
     // By owner, through the SQL trail's own statements (those of `keygate audit --owner`).
     let (status, by_owner) = send(&app, Method::GET, "/audit?owner=acme", &writer_key, None).await;
     assert_eq!(status, StatusCode::OK, "{by_owner}");
+    // acme's only key, partner, and before it acme's creation by that key (newest first).
+    let by_owner = by_owner["events"].as_array().unwrap();
+    let (made, of_partner) = by_owner.split_last().unwrap();
+    assert_eq!(of_partner, events.as_slice(), "acme's only key: partner");
     assert_eq!(
-        by_owner["events"], trail["events"],
-        "acme's only key: partner"
+        [
+            &made["action"],
+            &made["owner"],
+            &made["key_id"],
+            &made["actor"]
+        ],
+        [
+            &json!("owner_created"),
+            &json!("acme"),
+            &Value::Null,
+            &json!(writer_id.as_str())
+        ],
+        "{by_owner:?}"
     );
     let (_, ops) = send(
         &app,

@@ -1167,8 +1167,18 @@ fn owners_are_managed_and_their_keys_changed_together() {
     }
     assert_eq!(json(&url, &["show", &other])["state"], "active");
 
-    // The audit trail by owner: the creations and the three bulk changes of its two keys.
+    // The audit trail by owner (in time order): its creation by its first key, then the
+    // creations and the three bulk changes of its two keys.
     let events = json_lines(&url, &["audit", "--owner", "team-x", "--limit", "100"]);
+    let first = &events[0];
+    assert_eq!(
+        [&first["action"], &first["owner"], &first["detail"]],
+        ["owner_created", "team-x", r#"name "team-x""#],
+        "{events:?}"
+    );
+    assert_eq!(events[1]["action"], "created");
+    assert_eq!(events[1]["key_id"], a.as_str());
+    let events = &events[1..];
     let mut actions: Vec<(String, String)> = events
         .iter()
         .map(|e| {

@@ -555,11 +555,12 @@ where
         // A key naming an owner the store does not know creates its bare record, in the key's
         // transaction (a refused key creates no owner).
         let mut tx = self.write_tx().await?;
-        self.insert_owner(&mut tx, &OwnerRecord::bare(owner, stored.created_at))
+        let owner_created = self
+            .insert_owner(&mut tx, &OwnerRecord::bare(owner, stored.created_at))
             .await?;
         self.insert(&mut tx, &stored).await?;
         tx.commit().await.map_err(unavailable)?;
-        Ok(key.into_created(stored))
+        Ok(key.into_created_with_owner(stored, owner_created))
     }
 
     pub(crate) async fn get(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {

@@ -411,12 +411,21 @@ impl MintedKey {
         self
     }
 
-    /// Completes creation: the store hands back the record as stored, with the plaintext.
+    /// Completes creation: the store hands back the record as stored, with the plaintext. Its
+    /// owner (if any) existed already; see [`MintedKey::into_created_with_owner`].
     #[must_use]
     pub fn into_created(self, stored: KeyRecord) -> CreatedKey {
+        self.into_created_with_owner(stored, false)
+    }
+
+    /// Completes creation, saying whether storing the key created its owner's bare record
+    /// (an owner id the store did not know; see [`OwnerRecord::bare`](crate::OwnerRecord::bare)).
+    #[must_use]
+    pub fn into_created_with_owner(self, stored: KeyRecord, owner_created: bool) -> CreatedKey {
         CreatedKey {
             record: stored,
             key: self.key,
+            owner_created,
         }
     }
 }
@@ -428,6 +437,10 @@ pub struct CreatedKey {
     pub record: KeyRecord,
     /// The full key. Show it to its owner once; it cannot be recovered later.
     pub key: PlaintextKey,
+    /// Creating the key created its owner: the store did not know the owner id it names, and
+    /// made its bare record in the same write. [`Admin`](crate::Admin) records an
+    /// `owner_created` event for it, before the key's `created`.
+    pub owner_created: bool,
 }
 
 /// One change to an existing key, applied by [`KeyAdmin::apply`](crate::store::KeyAdmin::apply).

@@ -64,6 +64,14 @@ pub async fn fixture_with(admin: impl FnOnce(&MemoryStore) -> Option<Admin>) -> 
     let writer = caller(&setup, "admin", &[READ_SCOPE, WRITE_SCOPE]).await;
     let reader = caller(&setup, "auditor", &[READ_SCOPE]).await;
     let outsider = caller(&setup, "orders", &["orders:read"]).await;
+    // Owners straight into the store, unaudited: the fixture's recorded changes are its four
+    // keys' (a key naming an unknown owner would record the owner's creation too).
+    for owner in ["team-billing", "no-keys"] {
+        store
+            .create_owner(keygate::owner::NewOwner::new(owner))
+            .await
+            .unwrap();
+    }
     let target = setup
         .create_key(
             NewKey::new("target")
@@ -75,11 +83,6 @@ pub async fn fixture_with(admin: impl FnOnce(&MemoryStore) -> Option<Admin>) -> 
         .unwrap()
         .record
         .id;
-    // Straight into the store, unaudited: the fixture's recorded changes are its four keys'.
-    store
-        .create_owner(keygate::owner::NewOwner::new("no-keys"))
-        .await
-        .unwrap();
     let admin = admin(&store).unwrap_or_else(|| verifier.admin());
     let app = AdminApi::new(admin, verifier.clone())
         .audit_trail(trail.clone())

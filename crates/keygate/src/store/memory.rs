@@ -187,24 +187,26 @@ impl KeyAdmin for MemoryStore {
     async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
         let record = key.record().clone();
         let id = record.id;
-        self.write(|inner| {
+        let owner_created = self.write(|inner| {
             if inner.keys.contains_key(&id) || inner.deleted.contains(&id) {
                 return Err(StoreError::Conflict {
                     id,
                     reason: "a key with this id exists or existed",
                 });
             }
-            if let Some(owner) = &record.owner {
-                // A key naming an owner the store does not know creates its bare record.
-                inner
-                    .owners
-                    .entry(owner.clone())
-                    .or_insert_with(|| OwnerRecord::bare(owner, record.created_at));
-            }
+            // A key naming an owner the store does not know creates its bare record.
+            let owner_created = match &record.owner {
+                Some(owner) if !inner.owners.contains_key(owner) => {
+                    let bare = OwnerRecord::bare(owner, record.created_at);
+                    inner.owners.insert(owner.clone(), bare);
+                    true
+                }
+                _ => false,
+            };
             inner.keys.insert(id, record.clone());
-            Ok(())
+            Ok(owner_created)
         })?;
-        Ok(key.into_created(record))
+        Ok(key.into_created_with_owner(record, owner_created))
     }
 
     async fn get(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {

@@ -490,6 +490,13 @@ impl KeyAdmin for Admin {
         // A guess of this id may sit in a negative cache, here or elsewhere.
         self.changed(&[id], &created).await;
         let created = created?;
+        if created.owner_created
+            && let Some(owner) = created.record.owner.as_deref()
+        {
+            // The owner's first key made it: its creation comes first in the trail.
+            let bare = OwnerRecord::bare(owner, created.record.created_at);
+            self.audit_owner(Action::OwnerCreated, owner, Some(bare.summary()));
+        }
         self.audit(Action::Created, id, None);
         Ok(created)
     }

@@ -9,7 +9,7 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forwar
 use actix_web::http::header::{AUTHORIZATION, HeaderName};
 use actix_web::{Error, HttpMessage};
 
-use keygate::gate::{Admission, Checked, Gate, Refusal, Ticket};
+use keygate::gate::{Admission, Checked, Gate, Passed, Refusal, Ticket};
 use keygate::quota::QuotaReceipt;
 use keygate::{ProblemJson, Rejection, Verifier};
 
@@ -189,42 +189,46 @@ where
         });
         // A cached key is decided without awaiting (`check_now`); only a check that needs
         // I/O (a cache miss, a limiter across instances) makes a future of its own.
-        let decided = match admission {
-            Admission::Pass(ticket) => return self.call_inner(request, ticket),
-            Admission::Refuse(refusal) => Err(refusal),
+        // Each answer is handled where it is matched: an intermediate `Result<Passed, Refusal>`
+        // (280 bytes) was two more `memcpy`s a request.
+        match admission {
+            Admission::Pass(ticket) => self.call_inner(request, ticket),
+            Admission::Refuse(refusal) => self.refused(request, refusal),
             Admission::Check(check) => match gate.check_now(check) {
-                Checked::Now(decided) => decided,
+                Checked::Now(Ok(passed)) => {
+                    let ticket = identified(&mut request, passed);
+                    self.call_inner(request, ticket)
+                }
+                Checked::Now(Err(refusal)) => self.refused(request, refusal),
                 Checked::Later(check) => {
                     let config = Rc::clone(&self.config);
                     let service = Rc::clone(&self.service);
-                    return Box::pin(async move {
+                    Box::pin(async move {
                         match config.gate.check(check).await {
-                            Ok(mut passed) => {
-                                if let Some(receipt) = passed.take_quota_receipt() {
-                                    request.extensions_mut().insert(receipt);
-                                }
-                                let (identity, ticket) = passed.into_parts();
-                                request.extensions_mut().insert(identity);
+                            Ok(passed) => {
+                                let ticket = identified(&mut request, passed);
                                 finish_inner(service.call(request).await, ticket)
                             }
                             Err(refusal) => Ok(refuse(&config.responder, request, refusal)),
                         }
-                    });
+                    })
                 }
             },
-        };
-        match decided {
-            Ok(mut passed) => {
-                if let Some(receipt) = passed.take_quota_receipt() {
-                    request.extensions_mut().insert(receipt);
-                }
-                let (identity, ticket) = passed.into_parts();
-                request.extensions_mut().insert(identity);
-                self.call_inner(request, ticket)
-            }
-            Err(refusal) => Box::pin(ready(Ok(refuse(&self.config.responder, request, refusal)))),
         }
     }
+}
+
+/// Puts the caller's identity (and the quota receipt, if any) into the request; the ticket
+/// finishes the response.
+// Always inlined: as a call it took `Passed` (280 bytes) by a copy.
+#[inline(always)]
+fn identified(request: &mut ServiceRequest, mut passed: Passed) -> Ticket {
+    if let Some(receipt) = passed.take_quota_receipt() {
+        request.extensions_mut().insert(receipt);
+    }
+    let (identity, ticket) = passed.into_parts();
+    request.extensions_mut().insert(identity);
+    ticket
 }
 
 impl<S, B, R> ApiKeyMiddleware<S, R>
@@ -234,6 +238,17 @@ where
     B: MessageBody + 'static,
 {
     /// Calls the service now; its response is finished by [`finish_inner`].
+    fn refused(
+        &self,
+        request: ServiceRequest,
+        refusal: Refusal,
+    ) -> LocalBoxFuture<Result<ServiceResponse<EitherBody<B>>, Error>>
+    where
+        R: ActixRejectionResponse,
+    {
+        Box::pin(ready(Ok(refuse(&self.config.responder, request, refusal))))
+    }
+
     fn call_inner(
         &self,
         request: ServiceRequest,

@@ -142,20 +142,25 @@ async fn every_owner_change_through_admin_is_an_event_naming_the_owner() {
         oldest_first: true,
         ..EventQuery::default()
     };
+    // An event as (action, key, owner, actor, detail).
+    let row = |s: keygate::audit::StoredEvent| {
+        let e = s.event;
+        (
+            e.action,
+            e.key_id,
+            e.owner.as_deref().map(str::to_owned),
+            e.actor.as_deref().map(str::to_owned),
+            e.detail,
+        )
+    };
     let got: Vec<_> = trail
         .events(&query)
         .await
         .unwrap()
         .into_iter()
-        .map(|s| {
-            let e = s.event;
-            (
-                e.action,
-                e.key_id.map(|k| k == key),
-                e.owner.as_deref().map(str::to_owned),
-                e.actor.as_deref().map(str::to_owned),
-                e.detail,
-            )
+        .map(row)
+        .map(|(action, k, owner, actor, detail)| {
+            (action, k.map(|k| k == key), owner, actor, detail)
         })
         .collect();
     let actor = Some("alice@ops".to_owned());
@@ -226,16 +231,7 @@ async fn every_owner_change_through_admin_is_an_event_naming_the_owner() {
         .await
         .unwrap()
         .into_iter()
-        .map(|s| {
-            let e = s.event;
-            (
-                e.action,
-                e.key_id,
-                e.owner.as_deref().map(str::to_owned),
-                e.actor.as_deref().map(str::to_owned),
-                e.detail,
-            )
-        })
+        .map(row)
         .collect();
     assert_eq!(made.len(), 3, "{made:?}");
     assert_eq!(

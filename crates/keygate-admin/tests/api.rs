@@ -1819,4 +1819,10 @@ async fn a_trail_without_owner_reads_answers_501() {
         let problem = assert_problem(&answer, StatusCode::NOT_IMPLEMENTED, path);
         assert_eq!(problem["type"], "urn:keygate:problem:not_configured");
     }
+    // An owner the store does not know is still a 404: such a trail cannot vouch for a
+    // deleted one.
+    for path in ["/audit?owner=nobody", "/usage?owner=nobody"] {
+        let answer = f.send(&Method::GET, path, Some(&f.reader.key), None).await;
+        assert_problem(&answer, StatusCode::NOT_FOUND, path);
+    }
 }

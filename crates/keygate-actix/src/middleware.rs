@@ -238,6 +238,16 @@ where
     B: MessageBody + 'static,
 {
     /// Calls the service now; its response is finished by [`finish_inner`].
+    fn call_inner(
+        &self,
+        request: ServiceRequest,
+        ticket: Ticket,
+    ) -> LocalBoxFuture<Result<ServiceResponse<EitherBody<B>>, Error>> {
+        let called = self.service.call(request);
+        Box::pin(async move { finish_inner(called.await, ticket) })
+    }
+
+    /// Answers the refusal without calling the service.
     fn refused(
         &self,
         request: ServiceRequest,
@@ -247,15 +257,6 @@ where
         R: ActixRejectionResponse,
     {
         Box::pin(ready(Ok(refuse(&self.config.responder, request, refusal))))
-    }
-
-    fn call_inner(
-        &self,
-        request: ServiceRequest,
-        ticket: Ticket,
-    ) -> LocalBoxFuture<Result<ServiceResponse<EitherBody<B>>, Error>> {
-        let called = self.service.call(request);
-        Box::pin(async move { finish_inner(called.await, ticket) })
     }
 }
 

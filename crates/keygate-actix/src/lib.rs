@@ -54,7 +54,7 @@ mod view;
 pub use cost::{Cost, CostMiddleware};
 pub use guard::{GuardMiddleware, RouteGuard};
 pub use identity::{Identity, IdentityRejection};
-pub use middleware::{ApiKeyAuth, ApiKeyMiddleware};
+pub use middleware::{ApiKeyAuth, ApiKeyFuture, ApiKeyMiddleware};
 pub use require_environment::{RequireEnvironment, RequireEnvironmentMiddleware};
 pub use require_scopes::{RequireScopes, RequireScopesMiddleware};
 pub use response::ActixRejectionResponse;

@@ -1,8 +1,11 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::future::{Ready, ready};
+use std::fmt;
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
@@ -12,6 +15,7 @@ use actix_web::{Error, HttpMessage};
 use keygate::gate::{Admission, Checked, Gate, Passed, Refusal, Ticket};
 use keygate::quota::QuotaReceipt;
 use keygate::{ProblemJson, Rejection, Verifier};
+use pin_project_lite::pin_project;
 
 use crate::response::{ActixRejectionResponse, respond, to_actix};
 use crate::view::ActixRequestView;
@@ -169,7 +173,7 @@ where
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = Error;
-    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = ApiKeyFuture<S, B>;
 
     forward_ready!(service);
 
@@ -203,7 +207,7 @@ where
                 Checked::Later(check) => {
                     let config = Rc::clone(&self.config);
                     let service = Rc::clone(&self.service);
-                    Box::pin(async move {
+                    ApiKeyFuture::later(Box::pin(async move {
                         match config.gate.check(check).await {
                             Ok(passed) => {
                                 let ticket = identified(&mut request, passed);
@@ -211,7 +215,7 @@ where
                             }
                             Err(refusal) => Ok(refuse(&config.responder, request, refusal)),
                         }
-                    })
+                    }))
                 }
             },
         }
@@ -238,25 +242,112 @@ where
     B: MessageBody + 'static,
 {
     /// Calls the service now; its response is finished by [`finish_inner`].
-    fn call_inner(
-        &self,
-        request: ServiceRequest,
-        ticket: Ticket,
-    ) -> LocalBoxFuture<Result<ServiceResponse<EitherBody<B>>, Error>> {
-        let called = self.service.call(request);
-        Box::pin(async move { finish_inner(called.await, ticket) })
+    fn call_inner(&self, request: ServiceRequest, ticket: Ticket) -> ApiKeyFuture<S, B> {
+        ApiKeyFuture {
+            state: FutureState::Inner {
+                called: self.service.call(request),
+                ticket,
+            },
+        }
     }
 
     /// Answers the refusal without calling the service.
-    fn refused(
-        &self,
-        request: ServiceRequest,
-        refusal: Refusal,
-    ) -> LocalBoxFuture<Result<ServiceResponse<EitherBody<B>>, Error>>
+    fn refused(&self, request: ServiceRequest, refusal: Refusal) -> ApiKeyFuture<S, B>
     where
         R: ActixRejectionResponse,
     {
-        Box::pin(ready(Ok(refuse(&self.config.responder, request, refusal))))
+        ApiKeyFuture {
+            state: FutureState::Answered {
+                response: Some(refuse(&self.config.responder, request, refusal)),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`ApiKeyMiddleware`]. A cached key's request and a refusal are
+    /// answered through it without a boxed future of their own: only a check that awaits the
+    /// key store or a shared limiter is boxed.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ApiKeyFuture<S, B>
+    where
+        S: Service<ServiceRequest>,
+    {
+        #[pin]
+        state: FutureState<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum FutureState<S, B>
+    where
+        S: Service<ServiceRequest>,
+    {
+        // The service was called; the ticket finishes its response.
+        Inner {
+            #[pin]
+            called: S::Future,
+            ticket: Ticket,
+        },
+        // Refused by the middleware itself; `None` once taken.
+        Answered {
+            response: Option<ServiceResponse<EitherBody<B>>>,
+        },
+        // The check awaits I/O, then the service.
+        Later {
+            future: LocalBoxFuture<Result<ServiceResponse<EitherBody<B>>, Error>>,
+        },
+    }
+}
+
+impl<S, B> ApiKeyFuture<S, B>
+where
+    S: Service<ServiceRequest>,
+{
+    fn later(future: LocalBoxFuture<Result<ServiceResponse<EitherBody<B>>, Error>>) -> Self {
+        Self {
+            state: FutureState::Later { future },
+        }
+    }
+}
+
+impl<S, B> Future for ApiKeyFuture<S, B>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    B: MessageBody + 'static,
+{
+    type Output = Result<ServiceResponse<EitherBody<B>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { called, ticket } => {
+                let response = std::task::ready!(called.poll(cx));
+                // Taken once: the inner future's own contract forbids a poll after it is ready.
+                Poll::Ready(finish_inner(response, std::mem::take(ticket)))
+            }
+            StateProj::Answered { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => panic!("keygate ApiKeyFuture polled after completion"),
+            },
+            StateProj::Later { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ApiKeyFuture<S, B>
+where
+    S: Service<ServiceRequest>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            FutureState::Inner { .. } => "inner",
+            FutureState::Answered { .. } => "answered",
+            FutureState::Later { .. } => "later",
+        };
+        f.debug_struct("ApiKeyFuture")
+            .field("state", &state)
+            .finish()
     }
 }
 

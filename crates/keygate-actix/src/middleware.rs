@@ -207,15 +207,17 @@ where
                 Checked::Later(check) => {
                     let config = Rc::clone(&self.config);
                     let service = Rc::clone(&self.service);
-                    ApiKeyFuture::later(Box::pin(async move {
-                        match config.gate.check(check).await {
-                            Ok(passed) => {
-                                let ticket = identified(&mut request, passed);
-                                finish_inner(service.call(request).await, ticket)
+                    ApiKeyFuture::new(FutureState::Later {
+                        future: Box::pin(async move {
+                            match config.gate.check(check).await {
+                                Ok(passed) => {
+                                    let ticket = identified(&mut request, passed);
+                                    finish_inner(service.call(request).await, ticket)
+                                }
+                                Err(refusal) => Ok(refuse(&config.responder, request, refusal)),
                             }
-                            Err(refusal) => Ok(refuse(&config.responder, request, refusal)),
-                        }
-                    }))
+                        }),
+                    })
                 }
             },
         }
@@ -243,12 +245,10 @@ where
 {
     /// Calls the service now; its response is finished by [`finish_inner`].
     fn call_inner(&self, request: ServiceRequest, ticket: Ticket) -> ApiKeyFuture<S, B> {
-        ApiKeyFuture {
-            state: FutureState::Inner {
-                called: self.service.call(request),
-                ticket,
-            },
-        }
+        ApiKeyFuture::new(FutureState::Inner {
+            called: self.service.call(request),
+            ticket,
+        })
     }
 
     /// Answers the refusal without calling the service.
@@ -256,11 +256,9 @@ where
     where
         R: ActixRejectionResponse,
     {
-        ApiKeyFuture {
-            state: FutureState::Answered {
-                response: Some(refuse(&self.config.responder, request, refusal)),
-            },
-        }
+        ApiKeyFuture::new(FutureState::Answered {
+            response: Some(refuse(&self.config.responder, request, refusal)),
+        })
     }
 }
 
@@ -305,10 +303,8 @@ impl<S, B> ApiKeyFuture<S, B>
 where
     S: Service<ServiceRequest>,
 {
-    fn later(future: LocalBoxFuture<Result<ServiceResponse<EitherBody<B>>, Error>>) -> Self {
-        Self {
-            state: FutureState::Later { future },
-        }
+    fn new(state: FutureState<S, B>) -> Self {
+        Self { state }
     }
 }
 

@@ -425,3 +425,61 @@ fn mark_sensitive(request: &mut ServiceRequest, name: &HeaderName) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+    use actix_web::dev::{Service, Transform};
+    use actix_web::test;
+    use keygate::{Keyring, MemoryStore, NewKey, Verifier};
+
+    use super::ApiKeyAuth;
+
+    /// The future's `Debug` names its state and nothing of the request.
+    #[actix_web::test]
+    async fn the_future_shows_its_state_only() {
+        let verifier = Verifier::builder(
+            Keyring::development("debug_test").unwrap(),
+            MemoryStore::new(),
+        )
+        .build();
+        let key = verifier
+            .admin()
+            .create_key(NewKey::new("k"))
+            .await
+            .unwrap()
+            .key
+            .expose_secret()
+            .to_owned();
+        let middleware = ApiKeyAuth::new(verifier)
+            .new_transform(test::ok_service())
+            .await
+            .unwrap();
+        let request = |key: Option<&str>| {
+            let request = test::TestRequest::get().uri("/hello");
+            match key {
+                Some(key) => request.insert_header(("x-api-key", key)),
+                None => request,
+            }
+            .to_srv_request()
+        };
+        // No key: refused by the middleware itself.
+        let refused = middleware.call(request(None));
+        assert_eq!(
+            format!("{refused:?}"),
+            r#"ApiKeyFuture { state: "answered" }"#
+        );
+        assert_eq!(refused.await.unwrap().status(), 401);
+        // A key not cached yet: the check awaits the store.
+        let cold = middleware.call(request(Some(&key)));
+        assert_eq!(format!("{cold:?}"), r#"ApiKeyFuture { state: "later" }"#);
+        assert_eq!(cold.await.unwrap().status(), 200);
+        // Cached: the service was called at once.
+        let cached = middleware.call(request(Some(&key)));
+        let shown = format!("{cached:?}");
+        assert_eq!(shown, r#"ApiKeyFuture { state: "inner" }"#);
+        assert!(!shown.contains(&key[10..]));
+        assert_eq!(cached.await.unwrap().status(), 200);
+    }
+}

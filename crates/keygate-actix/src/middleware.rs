@@ -477,9 +477,7 @@ mod tests {
         assert_eq!(cold.await.unwrap().status(), 200);
         // Cached: the service was called at once.
         let cached = middleware.call(request(Some(&key)));
-        let shown = format!("{cached:?}");
-        assert_eq!(shown, r#"ApiKeyFuture { state: "inner" }"#);
-        assert!(!shown.contains(&key[10..]));
+        assert_eq!(format!("{cached:?}"), r#"ApiKeyFuture { state: "inner" }"#);
         assert_eq!(cached.await.unwrap().status(), 200);
     }
 }

@@ -1,7 +1,7 @@
 //! The store audit sink (keygate-sqlx's `SqlAuditSink`) on SQLite and PostgreSQL: every field
 //! round trips, filters and order, usage counts per key per UTC day (kept in memory until a
 //! flush, exact across failed writes and flushes), retention pruning, a corrupt row is
-//! `Unavailable` (not a panic), a stalled database never blocks requests, with every lost
+//! `Unavailable` (not a panic) while a newer keygate's action and reason names are kept, a stalled database never blocks requests, with every lost
 //! event counted, 10⁵ forged ids add a handful of rows, and a batch far larger than one
 //! statement's bind limit is every event a row.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
@@ -312,8 +312,9 @@ async fn a_row_keygate_cannot_read_is_unavailable_not_a_panic() {
         "{result:?}"
     );
     if let Some(f) = stores::postgres().await {
+        // Not a name any keygate writes (a newer keygate's names are kept: see below).
         ok(sqlx::query(
-            "INSERT INTO keygate_audit_events (at, action) VALUES (now(), 'launched_missiles')",
+            "INSERT INTO keygate_audit_events (at, action) VALUES (now(), 'Launched Missiles!')",
         )
         .execute(f.store.pool())
         .await);
@@ -322,6 +323,128 @@ async fn a_row_keygate_cannot_read_is_unavailable_not_a_panic() {
             matches!(result, Err(StoreError::Unavailable(_))),
             "{result:?}"
         );
+    }
+}
+
+/// What a newer keygate sharing the store wrote (during a rolling upgrade) and this version has
+/// no name for: an action and a reason in rows, then this version's own denial, then (on
+/// SQLite) a reason in a block.
+async fn newer_names(name: &str, sink: SqlAuditSink, newer_block: bool) {
+    let all = ok(sink
+        .events(&EventQuery {
+            oldest_first: true,
+            ..EventQuery::default()
+        })
+        .await);
+    let events: Vec<&AuditEvent> = all.iter().map(|stored| &stored.event).collect();
+    assert_eq!(
+        events.len(),
+        3 + usize::from(newer_block),
+        "{name}: {events:?}"
+    );
+    let topped_up = events[0];
+    assert_eq!(topped_up.action, Action::Unrecognized, "{name}");
+    assert_eq!(topped_up.action_name(), "credits_topped_up", "{name}");
+    assert_eq!(
+        topped_up.detail.as_deref(),
+        Some("by 100"),
+        "{name}: the rest is kept"
+    );
+    assert_eq!(topped_up.key_id, Some(id("AAAAAAAAAAAA")), "{name}");
+    let frozen = events[1];
+    assert_eq!(frozen.action_name(), "request", "{name}");
+    assert_eq!(frozen.outcome, Some(Outcome::Denied), "{name}");
+    assert_eq!(
+        (frozen.reason, frozen.reason_name()),
+        (None, Some("quota_frozen")),
+        "{name}"
+    );
+    // A known name reads as before, with nothing unrecognized.
+    let known = events[2];
+    assert_eq!(known.reason, Some(Reason::WrongSecret), "{name}");
+    assert_eq!(known.unrecognized, None, "{name}");
+    if newer_block {
+        let retired = events[3];
+        assert_eq!(
+            (retired.reason, retired.reason_name()),
+            (None, Some("retired")),
+            "{name}"
+        );
+        assert_eq!(
+            retired.key_id,
+            Some(id("BBBBBBBBBBBB")),
+            "{name}: the block's other values"
+        );
+    }
+    // Filters still apply: a known reason does not match an unrecognized one.
+    let revoked = ok(sink
+        .events(&EventQuery {
+            reason: Some(Reason::Revoked),
+            ..EventQuery::default()
+        })
+        .await);
+    assert!(revoked.is_empty(), "{name}: {revoked:?}");
+    let denied = ok(sink
+        .events(&EventQuery {
+            outcome: Some(Outcome::Denied),
+            ..EventQuery::default()
+        })
+        .await);
+    assert_eq!(denied.len(), 2 + usize::from(newer_block), "{name}");
+}
+
+#[tokio::test]
+async fn names_a_newer_keygate_wrote_are_kept_not_a_failed_read() {
+    let f = stores::sqlite().await;
+    let sink = f.store.audit_sink().retention(None);
+    for sql in [
+        "INSERT INTO keygate_audit_events (at, action, key_id, detail) \
+         VALUES (1, 'credits_topped_up', 'AAAAAAAAAAAA', 'by 100')",
+        "INSERT INTO keygate_audit_events (at, action, outcome, reason) \
+         VALUES (2, 'request', 'denied', 'quota_frozen')",
+    ] {
+        ok(sqlx::query(sql).execute(f.store.pool()).await);
+    }
+    let t0 = epoch();
+    // Written by this version: one row-or-block event, then a block whose reason a newer
+    // keygate names (this version's block, its reason's text changed in place).
+    ok(sink.write(&[request(t0, None, Outcome::Denied)]).await);
+    let revoked =
+        request(t0 + DAY, Some(id("BBBBBBBBBBBB")), Outcome::Denied).reason(Some(Reason::Revoked));
+    ok(sink.write(&[revoked]).await);
+    let (first_id, mut blob): (i64, Vec<u8>) = ok(sqlx::query_as(
+        "SELECT first_id, events FROM keygate_audit_blocks ORDER BY first_id DESC LIMIT 1",
+    )
+    .fetch_one(f.store.pool())
+    .await);
+    let at = blob
+        .windows(7)
+        .position(|w| w == b"revoked")
+        .expect("the block keeps the reason's name");
+    blob[at..at + 7].copy_from_slice(b"retired");
+    ok(
+        sqlx::query("UPDATE keygate_audit_blocks SET events = ? WHERE first_id = ?")
+            .bind(blob)
+            .bind(first_id)
+            .execute(f.store.pool())
+            .await,
+    );
+    newer_names(f.name, sink, true).await;
+
+    if let Some(f) = stores::postgres().await {
+        for sql in [
+            "INSERT INTO keygate_audit_events (at, action, key_id, detail) \
+             VALUES (now() - interval '2 seconds', 'credits_topped_up', 'AAAAAAAAAAAA', 'by 100')",
+            "INSERT INTO keygate_audit_events (at, action, outcome, reason) \
+             VALUES (now() - interval '1 second', 'request', 'denied', 'quota_frozen')",
+        ] {
+            ok(sqlx::query(sql).execute(f.store.pool()).await);
+        }
+        let sink = f.store.audit_sink().retention(None);
+        ok(sink
+            .write(&[request(f.clock.now_for_test(), None, Outcome::Denied)])
+            .await);
+        newer_names(f.name, sink, false).await;
     }
 }
 

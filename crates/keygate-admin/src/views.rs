@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use keygate::audit::{Folded, Outcome, StoredEvent, UsageDay};
-use keygate::{KeyRecord, KeyState, Keyring, Metadata, Reason};
+use keygate::{KeyRecord, KeyState, Keyring, Metadata};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -274,12 +274,14 @@ pub struct EventView {
     /// `limits_changed`, `disabled`, `enabled`, `rotated`, `revoked`, `deleted`, `denials`
     /// (folded), `leak_reported`, `policy_changed` (the lifetime policy; no key), or
     /// `owner_created`, `owner_changed`, `owner_deleted` (no key; `owner` names the owner).
+    /// An action a newer keygate sharing the store wrote shows the name it was stored under.
     pub action: String,
     /// The key concerned.
     pub key_id: Option<String>,
     /// For requests: `allowed` or `denied`.
     pub outcome: Option<String>,
-    /// For denied requests: why (`wrong_secret`, `revoked`, `rate_limited`, …).
+    /// For denied requests: why (`wrong_secret`, `revoked`, `rate_limited`, …; a newer
+    /// keygate's reason by its stored name).
     pub reason: Option<String>,
     /// For requests: the HTTP method.
     pub method: Option<String>,
@@ -310,10 +312,11 @@ impl From<&StoredEvent> for EventView {
         Self {
             id: stored.id,
             at: time(e.at),
-            action: e.action.as_str().to_owned(),
+            // An unrecognized action or reason (a newer keygate's) shows its stored name.
+            action: e.action_name().to_owned(),
             key_id: e.key_id.as_ref().map(ToString::to_string),
             outcome: e.outcome.map(|o: Outcome| o.as_str().to_owned()),
-            reason: e.reason.map(|r: Reason| r.as_str().to_owned()),
+            reason: e.reason_name().map(str::to_owned),
             method: e.method.as_ref().map(|m| m.as_str().to_owned()),
             route: e.route.as_deref().map(str::to_owned),
             client_ip: e.client_ip.map(|ip| ip.to_string()),
@@ -446,4 +449,30 @@ fn limits_view(limits: &keygate::rate::NamedLimits) -> BTreeMap<String, String> 
         .iter()
         .map(|(name, limit)| (name.to_string(), limit.to_string()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use keygate::Reason;
+    use keygate::audit::{Action, AuditEvent, Outcome, StoredEvent};
+
+    use super::EventView;
+
+    /// An event a newer keygate wrote (read back during a rolling upgrade) shows the names it
+    /// was stored under; a known one shows its own.
+    #[test]
+    fn events_show_their_stored_names() {
+        let at = std::time::SystemTime::UNIX_EPOCH;
+        let view = |event: AuditEvent| EventView::from(&StoredEvent { id: 7, event });
+        let newer = view(
+            AuditEvent::new(at, Action::Request)
+                .unrecognized_action("credits_topped_up")
+                .unrecognized_reason("quota_frozen"),
+        );
+        assert_eq!(newer.action, "credits_topped_up");
+        assert_eq!(newer.reason.as_deref(), Some("quota_frozen"));
+        let known = view(AuditEvent::request(at, Outcome::Denied).reason(Some(Reason::Revoked)));
+        assert_eq!(known.action, "request");
+        assert_eq!(known.reason.as_deref(), Some("revoked"));
+    }
 }

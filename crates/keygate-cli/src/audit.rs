@@ -199,7 +199,8 @@ fn event_row(stored: &StoredEvent) -> String {
         // Many denials in one row: say how many.
         (_, _, Some(folded)) => format!("denied ×{}", folded.count),
         (Action::Request, Some(outcome), None) => outcome.as_str().to_owned(),
-        (action, _, None) => action.as_str().to_owned(),
+        // An unrecognized action shows the name it was stored under (a newer keygate's).
+        (_, _, None) => e.action_name().to_owned(),
     };
     let extra = match (&e.actor, &e.detail, &e.folded) {
         (_, _, Some(folded)) => {
@@ -232,7 +233,7 @@ fn event_row(stored: &StoredEvent) -> String {
                 .or_else(|| e.owner.as_deref().map(|owner| format!("owner {owner}"))),
         ),
         &event,
-        &dash(e.reason.map(|r| r.as_str().to_owned())),
+        &dash(e.reason_name().map(str::to_owned)),
         &dash(e.method.as_ref().map(ToString::to_string)),
         // Debug-quoted: a route or request id can never carry a control character to the
         // terminal.
@@ -260,10 +261,10 @@ fn event_json(stored: &StoredEvent) -> Value {
     json!({
         "id": stored.id,
         "at": humantime::format_rfc3339_micros(e.at).to_string(),
-        "action": e.action.as_str(),
+        "action": e.action_name(),
         "key_id": e.key_id.as_ref().map(KeyId::as_str),
         "outcome": e.outcome.map(Outcome::as_str),
-        "reason": e.reason.map(Reason::as_str),
+        "reason": e.reason_name(),
         "method": e.method.as_ref().map(http::Method::as_str),
         "route": e.route.as_deref(),
         "client_ip": e.client_ip.map(|ip| ip.to_string()),

@@ -1033,6 +1033,54 @@ async fn audit_prints_events_in_the_order_they_happened_not_written() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// During a rolling upgrade a newer keygate may record actions and reasons this CLI has no name
+/// for: `keygate audit` prints them by the names they were stored under instead of failing.
+#[tokio::test]
+async fn audit_prints_a_newer_keygates_names_as_stored() {
+    let dir = temp_dir("audit-newer");
+    let path = dir.join("keys.db");
+    let url = format!("sqlite://{}", path.display());
+    ok(&url, &["migrate"]);
+    let store = keygate_sqlx::SqliteStore::open(&path).await.unwrap();
+    let id = KeyId::random();
+    let at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+        - 60_000_000;
+    for (offset, action, outcome, reason) in [
+        (0, "credits_topped_up", None, None),
+        (1, "request", Some("denied"), Some("quota_frozen")),
+    ] {
+        keygate_sqlx::sqlx::query(
+            "INSERT INTO keygate_audit_events (at, action, key_id, outcome, reason) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(at + offset)
+        .bind(action)
+        .bind(id.as_str())
+        .bind(outcome)
+        .bind(reason)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    let lines = ok(&url, &["audit", "--key", id.as_str(), "--json"]);
+    let events: Vec<Value> = lines
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{lines}");
+    assert_eq!(events[0]["action"], "credits_topped_up");
+    assert_eq!(events[1]["action"], "request");
+    assert_eq!(events[1]["outcome"], "denied");
+    assert_eq!(events[1]["reason"], "quota_frozen");
+    let table = ok(&url, &["audit", "--key", id.as_str()]);
+    assert!(table.contains("credits_topped_up"), "{table}");
+    assert!(table.contains("quota_frozen"), "{table}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `list --expiring-within`: active keys expiring within the window, soonest first; not keys
 /// expiring later, never, or switched off; a bad window is refused before the store is opened.
 #[test]

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use keygate::audit::{
-    Action, AuditError, AuditEvent, AuditSink, AuditTrail, Folded, Outcome, is_folded,
+    Action, AuditError, AuditEvent, AuditSink, AuditTrail, Folded, Outcome, is_folded, is_name,
 };
 use keygate::clock::Clock;
-use keygate::{KeyId, StoreError};
+use keygate::{KeyId, Reason, StoreError};
 
 use crate::codec::{from_micros, to_micros};
 
@@ -825,12 +825,24 @@ fn corrupt(row: i64, column: &'static str) -> StoreError {
 impl RawEvent {
     fn into_event(self) -> Result<StoredEvent, StoreError> {
         let row = self.id;
-        let action: Action = self.action.parse().map_err(|_| corrupt(row, "action"))?;
-        let mut event = AuditEvent::request(from_micros(self.at), Outcome::Allowed);
-        event.action = action;
+        let at = from_micros(self.at);
+        // A name a newer keygate wrote is kept as it was stored, not a failed read.
+        let mut event = match self.action.parse::<Action>() {
+            Ok(action) => AuditEvent::new(at, action),
+            Err(_) if is_name(&self.action) => {
+                AuditEvent::new(at, Action::Request).unrecognized_action(&self.action)
+            }
+            Err(_) => return Err(corrupt(row, "action")),
+        };
         event.outcome = parse(row, "outcome", self.outcome.as_deref())?;
         event.key_id = parse(row, "key_id", self.key_id.as_deref())?;
-        event.reason = parse(row, "reason", self.reason.as_deref())?;
+        if let Some(name) = self.reason.as_deref() {
+            event = match name.parse::<Reason>() {
+                Ok(reason) => event.reason(Some(reason)),
+                Err(_) if is_name(name) => event.unrecognized_reason(name),
+                Err(_) => return Err(corrupt(row, "reason")),
+            };
+        }
         event.method = parse(row, "method", self.method.as_deref())?;
         event.route = self.route.map(Arc::from);
         event.client_ip = parse::<IpAddr>(row, "client_ip", self.client_ip.as_deref())?;

@@ -64,6 +64,11 @@ pub enum Action {
     OwnerChanged,
     /// An owner was deleted (no key).
     OwnerDeleted,
+    /// An action this version of keygate has no name for, read back from a store a newer
+    /// keygate writes to as well (a rolling upgrade): the event is kept, with the name it was
+    /// stored under in [`AuditEvent::unrecognized`]. Never recorded by this version, and not
+    /// in [`Action::ALL`] (no filter or parser accepts it).
+    Unrecognized,
 }
 
 impl Action {
@@ -117,6 +122,7 @@ impl Action {
             Self::OwnerCreated => "owner_created",
             Self::OwnerChanged => "owner_changed",
             Self::OwnerDeleted => "owner_deleted",
+            Self::Unrecognized => "unrecognized",
         }
     }
 
@@ -269,6 +275,36 @@ pub struct AuditEvent {
     /// For [`Action::Denials`]: how many denials the event stands for, and over what time.
     /// Boxed: rare, and every request's event stays as small as before.
     pub folded: Option<Box<Folded>>,
+    /// Names read back from a store that this version of keygate does not know (a newer one
+    /// wrote them): see [`Unrecognized`]. `None` for every event this version records.
+    pub unrecognized: Option<Box<Unrecognized>>,
+}
+
+/// What a stored event said that this version of keygate has no name for. A newer keygate
+/// sharing the store (during a rolling upgrade) may record actions and reasons this one does
+/// not know; readers keep such events instead of failing the whole read, with
+/// [`Action::Unrecognized`] or an empty reason in the typed fields and the stored names here.
+/// Names are kept as [`label`]s: at most [`MAX_LABEL_LEN`] characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Unrecognized {
+    /// The stored action name, when the event's action is [`Action::Unrecognized`].
+    pub action: Option<Arc<str>>,
+    /// The stored reason name, when the event's reason is empty because of it.
+    pub reason: Option<Arc<str>>,
+}
+
+/// Whether `name` could be an action or reason name a newer keygate wrote: snake_case ASCII
+/// (lowercase letters, digits, underscores), starting with a letter, at most
+/// [`MAX_LABEL_LEN`] bytes. Anything else in an action or reason column is damage, not a
+/// newer version, and readers report it as such.
+#[must_use]
+pub fn is_name(name: &str) -> bool {
+    name.len() <= MAX_LABEL_LEN
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// What an [`Action::Denials`] event stands for: `count` denied requests with the event's
@@ -365,6 +401,7 @@ impl AuditEvent {
             detail: None,
             owner: None,
             folded: None,
+            unrecognized: None,
         }
     }
 
@@ -390,6 +427,50 @@ impl AuditEvent {
     #[must_use]
     pub fn reason(mut self, reason: Option<Reason>) -> Self {
         self.reason = reason;
+        self
+    }
+
+    /// The action's name: [`Action::as_str`], or the name an [`Action::Unrecognized`] event
+    /// was stored under.
+    #[must_use]
+    pub fn action_name(&self) -> &str {
+        match (self.action, self.unrecognized.as_deref()) {
+            (
+                Action::Unrecognized,
+                Some(Unrecognized {
+                    action: Some(name), ..
+                }),
+            ) => name,
+            (action, _) => action.as_str(),
+        }
+    }
+
+    /// The reason's name: [`Reason::as_str`], or the stored name of a reason this version
+    /// does not know (see [`Unrecognized`]).
+    #[must_use]
+    pub fn reason_name(&self) -> Option<&str> {
+        match (self.reason, self.unrecognized.as_deref()) {
+            (Some(reason), _) => Some(reason.as_str()),
+            (None, Some(unrecognized)) => unrecognized.reason.as_deref(),
+            (None, None) => None,
+        }
+    }
+
+    /// For stores reading events back: keeps an action name this version does not know (the
+    /// event's action becomes [`Action::Unrecognized`]).
+    #[must_use]
+    pub fn unrecognized_action(mut self, name: &str) -> Self {
+        self.action = Action::Unrecognized;
+        self.unrecognized.get_or_insert_default().action = Some(label(name.as_bytes()));
+        self
+    }
+
+    /// For stores reading events back: keeps a reason name this version does not know (the
+    /// event's reason is empty).
+    #[must_use]
+    pub fn unrecognized_reason(mut self, name: &str) -> Self {
+        self.reason = None;
+        self.unrecognized.get_or_insert_default().reason = Some(label(name.as_bytes()));
         self
     }
 
@@ -433,6 +514,61 @@ mod tests {
             assert_eq!(outcome.as_str().parse(), Ok(outcome));
         }
         assert_eq!("nope".parse::<Action>(), Err(UnknownName));
+        // Read back only: no parser or filter accepts it.
+        assert!(!Action::ALL.contains(&Action::Unrecognized));
+        assert_eq!("unrecognized".parse::<Action>(), Err(UnknownName));
+    }
+
+    #[test]
+    fn a_newer_keygates_names_are_kept_as_labels() {
+        let at = SystemTime::UNIX_EPOCH;
+        let known = AuditEvent::request(at, Outcome::Denied).reason(Some(Reason::Revoked));
+        assert_eq!(
+            (known.action_name(), known.reason_name()),
+            ("request", Some("revoked"))
+        );
+        assert_eq!(AuditEvent::new(at, Action::Rotated).reason_name(), None);
+
+        let newer = AuditEvent::new(at, Action::Request)
+            .reason(Some(Reason::Revoked))
+            .unrecognized_action("credits_topped_up")
+            .unrecognized_reason("quota_frozen");
+        assert_eq!(newer.action, Action::Unrecognized);
+        assert_eq!(newer.reason, None, "the typed reason is cleared");
+        assert_eq!(
+            (newer.action_name(), newer.reason_name()),
+            ("credits_topped_up", Some("quota_frozen"))
+        );
+        // Without a kept name (an event built by hand), the variant's own name.
+        assert_eq!(
+            AuditEvent::new(at, Action::Unrecognized).action_name(),
+            "unrecognized"
+        );
+        // Kept as labels: no control characters, bounded.
+        let long = "a".repeat(MAX_LABEL_LEN + 10);
+        let odd = AuditEvent::new(at, Action::Request)
+            .unrecognized_action(&long)
+            .unrecognized_reason("x\u{1b}[31m");
+        assert_eq!(odd.action_name().chars().count(), MAX_LABEL_LEN);
+        assert_eq!(odd.reason_name(), Some("x\u{fffd}[31m"));
+    }
+
+    #[test]
+    fn names_are_snake_case_ascii() {
+        for name in ["a", "credits_topped_up", "limit2", "quota_frozen_v2"] {
+            assert!(is_name(name), "{name}");
+        }
+        for name in ["", "_a", "2fa", "Revoked", "a-b", "a b", "é", "a\n"] {
+            assert!(!is_name(name), "{name:?}");
+        }
+        assert!(is_name(&"a".repeat(MAX_LABEL_LEN)));
+        assert!(!is_name(&"a".repeat(MAX_LABEL_LEN + 1)));
+        for action in Action::ALL {
+            assert!(is_name(action.as_str()));
+        }
+        for reason in Reason::ALL {
+            assert!(is_name(reason.as_str()));
+        }
     }
 
     #[test]

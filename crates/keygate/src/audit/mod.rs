@@ -59,7 +59,7 @@ mod trail;
 
 pub use event::{
     Action, AuditEvent, Folded, MAX_FOLDED_SAMPLE, MAX_LABEL_LEN, Outcome, Severity, UnknownName,
-    label,
+    Unrecognized, is_name, label,
 };
 pub use fold::{FOLD_INTERVAL, MAX_OPEN_FOLDS, is_folded};
 pub use pipeline::{AuditStats, DEFAULT_LINGER, FLUSH_INTERVAL};

@@ -300,17 +300,21 @@ async fn events_older_than_the_retention_are_pruned_by_the_sinks_writes() {
 
 #[tokio::test]
 async fn a_row_keygate_cannot_read_is_unavailable_not_a_panic() {
-    let f = stores::sqlite().await;
-    ok(sqlx::query(
+    // A value no keygate writes, whatever its version: an address that is not one, a reason
+    // that is not a name.
+    for sql in [
         "INSERT INTO keygate_audit_events (at, action, client_ip) VALUES (0, 'request', 'not an ip')",
-    )
-    .execute(f.store.pool())
-    .await);
-    let result = f.store.audit_sink().events(&EventQuery::default()).await;
-    assert!(
-        matches!(result, Err(StoreError::Unavailable(_))),
-        "{result:?}"
-    );
+        "INSERT INTO keygate_audit_events (at, action, outcome, reason) \
+         VALUES (0, 'request', 'denied', 'Not A Reason!')",
+    ] {
+        let f = stores::sqlite().await;
+        ok(sqlx::query(sql).execute(f.store.pool()).await);
+        let result = f.store.audit_sink().events(&EventQuery::default()).await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{sql}: {result:?}"
+        );
+    }
     if let Some(f) = stores::postgres().await {
         // Not a name any keygate writes (a newer keygate's names are kept: see below).
         ok(sqlx::query(
@@ -412,7 +416,7 @@ async fn names_a_newer_keygate_wrote_are_kept_not_a_failed_read() {
     let revoked =
         request(t0 + DAY, Some(id("BBBBBBBBBBBB")), Outcome::Denied).reason(Some(Reason::Revoked));
     ok(sink.write(&[revoked]).await);
-    let (first_id, mut blob): (i64, Vec<u8>) = ok(sqlx::query_as(
+    let (first_id, blob): (i64, Vec<u8>) = ok(sqlx::query_as(
         "SELECT first_id, events FROM keygate_audit_blocks ORDER BY first_id DESC LIMIT 1",
     )
     .fetch_one(f.store.pool())
@@ -421,14 +425,22 @@ async fn names_a_newer_keygate_wrote_are_kept_not_a_failed_read() {
         .windows(7)
         .position(|w| w == b"revoked")
         .expect("the block keeps the reason's name");
-    blob[at..at + 7].copy_from_slice(b"retired");
-    ok(
+    let set_reason = |name: &[u8; 7]| {
+        let mut blob = blob.clone();
+        blob[at..at + 7].copy_from_slice(name);
         sqlx::query("UPDATE keygate_audit_blocks SET events = ? WHERE first_id = ?")
             .bind(blob)
             .bind(first_id)
             .execute(f.store.pool())
-            .await,
+    };
+    // Not a name: damage, as in a row.
+    ok(set_reason(b"REVOKED").await);
+    let result = sink.events(&EventQuery::default()).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
     );
+    ok(set_reason(b"retired").await);
     newer_names(f.name, sink, true).await;
 
     if let Some(f) = stores::postgres().await {

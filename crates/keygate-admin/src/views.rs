@@ -454,7 +454,7 @@ fn limits_view(limits: &keygate::rate::NamedLimits) -> BTreeMap<String, String> 
 #[cfg(test)]
 mod tests {
     use keygate::Reason;
-    use keygate::audit::{Action, AuditEvent, Outcome, StoredEvent};
+    use keygate::audit::{AuditEvent, Outcome, StoredEvent};
 
     use super::EventView;
 
@@ -464,11 +464,10 @@ mod tests {
     fn events_show_their_stored_names() {
         let at = std::time::SystemTime::UNIX_EPOCH;
         let view = |event: AuditEvent| EventView::from(&StoredEvent { id: 7, event });
-        let newer = view(
-            AuditEvent::new(at, Action::Request)
-                .unrecognized_action("credits_topped_up")
-                .unrecognized_reason("quota_frozen"),
-        );
+        let newer = AuditEvent::stored(at, "credits_topped_up")
+            .and_then(|event| event.stored_reason("quota_frozen"))
+            .map(view)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(newer.action, "credits_topped_up");
         assert_eq!(newer.reason.as_deref(), Some("quota_frozen"));
         let known = view(AuditEvent::request(at, Outcome::Denied).reason(Some(Reason::Revoked)));

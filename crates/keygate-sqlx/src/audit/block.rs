@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keygate::KeyId;
-use keygate::audit::{Action, AuditEvent, STALE_DETAIL, StoredEvent, is_name};
+use keygate::audit::{Action, AuditEvent, STALE_DETAIL, StoredEvent};
 
 use crate::codec::{from_micros, to_micros};
 
@@ -230,13 +230,10 @@ pub(crate) fn decode(
             event.outcome = Some(text(&mut r)?.1.parse().map_err(|_| Malformed("outcome"))?);
         }
         if flags & REASON != 0 {
-            let name = text(&mut r)?.1;
             // A reason a newer keygate wrote is kept by its name, not a failed read.
-            event = match name.parse::<keygate::Reason>() {
-                Ok(reason) => event.reason(Some(reason)),
-                Err(_) if is_name(name) => event.unrecognized_reason(name),
-                Err(_) => return Err(Malformed("reason")),
-            };
+            event = event
+                .stored_reason(text(&mut r)?.1)
+                .map_err(|_| Malformed("reason"))?;
         }
         if flags & METHOD != 0 {
             event.method = Some(text(&mut r)?.1.parse().map_err(|_| Malformed("method"))?);

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use keygate::audit::{
-    Action, AuditError, AuditEvent, AuditSink, AuditTrail, Folded, Outcome, is_folded, is_name,
+    Action, AuditError, AuditEvent, AuditSink, AuditTrail, Folded, Outcome, is_folded,
 };
 use keygate::clock::Clock;
-use keygate::{KeyId, Reason, StoreError};
+use keygate::{KeyId, StoreError};
 
 use crate::codec::{from_micros, to_micros};
 
@@ -827,21 +827,13 @@ impl RawEvent {
         let row = self.id;
         let at = from_micros(self.at);
         // A name a newer keygate wrote is kept as it was stored, not a failed read.
-        let mut event = match self.action.parse::<Action>() {
-            Ok(action) => AuditEvent::new(at, action),
-            Err(_) if is_name(&self.action) => {
-                AuditEvent::new(at, Action::Request).unrecognized_action(&self.action)
-            }
-            Err(_) => return Err(corrupt(row, "action")),
-        };
+        let mut event = AuditEvent::stored(at, &self.action).map_err(|_| corrupt(row, "action"))?;
         event.outcome = parse(row, "outcome", self.outcome.as_deref())?;
         event.key_id = parse(row, "key_id", self.key_id.as_deref())?;
         if let Some(name) = self.reason.as_deref() {
-            event = match name.parse::<Reason>() {
-                Ok(reason) => event.reason(Some(reason)),
-                Err(_) if is_name(name) => event.unrecognized_reason(name),
-                Err(_) => return Err(corrupt(row, "reason")),
-            };
+            event = event
+                .stored_reason(name)
+                .map_err(|_| corrupt(row, "reason"))?;
         }
         event.method = parse(row, "method", self.method.as_deref())?;
         event.route = self.route.map(Arc::from);

@@ -284,7 +284,8 @@ pub struct AuditEvent {
 /// sharing the store (during a rolling upgrade) may record actions and reasons this one does
 /// not know; readers keep such events instead of failing the whole read, with
 /// [`Action::Unrecognized`] or an empty reason in the typed fields and the stored names here.
-/// Names are kept as [`label`]s: at most [`MAX_LABEL_LEN`] characters, no control characters.
+/// Only names that pass [`is_name`] are kept (short snake_case ASCII, nothing a terminal or a
+/// page could misread); anything else is damage ([`AuditEvent::stored`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Unrecognized {
@@ -456,22 +457,43 @@ impl AuditEvent {
         }
     }
 
-    /// For stores reading events back: keeps an action name this version does not know (the
-    /// event's action becomes [`Action::Unrecognized`]).
-    #[must_use]
-    pub fn unrecognized_action(mut self, name: &str) -> Self {
-        self.action = Action::Unrecognized;
-        self.unrecognized.get_or_insert_default().action = Some(label(name.as_bytes()));
-        self
+    /// For stores reading events back: an event of the action stored as `name` at `at`, every
+    /// other field empty. A name this version does not know, but a newer keygate could have
+    /// written, is kept: the action is [`Action::Unrecognized`] and the name is in
+    /// [`AuditEvent::unrecognized`].
+    ///
+    /// # Errors
+    /// [`UnknownName`] when `name` is not a name any keygate writes (see [`is_name`]): the
+    /// store is damaged.
+    pub fn stored(at: SystemTime, name: &str) -> Result<Self, UnknownName> {
+        match name.parse() {
+            Ok(action) => Ok(Self::new(at, action)),
+            Err(_) if is_name(name) => {
+                let mut event = Self::new(at, Action::Unrecognized);
+                event.unrecognized.get_or_insert_default().action = Some(name.into());
+                Ok(event)
+            }
+            Err(unknown) => Err(unknown),
+        }
     }
 
-    /// For stores reading events back: keeps a reason name this version does not know (the
-    /// event's reason is empty).
-    #[must_use]
-    pub fn unrecognized_reason(mut self, name: &str) -> Self {
-        self.reason = None;
-        self.unrecognized.get_or_insert_default().reason = Some(label(name.as_bytes()));
-        self
+    /// For stores reading events back: sets the reason stored as `name`. A name this version
+    /// does not know, but a newer keygate could have written, is kept: the reason is empty and
+    /// the name is in [`AuditEvent::unrecognized`].
+    ///
+    /// # Errors
+    /// [`UnknownName`] when `name` is not a name any keygate writes (see [`is_name`]): the
+    /// store is damaged.
+    pub fn stored_reason(mut self, name: &str) -> Result<Self, UnknownName> {
+        match name.parse() {
+            Ok(reason) => Ok(self.reason(Some(reason))),
+            Err(_) if is_name(name) => {
+                self.reason = None;
+                self.unrecognized.get_or_insert_default().reason = Some(name.into());
+                Ok(self)
+            }
+            Err(unknown) => Err(unknown),
+        }
     }
 
     /// Sets the actor.
@@ -522,35 +544,52 @@ mod tests {
     #[test]
     fn a_newer_keygates_names_are_kept_as_labels() {
         let at = SystemTime::UNIX_EPOCH;
-        let known = AuditEvent::request(at, Outcome::Denied).reason(Some(Reason::Revoked));
+        let stored = |action: &str, reason: &str| {
+            AuditEvent::stored(at, action).and_then(|event| event.stored_reason(reason))
+        };
+        let known = stored("request", "revoked").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            (known.action_name(), known.reason_name()),
-            ("request", Some("revoked"))
+            (known.action, known.reason),
+            (Action::Request, Some(Reason::Revoked))
+        );
+        assert_eq!(
+            (
+                known.action_name(),
+                known.reason_name(),
+                &known.unrecognized
+            ),
+            ("request", Some("revoked"), &None)
         );
         assert_eq!(AuditEvent::new(at, Action::Rotated).reason_name(), None);
 
-        let newer = AuditEvent::new(at, Action::Request)
-            .reason(Some(Reason::Revoked))
-            .unrecognized_action("credits_topped_up")
-            .unrecognized_reason("quota_frozen");
-        assert_eq!(newer.action, Action::Unrecognized);
-        assert_eq!(newer.reason, None, "the typed reason is cleared");
+        let newer = stored("credits_topped_up", "quota_frozen").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((newer.action, newer.reason), (Action::Unrecognized, None));
         assert_eq!(
             (newer.action_name(), newer.reason_name()),
             ("credits_topped_up", Some("quota_frozen"))
+        );
+        // A newer reason replaces a typed one set before.
+        let replaced = AuditEvent::new(at, Action::Request)
+            .reason(Some(Reason::Revoked))
+            .stored_reason("quota_frozen")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (replaced.reason, replaced.reason_name()),
+            (None, Some("quota_frozen"))
         );
         // Without a kept name (an event built by hand), the variant's own name.
         assert_eq!(
             AuditEvent::new(at, Action::Unrecognized).action_name(),
             "unrecognized"
         );
-        // Kept as labels: no control characters, bounded.
-        let long = "a".repeat(MAX_LABEL_LEN + 10);
-        let odd = AuditEvent::new(at, Action::Request)
-            .unrecognized_action(&long)
-            .unrecognized_reason("x\u{1b}[31m");
-        assert_eq!(odd.action_name().chars().count(), MAX_LABEL_LEN);
-        assert_eq!(odd.reason_name(), Some("x\u{fffd}[31m"));
+        // Not a name any keygate writes: damage.
+        for (action, reason) in [("Launched Missiles!", "revoked"), ("request", "REVOKED")] {
+            assert_eq!(
+                stored(action, reason),
+                Err(UnknownName),
+                "{action} {reason}"
+            );
+        }
     }
 
     #[test]

@@ -24,8 +24,15 @@ pub(crate) struct Callgrind<'a> {
     pub(crate) quota: Option<&'a str>,
     pub(crate) audit_sqlite: bool,
     pub(crate) audit_usage_only: bool,
+    /// Also simulate the caches ([`CACHES`]) and count L1 data misses.
+    pub(crate) cache_sim: bool,
     pub(crate) deadline: Instant,
 }
+
+/// The caches `--cache-sim` simulates: fixed, so results compare across hosts (a VM may report
+/// odd geometries, e.g. a direct-mapped 320 MB last level): 32 KiB 8-way L1s, and a 1 MiB
+/// 8-way L2 as the last level.
+pub(crate) const CACHES: &str = "--I1=32768,8,64 --D1=32768,8,64 --LL=1048576,8,64";
 
 impl Callgrind<'_> {
     /// Starts `variant` under callgrind, sends it `requests` sequential requests, stops it, and
@@ -60,7 +67,11 @@ impl Callgrind<'_> {
             .env("GLIBC_TUNABLES", "glibc.malloc.mxfast=0")
             .args(["-c", self.server_core, "valgrind", "--tool=callgrind", "-q"])
             .arg(format!("--callgrind-out-file={}", out_file.display()))
-            .args(["--dump-instr=no", "--dump-line=no", "--instr-atstart=no"])
+            .args(["--dump-instr=no", "--dump-line=no", "--instr-atstart=no"]);
+        if self.cache_sim {
+            command.arg("--cache-sim=yes").args(CACHES.split(' '));
+        }
+        command
             .arg(self.exe)
             .args(["serve", variant.name(), "--port"])
             .arg(port.to_string())
@@ -101,6 +112,16 @@ impl Callgrind<'_> {
             total: total_instructions(&out)
                 .ok_or_else(|| format!("no totals in {}", out_file.display()))?,
             sha256: exclusive_instructions(&out, "sha256::compress"),
+            d1_misses: if self.cache_sim {
+                Some(
+                    total_of(&out, "D1mr")
+                        .zip(total_of(&out, "D1mw"))
+                        .map(|(reads, writes)| reads + writes)
+                        .ok_or_else(|| format!("no cache totals in {}", out_file.display()))?,
+                )
+            } else {
+                None
+            },
         })
     }
 }
@@ -111,6 +132,8 @@ pub(crate) struct Instructions {
     pub(crate) total: u64,
     /// Exclusive cost of functions whose name contains `sha256::compress`.
     pub(crate) sha256: u64,
+    /// L1 data-cache misses, reads and writes (with `--cache-sim`).
+    pub(crate) d1_misses: Option<u64>,
 }
 
 fn instrumentation_on(pid: u32) -> Result<(), String> {
@@ -146,6 +169,21 @@ fn total_instructions(out: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix("totals:"))
         .or_else(|| out.lines().find_map(|l| l.strip_prefix("summary:")))?;
     line.split_whitespace().next()?.parse().ok()
+}
+
+/// The total of `event` (named in the `events:` line) in a callgrind out file.
+fn total_of(out: &str, event: &str) -> Option<u64> {
+    let events = out.lines().find_map(|l| l.strip_prefix("events:"))?;
+    let index = events.split_whitespace().position(|e| e == event)?;
+    let totals = out
+        .lines()
+        .find_map(|l| l.strip_prefix("totals:"))
+        .or_else(|| out.lines().find_map(|l| l.strip_prefix("summary:")))?;
+    // Trailing zero events may be left out of the line.
+    totals
+        .split_whitespace()
+        .nth(index)
+        .map_or(Some(0), |n| n.parse().ok())
 }
 
 /// The exclusive Ir of every function whose name contains `needle`, read from the out file
@@ -197,7 +235,7 @@ fn exclusive_instructions(out: &str, needle: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{exclusive_instructions, total_instructions};
+    use super::{exclusive_instructions, total_instructions, total_of};
 
     #[test]
     fn reads_exclusive_costs() {
@@ -215,5 +253,15 @@ mod tests {
         );
         assert_eq!(total_instructions("totals: 99 1\nsummary: 1\n"), Some(99));
         assert_eq!(total_instructions("events: Ir\n"), None);
+    }
+
+    #[test]
+    fn reads_an_events_total_by_name() {
+        let out = "events: Ir Dr Dw I1mr D1mr D1mw\nfn=x\n1 2\ntotals: 100 40 30 7 5\n";
+        assert_eq!(total_of(out, "Ir"), Some(100));
+        assert_eq!(total_of(out, "D1mr"), Some(5));
+        assert_eq!(total_of(out, "D1mw"), Some(0), "a trailing zero left out");
+        assert_eq!(total_of(out, "DLmr"), None, "not recorded");
+        assert_eq!(total_of("events: Ir\n", "Ir"), None, "no totals");
     }
 }

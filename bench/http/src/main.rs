@@ -36,6 +36,7 @@
 //! servers only), `--quota QUOTA` (none; keygate servers only), `--audit-sqlite`, `--audit-sqlite-usage` (keygate servers only),
 //! `--audit-nice N` (0: the audit writer's nice value on the client core),
 //! `--callgrind-dir DIR` (keep the callgrind out files there, for `callgrind_annotate`),
+//! `--cache-sim` (the callgrind runs also simulate the data cache: L1 misses per request),
 //! `--budget SECS` (2400: the whole benchmark stops by then, killing only the processes it
 //! started).
 
@@ -80,6 +81,7 @@ struct Options {
     audit_usage_only: bool,
     audit_nice: i32,
     callgrind_dir: Option<PathBuf>,
+    cache_sim: bool,
     budget: Duration,
 }
 
@@ -102,6 +104,7 @@ impl Options {
             audit_usage_only: false,
             audit_nice: 0,
             callgrind_dir: None,
+            cache_sim: false,
             budget: Duration::from_secs(2_400),
         };
         let mut args = args.iter();
@@ -135,6 +138,7 @@ impl Options {
                 }
                 "--audit-nice" => options.audit_nice = number(flag, value()?)?,
                 "--skip-callgrind" => options.skip_callgrind = true,
+                "--cache-sim" => options.cache_sim = true,
                 "--skip-load" => options.skip_load = true,
                 "-h" | "--help" => {
                     println!("{}", HELP.trim());
@@ -184,6 +188,8 @@ against plain, floor and floor-moka, and both floors against plain, from the sam
   --audit-nice N       the audit writer's nice value (0; 19: it runs on the client core's idle
                        time instead of preempting wrk)
   --callgrind-dir DIR  keep the callgrind out files in DIR (for callgrind_annotate)
+  --cache-sim          the callgrind runs also simulate the caches (fixed sizes, not the
+                       host's): L1 data misses per request, a noise-free view of memory cost
   --budget SECS        hard limit for the whole run (2400)
 ";
 
@@ -253,6 +259,7 @@ fn orchestrate(options: &Options) -> Result<(), String> {
             quota: options.quota.as_deref(),
             audit_sqlite: options.audit_sqlite,
             audit_usage_only: options.audit_usage_only,
+            cache_sim: options.cache_sim,
             deadline,
         };
         instructions(options, &callgrind)?;
@@ -677,6 +684,8 @@ fn instructions(options: &Options, callgrind: &Callgrind<'_>) -> Result<(), Stri
     // Per variant, one (total, SHA-256) figure per repetition. glibc malloc's occasional
     // consolidation makes single figures wander by a few hundred instructions; medians are steady.
     let mut per_request: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    // With `--cache-sim`: L1 data-cache misses (reads and writes) per request, per repetition.
+    let mut misses: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let n = (options.long - options.short) as f64;
     for repetition in 1..=options.repeats {
         for variant in Variant::ALL {
@@ -692,6 +701,12 @@ fn instructions(options: &Options, callgrind: &Callgrind<'_>) -> Result<(), Stri
                 .entry(variant.name())
                 .or_default()
                 .push((total, sha));
+            if let (Some(long_misses), Some(short_misses)) = (long.d1_misses, short.d1_misses) {
+                misses
+                    .entry(variant.name())
+                    .or_default()
+                    .push((long_misses as f64 - short_misses as f64) / n);
+            }
         }
     }
     let totals = |v: Variant| -> Vec<f64> { per_request[v.name()].iter().map(|p| p.0).collect() };
@@ -744,7 +759,37 @@ fn instructions(options: &Options, callgrind: &Callgrind<'_>) -> Result<(), Stri
         }
     }
     println!();
+    if !misses.is_empty() {
+        print_misses(&misses);
+    }
     Ok(())
+}
+
+/// The `--cache-sim` table: L1 data misses per request, and each server's against its
+/// framework's plain server, paired by repetition.
+fn print_misses(misses: &BTreeMap<&str, Vec<f64>>) {
+    println!(
+        "## L1 data-cache misses per request (callgrind --cache-sim: {})",
+        callgrind::CACHES
+    );
+    println!();
+    println!("| server | misses/request, median | − plain, median of paired differences |");
+    println!("| --- | --- | --- |");
+    for variant in Variant::ALL {
+        let (Some(own), Some(plain)) = (
+            misses.get(variant.name()),
+            misses.get(Variant::new(variant.framework, Auth::Plain).name()),
+        ) else {
+            continue;
+        };
+        let deltas: Vec<f64> = own.iter().zip(plain).map(|(o, p)| o - p).collect();
+        println!(
+            "| {variant} | {:.1} | {:+.1} |",
+            median(own),
+            median(&deltas)
+        );
+    }
+    println!();
 }
 
 /// Kills our children and removes the scratch directory if the run overruns its budget.

@@ -300,7 +300,9 @@ impl Lifecycle<KeyId, Arc<CachedKey>> for Departures {
 const FAILURES_REMEMBERED: usize = 1024;
 
 /// Records and unknown ids by id, with their lifetimes, the unknown ids' own bound, and
-/// coalesced loads.
+/// coalesced loads. `repr(C)`: a hit reads `map` and `ttl` only, so they come first (the
+/// verifier's hot fields run on into them).
+#[repr(C)]
 pub(crate) struct KeyCache {
     map: Map<Arc<CachedKey>, Departures>,
     ttl: EntryTtl,
@@ -312,6 +314,10 @@ pub(crate) struct KeyCache {
 }
 
 impl KeyCache {
+    /// The bytes a hit reads from the start of the struct (the map and the lifetimes).
+    #[cfg(test)]
+    pub(crate) const HOT_LEN: usize = std::mem::offset_of!(KeyCache, unknown);
+
     /// A cache of `capacity` records plus `unknown_capacity` unknown ids.
     pub(crate) fn new(capacity: u64, unknown_capacity: u64, ttl: EntryTtl) -> Self {
         let unknown = Arc::new(AtomicU64::new(0));

@@ -542,7 +542,7 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_keygates_names_are_kept_as_labels() {
+    fn a_newer_keygates_names_are_kept_as_stored() {
         let at = SystemTime::UNIX_EPOCH;
         let stored = |action: &str, reason: &str| {
             AuditEvent::stored(at, action).and_then(|event| event.stored_reason(reason))

@@ -48,6 +48,17 @@ fn ok(url: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A SQLite store in a fresh directory, migrated by `keygate migrate`: the directory (to remove
+/// at the end), the URL the CLI opens it by, and the store opened in process.
+async fn migrated_sqlite(name: &str) -> (std::path::PathBuf, String, keygate_sqlx::SqliteStore) {
+    let dir = temp_dir(name);
+    let path = dir.join("keys.db");
+    let url = format!("sqlite://{}", path.display());
+    ok(&url, &["migrate"]);
+    let store = keygate_sqlx::SqliteStore::open(&path).await.unwrap();
+    (dir, url, store)
+}
+
 fn json(url: &str, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.push("--json");
@@ -350,11 +361,7 @@ async fn lifecycle(url: &str, service: &Service) {
 
 #[tokio::test]
 async fn lifecycle_on_sqlite() {
-    let dir = temp_dir("lifecycle");
-    let path = dir.join("keys.db");
-    let url = format!("sqlite://{}", path.display());
-    ok(&url, &["migrate"]);
-    let store = keygate_sqlx::SqliteStore::open(&path).await.unwrap();
+    let (dir, url, store) = migrated_sqlite("lifecycle").await;
     let clock = ManualClock::new(SystemTime::now());
     let verifier = Verifier::builder(keyring(), store)
         .clock(clock.clone())
@@ -605,11 +612,7 @@ fn help_reads_well() {
 /// A store migrated by a newer keygate: exit 5, and the message says to upgrade the CLI.
 #[tokio::test]
 async fn a_newer_schema_is_refused_with_exit_code_5() {
-    let dir = temp_dir("schema");
-    let path = dir.join("keys.db");
-    let url = format!("sqlite://{}", path.display());
-    ok(&url, &["migrate"]);
-    let store = keygate_sqlx::SqliteStore::open(&path).await.unwrap();
+    let (dir, url, store) = migrated_sqlite("schema").await;
     sqlx::query(
         "INSERT INTO keygate_migrations (version, description, success, checksum, execution_time) \
          VALUES (9999, 'from the future', TRUE, X'00', 0)",
@@ -927,11 +930,7 @@ async fn audit_trail(url: &str, service: &Service) {
 
 #[tokio::test]
 async fn audit_and_usage_on_sqlite() {
-    let dir = temp_dir("audit");
-    let path = dir.join("keys.db");
-    let url = format!("sqlite://{}", path.display());
-    ok(&url, &["migrate"]);
-    let store = keygate_sqlx::SqliteStore::open(&path).await.unwrap();
+    let (dir, url, store) = migrated_sqlite("audit").await;
     let clock = ManualClock::new(SystemTime::now());
     let verifier = Verifier::builder(keyring(), store.clone())
         .clock(clock.clone())
@@ -993,11 +992,7 @@ fn audit_and_usage_refuse_bad_input_before_opening_the_store() {
 #[tokio::test]
 async fn audit_prints_events_in_the_order_they_happened_not_written() {
     use keygate::audit::{Action, AuditEvent, AuditSink as _};
-    let dir = temp_dir("audit-order");
-    let path = dir.join("keys.db");
-    let url = format!("sqlite://{}", path.display());
-    ok(&url, &["migrate"]);
-    let store = keygate_sqlx::SqliteStore::open(&path).await.unwrap();
+    let (dir, url, store) = migrated_sqlite("audit-order").await;
     let sink = store.audit_sink();
     let id = KeyId::random();
     let t0 = SystemTime::now() - Duration::from_secs(60);
@@ -1037,11 +1032,7 @@ async fn audit_prints_events_in_the_order_they_happened_not_written() {
 /// for: `keygate audit` prints them by the names they were stored under instead of failing.
 #[tokio::test]
 async fn audit_prints_a_newer_keygates_names_as_stored() {
-    let dir = temp_dir("audit-newer");
-    let path = dir.join("keys.db");
-    let url = format!("sqlite://{}", path.display());
-    ok(&url, &["migrate"]);
-    let store = keygate_sqlx::SqliteStore::open(&path).await.unwrap();
+    let (dir, url, store) = migrated_sqlite("audit-newer").await;
     let id = KeyId::random();
     let at = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -1609,11 +1600,7 @@ async fn named_limits_reach_the_service(url: &str, verifier: Verifier) {
 
 #[tokio::test]
 async fn named_limits_reach_the_service_on_sqlite() {
-    let dir = temp_dir("named-limits-service");
-    let path = dir.join("keys.db");
-    let url = format!("sqlite://{}", path.display());
-    ok(&url, &["migrate"]);
-    let store = keygate_sqlx::SqliteStore::open(&path).await.unwrap();
+    let (dir, url, store) = migrated_sqlite("named-limits-service").await;
     named_limits_reach_the_service(&url, Verifier::builder(keyring(), store).build()).await;
     let _ = std::fs::remove_dir_all(dir);
 }

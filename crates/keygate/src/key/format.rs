@@ -18,7 +18,7 @@ pub const MAX_KEY_LEN: usize = MAX_PREFIX_LEN + 1 + KeyId::LEN + 1 + SECRET_LEN 
 /// Length of everything after the prefix: `_{id}_{secret}{crc}`.
 const TAIL_LEN: usize = 1 + KeyId::LEN + 1 + SECRET_LEN + CHECKSUM_LEN;
 /// Length of the part of a key that is hashed: `{id}_{secret}`.
-const DIGEST_INPUT_LEN: usize = KeyId::LEN + 1 + SECRET_LEN;
+pub(crate) const DIGEST_INPUT_LEN: usize = KeyId::LEN + 1 + SECRET_LEN;
 
 /// The part of a well-formed key that is hashed at rest: `{id}_{secret}`.
 ///

@@ -20,6 +20,13 @@ impl KeyId {
         base62::all_base62(&array).then_some(Self(array))
     }
 
+    /// An id from bytes the caller has checked already (a parsed key's): no second check.
+    #[inline]
+    pub(crate) fn from_checked(bytes: [u8; Self::LEN]) -> Self {
+        debug_assert!(base62::all_base62(&bytes));
+        Self(bytes)
+    }
+
     /// A fresh random id from the operating system's CSPRNG.
     #[must_use]
     pub fn random() -> Self {

@@ -228,13 +228,12 @@ impl Gate {
                 if let Some(audit) = ticket.audit.as_mut() {
                     audit.allowed(&verified);
                 }
-                ticket.rate = verified.rate.filter(|_| self.rate_limit_headers);
+                ticket.rate = verified.rate;
                 let quota = verified
                     .quota
                     .map(|charged| self.receipt(charged, &mut ticket));
                 Ok(Passed {
                     identity: verified.identity,
-                    rate: verified.rate,
                     stale: verified.stale,
                     quota,
                     ticket,
@@ -303,10 +302,12 @@ impl Check {
 }
 
 /// An accepted request: its identity, and the ticket that finishes it.
+///
+/// The key's rate decision is kept once, in the ticket (which reports it in the `RateLimit`
+/// fields when the gate sends them): 56 bytes less to move through every adapter.
 #[derive(Debug)]
 pub struct Passed {
     identity: Arc<Identity>,
-    rate: Option<RateDecision>,
     stale: bool,
     quota: Option<QuotaReceipt>,
     ticket: Ticket,
@@ -332,7 +333,7 @@ impl Passed {
     /// The key's rate limit state after this request; `None` for an unlimited key.
     #[must_use]
     pub fn rate(&self) -> Option<&RateDecision> {
-        self.rate.as_ref()
+        self.ticket.rate.as_ref()
     }
 
     /// Whether the key was accepted on a cached record past its TTL because the key store was
@@ -383,6 +384,7 @@ pub struct Ticket {
     // Boxed: requests are audited only while a sink is enabled; the ticket stays small
     // when they are not.
     audit: Option<Box<RequestAudit>>,
+    /// The key's rate decision (`None`: unlimited); reported only when `headers` is set.
     rate: Option<RateDecision>,
     // Boxed: only keys with a quota, on a gate that sends the `RateLimit` fields, have one.
     quota: Option<Box<QuotaReport>>,
@@ -402,7 +404,8 @@ impl Ticket {
             .named
             .as_deref()
             .map_or(&[][..], RouteLimitItems::as_slice);
-        rate_items(self.rate.as_ref(), self.quota.as_deref(), named)
+        let rate = self.rate.as_ref().filter(|_| self.headers);
+        rate_items(rate, self.quota.as_deref(), named)
             .into_iter()
             .flatten()
     }

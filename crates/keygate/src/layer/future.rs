@@ -38,10 +38,12 @@ pin_project! {
     where
         S: Service<Request<ReqB>>,
     {
+        // Boxed, with the request and the ready service parked beside it: only a check that
+        // awaits I/O (a cache miss) is here, and keeping them inline made every request's
+        // future (moved into the router's box, among others) ~250 bytes larger.
         Check {
             check: CheckFuture<R>,
-            request: Option<Request<ReqB>>,
-            service: Option<S>,
+            parked: Option<Box<(Request<ReqB>, S)>>,
         },
         Inner {
             #[pin]
@@ -71,8 +73,7 @@ where
         Self {
             state: State::Check {
                 check,
-                request: Some(request),
-                service: Some(service),
+                parked: Some(Box::new((request, service))),
             },
             ticket: None,
         }
@@ -144,14 +145,11 @@ where
 {
     loop {
         let next = match state.as_mut().project() {
-            StateProj::Check {
-                check,
-                request,
-                service,
-            } => {
+            StateProj::Check { check, parked } => {
                 let (answer, shared) = ready!(check.as_mut().poll(cx));
-                match (answer, request.take(), service.take()) {
-                    (Ok(mut passed), Some(mut request), Some(mut service)) => {
+                match (answer, parked.take()) {
+                    (Ok(mut passed), Some(parked)) => {
+                        let (mut request, mut service) = *parked;
                         if let Some(receipt) = passed.take_quota_receipt() {
                             request.extensions_mut().insert(receipt);
                         }
@@ -162,15 +160,15 @@ where
                             future: service.call(request),
                         }
                     }
-                    (Err(refusal), _, _) => {
+                    (Err(refusal), _) => {
                         let (rejection, refused_ticket) = refusal.into_parts();
                         *ticket = Some(refused_ticket);
                         State::Refused {
                             response: Some(respond(&shared.responder, rejection)),
                         }
                     }
-                    // Unreachable: both are taken only here, once.
-                    (Ok(_), _, _) => panic!("keygate ResponseFuture polled after completion"),
+                    // Unreachable: taken only here, once.
+                    (Ok(_), None) => panic!("keygate ResponseFuture polled after completion"),
                 }
             }
             StateProj::Inner { future } => return future.poll(cx),

@@ -404,3 +404,37 @@ async fn the_tracing_sink_escapes_what_could_forge_a_line() {
     assert!(text.contains(r"\r\nFAKE"), "{text}");
     assert!(text.contains("outcome=\"denied\""), "{text}");
 }
+
+#[test]
+fn the_default_sink_is_enabled_exactly_while_a_subscriber_listens_to_audit_events() {
+    use keygate::{Keyring, MemoryStore, Verifier};
+    let keyring = || Keyring::development("acme_test").unwrap();
+    // No sink given: the default tracing sink, asked of `tracing` directly.
+    let default = Verifier::builder(keyring(), MemoryStore::new()).build();
+    let quiet = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    tracing::subscriber::with_default(quiet, || {
+        assert!(
+            !default.audit_enabled(),
+            "INFO filtered out: no event built"
+        );
+    });
+    let listening = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::sink)
+        .finish();
+    tracing::subscriber::with_default(listening, || {
+        assert!(default.audit_enabled(), "a subscriber listens at INFO");
+    });
+    // A sink of the application's own: asked itself, whatever `tracing` listens to.
+    let own = Verifier::builder(keyring(), MemoryStore::new())
+        .audit_sink(CapturingSink::default())
+        .build();
+    let quiet = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    tracing::subscriber::with_default(quiet, || {
+        assert!(own.audit_enabled(), "the application's sink wants events");
+    });
+}

@@ -9,9 +9,7 @@ use async_trait::async_trait;
 
 use super::Verifier;
 use super::pepper_check::PepperGate;
-use crate::audit::{
-    Action, AuditEvent, AuditSink, AuditStats, Auditor, PipelineConfig, TracingSink,
-};
+use crate::audit::{Action, AuditEvent, AuditSink, AuditStats, Auditor, PipelineConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::invalidation::{Invalidated, Invalidation};
 use crate::key::KeyId;
@@ -704,7 +702,7 @@ impl std::fmt::Debug for Admin {
 /// | --- | --- |
 /// | keyring | none: keys can be changed and deleted, not created or rotated |
 /// | clock | system clock |
-/// | audit sinks | [`TracingSink`] |
+/// | audit sinks | [`TracingSink`](crate::audit::TracingSink) |
 /// | invalidation channel | none: services see changes within their cache TTL (unless the store publishes changes itself, as PostgreSQL's and SQLite's channels read them from the store) |
 #[must_use]
 pub struct AdminBuilder {
@@ -738,7 +736,8 @@ impl AdminBuilder {
         self
     }
 
-    /// Adds an audit sink for the change events. Without any, events go to [`TracingSink`].
+    /// Adds an audit sink for the change events. Without any, events go to
+    /// [`TracingSink`](crate::audit::TracingSink).
     pub fn audit_sink(self, sink: impl AuditSink) -> Self {
         self.shared_audit_sink(Arc::new(sink))
     }
@@ -764,19 +763,14 @@ impl AdminBuilder {
     /// Builds the handle. No I/O: the peppers are checked before the first key is minted, and
     /// the audit pipeline starts on the tokio runtime of the first change.
     pub fn build(self) -> Admin {
-        let sinks = if self.audit_sinks.is_empty() {
-            vec![Arc::new(TracingSink) as Arc<dyn AuditSink>]
-        } else {
-            self.audit_sinks
-        };
         Admin {
             source: Source::Own(Arc::new(Parts {
                 keyring: self.keyring,
                 store: self.store,
                 admin: self.admin,
                 clock: self.clock,
-                auditor: Auditor::new(
-                    sinks,
+                auditor: Auditor::or_tracing(
+                    self.audit_sinks,
                     PipelineConfig {
                         buffer: ADMIN_AUDIT_BUFFER,
                         batch: ADMIN_AUDIT_BUFFER,

@@ -5,7 +5,7 @@ use ipnet::IpNet;
 
 use super::cache::{EntryTtl, KeyCache};
 use super::{Inner, Verifier};
-use crate::audit::{AuditSink, Auditor, DEFAULT_LINGER, PipelineConfig, TracingSink};
+use crate::audit::{AuditSink, Auditor, DEFAULT_LINGER, PipelineConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::extract::{CredentialSources, TrustedProxies};
 use crate::invalidation::Invalidation;
@@ -29,7 +29,7 @@ use crate::store::{KeyAdmin, KeyStore};
 /// | rate limit of keys without their own | unlimited |
 /// | rate limit of keys without their own, per environment | none: the line above |
 /// | failed attempts per client | `10/1m burst 20`: 20 at once, then one per 6 s |
-/// | audit sinks / buffer / batch / linger | [`TracingSink`] / 65 536 events / 16 384 events / 500 ms |
+/// | audit sinks / buffer / batch / linger | [`TracingSink`](crate::audit::TracingSink) / 65 536 events / 16 384 events / 500 ms |
 /// | audit runtime | the runtime of the first event |
 /// | invalidation channel | none (the cache TTL bounds changes made elsewhere) |
 /// | degraded cache TTL (invalidation subscription down) | 1 s |
@@ -341,9 +341,10 @@ impl VerifierBuilder {
         self
     }
 
-    /// Adds an audit sink. Without any, events go to [`TracingSink`] (target `keygate::audit`,
-    /// INFO): filter that target out of your subscriber and no event is even built. Add
-    /// [`TracingSink`] explicitly to keep it beside another sink.
+    /// Adds an audit sink. Without any, events go to
+    /// [`TracingSink`](crate::audit::TracingSink) (target `keygate::audit`, INFO): filter that
+    /// target out of your subscriber and no event is even built. Add it explicitly to keep it
+    /// beside another sink.
     pub fn audit_sink(self, sink: impl AuditSink) -> Self {
         self.shared_audit_sink(Arc::new(sink))
     }
@@ -561,12 +562,8 @@ impl VerifierBuilder {
                 failure_limit: self.failure_limit,
                 canary_lockout: self.canary_lockout,
                 canary_notices: self.notices.map(crate::notice::CanaryNotices::new),
-                auditor: Auditor::new(
-                    if self.audit_sinks.is_empty() {
-                        vec![Arc::new(TracingSink)]
-                    } else {
-                        self.audit_sinks
-                    },
+                auditor: Auditor::or_tracing(
+                    self.audit_sinks,
                     PipelineConfig {
                         buffer: self.audit_buffer,
                         batch: self.audit_batch,

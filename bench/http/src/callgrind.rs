@@ -112,13 +112,15 @@ impl Callgrind<'_> {
             total: total_instructions(&out)
                 .ok_or_else(|| format!("no totals in {}", out_file.display()))?,
             sha256: exclusive_instructions(&out, "sha256::compress"),
-            d1_misses: if self.cache_sim {
-                Some(
-                    total_of(&out, "D1mr")
+            misses: if self.cache_sim {
+                let no_totals = || format!("no cache totals in {}", out_file.display());
+                Some(Misses {
+                    data: total_of(&out, "D1mr")
                         .zip(total_of(&out, "D1mw"))
                         .map(|(reads, writes)| reads + writes)
-                        .ok_or_else(|| format!("no cache totals in {}", out_file.display()))?,
-                )
+                        .ok_or_else(no_totals)?,
+                    code: total_of(&out, "I1mr").ok_or_else(no_totals)?,
+                })
             } else {
                 None
             },
@@ -132,8 +134,17 @@ pub(crate) struct Instructions {
     pub(crate) total: u64,
     /// Exclusive cost of functions whose name contains `sha256::compress`.
     pub(crate) sha256: u64,
-    /// L1 data-cache misses, reads and writes (with `--cache-sim`).
-    pub(crate) d1_misses: Option<u64>,
+    /// L1 cache misses (with `--cache-sim`).
+    pub(crate) misses: Option<Misses>,
+}
+
+/// L1 cache misses of one callgrind run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Misses {
+    /// Data-cache misses, reads and writes.
+    pub(crate) data: u64,
+    /// Instruction-cache misses: the lines of code a request runs that were not cached.
+    pub(crate) code: u64,
 }
 
 fn instrumentation_on(pid: u32) -> Result<(), String> {

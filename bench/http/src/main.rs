@@ -36,7 +36,7 @@
 //! servers only), `--quota QUOTA` (none; keygate servers only), `--audit-sqlite`, `--audit-sqlite-usage` (keygate servers only),
 //! `--audit-nice N` (0: the audit writer's nice value on the client core),
 //! `--callgrind-dir DIR` (keep the callgrind out files there, for `callgrind_annotate`),
-//! `--cache-sim` (the callgrind runs also simulate the data cache: L1 misses per request),
+//! `--cache-sim` (the callgrind runs also simulate the L1 caches: data and instruction misses per request),
 //! `--budget SECS` (2400: the whole benchmark stops by then, killing only the processes it
 //! started).
 
@@ -189,7 +189,8 @@ against plain, floor and floor-moka, and both floors against plain, from the sam
                        time instead of preempting wrk)
   --callgrind-dir DIR  keep the callgrind out files in DIR (for callgrind_annotate)
   --cache-sim          the callgrind runs also simulate the caches (fixed sizes, not the
-                       host's): L1 data misses per request, a noise-free view of memory cost
+                       host's): L1 data and instruction misses per request, a noise-free
+                       view of memory and code footprint
   --budget SECS        hard limit for the whole run (2400)
 ";
 
@@ -684,8 +685,9 @@ fn instructions(options: &Options, callgrind: &Callgrind<'_>) -> Result<(), Stri
     // Per variant, one (total, SHA-256) figure per repetition. glibc malloc's occasional
     // consolidation makes single figures wander by a few hundred instructions; medians are steady.
     let mut per_request: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
-    // With `--cache-sim`: L1 data-cache misses (reads and writes) per request, per repetition.
-    let mut misses: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    // With `--cache-sim`: L1 data-cache misses (reads and writes) and instruction-cache misses
+    // per request, per repetition.
+    let mut misses: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     let n = (options.long - options.short) as f64;
     for repetition in 1..=options.repeats {
         for variant in Variant::ALL {
@@ -701,11 +703,11 @@ fn instructions(options: &Options, callgrind: &Callgrind<'_>) -> Result<(), Stri
                 .entry(variant.name())
                 .or_default()
                 .push((total, sha));
-            if let (Some(long_misses), Some(short_misses)) = (long.d1_misses, short.d1_misses) {
-                misses
-                    .entry(variant.name())
-                    .or_default()
-                    .push((long_misses as f64 - short_misses as f64) / n);
+            if let (Some(long), Some(short)) = (long.misses, short.misses) {
+                misses.entry(variant.name()).or_default().push((
+                    (long.data as f64 - short.data as f64) / n,
+                    (long.code as f64 - short.code as f64) / n,
+                ));
             }
         }
     }
@@ -765,16 +767,18 @@ fn instructions(options: &Options, callgrind: &Callgrind<'_>) -> Result<(), Stri
     Ok(())
 }
 
-/// The `--cache-sim` table: L1 data misses per request, and each server's against its
-/// framework's plain server, paired by repetition.
-fn print_misses(misses: &BTreeMap<&str, Vec<f64>>) {
+/// The `--cache-sim` table: L1 data and instruction misses per request, and each server's
+/// against its framework's plain server, paired by repetition.
+fn print_misses(misses: &BTreeMap<&str, Vec<(f64, f64)>>) {
     println!(
-        "## L1 data-cache misses per request (callgrind --cache-sim: {})",
+        "## L1 cache misses per request (callgrind --cache-sim: {})",
         callgrind::CACHES
     );
     println!();
-    println!("| server | misses/request, median | − plain, median of paired differences |");
-    println!("| --- | --- | --- |");
+    println!(
+        "| server | data misses/request, median | − plain, median of paired differences | instruction misses/request, median | − plain |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
     for variant in Variant::ALL {
         let (Some(own), Some(plain)) = (
             misses.get(variant.name()),
@@ -782,12 +786,18 @@ fn print_misses(misses: &BTreeMap<&str, Vec<f64>>) {
         ) else {
             continue;
         };
-        let deltas: Vec<f64> = own.iter().zip(plain).map(|(o, p)| o - p).collect();
-        println!(
-            "| {variant} | {:.1} | {:+.1} |",
-            median(own),
-            median(&deltas)
-        );
+        let column = |pick: fn(&(f64, f64)) -> f64| -> (f64, f64) {
+            let values: Vec<f64> = own.iter().map(pick).collect();
+            let deltas: Vec<f64> = own
+                .iter()
+                .zip(plain)
+                .map(|(o, p)| pick(o) - pick(p))
+                .collect();
+            (median(&values), median(&deltas))
+        };
+        let (data, data_delta) = column(|m| m.0);
+        let (code, code_delta) = column(|m| m.1);
+        println!("| {variant} | {data:.1} | {data_delta:+.1} | {code:.1} | {code_delta:+.1} |");
     }
     println!();
 }

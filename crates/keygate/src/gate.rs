@@ -214,8 +214,8 @@ impl Gate {
     // a call of its own, ~100 instructions a request under callgrind with a `memcpy` of its
     // answer. The quota part is `receipt`, out of line.
     //
-    // `Passed` and `Refusal` both carry the ticket, so the two variants are of a size: boxing
-    // the refusal would add an allocation to every refused request and save nothing.
+    // `Passed` is the larger variant (224 bytes to the refusal's 136; both carry the ticket):
+    // boxing the refusal would add an allocation to every refused request and save nothing.
     #[allow(clippy::result_large_err)]
     #[inline]
     fn conclude(

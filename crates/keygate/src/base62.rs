@@ -114,8 +114,9 @@ mod tests {
 
     #[test]
     fn all_base62_agrees_with_is_base62_on_every_byte_in_every_position() {
-        // Every byte value in every lane of a word, in the padded tail and beside neighbours
-        // that would carry (0x7f, 0xff) or borrow (0x00) if the lanes were not kept apart.
+        // Every byte value in every lane of a word and in the padded tail, beside valid
+        // characters from both ends of the alphabet's ranges: 0x7f and 0xff would carry into
+        // the next lane, and 0x00 borrow from it, if the lanes were not kept apart.
         for len in [1, 3, 8, 12, 13, 30, 43] {
             for position in 0..len {
                 for neighbour in [b'a', b'0', b'Z', b'z', b'9'] {

@@ -8,8 +8,8 @@ use super::format::DIGEST_INPUT_LEN;
 /// A well-formed key taken from a request: checksum verified, not yet checked against a store.
 ///
 /// It owns a copy of the key's hashed part in a fixed inline buffer (no heap allocation), so a
-/// verification future can outlive the request headers. The buffer is zeroed on drop and `Debug` shows only
-/// the id. It is neither `Clone` nor `Serialize`:
+/// verification future can outlive the request headers. The buffer is zeroed on drop and
+/// `Debug` shows only the id. It is neither `Clone` nor `Serialize`:
 ///
 /// ```compile_fail
 /// fn copy(key: &keygate::PresentedKey) -> keygate::PresentedKey {

@@ -411,10 +411,13 @@ fn the_default_sink_is_enabled_exactly_while_a_subscriber_listens_to_audit_event
     let keyring = || Keyring::development("acme_test").unwrap();
     // No sink given: the default tracing sink, asked of `tracing` directly.
     let default = Verifier::builder(keyring(), MemoryStore::new()).build();
-    let quiet = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    tracing::subscriber::with_default(quiet, || {
+    // A subscriber that filters INFO out.
+    let quiet = || {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .finish()
+    };
+    tracing::subscriber::with_default(quiet(), || {
         assert!(
             !default.audit_enabled(),
             "INFO filtered out: no event built"
@@ -431,10 +434,7 @@ fn the_default_sink_is_enabled_exactly_while_a_subscriber_listens_to_audit_event
     let own = Verifier::builder(keyring(), MemoryStore::new())
         .audit_sink(CapturingSink::default())
         .build();
-    let quiet = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    tracing::subscriber::with_default(quiet, || {
+    tracing::subscriber::with_default(quiet(), || {
         assert!(own.audit_enabled(), "the application's sink wants events");
     });
 }

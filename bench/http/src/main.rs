@@ -21,8 +21,10 @@
 //!    floor-moka / plain, keygate / floor and keygate / floor-moka. With `--audit-sqlite`, the
 //!    keygate servers keep their audit trail in a SQLite file, written by a runtime of their own
 //!    pinned to core 1 beside wrk (the request thread stays alone on core 0; all the server's
-//!    threads count in its CPU figures); after the rounds, a table compares the requests wrk saw
-//!    answered with the pipeline's counters and the file's rows.
+//!    threads count in its user and system CPU figures, and the writer's threads' share is
+//!    printed beside them, /proc/PID/task; the server's CPU share is the request core's); after
+//!    the rounds, a table compares the requests wrk saw answered with the pipeline's counters
+//!    and the file's rows.
 //! 2. Instructions per request. Each variant runs under `valgrind --tool=callgrind` twice (fresh
 //!    processes), driven by sequential keep-alive requests from an in-process client: a short and
 //!    a long run; (Ir_long − Ir_short) / (N_long − N_short) cancels start-up and shutdown. The
@@ -37,6 +39,7 @@
 //! `--audit-nice N` (0: the audit writer's nice value on the client core),
 //! `--callgrind-dir DIR` (keep the callgrind out files there, for `callgrind_annotate`),
 //! `--cache-sim` (the callgrind runs also simulate the L1 caches: data and instruction misses per request),
+//! `--framework axum|actix-web` (both: run one framework's four servers only),
 //! `--budget SECS` (2400: the whole benchmark stops by then, killing only the processes it
 //! started).
 
@@ -83,6 +86,8 @@ struct Options {
     callgrind_dir: Option<PathBuf>,
     cache_sim: bool,
     budget: Duration,
+    /// The frameworks whose servers run (both by default; `--framework` picks one).
+    frameworks: Vec<Framework>,
 }
 
 impl Options {
@@ -106,6 +111,7 @@ impl Options {
             callgrind_dir: None,
             cache_sim: false,
             budget: Duration::from_secs(2_400),
+            frameworks: Framework::ALL.to_vec(),
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -137,6 +143,14 @@ impl Options {
                     options.audit_usage_only = true;
                 }
                 "--audit-nice" => options.audit_nice = number(flag, value()?)?,
+                "--framework" => {
+                    let name = value()?;
+                    let framework = Framework::ALL
+                        .into_iter()
+                        .find(|f| f.name() == name || (name == "actix" && *f == Framework::Actix))
+                        .ok_or_else(|| format!("--framework {name}: `axum` or `actix-web`"))?;
+                    options.frameworks = vec![framework];
+                }
                 "--skip-callgrind" => options.skip_callgrind = true,
                 "--cache-sim" => options.cache_sim = true,
                 "--skip-load" => options.skip_load = true,
@@ -157,6 +171,14 @@ impl Options {
             return Err("--long must be greater than --short".into());
         }
         Ok(options)
+    }
+
+    /// The servers that run: every variant of the chosen frameworks, in the base order.
+    fn variants(&self) -> Vec<Variant> {
+        Variant::ALL
+            .into_iter()
+            .filter(|v| self.frameworks.contains(&v.framework))
+            .collect()
     }
 }
 
@@ -191,6 +213,7 @@ against plain, floor and floor-moka, and both floors against plain, from the sam
   --cache-sim          the callgrind runs also simulate the caches (fixed sizes, not the
                        host's): L1 data and instruction misses per request, a noise-free
                        view of memory and code footprint
+  --framework NAME     run only this framework's servers: axum or actix-web (both)
   --budget SECS        hard limit for the whole run (2400)
 ";
 
@@ -239,7 +262,7 @@ fn orchestrate(options: &Options) -> Result<(), String> {
 
     if !options.skip_load {
         let rounds = throughput(options, &exe, scratch.path(), &children, deadline)?;
-        print_throughput(&rounds);
+        print_throughput(&rounds, &options.variants());
     }
     if !options.skip_callgrind {
         let out_dir = match &options.callgrind_dir {
@@ -275,7 +298,10 @@ struct Sample {
     report: WrkReport,
     user_us_per_request: f64,
     system_us_per_request: f64,
-    /// Server CPU time (user + system) over wall time: ≈ 1.0 when the server core is the limit.
+    /// Of user + system, the audit writer's threads' (on the client core; 0 without the trail).
+    writer_us_per_request: f64,
+    /// The server's CPU time (user + system) less the writer's, over wall time: ≈ 1.0 when the
+    /// server core is the limit.
     server_cpu_share: f64,
 }
 
@@ -297,7 +323,7 @@ fn throughput(
         client_core: CLIENT_CORE,
     };
     let mut servers = Vec::new();
-    for variant in Variant::ALL {
+    for variant in options.variants() {
         let port = free_port()?;
         let keys_file = scratch.join(format!("{variant}.keys"));
         let mut command = Command::new("taskset");
@@ -367,13 +393,14 @@ fn throughput(
             *answered.entry(variant.name()).or_default() += report.requests;
             let sample = sample(report, before, after, tick_us);
             println!(
-                "round {} {variant:>16}: {:>8.0} req/s  p50 {:>5} µs  p99 {:>5} µs  user {:>5.2} µs/req  sys {:>5.2} µs/req  server CPU {:>3.0} %",
+                "round {} {variant:>16}: {:>8.0} req/s  p50 {:>5} µs  p99 {:>5} µs  user {:>5.2} µs/req  sys {:>5.2} µs/req  writer {:>4.2} µs/req  server CPU {:>3.0} %",
                 round + 1,
                 report.requests_per_second(),
                 report.p50_us,
                 report.p99_us,
                 sample.user_us_per_request,
                 sample.system_us_per_request,
+                sample.writer_us_per_request,
                 sample.server_cpu_share * 100.0,
             );
             samples.insert(variant.name(), sample);
@@ -388,7 +415,7 @@ fn throughput(
     }
     if options.audit_sqlite {
         let in_flight = u64::from(options.connections) * runs;
-        print_audit_trail(scratch, &answered, in_flight, options.audit_usage_only)?;
+        print_audit_trail(scratch, options, &answered, in_flight)?;
     }
     Ok(rounds)
 }
@@ -400,10 +427,11 @@ fn throughput(
 /// connections times the runs.
 fn print_audit_trail(
     scratch: &Path,
+    options: &Options,
     answered: &BTreeMap<&'static str, u64>,
     in_flight_bound: u64,
-    usage_only: bool,
 ) -> Result<(), String> {
+    let usage_only = options.audit_usage_only;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -419,7 +447,7 @@ fn print_audit_trail(
         "| server | requests answered (wrk) | recorded | dropped | lost | failed writes | request events (rows and blocks) | usage count (allowed + denied) | events − answered (≤ {in_flight_bound} in flight) |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for variant in Variant::ALL.iter().filter(|v| v.with_keygate()) {
+    for variant in options.variants().iter().filter(|v| v.with_keygate()) {
         let stats_file = scratch.join(format!("{variant}.audit-stats"));
         let stats = std::fs::read_to_string(&stats_file)
             .map_err(|e| format!("{}: {e}", stats_file.display()))?;
@@ -470,11 +498,13 @@ fn sample(report: WrkReport, before: CpuTime, after: CpuTime, tick_us: f64) -> S
     let requests = report.requests.max(1) as f64;
     let user_us = (after.user_ticks - before.user_ticks) as f64 * tick_us;
     let system_us = (after.system_ticks - before.system_ticks) as f64 * tick_us;
+    let writer_us = after.writer_ticks.saturating_sub(before.writer_ticks) as f64 * tick_us;
     Sample {
         report,
         user_us_per_request: user_us / requests,
         system_us_per_request: system_us / requests,
-        server_cpu_share: (user_us + system_us) / report.duration_us.max(1) as f64,
+        writer_us_per_request: writer_us / requests,
+        server_cpu_share: (user_us + system_us - writer_us) / report.duration_us.max(1) as f64,
     }
 }
 
@@ -489,10 +519,10 @@ fn check_errors(variant: Variant, report: &WrkReport) -> Result<(), String> {
     Ok(())
 }
 
-fn print_throughput(rounds: &Rounds) {
+fn print_throughput(rounds: &Rounds, variants: &[Variant]) {
     let complete: Vec<_> = rounds
         .iter()
-        .filter(|r| r.len() == Variant::ALL.len())
+        .filter(|r| r.len() == variants.len())
         .collect();
     println!();
     println!(
@@ -501,10 +531,10 @@ fn print_throughput(rounds: &Rounds) {
     );
     println!();
     println!(
-        "| server | req/s | p50 µs | p99 µs | user-CPU µs/req | sys-CPU µs/req | server CPU |"
+        "| server | req/s | p50 µs | p99 µs | user-CPU µs/req | sys-CPU µs/req | of which audit writer µs/req | server CPU (request core) |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for variant in Variant::ALL {
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for variant in variants.iter().copied() {
         let of = |f: &dyn Fn(&Sample) -> f64| -> Vec<f64> {
             complete
                 .iter()
@@ -515,17 +545,18 @@ fn print_throughput(rounds: &Rounds) {
         let rps = of(&|s| s.report.requests_per_second());
         let (lo, hi) = range(&rps);
         println!(
-            "| {variant} | {:.0} [{lo:.0}–{hi:.0}] | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} % |",
+            "| {variant} | {:.0} [{lo:.0}–{hi:.0}] | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} % |",
             median(&rps),
             median(&of(&|s| s.report.p50_us as f64)),
             median(&of(&|s| s.report.p99_us as f64)),
             median(&of(&|s| s.user_us_per_request)),
             median(&of(&|s| s.system_us_per_request)),
+            median(&of(&|s| s.writer_us_per_request)),
             median(&of(&|s| s.server_cpu_share)) * 100.0,
         );
     }
     println!();
-    print_ratios(&complete);
+    print_ratios(&complete, variants);
     // The set-up means the server's core to be the bottleneck; a round where some server got
     // less than 90 % of it (other work on the machine) measures contention as much as keygate.
     let uncontended: Vec<_> = complete
@@ -541,7 +572,7 @@ fn print_throughput(rounds: &Rounds) {
     );
     if !uncontended.is_empty() {
         println!();
-        print_ratios(&uncontended);
+        print_ratios(&uncontended, variants);
     }
 }
 
@@ -609,12 +640,13 @@ fn added_user_us(server: &Sample, baseline: &Sample) -> f64 {
     server.user_us_per_request - baseline.user_us_per_request
 }
 
-fn print_ratios(rounds: &[&BTreeMap<&'static str, Sample>]) {
+fn print_ratios(rounds: &[&BTreeMap<&'static str, Sample>], variants: &[Variant]) {
+    let frameworks = frameworks_of(variants);
     println!(
         "| framework | server / baseline | paired ratio, req/s: median [min–max] | per round | CPU-bound ratio (baseline/server CPU per request): median [min–max] | user-CPU µs/req server − baseline |"
     );
     println!("| --- | --- | --- | --- | --- | --- |");
-    for framework in Framework::ALL {
+    for framework in frameworks.iter().copied() {
         for (auth, base) in PAIRS {
             let (server, baseline) = (Variant::new(framework, auth), Variant::new(framework, base));
             let ratios = paired(rounds, server, baseline, &requests_ratio);
@@ -640,7 +672,7 @@ fn print_ratios(rounds: &[&BTreeMap<&'static str, Sample>]) {
         "| framework | measure | keygate/plain ≥ floor-moka/plain | keygate/plain ≥ {MIN_KEYGATE_RATIO} | stretch: keygate/plain ≥ floor/plain | user-CPU keygate − plain ≤ {MAX_ADDED_USER_US} µs |"
     );
     println!("| --- | --- | --- | --- | --- | --- |");
-    for framework in Framework::ALL {
+    for framework in frameworks.iter().copied() {
         let plain = Variant::new(framework, Auth::Plain);
         let added = median(&paired(
             rounds,
@@ -689,8 +721,9 @@ fn instructions(options: &Options, callgrind: &Callgrind<'_>) -> Result<(), Stri
     // per request, per repetition.
     let mut misses: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     let n = (options.long - options.short) as f64;
+    let variants = options.variants();
     for repetition in 1..=options.repeats {
-        for variant in Variant::ALL {
+        for variant in variants.iter().copied() {
             let short = callgrind.instructions(variant, options.short)?;
             let long = callgrind.instructions(variant, options.long)?;
             let total = (long.total as f64 - short.total as f64) / n;
@@ -716,7 +749,7 @@ fn instructions(options: &Options, callgrind: &Callgrind<'_>) -> Result<(), Stri
     println!();
     println!("| server | instructions/request, median [min–max] | of which SHA-256 compression |");
     println!("| --- | --- | --- |");
-    for variant in Variant::ALL {
+    for variant in variants.iter().copied() {
         let (lo, hi) = range(&totals(variant));
         println!(
             "| {variant} | {:.0} [{lo:.0}–{hi:.0}] | {:.0} |",
@@ -729,7 +762,7 @@ fn instructions(options: &Options, callgrind: &Callgrind<'_>) -> Result<(), Stri
         "| framework | server − baseline | instructions/request (median of paired differences) [min–max] | of which SHA-256 | the rest | target |"
     );
     println!("| --- | --- | --- | --- | --- | --- |");
-    for framework in Framework::ALL {
+    for framework in frameworks_of(&variants) {
         for (auth, base) in PAIRS {
             let (server, baseline) = (Variant::new(framework, auth), Variant::new(framework, base));
             // Paired by repetition: the servers of one repetition ran back to back.
@@ -762,14 +795,14 @@ fn instructions(options: &Options, callgrind: &Callgrind<'_>) -> Result<(), Stri
     }
     println!();
     if !misses.is_empty() {
-        print_misses(&misses);
+        print_misses(&misses, &variants);
     }
     Ok(())
 }
 
 /// The `--cache-sim` table: L1 data and instruction misses per request, and each server's
 /// against its framework's plain server, paired by repetition.
-fn print_misses(misses: &BTreeMap<&str, Vec<(f64, f64)>>) {
+fn print_misses(misses: &BTreeMap<&str, Vec<(f64, f64)>>, variants: &[Variant]) {
     println!(
         "## L1 cache misses per request (callgrind --cache-sim: {})",
         callgrind::CACHES
@@ -779,7 +812,7 @@ fn print_misses(misses: &BTreeMap<&str, Vec<(f64, f64)>>) {
         "| server | data misses/request, median | − plain, median of paired differences | instruction misses/request, median | − plain |"
     );
     println!("| --- | --- | --- | --- | --- |");
-    for variant in Variant::ALL {
+    for variant in variants.iter().copied() {
         let (Some(own), Some(plain)) = (
             misses.get(variant.name()),
             misses.get(Variant::new(variant.framework, Auth::Plain).name()),
@@ -800,6 +833,14 @@ fn print_misses(misses: &BTreeMap<&str, Vec<(f64, f64)>>) {
         println!("| {variant} | {data:.1} | {data_delta:+.1} | {code:.1} | {code_delta:+.1} |");
     }
     println!();
+}
+
+/// The frameworks among `variants`, in the base order.
+fn frameworks_of(variants: &[Variant]) -> Vec<Framework> {
+    Framework::ALL
+        .into_iter()
+        .filter(|f| variants.iter().any(|v| v.framework == *f))
+        .collect()
 }
 
 /// Kills our children and removes the scratch directory if the run overruns its budget.

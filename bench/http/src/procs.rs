@@ -205,24 +205,54 @@ pub(crate) fn wait_timeout(
 pub(crate) struct CpuTime {
     pub(crate) user_ticks: u64,
     pub(crate) system_ticks: u64,
+    /// Of the two, user and system time of the audit writer's threads (its runtime's thread
+    /// and the SQLite connection's, which the server runs on the client core): what the
+    /// request core did not spend.
+    pub(crate) writer_ticks: u64,
 }
+
+/// Names (`comm`, cut to 15 bytes) of the threads that write the audit trail: the server's
+/// `audit-writer` runtime and sqlx's `sqlx-sqlite-worker-N`.
+const WRITER_THREADS: [&str; 2] = ["audit-writer", "sqlx-sqlite-wor"];
 
 impl CpuTime {
     pub(crate) fn of(pid: u32) -> Result<Self, String> {
         let path = format!("/proc/{pid}/stat");
         let stat = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
-        Self::parse(&stat).ok_or_else(|| format!("unexpected {path}: {stat}"))
+        let (_, user_ticks, system_ticks) =
+            Self::parse(&stat).ok_or_else(|| format!("unexpected {path}: {stat}"))?;
+        let tasks = format!("/proc/{pid}/task");
+        let mut writer_ticks = 0;
+        for task in std::fs::read_dir(&tasks).map_err(|e| format!("reading {tasks}: {e}"))? {
+            let path = task.map_err(|e| e.to_string())?.path().join("stat");
+            // A thread may end between the listing and the read.
+            let Ok(stat) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            if let Some((name, user, system)) = Self::parse(&stat)
+                && WRITER_THREADS.contains(&name)
+            {
+                writer_ticks += user + system;
+            }
+        }
+        Ok(Self {
+            user_ticks,
+            system_ticks,
+            writer_ticks,
+        })
     }
 
-    /// Fields 14 (utime) and 15 (stime) of /proc/PID/stat; the command name (field 2) may hold
-    /// spaces, so count from its closing parenthesis.
-    fn parse(stat: &str) -> Option<Self> {
-        let after_name = &stat[stat.rfind(')')? + 1..];
-        let mut fields = after_name.split_whitespace().skip(11);
-        Some(Self {
-            user_ticks: fields.next()?.parse().ok()?,
-            system_ticks: fields.next()?.parse().ok()?,
-        })
+    /// The command name (field 2), utime and stime (fields 14 and 15) of a /proc `stat` file;
+    /// the name may hold spaces and parentheses, so fields are counted from its last `)`.
+    fn parse(stat: &str) -> Option<(&str, u64, u64)> {
+        let close = stat.rfind(')')?;
+        let name = &stat[stat.find('(')? + 1..close];
+        let mut fields = stat[close + 1..].split_whitespace().skip(11);
+        Some((
+            name,
+            fields.next()?.parse().ok()?,
+            fields.next()?.parse().ok()?,
+        ))
     }
 }
 
@@ -251,6 +281,6 @@ mod tests {
     fn parses_proc_stat() {
         let stat = "4242 (loadbench (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 56 0 0 20 0 3 0";
         let cpu = CpuTime::parse(stat).unwrap_or_else(|| panic!("unparsed"));
-        assert_eq!((cpu.user_ticks, cpu.system_ticks), (1234, 56));
+        assert_eq!(cpu, ("loadbench (x)", 1234, 56));
     }
 }

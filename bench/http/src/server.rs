@@ -77,6 +77,15 @@ pub struct ServerConfig {
     pub audit_sqlite: bool,
     /// With `audit_sqlite`: allowed requests only counted in usage, not kept as rows.
     pub audit_usage_only: bool,
+    /// Record every request's audit event as the trail does, on the same writer thread, into a
+    /// sink that keeps nothing: the trail's cost without SQLite's (`--audit null`, for runs by
+    /// hand).
+    pub audit_null: bool,
+    /// Start one thread that only sleeps (`--idle-thread yes`, for runs by hand): the process
+    /// is then multi-threaded, as one with an audit writer is, and glibc leaves its
+    /// single-thread fast paths (no cancellation handling around syscalls, no atomic
+    /// operations in malloc), so that cost can be told apart from the writer's work.
+    pub idle_thread: bool,
     /// With `audit_sqlite`: the core the audit writer runs on — a runtime on a thread of its
     /// own running keygate's audit task ([`keygate::VerifierBuilder::audit_runtime`]), and the
     /// SQLite connection thread it starts. `None`: the cores the server was started on.
@@ -102,13 +111,16 @@ impl ServerConfig {
             quota: None,
             audit_sqlite: false,
             audit_usage_only: false,
+            audit_null: false,
+            idle_thread: false,
             audit_core: None,
             audit_nice: 0,
         }
     }
 
     /// Parses `VARIANT --port N --keys-file PATH [--store-keys N] [--client-keys N]
-    /// [--cache-ttl-secs N] [--rate-limit POLICY] [--quota QUOTA] [--audit sqlite|sqlite-usage]
+    /// [--cache-ttl-secs N] [--rate-limit POLICY] [--quota QUOTA] [--audit sqlite|sqlite-usage|null]
+    /// [--idle-thread yes|no]
     /// [--audit-core N] [--audit-nice N]`.
     ///
     /// # Errors
@@ -131,15 +143,23 @@ impl ServerConfig {
                 "--rate-limit" => config.rate_limit = Some(number(flag, value)?),
                 "--quota" => config.quota = Some(number(flag, value)?),
                 "--audit" if value == "sqlite" => config.audit_sqlite = true,
+                "--audit" if value == "null" => config.audit_null = true,
                 "--audit" if value == "sqlite-usage" => {
                     config.audit_sqlite = true;
                     config.audit_usage_only = true;
                 }
                 "--audit-core" => config.audit_core = Some(number(flag, value)?),
+                "--idle-thread" => {
+                    config.idle_thread = match value.as_str() {
+                        "yes" => true,
+                        "no" => false,
+                        _ => return Err(format!("--idle-thread {value}: `yes` or `no`")),
+                    }
+                }
                 "--audit-nice" => config.audit_nice = number(flag, value)?,
                 "--audit" => {
                     return Err(format!(
-                        "--audit {value}: `sqlite` or `sqlite-usage` (allowed requests as usage only)"
+                        "--audit {value}: `sqlite`, `sqlite-usage` (allowed requests as usage only) or `null` (events recorded and discarded)"
                     ));
                 }
                 _ => return Err(format!("unknown flag {flag}")),
@@ -173,6 +193,13 @@ where
 /// # Errors
 /// Key minting, the key file, binding the port, or the server itself failed.
 pub fn run(config: &ServerConfig) -> Result<(), BoxError> {
+    if config.idle_thread {
+        std::thread::Builder::new().name("idle".into()).spawn(|| {
+            loop {
+                std::thread::park();
+            }
+        })?;
+    }
     match config.variant.framework {
         Framework::Axum => run_axum(config),
         Framework::Actix => run_actix(config),
@@ -323,7 +350,7 @@ fn run_actix(config: &ServerConfig) -> Result<(), BoxError> {
 /// With the SQLite audit trail: writes what is left and the pipeline's final counters, to
 /// stderr and to `KEYS_FILE.audit-stats` for the orchestrator.
 async fn finish_audit(config: &ServerConfig, verifier: Option<&Verifier>) -> Result<(), BoxError> {
-    let (true, Some(verifier)) = (config.audit_sqlite, verifier) else {
+    let (true, Some(verifier)) = (config.audit_sqlite || config.audit_null, verifier) else {
         return Ok(());
     };
     let stats = verifier.flush_audit().await;
@@ -437,6 +464,10 @@ async fn keygate_verifier(
         builder = builder
             .audit_sink(audit.audit_sink().allowed_rows(!config.audit_usage_only))
             .audit_runtime(writer);
+    } else if config.audit_null {
+        builder = builder
+            .audit_sink(NullSink)
+            .audit_runtime(audit_runtime(config.audit_core, config.audit_nice)?);
     }
     let verifier = builder.build();
     if config.audit_sqlite {
@@ -460,6 +491,19 @@ async fn keygate_verifier(
             .map_err(|rejection| format!("warming the cache: {rejection}"))?;
     }
     Ok(verifier)
+}
+
+/// An audit sink that takes every event and keeps none (`--audit null`).
+struct NullSink;
+
+#[async_trait::async_trait]
+impl keygate::audit::AuditSink for NullSink {
+    async fn write(
+        &self,
+        _events: &[keygate::audit::AuditEvent],
+    ) -> Result<(), keygate::audit::AuditError> {
+        Ok(())
+    }
 }
 
 /// A single-threaded runtime on a thread of its own (`audit-writer`), pinned to `core` when
@@ -545,4 +589,30 @@ fn random_pepper() -> std::io::Result<String> {
     let mut bytes = [0_u8; 32];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerConfig;
+
+    fn parse(args: &str) -> Result<ServerConfig, String> {
+        let args: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
+        ServerConfig::from_args(&args)
+    }
+
+    #[test]
+    fn the_diagnostic_modes_parse_and_bad_values_are_refused() {
+        let config = parse("axum-keygate --port 1 --keys-file k --audit null --idle-thread yes")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.audit_null && config.idle_thread && !config.audit_sqlite);
+        let config = parse("axum-keygate --port 1 --keys-file k --audit sqlite --idle-thread no")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.audit_sqlite && !config.audit_null && !config.idle_thread);
+        for bad in ["--audit nothing", "--idle-thread maybe"] {
+            let error = parse(&format!("axum-keygate --port 1 --keys-file k {bad}"))
+                .err()
+                .unwrap_or_else(|| panic!("{bad} was accepted"));
+            assert!(error.starts_with(bad), "{error}");
+        }
+    }
 }

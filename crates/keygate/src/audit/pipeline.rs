@@ -379,45 +379,56 @@ impl Drop for Auditor {
 struct Inbox {
     /// Empty between takes; its room becomes the queue's at the next.
     spare: Vec<Msg>,
-    /// The sizes of the last takes, in turn: the vectors keep room for the largest of them.
-    sizes: [usize; TAKES_REMEMBERED],
-    next: usize,
+    takes: Recent,
 }
 
 impl Inbox {
     fn new() -> Self {
         Self {
             spare: Vec::new(),
-            sizes: [0; TAKES_REMEMBERED],
-            next: 0,
+            takes: Recent::default(),
         }
     }
 
     /// Takes everything queued onto the end of `taken`; whether the queue is closed.
     fn take(&mut self, queue: &Queue, taken: &mut Vec<Msg>) -> bool {
         let closed = queue.take(&mut self.spare);
-        self.sizes[self.next] = self.spare.len();
-        self.next = (self.next + 1) % TAKES_REMEMBERED;
+        self.takes.note(self.spare.len());
         taken.append(&mut self.spare);
-        // A vector grown by a burst gives its memory back once the recent takes were small:
-        // trimmed only when more than twice as large as the largest of them, since a vector
-        // trimmed after one small take (the rest of a backlog) would grow again under the
-        // request path's pushes, reallocating and faulting pages in.
-        let room = self.room();
-        if self.spare.capacity() > room.saturating_mul(2) {
-            self.spare.shrink_to(room);
-        }
+        self.takes.trim(&mut self.spare);
         closed
     }
+}
 
-    /// Room kept for messages: the largest recent take, at least [`MIN_KEPT_CAPACITY`].
-    fn room(&self) -> usize {
-        self.sizes
+/// The sizes of the last [`TAKES_REMEMBERED`] takes (or batches), in turn: a vector they fill
+/// keeps room for the largest of them.
+#[derive(Default)]
+struct Recent {
+    sizes: [usize; TAKES_REMEMBERED],
+    next: usize,
+}
+
+impl Recent {
+    fn note(&mut self, size: usize) {
+        self.sizes[self.next] = size;
+        self.next = (self.next + 1) % TAKES_REMEMBERED;
+    }
+
+    /// Gives back the memory of a burst once the recent sizes were small: `vector` is trimmed
+    /// to the largest of them (at least [`MIN_KEPT_CAPACITY`]) only when more than twice as
+    /// large, since a vector trimmed after one small take (the rest of a backlog) would grow
+    /// again under the request path's pushes, reallocating and faulting pages in.
+    fn trim(&self, vector: &mut Vec<Msg>) {
+        let room = self
+            .sizes
             .iter()
             .copied()
             .max()
             .unwrap_or(0)
-            .max(MIN_KEPT_CAPACITY)
+            .max(MIN_KEPT_CAPACITY);
+        if vector.capacity() > room.saturating_mul(2) {
+            vector.shrink_to(room);
+        }
     }
 }
 
@@ -496,9 +507,8 @@ impl Shared {
         // When the sinks are flushed: an interval after the first write since the last flush.
         let mut flush_deadline: Option<Instant> = None;
         let mut inbox = Inbox::new();
-        // The sizes of the last batches taken in hand, in turn.
-        let mut takes = [0_usize; TAKES_REMEMBERED];
-        let mut next_take = 0;
+        // The sizes of the last batches taken in hand.
+        let mut batches = Recent::default();
         loop {
             let deadline = earliest(fold_deadline, flush_deadline);
             // Closed, and everything queued before taken.
@@ -541,8 +551,7 @@ impl Shared {
                     }
                     closed = inbox.take(&self.queue, taken);
                 }
-                takes[next_take] = taken.len();
-                next_take = (next_take + 1) % TAKES_REMEMBERED;
+                batches.note(taken.len());
             }
             // A batch at a time; the queue has room again for what is handed on.
             let n = taken.len().min(self.batch);
@@ -567,14 +576,8 @@ impl Shared {
             self.queue.handled(n);
             // The batch in hand gives the memory of a burst back once the load has fallen for a
             // few batches (the queue's vectors are trimmed by `Inbox::take`).
-            let room = takes
-                .iter()
-                .copied()
-                .max()
-                .unwrap_or(0)
-                .max(MIN_KEPT_CAPACITY);
-            if all_handled && taken.capacity() > room.saturating_mul(2) {
-                taken.shrink_to(room);
+            if all_handled {
+                batches.trim(taken);
             }
             let now = Instant::now();
             // A flush (shutdown) closes the folds early: nothing is left behind. The deadline

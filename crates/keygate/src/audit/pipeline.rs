@@ -1112,6 +1112,28 @@ mod tests {
         assert_eq!(auditor.stats().written, 25);
     }
 
+    #[test]
+    fn a_vector_is_trimmed_only_above_twice_the_largest_recent_size() {
+        let mut recent = Recent::default();
+        recent.note(3 * MIN_KEPT_CAPACITY);
+        for _ in 1..TAKES_REMEMBERED {
+            recent.note(1);
+        }
+        // The largest of the last sizes decides: twice it is kept, one more is not.
+        let room = 3 * MIN_KEPT_CAPACITY;
+        let mut vector: Vec<Msg> = Vec::with_capacity(2 * room);
+        recent.trim(&mut vector);
+        assert_eq!(vector.capacity(), 2 * room, "twice the room is kept");
+        let mut vector: Vec<Msg> = Vec::with_capacity(2 * room + 1);
+        recent.trim(&mut vector);
+        assert_eq!(vector.capacity(), room, "trimmed to the room just above it");
+        // Once the large size is forgotten, the room is the least kept.
+        recent.note(1);
+        let mut vector: Vec<Msg> = Vec::with_capacity(2 * room);
+        recent.trim(&mut vector);
+        assert_eq!(vector.capacity(), MIN_KEPT_CAPACITY);
+    }
+
     #[tokio::test]
     async fn a_burst_s_memory_is_given_back_when_the_load_falls() {
         let sink = Arc::new(Probe::default());

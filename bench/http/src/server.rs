@@ -86,12 +86,13 @@ pub struct ServerConfig {
     /// single-thread fast paths (no cancellation handling around syscalls, no atomic
     /// operations in malloc), so that cost can be told apart from the writer's work.
     pub idle_thread: bool,
-    /// With `audit_sqlite`: the core the audit writer runs on — a runtime on a thread of its
-    /// own running keygate's audit task ([`keygate::VerifierBuilder::audit_runtime`]), and the
-    /// SQLite connection thread it starts. `None`: the cores the server was started on.
+    /// With `audit_sqlite` or `audit_null`: the core the audit writer runs on — a runtime on a
+    /// thread of its own running keygate's audit task
+    /// ([`keygate::VerifierBuilder::audit_runtime`]), and the SQLite connection thread it
+    /// starts. `None`: the cores the server was started on.
     pub audit_core: Option<usize>,
-    /// With `audit_sqlite`: the writer thread's nice value (0: as the rest; 19: it runs on
-    /// what its core leaves idle, and preempts nothing there).
+    /// With `audit_sqlite` or `audit_null`: the writer thread's nice value (0: as the rest; 19:
+    /// it runs on what its core leaves idle, and preempts nothing there).
     pub audit_nice: i32,
 }
 
@@ -164,6 +165,9 @@ impl ServerConfig {
                 }
                 _ => return Err(format!("unknown flag {flag}")),
             }
+        }
+        if config.audit_null && config.audit_sqlite {
+            return Err("--audit null --audit sqlite*: one sink, not both".into());
         }
         config.port = port.ok_or("missing --port")?;
         config.keys_file = keys_file.ok_or("missing --keys-file")?;
@@ -453,24 +457,24 @@ async fn keygate_verifier(
     client_keys: &[String],
 ) -> Result<Verifier, BoxError> {
     let mut builder = Verifier::builder(keyring, store).cache_ttl(config.cache_ttl);
-    if config.audit_sqlite {
-        let path = config.keys_file.with_extension("audit.db");
+    let audited = config.audit_sqlite || config.audit_null;
+    if audited {
         let writer = audit_runtime(config.audit_core, config.audit_nice)?;
-        // Opened from the writer's thread, so the connection threads sqlx starts for it run
-        // where the writer does.
-        let audit = writer
-            .spawn(async move { keygate_sqlx::SqliteStore::open(&path).await })
-            .await??;
-        builder = builder
-            .audit_sink(audit.audit_sink().allowed_rows(!config.audit_usage_only))
-            .audit_runtime(writer);
-    } else if config.audit_null {
-        builder = builder
-            .audit_sink(NullSink)
-            .audit_runtime(audit_runtime(config.audit_core, config.audit_nice)?);
+        builder = if config.audit_sqlite {
+            let path = config.keys_file.with_extension("audit.db");
+            // Opened from the writer's thread, so the connection threads sqlx starts for it
+            // run where the writer does.
+            let audit = writer
+                .spawn(async move { keygate_sqlx::SqliteStore::open(&path).await })
+                .await??;
+            builder.audit_sink(audit.audit_sink().allowed_rows(!config.audit_usage_only))
+        } else {
+            builder.audit_sink(NullSink)
+        }
+        .audit_runtime(writer);
     }
     let verifier = builder.build();
-    if config.audit_sqlite {
+    if audited {
         // Every 10 s, what the store sink kept and what it dropped (stderr reaches the log).
         let watched = verifier.clone();
         let variant = config.variant;
@@ -608,7 +612,11 @@ mod tests {
         let config = parse("axum-keygate --port 1 --keys-file k --audit sqlite --idle-thread no")
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(config.audit_sqlite && !config.audit_null && !config.idle_thread);
-        for bad in ["--audit nothing", "--idle-thread maybe"] {
+        for bad in [
+            "--audit nothing",
+            "--idle-thread maybe",
+            "--audit null --audit sqlite",
+        ] {
             let error = parse(&format!("axum-keygate --port 1 --keys-file k {bad}"))
                 .err()
                 .unwrap_or_else(|| panic!("{bad} was accepted"));

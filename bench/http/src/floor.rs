@@ -178,14 +178,14 @@ mod tests {
             "bench_live",
             [(KEY_A, "owner a".to_owned()), (KEY_B, "owner b".to_owned())],
         )
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
     }
 
     /// `key` with its character at `index` replaced by another base62 character.
     fn altered(key: &str, index: usize) -> String {
         let mut bytes = key.as_bytes().to_vec();
         bytes[index] = if bytes[index] == b'x' { b'y' } else { b'x' };
-        String::from_utf8(bytes).unwrap_or_else(|e| panic!("{e}"))
+        String::from_utf8(bytes).unwrap()
     }
 
     fn wrong_keys() -> Vec<String> {

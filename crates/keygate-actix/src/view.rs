@@ -97,7 +97,7 @@ mod tests {
             .insert_header(("x-api-key", key))
             .insert_header(("cookie", format!("session={key}")))
             .insert_header(("proxy-authorization", format!("Basic {key}")))
-            .peer_addr("192.0.2.7:1".parse().unwrap_or_else(|e| panic!("{e}")))
+            .peer_addr("192.0.2.7:1".parse().unwrap())
             .to_srv_request();
         let view = super::ActixRequestView::new(&request);
         for shown in [format!("{view:?}"), format!("{view:#?}")] {
@@ -111,7 +111,7 @@ mod tests {
                 assert!(shown.contains(part), "{part} missing from {shown}");
             }
             for window in key.as_bytes()[21..].windows(8) {
-                let window = std::str::from_utf8(window).unwrap_or_else(|e| panic!("{e}"));
+                let window = std::str::from_utf8(window).unwrap();
                 assert!(!shown.contains(window), "secret in {shown}");
             }
         }

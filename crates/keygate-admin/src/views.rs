@@ -467,7 +467,7 @@ mod tests {
         let newer = AuditEvent::stored(at, "credits_topped_up")
             .and_then(|event| event.stored_reason("quota_frozen"))
             .map(view)
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert_eq!(newer.action, "credits_topped_up");
         assert_eq!(newer.reason.as_deref(), Some("quota_frozen"));
         let known = view(AuditEvent::request(at, Outcome::Denied).reason(Some(Reason::Revoked)));

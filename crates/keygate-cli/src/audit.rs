@@ -458,7 +458,7 @@ mod tests {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let ids: Vec<KeyId> = ["zzzzzz000000", "zzzzzz000001"]
             .iter()
-            .map(|t| t.parse().unwrap_or_else(|e| panic!("{e:?}")))
+            .map(|t| t.parse().unwrap())
             .collect();
         let mut fold = AuditEvent::new(at, Action::Denials).reason(Some(Reason::UnknownKey));
         fold.outcome = Some(Outcome::Denied);

@@ -110,7 +110,7 @@ mod tests {
 
     #[test]
     fn keys_name_the_prefix_the_kind_and_the_policy() {
-        let id: KeyId = "4fT0qKb2mZ9x".parse().unwrap_or_else(|e| panic!("{e}"));
+        let id: KeyId = "4fT0qKb2mZ9x".parse().unwrap();
         assert_eq!(
             state_key("keygate", &LimitKey::Key(id), &policy("10/1m")),
             "keygate:rl:key:4fT0qKb2mZ9x:10/1m"

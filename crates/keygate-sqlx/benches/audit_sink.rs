@@ -7,10 +7,12 @@
 //! ```
 //!
 //! Writes `--events` (200 000) request events, allowed, cycling through `--keys` (1 000) key ids
-//! as the load benchmark's client does, in batches of `--batch` (512, the verifier's default)
+//! as the load benchmark's client does, in batches of `--batch` (16 384, the verifier's default)
 //! through [`SqlAuditSink::write`](keygate_sqlx::SqlAuditSink) into a fresh SQLite file opened
 //! with [`SqliteStore::open`] (WAL, `synchronous=NORMAL`), on a current-thread runtime, then
 //! flushes. Per-thread CPU from `/proc/self/task/*/stat` (clock ticks).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is the failure report
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -30,7 +32,7 @@ struct Options {
 fn options() -> Options {
     let mut options = Options {
         events: 200_000,
-        batch: 512,
+        batch: 16_384,
         keys: 1_000,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -60,9 +62,7 @@ fn key_id(mut n: usize) -> KeyId {
         *slot = ALPHABET[n % 62];
         n /= 62;
     }
-    String::from_utf8_lossy(&id)
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"))
+    String::from_utf8_lossy(&id).parse().unwrap()
 }
 
 /// CPU ticks (user, system) per thread name.
@@ -101,8 +101,8 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
     let keys: Vec<KeyId> = (0..options.keys).map(key_id).collect();
     let started_at = SystemTime::now();
@@ -122,20 +122,16 @@ fn main() {
         })
         .collect();
     runtime.block_on(async {
-        let store = SqliteStore::open(&path)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let store = SqliteStore::open(&path).await.unwrap();
         let sink = store.audit_sink();
         // One batch first, so the connection and its thread exist before the count starts.
-        sink.write(&events[..1])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        sink.write(&events[..1]).await.unwrap();
         let before = thread_ticks();
         let started = Instant::now();
         for batch in events[1..].chunks(options.batch) {
-            sink.write(batch).await.unwrap_or_else(|e| panic!("{e}"));
+            sink.write(batch).await.unwrap();
         }
-        sink.flush().await.unwrap_or_else(|e| panic!("{e}"));
+        sink.flush().await.unwrap();
         let wall = started.elapsed();
         let after = thread_ticks();
         let n = (options.events - 1) as f64;
@@ -166,12 +162,12 @@ fn main() {
         )
         .fetch_one(store.pool())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let counted: Option<i64> =
             keygate_sqlx::sqlx::query_scalar("SELECT sum(allowed) FROM keygate_usage")
                 .fetch_one(store.pool())
                 .await
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap();
         println!(
             "  rows {rows}, usage total {}, file {} MB",
             counted.unwrap_or(0),

@@ -166,12 +166,10 @@ mod tests {
 
     #[test]
     fn the_peer_is_tonics_remote_address_else_keygates_defaults() {
-        let remote: SocketAddr = "192.0.2.7:5000".parse().unwrap_or_else(|e| panic!("{e}"));
+        let remote: SocketAddr = "192.0.2.7:5000".parse().unwrap();
         let mut ext = http::Extensions::new();
         assert_eq!(peer_ip(&ext), None);
-        ext.insert(keygate::PeerAddr(
-            "198.51.100.1:1".parse().unwrap_or_else(|e| panic!("{e}")),
-        ));
+        ext.insert(keygate::PeerAddr("198.51.100.1:1".parse().unwrap()));
         assert_eq!(
             peer_ip(&ext),
             Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)))

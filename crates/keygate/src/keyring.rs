@@ -383,7 +383,7 @@ mod tests {
     use super::*;
 
     fn format(prefix: &str) -> KeyFormat {
-        KeyFormat::new(prefix).unwrap_or_else(|e| panic!("{e}"))
+        KeyFormat::new(prefix).unwrap()
     }
 
     fn two() -> Keyring {
@@ -391,7 +391,7 @@ mod tests {
             .environment("live", format("acme_live"))
             .environment("test", format("acme_test"))
             .build(Peppers::development())
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
     }
 
     #[test]
@@ -402,11 +402,9 @@ mod tests {
             ["acme_live", "acme_test"]
         );
         for (name, position) in [("live", 0), ("test", 1)] {
-            let minted = keyring
-                .mint(NewKey::new("k").environment(name))
-                .unwrap_or_else(|e| panic!("{e}"));
+            let minted = keyring.mint(NewKey::new("k").environment(name)).unwrap();
             let text = minted.key.expose_secret().as_bytes();
-            let parsed = keyring.parse(text).unwrap_or_else(|e| panic!("{e}"));
+            let parsed = keyring.parse(text).unwrap();
             assert_eq!(parsed.environment_index(), position);
             assert_eq!(parsed.id(), minted.record().id);
             assert_eq!(
@@ -421,9 +419,7 @@ mod tests {
             );
         }
         // The default environment is the first.
-        let default = keyring
-            .mint(NewKey::new("k"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let default = keyring.mint(NewKey::new("k")).unwrap();
         assert_eq!(default.record().prefix, "acme_live");
         // Another prefix, a bad checksum and a malformed key are refused as before.
         let other = format("acme_other").generate().1;
@@ -448,7 +444,7 @@ mod tests {
             two().mint(NewKey::new("k").environment("staging")).err(),
             Some(InvalidInput::UnknownEnvironment("staging".into()))
         );
-        let single = Keyring::development("acme_live").unwrap_or_else(|e| panic!("{e}"));
+        let single = Keyring::development("acme_live").unwrap();
         assert!(single.environments().is_empty());
         assert_eq!(
             single.mint(NewKey::new("k").environment("live")).err(),
@@ -458,7 +454,7 @@ mod tests {
 
     #[test]
     fn one_format_keeps_the_plain_path() {
-        let single = Keyring::development("acme_live").unwrap_or_else(|e| panic!("{e}"));
+        let single = Keyring::development("acme_live").unwrap();
         assert_eq!(single.prefixes().collect::<Vec<_>>(), ["acme_live"]);
         assert_eq!(single.position_of("acme_live"), Some(0));
         assert_eq!(single.position_of("acme_test"), None);
@@ -467,7 +463,7 @@ mod tests {
         let named = Keyring::builder()
             .environment("live", format("acme_live"))
             .build(Peppers::development())
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert!(!named.several);
         assert_eq!(named.environment_at(0).map(Environment::name), Some("live"));
     }

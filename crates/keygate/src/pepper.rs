@@ -396,9 +396,9 @@ mod tests {
 
     #[test]
     fn old_versions_still_verify() {
-        let old = Peppers::new(Pepper::new(1, A).unwrap_or_else(|e| panic!("{e}")));
+        let old = Peppers::new(Pepper::new(1, A).unwrap());
         let (v, d) = old.digest(b"key");
-        let rotated = Peppers::parse(&format!("2:{B},1:{A}")).unwrap_or_else(|e| panic!("{e}"));
+        let rotated = Peppers::parse(&format!("2:{B},1:{A}")).unwrap();
         assert_eq!(rotated.current().version(), 2);
         assert!(rotated.verify(v, b"key", &d));
         assert!(!rotated.verify(v, b"kez", &d));
@@ -410,14 +410,14 @@ mod tests {
 
     #[test]
     fn fingerprints_tell_peppers_apart_and_hide_them() {
-        let a = Pepper::new(1, A).unwrap_or_else(|e| panic!("{e}"));
-        let b = Pepper::new(1, B).unwrap_or_else(|e| panic!("{e}"));
+        let a = Pepper::new(1, A).unwrap();
+        let b = Pepper::new(1, B).unwrap();
         let fingerprint = a.fingerprint();
         assert_eq!(fingerprint.len(), 2 * FINGERPRINT_LEN);
         assert!(fingerprint.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(fingerprint, b.fingerprint());
         // The version is not part of it: the same secret under another version is recognised.
-        let a7 = Pepper::new(7, A).unwrap_or_else(|e| panic!("{e}"));
+        let a7 = Pepper::new(7, A).unwrap();
         assert_eq!(fingerprint, a7.fingerprint());
         assert!(!a.is_development());
         assert!(!Peppers::new(a).is_development());
@@ -425,22 +425,17 @@ mod tests {
 
     #[test]
     fn the_development_pepper_only_by_name() {
-        let named = Peppers::parse(DEVELOPMENT_VALUE).unwrap_or_else(|e| panic!("{e}"));
+        let named = Peppers::parse(DEVELOPMENT_VALUE).unwrap();
         assert!(named.is_development());
         assert_eq!(named.current().version(), DEVELOPMENT_PEPPER_VERSION);
         assert_eq!(named.current().fingerprint(), development_fingerprint());
         assert!(Peppers::development().is_development());
-        let by_value = Peppers::parse(&format!("3:{A},0:{DEVELOPMENT_PEPPER}"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let by_value = Peppers::parse(&format!("3:{A},0:{DEVELOPMENT_PEPPER}")).unwrap();
         assert!(
             by_value.is_development(),
             "the public pepper under any entry"
         );
-        assert!(
-            !Peppers::parse(A)
-                .unwrap_or_else(|e| panic!("{e}"))
-                .is_development()
-        );
+        assert!(!Peppers::parse(A).unwrap().is_development());
         // A look-alike is an ordinary (too short) pepper, never the development one.
         assert!(Peppers::parse("Development").is_err());
     }

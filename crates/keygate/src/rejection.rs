@@ -871,7 +871,7 @@ mod tests {
     #[test]
     fn a_quota_refusal_of_a_rate_limited_key_lists_both_items() {
         use crate::quota::{Quota, QuotaDecision, QuotaReport};
-        let policy: RatePolicy = "100/1m".parse().unwrap_or_else(|e| panic!("{e}"));
+        let policy: RatePolicy = "100/1m".parse().unwrap();
         let rate = RateDecision {
             allowed: true,
             policy,
@@ -879,7 +879,7 @@ mod tests {
             reset: std::time::Duration::from_millis(600),
             retry_after: std::time::Duration::ZERO,
         };
-        let quota: Quota = "5/day".parse().unwrap_or_else(|e| panic!("{e}"));
+        let quota: Quota = "5/day".parse().unwrap();
         let decision = QuotaDecision {
             allowed: false,
             line: 0,
@@ -915,7 +915,7 @@ mod tests {
     #[test]
     fn parts_fit_every_rejection() {
         let id = Some(KeyId::random());
-        let policy: RatePolicy = "10/1s".parse().unwrap_or_else(|e| panic!("{e}"));
+        let policy: RatePolicy = "10/1s".parse().unwrap();
         let decision = RateDecision {
             allowed: false,
             policy,

@@ -200,7 +200,7 @@ mod tests {
     use super::*;
 
     fn s(v: &str) -> Scope {
-        Scope::new(v).unwrap_or_else(|e| panic!("{e}"))
+        Scope::new(v).unwrap()
     }
 
     #[test]
@@ -245,15 +245,12 @@ mod tests {
     #[test]
     fn requirements() {
         let granted = [s("orders:*"), s("profile:read")];
-        let all = ScopeRequirement::all(["orders:read", "profile:read"])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let all = ScopeRequirement::all(["orders:read", "profile:read"]).unwrap();
         assert!(all.is_met_by(&granted));
-        let all2 =
-            ScopeRequirement::all(["orders:read", "admin"]).unwrap_or_else(|e| panic!("{e}"));
+        let all2 = ScopeRequirement::all(["orders:read", "admin"]).unwrap();
         assert!(!all2.is_met_by(&granted));
         assert_eq!(&**all2.scope_param(), "orders:read admin");
-        let any =
-            ScopeRequirement::any(["admin", "profile:read"]).unwrap_or_else(|e| panic!("{e}"));
+        let any = ScopeRequirement::any(["admin", "profile:read"]).unwrap();
         assert!(any.is_met_by(&granted));
     }
 }

@@ -1001,7 +1001,7 @@ mod tests {
             SystemTime::UNIX_EPOCH + Duration::from_micros(at_us),
             Outcome::Allowed,
         )
-        .key_id(Some(key.parse().unwrap_or_else(|e| panic!("{e}"))));
+        .key_id(Some(key.parse().unwrap()));
         e.method = Some(http::Method::GET);
         e.route = Some(Arc::from("/hello"));
         e.client_ip = Some(IpAddr::from([127, 0, 0, 1]));

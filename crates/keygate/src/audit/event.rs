@@ -547,7 +547,7 @@ mod tests {
         let stored = |action: &str, reason: &str| {
             AuditEvent::stored(at, action).and_then(|event| event.stored_reason(reason))
         };
-        let known = stored("request", "revoked").unwrap_or_else(|e| panic!("{e}"));
+        let known = stored("request", "revoked").unwrap();
         assert_eq!(
             (known.action, known.reason),
             (Action::Request, Some(Reason::Revoked))
@@ -562,7 +562,7 @@ mod tests {
         );
         assert_eq!(AuditEvent::new(at, Action::Rotated).reason_name(), None);
 
-        let newer = stored("credits_topped_up", "quota_frozen").unwrap_or_else(|e| panic!("{e}"));
+        let newer = stored("credits_topped_up", "quota_frozen").unwrap();
         assert_eq!((newer.action, newer.reason), (Action::Unrecognized, None));
         assert_eq!(
             (newer.action_name(), newer.reason_name()),
@@ -572,7 +572,7 @@ mod tests {
         let replaced = AuditEvent::new(at, Action::Request)
             .reason(Some(Reason::Revoked))
             .stored_reason("quota_frozen")
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert_eq!(
             (replaced.reason, replaced.reason_name()),
             (None, Some("quota_frozen"))

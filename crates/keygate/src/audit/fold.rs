@@ -187,9 +187,7 @@ mod tests {
     }
 
     fn id(n: u32) -> KeyId {
-        format!("{n:0>12}")
-            .parse()
-            .unwrap_or_else(|e| panic!("{e:?}"))
+        format!("{n:0>12}").parse().unwrap()
     }
 
     #[test]

@@ -280,7 +280,7 @@ mod tests {
     use super::*;
 
     fn format() -> KeyFormat {
-        KeyFormat::new("acme_live").unwrap_or_else(|e| panic!("{e}"))
+        KeyFormat::new("acme_live").unwrap()
     }
 
     /// A key of `prefix` with the given middle parts and a correct checksum, whatever the parts
@@ -314,7 +314,7 @@ mod tests {
     fn generated_key_buffer_is_sized_exactly() {
         // No reallocation while the key is built, so no freed buffer holds part of the secret.
         for prefix in ["a", "acme_live", &"a".repeat(MAX_PREFIX_LEN)] {
-            let f = KeyFormat::new(prefix).unwrap_or_else(|e| panic!("{e}"));
+            let f = KeyFormat::new(prefix).unwrap();
             let (_, key) = f.generate();
             assert_eq!(key.expose_secret().len(), f.key_len());
             assert_eq!(key.capacity(), f.key_len());
@@ -325,12 +325,10 @@ mod tests {
     #[test]
     fn length_cap_is_the_longest_prefix_key() {
         assert_eq!(MAX_KEY_LEN, 82);
-        let longest = KeyFormat::new(&"a".repeat(MAX_PREFIX_LEN)).unwrap_or_else(|e| panic!("{e}"));
+        let longest = KeyFormat::new(&"a".repeat(MAX_PREFIX_LEN)).unwrap();
         let (id, key) = longest.generate();
         assert_eq!(key.expose_secret().len(), MAX_KEY_LEN);
-        let parsed = longest
-            .parse(key.expose_secret().as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let parsed = longest.parse(key.expose_secret().as_bytes()).unwrap();
         assert_eq!(parsed.id(), id);
         // One character more is refused as malformed by its length alone, before the prefix is
         // compared (a well-formed key of a 33-character prefix, correct checksum).
@@ -383,7 +381,7 @@ mod tests {
         bad_crc[last] = b'-';
         assert_eq!(f.parse(&bad_crc).err(), Some(FormatError::Malformed));
         // Digits and '_' are prefix characters like lowercase letters.
-        let digits = KeyFormat::new("a_b2").unwrap_or_else(|e| panic!("{e}"));
+        let digits = KeyFormat::new("a_b2").unwrap();
         assert!(digits.parse(&craft("a_b2", '_', ID, '_', SECRET)).is_ok());
     }
 
@@ -401,7 +399,7 @@ mod tests {
         assert_eq!(f.prefix(), "acme_live");
         assert_eq!(format!("{f:?}"), r#"KeyFormat { prefix: "acme_live" }"#);
         let key = craft("acme_live", '_', ID, '_', SECRET);
-        let parsed = f.parse(&key).unwrap_or_else(|e| panic!("{e}"));
+        let parsed = f.parse(&key).unwrap();
         for shown in [format!("{parsed:?}"), format!("{parsed:#?}")] {
             assert!(shown.starts_with("ParsedKey"), "{shown}");
             assert!(shown.contains(ID), "{shown}");
@@ -449,7 +447,7 @@ mod tests {
         let text = key.expose_secret();
         assert_eq!(text.len(), f.key_len());
         assert!(text.starts_with("acme_live_"));
-        let parsed = f.parse(text.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let parsed = f.parse(text.as_bytes()).unwrap();
         assert_eq!(parsed.id(), id);
     }
 
@@ -472,7 +470,7 @@ mod tests {
         let f = format();
         let (_, key) = f.generate();
         let text = key.expose_secret().to_owned();
-        let other = KeyFormat::new("acme_test").unwrap_or_else(|e| panic!("{e}"));
+        let other = KeyFormat::new("acme_test").unwrap();
         assert_eq!(
             other.parse(text.as_bytes()).err(),
             Some(FormatError::WrongPrefix)

@@ -85,7 +85,7 @@ mod tests {
 
     #[test]
     fn text_forms_are_the_id_itself() {
-        let id: KeyId = "4fT0qKb2mZ9x".parse().unwrap_or_else(|e| panic!("{e}"));
+        let id: KeyId = "4fT0qKb2mZ9x".parse().unwrap();
         assert_eq!(id.as_str(), "4fT0qKb2mZ9x");
         assert_eq!(id.as_bytes(), b"4fT0qKb2mZ9x");
         assert_eq!(id.to_string(), "4fT0qKb2mZ9x");

@@ -11,6 +11,10 @@
 #        null="axum-keygate:--audit null --audit-core 1" \
 #        sqlite="axum-keygate:--audit sqlite --audit-core 1"
 #
+# EXE_NAME=PATH runs server NAME from another build (e.g. a copy of an earlier commit's
+# target/release/loadbench), for comparing two builds in the same rounds:
+#   EXE_old=/tmp/loadbench.old bench/http/scripts/interleave.sh old=axum-keygate new=axum-keygate
+#
 # Traffic goes to 127.0.0.1 only; every run is bounded (wrk -d) and the servers are stopped at
 # the end (or on Ctrl-C). Needs taskset, wrk and curl.
 set -euo pipefail
@@ -20,11 +24,11 @@ while getopts "r:d:" opt; do
   case $opt in
     r) rounds=$OPTARG ;;
     d) duration=$OPTARG ;;
-    *) sed -n '2,16p' "$0"; exit 2 ;;
+    *) sed -n '2,20p' "$0"; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
-[ $# -gt 0 ] || { sed -n '2,16p' "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,20p' "$0"; exit 2; }
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 exe=$root/target/release/loadbench
 script=$root/bench/http/wrk/keys.lua
@@ -48,9 +52,13 @@ for spec in "$@"; do
   variant=${rest%%:*}
   flags=""
   [ "$rest" != "$variant" ] && flags=${rest#*:}
+  [[ $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || { echo "$name: a name is letters, digits and _" >&2; exit 2; }
   port=$((port + 1))
+  own="EXE_$name"
+  server_exe=${!own:-$exe}
+  [ -x "$server_exe" ] || { echo "$own=$server_exe: not an executable" >&2; exit 1; }
   # shellcheck disable=SC2086 # the flags are words on purpose
-  taskset -c 0 "$exe" serve "$variant" --port "$port" --keys-file "$scratch/$name.keys" $flags \
+  taskset -c 0 "$server_exe" serve "$variant" --port "$port" --keys-file "$scratch/$name.keys" $flags \
     > "$scratch/$name.log" 2>&1 &
   pids+=($!)
   names+=("$name")

@@ -94,6 +94,13 @@ pub struct ServerConfig {
     /// With `audit_sqlite` or `audit_null`: the writer thread's nice value (0: as the rest; 19:
     /// it runs on what its core leaves idle, and preempts nothing there).
     pub audit_nice: i32,
+    /// With `audit_sqlite` or `audit_null`: the pipeline's batch size
+    /// ([`keygate::VerifierBuilder::audit_batch`]); `None`: keygate's default.
+    pub audit_batch: Option<usize>,
+    /// With `audit_sqlite` or `audit_null`: the writer thread runs under `SCHED_BATCH`
+    /// (`--audit-sched batch`): its wake-ups do not preempt what runs on its core (wrk, in the
+    /// benchmark), it runs when that waits or its time slice ends.
+    pub audit_sched_batch: bool,
 }
 
 impl ServerConfig {
@@ -116,13 +123,15 @@ impl ServerConfig {
             idle_thread: false,
             audit_core: None,
             audit_nice: 0,
+            audit_batch: None,
+            audit_sched_batch: false,
         }
     }
 
     /// Parses `VARIANT --port N --keys-file PATH [--store-keys N] [--client-keys N]
     /// [--cache-ttl-secs N] [--rate-limit POLICY] [--quota QUOTA] [--audit sqlite|sqlite-usage|null]
     /// [--idle-thread yes|no]
-    /// [--audit-core N] [--audit-nice N]`.
+    /// [--audit-core N] [--audit-nice N] [--audit-batch N] [--audit-sched batch|other]`.
     ///
     /// # Errors
     /// A message naming the bad or missing argument.
@@ -158,6 +167,14 @@ impl ServerConfig {
                     }
                 }
                 "--audit-nice" => config.audit_nice = number(flag, value)?,
+                "--audit-batch" => config.audit_batch = Some(number(flag, value)?),
+                "--audit-sched" => {
+                    config.audit_sched_batch = match value.as_str() {
+                        "batch" => true,
+                        "other" => false,
+                        _ => return Err(format!("--audit-sched {value}: `batch` or `other`")),
+                    }
+                }
                 "--audit" => {
                     return Err(format!(
                         "--audit {value}: `sqlite`, `sqlite-usage` (allowed requests as usage only) or `null` (events recorded and discarded)"
@@ -165,6 +182,9 @@ impl ServerConfig {
                 }
                 _ => return Err(format!("unknown flag {flag}")),
             }
+        }
+        if config.audit_batch == Some(0) {
+            return Err("--audit-batch 0: a batch is at least one event".into());
         }
         if config.audit_null && config.audit_sqlite {
             return Err("--audit null --audit sqlite*: one sink, not both".into());
@@ -459,7 +479,14 @@ async fn keygate_verifier(
     let mut builder = Verifier::builder(keyring, store).cache_ttl(config.cache_ttl);
     let audited = config.audit_sqlite || config.audit_null;
     if audited {
-        let writer = audit_runtime(config.audit_core, config.audit_nice)?;
+        let writer = audit_runtime(
+            config.audit_core,
+            config.audit_nice,
+            config.audit_sched_batch,
+        )?;
+        if let Some(batch) = config.audit_batch {
+            builder = builder.audit_batch(batch);
+        }
         builder = if config.audit_sqlite {
             let path = config.keys_file.with_extension("audit.db");
             // Opened from the writer's thread, so the connection threads sqlx starts for it
@@ -513,7 +540,11 @@ impl keygate::audit::AuditSink for NullSink {
 /// A single-threaded runtime on a thread of its own (`audit-writer`), pinned to `core` when
 /// given and at nice value `nice` (threads it starts, such as sqlx's SQLite worker, inherit
 /// both); it runs until the process exits.
-fn audit_runtime(core: Option<usize>, nice: i32) -> Result<tokio::runtime::Handle, BoxError> {
+fn audit_runtime(
+    core: Option<usize>,
+    nice: i32,
+    batch: bool,
+) -> Result<tokio::runtime::Handle, BoxError> {
     let (started, handle) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("audit-writer".into())
@@ -521,6 +552,13 @@ fn audit_runtime(core: Option<usize>, nice: i32) -> Result<tokio::runtime::Handl
             let runtime = core
                 .map_or(Ok(()), pin_this_thread)
                 .and_then(|()| renice_this_thread(nice))
+                .and_then(|()| {
+                    if batch {
+                        on_this_thread("chrt", &["--batch", "--pid", "0"])
+                    } else {
+                        Ok(())
+                    }
+                })
                 .and_then(|()| {
                     tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -606,15 +644,23 @@ mod tests {
 
     #[test]
     fn the_diagnostic_modes_parse_and_bad_values_are_refused() {
-        let config = parse("axum-keygate --port 1 --keys-file k --audit null --idle-thread yes")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let config =
+            parse("axum-keygate --port 1 --keys-file k --audit null --idle-thread yes").unwrap();
         assert!(config.audit_null && config.idle_thread && !config.audit_sqlite);
-        let config = parse("axum-keygate --port 1 --keys-file k --audit sqlite --idle-thread no")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let config =
+            parse("axum-keygate --port 1 --keys-file k --audit sqlite --idle-thread no").unwrap();
         assert!(config.audit_sqlite && !config.audit_null && !config.idle_thread);
+        assert!(config.audit_batch.is_none() && !config.audit_sched_batch);
+        let config = parse(
+            "axum-keygate --port 1 --keys-file k --audit sqlite --audit-batch 1024 --audit-sched batch",
+        )
+        .unwrap();
+        assert!(config.audit_batch == Some(1024) && config.audit_sched_batch);
         for bad in [
             "--audit nothing",
             "--idle-thread maybe",
+            "--audit-batch 0",
+            "--audit-sched idle",
             "--audit null --audit sqlite",
         ] {
             let error = parse(&format!("axum-keygate --port 1 --keys-file k {bad}"))

@@ -54,6 +54,7 @@ mod event;
 mod fold;
 mod pipeline;
 mod request;
+pub(crate) use request::RequestEvent;
 mod sink;
 mod trail;
 

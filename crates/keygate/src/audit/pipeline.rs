@@ -10,6 +10,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::fold::{Added, Folder, weight};
+use super::request::RequestEvent;
 use super::{AuditEvent, AuditSink, FOLD_INTERVAL, MAX_OPEN_FOLDS};
 
 /// Counters of the audit pipeline, from [`Verifier::audit_stats`](crate::Verifier::audit_stats).
@@ -66,8 +67,14 @@ const LINGER_TICK: Duration = Duration::from_millis(10);
 /// sink that aggregates (keygate-sqlx's per-day usage counts) writes its counts then.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// What the queue holds. Its vectors' elements are as large as the largest variant, and every
+/// byte a request writes into them is read back by the writer's core (so taken back from it by
+/// the next push): a request's event is queued in its compact form (about half an
+/// [`AuditEvent`]'s size) and made into an `AuditEvent` by the writer; other events, rare, are
+/// boxed.
 enum Msg {
-    Event(AuditEvent),
+    Request(RequestEvent),
+    Event(Box<AuditEvent>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -135,9 +142,8 @@ impl Queue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `event` unless the buffer is full; whether it was queued.
-    fn push_event(&self, event: AuditEvent) -> bool {
-        let message = Msg::Event(event);
+    /// Queues `message` (an event) unless the buffer is full; whether it was queued.
+    fn push_event(&self, message: Msg) -> bool {
         let mut state = self.lock();
         if state.messages.len() + state.in_hand >= self.capacity {
             state.dropped += 1;
@@ -290,8 +296,17 @@ impl Auditor {
 
     /// Queues `event` without waiting: a full buffer drops it and counts the drop.
     pub(crate) fn record(&self, event: AuditEvent) {
+        self.queue(Msg::Event(Box::new(event)));
+    }
+
+    /// [`Auditor::record`] for a request's event, queued in its compact form.
+    pub(crate) fn record_request(&self, event: RequestEvent) {
+        self.queue(Msg::Request(event));
+    }
+
+    fn queue(&self, message: Msg) {
         self.ensure_worker();
-        if !self.shared.queue.push_event(event) {
+        if !self.shared.queue.push_event(message) {
             crate::metrics::audit_dropped();
         }
     }
@@ -460,7 +475,7 @@ impl Drop for Holding<'_> {
         let unhanded = self
             .taken
             .iter()
-            .filter(|m| matches!(m, Msg::Event(_)))
+            .filter(|m| matches!(m, Msg::Event(_) | Msg::Request(_)))
             .count() as u64
             + self.folder.weight();
         let lost = unhanded * sinks
@@ -560,17 +575,22 @@ impl Shared {
             let messages = taken.drain(..n);
             let mut flushes = Vec::new();
             for message in messages {
-                match message {
-                    Msg::Event(event) => match Folder::folds(&event) {
-                        Some(reason) => {
-                            self.folded.fetch_add(1, Ordering::Relaxed);
-                            if folder.add(&event, reason) == Added::Other {
-                                self.folded_other_clients.fetch_add(1, Ordering::Relaxed);
-                            }
+                let event = match message {
+                    Msg::Request(event) => event.into_event(),
+                    Msg::Event(event) => *event,
+                    Msg::Flush(done) => {
+                        flushes.push(done);
+                        continue;
+                    }
+                };
+                match Folder::folds(&event) {
+                    Some(reason) => {
+                        self.folded.fetch_add(1, Ordering::Relaxed);
+                        if folder.add(&event, reason) == Added::Other {
+                            self.folded_other_clients.fetch_add(1, Ordering::Relaxed);
                         }
-                        None => events.push(event),
-                    },
-                    Msg::Flush(done) => flushes.push(done),
+                    }
+                    None => events.push(event),
                 }
             }
             self.queue.handled(n);
@@ -697,7 +717,7 @@ mod tests {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
     }
 
     #[derive(Default)]
@@ -868,6 +888,71 @@ mod tests {
 
     fn allowed() -> AuditEvent {
         AuditEvent::request(SystemTime::UNIX_EPOCH, Outcome::Allowed)
+    }
+
+    /// A request's compact event, denied (`stale`: accepted on a stale record, then refused
+    /// by a guard).
+    fn request_event(status: u16, stale: bool) -> RequestEvent {
+        RequestEvent {
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            latency: Duration::from_micros(1_234),
+            method: http::Method::PATCH,
+            route: Some(Arc::from("/orders/{id}")),
+            request_id: Some(Arc::from("req-7")),
+            client_ip: Some(IpAddr::from([192, 0, 2, 9])),
+            key_id: Some("4fT0qKb2mZ9x".parse().unwrap()),
+            status,
+            outcome: Outcome::Denied,
+            reason: Some(Reason::InsufficientScope),
+            stale,
+        }
+    }
+
+    #[test]
+    fn a_queued_request_event_takes_little_more_than_half_an_audit_event() {
+        // Every byte a request writes into the queue is read back by the writer's core, so
+        // each one costs the request path a cache line's share taken back from it.
+        let (queued, event) = (
+            std::mem::size_of::<Msg>(),
+            std::mem::size_of::<AuditEvent>(),
+        );
+        assert!(queued <= 128, "a queued message is {queued} bytes");
+        assert!(
+            queued * 3 <= event * 2,
+            "{queued} bytes queued for a {event}-byte event"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_event_reaches_the_sinks_whole_and_in_order_among_others() {
+        let sink = Arc::new(Collect::default());
+        let auditor = pipeline(
+            vec![sink.clone() as Arc<dyn AuditSink>],
+            100,
+            100,
+            Duration::ZERO,
+        );
+        auditor.record(allowed());
+        auditor.record_request(request_event(403, false));
+        auditor.record_request(request_event(403, true));
+        auditor.record(allowed());
+        auditor.flush().await;
+
+        let mut expected = AuditEvent::request(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            Outcome::Denied,
+        )
+        .key_id(Some("4fT0qKb2mZ9x".parse().unwrap()))
+        .reason(Some(Reason::InsufficientScope));
+        expected.method = Some(http::Method::PATCH);
+        expected.route = Some(Arc::from("/orders/{id}"));
+        expected.request_id = Some(Arc::from("req-7"));
+        expected.client_ip = Some(IpAddr::from([192, 0, 2, 9]));
+        expected.status = Some(403);
+        expected.latency = Some(Duration::from_micros(1_234));
+        let mut stale = expected.clone();
+        stale.detail = Some(crate::audit::STALE_DETAIL.to_owned());
+        assert_eq!(sink.take(), [allowed(), expected, stale, allowed()]);
     }
 
     fn lingering(sink: &Arc<Probe>, batch: usize, linger: Duration) -> Auditor {
@@ -1329,7 +1414,7 @@ mod tests {
             .thread_name("audit-writer-test")
             .enable_all()
             .build()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let sink = Arc::new(Probe::default());
         let auditor = Auditor::new(
             vec![sink.clone() as Arc<dyn AuditSink>],

@@ -3,9 +3,10 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{AuditEvent, Outcome, label};
+use crate::Reason;
 use crate::key::KeyId;
 use crate::rejection::Rejection;
 use crate::verifier::{Verified, Verifier};
@@ -24,13 +25,13 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub(crate) struct RequestAudit {
     verifier: Verifier,
     started: Instant,
-    at: SystemTime,
-    method: http::Method,
-    route: Option<Arc<str>>,
-    client_ip: Option<IpAddr>,
-    request_id: Option<Arc<str>>,
-    key_id: Option<KeyId>,
-    stale: bool,
+    pub(super) at: SystemTime,
+    pub(super) method: http::Method,
+    pub(super) route: Option<Arc<str>>,
+    pub(super) client_ip: Option<IpAddr>,
+    pub(super) request_id: Option<Arc<str>>,
+    pub(super) key_id: Option<KeyId>,
+    pub(super) stale: bool,
 }
 
 impl RequestAudit {
@@ -75,18 +76,56 @@ impl RequestAudit {
             ),
             None => (Outcome::Allowed, None, self.key_id),
         };
-        let mut event = AuditEvent::request(self.at, outcome)
-            .key_id(key_id)
-            .reason(reason);
+        let event = RequestEvent {
+            at: self.at,
+            latency: self.started.elapsed(),
+            method: self.method,
+            route: self.route,
+            request_id: self.request_id,
+            client_ip: self.client_ip,
+            key_id,
+            status,
+            outcome,
+            reason,
+            stale: self.stale,
+        };
+        self.verifier.audit_request(event);
+    }
+}
+
+/// A request's audit event as the pipeline queues it: every value its [`AuditEvent`] has, in
+/// a little over half the room (no empty lifecycle fields, the stale detail a flag). The
+/// writer makes the `AuditEvent` ([`RequestEvent::into_event`]).
+#[derive(Debug)]
+pub(crate) struct RequestEvent {
+    pub(super) at: SystemTime,
+    pub(super) latency: Duration,
+    pub(super) method: http::Method,
+    pub(super) route: Option<Arc<str>>,
+    pub(super) request_id: Option<Arc<str>>,
+    pub(super) client_ip: Option<IpAddr>,
+    pub(super) key_id: Option<KeyId>,
+    pub(super) status: u16,
+    pub(super) outcome: Outcome,
+    pub(super) reason: Option<Reason>,
+    pub(super) stale: bool,
+}
+
+impl RequestEvent {
+    /// The event a sink is given.
+    pub(crate) fn into_event(self) -> AuditEvent {
+        let mut event = AuditEvent::request(self.at, self.outcome)
+            .key_id(self.key_id)
+            .reason(self.reason);
         event.method = Some(self.method);
         event.route = self.route;
         event.client_ip = self.client_ip;
-        event.status = Some(status);
-        event.latency = Some(self.started.elapsed());
+        event.status = Some(self.status);
+        event.latency = Some(self.latency);
         event.request_id = self.request_id;
         if self.stale {
             event.detail = Some(STALE_DETAIL.to_owned());
         }
-        self.verifier.audit(event);
+        event
     }
 }

@@ -942,6 +942,11 @@ impl Verifier {
         self.inner.auditor.record(event);
     }
 
+    /// [`Verifier::audit`] for a request's event, queued in its compact form.
+    pub(crate) fn audit_request(&self, event: crate::audit::RequestEvent) {
+        self.inner.auditor.record_request(event);
+    }
+
     /// Waits until every audit event recorded so far has been handed to the sinks, and returns
     /// the pipeline's counters then (a sink that refused the batch shows in
     /// [`AuditStats::failed_writes`]; its events are kept for the next write). Call it on

@@ -558,6 +558,66 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn each_request_through_the_gate_is_one_event_with_its_key_status_and_outcome() {
+        use crate::audit::{Action, AuditTrail, EventQuery, MemoryAuditTrail, Outcome};
+        let trail = MemoryAuditTrail::new();
+        let verifier = Verifier::builder(
+            Keyring::development("acme_test").unwrap(),
+            MemoryStore::new(),
+        )
+        .audit_sink(trail.clone())
+        .build();
+        let gate = Gate::new(verifier.clone());
+        let created = verifier.admin().create_key(NewKey::new("k")).await.unwrap();
+        let key = created.key.expose_secret();
+
+        let (_, ticket) = gate.check(admitted(&gate, key)).await.unwrap().into_parts();
+        ticket.finish(204, None);
+        // Revoked: refused, and the event names the key presented.
+        crate::KeyAdmin::revoke(&verifier.admin(), &created.record.id)
+            .await
+            .unwrap();
+        let refusal = match gate.check(admitted(&gate, key)).await {
+            Err(refusal) => refusal,
+            Ok(_) => panic!("a revoked key passed"),
+        };
+        refusal.finish(401);
+        verifier.flush_audit().await;
+
+        let requests: Vec<_> = trail
+            .events(&EventQuery::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|stored| stored.event)
+            .filter(|event| event.action == Action::Request)
+            .collect();
+        let seen: Vec<_> = requests
+            .iter()
+            .map(|e| (e.key_id, e.outcome, e.status, e.method.clone()))
+            .rev() // the trail reads newest first
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    Some(created.record.id),
+                    Some(Outcome::Allowed),
+                    Some(204),
+                    Some(http::Method::GET)
+                ),
+                (
+                    Some(created.record.id),
+                    Some(Outcome::Denied),
+                    Some(401),
+                    Some(http::Method::GET)
+                ),
+            ]
+        );
+        assert!(requests.iter().all(|e| e.latency.is_some()));
+    }
+
     #[test]
     fn a_shared_route_is_the_same_allocation_each_time_and_never_another_template() {
         let a = shared_route("/orders/{id}");

@@ -25,13 +25,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub(crate) struct RequestAudit {
     verifier: Verifier,
     started: Instant,
-    pub(super) at: SystemTime,
-    pub(super) method: http::Method,
-    pub(super) route: Option<Arc<str>>,
-    pub(super) client_ip: Option<IpAddr>,
-    pub(super) request_id: Option<Arc<str>>,
-    pub(super) key_id: Option<KeyId>,
-    pub(super) stale: bool,
+    /// The event so far: [`RequestAudit::finish`] sets its status, latency and outcome.
+    event: RequestEvent,
 }
 
 impl RequestAudit {
@@ -48,48 +43,45 @@ impl RequestAudit {
         Self {
             verifier: verifier.clone(),
             started: Instant::now(),
-            at: verifier.clock().now(),
-            method,
-            route,
-            client_ip,
-            request_id: request_id.map(label),
-            key_id: None,
-            stale: false,
+            event: RequestEvent {
+                at: verifier.clock().now(),
+                latency: Duration::ZERO,
+                method,
+                route,
+                request_id: request_id.map(label),
+                client_ip,
+                key_id: None,
+                status: 0,
+                outcome: Outcome::Allowed,
+                reason: None,
+                stale: false,
+            },
         }
     }
 
     /// Notes the verification that allowed the request: its key, and whether it was served
     /// stale (the event's detail is then [`STALE_DETAIL`]).
     pub(crate) fn allowed(&mut self, verified: &Verified) {
-        self.key_id = Some(verified.identity.key_id());
-        self.stale = verified.stale;
+        self.event.key_id = Some(verified.identity.key_id());
+        self.event.stale = verified.stale;
     }
 
     /// Records the event: denied when the response carries a [`Rejection`] (from the key
-    /// check or a guard behind it), allowed otherwise.
+    /// check or a guard behind it, which may name the key), allowed otherwise.
     pub(crate) fn finish(self, status: u16, rejection: Option<&Rejection>) {
-        let (outcome, reason, key_id) = match rejection {
-            Some(r) => (
-                Outcome::Denied,
-                Some(r.reason()),
-                r.key_id().or(self.key_id),
-            ),
-            None => (Outcome::Allowed, None, self.key_id),
-        };
-        let event = RequestEvent {
-            at: self.at,
-            latency: self.started.elapsed(),
-            method: self.method,
-            route: self.route,
-            request_id: self.request_id,
-            client_ip: self.client_ip,
-            key_id,
-            status,
-            outcome,
-            reason,
-            stale: self.stale,
-        };
-        self.verifier.audit_request(event);
+        let Self {
+            verifier,
+            started,
+            mut event,
+        } = self;
+        if let Some(r) = rejection {
+            event.outcome = Outcome::Denied;
+            event.reason = Some(r.reason());
+            event.key_id = r.key_id().or(event.key_id);
+        }
+        event.status = status;
+        event.latency = started.elapsed();
+        verifier.audit_request(event);
     }
 }
 

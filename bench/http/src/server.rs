@@ -159,21 +159,11 @@ impl ServerConfig {
                     config.audit_usage_only = true;
                 }
                 "--audit-core" => config.audit_core = Some(number(flag, value)?),
-                "--idle-thread" => {
-                    config.idle_thread = match value.as_str() {
-                        "yes" => true,
-                        "no" => false,
-                        _ => return Err(format!("--idle-thread {value}: `yes` or `no`")),
-                    }
-                }
+                "--idle-thread" => config.idle_thread = switch(flag, value, "yes", "no")?,
                 "--audit-nice" => config.audit_nice = number(flag, value)?,
                 "--audit-batch" => config.audit_batch = Some(number(flag, value)?),
                 "--audit-sched" => {
-                    config.audit_sched_batch = match value.as_str() {
-                        "batch" => true,
-                        "other" => false,
-                        _ => return Err(format!("--audit-sched {value}: `batch` or `other`")),
-                    }
+                    config.audit_sched_batch = switch(flag, value, "batch", "other")?;
                 }
                 "--audit" => {
                     return Err(format!(
@@ -210,6 +200,15 @@ where
     T::Err: std::fmt::Display,
 {
     value.parse().map_err(|e| format!("{flag} {value}: {e}"))
+}
+
+/// A flag's value that is one of two words: whether it is `on` (or else `off`).
+fn switch(flag: &str, value: &str, on: &str, off: &str) -> Result<bool, String> {
+    match value {
+        v if v == on => Ok(true),
+        v if v == off => Ok(false),
+        _ => Err(format!("{flag} {value}: `{on}` or `{off}`")),
+    }
 }
 
 /// Runs the server until SIGTERM.

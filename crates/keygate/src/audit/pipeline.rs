@@ -193,8 +193,8 @@ impl Queue {
     /// counts them in hand until [`Queue::handled`]. Only a swap under the lock: the writer
     /// moves the messages on after unlocking, so a request recording its event never waits
     /// behind a copy (appending a lingered batch of 16,384 events here held the lock for a
-    /// 3 MB copy, and the request thread slept on it). Returns whether the queue is closed
-    /// (and everything queued before is in `spare`).
+    /// 3 MB copy of 200-byte events, and the request thread slept on it). Returns whether the
+    /// queue is closed (and everything queued before is in `spare`).
     fn take(&self, spare: &mut Vec<Msg>) -> bool {
         debug_assert!(spare.is_empty(), "the spare vector is handed over empty");
         let mut state = self.lock();
@@ -390,7 +390,8 @@ impl Drop for Auditor {
 /// The writer's side of the queue's two vectors: they trade places with every take, so the
 /// vector requests push into only ever holds what arrived since the last take — a lingering
 /// writer takes every [`LINGER_TICK`], so that is ~10 ms of events, whose memory stays in the
-/// request core's cache instead of a whole batch's (3 MB at 16,384 events) being written cold.
+/// request core's cache instead of a whole batch's (2 MB: 16,384 messages of 128 bytes) being
+/// written cold.
 struct Inbox {
     /// Empty between takes; its room becomes the queue's at the next.
     spare: Vec<Msg>,

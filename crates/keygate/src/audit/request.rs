@@ -86,7 +86,7 @@ impl RequestAudit {
 }
 
 /// A request's audit event as the pipeline queues it: every value its [`AuditEvent`] has, in
-/// a little over half the room (no empty lifecycle fields, the stale detail a flag). The
+/// two thirds of the room (no empty lifecycle fields, the stale detail a flag). The
 /// writer makes the `AuditEvent` ([`RequestEvent::into_event`]).
 #[derive(Debug)]
 pub(crate) struct RequestEvent {

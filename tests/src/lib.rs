@@ -276,6 +276,10 @@ impl KeyAdmin for CountingStore {
         self.check_up()?;
         self.inner.change_owner_keys(id, change).await
     }
+    async fn deleted_owner_keys(&self, id: &str) -> Result<Vec<KeyId>, StoreError> {
+        self.check_up()?;
+        self.inner.deleted_owner_keys(id).await
+    }
 }
 
 /// Waits (at most 10 s) until `verifier`'s invalidation subscription is live.

@@ -193,7 +193,8 @@ async fn every_owner_change_through_admin_is_an_event_naming_the_owner() {
             ),
         ]
     );
-    // The owner's roll-up has its own events (its key is deleted, so not the key's).
+    // The owner's roll-up has its own events and its key's: the key is deleted, but its
+    // tombstone keeps the owner.
     let rolled: Vec<_> = trail
         .owner_events(&query, "team-x")
         .await
@@ -205,7 +206,9 @@ async fn every_owner_change_through_admin_is_an_event_naming_the_owner() {
         rolled,
         [
             Action::OwnerCreated,
+            Action::Created,
             Action::OwnerChanged,
+            Action::Deleted,
             Action::OwnerDeleted
         ]
     );

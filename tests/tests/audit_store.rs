@@ -241,6 +241,91 @@ async fn usage_is_counted_per_key_per_utc_day_across_batches() {
     }
 }
 
+/// A key never changes owner, and deleting it keeps the owner in its tombstone: its events
+/// (rows, and on SQLite blocks) and usage stay in its owner's roll-up, and only in its owner's.
+async fn deleted_keys_roll_up(name: &str, admin: &keygate::Admin, sink: SqlAuditSink) {
+    let mut ids = Vec::new();
+    for owner in ["acme", "acme", "globex"] {
+        ids.push(
+            ok(admin.create_key(NewKey::new("k").owner(owner)).await)
+                .record
+                .id,
+        );
+    }
+    let (a1, a2, g) = (ids[0], ids[1], ids[2]);
+    let day0 = SystemTime::UNIX_EPOCH + DAY * 20_833;
+    let second = Duration::from_secs(1);
+    let written = vec![
+        request(day0, Some(a1), Outcome::Allowed),
+        request(day0 + second, Some(a2), Outcome::Allowed),
+        request(day0 + second * 2, Some(g), Outcome::Denied),
+        request(day0 + second * 3, Some(a2), Outcome::Denied),
+        AuditEvent::lifecycle(day0 + second * 4, Action::Disabled, a2),
+    ];
+    ok(sink.write(&written).await);
+    ok(sink.flush().await);
+    let oldest_first = EventQuery {
+        oldest_first: true,
+        ..EventQuery::default()
+    };
+    let events = |owner: &'static str| {
+        let (sink, query) = (sink.clone(), oldest_first.clone());
+        async move {
+            ok(sink.owner_events(&query, owner).await)
+                .into_iter()
+                .map(|s| s.event)
+                .collect::<Vec<_>>()
+        }
+    };
+    let usage = |owner: &'static str| {
+        let sink = sink.clone();
+        async move {
+            ok(sink.owner_usage(owner, day0).await)
+                .into_iter()
+                .map(|u| (u.key_id, u.allowed, u.denied))
+                .collect::<Vec<_>>()
+        }
+    };
+    let acme_events = [
+        written[0].clone(),
+        written[1].clone(),
+        written[3].clone(),
+        written[4].clone(),
+    ];
+    let mut acme_usage = vec![(a1, 1, 0), (a2, 1, 1)];
+    acme_usage.sort();
+    assert_eq!(events("acme").await, acme_events, "{name}");
+    assert_eq!(usage("acme").await, acme_usage, "{name}");
+
+    ok(admin.delete(&a2).await);
+    ok(admin.delete(&g).await);
+    assert_eq!(
+        events("acme").await,
+        acme_events,
+        "{name}: a deleted key's events stay"
+    );
+    assert_eq!(usage("acme").await, acme_usage, "{name}: and its usage");
+    assert_eq!(events("globex").await, [written[2].clone()], "{name}");
+    assert_eq!(usage("globex").await, [(g, 0, 1)], "{name}");
+    // Only its owner's: a deleted key without an owner, or another owner's, adds nothing.
+    let loose = ok(admin.create_key(NewKey::new("loose")).await).record.id;
+    ok(sink
+        .write(&[request(day0 + second * 5, Some(loose), Outcome::Allowed)])
+        .await);
+    ok(admin.delete(&loose).await);
+    assert_eq!(events("acme").await, acme_events, "{name}");
+    assert!(events("nobody").await.is_empty(), "{name}");
+}
+
+#[tokio::test]
+async fn a_deleted_keys_events_and_usage_stay_in_its_owners_roll_up() {
+    let f = stores::sqlite().await;
+    deleted_keys_roll_up(f.name, &f.verifier.admin(), f.store.audit_sink()).await;
+    if let Some(f) = stores::postgres().await {
+        deleted_keys_roll_up(f.name, &f.verifier.admin(), f.store.audit_sink()).await;
+    }
+}
+
 async fn retention(name: &str, sink: SqlAuditSink, clock: &ManualClock) {
     let key = id("AAAAAAAAAAAA");
     let now = clock.now_for_test();

@@ -382,7 +382,7 @@ async fn a_configured_but_unreachable_postgres_fails_the_tests() {
 #[tokio::test]
 async fn migrate_is_idempotent_and_a_newer_schema_is_refused_with_a_typed_error() {
     let f = stores::sqlite().await;
-    assert_eq!(ok(f.store.schema_version().await), Some(13));
+    assert_eq!(ok(f.store.schema_version().await), Some(14));
     ok(f.store.migrate().await);
     ok(keygate_sqlx::sqlx::query(
         "INSERT INTO keygate_migrations (version, description, success, checksum, execution_time) \
@@ -394,12 +394,12 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused_with_a_typed_error(
         f.store.migrate().await,
         Err(keygate_sqlx::Error::SchemaTooNew {
             found: 99,
-            known: 13
+            known: 14
         })
     ));
 
     if let Some(f) = stores::postgres().await {
-        assert_eq!(ok(f.store.schema_version().await), Some(13));
+        assert_eq!(ok(f.store.schema_version().await), Some(14));
         ok(f.store.migrate().await);
         ok(keygate_sqlx::sqlx::query(
             "INSERT INTO keygate_migrations (version, description, success, checksum, execution_time) \
@@ -413,7 +413,7 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused_with_a_typed_error(
                 error,
                 Some(keygate_sqlx::Error::SchemaTooNew {
                     found: 99,
-                    known: 13
+                    known: 14
                 })
             ),
             "{error:?}"
@@ -494,7 +494,7 @@ async fn schema_version_is_none_until_the_first_migration() {
         ok(SqliteStore::connect_with(SqliteStore::options(dir.path().join("new.db"))).await);
     assert_eq!(ok(store.schema_version().await), None, "sqlite: a new file");
     ok(store.migrate().await);
-    assert_eq!(ok(store.schema_version().await), Some(13));
+    assert_eq!(ok(store.schema_version().await), Some(14));
 
     if let Some(url) = stores::postgres_url() {
         let schema = PgSchema::create(&url).await;
@@ -505,7 +505,7 @@ async fn schema_version_is_none_until_the_first_migration() {
             "postgres: a new schema"
         );
         ok(store.migrate().await);
-        assert_eq!(ok(store.schema_version().await), Some(13));
+        assert_eq!(ok(store.schema_version().await), Some(14));
         store.pool().close().await;
     }
 }

@@ -1049,6 +1049,20 @@ async fn owners<S: TestStore>(f: Fixture<S>) {
     assert_eq!(ok(f.store.get_owner("team-x").await).name, "Team X");
     assert_eq!(ok(f.store.owner_key_count("team-x").await), 2);
     assert_eq!(ok(f.store.owner_key_count("acme").await), 0);
+    // A deleted key's tombstone keeps its owner (for the owner's audit roll-up); one without
+    // an owner is nobody's.
+    assert_eq!(
+        ok(f.store.deleted_owner_keys("acme").await),
+        [of_acme.record.id],
+        "{}",
+        f.name
+    );
+    assert_eq!(
+        ok(admin.deleted_owner_keys("acme").await),
+        [of_acme.record.id]
+    );
+    assert!(ok(f.store.deleted_owner_keys("team-x").await).is_empty());
+    assert!(ok(f.store.deleted_owner_keys("").await).is_empty());
 
     // Listing: ordered by id, paged by the last id.
     for id in ["b-owner", "a-owner", "c-owner"] {

@@ -1300,6 +1300,28 @@ fn owners_are_managed_and_their_keys_changed_together() {
     assert_eq!(deleted[0]["actor"], "owner-admin");
     let table = ok(&url, &["audit", "--action", "owner_deleted"]);
     assert!(table.contains("owner acme"), "{table}");
+
+    // Offboarding team-x: its keys deleted, then the owner. Its roll-up still has every event
+    // of the keys it had (a key never changes owner; its tombstone keeps it).
+    let before = json_lines(&url, &["audit", "--owner", "team-x", "--limit", "100"]).len();
+    for id in [&a, &b] {
+        ok(&url, &["delete", id, "--yes"]);
+    }
+    ok(&url, &["owners", "delete", "team-x"]);
+    let events = json_lines(&url, &["audit", "--owner", "team-x", "--limit", "100"]);
+    assert_eq!(events.len(), before + 3, "{events:?}");
+    let deleted: Vec<_> = events
+        .iter()
+        .filter(|e| e["action"] == "deleted")
+        .map(|e| e["key_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(deleted.len(), 2, "{events:?}");
+    assert!(deleted.contains(&a.as_str()) && deleted.contains(&b.as_str()));
+    assert_eq!(events.last().unwrap()["action"], "owner_deleted");
+    assert!(
+        events.iter().all(|e| e["key_id"] != other.as_str()),
+        "another owner's key: {events:?}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -127,7 +127,7 @@ pub(crate) struct Corrupt {
     column: &'static str,
 }
 
-fn corrupt(id: &str, column: &'static str) -> StoreError {
+pub(crate) fn corrupt(id: &str, column: &'static str) -> StoreError {
     StoreError::unavailable(Corrupt {
         id: id.chars().take(KeyId::LEN + 4).collect(),
         column,

@@ -42,7 +42,8 @@
 //! Per key: the public id, prefix, name, owner, the HMAC-SHA256 digest of the key and its
 //! pepper version, scopes, metadata, allowed client IP ranges, the id it was rotated from, and
 //! its created/updated/expires/disabled/revoked/last-used times. Never the key's secret or any
-//! part of it. Deleted ids are kept in `keygate_deleted_keys` so they are never reused. Deployment
+//! part of it. Deleted ids are kept in `keygate_deleted_keys` so they are never reused, with
+//! the deleted key's owner (an owner's audit roll-up keeps its deleted keys). Deployment
 //! settings are kept in `keygate_settings` (written on first use, never overwritten): a
 //! fingerprint per pepper version (never the pepper) and whether this is a development store,
 //! which `VerifierBuilder::start` and the CLI check their peppers against (see

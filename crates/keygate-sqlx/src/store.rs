@@ -121,7 +121,10 @@ const SELECT_WITH_OWNER_LIMIT: &str = concat!(
 /// Every key, for a listing to add its conditions to.
 const SELECT_ALL: &str = concat!("SELECT ", columns!(), " FROM keygate_keys WHERE 1 = 1");
 /// Remembers a deleted id, so it is never used again.
-const TOMBSTONE: &str = "INSERT INTO keygate_deleted_keys (id, deleted_at) VALUES ($1, $2)";
+const TOMBSTONE: &str =
+    "INSERT INTO keygate_deleted_keys (id, deleted_at, owner) VALUES ($1, $2, $3)";
+/// The ids of owner `$1`'s deleted keys (their tombstones keep the owner, from schema 14).
+const DELETED_OWNER_KEYS: &str = "SELECT id FROM keygate_deleted_keys WHERE owner = $1 ORDER BY id";
 const SETTINGS: &str = "SELECT name, value FROM keygate_settings";
 /// Removes every policy setting (`policy.*`; `substr`, not `LIKE`, which SQLite compares
 /// without case).
@@ -149,6 +152,7 @@ pub(crate) struct Statements {
     insert: String,
     update: String,
     delete: String,
+    select_key_owner_for_write: String,
     select_by_owner_for_write: String,
     insert_owner: String,
     select_owner: String,
@@ -187,6 +191,11 @@ impl Statements {
                 13,
             ),
             delete: D::announced("DELETE FROM keygate_keys WHERE id = $1", 1),
+            // The owner only: a row too damaged to read whole can still be deleted.
+            select_key_owner_for_write: format!(
+                "SELECT owner FROM keygate_keys WHERE id = $1{}",
+                D::LOCK_ROW
+            ),
             select_by_owner_for_write: format!("{SELECT_BY_OWNER}{}", D::LOCK_ROW),
             // Nothing when the id exists: creating an owner refuses it, creating a key keeps it.
             insert_owner: format!(
@@ -654,6 +663,14 @@ where
 
     pub(crate) async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
+        // The owner goes into the tombstone: the owner's roll-up keeps the key's events.
+        let row = sqlx::query(D::statements().select_key_owner_for_write.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .ok_or(StoreError::NotFound(*id))?;
+        let owner: Option<String> = Self::column(&row, "owner")?;
         let deleted = self
             .dialect
             .announce(
@@ -669,6 +686,7 @@ where
         sqlx::query(TOMBSTONE)
             .bind(id.as_str())
             .bind(D::time(self.now()))
+            .bind(owner)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
@@ -870,6 +888,20 @@ where
         let count: i64 = Self::column(&row, "key_count")?;
         Ok(u64::try_from(count).unwrap_or_default())
     }
+
+    pub(crate) async fn deleted_owner_keys(&self, id: &str) -> Result<Vec<KeyId>, StoreError> {
+        let rows = sqlx::query(DELETED_OWNER_KEYS)
+            .bind(id.to_owned())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|row| {
+                let id: String = Self::column(row, "id")?;
+                id.parse().map_err(|_| codec::corrupt(&id, "id"))
+            })
+            .collect()
+    }
 }
 
 /// Implements [`KeyStore`](keygate::KeyStore) and [`KeyAdmin`](keygate::KeyAdmin) for a public
@@ -1024,6 +1056,10 @@ macro_rules! delegate_to_sql_store {
 
                 async fn owner_key_count(&self, id: &str) -> Result<u64, StoreError> {
                     self.keys.owner_key_count(id).await
+                }
+
+                async fn deleted_owner_keys(&self, id: &str) -> Result<Vec<KeyId>, StoreError> {
+                    self.keys.deleted_owner_keys(id).await
                 }
             }
         };

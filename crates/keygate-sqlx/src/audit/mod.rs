@@ -214,9 +214,9 @@ impl SqlAuditSink {
         self.filtered_events(query, None).await
     }
 
-    /// [`SqlAuditSink::events`] of the keys that belong to owner `owner` (as the key store in
-    /// the sink's database records them now): an owner's roll-up. Events of keys deleted
-    /// since are not found (their records, which named the owner, are gone).
+    /// [`SqlAuditSink::events`] of the keys that belong to owner `owner` in the key store of
+    /// the sink's database, and of those deleted from it (a key never changes owner, and its
+    /// tombstone keeps it from schema 14 on), with the owner's own events: an owner's roll-up.
     ///
     /// # Errors
     /// As [`SqlAuditSink::events`].
@@ -259,8 +259,8 @@ impl SqlAuditSink {
         self.filtered_usage(key_id, None, since).await
     }
 
-    /// [`SqlAuditSink::usage`] of the keys that belong to owner `owner` (as the key store in
-    /// the sink's database records them now), one row per key and day: sum them for the
+    /// [`SqlAuditSink::usage`] of the keys that belong or belonged to owner `owner` (as for
+    /// [`SqlAuditSink::owner_events`]), one row per key and day: sum them for the
     /// owner's total.
     ///
     /// # Errors
@@ -939,10 +939,12 @@ where
         q.push(" AND key_id = ").push_bind(id.as_str().to_owned());
     }
     if let Some(owner) = owner {
-        // The owner's own changes, and the events of its keys.
+        // The owner's own changes, and the events of its keys, deleted ones too.
         q.push(" AND (owner = ")
             .push_bind(owner.to_owned())
             .push(" OR key_id IN (SELECT id FROM keygate_keys WHERE owner = ")
+            .push_bind(owner.to_owned())
+            .push(" UNION ALL SELECT id FROM keygate_deleted_keys WHERE owner = ")
             .push_bind(owner.to_owned())
             .push("))");
     }

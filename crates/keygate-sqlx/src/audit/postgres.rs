@@ -171,7 +171,8 @@ pub(super) async fn usage(
     let rows = sqlx::query(
         "SELECT key_id, day, allowed, denied FROM keygate_usage \
          WHERE day >= $1 AND ($2::text IS NULL OR key_id = $2) \
-         AND ($3::text IS NULL OR key_id IN (SELECT id FROM keygate_keys WHERE owner = $3)) \
+         AND ($3::text IS NULL OR key_id IN (SELECT id FROM keygate_keys WHERE owner = $3 \
+         UNION ALL SELECT id FROM keygate_deleted_keys WHERE owner = $3)) \
          ORDER BY key_id, day",
     )
     .bind(date(from_day))

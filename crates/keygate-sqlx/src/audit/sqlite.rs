@@ -352,12 +352,14 @@ async fn block_events(
     }
     let keys: Option<Vec<KeyId>> = match owner {
         Some(owner) => {
-            let ids: Vec<String> =
-                sqlx::query_scalar("SELECT id FROM keygate_keys WHERE owner = ?")
-                    .bind(owner)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(unavailable)?;
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM keygate_keys WHERE owner = ?1 \
+                     UNION ALL SELECT id FROM keygate_deleted_keys WHERE owner = ?1",
+            )
+            .bind(owner)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(unavailable)?;
             Some(
                 ids.iter()
                     .filter_map(|id| id.parse().ok())
@@ -494,14 +496,13 @@ pub(super) async fn usage(
 ) -> Result<Vec<RawUsage>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT key_id, day, allowed, denied FROM keygate_usage \
-         WHERE day >= ? AND (? IS NULL OR key_id = ?) \
-         AND (? IS NULL OR key_id IN (SELECT id FROM keygate_keys WHERE owner = ?)) \
+         WHERE day >= ?1 AND (?2 IS NULL OR key_id = ?2) \
+         AND (?3 IS NULL OR key_id IN (SELECT id FROM keygate_keys WHERE owner = ?3 \
+         UNION ALL SELECT id FROM keygate_deleted_keys WHERE owner = ?3)) \
          ORDER BY key_id, day",
     )
     .bind(from_day)
     .bind(key_id.map(KeyId::as_str))
-    .bind(key_id.map(KeyId::as_str))
-    .bind(owner)
     .bind(owner)
     .fetch_all(pool)
     .await?;

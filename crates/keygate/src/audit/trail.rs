@@ -130,9 +130,9 @@ pub trait AuditTrail: Send + Sync + 'static {
     /// [`AuditTrail::events`] of owner `owner`: the changes to the owner itself
     /// ([`Action::OwnerCreated`], `OwnerChanged`, `OwnerDeleted`, whose
     /// [`owner`](AuditEvent::owner) names it) and the events of the keys that belong to it (as
-    /// the key store records them now): an owner's roll-up, as `keygate audit --owner` and the
-    /// admin API's `GET /audit?owner=` show it. Events of keys deleted since, or moved to
-    /// another owner, are not found. Callers that must tell an unknown owner apart check it
+    /// the key store records them, including keys deleted since: a key never changes owner,
+    /// and its tombstone keeps it, [`KeyAdmin::deleted_owner_keys`]): an owner's roll-up, as
+    /// `keygate audit --owner` and the admin API's `GET /audit?owner=` show it. Callers that must tell an unknown owner apart check it
     /// first with [`owner_on_record`] (which also finds a deleted owner by its deletion).
     ///
     /// The default refuses ([`StoreError::Unsupported`]): a trail must know which keys an
@@ -150,8 +150,8 @@ pub trait AuditTrail: Send + Sync + 'static {
         Err(StoreError::Unsupported("reading the audit trail by owner"))
     }
 
-    /// [`AuditTrail::usage`] of the keys that belong to owner `owner` (as the key store records
-    /// them now), one row per key and day, ordered by key id, then day: sum them for the
+    /// [`AuditTrail::usage`] of the keys that belong or belonged to owner `owner` (as for
+    /// [`AuditTrail::owner_events`]), one row per key and day, ordered by key id, then day: sum them for the
     /// owner's total. Like [`AuditTrail::owner_events`], the default refuses.
     ///
     /// # Errors
@@ -264,15 +264,20 @@ impl MemoryAuditTrail {
         self
     }
 
-    /// The ids of owner `owner`'s keys, as the key store records them now.
+    /// The ids of owner `owner`'s keys: those the key store holds now, and those it deleted
+    /// ([`KeyAdmin::deleted_owner_keys`]; none from a store that does not keep them).
     async fn owner_keys(&self, owner: &str) -> Result<HashSet<KeyId>, StoreError> {
         let Some(keys) = &self.keys else {
             return Err(StoreError::Unsupported(
                 "reading by owner without a key store (MemoryAuditTrail::key_store)",
             ));
         };
+        let mut ids: HashSet<KeyId> = match keys.deleted_owner_keys(owner).await {
+            Ok(deleted) => deleted.into_iter().collect(),
+            Err(StoreError::Unsupported(_)) => HashSet::new(),
+            Err(e) => return Err(e),
+        };
         let filter = KeyFilter::default().owner(owner);
-        let mut ids = HashSet::new();
         let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
         loop {
             let got = keys.list(&filter, page).await?;
@@ -556,12 +561,27 @@ mod tests {
             .map(|u| (u.key_id, u.allowed, u.denied))
             .collect();
         assert_eq!(counts, expected);
-        // As the store records them now: a key moved away leaves the owner's roll-up.
+        // A deleted key stays in its owner's roll-up (its tombstone keeps the owner), and
+        // only in its owner's.
         store.delete(&a2).await.unwrap();
-        let usage = trail
+        store.delete(&g).await.unwrap();
+        let after = trail
             .owner_usage("acme", SystemTime::UNIX_EPOCH)
             .await
             .unwrap();
-        assert_eq!(usage.iter().map(|u| u.key_id).collect::<Vec<_>>(), [a1]);
+        assert_eq!(after, usage);
+        let acme_after = trail
+            .owner_events(&EventQuery::default(), "acme")
+            .await
+            .unwrap();
+        assert_eq!(
+            acme_after.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [4, 3, 1]
+        );
+        let globex_after = trail
+            .owner_events(&EventQuery::default(), "globex")
+            .await
+            .unwrap();
+        assert_eq!(globex_after.iter().map(|e| e.id).collect::<Vec<_>>(), [2]);
     }
 }

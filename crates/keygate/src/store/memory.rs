@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
@@ -27,7 +27,8 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     keys: BTreeMap<KeyId, KeyRecord>,
-    deleted: HashSet<KeyId>,
+    /// Deleted ids (never reused), with the owner each key had.
+    deleted: BTreeMap<KeyId, Option<String>>,
     /// Deployment settings (see [`StoreSettings`]), written on first use.
     settings: BTreeMap<String, String>,
     /// Owner records by id.
@@ -188,7 +189,7 @@ impl KeyAdmin for MemoryStore {
         let record = key.record().clone();
         let id = record.id;
         let owner_created = self.write(|inner| {
-            if inner.keys.contains_key(&id) || inner.deleted.contains(&id) {
+            if inner.keys.contains_key(&id) || inner.deleted.contains_key(&id) {
                 return Err(StoreError::Conflict {
                     id,
                     reason: "a key with this id exists or existed",
@@ -266,7 +267,7 @@ impl KeyAdmin for MemoryStore {
         let now = self.clock.now();
         let (old, new) = self.write(|inner| {
             let new_id = replacement.record().id;
-            if inner.keys.contains_key(&new_id) || inner.deleted.contains(&new_id) {
+            if inner.keys.contains_key(&new_id) || inner.deleted.contains_key(&new_id) {
                 return Err(StoreError::Conflict {
                     id: new_id,
                     reason: "a key with this id exists or existed",
@@ -289,8 +290,8 @@ impl KeyAdmin for MemoryStore {
 
     async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
         self.write(|inner| {
-            inner.keys.remove(id).ok_or(StoreError::NotFound(*id))?;
-            inner.deleted.insert(*id);
+            let record = inner.keys.remove(id).ok_or(StoreError::NotFound(*id))?;
+            inner.deleted.insert(*id, record.owner);
             Ok(())
         })
     }
@@ -376,5 +377,16 @@ impl KeyAdmin for MemoryStore {
             }
             Ok(changed)
         })
+    }
+
+    async fn deleted_owner_keys(&self, id: &str) -> Result<Vec<KeyId>, StoreError> {
+        Ok(self.read(|inner| {
+            inner
+                .deleted
+                .iter()
+                .filter(|(_, owner)| owner.as_deref() == Some(id))
+                .map(|(key, _)| *key)
+                .collect()
+        }))
     }
 }

@@ -604,6 +604,24 @@ pub trait KeyAdmin: Send + Sync + 'static {
         Ok(count)
     }
 
+    /// The ids of owner `id`'s deleted keys ([`KeyAdmin::delete`]), ordered by id. A key
+    /// never changes owner, and its tombstone keeps the owner, so the owner's audit roll-up
+    /// ([`AuditTrail::owner_events`](crate::audit::AuditTrail::owner_events),
+    /// [`owner_usage`](crate::audit::AuditTrail::owner_usage)) still finds the requests and
+    /// changes of the keys it had, also once the owner itself is deleted.
+    ///
+    /// The default (a store whose tombstones keep no owner) answers [`StoreError::Unsupported`];
+    /// [`MemoryStore`] and the SQL stores keep it (the SQL stores from their schema 14 on: a
+    /// key deleted before is not found). A store that wraps another must hand this on, or its
+    /// owners' roll-ups lose their deleted keys.
+    ///
+    /// # Errors
+    /// `Unsupported` (the default) or `Unavailable`.
+    async fn deleted_owner_keys(&self, id: &str) -> Result<Vec<KeyId>, StoreError> {
+        let _ = id;
+        Err(StoreError::Unsupported("the owners of deleted keys"))
+    }
+
     /// Renames a key.
     ///
     /// # Errors

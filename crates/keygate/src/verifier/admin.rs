@@ -617,6 +617,10 @@ impl KeyAdmin for Admin {
     async fn owner_key_count(&self, id: &str) -> Result<u64, StoreError> {
         self.store().owner_key_count(id).await
     }
+
+    async fn deleted_owner_keys(&self, id: &str) -> Result<Vec<KeyId>, StoreError> {
+        self.store().deleted_owner_keys(id).await
+    }
 }
 
 impl Admin {

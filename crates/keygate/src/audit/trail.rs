@@ -486,6 +486,81 @@ mod tests {
         );
     }
 
+    /// A store that keeps the default [`KeyAdmin::deleted_owner_keys`]: it forwards the
+    /// required methods to a [`MemoryStore`](crate::MemoryStore) and nothing else.
+    struct NoTombstoneOwners(crate::MemoryStore);
+
+    #[async_trait]
+    impl KeyAdmin for NoTombstoneOwners {
+        async fn create(
+            &self,
+            key: crate::record::MintedKey,
+        ) -> Result<crate::record::CreatedKey, StoreError> {
+            self.0.create(key).await
+        }
+        async fn get(&self, id: &KeyId) -> Result<crate::KeyRecord, StoreError> {
+            self.0.get(id).await
+        }
+        async fn list(
+            &self,
+            filter: &KeyFilter,
+            page: PageRequest,
+        ) -> Result<crate::store::KeyPage, StoreError> {
+            self.0.list(filter, page).await
+        }
+        async fn apply(
+            &self,
+            id: &KeyId,
+            change: crate::record::KeyChange,
+        ) -> Result<crate::KeyRecord, StoreError> {
+            self.0.apply(id, change).await
+        }
+        async fn rotate_with(
+            &self,
+            id: &KeyId,
+            replacement: crate::record::MintedKey,
+            rotation: crate::record::Rotation,
+        ) -> Result<crate::record::RotatedKey, StoreError> {
+            self.0.rotate_with(id, replacement, rotation).await
+        }
+        async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
+            self.0.delete(id).await
+        }
+    }
+
+    /// A store whose tombstones keep no owner says so (rather than answering "none"), and the
+    /// trail then reads an owner's live keys only, as documented.
+    #[tokio::test]
+    async fn without_tombstone_owners_an_owner_reads_its_live_keys() {
+        use crate::{Keyring, MemoryStore, NewKey};
+        let store = NoTombstoneOwners(MemoryStore::new());
+        assert!(matches!(
+            store.deleted_owner_keys("acme").await,
+            Err(StoreError::Unsupported(_))
+        ));
+        let keyring = Keyring::development("trail_test").unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let minted = keyring.mint(NewKey::new("k").owner("acme")).unwrap();
+            ids.push(store.create(minted).await.unwrap().record.id);
+        }
+        store.delete(&ids[1]).await.unwrap();
+        let trail = MemoryAuditTrail::new().key_store(store);
+        let events: Vec<_> = ids
+            .iter()
+            .map(|id| request(86_400, *id, Outcome::Allowed, None))
+            .collect();
+        trail.write(&events).await.unwrap();
+        let got = trail
+            .owner_events(&EventQuery::default(), "acme")
+            .await
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.event.key_id).collect::<Vec<_>>(),
+            [Some(ids[0])]
+        );
+    }
+
     #[tokio::test]
     async fn reads_by_owner_through_the_key_store_given() {
         use crate::{Keyring, MemoryStore, NewKey};

@@ -339,7 +339,8 @@ pub struct ListParams {
 pub struct AuditParams {
     /// Only events of this key (its id).
     pub key_id: Option<String>,
-    /// Only events of the keys that belong to this owner now (its id; unknown: 404).
+    /// Only the owner's own events and those of the keys that belong or belonged to it,
+    /// deleted keys too (its id; unknown: 404).
     pub owner: Option<String>,
     /// Only requests with this outcome: `allowed` or `denied`.
     pub outcome: Option<String>,
@@ -362,8 +363,8 @@ pub struct AuditParams {
 pub struct UsageParams {
     /// Only this key (its id).
     pub key_id: Option<String>,
-    /// Only the keys that belong to this owner now (its id; unknown: 404), one row per key
-    /// and day.
+    /// Only the keys that belong or belonged to this owner, deleted keys too (its id;
+    /// unknown: 404), one row per key and day.
     pub owner: Option<String>,
     /// Days to cover, today included: 1 to 3660 (default 30).
     pub days: Option<String>,

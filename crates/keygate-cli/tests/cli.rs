@@ -1286,7 +1286,7 @@ fn owners_are_managed_and_their_keys_changed_together() {
         Some(2)
     );
     // Deleted, the owner's own events are still read by --owner (its deletion last), and its
-    // usage is empty (it had no keys left); an id that never was an owner is still exit 2.
+    // usage is empty (it never had keys); an id that never was an owner is still exit 2.
     let actions: Vec<_> = owner_events("acme").into_iter().map(|(a, _)| a).collect();
     assert_eq!(actions, ["owner_created", "owner_changed", "owner_deleted"]);
     assert!(json_lines(&url, &["usage", "--owner", "acme"]).is_empty());

@@ -24,6 +24,42 @@ pub(crate) fn latest(migrator: &Migrator) -> i64 {
     migrator.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
+#[cfg(test)]
+mod known {
+    /// The highest number among the files of `migrations/{dir}`.
+    fn newest_file(dir: &str) -> i64 {
+        let path = format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_dir(&path)
+            .unwrap()
+            .map(|entry| {
+                let name = entry.unwrap().file_name();
+                name.to_string_lossy()[..4].parse::<i64>().unwrap()
+            })
+            .max()
+            .unwrap()
+    }
+
+    /// What the stores report as known is the newest migration file, for each driver: a test
+    /// comparing a migrated database with it compares with the files, not with itself.
+    #[test]
+    fn the_known_schema_version_is_the_newest_migration_file() {
+        #[cfg(feature = "sqlite")]
+        assert_eq!(
+            crate::SqliteStore::known_schema_version(),
+            newest_file("sqlite")
+        );
+        #[cfg(feature = "postgres")]
+        assert_eq!(
+            crate::PostgresStore::known_schema_version(),
+            newest_file("postgres")
+        );
+        assert!(
+            newest_file("sqlite") >= 14,
+            "a schema as new as the owner roll-up's"
+        );
+    }
+}
+
 #[cfg(all(test, feature = "sqlite"))]
 mod tests {
     use sqlx::migrate::Migrator;

@@ -187,6 +187,15 @@ impl PostgresStore {
         self.keys.schema_version().await
     }
 
+    /// The newest schema version this build embeds: what [`schema_version`](Self::schema_version)
+    /// reads after [`migrate`](Self::migrate), and the `known` of [`Error::SchemaTooNew`]. A
+    /// deployment check compares the two (older: `migrate` has not run; newer: this build is
+    /// older than the one that migrated the database).
+    #[must_use]
+    pub fn known_schema_version() -> i64 {
+        crate::migrations::latest(&crate::migrations::postgres())
+    }
+
     /// A sink keeping audit events and per-day usage in this database (tables
     /// `keygate_audit_events` and `keygate_usage`), sharing this store's pool and clock. See
     /// [`SqlAuditSink`] for retention and reading.

@@ -180,6 +180,15 @@ impl SqliteStore {
         self.keys.schema_version().await
     }
 
+    /// The newest schema version this build embeds: what [`schema_version`](Self::schema_version)
+    /// reads after [`migrate`](Self::migrate), and the `known` of [`Error::SchemaTooNew`]. A
+    /// deployment check compares the two (older: `migrate` has not run; newer: this build is
+    /// older than the one that migrated the database).
+    #[must_use]
+    pub fn known_schema_version() -> i64 {
+        crate::migrations::latest(&crate::migrations::sqlite())
+    }
+
     /// The change feed of this store's file as an invalidation channel: give it to the
     /// verifier ([`VerifierBuilder::invalidation`](keygate::VerifierBuilder::invalidation)) and
     /// a key changed by any process on the file (the CLI, another service) is evicted from its

@@ -204,7 +204,8 @@ impl Gate {
     /// Adapters call it first: a cached key then costs no future, no allocation and no
     /// task switch.
     pub fn check_now(&self, check: Check) -> Checked {
-        match self.verifier.verify_now(&check.presented) {
+        let now = check.ticket.audit.as_deref().map(RequestAudit::at);
+        match self.verifier.verify_now(&check.presented, now) {
             Some(verified) => Checked::Now(self.conclude(verified, check.ticket)),
             None => Checked::Later(check),
         }
@@ -616,6 +617,77 @@ mod tests {
             ]
         );
         assert!(requests.iter().all(|e| e.latency.is_some()));
+    }
+
+    /// A clock that counts its readings.
+    #[derive(Debug, Clone)]
+    struct CountingClock {
+        clock: crate::clock::ManualClock,
+        reads: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl crate::clock::Clock for CountingClock {
+        fn now(&self) -> std::time::SystemTime {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.clock.now()
+        }
+    }
+
+    /// An audited request's record reads the clock on arrival; its cached check decides
+    /// expiry and limits at that reading instead of reading the clock again, and with no
+    /// record the check reads it itself.
+    #[tokio::test]
+    async fn an_audited_cached_check_reads_the_clock_once() {
+        use std::sync::atomic::Ordering;
+        use std::time::{Duration, SystemTime};
+
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let clock = CountingClock {
+            clock: crate::clock::ManualClock::new(start),
+            reads: Arc::default(),
+        };
+        let build = |audited: bool| {
+            let builder = Verifier::builder(
+                Keyring::development("acme_test").unwrap(),
+                MemoryStore::new(),
+            )
+            .clock(clock.clone());
+            let builder = if audited {
+                builder.audit_sink(crate::audit::MemoryAuditTrail::new())
+            } else {
+                builder
+            };
+            builder.build()
+        };
+        for audited in [true, false] {
+            let verifier = build(audited);
+            let gate = Gate::new(verifier.clone());
+            let created = verifier
+                .admin()
+                .create_key(NewKey::new("k").expires_at(start + Duration::from_secs(60)))
+                .await
+                .unwrap();
+            let key = created.key.expose_secret();
+            gate.check(admitted(&gate, key)).await.unwrap(); // cached now
+
+            clock.reads.store(0, Ordering::Relaxed);
+            match gate.check_now(admitted(&gate, key)) {
+                Checked::Now(Ok(passed)) => passed.into_parts().1.finish(200, None),
+                other => panic!("a cached key not decided at once: {other:?}"),
+            }
+            assert_eq!(clock.reads.load(Ordering::Relaxed), 1, "audited: {audited}");
+
+            // The reading that serves is the arrival's: past the expiry, refused.
+            clock.clock.advance(Duration::from_secs(61));
+            match gate.check_now(admitted(&gate, key)) {
+                Checked::Now(Err(refusal)) => {
+                    assert_eq!(refusal.rejection().reason(), Reason::Expired);
+                }
+                other => panic!("an expired key passed (audited: {audited}): {other:?}"),
+            }
+            clock.clock.set(start);
+        }
     }
 
     #[test]

@@ -59,6 +59,12 @@ impl RequestAudit {
         }
     }
 
+    /// When the request arrived, by the verifier's clock.
+    #[inline]
+    pub(crate) fn at(&self) -> SystemTime {
+        self.event.at
+    }
+
     /// Notes the verification that allowed the request: its key, and whether it was served
     /// stale (the event's detail is then [`STALE_DETAIL`]).
     pub(crate) fn allowed(&mut self, verified: &Verified) {

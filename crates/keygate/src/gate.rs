@@ -202,7 +202,8 @@ impl Gate {
     /// check back, untouched (no limit taken, no attempt counted), for [`Gate::check`].
     ///
     /// Adapters call it first: a cached key then costs no future, no allocation and no
-    /// task switch.
+    /// task switch. An audited request is judged (expiry, limits) at the clock reading its
+    /// audit record took in [`Gate::admit`]: call it right after `admit`.
     pub fn check_now(&self, check: Check) -> Checked {
         let now = check.ticket.audit.as_deref().map(RequestAudit::at);
         match self.verifier.verify_now(&check.presented, now) {

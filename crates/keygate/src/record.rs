@@ -419,7 +419,7 @@ impl MintedKey {
     }
 
     /// Completes creation, saying whether storing the key created its owner's bare record
-    /// (an owner id the store did not know; see [`OwnerRecord::bare`](crate::OwnerRecord::bare)).
+    /// (an owner id the store did not know; see [`OwnerRecord::bare`](crate::owner::OwnerRecord::bare)).
     #[must_use]
     pub fn into_created_with_owner(self, stored: KeyRecord, owner_created: bool) -> CreatedKey {
         CreatedKey {

@@ -23,7 +23,7 @@
 //! The key's main limit (its `rate_limit`) counts every request of the key, whatever the
 //! route; a route's named limit counts only the requests of the routes that name it. A
 //! request refused by a named limit has spent one of the main limit (the key layer took it
-//! first). Limits live in the verifier's [`RateLimiter`](crate::rate::RateLimiter): in process,
+//! first). Limits live in the verifier's [`RateLimiter`]: in process,
 //! or across instances with `keygate_redis::RedisRateLimiter`. A request without an identity
 //! gets `401` (the guard fails closed, as [`RequireScopes`](crate::RequireScopes) does).
 //!

@@ -66,6 +66,7 @@ pub fn run(data: &[u8]) {
         quota: column("quota").map(str::to_owned),
         lineage: column("lineage").map(str::to_owned),
         limits: column("limits").unwrap_or("").to_owned(),
+        quota_granted: int("quota_granted").unwrap_or(0),
     };
     let record = match raw.into_record() {
         Ok(record) => record,

@@ -12,7 +12,9 @@ use keygate::clock::Clock;
 use keygate::owner::OwnerTag;
 use keygate::owner::{NewOwner, OwnerUpdate};
 use keygate::policy::{LifetimePolicy, PolicyViolation, read_policy, write_policy};
-use keygate::quota::{CounterKind, CounterState, MAX_QUOTA, QuotaPeriod, QuotaSubject};
+use keygate::quota::{
+    CounterKind, CounterState, MAX_BALANCE, MAX_GRANTED, MAX_QUOTA, QuotaPeriod, QuotaSubject,
+};
 use keygate::rate::{LimitName, NamedLimits};
 use keygate::rate::{RateLimit, RatePolicy};
 use keygate::record::{InvalidInput, MAX_NAME_LEN};
@@ -1288,7 +1290,8 @@ async fn owner_rate_limits<S: TestStore>(f: Fixture<S>) {
 }
 
 /// The quota counter table ([`QuotaLedger`]): saves overwrite, loads return exactly the saved
-/// counters of the subjects asked for, every kind and values up to [`MAX_QUOTA`] round-trip.
+/// counters of the subjects asked for, every kind, values up to [`MAX_BALANCE`] and top-up
+/// totals up to [`MAX_GRANTED`] round-trip.
 async fn quota_counters<S: TestStore>(f: Fixture<S>) {
     let ledger = Arc::new(f.store.clone())
         .quota_ledger()
@@ -1301,6 +1304,7 @@ async fn quota_counters<S: TestStore>(f: Fixture<S>) {
         kind,
         window,
         value,
+        granted: 0,
     };
     let sorted = |mut counters: Vec<(QuotaSubject, CounterState)>| {
         counters.sort_by_key(|(subject, _)| subject.to_string());
@@ -1310,7 +1314,10 @@ async fn quota_counters<S: TestStore>(f: Fixture<S>) {
     ok(ledger.save_counters(&[]).await);
 
     let day = state(CounterKind::Period(QuotaPeriod::Day), 20_423, 3);
-    let credits = state(CounterKind::Credits, 7, MAX_QUOTA);
+    let credits = CounterState {
+        granted: MAX_GRANTED,
+        ..state(CounterKind::Credits, 7, MAX_BALANCE)
+    };
     let month = state(CounterKind::Period(QuotaPeriod::Month), 671, MAX_QUOTA - 1);
     ok(ledger
         .save_counters(&[(key, day), (owner, credits), (rotated_lineage, month)])
@@ -1347,7 +1354,10 @@ async fn quota_counters<S: TestStore>(f: Fixture<S>) {
         .map(|n| {
             (
                 QuotaSubject::Key(KeyId::random()),
-                state(CounterKind::Credits, n, n * 7),
+                CounterState {
+                    granted: n * 3,
+                    ..state(CounterKind::Credits, n, n * 7)
+                },
             )
         })
         .collect();
@@ -1461,6 +1471,125 @@ async fn quota_rotation<S: TestStore>(f: Fixture<S>) {
         "{}",
         f.name
     );
+}
+
+/// A top-up (`KeyChange::AddCredits`): the record's running total grows on every key of the
+/// lineage, refused (and nothing changed) for a key without a credits quota of its own or for
+/// 0 or too many credits at once; the verifier adds the credits to the balance once.
+async fn credit_top_ups<S: TestStore>(f: Fixture<S>) {
+    let admin = f.verifier.admin();
+    let (key, record) = create(&f, NewKey::new("prepaid").quota(quota("credits 2"))).await;
+    assert_eq!(record.quota_granted, 0, "{}", f.name);
+    for _ in 0..2 {
+        assert!(verify(&f, &key, None).await.is_ok(), "{}", f.name);
+    }
+    assert_eq!(
+        refused(&f, &key).await,
+        Reason::QuotaExhausted,
+        "{}",
+        f.name
+    );
+
+    let topped = ok(admin.add_credits(&record.id, 3).await);
+    assert_eq!(topped.quota_granted, 3, "{}", f.name);
+    assert_eq!(topped.quota, record.quota, "{}", f.name);
+    assert_eq!(ok(f.store.get(&record.id).await), topped, "{}", f.name);
+    // Three more, once: reading the record again adds nothing.
+    for _ in 0..3 {
+        assert!(verify(&f, &key, None).await.is_ok(), "{}", f.name);
+    }
+    assert_eq!(
+        refused(&f, &key).await,
+        Reason::QuotaExhausted,
+        "{}",
+        f.name
+    );
+    f.verifier
+        .admin()
+        .rename(&record.id, "reloaded")
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(&f, &key).await,
+        Reason::QuotaExhausted,
+        "{}",
+        f.name
+    );
+
+    // The lineage shares one total: a top-up of the old key reaches its successor's record,
+    // and the next of the successor reaches the old one's.
+    let rotated = ok(admin.rotate(&record.id, Duration::from_secs(3600)).await);
+    let new = rotated.new.record;
+    assert_eq!(
+        new.quota_granted, 3,
+        "rotation copies the total ({})",
+        f.name
+    );
+    ok(admin.add_credits(&record.id, 1).await);
+    assert_eq!(
+        ok(f.store.get(&new.id).await).quota_granted,
+        4,
+        "{}",
+        f.name
+    );
+    ok(admin.add_credits(&new.id, 10).await);
+    assert_eq!(
+        ok(f.store.get(&record.id).await).quota_granted,
+        14,
+        "{}",
+        f.name
+    );
+    assert_eq!(
+        ok(f.store.get(&new.id).await).quota_granted,
+        14,
+        "{}",
+        f.name
+    );
+    let successor = rotated.new.key.expose_secret().to_owned();
+    for _ in 0..11 {
+        assert!(verify(&f, &successor, None).await.is_ok(), "{}", f.name);
+    }
+    assert_eq!(
+        refused(&f, &successor).await,
+        Reason::QuotaExhausted,
+        "{}",
+        f.name
+    );
+
+    // Refused, and nothing changes.
+    let (_, daily) = create(&f, NewKey::new("daily").quota(quota("5/day"))).await;
+    let (_, bare) = create(&f, NewKey::new("bare")).await;
+    for id in [daily.id, bare.id] {
+        assert!(
+            matches!(
+                admin.add_credits(&id, 5).await,
+                Err(StoreError::Conflict { .. })
+            ),
+            "{}",
+            f.name
+        );
+        assert_eq!(ok(f.store.get(&id).await).quota_granted, 0, "{}", f.name);
+    }
+    for credits in [0, MAX_QUOTA + 1] {
+        assert!(
+            matches!(
+                admin.add_credits(&new.id, credits).await,
+                Err(StoreError::InvalidInput(InvalidInput::Credits))
+            ),
+            "{}",
+            f.name
+        );
+    }
+    assert_eq!(
+        ok(f.store.get(&new.id).await).quota_granted,
+        14,
+        "{}",
+        f.name
+    );
+    assert!(matches!(
+        admin.add_credits(&KeyId::random(), 5).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 /// Named limits are stored with the key and its owner, set and cleared, carried by rotations,
@@ -1613,6 +1742,7 @@ conformance!(
     owner_rate_limits,
     quotas,
     quota_rotation,
+    credit_top_ups,
     policy_settings,
     lifetime_policy,
     quota_counters,

@@ -361,6 +361,13 @@
     }
   }
 
+  /** The key's quota, with the credits top-ups added to a credits quota. */
+  function quotaText(key) {
+    const quota = key.quota || "none";
+    const credits = quota.startsWith("credits ") && key.quota_granted > 0;
+    return credits ? quota + ", " + key.quota_granted + " credits added" : quota;
+  }
+
   function renderKey(key) {
     state.current = key;
     $("key-title").textContent = "Key " + key.name;
@@ -372,7 +379,7 @@
       ["State", stateBadge(key.state)],
       ["Scopes", key.scopes.length ? key.scopes.join(" ") : "none"],
       ["Rate limit", key.rate_limit || "the services' default"],
-      ["Quota", key.quota || "none"],
+      ["Quota", quotaText(key)],
       ["Named limits", limitsText(key.limits)],
       ["Allowed IPs", key.allowed_ips.length ? key.allowed_ips.join(" ") : "anywhere"],
       ["Prefix", key.prefix],
@@ -391,6 +398,7 @@
     $("edit-scopes-value").value = key.scopes.join(" ");
     $("edit-rate-value").value = key.rate_limit || "";
     $("edit-quota-value").value = key.quota || "";
+    $("edit-credits-value").value = "";
     const limits = limitsText(key.limits);
     $("edit-limits-value").value = limits === "none" ? "" : limits;
     $("edit-expiry-value").value = key.expires_at || "";
@@ -406,8 +414,8 @@
     loadKeys(false);
   });
 
-  /** A PUT on the current key from one of the edit forms. */
-  function editForm(formId, path, body) {
+  /** A PUT (or `method`) on the current key from one of the edit forms. */
+  function editForm(formId, path, body, method = "PUT") {
     $(formId).addEventListener("submit", async (event) => {
       event.preventDefault();
       const key = state.current;
@@ -420,7 +428,7 @@
         return;
       }
       const updated = await guarded(() =>
-        api("PUT", "keys/" + encodeURIComponent(key.id) + "/" + path, payload),
+        api(method, "keys/" + encodeURIComponent(key.id) + "/" + path, payload),
       );
       if (updated) {
         renderKey(updated);
@@ -439,6 +447,16 @@
     const v = $("edit-quota-value").value.trim();
     return { quota: v === "" ? null : v };
   });
+  editForm(
+    "edit-credits",
+    "credits",
+    () => {
+      const text = $("edit-credits-value").value.trim();
+      if (!/^[0-9]+$/.test(text)) throw new Error("credits are a whole number, 1 or more");
+      return { add: Number(text) };
+    },
+    "POST",
+  );
   editForm("edit-limits", "limits", () => ({ limits: limitsOf($("edit-limits-value").value) }));
   editForm("edit-expiry", "expiry", () => ({ expires_at: expiry($("edit-expiry-value").value) }));
 

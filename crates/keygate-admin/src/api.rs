@@ -208,6 +208,7 @@ pub(crate) fn parts() -> (Router<ApiState>, OpenApi) {
         .routes(routes!(keys::set_expiry))
         .routes(routes!(keys::set_rate_limit))
         .routes(routes!(keys::set_quota))
+        .routes(routes!(keys::add_credits))
         .routes(routes!(keys::set_limits))
         .routes(routes!(keys::set_metadata))
         .routes(routes!(keys::set_allowed_ips))

@@ -121,6 +121,21 @@ pub(crate) fn quota(field: &str, text: &str) -> Result<keygate::quota::Quota, Ap
         .map_err(|e| ApiError::bad(field, e.to_string()))
 }
 
+/// A top-up's credit count, 1 to [`MAX_QUOTA`](keygate::quota::MAX_QUOTA).
+pub(crate) fn credits(field: &str, credits: u64) -> Result<u64, ApiError> {
+    if (1..=keygate::quota::MAX_QUOTA).contains(&credits) {
+        Ok(credits)
+    } else {
+        Err(ApiError::bad(
+            field,
+            format!(
+                "add from 1 to {} credits at a time",
+                keygate::quota::MAX_QUOTA
+            ),
+        ))
+    }
+}
+
 /// Named limits: an object of name -> policy (`{"writes": "10/1s", "bulk": "unlimited"}`). A
 /// bad name is refused naming `field`; a bad policy naming `field.NAME` (a valid name, so
 /// safe to echo).
@@ -259,6 +274,17 @@ pub struct SetQuota {
     /// of its own. Required.
     #[schema(required = true)]
     pub quota: Option<String>,
+}
+
+/// `POST /keys/{id}/credits`: a top-up of the key's credit balance.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AddCredits {
+    /// How many credits to add: 1 to 1000000000000. The key's own quota must be credits
+    /// (else 409). Required.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
+    pub add: u64,
 }
 
 /// `PUT /keys/{id}/limits`: the whole new set of named limits.

@@ -12,8 +12,8 @@ use keygate_axum::Identity;
 use crate::docs::{ChangeErrors, CreateErrors, ReadErrors};
 use crate::error::ApiError;
 use crate::input::{
-    self, CreateKey, ListParams, Rename, Rotate, SetAllowedIps, SetExpiry, SetLimits, SetMetadata,
-    SetQuota, SetRateLimit, SetScopes,
+    self, AddCredits, CreateKey, ListParams, Rename, Rotate, SetAllowedIps, SetExpiry, SetLimits,
+    SetMetadata, SetQuota, SetRateLimit, SetScopes,
 };
 use crate::state::ApiState;
 use crate::views::{CreatedKeyView, KeyList, KeyView, RotatedKeyView};
@@ -306,6 +306,31 @@ pub(crate) async fn set_quota(
         .map(|text| input::quota("quota", text))
         .transpose()?;
     let record = state.acting(&caller).set_quota(&id, quota).await?;
+    Ok(view(&state, &record))
+}
+
+/// Adds credits to a key's credit balance (a top-up). The key's own quota must be credits; the
+/// credits are added once, on every key of its rotation lineage (`quota_granted` is the total
+/// added so far), and reach the services as any change does.
+#[utoipa::path(
+    post,
+    path = "/keys/{id}/credits",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    request_body = AddCredits,
+    responses((status = 200, description = "The key as changed", body = KeyView), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn add_credits(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<KeyView>, ApiError> {
+    let id = input::key_id(&id)?;
+    let input: AddCredits = input::body(&body, &["add"])?;
+    let credits = input::credits("add", input.add)?;
+    let record = state.acting(&caller).add_credits(&id, credits).await?;
     Ok(view(&state, &record))
 }
 

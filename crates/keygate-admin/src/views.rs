@@ -74,6 +74,9 @@ pub struct KeyView {
     /// The key its quota is counted under: the first key of its rotation chain (its own id
     /// unless it was made by a rotation), so a rotated key spends its predecessor's balance.
     pub quota_lineage: String,
+    /// The credits added to the key's credit balance by top-ups (`POST /keys/{id}/credits`),
+    /// in all; 0: none.
+    pub quota_granted: u64,
     /// The key's named limits, name -> policy (`{"reads": "100/1s", "writes": "10/1s"}`),
     /// each applied by the routes that name it; `{}`: none of its own.
     pub limits: BTreeMap<String, String>,
@@ -121,6 +124,7 @@ impl KeyView {
             rate_limit: record.rate_limit.map(|limit| limit.to_string()),
             quota: record.quota.map(|quota| quota.to_string()),
             quota_lineage: record.lineage.to_string(),
+            quota_granted: record.quota_granted,
             limits: limits_view(&record.limits),
             pepper_version: record.pepper_version,
             created_at: time(record.created_at),
@@ -271,6 +275,7 @@ pub struct EventView {
     pub at: String,
     /// `request`, `created`, `renamed`, `scopes_changed`, `expiry_changed`,
     /// `metadata_changed`, `allowed_ips_changed`, `rate_limit_changed`, `quota_changed`,
+    /// `credits_added`,
     /// `limits_changed`, `disabled`, `enabled`, `rotated`, `revoked`, `deleted`, `denials`
     /// (folded), `leak_reported`, `policy_changed` (the lifetime policy; no key), or
     /// `owner_created`, `owner_changed`, `owner_deleted` (no key; `owner` names the owner).

@@ -240,6 +240,16 @@ fn cases() -> Vec<Case> {
             "quota",
             Action::QuotaChanged,
         ),
+        Case {
+            method: Method::POST,
+            ..change(
+                "/keys/{id}/credits",
+                json!({"add": 1000}),
+                json!({"add": 0}),
+                "add",
+                Action::CreditsAdded,
+            )
+        },
         change(
             "/keys/{id}/limits",
             json!({"limits": {"writes": "10/1s", "reads": "100/1s burst 200"}}),
@@ -806,6 +816,7 @@ async fn the_openapi_document_is_3_1_and_lists_every_route_the_router_serves() {
         ("SetExpiry", "expires_at"),
         ("SetRateLimit", "rate_limit"),
         ("SetQuota", "quota"),
+        ("AddCredits", "add"),
         ("SetLimits", "limits"),
     ] {
         let required = &document["components"]["schemas"][schema]["required"];
@@ -1094,6 +1105,82 @@ fn rule_of(answer: &common::Answer, what: &str) -> String {
         "{what}: {problem}"
     );
     problem["rule"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Top-ups through the API: `POST /keys/{id}/credits` adds to a credits key's running total
+/// (`quota_granted`, also on its successor after a rotation); a key without a credits quota is a
+/// 409, a bad count a 400 naming `add`, and neither changes anything.
+#[tokio::test]
+async fn credits_are_added_to_credits_keys_only() {
+    let f: Fixture = fixture().await;
+    let writer = Some(f.writer.key.as_str());
+    let path = format!("/keys/{}/credits", f.target);
+    let added = f
+        .send(&Method::POST, &path, writer, Some(&json!({"add": 250})))
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.text);
+    assert_eq!(added.json()["quota_granted"], 250);
+    assert_eq!(added.json()["quota"], "credits 500");
+    let rotated = f
+        .send(
+            &Method::POST,
+            &format!("/keys/{}/rotate", f.target),
+            writer,
+            Some(&json!({"grace_seconds": 60})),
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::CREATED, "{}", rotated.text);
+    let successor = rotated.json()["record"]["id"].as_str().unwrap().to_owned();
+    let again = f
+        .send(&Method::POST, &path, writer, Some(&json!({"add": 5})))
+        .await;
+    assert_eq!(again.json()["quota_granted"], 255);
+    let shown = f
+        .send(&Method::GET, &format!("/keys/{successor}"), writer, None)
+        .await;
+    assert_eq!(shown.json()["quota_granted"], 255, "one total per lineage");
+
+    let daily = f
+        .send(
+            &Method::POST,
+            "/keys",
+            writer,
+            Some(&json!({"name": "daily", "quota": "5/day"})),
+        )
+        .await;
+    let daily = daily.json()["record"]["id"].as_str().unwrap().to_owned();
+    let refused = f
+        .send(
+            &Method::POST,
+            &format!("/keys/{daily}/credits"),
+            writer,
+            Some(&json!({"add": 5})),
+        )
+        .await;
+    let problem = assert_problem(&refused, StatusCode::CONFLICT, "credits on 5/day");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("not credits"),
+        "{problem}"
+    );
+    for bad in [
+        json!({"add": 0}),
+        json!({"add": 1_000_000_000_001_u64}),
+        json!({"add": -5}),
+        json!({"add": "5"}),
+        json!({"add": 5, "more": 1}),
+        json!({}),
+    ] {
+        let answer = f.send(&Method::POST, &path, writer, Some(&bad)).await;
+        let problem = assert_problem(&answer, StatusCode::BAD_REQUEST, &bad.to_string());
+        assert!(
+            problem["field"] == "add" || problem["field"] == "more",
+            "{bad}: {problem}"
+        );
+    }
+    let shown = f
+        .send(&Method::GET, &format!("/keys/{}", f.target), writer, None)
+        .await;
+    assert_eq!(shown.json()["quota_granted"], 255, "nothing changed");
 }
 
 /// Quotas through the API: on create and with `PUT /keys/{id}/quota` (null clears), on owners

@@ -160,16 +160,19 @@ A policy is <requests>/<period>[ burst <n>], the period a count and a unit (s, m
 quote it when it has a burst. Without a burst, the burst is the request count.")]
     Limit(LimitArgs),
     /// Set or clear a key's quota: how much it may use per UTC day or month, or a balance of
-    /// credits that refills on schedule.
+    /// credits that refills on schedule; or add credits to its balance.
     #[command(after_help = "\
 Examples:
   keygate quota 4fT0qKb2mZ9x --quota 10000/day
   keygate quota 4fT0qKb2mZ9x --quota 1000000/month
   keygate quota 4fT0qKb2mZ9x --quota 'credits 500 refill 500 every 1d'
   keygate quota 4fT0qKb2mZ9x --quota none     # no quota of its own (its owner's still applies)
+  keygate quota 4fT0qKb2mZ9x --add-credits 1000   # top up a credits balance by 1000
 
 A quota is <n>/<minute|hour|day|month> (calendar periods in UTC) or
-credits <n>[ refill <n> every <count><s|m|h|d>]; see docs/quotas.md.")]
+credits <n>[ refill <n> every <count><s|m|h|d>]; see docs/quotas.md.
+--add-credits needs a credits quota on the key; the credits reach the services as any
+change does, and are added to the balance once.")]
     Quota(QuotaArgs),
     /// Set or remove a key's named limits: rate limits that only the routes naming them apply
     /// (the other named limits stay as they are).
@@ -566,12 +569,17 @@ pub(crate) struct LimitArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).args(["quota", "add_credits"])))]
 pub(crate) struct QuotaArgs {
     /// The key's id.
     pub(crate) id: String,
     /// A quota like 10000/day, 1000000/month or "credits 500 refill 500 every 1d"; or none.
     #[arg(long, value_name = "QUOTA")]
-    pub(crate) quota: QuotaSetting,
+    pub(crate) quota: Option<QuotaSetting>,
+    /// Add N credits to the key's credit balance (1 to 1000000000000; the key's own quota
+    /// must be credits).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=keygate::quota::MAX_QUOTA))]
+    pub(crate) add_credits: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -354,12 +354,24 @@ async fn execute(
         }
         Command::Quota(args) => {
             let id = key_id(&args.id)?;
-            let record = changes.admin().set_quota(&id, args.quota.quota()).await?;
-            out.changed(
-                &record,
-                now,
-                &format!("key {id} quota: {}", quota_text(record.quota.as_ref())),
-            );
+            if let Some(credits) = args.add_credits {
+                let record = changes.admin().add_credits(&id, credits).await?;
+                out.changed(
+                    &record,
+                    now,
+                    &format!(
+                        "key {id}: {credits} credits added to its balance ({} added in all)",
+                        record.quota_granted
+                    ),
+                );
+            } else if let Some(quota) = args.quota {
+                let record = changes.admin().set_quota(&id, quota.quota()).await?;
+                out.changed(
+                    &record,
+                    now,
+                    &format!("key {id} quota: {}", quota_text(record.quota.as_ref())),
+                );
+            }
         }
         Command::Limits(args) => {
             let id = key_id(&args.id)?;

@@ -193,7 +193,7 @@ impl<'a> Output<'a> {
             ("scopes", scopes_text(record)),
             ("allowed IPs", ips),
             ("rate limit", rate_text(record)),
-            ("quota", quota_text(record.quota.as_ref())),
+            ("quota", granted_quota_text(record)),
             ("limits", crate::limits::text(&record.limits)),
             (
                 "metadata",
@@ -249,6 +249,18 @@ pub(crate) fn rate_text(record: &KeyRecord) -> String {
         .map_or_else(|| "default".into(), |limit| limit.to_string())
 }
 
+/// The key's quota with the credits top-ups added to a credits quota (`credits 500, 1000
+/// credits added`).
+fn granted_quota_text(record: &KeyRecord) -> String {
+    let quota = quota_text(record.quota.as_ref());
+    match record.quota {
+        Some(keygate::quota::Quota::Credits { .. }) if record.quota_granted > 0 => {
+            format!("{quota}, {} credits added", record.quota_granted)
+        }
+        _ => quota,
+    }
+}
+
 /// A quota's text form, or `none`.
 pub(crate) fn quota_text(quota: Option<&keygate::quota::Quota>) -> String {
     quota.map_or_else(|| "none".into(), ToString::to_string)
@@ -285,6 +297,8 @@ pub(crate) fn record_json(record: &KeyRecord, now: SystemTime, environment: Opti
         // first key of its rotation chain).
         "quota": record.quota.map(|quota| quota.to_string()),
         "quota_lineage": record.lineage.as_str(),
+        // Credits added by top-ups (`keygate quota ID --add-credits N`), in all.
+        "quota_granted": record.quota_granted,
         // Named limits, name -> policy text (`{}`: none of its own).
         "limits": crate::limits::json(&record.limits),
         "pepper_version": record.pepper_version,

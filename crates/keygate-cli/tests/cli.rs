@@ -1380,6 +1380,90 @@ fn quotas_are_set_shown_and_cleared() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Top-ups from the command line: `keygate quota ID --add-credits N` adds to a credits key's
+/// running total (shown by `show` and `--json`, audited as `credits_added`); a key without a
+/// credits quota is exit code 4 (a conflict with its state); 0, too many, or `--quota` beside
+/// it exit code 1; either changes nothing.
+#[test]
+fn credits_are_added_to_a_credits_key_only() {
+    let dir = temp_dir("top-ups");
+    let url = format!("sqlite://{}", dir.join("keys.db").display());
+    let created = json(
+        &url,
+        &["create", "--name", "prepaid", "--quota", "credits 500"],
+    );
+    assert_eq!(created["quota_granted"], 0);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let said = ok(&url, &["quota", &id, "--add-credits", "1000"]);
+    assert!(
+        said.contains(&format!(
+            "key {id}: 1000 credits added to its balance (1000 added in all)"
+        )),
+        "{said}"
+    );
+    let again = json(&url, &["quota", &id, "--add-credits", "250"]);
+    assert_eq!(again["quota_granted"], 1250);
+    assert_eq!(again["quota"], "credits 500");
+    assert_eq!(
+        field(&ok(&url, &["show", &id]), "quota"),
+        "credits 500, 1250 credits added"
+    );
+    let events = json_lines(&url, &["audit", "--key", &id, "--action", "credits_added"]);
+    let details: Vec<&str> = events
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        details,
+        [
+            "1000 credits added (1000 added in all)",
+            "250 credits added (1250 added in all)"
+        ]
+    );
+
+    let daily = json(&url, &["create", "--name", "daily", "--quota", "5/day"]);
+    let daily = daily["id"].as_str().unwrap().to_owned();
+    let before = json_lines(&url, &["list"]);
+    for (args, code, says) in [
+        (
+            vec!["quota", daily.as_str(), "--add-credits", "5"],
+            4,
+            "quota is not credits",
+        ),
+        (
+            vec!["quota", id.as_str(), "--add-credits", "0"],
+            1,
+            "0 is not in 1..=1000000000000",
+        ),
+        (
+            vec!["quota", id.as_str(), "--add-credits", "1000000000001"],
+            1,
+            "1000000000001 is not in",
+        ),
+        (vec!["quota", id.as_str(), "--add-credits", "-5"], 1, "'-5'"),
+        (
+            vec![
+                "quota",
+                id.as_str(),
+                "--add-credits",
+                "5",
+                "--quota",
+                "none",
+            ],
+            1,
+            "cannot be used with",
+        ),
+        (vec!["quota", id.as_str()], 1, "required"),
+    ] {
+        let out = keygate(&url, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    assert_eq!(json_lines(&url, &["list"]), before, "nothing changed");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Named limits from the command line: `create --limit` (both spellings), `keygate limits`
 /// setting, removing and clearing while keeping the names not given, audited as
 /// `limits_changed`; owners take `--limit` on create and merge it on update. `show`, `list` and

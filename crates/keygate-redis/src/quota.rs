@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use keygate::quota::{
-    CounterKind, CounterState, MAX_LINES, MAX_QUOTA, MeterError, Quota, QuotaDecision, QuotaLine,
-    QuotaMeter, QuotaSubject, QuotaUsage,
+    CounterKind, CounterState, MAX_GRANTED, MAX_LINES, MAX_QUOTA, MeterError, Quota, QuotaDecision,
+    QuotaLine, QuotaMeter, QuotaSubject, QuotaUsage,
 };
 
 use crate::connection::LazyConnection;
@@ -22,18 +22,21 @@ pub const PERIOD_KEY_MARGIN: Duration = Duration::from_secs(3_600);
 /// each line still in the window it was charged in). One call, atomic: no other client's
 /// command runs in between.
 ///
-/// `KEYS[i]`: line `i`'s counter, the string `kind:window:value`. `ARGV[2]`: the cost. Then
-/// seven per line, from `ARGV[3 + 7 (i − 1)]`: the counter kind (`day`, `credits`, …); the
-/// window `now` falls in (`Quota::window_at`, computed by the caller); `p` for a period or `c`
-/// for credits; the period's limit or the credits' starting balance; the refill amount (0: no
-/// refill); the key's time to live in ms (0: never expires); the window the refunded charge
-/// was made in (refunds only).
+/// `KEYS[i]`: line `i`'s counter, the string `kind:window:value`, or `kind:window:value:granted`
+/// once a top-up has been counted. `ARGV[2]`: the cost. Then eight per line, from
+/// `ARGV[3 + 8 (i − 1)]`: the counter kind (`day`, `credits`, …); the window `now` falls in
+/// (`Quota::window_at`, computed by the caller); `p` for a period or `c` for credits; the
+/// period's limit or the credits' starting balance; the refill amount (0: no refill); the key's
+/// time to live in ms (0: never expires); the window the refunded charge was made in (refunds
+/// only); the credits operators have added to the subject in all (`QuotaLine::granted`).
 ///
 /// Up to date means what `Quota::current` does: a period's count restarts at 0 in a new
 /// window; credits start at their balance, and a new refill window raises the balance to the
 /// refill amount (keeping a higher one); a counter of another kind counts as none. One rule
 /// more, for clocks that disagree: a counter already in a later window than the caller's is
-/// left in it (never moved back, which would grant that window's quota again).
+/// left in it (never moved back, which would grant that window's quota again). Then, as
+/// `Quota::with_granted`: a granted total above the counter's adds the difference to a credit
+/// balance, once (the total the counter has counted is kept across kind changes).
 ///
 /// Replies `{spent, window_1, value_1, window_2, value_2, …}`: whether the charge spent (always
 /// 0 for a refund), and each line's up-to-date state *before* the charge, from which the
@@ -41,25 +44,27 @@ pub const PERIOD_KEY_MARGIN: Duration = Duration::from_secs(3_600);
 /// Rust. Numbers stay integers below 2^53 (windows, at most 10^12 units), so Lua's doubles are
 /// exact; values are written with `%.0f` (never in exponent form).
 pub(crate) const SCRIPT: &str = r"
-local max_quota = 1000000000000
+local max_balance = 1001000000000000
 local cost = tonumber(ARGV[2])
 local lines = {}
 for i = 1, #KEYS do
-  local b = 2 + (i - 1) * 7
+  local b = 2 + (i - 1) * 8
   local l = {
     kind = ARGV[b + 1], window = tonumber(ARGV[b + 2]), credits = ARGV[b + 3] == 'c',
     size = tonumber(ARGV[b + 4]), refill = tonumber(ARGV[b + 5]), ttl = tonumber(ARGV[b + 6]),
-    charged = tonumber(ARGV[b + 7]),
+    charged = tonumber(ARGV[b + 7]), granted = tonumber(ARGV[b + 8]), g = 0,
   }
   local raw = redis.call('GET', KEYS[i])
   local kind, window, value
   if raw then
-    kind, window, value = string.match(raw, '^([a-z]+):(%d+):(%d+)$')
+    local g
+    kind, window, value, g = string.match(raw, '^([a-z]+):(%d+):(%d+):?(%d*)$')
     if not kind then
       return redis.error_reply('keygate: unreadable quota counter at ' .. KEYS[i])
     end
     window = tonumber(window)
     value = tonumber(value)
+    l.g = tonumber(g) or 0
   end
   l.found = kind == l.kind
   if l.found and window > l.window then
@@ -74,6 +79,12 @@ for i = 1, #KEYS do
   elseif not l.found or window ~= l.window then
     window, value = l.window, 0
   end
+  if l.granted > l.g then
+    if l.credits then
+      value = math.min(value + (l.granted - l.g), max_balance)
+    end
+    l.g = l.granted
+  end
   l.w, l.v = window, value
   lines[i] = l
 end
@@ -81,6 +92,10 @@ end
 local function save(i, value)
   local l = lines[i]
   local text = l.kind .. ':' .. string.format('%.0f', l.w) .. ':' .. string.format('%.0f', value)
+  if l.g > 0 then
+    -- Only once a top-up was counted: counters without one keep the older format.
+    text = text .. ':' .. string.format('%.0f', l.g)
+  end
   if l.ttl > 0 then
     redis.call('SET', KEYS[i], text, 'PX', l.ttl)
   else
@@ -111,7 +126,7 @@ elseif ARGV[1] == 'r' then
   for i, l in ipairs(lines) do
     if l.found and l.w == l.charged then
       if l.credits then
-        save(i, math.min(l.v + cost, max_quota))
+        save(i, math.min(l.v + cost, max_balance))
       else
         save(i, math.max(l.v - cost, 0))
       end
@@ -134,9 +149,10 @@ return reply
 ///   the same instant everywhere clocks agree. A counter already moved to a later window by an
 ///   instance whose clock runs ahead is never moved back.
 /// - **Keys**: `{prefix}:quota:key:{id}` (a key's lineage: rotations keep it) and
-///   `{prefix}:quota:owner:{owner tag}`, each a string `kind:window:value`. A period's counter
-///   expires [`PERIOD_KEY_MARGIN`] after its window ends (it would restart at 0 then anyway);
-///   a credit balance never expires (it is the balance). A charge with a key and an owner line
+///   `{prefix}:quota:owner:{owner tag}`, each a string `kind:window:value` (with `:granted`
+///   appended once an operator's top-up has been counted, [`QuotaLine::granted`]). A period's
+///   counter expires [`PERIOD_KEY_MARGIN`] after its window ends (it would restart at 0 then
+///   anyway); a credit balance never expires (it is the balance). A charge with a key and an owner line
 ///   touches two keys, so on Redis Cluster both must hash to one slot: use a single Redis (or
 ///   primary with replicas), as for the rest of keygate's Redis use.
 /// - **Refunds** ([`refund`](QuotaMeter::refund)) are one round trip, and give back only to a
@@ -220,7 +236,8 @@ impl RedisQuotaMeter {
                 .arg(args.size)
                 .arg(args.refill)
                 .arg(args.ttl_ms)
-                .arg(charged);
+                .arg(charged)
+                .arg(line.granted.min(MAX_GRANTED));
         }
         let mut connection = self.inner.connection.current();
         let reply = within(
@@ -300,12 +317,15 @@ pub(crate) fn decision(
         kind: CounterKind::Credits,
         window: 0,
         value: 0,
+        granted: 0,
     }; MAX_LINES];
     for (i, (line, state)) in lines.iter().zip(states.iter_mut()).enumerate() {
+        // The script counted the line's top-ups before replying.
         *state = CounterState {
             kind: line.quota.counter_kind(),
             window: number(reply[1 + 2 * i])?,
             value: number(reply[2 + 2 * i])?,
+            granted: line.granted,
         };
     }
     let decision = QuotaDecision::charge(lines, &mut states[..lines.len()], cost, now);
@@ -323,16 +343,24 @@ pub(crate) fn decision(
     Ok(decision)
 }
 
-/// A counter as the script writes it, `kind:window:value`.
+/// A counter as the script writes it, `kind:window:value` or `kind:window:value:granted`.
 pub(crate) fn parse_counter(text: &str) -> Option<CounterState> {
-    let mut parts = text.splitn(3, ':');
+    let mut parts = text.split(':');
     let kind = parts.next()?.parse().ok()?;
     let window = parts.next()?.parse().ok()?;
     let value = parts.next()?.parse().ok()?;
+    let granted = match parts.next() {
+        Some(granted) => granted.parse().ok()?,
+        None => 0,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
     Some(CounterState {
         kind,
         window,
         value,
+        granted,
     })
 }
 
@@ -395,8 +423,10 @@ impl QuotaMeter for RedisQuotaMeter {
         let kind = line.quota.counter_kind();
         let state = match saved {
             // As the script: a counter in a later window (a clock ahead) is taken as it is.
-            Some(saved) if saved.kind == kind && saved.window > line.quota.window_at(now) => saved,
-            saved => line.quota.current(saved, now),
+            Some(saved) if saved.kind == kind && saved.window > line.quota.window_at(now) => {
+                line.quota.with_granted(saved, line.granted)
+            }
+            saved => line.current(saved, now),
         };
         Ok(QuotaUsage {
             remaining: line.quota.remaining_in(state),
@@ -479,10 +509,10 @@ mod tests {
     use super::*;
 
     fn line(quota: &str) -> QuotaLine {
-        QuotaLine {
-            subject: QuotaSubject::Key(KeyId::random()),
-            quota: quota.parse().unwrap_or_else(|e| panic!("{quota}: {e}")),
-        }
+        QuotaLine::new(
+            QuotaSubject::Key(KeyId::random()),
+            quota.parse().unwrap_or_else(|e| panic!("{quota}: {e}")),
+        )
     }
 
     fn noon() -> SystemTime {
@@ -546,11 +576,23 @@ mod tests {
             Some(CounterState {
                 kind: CounterKind::Period(QuotaPeriod::Day),
                 window: 20_000,
-                value: 17
+                value: 17,
+                granted: 0,
+            })
+        );
+        assert_eq!(
+            parse_counter("credits:0:1500:1000"),
+            Some(CounterState {
+                kind: CounterKind::Credits,
+                window: 0,
+                value: 1_500,
+                granted: 1_000,
             })
         );
         assert_eq!(parse_counter("week:1:2"), None);
         assert_eq!(parse_counter("credits:1"), None);
         assert_eq!(parse_counter("credits:1:x"), None);
+        assert_eq!(parse_counter("credits:1:2:x"), None);
+        assert_eq!(parse_counter("credits:1:2:3:4"), None);
     }
 }

@@ -17,10 +17,7 @@ use keygate::quota::{InProcessMeter, QuotaDecision, QuotaLine, QuotaMeter, Quota
 use keygate_redis::{PERIOD_KEY_MARGIN, RedisQuotaMeter, redis};
 
 fn line(subject: QuotaSubject, quota: &str) -> QuotaLine {
-    QuotaLine {
-        subject,
-        quota: ok(quota.parse(), quota),
-    }
+    QuotaLine::new(subject, ok(quota.parse(), quota))
 }
 
 fn key() -> QuotaSubject {
@@ -92,12 +89,9 @@ async fn decides_exactly_as_the_in_process_meter() {
         let key_b = line(b, "credits 4 refill 3 every 1h");
         let owner_line = line(team, "20/month");
         let monthly = line(key(), "credits 10");
-        let sets: [Vec<QuotaLine>; 4] = [
-            vec![key_a, owner_line],
-            vec![key_b, owner_line],
-            vec![key_a],
-            vec![monthly],
-        ];
+        // Top-ups of the credit lines: running totals that grow now and then, and are
+        // sometimes presented as an older, lower total (a record read before the top-up).
+        let mut grants = [0_u64; 2];
         let mut rng = Lcg(seed);
         // From 2026-01-31 18:00 UTC through February: days, a month boundary, refills.
         let mut now = at(JAN_31_2026, 18);
@@ -110,6 +104,18 @@ async fn decides_exactly_as_the_in_process_meter() {
                     _ => 4 * 3_600,
                 } * u64::from(rng.next(10) < 3),
             );
+            if rng.next(8) == 0 {
+                grants[usize::try_from(rng.next(2)).unwrap()] += 1 + rng.next(5);
+            }
+            let stale = rng.next(6) == 0;
+            let seen = grants.map(|g| if stale { g.saturating_sub(1) } else { g });
+            let (key_b, monthly) = (key_b.granted(seen[0]), monthly.granted(seen[1]));
+            let sets: [Vec<QuotaLine>; 4] = [
+                vec![key_a, owner_line],
+                vec![key_b, owner_line],
+                vec![key_a],
+                vec![monthly],
+            ];
             let lines = &sets[usize::try_from(rng.next(4)).unwrap()];
             let cost = rng.next(4);
             let on_redis = charge(&redis, lines, cost, now).await;
@@ -284,6 +290,60 @@ async fn shared_exactly(
         }
     }
     (allowed, first)
+}
+
+/// A top-up reaches the script as the line's running total: two instances presenting the same
+/// total add it once between them, a lower (stale) total adds nothing, and the counter keeps
+/// the counted total in a fourth field only once there is one.
+#[tokio::test]
+async fn a_top_up_is_added_once_across_instances() {
+    let Some(url) = redis_url("a_top_up_is_added_once_across_instances") else {
+        return;
+    };
+    let prefix = unique_prefix("quota-top-up");
+    let (first, second) = (meter(&url, &prefix).await, meter(&url, &prefix).await);
+    let now = at(JAN_31_2026, 12);
+    let bare = line(key(), "credits 1");
+    assert!(charge(&first, &[bare], 1, now).await.allowed);
+    let mut conn = ok(
+        ok(redis::Client::open(url.as_str()), "client")
+            .get_multiplexed_async_connection()
+            .await,
+        "connect",
+    );
+    let counter = |conn: &mut redis::aio::MultiplexedConnection| {
+        let key = first.state_key(&bare.subject);
+        let mut conn = conn.clone();
+        async move {
+            ok(
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async::<String>(&mut conn)
+                    .await,
+                "GET",
+            )
+        }
+    };
+    assert_eq!(counter(&mut conn).await, "credits:0:0", "the older format");
+    assert!(!charge(&second, &[bare], 1, now).await.allowed);
+    let topped = bare.granted(3);
+    for (meter, left) in [(&first, 2), (&second, 1), (&first, 0)] {
+        let decision = charge(meter, &[topped], 1, now).await;
+        assert_eq!((decision.allowed, decision.remaining), (true, left));
+    }
+    assert_eq!(counter(&mut conn).await, "credits:0:0:3");
+    assert!(!charge(&second, &[topped], 1, now).await.allowed);
+    assert!(!charge(&first, &[bare.granted(2)], 1, now).await.allowed);
+    assert_eq!(remaining(&second, &topped, now).await, 0);
+    // A usage read of a newer total shows it added, without spending or saving it.
+    assert_eq!(remaining(&first, &bare.granted(10), now).await, 7);
+    assert_eq!(counter(&mut conn).await, "credits:0:0:3");
+    // A refund past the quota's size keeps what top-ups made the balance.
+    let more = bare.granted(13);
+    let decision = charge(&first, &[more], 4, now).await;
+    assert_eq!(decision.remaining, 6);
+    ok(first.refund(&[more], 4, &decision, now).await, "refund");
+    assert_eq!(remaining(&second, &more, now).await, 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ macro_rules! columns {
             "id, prefix, name, owner, digest, pepper_version, scopes, ",
             "CAST(metadata AS text) AS metadata, allowed_ips, rotated_from, created_at, ",
             "updated_at, expires_at, disabled_at, revoked_at, last_used_at, rate_limit, canary, ",
-            "quota, lineage, limits"
+            "quota, lineage, limits, quota_granted"
         )
     };
 }
@@ -116,6 +116,8 @@ pub struct RawRecord {
     pub lineage: Option<String>,
     /// Named limits in their text form; empty: none.
     pub limits: String,
+    /// Credits added by top-ups in all (never negative).
+    pub quota_granted: i64,
 }
 
 /// A stored value keygate cannot read back: the store is damaged or written by something else.
@@ -209,6 +211,8 @@ impl RawRecord {
             limits,
             quota,
             lineage,
+            quota_granted: u64::try_from(self.quota_granted)
+                .map_err(|_| corrupt(id, "quota_granted"))?,
             created_at: from_micros(self.created_at),
             updated_at: from_micros(self.updated_at),
             expires_at: self.expires_at.map(from_micros),
@@ -269,6 +273,16 @@ pub(crate) fn rate_limit_text(limit: Option<&RateLimit>) -> Option<String> {
 /// A quota as stored: its text form (`10000/day`, `credits 500 refill 500 every 1d`).
 pub(crate) fn quota_text(quota: Option<&Quota>) -> Option<String> {
     quota.map(ToString::to_string)
+}
+
+/// A key's top-up total as stored: a signed 64-bit number (totals are at most
+/// [`MAX_GRANTED`](keygate::quota::MAX_GRANTED), far below its limit).
+pub(crate) fn granted_number(granted: u64) -> Result<i64, StoreError> {
+    i64::try_from(granted).map_err(|_| {
+        StoreError::unavailable(format!(
+            "a top-up total of {granted} is beyond what the table keeps"
+        ))
+    })
 }
 
 /// Named limits as stored: their canonical text form (the empty text: none).

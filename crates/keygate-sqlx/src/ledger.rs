@@ -15,19 +15,19 @@ use crate::store::{Dialect, SqlStore};
 type Connection<D> = <<D as Dialect>::DB as Database>::Connection;
 type DbRow<D> = <<D as Dialect>::DB as Database>::Row;
 
-/// Counters per statement: 5 parameters each, far below either database's limit (SQLite
+/// Counters per statement: 6 parameters each, far below either database's limit (SQLite
 /// 32 766, PostgreSQL 65 535). A meter saves at most this many in one statement; more (a
 /// flush after a long outage) go in several statements of one transaction.
 const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// Saves or replaces each subject's counter (the subject is the primary key).
-const UPSERT: &str =
-    "INSERT INTO keygate_quota_counters (subject, kind, window_index, value, updated_at) ";
+const UPSERT: &str = "INSERT INTO keygate_quota_counters \
+     (subject, kind, window_index, value, granted, updated_at) ";
 const ON_CONFLICT: &str = " ON CONFLICT (subject) DO UPDATE SET kind = excluded.kind, \
-     window_index = excluded.window_index, value = excluded.value, \
+     window_index = excluded.window_index, value = excluded.value, granted = excluded.granted, \
      updated_at = excluded.updated_at";
-const SELECT: &str =
-    "SELECT subject, kind, window_index, value FROM keygate_quota_counters WHERE subject IN (";
+const SELECT: &str = "SELECT subject, kind, window_index, value, granted \
+     FROM keygate_quota_counters WHERE subject IN (";
 
 impl<D: Dialect> SqlStore<D>
 where
@@ -71,15 +71,17 @@ where
         let kind: String = row.try_get("kind").map_err(unavailable)?;
         let window: i64 = row.try_get("window_index").map_err(unavailable)?;
         let value: i64 = row.try_get("value").map_err(unavailable)?;
+        let granted: i64 = row.try_get("granted").map_err(unavailable)?;
         let damaged = || {
             StoreError::unavailable(format!(
-                "quota counter {subject:?} cannot be read (kind {kind:?}, window {window}, value {value})"
+                "quota counter {subject:?} cannot be read (kind {kind:?}, window {window}, value {value}, granted {granted})"
             ))
         };
         Ok(CounterState {
             kind: kind.parse::<CounterKind>().map_err(|_| damaged())?,
             window: u64::try_from(window).map_err(|_| damaged())?,
             value: u64::try_from(value).map_err(|_| damaged())?,
+            granted: u64::try_from(granted).map_err(|_| damaged())?,
         })
     }
 
@@ -107,6 +109,7 @@ where
                 state.kind.as_str(),
                 number(state.window)?,
                 number(state.value)?,
+                number(state.granted)?,
             ));
         }
         if rows.is_empty() {
@@ -117,11 +120,12 @@ where
             .chunks(ROWS_PER_STATEMENT)
             .map(|chunk| {
                 let mut q = QueryBuilder::<D::DB>::new(UPSERT);
-                q.push_values(chunk, |mut row, (subject, kind, window, value)| {
+                q.push_values(chunk, |mut row, (subject, kind, window, value, granted)| {
                     row.push_bind(subject.clone())
                         .push_bind((*kind).to_owned())
                         .push_bind(*window)
                         .push_bind(*value)
+                        .push_bind(*granted)
                         .push_bind(D::time(now));
                 });
                 q.push(ON_CONFLICT);

@@ -27,7 +27,7 @@ use sqlx::{
 };
 
 use crate::codec::{
-    self, OWNER_COLUMNS, RawOwner, RawRecord, columns, fold, id_taken, ip_strings,
+    self, OWNER_COLUMNS, RawOwner, RawRecord, columns, fold, granted_number, id_taken, ip_strings,
     is_unique_violation, limits_text, metadata_json, normalized, normalized_owner, quota_text,
     rate_limit_text, scope_strings, unavailable,
 };
@@ -135,6 +135,12 @@ const INSERT_SETTING: &str =
 const PEPPER_VERSIONS: &str = "SELECT pepper_version, count(*) AS key_count FROM keygate_keys \
      GROUP BY pepper_version ORDER BY pepper_version";
 const SCHEMA_VERSION: &str = "SELECT max(version) AS version FROM keygate_migrations WHERE success";
+/// The other keys of a key's lineage (`$1`, not `$2` itself), for a top-up.
+const SELECT_LINEAGE_OTHERS: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM keygate_keys WHERE lineage = $1 AND id <> $2 ORDER BY id"
+);
 /// The keys of an owner, for a bulk change (locked where the dialect locks rows).
 const SELECT_BY_OWNER: &str = concat!(
     "SELECT ",
@@ -154,6 +160,7 @@ pub(crate) struct Statements {
     delete: String,
     select_key_owner_for_write: String,
     select_by_owner_for_write: String,
+    select_lineage_others_for_write: String,
     insert_owner: String,
     select_owner: String,
     select_owner_for_write: String,
@@ -173,12 +180,12 @@ impl Statements {
                     "INSERT INTO keygate_keys (id, prefix, name, name_folded, owner, digest, \
                      pepper_version, scopes, metadata, allowed_ips, rotated_from, created_at, \
                      updated_at, expires_at, disabled_at, revoked_at, last_used_at, rate_limit, \
-                     canary, quota, lineage, limits) \
+                     canary, quota, lineage, limits, quota_granted) \
                      SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9{json}, $10, $11, $12, $13, $14, \
-                     $15, $16, $17, $18, $19, $20, $21, $22 \
+                     $15, $16, $17, $18, $19, $20, $21, $22, $23 \
                      WHERE NOT EXISTS (SELECT 1 FROM keygate_deleted_keys WHERE id = $1)"
                 ),
-                22,
+                23,
             ),
             // The fields a change or rotation may alter.
             update: D::announced(
@@ -186,9 +193,9 @@ impl Statements {
                     "UPDATE keygate_keys SET name = $1, name_folded = $2, scopes = $3, \
                      metadata = $4{json}, allowed_ips = $5, expires_at = $6, disabled_at = $7, \
                      revoked_at = $8, updated_at = $9, rate_limit = $10, quota = $11, \
-                     limits = $12 WHERE id = $13"
+                     limits = $12, quota_granted = $13 WHERE id = $14"
                 ),
-                13,
+                14,
             ),
             delete: D::announced("DELETE FROM keygate_keys WHERE id = $1", 1),
             // The owner only: a row too damaged to read whole can still be deleted.
@@ -197,6 +204,7 @@ impl Statements {
                 D::LOCK_ROW
             ),
             select_by_owner_for_write: format!("{SELECT_BY_OWNER}{}", D::LOCK_ROW),
+            select_lineage_others_for_write: format!("{SELECT_LINEAGE_OTHERS}{}", D::LOCK_ROW),
             // Nothing when the id exists: creating an owner refuses it, creating a key keeps it.
             insert_owner: format!(
                 "INSERT INTO keygate_owners (id, name, metadata, rate_limit, quota, created_at, \
@@ -362,6 +370,7 @@ where
             quota: Self::column(row, "quota")?,
             lineage: Self::column(row, "lineage")?,
             limits: Self::column(row, "limits")?,
+            quota_granted: Self::column(row, "quota_granted")?,
             id,
         })
     }
@@ -407,7 +416,8 @@ where
             .bind(r.canary)
             .bind(quota_text(r.quota.as_ref()))
             .bind(r.lineage.as_str())
-            .bind(limits_text(&r.limits));
+            .bind(limits_text(&r.limits))
+            .bind(granted_number(r.quota_granted)?);
         match self
             .dialect
             .announce(statement, &r.id)
@@ -437,6 +447,7 @@ where
             .bind(rate_limit_text(r.rate_limit.as_ref()))
             .bind(quota_text(r.quota.as_ref()))
             .bind(limits_text(&r.limits))
+            .bind(granted_number(r.quota_granted)?)
             .bind(r.id.as_str());
         self.dialect
             .announce(statement, &r.id)
@@ -629,10 +640,27 @@ where
         let mut record = Self::select(&mut tx, &D::statements().select_for_write, id)
             .await?
             .ok_or(StoreError::NotFound(*id))?;
+        let top_up = matches!(change, KeyChange::AddCredits(_));
         change
             .apply_to(&mut record, now)
             .map_err(|refused| StoreError::refused(*id, refused))?;
         self.update(&mut tx, &record).await?;
+        if top_up {
+            // The other keys of the lineage (a rotated key in its grace period, its successor)
+            // spend the same balance: they carry the same total, each change announced.
+            let rows = sqlx::query(D::statements().select_lineage_others_for_write.as_str())
+                .bind(record.lineage.as_str())
+                .bind(id.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            for row in &rows {
+                let mut other = Self::record(row)?;
+                other.quota_granted = record.quota_granted;
+                other.updated_at = now;
+                self.update(&mut tx, &other).await?;
+            }
+        }
         tx.commit().await.map_err(unavailable)?;
         Ok(record)
     }

@@ -477,3 +477,74 @@ async fn an_owner_revoked_by_another_process_is_refused_within_a_second() {
         "another owner's key is untouched"
     );
 }
+
+/// A top-up from another process (the CLI) on the file: a verifier subscribed to the feed lets
+/// the exhausted key in again within a second, for exactly the credits added; restarted on the
+/// file after saving its counters, it adds them no second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_top_up_by_another_process_is_spent_once_within_a_second() {
+    let (dir, store) = store().await;
+    let service = || {
+        Verifier::builder(keyring(), store.clone())
+            .invalidation(store.invalidation())
+            .build()
+    };
+    let verifier = service();
+    let deadline = Instant::now() + DELIVERY;
+    while verifier.invalidation_subscribed() != Some(true) {
+        assert!(Instant::now() < deadline, "not subscribed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let other = other_process(&dir).await;
+    let created = other
+        .create(
+            keyring()
+                .mint(NewKey::new("prepaid").quota("credits 1".parse().unwrap()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (key, id) = (created.key.expose_secret().to_owned(), created.record.id);
+    let verify = |verifier: &Verifier| {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {key}").parse().unwrap());
+        let uri = http::Uri::from_static("/");
+        let view = keygate::HttpRequestView::new(&headers, &uri, None);
+        let presented = verifier.extract(&view).unwrap();
+        let verifier = verifier.clone();
+        async move { verifier.verify(&presented).await.map_err(|r| r.reason()) }
+    };
+    let accepted = Instant::now() + DELIVERY;
+    while verify(&verifier).await.is_err() {
+        assert!(
+            Instant::now() < accepted,
+            "the new key is accepted once announced"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(verify(&verifier).await.err(), Some(Reason::QuotaExhausted));
+
+    let topped = other.apply(&id, KeyChange::AddCredits(3)).await.unwrap();
+    assert_eq!(topped.quota_granted, 3);
+    let added = Instant::now();
+    while verify(&verifier).await.is_err() {
+        assert!(
+            added.elapsed() < Duration::from_secs(1),
+            "not let in within a second"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for _ in 0..2 {
+        assert!(verify(&verifier).await.is_ok());
+    }
+    assert_eq!(verify(&verifier).await.err(), Some(Reason::QuotaExhausted));
+
+    verifier.flush_quota().await.unwrap();
+    drop(verifier);
+    let restarted = service();
+    assert_eq!(
+        verify(&restarted).await.err(),
+        Some(Reason::QuotaExhausted),
+        "a restart does not add the top-up again"
+    );
+}

@@ -358,6 +358,7 @@ impl Keyring {
             limits: spec.limits,
             quota: spec.quota,
             lineage: id,
+            quota_granted: 0,
             created_at: now,
             updated_at: now,
             expires_at: spec.expires_at,

@@ -55,6 +55,12 @@ pub struct KeyRecord {
     /// key and its predecessor (during the grace period) spend one balance. Set at creation,
     /// copied by every rotation, never changed.
     pub lineage: KeyId,
+    /// The credits operators have added to this key's credit balance ([`KeyChange::AddCredits`]),
+    /// in all, since the key was created: a running total, never lowered. Meters add what
+    /// their counter has not counted yet ([`Quota::with_granted`](crate::quota::Quota::with_granted)),
+    /// so a top-up counts once however often the record is read. Copied by rotations, and
+    /// kept equal on every key of a [lineage](KeyRecord::lineage): they spend one balance.
+    pub quota_granted: u64,
     /// When the key was created.
     pub created_at: SystemTime,
     /// When the record last changed.
@@ -192,6 +198,10 @@ pub enum InvalidInput {
     /// A rotation's grace period is longer than [`MAX_ROTATION_GRACE`].
     #[error("rotation grace period too long: at most {} days", MAX_ROTATION_GRACE.as_secs() / 86_400)]
     GraceTooLong,
+    /// A top-up ([`KeyChange::AddCredits`]) of no credits, or of more than
+    /// [`MAX_QUOTA`](crate::quota::MAX_QUOTA) at once.
+    #[error("invalid credits: add from 1 to {} at a time", crate::quota::MAX_QUOTA)]
+    Credits,
     /// [`NewKey::environment`] names no environment of the keyring.
     #[error("unknown environment {0:?}: the keyring has no environment of that name")]
     UnknownEnvironment(String),
@@ -464,6 +474,11 @@ pub enum KeyChange {
     SetQuota(Option<Quota>),
     /// Replace the key's named limits (empty: none).
     SetLimits(NamedLimits),
+    /// Add credits to the key's credit balance (a top-up): 1 to [`MAX_QUOTA`](crate::quota::MAX_QUOTA)
+    /// at a time. Only for a key whose own quota is credits; the balance grows by this much
+    /// once, on top of whatever it holds (a refill later raises it only if it fell below the
+    /// refill amount). Stores apply it to every key of the key's [lineage](KeyRecord::lineage).
+    AddCredits(u64),
     /// Switch the key off, reversibly.
     Disable,
     /// Switch a disabled key back on.
@@ -487,6 +502,9 @@ impl KeyChange {
             Self::SetAllowedIps(ips) if ips.len() > MAX_IP_RANGES => {
                 Err(InvalidInput::TooManyIpRanges)
             }
+            Self::AddCredits(credits) if *credits == 0 || *credits > crate::quota::MAX_QUOTA => {
+                Err(InvalidInput::Credits)
+            }
             _ => Ok(()),
         }
     }
@@ -495,9 +513,12 @@ impl KeyChange {
     /// this; SQL stores translate the same rules into statements).
     ///
     /// Enabling or disabling a revoked key is refused; revoking twice keeps the first time.
+    /// Adding credits to a key whose own quota is not credits is refused, as is a top-up
+    /// beyond [`MAX_GRANTED`](crate::quota::MAX_GRANTED) in all.
     ///
     /// # Errors
-    /// [`ChangeRefused::Revoked`] when enabling or disabling a revoked key.
+    /// [`ChangeRefused::Revoked`] when enabling or disabling a revoked key;
+    /// [`ChangeRefused::NoCredits`] or [`ChangeRefused::TooManyCredits`] for a top-up.
     pub fn apply_to(self, record: &mut KeyRecord, now: SystemTime) -> Result<(), ChangeRefused> {
         match self {
             Self::Rename(name) => record.name = name,
@@ -508,6 +529,16 @@ impl KeyChange {
             Self::SetRateLimit(limit) => record.rate_limit = limit,
             Self::SetQuota(quota) => record.quota = quota,
             Self::SetLimits(limits) => record.limits = limits,
+            Self::AddCredits(credits) => {
+                if !matches!(record.quota, Some(Quota::Credits { .. })) {
+                    return Err(ChangeRefused::NoCredits);
+                }
+                record.quota_granted = record
+                    .quota_granted
+                    .checked_add(credits)
+                    .filter(|total| *total <= crate::quota::MAX_GRANTED)
+                    .ok_or(ChangeRefused::TooManyCredits)?;
+            }
             Self::Disable | Self::Enable if record.revoked_at.is_some() => {
                 return Err(ChangeRefused::Revoked);
             }
@@ -537,6 +568,12 @@ pub enum ChangeRefused {
     /// Only an active key can be rotated; this one has expired.
     #[error("the key has expired; create a new key instead of rotating it")]
     Expired,
+    /// Credits can be added only to a key whose own quota is credits.
+    #[error("the key's own quota is not credits; give it a credits quota before adding credits")]
+    NoCredits,
+    /// The key has been given the most credits top-ups may add in all.
+    #[error("the key has been given the most credits top-ups may add (10^15 in all)")]
+    TooManyCredits,
 }
 
 impl ChangeRefused {
@@ -547,6 +584,12 @@ impl ChangeRefused {
             Self::Revoked => "the key is revoked; revocation is final",
             Self::Disabled => "the key is disabled; enable it before rotating it",
             Self::Expired => "the key has expired; create a new key instead of rotating it",
+            Self::NoCredits => {
+                "the key's own quota is not credits; give it a credits quota before adding credits"
+            }
+            Self::TooManyCredits => {
+                "the key has been given the most credits top-ups may add (10^15 in all)"
+            }
         }
     }
 }
@@ -625,6 +668,7 @@ impl Rotation {
             limits: old.limits.clone(),
             quota: old.quota,
             lineage: old.lineage,
+            quota_granted: old.quota_granted,
             rotated_from: Some(old.id),
             canary: old.canary,
             last_used_at: None,
@@ -651,4 +695,107 @@ pub struct RotatedKey {
     pub old: KeyRecord,
     /// The new key. Its [`CreatedKey::key`] is the only copy of the plaintext.
     pub new: CreatedKey,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Keyring;
+
+    fn record(quota: Option<&str>) -> KeyRecord {
+        let mut spec = NewKey::new("prepaid");
+        if let Some(quota) = quota {
+            spec = spec.quota(quota.parse().unwrap());
+        }
+        Keyring::development("record_test")
+            .unwrap()
+            .mint(spec)
+            .unwrap()
+            .record()
+            .clone()
+    }
+
+    #[test]
+    fn a_top_up_adds_to_the_running_total_of_a_credits_key() {
+        let now = SystemTime::now();
+        let mut key = record(Some("credits 5"));
+        KeyChange::AddCredits(3).apply_to(&mut key, now).unwrap();
+        KeyChange::AddCredits(4).apply_to(&mut key, now).unwrap();
+        assert_eq!(key.quota_granted, 7);
+        assert_eq!(key.updated_at, now);
+        let refilled = record(Some("credits 0 refill 5 every 1d"));
+        let mut refilled = refilled;
+        KeyChange::AddCredits(1)
+            .apply_to(&mut refilled, now)
+            .unwrap();
+        assert_eq!(refilled.quota_granted, 1);
+    }
+
+    #[test]
+    fn a_top_up_of_a_key_without_credits_or_beyond_the_total_is_refused_unchanged() {
+        let now = SystemTime::now();
+        for quota in [None, Some("5/day")] {
+            let mut key = record(quota);
+            let before = key.clone();
+            assert_eq!(
+                KeyChange::AddCredits(1).apply_to(&mut key, now),
+                Err(ChangeRefused::NoCredits)
+            );
+            assert_eq!(key, before);
+        }
+        let mut key = record(Some("credits 5"));
+        key.quota_granted = crate::quota::MAX_GRANTED - 2;
+        let before = key.clone();
+        assert_eq!(
+            KeyChange::AddCredits(3).apply_to(&mut key, now),
+            Err(ChangeRefused::TooManyCredits)
+        );
+        assert_eq!(key, before);
+        KeyChange::AddCredits(2).apply_to(&mut key, now).unwrap();
+        assert_eq!(key.quota_granted, crate::quota::MAX_GRANTED);
+        key.quota_granted = u64::MAX;
+        assert_eq!(
+            KeyChange::AddCredits(1).apply_to(&mut key, now),
+            Err(ChangeRefused::TooManyCredits),
+            "no overflow"
+        );
+    }
+
+    #[test]
+    fn a_top_up_takes_one_to_the_largest_quota_at_once() {
+        assert_eq!(
+            KeyChange::AddCredits(0).validate(),
+            Err(InvalidInput::Credits)
+        );
+        assert_eq!(KeyChange::AddCredits(1).validate(), Ok(()));
+        assert_eq!(
+            KeyChange::AddCredits(crate::quota::MAX_QUOTA).validate(),
+            Ok(())
+        );
+        assert_eq!(
+            KeyChange::AddCredits(crate::quota::MAX_QUOTA + 1).validate(),
+            Err(InvalidInput::Credits)
+        );
+        assert_eq!(
+            ChangeRefused::NoCredits.reason(),
+            ChangeRefused::NoCredits.to_string()
+        );
+        assert_eq!(
+            ChangeRefused::TooManyCredits.reason(),
+            ChangeRefused::TooManyCredits.to_string()
+        );
+    }
+
+    #[test]
+    fn a_rotation_copies_the_top_up_total() {
+        let now = SystemTime::now();
+        let mut old = record(Some("credits 5"));
+        old.quota_granted = 42;
+        let replacement = record(Some("credits 5"));
+        let new = Rotation::new(Duration::from_secs(60))
+            .unwrap()
+            .apply_to(&mut old, &replacement, now)
+            .unwrap();
+        assert_eq!((new.quota_granted, new.lineage), (42, old.lineage));
+    }
 }

@@ -624,6 +624,26 @@ async fn edit_and_rotate(page: &Page, url: &str) -> Result<()> {
         })
         .await?;
     }
+    // Credits are added to a credits quota only: refused on 10000/day, then shown once added.
+    page.type_into("#edit-credits-value", "7").await?;
+    page.click("#edit-credits button[type=submit]").await?;
+    page.until("the refused top-up", 5, || async {
+        Ok(page.text("#status").await?.contains("not credits"))
+    })
+    .await?;
+    assert!(fields().await?.contains("10000/day"), "nothing changed");
+    page.type_into("#edit-quota-value", "credits 5").await?;
+    page.click("#edit-quota button[type=submit]").await?;
+    page.until("the credits quota", 5, || async {
+        Ok(fields().await?.contains("credits 5"))
+    })
+    .await?;
+    page.type_into("#edit-credits-value", "7").await?;
+    page.click("#edit-credits button[type=submit]").await?;
+    page.until("the top-up", 5, || async {
+        Ok(fields().await?.contains("credits 5, 7 credits added"))
+    })
+    .await?;
     // The form shows what is set, in the form it takes.
     let limits = page.wait("#edit-limits-value").await?.prop("value").await?;
     assert_eq!(

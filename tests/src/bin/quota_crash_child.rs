@@ -28,10 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ledger(Arc::new(store))
         .flush_interval(Duration::from_millis(interval_ms.parse()?))
         .build();
-    let lines = [QuotaLine {
-        subject: QuotaSubject::Key(id),
-        quota: "10000/day".parse()?,
-    }];
+    let lines = [QuotaLine::new(QuotaSubject::Key(id), "10000/day".parse()?)];
     let started = Instant::now();
     let mut out = std::io::stdout().lock();
     let mut total = 0_u64;

@@ -77,7 +77,9 @@ pub async fn fixture_with(admin: impl FnOnce(&MemoryStore) -> Option<Admin>) -> 
             NewKey::new("target")
                 .owner("team-billing")
                 .scope("orders:read")
-                .unwrap(),
+                .unwrap()
+                // A credits balance, so a top-up (`POST /keys/{id}/credits`) applies.
+                .quota("credits 500".parse().unwrap()),
         )
         .await
         .unwrap()

@@ -35,6 +35,9 @@ pub enum Action {
     RateLimitChanged,
     /// The key's quota was set or cleared.
     QuotaChanged,
+    /// Credits were added to the key's credit balance (a top-up; `detail` says how many, and
+    /// the total added so far).
+    CreditsAdded,
     /// The key's named limits were replaced.
     LimitsChanged,
     /// A key was disabled.
@@ -73,7 +76,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, for parsers and tests.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 22] = [
         Self::Request,
         Self::Created,
         Self::Renamed,
@@ -83,6 +86,7 @@ impl Action {
         Self::AllowedIpsChanged,
         Self::RateLimitChanged,
         Self::QuotaChanged,
+        Self::CreditsAdded,
         Self::LimitsChanged,
         Self::Disabled,
         Self::Enabled,
@@ -110,6 +114,7 @@ impl Action {
             Self::AllowedIpsChanged => "allowed_ips_changed",
             Self::RateLimitChanged => "rate_limit_changed",
             Self::QuotaChanged => "quota_changed",
+            Self::CreditsAdded => "credits_added",
             Self::LimitsChanged => "limits_changed",
             Self::Disabled => "disabled",
             Self::Enabled => "enabled",
@@ -137,6 +142,7 @@ impl Action {
             KeyChange::SetAllowedIps(_) => Self::AllowedIpsChanged,
             KeyChange::SetRateLimit(_) => Self::RateLimitChanged,
             KeyChange::SetQuota(_) => Self::QuotaChanged,
+            KeyChange::AddCredits(_) => Self::CreditsAdded,
             KeyChange::SetLimits(_) => Self::LimitsChanged,
             KeyChange::Disable => Self::Disabled,
             KeyChange::Enable => Self::Enabled,

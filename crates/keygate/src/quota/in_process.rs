@@ -280,7 +280,7 @@ impl InProcessMeter {
                 // Nothing to load: an unknown subject starts with no counter.
                 states.entry(line.subject).or_insert(Slot::EMPTY)
             };
-            let mut current = [line.quota.current_at_secs(slot.state, secs)];
+            let mut current = [line.current_at_secs(slot.state, secs)];
             let decision = QuotaDecision::charge_since(lines, &mut current, cost, since_epoch);
             if decision.allowed {
                 slot.set(line.subject, current[0], dirty);
@@ -294,7 +294,7 @@ impl InProcessMeter {
                 None if self.inner.ledger.is_some() => return None,
                 None => None,
             };
-            *state = line.quota.current_at_secs(saved, secs);
+            *state = line.current_at_secs(saved, secs);
         }
         let current = &mut states[..lines.len()];
         let decision = QuotaDecision::charge_since(lines, current, cost, since_epoch);
@@ -347,6 +347,7 @@ const UNUSED: CounterState = CounterState {
     kind: super::CounterKind::Credits,
     window: 0,
     value: 0,
+    granted: 0,
 };
 
 fn too_many_lines() -> MeterError {
@@ -397,7 +398,7 @@ impl QuotaMeter for InProcessMeter {
             let Some(Some(saved)) = counters.state(&line.subject) else {
                 continue;
             };
-            let current = line.quota.current(Some(saved), now);
+            let current = line.current(Some(saved), now);
             let back = line.quota.give_back(current, cost, window);
             if back != saved {
                 counters.set(line.subject, back);
@@ -415,7 +416,7 @@ impl QuotaMeter for InProcessMeter {
     async fn usage(&self, line: &QuotaLine, now: SystemTime) -> Result<QuotaUsage, MeterError> {
         self.load(std::slice::from_ref(line)).await?;
         let saved = self.counters().state(&line.subject).flatten();
-        let state = line.quota.current(saved, now);
+        let state = line.current(saved, now);
         Ok(QuotaUsage {
             remaining: line.quota.remaining_in(state),
             state,
@@ -440,10 +441,10 @@ mod tests {
     use crate::store::StoreError;
 
     fn line(quota: &str) -> QuotaLine {
-        QuotaLine {
-            subject: QuotaSubject::Key(KeyId::random()),
-            quota: quota.parse().unwrap_or_else(|e| panic!("{quota}: {e}")),
-        }
+        QuotaLine::new(
+            QuotaSubject::Key(KeyId::random()),
+            quota.parse().unwrap_or_else(|e| panic!("{quota}: {e}")),
+        )
     }
 
     fn noon() -> SystemTime {
@@ -538,6 +539,47 @@ mod tests {
         // A new process starts from what was saved.
         let second = InProcessMeter::builder().ledger(ledger.clone()).build();
         assert_eq!(second.charge(&lines, 1, noon()).await?.remaining, 5);
+        Ok(())
+    }
+
+    /// A top-up reaches the meter as the line's running total: added once, saved with the
+    /// counter; a restart after the save adds nothing more, a crash before it adds the top-up
+    /// again from the saved counter (never loses it); the two-line path and usage count it too.
+    #[tokio::test]
+    async fn top_ups_are_added_once_and_survive_a_restart() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let ledger = Arc::new(TestLedger::default());
+        let build = || {
+            InProcessMeter::builder()
+                .ledger(ledger.clone())
+                .flush_interval(Duration::from_secs(3_600))
+                .build()
+        };
+        let bare = line("credits 1");
+        let first = build();
+        assert!(first.charge(&[bare], 1, noon()).await?.allowed);
+        assert!(!first.charge(&[bare], 1, noon()).await?.allowed);
+        let topped = bare.granted(3);
+        for remaining in [2, 1, 0] {
+            let decision = first.charge_now(&[topped], 1, noon()).ok_or("loaded")??;
+            assert_eq!((decision.allowed, decision.remaining), (true, remaining));
+        }
+        assert!(!first.charge(&[topped], 1, noon()).await?.allowed);
+        first.flush().await?;
+        // Restarted after the save: the top-up was counted, the balance is spent.
+        let second = build();
+        assert!(!second.charge(&[topped], 1, noon()).await?.allowed);
+        assert_eq!(second.usage(&topped, noon()).await?.state.granted, 3);
+        // A later top-up, spent in part and never saved (a crash): it is added again from the
+        // saved counter after the restart, never lost and never twice.
+        let more = bare.granted(5);
+        assert_eq!(second.charge(&[more], 1, noon()).await?.remaining, 1);
+        let third = build();
+        assert_eq!(third.usage(&more, noon()).await?.remaining, 2);
+        // Two lines: each adds its own.
+        let owner = line("credits 0").granted(4);
+        let decision = third.charge(&[more, owner], 1, noon()).await?;
+        assert_eq!((decision.allowed, decision.remaining), (true, 1));
         Ok(())
     }
 

@@ -42,6 +42,42 @@ pub struct QuotaLine {
     pub subject: QuotaSubject,
     /// Under which quota.
     pub quota: Quota,
+    /// The credits operators have added to this subject's balance, in all, as its record
+    /// says ([`KeyRecord::quota_granted`](crate::KeyRecord::quota_granted)): a meter adds
+    /// what its counter has not counted yet ([`Quota::with_granted`]). 0: none.
+    pub granted: u64,
+}
+
+impl QuotaLine {
+    /// A line without top-ups.
+    #[must_use]
+    pub fn new(subject: QuotaSubject, quota: Quota) -> Self {
+        Self {
+            subject,
+            quota,
+            granted: 0,
+        }
+    }
+
+    /// The same line with `granted` credits added by operators in all.
+    #[must_use]
+    pub fn granted(self, granted: u64) -> Self {
+        Self { granted, ..self }
+    }
+
+    /// The subject's counter brought up to date at `now` ([`Quota::current`]) with the
+    /// line's top-ups counted ([`Quota::with_granted`]): what every meter charges from.
+    #[must_use]
+    pub fn current(&self, state: Option<CounterState>, now: SystemTime) -> CounterState {
+        self.quota
+            .with_granted(self.quota.current(state, now), self.granted)
+    }
+
+    /// [`current`](QuotaLine::current) at `secs` seconds since the Unix epoch.
+    pub(crate) fn current_at_secs(&self, state: Option<CounterState>, secs: u64) -> CounterState {
+        self.quota
+            .with_granted(self.quota.current_at_secs(state, secs), self.granted)
+    }
 }
 
 /// What kind of counter a quota keeps: a period's used count, or a credit balance. A
@@ -92,7 +128,8 @@ impl FromStr for CounterKind {
 }
 
 /// A subject's counter: its kind, the window it was last brought up to date in (see
-/// [`Quota::window_at`]), and its value (units used for a period, credits left for credits).
+/// [`Quota::window_at`]), its value (units used for a period, credits left for credits), and
+/// how many credits added by operators it has counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CounterState {
     /// The kind of counter.
@@ -101,6 +138,9 @@ pub struct CounterState {
     pub window: u64,
     /// Units used (period) or credits left (credits).
     pub value: u64,
+    /// The running total of top-ups already added to `value` ([`QuotaLine::granted`] as last
+    /// counted): a top-up is counted once, when a line's total first exceeds it.
+    pub granted: u64,
 }
 
 /// A meter's answer to a charge.
@@ -124,7 +164,7 @@ pub struct QuotaDecision {
 
 impl QuotaDecision {
     /// The decision for `lines` whose states are `states` (already brought up to date with
-    /// [`Quota::current`], one per line), charging `cost` at `now`: when every line has
+    /// [`QuotaLine::current`], one per line), charging `cost` at `now`: when every line has
     /// `cost` left, `states` are spent and the decision allows; otherwise `states` are left as
     /// they are. Meters that keep their counters in memory decide with this; remote meters
     /// implement the same rule where the counters live.
@@ -316,10 +356,10 @@ mod tests {
     use super::*;
 
     fn line(subject: QuotaSubject, quota: &str) -> QuotaLine {
-        QuotaLine {
+        QuotaLine::new(
             subject,
-            quota: quota.parse().unwrap_or_else(|e| panic!("{quota}: {e}")),
-        }
+            quota.parse().unwrap_or_else(|e| panic!("{quota}: {e}")),
+        )
     }
 
     #[test]

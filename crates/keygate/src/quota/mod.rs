@@ -44,6 +44,14 @@ pub use receipt::{QuotaReceipt, QuotaReport, SettleError};
 /// Most units a quota may name (a count per period, a balance, a refill amount).
 pub const MAX_QUOTA: u64 = 1_000_000_000_000;
 
+/// The largest credit balance a counter holds: a starting balance and every top-up.
+pub const MAX_BALANCE: u64 = MAX_QUOTA + MAX_GRANTED;
+
+/// Most credits one subject may be given by top-ups in all ([`CounterState::granted`]): 10¹⁵,
+/// so a balance (at most [`MAX_QUOTA`] + this) stays exact in a double (Redis's Lua) and in a
+/// signed 64-bit column.
+pub const MAX_GRANTED: u64 = 1_000_000_000_000_000;
+
 /// Longest refill interval: 365 days.
 pub const MAX_REFILL_INTERVAL: Duration = Duration::from_secs(365 * 86_400);
 
@@ -220,7 +228,9 @@ impl Quota {
 
     /// The counter a subject starts a window with, or moves to from `state` at `now`: a
     /// period's used count resets each window; credits start at their balance and are raised
-    /// to the refill amount at each refill. `state` of another kind counts as none.
+    /// to the refill amount at each refill. `state` of another kind counts as none, except for
+    /// the credits it records as granted ([`CounterState::granted`]), which carry over (so a
+    /// top-up is never added twice, whatever the quota changes to and back).
     #[must_use]
     pub fn current(&self, state: Option<CounterState>, now: SystemTime) -> CounterState {
         self.current_at_secs(state, unix_secs(now))
@@ -230,6 +240,7 @@ impl Quota {
     pub(crate) fn current_at_secs(&self, state: Option<CounterState>, secs: u64) -> CounterState {
         let kind = self.counter_kind();
         let window = self.window_at_secs(secs);
+        let granted = state.map_or(0, |s| s.granted);
         let state = state.filter(|s| s.kind == kind);
         match (self, state) {
             (Self::Period { .. }, Some(s)) if s.window == window => s,
@@ -237,12 +248,14 @@ impl Quota {
                 kind,
                 window,
                 value: 0,
+                granted,
             },
             (Self::Credits { refill, .. }, Some(s)) => match refill {
                 Some(refill) if s.window != window => CounterState {
                     kind,
                     window,
                     value: s.value.max(refill.amount),
+                    granted,
                 },
                 _ => s,
             },
@@ -250,7 +263,33 @@ impl Quota {
                 kind,
                 window,
                 value: *credits,
+                granted,
             },
+        }
+    }
+
+    /// `state` (already [`current`](Quota::current)) with the top-ups it has not counted yet:
+    /// `granted` is the subject's running total of credits added by operators
+    /// ([`QuotaLine::granted`]); what it exceeds `state.granted` by is added to a credit
+    /// balance, once. A lower or equal total (an older copy of the record) changes nothing,
+    /// so meters may be told the same total any number of times. A period's counter only
+    /// records the total: top-ups add credits, not requests per period.
+    #[must_use]
+    pub fn with_granted(&self, state: CounterState, granted: u64) -> CounterState {
+        if granted <= state.granted {
+            return state;
+        }
+        let value = match self {
+            Self::Credits { .. } => state
+                .value
+                .saturating_add(granted - state.granted)
+                .min(MAX_BALANCE),
+            Self::Period { .. } => state.value,
+        };
+        CounterState {
+            value,
+            granted,
+            ..state
         }
     }
 
@@ -286,7 +325,7 @@ impl Quota {
         }
         let value = match self {
             Self::Period { .. } => state.value.saturating_sub(cost),
-            Self::Credits { .. } => state.value.saturating_add(cost).min(MAX_QUOTA),
+            Self::Credits { .. } => state.value.saturating_add(cost).min(MAX_BALANCE),
         };
         CounterState { value, ..state }
     }
@@ -647,5 +686,65 @@ mod tests {
         // A changed limit of the same kind keeps the count.
         let bigger = quota("8/day");
         assert_eq!(bigger.remaining_in(bigger.current(Some(spent), now)), 3);
+    }
+
+    #[test]
+    fn top_ups_are_added_once() {
+        let q = quota("credits 2");
+        let now = at(86_400 * 3);
+        let spent = q.spend(q.current(None, now), 2).unwrap();
+        assert_eq!(q.remaining_in(spent), 0);
+        let topped = q.with_granted(spent, 5);
+        assert_eq!((q.remaining_in(topped), topped.granted), (5, 5));
+        // The same total again, or an older (lower) one: nothing more.
+        assert_eq!(q.with_granted(topped, 5), topped);
+        assert_eq!(q.with_granted(topped, 3), topped);
+        // A later total adds only the difference.
+        let more = q.with_granted(topped, 12);
+        assert_eq!((q.remaining_in(more), more.granted), (12, 12));
+        // A fresh counter starts with the whole total added.
+        let fresh = q.with_granted(q.current(None, now), 12);
+        assert_eq!(q.remaining_in(fresh), 14);
+        // Never beyond the largest balance.
+        let capped = q.with_granted(spent, MAX_GRANTED);
+        assert_eq!(capped.value, MAX_GRANTED);
+        let full = CounterState {
+            value: MAX_BALANCE,
+            ..spent
+        };
+        assert_eq!(q.with_granted(full, 1).value, MAX_BALANCE);
+        // A refund gives back past the quota's size when top-ups made the balance larger.
+        let rich = q.spend(more, 1).unwrap();
+        assert_eq!(q.give_back(rich, 1, rich.window).value, 12);
+    }
+
+    #[test]
+    fn a_period_counter_records_top_ups_without_adding_them() {
+        let daily = quota("5/day");
+        let now = at(86_400 * 3);
+        let used = daily.spend(daily.current(None, now), 4).unwrap();
+        let recorded = daily.with_granted(used, 9);
+        assert_eq!((recorded.value, recorded.granted), (4, 9));
+        assert_eq!(daily.remaining_in(recorded), 1);
+    }
+
+    #[test]
+    fn counted_top_ups_survive_a_change_of_kind_and_back() {
+        let credits = quota("credits 2");
+        let daily = quota("5/day");
+        let now = at(86_400 * 3);
+        let topped = credits.with_granted(credits.current(None, now), 10);
+        assert_eq!(credits.remaining_in(topped), 12);
+        // To a period: a fresh count, the total kept.
+        let period = daily.current(Some(topped), now);
+        assert_eq!((period.value, period.granted), (0, 10));
+        // And back to credits: a fresh balance without the old top-ups added again.
+        let back = credits.with_granted(credits.current(Some(period), now), 10);
+        assert_eq!((credits.remaining_in(back), back.granted), (2, 10));
+        // A refill keeps them: raised only when below the refill amount.
+        let refilled = quota("credits 2 refill 2 every 1h");
+        let state = refilled.with_granted(refilled.current(None, now), 10);
+        let later = refilled.current(Some(state), now + Duration::from_secs(3_600));
+        assert_eq!(refilled.remaining_in(later), 12);
     }
 }

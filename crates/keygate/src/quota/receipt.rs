@@ -265,10 +265,7 @@ mod tests {
         let meter = Arc::new(InProcessMeter::new());
         let lines: Arc<[QuotaLine]> = quotas
             .iter()
-            .map(|q| QuotaLine {
-                subject: QuotaSubject::Key(KeyId::random()),
-                quota: q.parse().unwrap(),
-            })
+            .map(|q| QuotaLine::new(QuotaSubject::Key(KeyId::random()), q.parse().unwrap()))
             .collect();
         let clock = Arc::new(ManualClock::new(noon()));
         let decision = meter.charge(&lines, 1, noon()).await.unwrap();

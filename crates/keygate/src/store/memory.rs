@@ -250,10 +250,20 @@ impl KeyAdmin for MemoryStore {
             let record = inner.keys.get_mut(id).ok_or(StoreError::NotFound(*id))?;
             // Apply to a copy so a refused change leaves the record untouched.
             let mut updated = record.clone();
+            let top_up = matches!(change, KeyChange::AddCredits(_));
             change
                 .apply_to(&mut updated, now)
                 .map_err(|refused| StoreError::refused(*id, refused))?;
             *record = updated.clone();
+            if top_up {
+                // Every key of the lineage spends one balance: they carry one total.
+                for other in inner.keys.values_mut() {
+                    if other.lineage == updated.lineage && other.id != updated.id {
+                        other.quota_granted = updated.quota_granted;
+                        other.updated_at = now;
+                    }
+                }
+            }
             Ok(updated)
         })
     }

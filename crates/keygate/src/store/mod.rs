@@ -690,6 +690,20 @@ pub trait KeyAdmin: Send + Sync + 'static {
         self.apply(id, KeyChange::SetQuota(quota)).await
     }
 
+    /// Adds `credits` to a key's credit balance (a top-up, [`KeyChange::AddCredits`]): the
+    /// record's [`quota_granted`](KeyRecord::quota_granted) grows by `credits` on every key of
+    /// its lineage, and the verifiers add them to the balance once, when they next read the
+    /// record (at once through the [`Admin`](crate::Admin) that made the change, else within
+    /// the revocation bound).
+    ///
+    /// # Errors
+    /// As [`KeyAdmin::apply`]: [`StoreError::InvalidInput`] for 0 or more than
+    /// [`MAX_QUOTA`](crate::quota::MAX_QUOTA) credits, [`StoreError::Conflict`] when the key's
+    /// own quota is not credits.
+    async fn add_credits(&self, id: &KeyId, credits: u64) -> Result<KeyRecord, StoreError> {
+        self.apply(id, KeyChange::AddCredits(credits)).await
+    }
+
     /// Replaces a key's [named limits](crate::rate::NamedLimits) (empty: none).
     ///
     /// # Errors

@@ -466,10 +466,22 @@ impl Admin {
             change = KeyChange::SetExpiry(self.policy_expiry(at, canary).await?);
         }
         let action = Action::for_change(&change);
+        let added = match change {
+            KeyChange::AddCredits(credits) => Some(credits),
+            _ => None,
+        };
         let result = self.store().apply(id, change).await;
         // Evict even on error: the store may have applied the change before failing to answer.
         self.changed(&[*id], &result).await;
-        if result.is_ok() {
+        if let Ok(record) = &result {
+            let detail = detail.or_else(|| {
+                added.map(|credits| {
+                    format!(
+                        "{credits} credits added ({} added in all)",
+                        record.quota_granted
+                    )
+                })
+            });
             self.audit(action, *id, detail);
         }
         result

@@ -123,18 +123,14 @@ impl CachedKey {
             }
             _ => None,
         };
-        let key_line = record.quota.map(|quota| QuotaLine {
-            subject: record.quota_subject(),
-            quota,
+        let key_line = record.quota.map(|quota| {
+            QuotaLine::new(record.quota_subject(), quota).granted(record.quota_granted)
         });
         let owner_line = record
             .owner
             .as_deref()
             .zip(owner.quota)
-            .map(|(owner, quota)| QuotaLine {
-                subject: QuotaSubject::Owner(OwnerTag::of(owner)),
-                quota,
-            });
+            .map(|(owner, quota)| QuotaLine::new(QuotaSubject::Owner(OwnerTag::of(owner)), quota));
         let quota_lines: Option<Arc<[QuotaLine]>> = match (key_line, owner_line) {
             (None, None) => None,
             (key, owner) => Some(key.into_iter().chain(owner).collect()),

@@ -1478,6 +1478,8 @@ async fn quota_rotation<S: TestStore>(f: Fixture<S>) {
 /// 0 or too many credits at once; the verifier adds the credits to the balance once.
 async fn credit_top_ups<S: TestStore>(f: Fixture<S>) {
     let admin = f.verifier.admin();
+    // Another credits key, of another lineage: no top-up of the first reaches it.
+    let (_, bystander) = create(&f, NewKey::new("bystander").quota(quota("credits 9"))).await;
     let (key, record) = create(&f, NewKey::new("prepaid").quota(quota("credits 2"))).await;
     assert_eq!(record.quota_granted, 0, "{}", f.name);
     for _ in 0..2 {
@@ -1543,6 +1545,12 @@ async fn credit_top_ups<S: TestStore>(f: Fixture<S>) {
         ok(f.store.get(&new.id).await).quota_granted,
         14,
         "{}",
+        f.name
+    );
+    assert_eq!(
+        ok(f.store.get(&bystander.id).await),
+        bystander,
+        "another lineage is untouched ({})",
         f.name
     );
     let successor = rotated.new.key.expose_secret().to_owned();

@@ -365,7 +365,8 @@
   function quotaText(key) {
     const quota = key.quota || "none";
     const credits = quota.startsWith("credits ") && key.quota_granted > 0;
-    return credits ? quota + ", " + key.quota_granted + " credits added" : quota;
+    const noun = key.quota_granted === 1 ? " credit added" : " credits added";
+    return credits ? quota + ", " + key.quota_granted + noun : quota;
   }
 
   function renderKey(key) {

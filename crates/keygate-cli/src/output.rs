@@ -254,6 +254,9 @@ pub(crate) fn rate_text(record: &KeyRecord) -> String {
 fn granted_quota_text(record: &KeyRecord) -> String {
     let quota = quota_text(record.quota.as_ref());
     match record.quota {
+        Some(keygate::quota::Quota::Credits { .. }) if record.quota_granted == 1 => {
+            format!("{quota}, 1 credit added")
+        }
         Some(keygate::quota::Quota::Credits { .. }) if record.quota_granted > 0 => {
             format!("{quota}, {} credits added", record.quota_granted)
         }

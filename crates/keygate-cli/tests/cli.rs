@@ -1388,6 +1388,22 @@ fn quotas_are_set_shown_and_cleared() {
 fn credits_are_added_to_a_credits_key_only() {
     let dir = temp_dir("top-ups");
     let url = format!("sqlite://{}", dir.join("keys.db").display());
+    let single = json(
+        &url,
+        &["create", "--name", "single", "--quota", "credits 0"],
+    );
+    let single = single["id"].as_str().unwrap().to_owned();
+    let said = ok(&url, &["quota", &single, "--add-credits", "1"]);
+    assert!(
+        said.contains(&format!(
+            "key {single}: 1 credit added to its balance (1 added in all)"
+        )),
+        "{said}"
+    );
+    assert_eq!(
+        field(&ok(&url, &["show", &single]), "quota"),
+        "credits 0, 1 credit added"
+    );
     let created = json(
         &url,
         &["create", "--name", "prepaid", "--quota", "credits 500"],

@@ -476,8 +476,9 @@ impl Admin {
         if let Ok(record) = &result {
             let detail = detail.or_else(|| {
                 added.map(|credits| {
+                    let noun = if credits == 1 { "credit" } else { "credits" };
                     format!(
-                        "{credits} credits added ({} added in all)",
+                        "{credits} {noun} added ({} added in all)",
                         record.quota_granted
                     )
                 })

@@ -186,6 +186,7 @@ fn field_of(invalid: &InvalidInput) -> &'static str {
         InvalidInput::Metadata => "metadata",
         InvalidInput::GraceTooLong => "grace_seconds",
         InvalidInput::UnknownEnvironment(_) => "environment",
+        InvalidInput::Credits => "add",
         _ => "body",
     }
 }

@@ -121,21 +121,6 @@ pub(crate) fn quota(field: &str, text: &str) -> Result<keygate::quota::Quota, Ap
         .map_err(|e| ApiError::bad(field, e.to_string()))
 }
 
-/// A top-up's credit count, 1 to [`MAX_QUOTA`](keygate::quota::MAX_QUOTA).
-pub(crate) fn credits(field: &str, credits: u64) -> Result<u64, ApiError> {
-    if (1..=keygate::quota::MAX_QUOTA).contains(&credits) {
-        Ok(credits)
-    } else {
-        Err(ApiError::bad(
-            field,
-            format!(
-                "add from 1 to {} credits at a time",
-                keygate::quota::MAX_QUOTA
-            ),
-        ))
-    }
-}
-
 /// Named limits: an object of name -> policy (`{"writes": "10/1s", "bulk": "unlimited"}`). A
 /// bad name is refused naming `field`; a bad policy naming `field.NAME` (a valid name, so
 /// safe to echo).

@@ -369,8 +369,33 @@
     return credits ? quota + ", " + key.quota_granted + noun : quota;
   }
 
+  /** One quota's balance: `734 left, resets 2026-12-04 00:00:00 UTC`. */
+  function lineText(line) {
+    return line.remaining + " left" + (line.resets_at ? ", resets " + when(line.resets_at) + " UTC" : "");
+  }
+
+  /** A key's balances (`GET /keys/{id}/quota`) in words. */
+  function balanceText(balance) {
+    const parts = [];
+    if (balance.key) parts.push(lineText(balance.key));
+    if (balance.owner) parts.push("its owner's quota: " + lineText(balance.owner));
+    return parts.length ? parts.join("; ") : "no quota";
+  }
+
+  /** Fills `field` with `key`'s balances, unless another key (or a newer copy) is shown by then. */
+  async function loadBalance(key, field) {
+    let text;
+    try {
+      text = balanceText(await api("GET", "keys/" + encodeURIComponent(key.id) + "/quota"));
+    } catch (e) {
+      text = "unknown: " + (e instanceof ApiError ? e.message : String(e));
+    }
+    if (state.current === key) field.textContent = text;
+  }
+
   function renderKey(key) {
     state.current = key;
+    const left = el("span", "…", { id: "key-quota-left" });
     $("key-title").textContent = "Key " + key.name;
     const dl = $("key-fields");
     const rows = [
@@ -381,6 +406,7 @@
       ["Scopes", key.scopes.length ? key.scopes.join(" ") : "none"],
       ["Rate limit", key.rate_limit || "the services' default"],
       ["Quota", quotaText(key)],
+      ["Quota left", left],
       ["Named limits", limitsText(key.limits)],
       ["Allowed IPs", key.allowed_ips.length ? key.allowed_ips.join(" ") : "anywhere"],
       ["Prefix", key.prefix],
@@ -395,6 +421,7 @@
       ["Metadata", JSON.stringify(key.metadata)],
     ];
     fieldList(dl, rows);
+    loadBalance(key, left);
     $("edit-name-value").value = key.name;
     $("edit-scopes-value").value = key.scopes.join(" ");
     $("edit-rate-value").value = key.rate_limit || "";

@@ -194,6 +194,7 @@ pub(crate) fn parts() -> (Router<ApiState>, OpenApi) {
     let read: OpenApiRouter<ApiState> = OpenApiRouter::new()
         .routes(routes!(keys::list))
         .routes(routes!(keys::show))
+        .routes(routes!(keys::quota_balance))
         .routes(routes!(environments::list))
         .routes(routes!(audit::events))
         .routes(routes!(audit::usage))

@@ -16,7 +16,7 @@ use crate::input::{
     SetMetadata, SetQuota, SetRateLimit, SetScopes,
 };
 use crate::state::ApiState;
-use crate::views::{CreatedKeyView, KeyList, KeyView, RotatedKeyView};
+use crate::views::{CreatedKeyView, KeyList, KeyView, QuotaBalanceView, RotatedKeyView};
 
 fn view(state: &ApiState, record: &KeyRecord) -> Json<KeyView> {
     Json(state.key_view(record, state.admin.clock().now()))
@@ -115,6 +115,25 @@ pub(crate) async fn show(
     let id = input::key_id(&id)?;
     let record = state.admin.get(&id).await?;
     Ok(view(&state, &record))
+}
+
+/// What a key's quotas have left now: its own quota's balance (shared by its rotation lineage,
+/// top-ups included) and its owner's, as the service's quota meter counts them.
+#[utoipa::path(
+    get,
+    path = "/keys/{id}/quota",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 200, description = "The key's quota balances", body = QuotaBalanceView), ReadErrors),
+    security(("api_key" = ["keygate:admin:read"]))
+)]
+pub(crate) async fn quota_balance(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<QuotaBalanceView>, ApiError> {
+    let id = input::key_id(&id)?;
+    let balance = state.admin.quota_balance(&id).await?;
+    Ok(Json(QuotaBalanceView::new(&id, &balance)))
 }
 
 /// Creates a key. The response holds the full key, this once: keygate keeps only its digest.

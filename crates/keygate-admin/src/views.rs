@@ -387,6 +387,55 @@ pub struct UsageList {
     pub days: Vec<UsageView>,
 }
 
+/// What one quota has left now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct QuotaLineView {
+    /// The quota (`10000/day`, `credits 500 refill 500 every 1d`).
+    pub quota: String,
+    /// Credits operators have added to the balance, in all (a key's credits quota; 0
+    /// otherwise).
+    pub granted: u64,
+    /// Units left now: what a request may still spend.
+    pub remaining: u64,
+    /// When the period starts afresh or the next refill comes; null: never (credits without a
+    /// refill).
+    pub resets_at: Option<String>,
+}
+
+/// A key's quota balances now, as the services' quota meter counts them (see docs/quotas.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct QuotaBalanceView {
+    /// The key.
+    pub key_id: String,
+    /// When the balances were read.
+    pub at: String,
+    /// The key's own quota, counted under its rotation lineage (`quota_lineage`); null: none.
+    pub key: Option<QuotaLineView>,
+    /// Its owner's quota, shared by all the owner's keys; null: no owner, or none.
+    pub owner: Option<QuotaLineView>,
+}
+
+impl QuotaBalanceView {
+    pub(crate) fn new(key_id: &keygate::KeyId, balance: &keygate::quota::QuotaBalance) -> Self {
+        let line = |(line, usage): &(keygate::quota::QuotaLine, keygate::quota::QuotaUsage)| {
+            QuotaLineView {
+                quota: line.quota.to_string(),
+                granted: line.granted,
+                remaining: usage.remaining,
+                resets_at: usage.reset.map(|reset| time(balance.at + reset)),
+            }
+        };
+        Self {
+            key_id: key_id.to_string(),
+            at: time(balance.at),
+            key: balance.key.as_ref().map(line),
+            owner: balance.owner.as_ref().map(line),
+        }
+    }
+}
+
 /// One owner: the customer, team or application its keys belong to.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[non_exhaustive]

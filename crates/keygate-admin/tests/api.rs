@@ -140,6 +140,15 @@ fn cases() -> Vec<Case> {
         read("/environments", "", "", ""),
         read("/policy", "", "", ""),
         Case {
+            bad: Bad {
+                id: Some("x"),
+                body: None,
+                query: "",
+                field: "id",
+            },
+            ..read("/keys/{id}/quota", "", "", "")
+        },
+        Case {
             method: Method::PUT,
             route: "/policy",
             write: true,
@@ -1105,6 +1114,99 @@ fn rule_of(answer: &common::Answer, what: &str) -> String {
         "{what}: {problem}"
     );
     problem["rule"].as_str().unwrap_or_default().to_owned()
+}
+
+/// `GET /keys/{id}/quota`: what a key's own quota and its owner's have left, as the service's
+/// meter counts them (the requests just made included), top-ups counted, with when each
+/// resets; `null` for a line the key does not have.
+#[tokio::test]
+async fn quota_balances_show_what_requests_left() {
+    let f: Fixture = fixture().await;
+    let writer = Some(f.writer.key.as_str());
+    let reader = Some(f.reader.key.as_str());
+    f.store
+        .create_owner(NewOwner::new("metered").quota("10/day".parse().unwrap()))
+        .await
+        .unwrap();
+    let created = f
+        .send(
+            &Method::POST,
+            "/keys",
+            writer,
+            Some(&json!({"name": "metered", "owner": "metered", "quota": "credits 5"})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let key = created.json()["key"].as_str().unwrap().to_owned();
+    let id = created.json()["record"]["id"].as_str().unwrap().to_owned();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-api-key", key.parse().unwrap());
+    let uri = http::Uri::from_static("/");
+    let view = keygate::HttpRequestView::new(&headers, &uri, None);
+    f.verifier.verify_request(&view).await.unwrap();
+    f.verifier.verify_request(&view).await.unwrap();
+
+    let path = format!("/keys/{id}/quota");
+    let shown = f.send(&Method::GET, &path, reader, None).await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.text);
+    let shown = shown.json();
+    assert_eq!(shown["key_id"], id.as_str());
+    assert_eq!(
+        shown["key"],
+        json!({"quota": "credits 5", "granted": 0, "remaining": 3, "resets_at": null})
+    );
+    assert_eq!(shown["owner"]["quota"], "10/day");
+    assert_eq!(shown["owner"]["granted"], 0);
+    assert_eq!(shown["owner"]["remaining"], 8);
+    let resets = shown["owner"]["resets_at"].as_str().unwrap();
+    assert!(resets.ends_with("T00:00:00.000Z"), "{shown}");
+    let at = humantime::parse_rfc3339(shown["at"].as_str().unwrap()).unwrap();
+    let until = humantime::parse_rfc3339(resets)
+        .unwrap()
+        .duration_since(at)
+        .unwrap();
+    assert!(until <= Duration::from_secs(86_400), "{shown}");
+
+    let added = f
+        .send(
+            &Method::POST,
+            &format!("/keys/{id}/credits"),
+            writer,
+            Some(&json!({"add": 4})),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.text);
+    let shown = f.send(&Method::GET, &path, reader, None).await.json();
+    assert_eq!(
+        (&shown["key"]["granted"], &shown["key"]["remaining"]),
+        (&json!(4), &json!(7))
+    );
+
+    // The fixture's target: its owner has no quota. A key without any quota: both null.
+    let target = f
+        .send(
+            &Method::GET,
+            &format!("/keys/{}/quota", f.target),
+            reader,
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(target["key"]["remaining"], 500);
+    assert_eq!(target["owner"], Value::Null);
+    let plain = f
+        .send(
+            &Method::GET,
+            &format!("/keys/{}/quota", f.outsider.id),
+            reader,
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(
+        (&plain["key"], &plain["owner"]),
+        (&Value::Null, &Value::Null)
+    );
 }
 
 /// Top-ups through the API: `POST /keys/{id}/credits` adds to a credits key's running total

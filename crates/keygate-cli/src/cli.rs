@@ -159,10 +159,11 @@ Examples:
 A policy is <requests>/<period>[ burst <n>], the period a count and a unit (s, m, h or d);
 quote it when it has a burst. Without a burst, the burst is the request count.")]
     Limit(LimitArgs),
-    /// Set or clear a key's quota: how much it may use per UTC day or month, or a balance of
-    /// credits that refills on schedule; or add credits to its balance.
+    /// Show what a key's quota has left; set or clear the quota: how much it may use per UTC
+    /// day or month, or a balance of credits that refills on schedule; or add credits to it.
     #[command(after_help = "\
 Examples:
+  keygate quota 4fT0qKb2mZ9x                  # what its quota (and its owner's) has left
   keygate quota 4fT0qKb2mZ9x --quota 10000/day
   keygate quota 4fT0qKb2mZ9x --quota 1000000/month
   keygate quota 4fT0qKb2mZ9x --quota 'credits 500 refill 500 every 1d'
@@ -172,7 +173,10 @@ Examples:
 A quota is <n>/<minute|hour|day|month> (calendar periods in UTC) or
 credits <n>[ refill <n> every <count><s|m|h|d>]; see docs/quotas.md.
 --add-credits needs a credits quota on the key; the credits reach the services as any
-change does, and are added to the balance once.")]
+change does, and are added to the balance once.
+Without --quota or --add-credits, the balance is read from the counters the services'
+in-process meters save in the store (each at most a second behind); services that count
+on a shared Redis meter are read with --redis-meter.")]
     Quota(QuotaArgs),
     /// Set or remove a key's named limits: rate limits that only the routes naming them apply
     /// (the other named limits stay as they are).
@@ -569,7 +573,7 @@ pub(crate) struct LimitArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("change").required(true).args(["quota", "add_credits"])))]
+#[command(group(clap::ArgGroup::new("change").args(["quota", "add_credits"])))]
 pub(crate) struct QuotaArgs {
     /// The key's id.
     pub(crate) id: String,
@@ -580,6 +584,10 @@ pub(crate) struct QuotaArgs {
     /// must be credits).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=keygate::quota::MAX_QUOTA))]
     pub(crate) add_credits: Option<u64>,
+    /// Read the balance from the services' Redis quota meter (at --redis-url, under
+    /// --redis-prefix) instead of the counters their in-process meters save in the store.
+    #[arg(long, conflicts_with = "change")]
+    pub(crate) redis_meter: bool,
 }
 
 #[derive(Debug, Args)]

@@ -110,6 +110,33 @@ async fn channel(cli: &Cli) -> Result<Option<Arc<dyn Invalidation>>, CliError> {
     Ok(Some(Arc::new(channel)))
 }
 
+/// A read-only handle that reads quota balances where the services count them: their Redis
+/// meter (`--redis-meter`), or the counters their in-process meters save in the store. With
+/// the source's name, for the output.
+async fn balance_reader(
+    cli: &Cli,
+    store: &Store,
+    redis_meter: bool,
+) -> Result<(Admin, &'static str), CliError> {
+    if !redis_meter {
+        return Ok((store.admin_builder().build(), "store"));
+    }
+    let Some(url) = &cli.redis_url else {
+        return Err(CliError::usage(
+            "--redis-meter reads the services' Redis: give --redis-url (or KEYGATE_REDIS_URL)",
+        ));
+    };
+    let meter = keygate_redis::RedisQuotaMeter::builder(url.as_str())
+        .prefix(&cli.redis_prefix)
+        .build()
+        .await
+        .map_err(|_| CliError::usage(crate::publish::BAD_URL))?;
+    Ok((
+        store.admin_builder().quota_meter(Arc::new(meter)).build(),
+        "redis",
+    ))
+}
+
 /// Who makes the changes: `--actor`, else `KEYGATE_ACTOR` (both through clap), else `USER`.
 fn actor(cli: &Cli) -> Option<String> {
     cli.actor
@@ -372,6 +399,11 @@ async fn execute(
                     now,
                     &format!("key {id} quota: {}", quota_text(record.quota.as_ref())),
                 );
+            } else {
+                let record = store.admin().get(&id).await?;
+                let (admin, source) = balance_reader(cli, store, args.redis_meter).await?;
+                let balance = admin.quota_balance(&id).await?;
+                out.balance(&record, &balance, source);
             }
         }
         Command::Limits(args) => {

@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::time::SystemTime;
 
 use comfy_table::{ContentArrangement, Table, presets};
+use keygate::quota::{QuotaBalance, QuotaLine, QuotaUsage};
 use keygate::{KeyRecord, PlaintextKey};
 use serde_json::{Value, json};
 
@@ -150,6 +151,63 @@ impl<'a> Output<'a> {
             ]);
         }
         self.line(&table.trim_fmt());
+    }
+
+    /// What a key's quotas have left (`keygate quota ID`), read from `source` (`store` or
+    /// `redis`).
+    pub(crate) fn balance(self, record: &KeyRecord, balance: &QuotaBalance, source: &str) {
+        let owner = record.owner.as_deref();
+        if self.json {
+            let line = |(line, usage): &(QuotaLine, QuotaUsage)| {
+                json!({
+                    "quota": line.quota.to_string(),
+                    "granted": line.granted,
+                    "remaining": usage.remaining,
+                    "resets_at": time_json(usage.reset.map(|reset| balance.at + reset)),
+                })
+            };
+            self.json_line(&json!({
+                "id": record.id.as_str(),
+                "owner": owner,
+                "at": time_json(Some(balance.at)),
+                "source": source,
+                "key": balance.key.as_ref().map(line),
+                "owner_quota": balance.owner.as_ref().map(line),
+            }));
+            return;
+        }
+        let left = |(line, usage): &(QuotaLine, QuotaUsage)| {
+            let when = usage.reset.map(|reset| time_text(Some(balance.at + reset)));
+            match (line.quota, when) {
+                (keygate::quota::Quota::Period { .. }, Some(at)) => {
+                    format!("{} left, resets at {at}", usage.remaining)
+                }
+                (_, Some(at)) => format!("{} left, next refill at {at}", usage.remaining),
+                (_, None) => format!("{} left, never refilled", usage.remaining),
+            }
+        };
+        let id = &record.id;
+        match &balance.key {
+            Some(key) => self.line(&format!(
+                "key {id} quota: {}: {}",
+                granted_quota_text(record),
+                left(key)
+            )),
+            None => self.line(&format!("key {id} quota: none of its own")),
+        }
+        if let (Some(owner), Some(shared)) = (owner, &balance.owner) {
+            self.line(&format!(
+                "owner {owner} quota: {}: {}",
+                shared.0.quota,
+                left(shared)
+            ));
+        }
+        if balance.key.is_some() || balance.owner.is_some() {
+            self.line(match source {
+                "redis" => "(read from the services' Redis quota meter)",
+                _ => "(read from the counters the services save in the store: at most a second behind)",
+            });
+        }
     }
 
     /// One key's details.

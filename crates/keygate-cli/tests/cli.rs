@@ -1469,7 +1469,11 @@ fn credits_are_added_to_a_credits_key_only() {
             1,
             "cannot be used with",
         ),
-        (vec!["quota", id.as_str()], 1, "required"),
+        (
+            vec!["quota", id.as_str(), "--redis-meter", "--add-credits", "5"],
+            1,
+            "cannot be used with",
+        ),
     ] {
         let out = keygate(&url, &args);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -1477,6 +1481,106 @@ fn credits_are_added_to_a_credits_key_only() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
     assert_eq!(json_lines(&url, &["list"]), before, "nothing changed");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `keygate quota ID` alone shows what a key's quota has left, read from the counters a
+/// service's in-process meter saved in the store: its own balance (top-ups counted) and its
+/// owner's, with when each resets. `--json` the same. A key
+/// without a quota says so; an unknown key is exit 2; `--redis-meter` needs a Redis URL.
+#[tokio::test]
+async fn the_balance_is_read_from_the_counters_a_service_saves() {
+    let (dir, url, store) = migrated_sqlite("balances").await;
+    ok(&url, &["owners", "create", "acme", "--quota", "10/day"]);
+    let created = json(
+        &url,
+        &[
+            "create",
+            "--name",
+            "prepaid",
+            "--owner",
+            "acme",
+            "--quota",
+            "credits 5",
+        ],
+    );
+    let id = created["id"].as_str().unwrap().to_owned();
+    let verifier = Verifier::builder(keyring(), store.clone()).build();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "x-api-key",
+        created["key"].as_str().unwrap().parse().unwrap(),
+    );
+    let uri = http::Uri::from_static("/");
+    let view = keygate::HttpRequestView::new(&headers, &uri, None);
+    verifier.verify_request(&view).await.unwrap();
+    verifier.verify_request(&view).await.unwrap();
+    let balance = |expected: &str| {
+        let said = ok(&url, &["quota", &id]);
+        assert!(said.contains(expected), "{said}");
+        said
+    };
+    // Saved as a service saves every second (or on shutdown).
+    verifier.flush_quota().await.unwrap();
+    let said = balance(&format!(
+        "key {id} quota: credits 5: 3 left, never refilled"
+    ));
+    let tomorrow = SystemTime::now() + Duration::from_secs(86_400);
+    let midnight =
+        humantime::format_rfc3339_seconds(tomorrow).to_string()[..10].to_owned() + "T00:00:00Z";
+    assert!(
+        said.contains(&format!(
+            "owner acme quota: 10/day: 8 left, resets at {midnight}"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("read from the counters the services save"),
+        "{said}"
+    );
+    ok(&url, &["quota", &id, "--add-credits", "4"]);
+    balance("credits 5, 4 credits added: 7 left, never refilled");
+    let shown = json(&url, &["quota", &id]);
+    assert_eq!(shown["id"], id.as_str());
+    assert_eq!(shown["owner"], "acme");
+    assert_eq!(shown["source"], "store");
+    assert_eq!(shown["key"]["quota"], "credits 5");
+    assert_eq!(shown["key"]["granted"], 4);
+    assert_eq!(shown["key"]["remaining"], 7);
+    assert_eq!(shown["key"]["resets_at"], Value::Null);
+    assert_eq!(shown["owner_quota"]["quota"], "10/day");
+    assert_eq!(shown["owner_quota"]["remaining"], 8);
+    assert!(
+        shown["owner_quota"]["resets_at"]
+            .as_str()
+            .is_some_and(|at| at.ends_with("T00:00:00Z")),
+        "{shown}"
+    );
+
+    let plain = json(&url, &["create", "--name", "plain"]);
+    let plain = plain["id"].as_str().unwrap();
+    assert_eq!(
+        ok(&url, &["quota", plain]).trim(),
+        format!("key {plain} quota: none of its own")
+    );
+    let none = json(&url, &["quota", plain]);
+    assert_eq!(
+        (&none["key"], &none["owner_quota"]),
+        (&Value::Null, &Value::Null)
+    );
+    for (args, code, says) in [
+        (vec!["quota", "AAAAAAAAAAAA"], 2, "AAAAAAAAAAAA"),
+        (
+            vec!["quota", id.as_str(), "--redis-meter"],
+            1,
+            "--redis-url",
+        ),
+    ] {
+        let out = keygate(&url, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

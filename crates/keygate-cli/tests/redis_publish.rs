@@ -83,6 +83,50 @@ async fn receive(subscription: &mut Box<dyn Subscription>) -> Invalidated {
     }
 }
 
+/// `keygate quota ID --redis-meter` reads the balance the services' Redis quota meter keeps
+/// (under `--redis-prefix`), where the store has no counter saved.
+#[tokio::test]
+async fn the_balance_is_read_from_the_services_redis_meter() {
+    use keygate::quota::{QuotaLine, QuotaMeter as _, QuotaSubject};
+    let Ok(redis_url) = std::env::var("KEYGATE_TEST_REDIS_URL") else {
+        eprintln!("KEYGATE_TEST_REDIS_URL is not set: skipping the CLI's Redis meter test");
+        return;
+    };
+    let prefix = unique("meter");
+    let meter = keygate_redis::RedisQuotaMeter::builder(redis_url.as_str())
+        .prefix(&prefix)
+        .build()
+        .await
+        .expect("a Redis URL");
+    let (dir, db) = sqlite_url("meter");
+    let run = |args: &[&str]| json(&db, &redis_url, &prefix, args);
+    let id = id_of(&run(&[
+        "create",
+        "--name",
+        "metered",
+        "--quota",
+        "credits 5",
+    ]));
+    let line = QuotaLine::new(QuotaSubject::Key(id), "credits 5".parse().unwrap());
+    let spent = meter
+        .charge(&[line], 3, SystemTime::now())
+        .await
+        .expect("Redis answers");
+    assert!(spent.allowed);
+    let text = id.to_string();
+    let shown = run(&["quota", &text, "--redis-meter"]);
+    assert_eq!(shown["source"], "redis");
+    assert_eq!(shown["key"]["remaining"], 2, "{shown}");
+    // The store holds no counter: the services count in Redis.
+    let stored = run(&["quota", &text]);
+    assert_eq!(stored["key"]["remaining"], 5, "{stored}");
+    let said = keygate(&db, &redis_url, &prefix, &["quota", &text, "--redis-meter"]);
+    let said = String::from_utf8_lossy(&said.stdout);
+    assert!(said.contains("credits 5: 2 left, never refilled"), "{said}");
+    assert!(said.contains("Redis quota meter"), "{said}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test]
 async fn every_change_is_published_to_redis() {
     let Ok(redis_url) = std::env::var("KEYGATE_TEST_REDIS_URL") else {
@@ -163,6 +207,25 @@ fn an_unreachable_redis_leaves_the_change_made_with_a_warning() {
     );
     let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(shown["state"], "revoked", "the revoke stands: {shown}");
+    // A balance read from an unreachable Redis meter is unavailable (exit 3), not a guess.
+    let out = keygate(
+        &db,
+        dead,
+        "keygate",
+        &[
+            "create",
+            "--name",
+            "metered",
+            "--quota",
+            "credits 5",
+            "--json",
+        ],
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let metered = created["id"].as_str().unwrap_or_default().to_owned();
+    let out = keygate(&db, dead, "keygate", &["quota", &metered, "--redis-meter"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unavailable"), "{}", stderr(&out));
 
     // A malformed URL is refused before anything changes (and is not echoed).
     let out = keygate(

@@ -624,6 +624,14 @@ async fn edit_and_rotate(page: &Page, url: &str) -> Result<()> {
         })
         .await?;
     }
+    // What the quota has left, read from the service's meter: the whole day's, reset at
+    // midnight UTC.
+    let left = || async { page.text("#key-quota-left").await };
+    page.until("the day's balance", 5, || async {
+        let text = left().await?;
+        Ok(text.starts_with("10000 left, resets ") && text.ends_with(" 00:00:00 UTC"))
+    })
+    .await?;
     // Credits are added to a credits quota only: refused on 10000/day, then shown once added.
     page.type_into("#edit-credits-value", "7").await?;
     page.click("#edit-credits button[type=submit]").await?;
@@ -642,6 +650,11 @@ async fn edit_and_rotate(page: &Page, url: &str) -> Result<()> {
     page.click("#edit-credits button[type=submit]").await?;
     page.until("the top-up", 5, || async {
         Ok(fields().await?.contains("credits 5, 7 credits added"))
+    })
+    .await?;
+    // A new kind of quota starts afresh: 5, and the 7 added, never refilled.
+    page.until("the credit balance", 5, || async {
+        Ok(left().await? == "12 left")
     })
     .await?;
     // The form shows what is set, in the form it takes.

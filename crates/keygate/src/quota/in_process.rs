@@ -413,15 +413,20 @@ impl QuotaMeter for InProcessMeter {
             .map_err(|error| MeterError(error.into()))
     }
 
+    /// The counter in memory when this process has charged or loaded it; otherwise the
+    /// ledger's saved counter, read afresh and not kept: a process that only reads balances
+    /// (an admin service beside the services) sees each save, not its first read forever.
     async fn usage(&self, line: &QuotaLine, now: SystemTime) -> Result<QuotaUsage, MeterError> {
-        self.load(std::slice::from_ref(line)).await?;
-        let saved = self.counters().state(&line.subject).flatten();
-        let state = line.current(saved, now);
-        Ok(QuotaUsage {
-            remaining: line.quota.remaining_in(state),
-            state,
-            reset: line.quota.reset_after(now),
-        })
+        let held = self.counters().state(&line.subject);
+        let saved = match (held, &self.inner.ledger) {
+            (Some(held), _) => held,
+            (None, None) => None,
+            (None, Some(ledger)) => ledger
+                .load_counter(&line.subject)
+                .await
+                .map_err(|error| MeterError(error.into()))?,
+        };
+        Ok(QuotaUsage::of(line, saved, now))
     }
 }
 
@@ -505,6 +510,43 @@ mod tests {
         meter.refund(&lines, 1, &refused, noon()).await?; // a refusal spent nothing: no refund
         let usage = meter.usage(&lines[0], noon()).await?;
         assert_eq!(usage.remaining, 1);
+        Ok(())
+    }
+
+    /// A balance read for a subject this process holds no counter of reads the ledger each
+    /// time and keeps nothing: a reading process sees every save, and its first charge still
+    /// loads the saved counter. A counter in memory is answered from memory.
+    #[tokio::test]
+    async fn usage_reads_the_ledger_afresh_until_the_counter_is_held()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let ledger = Arc::new(TestLedger::default());
+        let lines = [line("10/day")];
+        let subject = lines[0].subject;
+        let saved = |value| {
+            let mut state = lines[0].current(None, noon());
+            state.value = value;
+            state
+        };
+        let meter = InProcessMeter::builder()
+            .ledger(ledger.clone())
+            .flush_interval(Duration::from_secs(3_600))
+            .build();
+        assert_eq!(meter.usage(&lines[0], noon()).await?.remaining, 10);
+        for used in [3, 7] {
+            ledger.save_counters(&[(subject, saved(used))]).await?;
+            assert_eq!(meter.usage(&lines[0], noon()).await?.remaining, 10 - used);
+        }
+        assert!(
+            meter.charge_now(&lines, 1, noon()).is_none(),
+            "reading loaded nothing"
+        );
+        assert_eq!(meter.charge(&lines, 1, noon()).await?.remaining, 2);
+        ledger.save_counters(&[(subject, saved(0))]).await?;
+        assert_eq!(
+            meter.usage(&lines[0], noon()).await?.remaining,
+            2,
+            "held in memory: this process's count"
+        );
         Ok(())
     }
 

@@ -251,6 +251,65 @@ pub struct QuotaUsage {
     pub reset: Option<Duration>,
 }
 
+impl QuotaUsage {
+    /// `line`'s balance at `now` from its subject's `saved` counter (`None`: never charged),
+    /// brought up to date as a charge would ([`QuotaLine::current`]).
+    #[must_use]
+    pub fn of(line: &QuotaLine, saved: Option<CounterState>, now: SystemTime) -> Self {
+        let state = line.current(saved, now);
+        Self {
+            remaining: line.quota.remaining_in(state),
+            state,
+            reset: line.quota.reset_after(now),
+        }
+    }
+}
+
+/// The lines a charge for `record` spends from: its own quota's (counted under its rotation
+/// lineage, with its top-ups) and its owner's (`owner_quota`, when it has an owner). The
+/// verifier's cached keys and [`Admin::quota_balance`](crate::Admin::quota_balance) build them
+/// here, so a read-out names the very balances requests spend.
+pub(crate) fn record_lines(
+    record: &crate::KeyRecord,
+    owner_quota: Option<Quota>,
+) -> (Option<QuotaLine>, Option<QuotaLine>) {
+    let key = record
+        .quota
+        .map(|quota| QuotaLine::new(record.quota_subject(), quota).granted(record.quota_granted));
+    let owner = record
+        .owner
+        .as_deref()
+        .zip(owner_quota)
+        .map(|(owner, quota)| QuotaLine::new(QuotaSubject::Owner(OwnerTag::of(owner)), quota));
+    (key, owner)
+}
+
+/// A key's quota balances ([`Admin::quota_balance`](crate::Admin::quota_balance)): what its
+/// own quota and its owner's quota have left, without spending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QuotaBalance {
+    /// When the balances were read: each `reset` counts from here.
+    pub at: SystemTime,
+    /// The key's own quota (with the credits added to it, [`QuotaLine::granted`]), counted
+    /// under its rotation lineage, and its balance; `None`: the key has no quota of its own.
+    pub key: Option<(QuotaLine, QuotaUsage)>,
+    /// Its owner's shared quota and its balance; `None`: no owner, or an owner without one.
+    pub owner: Option<(QuotaLine, QuotaUsage)>,
+}
+
+impl QuotaBalance {
+    /// A key's balances read at `at`: its own line's and its owner's.
+    #[must_use]
+    pub fn new(
+        at: SystemTime,
+        key: Option<(QuotaLine, QuotaUsage)>,
+        owner: Option<(QuotaLine, QuotaUsage)>,
+    ) -> Self {
+        Self { at, key, owner }
+    }
+}
+
 /// The meter could not decide (its backing service is unreachable). The verifier answers
 /// 503, never allows silently.
 #[derive(Debug, thiserror::Error)]
@@ -339,6 +398,22 @@ pub trait QuotaLedger: Send + Sync + 'static {
         &self,
         subjects: &[QuotaSubject],
     ) -> Result<Vec<(QuotaSubject, CounterState)>, StoreError>;
+
+    /// The saved counter of `subject` alone (`None`: none saved). The default reads it with
+    /// [`load_counters`](QuotaLedger::load_counters).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store cannot be read.
+    async fn load_counter(
+        &self,
+        subject: &QuotaSubject,
+    ) -> Result<Option<CounterState>, StoreError> {
+        Ok(self
+            .load_counters(std::slice::from_ref(subject))
+            .await?
+            .into_iter()
+            .find_map(|(saved, state)| (saved == *subject).then_some(state)))
+    }
 
     /// Saves `counters`, replacing each subject's saved counter.
     ///

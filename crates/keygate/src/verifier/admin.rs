@@ -16,6 +16,7 @@ use crate::key::KeyId;
 use crate::keyring::Keyring;
 use crate::owner::{NewOwner, OwnerKeysChange, OwnerRecord, OwnerUpdate};
 use crate::policy::LifetimePolicy;
+use crate::quota::{QuotaBalance, QuotaLine, QuotaMeter, QuotaUsage};
 use crate::record::{CreatedKey, KeyChange, KeyRecord, MintedKey, NewKey, RotatedKey, Rotation};
 use crate::store::{KeyAdmin, KeyFilter, KeyPage, KeyStore, PageRequest, StoreError};
 
@@ -101,6 +102,9 @@ struct Parts {
     auditor: Auditor,
     channel: Option<Arc<dyn Invalidation>>,
     pepper_gate: PepperGate,
+    /// The services' quota meter, for balance read-outs; `None`: read the store's saved
+    /// counters.
+    quota_meter: Option<Arc<dyn QuotaMeter>>,
 }
 
 /// The error of a standalone [`Admin`] asked to mint without a keyring: a misconfiguration,
@@ -125,6 +129,7 @@ impl Admin {
             clock: Arc::new(SystemClock),
             audit_sinks: Vec::new(),
             channel: None,
+            quota_meter: None,
         }
     }
 
@@ -207,6 +212,68 @@ impl Admin {
     /// `Unavailable` when the store cannot answer or the recorded policy is unreadable.
     pub async fn lifetime_policy(&self) -> Result<LifetimePolicy, StoreError> {
         crate::policy::read_policy(self.key_store()).await
+    }
+
+    /// What key `id`'s quotas have left now, without spending: its own quota's balance
+    /// (shared by its rotation lineage, with the credits added to it) and its owner's. The
+    /// lines are the ones requests spend from; a key without either has `None` for it.
+    ///
+    /// Who counts:
+    /// - through [`Verifier::admin`], the verifier's meter: exact for the balances this
+    ///   process spends (the in-process meter) or every instance spends (a shared meter);
+    /// - a standalone handle, the meter given to [`AdminBuilder::quota_meter`]; without one,
+    ///   the counters the services' in-process meters save in the store, read afresh: at most
+    ///   their flush interval (1 s by default) behind.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::Unavailable`] when the store or the meter
+    /// cannot answer; [`StoreError::Unsupported`] for a standalone handle without a meter
+    /// over a store that keeps no counters.
+    pub async fn quota_balance(&self, id: &KeyId) -> Result<QuotaBalance, StoreError> {
+        let (record, owner) = self
+            .key_store()
+            .find_with_owner_limit(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(*id))?;
+        let now = self.clock().now();
+        let (key, owner) = crate::quota::record_lines(&record, owner.quota);
+        let key = match key {
+            Some(line) => Some((line, self.usage(&line, now).await?)),
+            None => None,
+        };
+        let owner = match owner {
+            Some(line) => Some((line, self.usage(&line, now).await?)),
+            None => None,
+        };
+        Ok(QuotaBalance::new(now, key, owner))
+    }
+
+    /// One line's balance from the meter, or from the store's saved counters.
+    async fn usage(&self, line: &QuotaLine, now: SystemTime) -> Result<QuotaUsage, StoreError> {
+        let parts = match &self.source {
+            Source::Verifier(verifier) => {
+                return verifier
+                    .inner
+                    .quota_meter
+                    .usage(line, now)
+                    .await
+                    .map_err(StoreError::unavailable);
+            }
+            Source::Own(parts) => parts,
+        };
+        if let Some(meter) = &parts.quota_meter {
+            return meter
+                .usage(line, now)
+                .await
+                .map_err(StoreError::unavailable);
+        }
+        let ledger = Arc::clone(&parts.store)
+            .quota_ledger()
+            .ok_or(StoreError::Unsupported(
+                "quota balances without a quota meter (AdminBuilder::quota_meter)",
+            ))?;
+        let saved = ledger.load_counter(&line.subject).await?;
+        Ok(QuotaUsage::of(line, saved, now))
     }
 
     /// Replaces the deployment's lifetime policy in the store's settings (an empty policy
@@ -729,6 +796,7 @@ pub struct AdminBuilder {
     clock: Arc<dyn Clock>,
     audit_sinks: Vec<Arc<dyn AuditSink>>,
     channel: Option<Arc<dyn Invalidation>>,
+    quota_meter: Option<Arc<dyn QuotaMeter>>,
 }
 
 /// Events a standalone handle's audit pipeline holds before dropping (changes are few).
@@ -777,6 +845,15 @@ impl AdminBuilder {
         self
     }
 
+    /// The services' shared quota meter (for example keygate-redis's), which
+    /// [`Admin::quota_balance`] reads balances from. Without one, a standalone handle reads
+    /// the counters the services' in-process meters save in the store
+    /// ([`KeyStore::quota_ledger`]).
+    pub fn quota_meter(mut self, meter: Arc<dyn QuotaMeter>) -> Self {
+        self.quota_meter = Some(meter);
+        self
+    }
+
     /// Builds the handle. No I/O: the peppers are checked before the first key is minted, and
     /// the audit pipeline starts on the tokio runtime of the first change.
     pub fn build(self) -> Admin {
@@ -798,6 +875,7 @@ impl AdminBuilder {
                 ),
                 channel: self.channel,
                 pepper_gate: PepperGate::default(),
+                quota_meter: self.quota_meter,
             })),
             actor: None,
             failed_publishes: Arc::new(AtomicU64::new(0)),
@@ -811,6 +889,7 @@ impl std::fmt::Debug for AdminBuilder {
             .field("keyring", &self.keyring)
             .field("audit_sinks", &self.audit_sinks.len())
             .field("invalidation", &self.channel.is_some())
+            .field("quota_meter", &self.quota_meter.is_some())
             .finish_non_exhaustive()
     }
 }

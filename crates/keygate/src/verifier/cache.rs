@@ -26,7 +26,7 @@ use crate::identity::Identity;
 use crate::key::KeyId;
 use crate::owner::OwnerTag;
 use crate::pepper::Digest;
-use crate::quota::{QuotaLine, QuotaSubject};
+use crate::quota::QuotaLine;
 use crate::rate::{HeldLimit, LimitKey, RateLimit, RatePolicy};
 use crate::record::{KeyRecord, ip_allowed};
 use crate::rejection::Reason;
@@ -123,14 +123,7 @@ impl CachedKey {
             }
             _ => None,
         };
-        let key_line = record.quota.map(|quota| {
-            QuotaLine::new(record.quota_subject(), quota).granted(record.quota_granted)
-        });
-        let owner_line = record
-            .owner
-            .as_deref()
-            .zip(owner.quota)
-            .map(|(owner, quota)| QuotaLine::new(QuotaSubject::Owner(OwnerTag::of(owner)), quota));
+        let (key_line, owner_line) = crate::quota::record_lines(record, owner.quota);
         let quota_lines: Option<Arc<[QuotaLine]>> = match (key_line, owner_line) {
             (None, None) => None,
             (key, owner) => Some(key.into_iter().chain(owner).collect()),

@@ -1243,6 +1243,106 @@ mod memo_tests {
         assert_eq!(saved.first().map(|(_, state)| state.value), Some(1));
         Ok(())
     }
+    /// `Admin::quota_balance` reads the lines requests spend from: through the verifier, its
+    /// meter (exact before any save); standalone, the store's saved counters, read afresh at
+    /// each save (never the first read kept). An owner's line beside the key's; top-ups and
+    /// resets as charges see them.
+    #[tokio::test]
+    async fn quota_balances_read_what_requests_spent() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::clock::ManualClock;
+        use crate::owner::{NewOwner, OwnerTag};
+        use crate::quota::QuotaSubject;
+        // Noon UTC: the day's window resets in 12 hours.
+        let noon = SystemTime::UNIX_EPOCH + Duration::from_secs(20_000 * 86_400 + 43_200);
+        let clock = ManualClock::new(noon);
+        let store = MemoryStore::new();
+        let verifier = Verifier::builder(Keyring::development("acme_test")?, store.clone())
+            .clock(clock.clone())
+            .build();
+        let admin = verifier.admin();
+        admin
+            .create_owner(NewOwner::new("acme").quota("10/day".parse()?))
+            .await?;
+        let created = admin
+            .create_key(
+                NewKey::new("metered")
+                    .owner("acme")
+                    .quota("credits 5".parse()?),
+            )
+            .await?;
+        let plain = admin.create_key(NewKey::new("plain")).await?;
+        let standalone = Admin::builder(store.clone()).clock(clock.clone()).build();
+        let id = created.record.id;
+
+        let balance = admin.quota_balance(&id).await?;
+        let (key_line, key_usage) = balance.key.ok_or("the key's line")?;
+        let (owner_line, owner_usage) = balance.owner.ok_or("the owner's line")?;
+        assert_eq!(key_line.subject, created.record.quota_subject());
+        assert_eq!(
+            owner_line.subject,
+            QuotaSubject::Owner(OwnerTag::of("acme"))
+        );
+        assert_eq!((key_usage.remaining, key_usage.reset), (5, None));
+        assert_eq!(
+            (owner_usage.remaining, owner_usage.reset),
+            (10, Some(Duration::from_secs(43_200)))
+        );
+
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-api-key", created.key.expose_secret().parse()?);
+        let uri = http::Uri::from_static("/");
+        let view = HttpRequestView::new(&headers, &uri, None);
+        verifier.verify_request(&view).await?;
+        verifier.verify_request(&view).await?;
+        let remaining = |balance: crate::quota::QuotaBalance| {
+            (
+                balance.key.map(|(_, usage)| usage.remaining),
+                balance.owner.map(|(_, usage)| usage.remaining),
+            )
+        };
+        // The verifier's own meter: at once. The store: not saved yet.
+        assert_eq!(
+            remaining(admin.quota_balance(&id).await?),
+            (Some(3), Some(8))
+        );
+        assert_eq!(
+            remaining(standalone.quota_balance(&id).await?),
+            (Some(5), Some(10))
+        );
+        verifier.flush_quota().await?;
+        assert_eq!(
+            remaining(standalone.quota_balance(&id).await?),
+            (Some(3), Some(8))
+        );
+        verifier.verify_request(&view).await?;
+        verifier.flush_quota().await?;
+        assert_eq!(
+            remaining(standalone.quota_balance(&id).await?),
+            (Some(2), Some(7)),
+            "read afresh, not the first read kept"
+        );
+
+        // A top-up counts at once, before any request spends from it; the owner's period
+        // starts afresh at midnight.
+        admin.add_credits(&id, 4).await?;
+        let balance = standalone.quota_balance(&id).await?;
+        let (line, usage) = balance.key.ok_or("the key's line")?;
+        assert_eq!((line.granted, usage.remaining), (4, 6));
+        clock.advance(Duration::from_secs(43_200));
+        assert_eq!(
+            remaining(admin.quota_balance(&id).await?),
+            (Some(6), Some(10))
+        );
+
+        // A key with neither line; an unknown key.
+        let none = admin.quota_balance(&plain.record.id).await?;
+        assert_eq!((none.key, none.owner), (None, None));
+        assert!(matches!(
+            admin.quota_balance(&KeyId::random()).await,
+            Err(StoreError::NotFound(_))
+        ));
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -441,3 +441,34 @@ fn the_default_sink_is_enabled_exactly_while_a_subscriber_listens_to_audit_event
         assert!(own.audit_enabled(), "the application's sink wants events");
     });
 }
+
+/// A key store that wraps another and hands on only the required `KeyAdmin` methods (not
+/// `deleted_owner_keys`, as `UsageCounter` does): owner roll-ups then leave out deleted keys,
+/// and a warning says so, once per process rather than per read.
+#[tokio::test]
+async fn a_store_without_deleted_owner_keys_is_warned_about_once() {
+    use keygate::MemoryStore;
+    use keygate::audit::{AuditTrail as _, EventQuery, MemoryAuditTrail};
+    use keygate_tests::stores::UsageCounter;
+
+    let capture = LogCapture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let trail = MemoryAuditTrail::new().key_store(UsageCounter::new(MemoryStore::new()));
+    for _ in 0..3 {
+        assert!(
+            trail
+                .owner_events(&EventQuery::default(), "team-x")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    let logged = capture.text();
+    let warning = "keeps no owners of deleted keys";
+    assert_eq!(logged.matches(warning).count(), 1, "{logged}");
+    assert!(logged.contains("WARN"), "{logged}");
+}

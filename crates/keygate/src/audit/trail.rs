@@ -274,7 +274,15 @@ impl MemoryAuditTrail {
         };
         let mut ids: HashSet<KeyId> = match keys.deleted_owner_keys(owner).await {
             Ok(deleted) => deleted.into_iter().collect(),
-            Err(StoreError::Unsupported(_)) => HashSet::new(),
+            Err(StoreError::Unsupported(_)) => {
+                // Said once per process: a wrapper that forgot to hand the call on would
+                // otherwise lose the deleted keys' history silently.
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::warn!(target: "keygate", "the key store keeps no owners of deleted keys (KeyAdmin::deleted_owner_keys): owner roll-ups leave their requests and changes out");
+                });
+                HashSet::new()
+            }
             Err(e) => return Err(e),
         };
         let filter = KeyFilter::default().owner(owner);

@@ -390,6 +390,11 @@ pub(crate) struct ServeArgs {
     /// maximum idle time).
     #[arg(long, value_name = "DURATION", default_value = "1h")]
     pub(crate) sweep_interval: String,
+    /// Count quotas in the services' Redis quota meter (at --redis-url, under
+    /// --redis-prefix), as services that share one do: admin keys' quotas are charged there,
+    /// and GET /keys/{id}/quota reads balances there instead of the store's saved counters.
+    #[arg(long)]
+    pub(crate) redis_meter: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

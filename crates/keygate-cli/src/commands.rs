@@ -121,6 +121,13 @@ async fn balance_reader(
     if !redis_meter {
         return Ok((store.admin_builder().build(), "store"));
     }
+    let meter = self::redis_meter(cli).await?;
+    Ok((store.admin_builder().quota_meter(meter).build(), "redis"))
+}
+
+/// The services' Redis quota meter (`--redis-meter`): at `--redis-url`, under
+/// `--redis-prefix`. Building it does not connect.
+async fn redis_meter(cli: &Cli) -> Result<Arc<dyn keygate::quota::QuotaMeter>, CliError> {
     let Some(url) = &cli.redis_url else {
         return Err(CliError::usage(
             "--redis-meter reads the services' Redis: give --redis-url (or KEYGATE_REDIS_URL)",
@@ -131,10 +138,7 @@ async fn balance_reader(
         .build()
         .await
         .map_err(|_| CliError::usage(crate::publish::BAD_URL))?;
-    Ok((
-        store.admin_builder().quota_meter(Arc::new(meter)).build(),
-        "redis",
-    ))
+    Ok(Arc::new(meter))
 }
 
 /// Who makes the changes: `--actor`, else `KEYGATE_ACTOR` (both through clap), else `USER`.
@@ -533,10 +537,16 @@ async fn execute(
             )?;
             let listen = crate::serve::listen_addr(args)?;
             let notices = crate::serve::notices_config(args)?;
+            let meter = if args.redis_meter {
+                Some(redis_meter(cli).await?)
+            } else {
+                None
+            };
             crate::serve::serve(
                 store,
                 keyring,
                 changes.channel.clone(),
+                meter,
                 listen,
                 notices,
                 out,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keygate::notice::{ExpiringSweep, IdleSweep, Notice, NoticeSink};
+use keygate::quota::QuotaMeter;
 use keygate::{Invalidation, Keyring, Verifier};
 use keygate_admin::AdminApi;
 use keygate_webhook::{WebhookSecret, WebhookSink};
@@ -106,6 +107,7 @@ pub(crate) async fn serve(
     store: &Store,
     keyring: Keyring,
     redis: Option<Arc<dyn Invalidation>>,
+    meter: Option<Arc<dyn QuotaMeter>>,
     listen: SocketAddr,
     notices: NoticesConfig,
     out: Output<'_>,
@@ -132,6 +134,13 @@ pub(crate) async fn serve(
             Verifier::builder(keyring.clone(), s.clone()).invalidation(s.invalidation())
         }
     };
+    // Quotas (admin keys' own, and the balances GET /keys/{id}/quota reads): counted where
+    // the services count them. Without --redis-meter, the default in-process meter over the
+    // store's counters, which reads what the services save.
+    let builder = match &meter {
+        Some(meter) => builder.quota_meter(Arc::clone(meter)),
+        None => builder,
+    };
     let verifier = builder
         .shared_notices(Arc::clone(&sink))
         .audit_sink(store.audit())
@@ -143,11 +152,17 @@ pub(crate) async fn serve(
     // Changes: through the verifier's own handle (evicting its cache at once; the store
     // publishes to its feed), or, with --redis-url, a handle that also publishes there.
     let admin = match redis {
-        Some(channel) => store
-            .admin_builder()
-            .keyring(keyring)
-            .shared_invalidation(channel)
-            .build(),
+        Some(channel) => {
+            let admin = store
+                .admin_builder()
+                .keyring(keyring)
+                .shared_invalidation(channel);
+            match meter {
+                Some(meter) => admin.quota_meter(meter),
+                None => admin,
+            }
+            .build()
+        }
         None => verifier.admin(),
     };
     // The sweeps: expiring soon (when asked for), and idle keys (a pass does nothing until the

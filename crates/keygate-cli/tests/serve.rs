@@ -146,6 +146,73 @@ fn serve_runs_the_admin_api_for_admin_keys_only() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `serve --redis-meter`: the admin API reads balances from the services' Redis quota meter
+/// (at `--redis-url`, under `--redis-prefix`), where they count; the store holds no counter.
+/// Without `--redis-url` the flag is refused.
+#[tokio::test]
+async fn serve_reads_balances_from_the_services_redis_meter() {
+    use keygate::quota::{QuotaLine, QuotaMeter as _, QuotaSubject};
+    let Ok(redis_url) = std::env::var("KEYGATE_TEST_REDIS_URL") else {
+        eprintln!("KEYGATE_TEST_REDIS_URL is not set: skipping serve's Redis meter test");
+        return;
+    };
+    let dir = common::temp_dir("serve-meter");
+    let url = format!("sqlite://{}", dir.join("keys.db").display());
+    let admin = create(&url, &["--name", "ops", "--admin", "--read-only"]);
+    let metered = create(&url, &["--name", "metered", "--quota", "credits 5"]);
+    let id: keygate::KeyId = metered["id"].as_str().unwrap().parse().unwrap();
+    let prefix = format!("keygate-cli-serve-meter-{}", std::process::id());
+    let meter = keygate_redis::RedisQuotaMeter::builder(redis_url.as_str())
+        .prefix(&prefix)
+        .build()
+        .await
+        .unwrap();
+    let line = QuotaLine::new(QuotaSubject::Key(id), "credits 5".parse().unwrap());
+    assert!(
+        meter
+            .charge(&[line], 3, std::time::SystemTime::now())
+            .await
+            .unwrap()
+            .allowed
+    );
+
+    let refused = keygate(&url)
+        .args(["serve", "--listen", "127.0.0.1:0", "--redis-meter"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--redis-url"));
+
+    let mut child = keygate(&url)
+        .args(["serve", "--listen", "127.0.0.1:0", "--redis-meter"])
+        .args(["--redis-url", &redis_url, "--redis-prefix", &prefix])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Server(child);
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split([' ', '/']).next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    let (status, body) = http(
+        &addr,
+        "GET",
+        &format!("/keys/{id}/quota"),
+        admin["key"].as_str(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let balance: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(balance["key"]["remaining"], 2, "{balance}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn serve_refuses_a_non_loopback_address_without_the_flag() {
     let dir = common::temp_dir("serve-remote");

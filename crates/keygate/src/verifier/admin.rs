@@ -906,6 +906,20 @@ mod tests {
     #[derive(Clone, Default)]
     struct Events(Arc<Mutex<Vec<AuditEvent>>>);
 
+    /// A builder's `Debug` names what it was given (and never a pepper or a meter's state).
+    #[test]
+    fn a_builder_shows_what_it_was_given() {
+        let plain = format!("{:?}", Admin::builder(MemoryStore::new()));
+        assert!(plain.contains("quota_meter: false"), "{plain}");
+        assert!(plain.contains("invalidation: false"), "{plain}");
+        let metered = format!(
+            "{:?}",
+            Admin::builder(MemoryStore::new())
+                .quota_meter(Arc::new(crate::quota::InProcessMeter::new()))
+        );
+        assert!(metered.contains("quota_meter: true"), "{metered}");
+    }
+
     #[async_trait]
     impl AuditSink for Events {
         async fn write(&self, events: &[AuditEvent]) -> Result<(), AuditError> {

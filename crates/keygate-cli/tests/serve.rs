@@ -48,6 +48,28 @@ impl Drop for Server {
     }
 }
 
+/// Starts `command` (a `keygate serve`) and waits for its first line: the server (killed when
+/// dropped), the address it listens on, and that line.
+fn start(command: &mut Command) -> (Server, String, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let server = Server(child);
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split([' ', '/']).next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    (server, addr, line)
+}
+
 /// One HTTP/1.1 request; the status and body.
 fn http(addr: &str, method: &str, path: &str, key: Option<&str>) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -82,23 +104,7 @@ fn serve_runs_the_admin_api_for_admin_keys_only() {
     let plain = create(&url, &["--name", "orders", "--scope", "orders:read"]);
     let key = |v: &Value| v["key"].as_str().unwrap().to_owned();
 
-    let mut child = keygate(&url)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let server = Server(child);
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split([' ', '/']).next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
+    let (server, addr, line) = start(keygate(&url).args(["serve", "--listen", "127.0.0.1:0"]));
 
     let (status, document) = http(&addr, "GET", "/openapi.json", None);
     assert_eq!(status, 200);
@@ -183,24 +189,11 @@ async fn serve_reads_balances_from_the_services_redis_meter() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--redis-url"));
 
-    let mut child = keygate(&url)
-        .args(["serve", "--listen", "127.0.0.1:0", "--redis-meter"])
-        .args(["--redis-url", &redis_url, "--redis-prefix", &prefix])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _server = Server(child);
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split([' ', '/']).next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
+    let (_server, addr, _) = start(
+        keygate(&url)
+            .args(["serve", "--listen", "127.0.0.1:0", "--redis-meter"])
+            .args(["--redis-url", &redis_url, "--redis-prefix", &prefix]),
+    );
     let (status, body) = http(
         &addr,
         "GET",
@@ -284,18 +277,11 @@ fn serve_sends_signed_expiring_soon_notices_to_the_webhook() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("KEYGATE_WEBHOOK_SECRET"));
 
-    let mut child = keygate(&url)
-        .args(["serve", "--listen", "127.0.0.1:0", "--webhook-url", &hook])
-        .env("KEYGATE_WEBHOOK_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _server = Server(child);
+    let (_server, _, line) = start(
+        keygate(&url)
+            .args(["serve", "--listen", "127.0.0.1:0", "--webhook-url", &hook])
+            .env("KEYGATE_WEBHOOK_SECRET", SECRET),
+    );
     assert!(line.contains("listening"), "{line}");
 
     // The sweep's first pass runs at start: one notice, for the key expiring within 7 days.
@@ -350,18 +336,11 @@ fn serve_disables_idle_keys_audited_and_noticed() {
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let received = Received::default();
     let hook = receiver(received.clone());
-    let mut child = keygate(&url)
-        .args(["serve", "--listen", "127.0.0.1:0", "--webhook-url", &hook])
-        .env("KEYGATE_WEBHOOK_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _server = Server(child);
+    let (_server, _, _) = start(
+        keygate(&url)
+            .args(["serve", "--listen", "127.0.0.1:0", "--webhook-url", &hook])
+            .env("KEYGATE_WEBHOOK_SECRET", SECRET),
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while received.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));

@@ -253,8 +253,7 @@ impl Admin {
         let parts = match &self.source {
             Source::Verifier(verifier) => {
                 return verifier
-                    .inner
-                    .quota_meter
+                    .quota_meter()
                     .usage(line, now)
                     .await
                     .map_err(StoreError::unavailable);

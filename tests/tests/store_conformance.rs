@@ -1600,6 +1600,120 @@ async fn credit_top_ups<S: TestStore>(f: Fixture<S>) {
     ));
 }
 
+/// An owner top-up (`OwnerUpdate::add_credits`): the owner's running total grows, reaches
+/// every key of the owner at once (their cached entries are evicted) and is spent once;
+/// refused, with nothing changed, for an owner whose quota is not credits, for 0 or too many
+/// credits, and for an unknown owner. A key's own top-up leaves the owner's total alone.
+async fn owner_credit_top_ups<S: TestStore>(f: Fixture<S>) {
+    let admin = f.verifier.admin();
+    ok(admin
+        .create_owner(NewOwner::new("prepaid-co").quota(quota("credits 2")))
+        .await);
+    ok(admin
+        .create_owner(NewOwner::new("daily-co").quota(quota("10/day")))
+        .await);
+    let (a, _) = create(&f, NewKey::new("a").owner("prepaid-co")).await;
+    let (b, b_record) = create(
+        &f,
+        NewKey::new("b")
+            .owner("prepaid-co")
+            .quota(quota("credits 100")),
+    )
+    .await;
+    for key in [&a, &b] {
+        assert!(verify(&f, key, None).await.is_ok(), "{}", f.name);
+    }
+    for key in [&a, &b] {
+        assert_eq!(refused(&f, key).await, Reason::QuotaExhausted, "{}", f.name);
+    }
+
+    let owner = ok(admin
+        .update_owner("prepaid-co", OwnerUpdate::new().add_credits(3))
+        .await);
+    assert_eq!(owner.quota_granted, 3, "{}", f.name);
+    assert_eq!(owner.quota, Some(quota("credits 2")), "{}", f.name);
+    assert_eq!(
+        ok(f.store.get_owner("prepaid-co").await),
+        owner,
+        "{}",
+        f.name
+    );
+    // Three more in all, whichever key; the key's own top-up does not add to the owner's.
+    for key in [&b, &a, &b] {
+        assert!(verify(&f, key, None).await.is_ok(), "{}", f.name);
+    }
+    ok(admin.add_credits(&b_record.id, 5).await);
+    for key in [&a, &b] {
+        assert_eq!(refused(&f, key).await, Reason::QuotaExhausted, "{}", f.name);
+    }
+    assert_eq!(
+        ok(f.store.get_owner("prepaid-co").await).quota_granted,
+        3,
+        "{}",
+        f.name
+    );
+    // Reading the owner again (another change evicts its keys) adds nothing.
+    ok(admin
+        .update_owner("prepaid-co", OwnerUpdate::new().name("Prepaid"))
+        .await);
+    assert_eq!(refused(&f, &a).await, Reason::QuotaExhausted, "{}", f.name);
+
+    // Refused, nothing changed.
+    let daily = ok(f.store.get_owner("daily-co").await);
+    assert!(
+        matches!(
+            admin
+                .update_owner(
+                    "daily-co",
+                    OwnerUpdate::new().name("renamed").add_credits(5)
+                )
+                .await,
+            Err(StoreError::OwnerConflict { .. })
+        ),
+        "{}",
+        f.name
+    );
+    for credits in [0, MAX_QUOTA + 1] {
+        assert!(
+            matches!(
+                admin
+                    .update_owner("prepaid-co", OwnerUpdate::new().add_credits(credits))
+                    .await,
+                Err(StoreError::InvalidInput(_))
+            ),
+            "{credits}: {}",
+            f.name
+        );
+    }
+    assert_eq!(ok(f.store.get_owner("daily-co").await), daily, "{}", f.name);
+    assert_eq!(
+        ok(f.store.get_owner("prepaid-co").await).quota_granted,
+        3,
+        "{}",
+        f.name
+    );
+    assert!(
+        matches!(
+            admin
+                .update_owner("nobody", OwnerUpdate::new().add_credits(1))
+                .await,
+            Err(StoreError::OwnerNotFound(_))
+        ),
+        "{}",
+        f.name
+    );
+    // The total survives a quota change, as a key's does, and a bare owner starts at 0.
+    let requoted = ok(admin
+        .update_owner(
+            "prepaid-co",
+            OwnerUpdate::new().quota(Some(quota("credits 50"))),
+        )
+        .await);
+    assert_eq!(requoted.quota_granted, 3, "{}", f.name);
+    create(&f, NewKey::new("c").owner("bare-co")).await;
+    assert_eq!(ok(f.store.get_owner("bare-co").await).quota_granted, 0);
+}
+
 /// Named limits are stored with the key and its owner, set and cleared, carried by rotations,
 /// and reach the verifier's identity (the owner's change evicts its keys' entries).
 async fn named_limits<S: TestStore>(f: Fixture<S>) {
@@ -1751,6 +1865,7 @@ conformance!(
     quotas,
     quota_rotation,
     credit_top_ups,
+    owner_credit_top_ups,
     policy_settings,
     lifetime_policy,
     quota_counters,

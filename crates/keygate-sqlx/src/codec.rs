@@ -315,7 +315,7 @@ pub(crate) fn version_counts(rows: Vec<(i64, i64)>) -> Vec<(u32, u64)> {
 
 /// The columns every read of an owner selects.
 pub(crate) const OWNER_COLUMNS: &str = "id, name, CAST(metadata AS text) AS metadata, rate_limit, quota, limits, created_at, \
-     updated_at";
+     updated_at, quota_granted";
 
 /// An owner row as read, before parsing into an [`OwnerRecord`].
 pub(crate) struct RawOwner {
@@ -327,6 +327,7 @@ pub(crate) struct RawOwner {
     pub(crate) limits: String,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
+    pub(crate) quota_granted: i64,
 }
 
 /// A stored owner value keygate cannot read back: reported as `Unavailable` (503).
@@ -358,6 +359,7 @@ impl RawOwner {
         owner.rate_limit = rate_limit;
         owner.quota = quota;
         owner.limits = limits;
+        owner.quota_granted = owner_granted(self.quota_granted)?;
         owner.updated_at = from_micros(self.updated_at);
         Ok(owner)
     }
@@ -368,6 +370,15 @@ pub(crate) fn normalized_owner(mut owner: OwnerRecord) -> OwnerRecord {
     owner.created_at = truncate(owner.created_at);
     owner.updated_at = truncate(owner.updated_at);
     owner
+}
+
+/// An owner's stored top-up total (never negative), read with the owner or with a key.
+pub(crate) fn owner_granted(granted: i64) -> Result<u64, StoreError> {
+    u64::try_from(granted).map_err(|_| {
+        StoreError::unavailable(CorruptOwner {
+            column: "quota_granted",
+        })
+    })
 }
 
 /// An owner's stored rate limit, read with a key.

@@ -106,8 +106,9 @@ pub(crate) trait Dialect: Clone + Send + Sync + 'static {
 
 /// Reads a key by id.
 const SELECT_BY_ID: &str = concat!("SELECT ", columns!(), " FROM keygate_keys WHERE id = $1");
-/// Reads a key by id with its owner's rate limit, quota and named limits (columns
-/// `owner_rate_limit`, `owner_quota`, `owner_limits`), in one statement.
+/// Reads a key by id with its owner's rate limit, quota, named limits and top-up total
+/// (columns `owner_rate_limit`, `owner_quota`, `owner_limits`, `owner_quota_granted`), in
+/// one statement.
 const SELECT_WITH_OWNER_LIMIT: &str = concat!(
     "SELECT ",
     columns!(),
@@ -116,7 +117,9 @@ const SELECT_WITH_OWNER_LIMIT: &str = concat!(
      (SELECT quota FROM keygate_owners WHERE keygate_owners.id = keygate_keys.owner) \
      AS owner_quota, \
      (SELECT limits FROM keygate_owners WHERE keygate_owners.id = keygate_keys.owner) \
-     AS owner_limits FROM keygate_keys WHERE id = $1"
+     AS owner_limits, \
+     (SELECT quota_granted FROM keygate_owners WHERE keygate_owners.id = keygate_keys.owner) \
+     AS owner_quota_granted FROM keygate_keys WHERE id = $1"
 );
 /// Every key, for a listing to add its conditions to.
 const SELECT_ALL: &str = concat!("SELECT ", columns!(), " FROM keygate_keys WHERE 1 = 1");
@@ -208,8 +211,8 @@ impl Statements {
             // Nothing when the id exists: creating an owner refuses it, creating a key keeps it.
             insert_owner: format!(
                 "INSERT INTO keygate_owners (id, name, metadata, rate_limit, quota, created_at, \
-                 updated_at, limits) VALUES ($1, $2, $3{json}, $4, $5, $6, $7, $8) ON CONFLICT \
-                 (id) DO NOTHING RETURNING id"
+                 updated_at, limits, quota_granted) VALUES ($1, $2, $3{json}, $4, $5, $6, $7, \
+                 $8, $9) ON CONFLICT (id) DO NOTHING RETURNING id"
             ),
             select_owner: format!("SELECT {OWNER_COLUMNS} FROM keygate_owners WHERE id = $1"),
             select_owner_for_write: format!(
@@ -222,7 +225,7 @@ impl Statements {
             ),
             update_owner: format!(
                 "UPDATE keygate_owners SET name = $1, metadata = $2{json}, rate_limit = $3, \
-                 quota = $4, updated_at = $5, limits = $6 WHERE id = $7"
+                 quota = $4, updated_at = $5, limits = $6, quota_granted = $7 WHERE id = $8"
             ),
         }
     }
@@ -481,9 +484,13 @@ where
         let quota = codec::owner_quota(quota.as_deref())?;
         let limits: Option<String> = Self::column(&row, "owner_limits")?;
         let limits = codec::owner_named_limits(limits.as_deref().unwrap_or_default())?;
+        let granted: Option<i64> = Self::column(&row, "owner_quota_granted")?;
+        let granted = codec::owner_granted(granted.unwrap_or_default())?;
         Ok(Some((
             record,
-            OwnerLimits::new(limit, quota).with_limits(limits),
+            OwnerLimits::new(limit, quota)
+                .with_limits(limits)
+                .with_quota_granted(granted),
         )))
     }
 
@@ -733,6 +740,7 @@ where
             limits: Self::column(row, "limits")?,
             created_at: D::micros(Self::column(row, "created_at")?),
             updated_at: D::micros(Self::column(row, "updated_at")?),
+            quota_granted: Self::column(row, "quota_granted")?,
         }
         .into_owner()
     }
@@ -765,6 +773,7 @@ where
             .bind(D::time(owner.created_at))
             .bind(D::time(owner.updated_at))
             .bind(limits_text(&owner.limits))
+            .bind(granted_number(owner.quota_granted)?)
             .fetch_optional(conn)
             .await
             .map_err(unavailable)?;
@@ -821,7 +830,9 @@ where
         let mut owner = Self::select_owner(&mut tx, &D::statements().select_owner_for_write, id)
             .await?
             .ok_or_else(|| StoreError::OwnerNotFound(id.to_owned()))?;
-        update.apply_to(&mut owner, now);
+        update
+            .apply_to(&mut owner, now)
+            .map_err(|refused| StoreError::owner_refused(id, refused))?;
         sqlx::query(D::statements().update_owner.as_str())
             .bind(owner.name.clone())
             .bind(metadata_json(&owner.metadata))
@@ -829,6 +840,7 @@ where
             .bind(quota_text(owner.quota.as_ref()))
             .bind(D::time(owner.updated_at))
             .bind(limits_text(&owner.limits))
+            .bind(granted_number(owner.quota_granted)?)
             .bind(id.to_owned())
             .execute(&mut *tx)
             .await

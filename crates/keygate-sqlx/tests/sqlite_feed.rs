@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use keygate::owner::{NewOwner, OwnerUpdate};
 use keygate::store::KeyRehash;
 use keygate::{
     Invalidated, Invalidation, KeyAdmin, KeyChange, KeyId, KeyStore, Keyring, NewKey, Reason,
@@ -483,6 +484,19 @@ async fn an_owner_revoked_by_another_process_is_refused_within_a_second() {
 /// file after saving its counters, it adds them no second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_top_up_by_another_process_is_spent_once_within_a_second() {
+    top_up_from_another_process(false).await;
+}
+
+/// The same for an owner's shared credits, topped up by another process: the store announces
+/// every key of the owner, so the exhausted key is let in within a second, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_top_up_by_another_process_is_spent_once_within_a_second() {
+    top_up_from_another_process(true).await;
+}
+
+/// A key with a `credits 1` quota of its own, or (`owner`) of an owner with one, topped up by
+/// 3 from another process.
+async fn top_up_from_another_process(owner: bool) {
     let (dir, store) = store().await;
     let service = || {
         Verifier::builder(keyring(), store.clone())
@@ -496,14 +510,17 @@ async fn a_top_up_by_another_process_is_spent_once_within_a_second() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let other = other_process(&dir).await;
-    let created = other
-        .create(
-            keyring()
-                .mint(NewKey::new("prepaid").quota("credits 1".parse().unwrap()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let credits = "credits 1".parse().unwrap();
+    let spec = if owner {
+        other
+            .create_owner(NewOwner::new("prepaid-co").quota(credits))
+            .await
+            .unwrap();
+        NewKey::new("prepaid").owner("prepaid-co")
+    } else {
+        NewKey::new("prepaid").quota(credits)
+    };
+    let created = other.create(keyring().mint(spec).unwrap()).await.unwrap();
     let (key, id) = (created.key.expose_secret().to_owned(), created.record.id);
     let verify = |verifier: &Verifier| {
         let mut headers = http::HeaderMap::new();
@@ -524,8 +541,18 @@ async fn a_top_up_by_another_process_is_spent_once_within_a_second() {
     }
     assert_eq!(verify(&verifier).await.err(), Some(Reason::QuotaExhausted));
 
-    let topped = other.apply(&id, KeyChange::AddCredits(3)).await.unwrap();
-    assert_eq!(topped.quota_granted, 3);
+    let granted = if owner {
+        let update = OwnerUpdate::new().add_credits(3);
+        other
+            .update_owner("prepaid-co", update)
+            .await
+            .unwrap()
+            .quota_granted
+    } else {
+        let topped = other.apply(&id, KeyChange::AddCredits(3)).await.unwrap();
+        topped.quota_granted
+    };
+    assert_eq!(granted, 3);
     let added = Instant::now();
     while verify(&verifier).await.is_err() {
         assert!(

@@ -45,6 +45,12 @@ pub struct OwnerRecord {
     /// [`QuotaSubject::Owner`](crate::quota::QuotaSubject::Owner)), on top of each key's own:
     /// a request must fit both, so the tighter wins. `None`: no owner quota.
     pub quota: Option<Quota>,
+    /// The credits operators have added to the owner's shared credit balance
+    /// ([`OwnerUpdate::add_credits`]), in all, since the owner was created: a running total,
+    /// never lowered. Meters add what their counter has not counted yet
+    /// ([`Quota::with_granted`](crate::quota::Quota::with_granted)), so a top-up counts once
+    /// however often the record is read, as a key's [`quota_granted`](crate::KeyRecord::quota_granted).
+    pub quota_granted: u64,
     /// When the owner was created (by hand, or with its first key).
     pub created_at: SystemTime,
     /// When the record last changed.
@@ -83,6 +89,7 @@ impl OwnerRecord {
             rate_limit: None,
             limits: NamedLimits::new(),
             quota: None,
+            quota_granted: 0,
             created_at: now,
             updated_at: now,
         }
@@ -176,6 +183,7 @@ impl NewOwner {
             rate_limit: self.rate_limit,
             limits: self.limits,
             quota: self.quota,
+            quota_granted: 0,
             created_at: now,
             updated_at: now,
         })
@@ -196,6 +204,10 @@ pub struct OwnerUpdate {
     pub quota: Option<Option<Quota>>,
     /// New named limits (replace the whole set; empty removes them all).
     pub limits: Option<NamedLimits>,
+    /// Credits to add to the owner's shared credit balance (a top-up): 1 to
+    /// [`MAX_QUOTA`](crate::quota::MAX_QUOTA) at a time, for an owner whose quota is credits
+    /// (after this change's [`quota`](OwnerUpdate::quota), when it sets one too).
+    pub add_credits: Option<u64>,
 }
 
 impl OwnerUpdate {
@@ -240,11 +252,48 @@ impl OwnerUpdate {
         self
     }
 
-    /// Whether the change alters the owner limit, named limits or quota (its keys' cached
-    /// entries, which carry them, must then go).
+    /// Adds `credits` to the owner's shared credit balance (a top-up): the balance grows by
+    /// this much once, on top of whatever it holds, for every key of the owner. Refused
+    /// unless the owner's quota is credits.
+    ///
+    /// ```
+    /// use keygate::owner::{NewOwner, OwnerUpdate};
+    /// use keygate::{KeyAdmin, MemoryStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = MemoryStore::new();
+    /// store.create_owner(NewOwner::new("acme").quota("credits 100".parse()?)).await?;
+    /// let owner = store.update_owner("acme", OwnerUpdate::new().add_credits(50)).await?;
+    /// assert_eq!(owner.quota_granted, 50);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn add_credits(mut self, credits: u64) -> Self {
+        self.add_credits = Some(credits);
+        self
+    }
+
+    /// Whether the change alters the owner limit, named limits or quota, or adds credits (its
+    /// keys' cached entries, which carry them, must then go).
     #[must_use]
     pub fn changes_rate_limit(&self) -> bool {
-        self.rate_limit.is_some() || self.quota.is_some() || self.limits.is_some()
+        self.rate_limit.is_some()
+            || self.quota.is_some()
+            || self.limits.is_some()
+            || self.add_credits.is_some()
+    }
+
+    /// Whether the change only adds credits (audited as
+    /// [`Action::CreditsAdded`](crate::audit::Action::CreditsAdded), not as an owner change).
+    #[must_use]
+    pub(crate) fn only_adds_credits(&self) -> bool {
+        self.add_credits.is_some()
+            && Self {
+                add_credits: None,
+                ..self.clone()
+            } == Self::default()
     }
 
     /// What the change sets, for its audit event's detail: `name "…"; metadata replaced;
@@ -271,13 +320,17 @@ impl OwnerUpdate {
                 or_none(Some(limits).filter(|l| !l.is_empty()))
             ));
         }
+        if let Some(credits) = self.add_credits {
+            parts.push(credits_text(credits));
+        }
         parts.join("; ")
     }
 
     /// Checks the input. Stores call this before applying.
     ///
     /// # Errors
-    /// [`InvalidInput::OwnerName`] or [`InvalidInput::Metadata`].
+    /// [`InvalidInput::OwnerName`], [`InvalidInput::Metadata`], or [`InvalidInput::Credits`]
+    /// for a top-up of no credits or of more than [`MAX_QUOTA`](crate::quota::MAX_QUOTA).
     pub fn validate(&self) -> Result<(), InvalidInput> {
         if let Some(name) = &self.name {
             validate_owner_name(name)?;
@@ -285,11 +338,36 @@ impl OwnerUpdate {
         if let Some(metadata) = &self.metadata {
             validate_metadata(metadata)?;
         }
+        if let Some(credits) = self.add_credits
+            && !(1..=crate::quota::MAX_QUOTA).contains(&credits)
+        {
+            return Err(InvalidInput::Credits);
+        }
         Ok(())
     }
 
-    /// Applies the change to `record` at `now`.
-    pub fn apply_to(self, record: &mut OwnerRecord, now: SystemTime) {
+    /// Applies the change to `record` at `now`; nothing is changed when it is refused.
+    ///
+    /// # Errors
+    /// [`OwnerChangeRefused::NoCredits`] when it adds credits to an owner whose quota (as
+    /// this change leaves it) is not credits; [`OwnerChangeRefused::TooManyCredits`] when the
+    /// owner's top-ups would pass [`MAX_GRANTED`](crate::quota::MAX_GRANTED) in all.
+    pub fn apply_to(
+        self,
+        record: &mut OwnerRecord,
+        now: SystemTime,
+    ) -> Result<(), OwnerChangeRefused> {
+        if let Some(credits) = self.add_credits {
+            let quota = self.quota.unwrap_or(record.quota);
+            if !matches!(quota, Some(Quota::Credits { .. })) {
+                return Err(OwnerChangeRefused::NoCredits);
+            }
+            record.quota_granted = record
+                .quota_granted
+                .checked_add(credits)
+                .filter(|total| *total <= crate::quota::MAX_GRANTED)
+                .ok_or(OwnerChangeRefused::TooManyCredits)?;
+        }
         if let Some(name) = self.name {
             record.name = name;
         }
@@ -306,7 +384,43 @@ impl OwnerUpdate {
             record.limits = limits;
         }
         record.updated_at = now;
+        Ok(())
     }
+}
+
+/// Why an owner's state refuses a change ([`OwnerUpdate::apply_to`]); stores report it as
+/// [`StoreError::OwnerConflict`](crate::StoreError::OwnerConflict).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OwnerChangeRefused {
+    /// Credits can be added only to an owner whose shared quota is credits.
+    #[error("the owner's quota is not credits; give it a credits quota before adding credits")]
+    NoCredits,
+    /// The owner has been given the most credits top-ups may add.
+    #[error("the owner has been given the most credits top-ups may add (10^15 in all)")]
+    TooManyCredits,
+}
+
+impl OwnerChangeRefused {
+    /// The refusal in words, as a `'static` text.
+    #[must_use]
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NoCredits => {
+                "the owner's quota is not credits; give it a credits quota before adding credits"
+            }
+            Self::TooManyCredits => {
+                "the owner has been given the most credits top-ups may add (10^15 in all)"
+            }
+        }
+    }
+}
+
+/// `1 credit added` / `N credits added`, as audit details and the CLI write a top-up.
+#[must_use]
+pub(crate) fn credits_text(credits: u64) -> String {
+    let noun = if credits == 1 { "credit" } else { "credits" };
+    format!("{credits} {noun} added")
 }
 
 /// A change to every key of an owner at once, in one store transaction
@@ -486,6 +600,116 @@ mod tests {
             r#"name "ACME"; metadata set; rate limit 10/1m; quota credits 500; limits search: 5/1s"#
         );
         assert!(!everything.summary().contains("gold") && !full.summary().contains("gold"));
+    }
+
+    /// A top-up adds to the running total of an owner whose quota is credits (as the same
+    /// change leaves it), checks its count, and changes nothing when refused.
+    #[test]
+    fn owner_top_ups_add_to_a_credits_quota_only() {
+        let now = SystemTime::UNIX_EPOCH;
+        let later = now + std::time::Duration::from_secs(1);
+        let credits = "credits 10".parse::<Quota>().unwrap();
+        let mut owner = NewOwner::new("acme")
+            .quota(credits)
+            .into_record(now)
+            .unwrap();
+        OwnerUpdate::new()
+            .add_credits(3)
+            .apply_to(&mut owner, later)
+            .unwrap();
+        OwnerUpdate::new()
+            .add_credits(4)
+            .apply_to(&mut owner, later)
+            .unwrap();
+        assert_eq!((owner.quota_granted, owner.updated_at), (7, later));
+
+        // Refused: no quota, a period quota, or one that this very change removes.
+        let mut bare = OwnerRecord::bare("bare", now);
+        for (update, quota) in [
+            (OwnerUpdate::new().add_credits(1), None),
+            (
+                OwnerUpdate::new().add_credits(1),
+                Some("10/day".parse::<Quota>().unwrap()),
+            ),
+            (OwnerUpdate::new().quota(None).add_credits(1), Some(credits)),
+        ] {
+            bare.quota = quota;
+            let before = bare.clone();
+            assert_eq!(
+                update.apply_to(&mut bare, later),
+                Err(OwnerChangeRefused::NoCredits)
+            );
+            assert_eq!(bare, before, "nothing changed");
+        }
+        // Allowed: the change that sets a credits quota may add to it at once.
+        bare.quota = None;
+        OwnerUpdate::new()
+            .name("Bare")
+            .quota(Some(credits))
+            .add_credits(5)
+            .apply_to(&mut bare, later)
+            .unwrap();
+        assert_eq!((bare.quota_granted, bare.name.as_str()), (5, "Bare"));
+
+        // At most MAX_GRANTED in all; 1 to MAX_QUOTA at a time.
+        owner.quota_granted = crate::quota::MAX_GRANTED - 1;
+        let before = owner.clone();
+        assert_eq!(
+            OwnerUpdate::new()
+                .name("renamed")
+                .add_credits(2)
+                .apply_to(&mut owner, later),
+            Err(OwnerChangeRefused::TooManyCredits)
+        );
+        assert_eq!(owner, before, "nothing changed");
+        OwnerUpdate::new()
+            .add_credits(1)
+            .apply_to(&mut owner, later)
+            .unwrap();
+        assert_eq!(owner.quota_granted, crate::quota::MAX_GRANTED);
+        for bad in [0, crate::quota::MAX_QUOTA + 1] {
+            assert_eq!(
+                OwnerUpdate::new().add_credits(bad).validate(),
+                Err(InvalidInput::Credits)
+            );
+        }
+        assert_eq!(
+            OwnerUpdate::new()
+                .add_credits(crate::quota::MAX_QUOTA)
+                .validate(),
+            Ok(())
+        );
+        assert_eq!(
+            OwnerChangeRefused::NoCredits.reason(),
+            OwnerChangeRefused::NoCredits.to_string()
+        );
+        assert_eq!(
+            OwnerChangeRefused::TooManyCredits.reason(),
+            OwnerChangeRefused::TooManyCredits.to_string()
+        );
+    }
+
+    /// A top-up evicts the owner's keys (their entries carry its total), and is audited as
+    /// one when it is all the change does.
+    #[test]
+    fn a_top_up_is_a_limit_change_and_alone_a_top_up() {
+        let top_up = OwnerUpdate::new().add_credits(2);
+        assert!(top_up.changes_rate_limit());
+        assert!(top_up.only_adds_credits());
+        assert_eq!(top_up.summary(), "2 credits added");
+        assert_eq!(credits_text(1), "1 credit added");
+        let both = OwnerUpdate::new().name("x").add_credits(2);
+        assert!(!both.only_adds_credits());
+        assert!(!OwnerUpdate::new().only_adds_credits());
+        assert!(!OwnerUpdate::new().name("x").changes_rate_limit());
+        for update in [
+            OwnerUpdate::new().rate_limit(None),
+            OwnerUpdate::new().quota(None),
+            OwnerUpdate::new().limits(NamedLimits::new()),
+        ] {
+            assert!(update.changes_rate_limit(), "{update:?}");
+            assert!(!update.only_adds_credits(), "{update:?}");
+        }
     }
 
     #[test]

@@ -266,12 +266,12 @@ impl QuotaUsage {
 }
 
 /// The lines a charge for `record` spends from: its own quota's (counted under its rotation
-/// lineage, with its top-ups) and its owner's (`owner_quota`, when it has an owner). The
-/// verifier's cached keys and [`Admin::quota_balance`](crate::Admin::quota_balance) build them
+/// lineage, with its top-ups) and its owner's (with the owner's top-ups), when it has an
+/// owner with a quota. The verifier's cached keys and [`Admin::quota_balance`](crate::Admin::quota_balance) build them
 /// here, so a read-out names the very balances requests spend.
 pub(crate) fn record_lines(
     record: &crate::KeyRecord,
-    owner_quota: Option<Quota>,
+    owner: &crate::store::OwnerLimits,
 ) -> (Option<QuotaLine>, Option<QuotaLine>) {
     let key = record
         .quota
@@ -279,13 +279,19 @@ pub(crate) fn record_lines(
     let owner = record
         .owner
         .as_deref()
-        .zip(owner_quota)
-        .map(|(owner, quota)| QuotaLine::new(QuotaSubject::Owner(OwnerTag::of(owner)), quota));
+        .zip(owner.quota)
+        .map(|(id, quota)| owner_line(id, quota, owner.quota_granted));
     (key, owner)
 }
 
+/// The line an owner's shared quota is counted on, with the credits added to it.
+pub(crate) fn owner_line(owner: &str, quota: Quota, granted: u64) -> QuotaLine {
+    QuotaLine::new(QuotaSubject::Owner(OwnerTag::of(owner)), quota).granted(granted)
+}
+
 /// A key's quota balances ([`Admin::quota_balance`](crate::Admin::quota_balance)): what its
-/// own quota and its owner's quota have left, without spending.
+/// own quota and its owner's quota have left, without spending. An owner's read-out
+/// ([`Admin::owner_quota_balance`](crate::Admin::owner_quota_balance)) has only the owner line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct QuotaBalance {
@@ -294,7 +300,8 @@ pub struct QuotaBalance {
     /// The key's own quota (with the credits added to it, [`QuotaLine::granted`]), counted
     /// under its rotation lineage, and its balance; `None`: the key has no quota of its own.
     pub key: Option<(QuotaLine, QuotaUsage)>,
-    /// Its owner's shared quota and its balance; `None`: no owner, or an owner without one.
+    /// Its owner's shared quota (with the credits added to it) and its balance; `None`: no
+    /// owner, or an owner without one.
     pub owner: Option<(QuotaLine, QuotaUsage)>,
 }
 

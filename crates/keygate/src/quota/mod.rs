@@ -34,11 +34,11 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 pub use in_process::{DEFAULT_FLUSH_INTERVAL, InProcessMeter, InProcessMeterBuilder, MeterStats};
-pub(crate) use meter::record_lines;
 pub use meter::{
     CounterKind, CounterState, MAX_LINES, MeterError, QuotaBalance, QuotaDecision, QuotaLedger,
     QuotaLine, QuotaMeter, QuotaSubject, QuotaUsage, UnknownCounterKind,
 };
+pub(crate) use meter::{owner_line, record_lines};
 pub(crate) use receipt::refund_refused;
 pub use receipt::{QuotaReceipt, QuotaReport, SettleError};
 

@@ -347,7 +347,9 @@ impl KeyAdmin for MemoryStore {
                 .owners
                 .get_mut(id)
                 .ok_or_else(|| StoreError::OwnerNotFound(id.to_owned()))?;
-            update.apply_to(record, now);
+            update
+                .apply_to(record, now)
+                .map_err(|refused| StoreError::owner_refused(id, refused))?;
             Ok(record.clone())
         })
     }

@@ -96,6 +96,15 @@ impl StoreError {
         }
     }
 
+    /// The [`StoreError::OwnerConflict`] for a change owner `id`'s state refuses.
+    #[must_use]
+    pub fn owner_refused(id: &str, refused: crate::owner::OwnerChangeRefused) -> Self {
+        Self::OwnerConflict {
+            owner: id.to_owned(),
+            reason: refused.reason(),
+        }
+    }
+
     /// The [`StoreError::OwnerConflict`] of creating owner `id`, which exists.
     #[must_use]
     pub fn owner_exists(id: &str) -> Self {
@@ -238,7 +247,11 @@ pub trait KeyStore: Send + Sync + 'static {
             Some(owner) => self
                 .find_owner(owner)
                 .await?
-                .map(|o| OwnerLimits::new(o.rate_limit, o.quota).with_limits(o.limits))
+                .map(|o| {
+                    OwnerLimits::new(o.rate_limit, o.quota)
+                        .with_limits(o.limits)
+                        .with_quota_granted(o.quota_granted)
+                })
                 .unwrap_or_default(),
             None => OwnerLimits::default(),
         };
@@ -257,6 +270,9 @@ pub struct OwnerLimits {
     pub quota: Option<crate::quota::Quota>,
     /// The owner's shared named limits.
     pub limits: crate::rate::NamedLimits,
+    /// The credits added to the owner's shared credit balance in all
+    /// ([`OwnerRecord::quota_granted`]).
+    pub quota_granted: u64,
 }
 
 impl OwnerLimits {
@@ -267,6 +283,7 @@ impl OwnerLimits {
             rate_limit,
             quota,
             limits: crate::rate::NamedLimits::new(),
+            quota_granted: 0,
         }
     }
 
@@ -274,6 +291,13 @@ impl OwnerLimits {
     #[must_use]
     pub fn with_limits(mut self, limits: crate::rate::NamedLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// The same with the credits added to the owner's shared balance in all.
+    #[must_use]
+    pub fn with_quota_granted(mut self, granted: u64) -> Self {
+        self.quota_granted = granted;
         self
     }
 }

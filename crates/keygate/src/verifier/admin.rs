@@ -236,7 +236,7 @@ impl Admin {
             .await?
             .ok_or_else(|| StoreError::NotFound(*id))?;
         let now = self.clock().now();
-        let (key, owner) = crate::quota::record_lines(&record, owner.quota);
+        let (key, owner) = crate::quota::record_lines(&record, &owner);
         let key = match key {
             Some(line) => Some((line, self.usage(&line, now).await?)),
             None => None,
@@ -246,6 +246,26 @@ impl Admin {
             None => None,
         };
         Ok(QuotaBalance::new(now, key, owner))
+    }
+
+    /// What owner `id`'s shared quota has left now, without spending (with the credits added
+    /// to it): the balance every key of the owner spends from, counted as
+    /// [`Admin::quota_balance`] counts it. The balance's `key` line is always `None`; its
+    /// `owner` line is `None` when the owner has no quota.
+    ///
+    /// # Errors
+    /// [`StoreError::OwnerNotFound`]; otherwise as [`Admin::quota_balance`].
+    pub async fn owner_quota_balance(&self, id: &str) -> Result<QuotaBalance, StoreError> {
+        let owner = self.store().get_owner(id).await?;
+        let now = self.clock().now();
+        let line = match owner.quota {
+            Some(quota) => {
+                let line = crate::quota::owner_line(&owner.id, quota, owner.quota_granted);
+                Some((line, self.usage(&line, now).await?))
+            }
+            None => None,
+        };
+        Ok(QuotaBalance::new(now, None, line))
     }
 
     /// One line's balance from the meter, or from the store's saved counters.
@@ -542,9 +562,9 @@ impl Admin {
         if let Ok(record) = &result {
             let detail = detail.or_else(|| {
                 added.map(|credits| {
-                    let noun = if credits == 1 { "credit" } else { "credits" };
                     format!(
-                        "{credits} {noun} added ({} added in all)",
+                        "{} ({} added in all)",
+                        crate::owner::credits_text(credits),
                         record.quota_granted
                     )
                 })
@@ -638,7 +658,13 @@ impl KeyAdmin for Admin {
 
     async fn update_owner(&self, id: &str, update: OwnerUpdate) -> Result<OwnerRecord, StoreError> {
         let limit_changed = update.changes_rate_limit();
+        let action = if update.only_adds_credits() {
+            Action::CreditsAdded
+        } else {
+            Action::OwnerChanged
+        };
         let summary = update.summary();
+        let added_credits = update.add_credits.is_some();
         let result = self.store().update_owner(id, update).await;
         if limit_changed
             && (result.is_ok() || result.as_ref().is_err_and(StoreError::is_unavailable))
@@ -652,8 +678,13 @@ impl KeyAdmin for Admin {
                 }
             }
         }
-        if result.is_ok() {
-            self.audit_owner(Action::OwnerChanged, id, Some(summary));
+        if let Ok(owner) = &result {
+            let detail = if added_credits {
+                format!("{summary} ({} added in all)", owner.quota_granted)
+            } else {
+                summary
+            };
+            self.audit_owner(action, id, Some(detail));
         }
         result
     }
@@ -1004,6 +1035,103 @@ mod tests {
         assert_eq!(admin.failed_publishes(), 0);
         // The store holds what the handle did.
         assert_eq!(store.get(&id).await.unwrap().name, "two");
+    }
+
+    /// An owner's shared credits take top-ups as a key's do: every key of the owner spends
+    /// them at once (the cached keys are evicted), once, and the owner's read-out and each
+    /// key's owner line show the same balance. Audited as `credits_added`, naming the owner.
+    #[tokio::test]
+    async fn an_owner_top_up_reaches_every_key_of_the_owner_once()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use crate::HttpRequestView;
+        use crate::owner::NewOwner;
+        use crate::rejection::Reason;
+        let events = Events::default();
+        let verifier = crate::Verifier::builder(keyring(), MemoryStore::new())
+            .audit_sink(events.clone())
+            .build();
+        let admin = verifier.admin();
+        admin
+            .create_owner(NewOwner::new("acme").quota("credits 2".parse()?))
+            .await?;
+        let mut views = Vec::new();
+        for name in ["a", "b"] {
+            let key = admin.create_key(NewKey::new(name).owner("acme")).await?;
+            let mut headers = http::HeaderMap::new();
+            headers.insert("x-api-key", key.key.expose_secret().parse()?);
+            views.push(headers);
+        }
+        let verify = async |headers: &http::HeaderMap| {
+            let uri = http::Uri::from_static("/");
+            let view = HttpRequestView::new(headers, &uri, None);
+            verifier.verify_request(&view).await.map(|_| ())
+        };
+        verify(&views[0]).await?;
+        verify(&views[1]).await?;
+        let refused = verify(&views[0])
+            .await
+            .err()
+            .ok_or("the owner's credits are spent")?;
+        assert_eq!(refused.reason(), Reason::QuotaExhausted);
+        let left = |balance: crate::quota::QuotaBalance| {
+            assert!(balance.key.is_none(), "an owner's read-out has no key line");
+            balance
+                .owner
+                .map(|(line, usage)| (line.granted, usage.remaining))
+        };
+        assert_eq!(left(admin.owner_quota_balance("acme").await?), Some((0, 0)));
+
+        let owner = admin
+            .update_owner("acme", OwnerUpdate::new().add_credits(3))
+            .await?;
+        assert_eq!(owner.quota_granted, 3);
+        assert_eq!(left(admin.owner_quota_balance("acme").await?), Some((3, 3)));
+        // Both keys' cached entries held the old total: both spend the new one, three in all.
+        verify(&views[1]).await?;
+        verify(&views[0]).await?;
+        verify(&views[1]).await?;
+        assert_eq!(
+            verify(&views[0]).await.err().map(|r| r.reason()),
+            Some(Reason::QuotaExhausted),
+            "the top-up was added once"
+        );
+        verifier.flush_audit().await;
+        let added: Vec<_> = events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.action == Action::CreditsAdded)
+            .cloned()
+            .collect();
+        assert_eq!(added.len(), 1);
+        assert_eq!(added[0].owner.as_deref(), Some("acme"));
+        assert_eq!(added[0].key_id, None);
+        assert_eq!(
+            added[0].detail.as_deref(),
+            Some("3 credits added (3 added in all)")
+        );
+
+        // A changed owner is audited as such, the credits named in its detail.
+        admin
+            .update_owner("acme", OwnerUpdate::new().name("ACME").add_credits(1))
+            .await?;
+        verifier.flush_audit().await;
+        let last = events.0.lock().unwrap().pop().ok_or("an event")?;
+        assert_eq!(last.action, Action::OwnerChanged);
+        assert_eq!(
+            last.detail.as_deref(),
+            Some(r#"name "ACME"; 1 credit added (4 added in all)"#)
+        );
+
+        // An owner without a quota reads as none; an unknown owner is not found.
+        admin.create_owner(NewOwner::new("free")).await?;
+        assert_eq!(left(admin.owner_quota_balance("free").await?), None);
+        assert!(matches!(
+            admin.owner_quota_balance("nobody").await,
+            Err(StoreError::OwnerNotFound(_))
+        ));
+        Ok(())
     }
 
     #[tokio::test]

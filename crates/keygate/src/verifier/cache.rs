@@ -123,7 +123,7 @@ impl CachedKey {
             }
             _ => None,
         };
-        let (key_line, owner_line) = crate::quota::record_lines(record, owner.quota);
+        let (key_line, owner_line) = crate::quota::record_lines(record, owner);
         let quota_lines: Option<Arc<[QuotaLine]>> = match (key_line, owner_line) {
             (None, None) => None,
             (key, owner) => Some(key.into_iter().chain(owner).collect()),

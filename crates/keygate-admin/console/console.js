@@ -361,12 +361,12 @@
     }
   }
 
-  /** The key's quota, with the credits top-ups added to a credits quota. */
-  function quotaText(key) {
-    const quota = key.quota || "none";
-    const credits = quota.startsWith("credits ") && key.quota_granted > 0;
-    const noun = key.quota_granted === 1 ? " credit added" : " credits added";
-    return credits ? quota + ", " + key.quota_granted + noun : quota;
+  /** A key's (or an owner's) quota, with the credits top-ups added to a credits quota. */
+  function quotaText(record) {
+    const quota = record.quota || "none";
+    const credits = quota.startsWith("credits ") && record.quota_granted > 0;
+    const noun = record.quota_granted === 1 ? " credit added" : " credits added";
+    return credits ? quota + ", " + record.quota_granted + noun : quota;
   }
 
   /** One quota's balance: `734 left, resets 2026-12-04 00:00:00 UTC`. */
@@ -647,22 +647,59 @@
     await loadOwnerKeys(false);
   }
 
+  /** Fills `field` with `owner`'s shared balance, unless another owner is shown by then. */
+  async function loadOwnerBalance(owner, field) {
+    let text;
+    try {
+      const balance = await api("GET", "owners/" + encodeURIComponent(owner.id) + "/quota");
+      text = balance.quota ? lineText(balance.quota) : "no quota";
+    } catch (e) {
+      text = "unknown: " + (e instanceof ApiError ? e.message : String(e));
+    }
+    if (state.owner === owner) field.textContent = text;
+  }
+
   function renderOwner(owner) {
     state.owner = owner;
+    const left = el("span", "…", { id: "owner-quota-left" });
     $("owner-title").textContent = "Owner " + owner.name;
+    $("owner-credits-value").value = "";
     const dl = $("owner-fields");
     const rows = [
       ["Id", owner.id],
       ["Name", owner.name],
       ["Keys", owner.keys === undefined ? "" : String(owner.keys)],
       ["Shared rate limit", owner.rate_limit || "none"],
+      ["Shared quota", quotaText(owner)],
+      ["Shared quota left", left],
       ["Shared named limits", limitsText(owner.limits)],
       ["Metadata", JSON.stringify(owner.metadata)],
       ["Created", when(owner.created_at)],
       ["Updated", when(owner.updated_at)],
     ];
     fieldList(dl, rows);
+    loadOwnerBalance(owner, left);
   }
+
+  $("owner-credits").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const owner = state.owner;
+    if (!owner) return;
+    const text = $("owner-credits-value").value.trim();
+    if (!/^[0-9]+$/.test(text)) {
+      status("Error: credits are a whole number, 1 or more");
+      return;
+    }
+    const updated = await guarded(() =>
+      api("POST", "owners/" + encodeURIComponent(owner.id) + "/credits", { add: Number(text) }),
+    );
+    if (updated) {
+      // The answer has no key count: keep the one shown.
+      renderOwner({ ...updated, keys: owner.keys });
+      const noun = Number(text) === 1 ? " credit" : " credits";
+      status("Saved: " + Number(text) + noun + " added to " + updated.name + ".");
+    }
+  });
 
   $("owner-back").addEventListener("click", () => {
     show("owners");

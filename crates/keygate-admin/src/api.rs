@@ -200,7 +200,8 @@ pub(crate) fn parts() -> (Router<ApiState>, OpenApi) {
         .routes(routes!(audit::usage))
         .routes(routes!(policy::show))
         .routes(routes!(owners::list))
-        .routes(routes!(owners::show));
+        .routes(routes!(owners::show))
+        .routes(routes!(owners::quota_balance));
     let write: OpenApiRouter<ApiState> = OpenApiRouter::new()
         .routes(routes!(keys::create))
         .routes(routes!(keys::delete))
@@ -220,6 +221,7 @@ pub(crate) fn parts() -> (Router<ApiState>, OpenApi) {
         .routes(routes!(policy::set))
         .routes(routes!(owners::create))
         .routes(routes!(owners::update))
+        .routes(routes!(owners::add_credits))
         .routes(routes!(owners::delete))
         .routes(routes!(owners::disable))
         .routes(routes!(owners::enable))

@@ -266,8 +266,8 @@ pub struct SetQuota {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct AddCredits {
-    /// How many credits to add: 1 to 1000000000000. The key's own quota must be credits
-    /// (else 409). Required.
+    /// How many credits to add: 1 to 1000000000000. The key's own quota (or the owner's
+    /// shared quota) must be credits (else 409). Required.
     #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
     pub add: u64,
 }

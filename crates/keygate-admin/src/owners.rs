@@ -12,9 +12,9 @@ use keygate_axum::Identity;
 
 use crate::docs::{ChangeErrors, CreateErrors, ReadErrors};
 use crate::error::ApiError;
-use crate::input::{self, CreateOwner, OwnerListParams, UpdateOwner, owner_id};
+use crate::input::{self, AddCredits, CreateOwner, OwnerListParams, UpdateOwner, owner_id};
 use crate::state::ApiState;
-use crate::views::{OwnerKeysChanged, OwnerList, OwnerView};
+use crate::views::{OwnerKeysChanged, OwnerList, OwnerQuotaView, OwnerView};
 
 fn changed(state: &ApiState, records: &[KeyRecord]) -> Json<OwnerKeysChanged> {
     Json(OwnerKeysChanged {
@@ -163,6 +163,51 @@ pub(crate) async fn update(
             .unwrap_or_default();
         update = update.limits(limits);
     }
+    let owner = state.acting(&caller).update_owner(&id, update).await?;
+    Ok(Json(OwnerView::new(&owner, None)))
+}
+
+/// What an owner's shared quota has left now (top-ups included), as the service's quota meter
+/// counts it: the balance every key of the owner spends from.
+#[utoipa::path(
+    get,
+    path = "/owners/{id}/quota",
+    tag = "owners",
+    params(("id" = String, Path, description = "The owner's id")),
+    responses((status = 200, description = "The owner's quota balance", body = OwnerQuotaView), ReadErrors),
+    security(("api_key" = ["keygate:admin:read"]))
+)]
+pub(crate) async fn quota_balance(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<OwnerQuotaView>, ApiError> {
+    owner_id("id", &id)?;
+    let balance = state.admin.owner_quota_balance(&id).await?;
+    Ok(Json(OwnerQuotaView::new(&id, &balance)))
+}
+
+/// Adds credits to an owner's shared credit balance (a top-up), spent by all its keys. The
+/// owner's quota must be credits (else 409); the credits are added once (`quota_granted` is
+/// the total added so far) and reach the services as any change to the owner does.
+#[utoipa::path(
+    post,
+    path = "/owners/{id}/credits",
+    tag = "owners",
+    params(("id" = String, Path, description = "The owner's id")),
+    request_body = AddCredits,
+    responses((status = 200, description = "The owner as changed", body = OwnerView), ChangeErrors),
+    security(("api_key" = ["keygate:admin:write"]))
+)]
+pub(crate) async fn add_credits(
+    State(state): State<ApiState>,
+    caller: Identity,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<OwnerView>, ApiError> {
+    owner_id("id", &id)?;
+    let input: AddCredits = input::body(&body, &["add"])?;
+    // The count is checked with the change (`OwnerUpdate::validate`): 400 naming `add`.
+    let update = OwnerUpdate::new().add_credits(input.add);
     let owner = state.acting(&caller).update_owner(&id, update).await?;
     Ok(Json(OwnerView::new(&owner, None)))
 }

@@ -393,8 +393,7 @@ pub struct UsageList {
 pub struct QuotaLineView {
     /// The quota (`10000/day`, `credits 500 refill 500 every 1d`).
     pub quota: String,
-    /// Credits operators have added to the balance, in all (a key's credits quota; 0
-    /// otherwise).
+    /// Credits operators have added to the balance, in all (a credits quota; 0 otherwise).
     pub granted: u64,
     /// Units left now: what a request may still spend.
     pub remaining: u64,
@@ -419,19 +418,53 @@ pub struct QuotaBalanceView {
 
 impl QuotaBalanceView {
     pub(crate) fn new(key_id: &keygate::KeyId, balance: &keygate::quota::QuotaBalance) -> Self {
-        let line = |(line, usage): &(keygate::quota::QuotaLine, keygate::quota::QuotaUsage)| {
-            QuotaLineView {
-                quota: line.quota.to_string(),
-                granted: line.granted,
-                remaining: usage.remaining,
-                resets_at: usage.reset.map(|reset| time(balance.at + reset)),
-            }
-        };
+        let line = |line| QuotaLineView::new(balance, line);
         Self {
             key_id: key_id.to_string(),
             at: time(balance.at),
             key: balance.key.as_ref().map(line),
             owner: balance.owner.as_ref().map(line),
+        }
+    }
+}
+
+impl QuotaLineView {
+    /// One line of `balance`.
+    fn new(
+        balance: &keygate::quota::QuotaBalance,
+        (line, usage): &(keygate::quota::QuotaLine, keygate::quota::QuotaUsage),
+    ) -> Self {
+        Self {
+            quota: line.quota.to_string(),
+            granted: line.granted,
+            remaining: usage.remaining,
+            resets_at: usage.reset.map(|reset| time(balance.at + reset)),
+        }
+    }
+}
+
+/// An owner's shared quota balance now, as the services' quota meter counts it: what every
+/// key of the owner spends from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct OwnerQuotaView {
+    /// The owner.
+    pub owner_id: String,
+    /// When the balance was read.
+    pub at: String,
+    /// The owner's shared quota and its balance; null: the owner has no quota.
+    pub quota: Option<QuotaLineView>,
+}
+
+impl OwnerQuotaView {
+    pub(crate) fn new(owner_id: &str, balance: &keygate::quota::QuotaBalance) -> Self {
+        Self {
+            owner_id: owner_id.to_owned(),
+            at: time(balance.at),
+            quota: balance
+                .owner
+                .as_ref()
+                .map(|line| QuotaLineView::new(balance, line)),
         }
     }
 }
@@ -451,6 +484,9 @@ pub struct OwnerView {
     pub rate_limit: Option<String>,
     /// The quota all its keys share (`100000/month`); null: none.
     pub quota: Option<String>,
+    /// Credits operators have added to the shared credit balance, in all
+    /// (`POST /owners/{id}/credits`); 0: none.
+    pub quota_granted: u64,
     /// The named limits all its keys share, name -> policy (`{"writes": "100/1s"}`); `{}`:
     /// none.
     pub limits: BTreeMap<String, String>,
@@ -471,6 +507,7 @@ impl OwnerView {
             metadata: owner.metadata.clone(),
             rate_limit: owner.rate_limit.map(|l| l.to_string()),
             quota: owner.quota.map(|q| q.to_string()),
+            quota_granted: owner.quota_granted,
             limits: limits_view(&owner.limits),
             created_at: time(owner.created_at),
             updated_at: time(owner.updated_at),

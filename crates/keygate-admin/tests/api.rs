@@ -337,6 +337,27 @@ fn cases() -> Vec<Case> {
             owner: Some(OWNER),
         },
         Case {
+            bad: Bad {
+                id: Some("%07"),
+                body: None,
+                query: "",
+                field: "id",
+            },
+            owner: Some(EMPTY_OWNER),
+            ..read("/owners/{id}/quota", "", "", "")
+        },
+        Case {
+            method: Method::POST,
+            owner: Some(EMPTY_OWNER),
+            ..change(
+                "/owners/{id}/credits",
+                json!({"add": 1000}),
+                json!({"add": 0}),
+                "add",
+                Action::CreditsAdded,
+            )
+        },
+        Case {
             method: Method::DELETE,
             route: "/owners/{id}",
             write: true,
@@ -530,6 +551,11 @@ async fn every_endpoint_answers_as_documented() {
                     Some(f.writer.id.as_str()),
                     "{what}: the actor is the admin key's id"
                 );
+                // Owner changes name the owner (an owner's top-up too); a key's, the key.
+                let names_owner = matches!(
+                    action,
+                    Action::OwnerCreated | Action::OwnerChanged | Action::OwnerDeleted
+                ) || (action == Action::CreditsAdded && case.owner.is_some());
                 match action {
                     Action::Created => {}
                     Action::PolicyChanged => {
@@ -537,7 +563,7 @@ async fn every_endpoint_answers_as_documented() {
                         assert_eq!(f.records().await, before, "{what}: no key changed");
                         continue;
                     }
-                    Action::OwnerCreated | Action::OwnerChanged | Action::OwnerDeleted => {
+                    _ if names_owner => {
                         assert_eq!(event.key_id, None, "{what}");
                         assert_eq!(
                             event.owner.as_deref(),
@@ -1207,6 +1233,118 @@ async fn quota_balances_show_what_requests_left() {
         (&plain["key"], &plain["owner"]),
         (&Value::Null, &Value::Null)
     );
+}
+
+/// An owner's shared balance through the API: `GET /owners/{id}/quota` shows what its keys'
+/// requests left, `POST /owners/{id}/credits` adds to it (`quota_granted` in the owner's view)
+/// and its keys spend the credits at once; an owner whose quota is not credits is a 409 with
+/// nothing changed, and an owner without a quota reads as `null`.
+#[tokio::test]
+async fn owner_balances_and_top_ups() {
+    let f: Fixture = fixture().await;
+    let writer = Some(f.writer.key.as_str());
+    let reader = Some(f.reader.key.as_str());
+    let owner = f
+        .send(
+            &Method::POST,
+            "/owners",
+            writer,
+            Some(&json!({"id": "prepaid-co", "quota": "credits 2"})),
+        )
+        .await;
+    assert_eq!(owner.status, StatusCode::CREATED, "{}", owner.text);
+    assert_eq!(owner.json()["quota_granted"], 0);
+    let created = f
+        .send(
+            &Method::POST,
+            "/keys",
+            writer,
+            Some(&json!({"name": "shared", "owner": "prepaid-co"})),
+        )
+        .await;
+    let key = created.json()["key"].as_str().unwrap().to_owned();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-api-key", key.parse().unwrap());
+    let uri = http::Uri::from_static("/");
+    let view = keygate::HttpRequestView::new(&headers, &uri, None);
+    for _ in 0..2 {
+        f.verifier.verify_request(&view).await.unwrap();
+    }
+    assert!(f.verifier.verify_request(&view).await.is_err(), "spent");
+
+    let balance = |answer: common::Answer| {
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        answer.json()
+    };
+    let shown = balance(
+        f.send(&Method::GET, "/owners/prepaid-co/quota", reader, None)
+            .await,
+    );
+    assert_eq!(shown["owner_id"], "prepaid-co");
+    assert_eq!(
+        shown["quota"],
+        json!({"quota": "credits 2", "granted": 0, "remaining": 0, "resets_at": null})
+    );
+    assert!(humantime::parse_rfc3339(shown["at"].as_str().unwrap()).is_ok());
+
+    let added = f
+        .send(
+            &Method::POST,
+            "/owners/prepaid-co/credits",
+            writer,
+            Some(&json!({"add": 3})),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.text);
+    assert_eq!(added.json()["quota_granted"], 3);
+    assert_eq!(added.json()["quota"], "credits 2");
+    let shown = balance(
+        f.send(&Method::GET, "/owners/prepaid-co/quota", reader, None)
+            .await,
+    );
+    assert_eq!(
+        (&shown["quota"]["granted"], &shown["quota"]["remaining"]),
+        (&json!(3), &json!(3))
+    );
+    // The key's own read-out shows the same owner line; its requests spend it at once.
+    f.verifier.verify_request(&view).await.unwrap();
+    let id = created.json()["record"]["id"].as_str().unwrap().to_owned();
+    let key_view = balance(
+        f.send(&Method::GET, &format!("/keys/{id}/quota"), reader, None)
+            .await,
+    );
+    assert_eq!(key_view["owner"]["remaining"], 2, "{key_view}");
+    assert_eq!(key_view["owner"]["granted"], 3, "{key_view}");
+
+    // No quota: a 409 naming the reason, nothing changed; the read-out is null.
+    let refused = f
+        .send(
+            &Method::POST,
+            &format!("/owners/{OWNER}/credits"),
+            writer,
+            Some(&json!({"add": 3})),
+        )
+        .await;
+    let problem = assert_problem(&refused, StatusCode::CONFLICT, "credits without a quota");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("not credits"),
+        "{problem}"
+    );
+    let unchanged = balance(
+        f.send(&Method::GET, &format!("/owners/{OWNER}"), reader, None)
+            .await,
+    );
+    assert_eq!(unchanged["quota_granted"], 0);
+    let none = balance(
+        f.send(
+            &Method::GET,
+            &format!("/owners/{OWNER}/quota"),
+            reader,
+            None,
+        )
+        .await,
+    );
+    assert_eq!(none["quota"], Value::Null);
 }
 
 /// Top-ups through the API: `POST /keys/{id}/credits` adds to a credits key's running total

@@ -108,6 +108,8 @@ async fn every_api_route_the_console_calls_needs_a_key() {
         "api(\"GET\", \"owners/\" + encodeURIComponent(id))",
         "\"owners/\" + encodeURIComponent(owner.id) + \"/\" + verb.toLowerCase()",
         "path: \"owners\"",
+        "\"owners/\" + encodeURIComponent(owner.id) + \"/quota\"",
+        "\"owners/\" + encodeURIComponent(owner.id) + \"/credits\"",
         "api(\"GET\", \"usage\"",
         "\"audit\" +",
     ] {

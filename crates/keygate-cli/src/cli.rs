@@ -220,6 +220,9 @@ Examples:
   keygate owners update acme-corp --rate-limit none
   keygate owners update acme-corp --quota 100000/month   # shared by all its keys
   keygate owners update acme-corp --quota none
+  keygate owners update acme-corp --quota 'credits 5000'
+  keygate owners quota acme-corp                 # what the shared quota has left
+  keygate owners quota acme-corp --add-credits 1000   # top up the shared credit balance
   keygate owners update acme-corp --limit writes=100/1s --limit reads=none   # named limits
   keygate owners disable acme-corp               # every key of the owner; `enable` undoes it
   keygate revoke --owner acme-corp               # every key of the owner, for good
@@ -759,6 +762,20 @@ pub(crate) enum OwnersCommand {
     Show(OwnerIdArg),
     /// Change an owner's name, metadata, rate limit, quota or named limits.
     Update(OwnerUpdateArgs),
+    /// Show what an owner's shared quota has left, or add credits to its shared credit
+    /// balance.
+    #[command(after_help = "\
+Examples:
+  keygate owners quota acme-corp                       # what its keys may still spend
+  keygate owners quota acme-corp --json
+  keygate owners quota acme-corp --add-credits 1000    # top up the shared credit balance
+
+--add-credits needs a credits quota on the owner (keygate owners update ID --quota
+'credits N'); the credits reach every key of the owner as any change does, and are added to
+the balance once. Without --add-credits, the balance is read from the counters the services'
+in-process meters save in the store (each at most a second behind); services that count on a
+shared Redis meter are read with --redis-meter.")]
+    Quota(OwnerQuotaArgs),
     /// Delete an owner (refused while keys belong to it).
     Delete(OwnerIdArg),
     /// Disable every key of the owner that is active (reversible with `owners enable`).
@@ -794,6 +811,20 @@ pub(crate) struct OwnerCreateArgs {
     /// (repeatable; see `keygate limits --help`).
     #[arg(long = "limit", value_name = "NAME=POLICY")]
     pub(crate) limits: Vec<LimitEntry>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OwnerQuotaArgs {
+    /// The owner's id.
+    pub(crate) id: String,
+    /// Add N credits to the owner's shared credit balance (1 to 1000000000000; the owner's
+    /// quota must be credits).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=keygate::quota::MAX_QUOTA))]
+    pub(crate) add_credits: Option<u64>,
+    /// Read the balance from the services' Redis quota meter (at --redis-url, under
+    /// --redis-prefix) instead of the counters their in-process meters save in the store.
+    #[arg(long, conflicts_with = "add_credits")]
+    pub(crate) redis_meter: bool,
 }
 
 #[derive(Debug, Args)]

@@ -473,7 +473,9 @@ async fn execute(
             (None, None) => return Err(CliError::usage("give a key id or --owner")),
         },
         Command::Owners(command) => {
-            crate::owners::run(command, store.admin(), || changes.admin(), out, now).await?;
+            let reader = async |redis_meter| balance_reader(cli, store, redis_meter).await;
+            crate::owners::run(command, store.admin(), || changes.admin(), reader, out, now)
+                .await?;
         }
         Command::Rotate(args) => {
             let id = key_id(&args.id)?;

@@ -158,14 +158,7 @@ impl<'a> Output<'a> {
     pub(crate) fn balance(self, record: &KeyRecord, balance: &QuotaBalance, source: &str) {
         let owner = record.owner.as_deref();
         if self.json {
-            let line = |(line, usage): &(QuotaLine, QuotaUsage)| {
-                json!({
-                    "quota": line.quota.to_string(),
-                    "granted": line.granted,
-                    "remaining": usage.remaining,
-                    "resets_at": time_json(usage.reset.map(|reset| balance.at + reset)),
-                })
-            };
+            let line = |line| line_json(balance, line);
             self.json_line(&json!({
                 "id": record.id.as_str(),
                 "owner": owner,
@@ -176,38 +169,58 @@ impl<'a> Output<'a> {
             }));
             return;
         }
-        let left = |(line, usage): &(QuotaLine, QuotaUsage)| {
-            let when = usage.reset.map(|reset| time_text(Some(balance.at + reset)));
-            match (line.quota, when) {
-                (keygate::quota::Quota::Period { .. }, Some(at)) => {
-                    format!("{} left, resets at {at}", usage.remaining)
-                }
-                (_, Some(at)) => format!("{} left, next refill at {at}", usage.remaining),
-                (_, None) => format!("{} left, never refilled", usage.remaining),
-            }
-        };
         let id = &record.id;
         match &balance.key {
             Some(key) => self.line(&format!(
                 "key {id} quota: {}: {}",
-                granted_quota_text(record),
-                left(key)
+                granted_quota_text(record.quota.as_ref(), record.quota_granted),
+                left_text(balance, key)
             )),
             None => self.line(&format!("key {id} quota: none of its own")),
         }
         if let (Some(owner), Some(shared)) = (owner, &balance.owner) {
-            self.line(&format!(
-                "owner {owner} quota: {}: {}",
-                shared.0.quota,
-                left(shared)
-            ));
+            self.owner_line(owner, balance, shared);
         }
         if balance.key.is_some() || balance.owner.is_some() {
-            self.line(match source {
-                "redis" => "(read from the services' Redis quota meter)",
-                _ => "(read from the counters the services save in the store: at most a second behind)",
-            });
+            self.source_note(source);
         }
+    }
+
+    /// An owner's shared quota balance (`keygate owners quota ID`), read from `source`.
+    pub(crate) fn owner_balance(self, owner: &str, balance: &QuotaBalance, source: &str) {
+        if self.json {
+            self.json_line(&json!({
+                "owner": owner,
+                "at": time_json(Some(balance.at)),
+                "source": source,
+                "quota": balance.owner.as_ref().map(|line| line_json(balance, line)),
+            }));
+            return;
+        }
+        match &balance.owner {
+            Some(shared) => {
+                self.owner_line(owner, balance, shared);
+                self.source_note(source);
+            }
+            None => self.line(&format!("owner {owner} quota: none")),
+        }
+    }
+
+    /// `owner ID quota: QUOTA[, N credits added]: N left, …`.
+    fn owner_line(self, owner: &str, balance: &QuotaBalance, shared: &(QuotaLine, QuotaUsage)) {
+        self.line(&format!(
+            "owner {owner} quota: {}: {}",
+            granted_quota_text(Some(&shared.0.quota), shared.0.granted),
+            left_text(balance, shared)
+        ));
+    }
+
+    /// Where a balance was read, under it.
+    fn source_note(self, source: &str) {
+        self.line(match source {
+            "redis" => "(read from the services' Redis quota meter)",
+            _ => "(read from the counters the services save in the store: at most a second behind)",
+        });
     }
 
     /// One key's details.
@@ -251,7 +264,10 @@ impl<'a> Output<'a> {
             ("scopes", scopes_text(record)),
             ("allowed IPs", ips),
             ("rate limit", rate_text(record)),
-            ("quota", granted_quota_text(record)),
+            (
+                "quota",
+                granted_quota_text(record.quota.as_ref(), record.quota_granted),
+            ),
             ("limits", crate::limits::text(&record.limits)),
             (
                 "metadata",
@@ -309,16 +325,38 @@ pub(crate) fn rate_text(record: &KeyRecord) -> String {
 
 /// The key's quota with the credits top-ups added to a credits quota (`credits 500, 1000
 /// credits added`).
-fn granted_quota_text(record: &KeyRecord) -> String {
-    let quota = quota_text(record.quota.as_ref());
-    match record.quota {
-        Some(keygate::quota::Quota::Credits { .. }) if record.quota_granted == 1 => {
-            format!("{quota}, 1 credit added")
+pub(crate) fn granted_quota_text(quota: Option<&keygate::quota::Quota>, granted: u64) -> String {
+    let text = quota_text(quota);
+    match quota {
+        Some(keygate::quota::Quota::Credits { .. }) if granted == 1 => {
+            format!("{text}, 1 credit added")
         }
-        Some(keygate::quota::Quota::Credits { .. }) if record.quota_granted > 0 => {
-            format!("{quota}, {} credits added", record.quota_granted)
+        Some(keygate::quota::Quota::Credits { .. }) if granted > 0 => {
+            format!("{text}, {granted} credits added")
         }
-        _ => quota,
+        _ => text,
+    }
+}
+
+/// One balance line as JSON: the quota, the credits added, what is left and when it resets.
+fn line_json(balance: &QuotaBalance, (line, usage): &(QuotaLine, QuotaUsage)) -> Value {
+    json!({
+        "quota": line.quota.to_string(),
+        "granted": line.granted,
+        "remaining": usage.remaining,
+        "resets_at": time_json(usage.reset.map(|reset| balance.at + reset)),
+    })
+}
+
+/// `N left, resets at …` (a period), `N left, next refill at …`, or `N left, never refilled`.
+fn left_text(balance: &QuotaBalance, (line, usage): &(QuotaLine, QuotaUsage)) -> String {
+    let when = usage.reset.map(|reset| time_text(Some(balance.at + reset)));
+    match (line.quota, when) {
+        (keygate::quota::Quota::Period { .. }, Some(at)) => {
+            format!("{} left, resets at {at}", usage.remaining)
+        }
+        (_, Some(at)) => format!("{} left, next refill at {at}", usage.remaining),
+        (_, None) => format!("{} left, never refilled", usage.remaining),
     }
 }
 

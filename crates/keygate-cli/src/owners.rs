@@ -54,6 +54,9 @@ pub(crate) fn check(command: &OwnersCommand, now: SystemTime) -> Result<(), CliE
                 .validate()
                 .map_err(|e| CliError::usage(e.to_string()))?;
         }
+        OwnersCommand::Quota(args) => {
+            owner_id(&args.id)?;
+        }
         OwnersCommand::Show(arg)
         | OwnersCommand::Delete(arg)
         | OwnersCommand::Disable(arg)
@@ -100,11 +103,13 @@ fn update(args: &crate::cli::OwnerUpdateArgs) -> Result<OwnerUpdate, CliError> {
 }
 
 /// Runs an `owners` command: reads through `store`, changes through `admin` (which records
-/// and publishes each change).
+/// and publishes each change), reads quota balances through the handle `balance_reader`
+/// builds (given `--redis-meter`), with the name of where it reads.
 pub(crate) async fn run(
     command: &OwnersCommand,
     store: &dyn KeyAdmin,
     admin: impl FnOnce() -> Admin,
+    balance_reader: impl AsyncFnOnce(bool) -> Result<(Admin, &'static str), CliError>,
     out: Output<'_>,
     now: SystemTime,
 ) -> Result<(), CliError> {
@@ -150,6 +155,26 @@ pub(crate) async fn run(
             let owner = admin().update_owner(&args.id, change).await?;
             owner_changed(out, &owner, &format!("updated owner {:?}", owner.id));
         }
+        OwnersCommand::Quota(args) => match args.add_credits {
+            Some(credits) => {
+                let update = OwnerUpdate::new().add_credits(credits);
+                let owner = admin().update_owner(&args.id, update).await?;
+                let noun = if credits == 1 { "credit" } else { "credits" };
+                owner_changed(
+                    out,
+                    &owner,
+                    &format!(
+                        "owner {:?}: {credits} {noun} added to its shared balance ({} added in all)",
+                        owner.id, owner.quota_granted
+                    ),
+                );
+            }
+            None => {
+                let (reader, source) = balance_reader(args.redis_meter).await?;
+                let balance = reader.owner_quota_balance(&args.id).await?;
+                out.owner_balance(&args.id, &balance, source);
+            }
+        },
         OwnersCommand::Delete(arg) => {
             admin().delete_owner(&arg.id).await?;
             if out.is_json() {
@@ -256,6 +281,7 @@ pub(crate) fn owner_json(owner: &OwnerRecord, keys: Option<u64>) -> Value {
         "metadata": Value::Object(owner.metadata.clone()),
         "rate_limit": owner.rate_limit.map(|l| l.to_string()),
         "quota": owner.quota.map(|q| q.to_string()),
+        "quota_granted": owner.quota_granted,
         "limits": crate::limits::json(&owner.limits),
         "created_at": humantime::format_rfc3339_seconds(owner.created_at).to_string(),
         "updated_at": humantime::format_rfc3339_seconds(owner.updated_at).to_string(),
@@ -306,7 +332,10 @@ fn show(out: Output<'_>, owner: &OwnerRecord, keys: u64) {
         ("name", owner.name.clone()),
         ("keys", keys.to_string()),
         ("rate limit", limit_text(owner)),
-        ("quota", crate::output::quota_text(owner.quota.as_ref())),
+        (
+            "quota",
+            crate::output::granted_quota_text(owner.quota.as_ref(), owner.quota_granted),
+        ),
         ("limits", crate::limits::text(&owner.limits)),
         ("metadata", metadata),
         ("created", time_text(Some(owner.created_at))),

@@ -1584,6 +1584,148 @@ async fn the_balance_is_read_from_the_counters_a_service_saves() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `keygate owners quota ID` shows what an owner's shared quota has left (read from the
+/// counters a service saved), `--add-credits N` tops it up (audited as `credits_added` naming
+/// the owner); a service's keys of the owner spend the credits once. An owner whose quota is
+/// not credits is exit code 4 with nothing changed; a bad count exit code 1; an unknown owner
+/// exit code 2.
+#[tokio::test]
+async fn an_owner_shared_balance_is_shown_and_topped_up() {
+    let (dir, url, store) = migrated_sqlite("owner-balances").await;
+    ok(&url, &["owners", "create", "acme", "--quota", "credits 2"]);
+    ok(&url, &["owners", "create", "daily", "--quota", "10/day"]);
+    ok(&url, &["owners", "create", "free"]);
+    let created = json(&url, &["create", "--name", "shared", "--owner", "acme"]);
+    let verifier = Verifier::builder(keyring(), store.clone()).build();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "x-api-key",
+        created["key"].as_str().unwrap().parse().unwrap(),
+    );
+    let uri = http::Uri::from_static("/");
+    let view = keygate::HttpRequestView::new(&headers, &uri, None);
+    for _ in 0..2 {
+        verifier.verify_request(&view).await.unwrap();
+    }
+    assert!(verifier.verify_request(&view).await.is_err(), "spent");
+    verifier.flush_quota().await.unwrap();
+    let said = ok(&url, &["owners", "quota", "acme"]);
+    assert!(
+        said.contains("owner acme quota: credits 2: 0 left, never refilled"),
+        "{said}"
+    );
+    assert!(
+        said.contains("read from the counters the services save"),
+        "{said}"
+    );
+
+    let said = ok(&url, &["owners", "quota", "acme", "--add-credits", "3"]);
+    assert!(
+        said.contains(r#"owner "acme": 3 credits added to its shared balance (3 added in all)"#),
+        "{said}"
+    );
+    let again = json(&url, &["owners", "quota", "acme", "--add-credits", "1"]);
+    assert_eq!(again["quota_granted"], 4);
+    assert_eq!(again["quota"], "credits 2");
+    assert_eq!(
+        field(&ok(&url, &["owners", "show", "acme"]), "quota"),
+        "credits 2, 4 credits added"
+    );
+    let shown = json(&url, &["owners", "quota", "acme"]);
+    assert_eq!(shown["owner"], "acme");
+    assert_eq!(shown["source"], "store");
+    assert_eq!(
+        shown["quota"],
+        serde_json::json!({"quota": "credits 2", "granted": 4, "remaining": 4, "resets_at": null})
+    );
+    // The service reads the owner afresh (its cache entry expired, or the change feed told
+    // it): the four credits, once.
+    verifier
+        .invalidate(created["id"].as_str().unwrap().parse::<KeyId>().unwrap())
+        .await;
+    for _ in 0..4 {
+        verifier.verify_request(&view).await.unwrap();
+    }
+    assert!(verifier.verify_request(&view).await.is_err(), "spent again");
+    let events = json_lines(
+        &url,
+        &["audit", "--owner", "acme", "--action", "credits_added"],
+    );
+    let details: Vec<&str> = events
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        details,
+        [
+            "3 credits added (3 added in all)",
+            "1 credit added (4 added in all)"
+        ]
+    );
+
+    assert_eq!(
+        ok(&url, &["owners", "quota", "free"]).trim(),
+        "owner free quota: none"
+    );
+    assert_eq!(
+        json(&url, &["owners", "quota", "free"])["quota"],
+        Value::Null
+    );
+    let before = json_lines(&url, &["owners", "list"]);
+    for (args, code, says) in [
+        (
+            vec!["owners", "quota", "daily", "--add-credits", "5"],
+            4,
+            "quota is not credits",
+        ),
+        (
+            vec!["owners", "quota", "free", "--add-credits", "5"],
+            4,
+            "quota is not credits",
+        ),
+        (
+            vec!["owners", "quota", "acme", "--add-credits", "0"],
+            1,
+            "0 is not in 1..=1000000000000",
+        ),
+        (
+            vec![
+                "owners",
+                "quota",
+                "acme",
+                "--redis-meter",
+                "--add-credits",
+                "5",
+            ],
+            1,
+            "cannot be used with",
+        ),
+        (vec!["owners", "quota", "nobody"], 2, "nobody"),
+        (
+            vec!["owners", "quota", "nobody", "--add-credits", "5"],
+            2,
+            "nobody",
+        ),
+        (
+            vec!["owners", "quota", "acme", "--redis-meter"],
+            1,
+            "--redis-url",
+        ),
+        (vec!["owners", "quota", "a\u{7}b"], 1, "owner"),
+    ] {
+        let out = keygate(&url, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    assert_eq!(
+        json_lines(&url, &["owners", "list"]),
+        before,
+        "nothing changed"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Named limits from the command line: `create --limit` (both spellings), `keygate limits`
 /// setting, removing and clearing while keeping the names not given, audited as
 /// `limits_changed`; owners take `--limit` on create and merge it on update. `show`, `list` and

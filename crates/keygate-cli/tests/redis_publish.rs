@@ -124,6 +124,26 @@ async fn the_balance_is_read_from_the_services_redis_meter() {
     let said = String::from_utf8_lossy(&said.stdout);
     assert!(said.contains("credits 5: 2 left, never refilled"), "{said}");
     assert!(said.contains("Redis quota meter"), "{said}");
+
+    // An owner's shared balance likewise (`owners quota ID --redis-meter`), top-ups counted.
+    run(&["owners", "create", "acme", "--quota", "credits 10"]);
+    run(&["owners", "quota", "acme", "--add-credits", "5"]);
+    let owner = QuotaLine::new(
+        QuotaSubject::Owner(keygate::owner::OwnerTag::of("acme")),
+        "credits 10".parse().unwrap(),
+    )
+    .granted(5);
+    let spent = meter
+        .charge(&[owner], 4, SystemTime::now())
+        .await
+        .expect("Redis answers");
+    assert!(spent.allowed);
+    let shown = run(&["owners", "quota", "acme", "--redis-meter"]);
+    assert_eq!(shown["source"], "redis");
+    assert_eq!(shown["quota"]["granted"], 5, "{shown}");
+    assert_eq!(shown["quota"]["remaining"], 11, "{shown}");
+    let stored = run(&["owners", "quota", "acme"]);
+    assert_eq!(stored["quota"]["remaining"], 15, "{stored}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -803,7 +803,12 @@ async fn seeded_admin_api() -> Result<Seeded> {
         unreachable!("an object")
     };
     admin
-        .create_owner(NewOwner::new(OWNER_ID).name(OWNER_NAME).metadata(metadata))
+        .create_owner(
+            NewOwner::new(OWNER_ID)
+                .name(OWNER_NAME)
+                .metadata(metadata)
+                .quota("credits 5".parse()?),
+        )
         .await?;
     let mut ids = std::collections::BTreeMap::new();
     for (name, owner, environment) in [
@@ -953,6 +958,24 @@ async fn drive_environments_and_owners(page: &Page, seeded: &Seeded) -> Result<(
         json!(0),
         "owner data rendered as HTML"
     );
+    // Its shared credits: the balance shown, then a top-up of 7 counted in it.
+    page.until("the owner's balance", 5, || async {
+        Ok(page.text("#owner-quota-left").await? == "5 left")
+    })
+    .await?;
+    page.type_into("#owner-credits-value", "7").await?;
+    page.click("#owner-credits button[type=submit]").await?;
+    page.until("the owner's top-up", 5, || async {
+        Ok(page
+            .text("#owner-fields")
+            .await?
+            .contains("credits 5, 7 credits added")
+            && page.text("#owner-quota-left").await? == "12 left")
+    })
+    .await?;
+    let said = page.text("#status").await?;
+    assert!(said.contains("7 credits added"), "{said}");
+    assert_eq!(seeded.admin.get_owner(OWNER_ID).await?.quota_granted, 7);
     let states = || async {
         page.js("return [...document.querySelectorAll('#owner-keys-body tr')].map(r => r.cells[3].textContent)")
             .await

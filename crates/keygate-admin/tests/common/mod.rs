@@ -66,12 +66,17 @@ pub async fn fixture_with(admin: impl FnOnce(&MemoryStore) -> Option<Admin>) -> 
     let outsider = caller(&setup, "orders", &["orders:read"]).await;
     // Owners straight into the store, unaudited: the fixture's recorded changes are its four
     // keys' (a key naming an unknown owner would record the owner's creation too).
-    for owner in ["team-billing", "no-keys"] {
-        store
-            .create_owner(keygate::owner::NewOwner::new(owner))
-            .await
-            .unwrap();
-    }
+    store
+        .create_owner(keygate::owner::NewOwner::new("team-billing"))
+        .await
+        .unwrap();
+    // A shared credits balance, so an owner top-up (`POST /owners/{id}/credits`) applies.
+    store
+        .create_owner(
+            keygate::owner::NewOwner::new("no-keys").quota("credits 100".parse().unwrap()),
+        )
+        .await
+        .unwrap();
     let target = setup
         .create_key(
             NewKey::new("target")

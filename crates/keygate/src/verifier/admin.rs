@@ -1055,11 +1055,13 @@ mod tests {
             .create_owner(NewOwner::new("acme").quota("credits 2".parse()?))
             .await?;
         let mut views = Vec::new();
+        let mut ids = Vec::new();
         for name in ["a", "b"] {
             let key = admin.create_key(NewKey::new(name).owner("acme")).await?;
             let mut headers = http::HeaderMap::new();
             headers.insert("x-api-key", key.key.expose_secret().parse()?);
             views.push(headers);
+            ids.push(key.record.id);
         }
         let verify = async |headers: &http::HeaderMap| {
             let uri = http::Uri::from_static("/");
@@ -1085,7 +1087,12 @@ mod tests {
             .update_owner("acme", OwnerUpdate::new().add_credits(3))
             .await?;
         assert_eq!(owner.quota_granted, 3);
-        assert_eq!(left(admin.owner_quota_balance("acme").await?), Some((3, 3)));
+        let shared = admin.owner_quota_balance("acme").await?;
+        assert_eq!(left(shared), Some((3, 3)));
+        // Each key's own read-out names the very same line and balance.
+        for id in &ids {
+            assert_eq!(admin.quota_balance(id).await?.owner, shared.owner);
+        }
         // Both keys' cached entries held the old total: both spend the new one, three in all.
         verify(&views[1]).await?;
         verify(&views[0]).await?;

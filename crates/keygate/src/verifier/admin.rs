@@ -559,6 +559,13 @@ impl Admin {
         let result = self.store().apply(id, change).await;
         // Evict even on error: the store may have applied the change before failing to answer.
         self.changed(&[*id], &result).await;
+        if let (Some(_), Ok(record), Source::Verifier(verifier)) = (added, &result, &self.source) {
+            // The other keys of the lineage got the same total (the stores' contract): evict
+            // them here too, whether or not the store announces them to subscribers.
+            verifier
+                .invalidate_spending_from(&record.quota_subject())
+                .await;
+        }
         if let Ok(record) = &result {
             let detail = detail.or_else(|| {
                 added.map(|credits| {
@@ -1138,6 +1145,74 @@ mod tests {
             admin.owner_quota_balance("nobody").await,
             Err(StoreError::OwnerNotFound(_))
         ));
+        Ok(())
+    }
+
+    /// A top-up of a rotated key reaches its successor's cached entry at once through the
+    /// verifier's own handle, over a store that announces nothing (the memory store): both
+    /// keys spend one balance, and both carry its new total.
+    #[tokio::test]
+    async fn a_top_up_evicts_every_cached_key_of_the_lineage()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use crate::HttpRequestView;
+        use crate::rejection::Reason;
+        let verifier = crate::Verifier::builder(keyring(), MemoryStore::new()).build();
+        let admin = verifier.admin();
+        let old = admin
+            .create_key(NewKey::new("prepaid").quota("credits 1".parse()?))
+            .await?;
+        let new = admin
+            .rotate(&old.record.id, Duration::from_secs(3600))
+            .await?
+            .new;
+        let bystander = admin
+            .create_key(NewKey::new("other").quota("credits 5".parse()?))
+            .await?;
+        let verify = async |key: &crate::record::CreatedKey| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("x-api-key", key.key.expose_secret().parse().unwrap());
+            let uri = http::Uri::from_static("/");
+            let view = HttpRequestView::new(&headers, &uri, None);
+            verifier
+                .verify_request(&view)
+                .await
+                .map(|_| ())
+                .map_err(|r| r.reason())
+        };
+        assert_eq!(verify(&new).await, Ok(()));
+        assert_eq!(verify(&bystander).await, Ok(()));
+        // Both keys of the lineage are cached now, the balance spent.
+        assert_eq!(verify(&old).await, Err(Reason::QuotaExhausted));
+        assert_eq!(verify(&new).await, Err(Reason::QuotaExhausted));
+        let cached = |id| {
+            verifier
+                .inner
+                .cache
+                .ids_spending_from(&old.record.quota_subject())
+                .contains(&id)
+        };
+        assert!(cached(new.record.id) && cached(old.record.id));
+
+        admin.add_credits(&old.record.id, 2).await?;
+        assert!(
+            !cached(new.record.id),
+            "the successor's entry held the old total"
+        );
+        assert_eq!(verify(&new).await, Ok(()));
+        assert_eq!(verify(&old).await, Ok(()));
+        assert_eq!(
+            verify(&new).await,
+            Err(Reason::QuotaExhausted),
+            "added once"
+        );
+        // Another lineage's cached key was left alone.
+        assert_eq!(
+            verifier
+                .inner
+                .cache
+                .ids_spending_from(&bystander.record.quota_subject()),
+            [bystander.record.id]
+        );
         Ok(())
     }
 

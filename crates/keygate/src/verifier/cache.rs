@@ -26,7 +26,7 @@ use crate::identity::Identity;
 use crate::key::KeyId;
 use crate::owner::OwnerTag;
 use crate::pepper::Digest;
-use crate::quota::QuotaLine;
+use crate::quota::{QuotaLine, QuotaSubject};
 use crate::rate::{HeldLimit, LimitKey, RateLimit, RatePolicy};
 use crate::record::{KeyRecord, ip_allowed};
 use crate::rejection::Reason;
@@ -410,6 +410,22 @@ impl KeyCache {
         if let Some((_, old)) = self.map.remove(id) {
             self.note_removed(&old);
         }
+    }
+
+    /// The ids of the cached keys whose requests spend from the quota counted under
+    /// `subject` (every key of a rotation lineage spends from one): a scan of the cache, for
+    /// an operator's top-up, never for a request.
+    pub(crate) fn ids_spending_from(&self, subject: &QuotaSubject) -> Vec<KeyId> {
+        self.map
+            .iter()
+            .filter(|(_, entry)| {
+                entry
+                    .quota_lines
+                    .as_ref()
+                    .is_some_and(|lines| lines.iter().any(|line| line.subject == *subject))
+            })
+            .map(|(id, _)| id)
+            .collect()
     }
 
     /// Takes `id` out if it is still `entry`.

@@ -880,6 +880,15 @@ impl Verifier {
         self.report_cache_entries();
     }
 
+    /// Evicts every cached key whose requests spend from the quota counted under `subject`,
+    /// as [`Verifier::invalidate`] does: after a top-up of a rotation lineage, whose keys
+    /// all carry its total.
+    pub(crate) async fn invalidate_spending_from(&self, subject: &crate::quota::QuotaSubject) {
+        for id in self.inner.cache.ids_spending_from(subject) {
+            self.invalidate(id).await;
+        }
+    }
+
     /// Whether the verifier's [invalidation](crate::invalidation) subscription is live:
     /// `None` without an invalidation channel, `Some(false)` while degraded (not yet
     /// subscribed, or the subscription broke and cached records are re-read after the

@@ -387,12 +387,12 @@ async fn execute(
             let id = key_id(&args.id)?;
             if let Some(credits) = args.add_credits {
                 let record = changes.admin().add_credits(&id, credits).await?;
-                let noun = if credits == 1 { "credit" } else { "credits" };
                 out.changed(
                     &record,
                     now,
                     &format!(
-                        "key {id}: {credits} {noun} added to its balance ({} added in all)",
+                        "key {id}: {} to its balance ({} added in all)",
+                        crate::output::credits_added(credits),
                         record.quota_granted
                     ),
                 );

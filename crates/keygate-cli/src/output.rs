@@ -338,6 +338,12 @@ pub(crate) fn granted_quota_text(quota: Option<&keygate::quota::Quota>, granted:
     }
 }
 
+/// `1 credit added` / `N credits added`, as a top-up's message says it.
+pub(crate) fn credits_added(credits: u64) -> String {
+    let noun = if credits == 1 { "credit" } else { "credits" };
+    format!("{credits} {noun} added")
+}
+
 /// One balance line as JSON: the quota, the credits added, what is left and when it resets.
 fn line_json(balance: &QuotaBalance, (line, usage): &(QuotaLine, QuotaUsage)) -> Value {
     json!({

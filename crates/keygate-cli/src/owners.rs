@@ -159,13 +159,14 @@ pub(crate) async fn run(
             Some(credits) => {
                 let update = OwnerUpdate::new().add_credits(credits);
                 let owner = admin().update_owner(&args.id, update).await?;
-                let noun = if credits == 1 { "credit" } else { "credits" };
                 owner_changed(
                     out,
                     &owner,
                     &format!(
-                        "owner {:?}: {credits} {noun} added to its shared balance ({} added in all)",
-                        owner.id, owner.quota_granted
+                        "owner {:?}: {} to its shared balance ({} added in all)",
+                        owner.id,
+                        crate::output::credits_added(credits),
+                        owner.quota_granted
                     ),
                 );
             }

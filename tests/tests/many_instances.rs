@@ -472,3 +472,59 @@ async fn two_instances_on_redis_share_one_named_limit_exactly_over_http() {
         }
     }
 }
+
+/// A top-up reaches every key of the lineage on every instance at once over Redis's channel,
+/// which the store does not publish to: the admin announces the whole lineage. Instance B has
+/// a rotated key's successor cached (for an hour) with its one credit spent; instance A tops up
+/// the predecessor; B lets the successor through again within the channel's delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_top_up_on_one_instance_reaches_the_whole_lineage_on_another_over_redis() {
+    let Some(url) = redis_url() else { return };
+    let store = keygate::MemoryStore::new();
+    let prefix = unique_prefix("top-up");
+    let mut verifiers = Vec::new();
+    for _ in 0..2 {
+        let channel = keygate_redis::RedisInvalidation::builder(url.as_str())
+            .prefix(prefix.clone())
+            .build()
+            .await
+            .expect("KEYGATE_TEST_REDIS_URL is not a Redis URL");
+        verifiers.push(
+            Verifier::builder(keyring(), store.clone())
+                .invalidation(channel)
+                .cache_ttl(Duration::from_secs(3600))
+                .quota_meter(std::sync::Arc::new(keygate::quota::InProcessMeter::new()))
+                .build(),
+        );
+    }
+    let (a, b) = (&verifiers[0], &verifiers[1]);
+    let old = a
+        .admin()
+        .create_key(NewKey::new("prepaid").quota("credits 1".parse().unwrap()))
+        .await
+        .expect("create");
+    let rotated = a
+        .admin()
+        .rotate(&old.record.id, Duration::from_secs(3600))
+        .await
+        .expect("rotate");
+    let successor = rotated.new.key.expose_secret().to_owned();
+    assert_eq!(check(b, &successor).await, Ok(false));
+    assert_eq!(check(b, &successor).await, Err(Reason::QuotaExhausted));
+    subscribed(a, true).await;
+    subscribed(b, true).await;
+
+    a.admin()
+        .add_credits(&old.record.id, 2)
+        .await
+        .expect("top-up");
+    let took = measure(
+        Duration::from_secs(5),
+        "the top-up seen for the successor on the other instance",
+        || async { check(b, &successor).await.is_ok() },
+    )
+    .await;
+    println!("a top-up of the predecessor on A reached its successor on B after {took:?}");
+    assert_eq!(check(b, &successor).await, Ok(false), "the third credit");
+    assert_eq!(check(b, &successor).await, Err(Reason::QuotaExhausted));
+}

@@ -191,6 +191,55 @@ async fn list_filters_by_prefix<S: TestStore>(f: Fixture<S>) {
     }
 }
 
+/// The lineage filter: a key and the keys that replaced it, not another lineage's.
+async fn list_filters_by_lineage<S: TestStore>(f: Fixture<S>) {
+    let admin = f.verifier.admin();
+    let (_, first) = create(&f, NewKey::new("first").owner("l")).await;
+    let (_, bystander) = create(&f, NewKey::new("bystander").owner("l")).await;
+    let second = ok(admin.rotate(&first.id, Duration::from_secs(60)).await)
+        .new
+        .record;
+    let third = ok(admin.rotate(&second.id, Duration::from_secs(60)).await)
+        .new
+        .record;
+    assert_eq!((second.lineage, third.lineage), (first.id, first.id));
+    let mut lineage = vec![first.id, second.id, third.id];
+    lineage.sort();
+    let ids = |found: Vec<keygate::KeyRecord>| found.iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(listed(&f, KeyFilter::default().lineage(first.id)).await),
+        lineage,
+        "{}: the whole lineage, in id order, in pages",
+        f.name
+    );
+    assert_eq!(
+        ids(listed(&f, KeyFilter::default().lineage(bystander.id)).await),
+        [bystander.id],
+        "{}: a key never rotated is its own lineage",
+        f.name
+    );
+    // The lineage is named by its first key's id, not a later key's.
+    assert!(
+        listed(&f, KeyFilter::default().lineage(third.id))
+            .await
+            .is_empty()
+    );
+    // With the other filters.
+    assert_eq!(
+        ids(listed(&f, KeyFilter::default().lineage(first.id).owner("l")).await),
+        lineage,
+        "{}: lineage and owner",
+        f.name
+    );
+    assert!(
+        listed(&f, KeyFilter::default().lineage(first.id).owner("m"))
+            .await
+            .is_empty(),
+        "{}: lineage and another owner",
+        f.name
+    );
+}
+
 async fn list_filters_and_paging<S: TestStore>(f: Fixture<S>) {
     let admin = f.verifier.admin();
     let mut ids = Vec::new();
@@ -1849,6 +1898,7 @@ conformance!(
     create_get_find,
     list_filters_and_paging,
     list_filters_by_prefix,
+    list_filters_by_lineage,
     changes,
     disable_enable_revoke,
     delete_and_ids_never_reused,

@@ -610,6 +610,10 @@ where
         if let Some(prefix) = &filter.prefix {
             q.push(" AND prefix = ").push_bind(prefix.clone());
         }
+        if let Some(lineage) = filter.lineage {
+            q.push(" AND lineage = ")
+                .push_bind(lineage.as_str().to_owned());
+        }
         if let Some(needle) = codec::needle(filter) {
             q.push(" AND ")
                 .push(D::POSITION)

@@ -231,6 +231,7 @@ impl KeyAdmin for MemoryStore {
                 .filter(|r| filter.owner.is_none() || r.owner == filter.owner)
                 .filter(|r| filter.state.is_none_or(|s| r.state(now) == s))
                 .filter(|r| filter.prefix.as_deref().is_none_or(|p| r.prefix == p))
+                .filter(|r| filter.lineage.is_none_or(|l| r.lineage == l))
                 .filter(|r| {
                     needle
                         .as_deref()

@@ -353,6 +353,9 @@ pub struct KeyFilter {
     /// Only keys minted with this prefix ([`KeyRecord::prefix`]): one environment's keys (see
     /// [`Keyring::environment`](crate::Keyring::environment) for an environment's prefix).
     pub prefix: Option<String>,
+    /// Only keys of this rotation lineage ([`KeyRecord::lineage`](crate::KeyRecord::lineage)):
+    /// a key and the keys that replaced it or that it replaced.
+    pub lineage: Option<KeyId>,
 }
 
 impl KeyFilter {
@@ -381,6 +384,13 @@ impl KeyFilter {
     #[must_use]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// Only keys of lineage `lineage` (the id of the lineage's first key).
+    #[must_use]
+    pub fn lineage(mut self, lineage: KeyId) -> Self {
+        self.lineage = Some(lineage);
         self
     }
 }

@@ -520,6 +520,34 @@ impl Admin {
 }
 
 impl Admin {
+    /// After a top-up of `record`'s key: the other keys of its lineage got the same total
+    /// (the stores' contract). Evicts them from this handle's verifier, whether or not the
+    /// store announces them to subscribers, and publishes them when it does not, so every
+    /// instance reads the new balance at once rather than after its cache TTL.
+    async fn lineage_changed(&self, record: &KeyRecord) {
+        if let Source::Verifier(verifier) = &self.source {
+            verifier
+                .invalidate_spending_from(&record.quota_subject())
+                .await;
+        }
+        if self.channel().is_none_or(|c| c.published_by_store()) {
+            return;
+        }
+        let lineage = KeyFilter::default().lineage(record.lineage);
+        // A store that does not know the lineage filter lists every key: keep the lineage's.
+        let others = self
+            .key_ids_where(&lineage, |k| {
+                k.lineage == record.lineage && k.id != record.id
+            })
+            .await;
+        match others {
+            Ok(others) => self.changed(&others, &Ok::<(), StoreError>(())).await,
+            Err(error) => {
+                tracing::warn!(target: "keygate", key_id = %record.id, %error, "could not list a key's lineage to announce a top-up; its other keys show the new balance on other instances within their cache TTL");
+            }
+        }
+    }
+
     /// [`KeyAdmin::apply`], with `detail` (why the change was made, e.g. where a leaked key
     /// was found) recorded in the change's audit event. The detail must hold no secret.
     ///
@@ -559,12 +587,8 @@ impl Admin {
         let result = self.store().apply(id, change).await;
         // Evict even on error: the store may have applied the change before failing to answer.
         self.changed(&[*id], &result).await;
-        if let (Some(_), Ok(record), Source::Verifier(verifier)) = (added, &result, &self.source) {
-            // The other keys of the lineage got the same total (the stores' contract): evict
-            // them here too, whether or not the store announces them to subscribers.
-            verifier
-                .invalidate_spending_from(&record.quota_subject())
-                .await;
+        if let (Some(_), Ok(record)) = (added, &result) {
+            self.lineage_changed(record).await;
         }
         if let Ok(record) = &result {
             let detail = detail.or_else(|| {
@@ -786,15 +810,25 @@ impl Admin {
 
     /// The ids of every key of owner `id`.
     async fn owner_key_ids(&self, id: &str) -> Result<Vec<KeyId>, StoreError> {
-        let filter = KeyFilter {
-            owner: Some(id.to_owned()),
-            ..KeyFilter::default()
-        };
+        self.key_ids(&KeyFilter::default().owner(id)).await
+    }
+
+    /// The ids of every key `filter` lets through, page by page.
+    async fn key_ids(&self, filter: &KeyFilter) -> Result<Vec<KeyId>, StoreError> {
+        self.key_ids_where(filter, |_| true).await
+    }
+
+    /// The ids of the keys `filter` lets through and `keep` keeps, page by page.
+    async fn key_ids_where(
+        &self,
+        filter: &KeyFilter,
+        keep: impl Fn(&KeyRecord) -> bool,
+    ) -> Result<Vec<KeyId>, StoreError> {
         let mut ids = Vec::new();
         let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
         loop {
-            let got = self.store().list(&filter, page).await?;
-            ids.extend(got.keys.iter().map(|k| k.id));
+            let got = self.store().list(filter, page).await?;
+            ids.extend(got.keys.iter().filter(|k| keep(k)).map(|k| k.id));
             match got.next {
                 Some(next) => page.after = Some(next),
                 None => break,
@@ -1145,6 +1179,126 @@ mod tests {
             admin.owner_quota_balance("nobody").await,
             Err(StoreError::OwnerNotFound(_))
         ));
+        Ok(())
+    }
+
+    /// A [`MemoryStore`] whose listing ignores the lineage filter, as a store written before
+    /// the filter existed would.
+    #[derive(Clone)]
+    struct NoLineageFilter(MemoryStore);
+
+    #[async_trait]
+    impl KeyStore for NoLineageFilter {
+        async fn find(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+            self.0.find(id).await
+        }
+    }
+
+    #[async_trait]
+    impl KeyAdmin for NoLineageFilter {
+        async fn create(&self, key: MintedKey) -> Result<CreatedKey, StoreError> {
+            self.0.create(key).await
+        }
+        async fn get(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+            self.0.get(id).await
+        }
+        async fn list(&self, filter: &KeyFilter, page: PageRequest) -> Result<KeyPage, StoreError> {
+            let mut filter = filter.clone();
+            filter.lineage = None;
+            self.0.list(&filter, page).await
+        }
+        async fn apply(&self, id: &KeyId, change: KeyChange) -> Result<KeyRecord, StoreError> {
+            self.0.apply(id, change).await
+        }
+        async fn rotate_with(
+            &self,
+            id: &KeyId,
+            replacement: MintedKey,
+            rotation: crate::record::Rotation,
+        ) -> Result<RotatedKey, StoreError> {
+            self.0.rotate_with(id, replacement, rotation).await
+        }
+        async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
+            self.0.delete(id).await
+        }
+    }
+
+    /// A top-up changes every key of the lineage: with a channel the store does not publish
+    /// to itself (Redis), the admin announces each of them, so other instances drop their
+    /// cached totals at once; keys of other lineages are not announced, even from a store
+    /// that lists them all.
+    #[tokio::test]
+    async fn a_top_up_announces_every_key_of_the_lineage() -> Result<(), Box<dyn std::error::Error>>
+    {
+        for store in [
+            Admin::builder(MemoryStore::new()),
+            Admin::builder(NoLineageFilter(MemoryStore::new())),
+        ] {
+            let channel = Channel::default();
+            let admin = store
+                .keyring(keyring())
+                .invalidation(channel.clone())
+                .build();
+            let first = admin
+                .create_key(NewKey::new("prepaid").quota("credits 1".parse()?))
+                .await?
+                .record
+                .id;
+            let second = admin
+                .rotate(&first, Duration::from_secs(3600))
+                .await?
+                .new
+                .record
+                .id;
+            let third = admin
+                .rotate(&second, Duration::from_secs(3600))
+                .await?
+                .new
+                .record
+                .id;
+            admin
+                .create_key(NewKey::new("other").quota("credits 5".parse()?))
+                .await?;
+            channel.published.lock().unwrap().clear();
+
+            admin.add_credits(&second, 2).await?;
+            let mut published = channel.published.lock().unwrap().clone();
+            assert_eq!(published.first(), Some(&Invalidated::Key(second)));
+            published.sort_by_key(|p| p.to_message());
+            let mut expected = vec![
+                Invalidated::Key(first),
+                Invalidated::Key(second),
+                Invalidated::Key(third),
+            ];
+            expected.sort_by_key(|p| p.to_message());
+            assert_eq!(published, expected);
+
+            // Other changes announce the changed key alone.
+            channel.published.lock().unwrap().clear();
+            admin.rename(&second, "renamed").await?;
+            assert_eq!(
+                *channel.published.lock().unwrap(),
+                [Invalidated::Key(second)]
+            );
+        }
+
+        // A store that announces its changes itself announced the lineage already.
+        let channel = Channel {
+            by_store: true,
+            ..Channel::default()
+        };
+        let admin = Admin::builder(MemoryStore::new())
+            .keyring(keyring())
+            .invalidation(channel.clone())
+            .build();
+        let first = admin
+            .create_key(NewKey::new("prepaid").quota("credits 1".parse()?))
+            .await?
+            .record
+            .id;
+        admin.rotate(&first, Duration::from_secs(3600)).await?;
+        admin.add_credits(&first, 2).await?;
+        assert!(channel.published.lock().unwrap().is_empty());
         Ok(())
     }
 

@@ -169,4 +169,41 @@ mod tests {
         assert_eq!(got, want);
         Ok(())
     }
+
+    /// Migration 17: a top-up's lineage lookups (the other keys it records the total on, and
+    /// the listing the admin announces) use the lineage index, not a scan of every key.
+    #[tokio::test]
+    async fn lineage_lookups_use_the_lineage_index() -> Result<(), Box<dyn std::error::Error>> {
+        use sqlx::Row;
+        let dir = tempfile::tempdir()?;
+        let store =
+            SqliteStore::connect_with(SqliteStore::options(dir.path().join("keygate.db"))).await?;
+        store.migrate().await?;
+        for query in [
+            crate::store::SELECT_LINEAGE_OTHERS,
+            // A page of the admin's listing (`KeyFilter::lineage`), after the first.
+            &format!(
+                "{} AND id > $2 AND lineage = $1 ORDER BY id LIMIT 101",
+                crate::store::SELECT_ALL
+            ),
+        ] {
+            let plan = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {query}")))
+                .bind("a")
+                .bind("b")
+                .fetch_all(store.pool())
+                .await?
+                .iter()
+                .map(|row| row.try_get::<String, _>("detail"))
+                .collect::<Result<Vec<_>, _>>()?;
+            assert!(
+                plan.iter().any(|d| d.contains("keygate_keys_lineage")),
+                "{query}: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|d| d.contains("SCAN")),
+                "{query}: {plan:?}"
+            );
+        }
+        Ok(())
+    }
 }

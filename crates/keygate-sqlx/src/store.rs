@@ -122,7 +122,8 @@ const SELECT_WITH_OWNER_LIMIT: &str = concat!(
      AS owner_quota_granted FROM keygate_keys WHERE id = $1"
 );
 /// Every key, for a listing to add its conditions to.
-const SELECT_ALL: &str = concat!("SELECT ", columns!(), " FROM keygate_keys WHERE 1 = 1");
+pub(crate) const SELECT_ALL: &str =
+    concat!("SELECT ", columns!(), " FROM keygate_keys WHERE 1 = 1");
 /// Remembers a deleted id, so it is never used again.
 const TOMBSTONE: &str =
     "INSERT INTO keygate_deleted_keys (id, deleted_at, owner) VALUES ($1, $2, $3)";
@@ -139,7 +140,7 @@ const PEPPER_VERSIONS: &str = "SELECT pepper_version, count(*) AS key_count FROM
      GROUP BY pepper_version ORDER BY pepper_version";
 const SCHEMA_VERSION: &str = "SELECT max(version) AS version FROM keygate_migrations WHERE success";
 /// The other keys of a key's lineage (`$1`, not `$2` itself), for a top-up.
-const SELECT_LINEAGE_OTHERS: &str = concat!(
+pub(crate) const SELECT_LINEAGE_OTHERS: &str = concat!(
     "SELECT ",
     columns!(),
     " FROM keygate_keys WHERE lineage = $1 AND id <> $2 ORDER BY id"

@@ -1223,6 +1223,14 @@ mod tests {
         }
     }
 
+    /// A new key with one credit, by `admin`: its id.
+    async fn prepaid(admin: &Admin) -> Result<KeyId, Box<dyn std::error::Error>> {
+        let created = admin
+            .create_key(NewKey::new("prepaid").quota("credits 1".parse()?))
+            .await?;
+        Ok(created.record.id)
+    }
+
     /// A top-up changes every key of the lineage: with a channel the store does not publish
     /// to itself (Redis), the admin announces each of them, so other instances drop their
     /// cached totals at once; keys of other lineages are not announced, even from a store
@@ -1239,11 +1247,7 @@ mod tests {
                 .keyring(keyring())
                 .invalidation(channel.clone())
                 .build();
-            let first = admin
-                .create_key(NewKey::new("prepaid").quota("credits 1".parse()?))
-                .await?
-                .record
-                .id;
+            let first = prepaid(&admin).await?;
             let second = admin
                 .rotate(&first, Duration::from_secs(3600))
                 .await?
@@ -1291,11 +1295,7 @@ mod tests {
             .keyring(keyring())
             .invalidation(channel.clone())
             .build();
-        let first = admin
-            .create_key(NewKey::new("prepaid").quota("credits 1".parse()?))
-            .await?
-            .record
-            .id;
+        let first = prepaid(&admin).await?;
         admin.rotate(&first, Duration::from_secs(3600)).await?;
         admin.add_credits(&first, 2).await?;
         assert!(channel.published.lock().unwrap().is_empty());

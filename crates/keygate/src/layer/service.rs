@@ -7,7 +7,7 @@ use tower_service::Service;
 
 use super::ResponseFuture;
 use super::layer::Shared;
-use crate::extract::HttpRequestView;
+use crate::extract::{CredentialScan, HttpRequestView};
 use crate::gate::{Admission, Checked};
 use crate::rejection::RejectionResponse;
 
@@ -43,19 +43,27 @@ where
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
         let shared = &*self.shared;
         let gate = &shared.gate;
-        mark_sensitive(request.headers_mut(), gate.credential_header());
+        let named = gate.credential_header();
+        // One pass over the headers finds both credential headers' values for the check; the
+        // values are marked sensitive after it (a second pass, only when there are any).
+        let scan = CredentialScan::of(request.headers(), named);
+        let found = scan.found_any();
         let view = HttpRequestView::new(
             request.headers(),
             request.uri(),
             (shared.peer_ip)(request.extensions()),
         );
-        let view = match gate.credential_header() {
+        let view = match named {
             Some(name) => view.with_parsed_header(name),
             None => view,
-        };
+        }
+        .with_scan(scan);
         let admission = gate.admit(&view, request.method().as_str(), || {
             (shared.route)(request.uri(), request.extensions())
         });
+        if found {
+            mark_sensitive(request.headers_mut(), named);
+        }
         match admission {
             // A cached key is decided here: the ready inner service is called at once, with no
             // boxed check future and no service clone.

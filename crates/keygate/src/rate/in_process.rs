@@ -269,9 +269,21 @@ impl InProcessLimiter {
         self.decide_with_at(gcra.key, gcra.policy, gcra, now)
     }
 
-    /// [`RateLimiter::peek_now`] at `now`, as [`InProcessLimiter::decide_held_at`].
-    pub(crate) fn look_at(&self, key: LimitKey, policy: RatePolicy, now: u64) -> RateDecision {
-        self.look_with(key, policy, now)
+    /// The refusal [`RateLimiter::peek_now`] would answer at `now`, or `None` where it would
+    /// allow: the verifier's check of a client's failed attempts, on every request. It asks
+    /// only for a refusal, so the usual answer (no lockout anywhere: one atomic load) builds
+    /// no decision.
+    #[inline]
+    pub(crate) fn refusal_at(
+        &self,
+        key: LimitKey,
+        policy: RatePolicy,
+        now: u64,
+    ) -> Option<RateDecision> {
+        if now >= self.any_exhausted_until(&key).load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.look_with(key, policy, now)).filter(|decision| !decision.allowed)
     }
 
     fn decide_with_at(
@@ -585,10 +597,41 @@ mod tests {
         clock.advance(Duration::from_secs(31));
         let at = limiter.now_nanos();
         assert!(limiter.look(early, p).allowed, "early's lockout has ended");
-        assert!(limiter.look_at(early, p, at).allowed);
-        let still = limiter.look_at(late, p, at);
-        assert!(!still.allowed);
-        assert_eq!(still.retry_after, Duration::from_secs(29));
+        assert_eq!(limiter.refusal_at(early, p, at), None);
+        let still = limiter.refusal_at(late, p, at);
+        assert_eq!(still, Some(limiter.look(late, p)));
+        assert_eq!(still.map(|s| s.retry_after), Some(Duration::from_secs(29)));
+        // Once every lockout has ended, the kind's mark answers alone.
+        clock.advance(Duration::from_secs(29));
+        assert_eq!(limiter.refusal_at(late, p, limiter.now_nanos()), None);
+        assert!(limiter.look(late, p).allowed);
+    }
+
+    /// `refusal_at` refuses exactly where a peek refuses, before, during and after a lockout,
+    /// for the locked client and another.
+    #[test]
+    fn refusal_at_agrees_with_peek() {
+        let (limiter, clock) = limiter();
+        let client = |ip: &str| LimitKey::client(ip.parse().unwrap_or_else(|_| unreachable!()));
+        let (locked, other) = (client("10.0.0.1"), client("10.0.0.2"));
+        let p = policy("2/1m");
+        let agree = |limiter: &InProcessLimiter| {
+            for key in [locked, other, LimitKey::UnknownClient] {
+                let peek = limiter.look(key, p);
+                let refusal = limiter.refusal_at(key, p, limiter.now_nanos());
+                assert_eq!(refusal, Some(peek).filter(|peek| !peek.allowed), "{key}");
+            }
+        };
+        agree(&limiter);
+        for _ in 0..3 {
+            limiter.decide(locked, p);
+            agree(&limiter);
+        }
+        assert!(limiter.refusal_at(locked, p, limiter.now_nanos()).is_some());
+        for _ in 0..4 {
+            clock.advance(Duration::from_secs(15));
+            agree(&limiter);
+        }
     }
 
     #[test]

@@ -112,12 +112,20 @@ impl LastUsed {
     }
 
     /// Called on every successful verification: cheap unless this key is due a report.
+    /// `now_nanos`: `now` in nanoseconds since the Unix epoch, as the check may already have
+    /// computed it (for the rate limiter): asked only while tracking is on.
     #[inline]
-    pub(crate) fn seen(&self, entry: &CachedKey, id: KeyId, now: SystemTime) {
+    pub(crate) fn seen(
+        &self,
+        entry: &CachedKey,
+        id: KeyId,
+        now: SystemTime,
+        now_nanos: impl FnOnce() -> u64,
+    ) {
         if self.interval_micros == 0 {
             return;
         }
-        let now_micros = micros(now);
+        let now_micros = now_nanos() / 1_000;
         let last = entry.last_reported.load(Ordering::Relaxed);
         if now_micros.saturating_sub(last) < self.interval_micros {
             return;

@@ -408,7 +408,15 @@ impl Verifier {
                     }
                     _ => None,
                 };
-                self.accept(&entry, id, now, rate, quota, stale)
+                self.accept(
+                    &entry,
+                    id,
+                    now,
+                    || nanos_since_epoch(now),
+                    rate,
+                    quota,
+                    stale,
+                )
             }
         }
     }
@@ -433,11 +441,13 @@ impl Verifier {
         let limiter_now = || *limiter_nanos.get_or_init(|| nanos_since_epoch(now));
         let client = self.failure_client(presented);
         if let Some((client, policy)) = client {
-            let peeked = match &inner.own_limiter {
-                Some(own) => Ok(own.look_at(client, policy, limiter_now())),
-                None => inner.limiter.peek_now(client, policy)?,
+            let refused = match &inner.own_limiter {
+                Some(own) => own
+                    .refusal_at(client, policy, limiter_now())
+                    .map(|decision| Rejection::rate_limited(Reason::TooManyFailures, id, decision)),
+                None => admit_client(inner.limiter.peek_now(client, policy)?, id).err(),
             };
-            if let Err(refused) = admit_client(peeked, id) {
+            if let Some(refused) = refused {
                 return Some(Err(refused));
             }
         }
@@ -489,7 +499,7 @@ impl Verifier {
                     ),
                     _ => None,
                 };
-                self.accept(&entry, id, now, rate, quota, false)
+                self.accept(&entry, id, now, limiter_now, rate, quota, false)
             }
         };
         metrics::cache_hit_of(entry.unknown);
@@ -548,11 +558,14 @@ impl Verifier {
     /// An authenticated key's request: the limiter's decision (only a valid key's requests
     /// count against its limit), then last-used tracking.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn accept(
         &self,
         entry: &CachedKey,
         id: KeyId,
         now: std::time::SystemTime,
+        // `now` in nanoseconds since the Unix epoch (computed at most once a request).
+        now_nanos: impl FnOnce() -> u64,
         rate: Option<Result<RateDecision, LimiterError>>,
         quota: Option<Result<QuotaDecision, MeterError>>,
         stale: bool,
@@ -571,7 +584,7 @@ impl Verifier {
             (Some(decided), Some(lines)) => Some(self.charged(entry, id, lines, decided, rate)?),
             _ => None,
         };
-        self.inner.last_used.seen(entry, id, now);
+        self.inner.last_used.seen(entry, id, now, now_nanos);
         if stale {
             metrics::stale_served();
             tracing::debug!(target: "keygate", key_id = %id, "key store unavailable: served a cached record past its TTL");

@@ -537,6 +537,28 @@ mod tests {
         }
     }
 
+    /// The scan's values are served without a lookup (the speed-up is real), and a header
+    /// with several values is looked up in the view's own map. Shown with a scan of other
+    /// headers than the view's, which the layer never does.
+    #[test]
+    fn a_scanned_view_serves_single_values_from_the_scan() {
+        let uri: Uri = "/".parse().unwrap();
+        let named = HeaderName::from_static("x-api-key");
+        let mut scanned = HeaderMap::new();
+        scanned.append("x-api-key", HeaderValue::from_static("k0"));
+        scanned.append(AUTHORIZATION, HeaderValue::from_static("Bearer a0"));
+        scanned.append(AUTHORIZATION, HeaderValue::from_static("Bearer a1"));
+        let mut own = HeaderMap::new();
+        own.append(AUTHORIZATION, HeaderValue::from_static("Bearer own"));
+        own.append("x-api-key", HeaderValue::from_static("own"));
+        let view = HttpRequestView::new(&own, &uri, None)
+            .with_parsed_header(&named)
+            .with_scan(CredentialScan::of(&scanned, Some(&named)));
+        let values = |name| view.header_values(name).collect::<Vec<&[u8]>>();
+        assert_eq!(values("x-api-key"), [&b"k0"[..]]);
+        assert_eq!(values("authorization"), [&b"Bearer own"[..]]);
+    }
+
     #[test]
     fn http_view_debug_shows_no_header_value_or_query() {
         const SECRET: &str = "Yh3kP0aQ9zLm2Xc7Vb1Nn8Rt5Ww6Ee";

@@ -515,6 +515,11 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::key::KeyId;
 
+    /// The failed-attempt key of the client at `ip`.
+    fn client(ip: &str) -> LimitKey {
+        LimitKey::client(ip.parse().unwrap_or_else(|_| unreachable!()))
+    }
+
     fn limiter() -> (InProcessLimiter, ManualClock) {
         let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         (
@@ -586,7 +591,6 @@ mod tests {
     #[test]
     fn an_ended_lockout_is_open_while_another_still_holds() {
         let (limiter, clock) = limiter();
-        let client = |ip: &str| LimitKey::client(ip.parse().unwrap_or_else(|_| unreachable!()));
         let (early, late) = (client("10.0.0.1"), client("10.0.0.2"));
         let p = policy("1/1m");
         assert!(limiter.decide(early, p).allowed);
@@ -612,7 +616,6 @@ mod tests {
     #[test]
     fn refusal_at_agrees_with_peek() {
         let (limiter, clock) = limiter();
-        let client = |ip: &str| LimitKey::client(ip.parse().unwrap_or_else(|_| unreachable!()));
         let (locked, other) = (client("10.0.0.1"), client("10.0.0.2"));
         let p = policy("2/1m");
         let agree = |limiter: &InProcessLimiter| {
@@ -637,7 +640,7 @@ mod tests {
     #[test]
     fn peek_takes_nothing_and_sees_exhaustion() {
         let (limiter, clock) = limiter();
-        let key = LimitKey::client("10.0.0.1".parse().unwrap_or_else(|_| unreachable!()));
+        let key = client("10.0.0.1");
         let p = policy("3/1m");
         assert!(limiter.look(key, p).allowed);
         assert_eq!(limiter.entry_counts().1, 0, "peeking creates nothing");
@@ -649,7 +652,7 @@ mod tests {
         assert!(!peek.allowed);
         assert_eq!(peek.retry_after, Duration::from_secs(20));
         assert_eq!(limiter.look(key, p), peek, "peeking again changes nothing");
-        let other = LimitKey::client("10.0.0.2".parse().unwrap_or_else(|_| unreachable!()));
+        let other = client("10.0.0.2");
         assert!(
             limiter.look(other, p).allowed,
             "another client is not locked out"
@@ -668,7 +671,7 @@ mod tests {
             .client_capacity(1_000)
             .build();
         let p = policy("1/1h burst 3");
-        let victim = LimitKey::client("10.0.0.1".parse().unwrap_or_else(|_| unreachable!()));
+        let victim = client("10.0.0.1");
         for _ in 0..3 {
             assert!(limiter.decide(victim, p).allowed);
         }
@@ -701,7 +704,7 @@ mod tests {
         assert!(limiter.decide(unknown, p).allowed);
         assert!(!limiter.decide(unknown, p).allowed);
         assert!(!limiter.look(LimitKey::UnknownClient, p).allowed);
-        let known = LimitKey::client("10.0.0.1".parse().unwrap_or_else(|_| unreachable!()));
+        let known = client("10.0.0.1");
         assert!(
             limiter.look(known, p).allowed,
             "known addresses keep their own"

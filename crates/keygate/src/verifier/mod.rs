@@ -444,7 +444,7 @@ impl Verifier {
             let refused = match &inner.own_limiter {
                 Some(own) => own
                     .refusal_at(client, policy, limiter_now())
-                    .map(|decision| Rejection::rate_limited(Reason::TooManyFailures, id, decision)),
+                    .map(|decision| too_many_failures(id, decision)),
                 None => admit_client(inner.limiter.peek_now(client, policy)?, id).err(),
             };
             if let Some(refused) = refused {
@@ -1089,12 +1089,13 @@ fn admit_client(peeked: Result<RateDecision, LimiterError>, id: KeyId) -> Result
     if decision.allowed {
         Ok(())
     } else {
-        Err(Rejection::rate_limited(
-            Reason::TooManyFailures,
-            id,
-            decision,
-        ))
+        Err(too_many_failures(id, decision))
     }
+}
+
+/// The 429 refusal of a client locked out by its failed attempts.
+fn too_many_failures(id: KeyId, decision: RateDecision) -> Rejection {
+    Rejection::rate_limited(Reason::TooManyFailures, id, decision)
 }
 
 /// Whether the key's own limit (if any) let the request through, so the owner's shared limit

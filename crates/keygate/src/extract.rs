@@ -147,8 +147,8 @@ impl RequestView for HttpRequestView<'_> {
 /// The header an audited request's id is read from, parsed once.
 const REQUEST_ID: HeaderName = HeaderName::from_static(crate::audit::REQUEST_ID_HEADER);
 
-/// The values of a credential header in a [`HttpRequestView`]: as a scan found them, or all
-/// of the header map's.
+/// The values of a header in a [`HttpRequestView`]: as a scan found them (a credential header
+/// or the request id), or all of the header map's.
 enum Values<'a> {
     Scanned(Option<&'a HeaderValue>),
     All(ValueIter<'a, HeaderValue>),

@@ -60,7 +60,7 @@ use keygate_loadbench::{Auth, Framework, Variant};
 
 use crate::callgrind::Callgrind;
 use crate::procs::{Children, CpuTime, Server, TempDir, free_port};
-use crate::stats::{median, range};
+use crate::stats::{Verdict, median, median_interval, order_statistic, range};
 use crate::wrk::{Load, WrkReport};
 
 const SERVER_CORE: &str = "0";
@@ -262,7 +262,7 @@ fn orchestrate(options: &Options) -> Result<(), String> {
 
     if !options.skip_load {
         let rounds = throughput(options, &exe, scratch.path(), &children, deadline)?;
-        print_throughput(&rounds, &options.variants());
+        print_throughput(&rounds, &options.variants(), Targets::of(options));
     }
     if !options.skip_callgrind {
         let out_dir = match &options.callgrind_dir {
@@ -519,7 +519,7 @@ fn check_errors(variant: Variant, report: &WrkReport) -> Result<(), String> {
     Ok(())
 }
 
-fn print_throughput(rounds: &Rounds, variants: &[Variant]) {
+fn print_throughput(rounds: &Rounds, variants: &[Variant], targets: Targets) {
     let complete: Vec<_> = rounds
         .iter()
         .filter(|r| r.len() == variants.len())
@@ -556,7 +556,7 @@ fn print_throughput(rounds: &Rounds, variants: &[Variant]) {
         );
     }
     println!();
-    print_ratios(&complete, variants);
+    print_ratios(&complete, variants, targets);
     // The set-up means the server's core to be the bottleneck; a round where some server got
     // less than 90 % of it (other work on the machine) measures contention as much as keygate.
     let uncontended: Vec<_> = complete
@@ -572,7 +572,7 @@ fn print_throughput(rounds: &Rounds, variants: &[Variant]) {
     );
     if !uncontended.is_empty() {
         println!();
-        print_ratios(&uncontended, variants);
+        print_ratios(&uncontended, variants, targets);
     }
 }
 
@@ -591,8 +591,33 @@ const PAIRS: [(Auth, Auth); 5] = [
 
 /// The acceptance thresholds of issue 15 / DESIGN.md: keygate/plain at least this…
 const MIN_KEYGATE_RATIO: f64 = 0.85;
+/// …or this with every key rate limited…
+const MIN_KEYGATE_RATIO_LIMITED: f64 = 0.88;
+/// …or this with the SQLite audit trail writing every request…
+const MIN_KEYGATE_RATIO_AUDITED: f64 = 0.80;
 /// …and at most this much user CPU added per request (µs)…
 const MAX_ADDED_USER_US: f64 = 1.0;
+/// Coverage of the intervals by which a run's medians are judged.
+const INTERVAL_LEVEL: f64 = 0.9;
+
+/// The targets a run's options put keygate/plain to.
+#[derive(Debug, Clone, Copy)]
+struct Targets {
+    min_ratio: f64,
+}
+
+impl Targets {
+    fn of(options: &Options) -> Self {
+        let min_ratio = if options.audit_sqlite || options.audit_usage_only {
+            MIN_KEYGATE_RATIO_AUDITED
+        } else if options.rate_limit.is_some() {
+            MIN_KEYGATE_RATIO_LIMITED
+        } else {
+            MIN_KEYGATE_RATIO
+        };
+        Self { min_ratio }
+    }
+}
 /// …and at most this many instructions per request over plain (axum, actix-web).
 fn instruction_budget(framework: Framework) -> f64 {
     match framework {
@@ -640,7 +665,12 @@ fn added_user_us(server: &Sample, baseline: &Sample) -> f64 {
     server.user_us_per_request - baseline.user_us_per_request
 }
 
-fn print_ratios(rounds: &[&BTreeMap<&'static str, Sample>], variants: &[Variant]) {
+fn print_ratios(
+    rounds: &[&BTreeMap<&'static str, Sample>],
+    variants: &[Variant],
+    targets: Targets,
+) {
+    let min_ratio = targets.min_ratio;
     let frameworks = frameworks_of(variants);
     println!(
         "| framework | server / baseline | paired ratio, req/s: median [min–max] | per round | CPU-bound ratio (baseline/server CPU per request): median [min–max] | user-CPU µs/req server − baseline |"
@@ -669,7 +699,7 @@ fn print_ratios(rounds: &[&BTreeMap<&'static str, Sample>], variants: &[Variant]
     }
     println!();
     println!(
-        "| framework | measure | keygate/plain ≥ floor-moka/plain | keygate/plain ≥ {MIN_KEYGATE_RATIO} | stretch: keygate/plain ≥ floor/plain | user-CPU keygate − plain ≤ {MAX_ADDED_USER_US} µs |"
+        "| framework | measure | keygate/plain ≥ floor-moka/plain | keygate/plain ≥ {min_ratio} | stretch: keygate/plain ≥ floor/plain | user-CPU keygate − plain ≤ {MAX_ADDED_USER_US} µs |"
     );
     println!("| --- | --- | --- | --- | --- | --- |");
     for framework in frameworks.iter().copied() {
@@ -696,9 +726,82 @@ fn print_ratios(rounds: &[&BTreeMap<&'static str, Sample>], variants: &[Variant]
                 "| {} | {measure} | {keygate:.3} vs {moka:.3} {} | {keygate:.3} {} | {keygate:.3} vs {floor:.3} {} | {added:+.2} {} |",
                 framework.name(),
                 check(keygate >= moka),
-                check(keygate >= MIN_KEYGATE_RATIO),
+                check(keygate >= min_ratio),
                 check(keygate >= floor),
                 check(added <= MAX_ADDED_USER_US),
+            );
+        }
+    }
+    println!();
+    print_intervals(rounds, &frameworks, targets);
+}
+
+/// How far this run's medians can be trusted: per line, the distribution-free interval of the
+/// median over the rounds, and whether it lies wholly on one side of the target. A line whose
+/// interval holds the target is one this run cannot decide, whichever side its median is on.
+fn print_intervals(
+    rounds: &[&BTreeMap<&'static str, Sample>],
+    frameworks: &[Framework],
+    targets: Targets,
+) {
+    let Some((_, level)) = order_statistic(rounds.len(), INTERVAL_LEVEL) else {
+        println!(
+            "({} rounds: too few for a {:.0} % interval of the medians.)",
+            rounds.len(),
+            INTERVAL_LEVEL * 100.0
+        );
+        println!();
+        return;
+    };
+    println!(
+        "| framework | line | median | interval of the median ({:.1} %) | this run |",
+        level * 100.0
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for framework in frameworks.iter().copied() {
+        let keygate = Variant::new(framework, Auth::Keygate);
+        let base = |auth| Variant::new(framework, auth);
+        let lines: [(String, Vec<f64>, f64, bool, usize); 4] = [
+            (
+                "keygate / floor-moka, paired req/s ≥ 1".to_owned(),
+                paired(rounds, keygate, base(Auth::FloorMoka), &requests_ratio),
+                1.0,
+                true,
+                3,
+            ),
+            (
+                format!("keygate / plain req/s ≥ {}", targets.min_ratio),
+                paired(rounds, keygate, base(Auth::Plain), &requests_ratio),
+                targets.min_ratio,
+                true,
+                3,
+            ),
+            (
+                "stretch: keygate / floor, paired req/s ≥ 1".to_owned(),
+                paired(rounds, keygate, base(Auth::Floor), &requests_ratio),
+                1.0,
+                true,
+                3,
+            ),
+            (
+                format!("user-CPU keygate − plain ≤ {MAX_ADDED_USER_US} µs"),
+                paired(rounds, keygate, base(Auth::Plain), &added_user_us),
+                MAX_ADDED_USER_US,
+                false,
+                2,
+            ),
+        ];
+        for (line, values, target, at_least, digits) in lines {
+            let Some(interval) = median_interval(&values, INTERVAL_LEVEL) else {
+                continue;
+            };
+            println!(
+                "| {} | {line} | {:.digits$} | [{:.digits$} – {:.digits$}] | {} |",
+                framework.name(),
+                median(&values),
+                interval.lo,
+                interval.hi,
+                Verdict::of(interval, target, at_least).name(),
             );
         }
     }

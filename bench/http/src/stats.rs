@@ -157,24 +157,22 @@ mod tests {
             hi,
             coverage: 0.93,
         };
-        assert_eq!(Verdict::of(interval(0.90, 1.10), 0.85, true), Verdict::Met);
-        assert_eq!(Verdict::of(interval(0.85, 1.10), 0.85, true), Verdict::Met);
-        assert_eq!(
-            Verdict::of(interval(0.70, 0.84), 0.85, true),
-            Verdict::Missed
-        );
-        assert_eq!(
-            Verdict::of(interval(0.80, 0.90), 0.85, true),
-            Verdict::Undecided
-        );
-        assert_eq!(Verdict::of(interval(0.2, 1.0), 1.0, false), Verdict::Met);
-        assert_eq!(
-            Verdict::of(interval(1.01, 2.0), 1.0, false),
-            Verdict::Missed
-        );
-        assert_eq!(
-            Verdict::of(interval(0.5, 1.5), 1.0, false),
-            Verdict::Undecided
-        );
+        // (lo, hi, target, at least, verdict): both directions, both edges.
+        let cases = [
+            (0.90, 1.10, 0.85, true, Verdict::Met),
+            (0.85, 1.10, 0.85, true, Verdict::Met),
+            (0.70, 0.84, 0.85, true, Verdict::Missed),
+            (0.80, 0.90, 0.85, true, Verdict::Undecided),
+            (0.2, 1.0, 1.0, false, Verdict::Met),
+            (1.01, 2.0, 1.0, false, Verdict::Missed),
+            (0.5, 1.5, 1.0, false, Verdict::Undecided),
+        ];
+        for (lo, hi, target, at_least, verdict) in cases {
+            assert_eq!(
+                Verdict::of(interval(lo, hi), target, at_least),
+                verdict,
+                "[{lo}, {hi}] against {target} (at least: {at_least})"
+            );
+        }
     }
 }

@@ -72,6 +72,9 @@ struct Options {
     duration: u64,
     connections: u32,
     warmup: u64,
+    /// Every this many rounds, each server is stopped and a fresh process started (and warmed
+    /// up) in its place; 0: one process per server for the whole run.
+    restart_every: usize,
     skip_callgrind: bool,
     skip_load: bool,
     short: usize,
@@ -97,6 +100,7 @@ impl Options {
             duration: 10,
             connections: 32,
             warmup: 3,
+            restart_every: 0,
             skip_callgrind: false,
             skip_load: false,
             short: 2_000,
@@ -121,6 +125,7 @@ impl Options {
                 "--duration" => options.duration = number(flag, value()?)?,
                 "--connections" => options.connections = number(flag, value()?)?,
                 "--warmup" => options.warmup = number(flag, value()?)?,
+                "--restart-every" => options.restart_every = number(flag, value()?)?,
                 "--short" => options.short = number(flag, value()?)?,
                 "--long" => options.long = number(flag, value()?)?,
                 "--repeats" => options.repeats = number(flag, value()?)?,
@@ -170,6 +175,10 @@ impl Options {
         if options.long <= options.short {
             return Err("--long must be greater than --short".into());
         }
+        if options.restart_every > 0 && options.audit_sqlite {
+            // Each process would keep a trail of its own; the trail's count reads one.
+            return Err("--restart-every cannot be combined with --audit-sqlite".into());
+        }
         Ok(options)
     }
 
@@ -196,6 +205,12 @@ against plain, floor and floor-moka, and both floors against plain, from the sam
   --duration SECS      seconds per server per round (10)
   --connections N      wrk keep-alive connections (32)
   --warmup SECS        unmeasured wrk run per server before round 1 (3)
+  --restart-every N    every N rounds, stop each server and start a fresh process in its
+                       place, warmed up again (0: one process per server for the whole run).
+                       A process has an offset of its own (code and heap placement): two
+                       processes of one binary differed by 1.6 % over 20 rounds on one host.
+                       Restarts make that offset part of the spread the intervals measure.
+                       Not with --audit-sqlite
   --skip-load          skip the throughput phase
   --skip-callgrind     skip the instructions phase
   --short N, --long N  requests of the short and long callgrind runs (2000, 22000)
@@ -263,6 +278,8 @@ fn orchestrate(options: &Options) -> Result<(), String> {
     if !options.skip_load {
         let rounds = throughput(options, &exe, scratch.path(), &children, deadline)?;
         print_throughput(&rounds, &options.variants(), Targets::of(options));
+        println!("{}", process_note(options.restart_every));
+        println!();
     }
     if !options.skip_callgrind {
         let out_dir = match &options.callgrind_dir {
@@ -322,59 +339,23 @@ fn throughput(
         connections: options.connections,
         client_core: CLIENT_CORE,
     };
-    let mut servers = Vec::new();
-    for variant in options.variants() {
-        let port = free_port()?;
-        let keys_file = scratch.join(format!("{variant}.keys"));
-        let mut command = Command::new("taskset");
-        command
-            .args(["-c", SERVER_CORE])
-            .arg(exe)
-            .args(["serve", variant.name(), "--port"])
-            .arg(port.to_string())
-            .arg("--keys-file")
-            .arg(&keys_file)
-            .arg("--store-keys")
-            .arg(options.store_keys.to_string());
-        if let Some(limit) = options
-            .rate_limit
-            .as_ref()
-            .filter(|_| variant.with_keygate())
-        {
-            command.args(["--rate-limit", limit]);
-        }
-        if let Some(quota) = options.quota.as_ref().filter(|_| variant.with_keygate()) {
-            command.args(["--quota", quota]);
-        }
-        if options.audit_sqlite && variant.with_keygate() {
-            let mode = if options.audit_usage_only {
-                "sqlite-usage"
-            } else {
-                "sqlite"
-            };
-            // The writer off the request core: on the other one, beside wrk.
-            command.args(["--audit", mode, "--audit-core", CLIENT_CORE]);
-            command.args(["--audit-nice", &options.audit_nice.to_string()]);
-        }
-        let server = Server::start(command, children, port, keys_file, Duration::from_secs(120))?;
-        println!("started {variant} (pid {}) on 127.0.0.1:{port}", server.pid);
-        servers.push((variant, server));
-    }
+    let mut servers = start_servers(options, exe, scratch, children, 0)?;
     // Requests wrk saw answered, per server (warm-up included): for the audit trail's count.
     let mut answered: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut runs = 0_u64;
-    for (variant, server) in &servers {
-        let report = load.run(children, server.port, &server.keys_file, options.warmup)?;
-        *answered.entry(variant.name()).or_default() += report.requests;
-        println!(
-            "warm-up {variant}: {:.0} req/s",
-            report.requests_per_second()
-        );
-        check_errors(*variant, &report)?;
-    }
+    warm_up(&load, children, &servers, options.warmup, &mut answered)?;
     runs += 1;
     let mut rounds = Rounds::new();
     'rounds: for round in 0..options.rounds {
+        if options.restart_every > 0 && round > 0 && round % options.restart_every == 0 {
+            for (variant, server) in servers.drain(..) {
+                server
+                    .stop(Duration::from_secs(10))
+                    .map_err(|e| format!("{variant}: {e}"))?;
+            }
+            servers = start_servers(options, exe, scratch, children, round)?;
+            warm_up(&load, children, &servers, options.warmup, &mut answered)?;
+        }
         let mut order: Vec<usize> = (0..servers.len()).collect();
         if round % 2 == 1 {
             order.reverse();
@@ -506,6 +487,80 @@ fn sample(report: WrkReport, before: CpuTime, after: CpuTime, tick_us: f64) -> S
         writer_us_per_request: writer_us / requests,
         server_cpu_share: (user_us + system_us - writer_us) / report.duration_us.max(1) as f64,
     }
+}
+
+/// Starts one process of each server (pinned to the server core), numbered `generation` (the
+/// round it starts before): the first keeps the names the audit trail's count reads.
+fn start_servers(
+    options: &Options,
+    exe: &Path,
+    scratch: &Path,
+    children: &Children,
+    generation: usize,
+) -> Result<Vec<(Variant, Server)>, String> {
+    let mut servers = Vec::new();
+    for variant in options.variants() {
+        let port = free_port()?;
+        let keys_file = if generation == 0 {
+            scratch.join(format!("{variant}.keys"))
+        } else {
+            scratch.join(format!("{variant}.{generation}.keys"))
+        };
+        let mut command = Command::new("taskset");
+        command
+            .args(["-c", SERVER_CORE])
+            .arg(exe)
+            .args(["serve", variant.name(), "--port"])
+            .arg(port.to_string())
+            .arg("--keys-file")
+            .arg(&keys_file)
+            .arg("--store-keys")
+            .arg(options.store_keys.to_string());
+        if let Some(limit) = options
+            .rate_limit
+            .as_ref()
+            .filter(|_| variant.with_keygate())
+        {
+            command.args(["--rate-limit", limit]);
+        }
+        if let Some(quota) = options.quota.as_ref().filter(|_| variant.with_keygate()) {
+            command.args(["--quota", quota]);
+        }
+        if options.audit_sqlite && variant.with_keygate() {
+            let mode = if options.audit_usage_only {
+                "sqlite-usage"
+            } else {
+                "sqlite"
+            };
+            // The writer off the request core: on the other one, beside wrk.
+            command.args(["--audit", mode, "--audit-core", CLIENT_CORE]);
+            command.args(["--audit-nice", &options.audit_nice.to_string()]);
+        }
+        let server = Server::start(command, children, port, keys_file, Duration::from_secs(120))?;
+        println!("started {variant} (pid {}) on 127.0.0.1:{port}", server.pid);
+        servers.push((variant, server));
+    }
+    Ok(servers)
+}
+
+/// An unmeasured run of `secs` per server, counted in `answered`.
+fn warm_up(
+    load: &Load<'_>,
+    children: &Children,
+    servers: &[(Variant, Server)],
+    secs: u64,
+    answered: &mut BTreeMap<&'static str, u64>,
+) -> Result<(), String> {
+    for (variant, server) in servers {
+        let report = load.run(children, server.port, &server.keys_file, secs)?;
+        *answered.entry(variant.name()).or_default() += report.requests;
+        println!(
+            "warm-up {variant}: {:.0} req/s",
+            report.requests_per_second()
+        );
+        check_errors(*variant, &report)?;
+    }
+    Ok(())
 }
 
 fn check_errors(variant: Variant, report: &WrkReport) -> Result<(), String> {
@@ -735,6 +790,20 @@ fn print_ratios(
     }
     println!();
     print_intervals(rounds, &frameworks, targets);
+}
+
+/// What the intervals cover of the servers' processes.
+fn process_note(restart_every: usize) -> String {
+    match restart_every {
+        0 => "Each server ran as one process for the whole run: its own offset (code and heap \
+              placement; 1.6 % between two processes of one binary on one host) is in every \
+              round alike, so the intervals above do not cover it (`--restart-every N` does)."
+            .to_owned(),
+        n => format!(
+            "Each server was restarted every {n} round(s): the intervals above cover the \
+             processes' own offsets as far as the rounds sample them."
+        ),
+    }
 }
 
 /// How far this run's medians can be trusted: per line, the distribution-free interval of the
@@ -1025,11 +1094,31 @@ fn git_head() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Options, Targets};
+    use super::{Options, Targets, process_note};
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        Options::parse(&args)
+    }
 
     fn target(args: &[&str]) -> f64 {
-        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        Targets::of(&Options::parse(&args).expect("valid options")).min_ratio
+        Targets::of(&parse(args).expect("valid options")).min_ratio
+    }
+
+    #[test]
+    fn servers_are_restarted_only_when_asked_and_never_under_a_trail() {
+        assert_eq!(parse(&[]).expect("valid").restart_every, 0);
+        assert_eq!(
+            parse(&["--restart-every", "5"])
+                .expect("valid")
+                .restart_every,
+            5
+        );
+        let refused = parse(&["--restart-every", "1", "--audit-sqlite"]).expect_err("a trail");
+        assert!(refused.contains("--audit-sqlite"), "{refused}");
+        // The report says whether its intervals cover the processes' offsets.
+        assert!(process_note(0).contains("do not cover"));
+        assert!(process_note(4).contains("every 4 round"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use keygate_loadbench::Variant;
 
 use crate::client;
-use crate::procs::{Children, Server, free_port};
+use crate::procs::{Children, ServeArgs, Server, free_port};
 
 /// Where and how the callgrind runs happen.
 pub(crate) struct Callgrind<'a> {
@@ -19,11 +19,7 @@ pub(crate) struct Callgrind<'a> {
     pub(crate) out_dir: &'a Path,
     pub(crate) children: &'a Children,
     pub(crate) server_core: &'a str,
-    pub(crate) store_keys: usize,
-    pub(crate) rate_limit: Option<&'a str>,
-    pub(crate) quota: Option<&'a str>,
-    pub(crate) audit_sqlite: bool,
-    pub(crate) audit_usage_only: bool,
+    pub(crate) serve: ServeArgs<'a>,
     /// Also simulate the caches ([`CACHES`]) and count L1 data misses.
     pub(crate) cache_sim: bool,
     pub(crate) deadline: Instant,
@@ -71,28 +67,9 @@ impl Callgrind<'_> {
         if self.cache_sim {
             command.arg("--cache-sim=yes").args(CACHES.split(' '));
         }
-        command
-            .arg(self.exe)
-            .args(["serve", variant.name(), "--port"])
-            .arg(port.to_string())
-            .arg("--keys-file")
-            .arg(&keys_file)
-            .arg("--store-keys")
-            .arg(self.store_keys.to_string());
-        if let Some(limit) = self.rate_limit.filter(|_| variant.with_keygate()) {
-            command.args(["--rate-limit", limit]);
-        }
-        if let Some(quota) = self.quota.filter(|_| variant.with_keygate()) {
-            command.args(["--quota", quota]);
-        }
-        if self.audit_sqlite && variant.with_keygate() {
-            let mode = if self.audit_usage_only {
-                "sqlite-usage"
-            } else {
-                "sqlite"
-            };
-            command.args(["--audit", mode]);
-        }
+        command.arg(self.exe);
+        self.serve
+            .append_to(&mut command, variant, port, &keys_file);
         let left = self.deadline.saturating_duration_since(Instant::now());
         let server = Server::start(
             command,

@@ -59,7 +59,7 @@ use keygate_loadbench::server::{ServerConfig, number, run};
 use keygate_loadbench::{Auth, Framework, Variant};
 
 use crate::callgrind::Callgrind;
-use crate::procs::{Children, CpuTime, Server, TempDir, free_port};
+use crate::procs::{Children, CpuTime, ServeArgs, Server, TempDir, free_port};
 use crate::stats::{Verdict, median, median_interval, order_statistic, range};
 use crate::wrk::{Load, WrkReport};
 
@@ -175,11 +175,21 @@ impl Options {
         if options.long <= options.short {
             return Err("--long must be greater than --short".into());
         }
-        if options.restart_every > 0 && options.audit_sqlite {
-            // Each process would keep a trail of its own; the trail's count reads one.
-            return Err("--restart-every cannot be combined with --audit-sqlite".into());
-        }
         Ok(options)
+    }
+
+    /// The `loadbench serve` arguments every server of this run gets.
+    fn serve_args(&self) -> ServeArgs<'_> {
+        ServeArgs {
+            store_keys: self.store_keys,
+            rate_limit: self.rate_limit.as_deref(),
+            quota: self.quota.as_deref(),
+            audit: match (self.audit_sqlite, self.audit_usage_only) {
+                (false, _) => None,
+                (true, false) => Some("sqlite"),
+                (true, true) => Some("sqlite-usage"),
+            },
+        }
     }
 
     /// The servers that run: every variant of the chosen frameworks, in the base order.
@@ -210,7 +220,8 @@ against plain, floor and floor-moka, and both floors against plain, from the sam
                        A process has an offset of its own (code and heap placement): two
                        processes of one binary differed by 1.6 % over 20 rounds on one host.
                        Restarts make that offset part of the spread the intervals measure.
-                       Not with --audit-sqlite
+                       With --audit-sqlite each process keeps a trail file of its own, and
+                       the trail's table sums them
   --skip-load          skip the throughput phase
   --skip-callgrind     skip the instructions phase
   --short N, --long N  requests of the short and long callgrind runs (2000, 22000)
@@ -295,11 +306,7 @@ fn orchestrate(options: &Options) -> Result<(), String> {
             out_dir: &out_dir,
             children: &children,
             server_core: SERVER_CORE,
-            store_keys: options.store_keys,
-            rate_limit: options.rate_limit.as_deref(),
-            quota: options.quota.as_deref(),
-            audit_sqlite: options.audit_sqlite,
-            audit_usage_only: options.audit_usage_only,
+            serve: options.serve_args(),
             cache_sim: options.cache_sim,
             deadline,
         };
@@ -340,6 +347,8 @@ fn throughput(
         client_core: CLIENT_CORE,
     };
     let mut servers = start_servers(options, exe, scratch, children, 0)?;
+    // The rounds at which servers started: each generation keeps an audit trail of its own.
+    let mut generations = vec![0];
     // Requests wrk saw answered, per server (warm-up included): for the audit trail's count.
     let mut answered: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut runs = 0_u64;
@@ -354,7 +363,9 @@ fn throughput(
                     .map_err(|e| format!("{variant}: {e}"))?;
             }
             servers = start_servers(options, exe, scratch, children, round)?;
+            generations.push(round);
             warm_up(&load, children, &servers, options.warmup, &mut answered)?;
+            runs += 1;
         }
         let mut order: Vec<usize> = (0..servers.len()).collect();
         if round % 2 == 1 {
@@ -396,19 +407,21 @@ fn throughput(
     }
     if options.audit_sqlite {
         let in_flight = u64::from(options.connections) * runs;
-        print_audit_trail(scratch, options, &answered, in_flight)?;
+        print_audit_trail(scratch, options, &generations, &answered, in_flight)?;
     }
     Ok(rounds)
 }
 
 /// Per keygate server, after its shutdown: requests wrk saw answered, the audit pipeline's
 /// final counters (written by the server to `VARIANT.audit-stats`), and what its SQLite file
-/// holds. wrk counts the responses it read before each run's end; a request still in flight
-/// then was served (and audited) all the same, so rows may exceed the count by at most the
+/// holds, each summed over the server's `generations` (one process each, with
+/// `--restart-every`). wrk counts the responses it read before each run's end; a request still
+/// in flight then was served (and audited) all the same, so rows may exceed the count by at most the
 /// connections times the runs.
 fn print_audit_trail(
     scratch: &Path,
     options: &Options,
+    generations: &[usize],
     answered: &BTreeMap<&'static str, u64>,
     in_flight_bound: u64,
 ) -> Result<(), String> {
@@ -429,38 +442,22 @@ fn print_audit_trail(
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for variant in options.variants().iter().filter(|v| v.with_keygate()) {
-        let stats_file = scratch.join(format!("{variant}.audit-stats"));
-        let stats = std::fs::read_to_string(&stats_file)
-            .map_err(|e| format!("{}: {e}", stats_file.display()))?;
+        let (mut stats, mut rows, mut usage) = (Vec::new(), 0_i64, 0_i64);
+        for &generation in generations {
+            let keys = keys_file(scratch, *variant, generation);
+            let stats_file = keys.with_extension("audit-stats");
+            stats.push(
+                std::fs::read_to_string(&stats_file)
+                    .map_err(|e| format!("{}: {e}", stats_file.display()))?,
+            );
+            let (generation_rows, generation_usage) =
+                runtime.block_on(trail_counts(&keys.with_extension("audit.db")))?;
+            rows += generation_rows;
+            usage += generation_usage;
+        }
         let stat = |name: &str| -> String {
-            stats
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-                .unwrap_or("?")
-                .to_owned()
+            summed_stat(&stats, name).map_or_else(|| "?".to_owned(), |n| n.to_string())
         };
-        let db = scratch.join(format!("{variant}.audit.db"));
-        let (rows, usage) = runtime.block_on(async {
-            let store =
-                keygate_sqlx::SqliteStore::connect_with(keygate_sqlx::SqliteStore::options(&db))
-                    .await
-                    .map_err(|e| format!("{}: {e}", db.display()))?;
-            // Request events: rows, and (SQLite keeps them so) those in blocks.
-            let rows: i64 = keygate_sqlx::sqlx::query_scalar(
-                "SELECT (SELECT count(*) FROM keygate_audit_events WHERE action = 'request') \
-                 + (SELECT coalesce(sum(count), 0) FROM keygate_audit_blocks)",
-            )
-            .fetch_one(store.pool())
-            .await
-            .map_err(|e| e.to_string())?;
-            let usage: i64 = keygate_sqlx::sqlx::query_scalar(
-                "SELECT coalesce(sum(allowed + denied), 0) FROM keygate_usage",
-            )
-            .fetch_one(store.pool())
-            .await
-            .map_err(|e| e.to_string())?;
-            Ok::<_, String>((rows, usage))
-        })?;
         let served = answered.get(variant.name()).copied().unwrap_or(0);
         println!(
             "| {variant} | {served} | {} | {} | {} | {} | {rows} | {usage} | {:+} |",
@@ -473,6 +470,39 @@ fn print_audit_trail(
     }
     println!();
     Ok(())
+}
+
+/// What one trail file holds: request events (rows, and those SQLite keeps in blocks), and the
+/// usage count (allowed + denied).
+async fn trail_counts(db: &Path) -> Result<(i64, i64), String> {
+    let store = keygate_sqlx::SqliteStore::connect_with(keygate_sqlx::SqliteStore::options(db))
+        .await
+        .map_err(|e| format!("{}: {e}", db.display()))?;
+    let rows: i64 = keygate_sqlx::sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM keygate_audit_events WHERE action = 'request') \
+         + (SELECT coalesce(sum(count), 0) FROM keygate_audit_blocks)",
+    )
+    .fetch_one(store.pool())
+    .await
+    .map_err(|e| e.to_string())?;
+    let usage: i64 = keygate_sqlx::sqlx::query_scalar(
+        "SELECT coalesce(sum(allowed + denied), 0) FROM keygate_usage",
+    )
+    .fetch_one(store.pool())
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok((rows, usage))
+}
+
+/// The counter `name` (`name=N` in a server's `.audit-stats`) summed over `stats`, one text per
+/// process; `None` if any lacks it.
+fn summed_stat(stats: &[String], name: &str) -> Option<u64> {
+    stats.iter().try_fold(0_u64, |sum, text| {
+        let value = text
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?;
+        Some(sum + value.parse::<u64>().ok()?)
+    })
 }
 
 fn sample(report: WrkReport, before: CpuTime, after: CpuTime, tick_us: f64) -> Sample {
@@ -501,39 +531,14 @@ fn start_servers(
     let mut servers = Vec::new();
     for variant in options.variants() {
         let port = free_port()?;
-        let keys_file = if generation == 0 {
-            scratch.join(format!("{variant}.keys"))
-        } else {
-            scratch.join(format!("{variant}.{generation}.keys"))
-        };
+        let keys_file = keys_file(scratch, variant, generation);
         let mut command = Command::new("taskset");
-        command
-            .args(["-c", SERVER_CORE])
-            .arg(exe)
-            .args(["serve", variant.name(), "--port"])
-            .arg(port.to_string())
-            .arg("--keys-file")
-            .arg(&keys_file)
-            .arg("--store-keys")
-            .arg(options.store_keys.to_string());
-        if let Some(limit) = options
-            .rate_limit
-            .as_ref()
-            .filter(|_| variant.with_keygate())
-        {
-            command.args(["--rate-limit", limit]);
-        }
-        if let Some(quota) = options.quota.as_ref().filter(|_| variant.with_keygate()) {
-            command.args(["--quota", quota]);
-        }
-        if options.audit_sqlite && variant.with_keygate() {
-            let mode = if options.audit_usage_only {
-                "sqlite-usage"
-            } else {
-                "sqlite"
-            };
+        command.args(["-c", SERVER_CORE]).arg(exe);
+        let serve = options.serve_args();
+        serve.append_to(&mut command, variant, port, &keys_file);
+        if serve.audit.is_some() && variant.with_keygate() {
             // The writer off the request core: on the other one, beside wrk.
-            command.args(["--audit", mode, "--audit-core", CLIENT_CORE]);
+            command.args(["--audit-core", CLIENT_CORE]);
             command.args(["--audit-nice", &options.audit_nice.to_string()]);
         }
         let server = Server::start(command, children, port, keys_file, Duration::from_secs(120))?;
@@ -541,6 +546,17 @@ fn start_servers(
         servers.push((variant, server));
     }
     Ok(servers)
+}
+
+/// The keys file of `variant`'s server started at round `generation` (0: the first). The
+/// server keeps its audit trail beside it (`.audit.db`, `.audit-stats`): a trail of its own
+/// per process.
+fn keys_file(scratch: &Path, variant: Variant, generation: usize) -> PathBuf {
+    if generation == 0 {
+        scratch.join(format!("{variant}.keys"))
+    } else {
+        scratch.join(format!("{variant}.{generation}.keys"))
+    }
 }
 
 /// An unmeasured run of `secs` per server, counted in `answered`.
@@ -1094,7 +1110,12 @@ fn git_head() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Options, Targets, process_note};
+    use std::path::Path;
+    use std::process::Command;
+
+    use keygate_loadbench::{Auth, Framework, Variant};
+
+    use super::{Options, Targets, keys_file, process_note, summed_stat};
 
     fn parse(args: &[&str]) -> Result<Options, String> {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
@@ -1106,7 +1127,7 @@ mod tests {
     }
 
     #[test]
-    fn servers_are_restarted_only_when_asked_and_never_under_a_trail() {
+    fn servers_are_restarted_only_when_asked() {
         assert_eq!(parse(&[]).expect("valid").restart_every, 0);
         assert_eq!(
             parse(&["--restart-every", "5"])
@@ -1114,11 +1135,80 @@ mod tests {
                 .restart_every,
             5
         );
-        let refused = parse(&["--restart-every", "1", "--audit-sqlite"]).expect_err("a trail");
-        assert!(refused.contains("--audit-sqlite"), "{refused}");
+        // A trail is kept per process, and counted over them all.
+        assert_eq!(
+            parse(&["--restart-every", "2", "--audit-sqlite"])
+                .expect("valid")
+                .restart_every,
+            2
+        );
         // The report says whether its intervals cover the processes' offsets.
         assert!(process_note(0).contains("do not cover"));
         assert!(process_note(4).contains("every 4 round"));
+    }
+
+    #[test]
+    fn each_generations_trail_has_its_own_files_and_their_counts_are_summed() {
+        let scratch = Path::new("/s");
+        let keygate = Variant::new(Framework::Axum, Auth::Keygate);
+        let first = keys_file(scratch, keygate, 0);
+        let later = keys_file(scratch, keygate, 8);
+        assert_eq!(first, Path::new("/s/axum-keygate.keys"));
+        assert_eq!(
+            later.with_extension("audit.db"),
+            Path::new("/s/axum-keygate.8.audit.db")
+        );
+        assert_ne!(
+            first.with_extension("audit-stats"),
+            later.with_extension("audit-stats")
+        );
+        let stats = [
+            "recorded=10 dropped=0 lost=1".to_owned(),
+            "recorded=32 dropped=2 lost=0 failed_writes=0".to_owned(),
+        ];
+        assert_eq!(summed_stat(&stats, "recorded"), Some(42));
+        assert_eq!(summed_stat(&stats, "dropped"), Some(2));
+        assert_eq!(summed_stat(&stats, "lost"), Some(1));
+        // Missing from one process: unknown, not a partial sum.
+        assert_eq!(summed_stat(&stats, "failed_writes"), None);
+        assert_eq!(summed_stat(&["recorded=x".to_owned()], "recorded"), None);
+    }
+
+    #[test]
+    fn only_keygates_servers_get_the_limit_the_quota_and_the_trail() {
+        let options = parse(&[
+            "--rate-limit",
+            "5/1s",
+            "--quota",
+            "9/day",
+            "--audit-sqlite-usage",
+            "--store-keys",
+            "7",
+        ])
+        .expect("valid");
+        let args = |auth| {
+            let mut command = Command::new("x");
+            let variant = Variant::new(Framework::Actix, auth);
+            options
+                .serve_args()
+                .append_to(&mut command, variant, 80, Path::new("/k"));
+            command
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let common = "--port 80 --keys-file /k --store-keys 7";
+        assert_eq!(
+            args(Auth::Keygate),
+            format!(
+                "serve actix-keygate {common} --rate-limit 5/1s --quota 9/day --audit sqlite-usage"
+            )
+        );
+        assert_eq!(args(Auth::Floor), format!("serve actix-floor {common}"));
+        let trail = parse(&["--audit-sqlite"]).expect("valid");
+        assert_eq!(trail.serve_args().audit, Some("sqlite"));
+        assert_eq!(parse(&[]).expect("valid").serve_args().audit, None);
     }
 
     #[test]

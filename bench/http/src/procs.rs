@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use keygate_loadbench::Variant;
+
 /// PIDs of the children alive right now. Shared with the watchdog.
 #[derive(Clone, Default)]
 pub(crate) struct Children {
@@ -87,6 +89,49 @@ pub(crate) fn free_port() -> Result<u16, String> {
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .map_err(|e| format!("finding a free port: {e}"))
+}
+
+/// The `loadbench serve` arguments that make a server one run's variant, alike for the
+/// throughput servers and the callgrind ones: the keys, and for keygate's variants the limit,
+/// the quota and the audit trail.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServeArgs<'a> {
+    pub(crate) store_keys: usize,
+    pub(crate) rate_limit: Option<&'a str>,
+    pub(crate) quota: Option<&'a str>,
+    /// The `--audit` mode (`sqlite` or `sqlite-usage`), or none.
+    pub(crate) audit: Option<&'static str>,
+}
+
+impl ServeArgs<'_> {
+    /// Appends `serve VARIANT --port PORT --keys-file FILE ...` to `command`.
+    pub(crate) fn append_to(
+        &self,
+        command: &mut Command,
+        variant: Variant,
+        port: u16,
+        keys_file: &Path,
+    ) {
+        command
+            .args(["serve", variant.name(), "--port"])
+            .arg(port.to_string())
+            .arg("--keys-file")
+            .arg(keys_file)
+            .arg("--store-keys")
+            .arg(self.store_keys.to_string());
+        if !variant.with_keygate() {
+            return;
+        }
+        if let Some(limit) = self.rate_limit {
+            command.args(["--rate-limit", limit]);
+        }
+        if let Some(quota) = self.quota {
+            command.args(["--quota", quota]);
+        }
+        if let Some(mode) = self.audit {
+            command.args(["--audit", mode]);
+        }
+    }
 }
 
 /// A running benchmark server.

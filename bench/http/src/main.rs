@@ -416,8 +416,8 @@ fn throughput(
 /// final counters (written by the server to `VARIANT.audit-stats`), and what its SQLite file
 /// holds, each summed over the server's `generations` (one process each, with
 /// `--restart-every`). wrk counts the responses it read before each run's end; a request still
-/// in flight then was served (and audited) all the same, so rows may exceed the count by at most the
-/// connections times the runs.
+/// in flight then was served (and audited) all the same, so rows may exceed the count by at
+/// most the connections times the runs.
 fn print_audit_trail(
     scratch: &Path,
     options: &Options,

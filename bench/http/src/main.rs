@@ -520,7 +520,7 @@ fn sample(report: WrkReport, before: CpuTime, after: CpuTime, tick_us: f64) -> S
 }
 
 /// Starts one process of each server (pinned to the server core), numbered `generation` (the
-/// round it starts before): the first keeps the names the audit trail's count reads.
+/// round it starts before): its files are named by [`keys_file`], a trail of its own each.
 fn start_servers(
     options: &Options,
     exe: &Path,

@@ -491,12 +491,19 @@ pub struct Keys {
     pub owned: [String; 3],
     /// Two keys of owner `departed`, revoked together by `Admin::revoke_owner`.
     pub departed: [String; 2],
+    /// Two keys of owner [`THRIFTY_OWNER`] (limit [`THRIFTY_OWNER_RATE`]): the first with its
+    /// own limit `1/1m`, the second with none of its own (the verifier's default applies).
+    pub thrifty: [String; 2],
 }
 
 /// The owner of [`Keys::owned`].
 pub const SHARED_OWNER: &str = "shared-owner";
 /// The rate limit of [`SHARED_OWNER`], shared by its three keys.
 pub const SHARED_OWNER_RATE: &str = "10/1m";
+/// The owner of [`Keys::thrifty`].
+pub const THRIFTY_OWNER: &str = "thrifty-owner";
+/// The rate limit of [`THRIFTY_OWNER`], shared by its two keys.
+pub const THRIFTY_OWNER_RATE: &str = "3/1m";
 
 impl Keys {
     /// Creates the keys, then advances the clock so the expiring key has expired.
@@ -543,6 +550,26 @@ impl Keys {
         for name in ["owned-a", "owned-b", "owned-c"] {
             owned.push(h.create(NewKey::new(name).owner(SHARED_OWNER)).await.0);
         }
+        admin
+            .create_owner(
+                keygate::owner::NewOwner::new(THRIFTY_OWNER).rate_limit(
+                    THRIFTY_OWNER_RATE
+                        .parse::<keygate::rate::RatePolicy>()
+                        .unwrap(),
+                ),
+            )
+            .await
+            .unwrap();
+        let (capped, _) = h
+            .create(
+                NewKey::new("thrifty-capped")
+                    .owner(THRIFTY_OWNER)
+                    .rate_limit("1/1m".parse::<keygate::rate::RatePolicy>().unwrap()),
+            )
+            .await;
+        let (sibling, _) = h
+            .create(NewKey::new("thrifty-sibling").owner(THRIFTY_OWNER))
+            .await;
         let mut departed = Vec::new();
         for name in ["departed-a", "departed-b"] {
             let (key, _) = h.create(NewKey::new(name).owner("departed")).await;
@@ -587,6 +614,7 @@ impl Keys {
             canary,
             owned: owned.try_into().unwrap(),
             departed: departed.try_into().unwrap(),
+            thrifty: [capped, sibling],
         }
     }
 
@@ -607,6 +635,8 @@ impl Keys {
             &self.unlimited,
             &self.defaulted,
             &self.canary,
+            &self.thrifty[0],
+            &self.thrifty[1],
         ];
         all.iter()
             .flat_map(|k| [k.to_string(), k[k.len() - 36..k.len() - 6].to_owned()])

@@ -584,7 +584,8 @@ pub fn named_table(keys: &NamedKeys) -> Vec<Case> {
     ]
 }
 
-/// Owners (issue 17 item 1): a limit shared by an owner's keys, and a bulk revocation.
+/// Owners (issue 17 item 1): a limit shared by an owner's keys, a key's own refusals that
+/// spend nothing of its owner's, and a bulk revocation.
 fn owners(keys: &Keys) -> Vec<Case> {
     let mut cases = Vec::new();
     // 10/1m shared by three keys (each also under the default, 100/1h burst 30): 10 in all,
@@ -611,6 +612,50 @@ fn owners(keys: &Keys) -> Vec<Case> {
             .too_many("key", 10, 60, 6, 60),
         );
     }
+    // 3/1m shared by two keys, one of them also under its own 1/1m: the requests its own
+    // limit refuses take nothing from the owner's allowance, so the other key still gets the
+    // two the owner has left (T = 20 s: `t` grows by 20 a request, a refusal waits 20 s).
+    let [capped, sibling] = &keys.thrifty;
+    cases.push(
+        Case::new(
+            "a key under 1/1m and its owner's 3/1m: the key's own allowance is the tighter",
+            "/hello",
+            200,
+        )
+        .bearer(capped)
+        .key_rate(1, 60, 0, 60),
+    );
+    for _ in 0..2 {
+        cases.push(
+            Case::new(
+                "a key under 1/1m and its owner's 3/1m: its own limit refuses the second",
+                "/hello",
+                429,
+            )
+            .bearer(capped)
+            .too_many("key", 1, 60, 60, 60),
+        );
+    }
+    for (left, reset) in [(1, 40), (0, 60)] {
+        cases.push(
+            Case::new(
+                "a request its own limit refused took nothing from the owner: the sibling gets 2",
+                "/hello",
+                200,
+            )
+            .bearer(sibling)
+            .key_rate(3, 60, left, reset),
+        );
+    }
+    cases.push(
+        Case::new(
+            "the owner's 3/1m is spent by the 3 allowed requests: the sibling's next is 429",
+            "/hello",
+            429,
+        )
+        .bearer(sibling)
+        .too_many("key", 3, 60, 20, 60),
+    );
     for key in &keys.departed {
         cases.push(
             Case::new(

@@ -195,8 +195,8 @@ async fn admin_list_filters_and_pages() {
         .unwrap();
     assert_eq!(
         all.keys.len(),
-        16,
-        "the Keys fixture makes 16 keys (3 owned, 2 of an owner revoked together)"
+        18,
+        "the Keys fixture makes 18 keys (3 and 2 of two owners with limits, 2 of an owner revoked together)"
     );
     assert_eq!(all.next, None);
     let mut seen = Vec::new();

@@ -427,3 +427,95 @@ async fn a_canary_locks_its_client_out_only_when_asked() {
         }
     }
 }
+
+/// A request its key's own limit refuses takes nothing from the owner's shared limit, on the
+/// awaited path too (a limiter that needs I/O decides every request there): the owner's other
+/// key still gets what the allowed requests left.
+#[tokio::test]
+async fn a_key_refused_by_its_own_limit_spends_nothing_of_its_owner_s_awaited() {
+    let h = Harness::new();
+    let remote = Arc::new(Remote::default());
+    let verifier = Verifier::builder(keyring(), h.store.clone())
+        .clock(h.clock.clone())
+        .shared_rate_limiter(remote.clone())
+        .build();
+    let admin = verifier.admin();
+    admin
+        .create_owner(keygate::owner::NewOwner::new("thrifty").rate_limit(policy("3/1m")))
+        .await
+        .unwrap();
+    let create = |spec: NewKey| {
+        let admin = admin.clone();
+        async move {
+            let created = admin.create_key(spec).await.unwrap();
+            created.key.expose_secret().to_owned()
+        }
+    };
+    let capped = create(
+        NewKey::new("capped")
+            .owner("thrifty")
+            .rate_limit(policy("1/1m")),
+    )
+    .await;
+    let sibling = create(NewKey::new("sibling").owner("thrifty")).await;
+
+    assert_eq!(call(&verifier, &capped, None).await, Ok(()));
+    for _ in 0..3 {
+        assert_eq!(
+            call(&verifier, &capped, None).await,
+            Err(Reason::RateLimited)
+        );
+    }
+    assert_eq!(call(&verifier, &sibling, None).await, Ok(()));
+    assert_eq!(
+        call(&verifier, &sibling, None).await,
+        Ok(()),
+        "the capped key's refused requests took from the owner's allowance"
+    );
+    assert_eq!(
+        call(&verifier, &sibling, None).await,
+        Err(Reason::RateLimited),
+        "the owner's 3/1m counts the allowed requests"
+    );
+}
+
+/// A request its key's own limit refuses spends none of the key's quota: on the cached path,
+/// where both are decided without awaiting, and on the awaited one (a limiter that needs I/O).
+#[tokio::test]
+async fn a_key_refused_by_its_own_limit_spends_no_quota() {
+    for awaited in [false, true] {
+        let h = Harness::new();
+        let verifier = if awaited {
+            Verifier::builder(keyring(), h.store.clone())
+                .clock(h.clock.clone())
+                .shared_rate_limiter(Arc::new(Remote::default()))
+                .build()
+        } else {
+            h.verifier.clone()
+        };
+        let created = verifier
+            .admin()
+            .create_key(
+                NewKey::new("limited-and-metered")
+                    .rate_limit(policy("1/1m"))
+                    .quota("5/day".parse::<keygate::quota::Quota>().unwrap()),
+            )
+            .await
+            .unwrap();
+        let key = created.key.expose_secret();
+        assert_eq!(call(&verifier, key, None).await, Ok(()));
+        for _ in 0..3 {
+            assert_eq!(call(&verifier, key, None).await, Err(Reason::RateLimited));
+        }
+        let balance = verifier
+            .admin()
+            .quota_balance(&created.record.id)
+            .await
+            .unwrap();
+        assert_eq!(
+            balance.key.map(|(_, usage)| usage.remaining),
+            Some(4),
+            "awaited: {awaited}: one allowed request spent one unit; the three refused spent none"
+        );
+    }
+}

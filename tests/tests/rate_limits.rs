@@ -110,14 +110,20 @@ impl RateLimiter for Remote {
     }
 }
 
+/// A verifier over `h`'s store and clock whose limiter is `remote`: every limited request is
+/// decided on the awaited path.
+fn awaited_verifier(h: &Harness, remote: Arc<Remote>) -> Verifier {
+    Verifier::builder(keyring(), h.store.clone())
+        .clock(h.clock.clone())
+        .shared_rate_limiter(remote)
+        .build()
+}
+
 #[tokio::test]
 async fn a_limiter_that_awaits_is_awaited_and_its_failure_is_a_503() {
     let h = Harness::new();
     let remote = Arc::new(Remote::default());
-    let verifier = Verifier::builder(keyring(), h.store.clone())
-        .clock(h.clock.clone())
-        .shared_rate_limiter(remote.clone())
-        .build();
+    let verifier = awaited_verifier(&h, remote.clone());
     let created = verifier
         .admin()
         .create_key(NewKey::new("remote").rate_limit(policy("2/1m")))
@@ -434,11 +440,7 @@ async fn a_canary_locks_its_client_out_only_when_asked() {
 #[tokio::test]
 async fn a_key_refused_by_its_own_limit_spends_nothing_of_its_owner_s_awaited() {
     let h = Harness::new();
-    let remote = Arc::new(Remote::default());
-    let verifier = Verifier::builder(keyring(), h.store.clone())
-        .clock(h.clock.clone())
-        .shared_rate_limiter(remote.clone())
-        .build();
+    let verifier = awaited_verifier(&h, Arc::default());
     let admin = verifier.admin();
     admin
         .create_owner(keygate::owner::NewOwner::new("thrifty").rate_limit(policy("3/1m")))
@@ -486,10 +488,7 @@ async fn a_key_refused_by_its_own_limit_spends_no_quota() {
     for awaited in [false, true] {
         let h = Harness::new();
         let verifier = if awaited {
-            Verifier::builder(keyring(), h.store.clone())
-                .clock(h.clock.clone())
-                .shared_rate_limiter(Arc::new(Remote::default()))
-                .build()
+            awaited_verifier(&h, Arc::default())
         } else {
             h.verifier.clone()
         };

@@ -536,30 +536,22 @@ impl Keys {
         let admin = h.verifier.admin();
         admin.revoke(&revoked_id).await.unwrap();
         admin.disable(&disabled_id).await.unwrap();
-        admin
-            .create_owner(
-                keygate::owner::NewOwner::new(SHARED_OWNER).rate_limit(
-                    SHARED_OWNER_RATE
-                        .parse::<keygate::rate::RatePolicy>()
-                        .unwrap(),
-                ),
-            )
-            .await
-            .unwrap();
+        for (owner, rate) in [
+            (SHARED_OWNER, SHARED_OWNER_RATE),
+            (THRIFTY_OWNER, THRIFTY_OWNER_RATE),
+        ] {
+            admin
+                .create_owner(
+                    keygate::owner::NewOwner::new(owner)
+                        .rate_limit(rate.parse::<keygate::rate::RatePolicy>().unwrap()),
+                )
+                .await
+                .unwrap();
+        }
         let mut owned = Vec::new();
         for name in ["owned-a", "owned-b", "owned-c"] {
             owned.push(h.create(NewKey::new(name).owner(SHARED_OWNER)).await.0);
         }
-        admin
-            .create_owner(
-                keygate::owner::NewOwner::new(THRIFTY_OWNER).rate_limit(
-                    THRIFTY_OWNER_RATE
-                        .parse::<keygate::rate::RatePolicy>()
-                        .unwrap(),
-                ),
-            )
-            .await
-            .unwrap();
         let (capped, _) = h
             .create(
                 NewKey::new("thrifty-capped")
